@@ -1,0 +1,109 @@
+"""The ``pelletseg`` command line. Every command that touches the stack accepts ``--home``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from storage.errors import StorageError
+from storage.settings import get_settings
+
+home_option = click.option(
+    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder of the embedded stack's state (database, store, broker); env PELLETSEG_HOME.",
+)
+
+
+@click.group()
+def main() -> None:
+    """pelletseg: segment gigapixel pellet micrographs into phases and report phase fractions."""
+
+
+@main.command("run")
+@click.argument("source")
+@click.option("--model", default=None, help="Model package name (default: PELLETSEG_DEFAULT_MODEL).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes to start (0: use running workers).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@home_option
+def run_cmd(source: str, model: str | None, workers: int, out: Path | None, home: Path | None) -> None:
+    """Segment SOURCE (a path or URL) through the queue and print its phase fractions."""
+    from cli.run import run
+
+    sys.exit(_guard(lambda: run(get_settings(home=home), source, model=model, workers=workers, out=out)))
+
+
+@main.command("demo")
+@click.option("--mpx", default=6.0, show_default=True, help="Size of the demo mosaic (megapixels).")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@home_option
+def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> None:
+    """Build a mosaic of real micrographs (shipped NASA EBC samples) and segment it."""
+    from cli.demo import build_mosaic, demo_sources
+    from cli.run import console, run
+
+    settings = get_settings(home=home)
+    settings.ensure_home()
+    mosaic = settings.home / "demo" / f"mosaic-{mpx:g}mpx.tif"
+    if not mosaic.exists():
+        mosaic.parent.mkdir(parents=True, exist_ok=True)
+        w, h = build_mosaic(demo_sources(), mpx, mosaic)
+        console.print(f"demo mosaic {w} x {h} px written to {mosaic}")
+    sys.exit(_guard(lambda: run(settings, str(mosaic), model=None, workers=workers, out=out,
+                                labels={"demo": True})))
+
+
+@main.command("migrate")
+@home_option
+def migrate_cmd(home: Path | None) -> None:
+    """Create or upgrade the job table to the newest schema (Alembic)."""
+    from storage.db import upgrade
+
+    settings = get_settings(home=home)
+    settings.ensure_home()
+    sys.exit(_guard(lambda: upgrade(settings.resolved_database_url) or 0))
+
+
+@main.command("models")
+@home_option
+def models_cmd(home: Path | None) -> None:
+    """List registered model packages (publishing the bundled ones first)."""
+    from cli.stack import prepare
+    from storage.db import cached_engine
+    from storage.jobs import JobStore
+
+    settings = get_settings(home=home)
+
+    def show() -> int:
+        prepare(settings)
+        for m in JobStore(cached_engine(settings.resolved_database_url)).list_models():
+            miou = (m.metrics or {}).get("test_miou")
+            click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
+                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}")
+        return 0
+
+    sys.exit(_guard(show))
+
+
+def _guard(fn) -> int:
+    """Run a command body; storage and input errors print one clear line, not a traceback."""
+    from api.jobs import SubmissionError
+
+    try:
+        return fn()
+    except (StorageError, SubmissionError) as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+
+
+def _register_optional() -> None:
+    try:
+        from cli.train import train
+    except ImportError:  # training module not present in a slim (API-only) install
+        return
+    main.add_command(train)
+
+
+_register_optional()

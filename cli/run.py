@@ -1,0 +1,128 @@
+"""``pelletseg run``: submit one image through the real queue path and follow it to the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from api.jobs import build_spec, submit_job
+from cli.stack import LocalWorkers, log_tail, prepare
+from storage.blobs import BlobStore
+from storage.db import cached_engine
+from storage.jobs import JobStore
+from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.models import Job
+from storage.settings import Settings
+from storage.states import JOB_TERMINAL, JobStatus
+
+console = Console()
+
+
+def follow(jobs: JobStore, job_id: str, workers: LocalWorkers | None, poll: float = 0.5) -> Job:
+    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends.
+
+    Returns:
+        The job in its terminal status.
+
+    Raises:
+        RuntimeError: every local worker process died before the job ended.
+    """
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows  {task.fields[mpxs]:.2f} Mpx/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task("queued", total=None, mpxs=0.0)
+        while True:
+            job = jobs.get_job(job_id)
+            if job.rows_total:
+                prog = jobs.progress(job_id)
+                elapsed = max(1e-6, time.monotonic() - started)
+                bar.update(task, total=job.rows_total, completed=prog.done,
+                           mpxs=prog.pixels_done / elapsed / 1e6, description=job.status)
+            else:
+                bar.update(task, description=job.status)
+            if job.status in JOB_TERMINAL:
+                return job
+            if workers is not None and workers.alive() == 0:
+                raise RuntimeError("all local workers exited:\n" + log_tail(workers.settings))
+            time.sleep(poll)
+
+
+def fractions_table(doc: dict) -> Table:
+    """A rich table of a fractions.json document."""
+    table = Table(title=f"Phase fractions  ({doc['width']} x {doc['height']} px, model "
+                        f"{doc['model']['name']} {doc['model']['version']})")
+    table.add_column("class")
+    table.add_column("pixels", justify="right")
+    table.add_column("% of image", justify="right")
+    table.add_column("% of pellet", justify="right")
+    for c in doc["classes"]:
+        pp = "-" if c["percent_of_pellet"] is None else f"{c['percent_of_pellet']:.2f}"
+        table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
+    return table
+
+
+def run(
+    settings: Settings,
+    source: str,
+    *,
+    model: str | None,
+    workers: int,
+    out: Path | None,
+    labels: dict | None = None,
+) -> int:
+    """Submit ``source`` and follow it; print fractions and output locations.
+
+    Returns:
+        Process exit code: 0 if the job succeeded, 1 otherwise.
+    """
+    prepare(settings)
+    spec = build_spec(settings, source, model, labels=labels or {})
+    jobs = JobStore(cached_engine(settings.resolved_database_url))
+    blobs = BlobStore(settings.resolved_storage_url)
+    pool = LocalWorkers(settings, workers).start() if workers > 0 else None
+    t0 = time.monotonic()
+    try:
+        job = submit_job(settings, spec)
+        console.print(f"job [bold]{job.id}[/] submitted: {spec.source_url}")
+        job = follow(jobs, job.id, pool)
+    finally:
+        if pool is not None:
+            pool.stop()
+    wall = time.monotonic() - t0
+    if job.status != JobStatus.SUCCEEDED:
+        console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
+        return 1
+    doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    console.print(fractions_table(doc))
+    mpx = job.width * job.height / 1e6
+    console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
+    console.print("outputs:")
+    for name in OUTPUT_FILES:
+        key = output_key(job.id, name)
+        target = blobs.url(key)
+        if out is not None:
+            dest = Path(out) / name
+            blobs.get_file(key, dest)
+            target = str(dest)
+        console.print(f"  {name:15s} {target}")
+    return 0

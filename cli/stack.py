@@ -1,0 +1,108 @@
+"""The local stack behind ``pelletseg run``: migrate the job table, publish the bundled models,
+and start N ``celery worker`` processes against whatever the settings name (embedded SQLite
+broker and job table by default; Redis/RabbitMQ/SQS and PostgreSQL by environment)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from storage.db import upgrade
+from storage.settings import Settings
+
+
+def prepare(settings: Settings) -> None:
+    """Create ``home``, migrate the job table and publish the bundled model packages.
+
+    Raises:
+        StorageError: the job table or store is unreachable.
+    """
+    from worker.context import WorkerContext
+    from worker.registry import publish_bundled
+
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    publish_bundled(ctx)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment for child processes that reproduces ``settings`` (PELLETSEG_* variables)."""
+    env = dict(os.environ)
+    env["PELLETSEG_HOME"] = str(settings.home)
+    env["PELLETSEG_DATABASE_URL"] = settings.resolved_database_url
+    env["PELLETSEG_BROKER_URL"] = settings.resolved_broker_url
+    env["PELLETSEG_STORAGE_URL"] = settings.resolved_storage_url
+    return env
+
+
+@dataclass
+class LocalWorkers:
+    """N local ``celery worker`` processes (solo pool: one task at a time each).
+
+    Each worker gets ``cores // N`` torch threads so N workers share the CPU instead of
+    oversubscribing it. Logs go to ``home/logs/worker-{i}.log``.
+    """
+
+    settings: Settings
+    count: int
+    queues: str = "plan,rows,reduce"
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self) -> "LocalWorkers":
+        env = settings_env(self.settings)
+        if not self.settings.torch_threads:
+            env["PELLETSEG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.count)))
+        logs = self.settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for i in range(self.count):
+            log = open(logs / f"worker-{i}.log", "ab")
+            cmd = [
+                sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
+                "-Q", self.queues, "--pool", "solo", "-n", f"pelletseg{i}-{os.getpid()}@%h",
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                "--without-heartbeat",
+            ]
+            self.procs.append(
+                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            )
+            log.close()
+        return self
+
+    def alive(self) -> int:
+        """Number of worker processes still running."""
+        return sum(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Warm shutdown (SIGTERM: finish the current task), then SIGKILL after ``timeout`` s."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def __enter__(self) -> "LocalWorkers":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def log_tail(settings: Settings, lines: int = 20) -> str:
+    """Last lines of each local worker log, for error messages."""
+    out = []
+    for path in sorted((settings.home / "logs").glob("worker-*.log")):
+        text = Path(path).read_text(errors="replace").splitlines()[-lines:]
+        out.append(f"--- {path}\n" + "\n".join(text))
+    return "\n".join(out)

@@ -1,0 +1,181 @@
+"""Blob store over fsspec: one root URL (``file://``, ``s3://``, ``gs://``, ``memory://``).
+
+Writes are atomic: data goes to a temporary key beside the target and is then moved onto it,
+so a reader never sees a half-written checkpoint (local folders: ``rename``; object stores: a
+PUT is atomic and the move is a server-side copy). Keys are POSIX-style relative paths that
+cannot escape the root.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from storage.errors import BlobNotFoundError, InvalidKeyError, StorageError
+
+
+def check_key(key: str) -> str:
+    """Validate a blob key and return it normalised.
+
+    Raises:
+        InvalidKeyError: empty, absolute, containing ``..``, a backslash or a NUL byte.
+    """
+    if not isinstance(key, str) or not key or key.strip() != key:
+        raise InvalidKeyError(f"blob key {key!r} is empty or has surrounding spaces")
+    if "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"blob key {key!r} contains a backslash or NUL byte")
+    if key.startswith("/") or "://" in key:
+        raise InvalidKeyError(f"blob key {key!r} must be relative to the store root")
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise InvalidKeyError(f"blob key {key!r} has an empty, '.' or '..' segment")
+    return posixpath.normpath(key)
+
+
+class BlobStore:
+    """Keys -> bytes under one fsspec root URL.
+
+    Every method raises :class:`StorageError` (or its subclasses :class:`BlobNotFoundError`,
+    :class:`InvalidKeyError`) instead of the backend's own exceptions.
+    """
+
+    def __init__(self, root_url: str, **storage_options):
+        self.root_url = root_url.rstrip("/")
+        try:
+            self.fs, root = url_to_fs(self.root_url, **storage_options)
+        except (ValueError, ImportError) as e:
+            raise StorageError(f"cannot open blob store {root_url!r}: {e}") from e
+        self.root = root.rstrip("/")
+        self.is_local = "file" in _protocols(self.fs)
+        if self.is_local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> str:
+        """Backend path of ``key`` (``/abs/dir/key`` locally, ``bucket/prefix/key`` on S3)."""
+        return f"{self.root}/{check_key(key)}"
+
+    def url(self, key: str) -> str:
+        """Full URL of ``key`` (``file:///...``, ``s3://bucket/...``)."""
+        return f"{self.root_url}/{check_key(key)}"
+
+    def exists(self, key: str) -> bool:
+        """True if ``key`` exists."""
+        try:
+            return bool(self.fs.exists(self.path(key)))
+        except OSError as e:
+            raise StorageError(f"cannot check {self.url(key)}: {e}") from e
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` to ``key`` atomically (temp key, then move)."""
+        target = self.path(key)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                os.makedirs(posixpath.dirname(target), exist_ok=True)
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            self._move(tmp, target)
+        except OSError as e:
+            self._discard(tmp)
+            raise StorageError(f"cannot write {self.url(key)}: {e}") from e
+
+    def put_file(self, key: str, local_path: str | os.PathLike) -> None:
+        """Upload the local file ``local_path`` to ``key`` atomically."""
+        target = self.path(key)
+        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                os.makedirs(posixpath.dirname(target), exist_ok=True)
+                shutil.copyfile(local_path, tmp)
+            else:
+                self.fs.put_file(str(local_path), tmp)
+            self._move(tmp, target)
+        except OSError as e:
+            self._discard(tmp)
+            raise StorageError(f"cannot upload {local_path} to {self.url(key)}: {e}") from e
+
+    def get_bytes(self, key: str) -> bytes:
+        """Read all bytes of ``key``.
+
+        Raises:
+            BlobNotFoundError: ``key`` does not exist.
+        """
+        try:
+            with self.fs.open(self.path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError as e:
+            raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {self.url(key)}: {e}") from e
+
+    def get_file(self, key: str, local_path: str | os.PathLike) -> Path:
+        """Download ``key`` to ``local_path`` (atomically: temp file, then rename).
+
+        Raises:
+            BlobNotFoundError: ``key`` does not exist.
+        """
+        local_path = Path(local_path)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local_path.parent, prefix=local_path.name + ".part-")
+        os.close(fd)
+        try:
+            self.fs.get_file(self.path(key), tmp)
+            os.replace(tmp, local_path)
+        except FileNotFoundError as e:
+            raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
+        except OSError as e:
+            raise StorageError(f"cannot download {self.url(key)}: {e}") from e
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return local_path
+
+    def size(self, key: str) -> int:
+        """Size of ``key`` in bytes.
+
+        Raises:
+            BlobNotFoundError: ``key`` does not exist.
+        """
+        try:
+            return int(self.fs.size(self.path(key)))
+        except FileNotFoundError as e:
+            raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys under the folder ``prefix``, sorted; temp keys of unfinished writes excluded."""
+        base = self.path(prefix)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        keys = [p[len(self.root) + 1 :] for p in (f.rstrip("/") for f in found)]
+        return sorted(k for k in keys if ".tmp-" not in posixpath.basename(k))
+
+    def delete(self, key: str) -> None:
+        """Delete ``key`` if it exists."""
+        self._discard(self.path(key))
+
+    def _move(self, src: str, dst: str) -> None:
+        if self.is_local:
+            os.replace(src, dst)
+        else:
+            self.fs.mv(src, dst)
+
+    def _discard(self, path: str) -> None:
+        try:
+            if self.fs.exists(path):
+                self.fs.rm(path)
+        except OSError:
+            pass
+
+
+def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:
+    proto = fs.protocol
+    return set(proto) if isinstance(proto, (tuple, list)) else {proto}

@@ -1,0 +1,39 @@
+"""Blob keys of the storage layout (ARCHITECTURE.md, "Storage layout"). Deterministic: a rerun
+of any task writes the same keys, so it finds its own checkpoints."""
+
+from __future__ import annotations
+
+from storage.blobs import check_key
+
+LABELS = "labels.tif"
+OVERLAY = "overlay.tif"
+PREVIEW = "preview.png"
+FRACTIONS_JSON = "fractions.json"
+FRACTIONS_CSV = "fractions.csv"
+SOURCE = "source.tif"
+OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV)
+
+
+def job_prefix(job_id: str) -> str:
+    """``jobs/{job_id}``"""
+    return check_key(f"jobs/{job_id}")
+
+
+def row_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.tif``: the row's uint8 label strip checkpoint."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.tif"
+
+
+def output_key(job_id: str, name: str) -> str:
+    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES` or :data:`SOURCE`."""
+    return check_key(f"{job_prefix(job_id)}/{name}")
+
+
+def upload_key(job_id: str, filename: str) -> str:
+    """``uploads/{job_id}/{filename}``"""
+    return check_key(f"uploads/{job_id}/{filename}")
+
+
+def model_prefix(name: str, version: str) -> str:
+    """``models/{name}/{version}``"""
+    return check_key(f"models/{name}/{version}")

@@ -1,0 +1,127 @@
+"""The state machines and their enforcement by conditional UPDATEs (SQLite and PostgreSQL)."""
+
+import threading
+
+import pytest
+
+from storage.errors import NotFoundError, StorageError
+from storage.spec import JobSpec
+from storage.states import JOB_TRANSITIONS, JobStatus, RowStatus
+
+
+def _job(store, rows=3):
+    job = store.create_job(JobSpec(source_url="file:///x.tif", model="m"))
+    assert store.transition_job(job.id, JobStatus.PLANNING)
+    store.insert_rows(job.id, [(i * 10, i * 10 + 10) for i in range(rows)])
+    assert store.transition_job(job.id, JobStatus.RUNNING, width=7, height=rows * 10, rows_total=rows)
+    return job
+
+
+def test_job_transitions_follow_the_table(job_store):
+    job = job_store.create_job(JobSpec(source_url="file:///x.tif", model="m"))
+    assert job.status == JobStatus.QUEUED
+    assert not job_store.transition_job(job.id, JobStatus.SUCCEEDED)  # queued -> succeeded: no
+    assert not job_store.transition_job(job.id, JobStatus.REDUCING)
+    assert job_store.transition_job(job.id, JobStatus.PLANNING)
+    assert not job_store.transition_job(job.id, JobStatus.PLANNING)  # duplicate: no effect
+    assert job_store.transition_job(job.id, JobStatus.FAILED, error="boom")
+    failed = job_store.get_job(job.id)
+    assert failed.status == JobStatus.FAILED and failed.error == "boom" and failed.finished_at
+    assert job_store.transition_job(job.id, JobStatus.RUNNING)  # resume
+    assert job_store.get_job(job.id).error is None
+
+
+def test_terminal_success_is_final():
+    for target, sources in JOB_TRANSITIONS.items():
+        assert JobStatus.SUCCEEDED not in sources, target
+
+
+def test_claim_is_exclusive_and_done_rows_are_skipped(job_store):
+    job = _job(job_store)
+    first = job_store.claim_row(job.id, 0, "w1", lease_seconds=60)
+    second = job_store.claim_row(job.id, 0, "w2", lease_seconds=60)
+    assert first.claimed and first.attempt == 1
+    assert not second.claimed and second.status == RowStatus.RUNNING
+    assert job_store.complete_row(job.id, 0, counts=[3, 4], checksum="c", blob_key="k", seconds=1) == (True, False)
+    again = job_store.claim_row(job.id, 0, "w2", lease_seconds=60)
+    assert not again.claimed and again.status == RowStatus.DONE
+
+
+def test_expired_lease_can_be_taken_over(job_store):
+    job = _job(job_store)
+    assert job_store.claim_row(job.id, 1, "w1", lease_seconds=-1).claimed  # already expired
+    takeover = job_store.claim_row(job.id, 1, "w2", lease_seconds=60)
+    assert takeover.claimed and takeover.attempt == 2
+    assert job_store.get_row(job.id, 1).worker == "w2"
+
+
+def test_duplicate_completion_counts_once_and_last_row_triggers_reduce_once(job_store):
+    job = _job(job_store, rows=2)
+    for i in range(2):
+        assert job_store.claim_row(job.id, i, "w", 60).claimed
+    assert job_store.complete_row(job.id, 0, counts=[5, 2], checksum="a", blob_key="a", seconds=1) == (True, False)
+    assert job_store.complete_row(job.id, 0, counts=[5, 2], checksum="a", blob_key="a", seconds=1) == (False, False)
+    assert job_store.complete_row(job.id, 1, counts=[1, 6], checksum="b", blob_key="b", seconds=1) == (True, True)
+    assert job_store.complete_row(job.id, 1, counts=[1, 6], checksum="b", blob_key="b", seconds=1) == (False, False)
+    assert job_store.get_job(job.id).status == JobStatus.REDUCING
+    assert job_store.class_counts(job.id, 2) == [6, 8]
+    prog = job_store.progress(job.id)
+    assert (prog.done, prog.total, prog.pixels_done) == (2, 2, 20 * 7)
+
+
+def test_concurrent_completions_trigger_reduce_exactly_once(job_store):
+    """Many threads finish the rows of one job at once; exactly one is told to reduce."""
+    n = 12
+    job = _job(job_store, rows=n)
+    for i in range(n):
+        assert job_store.claim_row(job.id, i, "w", 60).claimed
+    results = []
+    barrier = threading.Barrier(n)
+
+    def finish(i):
+        barrier.wait()
+        results.append(job_store.complete_row(job.id, i, counts=[1], checksum="x", blob_key="k", seconds=0))
+
+    threads = [threading.Thread(target=finish, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [(True, False)] * (n - 1) + [(True, True)]
+    assert job_store.get_job(job.id).status == JobStatus.REDUCING
+
+
+def test_failures_retry_then_fail_the_job(job_store):
+    job = _job(job_store)
+    assert job_store.claim_row(job.id, 2, "w", 60).claimed
+    assert job_store.fail_row(job.id, 2, "oom", max_attempts=2) == RowStatus.PENDING
+    assert job_store.claim_row(job.id, 2, "w", 60).attempt == 2
+    assert job_store.fail_row(job.id, 2, "oom again", max_attempts=2) == RowStatus.FAILED
+    failed = job_store.get_job(job.id)
+    assert failed.status == JobStatus.FAILED and "row 2" in failed.error and "oom again" in failed.error
+    assert job_store.reset_rows_for_resume(job.id) == [0, 1, 2]
+    assert job_store.get_row(job.id, 2).status == RowStatus.PENDING
+
+
+def test_idempotency_key_returns_existing_job(job_store):
+    spec = JobSpec(source_url="file:///x.tif", model="m")
+    a = job_store.create_job(spec, idempotency_key="sample-17")
+    b = job_store.create_job(spec, idempotency_key="sample-17")
+    assert a.id == b.id
+    assert len(job_store.list_jobs()) == 1
+
+
+def test_missing_records_raise(job_store):
+    with pytest.raises(NotFoundError):
+        job_store.get_job("nope")
+    with pytest.raises(NotFoundError, match="not registered"):
+        job_store.get_model("nope")
+
+
+def test_model_registry_rejects_changed_weights(job_store):
+    kw = dict(name="m", version="1", architecture="Unet", encoder="resnet18", classes=[])
+    assert job_store.register_model(sha256="a" * 64, **kw)
+    assert not job_store.register_model(sha256="a" * 64, **kw)
+    with pytest.raises(StorageError, match="already registered"):
+        job_store.register_model(sha256="b" * 64, **kw)
+    assert job_store.get_model("m").sha256 == "a" * 64

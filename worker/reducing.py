@@ -1,0 +1,87 @@
+"""Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
+overlay and the preview; phase fractions are the sums of the rows' exact pixel counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import structlog
+
+from storage.errors import StorageError
+from storage.layout import (
+    FRACTIONS_CSV,
+    FRACTIONS_JSON,
+    LABELS,
+    OVERLAY,
+    PREVIEW,
+    output_key,
+)
+from storage.states import JobStatus
+from worker.context import WorkerContext
+from worker.errors import PERMANENT_ERRORS
+from worker.fractions import fractions_csv, fractions_document
+from worker.registry import load_package_meta
+from worker.segmenting import source_path
+from worker.stitching import write_label_pyramid, write_overlay, write_preview
+
+log = structlog.get_logger(__name__)
+
+
+def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
+    """Write a ``reducing`` job's outputs and move it to ``succeeded``; idempotent.
+
+    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
+    deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
+    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
+
+    Returns:
+        The fractions document, or None when the job was not ``reducing``.
+
+    Raises:
+        StorageError: the job table or store is unreachable (retry or resume reruns it).
+    """
+    job = ctx.jobs.get_job(job_id)
+    if job.status != JobStatus.REDUCING:
+        log.info("reduce.skip", job_id=job_id, status=job.status)
+        return None
+    started = time.perf_counter()
+    try:
+        pkg = load_package_meta(ctx, job.model_name, job.model_version)
+        counts = ctx.jobs.class_counts(job_id, pkg.n_classes)
+        rows = ctx.jobs.list_rows(job_id)
+        strips = [ctx.local_blob(r.blob_key) for r in rows]
+        doc = fractions_document(
+            job_id,
+            {"name": job.model_name, "version": job.model_version, "sha256": job.model_sha256},
+            job.width,
+            job.height,
+            counts,
+            pkg.classes,
+        )
+        work = ctx.cache_dir / "jobs" / job_id / "out"
+        work.mkdir(parents=True, exist_ok=True)
+        write_label_pyramid(strips, work / LABELS)
+        source = source_path(ctx, job)
+        write_overlay(source, work / LABELS, pkg.palette(), work / OVERLAY)
+        write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW)
+        (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
+        (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
+        outputs = dict(job.outputs or {})
+        for name in (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV):
+            key = output_key(job_id, name)
+            ctx.blobs.put_file(key, work / name)
+            outputs[name.replace(".", "_")] = key
+        shutil.rmtree(work, ignore_errors=True)
+    except (*PERMANENT_ERRORS, ValueError) as e:
+        log.warning("reduce.failed", job_id=job_id, error=str(e))
+        ctx.jobs.transition_job(job_id, JobStatus.FAILED, error=f"reducer: {e}")
+        return None
+    except StorageError:
+        raise
+    outputs["reduce_seconds"] = round(time.perf_counter() - started, 3)
+    ctx.jobs.set_outputs(job_id, outputs)
+    ctx.jobs.transition_job(job_id, JobStatus.SUCCEEDED)
+    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"])
+    return doc

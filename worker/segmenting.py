@@ -1,0 +1,136 @@
+"""Stage 2, ``segment_row``: claim a row, read its strip with halo, run tiled inference, write
+the uint8 label strip checkpoint, then mark the row done with its class pixel counts."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+
+from storage.errors import StorageError
+from storage.layout import row_key
+from storage.queues import REDUCE_TASK, ROW_TASK
+from storage.spec import JobSpec
+from storage.states import JobStatus, RowStatus
+from worker.context import WorkerContext
+from worker.errors import PERMANENT_ERRORS
+from worker.fractions import label_counts
+from worker.reading import open_image, read_rows
+from worker.registry import fetch_package
+from worker.sources import localize
+from worker.stitching import read_strip, write_strip
+from worker.tiling import TileGrid
+
+log = structlog.get_logger(__name__)
+
+
+def source_path(ctx: WorkerContext, job) -> Path:
+    """Local file the rows of ``job`` read: the converted ``source.tif`` if planning made one,
+    else the original source.
+
+    Raises:
+        SourceError: the source is gone or not allowed.
+        BlobNotFoundError: the converted source is missing from the store.
+    """
+    key = (job.outputs or {}).get("source")
+    if key:
+        return ctx.local_blob(key)
+    spec = JobSpec.from_stored(job.spec)
+    return localize(spec.source_url, ctx.cache_dir, ctx.settings.allowed_source_schemes)
+
+
+def segmenter_for(ctx: WorkerContext, job):
+    """The job's model, loaded once per worker process and cached by (name, version, sha256).
+
+    Raises:
+        ModelPackageError: the stored package is missing or fails its checksum.
+    """
+    from worker.inference import Segmenter
+
+    key = (job.model_name, job.model_version, job.model_sha256)
+    if key not in ctx.segmenters:
+        folder = fetch_package(ctx, *key)
+        ctx.segmenters[key] = Segmenter(
+            folder,
+            device=ctx.settings.device,
+            channels_last=ctx.settings.channels_last,
+            threads=ctx.settings.torch_threads,
+        )
+    return ctx.segmenters[key]
+
+
+def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
+    """Process one row record; idempotent and safe under duplicate delivery.
+
+    A row that is done is skipped; a row leased by a live worker is skipped; a checkpoint
+    blob left by an attempt that died before updating the table is reused, not recomputed.
+    Input errors fail the row and its job at once; other errors return the row to
+    ``pending`` and re-enqueue it until ``max_attempts`` (then row and job fail).
+
+    Returns:
+        What happened: ``done``, ``duplicate``, ``skipped:<status>``, ``retry`` or ``failed``.
+
+    Raises:
+        StorageError: the job table is unreachable (the message is redelivered or the
+            row's lease expires and it is picked up again).
+    """
+    job = ctx.jobs.get_job(job_id)
+    if job.status != JobStatus.RUNNING:
+        return f"skipped:job-{job.status}"
+    claim = ctx.jobs.claim_row(job_id, index, ctx.worker_id, ctx.settings.lease_seconds)
+    if not claim.claimed:
+        return f"skipped:{claim.status}"
+    started = time.perf_counter()
+    key = row_key(job_id, index)
+    try:
+        labels = _labels_for_row(ctx, job, index, key)
+        pkg = segmenter_for(ctx, job).package
+        counts = label_counts(labels, pkg.n_classes)
+    except PERMANENT_ERRORS as e:
+        log.warning("row.failed", job_id=job_id, row=index, error=str(e))
+        ctx.jobs.fail_row(job_id, index, str(e), max_attempts=0)
+        return "failed"
+    except StorageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any other failure is retried up to max_attempts
+        log.exception("row.error", job_id=job_id, row=index)
+        status = ctx.jobs.fail_row(
+            job_id, index, f"{type(e).__name__}: {e}", ctx.settings.max_attempts
+        )
+        if status == RowStatus.PENDING:
+            ctx.enqueue(ROW_TASK, job_id, index)
+            return "retry"
+        return "failed"
+    checksum = hashlib.sha256(labels.tobytes()).hexdigest()
+    completed, reduce_now = ctx.jobs.complete_row(
+        job_id, index, counts=counts, checksum=checksum, blob_key=key,
+        seconds=time.perf_counter() - started,
+    )
+    if reduce_now:
+        ctx.enqueue(REDUCE_TASK, job_id)
+    log.info("row.done", job_id=job_id, row=index, seconds=round(time.perf_counter() - started, 2))
+    return "done" if completed else "duplicate"
+
+
+def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
+    """(y1 - y0, W) uint8 labels of a row: from its checkpoint if one exists, else computed and
+    checkpointed (temp file -> atomic blob write)."""
+    if ctx.blobs.exists(key):
+        return read_strip(ctx.local_blob(key))
+    spec = JobSpec.from_stored(job.spec)
+    row = ctx.jobs.get_row(job.id, index)
+    grid = TileGrid(job.width, job.height, spec.tile_size, spec.halo, spec.rows_per_task)
+    segmenter = segmenter_for(ctx, job)
+    image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
+    region = read_rows(image, *grid.read_window(row.y0, row.y1))
+    labels = segmenter.segment_strip(region, grid, row.y0, row.y1, spec.batch_size)
+    scratch = ctx.cache_dir / "rows"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        path = Path(tmp) / f"{index:05d}.tif"
+        write_strip(labels, path)
+        ctx.blobs.put_file(key, path)
+    return labels

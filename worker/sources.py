@@ -1,0 +1,80 @@
+"""Job sources: check a source URL against the allowed schemes and bring it to local disk.
+
+Reading a TIFF region by region straight from S3 manages only 2-3 regions/s, so a worker
+copies a remote source to its local cache once per job and reads regions locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import fsspec
+
+from worker.errors import SourceError
+
+
+def source_scheme(url: str) -> str:
+    """Scheme of a source URL; a bare path counts as ``file``."""
+    parsed = urlparse(url)
+    return parsed.scheme if len(parsed.scheme) > 1 else "file"
+
+
+def check_source(url: str, allowed_schemes: list[str]) -> str:
+    """Validate a source URL's scheme.
+
+    Returns:
+        The scheme.
+
+    Raises:
+        SourceError: the scheme is not in ``allowed_schemes`` (PELLETSEG_ALLOWED_SOURCE_SCHEMES).
+    """
+    scheme = source_scheme(url)
+    if scheme not in allowed_schemes:
+        raise SourceError(
+            f"source {url!r}: scheme {scheme!r} is not allowed; allowed: {', '.join(allowed_schemes)}"
+        )
+    return scheme
+
+
+def local_path(url: str) -> Path:
+    """Path of a ``file://`` URL or bare path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(url)
+
+
+def localize(url: str, cache_dir: Path, allowed_schemes: list[str]) -> Path:
+    """A local file with the source's bytes: the file itself for ``file://``, else a cached
+    copy under ``cache_dir/sources`` (downloaded once per machine, atomically).
+
+    Raises:
+        SourceError: scheme not allowed, or the source does not exist / cannot be read.
+    """
+    scheme = check_source(url, allowed_schemes)
+    if scheme == "file":
+        path = local_path(url)
+        if not path.is_file():
+            raise SourceError(f"source {url!r} does not exist (no file at {path})")
+        return path
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    name = os.path.basename(urlparse(url).path) or "source"
+    target = cache_dir / "sources" / digest / name
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{name}.part-{os.getpid()}")
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.get_file(path, str(tmp))
+        os.replace(tmp, target)
+    except FileNotFoundError as e:
+        raise SourceError(f"source {url!r} does not exist") from e
+    except (OSError, ValueError, ImportError) as e:
+        raise SourceError(f"source {url!r} cannot be read: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,189 @@
+"""Tile geometry: pure functions on shapes and small arrays, no I/O.
+
+Overlap-tile strategy (Ronneberger et al., "U-Net", MICCAI 2015): the model sees tiles of
+T x T px; only the central core of ``stride = T - 2*halo`` px is kept, so every output pixel
+is predicted with at least ``halo`` px of context. Outside the image the input is
+reflect-padded (numpy ``mode="reflect"``, i.e. mirrored without repeating the edge pixel).
+
+Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
+(``stride`` output rows); a *row record* (the unit of work and checkpoint) is a strip of
+``rows_per_task`` tile rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.errors import GeometryError
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiling of a ``height`` x ``width`` px image into strips and tiles.
+
+    Attributes:
+        width, height: Image size (px).
+        tile_size: Tile edge T fed to the model (px).
+        halo: Context kept on each side of a tile and cropped after inference (px).
+        rows_per_task: Tile rows per strip (row record).
+    """
+
+    width: int
+    height: int
+    tile_size: int
+    halo: int
+    rows_per_task: int = 1
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.height < 1:
+            raise GeometryError(f"image must be at least 1 x 1 px, got {self.width} x {self.height}")
+        if self.halo < 0 or self.stride < 1:
+            raise GeometryError(
+                f"tile_size {self.tile_size} px leaves no core with halo {self.halo} px"
+            )
+        if self.rows_per_task < 1:
+            raise GeometryError(f"rows_per_task must be >= 1, got {self.rows_per_task}")
+
+    @property
+    def stride(self) -> int:
+        """Core edge of a tile = distance between tile origins (px)."""
+        return self.tile_size - 2 * self.halo
+
+    @property
+    def n_cols(self) -> int:
+        """Tiles per tile row."""
+        return math.ceil(self.width / self.stride)
+
+    @property
+    def n_tile_rows(self) -> int:
+        """Tile rows in the image."""
+        return math.ceil(self.height / self.stride)
+
+    @property
+    def strip_height(self) -> int:
+        """Output rows of a full strip: ``rows_per_task * stride`` (px)."""
+        return self.rows_per_task * self.stride
+
+    @property
+    def n_strips(self) -> int:
+        """Row records (strips) in the image."""
+        return math.ceil(self.height / self.strip_height)
+
+    def strip_bounds(self, index: int) -> tuple[int, int]:
+        """Output image rows ``[y0, y1)`` of strip ``index``.
+
+        Raises:
+            GeometryError: ``index`` is outside ``0 .. n_strips - 1``.
+        """
+        if not 0 <= index < self.n_strips:
+            raise GeometryError(f"strip {index} outside 0..{self.n_strips - 1}")
+        y0 = index * self.strip_height
+        return y0, min(self.height, y0 + self.strip_height)
+
+    def all_strip_bounds(self) -> list[tuple[int, int]]:
+        """``[(y0, y1), ...]`` of every strip, top to bottom; they partition ``[0, height)``."""
+        return [self.strip_bounds(i) for i in range(self.n_strips)]
+
+    def read_window(self, y0: int, y1: int) -> tuple[int, int]:
+        """Image rows ``[r0, r1)`` to read for output rows ``[y0, y1)``: the strip plus its
+        halo, clipped to the image (the rest is reflect-padded)."""
+        return max(0, y0 - self.halo), min(self.height, y1 + self.halo)
+
+    def padded_strip_shape(self, y0: int, y1: int) -> tuple[int, int]:
+        """(rows, cols) of the padded model input for output rows ``[y0, y1)``: whole tiles
+        of cores plus the halo on every side (px)."""
+        n_rows = math.ceil((y1 - y0) / self.stride)
+        return n_rows * self.stride + 2 * self.halo, self.n_cols * self.stride + 2 * self.halo
+
+    def tile_origins(self, y0: int, y1: int) -> list[tuple[int, int]]:
+        """Top-left corners (row, col) of the T x T input tiles in the padded strip of output
+        rows ``[y0, y1)``, row-major. The core of tile (ty, tx) lands at output (ty, tx) of
+        the strip, i.e. image rows ``y0 + ty .. y0 + ty + stride``."""
+        n_rows = math.ceil((y1 - y0) / self.stride)
+        return [
+            (i * self.stride, j * self.stride) for i in range(n_rows) for j in range(self.n_cols)
+        ]
+
+
+def _pad_mode(length: int) -> str:
+    # numpy cannot reflect an axis of one pixel; an edge copy is the only sensible fill.
+    return "reflect" if length > 1 else "edge"
+
+
+def pad_strip(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarray:
+    """Reflect-pad an image region to the padded strip the tiles are cut from.
+
+    Args:
+        region: (r1 - r0, W, C) image rows ``grid.read_window(y0, y1)``, any dtype.
+        grid: The image's tile grid.
+        y0, y1: Output rows of the strip (px).
+
+    Returns:
+        (rows, cols, C) array of shape ``grid.padded_strip_shape(y0, y1)``; pixel (i, j) is
+        image pixel (y0 - halo + i, j - halo), mirrored at the image borders.
+
+    Raises:
+        GeometryError: ``region`` does not have the rows and width the grid expects.
+    """
+    r0, r1 = grid.read_window(y0, y1)
+    if region.shape[0] != r1 - r0 or region.shape[1] != grid.width:
+        raise GeometryError(
+            f"region is {region.shape[0]} x {region.shape[1]} px, expected "
+            f"{r1 - r0} x {grid.width} px for output rows [{y0}, {y1})"
+        )
+    rows, cols = grid.padded_strip_shape(y0, y1)
+    top = grid.halo - (y0 - r0)
+    bottom = rows - top - region.shape[0]
+    left = grid.halo
+    right = cols - left - grid.width
+    out = region
+    pad_rest = [(0, 0)] * (region.ndim - 2)
+    out = np.pad(out, [(top, bottom), (0, 0), *pad_rest], mode=_pad_mode(region.shape[0]))
+    return np.pad(out, [(0, 0), (left, right), *pad_rest], mode=_pad_mode(region.shape[1]))
+
+
+def iter_batches(origins: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
+    """Split tile origins into consecutive batches of at most ``batch_size``."""
+    for i in range(0, len(origins), batch_size):
+        yield origins[i : i + batch_size]
+
+
+def cut_tiles(padded: np.ndarray, origins: list[tuple[int, int]], tile_size: int) -> np.ndarray:
+    """Stack the T x T tiles at ``origins`` of a padded strip.
+
+    Args:
+        padded: (rows, cols, C) padded strip.
+        origins: Tile top-left corners in ``padded`` (px).
+        tile_size: T (px).
+
+    Returns:
+        (N, T, T, C) array, same dtype as ``padded``.
+    """
+    return np.stack([padded[y : y + tile_size, x : x + tile_size] for y, x in origins])
+
+
+def place_cores(
+    out: np.ndarray, preds: np.ndarray, origins: list[tuple[int, int]], halo: int
+) -> None:
+    """Write the central cores of tile predictions into the strip's output, in place.
+
+    Args:
+        out: (n_rows * stride, n_cols * stride) output strip (before cropping to the image).
+        preds: (N, T, T) per-tile predictions (labels) aligned with ``origins``.
+        origins: Tile corners in the padded strip; the core of a tile at (y, x) goes to
+            ``out[y : y + stride, x : x + stride]`` (the halo shift and the padding cancel).
+        halo: Rows/columns cropped from each side of a prediction (px).
+    """
+    tile = preds.shape[-1]
+    stride = tile - 2 * halo
+    for (y, x), pred in zip(origins, preds, strict=True):
+        out[y : y + stride, x : x + stride] = pred[halo : halo + stride, halo : halo + stride]
+
+
+def crop_strip(out: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarray:
+    """Crop an assembled output strip to the image: (y1 - y0, width)."""
+    return out[: y1 - y0, : grid.width]
