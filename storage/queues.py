@@ -22,13 +22,15 @@ QUEUES = ("plan", "rows", "reduce")
 
 
 def transport_options(settings: Settings) -> dict:
-    """Broker transport options: embedded SQLite polling interval, Redis/SQS visibility
-    timeout longer than a row lease, plus anything in ``PELLETSEG_BROKER_TRANSPORT_OPTIONS``."""
+    """Broker transport options: Redis/SQS visibility timeout longer than a row lease, plus
+    anything in ``PELLETSEG_BROKER_TRANSPORT_OPTIONS``.
+
+    The embedded ``sqla+sqlite`` transport gets none: kombu passes its transport options
+    straight to ``sqlalchemy.create_engine``, so it polls at kombu's default 1 s.
+    """
     url = settings.resolved_broker_url
     opts: dict = {}
-    if url.startswith("sqla+"):
-        opts["polling_interval"] = 0.5
-    elif url.startswith(("redis", "sqs")):
+    if url.startswith(("redis", "sqs")):
         opts["visibility_timeout"] = max(3600, 2 * settings.lease_seconds)
     opts.update(settings.broker_transport_options)
     return opts

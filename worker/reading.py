@@ -77,13 +77,36 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
     try:
         image = pyvips.Image.new_from_file(str(path), access=access, fail_on="truncated")
     except pyvips.Error as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
+        kind = sniff_format(path)
+        if kind:
+            raise ImageFormatError(
+                f"{path.name}: a {kind} file whose header or pixel data cannot be decoded "
+                f"({_first_line(e)}); the file is truncated or corrupt: upload it again"
+            ) from e
         raise ImageFormatError(
-            f"{path.name}: not a readable image ({detail}); pelletseg reads TIFF/BigTIFF, PNG "
-            "and JPEG micrographs"
+            f"{path.name}: not a readable image ({_first_line(e)}); pelletseg reads "
+            "TIFF/BigTIFF, PNG and JPEG micrographs"
         ) from e
     check_image(image, path.name, max_pixels=max_pixels)
     return image
+
+
+_MAGIC = {
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF",
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG",
+}
+
+
+def sniff_format(path: str | os.PathLike) -> str | None:
+    """Image format named by the file's first bytes (TIFF, BigTIFF, PNG, JPEG), or None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "unknown error"
 
 
 def check_image(image: pyvips.Image, name: str, *, max_pixels: int) -> None:
@@ -158,9 +181,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         )
     except pyvips.Error as e:
         tmp.unlink(missing_ok=True)
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
         raise ImageFormatError(
-            f"{Path(path).name}: pixel data cannot be decoded ({detail}); the file is truncated "
+            f"{Path(path).name}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
             "or corrupt: upload it again"
         ) from e
     os.replace(tmp, out_path)
@@ -184,9 +206,9 @@ def read_rows(image: pyvips.Image, r0: int, r1: int) -> np.ndarray:
     try:
         data = region.write_to_memory()
     except pyvips.Error as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else "unknown error"
+        name = Path(image.filename).name if image.get_typeof("filename") else "image"
         raise ImageFormatError(
-            f"rows {r0}-{r1}: pixel data cannot be decoded ({detail}); the file is truncated "
+            f"{name}, rows {r0}-{r1}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
             "or corrupt: upload it again"
         ) from e
     return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, image.width, 3)

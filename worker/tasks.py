@@ -20,21 +20,21 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext]) -> None:
     """Define pelletseg's three tasks on ``app``; ``context()`` gives the process's
     :class:`WorkerContext` (called inside the task, i.e. after the worker forked)."""
 
-    @app.task(name=PLAN_TASK)
+    @app.task(name=PLAN_TASK, shared=False)
     def plan_job(job_id: str) -> int:
         """Plan a job; returns the number of rows enqueued."""
         from worker.planning import plan_job as plan
 
         return len(plan(context(), job_id))
 
-    @app.task(name=ROW_TASK)
+    @app.task(name=ROW_TASK, shared=False)
     def segment_row(job_id: str, index: int) -> str:
         """Segment one row record; returns what happened (``done``, ``duplicate``, ...)."""
         from worker.segmenting import segment_row as segment
 
         return segment(context(), job_id, index)
 
-    @app.task(name=REDUCE_TASK)
+    @app.task(name=REDUCE_TASK, shared=False)
     def reduce_job(job_id: str) -> bool:
         """Stitch a job's rows into its outputs; returns True if this call finished the job."""
         from worker.reducing import reduce_job as reduce

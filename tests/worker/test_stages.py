@@ -1,0 +1,148 @@
+"""The three stages as plain functions on a real stack (SQLite, local store, tiny model):
+idempotency of segment_row, checkpoint reuse, and bad input failing only its own job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import pyvips
+
+from api.jobs import build_spec
+from storage.layout import FRACTIONS_JSON, LABELS, output_key, row_key
+from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from storage.states import JobStatus, RowStatus
+from worker.planning import plan_job
+from worker.reducing import reduce_job
+from worker.segmenting import segment_row
+from tests.worker.conftest import read_tiff
+
+
+def _submit(ctx, source, **opts):
+    spec = build_spec(ctx.settings, str(source), **opts)
+    return ctx.jobs.create_job(spec)
+
+
+def _run_all(ctx, job_id):
+    """Drain ctx.sent like a broker would, one message at a time."""
+    while ctx.sent:
+        task, *args = ctx.sent.pop(0)
+        {PLAN_TASK: plan_job, ROW_TASK: segment_row, REDUCE_TASK: reduce_job}[task](ctx, *args)
+    return ctx.jobs.get_job(job_id)
+
+
+def test_job_runs_and_fractions_are_exact(stack, micrograph):
+    job = _submit(stack, micrograph)
+    stack.sent.append((PLAN_TASK, job.id))
+    done = _run_all(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert (done.width, done.height) == (700, 500)
+    assert done.rows_total == len(stack.jobs.list_rows(job.id)) == 6  # ceil(500 / 96)
+    doc = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    labels = read_tiff(stack.local_blob(output_key(job.id, LABELS)))
+    assert labels.shape == (500, 700)
+    counts = np.bincount(labels.ravel(), minlength=3)
+    assert [c["pixels"] for c in doc["classes"]] == counts.tolist()
+    assert sum(c["pixels"] for c in doc["classes"]) == 700 * 500
+    assert sum(c["percent"] for c in doc["classes"]) == pytest.approx(100.0)
+    assert doc["model"]["name"] == "tiny" and len(doc["model"]["sha256"]) == 64
+    assert doc["classes"][0]["percent_of_pellet"] is None  # background is not pellet
+
+
+def test_segment_row_twice_leaves_one_checkpoint_and_counts_once(stack, micrograph):
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    key = row_key(job.id, 0)
+    assert segment_row(stack, job.id, 0) == "done"
+    first = stack.blobs.get_bytes(key)
+    row = stack.jobs.get_row(job.id, 0)
+    assert segment_row(stack, job.id, 0) == "skipped:done"
+    assert stack.blobs.get_bytes(key) == first
+    assert stack.blobs.list(f"jobs/{job.id}/rows") == [key]
+    again = stack.jobs.get_row(job.id, 0)
+    assert (again.counts, again.checksum, again.attempts) == (row.counts, row.checksum, 1)
+    assert sum(row.counts) == (row.y1 - row.y0) * 700
+    assert stack.jobs.progress(job.id).done == 1
+
+
+def test_checkpoint_left_by_a_dead_attempt_is_reused(stack, micrograph):
+    """A worker died after writing the strip but before marking the row done."""
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    assert segment_row(stack, job.id, 1) == "done"
+    reference = stack.jobs.get_row(job.id, 1)
+    blob = stack.blobs.get_bytes(row_key(job.id, 1))
+    # Put the row back to pending as the lease reconciler would, keeping the blob.
+    with stack.jobs._tx() as s:
+        from sqlalchemy import update
+        from storage.models import Row
+        s.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
+                  .values(status=RowStatus.PENDING.value, counts=None, checksum=None))
+    assert segment_row(stack, job.id, 1) == "done"
+    redone = stack.jobs.get_row(job.id, 1)
+    assert redone.checksum == reference.checksum and redone.counts == reference.counts
+    assert stack.blobs.get_bytes(row_key(job.id, 1)) == blob
+
+
+def _bad_files(tmp_path):
+    not_image = tmp_path / "notes.tif"
+    not_image.write_text("these are lab notes, not a micrograph\n" * 20)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    good = pyvips.Image.black(400, 300, bands=3) + 90
+    strip_tif = tmp_path / "full.tif"
+    good.cast("uchar").tiffsave(str(strip_tif))  # strip TIFF, uncompressed
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(strip_tif.read_bytes()[: strip_tif.stat().st_size // 2])
+    tiled = tmp_path / "tiled.tif"
+    good.cast("uchar").tiffsave(str(tiled), tile=True, tile_width=128, tile_height=128)
+    truncated_tiled = tmp_path / "truncated_tiled.tif"
+    data = tiled.read_bytes()
+    truncated_tiled.write_bytes(data[: len(data) * 2 // 3])
+    return {
+        "not an image": (not_image, "not a readable image"),
+        "zero-size": (empty, "empty (0 bytes)"),
+        "truncated TIFF": (truncated, "truncated or corrupt"),
+        "truncated tiled TIFF": (truncated_tiled, "truncated or corrupt"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not an image", "zero-size", "truncated TIFF", "truncated tiled TIFF"])
+def test_bad_input_fails_its_job_with_a_clear_reason_and_nothing_else(stack, micrograph, tmp_path, case):
+    path, message = _bad_files(tmp_path)[case]
+    good = _submit(stack, micrograph)
+    bad = _submit(stack, path)
+    stack.sent.extend([(PLAN_TASK, bad.id), (PLAN_TASK, good.id)])
+    _run_all(stack, bad.id)
+    failed = stack.jobs.get_job(bad.id)
+    assert failed.status == JobStatus.FAILED
+    assert message in failed.error and path.name in failed.error
+    assert stack.jobs.get_job(good.id).status == JobStatus.SUCCEEDED
+
+
+def test_unknown_model_and_missing_source_fail_the_job(stack, micrograph, tmp_path):
+    job = _submit(stack, micrograph, model="no-such-model")
+    plan_job(stack, job.id)
+    assert "not registered" in stack.jobs.get_job(job.id).error
+    gone = tmp_path / "gone.png"
+    gone.write_bytes(micrograph.read_bytes())
+    job2 = _submit(stack, gone)
+    gone.unlink()
+    plan_job(stack, job2.id)
+    j2 = stack.jobs.get_job(job2.id)
+    assert j2.status == JobStatus.FAILED and "does not exist" in j2.error
+
+
+def test_duplicate_plan_and_reduce_are_no_ops(stack, micrograph):
+    job = _submit(stack, micrograph)
+    assert len(plan_job(stack, job.id)) == 6
+    assert plan_job(stack, job.id) == []  # duplicate delivery
+    assert len(stack.jobs.list_rows(job.id)) == 6
+    stack.sent.clear()
+    for i in range(6):
+        segment_row(stack, job.id, i)
+    assert stack.sent == [(REDUCE_TASK, job.id)]
+    assert reduce_job(stack, job.id) is not None
+    assert reduce_job(stack, job.id) is None  # already succeeded
+    assert stack.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
