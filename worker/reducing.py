@@ -65,7 +65,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         write_label_pyramid(strips, work / LABELS)
         source = source_path(ctx, job)
         write_overlay(source, work / LABELS, pkg.palette(), work / OVERLAY)
-        write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW)
+        write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
+                      names=[c.name for c in pkg.classes])
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})

@@ -1,0 +1,5 @@
+"""``python -m cli`` = ``pelletseg``."""
+
+from cli.main import main
+
+main()

@@ -1,0 +1,90 @@
+"""``pelletseg run`` and ``pelletseg demo`` as a user runs them: a subprocess that starts the
+local stack and real worker processes, with the bundled model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from tests.conftest import port_open
+from tests.worker.conftest import DEMO_DATA
+
+OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv"}
+
+
+def pelletseg(*args, env=None, timeout=300):
+    full_env = {**os.environ, "PELLETSEG_TILE_SIZE": "256", "PELLETSEG_HALO": "32", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture(scope="module")
+def small_image(tmp_path_factory) -> Path:
+    src = sorted(DEMO_DATA.glob("*.png"))[0]
+    out = tmp_path_factory.mktemp("cli") / "sample 1.png"  # a space in the name, on purpose
+    pyvips.Image.new_from_file(str(src)).crop(0, 300, 600, 420).pngsave(str(out))
+    return out
+
+
+def _check_outputs(out: Path, width: int, height: int) -> dict:
+    assert {p.name for p in out.iterdir()} == OUTPUTS
+    doc = json.loads((out / "fractions.json").read_text())
+    assert (doc["width"], doc["height"]) == (width, height)
+    assert sum(c["pixels"] for c in doc["classes"]) == width * height
+    assert abs(sum(c["percent"] for c in doc["classes"]) - 100) < 1e-6
+    assert doc["model"]["name"] == "ebc-unet-mnv2"
+    labels = pyvips.Image.new_from_file(str(out / "labels.tif"))
+    assert (labels.width, labels.height, labels.bands, labels.format) == (width, height, 1, "uchar")
+    return doc
+
+
+def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
+    res = pelletseg("run", str(small_image), "--home", str(tmp_path / "home"), "--workers", "2",
+                    "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Phase fractions" in res.stdout and "oxide" in res.stdout
+    _check_outputs(tmp_path / "out", 600, 420)
+
+
+def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):
+    bad = tmp_path / "scan.tif"
+    bad.write_text("not an image")
+    res = pelletseg("run", str(bad), "--home", str(tmp_path / "home"), "--workers", "1")
+    assert res.returncode == 1
+    assert "failed" in res.stdout and "scan.tif: not a readable image" in res.stdout.replace("\n", "")
+
+
+def test_run_with_a_missing_file_is_a_clear_error(tmp_path):
+    res = pelletseg("run", str(tmp_path / "nope.tif"), "--home", str(tmp_path / "home"))
+    assert res.returncode == 2 and "nope.tif: no such file" in res.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_run_switches_to_postgres_and_redis_by_environment(tmp_path, small_image, pg_url):
+    if not port_open(6379):
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    env = {"PELLETSEG_DATABASE_URL": pg_url, "PELLETSEG_BROKER_URL": "redis://127.0.0.1:6379/8"}
+    res = pelletseg("run", str(small_image), "--home", str(tmp_path / "home"), "--workers", "1",
+                    "--out", str(tmp_path / "out"), env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _check_outputs(tmp_path / "out", 600, 420)
+    assert not (tmp_path / "home" / "pelletseg.db").exists()  # the job table was PostgreSQL
+
+
+def test_demo_builds_a_mosaic_and_segments_it(tmp_path):
+    res = pelletseg("demo", "--mpx", "0.5", "--home", str(tmp_path / "home"), "--workers", "2",
+                    "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    mosaic = next((tmp_path / "home" / "demo").glob("mosaic-*.tif"))
+    image = pyvips.Image.new_from_file(str(mosaic))
+    _check_outputs(tmp_path / "out", image.width, image.height)
+    assert 0.4e6 < image.width * image.height < 0.6e6
