@@ -106,6 +106,7 @@ def run(
         console.print(f"job [bold]{job.id}[/] submitted: {spec.source_url}")
         job = follow(jobs, job.id, pool)
     finally:
+        peaks = pool.peak_rss_mib() if pool is not None else []
         if pool is not None:
             pool.stop()
     wall = time.monotonic() - t0
@@ -116,6 +117,8 @@ def run(
     console.print(fractions_table(doc))
     mpx = job.width * job.height / 1e6
     console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
+    if peaks:
+        console.print("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
     console.print("outputs:")
     for name in OUTPUT_FILES:
         key = output_key(job.id, name)

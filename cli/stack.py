@@ -79,6 +79,19 @@ class LocalWorkers:
         """Number of worker processes still running."""
         return sum(p.poll() is None for p in self.procs)
 
+    def peak_rss_mib(self) -> list[float]:
+        """Peak resident memory (VmHWM, MiB) of each live worker; empty where /proc is absent."""
+        peaks = []
+        for p in self.procs:
+            try:
+                status = Path(f"/proc/{p.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        return peaks
+
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (SIGTERM: finish the current task), then SIGKILL after ``timeout`` s."""
         for p in self.procs:
