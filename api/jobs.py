@@ -52,7 +52,6 @@ def build_spec(settings: Settings, source: str, model: str | None = None, **opti
         model=model or settings.default_model,
         tile_size=settings.tile_size,
         halo=settings.halo,
-        batch_size=settings.batch_size,
         rows_per_task=settings.rows_per_task,
     )
     values.update({k: v for k, v in options.items() if v is not None})

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.train import train
 from storage.errors import StorageError
 from storage.settings import get_settings
 
@@ -98,12 +99,4 @@ def _guard(fn) -> int:
         return 2
 
 
-def _register_optional() -> None:
-    try:
-        from cli.train import train
-    except ImportError:  # training module not present in a slim (API-only) install
-        return
-    main.add_command(train)
-
-
-_register_optional()
+main.add_command(train)

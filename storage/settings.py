@@ -51,11 +51,15 @@ class Settings(BaseSettings):
     )
     # Defaults for new jobs (each job stores its own copy in its JobSpec).
     default_model: str = Field("ebc-unet-mnv2", description="Model name used when a job names none.")
-    tile_size: int = Field(512, description="Tile edge T fed to the model (px).", ge=32)
-    halo: int = Field(64, description="Overlap kept on each side of a tile and cropped (px).", ge=0)
-    batch_size: int = Field(4, description="Tiles per forward pass.", ge=1)
+    tile_size: int = Field(1024, description="Tile edge T fed to the model (px).", ge=32)
+    halo: int = Field(
+        128, description="Context kept on each side of a tile and cropped (px).", ge=0
+    )
     rows_per_task: int = Field(1, description="Tile rows per segment_row task.", ge=1)
     # Worker behaviour.
+    batch_size: int = Field(
+        0, description="Tiles per forward pass; 0 = auto (1 on CPU, 8 on CUDA).", ge=0
+    )
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
     torch_threads: int = Field(0, description="torch intra-op threads per worker; 0 = torch default.")
     channels_last: bool = Field(True, description="Run the model in channels_last memory format.")

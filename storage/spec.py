@@ -23,7 +23,6 @@ class JobSpec(BaseModel):
         model: Model package name; ``version`` None means the newest registered version.
         tile_size: Tile edge T fed to the model (px); a multiple of 32.
         halo: Context kept on each side of a tile and cropped away (px); stride = T - 2*halo.
-        batch_size: Tiles per forward pass.
         rows_per_task: Tile rows per row record / segment_row task.
         labels: Free-form metadata (sample id, magnification, µm/px, ...).
     """
@@ -34,9 +33,8 @@ class JobSpec(BaseModel):
     source_url: str
     model: str
     model_version: str | None = None
-    tile_size: int = Field(512, ge=32)
-    halo: int = Field(64, ge=0)
-    batch_size: int = Field(4, ge=1)
+    tile_size: int = Field(1024, ge=32)
+    halo: int = Field(128, ge=0)
     rows_per_task: int = Field(1, ge=1)
     labels: dict[str, Any] = Field(default_factory=dict)
 

@@ -58,6 +58,7 @@ def segmenter_for(ctx: WorkerContext, job):
             device=ctx.settings.device,
             channels_last=ctx.settings.channels_last,
             threads=ctx.settings.torch_threads,
+            batch_size=ctx.settings.batch_size,
         )
     return ctx.segmenters[key]
 
@@ -126,7 +127,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     segmenter = segmenter_for(ctx, job)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     region = read_rows(image, *grid.read_window(row.y0, row.y1))
-    labels = segmenter.segment_strip(region, grid, row.y0, row.y1, spec.batch_size)
+    labels = segmenter.segment_strip(region, grid, row.y0, row.y1, segmenter.batch_size)
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
