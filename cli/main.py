@@ -36,7 +36,7 @@ def run_cmd(source: str, model: str | None, workers: int, out: Path | None, home
 
 
 @main.command("demo")
-@click.option("--mpx", default=6.0, show_default=True, help="Size of the demo mosaic (megapixels).")
+@click.option("--mpx", default=12.0, show_default=True, help="Size of the demo mosaic (megapixels).")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
 @home_option

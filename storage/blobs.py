@@ -127,6 +127,7 @@ class BlobStore:
         os.close(fd)
         try:
             self.fs.get_file(self.path(key), tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; downloads are ordinary user files
             os.replace(tmp, local_path)
         except FileNotFoundError as e:
             raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
