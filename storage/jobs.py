@@ -102,7 +102,7 @@ class JobStore:
 
     def find_by_idempotency_key(self, key: str) -> Job | None:
         """The job created with ``key``, or None."""
-        with self._conn() as conn:
+        with self._tx() as conn:
             row = conn.execute(select(Job).where(Job.idempotency_key == key)).first()
         return _job_from_row(row) if row else None
 
@@ -112,7 +112,7 @@ class JobStore:
         Raises:
             NotFoundError: no job has this id.
         """
-        with self._conn() as conn:
+        with self._tx() as conn:
             row = conn.execute(select(Job).where(Job.id == job_id)).first()
         if row is None:
             raise NotFoundError(f"job {job_id} does not exist")
@@ -123,7 +123,7 @@ class JobStore:
         q = select(Job).order_by(Job.created_at.desc()).limit(limit)
         if status is not None:
             q = q.where(Job.status == status.value)
-        with self._conn() as conn:
+        with self._tx() as conn:
             return [_job_from_row(r) for r in conn.execute(q)]
 
     def transition_job(self, job_id: str, target: JobStatus, **values) -> bool:
@@ -149,7 +149,7 @@ class JobStore:
             .where(Job.id == job_id, Job.status.in_([s.value for s in job_sources(target)]))
             .values(status=target.value, **values)
         )
-        with self._begin() as conn:
+        with self._tx() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def set_model(self, job_id: str, name: str, version: str, sha256: str) -> None:
@@ -159,12 +159,12 @@ class JobStore:
             .where(Job.id == job_id)
             .values(model_name=name, model_version=version, model_sha256=sha256)
         )
-        with self._begin() as conn:
+        with self._tx() as conn:
             conn.execute(stmt)
 
     def set_outputs(self, job_id: str, outputs: dict) -> None:
         """Store the output keys (label map, overlay, fractions...) on the job."""
-        with self._begin() as conn:
+        with self._tx() as conn:
             conn.execute(update(Job).where(Job.id == job_id).values(outputs=outputs))
 
     # ---------------------------------------------------------------- rows
@@ -176,7 +176,7 @@ class JobStore:
         Returns:
             The number of rows inserted.
         """
-        with self._begin() as conn:
+        with self._tx() as conn:
             have = conn.execute(
                 select(func.count()).select_from(Row).where(Row.job_id == job_id)
             ).scalar_one()
@@ -198,7 +198,7 @@ class JobStore:
         Raises:
             NotFoundError: the row does not exist.
         """
-        with self._conn() as conn:
+        with self._tx() as conn:
             row = conn.execute(select(Row).where(Row.job_id == job_id, Row.index == index)).first()
         if row is None:
             raise NotFoundError(f"row {index} of job {job_id} does not exist")
@@ -209,7 +209,7 @@ class JobStore:
         q = select(Row).where(Row.job_id == job_id).order_by(Row.index)
         if statuses is not None:
             q = q.where(Row.status.in_([s.value for s in statuses]))
-        with self._conn() as conn:
+        with self._tx() as conn:
             return [_row_from_row(r) for r in conn.execute(q)]
 
     def claim_row(self, job_id: str, index: int, worker: str, lease_seconds: int) -> Claim:
@@ -239,7 +239,7 @@ class JobStore:
                 error=None,
             )
         )
-        with self._begin() as conn:
+        with self._tx() as conn:
             won = conn.execute(stmt).rowcount == 1
             row = conn.execute(
                 select(Row.status, Row.attempts).where(Row.job_id == job_id, Row.index == index)
@@ -260,7 +260,7 @@ class JobStore:
             )
             .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         )
-        with self._begin() as conn:
+        with self._tx() as conn:
             return conn.execute(stmt).rowcount == 1
 
     def complete_row(
@@ -303,7 +303,7 @@ class JobStore:
                 error=None,
             )
         )
-        with self._begin() as conn:
+        with self._tx() as conn:
             # Lock the job row first (PostgreSQL: FOR UPDATE; SQLite serialises writers anyway)
             # so two workers finishing the last two rows cannot both miss the reduce trigger.
             conn.execute(select(Job.id).where(Job.id == job_id).with_for_update())
@@ -335,7 +335,7 @@ class JobStore:
             not running.
         """
         now = utcnow()
-        with self._begin() as conn:
+        with self._tx() as conn:
             row = conn.execute(
                 select(Row.status, Row.attempts).where(Row.job_id == job_id, Row.index == index)
             ).first()
@@ -367,7 +367,7 @@ class JobStore:
         Returns:
             Indices of all rows that are not done, to re-enqueue.
         """
-        with self._begin() as conn:
+        with self._tx() as conn:
             conn.execute(
                 update(Row)
                 .where(Row.job_id == job_id, Row.status != RowStatus.DONE.value)
@@ -383,7 +383,7 @@ class JobStore:
 
     def progress(self, job_id: str) -> Progress:
         """Row counts by status and pixels segmented so far (done rows x image width)."""
-        with self._conn() as conn:
+        with self._tx() as conn:
             by_status = dict(
                 conn.execute(
                     select(Row.status, func.count()).where(Row.job_id == job_id).group_by(Row.status)
@@ -442,7 +442,7 @@ class JobStore:
         Raises:
             StorageError: (name, version) is registered with different weights.
         """
-        with self._begin() as conn:
+        with self._tx() as conn:
             existing = conn.execute(
                 select(ModelRecord.sha256).where(
                     ModelRecord.name == name, ModelRecord.version == version
@@ -473,7 +473,7 @@ class JobStore:
         if version is not None:
             q = q.where(ModelRecord.version == version)
         q = q.order_by(ModelRecord.created_at.desc(), ModelRecord.id.desc()).limit(1)
-        with self._conn() as conn:
+        with self._tx() as conn:
             row = conn.execute(q).first()
             if row is None:
                 known = sorted(
@@ -489,7 +489,7 @@ class JobStore:
 
     def list_models(self) -> list[ModelRecord]:
         """All registered model packages, by name and version."""
-        with self._conn() as conn:
+        with self._tx() as conn:
             return [
                 r[0] for r in conn.execute(
                     select(ModelRecord).order_by(ModelRecord.name, ModelRecord.version))
@@ -505,8 +505,6 @@ class JobStore:
         except SQLAlchemyError as e:
             raise StorageError(f"job table error ({self.engine.url!r}): {e}") from e
 
-    _conn = _tx
-    _begin = _tx
 
 
 def _job_from_row(row) -> Job:

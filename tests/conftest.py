@@ -3,7 +3,11 @@ real Redis and RabbitMQ, and the shared real data (skipped cleanly where absent)
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -87,3 +91,51 @@ def redis_url() -> str:
     if not port_open(6379):
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     return "redis://127.0.0.1:6379/7"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server (S3, SQS) on 127.0.0.1, started for the test session; AWS variables point
+    boto3/s3fs at it. Yields the endpoint URL."""
+    exe = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
+    if not Path(exe).exists():
+        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not port_open(port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("moto_server did not start")
+        time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint) -> str:
+    """A fresh, empty bucket on the moto server; yields its name."""
+    import boto3
+
+    name = f"pelletseg-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name

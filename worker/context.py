@@ -11,6 +11,7 @@ from pathlib import Path
 
 from storage.blobs import BlobStore
 from storage.db import cached_engine
+from storage.errors import BlobNotFoundError
 from storage.jobs import JobStore
 from storage.settings import Settings
 
@@ -63,8 +64,6 @@ class WorkerContext:
         if self.blobs.is_local:
             path = Path(self.blobs.path(key))
             if not path.exists():
-                from storage.errors import BlobNotFoundError
-
                 raise BlobNotFoundError(f"{self.blobs.url(key)} does not exist")
             return path
         target = self.cache_dir / "blobs" / key

@@ -146,3 +146,39 @@ def test_duplicate_plan_and_reduce_are_no_ops(stack, micrograph):
     assert reduce_job(stack, job.id) is not None
     assert reduce_job(stack, job.id) is None  # already succeeded
     assert stack.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+
+
+def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_bucket):
+    """PELLETSEG_STORAGE_URL=s3://... and an s3:// source: the same code, through a real S3
+    API (moto server on 127.0.0.1); the worker copies the source to local disk once."""
+    import boto3
+    import fsspec
+
+    from storage.db import upgrade
+    from tests.worker.conftest import make_settings
+    from worker.context import WorkerContext
+    from worker.registry import publish_package
+
+    fsspec.filesystem("s3").invalidate_cache()
+    boto3.client("s3").upload_file(str(micrograph), s3_bucket, "uploads/pellet 7.png")
+    settings = make_settings(tmp_path / "home", storage_url=f"s3://{s3_bucket}/pelletseg")
+    upgrade(settings.resolved_database_url)
+    sent: list[tuple] = []
+    ctx = WorkerContext.from_settings(settings, lambda task, *args: sent.append((task, *args)))
+    ctx.sent = sent
+    assert not ctx.blobs.is_local
+    publish_package(ctx, tiny_package)
+    job = _submit(ctx, f"s3://{s3_bucket}/uploads/pellet 7.png")
+    ctx.sent.append((PLAN_TASK, job.id))
+    done = _run_all(ctx, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    for name in ("labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv",
+                 "source.tif", "rows/00000.tif"):
+        assert f"pelletseg/jobs/{job.id}/{name}" in keys
+    doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert sum(c["pixels"] for c in doc["classes"]) == 700 * 500
+    missing = _submit(ctx, f"s3://{s3_bucket}/uploads/nope.png")
+    plan_job(ctx, missing.id)
+    failed = ctx.jobs.get_job(missing.id)
+    assert failed.status == JobStatus.FAILED and "does not exist" in failed.error
