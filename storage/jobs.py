@@ -118,18 +118,58 @@ class JobStore:
             raise NotFoundError(f"job {job_id} does not exist")
         return _job_from_row(row)
 
-    def list_jobs(self, status: JobStatus | None = None, limit: int = 100) -> list[Job]:
-        """Newest jobs first, optionally only those with ``status``."""
-        q = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    def list_jobs(
+        self,
+        status: JobStatus | None = None,
+        limit: int = 100,
+        *,
+        offset: int = 0,
+        labels: dict[str, str] | None = None,
+    ) -> list[Job]:
+        """Newest jobs first, optionally only those with ``status`` and every label in
+        ``labels`` (a label matches when ``str(spec.labels[key]) == value``).
+
+        ``offset`` skips that many matching jobs. Labels are filtered in Python over the
+        status-filtered jobs (JSON operators differ between SQLite and PostgreSQL), scanned in
+        batches of 500.
+        """
+        q = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
         if status is not None:
             q = q.where(Job.status == status.value)
-        with self._tx() as conn:
-            return [_job_from_row(r) for r in conn.execute(q)]
+        if not labels:
+            with self._tx() as conn:
+                return [_job_from_row(r) for r in conn.execute(q.limit(limit).offset(offset))]
+        found: list[Job] = []
+        skip, start, batch = offset, 0, 500
+        while len(found) < limit:
+            with self._tx() as conn:
+                page = [_job_from_row(r) for r in conn.execute(q.limit(batch).offset(start))]
+            for job in page:
+                job_labels = (job.spec or {}).get("labels") or {}
+                if all(k in job_labels and str(job_labels[k]) == v for k, v in labels.items()):
+                    if skip:
+                        skip -= 1
+                    elif len(found) < limit:
+                        found.append(job)
+            if len(page) < batch:
+                break
+            start += batch
+        return found
 
-    def transition_job(self, job_id: str, target: JobStatus, **values) -> bool:
+    def transition_job(
+        self,
+        job_id: str,
+        target: JobStatus,
+        *,
+        expected: JobStatus | None = None,
+        **values,
+    ) -> bool:
         """Move a job to ``target`` if the state machine allows it from its current status.
 
-        Extra ``values`` (e.g. ``error=``, ``width=``) are written in the same UPDATE.
+        ``expected`` narrows the allowed sources to that one status: a stage that moves its own
+        job on (e.g. the planner, ``planning -> running``) must not also revive a job that was
+        cancelled meanwhile, although ``cancelled -> running`` is a valid resume. Extra
+        ``values`` (e.g. ``error=``, ``width=``) are written in the same UPDATE.
 
         Returns:
             True if this call made the transition; False if the job was in another status
@@ -144,9 +184,12 @@ class JobStore:
             values.setdefault("finished_at", now)
         if target == JobStatus.PLANNING:
             values.setdefault("started_at", now)
+        sources = job_sources(target)
+        if expected is not None:
+            sources = sources & {expected}
         stmt = (
             update(Job)
-            .where(Job.id == job_id, Job.status.in_([s.value for s in job_sources(target)]))
+            .where(Job.id == job_id, Job.status.in_([s.value for s in sources]))
             .values(status=target.value, **values)
         )
         with self._tx() as conn:
@@ -360,6 +403,46 @@ class JobStore:
                             error=f"row {index} failed after {row.attempts} attempts: {error}"[:4000])
                 )
         return target
+
+    def expire_leases(self, max_attempts: int) -> list[tuple[str, int]]:
+        """Return ``running`` rows whose lease has expired (their worker died or was cut off)
+        to ``pending``, or to ``failed`` once they have used ``max_attempts`` (the job then
+        fails with the reason). Only rows of ``running`` jobs are touched.
+
+        Returns:
+            ``(job_id, index)`` of the rows put back to ``pending``, to re-enqueue.
+        """
+        now = utcnow()
+        expired_filter = (
+            Row.status == RowStatus.RUNNING.value,
+            Row.lease_expires_at < now,
+            Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
+        )
+        requeue: list[tuple[str, int]] = []
+        with self._tx() as conn:
+            expired = conn.execute(
+                select(Row.job_id, Row.index, Row.attempts, Row.worker).where(*expired_filter)
+            ).all()
+            for job_id, index, attempts, worker in expired:
+                reason = f"lease expired: worker {worker} stopped renewing it"
+                target = RowStatus.FAILED if attempts >= max_attempts else RowStatus.PENDING
+                moved = conn.execute(
+                    update(Row)
+                    .where(Row.job_id == job_id, Row.index == index, *expired_filter)
+                    .values(status=target.value, lease_expires_at=None, error=reason)
+                ).rowcount
+                if not moved:
+                    continue
+                if target == RowStatus.PENDING:
+                    requeue.append((job_id, index))
+                else:
+                    conn.execute(
+                        update(Job)
+                        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+                        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
+                                error=f"row {index} failed after {attempts} attempts: {reason}")
+                    )
+        return requeue
 
     def reset_rows_for_resume(self, job_id: str) -> list[int]:
         """Return every ``failed`` (and ``running``) row of a job to ``pending``; attempts restart.

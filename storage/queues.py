@@ -16,8 +16,11 @@ from storage.settings import Settings
 PLAN_TASK = "pelletseg.plan_job"
 ROW_TASK = "pelletseg.segment_row"
 REDUCE_TASK = "pelletseg.reduce_job"
+RECONCILE_TASK = "pelletseg.reconcile"
 
-QUEUE_OF_TASK = {PLAN_TASK: "plan", ROW_TASK: "rows", REDUCE_TASK: "reduce"}
+QUEUE_OF_TASK = {
+    PLAN_TASK: "plan", ROW_TASK: "rows", REDUCE_TASK: "reduce", RECONCILE_TASK: "plan",
+}
 QUEUES = ("plan", "rows", "reduce")
 
 
@@ -60,6 +63,13 @@ def make_celery(settings: Settings, *, main: str = "pelletseg") -> Celery:
         worker_send_task_events=False,
         worker_enable_remote_control=False,
         broker_pool_limit=4,
+        # `celery -A worker.tasks beat` runs the reconciler (expired leases -> re-enqueued).
+        beat_schedule={
+            "pelletseg-reconcile": {
+                "task": RECONCILE_TASK,
+                "schedule": max(10.0, settings.lease_seconds / 4),
+            }
+        },
     )
     return app
 

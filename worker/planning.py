@@ -38,7 +38,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     """
     job = ctx.jobs.get_job(job_id)
     if job.status == JobStatus.QUEUED:
-        ctx.jobs.transition_job(job_id, JobStatus.PLANNING)
+        ctx.jobs.transition_job(job_id, JobStatus.PLANNING, expected=JobStatus.QUEUED)
         job = ctx.jobs.get_job(job_id)
     if job.status != JobStatus.PLANNING:
         log.info("plan.skip", job_id=job_id, status=job.status)
@@ -67,6 +67,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     moved = ctx.jobs.transition_job(
         job_id,
         JobStatus.RUNNING,
+        expected=JobStatus.PLANNING,
         width=info.width,
         height=info.height,
         rows_total=grid.n_strips,

@@ -83,6 +83,6 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         raise
     outputs["reduce_seconds"] = round(time.perf_counter() - started, 3)
     ctx.jobs.set_outputs(job_id, outputs)
-    ctx.jobs.transition_job(job_id, JobStatus.SUCCEEDED)
+    ctx.jobs.transition_job(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
     log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"])
     return doc

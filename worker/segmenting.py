@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,40 @@ from worker.stitching import read_strip, write_strip
 from worker.tiling import TileGrid
 
 log = structlog.get_logger(__name__)
+
+
+class LeaseKeeper:
+    """Context manager: renews a claimed row's lease every ``lease_seconds / 3`` from a daemon
+    thread while the row is processed, so only a dead worker's lease expires.
+
+    A failed renewal (job table briefly unreachable) is logged and retried at the next tick;
+    a lost lease (another worker took the row over) is harmless: both compute the same bytes
+    and :meth:`JobStore.complete_row` counts the row once.
+    """
+
+    def __init__(self, ctx: WorkerContext, job_id: str, index: int):
+        self.ctx, self.job_id, self.index = ctx, job_id, index
+        self.interval = max(0.5, ctx.settings.lease_seconds / 3)
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{index}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.ctx.jobs.extend_lease(self.job_id, self.index, self.ctx.worker_id,
+                                              self.ctx.settings.lease_seconds):
+                    self.renewals += 1
+            except StorageError as e:
+                log.warning("lease.renew_failed", job_id=self.job_id, row=self.index, error=str(e))
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def source_path(ctx: WorkerContext, job) -> Path:
@@ -87,7 +122,8 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
     started = time.perf_counter()
     key = row_key(job_id, index)
     try:
-        labels = _labels_for_row(ctx, job, index, key)
+        with LeaseKeeper(ctx, job_id, index):
+            labels = _labels_for_row(ctx, job, index, key)
         pkg = segmenter_for(ctx, job).package
         counts = label_counts(labels, pkg.n_classes)
     except PERMANENT_ERRORS as e:

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from celery import Celery
 
-from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
+from storage.queues import PLAN_TASK, RECONCILE_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.settings import Settings, get_settings
 from worker.context import WorkerContext
 
@@ -33,6 +33,13 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext]) -> None:
         from worker.segmenting import segment_row as segment
 
         return segment(context(), job_id, index)
+
+    @app.task(name=RECONCILE_TASK, shared=False)
+    def reconcile() -> int:
+        """Re-enqueue rows whose lease expired; returns how many."""
+        from worker.reconciling import reconcile as run_reconcile
+
+        return len(run_reconcile(context()))
 
     @app.task(name=REDUCE_TASK, shared=False)
     def reduce_job(job_id: str) -> bool:

@@ -125,3 +125,17 @@ def test_model_registry_rejects_changed_weights(job_store):
     with pytest.raises(StorageError, match="already registered"):
         job_store.register_model(sha256="b" * 64, **kw)
     assert job_store.get_model("m").sha256 == "a" * 64
+
+
+def test_expired_leases_go_back_to_pending_then_fail_the_job(job_store):
+    job = _job(job_store, rows=2)
+    assert job_store.claim_row(job.id, 0, "dead", lease_seconds=-1).claimed
+    assert job_store.claim_row(job.id, 1, "alive", lease_seconds=60).claimed
+    assert job_store.expire_leases(max_attempts=2) == [(job.id, 0)]
+    assert job_store.get_row(job.id, 0).status == RowStatus.PENDING
+    assert job_store.get_row(job.id, 1).status == RowStatus.RUNNING
+    assert job_store.claim_row(job.id, 0, "dead-again", lease_seconds=-1).attempt == 2
+    assert job_store.expire_leases(max_attempts=2) == []  # second loss: out of attempts
+    assert job_store.get_row(job.id, 0).status == RowStatus.FAILED
+    failed = job_store.get_job(job.id)
+    assert failed.status == JobStatus.FAILED and "dead-again" in failed.error

@@ -1,6 +1,7 @@
 """A job through a real Celery worker (``celery.contrib.testing.worker.start_worker``), never
 eager mode: on the embedded stack (SQLite job table, kombu's SQLAlchemy transport on a SQLite
-file) and on the PostgreSQL and Redis servers of the machine."""
+file), on the PostgreSQL and Redis servers of the machine, and on SQS (a moto server on
+127.0.0.1 started by the tests)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,36 @@ def _flush_redis(url):
     redis.Redis.from_url(url).flushdb()
 
 
-@pytest.fixture(params=["embedded", pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis])])
+def _sqs_settings(home, endpoint):
+    """Settings for SQS on the moto server: one queue per pelletseg queue, predefined."""
+    import uuid
+
+    import boto3
+
+    client = boto3.client("sqs")
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    predefined = {
+        q: {"url": client.create_queue(QueueName=prefix + q)["QueueUrl"]} for q in QUEUES
+    }
+    host = endpoint.removeprefix("http://")
+    return make_settings(
+        home,
+        broker_url=f"sqs://testing:testing@{host}",
+        broker_transport_options={"region": "us-east-1", "is_secure": False,
+                                  "predefined_queues": predefined},
+    )
+
+
+@pytest.fixture(params=[
+    "embedded",
+    pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    "sqs",
+])
 def queue_settings(request, tmp_path):
     if request.param == "embedded":
         return make_settings(tmp_path / "home")
+    if request.param == "sqs":
+        return _sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
     pg, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
     _flush_redis(redis_url)
     return make_settings(tmp_path / "home", database_url=pg, broker_url=redis_url)

@@ -182,3 +182,16 @@ def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_
     plan_job(ctx, missing.id)
     failed = ctx.jobs.get_job(missing.id)
     assert failed.status == JobStatus.FAILED and "does not exist" in failed.error
+
+
+def test_a_job_cancelled_while_planning_stays_cancelled(stack, micrograph):
+    from storage.states import JobStatus as S
+
+    job = _submit(stack, micrograph)
+    assert stack.jobs.transition_job(job.id, S.PLANNING, expected=S.QUEUED)
+    assert stack.jobs.transition_job(job.id, S.CANCELLED)  # the user cancels mid-planning
+    assert plan_job(stack, job.id) == []
+    assert stack.jobs.get_job(job.id).status == S.CANCELLED
+    assert stack.sent == []
+    # the planner's own transition cannot revive it either
+    assert not stack.jobs.transition_job(job.id, S.RUNNING, expected=S.PLANNING)

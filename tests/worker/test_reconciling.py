@@ -1,0 +1,64 @@
+"""Leases: a working row keeps its lease; a dead worker's row goes back to pending and is
+re-enqueued by the reconciler; after max attempts the row and its job fail with the reason."""
+
+from __future__ import annotations
+
+import time
+
+from api.jobs import build_spec
+from storage.models import utcnow
+from storage.queues import ROW_TASK
+from storage.states import JobStatus, RowStatus
+from worker.planning import plan_job
+from worker.reconciling import reconcile
+from worker.segmenting import LeaseKeeper, segment_row
+
+
+def _planned(stack, micrograph):
+    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    plan_job(stack, job.id)
+    stack.sent.clear()
+    return job
+
+
+def test_dead_workers_row_is_requeued_and_then_done(stack, micrograph):
+    job = _planned(stack, micrograph)
+    # A worker claims row 2 and is SIGKILLed: its lease is never renewed and runs out.
+    assert stack.jobs.claim_row(job.id, 2, "dead-worker:1", lease_seconds=-1).claimed
+    assert stack.jobs.claim_row(job.id, 3, "live-worker:2", lease_seconds=600).claimed
+    assert reconcile(stack) == [(job.id, 2)]
+    assert stack.sent == [(ROW_TASK, job.id, 2)]
+    row = stack.jobs.get_row(job.id, 2)
+    assert row.status == RowStatus.PENDING and "dead-worker:1" in row.error
+    assert stack.jobs.get_row(job.id, 3).status == RowStatus.RUNNING  # live lease untouched
+    assert reconcile(stack) == []  # idempotent
+    assert segment_row(stack, job.id, 2) == "done"
+    assert stack.jobs.get_row(job.id, 2).attempts == 2
+
+
+def test_row_that_keeps_losing_its_worker_fails_the_job(stack, micrograph):
+    job = _planned(stack, micrograph)
+    for attempt in range(stack.settings.max_attempts):
+        claim = stack.jobs.claim_row(job.id, 0, f"w{attempt}", lease_seconds=-1)
+        assert claim.claimed and claim.attempt == attempt + 1
+        reconcile(stack)
+    failed = stack.jobs.get_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert "row 0 failed after 3 attempts" in failed.error and "lease expired" in failed.error
+    assert stack.jobs.get_row(job.id, 0).status == RowStatus.FAILED
+    assert len(stack.sent) == stack.settings.max_attempts - 1
+
+
+def test_lease_keeper_renews_while_the_row_runs_and_stops_after(stack, micrograph):
+    job = _planned(stack, micrograph)
+    stack.settings.lease_seconds = 1
+    assert stack.jobs.claim_row(job.id, 1, stack.worker_id, lease_seconds=1).claimed
+    with LeaseKeeper(stack, job.id, 1) as keeper:
+        time.sleep(2.2)  # longer than the lease: without renewals it would have expired
+        assert stack.jobs.get_row(job.id, 1).lease_expires_at > utcnow()
+        assert reconcile(stack) == []
+    assert keeper.renewals >= 3
+    after = keeper.renewals
+    time.sleep(1.2)
+    assert keeper.renewals == after
+    assert reconcile(stack) == [(job.id, 1)]  # no keeper any more: the lease runs out

@@ -1,0 +1,33 @@
+"""The reconciler: the job table, not the broker, decides what still has to run.
+
+Run periodically (the ``pelletseg.reconcile`` task on the ``plan`` queue via Celery beat in
+production; ``pelletseg run`` calls it from its progress loop). It returns rows whose lease
+expired to ``pending`` and re-enqueues them, so a row whose worker was SIGKILLed, or whose
+message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from storage.queues import ROW_TASK
+from worker.context import WorkerContext
+
+log = structlog.get_logger(__name__)
+
+
+def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
+    """Expire stale leases and re-enqueue their rows; idempotent.
+
+    Returns:
+        ``(job_id, row index)`` of every row re-enqueued.
+
+    Raises:
+        StorageError: the job table is unreachable.
+    """
+    requeued = ctx.jobs.expire_leases(ctx.settings.max_attempts)
+    for job_id, index in requeued:
+        ctx.enqueue(ROW_TASK, job_id, index)
+    if requeued:
+        log.warning("reconcile.requeued", rows=len(requeued))
+    return requeued
