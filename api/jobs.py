@@ -1,19 +1,26 @@
-"""Job submission: create the job row and enqueue ``plan_job``. Used by the CLI today and by
-the HTTP routes; imports neither torch nor ``worker``."""
+"""Job submission and control: create the job row and enqueue ``plan_job``; cancel; resume.
+Used by the CLI and by the HTTP routes; imports neither torch nor ``worker`` (tasks are sent
+by name)."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
 
 from storage.db import cached_engine
+from storage.errors import StorageError, TransitionError
 from storage.jobs import JobStore
 from storage.models import Job
-from storage.queues import PLAN_TASK, make_celery, send
+from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.settings import Settings
 from storage.spec import JobSpec
+from storage.states import JOB_TERMINAL, JobStatus
 
 
 class SubmissionError(ValueError):
@@ -22,30 +29,77 @@ class SubmissionError(ValueError):
 
 def normalise_source(source: str, settings: Settings) -> str:
     """A local path becomes an absolute ``file://`` URL; URLs are checked against
-    ``settings.allowed_source_schemes``.
+    ``settings.allowed_source_schemes`` (local paths count as scheme ``file``).
 
     Raises:
         SubmissionError: the scheme is not allowed, or a local path does not exist.
     """
+    allowed = settings.allowed_source_schemes
     parsed = urlparse(source)
     if len(parsed.scheme) <= 1:  # a bare path (or a Windows drive letter)
+        if "file" not in allowed:
+            raise SubmissionError(
+                f"{source}: local file paths are not allowed (allowed schemes: "
+                f"{', '.join(allowed)})"
+            )
         path = Path(source).expanduser().resolve()
         if not path.is_file():
             raise SubmissionError(f"{source}: no such file")
         return path.as_uri()
-    if parsed.scheme not in settings.allowed_source_schemes:
+    if parsed.scheme not in allowed:
         raise SubmissionError(
-            f"{source}: scheme {parsed.scheme!r} is not allowed (allowed: "
-            f"{', '.join(settings.allowed_source_schemes)})"
+            f"{source}: scheme {parsed.scheme!r} is not allowed (allowed: {', '.join(allowed)})"
         )
     return source
+
+
+def check_webhook_url(url: str, settings: Settings) -> str:
+    """Check a webhook URL against server-side request forgery.
+
+    It must be ``http(s)://host...``, and every address ``host`` resolves to must be public
+    (not loopback, private, link-local, multicast, reserved or unspecified), unless
+    ``settings.allow_private_webhooks`` is true.
+
+    Returns:
+        ``url`` unchanged.
+
+    Raises:
+        SubmissionError: wrong scheme, no host, unresolvable host or a non-public address.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https"):
+        raise SubmissionError(f"webhook_url {url!r} must be an http:// or https:// URL")
+    if not parsed.hostname:
+        raise SubmissionError(f"webhook_url {url!r} has no host")
+    if parsed.username or parsed.password:
+        raise SubmissionError(f"webhook_url {url!r} must not carry credentials")
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parsed.hostname, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError) as e:
+        raise SubmissionError(f"webhook_url {url!r}: cannot resolve its host ({e})") from e
+    if settings.allow_private_webhooks:
+        return url
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if not address.is_global or address.is_multicast:
+            raise SubmissionError(
+                f"webhook_url {url!r} resolves to {address}, a loopback, private, link-local "
+                "or reserved address; webhooks must reach a public address"
+            )
+    return url
 
 
 def build_spec(settings: Settings, source: str, model: str | None = None, **options) -> JobSpec:
     """A :class:`JobSpec` from a source and options, defaults taken from ``settings``.
 
+    Options left None take the defaults; a ``webhook_url`` is checked with
+    :func:`check_webhook_url`.
+
     Raises:
-        SubmissionError: invalid source or options.
+        SubmissionError: invalid source, webhook URL or options.
     """
     values = dict(
         source_url=normalise_source(source, settings),
@@ -55,10 +109,17 @@ def build_spec(settings: Settings, source: str, model: str | None = None, **opti
         rows_per_task=settings.rows_per_task,
     )
     values.update({k: v for k, v in options.items() if v is not None})
+    if values.get("webhook_url") is not None:
+        check_webhook_url(values["webhook_url"], settings)
     try:
         return JobSpec(**values)
     except ValueError as e:
         raise SubmissionError(str(e)) from e
+
+
+def job_store(settings: Settings) -> JobStore:
+    """The :class:`JobStore` of ``settings`` (one cached engine per database URL)."""
+    return JobStore(cached_engine(settings.resolved_database_url))
 
 
 def submit_job(
@@ -70,16 +131,99 @@ def submit_job(
 ) -> Job:
     """Create a ``queued`` job and enqueue its planning task.
 
-    With an ``idempotency_key`` already used, returns that job and enqueues nothing.
+    With an ``idempotency_key`` already used, returns that job and enqueues nothing (also
+    when two requests with the same key race: only the one that inserted the job enqueues).
 
     Raises:
-        StorageError: the job table is unreachable.
+        StorageError: the job table or the broker is unreachable (a job whose planning task
+            could not be sent is marked failed, to be resumed once the broker is back).
     """
-    jobs = JobStore(cached_engine(settings.resolved_database_url))
+    jobs = job_store(settings)
     if idempotency_key is not None:
         existing = jobs.find_by_idempotency_key(idempotency_key)
         if existing is not None:
             return existing
-    job = jobs.create_job(spec, idempotency_key=idempotency_key)
-    send(app or make_celery(settings), PLAN_TASK, job.id)
+    new_id = str(uuid.uuid4())
+    job = jobs.create_job(spec, job_id=new_id, idempotency_key=idempotency_key)
+    if job.id == new_id:
+        _send_or_fail(jobs, app or make_celery(settings), job.id, [(PLAN_TASK, job.id)])
     return job
+
+
+def _send_or_fail(jobs: JobStore, app: Celery, job_id: str, tasks: list[tuple]) -> None:
+    """Send ``(task, *args)`` messages; if the broker fails, fail the job (so that it can be
+    resumed later) and raise :class:`StorageError`."""
+    try:
+        for task, *args in tasks:
+            send(app, task, *args)
+    except (BrokerError, OSError) as e:
+        jobs.transition_job(job_id, JobStatus.FAILED, error=f"could not enqueue work: {e}")
+        raise StorageError(
+            f"the broker is unreachable ({e}); job {job_id} was marked failed: resume it "
+            "when the broker is back"
+        ) from e
+
+
+def cancel_job(settings: Settings, job_id: str) -> Job:
+    """Move a job that has not ended to ``cancelled``; workers skip its remaining rows.
+
+    Returns:
+        The job after the change.
+
+    Raises:
+        NotFoundError: no such job.
+        TransitionError: the job has already ended (succeeded, failed or cancelled).
+        StorageError: the job table is unreachable.
+    """
+    jobs = job_store(settings)
+    for _ in range(5):  # a worker may move the job between our read and our UPDATE
+        job = jobs.get_job(job_id)
+        if job.status in JOB_TERMINAL:
+            raise TransitionError(f"job {job_id} is {job.status}; only a job that has not "
+                                  "ended can be cancelled")
+        if jobs.transition_job(job_id, JobStatus.CANCELLED):
+            return jobs.get_job(job_id)
+    raise TransitionError(f"job {job_id} kept changing status; try again")
+
+
+def resume_job(settings: Settings, job_id: str, app: Celery | None = None) -> Job:
+    """Resume a ``failed`` or ``cancelled`` job where it stopped.
+
+    - never planned (no rows, or planning did not finish): job -> ``queued``, enqueue
+      ``plan_job``;
+    - every row done: job -> ``reducing``, enqueue only ``reduce_job``;
+    - otherwise: job -> ``running``, every row that is not done -> ``pending`` (attempts
+      restart), enqueue ``segment_row`` for each of them.
+
+    Returns:
+        The job after the change.
+
+    Raises:
+        NotFoundError: no such job.
+        TransitionError: the job is not failed or cancelled (or changed concurrently).
+        StorageError: the job table or the broker is unreachable (the job is failed again).
+    """
+    jobs = job_store(settings)
+    job = jobs.get_job(job_id)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise TransitionError(
+            f"job {job_id} is {job.status}; only failed or cancelled jobs can be resumed"
+        )
+    progress = jobs.progress(job_id)
+    planned = progress.total > 0 and job.rows_total is not None
+    if not planned:
+        # Planning did not finish: plan again (rows it inserted are kept, reset to pending).
+        target, tasks = JobStatus.QUEUED, [(PLAN_TASK, job_id)]
+    elif progress.done == progress.total:
+        target, tasks = JobStatus.REDUCING, [(REDUCE_TASK, job_id)]
+    else:
+        target, tasks = JobStatus.RUNNING, []
+    extra = {"error": None, "finished_at": None}
+    if not jobs.transition_job(job_id, target, **extra):
+        raise TransitionError(f"job {job_id} changed status while resuming; try again")
+    if target == JobStatus.RUNNING:
+        tasks = [(ROW_TASK, job_id, index) for index in jobs.reset_rows_for_resume(job_id)]
+    elif target == JobStatus.QUEUED and progress.total:
+        jobs.reset_rows_for_resume(job_id)
+    _send_or_fail(jobs, app or make_celery(settings), job_id, tasks)
+    return jobs.get_job(job_id)

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 
+from cli.apikey import apikey
+from cli.options import home_option
+from cli.serve import serve
 from cli.train import train
 from storage.errors import StorageError
 from storage.settings import get_settings
 
-home_option = click.option(
-    "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Folder of the embedded stack's state (database, store, broker); env PELLETSEG_HOME.",
-)
 
 
 @click.group()
@@ -54,6 +53,19 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
         console.print(f"demo mosaic {w} x {h} px written to {mosaic}")
     sys.exit(_guard(lambda: run(settings, str(mosaic), model=None, workers=workers, out=out,
                                 labels={"demo": True})))
+
+
+@main.command("resume")
+@click.argument("job_id")
+@click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@home_option
+def resume_cmd(job_id: str, workers: int, out: Path | None, home: Path | None) -> None:
+    """Resume a failed or cancelled job: only rows that are not done are redone (or only the
+    reducer when every row is done)."""
+    from cli.run import resume
+
+    sys.exit(_guard(lambda: resume(get_settings(home=home), job_id, workers=workers, out=out)))
 
 
 @main.command("migrate")
@@ -100,3 +112,5 @@ def _guard(fn) -> int:
 
 
 main.add_command(train)
+main.add_command(apikey)
+main.add_command(serve)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from celery import Celery
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -17,21 +19,32 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api.jobs import build_spec, submit_job
+from api.jobs import build_spec, resume_job, submit_job
 from cli.stack import LocalWorkers, log_tail, prepare
 from storage.blobs import BlobStore
 from storage.db import cached_engine
 from storage.jobs import JobStore
 from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.models import Job
+from storage.queues import make_celery, send
 from storage.settings import Settings
 from storage.states import JOB_TERMINAL, JobStatus
+from worker.context import WorkerContext
+from worker.reconciling import reconcile
 
 console = Console()
 
 
-def follow(jobs: JobStore, job_id: str, workers: LocalWorkers | None, poll: float = 0.5) -> Job:
-    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends.
+def follow(
+    jobs: JobStore,
+    job_id: str,
+    workers: LocalWorkers | None,
+    poll: float = 0.5,
+    tick: Callable[[], object] | None = None,
+    tick_every: float = 10.0,
+) -> Job:
+    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends; call ``tick``
+    (the reconciler) every ``tick_every`` seconds.
 
     Returns:
         The job in its terminal status.
@@ -48,7 +61,7 @@ def follow(jobs: JobStore, job_id: str, workers: LocalWorkers | None, poll: floa
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    started = time.monotonic()
+    started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=None, mpxs=0.0)
         while True:
@@ -62,6 +75,9 @@ def follow(jobs: JobStore, job_id: str, workers: LocalWorkers | None, poll: floa
                 bar.update(task, description=job.status)
             if job.status in JOB_TERMINAL:
                 return job
+            if tick is not None and time.monotonic() - last_tick >= tick_every:
+                tick()
+                last_tick = time.monotonic()
             if workers is not None and workers.alive() == 0:
                 raise RuntimeError("all local workers exited:\n" + log_tail(workers.settings))
             time.sleep(poll)
@@ -81,30 +97,31 @@ def fractions_table(doc: dict) -> Table:
     return table
 
 
-def run(
+def drive(
     settings: Settings,
-    source: str,
+    start: Callable[[Celery], Job],
     *,
-    model: str | None,
     workers: int,
     out: Path | None,
-    labels: dict | None = None,
 ) -> int:
-    """Submit ``source`` and follow it; print fractions and output locations.
+    """Start N local workers, call ``start(app)`` (submit or resume a job), follow the job to
+    its end with the reconciler running, then print its fractions and output locations.
 
     Returns:
         Process exit code: 0 if the job succeeded, 1 otherwise.
     """
     prepare(settings)
-    spec = build_spec(settings, source, model, labels=labels or {})
     jobs = JobStore(cached_engine(settings.resolved_database_url))
     blobs = BlobStore(settings.resolved_storage_url)
+    app = make_celery(settings)
+    ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
     pool = LocalWorkers(settings, workers).start() if workers > 0 else None
     t0 = time.monotonic()
     try:
-        job = submit_job(settings, spec)
-        console.print(f"job [bold]{job.id}[/] submitted: {spec.source_url}")
-        job = follow(jobs, job.id, pool)
+        job = start(app)
+        console.print(f"job [bold]{job.id}[/] {job.status}: {job.source_url}")
+        job = follow(jobs, job.id, pool, tick=lambda: reconcile(ctx),
+                     tick_every=max(5.0, settings.lease_seconds / 4))
     finally:
         peaks = pool.peak_rss_mib() if pool is not None else []
         if pool is not None:
@@ -112,6 +129,7 @@ def run(
     wall = time.monotonic() - t0
     if job.status != JobStatus.SUCCEEDED:
         console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
+        console.print(f"fix the cause, then: pelletseg resume {job.id}")
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))
@@ -129,3 +147,24 @@ def run(
             target = str(dest)
         console.print(f"  {name:15s} {target}")
     return 0
+
+
+def run(
+    settings: Settings,
+    source: str,
+    *,
+    model: str | None,
+    workers: int,
+    out: Path | None,
+    labels: dict | None = None,
+) -> int:
+    """Submit ``source`` and follow it (see :func:`drive`)."""
+    spec = build_spec(settings, source, model, labels=labels or {})
+    return drive(settings, lambda app: submit_job(settings, spec, app=app), workers=workers,
+                 out=out)
+
+
+def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:
+    """Resume a failed or cancelled job (only what is not done is redone) and follow it."""
+    return drive(settings, lambda app: resume_job(settings, job_id, app=app), workers=workers,
+                 out=out)

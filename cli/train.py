@@ -6,6 +6,8 @@ import json
 
 import click
 
+from cli.options import home_option
+
 
 def _json_object(ctx, param, value):
     if value is None:
@@ -52,8 +54,7 @@ def _json_object(ctx, param, value):
               help="torch CPU threads [default: torch's choice].")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Publish the package into the stack (store + model table) of --home.")
-@click.option("--home", type=click.Path(file_okay=False), default=None,
-              help="Folder of the embedded stack's state; env PELLETSEG_HOME.")
+@home_option
 def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, version, patch_size,
           batch_size, lr, dice_weight, class_weights, seed, steps_per_epoch, device, tile_size,
           halo, full_weights, threads, register, home):

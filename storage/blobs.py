@@ -149,6 +149,31 @@ class BlobStore:
         except FileNotFoundError as e:
             raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
 
+    def signed_url(self, key: str, expires_s: int = 3600) -> str | None:
+        """A presigned download URL of ``key`` valid ``expires_s`` seconds (S3, GCS), or None
+        where the backend cannot sign (local folders, ``memory://``)."""
+        if self.is_local:
+            return None
+        try:
+            return self.fs.sign(self.path(key), expiration=expires_s)
+        except NotImplementedError:
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot sign {self.url(key)}: {e}") from e
+
+    def open_read(self, key: str):
+        """A binary file object reading ``key`` (the caller closes it).
+
+        Raises:
+            BlobNotFoundError: ``key`` does not exist.
+        """
+        try:
+            return self.fs.open(self.path(key), "rb")
+        except FileNotFoundError as e:
+            raise BlobNotFoundError(f"{self.url(key)} does not exist") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {self.url(key)}: {e}") from e
+
     def list(self, prefix: str) -> list[str]:
         """Keys under the folder ``prefix``, sorted; temp keys of unfinished writes excluded."""
         base = self.path(prefix)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -80,3 +80,16 @@ def upgrade(url: str, revision: str = "head") -> None:
         raise StorageError(f"migrating the job table at {engine.url!r} failed: {e}") from e
     finally:
         engine.dispose()
+
+
+def ping(engine: Engine) -> None:
+    """Run ``SELECT 1`` on the job table's database.
+
+    Raises:
+        StorageError: the database is unreachable or failed.
+    """
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
+    except SQLAlchemyError as e:
+        raise StorageError(f"job table at {engine.url!r} does not answer: {e}") from e

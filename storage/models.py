@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the job table: jobs, rows (one per task strip of tile rows) and models.
+"""SQLAlchemy models of the job table: jobs, rows (one per task strip of tile rows), models
+and the HTTP API's keys.
 
 Schema changes go through Alembic migrations in ``storage/migrations/versions``.
 """
@@ -97,3 +98,16 @@ class ModelRecord(Base):
     classes: Mapped[list] = mapped_column(JSON)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of the HTTP API. Only the key's sha256 is stored, never the key itself."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(8), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

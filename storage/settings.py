@@ -74,6 +74,22 @@ class Settings(BaseSettings):
         default_factory=lambda: ["file", "s3", "gs", "memory"],
         description="URL schemes a job's source may use.",
     )
+    # HTTP API (``pelletseg serve``).
+    api_auth: bool = Field(
+        True,
+        description="Require 'Authorization: Bearer KEY' on /v1 routes; may be false only when "
+        "the API binds a loopback address.",
+    )
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API binds.")
+    api_port: int = Field(8000, description="TCP port the HTTP API binds.", ge=1, le=65535)
+    max_body_bytes: int = Field(
+        1024 * 1024, description="Largest accepted request body on JSON routes (bytes).", ge=1
+    )
+    allow_private_webhooks: bool = Field(
+        False,
+        description="Accept webhook URLs that resolve to loopback/private/link-local addresses "
+        "(tests and closed networks only).",
+    )
 
     @cached_property
     def resolved_database_url(self) -> str:

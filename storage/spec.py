@@ -25,6 +25,8 @@ class JobSpec(BaseModel):
         halo: Context kept on each side of a tile and cropped away (px); stride = T - 2*halo.
         rows_per_task: Tile rows per row record / segment_row task.
         labels: Free-form metadata (sample id, magnification, µm/px, ...).
+        webhook_url: Optional http(s) URL notified when the job ends (checked against
+            private addresses at submission by the API).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,6 +39,7 @@ class JobSpec(BaseModel):
     halo: int = Field(128, ge=0)
     rows_per_task: int = Field(1, ge=1)
     labels: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = None
 
     @model_validator(mode="after")
     def _check_geometry(self) -> "JobSpec":

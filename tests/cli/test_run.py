@@ -88,3 +88,22 @@ def test_demo_builds_a_mosaic_and_segments_it(tmp_path):
     image = pyvips.Image.new_from_file(str(mosaic))
     _check_outputs(tmp_path / "out", image.width, image.height)
     assert 0.4e6 < image.width * image.height < 0.6e6
+
+
+def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
+    import re
+    import shutil
+
+    source = tmp_path / "pellet.png"
+    source.write_text("the upload was interrupted")
+    home = str(tmp_path / "home")
+    failed = pelletseg("run", str(source), "--home", home, "--workers", "1")
+    assert failed.returncode == 1 and "pelletseg resume" in failed.stdout
+    job_id = re.search(r"job ([0-9a-f-]{36})", failed.stdout).group(1)
+    shutil.copyfile(small_image, source)  # the lab uploads the image again
+    res = pelletseg("resume", job_id, "--home", home, "--workers", "1", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert job_id in res.stdout
+    _check_outputs(tmp_path / "out", 600, 420)
+    again = pelletseg("resume", job_id, "--home", home, "--workers", "0")
+    assert again.returncode == 2 and "only failed or cancelled jobs can be resumed" in again.stderr

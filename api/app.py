@@ -1,0 +1,181 @@
+"""The HTTP API: ``create_app(settings)`` builds the FastAPI application.
+
+Run it with ``pelletseg serve`` (uvicorn). It never imports torch or ``worker``: it reads and
+writes the job table, reads the blob store, and sends tasks by name.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from celery import Celery
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import check_auth_binding, require_api_key
+from api.jobs import SubmissionError
+from api.routes import health, jobs, models
+from api.schemas import ErrorOut
+from storage.apikeys import ApiKeyStore
+from storage.blobs import BlobStore
+from storage.db import cached_engine
+from storage.errors import (
+    BlobNotFoundError,
+    InvalidKeyError,
+    NotFoundError,
+    SpecError,
+    StorageError,
+    TransitionError,
+)
+from storage.jobs import JobStore
+from storage.queues import make_celery
+from storage.settings import Settings, get_settings
+
+class Services:
+    """What the routes use, built lazily from ``settings`` (``app.state.services``)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        """The job table."""
+        return JobStore(cached_engine(self.settings.resolved_database_url))
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        """The blob store (outputs)."""
+        return BlobStore(self.settings.resolved_storage_url)
+
+    @cached_property
+    def celery(self) -> Celery:
+        """A Celery app used only to send tasks by name."""
+        return make_celery(self.settings, main="pelletseg-api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: from ``PELLETSEG_*`` variables).
+
+    The job table must already be migrated (``pelletseg serve`` and ``pelletseg migrate`` do
+    it).
+
+    Raises:
+        AuthConfigError: authentication is off while ``settings.api_host`` is not loopback.
+    """
+    settings = settings or get_settings()
+    check_auth_binding(settings)
+    app = FastAPI(
+        title="pelletseg",
+        version="1",
+        summary="Phase segmentation of gigapixel iron ore pellet micrographs.",
+        description="Submit a pellet image, follow its tile rows, download the label map, "
+        "overlay and phase fractions. Every /v1 route needs `Authorization: Bearer <API key>`.",
+    )
+    services = Services(settings)
+    app.state.settings = settings
+    app.state.services = services
+    app.state.api_keys = ApiKeyStore(cached_engine(settings.resolved_database_url))
+
+    errors = {code: {"model": ErrorOut} for code in (401, 403)}
+    protected = [Depends(require_api_key)]
+    app.include_router(jobs.router, prefix="/v1", dependencies=protected, responses=errors)
+    app.include_router(models.router, prefix="/v1", dependencies=protected, responses=errors)
+    app.include_router(health.router)
+
+    app.add_exception_handler(StorageError, _domain_error)
+    app.add_exception_handler(SubmissionError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+#: Storage and submission errors -> HTTP status (first match wins: subclasses first).
+ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (BlobNotFoundError, 404),
+    (NotFoundError, 404),
+    (TransitionError, 409),
+    (InvalidKeyError, 400),
+    (SpecError, 422),
+    (SubmissionError, 422),
+    (StorageError, 503),
+)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one mapping of ``storage`` and submission errors to HTTP responses."""
+    code = next(code for kind, code in ERROR_STATUS if isinstance(exc, kind))
+    detail = str(exc)
+    if code == 503:
+        detail = f"a backing service failed: {exc}"
+    return JSONResponse({"detail": detail}, status_code=code)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Unexpected errors: 500 with the error schema (the traceback goes to the server log)."""
+    return JSONResponse({"detail": "internal server error; see the server log"}, status_code=500)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """Request validation errors as one ``{"detail": str}`` sentence (422)."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return JSONResponse({"detail": "invalid request: " + "; ".join(parts)}, status_code=422)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``max_bytes``, declared
+    (``Content-Length``) or streamed (chunked: the body is buffered up to the limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.max_bytes
+            except ValueError:
+                await self._reject(scope, receive, send, 400, "invalid Content-Length header")
+                return
+            if too_big:
+                await self._reject_size(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        # No Content-Length: read the (chunked) body here, up to the limit, then replay it.
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._reject_size(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject_size(self, scope: Scope, receive: Receive, send: Send) -> None:
+        detail = f"request body is larger than {self.max_bytes} bytes"
+        await self._reject(scope, receive, send, 413, detail)
+
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, code: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status_code=code)(scope, receive, send)

@@ -1,0 +1,203 @@
+"""``/v1/jobs``: submit, list, inspect, cancel and resume jobs; fetch their results."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+
+from api.jobs import SubmissionError, build_spec, cancel_job, resume_job, submit_job
+from api.routes.deps import services
+from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut
+from storage.errors import NotFoundError
+from storage.jobs import JobStore
+from storage.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.models import Job, utcnow
+from storage.states import JobStatus
+
+router = APIRouter(tags=["jobs"])
+
+NOT_FOUND = {404: {"model": ErrorOut, "description": "No job has this id."}}
+CONFLICT = {409: {"model": ErrorOut, "description": "Not allowed in the job's status."}}
+INVALID = {422: {"model": ErrorOut, "description": "Invalid request."}}
+URL_EXPIRES_S = 3600
+
+
+def job_out(jobs: JobStore, job: Job) -> JobOut:
+    """The API view of ``job`` with its row progress and throughput.
+
+    ``throughput_mpx_s`` is pixels of done rows / seconds from ``started_at`` to
+    ``finished_at`` (or now), in megapixels per second; None before any row is done.
+    """
+    progress = jobs.progress(job.id)
+    spec = job.spec or {}
+    throughput = None
+    if job.started_at is not None and progress.pixels_done:
+        seconds = ((job.finished_at or utcnow()) - job.started_at).total_seconds()
+        if seconds > 0:
+            throughput = round(progress.pixels_done / 1e6 / seconds, 4)
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        source_url=job.source_url,
+        labels=spec.get("labels") or {},
+        webhook_url=spec.get("webhook_url"),
+        model=ModelRef(name=job.model_name, version=job.model_version, sha256=job.model_sha256),
+        tile_size=spec.get("tile_size", 0),
+        halo=spec.get("halo", 0),
+        width=job.width,
+        height=job.height,
+        rows_total=job.rows_total if job.rows_total is not None else (progress.total or None),
+        rows_done=progress.done,
+        rows_running=progress.running,
+        rows_pending=progress.pending,
+        rows_failed=progress.failed,
+        throughput_mpx_s=throughput,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        error=job.error,
+        outputs=sorted(k for k, v in (job.outputs or {}).items() if isinstance(v, str)),
+    )
+
+
+@router.post(
+    "/jobs", status_code=202, response_model=JobOut,
+    responses={**INVALID, 413: {"model": ErrorOut, "description": "Body too large."}},
+)
+def create_job(body: JobCreate, request: Request, response: Response, svc=Depends(services)):
+    """Submit a job: it is queued and planned by a worker. With an ``idempotency_key`` used
+    before, the first job is returned and nothing new is queued."""
+    settings = svc.settings
+    spec = build_spec(
+        settings, body.source_url, body.model, model_version=body.model_version,
+        tile_size=body.tile_size, halo=body.halo, labels=body.labels,
+        webhook_url=body.webhook_url,
+    )
+    try:
+        svc.jobs.get_model(spec.model, spec.model_version)
+    except NotFoundError as e:
+        raise SubmissionError(str(e)) from e
+    job = submit_job(settings, spec, idempotency_key=body.idempotency_key, app=svc.celery)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(svc.jobs, job)
+
+
+@router.get("/jobs", response_model=JobList, responses=INVALID)
+def list_jobs(
+    status: JobStatus | None = Query(None, description="Only jobs in this status."),
+    label: list[str] = Query([], description="key:value; repeat to require several labels."),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    svc=Depends(services),
+):
+    """Jobs, newest first, one page at a time."""
+    labels: dict[str, str] = {}
+    for item in label:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise HTTPException(422, f"label filter {item!r} must look like key:value")
+        labels[key] = value
+    found = svc.jobs.list_jobs(status, limit + 1, offset=offset, labels=labels or None)
+    return JobList(
+        jobs=[job_out(svc.jobs, j) for j in found[:limit]],
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if len(found) > limit else None,
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=NOT_FOUND)
+def get_job(job_id: str, svc=Depends(services)):
+    """One job and its progress."""
+    return job_out(svc.jobs, svc.jobs.get_job(job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses={**NOT_FOUND, **CONFLICT})
+def cancel(job_id: str, svc=Depends(services)):
+    """Cancel a job that has not ended (409 if it has); workers skip its remaining rows."""
+    return job_out(svc.jobs, cancel_job(svc.settings, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/resume", status_code=202, response_model=JobOut,
+    responses={**NOT_FOUND, **CONFLICT},
+)
+def resume(job_id: str, svc=Depends(services)):
+    """Resume a failed or cancelled job: re-plan it, re-run its rows that are not done, or
+    only its reducer when every row is done."""
+    return job_out(svc.jobs, resume_job(svc.settings, job_id, app=svc.celery))
+
+
+def _succeeded(svc, job_id: str) -> Job:
+    job = svc.jobs.get_job(job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise HTTPException(
+            409, f"job {job_id} is {job.status}; results exist once it has succeeded"
+        )
+    return job
+
+
+@router.get("/jobs/{job_id}/results", response_model=ResultsOut,
+            responses={**NOT_FOUND, **CONFLICT})
+def results(job_id: str, request: Request, svc=Depends(services)):
+    """Phase fractions and download URLs of a succeeded job (presigned for an hour on S3)."""
+    _succeeded(svc, job_id)
+    doc = json.loads(svc.blobs.get_bytes(output_key(job_id, FRACTIONS_JSON)))
+    files = {}
+    for name in OUTPUT_FILES:
+        key = output_key(job_id, name)
+        if svc.blobs.exists(key):
+            files[name] = svc.blobs.signed_url(key, URL_EXPIRES_S) or str(
+                request.url_for("get_job_file", job_id=job_id, name=name)
+            )
+    return ResultsOut(fractions=doc, files=files)
+
+
+@router.get(
+    "/jobs/{job_id}/results.csv", response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND, **CONFLICT},
+)
+def results_csv(job_id: str, svc=Depends(services)):
+    """Phase fractions of a succeeded job as CSV (index,name,pixels,percent,percent_of_pellet)."""
+    _succeeded(svc, job_id)
+    data = svc.blobs.get_bytes(output_key(job_id, FRACTIONS_CSV))
+    return Response(
+        data, media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-fractions.csv"'},
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/files/{name}", name="get_job_file", response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND, **CONFLICT},
+)
+def job_file(job_id: str, name: str, svc=Depends(services)):
+    """One output file of a succeeded job; ``name`` is one of labels.tif, overlay.tif,
+    preview.png, fractions.json, fractions.csv."""
+    if name not in OUTPUT_FILES:
+        raise HTTPException(
+            404, f"{name!r} is not an output file; outputs are {', '.join(OUTPUT_FILES)}"
+        )
+    _succeeded(svc, job_id)
+    key = output_key(job_id, name)
+    media = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if name.endswith(".tif"):
+        media = "image/tiff"
+    if svc.blobs.is_local:
+        if not svc.blobs.exists(key):
+            raise NotFoundError(f"output {name} of job {job_id} does not exist")
+        return FileResponse(svc.blobs.path(key), media_type=media, filename=f"{job_id}-{name}")
+    handle = svc.blobs.open_read(key)
+
+    def chunks():
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return StreamingResponse(
+        chunks(), media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{job_id}-{name}"'},
+    )

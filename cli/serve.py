@@ -1,0 +1,64 @@
+"""``pelletseg serve``: run the HTTP API with uvicorn.
+
+The API process never imports torch: :func:`prepare_server` migrates the job table and
+publishes the bundled model packages (file copies and a table insert; the worker code it uses
+imports torch only for inference).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.options import home_option
+from storage.errors import StorageError
+from storage.settings import Settings, get_settings
+
+
+def prepare_server(settings: Settings) -> None:
+    """Create ``home``, migrate the job table, publish the bundled model packages.
+
+    Raises:
+        StorageError: the job table or blob store is unreachable.
+    """
+    from cli.stack import prepare
+
+    prepare(settings)
+
+
+@click.command("serve")
+@click.option("--host", default=None,
+              help="Address to bind [default: PELLETSEG_API_HOST or 127.0.0.1].")
+@click.option("--port", type=int, default=None,
+              help="Port to bind [default: PELLETSEG_API_PORT or 8000].")
+@click.option("--no-auth", is_flag=True,
+              help="Serve /v1 without API keys; refused unless the host is 127.0.0.1.")
+@home_option
+def serve(host: str | None, port: int | None, no_auth: bool, home: Path | None) -> None:
+    """Run the HTTP API (OpenAPI page at /docs). Every /v1 route needs an API key from
+    `pelletseg apikey create NAME` unless --no-auth is given on 127.0.0.1."""
+    from api.auth import AuthConfigError, check_auth_binding
+
+    overrides: dict = dict(home=home, api_host=host, api_port=port)
+    if no_auth:
+        overrides["api_auth"] = False
+    settings = get_settings(**overrides)
+    try:
+        check_auth_binding(settings)
+    except AuthConfigError as e:
+        raise click.UsageError(str(e)) from e
+    try:
+        prepare_server(settings)
+    except StorageError as e:
+        raise click.ClickException(str(e)) from e
+    if not settings.api_auth:
+        click.echo(f"warning: authentication is off; only clients on {settings.api_host} "
+                   "can reach this API", err=True)
+
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port,
+                log_level="info")
