@@ -4,6 +4,7 @@ broker and job table by default; Redis/RabbitMQ/SQS and PostgreSQL by environmen
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -32,8 +33,15 @@ def prepare(settings: Settings) -> None:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment for child processes that reproduces ``settings`` (PELLETSEG_* variables)."""
+    """Environment for child processes that reproduces ``settings``: every field set
+    explicitly (``--home``, test overrides) as its ``PELLETSEG_*`` variable, JSON for lists
+    and dicts, plus the resolved database, broker and store URLs."""
     env = dict(os.environ)
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        env[f"PELLETSEG_{name.upper()}"] = (
+            json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+        )
     env["PELLETSEG_HOME"] = str(settings.home)
     env["PELLETSEG_DATABASE_URL"] = settings.resolved_database_url
     env["PELLETSEG_BROKER_URL"] = settings.resolved_broker_url
@@ -55,25 +63,30 @@ class LocalWorkers:
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> "LocalWorkers":
-        env = settings_env(self.settings)
+        self._env = settings_env(self.settings)
         if not self.settings.torch_threads:
-            env["PELLETSEG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, self.count)))
-        logs = self.settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for i in range(self.count):
-            log = open(logs / f"worker-{i}.log", "ab")
-            cmd = [
-                sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
-                "-Q", self.queues, "--pool", "solo", "-n", f"pelletseg{i}-{os.getpid()}@%h",
-                "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-                "--without-heartbeat",
-            ]
-            self.procs.append(
-                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
-            )
-            log.close()
+            cores = os.cpu_count() or 1
+            self._env["PELLETSEG_TORCH_THREADS"] = str(max(1, cores // max(1, self.count)))
+        (self.settings.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.procs = [self._spawn(i) for i in range(self.count)]
         return self
+
+    def _spawn(self, i: int) -> subprocess.Popen:
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
+            "-Q", self.queues, "--pool", "solo", "-n", f"pelletseg{i}-{os.getpid()}@%h",
+            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]
+        with open(self.settings.home / "logs" / f"worker-{i}.log", "ab") as log:
+            return subprocess.Popen(cmd, env=self._env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL worker ``i`` (as a spot reclaim or OOM would) and start a fresh one in its
+        place; the killed worker's unfinished row is recovered through its lease."""
+        self.procs[i].kill()
+        self.procs[i].wait()
+        self.procs[i] = self._spawn(i)
 
     def alive(self) -> int:
         """Number of worker processes still running."""
