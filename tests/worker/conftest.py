@@ -26,8 +26,8 @@ CLASSES = [
 @pytest.fixture(scope="session")
 def tiny_package(tmp_path_factory) -> Path:
     """A random-init UNet (ResNet-18 encoder, depth 3) package: fast on CPU, real smp code."""
-    import torch
     import segmentation_models_pytorch as smp
+    import torch
 
     torch.manual_seed(0)
     params = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
@@ -78,3 +78,26 @@ def read_tiff(path: Path, page: int = 0) -> np.ndarray:
     arr = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8,
                      shape=(img.height, img.width, img.bands))
     return arr[..., 0] if img.bands == 1 else arr
+
+
+def sqs_settings(home: Path, endpoint: str, **overrides) -> Settings:
+    """Settings for SQS on the moto server: one queue per pelletseg queue, predefined."""
+    import uuid
+
+    import boto3
+
+    from storage.queues import QUEUES
+
+    client = boto3.client("sqs")
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    predefined = {
+        q: {"url": client.create_queue(QueueName=prefix + q)["QueueUrl"]} for q in QUEUES
+    }
+    host = endpoint.removeprefix("http://")
+    return make_settings(
+        home,
+        broker_url=f"sqs://testing:testing@{host}",
+        broker_transport_options={"region": "us-east-1", "is_secure": False,
+                                  "predefined_queues": predefined},
+        **overrides,
+    )

@@ -1,6 +1,6 @@
 """Chaos: worker processes are SIGKILLed at random moments during a job of >= 40 rows. The job
 still succeeds, its label map is byte-identical to an uninterrupted run's, its fractions are
-equal and no row is counted twice. Real `celery worker` processes, real brokers."""
+equal and no row is counted twice. Real `celery worker` processes, real brokers: the embedded one, Redis, and SQS (moto server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, LABELS, output_key
 from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.states import JOB_TERMINAL, JobStatus
-from tests.worker.conftest import DEMO_DATA, make_settings, read_tiff
+from tests.worker.conftest import DEMO_DATA, make_settings, read_tiff, sqs_settings
 from worker.context import WorkerContext
 from worker.planning import plan_job
 from worker.reconciling import reconcile
@@ -58,7 +58,7 @@ def _reference(tmp_path, tiny_package, image):
     return labels, json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
 
 
-@pytest.mark.parametrize("broker", ["embedded", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("broker", ["embedded", pytest.param("redis", marks=pytest.mark.redis), "sqs"])
 def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     broker, tmp_path, tiny_package, tall_image, request
 ):
@@ -70,7 +70,11 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
 
         redis.Redis.from_url(redis_url).flushdb()
         overrides["broker_url"] = redis_url
-    settings = make_settings(tmp_path / "chaos", **overrides)
+    if broker == "sqs":
+        endpoint = request.getfixturevalue("moto_endpoint")
+        settings = sqs_settings(tmp_path / "chaos", endpoint, **overrides)
+    else:
+        settings = make_settings(tmp_path / "chaos", **overrides)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)

@@ -17,7 +17,7 @@ from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, LABELS, output_key
 from storage.queues import QUEUES
 from storage.states import JOB_TERMINAL, JobStatus
-from tests.worker.conftest import make_settings, read_tiff
+from tests.worker.conftest import make_settings, read_tiff, sqs_settings
 from worker.context import WorkerContext
 from worker.inference import Segmenter
 from worker.reading import open_image, read_rows
@@ -41,26 +41,6 @@ def _flush_redis(url):
     redis.Redis.from_url(url).flushdb()
 
 
-def _sqs_settings(home, endpoint):
-    """Settings for SQS on the moto server: one queue per pelletseg queue, predefined."""
-    import uuid
-
-    import boto3
-
-    client = boto3.client("sqs")
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    predefined = {
-        q: {"url": client.create_queue(QueueName=prefix + q)["QueueUrl"]} for q in QUEUES
-    }
-    host = endpoint.removeprefix("http://")
-    return make_settings(
-        home,
-        broker_url=f"sqs://testing:testing@{host}",
-        broker_transport_options={"region": "us-east-1", "is_secure": False,
-                                  "predefined_queues": predefined},
-    )
-
-
 @pytest.fixture(params=[
     "embedded",
     pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
@@ -70,7 +50,7 @@ def queue_settings(request, tmp_path):
     if request.param == "embedded":
         return make_settings(tmp_path / "home")
     if request.param == "sqs":
-        return _sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
+        return sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
     pg, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
     _flush_redis(redis_url)
     return make_settings(tmp_path / "home", database_url=pg, broker_url=redis_url)

@@ -13,10 +13,10 @@ from api.jobs import build_spec
 from storage.layout import FRACTIONS_JSON, LABELS, output_key, row_key
 from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.states import JobStatus, RowStatus
+from tests.worker.conftest import read_tiff
 from worker.planning import plan_job
 from worker.reducing import reduce_job
 from worker.segmenting import segment_row
-from tests.worker.conftest import read_tiff
 
 
 def _submit(ctx, source, **opts):
@@ -76,6 +76,7 @@ def test_checkpoint_left_by_a_dead_attempt_is_reused(stack, micrograph):
     # Put the row back to pending as the lease reconciler would, keeping the blob.
     with stack.jobs._tx() as s:
         from sqlalchemy import update
+
         from storage.models import Row
         s.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
                   .values(status=RowStatus.PENDING.value, counts=None, checksum=None))

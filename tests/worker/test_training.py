@@ -9,9 +9,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from worker.packages import WEIGHTS_FILE, build_model, load_weights, read_package, sha256_file
 from worker.datasets import DatasetError, load_dataset_spec, load_split, mask_to_index
 from worker.metrics import confusion_matrix, iou_per_class, miou
+from worker.packages import WEIGHTS_FILE, build_model, load_weights, read_package, sha256_file
 from worker.training import channel_stats, class_weights_inv_sqrt, train
 
 
