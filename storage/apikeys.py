@@ -9,14 +9,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from contextlib import contextmanager
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from storage.errors import NotFoundError, StorageError
+from storage.db import as_utc, session_scope
+from storage.errors import NotFoundError
 from storage.models import ApiKey, utcnow
 
 KEY_PREFIX = "psk_"
@@ -112,19 +110,9 @@ class ApiKeyStore:
             return [_aware(r) for r in session.execute(
                 select(ApiKey).order_by(ApiKey.id)).scalars()]
 
-    @contextmanager
     def _tx(self):
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as e:
-            raise StorageError(f"API key table error ({self.engine.url!r}): {e}") from e
+        return session_scope(self._sessions, f"API key table error ({self.engine.url!r})")
 
 
 def _aware(record: ApiKey) -> ApiKey:
-    """SQLite returns naive datetimes; every stored datetime is UTC."""
-    for attr in ("created_at", "revoked_at"):
-        value: datetime | None = getattr(record, attr)
-        if value is not None and value.tzinfo is None:
-            setattr(record, attr, value.replace(tzinfo=UTC))
-    return record
+    return as_utc(record, "created_at", "revoked_at")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage.errors import StorageError
 
@@ -54,6 +58,31 @@ def make_engine(url: str) -> Engine:
 def cached_engine(url: str) -> Engine:
     """One engine per URL per process (workers call this on every task)."""
     return make_engine(url)
+
+
+@contextmanager
+def session_scope(sessions: sessionmaker, what: str) -> Iterator[Session]:
+    """One transaction in an ORM session, committed on success.
+
+    Raises:
+        StorageError: any SQLAlchemy error, chained, with ``what`` (e.g. "job table at ...")
+            in the message.
+    """
+    try:
+        with sessions.begin() as session:
+            yield session
+    except SQLAlchemyError as e:
+        raise StorageError(f"{what}: {e}") from e
+
+
+def as_utc(record, *attrs: str):
+    """Mark the naive datetimes SQLite returns on ``record.<attrs>`` as UTC (every datetime
+    pelletseg stores is UTC), in place; returns ``record``."""
+    for attr in attrs:
+        value = getattr(record, attr)
+        if value is not None and value.tzinfo is None:
+            setattr(record, attr, value.replace(tzinfo=UTC))
+    return record
 
 
 def alembic_config(url: str) -> Config:

@@ -10,16 +10,16 @@ Job operations live here; row records in :mod:`storage.rows`, model records in
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
+from storage.db import as_utc, session_scope
 from storage.errors import NotFoundError, StorageError
 from storage.model_records import ModelTable
 from storage.models import Job, utcnow
-from storage.rows import Claim, Progress, RowTable, _aware
+from storage.rows import Claim, Progress, RowTable
 from storage.spec import JobSpec
 from storage.states import JobStatus, job_sources
 
@@ -179,18 +179,10 @@ class JobStore(RowTable, ModelTable):
             conn.execute(update(Job).where(Job.id == job_id).values(outputs=outputs))
 
     # ---------------------------------------------------------------- plumbing
-    @contextmanager
     def _tx(self):
-        """One transaction in an ORM session; SQLAlchemy errors become :class:`StorageError`."""
-        try:
-            with self._sessions.begin() as session:
-                yield session
-        except SQLAlchemyError as e:
-            raise StorageError(f"job table error ({self.engine.url!r}): {e}") from e
+        """One transaction (see :func:`storage.db.session_scope`)."""
+        return session_scope(self._sessions, f"job table error ({self.engine.url!r})")
 
 
 def _job_from_row(row) -> Job:
-    job = row[0]
-    for attr in ("created_at", "updated_at", "started_at", "finished_at"):
-        setattr(job, attr, _aware(getattr(job, attr)))
-    return job
+    return as_utc(row[0], "created_at", "updated_at", "started_at", "finished_at")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
+from storage.db import as_utc
 from storage.errors import NotFoundError, StorageError
 from storage.models import Job, Row, utcnow
 from storage.states import JobStatus, RowStatus, job_sources, row_sources
@@ -45,18 +46,8 @@ class Progress:
     pixels_done: int
 
 
-def _aware(dt: datetime | None) -> datetime | None:
-    """SQLite returns naive datetimes; every datetime pelletseg stores is UTC."""
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=UTC)
-
-
 def _row_from_row(row) -> Row:
-    r = row[0]
-    for attr in ("lease_expires_at", "started_at", "finished_at"):
-        setattr(r, attr, _aware(getattr(r, attr)))
-    return r
+    return as_utc(row[0], "lease_expires_at", "started_at", "finished_at")
 
 
 class RowTable:
