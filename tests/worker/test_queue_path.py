@@ -1,6 +1,6 @@
 """A job through a real Celery worker (``celery.contrib.testing.worker.start_worker``), never
 eager mode: on the embedded stack (SQLite job table, kombu's SQLAlchemy transport on a SQLite
-file), on the PostgreSQL and Redis servers of the machine, and on SQS (a moto server on
+file), on the PostgreSQL, Redis and RabbitMQ servers of the machine, and on SQS (a moto server on
 127.0.0.1 started by the tests)."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from celery.contrib.testing.worker import start_worker
 from api.jobs import build_spec, submit_job
 from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, LABELS, output_key
-from storage.queues import QUEUES
+from storage.queues import QUEUES, make_celery
 from storage.states import JOB_TERMINAL, JobStatus
+from tests.conftest import port_open
 from tests.worker.conftest import make_settings, read_tiff, sqs_settings
 from worker.context import WorkerContext
 from worker.inference import Segmenter
@@ -44,11 +45,23 @@ def _flush_redis(url):
 @pytest.fixture(params=[
     "embedded",
     pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    "rabbitmq",
     "sqs",
 ])
 def queue_settings(request, tmp_path):
     if request.param == "embedded":
         return make_settings(tmp_path / "home")
+    if request.param == "rabbitmq":
+        if not port_open(5672):
+            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+        settings = make_settings(tmp_path / "home", broker_url="amqp://guest:guest@127.0.0.1:5672//")
+        app = make_celery(settings)
+        with app.connection_for_write() as conn:  # start from empty queues, declared as Celery does
+            for q in QUEUES:
+                queue = app.amqp.queues[q](conn.default_channel)
+                queue.declare()
+                queue.purge()
+        return settings
     if request.param == "sqs":
         return sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
     pg, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
