@@ -71,7 +71,7 @@ class RowTable:
                 insert(Row),
                 [
                     dict(job_id=job_id, index=i, status=RowStatus.PENDING.value, y0=y0, y1=y1,
-                         attempts=0)
+                         attempts=0, enqueued_at=utcnow())
                     for i, (y0, y1) in enumerate(bounds)
                 ],
             )
@@ -234,6 +234,7 @@ class RowTable:
                 .where(Row.job_id == job_id, Row.index == index,
                        Row.status == RowStatus.RUNNING.value)
                 .values(status=target.value, error=error[:4000], lease_expires_at=None,
+                        enqueued_at=now,
                         finished_at=now)
             )
             if target == RowStatus.FAILED:
@@ -246,13 +247,18 @@ class RowTable:
                 )
         return target
 
-    def expire_leases(self, max_attempts: int) -> list[tuple[str, int]]:
+    def expire_leases(
+        self, max_attempts: int, pending_timeout_seconds: float | None = None
+    ) -> list[tuple[str, int]]:
         """Return ``running`` rows whose lease has expired (their worker died or was cut off)
         to ``pending``, or to ``failed`` once they have used ``max_attempts`` (the job then
-        fails with the reason). Only rows of ``running`` jobs are touched.
+        fails with the reason). With ``pending_timeout_seconds``, also pick ``pending`` rows
+        enqueued longer ago than that (their message was lost: e.g. a worker killed between
+        delivery and claim, with Redis/SQS hiding the message until its visibility timeout)
+        and mark them enqueued now. Only rows of ``running`` jobs are touched.
 
         Returns:
-            ``(job_id, index)`` of the rows put back to ``pending``, to re-enqueue.
+            ``(job_id, index)`` of the rows to (re-)enqueue.
         """
         now = utcnow()
         expired_filter = (
@@ -276,6 +282,8 @@ class RowTable:
                 if not moved:
                     continue
                 if target == RowStatus.PENDING:
+                    conn.execute(update(Row).where(Row.job_id == job_id, Row.index == index)
+                                 .values(enqueued_at=now))
                     requeue.append((job_id, index))
                 else:
                     conn.execute(
@@ -284,6 +292,20 @@ class RowTable:
                         .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
                                 error=f"row {index} failed after {attempts} attempts: {reason}")
                     )
+            if pending_timeout_seconds is not None:
+                stale = (
+                    Row.status == RowStatus.PENDING.value,
+                    Row.enqueued_at < now - timedelta(seconds=pending_timeout_seconds),
+                    Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
+                )
+                lost = conn.execute(select(Row.job_id, Row.index).where(*stale)).all()
+                for job_id, index in lost:
+                    moved = conn.execute(
+                        update(Row).where(Row.job_id == job_id, Row.index == index, *stale)
+                        .values(enqueued_at=now)
+                    ).rowcount
+                    if moved:
+                        requeue.append((job_id, index))
         return requeue
 
     def reset_rows_for_resume(self, job_id: str) -> list[int]:
@@ -296,7 +318,8 @@ class RowTable:
             conn.execute(
                 update(Row)
                 .where(Row.job_id == job_id, Row.status != RowStatus.DONE.value)
-                .values(status=RowStatus.PENDING.value, attempts=0, lease_expires_at=None)
+                .values(status=RowStatus.PENDING.value, attempts=0, lease_expires_at=None,
+                        enqueued_at=utcnow())
             )
             return list(
                 conn.execute(

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         600, description="How long a claimed row stays leased before another worker may take it (s)."
     )
     max_attempts: int = Field(3, description="Attempts per row before the row and its job fail.")
+    pending_timeout_seconds: int = Field(
+        1800,
+        description="A row still pending this long after it was enqueued is enqueued again "
+        "(its message was lost, e.g. with a worker killed between delivery and claim) (s).",
+    )
     max_pixels: int = Field(
         4_000_000_000, description="Largest accepted image (pixels); guards against decompression bombs."
     )

@@ -2,8 +2,10 @@
 
 Run periodically (the ``pelletseg.reconcile`` task on the ``plan`` queue via Celery beat in
 production; ``pelletseg run`` calls it from its progress loop). It returns rows whose lease
-expired to ``pending`` and re-enqueues them, so a row whose worker was SIGKILLed, or whose
-message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
+expired to ``pending`` and re-enqueues them, and re-enqueues rows left ``pending`` longer than
+``pending_timeout_seconds`` after they were enqueued, so a row whose worker was SIGKILLed, or
+whose message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
+Duplicate messages are harmless: claims are exclusive.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ log = structlog.get_logger(__name__)
 
 
 def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
-    """Expire stale leases and re-enqueue their rows; idempotent.
+    """Expire stale leases, find pending rows whose message was lost, and (re-)enqueue them.
 
     Returns:
         ``(job_id, row index)`` of every row re-enqueued.
@@ -25,7 +27,9 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
     Raises:
         StorageError: the job table is unreachable.
     """
-    requeued = ctx.jobs.expire_leases(ctx.settings.max_attempts)
+    requeued = ctx.jobs.expire_leases(
+        ctx.settings.max_attempts, ctx.settings.pending_timeout_seconds
+    )
     for job_id, index in requeued:
         ctx.enqueue(ROW_TASK, job_id, index)
     if requeued:

@@ -63,7 +63,8 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     broker, tmp_path, tiny_package, tall_image, request
 ):
     ref_labels, ref_doc = _reference(tmp_path, tiny_package, tall_image)
-    overrides = dict(lease_seconds=4, max_attempts=20, torch_threads=1)
+    overrides = dict(lease_seconds=4, max_attempts=20, torch_threads=1,
+                     pending_timeout_seconds=15)
     if broker == "redis":
         redis_url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/9"
         import redis

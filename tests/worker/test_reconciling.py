@@ -62,3 +62,20 @@ def test_lease_keeper_renews_while_the_row_runs_and_stops_after(stack, micrograp
     time.sleep(1.2)
     assert keeper.renewals == after
     assert reconcile(stack) == [(job.id, 1)]  # no keeper any more: the lease runs out
+
+
+def test_pending_row_whose_message_was_lost_is_enqueued_again(stack, micrograph):
+    """A worker killed between delivery and claim: the row stays pending, its message hidden
+    by the broker; after pending_timeout_seconds the reconciler enqueues it again, once."""
+    job = _planned(stack, micrograph)
+    stack.settings.pending_timeout_seconds = 1
+    assert reconcile(stack) == []  # just enqueued by the planner: not lost yet
+    for i in range(1, 6):  # every row but row 0 gets claimed and done
+        assert segment_row(stack, job.id, i) == "done"
+    stack.sent.clear()
+    time.sleep(1.3)
+    assert reconcile(stack) == [(job.id, 0)]
+    assert stack.sent == [(ROW_TASK, job.id, 0)]
+    assert reconcile(stack) == []  # enqueued again just now: no duplicate flood
+    assert segment_row(stack, job.id, 0) == "done"
+    assert stack.jobs.get_job(job.id).status == JobStatus.REDUCING
