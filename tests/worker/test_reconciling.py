@@ -79,3 +79,42 @@ def test_pending_row_whose_message_was_lost_is_enqueued_again(stack, micrograph)
     assert reconcile(stack) == []  # enqueued again just now: no duplicate flood
     assert segment_row(stack, job.id, 0) == "done"
     assert stack.jobs.get_job(job.id).status == JobStatus.REDUCING
+
+
+def test_same_row_delivered_twice_concurrently_counts_once(stack, micrograph):
+    """Two workers get the same segment_row message at the same moment (at-least-once
+    delivery): one checkpoint, one set of counts, the job finishes normally."""
+    import threading
+
+    from storage.layout import row_key
+
+    job = _planned(stack, micrograph)
+    results, barrier = [], threading.Barrier(2)
+
+    def deliver():
+        barrier.wait()
+        results.append(segment_row(stack, job.id, 0))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) in (["done", "skipped:running"], ["done", "skipped:done"])
+    row = stack.jobs.get_row(job.id, 0)
+    assert row.attempts == 1 and sum(row.counts) == (row.y1 - row.y0) * 700
+    assert stack.blobs.list(f"jobs/{job.id}/rows") == [row_key(job.id, 0)]
+    assert stack.jobs.progress(job.id).done == 1
+
+
+def test_model_package_altered_in_the_store_fails_the_job_with_the_reason(stack, micrograph):
+    job = _planned(stack, micrograph)
+    done = stack.jobs.get_job(job.id)
+    key = f"models/{done.model_name}/{done.model_version}/weights.safetensors"
+    data = bytearray(stack.blobs.get_bytes(key))
+    data[-1] ^= 0xFF  # one flipped bit in the stored weights
+    stack.blobs.put_bytes(key, bytes(data))
+    assert segment_row(stack, job.id, 0) == "failed"
+    failed = stack.jobs.get_job(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert "does not match" in failed.error and "weights.safetensors" in failed.error
