@@ -29,9 +29,10 @@ from storage.errors import (
     StorageError,
     TransitionError,
 )
-from storage.jobs import JobStore
+from storage.jobs import JobStore, job_store
 from storage.queues import make_celery
 from storage.settings import Settings, get_settings
+
 
 class Services:
     """What the routes use, built lazily from ``settings`` (``app.state.services``)."""
@@ -42,7 +43,7 @@ class Services:
     @cached_property
     def jobs(self) -> JobStore:
         """The job table."""
-        return JobStore(cached_engine(self.settings.resolved_database_url))
+        return job_store(self.settings)
 
     @cached_property
     def blobs(self) -> BlobStore:

@@ -13,9 +13,8 @@ from urllib.parse import urlparse
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
-from storage.db import cached_engine
 from storage.errors import StorageError, TransitionError
-from storage.jobs import JobStore
+from storage.jobs import JobStore, job_store
 from storage.models import Job
 from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.settings import Settings
@@ -115,11 +114,6 @@ def build_spec(settings: Settings, source: str, model: str | None = None, **opti
         return JobSpec(**values)
     except ValueError as e:
         raise SubmissionError(str(e)) from e
-
-
-def job_store(settings: Settings) -> JobStore:
-    """The :class:`JobStore` of ``settings`` (one cached engine per database URL)."""
-    return JobStore(cached_engine(settings.resolved_database_url))
 
 
 def submit_job(

@@ -15,7 +15,6 @@ from storage.errors import StorageError
 from storage.settings import get_settings
 
 
-
 @click.group()
 def main() -> None:
     """pelletseg: segment gigapixel pellet micrographs into phases and report phase fractions."""
@@ -84,14 +83,13 @@ def migrate_cmd(home: Path | None) -> None:
 def models_cmd(home: Path | None) -> None:
     """List registered model packages (publishing the bundled ones first)."""
     from cli.stack import prepare
-    from storage.db import cached_engine
-    from storage.jobs import JobStore
+    from storage.jobs import job_store
 
     settings = get_settings(home=home)
 
     def show() -> int:
         prepare(settings)
-        for m in JobStore(cached_engine(settings.resolved_database_url)).list_models():
+        for m in job_store(settings).list_models():
             miou = (m.metrics or {}).get("test_miou")
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
                        f"sha256 {m.sha256[:12]}\ttest mIoU {miou}")

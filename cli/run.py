@@ -22,8 +22,7 @@ from rich.table import Table
 from api.jobs import build_spec, resume_job, submit_job
 from cli.stack import LocalWorkers, log_tail, prepare
 from storage.blobs import BlobStore
-from storage.db import cached_engine
-from storage.jobs import JobStore
+from storage.jobs import JobStore, job_store
 from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.models import Job
 from storage.queues import make_celery, send
@@ -111,7 +110,7 @@ def drive(
         Process exit code: 0 if the job succeeded, 1 otherwise.
     """
     prepare(settings)
-    jobs = JobStore(cached_engine(settings.resolved_database_url))
+    jobs = job_store(settings)
     blobs = BlobStore(settings.resolved_storage_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))

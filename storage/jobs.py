@@ -15,15 +15,16 @@ from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
-from storage.db import as_utc, session_scope
+from storage.db import as_utc, cached_engine, session_scope
 from storage.errors import NotFoundError, StorageError
 from storage.model_records import ModelTable
 from storage.models import Job, utcnow
 from storage.rows import Claim, Progress, RowTable
+from storage.settings import Settings
 from storage.spec import JobSpec
 from storage.states import JobStatus, job_sources
 
-__all__ = ["Claim", "JobStore", "Progress"]
+__all__ = ["Claim", "JobStore", "Progress", "job_store"]
 
 
 class JobStore(RowTable, ModelTable):
@@ -186,3 +187,12 @@ class JobStore(RowTable, ModelTable):
 
 def _job_from_row(row) -> Job:
     return as_utc(row[0], "created_at", "updated_at", "started_at", "finished_at")
+
+
+def job_store(settings: Settings) -> JobStore:
+    """The :class:`JobStore` of ``settings`` (one cached engine per database URL and process).
+
+    Raises:
+        StorageError: the database URL cannot be used.
+    """
+    return JobStore(cached_engine(settings.resolved_database_url))

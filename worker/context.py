@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from storage.blobs import BlobStore
-from storage.db import cached_engine
 from storage.errors import BlobNotFoundError
-from storage.jobs import JobStore
+from storage.jobs import JobStore, job_store
 from storage.settings import Settings
 
 Enqueue = Callable[..., None]
@@ -44,7 +43,7 @@ class WorkerContext:
         settings.ensure_home()
         return cls(
             settings=settings,
-            jobs=JobStore(cached_engine(settings.resolved_database_url)),
+            jobs=job_store(settings),
             blobs=BlobStore(settings.resolved_storage_url),
             enqueue=enqueue,
         )

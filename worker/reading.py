@@ -120,6 +120,12 @@ def check_image(image: pyvips.Image, name: str, *, max_pixels: int) -> None:
             f"exceeds the limit of {max_pixels:,} px (PELLETSEG_MAX_PIXELS); split the image or "
             "raise the limit if it is genuine"
         )
+    check_pixel_format(image, name)
+
+
+def check_pixel_format(image: pyvips.Image, name: str) -> None:
+    """Raise :class:`ImageFormatError` if ``image``'s band count or sample format cannot be
+    converted to 8-bit RGB (see the module docstring)."""
     if image.bands not in (1, 2, 3, 4):
         raise ImageFormatError(
             f"{name}: {image.bands} bands are not supported; save the micrograph as grey, RGB "
@@ -138,7 +144,7 @@ def to_rgb8(image: pyvips.Image) -> pyvips.Image:
     Raises:
         ImageFormatError: band count or format outside the supported set.
     """
-    check_image(image, "image", max_pixels=2**62)
+    check_pixel_format(image, "image")
     if image.bands == 4 and image.interpretation == "cmyk":
         image = image.colourspace("srgb")
     elif image.bands in (2, 4):
