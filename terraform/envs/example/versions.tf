@@ -1,0 +1,26 @@
+terraform {
+  # 1.11: write-only arguments (the database password never enters state).
+  required_version = ">= 1.11.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.100.0, < 6.0.0"
+    }
+  }
+
+  # Remote state: terraform init -backend-config=backend.hcl (see backend.hcl.example).
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = {
+      Project     = var.project
+      Environment = var.environment
+      ManagedBy   = "terraform"
+    }
+  }
+}

