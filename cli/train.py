@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 
@@ -31,8 +32,11 @@ def _json_object(ctx, param, value):
 @click.option("--epochs", type=click.IntRange(min=1), required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Package folder to write (model.json + weights.safetensors).")
-@click.option("--name", required=True, help="Package name, e.g. ebc-unet-mnv2.")
-@click.option("--version", "version", required=True, help="Package version, e.g. 1.")
+@click.option("--name", default=None,
+              help="Package name [default: DATASET-ARCH-ENCODER, lower case].")
+@click.option("--version", "version", default=None,
+              help="Package version [default: the checkpoint's with --resume, else one more "
+                   "than the highest integer version registered under --name, else 1].")
 @click.option("--patch-size", type=int, default=256, show_default=True, help="Training patch, px.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
@@ -50,20 +54,61 @@ def _json_object(ctx, param, value):
 @click.option("--halo", type=int, default=128, show_default=True,
               help="Inference tile halo recorded in the package, px.")
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
+@click.option("--augment", type=click.Choice(["default", "geometric", "none"]), default="default",
+              show_default=True, help="Patch augmentation (torchvision.transforms.v2): flips and "
+              "90-degree rotations; default adds mild brightness/contrast jitter and blur.")
+@click.option("--p-targeted", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of patches centred on a class drawn uniformly (rare-class balance).")
+@click.option("--val-crop", type=click.IntRange(min=32), default=None,
+              help="Per-epoch validation on the centre N x N px of each val image "
+                   "[default: whole images].")
+@click.option("--amp/--no-amp", default=True, show_default=True,
+              help="float16 mixed precision on CUDA (ignored on CPU).")
+@click.option("--resume", is_flag=True,
+              help="Continue from the checkpoint in --checkpoint-dir (same settings).")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Checkpoint folder [default: OUT/checkpoint].")
+@click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
+              help="Stop after the first epoch that ends past this wall time (min).")
+@click.option("--final-eval/--no-final-eval", default=True, show_default=True,
+              help="Measure the package's val/test metrics through tiled inference.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Publish the package into the stack (store + model table) of --home.")
 @home_option
 def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, version, patch_size,
           batch_size, lr, dice_weight, class_weights, seed, steps_per_epoch, device, tile_size,
-          halo, full_weights, threads, register, home):
+          halo, full_weights, threads, augment, p_targeted, val_crop, amp, resume,
+          checkpoint_dir, max_minutes, final_eval, register, home):
     """Train ARCH/ENCODER on DATASET_YAML and write a model package to --out.
 
-    The model with the best val-split mIoU is kept; val and test metrics go into model.json.
+    Random init (no downloads). A checkpoint is written after every epoch (safetensors +
+    JSON, never pickle); --resume continues it. The model with the best val-split mIoU is
+    kept; val and test metrics (tiled inference) go into model.json. With --register (the
+    default) the package is stored under models/NAME/VERSION/ of the store of --home and
+    recorded in its model table.
     """
+    from pathlib import Path
+
+    from storage.errors import StorageError
+    from worker.checkpoints import read_state
+    from worker.datasets import load_dataset_spec
     from worker.errors import WorkerError
     from worker.training import train as run_training
+
+    try:
+        if name is None:
+            raw = f"{load_dataset_spec(dataset_yaml).name}-{arch}-{encoder}".lower()
+            name = re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:100]
+        if version is None:
+            state = read_state(checkpoint_dir or Path(out_dir) / "checkpoint") if resume else None
+            version = state["config"]["version"] if state else _next_version(name, register, home)
+        elif register and not resume and str(version) in _registered_versions(name, home):
+            raise click.ClickException(f"model {name} {version} is already registered in the "
+                                       "stack of --home: choose another --version (or omit it)")
+    except (WorkerError, StorageError) as e:
+        raise click.ClickException(str(e)) from e
 
     if class_weights and class_weights != "inv_sqrt":
         try:
@@ -81,21 +126,51 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,
             batch_size=batch_size, lr=lr, dice_weight=dice_weight, class_weights=class_weights,
             seed=seed, steps_per_epoch=steps_per_epoch, device=device, tile_size=tile_size,
-            halo=halo,
-            half_weights=not full_weights)
+            halo=halo, half_weights=not full_weights, augment=augment, p_targeted=p_targeted,
+            val_crop=val_crop, amp=amp, resume=resume, checkpoint_dir=checkpoint_dir,
+            max_minutes=max_minutes, final_eval=final_eval)
     except (WorkerError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     if register:
         from cli.stack import prepare
+        from storage.errors import StorageError
         from storage.settings import get_settings
         from worker.context import WorkerContext
         from worker.registry import publish_package
 
         settings = get_settings(home=home)
-        prepare(settings)
-        publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None), out_dir)
-        click.echo(f"registered {pkg.name} {pkg.version} in {settings.resolved_database_url}")
-    m = pkg.metrics
-    click.echo(f"wrote {out_dir}: {pkg.name} {pkg.version}, best epoch {m.get('best_epoch')}, "
-               f"val mIoU {m.get('val_miou')}, test mIoU {m.get('test_miou')}, "
-               f"{pkg.training['time_s']} s")
+        try:
+            prepare(settings)
+            publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None),
+                            out_dir)
+        except (StorageError, WorkerError) as e:
+            raise click.ClickException(f"{out_dir} was written but not registered: {e}") from e
+        click.echo(f"registered {pkg.name} {pkg.version} in {settings.resolved_database_url}, "
+                   f"stored under models/{pkg.name}/{pkg.version}/ of "
+                   f"{settings.resolved_storage_url}")
+    m, t = pkg.metrics, pkg.training
+    early = f", stopped early after epoch {t['stopped_early']['after_epoch']}" \
+        if t.get("stopped_early") else ""
+    click.echo(f"wrote {out_dir}: {pkg.name} {pkg.version} (sha256 {pkg.weights_sha256[:12]}), "
+               f"best epoch {m.get('best_epoch')}{early}, val mIoU {m.get('val_miou')}, "
+               f"test mIoU {m.get('test_miou')}, {t['time_s']} s")
+
+
+def _registered_versions(name: str, home) -> list[str]:
+    """Versions of ``name`` in the model table of the stack of ``home`` (migrated first)."""
+    from storage.db import upgrade
+    from storage.jobs import job_store
+    from storage.settings import get_settings
+
+    settings = get_settings(home=home)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    return [m.version for m in job_store(settings).list_models() if m.name == name]
+
+
+def _next_version(name: str, register: bool, home) -> str:
+    """One more than the highest integer version of ``name`` in the model table, else "1"."""
+    if not register:
+        return "1"
+    versions = [int(v) for v in _registered_versions(name, home) if v.isdigit()]
+    return str(max(versions, default=0) + 1)

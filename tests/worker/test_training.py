@@ -1,4 +1,5 @@
-"""Tests of worker.training: dataset.yaml parsing, metrics, and tiny deterministic training runs."""
+"""Tests of worker.training: dataset.yaml parsing, metrics, tiny deterministic training runs,
+checkpoints and --resume, and ``pelletseg train``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from worker.checkpoints import CheckpointError, read_state
 from worker.datasets import DatasetError, load_dataset_spec, load_split, mask_to_index
 from worker.metrics import confusion_matrix, iou_per_class, miou
 from worker.packages import WEIGHTS_FILE, build_model, load_weights, read_package, sha256_file
@@ -39,7 +41,7 @@ def _write_pair(root, stem, size=(64, 64), values=(0, 5, 7), seed=0):
     mask[h // 2:, : w // 4] = values[2]
     img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
     img[mask == values[1]] += 120  # learnable: oxide is bright
-    (root / "images").mkdir(exist_ok=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(exist_ok=True)
     Image.fromarray(img).save(root / "images" / f"{stem}.png")
     Image.fromarray(mask).save(root / "masks" / f"{stem}.png")
@@ -176,11 +178,13 @@ def test_class_weights_inv_sqrt():
     assert 0.8 * w[0] + 0.2 * w[1] == pytest.approx(1.0, rel=1e-3)
 
 
-def _tiny_train(yaml_path, out, seed=0):
-    return train(yaml_path, arch="Unet", encoder="mobilenet_v2", epochs=2, out_dir=out,
-                 name="tiny-unet", version="1", patch_size=64, batch_size=2, lr=1e-3, seed=seed,
-                 arch_params={"decoder_channels": [16, 16, 16, 16, 16]}, steps_per_epoch=2,
-                 progress=False, dice_weight=0.5, class_weights="inv_sqrt")
+def _tiny_train(yaml_path, out, seed=0, **kw):
+    args = {"arch": "Unet", "encoder": "mobilenet_v2", "epochs": 2, "out_dir": out,
+            "name": "tiny-unet", "version": "1", "patch_size": 64, "batch_size": 2, "lr": 1e-3,
+            "seed": seed, "arch_params": {"decoder_channels": [16, 16, 16, 16, 16]},
+            "steps_per_epoch": 2, "progress": False, "dice_weight": 0.5,
+            "class_weights": "inv_sqrt", "tile_size": 64, "halo": 16}
+    return train(yaml_path, **{**args, **kw})
 
 
 def test_tiny_training_writes_valid_deterministic_package(tmp_path):
@@ -198,6 +202,11 @@ def test_tiny_training_writes_valid_deterministic_package(tmp_path):
     assert pkg.training["dataset"] == "tiny" and pkg.training["seed"] == 0
     assert len(pkg.training["class_weights"]) == 3 and pkg.training["class_weights"][2] > 1
     assert {"val_miou", "val_iou", "test_miou", "test_iou", "best_epoch"} <= set(pkg.metrics)
+    assert "tiled inference (tile 64, halo 16)" in pkg.metrics["evaluated_with"]
+    data = pkg.training["data"]
+    assert data["split_images"] == {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    assert data["train_class_pixels"] == {"bg": 2 * 1536, "oxide": 2 * 2048, "crack": 2 * 512}
+    assert data["mask_format"] == "values" and pkg.training["augmentation"] == "default"
     assert set(pkg.metrics["val_iou"]) == {"bg", "oxide", "crack"}
     assert 0.0 <= pkg.metrics["val_miou"] <= 1.0
     spec = load_dataset_spec(path)
@@ -240,9 +249,110 @@ def test_cli_train(tmp_path):
     args = [str(path), "--encoder", "mobilenet_v2", "--arch-params",
             '{"decoder_channels": [16, 16, 16, 16, 16]}', "--epochs", "1", "--out", str(out),
             "--name", "cli-tiny", "--version", "2", "--patch-size", "64", "--batch-size", "2",
-            "--steps-per-epoch", "1", "--full-weights"]
+            "--steps-per-epoch", "1", "--full-weights", "--home", str(tmp_path / "home")]
     res = CliRunner().invoke(train_cmd, args)
     assert res.exit_code == 0, res.output
     assert read_package(out).version == "2" and "val mIoU" in res.output
-    bad = CliRunner().invoke(train_cmd, [*args[:-1], "--name", "Bad Name!"])
+    bad = CliRunner().invoke(train_cmd, [*args, "--name", "Bad Name!", "--out",
+                                         str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
+    assert "name" in bad.output and "should match pattern" in bad.output
+
+
+def test_one_epoch_runs_with_one_seed_give_identical_weights(tmp_path):
+    from safetensors.numpy import load_file
+
+    path = _dataset(tmp_path / "ds")
+    a = _tiny_train(path, tmp_path / "a", epochs=1, final_eval=False)
+    b = _tiny_train(path, tmp_path / "b", epochs=1, final_eval=False)
+    wa, wb = load_file(tmp_path / "a" / WEIGHTS_FILE), load_file(tmp_path / "b" / WEIGHTS_FILE)
+    assert wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert a.weights_sha256 == b.weights_sha256
+
+
+def test_two_epochs_lower_the_loss_and_write_a_loadable_package(tmp_path):
+    from worker.inference import Segmenter
+
+    path = _dataset(tmp_path / "ds")
+    pkg = _tiny_train(path, tmp_path / "p", steps_per_epoch=6, lr=3e-3, dice_weight=0.0,
+                      class_weights=None, batch_size=4)
+    h = pkg.metrics["history"]
+    assert [e["epoch"] for e in h] == [1, 2] and h[1]["loss"] < h[0]["loss"]
+    labels = Segmenter(tmp_path / "p", device="cpu").segment_array(
+        np.zeros((64, 64, 3), np.uint8), tile_size=64, halo=16)
+    assert labels.shape == (64, 64) and labels.max() < 3
+
+
+def test_resume_continues_bit_for_bit_and_never_unpickles(tmp_path, monkeypatch):
+    import torch
+
+    path = _dataset(tmp_path / "ds")
+    full = _tiny_train(path, tmp_path / "full", final_eval=False)
+
+    def interrupt(epoch, entry):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_train(path, tmp_path / "cut", final_eval=False, on_epoch_end=interrupt)
+    ckpt = tmp_path / "cut" / "checkpoint"
+    assert read_state(ckpt)["epoch"] == 1 and not (tmp_path / "cut" / "model.json").exists()
+    assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}
+    with pytest.raises(CheckpointError, match="--resume"):  # never overwritten silently
+        _tiny_train(path, tmp_path / "cut", final_eval=False)
+    with pytest.raises(CheckpointError, match=r"lr: 0.001 -> 0.002"):
+        _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True, lr=2e-3)
+
+    def no_pickle(*a, **k):
+        raise AssertionError("torch.load must not be used to resume")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    resumed = _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True)
+    assert resumed.weights_sha256 == full.weights_sha256
+    assert resumed.metrics["history"] == full.metrics["history"]
+    assert resumed.training["resumed"] is True and read_state(ckpt)["epoch"] == 2
+
+
+def test_resume_refuses_a_corrupt_or_missing_checkpoint(tmp_path):
+    path = _dataset(tmp_path / "ds")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        _tiny_train(path, tmp_path / "p", final_eval=False, resume=True, epochs=1)
+    _tiny_train(path, tmp_path / "p", final_eval=False, epochs=1)
+    model_file = next((tmp_path / "p" / "checkpoint").glob("model-e1.safetensors"))
+    data = bytearray(model_file.read_bytes())
+    data[-1] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        _tiny_train(path, tmp_path / "p", final_eval=False, resume=True, epochs=1)
+
+
+def test_cli_train_defaults_registers_in_the_store_and_resumes(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    path = _dataset(tmp_path)
+    home = tmp_path / "home"
+    base = [str(path), "--encoder", "mobilenet_v2", "--arch-params",
+            '{"decoder_channels": [16, 16, 16, 16, 16]}', "--epochs", "1", "--patch-size", "64",
+            "--batch-size", "2", "--steps-per-epoch", "1", "--tile-size", "64", "--halo", "16",
+            "--no-final-eval", "--home", str(home)]
+    res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p1")])
+    assert res.exit_code == 0, res.output
+    pkg = read_package(tmp_path / "p1")
+    assert (pkg.name, pkg.version) == ("tiny-unet-mobilenet_v2", "1")
+    stored = home / "store" / "models" / pkg.name / "1"
+    assert read_package(stored).weights_sha256 == pkg.weights_sha256
+    assert "registered tiny-unet-mobilenet_v2 1" in res.output
+    # The next run gets the next version; --resume of a finished run keeps its version.
+    res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p2"), "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    assert read_package(tmp_path / "p2").version == "2"
+    res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p1"), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert read_package(tmp_path / "p1").weights_sha256 == pkg.weights_sha256
+    res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p1")])
+    assert res.exit_code != 0 and "pass --resume" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p3"), "--version", "2"])
+    assert res.exit_code != 0 and "tiny-unet-mobilenet_v2 2 is already registered" in res.output
+    assert not (tmp_path / "p3").exists()  # refused before any training

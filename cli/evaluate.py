@@ -1,0 +1,99 @@
+"""``pelletseg evaluate``: measure a model package on a labelled dataset split through the
+production tiled inference path and write metrics.json plus a PNG/HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli.options import home_option
+
+
+def resolve_package(model: str, home: Path | None) -> Path:
+    """Local folder of ``model``: a package folder (holding model.json), or ``NAME`` /
+    ``NAME:VERSION`` registered in the stack of ``home`` (fetched from its store and checked
+    against the registered sha256; the newest version when none is given).
+
+    Raises:
+        click.ClickException: not a folder and not a registered model.
+    """
+    from storage.errors import StorageError
+    from worker.errors import WorkerError
+    from worker.packages import MODEL_JSON
+
+    if (Path(model) / MODEL_JSON).is_file():
+        return Path(model)
+    if Path(model).exists() or "/" in model:
+        raise click.ClickException(f"{model}: not a model package folder (no {MODEL_JSON})")
+    from cli.stack import prepare
+    from storage.settings import get_settings
+    from worker.context import WorkerContext
+    from worker.registry import fetch_package
+
+    name, _, version = model.partition(":")
+    settings = get_settings(home=home)
+    try:
+        prepare(settings)
+        ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+        rec = ctx.jobs.get_model(name, version or None)
+        return fetch_package(ctx, rec.name, rec.version, rec.sha256)
+    except (StorageError, WorkerError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Folder for metrics.json, report.png and report.html.")
+@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate.")
+@click.option("--edge-limit", type=click.IntRange(min=0), default=3, show_default=True,
+              help="N (px) of the edge-weighted confusion matrix: w = min(d, N) / N.")
+@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=0), default=0,
+              help="torch CPU threads [default: torch's choice].")
+@click.option("--batch-size", type=click.IntRange(min=0), default=0,
+              help="Tiles per forward pass [default: 1 on CPU, 8 on CUDA].")
+@click.option("--tile-size", type=click.IntRange(min=32), default=None,
+              help="Override the package's tile size (px) [default: the package's].")
+@click.option("--halo", type=click.IntRange(min=0), default=None,
+              help="Override the package's halo (px) [default: the package's].")
+@home_option
+def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, batch_size,
+             tile_size, halo, home):
+    """Evaluate MODEL (a package folder, or NAME[:VERSION] registered in --home) on a split
+    of DATASET_YAML, labelling every image with the same tiled inference as production jobs.
+
+    Writes OUT/metrics.json (mIoU, pixel accuracy, mean class accuracy, per-class IoU and
+    accuracy, confusion matrix with rows = labelled, edge-weighted confusion matrix, phase
+    fractions labelled vs predicted), OUT/report.png and OUT/report.html.
+    """
+    from worker.errors import WorkerError
+    from worker.evaluation import evaluate_dataset
+    from worker.packages import read_package
+    from worker.reports import write_report
+
+    folder = resolve_package(model, home)
+    try:
+        metrics = evaluate_dataset(folder, dataset_yaml, split=split, device=device,
+                                   threads=threads, batch_size=batch_size,
+                                   edge_limit=edge_limit, tile_size=tile_size, halo=halo)
+        colours = [c.rgb for c in read_package(folder, verify=False).classes]
+    except (WorkerError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    paths = write_report(metrics, out_dir, colours)
+    m = metrics
+    click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
+               f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
+               f"{m['inference']['halo']}): mIoU {m['miou']}, pixel accuracy "
+               f"{m['pixel_accuracy']}, mean class accuracy {m['mean_class_accuracy']}, "
+               f"edge-weighted mIoU {m['edge_weighted']['miou']}")
+    click.echo(f"{'class':<16}{'IoU':>8}{'acc':>8}{'labelled %':>12}{'predicted %':>13}"
+               f"{'error pp':>10}")
+    for c in m["per_class"]:
+        cells = [c["iou"], c["accuracy"], c["labelled_percent"], c["predicted_percent"],
+                 c["abs_error_pp"]]
+        txt = ["–" if v is None else f"{v:.3f}" for v in cells]
+        click.echo(f"{c['name']:<16}{txt[0]:>8}{txt[1]:>8}{txt[2]:>12}{txt[3]:>13}{txt[4]:>10}")
+    click.echo(f"wrote {paths['metrics']}, {paths['png']}, {paths['html']}")
