@@ -218,3 +218,20 @@ def read_rows(image: pyvips.Image, r0: int, r1: int) -> np.ndarray:
             "or corrupt: upload it again"
         ) from e
     return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, image.width, 3)
+
+
+def image_rows(image: pyvips.Image):
+    """A row reader over a lazy image, for :func:`worker.prefetch.iter_bands`.
+
+    Args:
+        image: An image from :func:`open_image` (any supported bands/format).
+
+    Returns:
+        ``rows(lo, hi)`` -> (hi - lo, W, 3) uint8 image rows ``[lo, hi)`` (see
+        :func:`read_rows`; raises :class:`ImageFormatError` on corrupt pixel data).
+    """
+
+    def rows(lo: int, hi: int) -> np.ndarray:
+        return read_rows(image, lo, hi)
+
+    return rows

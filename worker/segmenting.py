@@ -13,19 +13,20 @@ import structlog
 
 from storage.errors import StorageError
 from storage.layout import row_key
-from storage.queues import REDUCE_TASK, ROW_TASK
+from storage.queues import REDUCE_TASK
 from storage.spec import JobSpec
 from storage.states import JobStatus, RowStatus
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.fractions import label_counts
-from worker.reading import open_image, read_rows
-from worker.registry import fetch_package
+from worker.reading import image_rows, open_image
+from worker.registry import fetch_package, load_package_meta
 from worker.sources import localize
 from worker.stitching import read_strip, write_strip
 from worker.tiling import TileGrid
 
 log = structlog.get_logger(__name__)
+_SEGMENTERS_LOCK = threading.Lock()
 
 
 class LeaseKeeper:
@@ -86,16 +87,19 @@ def segmenter_for(ctx: WorkerContext, job):
     from worker.inference import Segmenter
 
     key = (job.model_name, job.model_version, job.model_sha256)
-    if key not in ctx.segmenters:
-        folder = fetch_package(ctx, *key)
-        ctx.segmenters[key] = Segmenter(
-            folder,
-            device=ctx.settings.device,
-            channels_last=ctx.settings.channels_last,
-            threads=ctx.settings.torch_threads,
-            batch_size=ctx.settings.batch_size,
-        )
-    return ctx.segmenters[key]
+    with _SEGMENTERS_LOCK:  # rows in flight: threads of one worker share one model
+        if key not in ctx.segmenters:
+            folder = fetch_package(ctx, *key)
+            ctx.segmenters[key] = Segmenter(
+                folder,
+                device=ctx.settings.device,
+                channels_last=ctx.settings.channels_last,
+                threads=ctx.settings.torch_threads,
+                batch_size=ctx.settings.batch_size,
+                precision=ctx.settings.precision,
+                compile=ctx.settings.torch_compile,
+            )
+        return ctx.segmenters[key]
 
 
 def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
@@ -104,7 +108,8 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
     A row that is done is skipped; a row leased by a live worker is skipped; a checkpoint
     blob left by an attempt that died before updating the table is reused, not recomputed.
     Input errors fail the row and its job at once; other errors return the row to
-    ``pending`` and re-enqueue it until ``max_attempts`` (then row and job fail).
+    ``pending`` (``retry``: the caller has the message redelivered) until ``max_attempts``
+    (then row and job fail).
 
     Returns:
         What happened: ``done``, ``duplicate``, ``skipped:<status>``, ``retry`` or ``failed``.
@@ -124,7 +129,8 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
     try:
         with LeaseKeeper(ctx, job_id, index):
             labels = _labels_for_row(ctx, job, index, key)
-        pkg = segmenter_for(ctx, job).package
+        # model.json is enough here: a reused checkpoint must not load the model
+        pkg = load_package_meta(ctx, job.model_name, job.model_version)
         counts = label_counts(labels, pkg.n_classes)
     except PERMANENT_ERRORS as e:
         log.warning("row.failed", job_id=job_id, row=index, error=str(e))
@@ -138,7 +144,8 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
             job_id, index, f"{type(e).__name__}: {e}", ctx.settings.max_attempts
         )
         if status == RowStatus.PENDING:
-            ctx.enqueue(ROW_TASK, job_id, index)
+            # The task layer has the broker redeliver this same message, so the broker counts
+            # the attempt as a receive (worker/deadletter.py); no new message is sent.
             return "retry"
         return "failed"
     checksum = hashlib.sha256(labels.tobytes()).hexdigest()
@@ -162,12 +169,21 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     grid = TileGrid(job.width, job.height, spec.tile_size, spec.halo, spec.rows_per_task)
     segmenter = segmenter_for(ctx, job)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
-    region = read_rows(image, *grid.read_window(row.y0, row.y1))
-    labels = segmenter.segment_strip(region, grid, row.y0, row.y1, segmenter.batch_size)
+    # a reader thread reads and pads tile row k+1 while the model works on tile row k
+    labels, stats = segmenter.segment_rows(
+        image_rows(image), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
+        prefetch=ctx.settings.prefetch_bands,
+    )
+    started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         path = Path(tmp) / f"{index:05d}.tif"
         write_strip(labels, path)
         ctx.blobs.put_file(key, path)
+    log.info("row.computed", job_id=job.id, row=index, tiles=stats.tiles,
+             batch_size=stats.batch_size, strip_s=round(stats.seconds, 3),
+             read_s=round(stats.read_s, 3), read_wait_s=round(stats.read_wait_s, 3),
+             device_s=round(stats.device_s, 3),
+             write_s=round(time.perf_counter() - started, 3))
     return labels

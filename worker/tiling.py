@@ -135,15 +135,68 @@ def pad_strip(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarra
             f"region is {region.shape[0]} x {region.shape[1]} px, expected "
             f"{r1 - r0} x {grid.width} px for output rows [{y0}, {y1})"
         )
-    rows, cols = grid.padded_strip_shape(y0, y1)
+    rows, _ = grid.padded_strip_shape(y0, y1)
     top = grid.halo - (y0 - r0)
     bottom = rows - top - region.shape[0]
-    left = grid.halo
-    right = cols - left - grid.width
-    out = region
     pad_rest = [(0, 0)] * (region.ndim - 2)
-    out = np.pad(out, [(top, bottom), (0, 0), *pad_rest], mode=_pad_mode(region.shape[0]))
-    return np.pad(out, [(0, 0), (left, right), *pad_rest], mode=_pad_mode(region.shape[1]))
+    out = np.pad(region, [(top, bottom), (0, 0), *pad_rest], mode=_pad_mode(region.shape[0]))
+    return pad_columns(out, grid)
+
+
+def pad_columns(rows: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """Reflect-pad full-width image rows left and right to the padded strip's width, exactly
+    as :func:`pad_strip` pads its columns.
+
+    Args:
+        rows: (h, W, C) rows of the image (any dtype), full width ``grid.width``.
+
+    Returns:
+        (h, n_cols * stride + 2 * halo, C) array; column j is image column ``j - halo``,
+        mirrored at the image borders.
+
+    Raises:
+        GeometryError: ``rows`` is not ``grid.width`` px wide.
+    """
+    if rows.shape[1] != grid.width:
+        raise GeometryError(f"rows are {rows.shape[1]} px wide, expected {grid.width} px")
+    cols = grid.n_cols * grid.stride + 2 * grid.halo
+    pad_rest = [(0, 0)] * (rows.ndim - 2)
+    return np.pad(
+        rows, [(0, 0), (grid.halo, cols - grid.halo - grid.width), *pad_rest],
+        mode=_pad_mode(grid.width),
+    )
+
+
+def padded_row_sources(grid: TileGrid, y0: int, y1: int) -> np.ndarray:
+    """Image row shown by each row of the padded strip of output rows ``[y0, y1)``.
+
+    The same reflect/edge padding as :func:`pad_strip`, applied to row numbers instead of
+    pixels, so ``pad_strip(region, ...)[i] == pad_columns(image[sources[i]])`` for every i,
+    including images shorter than the halo (where numpy reflects more than once).
+
+    Returns:
+        (padded rows,) int64 image rows, in ``[0, height)``.
+    """
+    r0, r1 = grid.read_window(y0, y1)
+    rows, _ = grid.padded_strip_shape(y0, y1)
+    top = grid.halo - (y0 - r0)
+    bottom = rows - top - (r1 - r0)
+    return np.pad(np.arange(r0, r1, dtype=np.int64), (top, bottom), mode=_pad_mode(r1 - r0))
+
+
+def band_row_sources(grid: TileGrid, y0: int, y1: int) -> list[np.ndarray]:
+    """Image rows of the input *band* of each tile row of a strip: band ``j`` is rows
+    ``[j * stride, j * stride + T)`` of the padded strip, the rows every tile of tile row
+    ``j`` is cut from (consecutive bands share ``2 * halo`` rows).
+
+    Returns:
+        One (T,) int64 array of image rows per tile row, top to bottom.
+    """
+    sources = padded_row_sources(grid, y0, y1)
+    n_rows = math.ceil((y1 - y0) / grid.stride)
+    return [
+        sources[j * grid.stride : j * grid.stride + grid.tile_size] for j in range(n_rows)
+    ]
 
 
 def iter_batches(origins: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:

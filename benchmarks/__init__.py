@@ -1,0 +1,8 @@
+"""Speed and memory benchmarks of pelletseg against the model-only limit and peer tools.
+
+Run with ``pelletseg bench [--quick] [--device cpu|cuda] --json FILE``; each module measures
+one thing (:mod:`benchmarks.limit`, :mod:`benchmarks.pipeline`, :mod:`benchmarks.peers`,
+:mod:`benchmarks.memory`), :mod:`benchmarks.runner` runs them in order on one machine, model
+and image, and :mod:`benchmarks.report` writes the JSON and the Markdown table. Nothing here
+is a test: timings never become assertions.
+"""

@@ -1,0 +1,132 @@
+"""What one benchmark run measures (:class:`BenchConfig`) and on what machine
+(:func:`machine_info`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+#: Image sizes (gigapixels) whose worker and reducer peak RSS are measured.
+RSS_SIZES_GPX = (0.1, 0.35, 1.0)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Parameters of one benchmark run. ``0`` fields are resolved by :meth:`resolved`.
+
+    Attributes:
+        device: ``cpu`` or ``cuda`` (``cuda:N``).
+        model: ``ebc-unet-mnv2`` (bundled, trained), ``unet-resnet34`` (the issue's
+            reference network, random init) or the folder of any model package.
+        image_side: Edge of the square bench image (px), a mosaic of real micrographs.
+        tile_size, halo: Tile geometry T and halo (px); stride = T - 2 * halo.
+        workers: Worker processes of the queue run; 0: one per core on CPU (each with
+            cores / workers torch threads), 1 on CUDA.
+        threads: torch intra-op threads per worker; 0: cores // workers.
+        batch_size: Tiles per forward pass; 0: 1 on CPU, from free memory on CUDA.
+        rows_in_flight: Row tasks per worker at once; 0: 1 on CPU, 3 on CUDA.
+        precision: Autocast on CUDA (``bf16``, ``fp16``, ``fp32``); CPU is always float32.
+        limit_seconds: Duration of each model-only throughput measurement (s).
+        rebracket_limit: Measure the limit again after the other runs (load drift check).
+        peers: Run MONAI and the thesis-style baseline.
+        rss_sizes_gpx: Image sizes for the memory runs (gigapixels); empty: skip them.
+        work_dir: Scratch folder (images, model, stacks); images are kept and reused.
+        timeout_s: Longest wait for one queued job (s).
+    """
+
+    device: str = "cpu"
+    model: str = "ebc-unet-mnv2"
+    image_side: int = 4608
+    tile_size: int = 1024
+    halo: int = 128
+    workers: int = 0
+    threads: int = 0
+    batch_size: int = 0
+    rows_in_flight: int = 0
+    precision: str = "bf16"
+    limit_seconds: float = 12.0
+    rebracket_limit: bool = True
+    peers: bool = True
+    rss_sizes_gpx: tuple[float, ...] = RSS_SIZES_GPX
+    work_dir: Path = field(default_factory=lambda: Path.home() / ".pelletseg" / "bench")
+    timeout_s: float = 3600.0
+
+    @classmethod
+    def preset(cls, quick: bool, device: str = "cpu", **overrides) -> BenchConfig:
+        """The ``--quick`` (under 10 minutes on 2 CPU cores) or full preset for ``device``.
+
+        CPU quick: the bundled model on a 4608 px (21 Mpx) mosaic; CPU full: 9216 px
+        (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on 18600 px
+        (346 Mpx, the issue's pellet size) or 9216 px for quick.
+        """
+        cuda = device.startswith("cuda")
+        base = {"device": device}
+        if cuda:
+            base.update(model="unet-resnet34", image_side=9216 if quick else 18600,
+                        limit_seconds=10.0 if quick else 20.0)
+        else:
+            base.update(image_side=4608 if quick else 9216, limit_seconds=12.0 if quick else 30.0)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def stride(self) -> int:
+        """Core edge of a tile (px)."""
+        return self.tile_size - 2 * self.halo
+
+    @property
+    def cuda(self) -> bool:
+        """True for a CUDA device."""
+        return self.device.startswith("cuda")
+
+    def resolved(self) -> BenchConfig:
+        """A copy with every ``0`` (auto) field filled in for this machine (the batch size
+        stays 0 on CUDA: it is measured once the model is loaded)."""
+        cores = os.cpu_count() or 1
+        workers = self.workers or (1 if self.cuda else cores)
+        threads = self.threads or max(1, cores // workers)
+        batch = self.batch_size or (0 if self.cuda else 1)
+        rows = self.rows_in_flight or (3 if self.cuda else 1)
+        return replace(self, workers=workers, threads=threads, batch_size=batch,
+                       rows_in_flight=rows)
+
+    def as_dict(self) -> dict:
+        """JSON-ready fields."""
+        d = asdict(self)
+        d["work_dir"] = str(self.work_dir)
+        d["rss_sizes_gpx"] = list(self.rss_sizes_gpx)
+        return d
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (``uptime``); empty where unavailable."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def machine_info(device: str) -> dict:
+    """Facts of this machine and software, for the report."""
+    import pyvips
+    import torch
+
+    info = {
+        "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "cpu_cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}",
+        "load_average_start": load_average(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info

@@ -1,0 +1,231 @@
+"""Our pipeline: a whole job through the real queue path, and the ``segment_row`` task alone.
+
+Queue run: the local stack of ``pelletseg run`` (job table and broker on SQLite under the
+work folder unless ``PELLETSEG_*`` variables name others, :class:`cli.stack.LocalWorkers`
+``celery worker`` processes). Workers are started and warmed up (each has run a row, so its
+model is loaded) before the clock starts, as long-running production workers are; the time
+is from submission to ``succeeded`` (plan, every row, the reducer's pyramid, overlay,
+preview and fractions). Per-task overhead comes from the row records' timestamps.
+
+Task alone: ``worker.segmenting.segment_row`` called in this process on one interior row
+(read + infer + checkpoint write + job-table updates), the job table and the blob store
+wrapped in :class:`benchmarks.timing.TimedProxy` to split out their time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import structlog
+import structlog.testing
+
+from benchmarks.config import BenchConfig
+from benchmarks.inputs import crop_image
+from benchmarks.timing import TimedProxy
+from storage.settings import Settings
+from storage.states import JOB_TERMINAL, JobStatus
+
+
+class BenchError(RuntimeError):
+    """A benchmark job did not succeed; the message holds the reason and the worker logs."""
+
+
+def stack_settings(cfg: BenchConfig, home: Path, model: str, **extra) -> Settings:
+    """Settings of a bench stack under ``home`` (explicit fields reach the workers)."""
+    return Settings(
+        home=home, tile_size=cfg.tile_size, halo=cfg.halo, rows_per_task=1,
+        batch_size=cfg.batch_size, device=cfg.device, torch_threads=cfg.threads,
+        rows_in_flight=cfg.rows_in_flight, precision=cfg.precision, default_model=model,
+        lease_seconds=1800,
+        **extra,
+    )
+
+
+def _wait(jobs, job_id: str, timeout: float, poll: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get_job(job_id)
+        if job.status in JOB_TERMINAL:
+            return job
+        time.sleep(poll)
+    raise BenchError(f"job {job_id} still {job.status} after {timeout:.0f} s")
+
+
+def _submit_and_wait(settings: Settings, app, jobs, source: Path, timeout: float, pool):
+    from api.jobs import build_spec, submit_job
+    from cli.stack import log_tail
+
+    started = time.perf_counter()
+    job = submit_job(settings, build_spec(settings, str(source)), app=app)
+    job = _wait(jobs, job.id, timeout)
+    seconds = time.perf_counter() - started
+    if job.status != JobStatus.SUCCEEDED:
+        raise BenchError(f"bench job {job.id} {job.status}: {job.error}\n{log_tail(settings)}")
+    return job, seconds
+
+
+def row_timeline(rows) -> dict:
+    """Task times and queue gaps from the row records of one job.
+
+    A task's time is ``finished_at - started_at`` (claim to done); a gap is the time a worker
+    spent between finishing one row and claiming its next one (broker delivery, Celery
+    dispatch, reading the job): pure overhead.
+    """
+    by_worker = defaultdict(list)
+    for r in rows:
+        by_worker[r.worker].append(r)
+    tasks, gaps = [], []
+    for worker_rows in by_worker.values():
+        worker_rows.sort(key=lambda r: r.started_at)
+        tasks += [(r.finished_at - r.started_at).total_seconds() for r in worker_rows]
+        gaps += [(b.started_at - a.finished_at).total_seconds()
+                 for a, b in itertools.pairwise(worker_rows)]
+    first = min(r.started_at for r in rows)
+    last = max(r.finished_at for r in rows)
+    return {
+        "rows": len(rows), "workers_used": len(by_worker),
+        "rows_phase_s": (last - first).total_seconds(),
+        "task_s_mean": statistics.fmean(tasks),
+        "queue_gap_s_mean": statistics.fmean(gaps) if gaps else 0.0,
+        "queue_gap_s_max": max(gaps) if gaps else 0.0,
+        "first_row_started": first, "last_row_finished": last,
+    }
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_DEVICE_S = re.compile(r"device_s=([0-9.]+)")
+
+
+def device_seconds_from_logs(log_dir: Path, job_id: str) -> tuple[float, int]:
+    """Sum of ``device_s`` over the ``row.computed`` lines of ``job_id`` in the local workers'
+    logs (``worker-*.log``), and how many rows were found.
+
+    The model's share of the workers' time is robust to other load on the machine (which
+    slows the model and the rest alike), unlike pipeline / limit measured minutes apart.
+    """
+    total, rows = 0.0, 0
+    for path in sorted(log_dir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            line = _ANSI.sub("", line)
+            if "row.computed" in line and f"job_id={job_id}" in line.split():
+                found = _DEVICE_S.search(line)
+                if found:
+                    total += float(found.group(1))
+                    rows += 1
+    return total, rows
+
+
+def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
+    """One job through the queue with ``cfg.workers`` warm local workers.
+
+    Returns:
+        Wall time and Mpx/s end to end, the rows phase, plan and reduce times, task times
+        and queue gaps, the workers' peak RSS.
+
+    Raises:
+        BenchError: a job failed or timed out (with the workers' log tails).
+    """
+    from cli.stack import LocalWorkers, prepare
+    from storage.jobs import job_store
+    from storage.layout import LABELS, output_key
+    from storage.queues import make_celery
+    from worker.context import WorkerContext
+    from worker.packages import read_package
+    from worker.registry import publish_package
+
+    pkg = read_package(package)
+    settings = stack_settings(cfg, work / "stack", pkg.name)
+    prepare(settings)
+    publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None), package)
+    jobs, app = job_store(settings), make_celery(settings)
+    # warm-up: 2 rows per worker, repeated until every worker has run a row (loaded the model)
+    warm = crop_image(image, cfg.work_dir / "images" / f"warmup-{image.stem}-{cfg.workers}.tif",
+                      min(2 * cfg.stride, cfg.image_side), 2 * cfg.workers * cfg.stride)
+    seen: set[str] = set()
+    with LocalWorkers(settings, cfg.workers) as pool:
+        for _attempt in range(4):
+            job, _ = _submit_and_wait(settings, app, jobs, warm, cfg.timeout_s, pool)
+            seen |= {r.worker for r in jobs.list_rows(job.id)}
+            if len(seen) >= cfg.workers:
+                break
+        job, seconds = _submit_and_wait(settings, app, jobs, image, cfg.timeout_s, pool)
+        peaks = pool.peak_rss_mib()
+    rows = jobs.list_rows(job.id)
+    timeline = row_timeline(rows)
+    device_s, logged = device_seconds_from_logs(settings.home / "logs", job.id)
+    created = job.created_at
+    mpx = job.width * job.height / 1e6
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    labels = ctx.local_blob(output_key(job.id, LABELS))
+    return {
+        "job_id": job.id, "width": job.width, "height": job.height, "mpx": mpx,
+        "seconds": seconds, "mpx_s": mpx / seconds,
+        "rows_mpx_s": mpx / timeline["rows_phase_s"],
+        "submit_to_first_row_s": (timeline["first_row_started"] - created).total_seconds(),
+        "reduce_s": (job.outputs or {}).get("reduce_seconds"),
+        "labels_path": str(labels),
+        "warm_workers": len(seen),
+        "device_s": device_s, "device_s_rows_logged": logged,
+        "model_busy_pct": 100 * device_s / (cfg.workers * seconds),
+        "model_busy_rows_phase_pct": 100 * device_s / (cfg.workers * timeline["rows_phase_s"]),
+        "worker_peak_rss_mib": [round(p) for p in peaks],
+        **{k: v for k, v in timeline.items() if not k.endswith(("started", "finished"))},
+    }
+
+
+def task_alone(cfg: BenchConfig, package: Path, image: Path, work: Path, threads: int) -> dict:
+    """``segment_row`` in this process (``threads`` torch threads) on an interior row of
+    ``image``, after one warm-up row, with job-table and storage time split out.
+
+    Returns:
+        Row size, wall time, Mpx/s, and seconds in the strip pipeline (read, read not
+        overlapped), checkpoint write, job table and blob store.
+    """
+    from api.jobs import build_spec
+    from cli.stack import prepare
+    from storage.jobs import job_store
+    from worker.context import WorkerContext
+    from worker.packages import read_package
+    from worker.planning import plan_job
+    from worker.registry import publish_package
+    from worker.segmenting import segment_row
+
+    pkg = read_package(package)
+    settings = stack_settings(cfg, work / "task-alone", pkg.name).model_copy(
+        update={"torch_threads": threads, "rows_in_flight": 1})
+    prepare(settings)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    publish_package(ctx, package)
+    job = job_store(settings).create_job(build_spec(settings, str(image)))
+    plan_job(ctx, job.id)
+    n_rows = ctx.jobs.get_job(job.id).rows_total
+    segment_row(ctx, job.id, 0)  # loads the model
+    if n_rows < 2:
+        raise BenchError("the bench image needs at least two tile rows for segment_row alone")
+    index = n_rows // 2
+    jobs, blobs = TimedProxy(ctx.jobs), TimedProxy(ctx.blobs)
+    ctx.jobs, ctx.blobs = jobs, blobs
+    with structlog.testing.capture_logs() as logs:
+        started = time.perf_counter()
+        outcome = segment_row(ctx, job.id, index)
+        seconds = time.perf_counter() - started
+    if outcome != "done":
+        raise BenchError(f"segment_row on row {index} returned {outcome!r}")
+    computed = next((e for e in logs if e.get("event") == "row.computed"), {})
+    row = ctx.jobs.get_row(job.id, index)
+    mpx = (row.y1 - row.y0) * job_store(settings).get_job(job.id).width / 1e6
+    return {
+        "row": index, "row_mpx": mpx, "tiles": computed.get("tiles"), "threads": threads,
+        "seconds": seconds, "mpx_s": mpx / seconds,
+        "strip_s": computed.get("strip_s"), "read_s": computed.get("read_s"),
+        "read_wait_s": computed.get("read_wait_s"), "write_s": computed.get("write_s"),
+        "device_s": computed.get("device_s"),
+        "model_share_pct": 100 * computed.get("device_s", 0.0) / seconds,
+        "job_table_s": jobs.seconds, "job_table_calls": jobs.calls,
+        "storage_s": blobs.seconds, "storage_calls": blobs.calls,
+    }

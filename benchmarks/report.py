@@ -1,0 +1,136 @@
+"""Writing a benchmark result: the JSON document and a Markdown table beside it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _plain(value):
+    """JSON-ready copy: numpy scalars -> Python, tuples -> lists, NaN -> None."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write(doc: dict, json_path: Path) -> Path:
+    """Write ``doc`` to ``json_path`` and its Markdown table to the same name with ``.md``.
+
+    Returns:
+        The Markdown file's path.
+    """
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(_plain(doc), indent=2) + "\n")
+    md = json_path.with_suffix(".md")
+    md.write_text(markdown(doc))
+    return md
+
+
+def _f(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def markdown(doc: dict) -> str:
+    """The result as Markdown: setup, throughput, ratios, overhead, memory, phases."""
+    cfg, mach, img, lim = doc["config"], doc["machine"], doc["image"], doc["limit"]
+    model, pipe, task = doc["model"], doc["pipeline"], doc["segment_row"]
+    stride = cfg["tile_size"] - 2 * cfg["halo"]
+    limit_mpx = doc["limit_mpx_s"]
+    gpu = f", {mach['gpu']}" if "gpu" in mach else ""
+    lines = [
+        f"# pelletseg bench: {doc['device']}, {model['name']} ({mach['date_utc']})",
+        "",
+        (f"- Machine: {mach['host']}, {mach['cpu_cores']} cores ({mach['cpu']}), "
+        f"{mach['memory_gib']} GiB{gpu}; Python {mach['python']}, torch {mach['torch']}, "
+        f"libvips {mach['libvips']}"),
+        (f"- Load average (1/5/15 min) at start {mach['load_average_start']}, at end "
+        f"{mach.get('load_average_end')}"),
+        (f"- Model: {model['name']} {model['version']} ({model['architecture']}-"
+        f"{model['encoder']}, {model['parameters_m']} M parameters, {model['classes']} "
+        f"classes, {model['weights']})"),
+        f"- Image: {img['width']} x {img['height']} px ({img['mpx']:.1f} Mpx), {img['source']}",
+        (f"- Tiles: T = {cfg['tile_size']}, halo = {cfg['halo']}, stride = {stride} px; "
+        f"{img['tiles']} tiles, {img['tile_efficiency_pct']} % of tile cores inside the image"),
+        (f"- Workers: {cfg['workers']} x {cfg['threads']} torch threads, "
+         f"batch {cfg['batch_size']}, "
+        f"{cfg['rows_in_flight']} row(s) in flight per worker, precision "
+        f"{cfg['precision'] if doc['device'].startswith('cuda') else 'fp32'}"),
+        "",
+        "| measurement | tiles/s | Mpx/s | / limit |",
+        "|---|---|---|---|",
+        (f"| limit: model only, batches in device memory, {lim['processes']} process(es) x "
+        f"{lim['threads_per_process']} threads | {_f(doc['limit_tiles_s'])} | {_f(limit_mpx)} "
+        f"| 1.00 |"),
+        (f"| limit, 1 process x all cores | {_f(lim['single_process_tiles_s'])} | "
+        f"{_f(lim['single_process_mpx_s'])} | {_f(lim['single_process_mpx_s'] / limit_mpx, 2)} |"),
+        (f"| **pipeline** end to end through the queue (submit -> succeeded, warm workers) | - | "
+        f"**{_f(doc['pipeline_mpx_s'])}** | **{_f(doc['pipeline_mpx_s'] / limit_mpx, 2)}** |"),
+        (f"| pipeline, rows phase only (first claim -> last row done) | - | "
+        f"{_f(pipe['rows_mpx_s'])} | {_f(pipe['rows_mpx_s'] / limit_mpx, 2)} |"),
+        (f"| segment_row alone (1 process x all cores; read + infer + write + job table) | - | "
+        f"{_f(doc['segment_row_mpx_s'])} | {_f(doc['segment_row_mpx_s'] / limit_mpx, 2)} |"),
+    ]
+    if doc.get("monai"):
+        m = doc["monai"]
+        lines.append(
+            f"| MONAI sliding_window_inference (overlap {m['overlap']:.3f}, interval "
+            f"{m['scan_interval']} px, {m['windows']} windows, in memory) | "
+            f"{_f(m['windows'] / m['seconds'])} | {_f(doc['monai_mpx_s'])} | "
+            f"{_f(doc['monai_mpx_s'] / limit_mpx, 2)} |")
+    if doc.get("baseline"):
+        b = doc["baseline"]
+        lines.append(
+            f"| thesis-style baseline (PIL crop, no overlap, 1 tile per pass, {b['tiles']} "
+            f"tiles, in memory) | {_f(b['tiles'] / b['seconds'])} | {_f(doc['baseline_mpx_s'])} "
+            f"| {_f(doc['baseline_mpx_s'] / limit_mpx, 2)} |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {_f(v, 3)} |" for k, v in doc["ratios"].items()]
+    for name in ("monai", "baseline"):
+        if doc.get(name):
+            lines.append(f"| {name} labels equal to ours (% of pixels) | "
+                         f"{_f(doc[name]['agreement_with_ours_pct'], 2)} |")
+    share_head = ("| model's share of the run's own time (robust to load changing between "
+                  "runs) | % |")
+    lines += ["", share_head, "|---|---|"]
+    lines += [f"| {k} | {_f(v, 1)} |" for k, v in doc["model_share_pct"].items()]
+    ov = doc["overhead"]
+    lines += [
+        "",
+        (f"Per-task overhead: {_f(doc['overhead_pct'], 2)} % = queue gap {_f(ov['queue_gap_s'])} s "
+        f"+ job table {_f(ov['job_table_s'])} s + blob store {_f(ov['storage_s'])} s per task of "
+        f"{_f(ov['task_s'], 2)} s ({ov['definition']})."),
+        (f"Pipeline: {pipe['rows']} rows on {pipe['workers_used']} workers, "
+        f"{_f(pipe['seconds'], 1)} s end to end, submit -> first row "
+        f"{_f(pipe['submit_to_first_row_s'], 2)} s, reducer {_f(pipe['reduce_s'], 2)} s; "
+        f"worker peak RSS {pipe['worker_peak_rss_mib']} MiB."),
+        (f"segment_row alone: row {task['row']} ({_f(task['row_mpx'], 2)} Mpx, {task['tiles']} "
+        f"tiles) {_f(task['seconds'], 2)} s: strip {_f(task['strip_s'], 2)} s (reading "
+        f"{_f(task['read_s'], 2)} s, of which not overlapped {_f(task['read_wait_s'], 2)} s), "
+        f"checkpoint write {_f(task['write_s'], 2)} s."),
+    ]
+    if doc["memory"]:
+        lines += ["", ("| image | side (px) | worker row peak RSS (MiB) | reducer peak RSS (MiB) "
+                      "| worker row (s) | reducer (s) |"), "|---|---|---|---|---|---|"]
+        for size, m in doc["memory"].items():
+            lines.append(f"| {size} Gpx | {m['side']} | {m['worker_rss_mib']} | "
+                         f"{m['reducer_rss_mib']} | {_f(m['worker_row_s'], 1)} | "
+                         f"{_f(m['reducer_s'], 1)} |")
+        lines.append("")
+        lines.append("Worker RSS: one interior row per size (a row's memory depends on the "
+                     "width only); reducer RSS: the full image with synthetic row checkpoints.")
+    lines += ["", "| phase | seconds | load before | load after |", "|---|---|---|---|"]
+    for name, p in doc["phases"].items():
+        lines.append(f"| {name} | {p['seconds']} | {p['load_before']} | {p['load_after']} |")
+    return "\n".join(lines) + "\n"

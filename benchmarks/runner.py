@@ -1,0 +1,178 @@
+"""One benchmark run: every measurement on the same machine, model and image, in order, then
+the ratios. :func:`run` returns the result document that :mod:`benchmarks.report` writes."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from benchmarks import limit, memory, peers, pipeline
+from benchmarks.config import BenchConfig, load_average, machine_info
+from benchmarks.inputs import decode, describe_model, model_package, mosaic
+
+Say = Callable[[str], None]
+
+
+def _phase(doc: dict, name: str, say: Say, fn):
+    """Run one measurement, recording its wall time and the load average around it."""
+    say(f"{name} ...")
+    before, started = load_average(), time.perf_counter()
+    result = fn()
+    doc["phases"][name] = {"seconds": round(time.perf_counter() - started, 1),
+                           "load_before": before, "load_after": load_average()}
+    say(f"{name}: {doc['phases'][name]['seconds']} s")
+    return result
+
+
+def run(cfg: BenchConfig, say: Say = print) -> dict:
+    """Measure the limit, our pipeline, the peers and memory; see the package docstring.
+
+    Returns:
+        The result document: ``device``, ``model``, ``limit_mpx_s``, ``pipeline_mpx_s``,
+        ``segment_row_mpx_s``, ``monai_mpx_s``, ``baseline_mpx_s``, ``rss_mib`` (per size),
+        ``overhead_pct``, ``ratios`` and the details of every measurement.
+
+    Raises:
+        BenchError, RuntimeError: a measurement failed (the message says which and why).
+    """
+    from worker.inference import Segmenter
+    from worker.tiling import TileGrid
+
+    cfg = cfg.resolved()
+    work = cfg.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    for old in work.glob("run-*"):  # stacks of earlier runs; images and models are kept
+        shutil.rmtree(old, ignore_errors=True)
+    scratch = work / f"run-{os.getpid()}"
+    cores = os.cpu_count() or 1
+    doc: dict = {"config": cfg.as_dict(), "machine": machine_info(cfg.device), "phases": {}}
+    package = model_package(cfg.model, work)
+    image = _phase(doc, "image", say, lambda: mosaic(work, cfg.image_side))
+    doc["device"] = cfg.device
+    doc["model"] = describe_model(package)
+
+    # one segmenter in this process, all cores: the single-process limit, the task alone,
+    # the peers
+    seg = Segmenter(package, device=cfg.device, threads=cores, batch_size=cfg.batch_size,
+                    precision=cfg.precision)
+    batch = seg.batch_for(cfg.tile_size)
+    cfg = replace(cfg, batch_size=batch)
+    doc["config"]["batch_size"] = batch
+    pixels = decode(image)
+    tiles = limit.tile_batches(pixels, cfg.tile_size, batch)
+    grid = TileGrid(cfg.image_side, cfg.image_side, cfg.tile_size, cfg.halo)
+    our_tiles = grid.n_cols * grid.n_tile_rows
+    doc["image"] = {"path": str(image), "width": cfg.image_side, "height": cfg.image_side,
+                    "mpx": cfg.image_side**2 / 1e6, "tiles": our_tiles,
+                    "tile_efficiency_pct": round(100 * cfg.image_side**2
+                                                 / (our_tiles * cfg.stride**2), 2),
+                    "source": "mosaic of cli/demo_data micrographs, tiled JPEG Q90 BigTIFF"}
+
+    singles = [_phase(doc, "limit_single", say,
+                      lambda: limit.forward_rate(seg, tiles, cfg.limit_seconds))]
+
+    def pooled():
+        if cfg.workers == 1 and cfg.threads == cores:  # the pipeline's config is this one
+            rate = limit.forward_rate(seg, tiles, cfg.limit_seconds)["tiles_s"]
+            return {"processes": 1, "threads": cores, "tiles_s": rate,
+                    "per_process_tiles_s": [rate]}
+        return limit.pooled_rate(package, cfg.device, cfg.workers, cfg.threads, batch,
+                                 cfg.precision, tiles, cfg.limit_seconds)
+
+    limits = [_phase(doc, "limit", say, pooled)]
+    queue = _phase(doc, "pipeline", say, lambda: pipeline.queue_run(cfg, package, image, scratch))
+    task = _phase(doc, "segment_row", say,
+                  lambda: pipeline.task_alone(cfg, package, image, scratch, cores))
+    ours = _read_labels(queue["labels_path"])
+    monai = baseline = None
+    if cfg.peers:
+        monai = _phase(doc, "monai", say,
+                       lambda: peers.run_monai(seg, pixels, cfg.tile_size, cfg.halo, batch))
+        baseline = _phase(doc, "baseline", say,
+                          lambda: peers.run_baseline(seg, image, cfg.tile_size))
+    if cfg.rebracket_limit:
+        limits.append(_phase(doc, "limit_again", say, pooled))
+        singles.append(_phase(doc, "limit_single_again", say,
+                              lambda: limit.forward_rate(seg, tiles, cfg.limit_seconds)))
+    pixels = None  # free the decoded image before the memory runs
+    sizes = {}
+    for gpx in cfg.rss_sizes_gpx:
+        sizes[f"{gpx:g}"] = _phase(
+            doc, f"memory_{gpx:g}gpx", say,
+            lambda g=gpx: memory.measure_size(cfg, package, g, scratch, cores))
+    shutil.rmtree(scratch, ignore_errors=True)
+    doc["machine"]["load_average_end"] = load_average()
+    return _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, sizes)
+
+
+def _read_labels(path: str):
+    from worker.reading import open_image
+
+    image = open_image(path, max_pixels=10**10)
+    return image.numpy().reshape(image.height, image.width)
+
+
+def _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, sizes) -> dict:
+    """Limits are the means of the runs before and after the others (load drift); ratios
+    divide by them."""
+    stride = cfg.stride
+    limit_tiles_s = statistics.fmean(r["tiles_s"] for r in limits)
+    single_tiles_s = statistics.fmean(r["tiles_s"] for r in singles)
+    doc["limit_tiles_s"] = limit_tiles_s
+    doc["limit_mpx_s"] = limit.to_mpx_s(limit_tiles_s, stride)
+    doc["limit"] = {
+        "processes": limits[0]["processes"], "threads_per_process": limits[0]["threads"],
+        "batch_size": cfg.batch_size,
+        "runs_tiles_s": [round(r["tiles_s"], 4) for r in limits],
+        "single_process_runs_tiles_s": [round(r["tiles_s"], 4) for r in singles],
+        "single_process_tiles_s": single_tiles_s,
+        "single_process_mpx_s": limit.to_mpx_s(single_tiles_s, stride),
+    }
+    doc["pipeline_mpx_s"] = queue.pop("mpx_s")
+    queue.pop("labels_path")
+    doc["pipeline"] = queue
+    doc["segment_row_mpx_s"] = task["mpx_s"]
+    doc["segment_row"] = task
+    overhead_s = queue["queue_gap_s_mean"] + task["job_table_s"] + task["storage_s"]
+    cycle_s = queue["task_s_mean"] + queue["queue_gap_s_mean"]
+    doc["overhead_pct"] = 100 * overhead_s / cycle_s
+    doc["overhead"] = {
+        "queue_gap_s": queue["queue_gap_s_mean"], "job_table_s": task["job_table_s"],
+        "storage_s": task["storage_s"], "task_s": queue["task_s_mean"],
+        "definition": "(mean queue gap between a worker's rows + job-table time + blob-store "
+                      "time of one segment_row) / (mean task time + mean queue gap)",
+    }
+    ratios = {
+        "pipeline_vs_limit": doc["pipeline_mpx_s"] / doc["limit_mpx_s"],
+        "pipeline_rows_phase_vs_limit": queue["rows_mpx_s"] / doc["limit_mpx_s"],
+        "segment_row_vs_single_process_limit":
+            task["mpx_s"] / doc["limit"]["single_process_mpx_s"],
+    }
+    for name, peer in (("monai", monai), ("baseline", baseline)):
+        if peer is None:
+            doc[f"{name}_mpx_s"] = math.nan
+            continue
+        labels = peer.pop("labels")
+        peer["agreement_with_ours_pct"] = peers.agreement_pct(labels, ours)
+        doc[f"{name}_mpx_s"] = peer["mpx_s"]
+        doc[name] = peer
+        ratios[f"pipeline_vs_{name}"] = doc["pipeline_mpx_s"] / peer["mpx_s"]
+        ratios[f"segment_row_vs_{name}"] = task["mpx_s"] / peer["mpx_s"]
+    doc["ratios"] = ratios
+    # the model's share of each run's own time: not skewed by load that changes between runs
+    doc["model_share_pct"] = {
+        "pipeline_end_to_end": queue["model_busy_pct"],
+        "pipeline_rows_phase": queue["model_busy_rows_phase_pct"],
+        "segment_row_alone": task["model_share_pct"],
+        **{name: peer["model_share_pct"] for name, peer in (("monai", monai),
+                                                            ("baseline", baseline)) if peer},
+    }
+    doc["rss_mib"] = {k: {"worker": v["worker_rss_mib"], "reducer": v["reducer_rss_mib"]}
+                      for k, v in sizes.items()}
+    doc["memory"] = sizes
+    return doc

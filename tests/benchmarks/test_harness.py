@@ -1,0 +1,172 @@
+"""The benchmark harness runs end to end on a tiny configuration and writes a complete result.
+
+No timing is asserted: only that every measurement ran and produced sane numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from benchmarks.config import BenchConfig
+from benchmarks.peers import monai_windows
+from benchmarks.pipeline import row_timeline
+from benchmarks.timing import TimedProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = ["device", "model", "limit_mpx_s", "pipeline_mpx_s", "segment_row_mpx_s", "monai_mpx_s",
+        "baseline_mpx_s", "rss_mib", "overhead_pct"]
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory) -> Path:
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from worker.packages import write_package
+
+    torch.manual_seed(0)
+    params = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+    model = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None,
+                             in_channels=3, classes=3, **params)
+    folder = tmp_path_factory.mktemp("pkg") / "bench-tiny" / "1"
+    classes = [{"index": i, "name": n, "rgb": (i * 80, 0, 0), "label_value": i}
+               for i, n in enumerate(["a", "b", "c"])]
+    write_package(folder, model, {
+        "name": "bench-tiny", "version": "1", "architecture": "Unet", "encoder": "resnet18",
+        "arch_params": params, "classes": classes, "tile_size": 128, "halo": 16})
+    return folder
+
+
+def _sane(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package):
+    pytest.importorskip("monai", reason="the MONAI peer needs monai (pip install monai)")
+    out = tmp_path / "result.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for key in [k for k in env if k.startswith("PELLETSEG_")]:
+        env.pop(key)
+    res = subprocess.run(
+        [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
+         "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
+         "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
+         "--work", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
+    doc = json.loads(out.read_text())
+    assert all(k in doc for k in KEYS), [k for k in KEYS if k not in doc]
+    assert doc["device"] == "cpu" and doc["model"]["name"] == "bench-tiny"
+    for key in KEYS[2:-2]:
+        assert _sane(doc[key]), (key, doc[key])
+    assert math.isfinite(doc["overhead_pct"]) and 0 <= doc["overhead_pct"] < 100
+    assert list(doc["rss_mib"]) == ["0.0001"]
+    assert _sane(doc["rss_mib"]["0.0001"]["worker"]) and _sane(doc["rss_mib"]["0.0001"]["reducer"])
+    assert all(_sane(v) for v in doc["ratios"].values()), doc["ratios"]
+    assert set(doc["model_share_pct"]) == {"pipeline_end_to_end", "pipeline_rows_phase",
+                                           "segment_row_alone", "monai", "baseline"}
+    assert all(0 < v <= 100 for v in doc["model_share_pct"].values()), doc["model_share_pct"]
+    assert doc["pipeline"]["device_s_rows_logged"] == 4
+    # overlap matched: MONAI's scan interval is our stride; our tiling covers the image
+    assert doc["monai"]["scan_interval"] == 128 - 2 * 16
+    assert doc["monai"]["windows"] == monai_windows(300, 300, 128, 96) == 9
+    assert doc["image"]["tiles"] == 16 and doc["baseline"]["tiles"] == 9
+    assert doc["pipeline"]["rows"] == 4 and doc["pipeline"]["warm_workers"] == 1
+    assert doc["memory"]["0.0001"]["side"] == 316
+    md = out.with_suffix(".md").read_text()
+    assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
+    assert "0.0001 Gpx" in md
+
+
+@pytest.mark.parametrize(("h", "w"), [(1024, 1024), (4608, 4608), (3000, 5000), (500, 2000)])
+def test_monai_window_count_matches_monai(h, w):
+    utils = pytest.importorskip("monai.data.utils", reason="needs monai")
+    dense_patch_slices = utils.dense_patch_slices
+
+    tile, interval = 1024, 768
+    expected = len(dense_patch_slices((max(h, tile), max(w, tile)), (tile, tile),
+                                      (interval, interval)))
+    assert monai_windows(h, w, tile, interval) == expected
+
+
+def test_row_timeline_splits_tasks_and_queue_gaps():
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def row(worker, start, end):
+        return SimpleNamespace(worker=worker, started_at=t0 + dt.timedelta(seconds=start),
+                               finished_at=t0 + dt.timedelta(seconds=end))
+
+    rows = [row("a", 0, 10), row("a", 11, 21), row("b", 0.5, 10.5), row("b", 12.5, 20.5)]
+    t = row_timeline(rows)
+    assert t["workers_used"] == 2 and t["rows"] == 4
+    assert t["task_s_mean"] == pytest.approx(9.5)
+    assert t["queue_gap_s_mean"] == pytest.approx(1.5) and t["queue_gap_s_max"] == pytest.approx(2)
+    assert t["rows_phase_s"] == pytest.approx(21)
+
+
+def test_device_seconds_are_read_from_the_workers_logs(tmp_path):
+    from benchmarks.pipeline import device_seconds_from_logs
+
+    (tmp_path / "worker-0.log").write_text(
+        "2026-11-23 11:12:28 [info     ] \x1b[1mrow.computed\x1b[0m batch_size=1 "
+        "\x1b[36mdevice_s\x1b[0m=\x1b[35m12.5\x1b[0m job_id=J1 row=0\n"
+        "2026-11-23 11:12:29 [info     ] row.computed device_s=3.0 job_id=J2 row=0\n"
+        "2026-11-23 11:12:30 [info     ] row.done job_id=J1 row=0 seconds=13\n")
+    (tmp_path / "worker-1.log").write_text(
+        "2026-11-23 11:12:31 [info     ] row.computed device_s=7.25 job_id=J1 row=1\n")
+    assert device_seconds_from_logs(tmp_path, "J1") == (19.75, 2)
+
+
+def test_timed_proxy_counts_calling_thread_only():
+    import threading
+
+    class Store:
+        value = 3
+
+        def get(self, x):
+            return x * 2
+
+    proxy = TimedProxy(Store())
+    assert proxy.get(4) == 8 and proxy.value == 3
+    other = threading.Thread(target=proxy.get, args=(1,))
+    other.start()
+    other.join()
+    assert proxy.calls == 1 and proxy.seconds >= 0
+
+
+def test_presets_resolve_for_this_machine(tmp_path):
+    quick = BenchConfig.preset(True, "cpu", work_dir=tmp_path).resolved()
+    cores = os.cpu_count() or 1
+    assert quick.image_side % quick.stride == 0  # no partly empty tiles in the bench image
+    assert quick.workers == cores and quick.threads == 1 and quick.batch_size == 1
+    assert quick.rows_in_flight == 1 and quick.model == "ebc-unet-mnv2"
+    gpu = BenchConfig.preset(False, "cuda").resolved()
+    assert gpu.model == "unet-resnet34" and gpu.workers == 1 and gpu.rows_in_flight == 3
+    assert gpu.batch_size == 0 and 340e6 < gpu.image_side**2 < 350e6  # the 346 Mpx pellet
+
+
+@pytest.mark.parametrize(("side", "batch", "shape"), [
+    (1000, 1, (8, 1)), (1000, 3, (3, 3)), (100, 2, (4, 2)), (1000, 16, (1, 16)),
+])
+def test_limit_tiles_are_real_and_different(side, batch, shape):
+    import numpy as np
+
+    from benchmarks.limit import tile_batches
+
+    image = np.random.default_rng(0).integers(0, 256, (side, side + 7, 3), dtype=np.uint8)
+    tiles = tile_batches(image, 128, batch)
+    assert tiles.shape == (*shape, 128, 128, 3) and tiles.dtype == np.uint8
+    flat = tiles.reshape(-1, 128, 128, 3)
+    if side >= 128:
+        np.testing.assert_array_equal(flat[0], image[:128, :128])  # a crop, not padding
+        assert not np.array_equal(flat[0], flat[-1])  # spread over the image
