@@ -17,6 +17,7 @@ from storage.db import as_utc
 from storage.errors import NotFoundError, StorageError
 from storage.models import Job, Row, utcnow
 from storage.states import JobStatus, RowStatus, job_sources, row_sources
+from storage.webhooks import arm_webhook
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,19 @@ class Progress:
     done: int
     failed: int
     pixels_done: int
+
+
+def fail_job_for_row(conn, job_id: str, index: int, attempts: int, reason: str, now) -> None:
+    """In the caller's transaction: fail a job that has not ended because its row ``index``
+    failed for good (``reason``), arming its webhook in the same UPDATE."""
+    conn.execute(
+        update(Job)
+        .where(Job.id == job_id,
+               Job.status.in_([s.value for s in job_sources(JobStatus.FAILED)]))
+        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
+                **arm_webhook(JobStatus.FAILED, now),
+                error=f"row {index} failed after {attempts} attempts: {reason}"[:4000])
+    )
 
 
 def _row_from_row(row) -> Row:
@@ -238,96 +252,8 @@ class RowTable:
                         finished_at=now)
             )
             if target == RowStatus.FAILED:
-                conn.execute(
-                    update(Job)
-                    .where(Job.id == job_id,
-                           Job.status.in_([s.value for s in job_sources(JobStatus.FAILED)]))
-                    .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
-                            error=f"row {index} failed after {row.attempts} attempts: {error}"[:4000])
-                )
+                fail_job_for_row(conn, job_id, index, row.attempts, error, now)
         return target
-
-    def expire_leases(
-        self, max_attempts: int, pending_timeout_seconds: float | None = None
-    ) -> list[tuple[str, int]]:
-        """Return ``running`` rows whose lease has expired (their worker died or was cut off)
-        to ``pending``, or to ``failed`` once they have used ``max_attempts`` (the job then
-        fails with the reason). With ``pending_timeout_seconds``, also pick ``pending`` rows
-        enqueued longer ago than that (their message was lost: e.g. a worker killed between
-        delivery and claim, with Redis/SQS hiding the message until its visibility timeout)
-        and mark them enqueued now. Only rows of ``running`` jobs are touched.
-
-        Returns:
-            ``(job_id, index)`` of the rows to (re-)enqueue.
-        """
-        now = utcnow()
-        expired_filter = (
-            Row.status == RowStatus.RUNNING.value,
-            Row.lease_expires_at < now,
-            Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
-        )
-        requeue: list[tuple[str, int]] = []
-        with self._tx() as conn:
-            expired = conn.execute(
-                select(Row.job_id, Row.index, Row.attempts, Row.worker).where(*expired_filter)
-            ).all()
-            for job_id, index, attempts, worker in expired:
-                reason = f"lease expired: worker {worker} stopped renewing it"
-                target = RowStatus.FAILED if attempts >= max_attempts else RowStatus.PENDING
-                moved = conn.execute(
-                    update(Row)
-                    .where(Row.job_id == job_id, Row.index == index, *expired_filter)
-                    .values(status=target.value, lease_expires_at=None, error=reason)
-                ).rowcount
-                if not moved:
-                    continue
-                if target == RowStatus.PENDING:
-                    conn.execute(update(Row).where(Row.job_id == job_id, Row.index == index)
-                                 .values(enqueued_at=now))
-                    requeue.append((job_id, index))
-                else:
-                    conn.execute(
-                        update(Job)
-                        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
-                        .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
-                                error=f"row {index} failed after {attempts} attempts: {reason}")
-                    )
-            if pending_timeout_seconds is not None:
-                stale = (
-                    Row.status == RowStatus.PENDING.value,
-                    Row.enqueued_at < now - timedelta(seconds=pending_timeout_seconds),
-                    Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
-                )
-                lost = conn.execute(select(Row.job_id, Row.index).where(*stale)).all()
-                for job_id, index in lost:
-                    moved = conn.execute(
-                        update(Row).where(Row.job_id == job_id, Row.index == index, *stale)
-                        .values(enqueued_at=now)
-                    ).rowcount
-                    if moved:
-                        requeue.append((job_id, index))
-        return requeue
-
-    def reset_rows_for_resume(self, job_id: str) -> list[int]:
-        """Return every ``failed`` (and ``running``) row of a job to ``pending``; attempts restart.
-
-        Returns:
-            Indices of all rows that are not done, to re-enqueue.
-        """
-        with self._tx() as conn:
-            conn.execute(
-                update(Row)
-                .where(Row.job_id == job_id, Row.status != RowStatus.DONE.value)
-                .values(status=RowStatus.PENDING.value, attempts=0, lease_expires_at=None,
-                        enqueued_at=utcnow())
-            )
-            return list(
-                conn.execute(
-                    select(Row.index)
-                    .where(Row.job_id == job_id, Row.status != RowStatus.DONE.value)
-                    .order_by(Row.index)
-                ).scalars()
-            )
 
     def progress(self, job_id: str) -> Progress:
         """Row counts by status and pixels segmented so far (done rows x image width)."""

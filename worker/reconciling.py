@@ -5,15 +5,18 @@ production; ``pelletseg run`` calls it from its progress loop). It returns rows 
 expired to ``pending`` and re-enqueues them, and re-enqueues rows left ``pending`` longer than
 ``pending_timeout_seconds`` after they were enqueued, so a row whose worker was SIGKILLed, or
 whose message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
-Duplicate messages are harmless: claims are exclusive.
+A job left ``reducing`` for ``reduce_timeout_seconds`` gets its reducer enqueued again (the
+message was lost, e.g. a broker restarted without persistence). Duplicate messages are
+harmless: claims are exclusive, and a reducer of a job that is no longer reducing is a no-op.
 """
 
 from __future__ import annotations
 
 import structlog
 
-from storage.queues import ROW_TASK
+from storage.queues import REDUCE_TASK, ROW_TASK
 from worker.context import WorkerContext
+from worker.notifying import sweep as sweep_webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -34,4 +37,10 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
         ctx.enqueue(ROW_TASK, job_id, index)
     if requeued:
         log.warning("reconcile.requeued", rows=len(requeued))
+    for job_id in ctx.jobs.stale_reducing_jobs(ctx.settings.reduce_timeout_seconds):
+        log.warning("reconcile.reducer_requeued", job_id=job_id)
+        ctx.enqueue(REDUCE_TASK, job_id)
+    notified = sweep_webhooks(ctx)  # due webhook deliveries (retries, lost messages)
+    if notified:
+        log.info("reconcile.webhooks", jobs=len(notified))
     return requeued

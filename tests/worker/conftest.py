@@ -80,24 +80,66 @@ def read_tiff(path: Path, page: int = 0) -> np.ndarray:
     return arr[..., 0] if img.bands == 1 else arr
 
 
-def sqs_settings(home: Path, endpoint: str, **overrides) -> Settings:
-    """Settings for SQS on the moto server: one queue per pelletseg queue, predefined."""
+def unique_prefix() -> str:
+    """A queue prefix no other test run uses (``PELLETSEG_QUEUE_PREFIX``)."""
     import uuid
 
-    import boto3
+    return f"t{uuid.uuid4().hex[:10]}-"
 
-    from storage.queues import QUEUES
 
-    client = boto3.client("sqs")
-    prefix = f"t{uuid.uuid4().hex[:8]}-"
-    predefined = {
-        q: {"url": client.create_queue(QueueName=prefix + q)["QueueUrl"]} for q in QUEUES
-    }
+def sqs_settings(home: Path, endpoint: str, **overrides) -> Settings:
+    """Settings for SQS on the moto server: a fresh queue prefix, each queue created with its
+    dead-letter queue and redrive policy (:func:`storage.brokers.create_sqs_queues`), and
+    predefined for kombu; 1 s long polls, so a redelivered message is back after 1 s."""
+    from storage.brokers import create_sqs_queues
+
     host = endpoint.removeprefix("http://")
-    return make_settings(
-        home,
-        broker_url=f"sqs://testing:testing@{host}",
-        broker_transport_options={"region": "us-east-1", "is_secure": False,
-                                  "predefined_queues": predefined},
-        **overrides,
-    )
+    values = dict(queue_prefix=unique_prefix(), broker_url=f"sqs://testing:testing@{host}")
+    values.update(overrides)
+    settings = make_settings(home, **values)
+    predefined = create_sqs_queues(settings)
+    options = {"region": "us-east-1", "is_secure": False, "wait_time_seconds": 1,
+               "predefined_queues": predefined}
+    return make_settings(home, broker_transport_options=options, **values)
+
+
+@pytest.fixture
+def broker_cleanup():
+    """Call with a :class:`Settings`; its prefixed queues and broker keys are deleted after
+    the test (``storage.brokers.delete_queues``)."""
+    from storage.brokers import delete_queues
+
+    registered: list[Settings] = []
+    yield registered.append
+    for settings in registered:
+        delete_queues(settings)
+
+
+def reference_run(tmp_path: Path, tiny_package: Path, image: Path, **overrides):
+    """Labels (H, W) uint8 and the fractions document of an uninterrupted run of ``image``
+    (stage functions called in this process, no broker)."""
+    import json
+
+    from api.jobs import build_spec
+    from storage.layout import FRACTIONS_JSON, LABELS, output_key
+    from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK
+    from storage.states import JobStatus
+    from worker.planning import plan_job
+    from worker.reducing import reduce_job
+    from worker.segmenting import segment_row
+
+    settings = make_settings(tmp_path / "reference", **overrides)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    sent: list[tuple] = []
+    ctx = WorkerContext.from_settings(settings, lambda task, *args: sent.append((task, *args)))
+    publish_package(ctx, tiny_package)
+    job = ctx.jobs.create_job(build_spec(settings, str(image)))
+    sent.append((PLAN_TASK, job.id))
+    stages = {PLAN_TASK: plan_job, ROW_TASK: segment_row, REDUCE_TASK: reduce_job}
+    while sent:
+        task, *args = sent.pop(0)
+        stages[task](ctx, *args)
+    assert ctx.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+    labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
+    return labels, json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))

@@ -1,6 +1,8 @@
 """Chaos: worker processes are SIGKILLed at random moments during a job of >= 40 rows. The job
 still succeeds, its label map is byte-identical to an uninterrupted run's, its fractions are
-equal and no row is counted twice. Real `celery worker` processes, real brokers: the embedded one, Redis, and SQS (moto server on 127.0.0.1)."""
+equal and no row is counted twice. Real `celery worker` processes, real brokers: the embedded
+one, Redis (the shared server, under a queue prefix of this run only), and SQS (moto server on
+127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -16,15 +18,19 @@ from api.jobs import build_spec, submit_job
 from cli.stack import LocalWorkers
 from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, LABELS, output_key
-from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
+from storage.queues import make_celery, send
 from storage.states import JOB_TERMINAL, JobStatus
-from tests.worker.conftest import DEMO_DATA, make_settings, read_tiff, sqs_settings
+from tests.worker.conftest import (
+    DEMO_DATA,
+    make_settings,
+    read_tiff,
+    reference_run,
+    sqs_settings,
+    unique_prefix,
+)
 from worker.context import WorkerContext
-from worker.planning import plan_job
 from worker.reconciling import reconcile
-from worker.reducing import reduce_job
 from worker.registry import publish_package
-from worker.segmenting import segment_row
 
 pytestmark = pytest.mark.slow
 
@@ -39,43 +45,23 @@ def tall_image(tmp_path_factory):
     return out
 
 
-def _reference(tmp_path, tiny_package, image):
-    """Labels and fractions of an uninterrupted run (stage functions in this process)."""
-    settings = make_settings(tmp_path / "reference")
-    settings.ensure_home()
-    upgrade(settings.resolved_database_url)
-    sent: list[tuple] = []
-    ctx = WorkerContext.from_settings(settings, lambda task, *args: sent.append((task, *args)))
-    publish_package(ctx, tiny_package)
-    job = ctx.jobs.create_job(build_spec(settings, str(image)))
-    sent.append((PLAN_TASK, job.id))
-    stages = {PLAN_TASK: plan_job, ROW_TASK: segment_row, REDUCE_TASK: reduce_job}
-    while sent:
-        task, *args = sent.pop(0)
-        stages[task](ctx, *args)
-    assert ctx.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
-    labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
-    return labels, json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
-
-
-@pytest.mark.parametrize("broker", ["embedded", pytest.param("redis", marks=pytest.mark.redis), "sqs"])
+@pytest.mark.parametrize(
+    "broker", ["embedded", pytest.param("redis", marks=pytest.mark.redis), "sqs"])
 def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
-    broker, tmp_path, tiny_package, tall_image, request
+    broker, tmp_path, tiny_package, tall_image, request, broker_cleanup
 ):
-    ref_labels, ref_doc = _reference(tmp_path, tiny_package, tall_image)
+    ref_labels, ref_doc = reference_run(tmp_path, tiny_package, tall_image)
     overrides = dict(lease_seconds=4, max_attempts=20, torch_threads=1,
                      pending_timeout_seconds=15)
-    if broker == "redis":
-        redis_url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/9"
-        import redis
-
-        redis.Redis.from_url(redis_url).flushdb()
-        overrides["broker_url"] = redis_url
+    if broker == "redis":  # the shared server: a queue prefix of this run only
+        overrides["broker_url"] = request.getfixturevalue("redis_url")
+        overrides["queue_prefix"] = unique_prefix()
     if broker == "sqs":
         endpoint = request.getfixturevalue("moto_endpoint")
         settings = sqs_settings(tmp_path / "chaos", endpoint, **overrides)
     else:
         settings = make_settings(tmp_path / "chaos", **overrides)
+    broker_cleanup(settings)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)
@@ -86,17 +72,19 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     with LocalWorkers(settings, 3) as pool:
         job = submit_job(settings, build_spec(settings, str(tall_image)), app=app)
         deadline = time.monotonic() + 420
-        next_kill = time.monotonic() + rng.uniform(4, 8)
+        # Kill at random points of the job's progress (not of wall time, which varies with the
+        # machine's speed): after a random number of rows done, spread over the job.
+        kill_after = sorted(rng.sample(range(1, 36), 5))
         while time.monotonic() < deadline:
             status = ctx.jobs.get_job(job.id).status
             if status in JOB_TERMINAL:
                 break
-            if kills < 5 and time.monotonic() >= next_kill:
+            if kills < 5 and ctx.jobs.progress(job.id).done >= kill_after[kills]:
+                time.sleep(rng.uniform(0, 1.0))  # land anywhere inside the next rows
                 pool.kill(rng.randrange(3))
                 kills += 1
-                next_kill = time.monotonic() + rng.uniform(2, 6)
             reconcile(ctx)
-            time.sleep(0.5)
+            time.sleep(0.25)
     done = ctx.jobs.get_job(job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert kills == 5

@@ -15,10 +15,10 @@ from celery.contrib.testing.worker import start_worker
 from api.jobs import build_spec, submit_job
 from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, LABELS, output_key
-from storage.queues import QUEUES, make_celery
+from storage.queues import QUEUES, queue_name
 from storage.states import JOB_TERMINAL, JobStatus
 from tests.conftest import port_open
-from tests.worker.conftest import make_settings, read_tiff, sqs_settings
+from tests.worker.conftest import make_settings, read_tiff, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.inference import Segmenter
 from worker.reading import open_image, read_rows
@@ -36,37 +36,30 @@ def _wait(ctx, job_id, timeout=300):
     raise AssertionError(f"job {job_id} still {job.status} after {timeout} s")
 
 
-def _flush_redis(url):
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
-
-
 @pytest.fixture(params=[
     "embedded",
     pytest.param("postgres+redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
     "rabbitmq",
     "sqs",
 ])
-def queue_settings(request, tmp_path):
+def queue_settings(request, tmp_path, broker_cleanup):
+    """Settings of one broker; the shared Redis/RabbitMQ servers get a fresh queue prefix (no
+    other run's queues or messages are seen, and none are left behind)."""
     if request.param == "embedded":
         return make_settings(tmp_path / "home")
     if request.param == "rabbitmq":
         if not port_open(5672):
             pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
-        settings = make_settings(tmp_path / "home", broker_url="amqp://guest:guest@127.0.0.1:5672//")
-        app = make_celery(settings)
-        with app.connection_for_write() as conn:  # start from empty queues, declared as Celery does
-            for q in QUEUES:
-                queue = app.amqp.queues[q](conn.default_channel)
-                queue.declare()
-                queue.purge()
-        return settings
-    if request.param == "sqs":
-        return sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
-    pg, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
-    _flush_redis(redis_url)
-    return make_settings(tmp_path / "home", database_url=pg, broker_url=redis_url)
+        settings = make_settings(tmp_path / "home", queue_prefix=unique_prefix(),
+                                 broker_url="amqp://guest:guest@127.0.0.1:5672//")
+    elif request.param == "sqs":
+        settings = sqs_settings(tmp_path / "home", request.getfixturevalue("moto_endpoint"))
+    else:
+        pg, redis_url = request.getfixturevalue("pg_url"), request.getfixturevalue("redis_url")
+        settings = make_settings(tmp_path / "home", database_url=pg, broker_url=redis_url,
+                                 queue_prefix=unique_prefix())
+    broker_cleanup(settings)
+    return settings
 
 
 def test_job_through_a_real_celery_worker(queue_settings, tiny_package, micrograph):
@@ -76,8 +69,9 @@ def test_job_through_a_real_celery_worker(queue_settings, tiny_package, microgra
     app = make_worker_app(settings)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
     publish_package(ctx, tiny_package)
+    queues = [queue_name(settings, q) for q in QUEUES]
     with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
-                      queues=list(QUEUES), loglevel="WARNING", shutdown_timeout=60):
+                      queues=queues, loglevel="WARNING", shutdown_timeout=60):
         job = submit_job(settings, build_spec(settings, str(micrograph)), app=app)
         done = _wait(ctx, job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
