@@ -6,6 +6,7 @@ writes the job table, reads the blob store, and sends tasks by name.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 
 from celery import Celery
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import check_auth_binding, require_api_key
 from api.jobs import SubmissionError
-from api.routes import health, jobs, models
+from api.routes import batches, dashboard, health, jobs, metrics, models, rows, uploads, viewer
 from api.schemas import ErrorOut
 from storage.apikeys import ApiKeyStore
 from storage.blobs import BlobStore
@@ -28,10 +29,13 @@ from storage.errors import (
     SpecError,
     StorageError,
     TransitionError,
+    UploadError,
+    UploadStateError,
 )
 from storage.jobs import JobStore, job_store
 from storage.queues import make_celery
 from storage.settings import Settings, get_settings
+from storage.uploads import UploadStore
 
 
 class Services:
@@ -54,6 +58,12 @@ class Services:
     def celery(self) -> Celery:
         """A Celery app used only to send tasks by name."""
         return make_celery(self.settings, main="pelletseg-api")
+
+    @cached_property
+    def uploads(self) -> UploadStore:
+        """Uploads into the blob store (``uploads/{id}/...``)."""
+        return UploadStore(self.blobs, part_size=self.settings.upload_part_bytes,
+                           max_bytes=self.settings.max_upload_bytes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,12 +94,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/v1", dependencies=protected, responses=errors)
     app.include_router(models.router, prefix="/v1", dependencies=protected, responses=errors)
     app.include_router(health.router)
+    app.include_router(rows.router, prefix="/v1", dependencies=protected, responses=errors)
+    app.include_router(viewer.router, prefix="/v1", dependencies=protected, responses=errors)
+    dashboard.install(app)
+    app.include_router(uploads.router, prefix="/v1", dependencies=protected, responses=errors)
+    app.include_router(batches.router, prefix="/v1", dependencies=protected, responses=errors)
+    app.include_router(metrics.router)
 
     app.add_exception_handler(StorageError, _domain_error)
     app.add_exception_handler(SubmissionError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, unlimited=UPLOAD_PART_PATH)
     return app
 
 
@@ -98,6 +114,8 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (BlobNotFoundError, 404),
     (NotFoundError, 404),
     (TransitionError, 409),
+    (UploadStateError, 409),
+    (UploadError, 422),
     (InvalidKeyError, 400),
     (SpecError, 422),
     (SubmissionError, 422),
@@ -128,16 +146,24 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"detail": "invalid request: " + "; ".join(parts)}, status_code=422)
 
 
+#: Upload parts stream to disk; their route checks each part's own length instead.
+UPLOAD_PART_PATH = re.compile(r"/v1/uploads/[^/]+/parts/\d+")
+
+
 class BodyLimit:
     """ASGI middleware: 413 for a request body over ``max_bytes``, declared
-    (``Content-Length``) or streamed (chunked: the body is buffered up to the limit)."""
+    (``Content-Length``) or streamed (chunked: the body is buffered up to the limit). Paths
+    matching ``unlimited`` (upload parts) pass untouched."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, unlimited: re.Pattern | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.unlimited = unlimited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.unlimited is not None and self.unlimited.fullmatch(scope.get("path", ""))
+        ):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

@@ -4,19 +4,19 @@ by name)."""
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
+from pydantic import ValidationError
 
-from storage.errors import StorageError, TransitionError
+from storage import webhooks
+from storage.errors import StorageError, TransitionError, WebhookUrlError
 from storage.jobs import JobStore, job_store
 from storage.models import Job
-from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
+from storage.queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.settings import Settings
 from storage.spec import JobSpec
 from storage.states import JOB_TERMINAL, JobStatus
@@ -53,52 +53,32 @@ def normalise_source(source: str, settings: Settings) -> str:
 
 
 def check_webhook_url(url: str, settings: Settings) -> str:
-    """Check a webhook URL against server-side request forgery.
-
-    It must be ``http(s)://host...``, and every address ``host`` resolves to must be public
-    (not loopback, private, link-local, multicast, reserved or unspecified), unless
-    ``settings.allow_private_webhooks`` is true.
+    """Check a webhook URL against server-side request forgery (see
+    :func:`storage.webhooks.check_webhook_url`; private addresses pass only with
+    ``settings.allow_private_webhooks``).
 
     Returns:
         ``url`` unchanged.
 
     Raises:
-        SubmissionError: wrong scheme, no host, unresolvable host or a non-public address.
+        SubmissionError: wrong scheme, credentials, no host, unresolvable host or a non-public
+            address.
     """
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https"):
-        raise SubmissionError(f"webhook_url {url!r} must be an http:// or https:// URL")
-    if not parsed.hostname:
-        raise SubmissionError(f"webhook_url {url!r} has no host")
-    if parsed.username or parsed.password:
-        raise SubmissionError(f"webhook_url {url!r} must not carry credentials")
     try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        infos = socket.getaddrinfo(parsed.hostname, port, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError) as e:
-        raise SubmissionError(f"webhook_url {url!r}: cannot resolve its host ({e})") from e
-    if settings.allow_private_webhooks:
-        return url
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            raise SubmissionError(
-                f"webhook_url {url!r} resolves to {address}, a loopback, private, link-local "
-                "or reserved address; webhooks must reach a public address"
-            )
-    return url
+        return webhooks.check_webhook_url(url, settings.allow_private_webhooks)
+    except WebhookUrlError as e:
+        raise SubmissionError(str(e)) from e
 
 
 def build_spec(settings: Settings, source: str, model: str | None = None, **options) -> JobSpec:
     """A :class:`JobSpec` from a source and options, defaults taken from ``settings``.
 
     Options left None take the defaults; a ``webhook_url`` is checked with
-    :func:`check_webhook_url`.
+    :func:`check_webhook_url`, and needs ``settings.webhook_secret`` (webhooks are signed).
 
     Raises:
-        SubmissionError: invalid source, webhook URL or options.
+        SubmissionError: invalid source, webhook URL or options, or a webhook without a
+            signing secret configured.
     """
     values = dict(
         source_url=normalise_source(source, settings),
@@ -109,9 +89,18 @@ def build_spec(settings: Settings, source: str, model: str | None = None, **opti
     )
     values.update({k: v for k, v in options.items() if v is not None})
     if values.get("webhook_url") is not None:
+        if settings.webhook_secret is None:
+            raise SubmissionError(
+                "webhook_url needs a signing secret on the server: set PELLETSEG_WEBHOOK_SECRET "
+                "on the API and the workers (webhooks are never sent unsigned)"
+            )
         check_webhook_url(values["webhook_url"], settings)
     try:
         return JobSpec(**values)
+    except ValidationError as e:
+        raise SubmissionError("; ".join(
+            (".".join(map(str, err["loc"])) + ": " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ") for err in e.errors())) from e
     except ValueError as e:
         raise SubmissionError(str(e)) from e
 
@@ -122,8 +111,9 @@ def submit_job(
     *,
     idempotency_key: str | None = None,
     app: Celery | None = None,
+    batch_id: str | None = None,
 ) -> Job:
-    """Create a ``queued`` job and enqueue its planning task.
+    """Create a ``queued`` job (in batch ``batch_id`` if given) and enqueue its planning task.
 
     With an ``idempotency_key`` already used, returns that job and enqueues nothing (also
     when two requests with the same key race: only the one that inserted the job enqueues).
@@ -138,7 +128,8 @@ def submit_job(
         if existing is not None:
             return existing
     new_id = str(uuid.uuid4())
-    job = jobs.create_job(spec, job_id=new_id, idempotency_key=idempotency_key)
+    job = jobs.create_job(spec, job_id=new_id, idempotency_key=idempotency_key,
+                          batch_id=batch_id)
     if job.id == new_id:
         _send_or_fail(jobs, app or make_celery(settings), job.id, [(PLAN_TASK, job.id)])
     return job
@@ -158,8 +149,10 @@ def _send_or_fail(jobs: JobStore, app: Celery, job_id: str, tasks: list[tuple]) 
         ) from e
 
 
-def cancel_job(settings: Settings, job_id: str) -> Job:
-    """Move a job that has not ended to ``cancelled``; workers skip its remaining rows.
+def cancel_job(settings: Settings, job_id: str, app: Celery | None = None) -> Job:
+    """Move a job that has not ended to ``cancelled``; workers skip its remaining rows. Its
+    webhook, if any, is armed in the same UPDATE and its notify task sent (best effort: if the
+    broker is down, the reconciler sends it later).
 
     Returns:
         The job after the change.
@@ -176,6 +169,11 @@ def cancel_job(settings: Settings, job_id: str) -> Job:
             raise TransitionError(f"job {job_id} is {job.status}; only a job that has not "
                                   "ended can be cancelled")
         if jobs.transition_job(job_id, JobStatus.CANCELLED):
+            if jobs.webhook_pending(job_id):
+                try:
+                    send(app or make_celery(settings), NOTIFY_TASK, job_id)
+                except (BrokerError, OSError):
+                    pass  # the job is cancelled; the reconciler's sweep sends the webhook
             return jobs.get_job(job_id)
     raise TransitionError(f"job {job_id} kept changing status; try again")
 

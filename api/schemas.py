@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.states import JobStatus
+from storage.states import JobStatus, RowStatus
 
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
+UPLOAD_ID_EXAMPLE = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
+BATCH_ID_EXAMPLE = "b3e1c2a4-7f61-5a0e-9e7b-3c2d1f0a9b88"
 
 
 class ErrorOut(BaseModel):
@@ -19,7 +21,8 @@ class ErrorOut(BaseModel):
 
 
 class JobCreate(BaseModel):
-    """A new segmentation job. Options left null take the server's defaults."""
+    """A new segmentation job: ``source_url`` or ``upload_id`` (exactly one). Options left
+    null take the server's defaults."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -37,9 +40,13 @@ class JobCreate(BaseModel):
         },
     )
 
-    source_url: str = Field(
-        min_length=1, max_length=4000,
+    source_url: str | None = Field(
+        None, min_length=1, max_length=4000,
         description="Image URL (s3://, gs://, file:// or a server path where allowed).",
+    )
+    upload_id: str | None = Field(
+        None, min_length=1, max_length=64, examples=[UPLOAD_ID_EXAMPLE],
+        description="A completed upload (POST /v1/uploads) to segment instead of a URL.",
     )
     model: str | None = Field(None, max_length=100, description="Model package name.")
     model_version: str | None = Field(
@@ -56,6 +63,12 @@ class JobCreate(BaseModel):
         description="Resubmitting with the same key returns the first job.",
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> "JobCreate":
+        if (self.source_url is None) == (self.upload_id is None):
+            raise ValueError("give exactly one of source_url and upload_id")
+        return self
+
 
 class ModelRef(BaseModel):
     """The exact model package a job runs with (version and sha256 known after planning)."""
@@ -65,6 +78,20 @@ class ModelRef(BaseModel):
     name: str | None = Field(examples=["ebc-unet-mnv2"])
     version: str | None = Field(examples=["1"])
     sha256: str | None = Field(description="sha256 of the weights file.")
+
+
+class WebhookOut(BaseModel):
+    """Delivery state of a job's end-of-job webhook (null until the job has ended once)."""
+
+    status: str | None = Field(
+        description="pending, sending, delivered or failed (after the last attempt).",
+        examples=["delivered"],
+    )
+    event: str | None = Field(description="The ending notified.", examples=["succeeded"])
+    attempts: int = Field(examples=[1])
+    last_error: str | None = Field(examples=[None])
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
 
 
 class JobOut(BaseModel):
@@ -77,6 +104,8 @@ class JobOut(BaseModel):
     source_url: str = Field(examples=["s3://pellets/2026-11/P-0042.tif"])
     labels: dict[str, Any] = Field(examples=[{"sample": "P-0042"}])
     webhook_url: str | None = None
+    webhook: WebhookOut | None = Field(None, description="Webhook delivery, once the job ended.")
+    batch_id: str | None = Field(None, examples=[BATCH_ID_EXAMPLE])
     model: ModelRef
     tile_size: int = Field(examples=[1024])
     halo: int = Field(examples=[128])
@@ -152,3 +181,121 @@ class ReadyOut(BaseModel):
     status: str = Field(examples=["ready"])
     checks: dict[str, str] = Field(examples=[{"database": "ok", "broker": "ok"}])
     detail: str | None = Field(None, examples=["not ready: broker failed"])
+
+
+class RowOut(BaseModel):
+    """One row record of a job: image rows ``[y0, y1)``, the unit of work and checkpoint."""
+
+    index: int = Field(examples=[4])
+    status: RowStatus = Field(examples=["done"])
+    y0: int = Field(description="First image row (px).", examples=[3072])
+    y1: int = Field(description="Image row after the last one (px).", examples=[3840])
+    attempts: int = Field(description="Claims so far (1 on a first run).", examples=[1])
+    seconds: float | None = Field(description="Time the done attempt took (s).",
+                                  examples=[4.2])
+    error: str | None = Field(description="Why the last attempt failed, if it did.")
+    worker: str | None = Field(description="Worker that claimed it last.",
+                               examples=["pelletseg0-1234@gpu-7"])
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RowList(BaseModel):
+    """Every row record of a job, in index order (empty before planning)."""
+
+    job_id: str = Field(examples=[JOB_ID_EXAMPLE])
+    rows: list[RowOut]
+
+
+class BatchCreate(BaseModel):
+    """Several jobs at once, one per image, sharing one batch id. ``model``, ``model_version``,
+    ``tile_size``, ``halo`` and ``webhook_url`` apply to the jobs that leave them null;
+    ``labels`` are merged under each job's own labels."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        protected_namespaces=(),
+        json_schema_extra={"examples": [{
+            "jobs": [{"source_url": "s3://pellets/P-1.tif", "labels": {"sample": "P-1"}},
+                     {"upload_id": UPLOAD_ID_EXAMPLE, "labels": {"sample": "P-2"}}],
+            "labels": {"campaign": "2026-11"},
+            "idempotency_key": "lims-batch-17",
+        }]},
+    )
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=500)
+    model: str | None = Field(None, max_length=100)
+    model_version: str | None = Field(None, max_length=50)
+    tile_size: int | None = Field(None, ge=32, le=8192)
+    halo: int | None = Field(None, ge=0, le=4096)
+    labels: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = Field(None, max_length=2000)
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=180,
+        description="Resubmitting with the same key returns the same batch and jobs (job i "
+        "gets key '<key>#<i>' unless it has its own).",
+    )
+
+
+class BatchOut(BaseModel):
+    """A batch: its jobs (newest first) and how many are in each status."""
+
+    id: str = Field(examples=[BATCH_ID_EXAMPLE])
+    jobs_total: int = Field(examples=[2])
+    status_counts: dict[str, int] = Field(examples=[{"running": 1, "queued": 1}])
+    jobs: list[JobOut]
+
+
+class UploadCreate(BaseModel):
+    """A file to upload: its name and exact size."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"filename": "P-0042.tif", "size": 6442450944}]},
+    )
+
+    filename: str = Field(min_length=1, max_length=1000)
+    size: int = Field(ge=1, description="File size (bytes).")
+    part_size: int | None = Field(
+        None, ge=5 * 1024 * 1024, le=5 * 1024**3,
+        description="Part size (bytes, >= 5 MiB); default PELLETSEG_UPLOAD_PART_BYTES.",
+    )
+
+
+class PartOut(BaseModel):
+    """A part that arrived."""
+
+    number: int = Field(examples=[1])
+    size: int = Field(examples=[67108864])
+    etag: str = Field(description="Hex MD5 of the part ('' once the upload is complete).")
+
+
+class UploadOut(BaseModel):
+    """An upload's state. ``urls`` (create and /urls only) maps part numbers to PUT URLs."""
+
+    id: str = Field(examples=[UPLOAD_ID_EXAMPLE])
+    filename: str = Field(examples=["P-0042.tif"])
+    key: str = Field(examples=[f"uploads/{UPLOAD_ID_EXAMPLE}/P-0042.tif"])
+    size: int
+    part_size: int
+    parts: int = Field(description="Number of parts (1..10,000).")
+    storage: str = Field(
+        description="s3: PUT parts to the presigned URLs, without an Authorization header; "
+        "local: PUT them to the API with the API key.", examples=["s3"],
+    )
+    parts_uploaded: list[PartOut]
+    bytes_uploaded: int
+    complete: bool
+    created_at: datetime
+    completed_at: datetime | None
+    source_url: str | None = Field(description="Where jobs read the file, once complete.")
+    urls: dict[int, str] = Field(default_factory=dict)
+    urls_expire_at: datetime | None = None
+
+
+class UploadUrlsRequest(BaseModel):
+    """Part numbers that need (fresh) upload URLs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parts: list[int] = Field(min_length=1, max_length=1000, examples=[[1, 2, 3]])

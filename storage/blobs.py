@@ -161,6 +161,72 @@ class BlobStore:
         except OSError as e:
             raise StorageError(f"cannot sign {self.url(key)}: {e}") from e
 
+    @property
+    def is_s3(self) -> bool:
+        """True when the store is an S3 bucket (``s3://``): presigned uploads are possible."""
+        return bool({"s3", "s3a"} & _protocols(self.fs))
+
+    def s3_location(self, key: str) -> tuple[str, str]:
+        """``(bucket, object key)`` of blob ``key`` on an S3 store.
+
+        Raises:
+            StorageError: the store is not S3.
+        """
+        if not self.is_s3:
+            raise StorageError(f"{self.root_url} is not an S3 store")
+        bucket, _, prefix = self.path(key).partition("/")
+        return bucket, prefix
+
+    def s3_client(self):
+        """A boto3 S3 client with the store's endpoint and credentials (SigV4), created once
+        per store; for what s3fs does not offer (presigned PUTs, multipart uploads).
+
+        Raises:
+            StorageError: the store is not S3.
+        """
+        if not self.is_s3:
+            raise StorageError(f"{self.root_url} is not an S3 store")
+        if getattr(self, "_s3_client", None) is None:
+            import boto3
+            from botocore.config import Config
+
+            kwargs = dict(self.fs.client_kwargs or {})
+            if getattr(self.fs, "endpoint_url", None):
+                kwargs.setdefault("endpoint_url", self.fs.endpoint_url)
+            if self.fs.key:
+                kwargs.update(aws_access_key_id=self.fs.key,
+                              aws_secret_access_key=self.fs.secret,
+                              aws_session_token=self.fs.token)
+            self._s3_client = boto3.client(
+                "s3", config=Config(signature_version="s3v4"), **kwargs
+            )
+        return self._s3_client
+
+    def presign_put(self, key: str, expires_s: int = 3600) -> str:
+        """A presigned ``PUT`` URL writing blob ``key`` directly to S3, valid ``expires_s`` s.
+
+        Raises:
+            StorageError: the store is not S3, or signing failed.
+        """
+        bucket, object_key = self.s3_location(key)
+        return self.presign("put_object", {"Bucket": bucket, "Key": object_key}, expires_s)
+
+    def presign(self, operation: str, params: dict, expires_s: int) -> str:
+        """A presigned URL of the S3 API call ``operation`` (e.g. ``upload_part``) with
+        ``params``, valid ``expires_s`` seconds.
+
+        Raises:
+            StorageError: the store is not S3, or signing failed.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.s3_client().generate_presigned_url(
+                operation, Params=params, ExpiresIn=expires_s
+            )
+        except (BotoCoreError, ClientError) as e:
+            raise StorageError(f"cannot presign {operation} on {self.root_url}: {e}") from e
+
     def open_read(self, key: str):
         """A binary file object reading ``key`` (the caller closes it).
 

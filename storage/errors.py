@@ -23,3 +23,17 @@ class NotFoundError(StorageError):
 
 class SpecError(StorageError, ValueError):
     """A job spec is invalid or has a version this code cannot read."""
+
+
+class WebhookUrlError(StorageError, ValueError):
+    """A webhook URL is not http(s), carries credentials, cannot be resolved, or resolves to a
+    private address (server-side request forgery guard)."""
+
+
+class UploadError(StorageError, ValueError):
+    """An upload request or part is invalid (file name, size, part number, part length)."""
+
+
+class UploadStateError(UploadError):
+    """An upload is not in the state the operation needs (e.g. not complete yet, or its parts
+    go to presigned S3 URLs and not through the API)."""

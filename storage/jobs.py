@@ -3,8 +3,9 @@
 ``UPDATE ... WHERE status IN (:allowed_from)`` and a check of ``rowcount`` make each transition
 atomic: of two workers (or two deliveries of one message) racing for the same row, exactly one
 wins and the other sees ``False``. Nothing here is cached; the database is the source of truth.
-Job operations live here; row records in :mod:`storage.rows`, model records in
-:mod:`storage.model_records`.
+Job operations live here; row records in :mod:`storage.rows` (recovery of lost rows in
+:mod:`storage.recovery`), model records in :mod:`storage.model_records`, the webhook outbox in
+:mod:`storage.webhooks`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from storage.db import as_utc, cached_engine, session_scope
 from storage.errors import NotFoundError, StorageError
 from storage.model_records import ModelTable
 from storage.models import Job, utcnow
+from storage.recovery import RecoveryTable
+from storage.retries import with_retries
 from storage.rows import Claim, Progress, RowTable
 from storage.settings import Settings
 from storage.spec import JobSpec
 from storage.states import JobStatus, job_sources
+from storage.webhooks import JOB_TIMESTAMPS, WebhookOutbox, arm_webhook
 
 __all__ = ["Claim", "JobStore", "Progress", "job_store"]
 
 
-class JobStore(RowTable, ModelTable):
-    """Repository over the job table (jobs, rows, models) bound to one engine.
+@with_retries  # lost/refused connections retried with backoff (storage/retries.py)
+class JobStore(RowTable, RecoveryTable, ModelTable, WebhookOutbox):
+    """Repository over the job table (jobs, rows, models, webhook outbox) bound to one engine.
 
     Raises (every method):
         StorageError: the database failed or is unreachable (chained from SQLAlchemy's error).
@@ -41,9 +46,15 @@ class JobStore(RowTable, ModelTable):
 
     # ---------------------------------------------------------------- jobs
     def create_job(
-        self, spec: JobSpec, *, job_id: str | None = None, idempotency_key: str | None = None
+        self,
+        spec: JobSpec,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        batch_id: str | None = None,
     ) -> Job:
-        """Insert a ``queued`` job for ``spec``; an existing ``idempotency_key`` returns that job."""
+        """Insert a ``queued`` job for ``spec`` (in batch ``batch_id`` if given); an existing
+        ``idempotency_key`` returns that job."""
         now = utcnow()
         values = dict(
             id=job_id or str(uuid.uuid4()),
@@ -53,6 +64,8 @@ class JobStore(RowTable, ModelTable):
             idempotency_key=idempotency_key,
             model_name=spec.model,
             model_version=spec.model_version,
+            webhook_url=spec.webhook_url,
+            batch_id=batch_id,
             created_at=now,
             updated_at=now,
         )
@@ -94,9 +107,10 @@ class JobStore(RowTable, ModelTable):
         *,
         offset: int = 0,
         labels: dict[str, str] | None = None,
+        batch_id: str | None = None,
     ) -> list[Job]:
-        """Newest jobs first, optionally only those with ``status`` and every label in
-        ``labels`` (a label matches when ``str(spec.labels[key]) == value``).
+        """Newest jobs first, optionally only those with ``status``, in batch ``batch_id``, and
+        with every label in ``labels`` (a label matches when ``str(spec.labels[key]) == value``).
 
         ``offset`` skips that many matching jobs. Labels are filtered in Python over the
         status-filtered jobs (JSON operators differ between SQLite and PostgreSQL), scanned in
@@ -105,6 +119,8 @@ class JobStore(RowTable, ModelTable):
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
         if status is not None:
             q = q.where(Job.status == status.value)
+        if batch_id is not None:
+            q = q.where(Job.batch_id == batch_id)
         if not labels:
             with self._tx() as conn:
                 return [_job_from_row(r) for r in conn.execute(q.limit(limit).offset(offset))]
@@ -138,7 +154,8 @@ class JobStore(RowTable, ModelTable):
         ``expected`` narrows the allowed sources to that one status: a stage that moves its own
         job on (e.g. the planner, ``planning -> running``) must not also revive a job that was
         cancelled meanwhile, although ``cancelled -> running`` is a valid resume. Extra
-        ``values`` (e.g. ``error=``, ``width=``) are written in the same UPDATE.
+        ``values`` (e.g. ``error=``, ``width=``) are written in the same UPDATE; so is the
+        webhook outbox when ``target`` ends the job (:func:`storage.webhooks.arm_webhook`).
 
         Returns:
             True if this call made the transition; False if the job was in another status
@@ -153,6 +170,7 @@ class JobStore(RowTable, ModelTable):
             values.setdefault("finished_at", now)
         if target == JobStatus.PLANNING:
             values.setdefault("started_at", now)
+        values = {**arm_webhook(target, now), **values}
         sources = job_sources(target)
         if expected is not None:
             sources = sources & {expected}
@@ -186,7 +204,7 @@ class JobStore(RowTable, ModelTable):
 
 
 def _job_from_row(row) -> Job:
-    return as_utc(row[0], "created_at", "updated_at", "started_at", "finished_at")
+    return as_utc(row[0], *JOB_TIMESTAMPS)
 
 
 def job_store(settings: Settings) -> JobStore:
@@ -195,4 +213,6 @@ def job_store(settings: Settings) -> JobStore:
     Raises:
         StorageError: the database URL cannot be used.
     """
-    return JobStore(cached_engine(settings.resolved_database_url))
+    store = JobStore(cached_engine(settings.resolved_database_url))
+    store.retry_seconds = settings.db_retry_seconds
+    return store

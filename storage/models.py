@@ -54,6 +54,24 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Several jobs submitted together by POST /v1/batches share a batch id.
+    batch_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    # Webhook outbox (storage/webhooks.py): armed in the UPDATE that ends the job, delivered
+    # by the ``pelletseg.notify`` task, retried with backoff, swept by the reconciler.
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_status: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    webhook_event: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    webhook_event_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    webhook_last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_delivered_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class Row(Base):

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,11 +59,37 @@ class Settings(BaseSettings):
     rows_per_task: int = Field(1, description="Tile rows per segment_row task.", ge=1)
     # Worker behaviour.
     batch_size: int = Field(
-        0, description="Tiles per forward pass; 0 = auto (1 on CPU, 8 on CUDA).", ge=0
+        0,
+        description="Tiles per forward pass; 0 = auto (1 on CPU; on CUDA the most tiles that "
+        "fit in half the free device memory, at most 64).",
+        ge=0,
     )
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
     torch_threads: int = Field(0, description="torch intra-op threads per worker; 0 = torch default.")
     channels_last: bool = Field(True, description="Run the model in channels_last memory format.")
+    precision: Literal["bf16", "fp16", "fp32"] = Field(
+        "bf16",
+        description="Autocast dtype of inference on CUDA (bf16 falls back to fp16 on GPUs "
+        "without bfloat16); CPU always computes in float32.",
+    )
+    torch_compile: bool = Field(
+        False,
+        description="Run the model through torch.compile (first batch slower; falls back to "
+        "eager with a warning if compilation fails).",
+    )
+    prefetch_bands: int = Field(
+        2,
+        description="Tile-row input bands a row task reads ahead in a background thread while "
+        "the device works (0: no reader thread).",
+        ge=0,
+    )
+    rows_in_flight: int = Field(
+        1,
+        description="Row tasks one local worker process runs at once (Celery threads pool "
+        "above 1), sharing one model, so that one row's reads and checkpoint writes overlap "
+        "another row's inference; 2-3 on a GPU, 1 on CPU.",
+        ge=1,
+    )
     lease_seconds: int = Field(
         600, description="How long a claimed row stays leased before another worker may take it (s)."
     )
@@ -71,6 +98,53 @@ class Settings(BaseSettings):
         1800,
         description="A row still pending this long after it was enqueued is enqueued again "
         "(its message was lost, e.g. with a worker killed between delivery and claim) (s).",
+    )
+    # Fault tolerance (docs/reliability.md).
+    queue_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]{0,40}$",
+        description="Prefix of every queue name (plan, rows, reduce and their dead-letter "
+        "queues) and of pelletseg's other broker keys, so several deployments or test runs "
+        "share one broker; letters, digits, '-' and '_' (SQS names allow no more).",
+    )
+    reduce_timeout_seconds: int = Field(
+        3600,
+        description="A job still reducing this long after its last change gets its reducer "
+        "enqueued again (its message was lost); must exceed the longest reduce (s).",
+        ge=1,
+    )
+    soft_shutdown_seconds: float = Field(
+        60.0,
+        description="Celery worker_soft_shutdown_timeout: on a cold shutdown (SIGQUIT, or "
+        "SIGTERM with REMAP_SIGTERM=SIGQUIT) a running task gets this long to finish before "
+        "its message is requeued; keep it below the 120 s spot notice and the supervisor's "
+        "stop timeout (s).",
+        ge=0,
+    )
+    db_retry_seconds: float = Field(
+        120.0,
+        description="How long a job-table call retries a lost or refused database connection "
+        "(exponential backoff with jitter) before it fails (s).",
+        ge=0,
+    )
+    broker_retry_seconds: float = Field(
+        60.0,
+        description="How long sending a task retries an unreachable broker (Celery's publish "
+        "retry policy) before it fails (s).",
+        ge=0,
+    )
+    spot_mode: Literal["off", "finish", "release"] = Field(
+        "off",
+        description="Spot interruption watcher of a worker: off; finish (on notice stop taking "
+        "tasks, let the running row finish); release (stop taking tasks and hand the running "
+        "row back to pending at once, without costing it an attempt).",
+    )
+    spot_metadata_url: str = Field(
+        "http://169.254.169.254",
+        description="Base URL of the instance metadata service (IMDSv2) the spot watcher polls.",
+    )
+    spot_poll_seconds: float = Field(
+        5.0, description="Interval of the spot watcher's metadata polls (s).", gt=0
     )
     max_pixels: int = Field(
         4_000_000_000, description="Largest accepted image (pixels); guards against decompression bombs."
@@ -94,6 +168,37 @@ class Settings(BaseSettings):
         False,
         description="Accept webhook URLs that resolve to loopback/private/link-local addresses "
         "(tests and closed networks only).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key signing webhook bodies (header X-Pelletseg-Signature); "
+        "needed by the API (jobs with a webhook_url are refused without it) and the workers.",
+    )
+    webhook_max_attempts: int = Field(
+        8, description="Delivery attempts of one webhook before it is recorded as failed.", ge=1
+    )
+    webhook_backoff_seconds: float = Field(
+        10.0,
+        description="Delay before the 2nd delivery attempt (s); doubles with each attempt, "
+        "capped at one hour, plus up to 25 % jitter.",
+        gt=0,
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, description="Timeout of one webhook POST (connect and read, s).", gt=0
+    )
+    # Uploads through the API (``POST /v1/uploads``).
+    upload_part_bytes: int = Field(
+        64 * 1024 * 1024,
+        description="Part size of multipart uploads (bytes); larger files get several parts. "
+        "At least 5 MiB (S3's minimum); raised as needed to stay within 10,000 parts.",
+        ge=5 * 1024 * 1024,
+        le=5 * 1024**3,
+    )
+    max_upload_bytes: int = Field(
+        200 * 1024**3, description="Largest accepted upload (bytes).", ge=1
+    )
+    upload_url_expires_seconds: int = Field(
+        3600, description="Lifetime of presigned upload URLs (s).", ge=60, le=7 * 24 * 3600
     )
 
     @cached_property

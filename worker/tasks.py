@@ -1,64 +1,192 @@
 """Celery tasks: thin wrappers that unpack the message and call the stage functions.
 
 Start a worker with ``celery -A worker.tasks worker -Q plan,rows,reduce`` (``pelletseg run``
-does this for you). Settings come from ``PELLETSEG_*`` environment variables.
+does this for you; with ``PELLETSEG_QUEUE_PREFIX`` the queues carry the prefix). Settings come
+from ``PELLETSEG_*`` environment variables. Each stage task runs through
+:class:`worker.deadletter.Delivery`, which acks, redelivers or dead-letters its message; the
+worker signals start the spot interruption watcher (``worker/spot.py``) and declare the
+dead-letter queues.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 
-from celery import Celery
+import structlog
+from celery import Celery, Task
+from celery.signals import task_postrun, worker_init, worker_ready, worker_shutdown
 
-from storage.queues import PLAN_TASK, RECONCILE_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
+from storage.errors import StorageError
+from storage.queues import (
+    NOTIFY_TASK,
+    PLAN_TASK,
+    RECONCILE_TASK,
+    REDUCE_TASK,
+    ROW_TASK,
+    make_celery,
+    send,
+    task_queue,
+)
 from storage.settings import Settings, get_settings
+from storage.states import JobStatus
 from worker.context import WorkerContext
+from worker.deadletter import Delivery, judge_done, judge_row
+
+log = structlog.get_logger(__name__)
 
 
-def register_tasks(app: Celery, context: Callable[[], WorkerContext]) -> None:
-    """Define pelletseg's three tasks on ``app``; ``context()`` gives the process's
-    :class:`WorkerContext` (called inside the task, i.e. after the worker forked)."""
+def register_tasks(app: Celery, context: Callable[[], WorkerContext],
+                   delivery: Delivery) -> None:
+    """Define pelletseg's tasks on ``app``; ``context()`` gives the process's
+    :class:`WorkerContext` (called inside the task, i.e. after the worker forked), and
+    ``delivery`` settles each stage task's message (ack, redeliver or dead-letter)."""
 
-    @app.task(name=PLAN_TASK, shared=False)
-    def plan_job(job_id: str) -> int:
+    def run(task: Task, stage, judge, give_up=None):
+        from worker.spot import draining
+
+        if draining():  # a spot notice came: hand the message back for another worker
+            delivery.redeliver(task, "worker draining on a spot interruption notice")
+        return delivery.run(task, stage, judge, give_up)
+
+    def fail_job(job_id: str) -> Callable[[str], None]:
+        return lambda reason: context().jobs.transition_job(job_id, JobStatus.FAILED,
+                                                            error=reason)
+
+    @app.task(name=PLAN_TASK, bind=True, shared=False)
+    def plan_job(self, job_id: str) -> int:
         """Plan a job; returns the number of rows enqueued."""
         from worker.planning import plan_job as plan
 
-        return len(plan(context(), job_id))
+        rows = run(self, lambda: plan(context(), job_id), judge_done, fail_job(job_id))
+        return len(rows or [])
 
-    @app.task(name=ROW_TASK, shared=False)
-    def segment_row(job_id: str, index: int) -> str:
+    @app.task(name=ROW_TASK, bind=True, shared=False)
+    def segment_row(self, job_id: str, index: int) -> str | None:
         """Segment one row record; returns what happened (``done``, ``duplicate``, ...)."""
         from worker.segmenting import segment_row as segment
 
-        return segment(context(), job_id, index)
+        def reason() -> str:
+            return context().jobs.get_row(job_id, index).error or "row failed"
+
+        return run(self, lambda: segment(context(), job_id, index),
+                   lambda outcome: judge_row(outcome, reason))
 
     @app.task(name=RECONCILE_TASK, shared=False)
     def reconcile() -> int:
-        """Re-enqueue rows whose lease expired; returns how many."""
+        """Re-enqueue rows whose lease expired or whose message was lost; returns how many."""
         from worker.reconciling import reconcile as run_reconcile
 
-        return len(run_reconcile(context()))
+        try:
+            return len(run_reconcile(context()))
+        except StorageError as e:  # the next beat tick tries again
+            log.warning("reconcile.failed", error=str(e))
+            return 0
 
-    @app.task(name=REDUCE_TASK, shared=False)
-    def reduce_job(job_id: str) -> bool:
+    @app.task(name=REDUCE_TASK, bind=True, shared=False)
+    def reduce_job(self, job_id: str) -> bool:
         """Stitch a job's rows into its outputs; returns True if this call finished the job."""
         from worker.reducing import reduce_job as reduce
 
-        return reduce(context(), job_id) is not None
+        return run(self, lambda: reduce(context(), job_id), judge_done,
+                   fail_job(job_id)) is not None
+
+    register_notify(app, context)
+
+
+#: Above this delay a webhook retry waits for the reconciler's sweep instead of a countdown
+#: message held by a worker (s).
+MAX_NOTIFY_COUNTDOWN_S = 300.0
+
+
+def register_notify(app: Celery, context: Callable[[], WorkerContext]) -> None:
+    """Define the ``pelletseg.notify`` task (one webhook delivery attempt, re-sent with a
+    countdown after a failure), and send it as soon as a stage task has ended its job."""
+
+    @app.task(name=NOTIFY_TASK, shared=False)
+    def notify(job_id: str) -> bool:
+        """Deliver a job's webhook if due; returns True if a retry was scheduled."""
+        from worker.notifying import deliver
+
+        retry_in = deliver(context(), job_id)
+        if retry_in is None or retry_in > MAX_NOTIFY_COUNTDOWN_S:
+            return False
+        app.send_task(NOTIFY_TASK, args=[job_id], queue=task_queue(app, NOTIFY_TASK),
+                      countdown=retry_in)
+        return True
+
+    @task_postrun.connect(weak=False)
+    def _notify_when_ended(sender=None, args=None, **_):
+        if sender is None or sender.app is not app or not args:
+            return
+        if sender.name in (PLAN_TASK, ROW_TASK, REDUCE_TASK):
+            from worker.notifying import kick
+
+            kick(context(), args[0])
 
 
 def make_worker_app(settings: Settings) -> Celery:
-    """A Celery app for ``settings`` with pelletseg's tasks registered."""
+    """A Celery app for ``settings`` with pelletseg's tasks registered, Celery's consumer
+    without native delayed delivery (``worker/consumer.py``), and the worker signals wired."""
     app = make_celery(settings, main="pelletseg-worker")
+    app.conf.worker_consumer = "worker.consumer:Consumer"
+
+    lock = threading.Lock()
 
     @lru_cache(maxsize=1)
-    def context() -> WorkerContext:
+    def build() -> WorkerContext:
         return WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
 
-    register_tasks(app, context)
+    def context() -> WorkerContext:
+        # A threads pool (PELLETSEG_ROWS_IN_FLIGHT > 1) may start two tasks at once: build one
+        # context (one model cache) per process, not one per racing thread.
+        with lock:
+            return build()
+
+    register_tasks(app, context, Delivery(app, settings))
+    wire_worker_signals(app, settings, context)
     return app
+
+
+def wire_worker_signals(app: Celery, settings: Settings,
+                        context: Callable[[], WorkerContext]) -> None:
+    """Connect ``app``'s worker signals: ``worker_init`` declares the dead-letter queues
+    (RabbitMQ drops dead letters it cannot route); ``worker_ready`` starts the spot
+    interruption watcher when ``PELLETSEG_SPOT_MODE`` is not ``off``; ``worker_shutdown``
+    stops it."""
+    watchers: list = []
+    uid = f"pelletseg-{id(app)}"
+
+    def declare(sender=None, **_):
+        if getattr(sender, "app", None) is not app:
+            return
+        from storage.brokers import declare_dead_letter_queues
+
+        try:
+            declare_dead_letter_queues(settings)
+        except StorageError as e:  # broker away: Celery keeps reconnecting; say why
+            log.error("deadletter.declare_failed", error=str(e))
+
+    def start_watcher(sender=None, **_):
+        if getattr(sender, "app", None) is not app or settings.spot_mode == "off":
+            return
+        from worker.spot import Drain, Imds, SpotWatcher
+
+        drain = Drain(sender, settings.spot_mode, context)
+        watchers.append(SpotWatcher(Imds(settings.spot_metadata_url),
+                                    settings.spot_poll_seconds, drain).start())
+        log.info("spot.watching", url=settings.spot_metadata_url, mode=settings.spot_mode)
+
+    def stop_watchers(sender=None, **_):
+        if getattr(sender, "app", None) is not app:
+            return
+        while watchers:
+            watchers.pop().stop()
+
+    worker_init.connect(declare, weak=False, dispatch_uid=uid + "-declare")
+    worker_ready.connect(start_watcher, weak=False, dispatch_uid=uid + "-spot")
+    worker_shutdown.connect(stop_watchers, weak=False, dispatch_uid=uid + "-spot-stop")
 
 
 app = make_worker_app(get_settings())

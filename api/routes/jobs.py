@@ -10,11 +10,13 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from api.jobs import SubmissionError, build_spec, cancel_job, resume_job, submit_job
 from api.routes.deps import services
-from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut
+from api.routes.uploads import upload_source
+from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut, WebhookOut
 from storage.errors import NotFoundError
 from storage.jobs import JobStore
 from storage.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.models import Job, utcnow
+from storage.spec import JobSpec
 from storage.states import JobStatus
 
 router = APIRouter(tags=["jobs"])
@@ -44,6 +46,12 @@ def job_out(jobs: JobStore, job: Job) -> JobOut:
         source_url=job.source_url,
         labels=spec.get("labels") or {},
         webhook_url=spec.get("webhook_url"),
+        webhook=None if job.webhook_event is None else WebhookOut(
+            status=job.webhook_status, event=job.webhook_event, attempts=job.webhook_attempts,
+            last_error=job.webhook_last_error, delivered_at=job.webhook_delivered_at,
+            next_attempt_at=job.webhook_next_at if job.webhook_status == "pending" else None,
+        ),
+        batch_id=job.batch_id,
         model=ModelRef(name=job.model_name, version=job.model_version, sha256=job.model_sha256),
         tile_size=spec.get("tile_size", 0),
         halo=spec.get("halo", 0),
@@ -63,24 +71,52 @@ def job_out(jobs: JobStore, job: Job) -> JobOut:
     )
 
 
-@router.post(
-    "/jobs", status_code=202, response_model=JobOut,
-    responses={**INVALID, 413: {"model": ErrorOut, "description": "Body too large."}},
-)
-def create_job(body: JobCreate, request: Request, response: Response, svc=Depends(services)):
-    """Submit a job: it is queued and planned by a worker. With an ``idempotency_key`` used
-    before, the first job is returned and nothing new is queued."""
+def spec_of(svc, body: JobCreate, defaults: JobCreate | None = None) -> JobSpec:
+    """The :class:`JobSpec` of a submission: its source (URL, or the file of a completed
+    upload), options (``defaults``' where ``body`` leaves them null; labels merged), the
+    model checked to be registered.
+
+    Raises:
+        SubmissionError: invalid source, options, webhook or model.
+        UploadError: unknown upload; UploadStateError: upload not complete (409).
+    """
     settings = svc.settings
+    source = body.source_url
+    if body.upload_id is not None:
+        source = upload_source(svc.uploads, body.upload_id)
+        scheme = source.partition("://")[0]
+        if scheme not in settings.allowed_source_schemes:
+            raise SubmissionError(
+                f"uploads are stored under {scheme}:// which PELLETSEG_ALLOWED_SOURCE_SCHEMES "
+                f"({', '.join(settings.allowed_source_schemes)}) does not allow")
+
+    def pick(name: str):
+        value = getattr(body, name)
+        return value if value is not None or defaults is None else getattr(defaults, name)
+
+    labels = {**(defaults.labels if defaults is not None else {}), **body.labels}
     spec = build_spec(
-        settings, body.source_url, body.model, model_version=body.model_version,
-        tile_size=body.tile_size, halo=body.halo, labels=body.labels,
-        webhook_url=body.webhook_url,
+        settings, source, pick("model"), model_version=pick("model_version"),
+        tile_size=pick("tile_size"), halo=pick("halo"), labels=labels,
+        webhook_url=pick("webhook_url"),
     )
     try:
         svc.jobs.get_model(spec.model, spec.model_version)
     except NotFoundError as e:
         raise SubmissionError(str(e)) from e
-    job = submit_job(settings, spec, idempotency_key=body.idempotency_key, app=svc.celery)
+    return spec
+
+
+@router.post(
+    "/jobs", status_code=202, response_model=JobOut,
+    responses={**INVALID, **CONFLICT, 413: {"model": ErrorOut, "description": "Body too large."}},
+)
+def create_job(body: JobCreate, request: Request, response: Response, svc=Depends(services)):
+    """Submit a job from a ``source_url`` or a completed upload (``upload_id``; 409 while it is
+    not complete): it is queued and planned by a worker. With an ``idempotency_key`` used
+    before, the first job is returned and nothing new is queued."""
+    spec = spec_of(svc, body)
+    job = submit_job(svc.settings, spec, idempotency_key=body.idempotency_key, app=svc.celery)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(svc.jobs, job)
 
@@ -88,6 +124,7 @@ def create_job(body: JobCreate, request: Request, response: Response, svc=Depend
 @router.get("/jobs", response_model=JobList, responses=INVALID)
 def list_jobs(
     status: JobStatus | None = Query(None, description="Only jobs in this status."),
+    batch: str | None = Query(None, max_length=64, description="Only jobs of this batch id."),
     label: list[str] = Query([], description="key:value; repeat to require several labels."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0),
@@ -100,7 +137,8 @@ def list_jobs(
         if not sep or not key:
             raise HTTPException(422, f"label filter {item!r} must look like key:value")
         labels[key] = value
-    found = svc.jobs.list_jobs(status, limit + 1, offset=offset, labels=labels or None)
+    found = svc.jobs.list_jobs(status, limit + 1, offset=offset, labels=labels or None,
+                               batch_id=batch)
     return JobList(
         jobs=[job_out(svc.jobs, j) for j in found[:limit]],
         limit=limit,
@@ -118,7 +156,7 @@ def get_job(job_id: str, svc=Depends(services)):
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses={**NOT_FOUND, **CONFLICT})
 def cancel(job_id: str, svc=Depends(services)):
     """Cancel a job that has not ended (409 if it has); workers skip its remaining rows."""
-    return job_out(svc.jobs, cancel_job(svc.settings, job_id))
+    return job_out(svc.jobs, cancel_job(svc.settings, job_id, app=svc.celery))
 
 
 @router.post(

@@ -23,6 +23,7 @@ from storage.spec import JobSpec
 from storage.states import JobStatus
 
 MODEL = "test-model"
+WEBHOOK_SECRET = "test-webhook-secret"
 
 
 @dataclass
@@ -37,7 +38,9 @@ class Api:
 
 
 def make_settings(tmp_path, **overrides) -> Settings:
-    """Settings with everything under ``tmp_path/home``; the job table migrated."""
+    """Settings with everything under ``tmp_path/home``; the job table migrated; a webhook
+    signing secret (:data:`WEBHOOK_SECRET`) unless ``overrides`` names one."""
+    overrides.setdefault("webhook_secret", WEBHOOK_SECRET)
     settings = Settings(home=tmp_path / "home", **overrides)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)

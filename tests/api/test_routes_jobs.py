@@ -40,7 +40,7 @@ def test_idempotency_key_returns_the_same_job_and_enqueues_once(api):
     ({"source_url": "s3://b/x.tif", "model": "nope"}, "model 'nope' is not registered"),
     ({"source_url": "s3://b/x.tif", "colour": "red"}, "colour: Extra inputs are not permitted"),
     ({"source_url": "s3://b/x.tif", "halo": -1}, "halo: Input should be greater than"),
-    ({}, "source_url: Field required"),
+    ({}, "give exactly one of source_url and upload_id"),
 ])
 def test_invalid_submissions_are_422_with_a_message(api, body, message):
     r = api.client.post("/v1/jobs", json=body)

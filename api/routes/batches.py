@@ -1,0 +1,76 @@
+"""``/v1/batches``: many pellets in one request, one job each, one batch id."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from api.jobs import SubmissionError, submit_job
+from api.routes.deps import services
+from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
+from api.schemas import BatchCreate, BatchOut, ErrorOut
+from storage.errors import NotFoundError, StorageError
+
+router = APIRouter(tags=["batches"])
+
+#: Jobs of a batch listed by GET /v1/batches/{id} (as many as POST accepts).
+MAX_BATCH = 500
+
+
+def batch_id_for(idempotency_key: str | None) -> str:
+    """A new random batch id, or with an idempotency key the same UUID-5 every time."""
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pelletseg-batch:{idempotency_key}"))
+
+
+def batch_out(svc, batch_id: str) -> BatchOut:
+    """A batch's jobs (newest first) and their counts by status.
+
+    Raises:
+        NotFoundError: no job has this batch id.
+    """
+    jobs = svc.jobs.list_jobs(limit=MAX_BATCH, batch_id=batch_id)
+    if not jobs:
+        raise NotFoundError(f"batch {batch_id} does not exist")
+    return BatchOut(
+        id=batch_id, jobs_total=len(jobs),
+        status_counts=dict(Counter(str(j.status) for j in jobs)),
+        jobs=[job_out(svc.jobs, j) for j in jobs],
+    )
+
+
+@router.post("/batches", status_code=202, response_model=BatchOut,
+             responses={**INVALID, **CONFLICT})
+def create_batch(body: BatchCreate, request: Request, response: Response,
+                 svc=Depends(services)):
+    """Submit several jobs that share one batch id (``GET /v1/jobs?batch=ID`` lists them).
+
+    Every job is checked before any is created: one invalid job (named by its index) fails
+    the request and creates nothing. With an ``idempotency_key``, a retry returns the same
+    batch and jobs instead of duplicates (do retry after a 503: jobs created before the
+    failure are kept).
+    """
+    specs = []
+    for i, item in enumerate(body.jobs):
+        try:
+            specs.append(spec_of(svc, item, defaults=body))
+        except (SubmissionError, StorageError) as e:
+            raise type(e)(f"jobs[{i}]: {e}") from e
+    batch_id = batch_id_for(body.idempotency_key)
+    for i, (item, spec) in enumerate(zip(body.jobs, specs, strict=True)):
+        key = item.idempotency_key
+        if key is None and body.idempotency_key is not None:
+            key = f"{body.idempotency_key}#{i}"
+        submit_job(svc.settings, spec, idempotency_key=key, app=svc.celery, batch_id=batch_id)
+    response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch_id))
+    return batch_out(svc, batch_id)
+
+
+@router.get("/batches/{batch_id}", response_model=BatchOut,
+            responses={404: {"model": ErrorOut, "description": "No job has this batch id."}})
+def get_batch(batch_id: str, svc=Depends(services)):
+    """A batch's jobs and how many are in each status."""
+    return batch_out(svc, batch_id)

@@ -1,0 +1,209 @@
+// One job (/jobs/{id}): status and actions, progress, timings, model, the row map (polled
+// from /v1/jobs/{id} and /v1/jobs/{id}/rows), and once the job has succeeded its phase
+// fractions, preview, downloads and the deep-zoom viewer.
+
+import { ApiError, api, apiBlob, jobPath } from "./api.js";
+import { fractionChart, fractionTable } from "./fractions.js";
+import { renderRowMap, rowSeconds } from "./rowmap.js";
+import {
+  TERMINAL, errorText, fmtDuration, fmtPixels, fmtRate, fmtSize, fmtTime, h, jobActions, liveIndicator,
+  mountKeyBar, poll, progressBar, secondsBetween, setChildren, statusBadge, toast,
+} from "./ui.js";
+import { createViewer } from "./viewer.js";
+
+const ACTIVE_MS = 2000;
+const IDLE_MS = 10000; // a finished job can still be resumed from elsewhere
+
+const $ = (id) => document.getElementById(id);
+const jobId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+const live = liveIndicator($("live"));
+const state = { job: null, status: null, results: null, resultsLoading: false, viewer: null,
+  previewUrl: null, models: null };
+
+function fact(term, ...value) {
+  return [h("dt", {}, term), h("dd", {}, ...value)];
+}
+
+function renderHead(job) {
+  document.title = `Job ${job.id.slice(0, 8)} (${job.status}) · pelletseg`;
+  $("job-id").textContent = job.id;
+  $("crumb-job").textContent = job.id.slice(0, 8);
+  setChildren($("job-status"), statusBadge(job.status));
+  $("job-source").textContent = job.source_url;
+  $("job-source").title = job.source_url;
+  if (state.status !== job.status) {
+    setChildren($("job-actions"), jobActions(job, () => refresher.now()));
+  }
+  const error = $("job-error");
+  error.hidden = !job.error;
+  error.textContent = job.error ? `Error: ${job.error}` : "";
+}
+
+function renderProgress(job) {
+  const total = job.rows_total;
+  const lines = total
+    ? [h("div", { class: "big" }, `${job.rows_done} / ${total}`, h("span", { class: "muted" }, " rows done")),
+      h("div", { class: "muted" }, `${job.rows_running} running · ${job.rows_pending} pending · ` +
+        `${job.rows_failed} failed`)]
+    : [h("div", { class: "muted" }, TERMINAL.has(job.status) ? "The job was never planned."
+      : "Waiting for a worker to plan the job…")];
+  setChildren($("progress"), progressBar(job), ...lines,
+    h("div", { class: "muted" }, job.throughput_mpx_s
+      ? `${fmtRate(job.throughput_mpx_s)} since it started` : ""));
+}
+
+function renderTimings(job, rows) {
+  const ended = TERMINAL.has(job.status);
+  const waited = secondsBetween(job.created_at, job.started_at);
+  const ran = job.started_at ? secondsBetween(job.started_at, ended ? job.finished_at : null) : null;
+  const perRow = rowSeconds(rows);
+  setChildren($("timings"),
+    ...fact("Created", fmtTime(job.created_at)),
+    ...fact("Started", fmtTime(job.started_at)),
+    ...fact("Finished", fmtTime(job.finished_at)),
+    ...fact("Queued for", job.started_at ? fmtDuration(waited) : "–"),
+    ...fact(ended ? "Ran for" : "Running for", fmtDuration(ran)),
+    ...fact("Per row", perRow
+      ? `${fmtDuration(perRow.mean)} mean · ${fmtDuration(perRow.max)} max (${perRow.count} rows)` : "–"),
+    ...fact("Retries", perRow ? String(perRow.retries) : "–"));
+}
+
+function renderDetails(job) {
+  const m = job.model || {};
+  const labels = Object.entries(job.labels || {});
+  setChildren($("details"),
+    ...fact("Model", m.name ? `${m.name}${m.version ? ` v${m.version}` : " (newest)"}` : "–"),
+    ...fact("Weights sha256", m.sha256
+      ? h("span", { class: "mono", title: m.sha256 }, `${m.sha256.slice(0, 16)}…`) : "–"),
+    ...fact("Image", fmtSize(job.width, job.height), " ",
+      h("span", { class: "muted" }, fmtPixels(job.width, job.height))),
+    ...fact("Tiles", `${job.tile_size} px, halo ${job.halo} px`),
+    ...fact("Labels", labels.length
+      ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
+      : "–"));
+}
+
+function renderRows(job, rows) {
+  renderRowMap({ mapEl: $("rowmap"), legendEl: $("rowmap-legend"), detailEl: $("row-detail"),
+    problemsEl: $("row-problems") }, job, rows);
+  $("rowmap-caption").textContent = rows.length ? `${rows.length} rows, top to bottom` : "";
+}
+
+async function modelClasses(job) {
+  if (!state.models) {
+    try {
+      state.models = await api("/v1/models");
+    } catch {
+      state.models = [];
+    }
+  }
+  const m = state.models.find((x) => x.name === job.model?.name && x.version === job.model?.version);
+  return m?.classes || null;
+}
+
+function downloadButton(name, url) {
+  const sameOrigin = new URL(url, location.href).origin === location.origin;
+  if (!sameOrigin) { // presigned (S3): a plain link, no key needed
+    return h("a", { class: "btn btn-ghost", href: url, rel: "noopener noreferrer", target: "_blank" }, name);
+  }
+  return h("button", {
+    type: "button",
+    class: "btn btn-ghost",
+    onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      try {
+        const blob = await apiBlob(new URL(url, location.href).pathname);
+        const href = URL.createObjectURL(blob);
+        const a = h("a", { href, download: `${jobId}-${name}` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(href), 60000);
+      } catch (err) {
+        toast(`Download of ${name} failed: ${errorText(err)}`, "error");
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, name);
+}
+
+async function loadPreview() {
+  const blob = await apiBlob(jobPath(jobId, "/files/preview.png"));
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = URL.createObjectURL(blob);
+  setChildren($("preview"),
+    h("img", { src: state.previewUrl, alt: "Preview: source (left) and label colours (right)", id: "preview-img" }),
+    h("figcaption", { class: "muted small" }, "Source (left), label colours (right), legend below."));
+}
+
+function openViewer() {
+  const element = $("viewer");
+  element.replaceChildren();
+  const status = $("viewer-status");
+  state.viewer = createViewer(element, jobId, {
+    onStatus: (text, ok) => {
+      status.textContent = text;
+      status.classList.toggle("bad", !ok);
+    },
+  });
+  $("viewer-controls").hidden = false;
+  for (const radio of document.querySelectorAll("input[name=base]")) {
+    radio.addEventListener("change", () => radio.checked && state.viewer.setBase(radio.value));
+  }
+  const slider = $("label-opacity");
+  slider.addEventListener("input", () => {
+    const value = Number(slider.value) / 100;
+    $("label-opacity-value").textContent = value ? `${slider.value} %` : "off";
+    state.viewer.setLabelOpacity(value);
+  });
+}
+
+async function loadResults(job) {
+  if (state.results || state.resultsLoading) return;
+  state.resultsLoading = true;
+  try {
+    const results = await api(jobPath(jobId, "/results"));
+    const classes = await modelClasses(job);
+    setChildren($("fractions"), fractionChart(results.fractions.classes, classes),
+      fractionTable(results.fractions, classes));
+    setChildren($("downloads"), h("div", { class: "muted small" }, "Downloads"),
+      ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
+    state.results = results;
+    if (!state.viewer && window.OpenSeadragon) openViewer();
+    await loadPreview();
+  } catch (err) {
+    toast(`Cannot load the results: ${errorText(err)}`, "error");
+  } finally {
+    state.resultsLoading = false;
+  }
+}
+
+async function refresh() {
+  try {
+    const [job, rows] = await Promise.all([api(jobPath(jobId)), api(jobPath(jobId, "/rows"))]);
+    renderHead(job);
+    renderProgress(job);
+    renderTimings(job, rows.rows);
+    renderDetails(job);
+    renderRows(job, rows.rows);
+    state.job = job;
+    state.status = job.status;
+    $("banner").hidden = true;
+    live.set(true);
+    if (job.status === "succeeded") await loadResults(job);
+  } catch (err) {
+    const banner = $("banner");
+    banner.hidden = false;
+    banner.textContent = err instanceof ApiError && err.status === 404
+      ? `No job has the id ${jobId}.` : `Cannot load the job: ${errorText(err)}`;
+    live.set(false);
+  }
+}
+
+mountKeyBar($("keybar"), () => {
+  state.viewer?.refreshKey();
+  refresher.now();
+});
+const refresher = poll(refresh, () => (state.status && TERMINAL.has(state.status) ? IDLE_MS : ACTIVE_MS));

@@ -1,0 +1,183 @@
+// The jobs table (/): polls GET /v1/jobs and updates rows in place (no page reload),
+// filters by status and labels (kept in the page URL), pages with next_offset, and offers
+// Resume / Cancel per job.
+
+import { api } from "./api.js";
+import {
+  JOB_STATUSES, TERMINAL, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
+  fmtSize, fmtTime, h, jobActions, liveIndicator, mountKeyBar, poll, progressBar, secondsBetween,
+  setChildren, shortId, statusBadge,
+} from "./ui.js";
+
+const PAGE_SIZE = 25;
+const ACTIVE_MS = 2000; // refresh period while a listed job is still moving
+const IDLE_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+const tbody = document.querySelector("#jobs tbody");
+const live = liveIndicator($("live"));
+const rows = new Map(); // job id -> { tr, status }
+const state = { status: "", labels: [], offset: 0, nextOffset: null, active: false };
+
+function readFilters() {
+  const params = new URLSearchParams(location.search);
+  state.status = JOB_STATUSES.includes(params.get("status")) ? params.get("status") : "";
+  state.labels = params.getAll("label").filter((l) => l.includes(":"));
+  state.offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
+  $("filter-status").value = state.status;
+  $("filter-label").value = state.labels.join(" ");
+}
+
+function writeFilters() {
+  const params = new URLSearchParams();
+  if (state.status) params.set("status", state.status);
+  for (const label of state.labels) params.append("label", label);
+  if (state.offset) params.set("offset", String(state.offset));
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+}
+
+function apiQuery() {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(state.offset) });
+  if (state.status) params.set("status", state.status);
+  for (const label of state.labels) params.append("label", label);
+  return `/v1/jobs?${params}`;
+}
+
+function labelChips(labels) {
+  const entries = Object.entries(labels || {});
+  if (!entries.length) return h("span", { class: "muted" }, "–");
+  return h("div", { class: "chips" },
+    entries.map(([k, v]) => h("span", { class: "chip", title: `${k}: ${v}` }, `${k}=${v}`)));
+}
+
+function cells(job) {
+  const took = TERMINAL.has(job.status)
+    ? secondsBetween(job.created_at, job.finished_at || job.created_at)
+    : secondsBetween(job.created_at, null);
+  const model = job.model?.name
+    ? `${job.model.name}${job.model.version ? ` v${job.model.version}` : ""}` : "–";
+  const rowsText = job.rows_total
+    ? `${job.rows_done} / ${job.rows_total} rows${job.rows_failed ? ` · ${job.rows_failed} failed` : ""}`
+    : ({ queued: "waiting for a worker", planning: "planning…" }[job.status] || "not planned");
+  const status = h("td", { class: "col-status" }, statusBadge(job.status));
+  if (job.error) {
+    status.append(h("div", { class: "error-snippet", title: job.error }, job.error));
+  }
+  return [
+    h("td", { class: "col-job" },
+      h("a", { href: `/jobs/${encodeURIComponent(job.id)}`, class: "job-link mono", title: job.id },
+        shortId(job.id)),
+      h("div", { class: "muted small ellipsis", title: job.source_url }, fileName(job.source_url))),
+    status,
+    h("td", { class: "col-progress" }, progressBar(job), h("div", { class: "small muted" }, rowsText)),
+    h("td", {}, h("div", { class: "nowrap" }, fmtSize(job.width, job.height)),
+      h("div", { class: "small muted" }, fmtPixels(job.width, job.height))),
+    h("td", { class: "nowrap" }, fmtRate(job.throughput_mpx_s)),
+    h("td", { class: "col-model" }, model),
+    h("td", {}, labelChips(job.labels)),
+    h("td", { class: "nowrap", title: fmtTime(job.created_at) },
+      fmtTime(job.created_at).slice(11), h("div", { class: "small muted" }, fmtAgo(job.created_at))),
+    h("td", { class: "nowrap" }, fmtDuration(took)),
+    h("td", { class: "col-actions" }, jobActions(job, () => refresher.now())),
+  ];
+}
+
+function render(page) {
+  const seen = new Set();
+  for (const job of page.jobs) {
+    seen.add(job.id);
+    let entry = rows.get(job.id);
+    const fingerprint = JSON.stringify(job);
+    if (!entry) {
+      entry = { tr: h("tr", { dataset: { jobId: job.id } }), fingerprint: null, status: null };
+      rows.set(job.id, entry);
+    }
+    if (entry.fingerprint !== fingerprint) {
+      // keep the actions cell while the status is unchanged (a half-confirmed Cancel)
+      const fresh = cells(job);
+      const oldActions = entry.status === job.status ? entry.tr.lastElementChild : null;
+      setChildren(entry.tr, ...fresh.slice(0, -1), oldActions || fresh.at(-1));
+      entry.tr.dataset.status = job.status;
+      entry.fingerprint = fingerprint;
+      entry.status = job.status;
+    }
+    tbody.append(entry.tr); // moves it into page order
+  }
+  for (const [id, entry] of rows) {
+    if (!seen.has(id)) {
+      entry.tr.remove();
+      rows.delete(id);
+    }
+  }
+  const filtered = state.status || state.labels.length;
+  const empty = $("empty");
+  empty.hidden = page.jobs.length > 0;
+  empty.textContent = filtered
+    ? "No job matches these filters."
+    : "No jobs yet. Submit one with `pelletseg submit PATH` or POST /v1/jobs.";
+  const byStatus = {};
+  for (const job of page.jobs) byStatus[job.status] = (byStatus[job.status] || 0) + 1;
+  setChildren($("counts"), ...JOB_STATUSES.filter((s) => byStatus[s]).map((s) =>
+    h("span", { class: "count" }, statusBadge(s), ` ${byStatus[s]}`)));
+  state.nextOffset = page.next_offset;
+  state.active = page.jobs.some((job) => !TERMINAL.has(job.status));
+  $("newer").disabled = state.offset === 0;
+  $("older").disabled = page.next_offset === null;
+  const first = page.jobs.length ? state.offset + 1 : 0;
+  $("page-info").textContent = `jobs ${first}–${state.offset + page.jobs.length}`;
+}
+
+function showBanner(message) {
+  const banner = $("banner");
+  banner.hidden = !message;
+  banner.textContent = message || "";
+}
+
+async function refresh() {
+  try {
+    render(await api(apiQuery()));
+    showBanner("");
+    live.set(true);
+  } catch (err) {
+    showBanner(`Cannot load jobs: ${errorText(err)}`);
+    live.set(false);
+  }
+}
+
+function applyFilters() {
+  state.status = $("filter-status").value;
+  state.labels = $("filter-label").value.split(/\s+/).filter((l) => l.includes(":"));
+  state.offset = 0;
+  writeFilters();
+  refresher.now();
+}
+
+for (const status of JOB_STATUSES) {
+  $("filter-status").append(h("option", { value: status }, status));
+}
+$("filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  applyFilters();
+});
+$("filter-status").addEventListener("change", applyFilters);
+$("filter-clear").addEventListener("click", () => {
+  $("filter-status").value = "";
+  $("filter-label").value = "";
+  applyFilters();
+});
+$("newer").addEventListener("click", () => {
+  state.offset = Math.max(0, state.offset - PAGE_SIZE);
+  writeFilters();
+  refresher.now();
+});
+$("older").addEventListener("click", () => {
+  if (state.nextOffset === null) return;
+  state.offset = state.nextOffset;
+  writeFilters();
+  refresher.now();
+});
+
+readFilters();
+mountKeyBar($("keybar"), () => refresher.now());
+const refresher = poll(refresh, () => (state.active ? ACTIVE_MS : IDLE_MS));

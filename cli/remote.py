@@ -1,0 +1,284 @@
+"""Commands that talk to a pelletseg API: ``submit``, ``jobs``, ``status``, ``watch``,
+``cancel``, ``results`` (and ``resume --api``, registered in :mod:`cli.main`).
+
+Each takes ``--api URL`` / ``PELLETSEG_API_URL`` and ``--api-key KEY`` / ``PELLETSEG_API_KEY``.
+Errors print one line (the API's ``detail``) and exit 2; ``submit --wait`` and ``watch`` exit
+0 when every job succeeded, else 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from cli.client import ApiClient, ClientError, api_options
+from cli.options import home_option
+from cli.uploading import UploadLedger, upload_file
+from storage.settings import get_settings
+
+console = Console()
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def run_client(fn) -> None:
+    """Run ``fn()`` (returns an exit code); :class:`ClientError` prints one line, exit 2."""
+    try:
+        code = fn()
+    except ClientError as e:
+        click.echo(f"error: {e}", err=True)
+        code = 2
+    sys.exit(code or 0)
+
+
+def _labels(pairs: tuple[str, ...]) -> dict:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} must look like KEY=VALUE", param_hint="--label")
+        labels[key] = value
+    return labels
+
+
+def _byte_progress(bar: Progress, name: str):
+    def start(total: int, done: int):
+        task = bar.add_task(name, total=total, completed=done)
+        return lambda n: bar.advance(task, n)
+    return start
+
+
+@click.command("submit")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", default=None, help="Model package name (default: the server's).")
+@click.option("--model-version", default=None, help="Model version (default: newest).")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE metadata; repeatable.")
+@click.option("--webhook", default=None, help="http(s) URL notified when each job ends.")
+@click.option("--tile-size", type=int, default=None, help="Tile edge T (px).")
+@click.option("--halo", type=int, default=None, help="Halo cropped per tile side (px).")
+@click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
+@click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
+@click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
+@api_options
+@home_option
+def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_size,
+           concurrency, wait, api_url, api_key, home) -> None:
+    """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
+    s3://... are passed on). Several paths make one batch."""
+    options = {k: v for k, v in dict(model=model, model_version=model_version,
+                                     tile_size=tile_size, halo=halo,
+                                     webhook_url=webhook).items() if v is not None}
+    labels = _labels(labels)
+    ledger = UploadLedger(get_settings(home=home).home / "client" / "uploads")
+
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            items, files = [], []
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                          DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                          console=console) as bar:
+                for source in paths:
+                    path = Path(source)
+                    if "://" in source and not path.exists():
+                        items.append({"source_url": source})
+                        continue
+                    if not path.is_file():
+                        raise ClientError(f"{source}: no such file")
+                    up = upload_file(client, path, ledger, concurrency=concurrency,
+                                     part_size=part_size * 1024 * 1024 if part_size else None,
+                                     progress=_byte_progress(bar, path.name))
+                    items.append({"upload_id": up["id"],
+                                  "idempotency_key": f"cli-upload-{up['id']}"})
+                    files.append(path)
+            if len(items) == 1:
+                jobs = [client.submit({**items[0], **options, "labels": labels})]
+            else:
+                batch = client.submit_batch({"jobs": items, **options, "labels": labels})
+                console.print(f"batch [bold]{batch['id']}[/]: {batch['jobs_total']} jobs")
+                jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
+            for path in files:
+                ledger.forget(client.base_url, path)
+            for job in jobs:
+                console.print(f"job [bold]{job['id']}[/] {job['status']}: {job['source_url']}")
+            if not wait:
+                return 0
+            return follow(client, [j["id"] for j in jobs])
+
+    run_client(body)
+
+
+def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
+    """Progress bars (rows done / total) until every job ended; prints the phase fractions
+    of the jobs that succeeded and the errors of the others.
+
+    Returns:
+        0 if every job succeeded, else 1.
+    """
+    from cli.run import fractions_table
+
+    final: dict[str, dict] = {}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("rows"), TimeElapsedColumn(), console=console) as bar:
+        tasks = {j: bar.add_task(f"{j[:8]} queued", total=None) for j in job_ids}
+        while len(final) < len(job_ids):
+            for job_id, task in tasks.items():
+                if job_id in final:
+                    continue
+                job = client.job(job_id)
+                bar.update(task, total=job["rows_total"], completed=job["rows_done"],
+                           description=f"{job_id[:8]} {job['status']}")
+                if job["status"] in TERMINAL:
+                    final[job_id] = job
+            if len(final) < len(job_ids):
+                time.sleep(poll)
+    for job_id in job_ids:
+        job = final[job_id]
+        if job["status"] == "succeeded":
+            console.print(fractions_table(client.results(job_id)["fractions"]))
+        else:
+            console.print(f"[red]job {job_id} {job['status']}[/]: {job['error']}")
+    return 0 if all(j["status"] == "succeeded" for j in final.values()) else 1
+
+
+@click.command("jobs")
+@click.option("--status", default=None, help="Only jobs in this status.")
+@click.option("--batch", default=None, help="Only jobs of this batch id.")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE; repeatable.")
+@click.option("--limit", default=20, show_default=True, help="Jobs shown.")
+@api_options
+def jobs_cmd(status, batch, labels, limit, api_url, api_key) -> None:
+    """List jobs, newest first."""
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            page = client.jobs(status=status, batch=batch, limit=limit,
+                               label=[f"{k}:{v}" for k, v in _labels(labels).items()])
+        columns = ("id", "status", "rows", "Mpx/s", "created", "source")
+        lines = []
+        for j in page["jobs"]:
+            rows = f"{j['rows_done']}/{j['rows_total']}" if j["rows_total"] else "-"
+            speed = f"{j['throughput_mpx_s']:.2f}" if j["throughput_mpx_s"] else "-"
+            lines.append((j["id"], j["status"], rows, speed, j["created_at"][:19],
+                          j["source_url"].rsplit("/", 1)[-1]))
+        if not console.is_terminal:  # piped: tab-separated, one job a line
+            for line in (columns, *lines):
+                click.echo("\t".join(line))
+            return 0
+        table = Table()
+        for column in columns:
+            table.add_column(column, no_wrap=column == "id")
+        for line in lines:
+            table.add_row(*line)
+        console.print(table)
+        return 0
+
+    run_client(body)
+
+
+@click.command("status")
+@click.argument("job_id")
+@api_options
+def status_cmd(job_id, api_url, api_key) -> None:
+    """A job's status, rows, timings, error and (once succeeded) phase fractions."""
+    from cli.run import fractions_table
+
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            j = client.job(job_id)
+            console.print(f"job [bold]{j['id']}[/]  {j['status']}")
+            console.print(f"  source   {j['source_url']}")
+            console.print(f"  model    {j['model']['name']} {j['model']['version'] or ''}")
+            console.print(f"  rows     {j['rows_done']} done, {j['rows_running']} running, "
+                          f"{j['rows_pending']} pending, {j['rows_failed']} failed "
+                          f"of {j['rows_total'] or '?'}")
+            console.print(f"  created  {j['created_at']}  finished {j['finished_at'] or '-'}")
+            if j["batch_id"]:
+                console.print(f"  batch    {j['batch_id']}")
+            if j["error"]:
+                console.print(f"  [red]error[/]    {j['error']}")
+            if j["webhook"]:
+                w = j["webhook"]
+                console.print(f"  webhook  {w['status']} after {w['attempts']} attempt(s)"
+                              + (f": {w['last_error']}" if w["last_error"] else ""))
+            if j["status"] == "succeeded":
+                console.print(fractions_table(client.results(job_id)["fractions"]))
+        return 0
+
+    run_client(body)
+
+
+@click.command("watch")
+@click.argument("job_id")
+@api_options
+def watch_cmd(job_id, api_url, api_key) -> None:
+    """Follow a job to its end with a progress bar (exit 0 if it succeeded, else 1)."""
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            return follow(client, [job_id])
+
+    run_client(body)
+
+
+@click.command("cancel")
+@click.argument("job_id")
+@api_options
+def cancel_cmd(job_id, api_url, api_key) -> None:
+    """Cancel a job that has not ended."""
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            job = client.cancel(job_id)
+        console.print(f"job {job['id']} {job['status']}")
+        return 0
+
+    run_client(body)
+
+
+@click.command("results")
+@click.argument("job_id")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Download the outputs into this folder.")
+@api_options
+def results_cmd(job_id, out, api_url, api_key) -> None:
+    """Print a succeeded job's phase fractions; with --out, download its outputs."""
+    from cli.run import fractions_table
+
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            res = client.results(job_id)
+            console.print(fractions_table(res["fractions"]))
+            for name, url in sorted(res["files"].items()):
+                if out is None:
+                    console.print(f"  {name:15s} {url}")
+                    continue
+                dest = client.download(url, Path(out) / name)
+                console.print(f"  {name:15s} {dest}")
+        return 0
+
+    run_client(body)
+
+
+def resume_remote(api_url: str, api_key: str | None, job_id: str, wait: bool) -> None:
+    """``pelletseg resume JOB --api URL``: resume through the API, optionally follow it."""
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            job = client.resume(job_id)
+            console.print(f"job [bold]{job['id']}[/] {job['status']}")
+            return follow(client, [job_id]) if wait else 0
+
+    run_client(body)
+
+
+COMMANDS = (submit, jobs_cmd, status_cmd, watch_cmd, cancel_cmd, results_cmd)

@@ -1,0 +1,110 @@
+"""/v1/batches and GET /v1/jobs?batch=: one job per image, one batch id, idempotent retries,
+all-or-nothing validation; auth on the batch and upload routes."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.states import JobStatus
+from tests.api.conftest import MODEL, drain_tasks
+
+PLAN = "pelletseg.plan_job"
+UPLOAD_ID = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
+
+
+def test_batch_creates_one_job_each_with_shared_defaults(api):
+    body = {
+        "jobs": [{"source_url": "s3://p/1.tif", "labels": {"sample": "P-1"}},
+                 {"source_url": "s3://p/2.tif", "labels": {"sample": "P-2", "lab": "own"},
+                  "tile_size": 512, "halo": 64},
+                 {"source_url": "s3://p/3.tif"}],
+        "labels": {"lab": "north", "campaign": "c7"},
+        "tile_size": 256, "halo": 32,
+    }
+    r = api.client.post("/v1/batches", json=body)
+    assert r.status_code == 202, r.text
+    batch = r.json()
+    assert batch["jobs_total"] == 3 and batch["status_counts"] == {"queued": 3}
+    assert r.headers["location"].endswith(f"/v1/batches/{batch['id']}")
+    jobs = {j["source_url"]: j for j in batch["jobs"]}
+    assert {j["batch_id"] for j in jobs.values()} == {batch["id"]}
+    assert jobs["s3://p/1.tif"]["labels"] == {"lab": "north", "campaign": "c7", "sample": "P-1"}
+    assert jobs["s3://p/2.tif"]["labels"]["lab"] == "own"  # a job's own label wins
+    assert (jobs["s3://p/1.tif"]["tile_size"], jobs["s3://p/1.tif"]["halo"]) == (256, 32)
+    assert (jobs["s3://p/2.tif"]["tile_size"], jobs["s3://p/2.tif"]["halo"]) == (512, 64)
+    assert jobs["s3://p/3.tif"]["model"]["name"] == MODEL
+    assert sorted(t[1] for t in drain_tasks(api.settings)) == sorted(j["id"] for j in jobs.values())
+    # The batch filter of GET /v1/jobs, next to another job that is not in it.
+    api.client.post("/v1/jobs", json={"source_url": "s3://p/other.tif"})
+    listed = api.client.get("/v1/jobs", params={"batch": batch["id"]}).json()["jobs"]
+    assert sorted(j["id"] for j in listed) == sorted(j["id"] for j in jobs.values())
+    assert len(api.client.get("/v1/jobs").json()["jobs"]) == 4
+    assert api.client.get("/v1/jobs", params={"batch": "nope"}).json()["jobs"] == []
+    got = api.client.get(f"/v1/batches/{batch['id']}").json()
+    assert got["jobs_total"] == 3 and got["id"] == batch["id"]
+    assert api.client.get("/v1/batches/nope").status_code == 404
+
+
+def test_batch_with_idempotency_key_is_created_once(api):
+    body = {"jobs": [{"source_url": "s3://p/1.tif"}, {"source_url": "s3://p/2.tif"}],
+            "idempotency_key": "lims-batch-9"}
+    first = api.client.post("/v1/batches", json=body).json()
+    again = api.client.post("/v1/batches", json=body)
+    assert again.status_code == 202 and again.json()["id"] == first["id"]
+    assert sorted(j["id"] for j in again.json()["jobs"]) == sorted(j["id"] for j in first["jobs"])
+    assert len(drain_tasks(api.settings)) == 2 and len(api.jobs.list_jobs()) == 2
+
+
+@pytest.mark.parametrize("jobs, message", [
+    ([{"source_url": "s3://p/1.tif"}, {"source_url": "http://10.0.0.1/x"}],
+     "jobs[1]: http://10.0.0.1/x: scheme 'http' is not allowed"),
+    ([{"source_url": "s3://p/1.tif"}, {"source_url": "s3://p/2.tif", "model": "nope"}],
+     "jobs[1]: model 'nope' is not registered"),
+    ([{"upload_id": UPLOAD_ID}], "jobs[0]: upload_id"),
+    ([{"source_url": "s3://p/1.tif", "tile_size": 500}], "jobs[0]: tile_size must be a multiple"),
+    ([], "jobs: List should have at least 1 item"),
+])
+def test_one_invalid_job_fails_the_whole_batch(api, jobs, message):
+    r = api.client.post("/v1/batches", json={"jobs": jobs})
+    assert r.status_code == 422, r.text
+    assert message in r.json()["detail"]
+    assert api.jobs.list_jobs() == [] and drain_tasks(api.settings) == []
+
+
+def test_batch_of_too_many_jobs_is_refused(api):
+    r = api.client.post("/v1/batches", json={"jobs": [{"source_url": "s3://p/x.tif"}] * 501})
+    assert r.status_code == 422 and "at most 500 items" in r.json()["detail"]
+
+
+def test_batch_jobs_can_be_cancelled_and_counted_by_status(api):
+    batch = api.client.post("/v1/batches", json={
+        "jobs": [{"source_url": "s3://p/1.tif"}, {"source_url": "s3://p/2.tif"}]}).json()
+    api.client.post(f"/v1/jobs/{batch['jobs'][0]['id']}/cancel")
+    got = api.client.get(f"/v1/batches/{batch['id']}").json()
+    assert got["status_counts"] == {"cancelled": 1, "queued": 1}
+    assert api.jobs.get_job(batch["jobs"][0]["id"]).status == JobStatus.CANCELLED
+
+
+NEW_ROUTES = [
+    ("POST", "/v1/batches", {"jobs": [{"source_url": "s3://p/1.tif"}]}),
+    ("GET", "/v1/batches/x", None),
+    ("POST", "/v1/uploads", {"filename": "a.tif", "size": 3}),
+    ("GET", f"/v1/uploads/{UPLOAD_ID}", None),
+    ("POST", f"/v1/uploads/{UPLOAD_ID}/urls", {"parts": [1]}),
+    ("PUT", f"/v1/uploads/{UPLOAD_ID}/parts/1", None),
+    ("POST", f"/v1/uploads/{UPLOAD_ID}/complete", None),
+    ("DELETE", f"/v1/uploads/{UPLOAD_ID}", None),
+]
+
+
+@pytest.mark.parametrize("method, path, body", NEW_ROUTES)
+def test_new_routes_need_a_valid_key(api, method, path, body):
+    kwargs = {"json": body} if body is not None else {"content": b"abc"}
+    r = api.client.request(method, path, headers={"Authorization": ""}, **kwargs)
+    assert r.status_code == 401 and "missing Authorization header" in r.json()["detail"]
+    r = api.client.request(method, path, headers={"Authorization": "Bearer psk_wrong"}, **kwargs)
+    assert r.status_code == 401 and r.json()["detail"].startswith("invalid API key")
+    api.keys.revoke(api.keys.verify_key(api.key).id)
+    r = api.client.request(method, path, **kwargs)
+    assert r.status_code == 403 and "was revoked" in r.json()["detail"]
+    assert api.jobs.list_jobs() == []

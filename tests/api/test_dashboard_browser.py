@@ -1,0 +1,236 @@
+"""The dashboard in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against a real API server (uvicorn) and a real ``celery worker`` process over an
+embedded stack under tmp_path, with the tiny random-init model.
+
+One scenario, as a user lives it: enter the API key once; jobs submitted through the API show
+up and reach ``succeeded`` on the page without a reload; a job whose source file is missing
+fails, the filters find it, the file is created and Resume runs it to ``succeeded``; a queued
+job is cancelled with the two-click Cancel; the job page shows an all-done row map, the
+phase-fraction table, the preview, and the deep-zoom viewer loads tiles of every layer.
+Screenshots of both pages go to tmp_path (and to ``$PELLETSEG_SCREENSHOT_DIR`` when set).
+
+Skipped where Chromium or the ``playwright`` package is absent (``.ci/run`` installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Self
+
+import httpx
+import pytest
+import pyvips
+
+from api.app import create_app
+from cli.stack import LocalWorkers, log_tail
+from storage.apikeys import ApiKeyStore
+from storage.db import cached_engine, upgrade
+from storage.jobs import JobStore
+from storage.spec import JobSpec
+from tests.conftest import free_port
+from tests.worker.conftest import DEMO_DATA, make_settings, tiny_package  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("PELLETSEG_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+JOB_TIMEOUT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def playwright_api():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is not installed (pip install playwright)")
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set "
+                    "PELLETSEG_CHROMIUM)")
+    return sync_api
+
+
+class Server:
+    """The API app served by uvicorn on 127.0.0.1:port in a thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def stack(tmp_path, tiny_package):  # noqa: F811 -- the fixture imported above
+    """Settings (small tiles), migrated SQLite job table, the tiny model published, a key,
+    the API server and one worker process."""
+    from worker.context import WorkerContext
+    from worker.registry import publish_package
+
+    settings = make_settings(tmp_path / "home")
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    publish_package(WorkerContext.from_settings(settings, lambda *a: None), tiny_package)
+    _, key = ApiKeyStore(cached_engine(settings.resolved_database_url)).create_key("browser")
+    workers = LocalWorkers(settings, 1).start()
+    try:
+        with Server(create_app(settings)) as server:
+            yield settings, server, key
+    finally:
+        workers.stop()
+
+
+def wait_until(page, condition, what: str, timeout: float = 60) -> None:
+    """Poll ``condition()`` every 0.25 s until it is true; fail after ``timeout`` s. Waits
+    through the page, so Playwright keeps delivering its events meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        page.wait_for_timeout(250)
+
+
+def screenshot(page, tmp_path: Path, name: str) -> None:
+    path = tmp_path / "screens" / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    extra = os.environ.get("PELLETSEG_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+
+
+def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack, tmp_path):
+    settings, server, key = stack
+    image = tmp_path / "pellet.png"
+    src = min(DEMO_DATA.glob("*.png"))
+    pyvips.Image.new_from_file(str(src)).crop(100, 200, 320, 256).pngsave(str(image))
+    missing = tmp_path / "later.png"  # created only before the resume
+    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+                          timeout=30)
+    tile_responses: list[tuple[str, int]] = []
+    errors: list[str] = []
+
+    with playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 900})
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.set_default_timeout(JOB_TIMEOUT_MS)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: m.type == "error" and "401" not in m.text
+                    and errors.append(m.text))  # the first, keyless load is meant to get 401
+            page.on("response", lambda r: "/tiles/" in r.url and tile_responses.append(
+                (r.url, r.status)))
+
+            # -- the key, entered once
+            page.goto(server.url + "/")
+            page.wait_for_selector("#banner:not([hidden])")  # 401 without a key
+            assert "API key" in page.inner_text("#banner")
+            page.fill("#api-key", key)
+            page.click("#save-key")
+            page.wait_for_selector("#banner", state="hidden")
+            assert page.evaluate("localStorage.getItem('pelletseg.apiKey')") == key
+            page.evaluate("window.__noReload = true")
+
+            # -- two jobs through the API: one good, one whose source does not exist yet
+            good = client.post("/v1/jobs", json={"source_url": image.as_uri(),
+                                                 "labels": {"sample": "P-1"}}).json()["id"]
+            bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
+                                                "labels": {"sample": "P-2"}}).json()["id"]
+
+            def row(job_id: str) -> str:
+                return f'#jobs tr[data-job-id="{job_id}"]'
+
+            page.wait_for_selector(f'{row(bad)}[data-status="failed"]')
+            assert "does not exist" in page.inner_text(row(bad))
+            try:
+                page.wait_for_selector(f'{row(good)}[data-status="succeeded"]')
+            except playwright_api.TimeoutError:
+                pytest.fail("job did not succeed on the page:\n" + log_tail(settings))
+            assert "3 / 3 rows" in page.inner_text(row(good))
+
+            # -- filters: status, then label
+            page.select_option("#filter-status", "failed")
+            page.wait_for_selector(row(good), state="detached")
+            assert page.locator("#jobs tbody tr").count() == 1
+            page.click("#filter-clear")
+            page.fill("#filter-label", "sample:P-1")
+            page.press("#filter-label", "Enter")
+            page.wait_for_selector(row(bad), state="detached")
+            page.wait_for_selector(row(good))
+            assert page.locator("#jobs tbody tr").count() == 1
+            assert "label=sample%3AP-1" in page.url  # filters are kept in the page URL
+            page.click("#filter-clear")
+            page.wait_for_selector(row(bad))
+
+            # -- resume the failed job once its cause is fixed
+            shutil.copy(image, missing)
+            page.click(f'{row(bad)} button[data-action="resume"]')
+            page.wait_for_selector(f'{row(bad)}:not([data-status="failed"])')
+            page.wait_for_selector(f'{row(bad)}[data-status="succeeded"]')
+
+            # -- cancel a queued job (created without a message: it stays queued)
+            jobs = JobStore(cached_engine(settings.resolved_database_url))
+            stuck = jobs.create_job(JobSpec(source_url=image.as_uri(), model="tiny",
+                                            labels={"sample": "P-3"})).id
+            cancel = f'{row(stuck)} button[data-action="cancel"]'
+            page.click(cancel)
+            assert page.inner_text(cancel) == "Confirm cancel"
+            page.click(cancel)
+            page.wait_for_selector(f'{row(stuck)}[data-status="cancelled"]')
+            assert client.get(f"/v1/jobs/{stuck}").json()["status"] == "cancelled"
+            assert page.evaluate("window.__noReload") is True  # all of it without a reload
+            screenshot(page, tmp_path, "dashboard-jobs")
+
+            # -- the job page
+            page.click(f'{row(good)} a.job-link')
+            page.wait_for_url(f"**/jobs/{good}")
+            page.wait_for_selector('#job-status [data-status="succeeded"]')
+            page.wait_for_selector("#fractions-table")
+            strips = page.locator("#rowmap .strip")
+            assert strips.count() == 3
+            assert page.locator('#rowmap .strip[data-row-status="done"]').count() == 3
+            classes = page.locator("#fractions-table tbody tr")
+            assert classes.count() == 3
+            assert page.inner_text("#fractions-table tbody").split("\n")[0].strip() != ""
+            assert page.locator("#details").inner_text().count("tiny v1") == 1
+            # (no wait_for_function: it evaluates strings in the page, which the CSP forbids)
+            page.wait_for_selector("#preview-img")
+            wait_until(page, lambda: page.evaluate(
+                "document.querySelector('#preview-img').naturalWidth") > 0, "the preview")
+            page.wait_for_selector("#viewer[data-tiles-loaded]")
+            page.check('input[name="base"][value="source"]', force=True)
+            page.fill("#label-opacity", "50")
+            page.dispatch_event("#label-opacity", "input")
+            def layers_loaded() -> set[str]:
+                return {u.split("/tiles/")[1].split("_files")[0] for u, s in tile_responses
+                        if s == 200 and "_files/" in u}
+
+            wait_until(page, lambda: {"source", "labels"} <= layers_loaded(), "source and label tiles")
+            assert layers_loaded() == {"overlay", "source", "labels"}, tile_responses
+            assert not [u for u, s in tile_responses if s >= 400]
+            page.wait_for_timeout(500)  # let the last tiles draw before the picture
+            screenshot(page, tmp_path, "dashboard-job")
+            assert errors == []
+        finally:
+            context.close()

@@ -1,0 +1,162 @@
+"""The client commands against a live API (uvicorn in a thread): uploads interrupted and
+resumed from the parts that arrived (local store and S3 on a moto server), submit, jobs,
+status, cancel, resume --api, results --out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from cli.client import ApiClient, ClientError
+from cli.main import main
+from cli.uploading import UploadLedger, upload_file
+from storage.blobs import BlobStore
+from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.states import JobStatus
+from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings
+from tests.api.live import live_server
+
+MIB = 1024 * 1024
+PART = 5 * MIB
+
+
+class FlakyTransport(httpx.HTTPTransport):
+    """Counts PUTs; after ``fail_after`` of them, every PUT fails like a broken network."""
+
+    def __init__(self, fail_after: int | None = None):
+        super().__init__()
+        self.fail_after, self.puts = fail_after, 0
+
+    def handle_request(self, request):
+        if request.method == "PUT":
+            if self.fail_after is not None and self.puts >= self.fail_after:
+                raise httpx.ConnectError("network unreachable", request=request)
+            self.puts += 1
+        return super().handle_request(request)
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "pellet 9.tif"
+    path.write_bytes(os.urandom(3 * PART + 1000))
+    return path
+
+
+def _interrupted_then_resumed(settings, key, base, big_file, tmp_path, s3: bool):
+    ledger = UploadLedger(tmp_path / "ledger")
+    flaky = FlakyTransport(fail_after=2)
+    kwargs = {"storage_transport": flaky} if s3 else {"transport": flaky}
+    seen = []
+    with ApiClient(base, key, **kwargs) as client, pytest.raises(ClientError, match="network"):
+        upload_file(client, big_file, ledger, part_size=PART, concurrency=1, attempts=1,
+                    progress=lambda total, done: seen.append((total, done)) or (lambda n: None))
+    assert seen == [(big_file.stat().st_size, 0)]
+    upload_id = ledger.find(base, big_file)
+    with ApiClient(base, key) as client:
+        state = client.upload(upload_id)
+    assert [p["number"] for p in state["parts_uploaded"]] == [1, 2]
+    # A new process: the ledger leads it to the same upload; only parts 3 and 4 are sent.
+    counting = FlakyTransport()
+    kwargs = {"storage_transport": counting} if s3 else {"transport": counting}
+    seen.clear()
+    with ApiClient(base, key, **kwargs) as client:
+        done = upload_file(client, big_file, ledger, part_size=PART, concurrency=2,
+                           progress=lambda total, done: seen.append((total, done))
+                           or (lambda n: None))
+    assert counting.puts == 2 and seen == [(big_file.stat().st_size, 2 * PART)]
+    assert done["id"] == upload_id and done["complete"]
+    data = BlobStore(settings.resolved_storage_url).get_bytes(done["key"])
+    assert hashlib.sha256(data).digest() == hashlib.sha256(big_file.read_bytes()).digest()
+
+
+def test_local_upload_resumes_after_a_broken_connection(tmp_path, big_file):
+    api = make_api(make_settings(tmp_path, default_model=MODEL))
+    with live_server(api.client.app) as base:
+        _interrupted_then_resumed(api.settings, api.key, base, big_file, tmp_path, s3=False)
+
+
+def test_s3_upload_resumes_after_a_broken_connection(tmp_path, big_file, s3_bucket):
+    api = make_api(make_settings(tmp_path, default_model=MODEL,
+                                 storage_url=f"s3://{s3_bucket}/store"))
+    with live_server(api.client.app) as base:
+        _interrupted_then_resumed(api.settings, api.key, base, big_file, tmp_path, s3=True)
+
+
+def test_a_changed_file_starts_a_new_upload(tmp_path):
+    api = make_api(make_settings(tmp_path, default_model=MODEL))
+    path = tmp_path / "a.tif"
+    path.write_bytes(b"first")
+    ledger = UploadLedger(tmp_path / "ledger")
+    with live_server(api.client.app) as base, ApiClient(base, api.key) as client:
+        first = upload_file(client, path, ledger)
+        path.write_bytes(b"second!")
+        second = upload_file(client, path, ledger)
+    assert first["id"] != second["id"] and second["size"] == 7
+
+
+def _succeeded_job(api) -> str:
+    """A job that went through every state, with its outputs in the store."""
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://b/p.tif"})
+    job_id = r.json()["id"]
+    blobs = BlobStore(api.settings.resolved_storage_url)
+    doc = {"job_id": job_id, "model": {"name": MODEL, "version": "1", "sha256": "a" * 64},
+           "width": 10, "height": 10, "pixels_total": 100,
+           "classes": [{"index": 0, "name": "pore", "pixels": 100, "percent": 100.0,
+                        "percent_of_pellet": None}]}
+    for name in OUTPUT_FILES:
+        blobs.put_bytes(output_key(job_id, name), f"{name} of {job_id}".encode())
+    blobs.put_bytes(output_key(job_id, FRACTIONS_JSON), json.dumps(doc).encode())
+    for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
+                   JobStatus.SUCCEEDED):
+        assert api.jobs.transition_job(job_id, status)
+    return job_id
+
+
+def test_client_commands(tmp_path, monkeypatch):
+    api = make_api(make_settings(tmp_path, default_model=MODEL))
+    image = tmp_path / "P-1.tif"
+    image.write_bytes(b"not really a tiff")
+    runner = CliRunner()
+    with live_server(api.client.app) as base:
+        monkeypatch.setenv("PELLETSEG_API_URL", base)
+        monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
+        home = ["--home", str(tmp_path / "client-home")]
+        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1", *home])
+        assert res.exit_code == 0, res.output
+        job = api.jobs.list_jobs()[0]
+        assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
+        assert job.source_url.endswith("/P-1.tif")
+        assert not list((tmp_path / "client-home" / "client" / "uploads").glob("*.json"))
+        res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif", *home])
+        assert res.exit_code == 0 and "batch" in res.output, res.output
+        assert len({j.batch_id for j in api.jobs.list_jobs()[:2]}) == 1
+        res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])
+        assert res.exit_code == 0 and job.id in res.output and "queued" in res.output
+        res = runner.invoke(main, ["status", job.id])
+        assert res.exit_code == 0 and "queued" in res.output and "P-1.tif" in res.output
+        res = runner.invoke(main, ["cancel", job.id])
+        assert res.exit_code == 0 and "cancelled" in res.output
+        res = runner.invoke(main, ["cancel", job.id])
+        assert res.exit_code == 2 and "HTTP 409" in res.output and "only a job that has not" \
+            in res.output
+        drain_tasks(api.settings)
+        res = runner.invoke(main, ["resume", job.id])  # PELLETSEG_API_URL: through the API
+        assert res.exit_code == 0 and "queued" in res.output, res.output
+        assert drain_tasks(api.settings) == [("pelletseg.plan_job", job.id)]
+        done = _succeeded_job(api)
+        res = runner.invoke(main, ["watch", done])
+        assert res.exit_code == 0 and "pore" in res.output
+        res = runner.invoke(main, ["results", done, "--out", str(tmp_path / "out")])
+        assert res.exit_code == 0 and "Phase fractions" in res.output, res.output
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUT_FILES)
+        assert (tmp_path / "out" / "preview.png").read_bytes() == f"preview.png of {done}".encode()
+        res = runner.invoke(main, ["status", "nope"])
+        assert res.exit_code == 2 and "job nope does not exist" in res.output
+        monkeypatch.setenv("PELLETSEG_API_KEY", "psk_wrong")
+        res = runner.invoke(main, ["jobs"])
+        assert res.exit_code == 2 and "invalid API key" in res.output

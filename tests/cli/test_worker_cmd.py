@@ -1,0 +1,36 @@
+"""``pelletseg worker``: the celery command and environment it execs, and its checks."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from cli.main import main
+from cli.stack import worker_command
+from storage.settings import Settings
+
+
+def test_worker_command_pools_threads_beat_and_secrets(tmp_path):
+    settings = Settings(home=tmp_path, webhook_secret="s3cret", torch_threads=0)
+    argv, env = worker_command(settings, ["rows"], "w1@host")
+    assert argv[argv.index("-Q") + 1] == "rows" and argv[argv.index("--pool") + 1] == "solo"
+    assert "--beat" not in argv and argv[argv.index("-n") + 1] == "w1@host"
+    assert env["PELLETSEG_HOME"] == str(tmp_path)
+    assert env["PELLETSEG_DATABASE_URL"] == settings.resolved_database_url
+    assert env["PELLETSEG_WEBHOOK_SECRET"] == "s3cret"  # the secret itself, not "*****"
+    argv, env = worker_command(settings, ["plan", "reduce"], "w2@host", processes=3, beat=True)
+    assert argv[argv.index("--pool") + 1] == "prefork" and argv[argv.index("-c") + 1] == "3"
+    assert argv[argv.index("--schedule") + 1] == str(tmp_path / "celerybeat-schedule")
+    assert int(env["PELLETSEG_TORCH_THREADS"]) >= 1
+
+
+def test_worker_command_prefixes_queues_and_runs_rows_in_flight_on_threads(tmp_path):
+    settings = Settings(home=tmp_path, queue_prefix="lab2-", rows_in_flight=3, torch_threads=0)
+    argv, env = worker_command(settings, ["rows"], "w@host", cpu_share=64)
+    assert argv[argv.index("-Q") + 1] == "lab2-rows"
+    assert argv[argv.index("--pool") + 1] == "threads" and argv[argv.index("-c") + 1] == "3"
+    assert env["PELLETSEG_TORCH_THREADS"] == "1"  # the cores split between 64 processes
+
+
+def test_worker_refuses_unknown_queues(tmp_path):
+    res = CliRunner().invoke(main, ["worker", "--queues", "rows,gpu", "--home", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown queue(s) gpu" in res.output

@@ -1,0 +1,196 @@
+"""End-of-job webhooks through a local receiver (a small HTTP server in the test): signed
+bodies, retries with backoff after receiver failures, failures recorded on the job, the
+notify task sent by whoever ended the job (API cancel, a stage task), the reconciler's sweep."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from api.jobs import build_spec, cancel_job, submit_job
+from storage.db import upgrade
+from storage.layout import FRACTIONS_JSON, output_key
+from storage.queues import NOTIFY_TASK
+from storage.states import JobStatus
+from storage.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
+from tests.worker.conftest import make_settings
+from worker.context import WorkerContext
+from worker.notifying import deliver
+from worker.reconciling import reconcile
+from worker.tasks import make_worker_app
+
+SECRET = "receiver-shared-secret"
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 answering each POST with the next status of ``statuses``
+    (the last one repeats) and recording ``(monotonic time, headers, body)``."""
+
+    def __init__(self, statuses: list[int]):
+        self.statuses, self.calls = list(statuses), []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.calls.append((time.monotonic(), dict(self.headers), body))
+                code = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else \
+                    receiver.statuses[0]
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/pelletseg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver_factory():
+    made = []
+
+    def make(statuses):
+        made.append(Receiver(statuses))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def _settings(tmp_path, **overrides):
+    values = dict(webhook_secret=SECRET, allow_private_webhooks=True,
+                  webhook_backoff_seconds=0.3, webhook_max_attempts=3)
+    values.update(overrides)
+    settings = make_settings(tmp_path / "home", **values)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    return settings
+
+
+def _wait(jobs, job_id, done, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = jobs.get_job(job_id)
+        if done(job):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"webhook of {job_id} still {jobs.get_job(job_id).webhook_status}")
+
+
+def _ended(job):
+    return job.webhook_status in ("delivered", "failed")
+
+
+def test_retries_with_backoff_until_delivered_signed(tmp_path, receiver_factory):
+    receiver = receiver_factory([500, 502, 204])
+    settings = _settings(tmp_path)
+    app = make_worker_app(settings)
+    spec = build_spec(settings, "s3://b/p.tif", "tiny", webhook_url=receiver.url,
+                      labels={"sample": "P-9"})
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    job = ctx.jobs.create_job(spec)
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["plan"], loglevel="WARNING", shutdown_timeout=30):
+        cancel_job(settings, job.id, app=app)  # the API's cancel sends the notify task
+        done = _wait(ctx.jobs, job.id, _ended)
+    assert (done.webhook_status, done.webhook_attempts, done.webhook_last_error) == (
+        "delivered", 3, None)
+    assert done.webhook_delivered_at is not None and done.status == JobStatus.CANCELLED
+    assert len(receiver.calls) == 3
+    ids = set()
+    for _, headers, body in receiver.calls:
+        assert verify(SECRET, headers[SIGNATURE_HEADER], body)
+        assert not verify("another-secret", headers[SIGNATURE_HEADER], body)
+        assert headers[EVENT_HEADER] == "job.cancelled"
+        ids.add(headers[DELIVERY_HEADER])
+        doc = json.loads(body)
+        assert doc["event"] == "job.cancelled" and doc["job"]["id"] == job.id
+        assert doc["job"]["labels"] == {"sample": "P-9"} and doc["delivery_id"] in ids
+    assert len(ids) == 1  # one notification, retried: receivers deduplicate on it
+    times = [t for t, _, _ in receiver.calls]
+    assert times[1] - times[0] >= 0.3 and times[2] - times[1] >= 0.6  # exponential backoff
+
+
+def test_a_stage_that_ends_the_job_sends_the_webhook_and_failures_are_recorded(
+        tmp_path, receiver_factory):
+    receiver = receiver_factory([503])
+    settings = _settings(tmp_path, webhook_max_attempts=2)
+    app = make_worker_app(settings)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    # No model is registered: the planner fails the job; the notify task follows it.
+    spec = build_spec(settings, "s3://b/p.tif", "not-registered", webhook_url=receiver.url)
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
+                      queues=["plan"], loglevel="WARNING", shutdown_timeout=30):
+        job = submit_job(settings, spec, app=app)
+        done = _wait(ctx.jobs, job.id, _ended)
+    assert done.status == JobStatus.FAILED and "not-registered" in done.error
+    assert (done.webhook_status, done.webhook_attempts) == ("failed", 2)
+    assert done.webhook_last_error.startswith("HTTP 503") and done.webhook_delivered_at is None
+    assert len(receiver.calls) == 2
+    doc = json.loads(receiver.calls[0][2])
+    assert doc["event"] == "job.failed" and "not-registered" in doc["job"]["error"]
+
+
+def test_succeeded_payload_carries_the_fractions(tmp_path, receiver_factory):
+    receiver = receiver_factory([200])
+    settings = _settings(tmp_path)
+    sent = []
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: sent.append(a))
+    job = ctx.jobs.create_job(build_spec(settings, "s3://b/p.tif", "tiny",
+                                         webhook_url=receiver.url))
+    fractions = {"job_id": job.id, "classes": [{"name": "oxide", "pixels": 7, "percent": 100}]}
+    ctx.blobs.put_bytes(output_key(job.id, FRACTIONS_JSON), json.dumps(fractions).encode())
+    for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
+                   JobStatus.SUCCEEDED):
+        assert ctx.jobs.transition_job(job.id, status)
+    assert deliver(ctx, job.id) is None
+    assert deliver(ctx, job.id) is None  # a duplicate message finds nothing due
+    assert len(receiver.calls) == 1
+    doc = json.loads(receiver.calls[0][2])
+    assert doc["event"] == "job.succeeded" and doc["fractions"] == fractions
+    assert ctx.jobs.get_job(job.id).webhook_status == "delivered"
+
+
+@pytest.mark.parametrize("overrides, error", [
+    ({"webhook_secret": None}, "no PELLETSEG_WEBHOOK_SECRET is set on this worker"),
+    ({"allow_private_webhooks": False}, "resolves to 127.0.0.1"),
+])
+def test_unsigned_or_private_deliveries_are_refused_by_the_worker(
+        tmp_path, receiver_factory, overrides, error):
+    receiver = receiver_factory([200])
+    api_settings = _settings(tmp_path)
+    job_id = WorkerContext.from_settings(api_settings, enqueue=lambda *a: None).jobs.create_job(
+        build_spec(api_settings, "s3://b/p.tif", "tiny", webhook_url=receiver.url)).id
+    ctx = WorkerContext.from_settings(_settings(tmp_path, **overrides), enqueue=lambda *a: None)
+    assert ctx.jobs.transition_job(job_id, JobStatus.CANCELLED)
+    retry_in = deliver(ctx, job_id)
+    assert retry_in is not None and retry_in >= 0.3
+    assert error in ctx.jobs.get_job(job_id).webhook_last_error
+    assert receiver.calls == []
+
+
+def test_reconciler_sends_due_deliveries(tmp_path):
+    settings = _settings(tmp_path)
+    sent = []
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: sent.append(a))
+    job = ctx.jobs.create_job(build_spec(settings, "s3://b/p.tif", "tiny",
+                                         webhook_url="http://127.0.0.1:9/hook"))
+    quiet = ctx.jobs.create_job(build_spec(settings, "s3://b/q.tif", "tiny"))
+    for j in (job, quiet):  # ended while the broker was down: nobody sent the notify task
+        assert ctx.jobs.transition_job(j.id, JobStatus.CANCELLED)
+    assert reconcile(ctx) == []
+    assert sent == [(NOTIFY_TASK, job.id)]
