@@ -8,9 +8,13 @@ from pathlib import Path
 import click
 
 from cli.apikey import apikey
+from cli.bench import bench
+from cli.evaluate import evaluate
 from cli.options import home_option
+from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
+from cli.worker import worker
 from storage.errors import StorageError
 from storage.settings import get_settings
 
@@ -58,10 +62,20 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 @click.argument("job_id")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=None, help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
+@click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None, help="API key (env PELLETSEG_API_KEY).")
+@click.option("--wait", is_flag=True, help="With --api: follow the job to its end.")
 @home_option
-def resume_cmd(job_id: str, workers: int, out: Path | None, home: Path | None) -> None:
+def resume_cmd(job_id: str, workers: int, out: Path | None, api_url: str | None,
+               api_key: str | None, wait: bool, home: Path | None) -> None:
     """Resume a failed or cancelled job: only rows that are not done are redone (or only the
-    reducer when every row is done)."""
+    reducer when every row is done). Locally with local workers, or with --api through the
+    HTTP API (its workers)."""
+    if api_url:
+        from cli.remote import resume_remote
+
+        resume_remote(api_url, api_key, job_id, wait)
+        return
     from cli.run import resume
 
     sys.exit(_guard(lambda: resume(get_settings(home=home), job_id, workers=workers, out=out)))
@@ -110,5 +124,10 @@ def _guard(fn) -> int:
 
 
 main.add_command(train)
+main.add_command(evaluate)
 main.add_command(apikey)
 main.add_command(serve)
+main.add_command(bench)
+main.add_command(worker)
+for _command in REMOTE_COMMANDS:
+    main.add_command(_command)

@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from storage.db import upgrade
+from storage.queues import QUEUES, queue_name
 from storage.settings import Settings
 
 
@@ -39,6 +42,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     for name in settings.model_fields_set:
         value = getattr(settings, name)
+        if isinstance(value, SecretStr):  # str() would give "**********"
+            value = value.get_secret_value()
         env[f"PELLETSEG_{name.upper()}"] = (
             json.dumps(value) if isinstance(value, (dict, list)) else str(value)
         )
@@ -47,6 +52,40 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["PELLETSEG_BROKER_URL"] = settings.resolved_broker_url
     env["PELLETSEG_STORAGE_URL"] = settings.resolved_storage_url
     return env
+
+
+def worker_command(settings: Settings, queues: list[str], name: str, *, processes: int = 1,
+                   cpu_share: int | None = None,
+                   beat: bool = False) -> tuple[list[str], dict[str, str]]:
+    """``(argv, env)`` of one ``celery worker`` for ``settings``: the one place that builds it
+    (``pelletseg worker``, ``pelletseg run``'s local workers, the tests).
+
+    The environment is :func:`settings_env` with the machine's cores split into torch threads
+    between ``cpu_share`` processes (default: this worker's ``processes``) unless
+    ``PELLETSEG_TORCH_THREADS`` is set. The pool: ``prefork -c N`` for
+    ``processes`` > 1; else ``threads -c PELLETSEG_ROWS_IN_FLIGHT`` when that is above 1 (the
+    rows share one model); else ``solo`` (one task at a time, what the spot watcher expects).
+    Queue names carry ``PELLETSEG_QUEUE_PREFIX``; ``beat`` adds the reconciler schedule (run
+    it in one worker per stack).
+    """
+    env = settings_env(settings)
+    if not settings.torch_threads:
+        share = max(1, cpu_share or processes)
+        env["PELLETSEG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // share))
+    if processes > 1:
+        pool = ["--pool", "prefork", "-c", str(processes)]
+    elif settings.rows_in_flight > 1:
+        pool = ["--pool", "threads", "-c", str(settings.rows_in_flight)]
+    else:
+        pool = ["--pool", "solo"]
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
+        "-Q", ",".join(queue_name(settings, q) for q in queues), *pool, "-n", name,
+        "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]
+    if beat:
+        argv += ["--beat", "--schedule", str(settings.home / "celerybeat-schedule")]
+    return argv, env
 
 
 @dataclass
@@ -59,26 +98,20 @@ class LocalWorkers:
 
     settings: Settings
     count: int
-    queues: str = "plan,rows,reduce"
+    queues: tuple[str, ...] = QUEUES  # logical names; PELLETSEG_QUEUE_PREFIX is added
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def start(self) -> "LocalWorkers":
-        self._env = settings_env(self.settings)
-        if not self.settings.torch_threads:
-            cores = os.cpu_count() or 1
-            self._env["PELLETSEG_TORCH_THREADS"] = str(max(1, cores // max(1, self.count)))
         (self.settings.home / "logs").mkdir(parents=True, exist_ok=True)
         self.procs = [self._spawn(i) for i in range(self.count)]
         return self
 
     def _spawn(self, i: int) -> subprocess.Popen:
-        cmd = [
-            sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
-            "-Q", self.queues, "--pool", "solo", "-n", f"pelletseg{i}-{os.getpid()}@%h",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]
+        # N single-process workers: the cores are split between all N.
+        argv, env = worker_command(self.settings, list(self.queues),
+                                   f"pelletseg{i}-{os.getpid()}@%h", cpu_share=self.count)
         with open(self.settings.home / "logs" / f"worker-{i}.log", "ab") as log:
-            return subprocess.Popen(cmd, env=self._env, stdout=log, stderr=subprocess.STDOUT,
+            return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
     def kill(self, i: int) -> None:
