@@ -18,14 +18,12 @@ box averaging.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-import numpy as np
 import pyvips
 
 #: Edge of a Deep Zoom tile (px); equal to the TIFF tile size of the outputs, so a tile read
@@ -127,26 +125,6 @@ class DeepZoomGrid:
         )
 
 
-def palette_lut(palette: Sequence[Sequence[int]]) -> pyvips.Image:
-    """A 256-entry RGB lookup table (1 x 256 px, 3 bands) for class indices.
-
-    Args:
-        palette: ``palette[i]`` is the (r, g, b) colour (0-255) of class index ``i``;
-            indices beyond it map to black.
-
-    Raises:
-        ValueError: more than 256 colours, or a colour that is not three values in 0-255.
-    """
-    if len(palette) > 256:
-        raise ValueError(f"a palette holds at most 256 colours, got {len(palette)}")
-    table = np.zeros((1, 256, 3), dtype=np.uint8)
-    for i, rgb in enumerate(palette):
-        if len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb):
-            raise ValueError(f"palette colour {i} is {rgb!r}; expected (r, g, b) in 0-255")
-        table[0, i] = [int(v) for v in rgb]
-    return pyvips.Image.new_from_array(table)
-
-
 class Pyramid:
     """A pyramidal TIFF opened for random access (thread-safe: every read makes a new
     lazy libvips image over the shared pages).
@@ -222,7 +200,7 @@ def encode_tile(region: pyvips.Image, kind: PixelKind, lut: pyvips.Image | None 
     palette colours for labels.
 
     Raises:
-        ValueError: a label tile without a lookup table (see :func:`palette_lut`).
+        ValueError: a label tile without a lookup table (see :func:`storage.palette.palette_lut`).
     """
     if kind == PixelKind.LABELS:
         if lut is None:

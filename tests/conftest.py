@@ -3,6 +3,7 @@ real Redis and RabbitMQ, and the shared real data (skipped cleanly where absent)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -100,15 +101,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    """A moto server (S3, SQS) on 127.0.0.1, started for the test session; AWS variables point
-    boto3/s3fs at it. Yields the endpoint URL."""
+@contextlib.contextmanager
+def moto_server(**env):
+    """A private ``moto_server`` (S3, SQS, IAM, ...) on a free port on 127.0.0.1, with extra
+    environment ``env`` (e.g. ``MOTO_IAM_LOAD_MANAGED_POLICIES="true"``); yields its endpoint
+    URL and stops it afterwards. Skips where moto's server is not installed."""
     exe = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
     if not Path(exe).exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
     port = free_port()
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not port_open(port):
@@ -116,19 +118,28 @@ def moto_endpoint():
             proc.kill()
             pytest.fail("moto_server did not start")
         time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield endpoint
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """A moto server (S3, SQS) on 127.0.0.1, started for the test session; AWS variables point
+    boto3/s3fs at it. Yields the endpoint URL."""
+    with moto_server() as endpoint:
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        yield endpoint
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture
@@ -139,3 +150,18 @@ def s3_bucket(moto_endpoint) -> str:
     name = f"pelletseg-{uuid.uuid4().hex[:10]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+    """Poll ``predicate()`` until it returns something truthy, and return that.
+
+    Raises:
+        AssertionError: ``what`` did not happen within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"{what} within {timeout} s")

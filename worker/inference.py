@@ -38,10 +38,17 @@ from worker.devices import (
     pick_device,
     set_cpu_threads,
 )
-from worker.errors import GeometryError
 from worker.packages import ModelPackage, build_model, load_weights, read_package
 from worker.prefetch import Prefetcher, RowsFn, iter_bands, region_rows
-from worker.tiling import TileGrid, crop_strip, cut_tiles, iter_batches, pad_strip, place_cores
+from worker.tiling import (
+    TileGrid,
+    check_region,
+    crop_strip,
+    cut_tiles,
+    iter_batches,
+    pad_strip,
+    place_cores,
+)
 
 __all__ = ["Segmenter", "StripStats", "pick_device"]
 
@@ -329,12 +336,7 @@ class Segmenter:
         Raises:
             GeometryError: ``region`` does not have the rows and width the grid expects.
         """
-        r0, r1 = grid.read_window(y0, y1)
-        if region.shape[0] != r1 - r0 or region.shape[1] != grid.width:
-            raise GeometryError(
-                f"region is {region.shape[0]} x {region.shape[1]} px, expected "
-                f"{r1 - r0} x {grid.width} px for output rows [{y0}, {y1})"
-            )
+        r0, _ = check_region(region, grid, y0, y1)
         labels, _ = self.segment_rows(region_rows(region, r0), grid, y0, y1, batch_size,
                                       prefetch=0)
         return labels

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
+from storage.palette import palette_lut
 from worker.errors import ImageFormatError
 from worker.reading import to_rgb8
 
@@ -204,17 +205,6 @@ def write_label_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path)
 
 
 # ---------------------------------------------------------------------------- colour
-def _lut(palette: Sequence[tuple[int, int, int]]) -> pyvips.Image:
-    if not 0 < len(palette) <= 256:
-        raise ValueError(f"a palette needs 1 to 256 colours, got {len(palette)}")
-    table = np.zeros((1, 256, 3), dtype=np.uint8)
-    for i, rgb in enumerate(palette):
-        if len(rgb) != 3 or not all(0 <= int(v) <= 255 for v in rgb):
-            raise ValueError(f"palette colour {i} is {rgb!r}; expected (r, g, b) in 0-255")
-        table[0, i] = [int(v) for v in rgb]
-    return pyvips.Image.new_from_array(table)
-
-
 def colourise(label_image: pyvips.Image, palette: Sequence[tuple[int, int, int]]) -> pyvips.Image:
     """Map class indices to display colours with a lookup table (lazily).
 
@@ -230,7 +220,7 @@ def colourise(label_image: pyvips.Image, palette: Sequence[tuple[int, int, int]]
         ValueError: the palette is empty, longer than 256 or holds a bad colour.
     """
     _check_label_image(label_image, "colourise")
-    return label_image.maplut(_lut(palette)).copy(interpretation="srgb")
+    return label_image.maplut(palette_lut(palette)).copy(interpretation="srgb")
 
 
 def _open_pair(source_path, label_path) -> tuple[pyvips.Image, pyvips.Image]:
@@ -258,7 +248,8 @@ def write_overlay(
     JPEG Q 85, pyramid levels averaged (it is a picture, not labels). Streams.
 
     Args:
-        source_path: Source micrograph (any format libvips reads; see :func:`worker.reading.to_rgb8`).
+        source_path: Source micrograph (any format libvips reads; see
+            :func:`worker.reading.to_rgb8`).
         label_path: Label map of the same size (1-band uint8; page 0 of a pyramid is used).
         palette: RGB colour of each class index.
         out_path: Output TIFF; overwritten if it exists.

@@ -114,6 +114,27 @@ def _pad_mode(length: int) -> str:
     return "reflect" if length > 1 else "edge"
 
 
+def check_region(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> tuple[int, int]:
+    """Check that ``region`` holds the image rows ``grid.read_window(y0, y1)`` at full width.
+
+    Args:
+        region: (r1 - r0, W, C) image rows, any dtype.
+
+    Returns:
+        ``(r0, r1)``, the image rows it holds (px).
+
+    Raises:
+        GeometryError: ``region`` does not have the rows and width the grid expects.
+    """
+    r0, r1 = grid.read_window(y0, y1)
+    if region.shape[0] != r1 - r0 or region.shape[1] != grid.width:
+        raise GeometryError(
+            f"region is {region.shape[0]} x {region.shape[1]} px, expected "
+            f"{r1 - r0} x {grid.width} px for output rows [{y0}, {y1})"
+        )
+    return r0, r1
+
+
 def pad_strip(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarray:
     """Reflect-pad an image region to the padded strip the tiles are cut from.
 
@@ -129,12 +150,7 @@ def pad_strip(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarra
     Raises:
         GeometryError: ``region`` does not have the rows and width the grid expects.
     """
-    r0, r1 = grid.read_window(y0, y1)
-    if region.shape[0] != r1 - r0 or region.shape[1] != grid.width:
-        raise GeometryError(
-            f"region is {region.shape[0]} x {region.shape[1]} px, expected "
-            f"{r1 - r0} x {grid.width} px for output rows [{y0}, {y1})"
-        )
+    r0, _ = check_region(region, grid, y0, y1)
     rows, _ = grid.padded_strip_shape(y0, y1)
     top = grid.halo - (y0 - r0)
     bottom = rows - top - region.shape[0]

@@ -28,9 +28,9 @@ from api.tiles import (
     PixelKind,
     TileError,
     encode_tile,
-    palette_lut,
 )
 from storage.models import Job
+from storage.palette import palette_lut
 from storage.states import JobStatus
 
 router = APIRouter(tags=["viewer"])

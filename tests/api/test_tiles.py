@@ -14,9 +14,10 @@ import pytest
 import pyvips
 
 from api.layers import LayerFiles
-from api.tiles import DeepZoomGrid, PixelKind, Pyramid, TileError, encode_tile, palette_lut
+from api.tiles import DeepZoomGrid, PixelKind, Pyramid, TileError, encode_tile
 from storage.blobs import BlobStore
 from storage.layout import LABELS, OVERLAY, output_key
+from storage.palette import palette_lut
 from storage.spec import JobSpec
 from storage.states import JobStatus
 from tests.api.conftest import MODEL, make_api, make_settings
@@ -184,7 +185,7 @@ def test_a_pyramid_of_the_wrong_kind_is_refused(labels_1001):
     path, _ = labels_1001
     with pytest.raises(ValueError, match="must be 3-band"):
         Pyramid(path, PixelKind.IMAGE)
-    with pytest.raises(ValueError, match="at most 256"):
+    with pytest.raises(ValueError, match="1 to 256 colours, got 257"):
         palette_lut([(0, 0, 0)] * 257)
 
 

@@ -7,13 +7,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, port_open
+from tests.conftest import moto_server
 from tests.terraform.hcl import TERRAFORM
 
 #: Where a filesystem mirror of hashicorp/aws may lie (TF_PLUGIN_DIR first).
@@ -106,19 +105,5 @@ def moto_aws():
     (the example env attaches AmazonSSMManagedInstanceCore and AmazonRDSEnhancedMonitoringRole).
     Yields its endpoint URL. Like ``tests/conftest.py::moto_endpoint``, but private to this
     module because the managed-policy switch must be set before the server starts."""
-    exe = shutil.which("moto_server") or str(Path(os.sys.executable).with_name("moto_server"))
-    if not Path(exe).exists():
-        pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    port = free_port()
-    env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not port_open(port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            pytest.fail("moto_server did not start")
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    with moto_server(MOTO_IAM_LOAD_MANAGED_POLICIES="true") as endpoint:
+        yield endpoint

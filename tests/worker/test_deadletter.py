@@ -20,7 +20,7 @@ from storage.db import upgrade
 from storage.layout import FRACTIONS_JSON, output_key
 from storage.queues import PLAN_TASK, QUEUES, ROW_TASK, queue_name, task_queue
 from storage.states import JOB_TERMINAL, JobStatus, RowStatus
-from tests.conftest import port_open
+from tests.conftest import port_open, wait_for
 from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.registry import publish_package
@@ -62,13 +62,7 @@ def stack_on(request, tmp_path, tiny_package, broker_cleanup):
 
 
 def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"{what} within {timeout} s")
+    return wait_for(predicate, timeout, what, poll=0.3)
 
 
 def _worker(app, settings):

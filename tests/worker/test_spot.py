@@ -19,7 +19,7 @@ from storage.db import upgrade
 from storage.layout import row_key
 from storage.queues import ROW_TASK, make_celery, send
 from storage.states import JOB_TERMINAL, JobStatus, RowStatus
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.worker.conftest import DEMO_DATA, make_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.planning import plan_job
@@ -195,13 +195,7 @@ def tall_image(tmp_path_factory):
 
 
 def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} within {timeout} s")
+    return wait_for(predicate, timeout, what, poll=0.05)
 
 
 @pytest.mark.slow
