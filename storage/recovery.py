@@ -108,17 +108,18 @@ class RecoveryTable:
                     released.append((job_id, index))
         return released
 
-    def stale_reducing_jobs(self, timeout_seconds: float) -> list[str]:
-        """Jobs ``reducing`` with no change for ``timeout_seconds`` (their reducer's message
-        was lost, e.g. a broker restart without persistence or a publish that failed after
-        the last row was done); each is marked changed now, so it is returned once per
-        timeout.
+    def stale_jobs(self, statuses: Iterable[JobStatus], timeout_seconds: float) -> list[str]:
+        """Jobs in one of ``statuses`` with no change for ``timeout_seconds``: their stage's
+        message was lost (a broker restarted without persistence, a publish that failed after
+        the commit, a worker killed mid-plan on a broker that dropped the message). Each is
+        marked changed now, so it is returned once per timeout.
 
         Returns:
-            Ids of the jobs whose reducer must be enqueued again.
+            Ids of the jobs whose stage task (``plan_job`` for ``queued``/``planning``,
+            ``reduce_job`` for ``reducing``) must be enqueued again.
         """
         now = utcnow()
-        stale = (Job.status == JobStatus.REDUCING.value,
+        stale = (Job.status.in_([s.value for s in statuses]),
                  Job.updated_at < now - timedelta(seconds=timeout_seconds))
         found: list[str] = []
         with self._tx() as conn:

@@ -5,16 +5,19 @@ production; ``pelletseg run`` calls it from its progress loop). It returns rows 
 expired to ``pending`` and re-enqueues them, and re-enqueues rows left ``pending`` longer than
 ``pending_timeout_seconds`` after they were enqueued, so a row whose worker was SIGKILLed, or
 whose message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
-A job left ``reducing`` for ``reduce_timeout_seconds`` gets its reducer enqueued again (the
-message was lost, e.g. a broker restarted without persistence). Duplicate messages are
-harmless: claims are exclusive, and a reducer of a job that is no longer reducing is a no-op.
+A job left ``reducing`` for ``reduce_timeout_seconds`` gets its reducer enqueued again, and a
+job left ``queued`` or ``planning`` for ``pending_timeout_seconds`` its planner (the message
+was lost, e.g. a broker restarted without persistence). Duplicate messages are harmless:
+claims are exclusive, a planner re-plans idempotently (rows are inserted once, the move to
+``running`` is conditional) and a stage of a job past that stage is a no-op.
 """
 
 from __future__ import annotations
 
 import structlog
 
-from storage.queues import REDUCE_TASK, ROW_TASK
+from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from storage.states import JobStatus
 from worker.context import WorkerContext
 from worker.notifying import sweep as sweep_webhooks
 
@@ -37,9 +40,14 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
         ctx.enqueue(ROW_TASK, job_id, index)
     if requeued:
         log.warning("reconcile.requeued", rows=len(requeued))
-    for job_id in ctx.jobs.stale_reducing_jobs(ctx.settings.reduce_timeout_seconds):
+    settings = ctx.settings
+    for job_id in ctx.jobs.stale_jobs([JobStatus.REDUCING], settings.reduce_timeout_seconds):
         log.warning("reconcile.reducer_requeued", job_id=job_id)
         ctx.enqueue(REDUCE_TASK, job_id)
+    planning = [JobStatus.QUEUED, JobStatus.PLANNING]
+    for job_id in ctx.jobs.stale_jobs(planning, settings.pending_timeout_seconds):
+        log.warning("reconcile.planner_requeued", job_id=job_id)
+        ctx.enqueue(PLAN_TASK, job_id)
     notified = sweep_webhooks(ctx)  # due webhook deliveries (retries, lost messages)
     if notified:
         log.info("reconcile.webhooks", jobs=len(notified))

@@ -24,7 +24,7 @@ from storage.db import make_engine, upgrade
 from storage.errors import NotFoundError, StorageError
 from storage.jobs import JobStore
 from storage.layout import LABELS, output_key, row_key
-from storage.queues import REDUCE_TASK, make_celery, send
+from storage.queues import PLAN_TASK, REDUCE_TASK, make_celery, send
 from storage.retries import is_transient
 from storage.states import JOB_TERMINAL, JobStatus, RowStatus
 from tests.conftest import free_port, port_open
@@ -291,3 +291,21 @@ def test_reducer_whose_message_was_lost_is_enqueued_again(stack, micrograph):
     assert stack.sent == [(REDUCE_TASK, job.id)]  # once per timeout, not on every tick
     assert reduce_job(stack, job.id) is not None
     assert stack.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+
+
+def test_planner_whose_message_was_lost_is_enqueued_again(stack, micrograph):
+    stack.settings.pending_timeout_seconds = 1
+    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    # the plan message is lost: the job stays queued
+    assert reconcile(stack) == [] and stack.sent == []  # not stale yet
+    time.sleep(1.2)
+    reconcile(stack)
+    assert stack.sent == [(PLAN_TASK, job.id)]
+    reconcile(stack)
+    assert stack.sent == [(PLAN_TASK, job.id)]  # once per timeout, not on every tick
+    stack.sent.clear()
+    rows = plan_job(stack, job.id)
+    assert rows and stack.jobs.get_job(job.id).status == JobStatus.RUNNING
+    assert plan_job(stack, job.id) == []  # a second (late) delivery of the lost message
+    assert stack.jobs.progress(job.id).total == len(rows)
+
