@@ -13,6 +13,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from urllib.parse import urlencode
 from pathlib import Path
 
 import fsspec
@@ -86,14 +87,24 @@ class BlobStore:
             self._discard(tmp)
             raise StorageError(f"cannot write {self.url(key)}: {e}") from e
 
-    def put_file(self, key: str, local_path: str | os.PathLike) -> None:
-        """Upload the local file ``local_path`` to ``key`` atomically."""
+    def put_file(self, key: str, local_path: str | os.PathLike,
+                 tags: dict[str, str] | None = None) -> None:
+        """Upload the local file ``local_path`` to ``key`` atomically.
+
+        Args:
+            tags: Object tags (S3 only; ignored elsewhere), e.g.
+                :data:`storage.layout.ROW_CHECKPOINT_TAG`, which bucket lifecycle rules
+                select on. They travel with the object through the move onto ``key``
+                (S3 copies tags by default).
+        """
         target = self.path(key)
         tmp = f"{target}.tmp-{uuid.uuid4().hex}"
         try:
             if self.is_local:
                 os.makedirs(posixpath.dirname(target), exist_ok=True)
                 shutil.copyfile(local_path, tmp)
+            elif tags and self.is_s3:
+                self.fs.put_file(str(local_path), tmp, Tagging=urlencode(tags))
             else:
                 self.fs.put_file(str(local_path), tmp)
             self._move(tmp, target)

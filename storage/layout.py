@@ -12,6 +12,10 @@ FRACTIONS_JSON = "fractions.json"
 FRACTIONS_CSV = "fractions.csv"
 SOURCE = "source.tif"
 OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV)
+#: Object tag of row checkpoints on S3: the bucket's ``row-checkpoints`` lifecycle rule
+#: (terraform/modules/storage) selects ``jobs/`` objects with this tag, since S3 lifecycle
+#: filters take no wildcard for ``jobs/*/rows/``.
+ROW_CHECKPOINT_TAG = {"pelletseg-object": "row-checkpoint"}
 
 
 def job_prefix(job_id: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from storage.errors import StorageError
-from storage.layout import row_key
+from storage.layout import ROW_CHECKPOINT_TAG, row_key
 from storage.queues import REDUCE_TASK
 from storage.spec import JobSpec
 from storage.states import JobStatus, RowStatus
@@ -180,7 +180,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         path = Path(tmp) / f"{index:05d}.tif"
         write_strip(labels, path)
-        ctx.blobs.put_file(key, path)
+        ctx.blobs.put_file(key, path, tags=ROW_CHECKPOINT_TAG)
     log.info("row.computed", job_id=job.id, row=index, tiles=stats.tiles,
              batch_size=stats.batch_size, strip_s=round(stats.seconds, 3),
              read_s=round(stats.read_s, 3), read_wait_s=round(stats.read_wait_s, 3),

@@ -56,3 +56,21 @@ def test_local_store_writes_inside_root(tmp_path):
     store.put_bytes("x/y.txt", b"hi")
     assert (tmp_path / "root" / "x" / "y.txt").read_bytes() == b"hi"
     assert store.url("x/y.txt") == (tmp_path / "root").as_uri() + "/x/y.txt"
+
+
+def test_row_checkpoints_on_s3_carry_the_lifecycle_tag_through_the_atomic_move(s3_bucket, tmp_path):
+    import boto3
+
+    from storage.layout import ROW_CHECKPOINT_TAG, row_key
+
+    store = BlobStore(f"s3://{s3_bucket}/prefix")
+    local = tmp_path / "row.tif"
+    local.write_bytes(b"labels")
+    key = row_key("job-1", 3)
+    store.put_file(key, local, tags=ROW_CHECKPOINT_TAG)
+    s3 = boto3.client("s3")
+    tags = s3.get_object_tagging(Bucket=s3_bucket, Key=f"prefix/{key}")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == ROW_CHECKPOINT_TAG
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == [f"prefix/{key}"]
+    store.put_file("jobs/job-1/labels.tif", local)  # outputs are not tagged: kept
+    assert s3.get_object_tagging(Bucket=s3_bucket, Key="prefix/jobs/job-1/labels.tif")["TagSet"] == []

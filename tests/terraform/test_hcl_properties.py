@@ -394,3 +394,12 @@ def test_tfvars_example_sets_only_declared_variables(env):
     assert set(values) <= set(env.variables), sorted(set(values) - set(env.variables))
     required = {n for n, b in env.variables.items() if "default" not in b}
     assert required <= set(values), sorted(required - set(values))
+
+
+def test_row_checkpoint_lifecycle_tag_is_the_one_workers_write(mods):
+    from storage.layout import ROW_CHECKPOINT_TAG
+
+    variables = mods["modules/storage"].variables
+    tag = {variables["row_checkpoint_tag_key"]["default"]:
+           variables["row_checkpoint_tag_value"]["default"]}
+    assert tag == ROW_CHECKPOINT_TAG
