@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
@@ -18,6 +17,7 @@ from storage.jobs import JobStore, job_store
 from storage.models import Job
 from storage.queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.settings import Settings
+from storage.sources import is_bare_path, source_scheme
 from storage.spec import JobSpec
 from storage.states import JOB_TERMINAL, JobStatus
 
@@ -34,20 +34,24 @@ def normalise_source(source: str, settings: Settings) -> str:
         SubmissionError: the scheme is not allowed, or a local path does not exist.
     """
     allowed = settings.allowed_source_schemes
-    parsed = urlparse(source)
-    if len(parsed.scheme) <= 1:  # a bare path (or a Windows drive letter)
+    if is_bare_path(source):
         if "file" not in allowed:
             raise SubmissionError(
                 f"{source}: local file paths are not allowed (allowed schemes: "
                 f"{', '.join(allowed)})"
             )
-        path = Path(source).expanduser().resolve()
-        if not path.is_file():
+        try:
+            path = Path(source).expanduser().resolve()
+            found = path.is_file()
+        except (RuntimeError, ValueError, OSError) as e:  # '~nobody', NUL bytes, loops
+            raise SubmissionError(f"{source!r} is not a usable file path: {e}") from e
+        if not found:
             raise SubmissionError(f"{source}: no such file")
         return path.as_uri()
-    if parsed.scheme not in allowed:
+    scheme = source_scheme(source)
+    if scheme not in allowed:
         raise SubmissionError(
-            f"{source}: scheme {parsed.scheme!r} is not allowed (allowed: {', '.join(allowed)})"
+            f"{source}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)})"
         )
     return source
 

@@ -24,7 +24,6 @@ import shutil
 import tempfile
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import fsspec
 import pyvips
@@ -35,6 +34,7 @@ from storage.blobs import BlobStore
 from storage.errors import BlobNotFoundError, StorageError
 from storage.layout import LABELS, OVERLAY, SOURCE, output_key
 from storage.models import Job
+from storage.sources import local_path, source_scheme
 
 #: Default size limit of the viewer cache (bytes).
 MAX_CACHE_BYTES = 20 * 1024**3
@@ -58,18 +58,11 @@ class LayerUnavailable(LookupError):
     """A job's layer cannot be shown (output missing, source gone or not allowed)."""
 
 
-def _scheme(url: str) -> str:
-    parsed = urlparse(url)
-    return parsed.scheme if len(parsed.scheme) > 1 else "file"
-
-
-def _file_path(url: str) -> Path:
-    parsed = urlparse(url)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url)
-
-
 def as_rgb8(image: pyvips.Image) -> pyvips.Image:
-    """A picture as 3-band 8-bit sRGB (lazy), by the planner's rules: CMYK converted, alpha
+    """A picture as 3-band 8-bit sRGB (lazy), by the planner's rules
+    (``worker.reading.to_rgb8``, which ``api/`` may not import) but lenient, for display only:
+    a succeeded job's source is already 8-bit RGB (planning converts anything else), so this
+    only guards against surprises. CMYK converted, alpha
     dropped, 16-bit scaled by 1/256, grey repeated; other formats cast after scaling to
     0-255 by the format's range.
     """
@@ -125,13 +118,13 @@ class LayerFiles:
         if key is not None:
             return
         url = job.source_url
-        scheme = _scheme(url)
+        scheme = source_scheme(url)
         if scheme not in self.allowed_schemes:
             raise LayerUnavailable(
                 f"the source of job {job.id} is a {scheme}:// URL, which this server may not "
                 f"read (allowed: {', '.join(self.allowed_schemes)})"
             )
-        if scheme == "file" and not _file_path(url).is_file():
+        if scheme == "file" and not local_path(url).is_file():
             raise LayerUnavailable(f"the source of job {job.id} ({url}) no longer exists")
 
     def open(self, job: Job, layer: Layer) -> Pyramid:
@@ -215,8 +208,8 @@ class LayerFiles:
             elif key is not None:
                 download = out.with_name(out.name + ".src")
                 local = self.blobs.get_file(key, download)
-            elif _scheme(job.source_url) == "file":
-                local = _file_path(job.source_url)
+            elif source_scheme(job.source_url) == "file":
+                local = local_path(job.source_url)
             else:
                 download = out.with_name(out.name + ".src")
                 fs, path = fsspec.core.url_to_fs(job.source_url)

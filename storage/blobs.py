@@ -13,8 +13,8 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from urllib.parse import urlencode
 from pathlib import Path
+from urllib.parse import urlencode
 
 import fsspec
 from fsspec.core import url_to_fs

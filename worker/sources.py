@@ -9,17 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import fsspec
 
+from storage.sources import local_path, source_scheme
 from worker.errors import SourceError
-
-
-def source_scheme(url: str) -> str:
-    """Scheme of a source URL; a bare path counts as ``file``."""
-    parsed = urlparse(url)
-    return parsed.scheme if len(parsed.scheme) > 1 else "file"
 
 
 def check_source(url: str, allowed_schemes: list[str]) -> str:
@@ -37,14 +32,6 @@ def check_source(url: str, allowed_schemes: list[str]) -> str:
             f"source {url!r}: scheme {scheme!r} is not allowed; allowed: {', '.join(allowed_schemes)}"
         )
     return scheme
-
-
-def local_path(url: str) -> Path:
-    """Path of a ``file://`` URL or bare path."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    return Path(url)
 
 
 def localize(url: str, cache_dir: Path, allowed_schemes: list[str]) -> Path:

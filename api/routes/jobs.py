@@ -16,6 +16,7 @@ from storage.errors import NotFoundError
 from storage.jobs import JobStore
 from storage.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.models import Job, utcnow
+from storage.sources import source_scheme
 from storage.spec import JobSpec
 from storage.states import JobStatus
 
@@ -84,7 +85,7 @@ def spec_of(svc, body: JobCreate, defaults: JobCreate | None = None) -> JobSpec:
     source = body.source_url
     if body.upload_id is not None:
         source = upload_source(svc.uploads, body.upload_id)
-        scheme = source.partition("://")[0]
+        scheme = source_scheme(source)
         if scheme not in settings.allowed_source_schemes:
             raise SubmissionError(
                 f"uploads are stored under {scheme}:// which PELLETSEG_ALLOWED_SOURCE_SCHEMES "
@@ -127,7 +128,7 @@ def list_jobs(
     batch: str | None = Query(None, max_length=64, description="Only jobs of this batch id."),
     label: list[str] = Query([], description="key:value; repeat to require several labels."),
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=2**31 - 1),
     svc=Depends(services),
 ):
     """Jobs, newest first, one page at a time."""

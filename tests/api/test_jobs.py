@@ -38,6 +38,13 @@ def test_local_paths_become_file_urls_and_schemes_are_checked(settings, tmp_path
         normalise_source(str(tmp_path / "missing.tif"), settings)
 
 
+@pytest.mark.parametrize("path", ["~0", "~no-such-user-pelletseg/x.tif", "a\x00b.tif"])
+def test_unusable_local_paths_are_refused_with_the_reason(settings, path):
+    # Found by schemathesis: "~0" made expanduser raise RuntimeError (a 500 in the API).
+    with pytest.raises(SubmissionError, match="not a usable file path"):
+        normalise_source(path, settings)
+
+
 def test_spec_takes_defaults_from_settings_and_rejects_bad_geometry(settings, tmp_path):
     img = tmp_path / "p.png"
     img.write_bytes(b"x")
