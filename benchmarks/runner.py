@@ -89,10 +89,17 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     task = _phase(doc, "segment_row", say,
                   lambda: pipeline.task_alone(cfg, package, image, scratch, cores))
     ours = _read_labels(queue["labels_path"])
-    monai = baseline = None
+    monai = monai_unfolded = baseline = None
     if cfg.peers:
         monai = _phase(doc, "monai", say,
                        lambda: peers.run_monai(seg, pixels, cfg.tile_size, cfg.halo, batch))
+        # MONAI as a user would call it: the package's model as built, batch norms unfolded
+        plain = Segmenter(package, device=cfg.device, threads=cores, batch_size=batch,
+                          precision=cfg.precision, fold_bn=False)
+        monai_unfolded = _phase(
+            doc, "monai_unfolded", say,
+            lambda: peers.run_monai(plain, pixels, cfg.tile_size, cfg.halo, batch))
+        plain = None
         baseline = _phase(doc, "baseline", say,
                           lambda: peers.run_baseline(seg, image, cfg.tile_size))
     if cfg.rebracket_limit:
@@ -107,7 +114,8 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
             lambda g=gpx: memory.measure_size(cfg, package, g, scratch, cores))
     shutil.rmtree(scratch, ignore_errors=True)
     doc["machine"]["load_average_end"] = load_average()
-    return _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, sizes)
+    peer_runs = {"monai": monai, "monai_unfolded": monai_unfolded, "baseline": baseline}
+    return _summarise(doc, cfg, singles, limits, queue, task, peer_runs, ours, sizes)
 
 
 def _read_labels(path: str):
@@ -117,9 +125,9 @@ def _read_labels(path: str):
     return image.numpy().reshape(image.height, image.width)
 
 
-def _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, sizes) -> dict:
+def _summarise(doc, cfg, singles, limits, queue, task, peer_runs, ours, sizes) -> dict:
     """Limits are the means of the runs before and after the others (load drift); ratios
-    divide by them."""
+    divide by them. ``peer_runs``: peer name -> its run (None: not run)."""
     stride = cfg.stride
     limit_tiles_s = statistics.fmean(r["tiles_s"] for r in limits)
     single_tiles_s = statistics.fmean(r["tiles_s"] for r in singles)
@@ -153,7 +161,7 @@ def _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, si
         "segment_row_vs_single_process_limit":
             task["mpx_s"] / doc["limit"]["single_process_mpx_s"],
     }
-    for name, peer in (("monai", monai), ("baseline", baseline)):
+    for name, peer in peer_runs.items():
         if peer is None:
             doc[f"{name}_mpx_s"] = math.nan
             continue
@@ -169,8 +177,7 @@ def _summarise(doc, cfg, singles, limits, queue, task, monai, baseline, ours, si
         "pipeline_end_to_end": queue["model_busy_pct"],
         "pipeline_rows_phase": queue["model_busy_rows_phase_pct"],
         "segment_row_alone": task["model_share_pct"],
-        **{name: peer["model_share_pct"] for name, peer in (("monai", monai),
-                                                            ("baseline", baseline)) if peer},
+        **{name: peer["model_share_pct"] for name, peer in peer_runs.items() if peer},
     }
     doc["rss_mib"] = {k: {"worker": v["worker_rss_mib"], "reducer": v["reducer_rss_mib"]}
                       for k, v in sizes.items()}

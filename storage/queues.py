@@ -15,6 +15,7 @@ from typing import Literal
 
 from celery import Celery
 from kombu import Queue
+from kombu.transport import sqlalchemy as kombu_sqlalchemy
 
 from storage.settings import Settings
 
@@ -98,7 +99,8 @@ def transport_options(settings: Settings) -> dict:
     plus anything in ``PELLETSEG_BROKER_TRANSPORT_OPTIONS``.
 
     The embedded ``sqla+sqlite`` transport gets none: kombu passes its transport options
-    straight to ``sqlalchemy.create_engine``, so it polls at kombu's default 1 s.
+    straight to ``sqlalchemy.create_engine`` (its polling interval is set by
+    :func:`embedded_transport` instead).
     """
     url = settings.resolved_broker_url
     kind = broker_kind(url)
@@ -123,13 +125,38 @@ def publish_retry_policy(seconds: float) -> dict:
             "interval_max": cap}
 
 
+def embedded_transport(poll_seconds: float) -> type[kombu_sqlalchemy.Transport]:
+    """kombu's SQLAlchemy transport polling an idle queue every ``poll_seconds`` (s).
+
+    kombu reads a virtual transport's polling interval from its transport options, but its
+    SQLAlchemy transport hands every option to ``sqlalchemy.create_engine``, which rejects
+    ``polling_interval``: so the interval is set on a subclass instead.
+    """
+    return type("EmbeddedTransport", (kombu_sqlalchemy.Transport,),
+                {"polling_interval": float(poll_seconds), "__module__": __name__})
+
+
+def celery_broker(settings: Settings) -> tuple[str, type | None]:
+    """Broker URL and transport class for Celery: the embedded ``sqla+<db-url>`` becomes
+    ``<db-url>`` with :func:`embedded_transport` (a ``+`` prefix in the URL would override the
+    transport); any other URL is used as it is, with kombu's transport for its scheme."""
+    url = settings.resolved_broker_url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("sqla+"):
+        return url.split("+", 1)[1], embedded_transport(settings.embedded_poll_seconds)
+    return url, None
+
+
 def make_celery(settings: Settings, *, main: str = "pelletseg") -> Celery:
     """A Celery app bound to ``settings.resolved_broker_url`` with pelletseg's queues.
 
     The app has no tasks; ``worker.tasks`` registers them, and senders use
     :func:`send` with the task names above.
     """
-    app = Celery(main, broker=settings.resolved_broker_url)
+    broker_url, transport = celery_broker(settings)
+    app = Celery(main, broker=broker_url)
+    if transport is not None:
+        app.conf.broker_transport = transport
     default_queue = queue_name(settings, "rows")
     routes = {}
     for name, q in QUEUE_OF_TASK.items():

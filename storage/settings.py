@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         description="Autocast dtype of inference on CUDA (bf16 falls back to fp16 on GPUs "
         "without bfloat16); CPU always computes in float32.",
     )
+    fold_batchnorm: bool = Field(
+        True,
+        description="Fold batch norms into the convolutions before them for inference (same "
+        "labels up to float rounding; ~1.3x faster on CPU).",
+    )
     torch_compile: bool = Field(
         False,
         description="Run the model through torch.compile (first batch slower; falls back to "
@@ -126,6 +131,13 @@ class Settings(BaseSettings):
         description="How long a job-table call retries a lost or refused database connection "
         "(exponential backoff with jitter) before it fails (s).",
         ge=0,
+    )
+    embedded_poll_seconds: float = Field(
+        0.1,
+        description="How often an idle worker polls the embedded SQLite broker for a message "
+        "(kombu's own default is 1 s, which delays every job's start by up to a second) (s).",
+        gt=0,
+        le=10,
     )
     broker_retry_seconds: float = Field(
         60.0,

@@ -1,5 +1,6 @@
 """Device plumbing for inference: device choice, CPU thread counts, CUDA precision, batch size
-from free device memory, and labels that are still being computed on the device.
+from free device memory, batch-norm folding, and labels that are still being computed on the
+device.
 
 Nothing here knows about tiles or strips; :mod:`worker.inference` uses it.
 """
@@ -75,6 +76,41 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if dtype is torch.bfloat16 and not torch.cuda.is_bf16_supported():
         return torch.float16
     return dtype
+
+
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` into that convolution.
+
+    In inference a batch norm is a fixed per-channel affine map, so ``bn(conv(x))`` equals one
+    convolution with weights ``W * g / sqrt(v + eps)`` and bias ``(b - m) * g / sqrt(v + eps)
+    + beta`` (g, beta, m, v: the norm's weight, bias, running mean and variance; Ioffe &
+    Szegedy 2015, eq. in Alg. 2; the same folding TensorRT and ONNX Runtime do). The result
+    differs from the original by float rounding only (~1e-5 in logits); it removes one
+    memory-bound pass over every activation (1.3x faster for the bundled UNet-MobileNetV2 on
+    CPU, docs/performance.md). The graph comes from ``torch.fx`` symbolic tracing (PyTorch's
+    ``torch.fx.experimental.optimization.fuse``); a model fx cannot trace (data-dependent
+    control flow, e.g. smp's FPN) is returned unchanged, with an ``inference.fold_skipped``
+    log line.
+
+    Args:
+        model: A module in eval mode.
+
+    Returns:
+        A new module (the input is left as it is), or ``model`` itself when it cannot be traced.
+
+    Raises:
+        ValueError: ``model`` is in training mode (its batch statistics are not fixed).
+    """
+    if model.training:
+        raise ValueError("fold_batchnorm needs a model in eval mode (model.eval())")
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        return fuse(model)
+    except Exception as e:  # noqa: BLE001 - fx tracing fails in many ways; run unfolded
+        log.info("inference.fold_skipped", model=type(model).__name__,
+                 error=f"{type(e).__name__}: {str(e)[:200]}")
+        return model
 
 
 def batch_from_memory(free_bytes: int, per_tile_bytes: int) -> int:

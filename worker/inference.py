@@ -34,6 +34,7 @@ from worker.devices import (
     PendingLabels,
     autocast_dtype,
     batch_from_memory,
+    fold_batchnorm,
     measure_tile_bytes,
     pick_device,
     set_cpu_threads,
@@ -96,6 +97,8 @@ class Segmenter:
             ``fp16`` or ``fp32``. CPU always computes in float32.
         compile: Run the model through ``torch.compile`` (falls back to eager, with a
             warning, if compilation fails on the first batch).
+        fold_bn: Fold batch norms into the convolutions before them
+            (:func:`worker.devices.fold_batchnorm`; same labels up to float rounding).
 
     Raises:
         ModelPackageError: the package is invalid or its weights fail the sha256 check.
@@ -112,6 +115,7 @@ class Segmenter:
         batch_size: int = 0,
         precision: str = "bf16",
         compile: bool = False,
+        fold_bn: bool = True,
     ):
         set_cpu_threads(threads)
         self.package: ModelPackage = read_package(package_dir)
@@ -124,7 +128,10 @@ class Segmenter:
         self._probe_lock = threading.Lock()
         model = build_model(self.package)
         load_weights(model, package_dir)
-        model.eval().to(self.device)
+        model.eval()
+        if fold_bn:
+            model = fold_batchnorm(model)
+        model.to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model

@@ -1,11 +1,18 @@
 """Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
-overlay and the preview; phase fractions are the sums of the rows' exact pixel counts."""
+overlay and the preview; phase fractions are the sums of the rows' exact pixel counts.
+
+The overlay is rendered from the row strips in a second thread while the label pyramid (then
+the preview, which reads it) is written: each of the two libvips pipelines is mostly
+sequential (the streaming PNG decode of the strips, the preview's resize), so together they
+use two cores where one after the other they used about one.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
@@ -23,8 +30,9 @@ from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.fractions import fractions_csv, fractions_document
 from worker.registry import load_package_meta
+from worker.rendering import write_overlay, write_preview
 from worker.segmenting import source_path
-from worker.stitching import write_label_pyramid, write_overlay, write_preview
+from worker.stitching import write_label_pyramid
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +70,17 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
-        write_label_pyramid(strips, work / LABELS)
         source = source_path(ctx, job)
-        write_overlay(source, work / LABELS, pkg.palette(), work / OVERLAY)
-        write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
-                      names=[c.name for c in pkg.classes])
+        with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
+            overlay = pool.submit(write_overlay, source, strips, pkg.palette(), work / OVERLAY)
+            try:
+                write_label_pyramid(strips, work / LABELS)
+                write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
+                              names=[c.name for c in pkg.classes])
+            finally:
+                overlay_error = overlay.exception()  # waits: never leave it writing
+            if overlay_error is not None:
+                raise overlay_error
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})

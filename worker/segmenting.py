@@ -98,6 +98,7 @@ def segmenter_for(ctx: WorkerContext, job):
                 batch_size=ctx.settings.batch_size,
                 precision=ctx.settings.precision,
                 compile=ctx.settings.torch_compile,
+                fold_bn=ctx.settings.fold_batchnorm,
             )
         return ctx.segmenters[key]
 

@@ -74,17 +74,24 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert _sane(doc["rss_mib"]["0.0001"]["worker"]) and _sane(doc["rss_mib"]["0.0001"]["reducer"])
     assert all(_sane(v) for v in doc["ratios"].values()), doc["ratios"]
     assert set(doc["model_share_pct"]) == {"pipeline_end_to_end", "pipeline_rows_phase",
-                                           "segment_row_alone", "monai", "baseline"}
+                                           "segment_row_alone", "monai", "monai_unfolded",
+                                           "baseline"}
     assert all(0 < v <= 100 for v in doc["model_share_pct"].values()), doc["model_share_pct"]
     assert doc["pipeline"]["device_s_rows_logged"] == 4
     # overlap matched: MONAI's scan interval is our stride; our tiling covers the image
     assert doc["monai"]["scan_interval"] == 128 - 2 * 16
     assert doc["monai"]["windows"] == monai_windows(300, 300, 128, 96) == 9
+    # the same MONAI run on the model with its batch norms unfolded: same labels up to rounding
+    assert doc["monai_unfolded"]["windows"] == 9 and _sane(doc["monai_unfolded_mpx_s"])
+    # (a random-init model's logits are near ties: MONAI's blending differs from our crops)
+    assert abs(doc["monai_unfolded"]["agreement_with_ours_pct"]
+               - doc["monai"]["agreement_with_ours_pct"]) < 0.5
     assert doc["image"]["tiles"] == 16 and doc["baseline"]["tiles"] == 9
     assert doc["pipeline"]["rows"] == 4 and doc["pipeline"]["warm_workers"] == 1
     assert doc["memory"]["0.0001"]["side"] == 316
     md = out.with_suffix(".md").read_text()
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
+    assert "batch norms not folded" in md
     assert "0.0001 Gpx" in md
 
 

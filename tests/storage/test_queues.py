@@ -51,6 +51,24 @@ def test_send_puts_the_message_on_the_prefixed_queue(tmp_path):
         assert Queue("reduce", routing_key="reduce")(conn.channel()).get() is None
 
 
+def test_embedded_broker_polls_at_the_configured_interval_and_delivers(tmp_path):
+    """kombu's SQLAlchemy transport would poll every 1 s (and rejects a polling_interval
+    transport option); the embedded broker's app uses a subclass with the setting's interval,
+    on the same SQLite file a plain ``sqla+sqlite`` connection (API metrics, DLQ tools) sees."""
+    settings = _settings(tmp_path, embedded_poll_seconds=0.05)
+    app = make_celery(settings)
+    with app.connection_for_read() as conn:
+        assert conn.transport.polling_interval == 0.05
+        assert conn.transport.driver_type == "sql"  # kombu's SQLAlchemy transport
+    send(app, PLAN_TASK, "job-7")
+    with Connection(settings.resolved_broker_url) as conn:
+        message = Queue("plan", routing_key="plan")(conn.channel()).get()
+        assert message is not None and message.headers["argsrepr"] == "['job-7']"
+    assert make_celery(_settings(tmp_path, broker_url="memory://")).conf.broker_transport is None
+    with pytest.raises(ValueError):
+        _settings(tmp_path, embedded_poll_seconds=0)
+
+
 def test_queue_prefix_must_be_a_valid_sqs_name_part(tmp_path):
     with pytest.raises(ValueError):
         _settings(tmp_path, queue_prefix="bad.prefix")

@@ -19,6 +19,7 @@ from worker.devices import (
     PendingLabels,
     autocast_dtype,
     batch_from_memory,
+    fold_batchnorm,
     set_cpu_threads,
 )
 from worker.inference import Segmenter
@@ -150,6 +151,65 @@ def test_cpu_thread_counts():
         torch.set_num_threads(before)
 
 
+def _with_random_bn_statistics(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every batch norm non-trivial statistics (fresh ones are the identity map)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 2 - 1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+def test_fold_batchnorm_removes_every_norm_and_keeps_the_function():
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    model = _with_random_bn_statistics(smp.create_model(
+        "Unet", encoder_name="resnet18", encoder_weights=None, classes=4, encoder_depth=3,
+        decoder_channels=[32, 16, 8]))
+    folded = fold_batchnorm(model)
+    assert folded is not model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # untouched
+    x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want, got = model(x), folded(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.999
+
+
+def test_fold_batchnorm_leaves_an_untraceable_model_alone_and_refuses_training_mode():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+                return self.bn(self.conv(x))
+            return x
+
+    model = Branchy().eval()
+    assert fold_batchnorm(model) is model
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(Branchy().train())
+
+
+def test_segmenter_labels_with_and_without_folding_agree(tiny_package, crop):
+    plain = Segmenter(tiny_package, device="cpu", threads=1, fold_bn=False)
+    folded = Segmenter(tiny_package, device="cpu", threads=1)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())
+    a = plain.segment_array(crop, tile_size=128, halo=16)
+    b = folded.segment_array(crop, tile_size=128, halo=16)
+    assert a.shape == b.shape == crop.shape[:2]
+    assert (a == b).mean() > 0.999  # float rounding may flip a near-tie, nothing more
+
+
 def test_pending_labels_on_cpu_are_final():
     labels = torch.arange(8, dtype=torch.uint8).view(2, 2, 2)
     np.testing.assert_array_equal(PendingLabels(labels).result(), labels.numpy())
@@ -250,6 +310,7 @@ def test_new_settings_defaults_and_bounds():
     s = Settings()
     assert (s.precision, s.torch_compile, s.prefetch_bands, s.rows_in_flight) == (
         "bf16", False, 2, 1)
+    assert s.fold_batchnorm is True
     with pytest.raises(ValueError):
         Settings(rows_in_flight=0)
     with pytest.raises(ValueError):

@@ -196,3 +196,31 @@ def test_a_job_cancelled_while_planning_stays_cancelled(stack, micrograph):
     assert stack.sent == []
     # the planner's own transition cannot revive it either
     assert not stack.jobs.transition_job(job.id, S.RUNNING, expected=S.PLANNING)
+
+
+def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micrograph,
+                                                                    monkeypatch):
+    """The overlay is rendered in a second thread beside the label map and preview: its
+    failure must fail the job with its reason, once both threads are done, with no outputs
+    in the store."""
+    import threading
+
+    from worker import reducing
+    from worker.errors import ImageFormatError
+
+    seen = {}
+
+    def broken_overlay(source, strips, palette, out):
+        seen["thread"] = threading.current_thread().name
+        seen["strips"] = len(strips)
+        raise ImageFormatError(f"{source}: cannot be read as an image: truncated")
+
+    monkeypatch.setattr(reducing, "write_overlay", broken_overlay)
+    job = _submit(stack, micrograph)
+    stack.sent.append((PLAN_TASK, job.id))
+    failed = _run_all(stack, job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error.startswith("reducer: ") and "truncated" in failed.error
+    assert seen == {"thread": seen["thread"], "strips": failed.rows_total}
+    assert seen["thread"].startswith("reduce-overlay")
+    assert not stack.blobs.exists(output_key(job.id, LABELS))
