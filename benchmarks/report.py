@@ -42,6 +42,17 @@ def _f(value, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+#: Each peer's row label in the Markdown table, from its run's details.
+_PEERS = {
+    "monai": lambda m: (f"MONAI sliding_window_inference (overlap {m['overlap']:.3f}, interval "
+                        f"{m['scan_interval']} px, {m['windows']} windows, in memory)"),
+    "monai_unfolded": lambda m: ("MONAI as above on the package's model as built (batch norms "
+                                 "not folded)"),
+    "baseline": lambda b: (f"thesis-style baseline (PIL crop, no overlap, 1 tile per pass, "
+                           f"{b['tiles']} tiles, in memory)"),
+}
+
+
 def markdown(doc: dict) -> str:
     """The result as Markdown: setup, throughput, ratios, overhead, memory, phases."""
     cfg, mach, img, lim = doc["config"], doc["machine"], doc["image"], doc["limit"]
@@ -82,28 +93,16 @@ def markdown(doc: dict) -> str:
         (f"| segment_row alone (1 process x all cores; read + infer + write + job table) | - | "
         f"{_f(doc['segment_row_mpx_s'])} | {_f(doc['segment_row_mpx_s'] / limit_mpx, 2)} |"),
     ]
-    if doc.get("monai"):
-        m = doc["monai"]
-        lines.append(
-            f"| MONAI sliding_window_inference (overlap {m['overlap']:.3f}, interval "
-            f"{m['scan_interval']} px, {m['windows']} windows, in memory) | "
-            f"{_f(m['windows'] / m['seconds'])} | {_f(doc['monai_mpx_s'])} | "
-            f"{_f(doc['monai_mpx_s'] / limit_mpx, 2)} |")
-    if doc.get("monai_unfolded"):
-        m = doc["monai_unfolded"]
-        lines.append(
-            f"| MONAI as above on the package's model as built (batch norms not folded) | "
-            f"{_f(m['windows'] / m['seconds'])} | {_f(doc['monai_unfolded_mpx_s'])} | "
-            f"{_f(doc['monai_unfolded_mpx_s'] / limit_mpx, 2)} |")
-    if doc.get("baseline"):
-        b = doc["baseline"]
-        lines.append(
-            f"| thesis-style baseline (PIL crop, no overlap, 1 tile per pass, {b['tiles']} "
-            f"tiles, in memory) | {_f(b['tiles'] / b['seconds'])} | {_f(doc['baseline_mpx_s'])} "
-            f"| {_f(doc['baseline_mpx_s'] / limit_mpx, 2)} |")
+    for name, describe in _PEERS.items():
+        peer = doc.get(name)
+        if peer:
+            runs = peer["windows"] if "windows" in peer else peer["tiles"]
+            lines.append(
+                f"| {describe(peer)} | {_f(runs / peer['seconds'])} | {_f(doc[f'{name}_mpx_s'])} "
+                f"| {_f(doc[f'{name}_mpx_s'] / limit_mpx, 2)} |")
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {_f(v, 3)} |" for k, v in doc["ratios"].items()]
-    for name in ("monai", "monai_unfolded", "baseline"):
+    for name in _PEERS:
         if doc.get(name):
             lines.append(f"| {name} labels equal to ours (% of pixels) | "
                          f"{_f(doc[name]['agreement_with_ours_pct'], 2)} |")
