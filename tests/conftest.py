@@ -65,17 +65,23 @@ def sqlite_url(tmp_path) -> str:
     return url
 
 
+@pytest.fixture
+def empty_pg_url(pg_url) -> str:
+    """:func:`pg_url` (one database per session) with its jobs, rows, models and API keys
+    emptied, and what references them."""
+    engine = make_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE jobs, rows, models, api_keys CASCADE"))
+    engine.dispose()
+    return pg_url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """A migrated, empty job table: SQLite and the real PostgreSQL."""
     if request.param == "sqlite":
         return request.getfixturevalue("sqlite_url")
-    url = request.getfixturevalue("pg_url")
-    engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, rows, models CASCADE"))
-    engine.dispose()
-    return url
+    return request.getfixturevalue("empty_pg_url")
 
 
 @pytest.fixture

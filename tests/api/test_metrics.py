@@ -113,16 +113,8 @@ def test_queue_depth_on_redis_with_a_queue_prefix(tmp_path, private_redis):
 
 
 @pytest.mark.postgres
-def test_metrics_on_postgres(tmp_path, pg_url):
-    from sqlalchemy import text
-
-    from storage.db import make_engine
-
-    engine = make_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE jobs, rows, models, api_keys CASCADE"))
-    engine.dispose()
-    api = make_api(make_settings(tmp_path, default_model=MODEL, database_url=pg_url))
+def test_metrics_on_postgres(tmp_path, empty_pg_url):
+    api = make_api(make_settings(tmp_path, default_model=MODEL, database_url=empty_pg_url))
     _fill(api)
     _check_table(scrape(api.client))
 

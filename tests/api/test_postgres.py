@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
-from storage.db import make_engine
 from storage.settings import Settings
 from tests.api.conftest import MODEL, drain_tasks, make_api, running_job
 
@@ -13,12 +11,9 @@ from tests.api.conftest import MODEL, drain_tasks, make_api, running_job
 @pytest.mark.postgres
 class TestOnPostgres:
     @pytest.fixture
-    def pg_api(self, tmp_path, pg_url):
-        engine = make_engine(pg_url)
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE jobs, rows, models, api_keys CASCADE"))
-        engine.dispose()
-        settings = Settings(home=tmp_path / "home", database_url=pg_url, default_model=MODEL)
+    def pg_api(self, tmp_path, empty_pg_url):
+        settings = Settings(home=tmp_path / "home", database_url=empty_pg_url,
+                            default_model=MODEL)
         settings.ensure_home()
         return make_api(settings)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
-from storage.db import make_engine
 from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings
 
 PLAN, NOTIFY = "pelletseg.plan_job", "pelletseg.notify"
@@ -14,12 +12,8 @@ PLAN, NOTIFY = "pelletseg.plan_job", "pelletseg.notify"
 @pytest.mark.postgres
 class TestExtrasOnPostgres:
     @pytest.fixture
-    def pg_api(self, tmp_path, pg_url):
-        engine = make_engine(pg_url)
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE jobs, rows, models, api_keys CASCADE"))
-        engine.dispose()
-        return make_api(make_settings(tmp_path, database_url=pg_url, default_model=MODEL,
+    def pg_api(self, tmp_path, empty_pg_url):
+        return make_api(make_settings(tmp_path, database_url=empty_pg_url, default_model=MODEL,
                                       allow_private_webhooks=True))
 
     def test_batch_filter_and_idempotent_retry(self, pg_api):
