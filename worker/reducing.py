@@ -71,16 +71,13 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
         source = source_path(ctx, job)
+        # leaving the block waits for the overlay, also when the label map failed
         with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
             overlay = pool.submit(write_overlay, source, strips, pkg.palette(), work / OVERLAY)
-            try:
-                write_label_pyramid(strips, work / LABELS)
-                write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
-                              names=[c.name for c in pkg.classes])
-            finally:
-                overlay_error = overlay.exception()  # waits: never leave it writing
-            if overlay_error is not None:
-                raise overlay_error
+            write_label_pyramid(strips, work / LABELS)
+            write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
+                          names=[c.name for c in pkg.classes])
+        overlay.result()  # the overlay's error, if it had one
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})
