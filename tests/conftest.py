@@ -158,8 +158,11 @@ def s3_bucket(moto_endpoint) -> str:
     return name
 
 
-def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
+def wait_for(predicate, timeout: float, what, poll: float = 0.1):
     """Poll ``predicate()`` until it returns something truthy, and return that.
+
+    ``what`` names the awaited event in the failure message; a callable is called only then,
+    so the message can show the state the wait ended in.
 
     Raises:
         AssertionError: ``what`` did not happen within ``timeout`` seconds.
@@ -170,4 +173,4 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
         if value:
             return value
         time.sleep(poll)
-    raise AssertionError(f"{what} within {timeout} s")
+    raise AssertionError(f"{what() if callable(what) else what} within {timeout} s")

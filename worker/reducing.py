@@ -59,6 +59,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         pkg = load_package_meta(ctx, job.model_name, job.model_version)
         counts = ctx.jobs.class_counts(job_id, pkg.n_classes)
         rows = ctx.jobs.list_rows(job_id)
+        log.info("reduce.start", job_id=job_id, rows=len(rows))
         strips = [ctx.local_blob(r.blob_key) for r in rows]
         doc = fractions_document(
             job_id,

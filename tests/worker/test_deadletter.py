@@ -61,8 +61,15 @@ def stack_on(request, tmp_path, tiny_package, broker_cleanup):
     return settings, app, ctx
 
 
-def _until(predicate, timeout: float, what: str):
+def _until(predicate, timeout: float, what):
     return wait_for(predicate, timeout, what, poll=0.3)
+
+
+def _job_state(what: str, ctx, job_id: str) -> str:
+    """``what`` with the job's status and its rows' states, for a failure message."""
+    job = ctx.jobs.get_job(job_id)
+    rows = [(r.index, r.status.value, r.attempts) for r in ctx.jobs.list_rows(job_id)]
+    return f"{what}: job {job.status.value} ({job.error}), rows {rows}"
 
 
 def _worker(app, settings):
@@ -137,7 +144,7 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
     with _worker(app, settings):
         resume_job(settings, job.id, app=app)
         done = _until(lambda: (j := ctx.jobs.get_job(job.id)).status in JOB_TERMINAL and j,
-                      120, "the resumed job did not end")
+                      120, lambda: _job_state("the resumed job did not end", ctx, job.id))
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert ctx.jobs.get_row(job.id, 2).attempts == 1
     doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
