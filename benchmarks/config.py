@@ -29,6 +29,10 @@ class BenchConfig:
         batch_size: Tiles per forward pass; 0: 1 on CPU, from free memory on CUDA.
         rows_in_flight: Row tasks per worker at once; 0: 1 on CPU, 3 on CUDA.
         precision: Autocast on CUDA (``bf16``, ``fp16``, ``fp32``); CPU is always float32.
+        stream_reduce: Run the queue job with a streaming stitcher (``PELLETSEG_STREAM_REDUCE``)
+            and a worker of its own for the reduce queue; None: on for CUDA (idle CPU cores
+            stitch while the device computes), off for CPU (the stitcher would take cores
+            from the rows).
         limit_seconds: Duration of each model-only throughput measurement (s).
         rebracket_limit: Measure the limit again after the other runs (load drift check).
         peers: Run MONAI and the thesis-style baseline.
@@ -47,6 +51,7 @@ class BenchConfig:
     batch_size: int = 0
     rows_in_flight: int = 0
     precision: str = "bf16"
+    stream_reduce: bool | None = None
     limit_seconds: float = 12.0
     rebracket_limit: bool = True
     peers: bool = True
@@ -90,8 +95,9 @@ class BenchConfig:
         threads = self.threads or max(1, cores // workers)
         batch = self.batch_size or (0 if self.cuda else 1)
         rows = self.rows_in_flight or (3 if self.cuda else 1)
+        stream = self.cuda if self.stream_reduce is None else self.stream_reduce
         return replace(self, workers=workers, threads=threads, batch_size=batch,
-                       rows_in_flight=rows)
+                       rows_in_flight=rows, stream_reduce=stream)
 
     def as_dict(self) -> dict:
         """JSON-ready fields."""

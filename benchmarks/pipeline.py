@@ -41,7 +41,7 @@ def stack_settings(cfg: BenchConfig, home: Path, model: str, **extra) -> Setting
         home=home, tile_size=cfg.tile_size, halo=cfg.halo, rows_per_task=1,
         batch_size=cfg.batch_size, device=cfg.device, torch_threads=cfg.threads,
         rows_in_flight=cfg.rows_in_flight, precision=cfg.precision, default_model=model,
-        lease_seconds=1800,
+        lease_seconds=1800, stream_reduce=bool(cfg.stream_reduce),
         **extra,
     )
 
@@ -124,8 +124,9 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
     """One job through the queue with ``cfg.workers`` warm local workers.
 
     Returns:
-        Wall time and Mpx/s end to end, the rows phase, plan and reduce times, task times
-        and queue gaps, the workers' peak RSS.
+        Wall time and Mpx/s end to end, the rows phase, plan and reduce times, the time from
+        the last row done to ``succeeded`` (what the reducer adds after the rows; a streaming
+        stitcher shortens it), task times and queue gaps, the workers' peak RSS.
 
     Raises:
         BenchError: a job failed or timed out (with the workers' log tails).
@@ -168,6 +169,8 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
         "rows_mpx_s": mpx / timeline["rows_phase_s"],
         "submit_to_first_row_s": (timeline["first_row_started"] - created).total_seconds(),
         "reduce_s": (job.outputs or {}).get("reduce_seconds"),
+        "streamed": bool((job.outputs or {}).get("streamed")),
+        "after_last_row_s": (job.finished_at - timeline["last_row_finished"]).total_seconds(),
         "labels_path": str(labels),
         "warm_workers": len(seen),
         "device_s": device_s, "device_s_rows_logged": logged,

@@ -77,7 +77,8 @@ def markdown(doc: dict) -> str:
         (f"- Workers: {cfg['workers']} x {cfg['threads']} torch threads, "
          f"batch {cfg['batch_size']}, "
         f"{cfg['rows_in_flight']} row(s) in flight per worker, precision "
-        f"{cfg['precision'] if doc['device'].startswith('cuda') else 'fp32'}"),
+        f"{cfg['precision'] if doc['device'].startswith('cuda') else 'fp32'}, streaming "
+        f"stitcher {'on' if cfg.get('stream_reduce') else 'off'}"),
         "",
         "| measurement | tiles/s | Mpx/s | / limit |",
         "|---|---|---|---|",
@@ -118,7 +119,8 @@ def markdown(doc: dict) -> str:
         f"{_f(ov['task_s'], 2)} s ({ov['definition']})."),
         (f"Pipeline: {pipe['rows']} rows on {pipe['workers_used']} workers, "
         f"{_f(pipe['seconds'], 1)} s end to end, submit -> first row "
-        f"{_f(pipe['submit_to_first_row_s'], 2)} s, reducer {_f(pipe['reduce_s'], 2)} s; "
+        f"{_f(pipe['submit_to_first_row_s'], 2)} s, reducer {_f(pipe['reduce_s'], 2)} s, "
+        f"last row done -> succeeded {_f(pipe.get('after_last_row_s'), 2)} s; "
         f"worker peak RSS {pipe['worker_peak_rss_mib']} MiB."),
         (f"segment_row alone: row {task['row']} ({_f(task['row_mpx'], 2)} Mpx, {task['tiles']} "
         f"tiles) {_f(task['seconds'], 2)} s: strip {_f(task['strip_s'], 2)} s (reading "

@@ -55,7 +55,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def worker_command(settings: Settings, queues: list[str], name: str, *, processes: int = 1,
-                   cpu_share: int | None = None,
+                   cpu_share: int | None = None, threads: int = 0,
                    beat: bool = False) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` of one ``celery worker`` for ``settings``: the one place that builds it
     (``pelletseg worker``, ``pelletseg run``'s local workers, the tests).
@@ -63,8 +63,10 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     The environment is :func:`settings_env` with the machine's cores split into torch threads
     between ``cpu_share`` processes (default: this worker's ``processes``) unless
     ``PELLETSEG_TORCH_THREADS`` is set. The pool: ``prefork -c N`` for
-    ``processes`` > 1; else ``threads -c PELLETSEG_ROWS_IN_FLIGHT`` when that is above 1 (the
-    rows share one model); else ``solo`` (one task at a time, what the spot watcher expects).
+    ``processes`` > 1; else ``threads -c threads`` when ``threads`` is above 1 (a reduce
+    worker that runs streaming stitchers beside reducers); else ``threads -c
+    PELLETSEG_ROWS_IN_FLIGHT`` when that is above 1 (the rows share one model); else ``solo``
+    (one task at a time, what the spot watcher expects).
     Queue names carry ``PELLETSEG_QUEUE_PREFIX``; ``beat`` adds the reconciler schedule (run
     it in one worker per stack).
     """
@@ -74,6 +76,8 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
         env["PELLETSEG_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) // share))
     if processes > 1:
         pool = ["--pool", "prefork", "-c", str(processes)]
+    elif threads > 1:
+        pool = ["--pool", "threads", "-c", str(threads)]
     elif settings.rows_in_flight > 1:
         pool = ["--pool", "threads", "-c", str(settings.rows_in_flight)]
     else:
@@ -90,7 +94,8 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
 
 @dataclass
 class LocalWorkers:
-    """N local ``celery worker`` processes (solo pool: one task at a time each).
+    """N local ``celery worker`` processes (solo pool: one task at a time each), plus one for
+    the ``reduce`` queue with ``PELLETSEG_STREAM_REDUCE``.
 
     Each worker gets ``cores // N`` torch threads so N workers share the CPU instead of
     oversubscribing it. Logs go to ``home/logs/worker-{i}.log``.
@@ -103,13 +108,24 @@ class LocalWorkers:
 
     def start(self) -> "LocalWorkers":
         (self.settings.home / "logs").mkdir(parents=True, exist_ok=True)
-        self.procs = [self._spawn(i) for i in range(self.count)]
+        self.procs = [self._spawn(i) for i in range(self.count + self._stitching)]
         return self
 
+    @property
+    def _stitching(self) -> int:
+        """1 if an extra worker takes the ``reduce`` queue: with ``PELLETSEG_STREAM_REDUCE`` a
+        streaming stitcher waits there for the whole job, and must not hold a row worker."""
+        return int(self.settings.stream_reduce and "reduce" in self.queues and self.count > 0)
+
     def _spawn(self, i: int) -> subprocess.Popen:
-        # N single-process workers: the cores are split between all N.
-        argv, env = worker_command(self.settings, list(self.queues),
-                                   f"pelletseg{i}-{os.getpid()}@%h", cpu_share=self.count)
+        # N single-process workers: the cores are split between all N. The stitching worker
+        # (index N) runs a stitcher and a reducer at once in threads; it needs no torch.
+        queues, threads = list(self.queues), 0
+        if self._stitching:
+            queues, threads = ([q for q in queues if q != "reduce"], 0) if i < self.count \
+                else (["reduce"], 2)
+        argv, env = worker_command(self.settings, queues, f"pelletseg{i}-{os.getpid()}@%h",
+                                   cpu_share=self.count, threads=threads)
         with open(self.settings.home / "logs" / f"worker-{i}.log", "ab") as log:
             return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)

@@ -5,7 +5,7 @@ atomic: of two workers (or two deliveries of one message) racing for the same ro
 wins and the other sees ``False``. Nothing here is cached; the database is the source of truth.
 Job operations live here; row records in :mod:`storage.rows` (recovery of lost rows in
 :mod:`storage.recovery`), model records in :mod:`storage.model_records`, the webhook outbox in
-:mod:`storage.webhooks`.
+:mod:`storage.webhooks`, the streaming stitcher's lease in :mod:`storage.stitch_leases`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from storage.rows import Claim, Progress, RowTable
 from storage.settings import Settings
 from storage.spec import JobSpec
 from storage.states import JobStatus, job_sources
+from storage.stitch_leases import StitchLeaseTable
 from storage.webhooks import JOB_TIMESTAMPS, WebhookOutbox, arm_webhook
 
 __all__ = ["Claim", "JobStore", "Progress", "job_store"]
 
 
 @with_retries  # lost/refused connections retried with backoff (storage/retries.py)
-class JobStore(RowTable, RecoveryTable, ModelTable, WebhookOutbox):
+class JobStore(RowTable, RecoveryTable, ModelTable, WebhookOutbox, StitchLeaseTable):
     """Repository over the job table (jobs, rows, models, webhook outbox) bound to one engine.
 
     Raises (every method):

@@ -12,6 +12,10 @@ FRACTIONS_JSON = "fractions.json"
 FRACTIONS_CSV = "fractions.csv"
 SOURCE = "source.tif"
 OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV)
+#: The outputs stitched from the row strips (a streaming stitcher may store them early).
+PICTURES = (LABELS, OVERLAY, PREVIEW)
+#: A streaming stitcher's record of the rows its pictures were stitched from (worker/streaming.py).
+STITCH_MANIFEST = "stitched.json"
 #: Object tag of row checkpoints on S3: the bucket's ``row-checkpoints`` lifecycle rule
 #: (terraform/modules/storage) selects ``jobs/`` objects with this tag, since S3 lifecycle
 #: filters take no wildcard for ``jobs/*/rows/``.
@@ -29,7 +33,8 @@ def row_key(job_id: str, index: int) -> str:
 
 
 def output_key(job_id: str, name: str) -> str:
-    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES` or :data:`SOURCE`."""
+    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES`, :data:`SOURCE` or
+    :data:`STITCH_MANIFEST`."""
     return check_key(f"{job_prefix(job_id)}/{name}")
 
 

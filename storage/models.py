@@ -72,6 +72,12 @@ class Job(Base):
     webhook_delivered_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # Lease of the job's streaming stitcher (worker/streaming.py; migration 0005): who writes
+    # the label map and overlay while the rows run, until when, if it stops renewing.
+    stitch_worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    stitch_lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
 
 
 class Row(Base):

@@ -24,11 +24,12 @@ ROW_TASK = "pelletseg.segment_row"
 REDUCE_TASK = "pelletseg.reduce_job"
 RECONCILE_TASK = "pelletseg.reconcile"
 NOTIFY_TASK = "pelletseg.notify"  # end-of-job webhook delivery (worker/notifying.py)
+STITCH_TASK = "pelletseg.stitch"  # streaming stitcher, with PELLETSEG_STREAM_REDUCE (worker/streaming.py)
 
 #: The logical queue of each task; :func:`queue_name` gives the broker's name for it.
 QUEUE_OF_TASK = {
     PLAN_TASK: "plan", ROW_TASK: "rows", REDUCE_TASK: "reduce", RECONCILE_TASK: "plan",
-    NOTIFY_TASK: "plan",
+    NOTIFY_TASK: "plan", STITCH_TASK: "reduce",
 }
 #: Logical queue names.
 QUEUES = ("plan", "rows", "reduce")

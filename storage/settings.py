@@ -112,6 +112,26 @@ class Settings(BaseSettings):
         "queues) and of pelletseg's other broker keys, so several deployments or test runs "
         "share one broker; letters, digits, '-' and '_' (SQS names allow no more).",
     )
+    stream_reduce: bool = Field(
+        False,
+        description="Stitch the label map and overlay while the rows run: planning enqueues a "
+        "pelletseg.stitch task on the reduce queue that feeds each row strip to the writers as "
+        "soon as the row is done, and the reducer only adds the fractions. It holds a reduce "
+        "worker for the whole job, so give the reduce queue a worker (threads pool) of its own; "
+        "off by default (the embedded stack's workers also run the rows).",
+    )
+    stitch_lease_seconds: float = Field(
+        60.0,
+        description="Lease of a streaming stitcher, renewed every third of it; a reducer waits "
+        "for a stitcher's outputs only while its lease is live (s).",
+        gt=0,
+    )
+    stitch_poll_seconds: float = Field(
+        0.2,
+        description="How often a streaming stitcher looks in the job table for the next done "
+        "row (s).",
+        gt=0,
+    )
     reduce_timeout_seconds: int = Field(
         3600,
         description="A job still reducing this long after its last change gets its reducer "

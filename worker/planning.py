@@ -7,7 +7,7 @@ import structlog
 
 from storage.errors import NotFoundError, SpecError
 from storage.layout import SOURCE, output_key
-from storage.queues import ROW_TASK
+from storage.queues import ROW_TASK, STITCH_TASK
 from storage.spec import JobSpec
 from storage.states import JobStatus, RowStatus
 from worker.context import WorkerContext
@@ -25,7 +25,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
     convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
-    one ``pending`` row per strip; job ``planning -> running``; enqueue the rows.
+    one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
+    ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/streaming.py``).
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
     input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.
@@ -78,5 +79,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     pending = [r.index for r in ctx.jobs.list_rows(job_id, [RowStatus.PENDING])]
     for index in pending:
         ctx.enqueue(ROW_TASK, job_id, index)
+    if settings.stream_reduce:  # the pictures are stitched while the rows run
+        ctx.enqueue(STITCH_TASK, job_id)
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending))
     return pending

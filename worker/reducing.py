@@ -1,10 +1,11 @@
 """Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
-overlay and the preview; phase fractions are the sums of the rows' exact pixel counts.
+overlay and the preview (:func:`worker.rendering.write_pictures`); phase fractions are the sums
+of the rows' exact pixel counts.
 
-The overlay is rendered from the row strips in a second thread while the label pyramid (then
-the preview, which reads it) is written: each of the two libvips pipelines is mostly
-sequential (the streaming PNG decode of the strips, the preview's resize), so together they
-use two cores where one after the other they used about one.
+With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/streaming.py``) has usually
+written the three pictures while the rows ran: the reducer then waits for it while its lease is
+live, checks its manifest against the rows and only adds the fractions; without a valid
+manifest it stitches the rows itself.
 """
 
 from __future__ import annotations
@@ -12,27 +13,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
 from storage.errors import StorageError
-from storage.layout import (
-    FRACTIONS_CSV,
-    FRACTIONS_JSON,
-    LABELS,
-    OVERLAY,
-    PREVIEW,
-    output_key,
-)
+from storage.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PICTURES, output_key
 from storage.states import JobStatus
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.fractions import fractions_csv, fractions_document
 from worker.registry import load_package_meta
-from worker.rendering import write_overlay, write_preview
+from worker.rendering import write_pictures
 from worker.segmenting import source_path
-from worker.stitching import write_label_pyramid
+from worker.streaming import wait_for_stitcher
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +53,6 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         counts = ctx.jobs.class_counts(job_id, pkg.n_classes)
         rows = ctx.jobs.list_rows(job_id)
         log.info("reduce.start", job_id=job_id, rows=len(rows))
-        strips = [ctx.local_blob(r.blob_key) for r in rows]
         doc = fractions_document(
             job_id,
             {"name": job.model_name, "version": job.model_version, "sha256": job.model_sha256},
@@ -71,20 +63,18 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
-        source = source_path(ctx, job)
-        # leaving the block waits for the overlay, also when the label map failed
-        with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
-            overlay = pool.submit(write_overlay, source, strips, pkg.palette(), work / OVERLAY)
-            write_label_pyramid(strips, work / LABELS)
-            write_preview(source, work / LABELS, pkg.palette(), work / PREVIEW,
-                          names=[c.name for c in pkg.classes])
-        overlay.result()  # the overlay's error, if it had one
+        staged = wait_for_stitcher(ctx, job, rows)
+        if not staged:
+            strips = [ctx.local_blob(r.blob_key) for r in rows]
+            write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
+                           names=[c.name for c in pkg.classes])
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})
-        for name in (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV):
+        for name in OUTPUT_FILES:
             key = output_key(job_id, name)
-            ctx.blobs.put_file(key, work / name)
+            if not (staged and name in PICTURES):  # a stitcher stored those already
+                ctx.blobs.put_file(key, work / name)
             outputs[name.replace(".", "_")] = key
         shutil.rmtree(work, ignore_errors=True)
     except (*PERMANENT_ERRORS, ValueError) as e:
@@ -94,7 +84,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
     except StorageError:
         raise
     outputs["reduce_seconds"] = round(time.perf_counter() - started, 3)
+    outputs["streamed"] = staged
     ctx.jobs.set_outputs(job_id, outputs)
     ctx.jobs.transition_job(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
-    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"])
+    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"], streamed=staged)
     return doc

@@ -1,17 +1,30 @@
 """Pictures of a label map: the colour overlay (pyramidal JPEG TIFF) and the PNG preview with
-its legend (pyvips, streaming). Label maps are never interpolated: previews sample their
-mode-downsampled pyramid nearest-neighbour."""
+its legend (pyvips, streaming), and :func:`write_pictures`, which writes a job's three pictures
+(label pyramid, overlay, preview) from its row strips for the reducer and the streaming
+stitcher. Label maps are never interpolated: previews sample their mode-downsampled pyramid
+nearest-neighbour."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
 
+from storage.layout import LABELS as LABELS_FILE
+from storage.layout import OVERLAY as OVERLAY_FILE
+from storage.layout import PREVIEW as PREVIEW_FILE
 from storage.palette import palette_lut
 from worker.reading import to_rgb8
-from worker.stitching import TILED_TIFF, check_label_image, load_image, save_stitched
+from worker.stitching import (
+    TILED_TIFF,
+    Strips,
+    check_label_image,
+    load_image,
+    save_stitched,
+    write_label_pyramid,
+)
 
 #: Gap between the two panels of a preview, and its legend geometry (pixels).
 PREVIEW_GAP = 8
@@ -56,7 +69,7 @@ def _open_pair(source_path, label_path) -> tuple[pyvips.Image, pyvips.Image]:
 
 def write_overlay(
     source_path: str | Path,
-    labels: str | Path | Sequence[str | Path],
+    labels: str | Path | Strips,
     palette: Sequence[tuple[int, int, int]],
     out_path: str | Path,
     alpha: float = 0.45,
@@ -70,8 +83,9 @@ def write_overlay(
         source_path: Source micrograph (any format libvips reads; see
             :func:`worker.reading.to_rgb8`).
         labels: Label map of the same size (1-band uint8 file; page 0 of a pyramid is used),
-            or the row strips in order, stitched on the fly as by
-            :func:`write_label_pyramid` (so the overlay need not wait for the label map).
+            or the row strips in order (a list or a :class:`worker.stitching.StripStream`),
+            stitched on the fly as by :func:`write_label_pyramid` (so the overlay need not wait
+            for the label map).
         palette: RGB colour of each class index.
         out_path: Output TIFF; overwritten if it exists.
         alpha: Weight of the label colours, 0-1.
@@ -201,3 +215,46 @@ def write_preview(
     legend = _legend(palette, names, panels.width)
     out = panels.join(legend, "vertical", background=BACKGROUND)
     out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, strip=True)
+
+
+def write_pictures(
+    source_path: str | Path,
+    strips: Strips,
+    palette: Sequence[tuple[int, int, int]],
+    work: Path,
+    names: Sequence[str] | None = None,
+    abandon: Callable[[], None] | None = None,
+) -> None:
+    """Write the label pyramid (``labels.tif``), the overlay (``overlay.tif``) and the preview
+    (``preview.png``) of one job's row strips into folder ``work``.
+
+    The overlay is rendered from the strips in a second thread while the label pyramid (then
+    the preview, which reads it) is written: each libvips pipeline is mostly sequential (the
+    streaming PNG decode of the strips, the preview's resize), so together they use two cores.
+    ``abandon`` is called as soon as either pipeline fails, so that a
+    :class:`worker.stitching.StripStream` the other one waits on can stop waiting.
+
+    Raises:
+        ValueError, ImageFormatError, pyvips.Error: as :func:`write_label_pyramid`,
+            :func:`write_overlay` and :func:`write_preview` (the first failure is raised).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+
+    def guarded(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException:
+            if abandon is not None:
+                abandon()
+            raise
+
+    def labels_and_preview() -> None:
+        write_label_pyramid(strips, work / LABELS_FILE)
+        write_preview(source_path, work / LABELS_FILE, palette, work / PREVIEW_FILE, names=names)
+
+    # leaving the block waits for the overlay, also when the label map failed
+    with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
+        overlay = pool.submit(guarded, lambda: write_overlay(source_path, strips, palette,
+                                                             work / OVERLAY_FILE))
+        guarded(labels_and_preview)
+    overlay.result()  # the overlay's error, if it had one

@@ -13,15 +13,17 @@ import structlog
 
 from storage.errors import StorageError
 from storage.layout import ROW_CHECKPOINT_TAG, row_key
-from storage.queues import REDUCE_TASK
+from storage.queues import REDUCE_TASK, ROW_TASK
 from storage.spec import JobSpec
 from storage.states import JobStatus, RowStatus
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.fractions import label_counts
+from worker.leases import Renewal
 from worker.reading import image_rows, open_image
 from worker.registry import fetch_package, load_package_meta
 from worker.sources import localize
+from worker.spot import draining
 from worker.stitching import read_strip, write_strip
 from worker.tiling import TileGrid
 
@@ -29,7 +31,7 @@ log = structlog.get_logger(__name__)
 _SEGMENTERS_LOCK = threading.Lock()
 
 
-class LeaseKeeper:
+class LeaseKeeper(Renewal):
     """Context manager: renews a claimed row's lease every ``lease_seconds / 3`` from a daemon
     thread while the row is processed, so only a dead worker's lease expires.
 
@@ -39,28 +41,11 @@ class LeaseKeeper:
     """
 
     def __init__(self, ctx: WorkerContext, job_id: str, index: int):
-        self.ctx, self.job_id, self.index = ctx, job_id, index
-        self.interval = max(0.5, ctx.settings.lease_seconds / 3)
-        self.renewals = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{index}", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if self.ctx.jobs.extend_lease(self.job_id, self.index, self.ctx.worker_id,
-                                              self.ctx.settings.lease_seconds):
-                    self.renewals += 1
-            except StorageError as e:
-                log.warning("lease.renew_failed", job_id=self.job_id, row=self.index, error=str(e))
-
-    def __enter__(self) -> "LeaseKeeper":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        lease = ctx.settings.lease_seconds
+        super().__init__(
+            lambda: ctx.jobs.extend_lease(job_id, index, ctx.worker_id, lease),
+            max(0.5, lease / 3), f"row-{index}", job_id=job_id, row=index,
+        )
 
 
 def source_path(ctx: WorkerContext, job) -> Path:
@@ -113,7 +98,8 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
     (then row and job fail).
 
     Returns:
-        What happened: ``done``, ``duplicate``, ``skipped:<status>``, ``retry`` or ``failed``.
+        What happened: ``done``, ``duplicate``, ``skipped:<status>``, ``retry``, ``failed``,
+        or ``released`` (claimed while the worker drains on a spot notice: handed back).
 
     Raises:
         StorageError: the job table is unreachable (the message is redelivered or the
@@ -125,6 +111,13 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
     claim = ctx.jobs.claim_row(job_id, index, ctx.worker_id, ctx.settings.lease_seconds)
     if not claim.claimed:
         return f"skipped:{claim.status}"
+    if ctx.settings.spot_mode == "release" and draining():
+        # A thread of a threads pool got past the task's draining check just before a spot
+        # notice released this worker's rows, and claimed after: hand this row back too.
+        for released in ctx.jobs.release_rows([ctx.worker_id], "released: claimed by a "
+                                              f"worker {ctx.worker_id} draining on a spot notice"):
+            ctx.enqueue(ROW_TASK, *released)
+        return "released"
     started = time.perf_counter()
     key = row_key(job_id, index)
     try:

@@ -12,7 +12,8 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,12 +88,34 @@ def read_strip(path: str | Path) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- label map
+@dataclass(frozen=True)
+class StripStream:
+    """Row strips that are still being written while they are stitched.
+
+    Attributes:
+        paths: Called once per stitching pipeline with an event that is set when the
+            pipeline failed; yields the local file of each strip, top to bottom, blocking until
+            it exists, and returns soon after the event is set (raise to abandon the stitch,
+            e.g. when the job was cancelled). Iterated in a feeder thread.
+        width: Width of the label map and of every strip (px).
+        height: Total height of the strips (px).
+    """
+
+    paths: Callable[[threading.Event], Iterable[str | Path]]
+    width: int
+    height: int
+
+
+#: What the stitching functions take: the strip files in order, or a :class:`StripStream`.
+Strips = Sequence[str | Path] | StripStream
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     body = kind + data
     return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
 
-def _strips_as_png(paths: Sequence[str | Path], width: int, height: int) -> Iterator[bytes]:
+def _strips_as_png(paths: Iterable[str | Path], width: int, height: int) -> Iterator[bytes]:
     """The strips, top to bottom, as the bytes of one uncompressed 8-bit greyscale PNG.
 
     Stored (level 0) deflate blocks make the encoding little more than a copy; one strip is
@@ -148,12 +171,16 @@ def _strip_headers(strip_paths: Sequence[str | Path]) -> tuple[int, int]:
 
 
 def save_stitched(
-    strip_paths: Sequence[str | Path],
+    strip_paths: Strips,
     out_path: str | Path,
     save: Callable[[pyvips.Image], None],
 ) -> None:
     """Call ``save`` with the strips stitched top to bottom into one lazily decoded (H, W)
     uint8 label image, which ``save`` must consume sequentially (e.g. by a ``tiffsave``).
+
+    ``strip_paths`` is the strip files (width and height from their headers, all checked
+    before anything is written) or a :class:`StripStream` (size given; each strip is read
+    when its turn comes, so ``save`` runs while later strips are still being made).
 
     A thread decodes one strip at a time into a pipe read by libvips' streaming PNG loader
     (:func:`_strips_as_png`): an ``arrayjoin`` of lazily loaded strips would keep ~15 MiB of
@@ -161,22 +188,28 @@ def save_stitched(
     about one strip. On any failure ``out_path`` is removed and the real cause (e.g. an
     unreadable strip rather than libvips' "truncated PNG") is raised.
     """
-    width, height = _strip_headers(strip_paths)
-    read_fd, write_fd = os.pipe()
     stop = threading.Event()
+    if isinstance(strip_paths, StripStream):
+        width, height = strip_paths.width, strip_paths.height
+        paths: Iterable[str | Path] = strip_paths.paths(stop)
+    else:
+        width, height = _strip_headers(strip_paths)
+        paths = strip_paths
+    read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []
 
     def feed() -> None:
         try:
             with os.fdopen(write_fd, "wb", buffering=0) as pipe:
-                for chunk in _strips_as_png(strip_paths, width, height):
+                for chunk in _strips_as_png(paths, width, height):
                     if stop.is_set():
                         return
                     pipe.write(chunk)
         except BrokenPipeError:
             pass
         except Exception as e:  # noqa: BLE001 -- re-raised in the calling thread
-            failure.append(e)
+            if not stop.is_set():  # else a consequence of the save's own failure
+                failure.append(e)
 
     feeder = threading.Thread(target=feed, name="stitch-feed", daemon=True)
     feeder.start()
@@ -202,7 +235,7 @@ def save_stitched(
         raise failure[0]
 
 
-def write_label_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path) -> None:
+def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
     """Stitch label strips top to bottom into one pyramidal tiled BigTIFF label map.
 
     Strips are decoded one at a time and streamed (see :func:`save_stitched`), so memory
@@ -211,7 +244,8 @@ def write_label_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path)
     (``region_shrink="mode"``), never averaged.
 
     Args:
-        strip_paths: Row strip files in order (row 0 first), all of the same width W.
+        strip_paths: Row strip files in order (row 0 first), all of the same width W, or a
+            :class:`StripStream` of them.
         out_path: Output TIFF; overwritten if it exists.
 
     Raises:

@@ -25,6 +25,7 @@ from storage.queues import (
     RECONCILE_TASK,
     REDUCE_TASK,
     ROW_TASK,
+    STITCH_TASK,
     make_celery,
     send,
     task_queue,
@@ -91,6 +92,21 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
 
         return run(self, lambda: reduce(context(), job_id), judge_done,
                    fail_job(job_id)) is not None
+
+    @app.task(name=STITCH_TASK, shared=False)
+    def stitch(job_id: str) -> bool:
+        """Stitch a job's pictures while its rows run; returns True if they are staged. Never
+        fails the job or its message: without staged pictures the reducer stitches."""
+        from worker.spot import draining
+        from worker.streaming import stitch_job
+
+        if draining():
+            return False
+        try:
+            return stitch_job(context(), job_id)
+        except Exception as e:  # the reducer takes over; say why
+            log.exception("stitch.crashed", job_id=job_id, error=str(e))
+            return False
 
     register_notify(app, context)
 

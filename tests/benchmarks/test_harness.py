@@ -61,7 +61,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
          "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
          "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
-         "--work", str(tmp_path / "work")],
+         "--stream-reduce", "--work", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     doc = json.loads(out.read_text())
@@ -88,6 +88,9 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
                - doc["monai"]["agreement_with_ours_pct"]) < 0.5
     assert doc["image"]["tiles"] == 16 and doc["baseline"]["tiles"] == 9
     assert doc["pipeline"]["rows"] == 4 and doc["pipeline"]["warm_workers"] == 1
+    # --stream-reduce: the pictures came from the streaming stitcher
+    assert doc["config"]["stream_reduce"] is True and doc["pipeline"]["streamed"] is True
+    assert 0 <= doc["pipeline"]["after_last_row_s"] < doc["pipeline"]["seconds"]
     assert doc["memory"]["0.0001"]["side"] == 316
     md = out.with_suffix(".md").read_text()
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
@@ -157,8 +160,11 @@ def test_presets_resolve_for_this_machine(tmp_path):
     assert quick.image_side % quick.stride == 0  # no partly empty tiles in the bench image
     assert quick.workers == cores and quick.threads == 1 and quick.batch_size == 1
     assert quick.rows_in_flight == 1 and quick.model == "ebc-unet-mnv2"
+    assert quick.stream_reduce is False
     gpu = BenchConfig.preset(False, "cuda").resolved()
     assert gpu.model == "unet-resnet34" and gpu.workers == 1 and gpu.rows_in_flight == 3
+    assert gpu.stream_reduce is True
+    assert BenchConfig.preset(True, "cuda", stream_reduce=False).resolved().stream_reduce is False
     assert gpu.batch_size == 0 and 340e6 < gpu.image_side**2 < 350e6  # the 346 Mpx pellet
 
 

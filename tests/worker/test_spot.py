@@ -24,6 +24,7 @@ from tests.worker.conftest import DEMO_DATA, make_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.planning import plan_job
 from worker.registry import publish_package
+from worker.segmenting import segment_row
 from worker.spot import (
     Drain,
     Imds,
@@ -181,6 +182,29 @@ def test_released_rows_go_back_to_pending_without_costing_an_attempt(stack, micr
     assert "spot terminate notice" in row.error and row.enqueued_at != before.enqueued_at
     assert stack.jobs.get_row(job.id, 4).status == RowStatus.RUNNING  # not this worker's
     assert stack.jobs.release_rows([stack.worker_id], "again") == []  # idempotent
+
+
+def test_row_claimed_after_the_release_is_handed_back_too(stack, micrograph):
+    """A thread of a threads pool passed the task's draining check just before the notice
+    and claims its row after the release: in release mode it hands that row back as well."""
+    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    plan_job(stack, job.id)
+    stack.sent.clear()
+    stack.settings.spot_mode = "release"
+
+    class _Consumer:
+        hub = None
+        task_consumer = None
+
+    Drain(_Consumer(), "release", lambda: stack, active_workers=lambda ctx: {ctx.worker_id})(
+        Notice("terminate", None))
+    assert segment_row(stack, job.id, 2) == "released"
+    row = stack.jobs.get_row(job.id, 2)
+    assert row.status == RowStatus.PENDING and row.attempts == 0 and "spot" in row.error
+    assert stack.sent == [(ROW_TASK, job.id, 2)]
+    assert not stack.blobs.exists(row_key(job.id, 2))  # nothing computed on the doomed worker
+    stack.settings.spot_mode = "finish"  # finish mode: a claimed row runs to the end
+    assert segment_row(stack, job.id, 2) == "done"
 
 
 # ------------------------------------------------------------- real worker processes

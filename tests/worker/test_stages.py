@@ -205,7 +205,7 @@ def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micr
     in the store."""
     import threading
 
-    from worker import reducing
+    from worker import rendering
     from worker.errors import ImageFormatError
 
     seen = {}
@@ -215,7 +215,7 @@ def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micr
         seen["strips"] = len(strips)
         raise ImageFormatError(f"{source}: cannot be read as an image: truncated")
 
-    monkeypatch.setattr(reducing, "write_overlay", broken_overlay)
+    monkeypatch.setattr(rendering, "write_overlay", broken_overlay)
     job = _submit(stack, micrograph)
     stack.sent.append((PLAN_TASK, job.id))
     failed = _run_all(stack, job.id)

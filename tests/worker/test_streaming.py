@@ -1,0 +1,275 @@
+"""The streaming stitcher (worker/streaming.py) on a real stack (SQLite, local store, tiny
+model): it stitches each row as soon as the row is done, the reducer then only adds the
+fractions, and every way the stitcher can fail leaves the reducer to stitch the rows itself,
+with the same outputs."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from api.jobs import build_spec
+from storage.layout import (
+    FRACTIONS_JSON,
+    LABELS,
+    OVERLAY,
+    PICTURES,
+    STITCH_MANIFEST,
+    output_key,
+    row_key,
+)
+from storage.queues import REDUCE_TASK, ROW_TASK, STITCH_TASK
+from storage.states import JobStatus
+from tests.conftest import wait_for
+from tests.worker.conftest import read_tiff, reference_run
+from worker.planning import plan_job
+from worker.reducing import reduce_job
+from worker.registry import load_package_meta
+from worker.rendering import write_overlay
+from worker.segmenting import segment_row, source_path
+from worker.streaming import stitch_job, wait_for_stitcher
+
+
+@pytest.fixture
+def streaming(stack):
+    stack.settings.stream_reduce = True
+    stack.settings.stitch_poll_seconds = 0.02
+    return stack
+
+
+def _planned(ctx, source):
+    job = ctx.jobs.create_job(build_spec(ctx.settings, str(source)))
+    plan_job(ctx, job.id)
+    return ctx.jobs.get_job(job.id)
+
+
+class _Stitcher(threading.Thread):
+    """``stitch_job`` in a thread, as a reduce worker runs it beside the rows."""
+
+    def __init__(self, ctx, job_id):
+        super().__init__(daemon=True)
+        self.ctx, self.job_id, self.result = ctx, job_id, None
+
+    def run(self):
+        self.result = stitch_job(self.ctx, self.job_id)
+
+
+def _fetch_log(ctx, monkeypatch) -> list[str]:
+    """Keys the context downloads or opens, in order (the stitcher's strips among them)."""
+    seen: list[str] = []
+    original = type(ctx).local_blob
+
+    def local_blob(self, key):
+        seen.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(type(ctx), "local_blob", local_blob)
+    return seen
+
+
+def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
+        streaming, micrograph, tmp_path, tiny_package, monkeypatch):
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    rows = job.rows_total
+    assert ctx.sent[-1] == (STITCH_TASK, job.id)  # enqueued at planning, after the rows
+    assert [t for t, *_ in ctx.sent].count(ROW_TASK) == rows
+    fetched = _fetch_log(ctx, monkeypatch)
+    stitcher = _Stitcher(ctx, job.id)
+    stitcher.start()
+    for index in range(rows - 1):
+        assert segment_row(ctx, job.id, index) == "done"
+    # before the last row exists, the stitcher has taken every strip that does
+    wait_for(lambda: [row_key(job.id, i) for i in range(rows - 1)]
+             == [k for k in fetched if "/rows/" in k], 30, "the stitcher to take the done rows")
+    assert stitcher.is_alive() and not ctx.blobs.exists(output_key(job.id, STITCH_MANIFEST))
+    assert segment_row(ctx, job.id, rows - 1) == "done"
+    stitcher.join(60)
+    assert stitcher.result is True
+    assert (REDUCE_TASK, job.id) in ctx.sent
+    manifest = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
+    assert manifest["rows"] == [[r.index, r.checksum] for r in ctx.jobs.list_rows(job.id)]
+    assert not ctx.jobs.stitch_state(job.id)[1]  # released
+
+    staged = {name: ctx.blobs.get_bytes(output_key(job.id, name)) for name in PICTURES}
+    doc = reduce_job(ctx, job.id)
+    done = ctx.jobs.get_job(job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is True
+    # the reducer stored the fractions and left the stitcher's pictures as they were
+    assert {n: ctx.blobs.get_bytes(output_key(job.id, n)) for n in PICTURES} == staged
+    labels, fractions = reference_run(tmp_path, tiny_package, micrograph)
+    assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
+    assert doc == json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert [c["pixels"] for c in doc["classes"]] == [c["pixels"] for c in fractions["classes"]]
+    # the overlay is the one drawn from the finished strips
+    strips = [ctx.local_blob(row_key(job.id, i)) for i in range(rows)]
+    expected = tmp_path / "overlay.tif"
+    palette = load_package_meta(ctx, done.model_name, done.model_version).palette()
+    write_overlay(source_path(ctx, done), strips, palette, expected)
+    assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, OVERLAY))),
+                          read_tiff(expected))
+
+
+def test_a_second_stitcher_skips_and_a_rerun_finds_the_manifest(streaming, micrograph,
+                                                                 monkeypatch):
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    assert ctx.jobs.claim_stitch(job.id, "other-worker", lease_seconds=60)
+    assert stitch_job(ctx, job.id) is False  # a duplicate delivery: the lease is taken
+    assert ctx.jobs.release_stitch(job.id, "other-worker")
+    for index in range(job.rows_total):
+        segment_row(ctx, job.id, index)
+    assert stitch_job(ctx, job.id) is True  # rows all done: stitches at once
+    manifest = ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST))
+    fetched = _fetch_log(ctx, monkeypatch)
+    assert stitch_job(ctx, job.id) is True  # a rerun: already stitched
+    assert not [k for k in fetched if "/rows/" in k]  # ... so it read no strip
+    assert ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)) == manifest
+
+
+def test_reducer_stitches_itself_when_the_manifest_does_not_match_the_rows(
+        streaming, micrograph, tmp_path, tiny_package):
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    for index in range(job.rows_total):
+        segment_row(ctx, job.id, index)
+    assert stitch_job(ctx, job.id) is True
+    # a stale manifest (say, of rows recomputed since) next to a wrong label map
+    key = output_key(job.id, STITCH_MANIFEST)
+    manifest = json.loads(ctx.blobs.get_bytes(key))
+    manifest["rows"][1][1] = "0" * 64
+    ctx.blobs.put_bytes(key, json.dumps(manifest).encode())
+    ctx.blobs.put_bytes(output_key(job.id, LABELS), b"not a label map")
+    reduce_job(ctx, job.id)
+    done = ctx.jobs.get_job(job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is False
+    labels, _ = reference_run(tmp_path, tiny_package, micrograph)
+    assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
+
+
+def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, micrograph):
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    for index in range(job.rows_total):
+        segment_row(ctx, job.id, index)
+    rows = ctx.jobs.list_rows(job.id)
+    job = ctx.jobs.get_job(job.id)
+    assert wait_for_stitcher(ctx, job, rows) is False  # no stitcher ever: no waiting
+
+    naps: list[float] = []
+
+    def stitcher_dies_after_three_naps(seconds):
+        naps.append(seconds)
+        if len(naps) == 3:
+            ctx.jobs.release_stitch(job.id, "dying")  # as its lease running out would
+
+    assert ctx.jobs.claim_stitch(job.id, "dying", lease_seconds=60)
+    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_dies_after_three_naps) is False
+    assert len(naps) == 3
+
+    naps.clear()
+
+    def stitcher_finishes_after_two_naps(seconds):
+        naps.append(seconds)
+        if len(naps) == 2:
+            assert stitch_job_as(ctx, job.id, "finishing")
+
+    def stitch_job_as(ctx, job_id, holder):
+        ctx.jobs.release_stitch(job_id, holder)
+        return stitch_job(ctx, job_id)  # takes the freed lease, writes, releases
+
+    assert ctx.jobs.claim_stitch(job.id, "finishing", lease_seconds=60)
+    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_finishes_after_two_naps) is True
+    assert len(naps) == 2
+
+
+def test_stitcher_gives_up_on_a_cancelled_job_and_stores_nothing(streaming, micrograph,
+                                                                 monkeypatch):
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    fetched = _fetch_log(ctx, monkeypatch)
+    stitcher = _Stitcher(ctx, job.id)
+    stitcher.start()
+    assert segment_row(ctx, job.id, 0) == "done"
+    wait_for(lambda: row_key(job.id, 0) in fetched, 30, "the stitcher to take row 0")
+    assert ctx.jobs.transition_job(job.id, JobStatus.CANCELLED)
+    stitcher.join(30)
+    assert not stitcher.is_alive() and stitcher.result is False
+    assert ctx.jobs.stitch_state(job.id)[1] is False  # released
+    assert not any(ctx.blobs.exists(output_key(job.id, n)) for n in (*PICTURES, STITCH_MANIFEST))
+    assert not list((ctx.cache_dir / "jobs" / job.id).glob("stitch-*"))
+
+
+def test_pipeline_failure_stops_the_other_pipeline_waiting_for_rows(streaming, micrograph,
+                                                                   monkeypatch):
+    """The overlay fails on its first strip while the label map waits for row 1: the stitch
+    ends at once (not when the last row comes) and the reducer is left to do the work."""
+    from worker import rendering
+    from worker.errors import ImageFormatError
+
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+
+    def broken_overlay(source, strips, palette, out):
+        raise ImageFormatError(f"{source}: cannot be read as an image: truncated")
+
+    monkeypatch.setattr(rendering, "write_overlay", broken_overlay)
+    assert segment_row(ctx, job.id, 0) == "done"
+    stitcher = _Stitcher(ctx, job.id)
+    stitcher.start()
+    stitcher.join(30)
+    assert not stitcher.is_alive(), "the stitch still waits for rows that never come"
+    assert stitcher.result is False
+    assert ctx.jobs.get_job(job.id).status == JobStatus.RUNNING  # the job is not failed
+    assert not ctx.blobs.exists(output_key(job.id, STITCH_MANIFEST))
+    assert ctx.jobs.stitch_state(job.id)[1] is False
+
+
+def test_without_stream_reduce_no_stitcher_is_enqueued(stack, micrograph):
+    job = _planned(stack, micrograph)
+    assert [t for t, *_ in stack.sent] == [ROW_TASK] * job.rows_total
+
+
+@pytest.mark.slow
+def test_local_stack_runs_a_stitcher_worker_beside_the_row_worker(tmp_path, tiny_package,
+                                                                  micrograph):
+    """``pelletseg run``'s workers with streaming on: the row worker takes plan and rows, an
+    extra threads-pool worker takes the reduce queue (stitcher and reducer at once); the
+    job's pictures come from the stitcher and its label map is the uninterrupted run's."""
+    import time
+
+    from api.jobs import submit_job
+    from cli.stack import LocalWorkers
+    from storage.db import upgrade
+    from storage.queues import make_celery
+    from storage.states import JOB_TERMINAL
+    from tests.worker.conftest import make_settings
+    from worker.context import WorkerContext
+    from worker.registry import publish_package
+
+    settings = make_settings(tmp_path / "home", stream_reduce=True, stitch_poll_seconds=0.05)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    publish_package(ctx, tiny_package)
+    with LocalWorkers(settings, 1) as pool:
+        job = submit_job(settings, build_spec(settings, str(micrograph)), app=make_celery(settings))
+        deadline = time.monotonic() + 300
+        while ctx.jobs.get_job(job.id).status not in JOB_TERMINAL:
+            assert time.monotonic() < deadline, "job did not finish in 300 s"
+            assert pool.alive() == 2
+            time.sleep(0.2)
+        argvs = [p.args for p in pool.procs]
+    done = ctx.jobs.get_job(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.outputs["streamed"] is True
+    queues = [a[a.index("-Q") + 1] for a in argvs]
+    assert queues == ["plan,rows", "reduce"]
+    assert argvs[1][argvs[1].index("--pool") + 1] == "threads"
+    labels, fractions = reference_run(tmp_path, tiny_package, micrograph)
+    assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
+    doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert [c["pixels"] for c in doc["classes"]] == [c["pixels"] for c in fractions["classes"]]
