@@ -36,6 +36,9 @@ class BenchConfig:
         limit_seconds: Duration of each model-only throughput measurement (s).
         rebracket_limit: Measure the limit again after the other runs (load drift check).
         peers: Run MONAI and the thesis-style baseline.
+        pairs: Runs of the pipeline and of MONAI, alternated (pipeline, MONAI, pipeline, ...)
+            so that both see the same drift of the machine's load; their medians and the
+            median of the per-pair ratios are reported (1: one run each).
         rss_sizes_gpx: Image sizes for the memory runs (gigapixels); empty: skip them.
         work_dir: Scratch folder (images, model, stacks); images are kept and reused.
         timeout_s: Longest wait for one queued job (s).
@@ -55,6 +58,7 @@ class BenchConfig:
     limit_seconds: float = 12.0
     rebracket_limit: bool = True
     peers: bool = True
+    pairs: int = 3
     rss_sizes_gpx: tuple[float, ...] = RSS_SIZES_GPX
     work_dir: Path = field(default_factory=lambda: Path.home() / ".pelletseg" / "bench")
     timeout_s: float = 3600.0

@@ -101,6 +101,12 @@ def markdown(doc: dict) -> str:
             lines.append(
                 f"| {describe(peer)} | {_f(runs / peer['seconds'])} | {_f(doc[f'{name}_mpx_s'])} "
                 f"| {_f(doc[f'{name}_mpx_s'] / limit_mpx, 2)} |")
+    if doc.get("monai") and len(doc["monai"].get("runs_mpx_s", [])) > 1:
+        lines += ["", (
+            f"Pipeline and MONAI alternated {len(pipe['runs_mpx_s'])} times; the table and "
+            f"ratios give medians. Pipeline runs {[round(r, 3) for r in pipe['runs_mpx_s']]} "
+            f"Mpx/s, MONAI runs {[round(r, 3) for r in doc['monai']['runs_mpx_s']]} Mpx/s, "
+            f"pipeline / MONAI per pair {[round(r, 3) for r in doc['monai']['pair_ratios']]}.")]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {_f(v, 3)} |" for k, v in doc["ratios"].items()]
     for name in _PEERS:

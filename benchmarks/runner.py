@@ -90,9 +90,16 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
                   lambda: pipeline.task_alone(cfg, package, image, scratch, cores))
     ours = _read_labels(queue["labels_path"])
     monai = monai_unfolded = baseline = None
+    queues, monais = [queue], []
     if cfg.peers:
-        monai = _phase(doc, "monai", say,
-                       lambda: peers.run_monai(seg, pixels, cfg.tile_size, cfg.halo, batch))
+        for pair in range(cfg.pairs):  # MONAI, then the pipeline again: alternated
+            if pair:
+                queues.append(_phase(doc, f"pipeline_{pair + 1}", say,
+                                     lambda: pipeline.queue_run(cfg, package, image, scratch)))
+            monais.append(_phase(doc, "monai" if not pair else f"monai_{pair + 1}", say,
+                                 lambda: peers.run_monai(seg, pixels, cfg.tile_size, cfg.halo,
+                                                         batch)))
+        monai = monais[0]
         # MONAI as a user would call it: the package's model as built, batch norms unfolded
         plain = Segmenter(package, device=cfg.device, threads=cores, batch_size=batch,
                           precision=cfg.precision, fold_bn=False)
@@ -115,7 +122,28 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     shutil.rmtree(scratch, ignore_errors=True)
     doc["machine"]["load_average_end"] = load_average()
     peer_runs = {"monai": monai, "monai_unfolded": monai_unfolded, "baseline": baseline}
-    return _summarise(doc, cfg, singles, limits, queue, task, peer_runs, ours, sizes)
+    runs = [q["mpx_s"] for q in queues]  # before _summarise takes the first one's apart
+    doc = _summarise(doc, cfg, singles, limits, queue, task, peer_runs, ours, sizes)
+    return _pairs(doc, runs, [m["mpx_s"] for m in monais])
+
+
+def _pairs(doc: dict, runs: list[float], monai_runs: list[float]) -> dict:
+    """Medians over the alternated pipeline and MONAI runs (Mpx/s; :attr:`BenchConfig.pairs`):
+    ``pipeline_mpx_s`` and ``monai_mpx_s`` become the medians of their runs, the pipeline /
+    MONAI ratio the median of the per-pair ratios (each pair measured back to back, so under
+    the same load); the details of the first runs stay in ``pipeline`` and ``monai``."""
+    doc["pipeline"]["runs_mpx_s"] = runs
+    doc["pipeline_mpx_s"] = statistics.median(runs)
+    doc["ratios"]["pipeline_vs_limit"] = doc["pipeline_mpx_s"] / doc["limit_mpx_s"]
+    if not monai_runs:
+        return doc
+    pair_ratios = [p / m for p, m in zip(runs, monai_runs, strict=True)]
+    doc["monai"]["runs_mpx_s"] = monai_runs
+    doc["monai"]["pair_ratios"] = pair_ratios
+    doc["monai_mpx_s"] = statistics.median(monai_runs)
+    doc["ratios"]["pipeline_vs_monai"] = statistics.median(pair_ratios)
+    doc["ratios"]["segment_row_vs_monai"] = doc["segment_row_mpx_s"] / doc["monai_mpx_s"]
+    return doc
 
 
 def _read_labels(path: str):

@@ -26,6 +26,8 @@ import click
 @click.option("--rss-sizes", default=None,
               help="Comma-separated image sizes in Gpx for the memory runs (default 0.1,0.35,1; "
                    "'' skips them).")
+@click.option("--pairs", type=click.IntRange(1, 20), default=None,
+              help="Alternated pipeline and MONAI runs; medians are reported (default 3).")
 @click.option("--stream-reduce/--no-stream-reduce", default=None,
               help="Stitch while the rows run (PELLETSEG_STREAM_REDUCE) with a reduce worker of "
                    "its own; default: on for cuda, off for cpu.")
@@ -33,8 +35,8 @@ import click
               help="Scratch folder; images are kept there and reused (default ~/.pelletseg/bench).")
 def bench(quick: bool, device: str, json_path: Path, model: str | None, image_side: int | None,
           workers: int | None, tile_size: int | None, halo: int | None,
-          limit_seconds: float | None, rss_sizes: str | None, stream_reduce: bool | None,
-          work_dir: Path | None) -> None:
+          limit_seconds: float | None, rss_sizes: str | None, pairs: int | None,
+          stream_reduce: bool | None, work_dir: Path | None) -> None:
     """Benchmark pelletseg on this machine against the model-only limit, MONAI and a
     thesis-style baseline; write JSON and Markdown."""
     from benchmarks.config import BenchConfig
@@ -46,7 +48,8 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
         sizes = tuple(float(s) for s in rss_sizes.split(",") if s.strip())
     cfg = BenchConfig.preset(quick, device, model=model, image_side=image_side, workers=workers,
                              tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
-                             rss_sizes_gpx=sizes, stream_reduce=stream_reduce, work_dir=work_dir)
+                             rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
+                             work_dir=work_dir)
     doc = run(cfg, say=lambda line: click.echo(line, err=True))
     md = write(doc, json_path)
     click.echo(md.read_text())

@@ -61,7 +61,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
          "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
          "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
-         "--stream-reduce", "--work", str(tmp_path / "work")],
+         "--stream-reduce", "--pairs", "2", "--work", str(tmp_path / "work")],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     doc = json.loads(out.read_text())
@@ -88,6 +88,14 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
                - doc["monai"]["agreement_with_ours_pct"]) < 0.5
     assert doc["image"]["tiles"] == 16 and doc["baseline"]["tiles"] == 9
     assert doc["pipeline"]["rows"] == 4 and doc["pipeline"]["warm_workers"] == 1
+    # --pairs 2: pipeline and MONAI alternated twice; medians, and the median pair ratio
+    runs, monai_runs = doc["pipeline"]["runs_mpx_s"], doc["monai"]["runs_mpx_s"]
+    assert len(runs) == len(monai_runs) == 2 and all(_sane(r) for r in runs + monai_runs)
+    assert doc["pipeline_mpx_s"] == pytest.approx(sum(runs) / 2)
+    assert doc["monai_mpx_s"] == pytest.approx(sum(monai_runs) / 2)
+    assert doc["ratios"]["pipeline_vs_monai"] == pytest.approx(
+        (runs[0] / monai_runs[0] + runs[1] / monai_runs[1]) / 2)
+    assert "alternated 2 times" in out.with_suffix(".md").read_text()
     # --stream-reduce: the pictures came from the streaming stitcher
     assert doc["config"]["stream_reduce"] is True and doc["pipeline"]["streamed"] is True
     assert 0 <= doc["pipeline"]["after_last_row_s"] < doc["pipeline"]["seconds"]
