@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 
 import structlog
@@ -27,6 +28,7 @@ from storage.queues import (
     ROW_TASK,
     STITCH_TASK,
     make_celery,
+    queue_name,
     send,
     task_queue,
 )
@@ -38,11 +40,25 @@ from worker.deadletter import Delivery, judge_done, judge_row
 log = structlog.get_logger(__name__)
 
 
+@dataclass
+class WorkerSlots:
+    """What ``worker_ready`` found out about this worker process (:func:`wire_worker_signals`).
+
+    Attributes:
+        stitch_blocks_rows: The worker takes the ``rows`` queue with a single task slot, so a
+            streaming stitcher running here would wait for rows that only this worker could
+            run: it must refuse (the reducer stitches at the end instead).
+    """
+
+    stitch_blocks_rows: bool = False
+
+
 def register_tasks(app: Celery, context: Callable[[], WorkerContext],
-                   delivery: Delivery) -> None:
+                   delivery: Delivery, slots: WorkerSlots | None = None) -> None:
     """Define pelletseg's tasks on ``app``; ``context()`` gives the process's
     :class:`WorkerContext` (called inside the task, i.e. after the worker forked), and
     ``delivery`` settles each stage task's message (ack, redeliver or dead-letter)."""
+    slots = slots or WorkerSlots()
 
     def run(task: Task, stage, judge, give_up=None):
         from worker.spot import draining
@@ -102,6 +118,12 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
 
         if draining():
             return False
+        if slots.stitch_blocks_rows:
+            log.warning("stitch.refused", job_id=job_id,
+                        reason="this worker takes the rows queue with one task slot: the stitch "
+                        "would wait for rows only it can run; give the reduce queue a worker of "
+                        "its own (threads pool), as pelletseg run does")
+            return False
         try:
             return stitch_job(context(), job_id)
         except Exception as e:  # the reducer takes over; say why
@@ -160,19 +182,31 @@ def make_worker_app(settings: Settings) -> Celery:
         with lock:
             return build()
 
-    register_tasks(app, context, Delivery(app, settings))
-    wire_worker_signals(app, settings, context)
+    slots = WorkerSlots()
+    register_tasks(app, context, Delivery(app, settings), slots)
+    wire_worker_signals(app, settings, context, slots)
     return app
 
 
 def wire_worker_signals(app: Celery, settings: Settings,
-                        context: Callable[[], WorkerContext]) -> None:
+                        context: Callable[[], WorkerContext],
+                        slots: WorkerSlots | None = None) -> None:
     """Connect ``app``'s worker signals: ``worker_init`` declares the dead-letter queues
-    (RabbitMQ drops dead letters it cannot route); ``worker_ready`` starts the spot
-    interruption watcher when ``PELLETSEG_SPOT_MODE`` is not ``off``; ``worker_shutdown``
-    stops it."""
+    (RabbitMQ drops dead letters it cannot route); ``worker_ready`` records the worker's task
+    slots in ``slots`` and starts the spot interruption watcher when ``PELLETSEG_SPOT_MODE``
+    is not ``off``; ``worker_shutdown`` stops it."""
     watchers: list = []
     uid = f"pelletseg-{id(app)}"
+    slots = slots or WorkerSlots()
+
+    def note_slots(sender=None, **_):
+        if getattr(sender, "app", None) is not app:
+            return
+        pool = getattr(sender, "pool", None)
+        solo = pool is None or type(pool).__module__.endswith(".solo")
+        count = 1 if solo else int(getattr(sender.controller, "concurrency", 1) or 1)
+        consumed = app.amqp.queues.consume_from or app.amqp.queues  # no -Q: every queue
+        slots.stitch_blocks_rows = count <= 1 and queue_name(settings, "rows") in consumed
 
     def declare(sender=None, **_):
         if getattr(sender, "app", None) is not app:
@@ -201,6 +235,7 @@ def wire_worker_signals(app: Celery, settings: Settings,
             watchers.pop().stop()
 
     worker_init.connect(declare, weak=False, dispatch_uid=uid + "-declare")
+    worker_ready.connect(note_slots, weak=False, dispatch_uid=uid + "-slots")
     worker_ready.connect(start_watcher, weak=False, dispatch_uid=uid + "-spot")
     worker_shutdown.connect(stop_watchers, weak=False, dispatch_uid=uid + "-spot-stop")
 

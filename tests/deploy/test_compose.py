@@ -10,9 +10,26 @@ import pytest
 import yaml
 
 from storage.queues import QUEUES
-from tests.deploy.conftest import DEPLOY, ROOT, settings_from_env
+from tests.deploy.conftest import (
+    DEPLOY,
+    NON_SETTING_ENV,
+    ROOT,
+    ShellRefused,
+    assert_pool_fits_rows_in_flight,
+    assert_pool_fits_stream_reduce,
+    celery_pool,
+    settings_from_env,
+    worker_argv,
+)
 
 PELLETSEG_SERVICES = {"migrate", "api", "worker-cpu", "worker-rows", "scheduler"}
+
+#: worker-cpu's celery command before the streaming stitcher: what it must still run when
+#: PELLETSEG_STREAM_REDUCE is off.
+CPU_WORKER_SOLO = ["celery", "-A", "worker.tasks", "worker", "-Q", "plan,reduce", "--pool", "solo",
+                   "--concurrency", "1", "--prefetch-multiplier", "1", "-n", "cpu@%h",
+                   "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel",
+                   "INFO"]
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +37,34 @@ def compose():
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 
 
-def substituted(value: str) -> str:
-    """Compose's ${VAR:?msg} / ${VAR:-default} interpolation with a stand-in value."""
-    return re.sub(r"\$\{(\w+)(:[-?][^}]*)?\}", lambda m: f"x{m.group(1).lower()}", str(value))
+def substituted(value: str, dotenv: dict[str, str] | None = None) -> str:
+    """Compose's ${VAR} / ${VAR:?msg} / ${VAR:-default} interpolation: VAR's value in
+    ``dotenv`` (deploy/.env or the shell) if set, else the default after ``:-``, else a
+    stand-in value; ``$$`` is a literal ``$`` (for the shell of a command)."""
+    dotenv = dotenv or {}
+
+    def value_of(m: re.Match) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, op = m.group(1), m.group(2) or ""
+        if dotenv.get(name):
+            return dotenv[name]
+        return op[2:] if op.startswith(":-") else f"x{name.lower()}"
+
+    return re.sub(r"\$\$|\$\{(\w+)(:[-?][^}]*)?\}", value_of, str(value))
+
+
+def service_env(svc: dict, dotenv: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a pelletseg service, interpolated as compose would."""
+    return {k: substituted(v, dotenv) for k, v in svc["environment"].items()}
+
+
+def service_settings(svc: dict, dotenv: dict[str, str] | None = None):
+    """(celery argv, Settings) of a pelletseg service, interpolated as compose would; a shell
+    form command is run (``worker_argv``) with the service's environment."""
+    env = service_env(svc, dotenv)
+    command = worker_argv([substituted(a, dotenv) for a in svc["command"]], env)
+    return command, settings_from_env(env)
 
 
 def test_full_stack_services(compose):
@@ -49,7 +91,9 @@ def test_pelletseg_services_use_the_deploy_images(compose):
 def test_environment_is_settings_and_parses(compose, setting_names):
     for name in PELLETSEG_SERVICES:
         env = {k: substituted(v) for k, v in compose["services"][name]["environment"].items()}
-        assert set(env) <= setting_names, f"{name}: {sorted(set(env) - setting_names)}"
+        ours = {k for k in env if k.startswith("PELLETSEG_")}
+        assert ours <= setting_names and set(env) - ours <= NON_SETTING_ENV, \
+            f"{name}: {sorted(set(env) - setting_names)}"
         s = settings_from_env(env)
         assert s.resolved_database_url.startswith("postgresql+psycopg://pelletseg:")
         assert s.resolved_broker_url == "redis://redis:6379/0"
@@ -76,7 +120,7 @@ def test_commands_and_ordering(compose):
     assert s["api"]["ports"] == ["127.0.0.1:8000:8000"]
     consumed = []
     for name in ("worker-cpu", "worker-rows"):
-        cmd = s[name]["command"]
+        cmd, _ = service_settings(s[name])
         assert cmd[:4] == ["celery", "-A", "worker.tasks", "worker"]
         assert cmd[cmd.index("--prefetch-multiplier") + 1] == "1"
         assert s[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
@@ -84,6 +128,77 @@ def test_commands_and_ordering(compose):
     assert sorted(consumed) == sorted(QUEUES), "every queue has exactly one worker service"
     assert s["scheduler"]["command"][:4] == ["celery", "-A", "worker.tasks", "beat"]
     assert (ROOT / "worker" / "tasks.py").is_file()
+
+
+def test_rows_worker_runs_rows_in_flight_on_a_threads_pool(compose):
+    """worker-rows runs a threads pool of PELLETSEG_ROWS_IN_FLIGHT rows (2 unless deploy/.env
+    says otherwise), and one variable sets both; worker-cpu stays one task at a time."""
+    svc = compose["services"]["worker-rows"]
+    for dotenv, n in (({}, 2), ({"PELLETSEG_ROWS_IN_FLIGHT": "3"}, 3),
+                      ({"PELLETSEG_ROWS_IN_FLIGHT": "1"}, 1)):
+        command, settings = service_settings(svc, dotenv)
+        assert celery_pool(command) == ("threads", str(n)), dotenv
+        assert settings.rows_in_flight == n, dotenv
+        assert_pool_fits_rows_in_flight(command, settings, f"worker-rows {dotenv}")
+    cpu_command, cpu = service_settings(compose["services"]["worker-cpu"])
+    assert celery_pool(cpu_command) == ("solo", "1")
+    assert_pool_fits_rows_in_flight(cpu_command, cpu, "worker-cpu")
+
+
+@pytest.mark.parametrize(("dotenv", "stream", "pool"), [
+    ({}, False, ("solo", "1")),
+    ({"PELLETSEG_STREAM_REDUCE": "false", "REDUCE_CONCURRENCY": "8"}, False, ("solo", "1")),
+    ({"PELLETSEG_STREAM_REDUCE": "true"}, True, ("threads", "4")),
+    ({"PELLETSEG_STREAM_REDUCE": "true", "REDUCE_CONCURRENCY": "8"}, True, ("threads", "8")),
+], ids=["default", "off", "on", "on-8"])
+def test_cpu_worker_pool_follows_stream_reduce(compose, dotenv, stream, pool):
+    """One switch in deploy/.env: off (the default), worker-cpu runs exactly the solo command
+    of before; on, PELLETSEG_STREAM_REDUCE reaches its Settings and the celery it starts runs a
+    threads pool of REDUCE_CONCURRENCY (default 4) on the same queues."""
+    svc = compose["services"]["worker-cpu"]
+    command, settings = service_settings(svc, dotenv)
+    assert settings.stream_reduce is stream
+    assert celery_pool(command) == pool
+    concurrency = int(service_env(svc, dotenv)["REDUCE_CONCURRENCY"])
+    assert_pool_fits_stream_reduce(command, settings, concurrency, f"worker-cpu {dotenv}")
+    if not stream:
+        assert command == CPU_WORKER_SOLO
+    else:
+        solo = CPU_WORKER_SOLO.index("--pool")
+        assert command == (CPU_WORKER_SOLO[:solo] + ["--pool", "threads", "--concurrency", pool[1]]
+                           + CPU_WORKER_SOLO[solo + 4:])
+    # The rows worker is not affected by the switch.
+    assert celery_pool(service_settings(compose["services"]["worker-rows"], dotenv)[0]) == \
+        ("threads", "2")
+
+
+@pytest.mark.parametrize("value", ["true", "True", "TRUE", "t", "yes", "Y", "on", "1", "false",
+                                   "False", "f", "NO", "n", "off", "0", "", "2", " true", "enable"])
+def test_cpu_worker_shell_reads_stream_reduce_as_settings_do(compose, value):
+    """The shell decides on the same spellings as pydantic: a value Settings reads as true gets
+    the threads pool, false the solo pool, and one Settings refuses stops the container."""
+    svc = compose["services"]["worker-cpu"]
+    env = service_env(svc) | {"PELLETSEG_STREAM_REDUCE": value}
+    argv = [substituted(a) for a in svc["command"]]
+    try:
+        stream = settings_from_env(env).stream_reduce
+    except ValueError:  # pydantic's ValidationError
+        with pytest.raises(ShellRefused, match="is not a boolean"):
+            worker_argv(argv, env)
+        return
+    assert celery_pool(worker_argv(argv, env)) == (("threads", "4") if stream else ("solo", "1"))
+
+
+@pytest.mark.parametrize("value", ["1", "33", "0", "x", "", "4.5"])
+def test_cpu_worker_refuses_a_reduce_concurrency_outside_two_to_thirty_two(compose, value):
+    svc = compose["services"]["worker-cpu"]
+    dotenv = {"PELLETSEG_STREAM_REDUCE": "true"}
+    env = service_env(svc, dotenv) | {"REDUCE_CONCURRENCY": value}
+    with pytest.raises(ShellRefused, match="want 2 to 32"):
+        worker_argv([substituted(a, dotenv) for a in svc["command"]], env)
+    # Off, the value is not used.
+    env["PELLETSEG_STREAM_REDUCE"] = "false"
+    assert celery_pool(worker_argv([substituted(a) for a in svc["command"]], env)) == ("solo", "1")
 
 
 def test_workers_and_api_share_the_store(compose):
@@ -97,6 +212,8 @@ def test_gpu_override_reserves_a_gpu_for_rows_workers():
     (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     assert svc["environment"]["PELLETSEG_DEVICE"] == "cuda"
+    # The override changes neither half of rows in flight alone (compose.yaml sets both).
+    assert "command" not in svc and "PELLETSEG_ROWS_IN_FLIGHT" not in svc["environment"]
 
 
 def test_monitoring_profile_mounts_the_shipped_configs(compose):

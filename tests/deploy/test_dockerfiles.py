@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,13 @@ from importlib import metadata
 
 import pytest
 
-from tests.deploy.conftest import DEPLOY, ROOT, linter
+from tests.deploy.conftest import (
+    DEPLOY,
+    ROOT,
+    assert_pool_fits_rows_in_flight,
+    linter,
+    settings_from_env,
+)
 
 DOCKERFILES = {"api": DEPLOY / "Dockerfile.api", "worker": DEPLOY / "Dockerfile.worker"}
 TORCH_FAMILY = {"torch", "torchvision", "segmentation-models-pytorch", "timm", "monai"}
@@ -28,6 +35,16 @@ def instructions(path):
             word, _, rest = line.partition(" ")
             out.append((word.upper(), rest.strip()))
     return out
+
+
+def image_env(ins) -> dict[str, str]:
+    """Variables the runtime stage's ``ENV`` instructions set (``KEY=value`` form)."""
+    last_from = max(i for i, (word, _) in enumerate(ins) if word == "FROM")
+    env = {}
+    for word, arg in ins[last_from:]:
+        if word == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(arg))
+    return env
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
@@ -76,6 +93,9 @@ def test_worker_image_is_cuda_runtime_and_runs_celery():
     cmd = json.loads([arg for word, arg in ins if word == "CMD"][-1])
     assert cmd[:4] == ["celery", "-A", "worker.tasks", "worker"]
     assert (ROOT / "worker" / "tasks.py").is_file()
+    # The default command's pool agrees with the PELLETSEG_ROWS_IN_FLIGHT the image gives
+    # (none: Settings' default); GPU rows workers override both (compose, k8s, terraform).
+    assert_pool_fits_rows_in_flight(cmd, settings_from_env(image_env(ins)), "worker CMD")
     # No port, so no probe: the skip says why.
     assert ("HEALTHCHECK", "NONE") in ins
     assert re.search(r"checkov:skip=CKV_DOCKER_2:\S.{20,}", DOCKERFILES["worker"].read_text())

@@ -4,7 +4,10 @@ or lock files are written into it), and a private moto server that stands in for
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -107,3 +110,55 @@ def moto_aws():
     module because the managed-policy switch must be set before the server starts."""
     with moto_server(MOTO_IAM_LOAD_MANAGED_POLICIES="true") as endpoint:
         yield endpoint
+
+
+def user_data_env_file(script: str) -> dict[str, str]:
+    """KEY=value lines of the env file a GPU worker's boot script writes (its quoted ENVEOF
+    heredoc; the secrets it appends at boot are not in it)."""
+    (body,) = re.findall(r"<<'ENVEOF'\n(.*?)\nENVEOF\n", script, re.DOTALL)
+    return dict(line.split("=", 1) for line in body.splitlines())
+
+
+def user_data_worker_argv(script: str) -> list[str]:
+    """The ``celery worker ...`` command of the boot script's per-GPU ``docker run``."""
+    joined = script.replace("\\\n", " ")
+    (run,) = [line for line in joined.splitlines() if line.strip().startswith("docker run")]
+    argv = shlex.split(run)
+    return argv[argv.index("celery"):]
+
+
+def offline_provider(region: str, extra: str = "") -> str:
+    """An ``aws`` provider block with fake credentials that checks nothing with AWS (for
+    offline plans and the moto apply); ``extra`` lines go inside the block."""
+    return f'''provider "aws" {{
+  region                      = "{region}"
+  access_key                  = "testing"
+  secret_key                  = "testing"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+{extra}}}
+'''
+
+
+def offline_module(terraform: Terraform, folder: Path, module: str, variables: dict) -> Path:
+    """An initialised scratch copy of ``terraform/modules/{module}`` in ``folder`` with
+    ``variables`` and a provider that makes no call (the repository gets no .terraform)."""
+    from tests.terraform.hcl import MODULES
+
+    work = folder / module
+    shutil.copytree(MODULES / module, work, ignore=shutil.ignore_patterns(
+        ".terraform", ".terraform.lock.hcl", "*.tfstate*", "*_override.tf"))
+    (work / "test_provider.tf").write_text(offline_provider("eu-west-1"))
+    (work / "test.auto.tfvars.json").write_text(json.dumps(variables))
+    terraform.init(work, "-backend=false")
+    return work
+
+
+def planned_resources(terraform: Terraform, work: Path, *extra: str) -> dict[str, dict]:
+    """``after`` of every resource `terraform plan` would create in ``work``, by address."""
+    terraform("plan", "-input=false", "-no-color", "-lock=false", "-out=test.tfplan", *extra,
+              cwd=work, timeout=180)
+    plan = json.loads(terraform("show", "-json", "test.tfplan", cwd=work).stdout)
+    return {r["address"]: r["change"]["after"] for r in plan["resource_changes"]}

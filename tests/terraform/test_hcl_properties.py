@@ -109,7 +109,8 @@ def test_queues_are_exactly_the_codes_queues(mods, env):
     assert set(default) == set(QUEUES)
     passed = env.modules["queues"]["expected_seconds"]
     assert set(passed) == set(QUEUES)
-    assert passed["rows"] == "${var.expected_row_seconds}"
+    # A rows message shares its GPU with the worker's other rows in flight: up to N x alone.
+    assert passed["rows"] == "${var.expected_row_seconds * var.gpu_rows_in_flight}"
 
 
 def test_visibility_timeout_is_derived_from_expected_seconds(mods):
@@ -252,11 +253,100 @@ def test_gpu_group_scales_on_rows_backlog_per_instance(mods, env):
 
 def test_workers_consume_their_queues_with_prefetch_one(mods):
     tpl = (TERRAFORM / "modules/gpu_workers/user_data.sh.tftpl").read_text()
-    assert 'celery -A worker.tasks worker -Q "${queues}" --pool solo' in tpl
+    assert ('celery -A worker.tasks worker -Q "${queues}" --pool threads '
+            "--concurrency ${rows_in_flight}") in tpl
+    assert "--pool solo" not in tpl
     assert "--prefetch-multiplier 1" in tpl
     cpu = mods["modules/cpu_workers"].locals["worker_command"]
     assert cpu[:6] == ["celery", "-A", "worker.tasks", "worker", "-Q", '${join(",", var.queues)}']
     assert "--prefetch-multiplier" in cpu
+
+
+def test_gpu_rows_in_flight_is_one_validated_number_reaching_pool_and_settings(mods, env):
+    """gpu_rows_in_flight (root) -> rows_in_flight (module): typed, described, 1..8 whole,
+    default 2 in both, the same bounds; the module feeds both the template's pool size and
+    PELLETSEG_ROWS_IN_FLIGHT of the env file from it (tests/terraform/test_gpu_user_data.py
+    renders the result)."""
+    m = mods["modules/gpu_workers"]
+    module_var, root_var = m.variables["rows_in_flight"], env.variables["gpu_rows_in_flight"]
+    for name, var in (("rows_in_flight", module_var), ("gpu_rows_in_flight", root_var)):
+        assert var["type"] == "number" and var["default"] == 2, name
+        assert "PELLETSEG_ROWS_IN_FLIGHT" in var["description"], name
+        (validation,) = var["validation"]
+        cond = validation["condition"]
+        for bound in (f"var.{name} >= 1", f"var.{name} <= 8", f"floor(var.{name}) == var.{name}"):
+            assert bound in cond, (name, bound)
+    assert root_var["validation"][0]["condition"].replace("gpu_rows_in_flight", "rows_in_flight") \
+        == module_var["validation"][0]["condition"]
+    assert env.modules["gpu_workers"]["rows_in_flight"] == "${var.gpu_rows_in_flight}"
+    # The module's own value wins over any PELLETSEG_ROWS_IN_FLIGHT a caller passes.
+    assert m.locals["environment"] == (
+        "${merge(var.environment, {PELLETSEG_ROWS_IN_FLIGHT = tostring(var.rows_in_flight)})}")
+    (_, lt), = m.of_type("aws_launch_template")
+    assert "environment = local.environment" in lt["user_data"]
+    assert "rows_in_flight = var.rows_in_flight" in lt["user_data"]
+    # The env does not set it beside the module (one source).
+    assert "PELLETSEG_ROWS_IN_FLIGHT" not in env.locals["gpu_worker_environment"]
+
+
+def test_stream_reduce_is_one_switch_reaching_the_cpu_workers_pool_and_settings(mods, env):
+    """stream_reduce (bool, off) and reduce_concurrency (whole, 2..32, default 4): typed,
+    described and validated alike in the env and modules/cpu_workers, and passed down; the
+    module is the only source of the worker's pool and of PELLETSEG_STREAM_REDUCE
+    (tests/terraform/test_cpu_worker_task.py plans the result)."""
+    m = mods["modules/cpu_workers"]
+    for where, variables in (("modules/cpu_workers", m.variables), ("envs/example", env.variables)):
+        stream, concurrency = variables["stream_reduce"], variables["reduce_concurrency"]
+        assert stream["type"] == "bool" and stream["default"] is False, where
+        assert "PELLETSEG_STREAM_REDUCE" in stream["description"], where
+        assert concurrency["type"] == "number" and concurrency["default"] == 4, where
+        # The sizing rule is in the description: one slot per running job, plus the rest.
+        assert "jobs expected to run at once" in concurrency["description"], where
+        (validation,) = concurrency["validation"]
+        for bound in ("var.reduce_concurrency >= 2", "var.reduce_concurrency <= 32",
+                      "floor(var.reduce_concurrency) == var.reduce_concurrency"):
+            assert bound in validation["condition"], (where, bound)
+    assert m.variables["reduce_concurrency"]["validation"] == \
+        env.variables["reduce_concurrency"]["validation"]
+    passed = env.modules["cpu_workers"]
+    assert passed["stream_reduce"] == "${var.stream_reduce}"
+    assert passed["reduce_concurrency"] == "${var.reduce_concurrency}"
+    # Pool: solo / 1 unless stream_reduce, then threads / reduce_concurrency.
+    cmd = m.locals["worker_command"]
+    assert cmd[cmd.index("--pool") + 1] == '${var.stream_reduce ? "threads" : "solo"}'
+    assert cmd[cmd.index("--concurrency") + 1] == \
+        '${var.stream_reduce ? tostring(var.reduce_concurrency) : "1"}'
+    # Setting: from stream_reduce only (a caller's value dropped), on the worker container.
+    assert m.locals["worker_environment"] == (
+        '${merge({for k, v in var.environment : k => v if k != "PELLETSEG_STREAM_REDUCE"}, '
+        'var.stream_reduce ? {PELLETSEG_STREAM_REDUCE = "true"} : {})}')
+    (_, worker), = [(n, b) for n, b in m.of_type("aws_ecs_task_definition") if n == "worker"]
+    assert "environment = local.worker_env_list" in worker["container_definitions"]
+    assert "PELLETSEG_STREAM_REDUCE" not in env.locals["cpu_worker_environment"]
+    assert "PELLETSEG_STREAM_REDUCE" not in env.locals["common_environment"]
+
+
+def test_cpu_workers_count_held_reduce_slots_only_with_stream_reduce(mods):
+    """Target tracking on visible plan + reduce messages per task as before; with
+    stream_reduce the reduce queue's in-flight messages (stitchers hold theirs for a whole
+    job) count too, backlog_per_task per reduce_concurrency - 1 of them."""
+    m = mods["modules/cpu_workers"]
+    (_, policy), = [(n, b) for n, b in m.of_type("aws_appautoscaling_policy") if n == "backlog"]
+    spec = policy["target_tracking_scaling_policy_configuration"][0][
+        "customized_metric_specification"][0]
+    assert [x["id"] for x in spec["metrics"]] == ["plan", "reduce", "tasks", "backlog_per_task"]
+    for x in spec["metrics"][:2]:
+        assert x["metric_stat"][0]["metric"][0]["metric_name"] == "ApproximateNumberOfMessagesVisible"
+    (held,) = blocks(spec, "metrics")[4:]
+    assert spec["dynamic"][0]["metrics"]["for_each"] == '${var.stream_reduce ? ["reduce_held"] : []}'
+    metric = held["metric_stat"][0]["metric"][0]
+    assert (metric["namespace"], metric["metric_name"]) == (
+        "AWS/SQS", "ApproximateNumberOfMessagesNotVisible")
+    assert metric["dimensions"][0]["value"] == '${var.queue_names["reduce"]}'
+    assert held["return_data"] is False
+    assert spec["metrics"][-1]["expression"] == (
+        '${var.stream_reduce ? "(plan + reduce + reduce_held * ${var.backlog_per_task} / '
+        '${var.reduce_concurrency - 1}) / tasks" : "(plan + reduce) / tasks"}')
 
 
 # ------------------------------------------------------------------------------ IAM

@@ -21,6 +21,8 @@ import pytest
 
 from storage.queues import QUEUES
 from storage.settings import Settings
+from tests.deploy.conftest import assert_pool_fits_rows_in_flight, celery_pool, settings_from_env
+from tests.terraform.conftest import offline_provider, user_data_env_file, user_data_worker_argv
 from tests.terraform.hcl import parse_module
 
 pytestmark = pytest.mark.slow
@@ -31,6 +33,10 @@ REGION = "us-east-1"
 ENVIRONMENT = "moto"
 EXPECTED = {"plan": 120, "rows": 30, "reduce": 600}
 FACTOR, STARTUP, MAX_ATTEMPTS = 3, 300, 3
+#: gpu_rows_in_flight (not the default 2, to see the value travel); a rows message may take
+#: up to this many times its expected seconds (its GPU is shared), so its visibility grows.
+ROWS_IN_FLIGHT = 3
+IN_FLIGHT = {"plan": 1, "rows": ROWS_IN_FLIGHT, "reduce": 1}
 MOTO_SERVICES = ("acm", "applicationautoscaling", "autoscaling", "cloudwatch", "ec2", "ecr", "ecs",
                  "elbv2", "iam", "kms", "logs", "rds", "s3", "secretsmanager", "sqs", "sts",
                  "wafv2")
@@ -68,24 +74,8 @@ NOT_APPLIED_ON_MOTO = {
 def override_tf(endpoint: str) -> str:
     """Provider pointed at moto, fake credentials, local state (test-only override file)."""
     endpoints = "\n".join(f'    {s} = "{endpoint}"' for s in MOTO_SERVICES)
-    return f'''terraform {{
-  backend "local" {{}}
-}}
-
-provider "aws" {{
-  region                      = "{REGION}"
-  access_key                  = "testing"
-  secret_key                  = "testing"
-  skip_credentials_validation = true
-  skip_requesting_account_id  = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-  s3_use_path_style           = true
-  endpoints {{
-{endpoints}
-  }}
-}}
-'''
+    extra = f"  s3_use_path_style           = true\n  endpoints {{\n{endpoints}\n  }}\n"
+    return 'terraform {\n  backend "local" {}\n}\n\n' + offline_provider(REGION, extra)
 
 
 def tfvars(certificate_arn: str) -> dict:
@@ -96,7 +86,7 @@ def tfvars(certificate_arn: str) -> dict:
         "expected_plan_seconds": EXPECTED["plan"], "expected_row_seconds": EXPECTED["rows"],
         "expected_reduce_seconds": EXPECTED["reduce"], "visibility_timeout_factor": FACTOR,
         "startup_seconds": STARTUP, "max_attempts": MAX_ATTEMPTS, "gpu_max_instances": 4,
-        "metrics_allowed_cidrs": ["10.0.0.0/8"],
+        "metrics_allowed_cidrs": ["10.0.0.0/8"], "gpu_rows_in_flight": ROWS_IN_FLIGHT,
     }
 
 
@@ -196,7 +186,8 @@ def check_applied(endpoint: str, outputs: dict, monkeypatch) -> None:
     for q in QUEUES:
         attrs = sqs.get_queue_attributes(QueueUrl=urls[q], AttributeNames=["All"])["Attributes"]
         assert attrs["QueueArn"].endswith(f":{prefix}{q}")
-        assert int(attrs["VisibilityTimeout"]) == math.ceil(EXPECTED[q] * FACTOR + STARTUP)
+        assert int(attrs["VisibilityTimeout"]) == math.ceil(
+            EXPECTED[q] * IN_FLIGHT[q] * FACTOR + STARTUP)
         redrive = json.loads(attrs["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"].endswith(f":{prefix}{q}-dlq")
         assert int(redrive["maxReceiveCount"]) == MAX_ATTEMPTS
@@ -216,11 +207,22 @@ def check_applied(endpoint: str, outputs: dict, monkeypatch) -> None:
     data = ver["LaunchTemplateData"]
     assert data["MetadataOptions"]["HttpTokens"] == "required"
     assert all(b["Ebs"]["Encrypted"] for b in data["BlockDeviceMappings"])
+    # The boot script: each GPU's worker runs a threads pool of gpu_rows_in_flight rows, and
+    # its env file says the same PELLETSEG_ROWS_IN_FLIGHT.
+    script = base64.b64decode(data["UserData"]).decode()
+    gpu_env = user_data_env_file(script)
+    gpu_settings = settings_from_env(gpu_env)
+    assert gpu_settings.rows_in_flight == ROWS_IN_FLIGHT and gpu_settings.device == "cuda"
+    argv = user_data_worker_argv(script)
+    assert argv[argv.index("-Q") + 1] == f"{prefix}rows"
+    assert celery_pool(argv) == ("threads", str(ROWS_IN_FLIGHT))
+    assert_pool_fits_rows_in_flight(argv, gpu_settings, "GPU worker user data")
     policies = {p["PolicyType"]: p for p in asc.describe_policies(AutoScalingGroupName=asg_name)["ScalingPolicies"]}
     spec = policies["TargetTrackingScaling"]["TargetTrackingConfiguration"]["CustomizedMetricSpecification"]
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in spec["Metrics"] if "MetricStat" in m}
     assert names == {"ApproximateNumberOfMessagesVisible", "GroupInServiceInstances"}
     assert [m["Expression"] for m in spec["Metrics"] if m.get("Expression")] == ["visible / in_service"]
+    # From the one-row time, not x ROWS_IN_FLIGHT (modules/gpu_workers says why).
     assert policies["TargetTrackingScaling"]["TargetTrackingConfiguration"]["TargetValue"] == 600 // EXPECTED["rows"]
 
     # --- IAM: every inline policy of the project's roles, as AWS stores it

@@ -273,3 +273,47 @@ def test_local_stack_runs_a_stitcher_worker_beside_the_row_worker(tmp_path, tiny
     assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
     doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     assert [c["pixels"] for c in doc["classes"]] == [c["pixels"] for c in fractions["classes"]]
+
+
+@pytest.mark.slow
+def test_a_solo_worker_that_also_takes_rows_refuses_to_stitch(tmp_path, tiny_package,
+                                                             micrograph):
+    """One solo worker on every queue (the image's default command) with streaming on: a
+    stitcher there would wait for rows that only this worker could run, for ever. It refuses
+    at once; the job succeeds through the reducer as without streaming."""
+    import subprocess
+    import time
+
+    from api.jobs import submit_job
+    from cli.stack import worker_command
+    from storage.db import upgrade
+    from storage.queues import QUEUES, make_celery
+    from storage.states import JOB_TERMINAL
+    from tests.worker.conftest import make_settings
+    from worker.context import WorkerContext
+    from worker.registry import publish_package
+
+    settings = make_settings(tmp_path / "home", stream_reduce=True)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    publish_package(ctx, tiny_package)
+    argv, env = worker_command(settings, list(QUEUES), "solo@%h")
+    assert argv[argv.index("--pool") + 1] == "solo"
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        job = submit_job(settings, build_spec(settings, str(micrograph)), app=make_celery(settings))
+        deadline = time.monotonic() + 300
+        while ctx.jobs.get_job(job.id).status not in JOB_TERMINAL:
+            assert time.monotonic() < deadline, "job did not finish in 300 s:\n" + log.read_text()
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    done = ctx.jobs.get_job(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.outputs["streamed"] is False
+    assert "stitch.refused" in log.read_text()
+    assert ctx.jobs.stitch_state(job.id) == (None, False)  # it never took the lease

@@ -86,9 +86,20 @@ module "storage" {
 module "queues" {
   source = "../../modules/queues"
   name   = local.name
+  # A GPU worker's rows_in_flight messages are received together and all start at once (a
+  # threads pool of N with prefetch multiplier 1 reserves N), so none waits in the worker
+  # for another to finish; but their forward passes take turns on the one GPU, so each takes
+  # up to N times as long as alone: the rows visibility timeout allows for that.
+  # With stream_reduce the reduce queue also carries one pelletseg.stitch message per job,
+  # in flight for as long as the job's rows run: the reduce timeout need not cover it, and
+  # stays sized for the reducer. If the message becomes visible again while its stitcher
+  # runs, the second receiver finds the job's stitch lease taken and returns at once, and the
+  # message is deleted (its 2nd receive: with max_attempts = 1 it would go to the reduce DLQ
+  # instead, a false alarm); if the first stitcher died, its lease has expired and the second
+  # takes over.
   expected_seconds = {
     plan   = var.expected_plan_seconds
-    rows   = var.expected_row_seconds
+    rows   = var.expected_row_seconds * var.gpu_rows_in_flight
     reduce = var.expected_reduce_seconds
   }
   visibility_timeout_factor = var.visibility_timeout_factor
@@ -196,8 +207,12 @@ module "cpu_workers" {
   environment         = local.cpu_worker_environment
   secrets             = local.secrets
   log_group_names     = module.logs.group_names
+  stream_reduce       = var.stream_reduce
+  reduce_concurrency  = var.reduce_concurrency
 }
 
+# backlog_per_instance comes from the one-row time, not x gpu_rows_in_flight: see the
+# module's backlog policy for why rows in flight leave the scaling target alone.
 module "gpu_workers" {
   source               = "../../modules/gpu_workers"
   name                 = local.name
@@ -209,6 +224,7 @@ module "gpu_workers" {
   ami_id               = var.gpu_ami_id
   instance_types       = var.gpu_instance_types
   max_size             = var.gpu_max_instances
+  rows_in_flight       = var.gpu_rows_in_flight
   backlog_per_instance = max(1, floor(var.acceptable_row_wait_seconds / var.expected_row_seconds))
   rows_queue_name      = module.queues.queue_names["rows"]
   instance_profile_arn = module.iam.gpu_worker_instance_profile_arn

@@ -29,7 +29,7 @@ output "dead_letter_queue_urls" {
 }
 
 output "queue_visibility_timeouts" {
-  description = "Visibility timeout (s) of each work queue, derived from the expected_*_seconds variables."
+  description = "Visibility timeout (s) of each work queue, derived from the expected_*_seconds variables (rows: x gpu_rows_in_flight)."
   value       = module.queues.visibility_timeouts
 }
 

@@ -90,7 +90,7 @@ variable "gpu_max_instances" {
 
 variable "expected_row_seconds" {
   type        = number
-  description = "Expected seconds one GPU worker takes for one rows message (PELLETSEG_ROWS_PER_TASK tile rows); sets the rows visibility timeout and the scaling target."
+  description = "Expected seconds one GPU worker takes for one rows message (PELLETSEG_ROWS_PER_TASK tile rows) running it alone (one row in flight); sets the rows visibility timeout (x gpu_rows_in_flight) and the scaling target."
   default     = 30
 
   validation {
@@ -140,9 +140,37 @@ variable "startup_seconds" {
   default     = 300
 }
 
+variable "gpu_rows_in_flight" {
+  type        = number
+  description = "Rows each GPU worker runs at once (PELLETSEG_ROWS_IN_FLIGHT, Celery threads pool of that size): one model, forward passes take turns, reads and checkpoint writes of the other rows overlap the GPU; 2-3 on a GPU. Multiplies the rows visibility timeout: a row shares the GPU with the others."
+  default     = 2
+
+  validation {
+    condition     = var.gpu_rows_in_flight >= 1 && var.gpu_rows_in_flight <= 8 && floor(var.gpu_rows_in_flight) == var.gpu_rows_in_flight
+    error_message = "gpu_rows_in_flight must be a whole number from 1 to 8."
+  }
+}
+
+variable "stream_reduce" {
+  type        = bool
+  description = "Streaming stitcher (PELLETSEG_STREAM_REDUCE of the CPU workers): planning enqueues a pelletseg.stitch task per job on the reduce queue that stitches the label map, overlay and preview while the rows run, so the reducer only adds the fractions; it holds one CPU worker slot for the whole job, so the CPU workers then run a threads pool of reduce_concurrency instead of solo. Off by default: unmeasured on a GPU fleet (docs/deployment.md, Streaming stitcher)."
+  default     = false
+}
+
+variable "reduce_concurrency" {
+  type        = number
+  description = "Threads pool size of each CPU worker task with stream_reduce (ignored without it). Must exceed the number of jobs expected to run at once: each running job holds one slot with its stitcher, planners and reducers need the rest."
+  default     = 4
+
+  validation {
+    condition     = var.reduce_concurrency >= 2 && var.reduce_concurrency <= 32 && floor(var.reduce_concurrency) == var.reduce_concurrency
+    error_message = "reduce_concurrency must be a whole number from 2 to 32."
+  }
+}
+
 variable "gpu_spot_mode" {
   type        = string
-  description = "PELLETSEG_SPOT_MODE of GPU workers on a spot interruption notice: release (hand the running row back at once), finish (let it finish) or off."
+  description = "PELLETSEG_SPOT_MODE of GPU workers on a spot interruption notice: release (hand the running rows back at once), finish (let them finish) or off."
   default     = "release"
 
   validation {

@@ -1,16 +1,30 @@
 # CPU side of the pipeline on ECS Fargate:
 #   cpu-worker  `celery -A worker.tasks worker -Q <prefix>plan,<prefix>reduce` (deploy/Dockerfile.worker, run
 #               CPU-only), mostly on Fargate Spot, scaled by target tracking on the plan +
-#               reduce backlog per running task
+#               reduce backlog per running task; one task at a time (solo pool), or with
+#               stream_reduce a threads pool of reduce_concurrency slots
 #   scheduler   `celery -A worker.tasks beat`: the periodic reconcile task (exactly one)
 #   migrate     a task definition for one-off `pelletseg migrate` / `pelletseg apikey` runs
 
 locals {
+  # stream_reduce: planning enqueues a streaming stitcher (pelletseg.stitch) per job on the
+  # reduce queue, which holds its slot until the job's last row; a solo worker would hold up
+  # the planning and reducing of every other job behind it, so the worker then runs a threads
+  # pool of reduce_concurrency slots. PELLETSEG_STREAM_REDUCE comes from the same variable (a
+  # caller's value is dropped), so pool and setting cannot disagree. Off, the command and
+  # environment are exactly those of before (no new task definition revision).
   worker_command = [
     "celery", "-A", "worker.tasks", "worker", "-Q", join(",", var.queues),
-    "--pool", "solo", "--concurrency", "1", "--prefetch-multiplier", "1", "-n", "cpu@%h",
+    "--pool", var.stream_reduce ? "threads" : "solo",
+    "--concurrency", var.stream_reduce ? tostring(var.reduce_concurrency) : "1",
+    "--prefetch-multiplier", "1", "-n", "cpu@%h",
     "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
   ]
+  worker_environment = merge(
+    { for k, v in var.environment : k => v if k != "PELLETSEG_STREAM_REDUCE" },
+    var.stream_reduce ? { PELLETSEG_STREAM_REDUCE = "true" } : {},
+  )
+  worker_env_list   = [for k in sort(keys(local.worker_environment)) : { name = k, value = local.worker_environment[k] }]
   scheduler_command = ["celery", "-A", "worker.tasks", "beat", "--schedule", "/data/celerybeat-schedule", "--loglevel", "INFO"]
 
   env_list    = [for k in sort(keys(var.environment)) : { name = k, value = var.environment[k] }]
@@ -86,7 +100,7 @@ resource "aws_ecs_task_definition" "worker" {
     image       = var.worker_image
     essential   = true
     command     = local.worker_command
-    environment = local.env_list
+    environment = local.worker_env_list
     secrets     = local.secret_list
     mountPoints = local.mounts
     stopTimeout = 120 # warm shutdown: finish the current plan/reduce task (Fargate maximum)
@@ -154,7 +168,16 @@ resource "aws_appautoscaling_target" "worker" {
   max_capacity       = var.max_count
 }
 
-# Backlog per task = (visible plan + reduce messages) / running tasks.
+# Backlog per task = (visible plan + reduce messages) / running tasks. A message being run
+# is in flight, not visible, so it never counts as backlog. With stream_reduce a stitcher
+# keeps its reduce message in flight, holding one slot of a task, for its job's whole run: on
+# visible messages alone a task full of stitchers looks idle (scale-in may stop it; its jobs'
+# reducers then stitch the rows themselves), and up to backlog_per_task plans per task may
+# wait a whole job for a slot. So the reduce queue's in-flight messages (stitchers, running
+# reducers) count too, each as backlog_per_task / (reduce_concurrency - 1): a task whose slots
+# but one are held is at the target, and any message waiting beyond that scales out. A stitch
+# message that outlives the reduce visibility timeout is received again and deleted by the
+# duplicate (envs/example/main.tf, queues), so stitchers of longer jobs stop counting.
 resource "aws_appautoscaling_policy" "backlog" {
   name               = "${var.name}-cpu-worker-backlog"
   policy_type        = "TargetTrackingScaling"
@@ -198,6 +221,24 @@ resource "aws_appautoscaling_policy" "backlog" {
           }
         }
       }
+      dynamic "metrics" {
+        for_each = var.stream_reduce ? ["reduce_held"] : []
+        content {
+          id          = metrics.value
+          return_data = false
+          metric_stat {
+            stat = "Sum"
+            metric {
+              namespace   = "AWS/SQS"
+              metric_name = "ApproximateNumberOfMessagesNotVisible"
+              dimensions {
+                name  = "QueueName"
+                value = var.queue_names["reduce"]
+              }
+            }
+          }
+        }
+      }
       metrics {
         id          = "tasks"
         return_data = false
@@ -219,8 +260,8 @@ resource "aws_appautoscaling_policy" "backlog" {
       }
       metrics {
         id          = "backlog_per_task"
-        label       = "plan+reduce backlog per running CPU worker"
-        expression  = "(plan + reduce) / tasks"
+        label       = var.stream_reduce ? "plan+reduce backlog and held reduce slots per running CPU worker" : "plan+reduce backlog per running CPU worker"
+        expression  = var.stream_reduce ? "(plan + reduce + reduce_held * ${var.backlog_per_task} / ${var.reduce_concurrency - 1}) / tasks" : "(plan + reduce) / tasks"
         return_data = true
       }
     }

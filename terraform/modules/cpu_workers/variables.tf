@@ -103,7 +103,7 @@ variable "spot" {
 
 variable "backlog_per_task" {
   type        = number
-  description = "Target visible plan+reduce messages per running CPU worker task."
+  description = "Target visible plan+reduce messages per running CPU worker task; with stream_reduce, reduce_concurrency - 1 in-flight reduce messages (stitchers) count as this many."
   default     = 2
 }
 
@@ -151,4 +151,21 @@ variable "tags" {
   type        = map(string)
   description = "Tags added to every resource of this module."
   default     = {}
+}
+
+variable "stream_reduce" {
+  type        = bool
+  description = "Streaming stitcher (PELLETSEG_STREAM_REDUCE, set on the worker from this variable): planning enqueues a pelletseg.stitch task per job on the reduce queue that stitches the label map, overlay and preview while the rows run, holding one reduce slot for the whole job; the worker then runs a threads pool of reduce_concurrency instead of solo, and the scaling counts the slots held. Off by default (unmeasured on a GPU fleet)."
+  default     = false
+}
+
+variable "reduce_concurrency" {
+  type        = number
+  description = "Threads pool size of each CPU worker task with stream_reduce (ignored without it: solo). Must exceed the number of jobs expected to run at once: each running job holds one slot with its stitcher, planners and reducers need the rest."
+  default     = 4
+
+  validation {
+    condition     = var.reduce_concurrency >= 2 && var.reduce_concurrency <= 32 && floor(var.reduce_concurrency) == var.reduce_concurrency
+    error_message = "reduce_concurrency must be a whole number from 2 to 32."
+  }
 }

@@ -6,10 +6,17 @@
 #     may have waiting (acceptable latency / expected row time);
 #   * a step policy that starts the first instance when rows wait while the group is at 0
 #     (the ratio is undefined with no instance in service);
-#   * a termination lifecycle hook so scale-in lets the current row finish.
+#   * a termination lifecycle hook so scale-in lets the current rows finish.
+# Each GPU's worker runs rows_in_flight rows at once (Celery threads pool, one model).
 
 locals {
   hook_name = "drain"
+
+  # The pool's concurrency and PELLETSEG_ROWS_IN_FLIGHT come from the one variable, so the
+  # worker command and its settings cannot disagree (the module's value wins over a caller's).
+  environment = merge(var.environment, {
+    PELLETSEG_ROWS_IN_FLIGHT = tostring(var.rows_in_flight)
+  })
 }
 
 resource "aws_security_group" "this" {
@@ -77,9 +84,10 @@ resource "aws_launch_template" "this" {
     region         = var.region
     image          = var.image
     registry       = split("/", var.image)[0]
-    environment    = var.environment
+    environment    = local.environment
     secrets        = var.secrets
     queues         = join(",", var.queues)
+    rows_in_flight = var.rows_in_flight
     log_group_name = var.log_group_name
     drain_seconds  = var.drain_seconds
     asg_name       = var.name_asg
@@ -156,7 +164,12 @@ resource "aws_autoscaling_group" "this" {
   }
 }
 
-# Target tracking on rows backlog per in-service instance.
+# Target tracking on rows backlog per in-service instance. Visible messages only: the
+# rows_in_flight messages an instance holds are not visible, so they never count as backlog.
+# The target is not multiplied by rows_in_flight: forward passes take turns on the one GPU,
+# so rows in flight raise an instance's throughput only by the reads and writes they overlap
+# (between 1x and rows_in_flight x one row at a time); a target from the one-row time errs
+# towards more instances rather than towards rows waiting longer than acceptable.
 resource "aws_autoscaling_policy" "backlog" {
   name                   = "${var.name}-gpu-rows-backlog"
   autoscaling_group_name = aws_autoscaling_group.this.name

@@ -113,8 +113,19 @@ variable "instance_warmup_seconds" {
 
 variable "drain_seconds" {
   type        = number
-  description = "Seconds a worker gets on scale-in to finish its current row (warm shutdown) before it is killed."
+  description = "Seconds a worker gets on scale-in to finish its current rows (warm shutdown) before it is killed."
   default     = 300
+}
+
+variable "rows_in_flight" {
+  type        = number
+  description = "Rows each GPU worker process runs at once (PELLETSEG_ROWS_IN_FLIGHT and Celery's threads pool concurrency): they share one model, forward passes take turns, and one row's reads, checkpoint write and job-table commits overlap another's inference; 2-3 on a GPU."
+  default     = 2
+
+  validation {
+    condition     = var.rows_in_flight >= 1 && var.rows_in_flight <= 8 && floor(var.rows_in_flight) == var.rows_in_flight
+    error_message = "rows_in_flight must be a whole number from 1 to 8."
+  }
 }
 
 variable "rows_queue_name" {
@@ -134,7 +145,7 @@ variable "image" {
 
 variable "environment" {
   type        = map(string)
-  description = "PELLETSEG_* settings written to the container's env file (storage/settings.py)."
+  description = "PELLETSEG_* settings written to the container's env file (storage/settings.py); PELLETSEG_ROWS_IN_FLIGHT is set from rows_in_flight."
 }
 
 variable "secrets" {
