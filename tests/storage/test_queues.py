@@ -69,6 +69,36 @@ def test_embedded_broker_polls_at_the_configured_interval_and_delivers(tmp_path)
         _settings(tmp_path, embedded_poll_seconds=0)
 
 
+def test_embedded_queue_created_by_another_process_meanwhile_is_used_not_fatal(tmp_path,
+                                                                            monkeypatch):
+    """Two workers starting on a fresh broker file: both miss the queue's row, the other one
+    inserts it first; kombu's own channel dies on the unique constraint, ours reads the row."""
+    import sqlite3
+
+    from storage.queues import EmbeddedChannel, celery_broker
+
+    url, transport = celery_broker(_settings(tmp_path))
+    with Connection(url, transport=transport) as conn:
+        channel = conn.channel()
+        assert isinstance(channel, EmbeddedChannel)
+        channel.queue_cls.metadata.create_all(channel.session.bind)  # the tables exist
+        session = channel.session
+        add = session.add
+
+        def add_after_another_process(obj):  # the other worker's INSERT lands first
+            with sqlite3.connect(session.bind.url.database) as other:
+                other.execute("INSERT INTO kombu_queue (name) VALUES (?)", (obj.name,))
+            add(obj)
+
+        monkeypatch.setattr(session, "add", add_after_another_process)
+        queue = channel._get_or_create("plan")
+        monkeypatch.undo()
+        assert queue.name == "plan"
+        assert [q.name for q in session.query(channel.queue_cls)] == ["plan"]
+        channel._put("plan", {"body": "x"})  # the channel still works
+        assert channel._size("plan") == 1
+
+
 def test_queue_prefix_must_be_a_valid_sqs_name_part(tmp_path):
     with pytest.raises(ValueError):
         _settings(tmp_path, queue_prefix="bad.prefix")
