@@ -154,6 +154,13 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
             seen |= {r.worker for r in jobs.list_rows(job.id)}
             if len(seen) >= cfg.workers:
                 break
+        if len(seen) < cfg.workers or pool.alive() < len(pool.procs):
+            from cli.stack import log_tail
+
+            raise BenchError(f"only {len(seen)} of {cfg.workers} workers ran a warm-up row "
+                             f"({pool.alive()} of {len(pool.procs)} processes alive): the run "
+                             f"would not measure the configuration asked for\n"
+                             f"{log_tail(settings)}")
         job, seconds = _submit_and_wait(settings, app, jobs, image, cfg.timeout_s, pool)
         peaks = pool.peak_rss_mib()
     rows = jobs.list_rows(job.id)
