@@ -101,8 +101,7 @@ class RowFeed:
                     self.stitched.append((index, row.checksum))
                     return self._paths[index]
             self._check(stop)
-            if stop.wait(self.poll_seconds) or self.cancelled.is_set():
-                self._check(stop)
+            stop.wait(self.poll_seconds)
 
     def _check(self, stop: threading.Event) -> None:
         if stop.is_set() or self.cancelled.is_set():
@@ -145,8 +144,9 @@ def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
     """The reducer's side: wait while a stitcher holds a live lease on ``job``, then say
     whether its staged pictures can be used (:func:`staged_pictures`).
 
-    The lease is read before the manifest, so a stitcher that finishes between the two reads
-    is still seen. Returns at once for a job that never had a stitcher.
+    Only the job table is polled while waiting: a stitcher stores its manifest before it
+    releases its lease, so the manifest is read once, after the lease is no longer live.
+    Returns at once for a job that never had a stitcher.
 
     Raises:
         StorageError: the job table or store is unreachable.
@@ -156,15 +156,14 @@ def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
         holder, live = ctx.jobs.stitch_state(job.id)
         if holder is None:  # no stitcher ever ran: do not look for a manifest
             return False
-        if staged_pictures(ctx, job, rows):
-            log.info("reduce.staged", job_id=job.id, waited=round(waited, 3))
-            return True
         if not live:
-            if waited:
-                log.info("reduce.stitcher_gone", job_id=job.id, waited=round(waited, 3))
-            return False
+            break
         sleep(ctx.settings.stitch_poll_seconds)
         waited += ctx.settings.stitch_poll_seconds
+    staged = staged_pictures(ctx, job, rows)
+    log.info("reduce.staged" if staged else "reduce.stitcher_gone", job_id=job.id,
+             waited=round(waited, 3))
+    return staged
 
 
 def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
