@@ -7,63 +7,30 @@ writes the job table, reads the blob store, and sends tasks by name.
 from __future__ import annotations
 
 import re
-from functools import cached_property
 
-from celery import Celery
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import check_auth_binding, require_api_key
-from api.jobs import SubmissionError
+from api.deps import Services
 from api.routes import batches, dashboard, health, jobs, metrics, models, rows, uploads, viewer
 from api.schemas import ErrorOut
-from storage.apikeys import ApiKeyStore
-from storage.blobs import BlobStore
-from storage.db import cached_engine
+from core.settings import Settings, get_settings
+from core.spec import SpecError
 from storage.errors import (
     BlobNotFoundError,
     InvalidKeyError,
     NotFoundError,
-    SpecError,
     StorageError,
     TransitionError,
     UploadError,
     UploadStateError,
 )
-from storage.jobs import JobStore, job_store
-from storage.queues import make_celery
-from storage.settings import Settings, get_settings
-from storage.uploads import UploadStore
+from submission import SubmissionError
 
-
-class Services:
-    """What the routes use, built lazily from ``settings`` (``app.state.services``)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-
-    @cached_property
-    def jobs(self) -> JobStore:
-        """The job table."""
-        return job_store(self.settings)
-
-    @cached_property
-    def blobs(self) -> BlobStore:
-        """The blob store (outputs)."""
-        return BlobStore(self.settings.resolved_storage_url)
-
-    @cached_property
-    def celery(self) -> Celery:
-        """A Celery app used only to send tasks by name."""
-        return make_celery(self.settings, main="pelletseg-api")
-
-    @cached_property
-    def uploads(self) -> UploadStore:
-        """Uploads into the blob store (``uploads/{id}/...``)."""
-        return UploadStore(self.blobs, part_size=self.settings.upload_part_bytes,
-                           max_bytes=self.settings.max_upload_bytes)
+__all__ = ["ERROR_STATUS", "BodyLimit", "create_app"]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -84,10 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Submit a pellet image, follow its tile rows, download the label map, "
         "overlay and phase fractions. Every /v1 route needs `Authorization: Bearer <API key>`.",
     )
-    services = Services(settings)
     app.state.settings = settings
-    app.state.services = services
-    app.state.api_keys = ApiKeyStore(cached_engine(settings.resolved_database_url))
+    app.state.services = Services(settings)
 
     errors = {code: {"model": ErrorOut} for code in (401, 403)}
     protected = [Depends(require_api_key)]
@@ -103,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_exception_handler(StorageError, _domain_error)
     app.add_exception_handler(SubmissionError, _domain_error)
+    app.add_exception_handler(SpecError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, unlimited=UPLOAD_PART_PATH)

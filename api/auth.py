@@ -1,7 +1,7 @@
 """API-key authentication of the ``/v1`` routes: ``Authorization: Bearer psk_...``.
 
 Keys are created with ``pelletseg apikey create NAME`` and stored hashed
-(:mod:`storage.apikeys`). Authentication can be switched off (``PELLETSEG_API_AUTH=false``,
+(:mod:`storage.jobtable.api_keys`). Authentication can be switched off (``PELLETSEG_API_AUTH=false``,
 ``pelletseg serve --no-auth``) only while the API binds a loopback address.
 """
 
@@ -12,9 +12,8 @@ import ipaddress
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from storage.apikeys import ApiKeyStore
-from storage.models import ApiKey
-from storage.settings import Settings
+from core.settings import Settings
+from storage.jobtable import ApiKey
 
 #: Shown in the OpenAPI page as the "bearer" security scheme; errors are raised below.
 bearer_scheme = HTTPBearer(auto_error=False, description="An API key: psk_...")
@@ -82,8 +81,7 @@ def require_api_key(
         )
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("malformed Authorization header: expected 'Bearer <API key>'")
-    keys: ApiKeyStore = request.app.state.api_keys
-    record = keys.verify_key(credentials.credentials.strip())
+    record = request.app.state.services.table.api_keys.verify(credentials.credentials.strip())
     if record is None:
         raise _unauthorized(f"invalid API key ({HOW_TO_GET_A_KEY})")
     if record.revoked_at is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.states import JobStatus, RowStatus
+from core.states import JobStatus, RowStatus
 
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
 UPLOAD_ID_EXAMPLE = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
@@ -64,7 +64,7 @@ class JobCreate(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "JobCreate":
+    def _one_source(self) -> JobCreate:
         if (self.source_url is None) == (self.upload_id is None):
             raise ValueError("give exactly one of source_url and upload_id")
         return self

@@ -4,5 +4,8 @@ Run with ``pelletseg bench [--quick] [--device cpu|cuda] --json FILE``; each mod
 one thing (:mod:`benchmarks.limit`, :mod:`benchmarks.pipeline`, :mod:`benchmarks.peers`,
 :mod:`benchmarks.memory`), :mod:`benchmarks.runner` runs them in order on one machine, model
 and image, and :mod:`benchmarks.report` writes the JSON and the Markdown table. Nothing here
-is a test: timings never become assertions.
+is a test: timings never become assertions. May import every package but ``cli`` and
+``api`` (jobs go through :mod:`submission`, workers through :mod:`worker.local`).
 """
+
+__all__ = ["config", "inputs", "limit", "memory", "peers", "pipeline", "report", "runner"]

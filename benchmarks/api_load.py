@@ -118,7 +118,7 @@ def main() -> int:
         for step in reversed(cleanup):
             try:
                 step()
-            except Exception as e:  # noqa: BLE001 - best-effort cleanup
+            except Exception as e:
                 print(f"cleanup: {e}", file=sys.stderr)
         shutil.rmtree(home, ignore_errors=True)
     return 0

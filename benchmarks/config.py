@@ -9,6 +9,8 @@ import platform
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from core.geometry import DEFAULT_GEOMETRY, TileGeometry
+
 #: Image sizes (gigapixels) whose worker and reducer peak RSS are measured.
 RSS_SIZES_GPX = (0.1, 0.35, 1.0)
 
@@ -47,8 +49,8 @@ class BenchConfig:
     device: str = "cpu"
     model: str = "ebc-unet-mnv2"
     image_side: int = 4608
-    tile_size: int = 1024
-    halo: int = 128
+    tile_size: int = DEFAULT_GEOMETRY.tile_size
+    halo: int = DEFAULT_GEOMETRY.halo
     workers: int = 0
     threads: int = 0
     batch_size: int = 0
@@ -85,6 +87,11 @@ class BenchConfig:
     def stride(self) -> int:
         """Core edge of a tile (px)."""
         return self.tile_size - 2 * self.halo
+
+    @property
+    def geometry(self) -> TileGeometry:
+        """The tile geometry measured (raises GeometryError if invalid)."""
+        return TileGeometry(self.tile_size, self.halo)
 
     @property
     def cuda(self) -> bool:

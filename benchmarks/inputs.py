@@ -1,5 +1,5 @@
 """Bench inputs: the model package and the images (mosaics of the real micrographs shipped in
-``cli/demo_data``, written as tiled JPEG BigTIFFs like a scanner's output), built once into
+``imaging/samples``, written as tiled JPEG BigTIFFs like a scanner's output), built once into
 the work folder and reused by later runs."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.packages import ModelPackage, read_package
+from core.geometry import DEFAULT_GEOMETRY
+from models.package import ModelPackage, read_package
 
 BUNDLED = "ebc-unet-mnv2"
 REFERENCE = "unet-resnet34"
@@ -32,7 +33,7 @@ def model_package(model: str, work_dir: Path) -> Path:
     Raises:
         ModelPackageError: the folder is not a valid package.
     """
-    from worker.registry import MODEL_ZOO
+    from models.registry import MODEL_ZOO
 
     if model == BUNDLED:
         return MODEL_ZOO / BUNDLED / "1"
@@ -49,7 +50,7 @@ def _write_reference(folder: Path) -> None:
     import segmentation_models_pytorch as smp
     import torch
 
-    from worker.packages import write_package
+    from worker.engine.network import write_package
 
     torch.manual_seed(0)
     net = smp.create_model("Unet", encoder_name="resnet34", encoder_weights=None,
@@ -58,7 +59,7 @@ def _write_reference(folder: Path) -> None:
                for i, (n, rgb) in enumerate(PELLET_CLASSES)]
     write_package(folder, net, {
         "name": f"bench-{REFERENCE}", "version": "1", "architecture": "Unet", "encoder": "resnet34",
-        "classes": classes, "tile_size": 1024, "halo": 128,
+        "classes": classes, **DEFAULT_GEOMETRY.as_dict(),
         "training": {"note": "random initialisation (seed 0): for speed benchmarks only"},
     })
 
@@ -67,7 +68,7 @@ def describe_model(folder: Path) -> dict:
     """Name, architecture and size of a package, for the report."""
     import torch  # noqa: F401 - build_model needs it loaded
 
-    from worker.packages import build_model
+    from worker.engine.network import build_model
 
     pkg: ModelPackage = read_package(folder)
     params = sum(p.numel() for p in build_model(pkg).parameters())
@@ -80,9 +81,9 @@ def describe_model(folder: Path) -> dict:
 
 
 def mosaic(work_dir: Path, side: int) -> Path:
-    """A ``side x side`` px mosaic of real micrographs (:func:`cli.demo.build_mosaic`, seed
+    """A ``side x side`` px mosaic of real micrographs (:func:`imaging.mosaic.build_mosaic`, seed
     0, JPEG Q 90 tiled BigTIFF), built once under ``work_dir/images``."""
-    from cli.demo import build_mosaic, demo_sources
+    from imaging.mosaic import build_mosaic, demo_sources
 
     path = work_dir / "images" / f"mosaic-{side}px.tif"
     if not path.exists():
@@ -112,7 +113,7 @@ def crop_image(source: Path, out: Path, width: int, height: int) -> Path:
 
 def decode(path: Path) -> np.ndarray:
     """The whole image as (H, W, 3) uint8 (for the in-memory peers)."""
-    from worker.reading import open_image, read_rows
+    from imaging.reading import open_image, read_rows
 
     image = open_image(path, max_pixels=10**10)
     return read_rows(image, 0, image.height)

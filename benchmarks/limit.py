@@ -1,6 +1,6 @@
 """The limit: model-only throughput on tile batches already in device memory.
 
-What is timed: :meth:`worker.inference.Segmenter.labels_on_device` (normalise, forward pass,
+What is timed: :meth:`worker.engine.segmenter.Segmenter.labels_on_device` (normalise, forward pass,
 argmax to uint8 labels, all on the device), repeated on one batch of real tiles of the bench
 image; no reading, padding, host transfer or writing. Mpx/s counts *output* pixels, i.e. a
 tile's core (stride x stride), so the overlap's cost is in the limit as in the pipeline.
@@ -39,7 +39,7 @@ def forward_rate(segmenter, batches: np.ndarray, seconds: float, min_batches: in
     representative of an image.
 
     Args:
-        segmenter: A loaded :class:`worker.inference.Segmenter`.
+        segmenter: A loaded :class:`worker.engine.segmenter.Segmenter`.
         batches: (K, N, T, T, 3) uint8 tiles: K batches of N = the batch size.
         seconds: Minimum measuring time (s).
 
@@ -67,7 +67,7 @@ def forward_rate(segmenter, batches: np.ndarray, seconds: float, min_batches: in
 
 def _process(package: str, device: str, threads: int, batch: int, precision: str,
              tiles: np.ndarray, seconds: float, barrier, results) -> None:
-    from worker.inference import Segmenter
+    from worker.engine.segmenter import Segmenter
 
     seg = Segmenter(package, device=device, threads=threads, batch_size=batch,
                     precision=precision)

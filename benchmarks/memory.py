@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _child(settings, *args: str, timeout: float) -> dict:
-    from cli.stack import settings_env
+    from worker.local import settings_env
 
     env = settings_env(settings)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -53,18 +53,17 @@ def _child(settings, *args: str, timeout: float) -> dict:
 def _complete_other_rows(ctx, job_id: str, measured: int) -> None:
     """Give every row but ``measured`` a checkpoint holding the measured row's labels (cut or
     repeated to the row's height) and mark it done through the job table."""
-    from storage.layout import row_key
-    from worker.fractions import label_counts
-    from worker.registry import load_package_meta
-    from worker.stitching import read_strip, write_strip
+    from imaging.stitching import read_strip, write_strip
+    from microstructure.fractions import label_counts
+    from storage.blobs.layout import row_key
 
-    job = ctx.jobs.get_job(job_id)
-    n_classes = load_package_meta(ctx, job.model_name, job.model_version).n_classes
+    job = ctx.table.jobs.get(job_id)
+    n_classes = ctx.models.meta(job.model_name, job.model_version).n_classes
     real = read_strip(ctx.local_blob(row_key(job_id, measured)))
     written: dict[int, tuple[Path, list[int], str]] = {}  # height -> file, counts, checksum
     scratch = ctx.cache_dir / "bench-synthetic"
     scratch.mkdir(parents=True, exist_ok=True)
-    for row in ctx.jobs.list_rows(job_id):
+    for row in ctx.table.rows.list(job_id):
         if row.index == measured:
             continue
         h = row.y1 - row.y0
@@ -77,8 +76,8 @@ def _complete_other_rows(ctx, job_id: str, measured: int) -> None:
         path, counts, checksum = written[h]
         key = row_key(job_id, row.index)
         ctx.blobs.put_file(key, path)
-        ctx.jobs.claim_row(job_id, row.index, "bench-synthetic", 3600)
-        ctx.jobs.complete_row(job_id, row.index, counts=counts, checksum=checksum,
+        ctx.table.rows.claim(job_id, row.index, "bench-synthetic", 3600)
+        ctx.table.rows.complete(job_id, row.index, counts=counts, checksum=checksum,
                               blob_key=key, seconds=0.0)
 
 
@@ -92,25 +91,22 @@ def measure_size(cfg: BenchConfig, package: Path, gpx: float, work: Path, thread
     Raises:
         RuntimeError: a measuring process failed (its output is in the message).
     """
-    from api.jobs import build_spec
     from benchmarks.pipeline import stack_settings
-    from cli.stack import prepare
+    from models import read_package
+    from submission import SubmissionService, prepare
     from worker.context import WorkerContext
-    from worker.packages import read_package
-    from worker.planning import plan_job
-    from worker.registry import publish_package
+    from worker.stages.planning import plan_job
 
     side = max(cfg.tile_size, round(math.sqrt(gpx * 1e9)))
     image = mosaic(cfg.work_dir, side)
     pkg = read_package(package)
     settings = stack_settings(cfg, work / f"memory-{side}", pkg.name).model_copy(
         update={"torch_threads": threads, "rows_in_flight": 1})
-    prepare(settings)
-    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, package)
-    job = ctx.jobs.create_job(build_spec(settings, str(image)))
+    prepare(settings).publish(package)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)  # stages run here
+    job = ctx.table.jobs.create(SubmissionService(settings, table=ctx.table).build_spec(str(image)))
     plan_job(ctx, job.id)
-    rows = ctx.jobs.get_job(job.id).rows_total
+    rows = ctx.table.jobs.get(job.id).rows_total
     index = rows // 2
     timeout = cfg.timeout_s
     worker = _child(settings, "worker", job.id, str(index), timeout=timeout)
@@ -119,7 +115,7 @@ def measure_size(cfg: BenchConfig, package: Path, gpx: float, work: Path, thread
     _complete_other_rows(ctx, job.id, index)
     reducer = _child(settings, "reducer", job.id, timeout=timeout)
     if not reducer["outcome"]:
-        raise RuntimeError(f"reducer of {side} px did not finish: {ctx.jobs.get_job(job.id).error}")
+        raise RuntimeError(f"reducer of {side} px did not finish: {ctx.table.jobs.get(job.id).error}")
     return {
         "gpx": round(side * side / 1e9, 3), "side": side, "rows": rows, "row": index,
         "row_tiles": math.ceil(side / cfg.stride), "threads": threads,
@@ -131,17 +127,17 @@ def measure_size(cfg: BenchConfig, package: Path, gpx: float, work: Path, thread
 def main(argv: list[str]) -> None:
     """Child process entry: ``worker JOB ROW`` or ``reducer JOB``; prints one JSON line."""
     import worker.tasks  # noqa: F401 - load what a celery worker process has loaded
-    from storage.settings import get_settings
+    from core.settings import get_settings
     from worker.context import WorkerContext
 
     ctx = WorkerContext.from_settings(get_settings(), enqueue=lambda *a: None)
     started = time.perf_counter()
     if argv[0] == "worker":
-        from worker.segmenting import segment_row
+        from worker.stages.segmenting import segment_row
 
         outcome = segment_row(ctx, argv[1], int(argv[2]))
     elif argv[0] == "reducer":
-        from worker.reducing import reduce_job
+        from worker.stages.reducing import reduce_job
 
         outcome = reduce_job(ctx, argv[1]) is not None
     else:

@@ -1,13 +1,13 @@
 """Our pipeline: a whole job through the real queue path, and the ``segment_row`` task alone.
 
 Queue run: the local stack of ``pelletseg run`` (job table and broker on SQLite under the
-work folder unless ``PELLETSEG_*`` variables name others, :class:`cli.stack.LocalWorkers`
+work folder unless ``PELLETSEG_*`` variables name others, :class:`worker.local.LocalWorkers`
 ``celery worker`` processes). Workers are started and warmed up (each has run a row, so its
 model is loaded) before the clock starts, as long-running production workers are; the time
 is from submission to ``succeeded`` (plan, every row, the reducer's pyramid, overlay,
 preview and fractions). Per-task overhead comes from the row records' timestamps.
 
-Task alone: ``worker.segmenting.segment_row`` called in this process on one interior row
+Task alone: ``worker.stages.segmenting.segment_row`` called in this process on one interior row
 (read + infer + checkpoint write + job-table updates), the job table and the blob store
 wrapped in :class:`benchmarks.timing.TimedProxy` to split out their time.
 """
@@ -27,8 +27,8 @@ import structlog.testing
 from benchmarks.config import BenchConfig
 from benchmarks.inputs import crop_image
 from benchmarks.timing import TimedProxy
-from storage.settings import Settings
-from storage.states import JOB_TERMINAL, JobStatus
+from core.settings import Settings
+from core.states import JOB_TERMINAL, JobStatus
 
 
 class BenchError(RuntimeError):
@@ -46,23 +46,24 @@ def stack_settings(cfg: BenchConfig, home: Path, model: str, **extra) -> Setting
     )
 
 
-def _wait(jobs, job_id: str, timeout: float, poll: float = 0.1):
+def _wait(table, job_id: str, timeout: float, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = jobs.get_job(job_id)
+        job = table.jobs.get(job_id)
         if job.status in JOB_TERMINAL:
             return job
         time.sleep(poll)
     raise BenchError(f"job {job_id} still {job.status} after {timeout:.0f} s")
 
 
-def _submit_and_wait(settings: Settings, app, jobs, source: Path, timeout: float, pool):
-    from api.jobs import build_spec, submit_job
-    from cli.stack import log_tail
+def _submit_and_wait(settings: Settings, app, table, source: Path, timeout: float, pool):
+    from submission import SubmissionService
+    from worker.local import log_tail
 
     started = time.perf_counter()
-    job = submit_job(settings, build_spec(settings, str(source)), app=app)
-    job = _wait(jobs, job.id, timeout)
+    service = SubmissionService(settings, table=table, app=app)
+    job = service.submit(service.build_spec(str(source)))
+    job = _wait(table, job.id, timeout)
     seconds = time.perf_counter() - started
     if job.status != JobStatus.SUCCEEDED:
         raise BenchError(f"bench job {job.id} {job.status}: {job.error}\n{log_tail(settings)}")
@@ -131,45 +132,43 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
     Raises:
         BenchError: a job failed or timed out (with the workers' log tails).
     """
-    from cli.stack import LocalWorkers, prepare
-    from storage.jobs import job_store
-    from storage.layout import LABELS, output_key
-    from storage.queues import make_celery
-    from worker.context import WorkerContext
-    from worker.packages import read_package
-    from worker.registry import publish_package
+    from models import read_package
+    from queues import make_celery
+    from storage.blobs import LABELS, BlobStore, output_key
+    from storage.jobtable import job_table
+    from submission import prepare
+    from worker.local import LocalWorkers
 
     pkg = read_package(package)
     settings = stack_settings(cfg, work / "stack", pkg.name)
-    prepare(settings)
-    publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None), package)
-    jobs, app = job_store(settings), make_celery(settings)
+    prepare(settings).publish(package)
+    table, app = job_table(settings), make_celery(settings)
     # warm-up: 2 rows per worker, repeated until every worker has run a row (loaded the model)
     warm = crop_image(image, cfg.work_dir / "images" / f"warmup-{image.stem}-{cfg.workers}.tif",
                       min(2 * cfg.stride, cfg.image_side), 2 * cfg.workers * cfg.stride)
     seen: set[str] = set()
     with LocalWorkers(settings, cfg.workers) as pool:
         for _attempt in range(4):
-            job, _ = _submit_and_wait(settings, app, jobs, warm, cfg.timeout_s, pool)
-            seen |= {r.worker for r in jobs.list_rows(job.id)}
+            job, _ = _submit_and_wait(settings, app, table, warm, cfg.timeout_s, pool)
+            seen |= {r.worker for r in table.rows.list(job.id)}
             if len(seen) >= cfg.workers:
                 break
         if len(seen) < cfg.workers or pool.alive() < len(pool.procs):
-            from cli.stack import log_tail
+            from worker.local import log_tail
 
             raise BenchError(f"only {len(seen)} of {cfg.workers} workers ran a warm-up row "
                              f"({pool.alive()} of {len(pool.procs)} processes alive): the run "
                              f"would not measure the configuration asked for\n"
                              f"{log_tail(settings)}")
-        job, seconds = _submit_and_wait(settings, app, jobs, image, cfg.timeout_s, pool)
+        job, seconds = _submit_and_wait(settings, app, table, image, cfg.timeout_s, pool)
         peaks = pool.peak_rss_mib()
-    rows = jobs.list_rows(job.id)
+    rows = table.rows.list(job.id)
     timeline = row_timeline(rows)
     device_s, logged = device_seconds_from_logs(settings.home / "logs", job.id)
     created = job.created_at
     mpx = job.width * job.height / 1e6
-    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    labels = ctx.local_blob(output_key(job.id, LABELS))
+    labels = BlobStore(settings.resolved_storage_url).local_file(
+        output_key(job.id, LABELS), settings.resolved_cache_dir)
     return {
         "job_id": job.id, "width": job.width, "height": job.height, "mpx": mpx,
         "seconds": seconds, "mpx_s": mpx / seconds,
@@ -196,30 +195,26 @@ def task_alone(cfg: BenchConfig, package: Path, image: Path, work: Path, threads
         Row size, wall time, Mpx/s, and seconds in the strip pipeline (read, read not
         overlapped), checkpoint write, job table and blob store.
     """
-    from api.jobs import build_spec
-    from cli.stack import prepare
-    from storage.jobs import job_store
+    from models import read_package
+    from submission import SubmissionService, prepare
     from worker.context import WorkerContext
-    from worker.packages import read_package
-    from worker.planning import plan_job
-    from worker.registry import publish_package
-    from worker.segmenting import segment_row
+    from worker.stages.planning import plan_job
+    from worker.stages.segmenting import segment_row
 
     pkg = read_package(package)
     settings = stack_settings(cfg, work / "task-alone", pkg.name).model_copy(
         update={"torch_threads": threads, "rows_in_flight": 1})
-    prepare(settings)
-    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, package)
-    job = job_store(settings).create_job(build_spec(settings, str(image)))
+    prepare(settings).publish(package)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)  # stages run here
+    job = ctx.table.jobs.create(SubmissionService(settings, table=ctx.table).build_spec(str(image)))
     plan_job(ctx, job.id)
-    n_rows = ctx.jobs.get_job(job.id).rows_total
+    n_rows = ctx.table.jobs.get(job.id).rows_total
     segment_row(ctx, job.id, 0)  # loads the model
     if n_rows < 2:
         raise BenchError("the bench image needs at least two tile rows for segment_row alone")
     index = n_rows // 2
-    jobs, blobs = TimedProxy(ctx.jobs), TimedProxy(ctx.blobs)
-    ctx.jobs, ctx.blobs = jobs, blobs
+    jobs, blobs = TimedProxy(ctx.table), TimedProxy(ctx.blobs)
+    ctx.table, ctx.blobs = jobs, blobs
     with structlog.testing.capture_logs() as logs:
         started = time.perf_counter()
         outcome = segment_row(ctx, job.id, index)
@@ -227,8 +222,8 @@ def task_alone(cfg: BenchConfig, package: Path, image: Path, work: Path, threads
     if outcome != "done":
         raise BenchError(f"segment_row on row {index} returned {outcome!r}")
     computed = next((e for e in logs if e.get("event") == "row.computed"), {})
-    row = ctx.jobs.get_row(job.id, index)
-    mpx = (row.y1 - row.y0) * job_store(settings).get_job(job.id).width / 1e6
+    row = ctx.table.rows.get(job.id, index)
+    mpx = (row.y1 - row.y0) * ctx.table.jobs.get(job.id).width / 1e6
     return {
         "row": index, "row_mpx": mpx, "tiles": computed.get("tiles"), "threads": threads,
         "seconds": seconds, "mpx_s": mpx / seconds,

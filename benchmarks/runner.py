@@ -40,8 +40,8 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     Raises:
         BenchError, RuntimeError: a measurement failed (the message says which and why).
     """
-    from worker.inference import Segmenter
-    from worker.tiling import TileGrid
+    from worker.engine.segmenter import Segmenter
+    from worker.engine.tiling import TileGrid
 
     cfg = cfg.resolved()
     work = cfg.work_dir
@@ -65,13 +65,13 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     doc["config"]["batch_size"] = batch
     pixels = decode(image)
     tiles = limit.tile_batches(pixels, cfg.tile_size, batch)
-    grid = TileGrid(cfg.image_side, cfg.image_side, cfg.tile_size, cfg.halo)
+    grid = TileGrid(cfg.image_side, cfg.image_side, cfg.geometry)
     our_tiles = grid.n_cols * grid.n_tile_rows
     doc["image"] = {"path": str(image), "width": cfg.image_side, "height": cfg.image_side,
                     "mpx": cfg.image_side**2 / 1e6, "tiles": our_tiles,
                     "tile_efficiency_pct": round(100 * cfg.image_side**2
                                                  / (our_tiles * cfg.stride**2), 2),
-                    "source": "mosaic of cli/demo_data micrographs, tiled JPEG Q90 BigTIFF"}
+                    "source": "mosaic of imaging/samples micrographs, tiled JPEG Q90 BigTIFF"}
 
     singles = [_phase(doc, "limit_single", say,
                       lambda: limit.forward_rate(seg, tiles, cfg.limit_seconds))]
@@ -147,7 +147,7 @@ def _pairs(doc: dict, runs: list[float], monai_runs: list[float]) -> dict:
 
 
 def _read_labels(path: str):
-    from worker.reading import open_image
+    from imaging.reading import open_image
 
     image = open_image(path, max_pixels=10**10)
     return image.numpy().reshape(image.height, image.width)

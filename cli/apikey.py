@@ -7,19 +7,18 @@ from pathlib import Path
 import click
 
 from cli.options import home_option
+from core.settings import Settings, get_settings
 from storage.errors import StorageError
-from storage.settings import Settings, get_settings
 
 
 def _keys(home: Path | None):
     """The key table of the stack at ``home``, migrated first."""
-    from storage.apikeys import ApiKeyStore
-    from storage.db import cached_engine, upgrade
+    from storage.jobtable import job_table, upgrade
 
     settings: Settings = get_settings(home=home)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
-    return ApiKeyStore(cached_engine(settings.resolved_database_url))
+    return job_table(settings).api_keys
 
 
 @click.group("apikey")
@@ -34,7 +33,7 @@ def create_cmd(name: str, home: Path | None) -> None:
     """Create a key named NAME (who or what uses it); the key is printed on the last line,
     once: only its hash is stored."""
     try:
-        record, key = _keys(home).create_key(name)
+        record, key = _keys(home).create(name)
     except (StorageError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"created API key {record.id} ({record.name}); it is shown only this once, "
@@ -47,7 +46,7 @@ def create_cmd(name: str, home: Path | None) -> None:
 def list_cmd(home: Path | None) -> None:
     """List keys: id, name, prefix, created, revoked (never the keys themselves)."""
     try:
-        records = _keys(home).list_keys()
+        records = _keys(home).list()
     except StorageError as e:
         raise click.ClickException(str(e)) from e
     for r in records:

@@ -18,27 +18,23 @@ def resolve_package(model: str, home: Path | None) -> Path:
     Raises:
         click.ClickException: not a folder and not a registered model.
     """
+    from models import MODEL_JSON, ModelPackageError
     from storage.errors import StorageError
-    from worker.errors import WorkerError
-    from worker.packages import MODEL_JSON
 
     if (Path(model) / MODEL_JSON).is_file():
         return Path(model)
     if Path(model).exists() or "/" in model:
         raise click.ClickException(f"{model}: not a model package folder (no {MODEL_JSON})")
-    from cli.stack import prepare
-    from storage.settings import get_settings
-    from worker.context import WorkerContext
-    from worker.registry import fetch_package
+    from core.settings import get_settings
+    from submission import prepare
 
     name, _, version = model.partition(":")
     settings = get_settings(home=home)
     try:
-        prepare(settings)
-        ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-        rec = ctx.jobs.get_model(name, version or None)
-        return fetch_package(ctx, rec.name, rec.version, rec.sha256)
-    except (StorageError, WorkerError) as e:
+        registry = prepare(settings)
+        rec = registry.resolve(name, version or None)
+        return registry.fetch(rec.name, rec.version, rec.sha256)
+    except (StorageError, ModelPackageError) as e:
         raise click.ClickException(str(e)) from e
 
 
@@ -69,18 +65,25 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
     accuracy, confusion matrix with rows = labelled, edge-weighted confusion matrix, phase
     fractions labelled vs predicted), OUT/report.png and OUT/report.html.
     """
-    from worker.errors import WorkerError
-    from worker.evaluation import evaluate_dataset
-    from worker.packages import read_package
-    from worker.reports import write_report
+    from core.geometry import TileGeometry
+    from imaging import ImageFormatError
+    from models import ModelPackageError, read_package
+    from training.errors import TrainingError
+    from training.evaluation import evaluate_dataset
+    from training.reports import write_report
 
     folder = resolve_package(model, home)
     try:
+        package = read_package(folder, verify=False)
+        geometry = None
+        if tile_size is not None or halo is not None:
+            geometry = TileGeometry(package.tile_size if tile_size is None else tile_size,
+                                    package.halo if halo is None else halo)
         metrics = evaluate_dataset(folder, dataset_yaml, split=split, device=device,
                                    threads=threads, batch_size=batch_size,
-                                   edge_limit=edge_limit, tile_size=tile_size, halo=halo)
-        colours = [c.rgb for c in read_package(folder, verify=False).classes]
-    except (WorkerError, ValueError) as e:
+                                   edge_limit=edge_limit, geometry=geometry)
+        colours = [c.rgb for c in package.classes]
+    except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     paths = write_report(metrics, out_dir, colours)
     m = metrics

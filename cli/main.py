@@ -15,8 +15,8 @@ from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
 from cli.worker import worker
+from core.settings import get_settings
 from storage.errors import StorageError
-from storage.settings import get_settings
 
 
 @click.group()
@@ -27,8 +27,10 @@ def main() -> None:
 @main.command("run")
 @click.argument("source")
 @click.option("--model", default=None, help="Model package name (default: PELLETSEG_DEFAULT_MODEL).")
-@click.option("--workers", default=2, show_default=True, help="Local worker processes to start (0: use running workers).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@click.option("--workers", default=2, show_default=True,
+              help="Local worker processes to start (0: use running workers).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the outputs into this folder.")
 @home_option
 def run_cmd(source: str, model: str | None, workers: int, out: Path | None, home: Path | None) -> None:
     """Segment SOURCE (a path or URL) through the queue and print its phase fractions."""
@@ -40,12 +42,13 @@ def run_cmd(source: str, model: str | None, workers: int, out: Path | None, home
 @main.command("demo")
 @click.option("--mpx", default=12.0, show_default=True, help="Size of the demo mosaic (megapixels).")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the outputs into this folder.")
 @home_option
 def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> None:
     """Build a mosaic of real micrographs (shipped NASA EBC samples) and segment it."""
-    from cli.demo import build_mosaic, demo_sources
     from cli.run import console, run
+    from imaging.mosaic import build_mosaic, demo_sources
 
     settings = get_settings(home=home)
     settings.ensure_home()
@@ -61,8 +64,10 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 @main.command("resume")
 @click.argument("job_id")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Copy the outputs into this folder.")
-@click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=None, help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Copy the outputs into this folder.")
+@click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=None,
+              help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
 @click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None, help="API key (env PELLETSEG_API_KEY).")
 @click.option("--wait", is_flag=True, help="With --api: follow the job to its end.")
 @home_option
@@ -85,7 +90,7 @@ def resume_cmd(job_id: str, workers: int, out: Path | None, api_url: str | None,
 @home_option
 def migrate_cmd(home: Path | None) -> None:
     """Create or upgrade the job table to the newest schema (Alembic)."""
-    from storage.db import upgrade
+    from storage.jobtable.engine import upgrade
 
     settings = get_settings(home=home)
     settings.ensure_home()
@@ -96,14 +101,12 @@ def migrate_cmd(home: Path | None) -> None:
 @home_option
 def models_cmd(home: Path | None) -> None:
     """List registered model packages (publishing the bundled ones first)."""
-    from cli.stack import prepare
-    from storage.jobs import job_store
+    from submission import prepare
 
     settings = get_settings(home=home)
 
     def show() -> int:
-        prepare(settings)
-        for m in job_store(settings).list_models():
+        for m in prepare(settings).table.models.list():
             miou = (m.metrics or {}).get("test_miou")
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
                        f"sha256 {m.sha256[:12]}\ttest mIoU {miou}")
@@ -114,7 +117,7 @@ def models_cmd(home: Path | None) -> None:
 
 def _guard(fn) -> int:
     """Run a command body; storage and input errors print one clear line, not a traceback."""
-    from api.jobs import SubmissionError
+    from submission import SubmissionError
 
     try:
         return fn()

@@ -29,7 +29,7 @@ from rich.table import Table
 from cli.client import ApiClient, ClientError, api_options
 from cli.options import home_option
 from cli.uploading import UploadLedger, upload_file
-from storage.settings import get_settings
+from core.settings import get_settings
 
 console = Console()
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from celery import Celery
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -19,23 +18,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from api.jobs import build_spec, resume_job, submit_job
-from cli.stack import LocalWorkers, log_tail, prepare
-from storage.blobs import BlobStore
-from storage.jobs import JobStore, job_store
-from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
-from storage.models import Job
-from storage.queues import make_celery, send
-from storage.settings import Settings
-from storage.states import JOB_TERMINAL, JobStatus
+from core.settings import Settings
+from core.states import JOB_TERMINAL, JobStatus
+from queues.app import make_celery, send
+from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs.store import BlobStore
+from storage.jobtable.table import JobTable, job_table
+from storage.jobtable.tables import Job
+from submission import SubmissionService
+from submission.stack import prepare
 from worker.context import WorkerContext
-from worker.reconciling import reconcile
+from worker.local import LocalWorkers, log_tail
+from worker.stages.reconciling import reconcile
 
 console = Console()
 
 
 def follow(
-    jobs: JobStore,
+    table: JobTable,
     job_id: str,
     workers: LocalWorkers | None,
     poll: float = 0.5,
@@ -64,9 +64,9 @@ def follow(
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=None, mpxs=0.0)
         while True:
-            job = jobs.get_job(job_id)
+            job = table.jobs.get(job_id)
             if job.rows_total:
-                prog = jobs.progress(job_id)
+                prog = table.rows.progress(job_id)
                 elapsed = max(1e-6, time.monotonic() - started)
                 bar.update(task, total=job.rows_total, completed=prog.done,
                            mpxs=prog.pixels_done / elapsed / 1e6, description=job.status)
@@ -98,28 +98,28 @@ def fractions_table(doc: dict) -> Table:
 
 def drive(
     settings: Settings,
-    start: Callable[[Celery], Job],
+    start: Callable[[SubmissionService], Job],
     *,
     workers: int,
     out: Path | None,
 ) -> int:
-    """Start N local workers, call ``start(app)`` (submit or resume a job), follow the job to
-    its end with the reconciler running, then print its fractions and output locations.
+    """Start N local workers on a prepared stack, call ``start(service)`` (submit or resume a
+    job), follow the job to its end with the reconciler running, then print its fractions
+    and output locations.
 
     Returns:
         Process exit code: 0 if the job succeeded, 1 otherwise.
     """
-    prepare(settings)
-    jobs = job_store(settings)
+    table = job_table(settings)
     blobs = BlobStore(settings.resolved_storage_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
     pool = LocalWorkers(settings, workers).start() if workers > 0 else None
     t0 = time.monotonic()
     try:
-        job = start(app)
+        job = start(SubmissionService(settings, table=table, app=app))
         console.print(f"job [bold]{job.id}[/] {job.status}: {job.source_url}")
-        job = follow(jobs, job.id, pool, tick=lambda: reconcile(ctx),
+        job = follow(table, job.id, pool, tick=lambda: reconcile(ctx),
                      tick_every=max(5.0, settings.lease_seconds / 4))
     finally:
         peaks = pool.peak_rss_mib() if pool is not None else []
@@ -158,12 +158,12 @@ def run(
     labels: dict | None = None,
 ) -> int:
     """Submit ``source`` and follow it (see :func:`drive`)."""
-    spec = build_spec(settings, source, model, labels=labels or {})
-    return drive(settings, lambda app: submit_job(settings, spec, app=app), workers=workers,
-                 out=out)
+    prepare(settings)
+    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {})
+    return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)
 
 
 def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:
     """Resume a failed or cancelled job (only what is not done is redone) and follow it."""
-    return drive(settings, lambda app: resume_job(settings, job_id, app=app), workers=workers,
-                 out=out)
+    prepare(settings)
+    return drive(settings, lambda service: service.resume(job_id), workers=workers, out=out)

@@ -1,8 +1,8 @@
 """``pelletseg serve``: run the HTTP API with uvicorn.
 
-The API process never imports torch: :func:`prepare_server` migrates the job table and
-publishes the bundled model packages (file copies and a table insert; the worker code it uses
-imports torch only for inference).
+The API process never imports torch or ``worker``: :func:`prepare_server` migrates the job
+table and publishes the bundled model packages (file copies and a table insert) through
+:func:`submission.prepare`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 
 from cli.options import home_option
+from core.settings import Settings, get_settings
 from storage.errors import StorageError
-from storage.settings import Settings, get_settings
 
 
 def prepare_server(settings: Settings) -> None:
@@ -22,7 +22,7 @@ def prepare_server(settings: Settings) -> None:
     Raises:
         StorageError: the job table or blob store is unreachable.
     """
-    from cli.stack import prepare
+    from submission import prepare
 
     prepare(settings)
 

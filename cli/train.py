@@ -8,6 +8,7 @@ import re
 import click
 
 from cli.options import home_option
+from core.geometry import DEFAULT_GEOMETRY
 
 
 def _json_object(ctx, param, value):
@@ -49,10 +50,11 @@ def _json_object(ctx, param, value):
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch [default: about one pass over the training pixels].")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
-@click.option("--tile-size", type=int, default=1024, show_default=True,
-              help="Inference tile size recorded in the package, px.")
-@click.option("--halo", type=int, default=128, show_default=True,
-              help="Inference tile halo recorded in the package, px.")
+@click.option("--tile-size", type=int, default=DEFAULT_GEOMETRY.tile_size, show_default=True,
+              help="Tile size recorded in the package (validation, evaluation and serving "
+              "use it), px.")
+@click.option("--halo", type=int, default=DEFAULT_GEOMETRY.halo, show_default=True,
+              help="Tile halo recorded in the package, px.")
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
@@ -91,11 +93,19 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
     """
     from pathlib import Path
 
+    from core.geometry import GeometryError, TileGeometry
+    from imaging import ImageFormatError
+    from models import ModelPackageError
     from storage.errors import StorageError
-    from worker.checkpoints import read_state
-    from worker.datasets import load_dataset_spec
-    from worker.errors import WorkerError
-    from worker.training import train as run_training
+    from training.checkpoints import read_state
+    from training.datasets import load_dataset_spec
+    from training.errors import TrainingError
+    from training.trainer import train as run_training
+
+    try:
+        geometry = TileGeometry(tile_size, halo)
+    except GeometryError as e:
+        raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
     try:
         if name is None:
@@ -107,7 +117,7 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
         elif register and not resume and str(version) in _registered_versions(name, home):
             raise click.ClickException(f"model {name} {version} is already registered in the "
                                        "stack of --home: choose another --version (or omit it)")
-    except (WorkerError, StorageError) as e:
+    except (TrainingError, StorageError) as e:
         raise click.ClickException(str(e)) from e
 
     if class_weights and class_weights != "inv_sqrt":
@@ -125,25 +135,20 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params, epochs=epochs,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,
             batch_size=batch_size, lr=lr, dice_weight=dice_weight, class_weights=class_weights,
-            seed=seed, steps_per_epoch=steps_per_epoch, device=device, tile_size=tile_size,
-            halo=halo, half_weights=not full_weights, augment=augment, p_targeted=p_targeted,
+            seed=seed, steps_per_epoch=steps_per_epoch, device=device, geometry=geometry,
+            half_weights=not full_weights, augment=augment, p_targeted=p_targeted,
             val_crop=val_crop, amp=amp, resume=resume, checkpoint_dir=checkpoint_dir,
             max_minutes=max_minutes, final_eval=final_eval)
-    except (WorkerError, ValueError) as e:
+    except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     if register:
-        from cli.stack import prepare
-        from storage.errors import StorageError
-        from storage.settings import get_settings
-        from worker.context import WorkerContext
-        from worker.registry import publish_package
+        from core.settings import get_settings
+        from submission import prepare
 
         settings = get_settings(home=home)
         try:
-            prepare(settings)
-            publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None),
-                            out_dir)
-        except (StorageError, WorkerError) as e:
+            prepare(settings).publish(out_dir)
+        except (StorageError, ModelPackageError) as e:
             raise click.ClickException(f"{out_dir} was written but not registered: {e}") from e
         click.echo(f"registered {pkg.name} {pkg.version} in {settings.resolved_database_url}, "
                    f"stored under models/{pkg.name}/{pkg.version}/ of "
@@ -158,14 +163,13 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
 
 def _registered_versions(name: str, home) -> list[str]:
     """Versions of ``name`` in the model table of the stack of ``home`` (migrated first)."""
-    from storage.db import upgrade
-    from storage.jobs import job_store
-    from storage.settings import get_settings
+    from core.settings import get_settings
+    from storage.jobtable import job_table, upgrade
 
     settings = get_settings(home=home)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
-    return [m.version for m in job_store(settings).list_models() if m.name == name]
+    return [m.version for m in job_table(settings).models.list() if m.name == name]
 
 
 def _next_version(name: str, register: bool, home) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from cli.options import home_option
+from core.settings import get_settings
+from queues.names import QUEUES
 from storage.errors import StorageError
-from storage.queues import QUEUES
-from storage.settings import get_settings
 
 
 @click.command("worker")
@@ -28,7 +28,8 @@ from storage.settings import get_settings
 def worker(queues: str, concurrency: int, beat: bool, home: Path | None) -> None:
     """Run a worker in the foreground (migrates the job table and publishes the bundled
     models first). Stop it with Ctrl-C: it finishes its current task."""
-    from cli.stack import prepare, worker_command
+    from submission.stack import prepare
+    from worker.local import worker_command
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))

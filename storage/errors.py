@@ -1,4 +1,15 @@
-"""Exceptions of the storage layer. Callers catch these, never fsspec's or SQLAlchemy's."""
+"""Exceptions of the storage layer (job table and blob store). Callers catch these, never
+fsspec's or SQLAlchemy's."""
+
+__all__ = [
+    "BlobNotFoundError",
+    "InvalidKeyError",
+    "NotFoundError",
+    "StorageError",
+    "TransitionError",
+    "UploadError",
+    "UploadStateError",
+]
 
 
 class StorageError(Exception):
@@ -19,15 +30,6 @@ class TransitionError(StorageError):
 
 class NotFoundError(StorageError):
     """A job, row or model record does not exist."""
-
-
-class SpecError(StorageError, ValueError):
-    """A job spec is invalid or has a version this code cannot read."""
-
-
-class WebhookUrlError(StorageError, ValueError):
-    """A webhook URL is not http(s), carries credentials, cannot be resolved, or resolves to a
-    private address (server-side request forgery guard)."""
 
 
 class UploadError(StorageError, ValueError):

@@ -1,5 +1,6 @@
 """Shared fixtures: job tables on SQLite and on the real PostgreSQL, broker URLs for the
-real Redis and RabbitMQ, and the shared real data (skipped cleanly where absent)."""
+real Redis and RabbitMQ, the shared real data (skipped cleanly where absent), a tiny
+random-init model package and a real micrograph crop shipped with the repository."""
 
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ import uuid
 from pathlib import Path
 
 import pytest
+import pyvips
 from sqlalchemy import create_engine, text
 
-from storage.db import make_engine, upgrade
-from storage.jobs import JobStore
+from imaging.mosaic import SAMPLES
+from storage.jobtable.engine import make_engine, upgrade
+from storage.jobtable.table import JobTable
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+#: Classes of the tiny test model package (:func:`tiny_package`).
+CLASSES = [
+    {"index": 0, "name": "background", "rgb": (40, 40, 40), "label_value": 0, "pellet": False},
+    {"index": 1, "name": "oxide", "rgb": (255, 170, 0), "label_value": 1},
+    {"index": 2, "name": "crack", "rgb": (0, 85, 255), "label_value": 2},
+]
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
@@ -36,6 +45,36 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} is absent: real-data tests need ../shared beside the repo")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_package(tmp_path_factory) -> Path:
+    """A random-init UNet (ResNet-18 encoder, depth 3) package at tile 128 px, halo 16 px:
+    fast on CPU, real smp code."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from worker.engine.network import write_package
+
+    torch.manual_seed(0)
+    params = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
+    model = smp.create_model("Unet", encoder_name="resnet18", encoder_weights=None,
+                             in_channels=3, classes=3, **params)
+    folder = tmp_path_factory.mktemp("pkg") / "tiny" / "1"
+    write_package(folder, model, dict(
+        name="tiny", version="1", architecture="Unet", encoder="resnet18", arch_params=params,
+        classes=CLASSES, tile_size=128, halo=16,
+    ))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def micrograph(tmp_path_factory) -> Path:
+    """A 700 x 500 px crop of a real SEM micrograph (NASA EBC, shipped in imaging/samples)."""
+    src = sorted(SAMPLES.glob("*.png"))[0]
+    out = tmp_path_factory.mktemp("img") / "crop.png"
+    pyvips.Image.new_from_file(str(src)).crop(100, 200, 700, 500).pngsave(str(out))
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +124,10 @@ def db_url(request, tmp_path):
 
 
 @pytest.fixture
-def job_store(db_url):
-    """A :class:`JobStore` over :func:`db_url`."""
+def table(db_url):
+    """A :class:`JobTable` over :func:`db_url`."""
     engine = make_engine(db_url)
-    yield JobStore(engine)
+    yield JobTable(engine)
     engine.dispose()
 
 

@@ -1,7 +1,7 @@
 """The worker's Celery consumer: Celery's own, without the native delayed delivery bootstep.
 
 On RabbitMQ pelletseg's queues are quorum queues (they count deliveries, see
-``storage/queues.py``). Celery >= 5.5 then starts ``DelayedDelivery``, which declares 28
+``queues/app.py``). Celery >= 5.5 then starts ``DelayedDelivery``, which declares 28
 ``celery_delayed_*`` exchanges and queues on the broker, outside any queue prefix, for
 countdown tasks routed through *topic* exchanges. pelletseg's exchanges are direct, so that
 machinery could never carry one of its messages; the step is left out rather than littering

@@ -1,5 +1,5 @@
-"""What a worker process needs to run a stage: settings, the job table, the blob store, a way
-to enqueue the next task, and per-process caches (loaded models, localised sources)."""
+"""What a worker process needs to run a stage: settings, the job table, the blob store, the
+model registry, a way to enqueue the next task, and per-process caches (loaded models)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,47 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
+from core.settings import Settings
+from models import ModelRegistry
 from storage.blobs import BlobStore
-from storage.errors import BlobNotFoundError
-from storage.jobs import JobStore, job_store
-from storage.settings import Settings
+from storage.jobtable import JobTable, job_table
+
+__all__ = ["Enqueue", "WorkerContext"]
 
 Enqueue = Callable[..., None]
 
 
 @dataclass
 class WorkerContext:
-    """Dependencies of the stage functions in ``planning``, ``segmenting`` and ``reducing``.
+    """Dependencies of the stage functions in :mod:`worker.stages`.
 
     Attributes:
         settings: Machine settings.
-        jobs: The job table.
+        table: The job table.
         blobs: The blob store.
         enqueue: ``enqueue(task_name, *args)`` sends the next task (Celery in production,
             a list in unit tests).
         worker_id: ``host:pid``, recorded on claimed rows.
+        segmenters: Loaded models of this process, by (name, version, sha256).
     """
 
     settings: Settings
-    jobs: JobStore
+    table: JobTable
     blobs: BlobStore
     enqueue: Enqueue
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     segmenters: dict = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, enqueue: Enqueue) -> "WorkerContext":
+    def from_settings(cls, settings: Settings, enqueue: Enqueue) -> WorkerContext:
         """Connect to the job table and blob store that ``settings`` name."""
         settings.ensure_home()
         return cls(
             settings=settings,
-            jobs=job_store(settings),
+            table=job_table(settings),
             blobs=BlobStore(settings.resolved_storage_url),
             enqueue=enqueue,
         )
@@ -53,19 +57,15 @@ class WorkerContext:
         """Local scratch folder of this machine."""
         return self.settings.resolved_cache_dir
 
+    @cached_property
+    def models(self) -> ModelRegistry:
+        """The model registry over this context's job table and blob store."""
+        return ModelRegistry(self.table, self.blobs, self.cache_dir)
+
     def local_blob(self, key: str) -> Path:
-        """A local file holding blob ``key``: the blob itself on a local store, else a cached
-        download under ``cache_dir/blobs``.
+        """A local file holding blob ``key`` (:meth:`storage.blobs.BlobStore.local_file`).
 
         Raises:
             BlobNotFoundError: ``key`` does not exist.
         """
-        if self.blobs.is_local:
-            path = Path(self.blobs.path(key))
-            if not path.exists():
-                raise BlobNotFoundError(f"{self.blobs.url(key)} does not exist")
-            return path
-        target = self.cache_dir / "blobs" / key
-        if not target.exists():
-            self.blobs.get_file(key, target)
-        return target
+        return self.blobs.local_file(key, self.cache_dir)

@@ -1,6 +1,6 @@
 """At-least-once delivery with a bounded number of receives (docs/reliability.md).
 
-The Celery tasks in ``worker.tasks`` run their stage through :meth:`Delivery.run`, which
+The Celery tasks in ``worker.tasks`` run their stage through :meth:`DeliveryPolicy.run`, which
 decides what becomes of the message:
 
 - the stage finished (done, a duplicate, a skip, or a failure that is the input's fault and
@@ -12,7 +12,7 @@ decides what becomes of the message:
 - the stage gave up (a row ``failed`` after ``max_attempts`` attempts, or a message received
   more than ``max_attempts`` times): the message is **dead-lettered** to its queue's DLQ.
 
-How each broker counts receives and dead-letters (queues set up in ``storage/brokers.py``):
+How each broker counts receives and dead-letters (queues set up in ``queues/deadletters.py``):
 
 ========  ===========================  =======================================================
 broker    receive number               dead-letter
@@ -44,10 +44,10 @@ import structlog
 from celery import Celery, Task
 from celery.exceptions import Reject
 
-from storage.brokers import count_receive, forget_receives
+from core.settings import Settings
+from queues.deadletters import count_receive, forget_receives
+from queues.names import QUEUE_OF_TASK, broker_kind, dead_letter_queue_name, queue_name
 from storage.errors import StorageError
-from storage.queues import QUEUE_OF_TASK, broker_kind, dead_letter_queue_name, queue_name
-from storage.settings import Settings
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -72,7 +72,7 @@ class Outcome:
 def receive_number(kind: str, request) -> int | None:
     """Which receive of its message ``request`` (a Celery task request) is, where the broker
     says: SQS's ``ApproximateReceiveCount``, RabbitMQ quorum queues' ``x-delivery-count`` + 1;
-    None elsewhere (Redis is counted by :meth:`Delivery.receive`)."""
+    None elsewhere (Redis is counted by :meth:`DeliveryPolicy.receive`)."""
     if kind == "sqs":
         info = (getattr(request, "properties", None) or {}).get("delivery_info") or {}
         count = ((info.get("sqs_message") or {}).get("Attributes") or {}).get(
@@ -84,7 +84,7 @@ def receive_number(kind: str, request) -> int | None:
     return None
 
 
-class Delivery:
+class DeliveryPolicy:
     """The at-least-once policy of one worker app's broker (see the module docstring).
 
     Args:

@@ -38,7 +38,7 @@ from datetime import datetime
 import structlog
 import urllib3
 
-from storage.queues import ROW_TASK
+from queues.names import ROW_TASK
 from worker.context import WorkerContext
 from worker.errors import WorkerError
 
@@ -248,7 +248,7 @@ class Drain:
         reason = f"released by {ctx.worker_id} on a spot {notice.action} notice"
         if notice.time is not None:
             reason += f" (instance {notice.action} at {notice.time.isoformat()})"
-        self.released = ctx.jobs.release_rows(self.active_workers(ctx), reason)
+        self.released = ctx.table.recovery.release_rows(self.active_workers(ctx), reason)
         for job_id, index in self.released:
             ctx.enqueue(ROW_TASK, job_id, index)
         log.warning("spot.rows_released", rows=self.released)

@@ -3,7 +3,7 @@
 Start a worker with ``celery -A worker.tasks worker -Q plan,rows,reduce`` (``pelletseg run``
 does this for you; with ``PELLETSEG_QUEUE_PREFIX`` the queues carry the prefix). Settings come
 from ``PELLETSEG_*`` environment variables. Each stage task runs through
-:class:`worker.deadletter.Delivery`, which acks, redelivers or dead-letters its message; the
+:class:`worker.deadletter.DeliveryPolicy`, which acks, redelivers or dead-letters its message; the
 worker signals start the spot interruption watcher (``worker/spot.py``) and declare the
 dead-letter queues.
 """
@@ -19,23 +19,21 @@ import structlog
 from celery import Celery, Task
 from celery.signals import task_postrun, worker_init, worker_ready, worker_shutdown
 
-from storage.errors import StorageError
-from storage.queues import (
+from core.settings import Settings, get_settings
+from core.states import JobStatus
+from queues.app import make_celery, send, task_queue
+from queues.names import (
     NOTIFY_TASK,
     PLAN_TASK,
     RECONCILE_TASK,
     REDUCE_TASK,
     ROW_TASK,
     STITCH_TASK,
-    make_celery,
     queue_name,
-    send,
-    task_queue,
 )
-from storage.settings import Settings, get_settings
-from storage.states import JobStatus
+from storage.errors import StorageError
 from worker.context import WorkerContext
-from worker.deadletter import Delivery, judge_done, judge_row
+from worker.deadletter import DeliveryPolicy, judge_done, judge_row
 
 log = structlog.get_logger(__name__)
 
@@ -54,7 +52,7 @@ class WorkerSlots:
 
 
 def register_tasks(app: Celery, context: Callable[[], WorkerContext],
-                   delivery: Delivery, slots: WorkerSlots | None = None) -> None:
+                   delivery: DeliveryPolicy, slots: WorkerSlots | None = None) -> None:
     """Define pelletseg's tasks on ``app``; ``context()`` gives the process's
     :class:`WorkerContext` (called inside the task, i.e. after the worker forked), and
     ``delivery`` settles each stage task's message (ack, redeliver or dead-letter)."""
@@ -68,13 +66,13 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
         return delivery.run(task, stage, judge, give_up)
 
     def fail_job(job_id: str) -> Callable[[str], None]:
-        return lambda reason: context().jobs.transition_job(job_id, JobStatus.FAILED,
+        return lambda reason: context().table.jobs.transition(job_id, JobStatus.FAILED,
                                                             error=reason)
 
     @app.task(name=PLAN_TASK, bind=True, shared=False)
     def plan_job(self, job_id: str) -> int:
         """Plan a job; returns the number of rows enqueued."""
-        from worker.planning import plan_job as plan
+        from worker.stages.planning import plan_job as plan
 
         rows = run(self, lambda: plan(context(), job_id), judge_done, fail_job(job_id))
         return len(rows or [])
@@ -82,10 +80,10 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     @app.task(name=ROW_TASK, bind=True, shared=False)
     def segment_row(self, job_id: str, index: int) -> str | None:
         """Segment one row record; returns what happened (``done``, ``duplicate``, ...)."""
-        from worker.segmenting import segment_row as segment
+        from worker.stages.segmenting import segment_row as segment
 
         def reason() -> str:
-            return context().jobs.get_row(job_id, index).error or "row failed"
+            return context().table.rows.get(job_id, index).error or "row failed"
 
         return run(self, lambda: segment(context(), job_id, index),
                    lambda outcome: judge_row(outcome, reason))
@@ -93,7 +91,7 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     @app.task(name=RECONCILE_TASK, shared=False)
     def reconcile() -> int:
         """Re-enqueue rows whose lease expired or whose message was lost; returns how many."""
-        from worker.reconciling import reconcile as run_reconcile
+        from worker.stages.reconciling import reconcile as run_reconcile
 
         try:
             return len(run_reconcile(context()))
@@ -104,7 +102,7 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     @app.task(name=REDUCE_TASK, bind=True, shared=False)
     def reduce_job(self, job_id: str) -> bool:
         """Stitch a job's rows into its outputs; returns True if this call finished the job."""
-        from worker.reducing import reduce_job as reduce
+        from worker.stages.reducing import reduce_job as reduce
 
         return run(self, lambda: reduce(context(), job_id), judge_done,
                    fail_job(job_id)) is not None
@@ -114,7 +112,7 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
         """Stitch a job's pictures while its rows run; returns True if they are staged. Never
         fails the job or its message: without staged pictures the reducer stitches."""
         from worker.spot import draining
-        from worker.streaming import stitch_job
+        from worker.stages.streaming import stitch_job
 
         if draining():
             return False
@@ -145,7 +143,7 @@ def register_notify(app: Celery, context: Callable[[], WorkerContext]) -> None:
     @app.task(name=NOTIFY_TASK, shared=False)
     def notify(job_id: str) -> bool:
         """Deliver a job's webhook if due; returns True if a retry was scheduled."""
-        from worker.notifying import deliver
+        from worker.stages.notifying import deliver
 
         retry_in = deliver(context(), job_id)
         if retry_in is None or retry_in > MAX_NOTIFY_COUNTDOWN_S:
@@ -159,7 +157,7 @@ def register_notify(app: Celery, context: Callable[[], WorkerContext]) -> None:
         if sender is None or sender.app is not app or not args:
             return
         if sender.name in (PLAN_TASK, ROW_TASK, REDUCE_TASK):
-            from worker.notifying import kick
+            from worker.stages.notifying import kick
 
             kick(context(), args[0])
 
@@ -183,7 +181,7 @@ def make_worker_app(settings: Settings) -> Celery:
             return build()
 
     slots = WorkerSlots()
-    register_tasks(app, context, Delivery(app, settings), slots)
+    register_tasks(app, context, DeliveryPolicy(app, settings), slots)
     wire_worker_signals(app, settings, context, slots)
     return app
 
@@ -211,7 +209,7 @@ def wire_worker_signals(app: Celery, settings: Settings,
     def declare(sender=None, **_):
         if getattr(sender, "app", None) is not app:
             return
-        from storage.brokers import declare_dead_letter_queues
+        from queues.deadletters import declare_dead_letter_queues
 
         try:
             declare_dead_letter_queues(settings)

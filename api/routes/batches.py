@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.jobs import SubmissionError, submit_job
-from api.routes.deps import services
+from api.deps import SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
 from api.schemas import BatchCreate, BatchOut, ErrorOut
 from storage.errors import NotFoundError, StorageError
+from storage.jobtable import JobTable
+from submission import SubmissionError
 
 router = APIRouter(tags=["batches"])
 
@@ -26,26 +27,26 @@ def batch_id_for(idempotency_key: str | None) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"pelletseg-batch:{idempotency_key}"))
 
 
-def batch_out(svc, batch_id: str) -> BatchOut:
+def batch_out(table: JobTable, batch_id: str) -> BatchOut:
     """A batch's jobs (newest first) and their counts by status.
 
     Raises:
         NotFoundError: no job has this batch id.
     """
-    jobs = svc.jobs.list_jobs(limit=MAX_BATCH, batch_id=batch_id)
+    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
     if not jobs:
         raise NotFoundError(f"batch {batch_id} does not exist")
     return BatchOut(
         id=batch_id, jobs_total=len(jobs),
         status_counts=dict(Counter(str(j.status) for j in jobs)),
-        jobs=[job_out(svc.jobs, j) for j in jobs],
+        jobs=[job_out(table, j) for j in jobs],
     )
 
 
 @router.post("/batches", status_code=202, response_model=BatchOut,
              responses={**INVALID, **CONFLICT})
-def create_batch(body: BatchCreate, request: Request, response: Response,
-                 svc=Depends(services)):
+def create_batch(body: BatchCreate, request: Request, response: Response, table: TableDep,
+                 submissions: SubmissionsDep):
     """Submit several jobs that share one batch id (``GET /v1/jobs?batch=ID`` lists them).
 
     Every job is checked before any is created: one invalid job (named by its index) fails
@@ -56,7 +57,7 @@ def create_batch(body: BatchCreate, request: Request, response: Response,
     specs = []
     for i, item in enumerate(body.jobs):
         try:
-            specs.append(spec_of(svc, item, defaults=body))
+            specs.append(spec_of(submissions, item, defaults=body))
         except (SubmissionError, StorageError) as e:
             raise type(e)(f"jobs[{i}]: {e}") from e
     batch_id = batch_id_for(body.idempotency_key)
@@ -64,13 +65,13 @@ def create_batch(body: BatchCreate, request: Request, response: Response,
         key = item.idempotency_key
         if key is None and body.idempotency_key is not None:
             key = f"{body.idempotency_key}#{i}"
-        submit_job(svc.settings, spec, idempotency_key=key, app=svc.celery, batch_id=batch_id)
+        submissions.submit(spec, idempotency_key=key, batch_id=batch_id)
     response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch_id))
-    return batch_out(svc, batch_id)
+    return batch_out(table, batch_id)
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut,
             responses={404: {"model": ErrorOut, "description": "No job has this batch id."}})
-def get_batch(batch_id: str, svc=Depends(services)):
+def get_batch(batch_id: str, table: TableDep):
     """A batch's jobs and how many are in each status."""
-    return batch_out(svc, batch_id)
+    return batch_out(table, batch_id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.schemas import HealthOut, ReadyOut
-from storage.db import cached_engine, ping
+from storage.jobtable.engine import cached_engine, ping
 
 router = APIRouter(tags=["health"])
 
@@ -52,7 +52,7 @@ def readyz(request: Request):
             checks[name] = "ok"
         except FutureTimeout:
             checks[name] = f"no answer within {READY_TIMEOUT_S:g} s"
-        except Exception as e:  # noqa: BLE001 - any failure means not ready
+        except Exception as e:
             checks[name] = f"{type(e).__name__}: {e}"[:500]
     pool.shutdown(wait=False, cancel_futures=True)
     failed = [name for name, state in checks.items() if state != "ok"]

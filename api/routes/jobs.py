@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 import mimetypes
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from api.jobs import SubmissionError, build_spec, cancel_job, resume_job, submit_job
-from api.routes.deps import services
-from api.routes.uploads import upload_source
+from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut, WebhookOut
+from core.spec import JobSpec
+from core.states import JobStatus
+from storage.blobs import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.errors import NotFoundError
-from storage.jobs import JobStore
-from storage.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
-from storage.models import Job, utcnow
-from storage.sources import source_scheme
-from storage.spec import JobSpec
-from storage.states import JobStatus
+from storage.jobtable import Job, JobTable, utcnow
+from submission import SubmissionService
 
 router = APIRouter(tags=["jobs"])
 
@@ -28,13 +25,13 @@ INVALID = {422: {"model": ErrorOut, "description": "Invalid request."}}
 URL_EXPIRES_S = 3600
 
 
-def job_out(jobs: JobStore, job: Job) -> JobOut:
+def job_out(table: JobTable, job: Job) -> JobOut:
     """The API view of ``job`` with its row progress and throughput.
 
     ``throughput_mpx_s`` is pixels of done rows / seconds from ``started_at`` to
     ``finished_at`` (or now), in megapixels per second; None before any row is done.
     """
-    progress = jobs.progress(job.id)
+    progress = table.rows.progress(job.id)
     spec = job.spec or {}
     throughput = None
     if job.started_at is not None and progress.pixels_done:
@@ -72,54 +69,41 @@ def job_out(jobs: JobStore, job: Job) -> JobOut:
     )
 
 
-def spec_of(svc, body: JobCreate, defaults: JobCreate | None = None) -> JobSpec:
-    """The :class:`JobSpec` of a submission: its source (URL, or the file of a completed
-    upload), options (``defaults``' where ``body`` leaves them null; labels merged), the
-    model checked to be registered.
+def spec_of(submissions: SubmissionService, body: JobCreate,
+            defaults: JobCreate | None = None) -> JobSpec:
+    """The checked :class:`JobSpec` of a request body; options it leaves null are taken from
+    ``defaults`` (a batch's), labels merged (:meth:`SubmissionService.build_spec` does every
+    check).
 
     Raises:
-        SubmissionError: invalid source, options, webhook or model.
-        UploadError: unknown upload; UploadStateError: upload not complete (409).
+        SubmissionError: invalid source, upload, options, webhook or model (422).
+        UploadStateError: the upload is not complete (409).
     """
-    settings = svc.settings
-    source = body.source_url
-    if body.upload_id is not None:
-        source = upload_source(svc.uploads, body.upload_id)
-        scheme = source_scheme(source)
-        if scheme not in settings.allowed_source_schemes:
-            raise SubmissionError(
-                f"uploads are stored under {scheme}:// which PELLETSEG_ALLOWED_SOURCE_SCHEMES "
-                f"({', '.join(settings.allowed_source_schemes)}) does not allow")
 
     def pick(name: str):
         value = getattr(body, name)
         return value if value is not None or defaults is None else getattr(defaults, name)
 
     labels = {**(defaults.labels if defaults is not None else {}), **body.labels}
-    spec = build_spec(
-        settings, source, pick("model"), model_version=pick("model_version"),
-        tile_size=pick("tile_size"), halo=pick("halo"), labels=labels,
-        webhook_url=pick("webhook_url"),
+    return submissions.build_spec(
+        body.source_url, upload_id=body.upload_id, model=pick("model"),
+        model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
+        labels=labels, webhook_url=pick("webhook_url"),
     )
-    try:
-        svc.jobs.get_model(spec.model, spec.model_version)
-    except NotFoundError as e:
-        raise SubmissionError(str(e)) from e
-    return spec
 
 
 @router.post(
     "/jobs", status_code=202, response_model=JobOut,
     responses={**INVALID, **CONFLICT, 413: {"model": ErrorOut, "description": "Body too large."}},
 )
-def create_job(body: JobCreate, request: Request, response: Response, svc=Depends(services)):
+def create_job(body: JobCreate, request: Request, response: Response, table: TableDep,
+               submissions: SubmissionsDep):
     """Submit a job from a ``source_url`` or a completed upload (``upload_id``; 409 while it is
     not complete): it is queued and planned by a worker. With an ``idempotency_key`` used
     before, the first job is returned and nothing new is queued."""
-    spec = spec_of(svc, body)
-    job = submit_job(svc.settings, spec, idempotency_key=body.idempotency_key, app=svc.celery)
+    job = submissions.submit(spec_of(submissions, body), idempotency_key=body.idempotency_key)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
-    return job_out(svc.jobs, job)
+    return job_out(table, job)
 
 
 @router.get("/jobs", response_model=JobList, responses=INVALID)
@@ -129,7 +113,8 @@ def list_jobs(
     label: list[str] = Query([], description="key:value; repeat to require several labels."),
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**31 - 1),
-    svc=Depends(services),
+    *,
+    table: TableDep,
 ):
     """Jobs, newest first, one page at a time."""
     labels: dict[str, str] = {}
@@ -138,10 +123,10 @@ def list_jobs(
         if not sep or not key:
             raise HTTPException(422, f"label filter {item!r} must look like key:value")
         labels[key] = value
-    found = svc.jobs.list_jobs(status, limit + 1, offset=offset, labels=labels or None,
+    found = table.jobs.list(status, limit + 1, offset=offset, labels=labels or None,
                                batch_id=batch)
     return JobList(
-        jobs=[job_out(svc.jobs, j) for j in found[:limit]],
+        jobs=[job_out(table, j) for j in found[:limit]],
         limit=limit,
         offset=offset,
         next_offset=offset + limit if len(found) > limit else None,
@@ -149,29 +134,29 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=NOT_FOUND)
-def get_job(job_id: str, svc=Depends(services)):
+def get_job(job_id: str, table: TableDep):
     """One job and its progress."""
-    return job_out(svc.jobs, svc.jobs.get_job(job_id))
+    return job_out(table, table.jobs.get(job_id))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses={**NOT_FOUND, **CONFLICT})
-def cancel(job_id: str, svc=Depends(services)):
+def cancel(job_id: str, table: TableDep, submissions: SubmissionsDep):
     """Cancel a job that has not ended (409 if it has); workers skip its remaining rows."""
-    return job_out(svc.jobs, cancel_job(svc.settings, job_id, app=svc.celery))
+    return job_out(table, submissions.cancel(job_id))
 
 
 @router.post(
     "/jobs/{job_id}/resume", status_code=202, response_model=JobOut,
     responses={**NOT_FOUND, **CONFLICT},
 )
-def resume(job_id: str, svc=Depends(services)):
+def resume(job_id: str, table: TableDep, submissions: SubmissionsDep):
     """Resume a failed or cancelled job: re-plan it, re-run its rows that are not done, or
     only its reducer when every row is done."""
-    return job_out(svc.jobs, resume_job(svc.settings, job_id, app=svc.celery))
+    return job_out(table, submissions.resume(job_id))
 
 
-def _succeeded(svc, job_id: str) -> Job:
-    job = svc.jobs.get_job(job_id)
+def _succeeded(table: JobTable, job_id: str) -> Job:
+    job = table.jobs.get(job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise HTTPException(
             409, f"job {job_id} is {job.status}; results exist once it has succeeded"
@@ -181,15 +166,15 @@ def _succeeded(svc, job_id: str) -> Job:
 
 @router.get("/jobs/{job_id}/results", response_model=ResultsOut,
             responses={**NOT_FOUND, **CONFLICT})
-def results(job_id: str, request: Request, svc=Depends(services)):
+def results(job_id: str, request: Request, table: TableDep, blobs: BlobsDep):
     """Phase fractions and download URLs of a succeeded job (presigned for an hour on S3)."""
-    _succeeded(svc, job_id)
-    doc = json.loads(svc.blobs.get_bytes(output_key(job_id, FRACTIONS_JSON)))
+    _succeeded(table, job_id)
+    doc = json.loads(blobs.get_bytes(output_key(job_id, FRACTIONS_JSON)))
     files = {}
     for name in OUTPUT_FILES:
         key = output_key(job_id, name)
-        if svc.blobs.exists(key):
-            files[name] = svc.blobs.signed_url(key, URL_EXPIRES_S) or str(
+        if blobs.exists(key):
+            files[name] = blobs.signed_url(key, URL_EXPIRES_S) or str(
                 request.url_for("get_job_file", job_id=job_id, name=name)
             )
     return ResultsOut(fractions=doc, files=files)
@@ -199,10 +184,10 @@ def results(job_id: str, request: Request, svc=Depends(services)):
     "/jobs/{job_id}/results.csv", response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND, **CONFLICT},
 )
-def results_csv(job_id: str, svc=Depends(services)):
+def results_csv(job_id: str, table: TableDep, blobs: BlobsDep):
     """Phase fractions of a succeeded job as CSV (index,name,pixels,percent,percent_of_pellet)."""
-    _succeeded(svc, job_id)
-    data = svc.blobs.get_bytes(output_key(job_id, FRACTIONS_CSV))
+    _succeeded(table, job_id)
+    data = blobs.get_bytes(output_key(job_id, FRACTIONS_CSV))
     return Response(
         data, media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{job_id}-fractions.csv"'},
@@ -213,23 +198,23 @@ def results_csv(job_id: str, svc=Depends(services)):
     "/jobs/{job_id}/files/{name}", name="get_job_file", response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND, **CONFLICT},
 )
-def job_file(job_id: str, name: str, svc=Depends(services)):
+def job_file(job_id: str, name: str, table: TableDep, blobs: BlobsDep):
     """One output file of a succeeded job; ``name`` is one of labels.tif, overlay.tif,
     preview.png, fractions.json, fractions.csv."""
     if name not in OUTPUT_FILES:
         raise HTTPException(
             404, f"{name!r} is not an output file; outputs are {', '.join(OUTPUT_FILES)}"
         )
-    _succeeded(svc, job_id)
+    _succeeded(table, job_id)
     key = output_key(job_id, name)
     media = mimetypes.guess_type(name)[0] or "application/octet-stream"
     if name.endswith(".tif"):
         media = "image/tiff"
-    if svc.blobs.is_local:
-        if not svc.blobs.exists(key):
+    if blobs.is_local:
+        if not blobs.exists(key):
             raise NotFoundError(f"output {name} of job {job_id} does not exist")
-        return FileResponse(svc.blobs.path(key), media_type=media, filename=f"{job_id}-{name}")
-    handle = svc.blobs.open_read(key)
+        return FileResponse(blobs.path(key), media_type=media, filename=f"{job_id}-{name}")
+    handle = blobs.open_read(key)
 
     def chunks():
         with handle:

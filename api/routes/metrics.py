@@ -1,6 +1,6 @@
 """``GET /metrics``: Prometheus exposition (``prometheus_client``), no auth, like /healthz.
 
-Everything is computed at scrape time from the job table (:func:`storage.stats.table_stats`)
+Everything is computed at scrape time from the job table (:func:`storage.jobtable.stats.table_stats`)
 and the broker, so any API replica answers the same. Metrics:
 
 =====================================  =========  ==========================================
@@ -37,9 +37,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from queues.names import QUEUES, queue_name
 from storage.errors import StorageError
-from storage.queues import QUEUES, queue_name
-from storage.stats import table_stats
+from storage.jobtable.stats import table_stats
 
 router = APIRouter(tags=["health"])
 log = structlog.get_logger(__name__)
@@ -72,7 +72,7 @@ def queue_depths(celery, queues: dict[str, str],
             finally:
                 try:
                     channel.close()
-                except Exception as e:  # noqa: BLE001 - closed by the broker's refusal
+                except Exception as e:
                     log.debug("metrics.channel_close", error=str(e))
     return depths
 
@@ -90,7 +90,7 @@ class JobTableCollector:
     def _table(self):
         up = GaugeMetricFamily("pelletseg_job_table_up", "1 if the job table answered.")
         try:
-            stats = table_stats(self.services.jobs)
+            stats = table_stats(self.services.table)
         except StorageError as e:
             log.warning("metrics.job_table", error=str(e))
             up.add_metric([], 0)
@@ -131,7 +131,7 @@ class JobTableCollector:
             names = {q: queue_name(self.services.settings, q) for q in QUEUES}
             depths = pool.submit(queue_depths, self.services.celery, names).result(
                 timeout=BROKER_TIMEOUT_S + 1)
-        except (FutureTimeout, Exception) as e:  # noqa: BLE001 - any failure: broker down
+        except (FutureTimeout, Exception) as e:
             log.warning("metrics.broker", error=f"{type(e).__name__}: {e}")
             up.add_metric([], 0)
             yield up

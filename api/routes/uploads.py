@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.routes.deps import services
+from api.deps import SettingsDep, UploadsDep
 from api.schemas import ErrorOut, PartOut, UploadCreate, UploadOut, UploadUrlsRequest
-from storage.errors import NotFoundError, UploadError
-from storage.models import utcnow
-from storage.uploads import UploadManifest, UploadStore
+from storage.blobs import UploadManifest, UploadStore
+from storage.jobtable import utcnow
 
 router = APIRouter(tags=["uploads"])
 
@@ -56,36 +55,34 @@ def upload_out(request: Request, store: UploadStore, manifest: UploadManifest,
 
 
 @router.post("/uploads", status_code=201, response_model=UploadOut, responses=INVALID)
-def create_upload(body: UploadCreate, request: Request, response: Response,
-                  svc=Depends(services)):
+def create_upload(body: UploadCreate, request: Request, response: Response, uploads: UploadsDep,
+                  settings: SettingsDep):
     """Start an upload of ``size`` bytes; returns its parts and PUT URLs for the first 100."""
-    store: UploadStore = svc.uploads
-    manifest = store.create(body.filename, body.size, body.part_size)
+    manifest = uploads.create(body.filename, body.size, body.part_size)
     response.headers["Location"] = str(request.url_for("get_upload", upload_id=manifest.id))
     first = list(range(1, min(manifest.parts, FIRST_URLS) + 1))
-    return upload_out(request, store, manifest, first, svc.settings.upload_url_expires_seconds)
+    return upload_out(request, uploads, manifest, first, settings.upload_url_expires_seconds)
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut, responses=NOT_FOUND)
-def get_upload(upload_id: str, request: Request, svc=Depends(services)):
+def get_upload(upload_id: str, request: Request, uploads: UploadsDep):
     """An upload's state and the parts that arrived (a resuming client skips those)."""
-    return upload_out(request, svc.uploads, svc.uploads.get(upload_id))
+    return upload_out(request, uploads, uploads.get(upload_id))
 
 
 @router.post("/uploads/{upload_id}/urls", response_model=UploadOut,
              responses={**NOT_FOUND, **CONFLICT, **INVALID})
-def upload_urls(upload_id: str, body: UploadUrlsRequest, request: Request,
-                svc=Depends(services)):
+def upload_urls(upload_id: str, body: UploadUrlsRequest, request: Request, uploads: UploadsDep,
+                settings: SettingsDep):
     """Fresh PUT URLs of the given parts (presigned on S3, valid
     PELLETSEG_UPLOAD_URL_EXPIRES_SECONDS)."""
-    store: UploadStore = svc.uploads
-    manifest = store.get(upload_id)
+    manifest = uploads.get(upload_id)
     if manifest.completed_at is not None:
         raise HTTPException(409, f"upload {upload_id} is already complete")
     for n in body.parts:
         manifest.part_length(n)
-    return upload_out(request, store, manifest, sorted(set(body.parts)),
-                      svc.settings.upload_url_expires_seconds)
+    return upload_out(request, uploads, manifest, sorted(set(body.parts)),
+                      settings.upload_url_expires_seconds)
 
 
 @router.put(
@@ -96,10 +93,10 @@ def upload_urls(upload_id: str, body: UploadUrlsRequest, request: Request,
                413: {"model": ErrorOut, "description": "Longer than the part."}},
 )
 async def put_part(upload_id: str, number: int, request: Request, response: Response,
-                   svc=Depends(services)):
+                   uploads: UploadsDep):
     """Local store only: the raw bytes of part ``number`` (1-based), streamed to disk. The
     answer's ``ETag`` is the part's hex MD5. Sending a part again replaces it."""
-    store: UploadStore = svc.uploads
+    store = uploads
     manifest = await run_in_threadpool(store.get, upload_id)
     writer = await run_in_threadpool(store.open_part, manifest, number)
     declared = request.headers.get("content-length")
@@ -123,30 +120,14 @@ async def put_part(upload_id: str, number: int, request: Request, response: Resp
 
 @router.post("/uploads/{upload_id}/complete", response_model=UploadOut,
              responses={**NOT_FOUND, **CONFLICT})
-def complete_upload(upload_id: str, request: Request, svc=Depends(services)):
+def complete_upload(upload_id: str, request: Request, uploads: UploadsDep):
     """Join the parts into the file (409 naming missing or short parts); idempotent."""
-    store: UploadStore = svc.uploads
-    return upload_out(request, store, store.complete(store.get(upload_id)))
+    return upload_out(request, uploads, uploads.complete(uploads.get(upload_id)))
 
 
 @router.delete("/uploads/{upload_id}", status_code=204, response_class=Response,
                responses=NOT_FOUND)
-def abort_upload(upload_id: str, svc=Depends(services)):
+def abort_upload(upload_id: str, uploads: UploadsDep):
     """Abort an upload (or delete a finished one): its parts, file and state are removed."""
-    store: UploadStore = svc.uploads
-    store.abort(store.get(upload_id))
+    uploads.abort(uploads.get(upload_id))
     return Response(status_code=204)
-
-
-def upload_source(store: UploadStore, upload_id: str) -> str:
-    """The source URL of a completed upload, for ``POST /v1/jobs``.
-
-    Raises:
-        UploadError: no such upload (named as a request error, not a missing route).
-        UploadStateError: the upload is not complete.
-    """
-    try:
-        manifest = store.get(upload_id)
-    except NotFoundError as e:
-        raise UploadError(f"upload_id {upload_id!r}: no such upload") from e
-    return store.source_url(manifest)

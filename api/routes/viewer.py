@@ -12,26 +12,27 @@ from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 
-from api.layers import LAYER_KIND, Layer, LayerFiles, LayerUnavailable
-from api.routes.deps import services
+from api.deps import TableDep
 from api.schemas import ErrorOut
-from api.tiles import (
+from api.viewer.deepzoom import (
+    DZ_TILE_SIZE,
     JPEG_QUALITY,
     MEDIA_TYPE,
     OVERLAP,
     TILE_FORMAT,
-    TILE_SIZE,
     DeepZoomGrid,
     PixelKind,
     TileError,
     encode_tile,
 )
-from storage.models import Job
-from storage.palette import palette_lut
-from storage.states import JobStatus
+from api.viewer.layers import LAYER_KIND, Layer, LayerFiles, LayerUnavailable
+from core.states import JobStatus
+from imaging import palette_lut
+from storage.jobtable import Job, JobTable
 
 router = APIRouter(tags=["viewer"])
 
@@ -57,6 +58,9 @@ def layer_files(request: Request) -> LayerFiles:
     return files
 
 
+LayerFilesDep = Annotated[LayerFiles, Depends(layer_files)]
+
+
 def _layer(name: str) -> Layer:
     try:
         return Layer(name)
@@ -66,8 +70,8 @@ def _layer(name: str) -> Layer:
         ) from None
 
 
-def _viewable(svc, job_id: str) -> Job:
-    job = svc.jobs.get_job(job_id)
+def _viewable(table: JobTable, job_id: str) -> Job:
+    job = table.jobs.get(job_id)
     if job.status != JobStatus.SUCCEEDED or not job.width or not job.height:
         raise HTTPException(409, f"job {job_id} is {job.status}; it can be viewed once it has "
                                  "succeeded")
@@ -76,7 +80,7 @@ def _viewable(svc, job_id: str) -> Job:
 
 def _etag(job: Job, *parts) -> str:
     finished = job.finished_at.isoformat() if job.finished_at else ""
-    text = "|".join(map(str, (TILE_VERSION, TILE_SIZE, OVERLAP, JPEG_QUALITY, job.id,
+    text = "|".join(map(str, (TILE_VERSION, DZ_TILE_SIZE, OVERLAP, JPEG_QUALITY, job.id,
                               finished, *parts)))
     return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
@@ -91,9 +95,9 @@ def _lut(palette: tuple[tuple[int, int, int], ...]):
     return palette_lut(palette)
 
 
-def job_palette(svc, job: Job) -> tuple[tuple[int, int, int], ...]:
+def job_palette(table: JobTable, job: Job) -> tuple[tuple[int, int, int], ...]:
     """RGB colour of each class index of the job's model (black where a class has none)."""
-    model = svc.jobs.get_model(job.model_name, job.model_version)
+    model = table.models.get(job.model_name, job.model_version)
     by_index = {int(c["index"]): c.get("rgb") for c in model.classes or []}
     size = max(by_index, default=-1) + 1
     return tuple(tuple(int(v) for v in (by_index.get(i) or (0, 0, 0))) for i in range(size))
@@ -103,12 +107,12 @@ def job_palette(svc, job: Job) -> tuple[tuple[int, int, int], ...]:
     "/jobs/{job_id}/tiles/{layer}.dzi", response_class=Response,
     responses={200: {"content": {"application/xml": {}}}, **RESPONSES},
 )
-def deep_zoom_descriptor(job_id: str, layer: str, request: Request, svc=Depends(services),
-                         files: LayerFiles = Depends(layer_files)):
+def deep_zoom_descriptor(job_id: str, layer: str, request: Request, table: TableDep,
+                         files: LayerFilesDep):
     """The Deep Zoom (DZI) descriptor of a layer of a succeeded job: ``overlay`` (the source
     blended with the label colours), ``labels`` (label colours) or ``source`` (the image)."""
     kind = _layer(layer)
-    job = _viewable(svc, job_id)
+    job = _viewable(table, job_id)
     etag = _etag(job, kind, "dzi")
     headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
     if _not_modified(request, etag):
@@ -127,16 +131,15 @@ def deep_zoom_descriptor(job_id: str, layer: str, request: Request, svc=Depends(
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, **RESPONSES},
 )
 def deep_zoom_tile(job_id: str, layer: str, level: int, col: int, row: int, ext: str,
-                   request: Request, svc=Depends(services),
-                   files: LayerFiles = Depends(layer_files)):
-    """One Deep Zoom tile: ``TILE_SIZE`` px plus ``OVERLAP`` px on interior sides (smaller at
+                   request: Request, table: TableDep, files: LayerFilesDep):
+    """One Deep Zoom tile: ``DZ_TILE_SIZE`` px plus ``OVERLAP`` px on interior sides (smaller at
     the right and bottom edges); JPEG for ``overlay`` and ``source``, PNG for ``labels``.
     The first tile of ``source`` converts the source image to a pyramid (once)."""
     kind = _layer(layer)
     pixels = LAYER_KIND[kind]
     if ext != TILE_FORMAT[pixels]:
         raise HTTPException(404, f"tiles of layer {layer!r} are .{TILE_FORMAT[pixels]}")
-    job = _viewable(svc, job_id)
+    job = _viewable(table, job_id)
     grid = DeepZoomGrid(job.width, job.height)
     try:
         grid.tile_box(level, col, row)
@@ -155,6 +158,6 @@ def deep_zoom_tile(job_id: str, layer: str, level: int, col: int, row: int, ext:
             409, f"layer {layer} of job {job_id} is {pyramid.width}x{pyramid.height} px but "
                  f"the job's image is {job.width}x{job.height} px"
         )
-    lut = _lut(job_palette(svc, job)) if pixels == PixelKind.LABELS else None
+    lut = _lut(job_palette(table, job)) if pixels == PixelKind.LABELS else None
     data = encode_tile(pyramid.read(grid, level, col, row), pixels, lut)
     return Response(data, media_type=MEDIA_TYPE[TILE_FORMAT[pixels]], headers=headers)

@@ -1,6 +1,6 @@
 """Fixtures of the HTTP API tests: a migrated SQLite job table and embedded broker under
 tmp_path, an API key, a TestClient sending it, and helpers that read the broker's messages and
-put jobs into given states through the JobStore."""
+put jobs into given states through the JobTable."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
-from storage.apikeys import ApiKeyStore
-from storage.db import cached_engine, upgrade
-from storage.jobs import JobStore
-from storage.models import Job
-from storage.settings import Settings
-from storage.spec import JobSpec
-from storage.states import JobStatus
+from core.settings import Settings
+from core.spec import JobSpec
+from core.states import JobStatus
+from models import MODEL_JSON, ModelPackage
+from storage.blobs import BlobStore
+from storage.jobtable import Job, JobTable, cached_engine, upgrade
+from storage.jobtable.api_keys import ApiKeys
 
 MODEL = "test-model"
 WEBHOOK_SECRET = "test-webhook-secret"
@@ -32,8 +32,8 @@ class Api:
 
     client: TestClient
     settings: Settings
-    jobs: JobStore
-    keys: ApiKeyStore
+    table: JobTable
+    keys: ApiKeys
     key: str
 
 
@@ -47,15 +47,28 @@ def make_settings(tmp_path, **overrides) -> Settings:
     return settings
 
 
+def register_model(settings: Settings, name: str = MODEL, **meta) -> None:
+    """Register a model ``name`` version 1 with its ``model.json`` in the store (no weights:
+    the API reads only the package's metadata; the weights' sha256 is a placeholder)."""
+    classes = meta.pop("classes", [{"index": 0, "name": "pore", "rgb": [170, 0, 0],
+                                    "label_value": 0}])
+    package = ModelPackage(name=name, version="1", classes=classes, weights_sha256="a" * 64,
+                           **{"tile_size": 1024, "halo": 128, **meta})
+    BlobStore(settings.resolved_storage_url).put_bytes(
+        f"models/{name}/1/{MODEL_JSON}", package.model_dump_json().encode())
+    JobTable(cached_engine(settings.resolved_database_url)).models.register(
+        name=name, version="1", sha256=package.weights_sha256, architecture="Unet",
+        encoder="resnet34", classes=[c.model_dump(mode="json") for c in package.classes])
+
+
 def make_api(settings: Settings) -> Api:
     """An :class:`Api` over ``settings`` with a fresh key and a registered test model."""
-    engine = cached_engine(settings.resolved_database_url)
-    jobs, keys = JobStore(engine), ApiKeyStore(engine)
-    jobs.register_model(name=MODEL, version="1", sha256="a" * 64, architecture="Unet",
-                        encoder="resnet34", classes=[{"index": 0, "name": "pore"}])
-    _, key = keys.create_key("tests")
+    table = JobTable(cached_engine(settings.resolved_database_url))
+    keys = table.api_keys
+    register_model(settings)
+    _, key = keys.create("tests")
     client = TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"})
-    return Api(client=client, settings=settings, jobs=jobs, keys=keys, key=key)
+    return Api(client=client, settings=settings, table=table, keys=keys, key=key)
 
 
 @pytest.fixture
@@ -90,20 +103,21 @@ def drain_tasks(settings: Settings) -> list[tuple]:
     return tasks
 
 
-def new_job(jobs: JobStore, labels: dict | None = None) -> Job:
+def new_job(table: JobTable, labels: dict | None = None) -> Job:
     """A queued job (no message sent)."""
-    return jobs.create_job(JobSpec(source_url="file:///x.tif", model=MODEL, labels=labels or {}))
+    return table.jobs.create(JobSpec(tile_size=1024, halo=128, source_url="file:///x.tif",
+                                     model=MODEL, labels=labels or {}))
 
 
-def running_job(jobs: JobStore, rows: int = 3, done: tuple[int, ...] = (), width: int = 100) -> Job:
+def running_job(table: JobTable, rows: int = 3, done: tuple[int, ...] = (), width: int = 100) -> Job:
     """A planned, running job of ``rows`` rows of 10 px, the rows in ``done`` completed."""
-    job = new_job(jobs)
-    assert jobs.transition_job(job.id, JobStatus.PLANNING)
-    jobs.insert_rows(job.id, [(i * 10, i * 10 + 10) for i in range(rows)])
-    assert jobs.transition_job(job.id, JobStatus.RUNNING, width=width, height=rows * 10,
+    job = new_job(table)
+    assert table.jobs.transition(job.id, JobStatus.PLANNING)
+    table.rows.insert(job.id, [(i * 10, i * 10 + 10) for i in range(rows)])
+    assert table.jobs.transition(job.id, JobStatus.RUNNING, width=width, height=rows * 10,
                                rows_total=rows)
     for index in done:
-        assert jobs.claim_row(job.id, index, "w", lease_seconds=60).claimed
-        jobs.complete_row(job.id, index, counts=[width * 10], checksum="c",
+        assert table.rows.claim(job.id, index, "w", lease_seconds=60).claimed
+        table.rows.complete(job.id, index, counts=[width * 10], checksum="c",
                           blob_key=f"jobs/{job.id}/rows/{index:05d}.tif", seconds=0.1)
-    return jobs.get_job(job.id)
+    return table.jobs.get(job.id)

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from api.app import create_app
 from api.auth import AuthConfigError
 from cli.main import main
-from storage.db import cached_engine
-from storage.models import ApiKey
-from storage.settings import get_settings
+from core.settings import get_settings
+from storage.jobtable.engine import cached_engine
+from storage.jobtable.tables import ApiKey
 from tests.api.conftest import make_settings
 
 
@@ -44,11 +44,11 @@ def test_unknown_key_is_401(api, key):
                         headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 401
     assert r.json()["detail"].startswith("invalid API key")
-    assert api.jobs.list_jobs() == []  # nothing was submitted
+    assert api.table.jobs.list() == []  # nothing was submitted
 
 
 def test_revoked_key_is_403(api):
-    record = api.keys.verify_key(api.key)
+    record = api.keys.verify(api.key)
     api.keys.revoke(record.id)
     r = api.client.get("/v1/jobs")
     assert r.status_code == 403
@@ -69,7 +69,7 @@ def test_auth_can_be_off_only_on_loopback(tmp_path, monkeypatch):
     open_settings = make_settings(tmp_path, api_auth=False)
     client = TestClient(create_app(open_settings))
     assert client.get("/v1/jobs").status_code == 200
-    with pytest.raises(AuthConfigError, match="only when the API binds 127.0.0.1"):
+    with pytest.raises(AuthConfigError, match=r"only when the API binds 127.0.0.1"):
         create_app(make_settings(tmp_path, api_auth=False, api_host="0.0.0.0"))
     monkeypatch.setenv("PELLETSEG_API_AUTH", "false")
     assert get_settings(home=tmp_path).api_auth is False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.states import JobStatus
+from core.states import JobStatus
 from tests.api.conftest import MODEL, drain_tasks
 
 PLAN = "pelletseg.plan_job"
@@ -52,7 +52,7 @@ def test_batch_with_idempotency_key_is_created_once(api):
     again = api.client.post("/v1/batches", json=body)
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     assert sorted(j["id"] for j in again.json()["jobs"]) == sorted(j["id"] for j in first["jobs"])
-    assert len(drain_tasks(api.settings)) == 2 and len(api.jobs.list_jobs()) == 2
+    assert len(drain_tasks(api.settings)) == 2 and len(api.table.jobs.list()) == 2
 
 
 @pytest.mark.parametrize("jobs, message", [
@@ -68,7 +68,7 @@ def test_one_invalid_job_fails_the_whole_batch(api, jobs, message):
     r = api.client.post("/v1/batches", json={"jobs": jobs})
     assert r.status_code == 422, r.text
     assert message in r.json()["detail"]
-    assert api.jobs.list_jobs() == [] and drain_tasks(api.settings) == []
+    assert api.table.jobs.list() == [] and drain_tasks(api.settings) == []
 
 
 def test_batch_of_too_many_jobs_is_refused(api):
@@ -82,7 +82,7 @@ def test_batch_jobs_can_be_cancelled_and_counted_by_status(api):
     api.client.post(f"/v1/jobs/{batch['jobs'][0]['id']}/cancel")
     got = api.client.get(f"/v1/batches/{batch['id']}").json()
     assert got["status_counts"] == {"cancelled": 1, "queued": 1}
-    assert api.jobs.get_job(batch["jobs"][0]["id"]).status == JobStatus.CANCELLED
+    assert api.table.jobs.get(batch["jobs"][0]["id"]).status == JobStatus.CANCELLED
 
 
 NEW_ROUTES = [
@@ -104,7 +104,7 @@ def test_new_routes_need_a_valid_key(api, method, path, body):
     assert r.status_code == 401 and "missing Authorization header" in r.json()["detail"]
     r = api.client.request(method, path, headers={"Authorization": "Bearer psk_wrong"}, **kwargs)
     assert r.status_code == 401 and r.json()["detail"].startswith("invalid API key")
-    api.keys.revoke(api.keys.verify_key(api.key).id)
+    api.keys.revoke(api.keys.verify(api.key).id)
     r = api.client.request(method, path, **kwargs)
     assert r.status_code == 403 and "was revoked" in r.json()["detail"]
-    assert api.jobs.list_jobs() == []
+    assert api.table.jobs.list() == []

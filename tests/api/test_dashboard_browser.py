@@ -26,13 +26,13 @@ import pytest
 import pyvips
 
 from api.app import create_app
-from cli.stack import LocalWorkers, log_tail
-from storage.apikeys import ApiKeyStore
-from storage.db import cached_engine, upgrade
-from storage.jobs import JobStore
-from storage.spec import JobSpec
+from core.spec import JobSpec
+from storage.jobtable.api_keys import ApiKeys
+from storage.jobtable.engine import cached_engine, upgrade
+from storage.jobtable.table import JobTable
 from tests.conftest import free_port
-from tests.worker.conftest import DEMO_DATA, make_settings, tiny_package  # noqa: F401
+from tests.worker.conftest import DEMO_DATA, make_settings
+from worker.local import LocalWorkers, log_tail
 
 pytestmark = pytest.mark.slow
 
@@ -80,17 +80,16 @@ class Server:
 
 
 @pytest.fixture
-def stack(tmp_path, tiny_package):  # noqa: F811 -- the fixture imported above
+def stack(tmp_path, tiny_package):
     """Settings (small tiles), migrated SQLite job table, the tiny model published, a key,
     the API server and one worker process."""
-    from worker.context import WorkerContext
-    from worker.registry import publish_package
+    from models import ModelRegistry
 
     settings = make_settings(tmp_path / "home")
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
-    publish_package(WorkerContext.from_settings(settings, lambda *a: None), tiny_package)
-    _, key = ApiKeyStore(cached_engine(settings.resolved_database_url)).create_key("browser")
+    ModelRegistry.from_settings(settings).publish(tiny_package)
+    _, key = ApiKeys(cached_engine(settings.resolved_database_url)).create("browser")
     workers = LocalWorkers(settings, 1).start()
     try:
         with Server(create_app(settings)) as server:
@@ -190,9 +189,10 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector(f'{row(bad)}[data-status="succeeded"]')
 
             # -- cancel a queued job (created without a message: it stays queued)
-            jobs = JobStore(cached_engine(settings.resolved_database_url))
-            stuck = jobs.create_job(JobSpec(source_url=image.as_uri(), model="tiny",
-                                            labels={"sample": "P-3"})).id
+            table = JobTable(cached_engine(settings.resolved_database_url))
+            stuck = table.jobs.create(JobSpec(source_url=image.as_uri(), model="tiny",
+                                              tile_size=128, halo=16,
+                                              labels={"sample": "P-3"})).id
             cancel = f'{row(stuck)} button[data-action="cancel"]'
             page.click(cancel)
             assert page.inner_text(cancel) == "Confirm cancel"

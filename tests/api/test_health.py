@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from storage.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def _modules_after(code: str) -> set[str]:
 def test_the_api_never_imports_torch_or_worker(tmp_path):
     modules = _modules_after(
         "from api.app import create_app\n"
-        "from storage.settings import Settings\n"
+        "from core.settings import Settings\n"
         f"create_app(Settings(home={str(tmp_path)!r}))"
     )
     assert "fastapi" in modules and "api.app" in modules  # the probe ran
@@ -67,11 +67,11 @@ def test_the_api_never_imports_torch_or_worker(tmp_path):
 def test_serve_preparation_does_not_import_torch(tmp_path):
     modules = _modules_after(
         "from cli.serve import prepare_server\n"
-        "from storage.settings import Settings\n"
+        "from core.settings import Settings\n"
         f"prepare_server(Settings(home={str(tmp_path)!r}))\n"
         "import api.app"
     )
-    assert "worker.registry" in modules  # it did publish the bundled models
+    assert "models.registry" in modules  # it did publish the bundled models
     assert "torch" not in modules
 
 

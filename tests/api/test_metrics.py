@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from storage.states import JobStatus
+from core.states import JobStatus
 from tests.api.conftest import make_api, make_settings, new_job, running_job
 from tests.conftest import free_port, port_open
 
@@ -25,21 +25,21 @@ def scrape(client) -> dict:
             for family in text_string_to_metric_families(r.text) for s in family.samples}
 
 
-def _succeeded(jobs, width: int, rows: int, reduce_seconds: float):
-    job = running_job(jobs, rows=rows, done=tuple(range(rows)), width=width)
-    assert jobs.get_job(job.id).status == JobStatus.REDUCING
-    jobs.set_outputs(job.id, {"labels_tif": "x", "reduce_seconds": reduce_seconds})
-    assert jobs.transition_job(job.id, JobStatus.SUCCEEDED)
+def _succeeded(table, width: int, rows: int, reduce_seconds: float):
+    job = running_job(table, rows=rows, done=tuple(range(rows)), width=width)
+    assert table.jobs.get(job.id).status == JobStatus.REDUCING
+    table.jobs.set_outputs(job.id, {"labels_tif": "x", "reduce_seconds": reduce_seconds})
+    assert table.jobs.transition(job.id, JobStatus.SUCCEEDED)
     return job
 
 
 def _fill(api):
-    _succeeded(api.jobs, width=100, rows=2, reduce_seconds=0.5)
-    _succeeded(api.jobs, width=200, rows=3, reduce_seconds=42.0)
-    running_job(api.jobs, rows=4, done=(0, 2), width=50)
-    failed = running_job(api.jobs, rows=2, done=(1,), width=10)
-    assert api.jobs.transition_job(failed.id, JobStatus.FAILED, error="x")
-    new_job(api.jobs)
+    _succeeded(api.table, width=100, rows=2, reduce_seconds=0.5)
+    _succeeded(api.table, width=200, rows=3, reduce_seconds=42.0)
+    running_job(api.table, rows=4, done=(0, 2), width=50)
+    failed = running_job(api.table, rows=2, done=(1,), width=10)
+    assert api.table.jobs.transition(failed.id, JobStatus.FAILED, error="x")
+    new_job(api.table)
 
 
 def _check_table(m: dict) -> None:

@@ -20,7 +20,7 @@ EXAMPLES = 6
 
 def test_no_server_errors_on_any_operation(api):
     # Something to find: a job with rows, a cancelled job, an upload with a part.
-    running_job(api.jobs, rows=2)
+    running_job(api.table, rows=2)
     job = api.client.post("/v1/jobs", json={"source_url": "s3://b/x.tif"}).json()
     api.client.post(f"/v1/jobs/{job['id']}/cancel")
     up = api.client.post("/v1/uploads", json={"filename": "a.tif", "size": 3}).json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import MODEL, drain_tasks, make_api, running_job
 
 
@@ -33,7 +33,7 @@ class TestOnPostgres:
             [first.json()["id"], other.json()["id"]])
 
     def test_cancel_and_resume_rows(self, pg_api):
-        job = running_job(pg_api.jobs, rows=3, done=(1,))
+        job = running_job(pg_api.table, rows=3, done=(1,))
         assert pg_api.client.post(f"/v1/jobs/{job.id}/cancel").json()["status"] == "cancelled"
         assert pg_api.client.post(f"/v1/jobs/{job.id}/cancel").status_code == 409
         r = pg_api.client.post(f"/v1/jobs/{job.id}/resume")
@@ -42,5 +42,5 @@ class TestOnPostgres:
             ("pelletseg.segment_row", job.id, 0), ("pelletseg.segment_row", job.id, 2)]
 
     def test_revoked_key_is_refused(self, pg_api):
-        pg_api.keys.revoke(pg_api.keys.verify_key(pg_api.key).id)
+        pg_api.keys.revoke(pg_api.keys.verify(pg_api.key).id)
         assert pg_api.client.get("/v1/models").status_code == 403

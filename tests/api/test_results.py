@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from storage.blobs import BlobStore
-from storage.layout import OUTPUT_FILES, output_key
-from storage.states import JobStatus
+from core.states import JobStatus
+from storage.blobs.layout import OUTPUT_FILES, output_key
+from storage.blobs.store import BlobStore
 from tests.api.conftest import MODEL, make_api, make_settings, running_job
 
 FRACTIONS = {"job_id": "J", "pixels_total": 2000,
@@ -20,21 +20,21 @@ CSV = "index,name,pixels,percent,percent_of_pellet\n0,pore,2000,100.0,\n"
 
 def succeeded_job(api):
     """A job moved through every state, with its outputs written to the blob store."""
-    job = running_job(api.jobs, rows=2, done=(0, 1))
+    job = running_job(api.table, rows=2, done=(0, 1))
     blobs = BlobStore(api.settings.resolved_storage_url)
     contents = {name: f"{name} of {job.id}".encode() for name in OUTPUT_FILES}
     contents["fractions.json"] = json.dumps(FRACTIONS).encode()
     contents["fractions.csv"] = CSV.encode()
     for name, data in contents.items():
         blobs.put_bytes(output_key(job.id, name), data)
-    api.jobs.set_outputs(job.id, {name.replace(".", "_"): output_key(job.id, name)
+    api.table.jobs.set_outputs(job.id, {name.replace(".", "_"): output_key(job.id, name)
                                   for name in OUTPUT_FILES} | {"reduce_seconds": 1.5})
-    assert api.jobs.transition_job(job.id, JobStatus.SUCCEEDED)
+    assert api.table.jobs.transition(job.id, JobStatus.SUCCEEDED)
     return job, contents
 
 
 def test_results_are_409_until_the_job_succeeds(api):
-    job = running_job(api.jobs, rows=2, done=(0,))
+    job = running_job(api.table, rows=2, done=(0,))
     for path in ("results", "results.csv", "files/labels.tif"):
         r = api.client.get(f"/v1/jobs/{job.id}/{path}")
         assert r.status_code == 409, path

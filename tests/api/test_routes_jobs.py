@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage.states import JobStatus, RowStatus
+from core.states import JobStatus, RowStatus
 from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings, new_job, running_job
 
 PLAN, ROW, REDUCE = "pelletseg.plan_job", "pelletseg.segment_row", "pelletseg.reduce_job"
@@ -20,7 +20,8 @@ def test_create_job_returns_202_and_enqueues_one_plan(api):
     assert r.headers["location"].endswith(f"/v1/jobs/{job['id']}")
     assert job["status"] == "queued" and job["source_url"] == "s3://pellets/P-1.tif"
     assert (job["tile_size"], job["halo"], job["labels"]) == (512, 64, {"sample": "P-1"})
-    assert job["model"] == {"name": MODEL, "version": None, "sha256": None}
+    # the version checked at submission is stored; the weights sha256 once it is planned
+    assert job["model"] == {"name": MODEL, "version": "1", "sha256": None}
     assert job["rows_total"] is None and job["rows_done"] == 0
     assert drain_tasks(api.settings) == [(PLAN, job["id"])]
 
@@ -31,7 +32,7 @@ def test_idempotency_key_returns_the_same_job_and_enqueues_once(api):
     again = api.client.post("/v1/jobs", json=body)
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     assert drain_tasks(api.settings) == [(PLAN, first["id"])]
-    assert len(api.jobs.list_jobs()) == 1
+    assert len(api.table.jobs.list()) == 1
 
 
 @pytest.mark.parametrize("body, message", [
@@ -46,7 +47,7 @@ def test_invalid_submissions_are_422_with_a_message(api, body, message):
     r = api.client.post("/v1/jobs", json=body)
     assert r.status_code == 422
     assert isinstance(r.json()["detail"], str) and message in r.json()["detail"]
-    assert drain_tasks(api.settings) == [] and api.jobs.list_jobs() == []
+    assert drain_tasks(api.settings) == [] and api.table.jobs.list() == []
 
 
 def test_local_sources_need_the_file_scheme(tmp_path):
@@ -80,14 +81,14 @@ def test_local_sources_are_accepted_where_file_is_allowed(api, tmp_path):
 def test_webhooks_to_private_addresses_are_refused(api, url, message):
     r = api.client.post("/v1/jobs", json={"source_url": "s3://b/x.tif", "webhook_url": url})
     assert r.status_code == 422 and message in r.json()["detail"]
-    assert api.jobs.list_jobs() == []
+    assert api.table.jobs.list() == []
 
 
 def test_public_webhooks_are_stored_on_the_spec(api):
     url = "https://93.184.216.34/hooks/pelletseg"
     r = api.client.post("/v1/jobs", json={"source_url": "s3://b/x.tif", "webhook_url": url})
     assert r.status_code == 202 and r.json()["webhook_url"] == url
-    assert api.jobs.get_job(r.json()["id"]).spec["webhook_url"] == url
+    assert api.table.jobs.get(r.json()["id"]).spec["webhook_url"] == url
 
 
 def test_private_webhooks_allowed_by_setting(tmp_path):
@@ -98,10 +99,10 @@ def test_private_webhooks_allowed_by_setting(tmp_path):
 
 
 def test_list_filters_by_status_and_labels_and_paginates(api):
-    a = new_job(api.jobs, {"lab": "north", "batch": 7})
-    b = new_job(api.jobs, {"lab": "south"})
-    c = new_job(api.jobs, {"lab": "north"})
-    api.jobs.transition_job(b.id, JobStatus.CANCELLED)
+    a = new_job(api.table, {"lab": "north", "batch": 7})
+    b = new_job(api.table, {"lab": "south"})
+    c = new_job(api.table, {"lab": "north"})
+    api.table.jobs.transition(b.id, JobStatus.CANCELLED)
 
     def ids(**params):
         r = api.client.get("/v1/jobs", params=params)
@@ -125,7 +126,7 @@ def test_list_filters_by_status_and_labels_and_paginates(api):
 
 
 def test_get_job_reports_progress_and_404(api):
-    job = running_job(api.jobs, rows=4, done=(0, 1), width=1000)
+    job = running_job(api.table, rows=4, done=(0, 1), width=1000)
     body = api.client.get(f"/v1/jobs/{job.id}").json()
     assert (body["rows_total"], body["rows_done"], body["rows_pending"]) == (4, 2, 2)
     assert (body["width"], body["height"], body["status"]) == (1000, 40, "running")
@@ -135,7 +136,7 @@ def test_get_job_reports_progress_and_404(api):
 
 
 def test_cancel_then_conflict_when_terminal(api):
-    job = running_job(api.jobs, rows=2)
+    job = running_job(api.table, rows=2)
     r = api.client.post(f"/v1/jobs/{job.id}/cancel")
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
     assert r.json()["finished_at"] is not None
@@ -145,9 +146,9 @@ def test_cancel_then_conflict_when_terminal(api):
 
 
 def test_resume_unplanned_job_requeues_plan_only(api):
-    job = new_job(api.jobs)
-    api.jobs.transition_job(job.id, JobStatus.PLANNING)
-    api.jobs.transition_job(job.id, JobStatus.FAILED, error="source unreachable")
+    job = new_job(api.table)
+    api.table.jobs.transition(job.id, JobStatus.PLANNING)
+    api.table.jobs.transition(job.id, JobStatus.FAILED, error="source unreachable")
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 202, r.text
     assert r.json()["status"] == "queued" and r.json()["error"] is None
@@ -155,21 +156,21 @@ def test_resume_unplanned_job_requeues_plan_only(api):
 
 
 def test_resume_reenqueues_only_rows_not_done(api):
-    job = running_job(api.jobs, rows=4, done=(0, 2))
-    assert api.jobs.claim_row(job.id, 1, "w", lease_seconds=60).claimed
-    assert api.jobs.fail_row(job.id, 1, "boom", max_attempts=1) == RowStatus.FAILED
-    assert api.jobs.get_job(job.id).status == JobStatus.FAILED  # the row failed its job
+    job = running_job(api.table, rows=4, done=(0, 2))
+    assert api.table.rows.claim(job.id, 1, "w", lease_seconds=60).claimed
+    assert api.table.rows.fail(job.id, 1, "boom", max_attempts=1) == RowStatus.FAILED
+    assert api.table.jobs.get(job.id).status == JobStatus.FAILED  # the row failed its job
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 202 and r.json()["status"] == "running"
     assert r.json()["rows_pending"] == 2 and r.json()["rows_done"] == 2
     assert drain_tasks(api.settings) == [(ROW, job.id, 1), (ROW, job.id, 3)]
-    row = api.jobs.get_row(job.id, 1)
+    row = api.table.rows.get(job.id, 1)
     assert (row.status, row.attempts) == (RowStatus.PENDING, 0)
 
 
 def test_resume_with_every_row_done_enqueues_only_the_reducer(api):
-    job = running_job(api.jobs, rows=2, done=(0, 1))
-    assert api.jobs.get_job(job.id).status == JobStatus.REDUCING
+    job = running_job(api.table, rows=2, done=(0, 1))
+    assert api.table.jobs.get(job.id).status == JobStatus.REDUCING
     assert api.client.post(f"/v1/jobs/{job.id}/cancel").json()["status"] == "cancelled"
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 202 and r.json()["status"] == "reducing"
@@ -177,7 +178,7 @@ def test_resume_with_every_row_done_enqueues_only_the_reducer(api):
 
 
 def test_resume_refuses_jobs_that_are_not_failed_or_cancelled(api):
-    job = running_job(api.jobs, rows=2)
+    job = running_job(api.table, rows=2)
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 409
     assert "only failed or cancelled jobs can be resumed" in r.json()["detail"]
@@ -186,7 +187,7 @@ def test_resume_refuses_jobs_that_are_not_failed_or_cancelled(api):
 
 
 def test_models_lists_registered_packages(api):
-    api.jobs.register_model(name="a-model", version="2", sha256="b" * 64, architecture="FPN",
+    api.table.models.register(name="a-model", version="2", sha256="b" * 64, architecture="FPN",
                             encoder="resnet18", classes=[], metrics={"test_miou": 0.5})
     r = api.client.get("/v1/models")
     assert r.status_code == 200
@@ -204,7 +205,7 @@ def test_body_over_the_limit_is_413(tmp_path):
     r = api.client.post("/v1/jobs", content=iter(chunks),
                         headers={"Content-Type": "application/json"})
     assert r.status_code == 413
-    assert api.jobs.list_jobs() == []
+    assert api.table.jobs.list() == []
     small = api.client.post("/v1/jobs", content=iter([b'{"source_url": ', b'"s3://b/y.tif"}']),
                             headers={"Content-Type": "application/json"})
     assert small.status_code == 202, small.text  # a chunked body under the limit is replayed
@@ -215,7 +216,7 @@ def test_broker_down_fails_the_job_with_503_and_resume_recovers(tmp_path):
     down = make_api(settings)
     r = down.client.post("/v1/jobs", json={"source_url": "s3://b/x.tif"})
     assert r.status_code == 503 and "the broker is unreachable" in r.json()["detail"]
-    (job,) = down.jobs.list_jobs()
+    (job,) = down.table.jobs.list()
     assert job.status == JobStatus.FAILED and "could not enqueue" in job.error
     up = make_api(make_settings(tmp_path, default_model=MODEL))  # same job table, broker up
     resumed = up.client.post(f"/v1/jobs/{job.id}/resume")
@@ -224,9 +225,9 @@ def test_broker_down_fails_the_job_with_503_and_resume_recovers(tmp_path):
 
 
 def test_resume_of_a_job_cancelled_mid_planning_plans_again(api):
-    job = new_job(api.jobs)
-    api.jobs.transition_job(job.id, JobStatus.PLANNING)
-    api.jobs.insert_rows(job.id, [(0, 10), (10, 20)])  # planning stopped before "running"
+    job = new_job(api.table)
+    api.table.jobs.transition(job.id, JobStatus.PLANNING)
+    api.table.rows.insert(job.id, [(0, 10), (10, 20)])  # planning stopped before "running"
     api.client.post(f"/v1/jobs/{job.id}/cancel")
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 202 and r.json()["status"] == "queued"

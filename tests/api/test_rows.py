@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from storage.settings import Settings
+from core.settings import Settings
 from tests.api.conftest import make_api, new_job, running_job
 
 
@@ -18,11 +18,11 @@ def db_api(tmp_path, db_url):
 
 
 def test_rows_report_status_bounds_attempts_and_errors(db_api):
-    jobs = db_api.jobs
-    job = running_job(jobs, rows=4, done=(0, 2))
-    assert jobs.claim_row(job.id, 1, "gpu-7", lease_seconds=60).claimed
-    assert jobs.claim_row(job.id, 3, "gpu-8", lease_seconds=60).claimed
-    jobs.fail_row(job.id, 3, "CUDA out of memory", max_attempts=3)  # back to pending
+    table = db_api.table
+    job = running_job(table, rows=4, done=(0, 2))
+    assert table.rows.claim(job.id, 1, "gpu-7", lease_seconds=60).claimed
+    assert table.rows.claim(job.id, 3, "gpu-8", lease_seconds=60).claimed
+    table.rows.fail(job.id, 3, "CUDA out of memory", max_attempts=3)  # back to pending
 
     r = db_api.client.get(f"/v1/jobs/{job.id}/rows")
     assert r.status_code == 200
@@ -40,15 +40,15 @@ def test_rows_report_status_bounds_attempts_and_errors(db_api):
 
 
 def test_a_job_before_planning_has_no_rows(db_api):
-    job = new_job(db_api.jobs)
+    job = new_job(db_api.table)
     r = db_api.client.get(f"/v1/jobs/{job.id}/rows")
     assert r.status_code == 200 and r.json() == {"job_id": job.id, "rows": []}
 
 
 def test_failed_row_is_reported_with_the_job_failure(db_api):
-    job = running_job(db_api.jobs, rows=2, done=(0,))
-    assert db_api.jobs.claim_row(job.id, 1, "w", lease_seconds=60).claimed
-    db_api.jobs.fail_row(job.id, 1, "corrupt strip", max_attempts=1)
+    job = running_job(db_api.table, rows=2, done=(0,))
+    assert db_api.table.rows.claim(job.id, 1, "w", lease_seconds=60).claimed
+    db_api.table.rows.fail(job.id, 1, "corrupt strip", max_attempts=1)
     rows = db_api.client.get(f"/v1/jobs/{job.id}/rows").json()["rows"]
     assert rows[1]["status"] == "failed" and rows[1]["error"] == "corrupt strip"
     assert db_api.client.get(f"/v1/jobs/{job.id}").json()["status"] == "failed"
@@ -57,7 +57,7 @@ def test_failed_row_is_reported_with_the_job_failure(db_api):
 def test_unknown_job_is_404_and_rows_need_a_key(db_api):
     r = db_api.client.get("/v1/jobs/no-such-job/rows")
     assert r.status_code == 404 and r.json()["detail"] == "job no-such-job does not exist"
-    job = running_job(db_api.jobs, rows=1)
+    job = running_job(db_api.table, rows=1)
     r = db_api.client.get(f"/v1/jobs/{job.id}/rows", headers={"Authorization": ""})
     assert r.status_code == 401
 

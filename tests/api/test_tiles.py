@@ -1,4 +1,4 @@
-"""Deep Zoom tiles (api/tiles.py, api/layers.py, api/routes/viewer.py) on small pyramidal
+"""Deep Zoom tiles (api/viewer/deepzoom.py, api/viewer/layers.py, api/routes/viewer.py) on small pyramidal
 TIFFs written the way the reducer writes them: grid arithmetic, tile sizes per level, edge
 tiles, exact label colours, 404/409/401/304 answers, remote stores copied to the cache once,
 and the source converted to a pyramid once."""
@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import pyvips
 
-from api.layers import LayerFiles
-from api.tiles import DeepZoomGrid, PixelKind, Pyramid, TileError, encode_tile
-from storage.blobs import BlobStore
-from storage.layout import LABELS, OVERLAY, output_key
-from storage.palette import palette_lut
-from storage.spec import JobSpec
-from storage.states import JobStatus
+from api.viewer.deepzoom import DeepZoomGrid, PixelKind, Pyramid, TileError, encode_tile
+from api.viewer.layers import LayerFiles
+from core.spec import JobSpec
+from core.states import JobStatus
+from imaging.palette import palette_lut
+from storage.blobs.layout import LABELS, OVERLAY, output_key
+from storage.blobs.store import BlobStore
 from tests.api.conftest import MODEL, make_api, make_settings
 
 PALETTE = [(10, 20, 30), (200, 40, 40), (40, 200, 40), (40, 40, 200)]
@@ -33,7 +33,7 @@ def label_array(width: int, height: int) -> np.ndarray:
 
 
 def write_label_pyramid(path, labels: np.ndarray) -> None:
-    """As worker/stitching.py: pyramidal, mode-downsampled, deflate, 256-px tiles."""
+    """As imaging/stitching.py: pyramidal, mode-downsampled, deflate, 256-px tiles."""
     pyvips.Image.new_from_array(labels).copy(interpretation="b-w").tiffsave(
         str(path), tile=True, tile_width=256, tile_height=256, pyramid=True,
         region_shrink="mode", compression="deflate", bigtiff=True)
@@ -100,7 +100,7 @@ def test_grid_refuses_empty_images_and_bad_tiles():
     with pytest.raises(ValueError):
         DeepZoomGrid(0, 10)
     with pytest.raises(ValueError):
-        DeepZoomGrid(10, 10, tile_size=4, overlap=4)
+        DeepZoomGrid(10, 10, dz_tile_size=4, overlap=4)
 
 
 def test_dzi_descriptor_is_valid_deep_zoom_xml():
@@ -192,13 +192,13 @@ def test_a_pyramid_of_the_wrong_kind_is_refused(labels_1001):
 # ------------------------------------------------------------------ routes
 def succeeded_job(api, width=1000, height=700, source_url="file:///nowhere.tif"):
     """A succeeded job with labels.tif and overlay.tif written to the store."""
-    api.jobs.register_model(name="tiles-model", version="1", sha256="b" * 64,
+    api.table.models.register(name="tiles-model", version="1", sha256="b" * 64,
                             architecture="Unet", encoder="resnet18", classes=CLASSES)
-    job = api.jobs.create_job(JobSpec(source_url=source_url, model="tiles-model"))
-    assert api.jobs.transition_job(job.id, JobStatus.PLANNING)
-    api.jobs.set_model(job.id, "tiles-model", "1", "b" * 64)
-    api.jobs.insert_rows(job.id, [(0, height)])
-    assert api.jobs.transition_job(job.id, JobStatus.RUNNING, width=width, height=height,
+    job = api.table.jobs.create(JobSpec(tile_size=1024, halo=128, source_url=source_url, model="tiles-model"))
+    assert api.table.jobs.transition(job.id, JobStatus.PLANNING)
+    api.table.jobs.set_model(job.id, "tiles-model", "1", "b" * 64)
+    api.table.rows.insert(job.id, [(0, height)])
+    assert api.table.jobs.transition(job.id, JobStatus.RUNNING, width=width, height=height,
                                    rows_total=1)
     blobs = BlobStore(api.settings.resolved_storage_url)
     work = api.settings.home / "work"
@@ -207,11 +207,11 @@ def succeeded_job(api, width=1000, height=700, source_url="file:///nowhere.tif")
     write_image_pyramid(work / OVERLAY, rgb_array(width, height))
     for name in (LABELS, OVERLAY):
         blobs.put_file(output_key(job.id, name), work / name)
-    assert api.jobs.claim_row(job.id, 0, "w", 60).claimed
-    api.jobs.complete_row(job.id, 0, counts=[width * height], checksum="c",
+    assert api.table.rows.claim(job.id, 0, "w", 60).claimed
+    api.table.rows.complete(job.id, 0, counts=[width * height], checksum="c",
                           blob_key=f"jobs/{job.id}/rows/00000.tif", seconds=1.0)
-    assert api.jobs.transition_job(job.id, JobStatus.SUCCEEDED)
-    return api.jobs.get_job(job.id)
+    assert api.table.jobs.transition(job.id, JobStatus.SUCCEEDED)
+    return api.table.jobs.get(job.id)
 
 
 def test_descriptor_and_tiles_of_a_succeeded_job(api):
@@ -255,7 +255,7 @@ def test_tiles_need_a_key_and_a_succeeded_job(api):
     job = succeeded_job(api)
     r = api.client.get(f"/v1/jobs/{job.id}/tiles/overlay.dzi", headers={"Authorization": ""})
     assert r.status_code == 401
-    other = api.jobs.create_job(JobSpec(source_url="file:///x.tif", model=MODEL))
+    other = api.table.jobs.create(JobSpec(tile_size=1024, halo=128, source_url="file:///x.tif", model=MODEL))
     r = api.client.get(f"/v1/jobs/{other.id}/tiles/overlay_files/0/0_0.jpeg")
     assert r.status_code == 409 and "queued" in r.json()["detail"]
     assert api.client.get("/v1/jobs/nope/tiles/overlay.dzi").status_code == 404

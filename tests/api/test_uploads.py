@@ -10,7 +10,7 @@ import tracemalloc
 import httpx
 import pytest
 
-from storage.blobs import BlobStore
+from storage.blobs.store import BlobStore
 from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings
 from tests.api.live import live_server
 
@@ -140,7 +140,7 @@ def test_unknown_uploads_are_404_and_jobs_naming_them_422(api, upload_id):
     assert api.client.post(f"/v1/uploads/{upload_id}/complete").status_code == 404
     r = api.client.post("/v1/jobs", json={"upload_id": upload_id})
     assert r.status_code == 422 and "no such upload" in r.json()["detail"]
-    assert api.jobs.list_jobs() == []
+    assert api.table.jobs.list() == []
 
 
 def test_source_and_upload_together_are_refused(api):
@@ -216,5 +216,5 @@ def test_s3_single_part_upload_and_abort(s3_api, s3_bucket):
     assert api.client.delete(f"/v1/uploads/{big['id']}").status_code == 204
     assert api.client.delete(f"/v1/uploads/{up['id']}").status_code == 204
     s3 = boto3.client("s3")
-    assert s3.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0
+    assert s3.list_objects_v2(Bucket=s3_bucket, Prefix="uploads/").get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []

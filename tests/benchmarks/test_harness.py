@@ -31,7 +31,7 @@ def tiny_package(tmp_path_factory) -> Path:
     import segmentation_models_pytorch as smp
     import torch
 
-    from worker.packages import write_package
+    from worker.engine.network import write_package
 
     torch.manual_seed(0)
     params = {"encoder_depth": 3, "decoder_channels": [32, 16, 8]}
@@ -154,12 +154,18 @@ def test_timed_proxy_counts_calling_thread_only():
         def get(self, x):
             return x * 2
 
+    class Table:  # repositories as attributes, like the job table's
+        rows = Store()
+
     proxy = TimedProxy(Store())
     assert proxy.get(4) == 8 and proxy.value == 3
     other = threading.Thread(target=proxy.get, args=(1,))
     other.start()
     other.join()
     assert proxy.calls == 1 and proxy.seconds >= 0
+    table = TimedProxy(Table())
+    assert table.rows.get(2) == 4 and table.rows.get(3) == 6 and table.rows.value == 3
+    assert table.calls == 2  # methods of its parts are counted into its totals
 
 
 def test_presets_resolve_for_this_machine(tmp_path):

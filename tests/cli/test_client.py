@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from cli.client import ApiClient, ClientError
 from cli.main import main
 from cli.uploading import UploadLedger, upload_file
-from storage.blobs import BlobStore
-from storage.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
-from storage.states import JobStatus
+from core.states import JobStatus
+from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs.store import BlobStore
 from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings
 from tests.api.live import live_server
 
@@ -113,7 +113,7 @@ def _succeeded_job(api) -> str:
     blobs.put_bytes(output_key(job_id, FRACTIONS_JSON), json.dumps(doc).encode())
     for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
                    JobStatus.SUCCEEDED):
-        assert api.jobs.transition_job(job_id, status)
+        assert api.table.jobs.transition(job_id, status)
     return job_id
 
 
@@ -128,13 +128,13 @@ def test_client_commands(tmp_path, monkeypatch):
         home = ["--home", str(tmp_path / "client-home")]
         res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1", *home])
         assert res.exit_code == 0, res.output
-        job = api.jobs.list_jobs()[0]
+        job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
         assert job.source_url.endswith("/P-1.tif")
         assert not list((tmp_path / "client-home" / "client" / "uploads").glob("*.json"))
         res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif", *home])
         assert res.exit_code == 0 and "batch" in res.output, res.output
-        assert len({j.batch_id for j in api.jobs.list_jobs()[:2]}) == 1
+        assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])
         assert res.exit_code == 0 and job.id in res.output and "queued" in res.output
         res = runner.invoke(main, ["status", job.id])

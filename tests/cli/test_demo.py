@@ -1,4 +1,4 @@
-"""Demo mosaic built from the shipped NASA EBC micrographs (cli.demo)."""
+"""Demo mosaic built from the shipped NASA EBC micrographs (imaging.mosaic)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import PIL.Image
 import pytest
 import pyvips
 
-from cli.demo import DEMO_DATA, build_mosaic, demo_sources
+from imaging.mosaic import SAMPLES as DEMO_DATA
+from imaging.mosaic import build_mosaic, demo_sources
 
 
 def _pixels(path) -> np.ndarray:

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cli.main import main
-from storage.settings import Settings
-from worker.packages import write_package
+from core.settings import Settings
+from worker.engine.network import write_package
 
 CLASSES = [{"index": 0, "name": "background", "rgb": (40, 40, 40), "label_value": 0,
             "pellet": False},
@@ -80,15 +80,14 @@ def test_evaluate_a_package_folder(package, dataset, tmp_path):
 
 
 def test_evaluate_a_registered_model_by_name(package, dataset, tmp_path):
-    from storage.db import upgrade
-    from worker.context import WorkerContext
-    from worker.registry import publish_package
+    from models import ModelRegistry
+    from storage.jobtable.engine import upgrade
 
     home = tmp_path / "home"
     settings = Settings(home=home)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
-    publish_package(WorkerContext.from_settings(settings, enqueue=lambda *a: None), package)
+    ModelRegistry.from_settings(settings).publish(package)
     for ref in ("evaltiny", "evaltiny:3"):
         out = tmp_path / ref.replace(":", "_")
         res = CliRunner().invoke(main, ["evaluate", ref, str(dataset), "--out", str(out),

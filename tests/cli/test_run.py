@@ -107,3 +107,25 @@ def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
     _check_outputs(tmp_path / "out", 600, 420)
     again = pelletseg("resume", job_id, "--home", home, "--workers", "0")
     assert again.returncode == 2 and "only failed or cancelled jobs can be resumed" in again.stderr
+
+
+def test_run_with_an_unknown_model_fails_at_once_with_the_apis_message(tmp_path, small_image):
+    """One submission service: the CLI refuses before starting any worker, with the 422
+    detail the API gives for the same request on the same stack."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.settings import Settings
+
+    home = tmp_path / "home"
+    res = pelletseg("run", str(small_image), "--model", "no-such-model", "--home", str(home),
+                    "--workers", "2", timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    cli_message = res.stderr.strip().splitlines()[-1].removeprefix("error: ")
+    assert "model 'no-such-model' is not registered" in cli_message
+    assert not (home / "logs").exists()  # no worker was started
+
+    settings = Settings(home=home, api_auth=False)
+    api = TestClient(create_app(settings))
+    r = api.post("/v1/jobs", json={"source_url": str(small_image), "model": "no-such-model"})
+    assert r.status_code == 422 and r.json()["detail"] == cli_message

@@ -43,7 +43,7 @@ def test_submit_wait_through_serve_and_a_worker(tmp_path, small_image):  # noqa:
     key = created.stdout.strip().splitlines()[-1]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    logs = open(tmp_path / "processes.log", "wb")  # noqa: SIM115 - closed below
+    logs = open(tmp_path / "processes.log", "wb")
     server = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
                               env=env, stdout=logs, stderr=subprocess.STDOUT)
     worker = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from cli.main import main
-from cli.stack import worker_command
-from storage.settings import Settings
+from core.settings import Settings
+from worker.local import worker_command
 
 
 def test_worker_command_pools_threads_beat_and_secrets(tmp_path):

@@ -1,5 +1,5 @@
 """Shared helpers of the deploy/ checks: where things are, and the PELLETSEG_* names that
-storage/settings.py reads (derived from the Settings class at test time, never copied)."""
+core/settings.py reads (derived from the Settings class at test time, never copied)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -54,7 +54,7 @@ def celery_pool(argv: list[str]) -> tuple[str, str]:
 def assert_pool_fits_rows_in_flight(argv: list[str], settings: Settings, where: str) -> None:
     """The pool of a worker command agrees with the ``PELLETSEG_ROWS_IN_FLIGHT`` its container
     gets: a threads pool of exactly that many, or solo (one task) when it is 1, as
-    ``cli/stack.py::worker_command`` starts local workers. Prefetch 1 in both cases, so the
+    ``worker/local.py::worker_command`` starts local workers. Prefetch 1 in both cases, so the
     worker reserves no message it does not start at once."""
     pool, concurrency = celery_pool(argv)
     assert argv[argv.index("--prefetch-multiplier") + 1] == "1", where

@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from storage.queues import QUEUES
+from queues.names import QUEUES
 from tests.deploy.conftest import (
     DEPLOY,
     NON_SETTING_ENV,
@@ -165,8 +165,8 @@ def test_cpu_worker_pool_follows_stream_reduce(compose, dotenv, stream, pool):
         assert command == CPU_WORKER_SOLO
     else:
         solo = CPU_WORKER_SOLO.index("--pool")
-        assert command == (CPU_WORKER_SOLO[:solo] + ["--pool", "threads", "--concurrency", pool[1]]
-                           + CPU_WORKER_SOLO[solo + 4:])
+        assert command == [*CPU_WORKER_SOLO[:solo], "--pool", "threads", "--concurrency", pool[1],
+                           *CPU_WORKER_SOLO[solo + 4:]]
     # The rows worker is not affected by the switch.
     assert celery_pool(service_settings(compose["services"]["worker-rows"], dotenv)[0]) == \
         ("threads", "2")

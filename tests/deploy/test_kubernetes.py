@@ -1,6 +1,6 @@
 """deploy/k8s: manifests parse, kustomize renders them, deployments run the deploy images
 with only Settings variables, rows workers request a GPU, and KEDA scales the rows workers on
-the rows queue (its Redis list name derived from storage/queues.py)."""
+the rows queue (its Redis list name derived from queues/app.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from storage.queues import queue_name
+from queues.names import queue_name
 from tests.deploy.conftest import (
     DEPLOY,
     K8S,
@@ -118,7 +118,7 @@ def test_environment_is_only_settings(docs, config, setting_names):
 
 
 def test_pods_are_hardened(docs):
-    for name, spec in pod_specs(docs):
+    for _name, spec in pod_specs(docs):
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["automountServiceAccountToken"] is False
         for c in spec["containers"]:

@@ -86,8 +86,8 @@ def test_the_api_serves_what_prometheus_scrapes(tmp_path):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from storage.db import upgrade
-    from storage.settings import Settings
+    from core.settings import Settings
+    from storage.jobtable.engine import upgrade
 
     settings = Settings(home=tmp_path)
     settings.ensure_home()
@@ -102,14 +102,16 @@ def test_the_api_serves_what_prometheus_scrapes(tmp_path):
 
 @pytest.mark.postgres
 def test_every_panel_query_runs_on_the_job_table(dashboard, pg_url):
-    from storage.db import make_engine
-    from storage.models import Job, Row
+    from storage.jobtable.engine import make_engine
+    from storage.jobtable.tables import Job, Row
 
     engine = make_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(text("TRUNCATE jobs, rows CASCADE"))
     now = datetime.now(UTC)
-    ago = lambda **kw: now - timedelta(**kw)
+
+    def ago(**kw):
+        return now - timedelta(**kw)
 
     def job(jid, status, **kw):
         return Job(id=jid, status=status, spec={}, source_url=f"s3://b/{jid}.tif", width=1000,

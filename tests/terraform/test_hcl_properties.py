@@ -1,7 +1,7 @@
 """Properties of terraform/ read with python-hcl2: module layout, typed and described
 variables, queues with dead-letter queues, a private encrypted bucket whose lifecycle rules
-follow storage/layout.py, IMDSv2-only GPU workers on spot scaled on backlog per instance,
-least-privilege IAM, and container settings that storage/settings.py reads."""
+follow storage/blobs/layout.py, IMDSv2-only GPU workers on spot scaled on backlog per instance,
+least-privilege IAM, and container settings that core/settings.py reads."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from storage import layout
-from storage.queues import QUEUES
-from storage.settings import Settings
+from core.settings import Settings
+from queues.names import QUEUES
+from storage.blobs import layout
 from tests.terraform.hcl import (
     TERRAFORM,
     all_modules,
@@ -122,7 +122,7 @@ def test_visibility_timeout_is_derived_from_expected_seconds(mods):
 
 
 def test_queue_names_match_the_codes_prefix_and_dlq_naming(mods, env):
-    """SQS names are PELLETSEG_QUEUE_PREFIX + queue and <that>-dlq (storage/brokers.py)."""
+    """SQS names are PELLETSEG_QUEUE_PREFIX + queue and <that>-dlq (queues/deadletters.py)."""
     q = mods["modules/queues"]
     names = {n: b["name"] for n, b in q.of_type("aws_sqs_queue")}
     assert names == {"main": "${local.prefix}${each.key}", "dlq": "${local.prefix}${each.key}-dlq"}
@@ -442,7 +442,7 @@ def _setting_names_in(text: str) -> set[str]:
 
 def test_every_pelletseg_variable_in_terraform_is_a_setting():
     """No drift: each PELLETSEG_* name written anywhere in terraform/ is a field of
-    storage/settings.py's Settings (derived from the class, not a copy)."""
+    core/settings.py's Settings (derived from the class, not a copy)."""
     fields = {f"PELLETSEG_{name.upper()}" for name in Settings.model_fields}
     used = set()
     for path in TERRAFORM.rglob("*"):
@@ -461,7 +461,8 @@ def test_containers_get_broker_storage_and_database_settings(env):
     opts = env.locals["broker_transport_options"]
     assert "region" in opts and "predefined_queues" in opts
     assert common["PELLETSEG_STORAGE_URL"] == "${module.storage.storage_url}"
-    assert json.loads(common["PELLETSEG_ALLOWED_SOURCE_SCHEMES"].removeprefix("${jsonencode(").removesuffix(")}").replace("'", '"')) == ["s3"]
+    schemes = common["PELLETSEG_ALLOWED_SOURCE_SCHEMES"]
+    assert json.loads(schemes.removeprefix("${jsonencode(").removesuffix(")}").replace("'", '"')) == ["s3"]
     for env_name in ("api_environment", "cpu_worker_environment", "gpu_worker_environment"):
         assert "local.common_environment" in env.locals[env_name]
     assert "PELLETSEG_API_HOST" in env.locals["api_environment"]
@@ -487,7 +488,7 @@ def test_tfvars_example_sets_only_declared_variables(env):
 
 
 def test_row_checkpoint_lifecycle_tag_is_the_one_workers_write(mods):
-    from storage.layout import ROW_CHECKPOINT_TAG
+    from storage.blobs.layout import ROW_CHECKPOINT_TAG
 
     variables = mods["modules/storage"].variables
     tag = {variables["row_checkpoint_tag_key"]["default"]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.queues import QUEUES
-from storage.settings import Settings
+from core.settings import Settings
+from queues.names import QUEUES
 from tests.deploy.conftest import assert_pool_fits_rows_in_flight, celery_pool, settings_from_env
 from tests.terraform.conftest import offline_provider, user_data_env_file, user_data_worker_argv
 from tests.terraform.hcl import parse_module
@@ -270,7 +270,8 @@ def check_applied(endpoint: str, outputs: dict, monkeypatch) -> None:
         broker_url=f"sqs://testing:testing@{endpoint.removeprefix('http://')}",
         broker_transport_options=dict(opts, is_secure=False),
         queue_prefix=env["PELLETSEG_QUEUE_PREFIX"], storage_url=env["PELLETSEG_STORAGE_URL"])
-    from storage.queues import ROW_TASK, make_celery, send
+    from queues.app import make_celery, send
+    from queues.names import ROW_TASK
 
     app = make_celery(settings)
     send(app, ROW_TASK, "job-1", 7)
@@ -282,8 +283,8 @@ def check_applied(endpoint: str, outputs: dict, monkeypatch) -> None:
     for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                  "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(k, v)
-    from storage import layout
-    from storage.blobs import BlobStore
+    from storage.blobs import layout
+    from storage.blobs.store import BlobStore
     from storage.errors import StorageError
 
     # An explicit endpoint: fsspec caches S3 filesystems by their arguments, and an earlier

@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import pyvips
 
-from api.jobs import build_spec, submit_job
-from cli.stack import LocalWorkers
-from storage.db import upgrade
-from storage.layout import FRACTIONS_JSON, LABELS, output_key
-from storage.queues import make_celery, send
-from storage.states import JOB_TERMINAL, JobStatus
+from core.states import JOB_TERMINAL, JobStatus
+from queues.app import make_celery, send
+from storage.blobs.layout import FRACTIONS_JSON, LABELS, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.worker.conftest import (
     DEMO_DATA,
     make_settings,
@@ -29,8 +28,8 @@ from tests.worker.conftest import (
     unique_prefix,
 )
 from worker.context import WorkerContext
-from worker.reconciling import reconcile
-from worker.registry import publish_package
+from worker.local import LocalWorkers
+from worker.stages.reconciling import reconcile
 
 pytestmark = pytest.mark.slow
 
@@ -66,11 +65,11 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     rng = random.Random(7)
     kills = 0
     with LocalWorkers(settings, 3) as pool:
-        job = submit_job(settings, build_spec(settings, str(tall_image)), app=app)
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(tall_image)))
         deadline = time.monotonic() + 420
         # Kill at random points of the job's progress (not of wall time, which varies with the
         # machine's speed): after a random number of rows done, spread over the job.
@@ -78,10 +77,10 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
         kill_after = sorted(rng.sample(range(1, 25), 5))
         last_reconcile = 0.0
         while time.monotonic() < deadline:
-            status = ctx.jobs.get_job(job.id).status
+            status = ctx.table.jobs.get(job.id).status
             if status in JOB_TERMINAL:
                 break
-            if kills < 5 and ctx.jobs.progress(job.id).done >= kill_after[kills]:
+            if kills < 5 and ctx.table.rows.progress(job.id).done >= kill_after[kills]:
                 time.sleep(rng.uniform(0, 0.5))  # land anywhere inside the next rows
                 pool.kill(rng.randrange(3))
                 kills += 1
@@ -90,10 +89,10 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
                 reconcile(ctx)
                 last_reconcile = time.monotonic()
             time.sleep(0.1)
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert kills == 5
-    rows = ctx.jobs.list_rows(job.id)
+    rows = ctx.table.rows.list(job.id)
     assert len(rows) >= 40 and done.rows_total == len(rows)
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     assert labels.tobytes() == ref_labels.tobytes()

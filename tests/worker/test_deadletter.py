@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from celery.contrib.testing.worker import start_worker
 
-from api.jobs import build_spec, resume_job, submit_job
-from storage.brokers import count_receive, dead_letters, declare_dead_letter_queues
-from storage.db import upgrade
-from storage.layout import FRACTIONS_JSON, output_key
-from storage.queues import PLAN_TASK, QUEUES, ROW_TASK, queue_name, task_queue
-from storage.states import JOB_TERMINAL, JobStatus, RowStatus
+from core.states import JOB_TERMINAL, JobStatus, RowStatus
+from queues.app import task_queue
+from queues.deadletters import count_receive, dead_letters, declare_dead_letter_queues
+from queues.names import PLAN_TASK, QUEUES, ROW_TASK, queue_name
+from storage.blobs.layout import FRACTIONS_JSON, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.conftest import port_open, wait_for
 from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
-from worker.registry import publish_package
 from worker.tasks import make_worker_app
 
 BROKERS = [
@@ -57,7 +57,7 @@ def stack_on(request, tmp_path, tiny_package, broker_cleanup):
     upgrade(settings.resolved_database_url)
     app = make_worker_app(settings)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     return settings, app, ctx
 
 
@@ -67,8 +67,8 @@ def _until(predicate, timeout: float, what):
 
 def _job_state(what: str, ctx, job_id: str) -> str:
     """``what`` with the job's status and its rows' states, for a failure message."""
-    job = ctx.jobs.get_job(job_id)
-    rows = [(r.index, r.status.value, r.attempts) for r in ctx.jobs.list_rows(job_id)]
+    job = ctx.table.jobs.get(job_id)
+    rows = [(r.index, r.status.value, r.attempts) for r in ctx.table.rows.list(job_id)]
     return f"{what}: job {job.status.value} ({job.error}), rows {rows}"
 
 
@@ -84,9 +84,9 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
     stack_on, micrograph, monkeypatch
 ):
     settings, app, ctx = stack_on
-    import worker.segmenting
+    import worker.stages.segmenting
 
-    real_write = worker.segmenting.write_strip
+    real_write = worker.stages.segmenting.write_strip
     writes_of_row_2: list[str] = []
 
     def failing_write(labels, path):  # the scratch disk fails on row 2, every time
@@ -95,11 +95,11 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
             raise RuntimeError("scratch disk error writing 00002.tif")
         return real_write(labels, path)
 
-    monkeypatch.setattr(worker.segmenting, "write_strip", failing_write)
-    from worker.deadletter import Delivery
+    monkeypatch.setattr(worker.stages.segmenting, "write_strip", failing_write)
+    from worker.deadletter import DeliveryPolicy
 
     receives_of_row_2: list[int | None] = []
-    real_receive = Delivery.receive
+    real_receive = DeliveryPolicy.receive
 
     def spy_receive(self, task):
         number = real_receive(self, task)
@@ -107,10 +107,10 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
             receives_of_row_2.append(number)
         return number
 
-    monkeypatch.setattr(Delivery, "receive", spy_receive)
+    monkeypatch.setattr(DeliveryPolicy, "receive", spy_receive)
     with _worker(app, settings):
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=app)
-        failed = _until(lambda: (j := ctx.jobs.get_job(job.id)).status in JOB_TERMINAL and j,
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(micrograph)))
+        failed = _until(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
                         120, "the job did not end")
         letters = _until(lambda: dead_letters(settings, "rows"), 30,
                          "no message reached the rows dead-letter queue")
@@ -120,7 +120,7 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
     assert failed.status == JobStatus.FAILED
     assert "row 2 failed after 3 attempts" in failed.error
     assert "scratch disk error writing 00002.tif" in failed.error
-    row = ctx.jobs.get_row(job.id, 2)
+    row = ctx.table.rows.get(job.id, 2)
     assert row.status == RowStatus.FAILED and row.attempts == 3
     assert len(writes_of_row_2) == 3  # one attempt per receive of the same message
     embedded = settings.resolved_broker_url.startswith("sqla")
@@ -136,17 +136,17 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
         assert letter.receives >= 3  # moved by SQS's redrive policy (maxReceiveCount = 3)
     else:
         assert "scratch disk error" in letter.reason
-    others = [r for r in ctx.jobs.list_rows(job.id) if r.index != 2]
+    others = [r for r in ctx.table.rows.list(job.id) if r.index != 2]
     assert len(others) == 5  # rows not yet done when the job failed wait for the resume
     assert {r.status for r in others} <= {RowStatus.DONE, RowStatus.PENDING}
 
     monkeypatch.undo()  # the cause is fixed
     with _worker(app, settings):
-        resume_job(settings, job.id, app=app)
-        done = _until(lambda: (j := ctx.jobs.get_job(job.id)).status in JOB_TERMINAL and j,
+        SubmissionService(settings, app=app).resume(job.id)
+        done = _until(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
                       120, lambda: _job_state("the resumed job did not end", ctx, job.id))
     assert done.status == JobStatus.SUCCEEDED, done.error
-    assert ctx.jobs.get_row(job.id, 2).attempts == 1
+    assert ctx.table.rows.get(job.id, 2).attempts == 1
     doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     assert sum(c["pixels"] for c in doc["classes"]) == 700 * 500
     assert len(dead_letters(settings, "rows")) == 1  # kept for the operator, nothing more
@@ -160,18 +160,18 @@ def test_message_received_more_than_max_attempts_times_is_dead_lettered_and_fail
     """A planning message whose workers kept dying (three receives counted, none finished):
     its next receive goes to the dead-letter queue unrun and the job fails with the reason."""
     settings, app, ctx = stack_on
-    job = ctx.jobs.create_job(build_spec(settings, str(micrograph)))
+    job = ctx.table.jobs.create(SubmissionService(settings).build_spec(str(micrograph)))
     message_id = str(uuid.uuid4())
     for _ in range(settings.max_attempts):
         count_receive(settings, message_id)
     app.send_task(PLAN_TASK, args=[job.id], task_id=message_id,
                   queue=task_queue(app, PLAN_TASK))
     with _worker(app, settings):
-        failed = _until(lambda: (j := ctx.jobs.get_job(job.id)).status in JOB_TERMINAL and j,
+        failed = _until(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
                         60, "the job did not end")
     assert failed.status == JobStatus.FAILED
     assert f"was received {settings.max_attempts + 1} times without finishing" in failed.error
-    assert ctx.jobs.progress(job.id).total == 0  # never planned
+    assert ctx.table.rows.progress(job.id).total == 0  # never planned
     letters = dead_letters(settings, "plan")
     assert [(d.task, d.args, d.message_id, d.receives) for d in letters] == [
         (PLAN_TASK, [job.id], message_id, settings.max_attempts + 1)]
@@ -228,12 +228,12 @@ def test_storage_error_redelivers_and_the_last_receive_gives_up(tmp_path, url, c
 
     from celery.exceptions import Reject
 
+    from queues.app import make_celery
     from storage.errors import StorageError
-    from storage.queues import make_celery
-    from worker.deadletter import Delivery, judge_done
+    from worker.deadletter import DeliveryPolicy, judge_done
 
     settings = make_settings(tmp_path, broker_url=url, max_attempts=3)
-    delivery = Delivery(make_celery(settings), settings)
+    delivery = DeliveryPolicy(make_celery(settings), settings)
     given_up: list[str] = []
 
     def stage():

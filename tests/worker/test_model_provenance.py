@@ -10,12 +10,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.jobs import build_spec
-from storage.apikeys import ApiKeyStore
-from storage.db import cached_engine
-from worker.packages import read_package, write_package
-from worker.planning import plan_job
-from worker.registry import publish_package
+from models.package import read_package
+from storage.jobtable.api_keys import ApiKeys
+from storage.jobtable.engine import cached_engine
+from submission import SubmissionService
+from worker.engine.network import write_package
+from worker.stages.planning import plan_job
 
 
 @pytest.fixture
@@ -31,23 +31,23 @@ def two_versions(stack, tiny_package, tmp_path):
     meta = json.loads((tiny_package / "model.json").read_text())
     meta.pop("weights_sha256")
     v2 = write_package(tmp_path / "v2", model, {**meta, "version": "2"})
-    publish_package(stack, tmp_path / "v2")
+    stack.models.publish(tmp_path / "v2")
     assert v1.weights_sha256 != v2.weights_sha256
     return v1, v2
 
 
 def test_jobs_record_and_show_the_exact_model_version_and_sha256(stack, two_versions, micrograph):
     v1, v2 = two_versions
-    pinned = stack.jobs.create_job(build_spec(stack.settings, str(micrograph), model="tiny",
+    pinned = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph), model="tiny",
                                               model_version="1"))
-    newest = stack.jobs.create_job(build_spec(stack.settings, str(micrograph), model="tiny"))
+    newest = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph), model="tiny"))
     for job in (pinned, newest):
         plan_job(stack, job.id)
-    got = {j: stack.jobs.get_job(j.id) for j in (pinned, newest)}
+    got = {j: stack.table.jobs.get(j.id) for j in (pinned, newest)}
     assert (got[pinned].model_version, got[pinned].model_sha256) == ("1", v1.weights_sha256)
     assert (got[newest].model_version, got[newest].model_sha256) == ("2", v2.weights_sha256)
 
-    _, key = ApiKeyStore(cached_engine(stack.settings.resolved_database_url)).create_key("t")
+    _, key = ApiKeys(cached_engine(stack.settings.resolved_database_url)).create("t")
     client = TestClient(create_app(stack.settings), headers={"Authorization": f"Bearer {key}"})
     for job, pkg in ((pinned, v1), (newest, v2)):
         body = client.get(f"/v1/jobs/{job.id}").json()

@@ -12,16 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from celery.contrib.testing.worker import start_worker
 
-from api.jobs import build_spec, cancel_job, submit_job
-from storage.db import upgrade
-from storage.layout import FRACTIONS_JSON, output_key
-from storage.queues import NOTIFY_TASK
-from storage.states import JobStatus
-from storage.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
+from core.spec import JobSpec
+from core.states import JobStatus
+from queues.names import NOTIFY_TASK
+from storage.blobs.layout import FRACTIONS_JSON, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.worker.conftest import make_settings
+from webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
 from worker.context import WorkerContext
-from worker.notifying import deliver
-from worker.reconciling import reconcile
+from worker.stages.notifying import deliver
+from worker.stages.reconciling import reconcile
 from worker.tasks import make_worker_app
 
 SECRET = "receiver-shared-secret"
@@ -81,14 +82,14 @@ def _settings(tmp_path, **overrides):
     return settings
 
 
-def _wait(jobs, job_id, done, timeout=60.0):
+def _wait(table, job_id, done, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = jobs.get_job(job_id)
+        job = table.jobs.get(job_id)
         if done(job):
             return job
         time.sleep(0.1)
-    raise AssertionError(f"webhook of {job_id} still {jobs.get_job(job_id).webhook_status}")
+    raise AssertionError(f"webhook of {job_id} still {table.jobs.get(job_id).webhook_status}")
 
 
 def _ended(job):
@@ -99,14 +100,14 @@ def test_retries_with_backoff_until_delivered_signed(tmp_path, receiver_factory)
     receiver = receiver_factory([500, 502, 204])
     settings = _settings(tmp_path)
     app = make_worker_app(settings)
-    spec = build_spec(settings, "s3://b/p.tif", "tiny", webhook_url=receiver.url,
+    spec = JobSpec(source_url="s3://b/p.tif", model="tiny", tile_size=128, halo=16, webhook_url=receiver.url,
                       labels={"sample": "P-9"})
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    job = ctx.jobs.create_job(spec)
+    job = ctx.table.jobs.create(spec)
     with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
                       queues=["plan"], loglevel="WARNING", shutdown_timeout=30):
-        cancel_job(settings, job.id, app=app)  # the API's cancel sends the notify task
-        done = _wait(ctx.jobs, job.id, _ended)
+        SubmissionService(settings, app=app).cancel(job.id)  # the API's cancel sends the notify task
+        done = _wait(ctx.table, job.id, _ended)
     assert (done.webhook_status, done.webhook_attempts, done.webhook_last_error) == (
         "delivered", 3, None)
     assert done.webhook_delivered_at is not None and done.status == JobStatus.CANCELLED
@@ -132,11 +133,11 @@ def test_a_stage_that_ends_the_job_sends_the_webhook_and_failures_are_recorded(
     app = make_worker_app(settings)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
     # No model is registered: the planner fails the job; the notify task follows it.
-    spec = build_spec(settings, "s3://b/p.tif", "not-registered", webhook_url=receiver.url)
+    spec = JobSpec(source_url="s3://b/p.tif", model="not-registered", tile_size=128, halo=16, webhook_url=receiver.url)
     with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
                       queues=["plan"], loglevel="WARNING", shutdown_timeout=30):
-        job = submit_job(settings, spec, app=app)
-        done = _wait(ctx.jobs, job.id, _ended)
+        job = SubmissionService(settings, app=app).submit(spec)
+        done = _wait(ctx.table, job.id, _ended)
     assert done.status == JobStatus.FAILED and "not-registered" in done.error
     assert (done.webhook_status, done.webhook_attempts) == ("failed", 2)
     assert done.webhook_last_error.startswith("HTTP 503") and done.webhook_delivered_at is None
@@ -150,19 +151,19 @@ def test_succeeded_payload_carries_the_fractions(tmp_path, receiver_factory):
     settings = _settings(tmp_path)
     sent = []
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: sent.append(a))
-    job = ctx.jobs.create_job(build_spec(settings, "s3://b/p.tif", "tiny",
+    job = ctx.table.jobs.create(JobSpec(source_url="s3://b/p.tif", model="tiny", tile_size=128, halo=16,
                                          webhook_url=receiver.url))
     fractions = {"job_id": job.id, "classes": [{"name": "oxide", "pixels": 7, "percent": 100}]}
     ctx.blobs.put_bytes(output_key(job.id, FRACTIONS_JSON), json.dumps(fractions).encode())
     for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
                    JobStatus.SUCCEEDED):
-        assert ctx.jobs.transition_job(job.id, status)
+        assert ctx.table.jobs.transition(job.id, status)
     assert deliver(ctx, job.id) is None
     assert deliver(ctx, job.id) is None  # a duplicate message finds nothing due
     assert len(receiver.calls) == 1
     doc = json.loads(receiver.calls[0][2])
     assert doc["event"] == "job.succeeded" and doc["fractions"] == fractions
-    assert ctx.jobs.get_job(job.id).webhook_status == "delivered"
+    assert ctx.table.jobs.get(job.id).webhook_status == "delivered"
 
 
 @pytest.mark.parametrize("overrides, error", [
@@ -173,13 +174,13 @@ def test_unsigned_or_private_deliveries_are_refused_by_the_worker(
         tmp_path, receiver_factory, overrides, error):
     receiver = receiver_factory([200])
     api_settings = _settings(tmp_path)
-    job_id = WorkerContext.from_settings(api_settings, enqueue=lambda *a: None).jobs.create_job(
-        build_spec(api_settings, "s3://b/p.tif", "tiny", webhook_url=receiver.url)).id
+    job_id = WorkerContext.from_settings(api_settings, enqueue=lambda *a: None).table.jobs.create(
+        JobSpec(source_url="s3://b/p.tif", model="tiny", tile_size=128, halo=16, webhook_url=receiver.url)).id
     ctx = WorkerContext.from_settings(_settings(tmp_path, **overrides), enqueue=lambda *a: None)
-    assert ctx.jobs.transition_job(job_id, JobStatus.CANCELLED)
+    assert ctx.table.jobs.transition(job_id, JobStatus.CANCELLED)
     retry_in = deliver(ctx, job_id)
     assert retry_in is not None and retry_in >= 0.3
-    assert error in ctx.jobs.get_job(job_id).webhook_last_error
+    assert error in ctx.table.jobs.get(job_id).webhook_last_error
     assert receiver.calls == []
 
 
@@ -187,10 +188,10 @@ def test_reconciler_sends_due_deliveries(tmp_path):
     settings = _settings(tmp_path)
     sent = []
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: sent.append(a))
-    job = ctx.jobs.create_job(build_spec(settings, "s3://b/p.tif", "tiny",
+    job = ctx.table.jobs.create(JobSpec(source_url="s3://b/p.tif", model="tiny", tile_size=128, halo=16,
                                          webhook_url="http://127.0.0.1:9/hook"))
-    quiet = ctx.jobs.create_job(build_spec(settings, "s3://b/q.tif", "tiny"))
+    quiet = ctx.table.jobs.create(JobSpec(source_url="s3://b/q.tif", model="tiny", tile_size=128, halo=16))
     for j in (job, quiet):  # ended while the broker was down: nobody sent the notify task
-        assert ctx.jobs.transition_job(j.id, JobStatus.CANCELLED)
+        assert ctx.table.jobs.transition(j.id, JobStatus.CANCELLED)
     assert reconcile(ctx) == []
     assert sent == [(NOTIFY_TASK, job.id)]

@@ -12,24 +12,24 @@ import numpy as np
 import pytest
 from celery.contrib.testing.worker import start_worker
 
-from api.jobs import build_spec, submit_job
-from storage.db import upgrade
-from storage.layout import FRACTIONS_JSON, LABELS, output_key
-from storage.queues import QUEUES, queue_name
-from storage.states import JOB_TERMINAL, JobStatus
+from core.geometry import TileGeometry
+from core.states import JOB_TERMINAL, JobStatus
+from imaging.reading import open_image, read_rows
+from queues.names import QUEUES, queue_name
+from storage.blobs.layout import FRACTIONS_JSON, LABELS, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.conftest import port_open
 from tests.worker.conftest import make_settings, read_tiff, sqs_settings, unique_prefix
 from worker.context import WorkerContext
-from worker.inference import Segmenter
-from worker.reading import open_image, read_rows
-from worker.registry import publish_package
+from worker.engine.segmenter import Segmenter
 from worker.tasks import make_worker_app
 
 
 def _wait(ctx, job_id, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = ctx.jobs.get_job(job_id)
+        job = ctx.table.jobs.get(job_id)
         if job.status in JOB_TERMINAL:
             return job
         time.sleep(0.2)
@@ -68,11 +68,11 @@ def test_job_through_a_real_celery_worker(queue_settings, tiny_package, microgra
     upgrade(settings.resolved_database_url)
     app = make_worker_app(settings)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     queues = [queue_name(settings, q) for q in QUEUES]
     with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False,
                       queues=queues, loglevel="WARNING", shutdown_timeout=60):
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=app)
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(micrograph)))
         done = _wait(ctx, job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert done.model_sha256 and len(done.model_sha256) == 64
@@ -80,7 +80,7 @@ def test_job_through_a_real_celery_worker(queue_settings, tiny_package, microgra
     # The stitched label map equals tiled inference of the same model on the same pixels.
     segmenter = Segmenter(tiny_package, device="cpu")
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
-    expected = segmenter.segment_array(image, tile_size=128, halo=16, batch_size=8)
+    expected = segmenter.segment_array(image, TileGeometry(128, 16), batch_size=8)
     np.testing.assert_array_equal(labels, expected)
     doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     assert sum(c["pixels"] for c in doc["classes"]) == 700 * 500

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import time
 
-from api.jobs import build_spec
-from storage.models import utcnow
-from storage.queues import ROW_TASK
-from storage.states import JobStatus, RowStatus
-from worker.planning import plan_job
-from worker.reconciling import reconcile
-from worker.segmenting import LeaseKeeper, segment_row
+from core.states import JobStatus, RowStatus
+from queues.names import ROW_TASK
+from storage.jobtable.tables import utcnow
+from submission import SubmissionService
+from worker.stages.planning import plan_job
+from worker.stages.reconciling import reconcile
+from worker.stages.segmenting import LeaseKeeper, segment_row
 
 
 def _planned(stack, micrograph):
-    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     plan_job(stack, job.id)
     stack.sent.clear()
     return job
@@ -24,38 +24,38 @@ def _planned(stack, micrograph):
 def test_dead_workers_row_is_requeued_and_then_done(stack, micrograph):
     job = _planned(stack, micrograph)
     # A worker claims row 2 and is SIGKILLed: its lease is never renewed and runs out.
-    assert stack.jobs.claim_row(job.id, 2, "dead-worker:1", lease_seconds=-1).claimed
-    assert stack.jobs.claim_row(job.id, 3, "live-worker:2", lease_seconds=600).claimed
+    assert stack.table.rows.claim(job.id, 2, "dead-worker:1", lease_seconds=-1).claimed
+    assert stack.table.rows.claim(job.id, 3, "live-worker:2", lease_seconds=600).claimed
     assert reconcile(stack) == [(job.id, 2)]
     assert stack.sent == [(ROW_TASK, job.id, 2)]
-    row = stack.jobs.get_row(job.id, 2)
+    row = stack.table.rows.get(job.id, 2)
     assert row.status == RowStatus.PENDING and "dead-worker:1" in row.error
-    assert stack.jobs.get_row(job.id, 3).status == RowStatus.RUNNING  # live lease untouched
+    assert stack.table.rows.get(job.id, 3).status == RowStatus.RUNNING  # live lease untouched
     assert reconcile(stack) == []  # idempotent
     assert segment_row(stack, job.id, 2) == "done"
-    assert stack.jobs.get_row(job.id, 2).attempts == 2
+    assert stack.table.rows.get(job.id, 2).attempts == 2
 
 
 def test_row_that_keeps_losing_its_worker_fails_the_job(stack, micrograph):
     job = _planned(stack, micrograph)
     for attempt in range(stack.settings.max_attempts):
-        claim = stack.jobs.claim_row(job.id, 0, f"w{attempt}", lease_seconds=-1)
+        claim = stack.table.rows.claim(job.id, 0, f"w{attempt}", lease_seconds=-1)
         assert claim.claimed and claim.attempt == attempt + 1
         reconcile(stack)
-    failed = stack.jobs.get_job(job.id)
+    failed = stack.table.jobs.get(job.id)
     assert failed.status == JobStatus.FAILED
     assert "row 0 failed after 3 attempts" in failed.error and "lease expired" in failed.error
-    assert stack.jobs.get_row(job.id, 0).status == RowStatus.FAILED
+    assert stack.table.rows.get(job.id, 0).status == RowStatus.FAILED
     assert len(stack.sent) == stack.settings.max_attempts - 1
 
 
 def test_lease_keeper_renews_while_the_row_runs_and_stops_after(stack, micrograph):
     job = _planned(stack, micrograph)
     stack.settings.lease_seconds = 1
-    assert stack.jobs.claim_row(job.id, 1, stack.worker_id, lease_seconds=1).claimed
+    assert stack.table.rows.claim(job.id, 1, stack.worker_id, lease_seconds=1).claimed
     with LeaseKeeper(stack, job.id, 1) as keeper:
         time.sleep(2.2)  # longer than the lease: without renewals it would have expired
-        assert stack.jobs.get_row(job.id, 1).lease_expires_at > utcnow()
+        assert stack.table.rows.get(job.id, 1).lease_expires_at > utcnow()
         assert reconcile(stack) == []
     assert keeper.renewals >= 3
     after = keeper.renewals
@@ -78,7 +78,7 @@ def test_pending_row_whose_message_was_lost_is_enqueued_again(stack, micrograph)
     assert stack.sent == [(ROW_TASK, job.id, 0)]
     assert reconcile(stack) == []  # enqueued again just now: no duplicate flood
     assert segment_row(stack, job.id, 0) == "done"
-    assert stack.jobs.get_job(job.id).status == JobStatus.REDUCING
+    assert stack.table.jobs.get(job.id).status == JobStatus.REDUCING
 
 
 def test_same_row_delivered_twice_concurrently_counts_once(stack, micrograph):
@@ -86,7 +86,7 @@ def test_same_row_delivered_twice_concurrently_counts_once(stack, micrograph):
     delivery): one checkpoint, one set of counts, the job finishes normally."""
     import threading
 
-    from storage.layout import row_key
+    from storage.blobs.layout import row_key
 
     job = _planned(stack, micrograph)
     results, barrier = [], threading.Barrier(2)
@@ -101,20 +101,20 @@ def test_same_row_delivered_twice_concurrently_counts_once(stack, micrograph):
     for t in threads:
         t.join()
     assert sorted(results) in (["done", "skipped:running"], ["done", "skipped:done"])
-    row = stack.jobs.get_row(job.id, 0)
+    row = stack.table.rows.get(job.id, 0)
     assert row.attempts == 1 and sum(row.counts) == (row.y1 - row.y0) * 700
     assert stack.blobs.list(f"jobs/{job.id}/rows") == [row_key(job.id, 0)]
-    assert stack.jobs.progress(job.id).done == 1
+    assert stack.table.rows.progress(job.id).done == 1
 
 
 def test_model_package_altered_in_the_store_fails_the_job_with_the_reason(stack, micrograph):
     job = _planned(stack, micrograph)
-    done = stack.jobs.get_job(job.id)
+    done = stack.table.jobs.get(job.id)
     key = f"models/{done.model_name}/{done.model_version}/weights.safetensors"
     data = bytearray(stack.blobs.get_bytes(key))
     data[-1] ^= 0xFF  # one flipped bit in the stored weights
     stack.blobs.put_bytes(key, bytes(data))
     assert segment_row(stack, job.id, 0) == "failed"
-    failed = stack.jobs.get_job(job.id)
+    failed = stack.table.jobs.get(job.id)
     assert failed.status == JobStatus.FAILED
     assert "does not match" in failed.error and "weights.safetensors" in failed.error

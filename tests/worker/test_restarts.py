@@ -18,23 +18,23 @@ import pyvips
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from api.jobs import build_spec, submit_job
-from cli.stack import LocalWorkers
-from storage.db import make_engine, upgrade
+from core.states import JOB_TERMINAL, JobStatus, RowStatus
+from queues.app import make_celery, send
+from queues.names import PLAN_TASK, REDUCE_TASK
+from storage.blobs.layout import LABELS, output_key, row_key
 from storage.errors import NotFoundError, StorageError
-from storage.jobs import JobStore
-from storage.layout import LABELS, output_key, row_key
-from storage.queues import PLAN_TASK, REDUCE_TASK, make_celery, send
-from storage.retries import is_transient
-from storage.states import JOB_TERMINAL, JobStatus, RowStatus
+from storage.jobtable.engine import make_engine, upgrade
+from storage.jobtable.retries import is_transient
+from storage.jobtable.table import JobTable
+from submission import SubmissionService, prepare
 from tests.conftest import free_port, port_open
 from tests.worker.conftest import DEMO_DATA, make_settings, read_tiff, reference_run
 from worker.context import WorkerContext
-from worker.planning import plan_job
-from worker.reconciling import reconcile
-from worker.reducing import reduce_job
-from worker.registry import publish_package
-from worker.segmenting import segment_row
+from worker.local import LocalWorkers
+from worker.stages.planning import plan_job
+from worker.stages.reconciling import reconcile
+from worker.stages.reducing import reduce_job
+from worker.stages.segmenting import segment_row
 
 
 class PrivateRedis:
@@ -173,16 +173,16 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     dropped: list[int] = []
     restarted = False
     with LocalWorkers(settings, 2):
-        job = submit_job(settings, build_spec(settings, str(tall_image)), app=app)
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(tall_image)))
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if ctx.jobs.get_job(job.id).status in JOB_TERMINAL:
+            if ctx.table.jobs.get(job.id).status in JOB_TERMINAL:
                 break
-            done = ctx.jobs.progress(job.id).done
+            done = ctx.table.rows.progress(job.id).done
             if (done >= 4 and not dropped) or (done >= 25 and len(dropped) == 1):
                 dropped.append(_drop_connections(pg_url))
             if done >= 12 and not restarted:  # every queued message is lost with it
@@ -192,10 +192,10 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
                 restarted = True
             reconcile(ctx)  # Celery beat's job in production
             time.sleep(0.5)
-    finished = ctx.jobs.get_job(job.id)
+    finished = ctx.table.jobs.get(job.id)
     assert finished.status == JobStatus.SUCCEEDED, finished.error
     assert restarted and len(dropped) == 2 and min(dropped) > 0  # workers' connections cut
-    rows = ctx.jobs.list_rows(job.id)
+    rows = ctx.table.rows.list(job.id)
     assert len(rows) == 41 and all(r.status == RowStatus.DONE for r in rows)
     # No row done without its checkpoint, and no checkpoint without its row.
     assert ctx.blobs.list(f"jobs/{job.id}/rows") == sorted(row_key(job.id, r.index) for r in rows)
@@ -203,27 +203,29 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     assert labels.tobytes() == ref_labels.tobytes()
     assert np.sum([r.counts for r in rows]) == 480 * 3900  # every pixel counted once
-    assert ctx.jobs.class_counts(job.id, 3) == [c["pixels"] for c in ref_doc["classes"]]
+    assert ctx.table.rows.class_counts(job.id, 3) == [c["pixels"] for c in ref_doc["classes"]]
 
 
-def test_sending_a_job_waits_for_a_broker_that_comes_back(private_redis, tmp_path, micrograph):
+def test_sending_a_job_waits_for_a_broker_that_comes_back(private_redis, tmp_path, micrograph,
+                                                          tiny_package):
     """The API side: the broker is down when a job is submitted and back 2 s later; the
     plan message is published (Celery's publish retry policy), the job stays queued."""
     import redis
 
     settings = make_settings(tmp_path / "home", broker_url=private_redis.url,
                              broker_retry_seconds=30)
-    settings.ensure_home()
-    upgrade(settings.resolved_database_url)
+    prepare(settings).publish(tiny_package)
+    service = SubmissionService(settings, app=make_celery(settings))
+    spec = service.build_spec(str(micrograph))
     private_redis.stop()
     restart = threading.Timer(2.0, private_redis.start)
     restart.start()
     try:
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=make_celery(settings))
+        job = service.submit(spec)
     finally:
         restart.join()
     assert job.status == JobStatus.QUEUED
-    assert WorkerContext.from_settings(settings, lambda *a: None).jobs.get_job(job.id).status \
+    assert WorkerContext.from_settings(settings, lambda *a: None).table.jobs.get(job.id).status \
         == JobStatus.QUEUED
     assert redis.Redis.from_url(private_redis.url).llen("plan") == 1
 
@@ -233,29 +235,28 @@ def test_job_table_calls_wait_for_a_database_that_comes_back(pg_url, stack, micr
                                                               monkeypatch):
     """Workers and the API share the job table: a call made while PostgreSQL is unreachable
     retries with backoff and returns once it is back; a missing job is not retried."""
-    import storage.retries
+    import storage.jobtable.retries
 
     retries: list[int] = []
-    log_retry = storage.retries._log_retry
-    monkeypatch.setattr(storage.retries, "_log_retry",
+    log_retry = storage.jobtable.retries._log_retry
+    monkeypatch.setattr(storage.jobtable.retries, "_log_retry",
                         lambda state: retries.append(state.attempt_number) or log_retry(state))
     proxy = TcpProxy(5432)
     proxy.up()
     url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     engine = make_engine(url)
-    store = JobStore(engine)
-    store.retry_seconds = 30
+    store = JobTable(engine, retry_seconds=30)
     try:
-        job = store.create_job(build_spec(stack.settings, str(micrograph)))
+        job = store.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
         proxy.down()
         threading.Timer(2.0, proxy.up).start()
-        got = store.get_job(job.id)  # blocks, retrying, until the proxy is back
+        got = store.jobs.get(job.id)  # blocks, retrying, until the proxy is back
         assert got.id == job.id and got.status == JobStatus.QUEUED
         assert proxy.accepted >= 2  # a fresh connection after the outage
         assert retries and retries == list(range(1, len(retries) + 1))  # backed off, retried
         retries.clear()
         with pytest.raises(NotFoundError):
-            store.get_job("no-such-job")
+            store.jobs.get("no-such-job")
         assert retries == []  # not a connection problem: raised at once
     finally:
         proxy.down()
@@ -278,10 +279,10 @@ def test_transient_errors_are_told_from_permanent_ones():
 
 def test_reducer_whose_message_was_lost_is_enqueued_again(stack, micrograph):
     stack.settings.reduce_timeout_seconds = 1
-    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     for index in plan_job(stack, job.id):
         assert segment_row(stack, job.id, index) == "done"
-    assert stack.jobs.get_job(job.id).status == JobStatus.REDUCING
+    assert stack.table.jobs.get(job.id).status == JobStatus.REDUCING
     stack.sent.clear()  # the reduce message is lost (broker restarted without persistence)
     assert reconcile(stack) == [] and stack.sent == []  # not stale yet
     time.sleep(1.2)
@@ -290,12 +291,12 @@ def test_reducer_whose_message_was_lost_is_enqueued_again(stack, micrograph):
     reconcile(stack)
     assert stack.sent == [(REDUCE_TASK, job.id)]  # once per timeout, not on every tick
     assert reduce_job(stack, job.id) is not None
-    assert stack.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+    assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
 
 
 def test_planner_whose_message_was_lost_is_enqueued_again(stack, micrograph):
     stack.settings.pending_timeout_seconds = 1
-    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     # the plan message is lost: the job stays queued
     assert reconcile(stack) == [] and stack.sent == []  # not stale yet
     time.sleep(1.2)
@@ -305,7 +306,7 @@ def test_planner_whose_message_was_lost_is_enqueued_again(stack, micrograph):
     assert stack.sent == [(PLAN_TASK, job.id)]  # once per timeout, not on every tick
     stack.sent.clear()
     rows = plan_job(stack, job.id)
-    assert rows and stack.jobs.get_job(job.id).status == JobStatus.RUNNING
+    assert rows and stack.table.jobs.get(job.id).status == JobStatus.RUNNING
     assert plan_job(stack, job.id) == []  # a second (late) delivery of the lost message
-    assert stack.jobs.progress(job.id).total == len(rows)
+    assert stack.table.rows.progress(job.id).total == len(rows)
 

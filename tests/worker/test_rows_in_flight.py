@@ -10,18 +10,18 @@ import time
 import numpy as np
 import pytest
 
-from api.jobs import build_spec, submit_job
-from cli.stack import LocalWorkers
-from storage.db import upgrade
-from storage.layout import LABELS, output_key
-from storage.queues import make_celery
-from storage.states import JOB_TERMINAL, JobStatus
+from core.geometry import TileGeometry
+from core.states import JOB_TERMINAL, JobStatus
+from imaging.reading import open_image, read_rows
+from queues.app import make_celery
+from storage.blobs.layout import LABELS, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.worker.conftest import make_settings, read_tiff
 from worker.context import WorkerContext
-from worker.inference import Segmenter
-from worker.reading import open_image, read_rows
-from worker.registry import publish_package
-from worker.tiling import TileGrid
+from worker.engine.segmenter import Segmenter
+from worker.engine.tiling import TileGrid
+from worker.local import LocalWorkers
 
 pytestmark = pytest.mark.slow
 
@@ -34,19 +34,19 @@ def test_a_threads_pool_worker_runs_rows_concurrently_with_one_model(tmp_path, t
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     with LocalWorkers(settings, 1) as pool:
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=app)
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(micrograph)))
         deadline = time.monotonic() + 300
-        while ctx.jobs.get_job(job.id).status not in JOB_TERMINAL:
+        while ctx.table.jobs.get(job.id).status not in JOB_TERMINAL:
             assert time.monotonic() < deadline, "job did not finish in 300 s"
             assert pool.alive() == 1
             time.sleep(0.2)
         cmdline = pool.procs[0].args
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert cmdline[cmdline.index("--pool") + 1] == "threads"
-    rows = ctx.jobs.list_rows(job.id)
+    rows = ctx.table.rows.list(job.id)
     assert len(rows) == 3 and len({r.worker for r in rows}) == 1  # ceil(500 / (2 * 96))
     # rows overlapped in time inside the one worker process
     spans = sorted((r.started_at, r.finished_at) for r in rows)
@@ -54,7 +54,7 @@ def test_a_threads_pool_worker_runs_rows_concurrently_with_one_model(tmp_path, t
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
     seg = Segmenter(tiny_package, device="cpu")
-    grid = TileGrid(700, 500, 128, 16, rows_per_task=2)
+    grid = TileGrid(700, 500, TileGeometry(128, 16), rows_per_task=2)
     expected = np.concatenate([
         seg.segment_strip_simple(image[slice(*grid.read_window(y0, y1))], grid, y0, y1, 8)
         for y0, y1 in grid.all_strip_bounds()])

@@ -13,18 +13,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import pyvips
 
-from api.jobs import build_spec, submit_job
-from cli.stack import LocalWorkers
-from storage.db import upgrade
-from storage.layout import row_key
-from storage.queues import ROW_TASK, make_celery, send
-from storage.states import JOB_TERMINAL, JobStatus, RowStatus
+from core.states import JOB_TERMINAL, JobStatus, RowStatus
+from queues.app import make_celery, send
+from queues.names import ROW_TASK
+from storage.blobs.layout import row_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
 from tests.conftest import free_port, wait_for
 from tests.worker.conftest import DEMO_DATA, make_settings, unique_prefix
 from worker.context import WorkerContext
-from worker.planning import plan_job
-from worker.registry import publish_package
-from worker.segmenting import segment_row
+from worker.local import LocalWorkers
 from worker.spot import (
     Drain,
     Imds,
@@ -34,6 +32,8 @@ from worker.spot import (
     clear_draining,
     draining,
 )
+from worker.stages.planning import plan_job
+from worker.stages.segmenting import segment_row
 
 NOTICE = {"action": "terminate", "time": "2026-11-23T10:02:00Z"}
 
@@ -160,12 +160,12 @@ def test_watcher_keeps_polling_while_the_service_is_unreachable():
 
 
 def test_released_rows_go_back_to_pending_without_costing_an_attempt(stack, micrograph):
-    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     plan_job(stack, job.id)
     stack.sent.clear()
-    assert stack.jobs.claim_row(job.id, 1, stack.worker_id, 600).claimed
-    assert stack.jobs.claim_row(job.id, 4, "other-host:7", 600).claimed
-    before = stack.jobs.get_row(job.id, 1)
+    assert stack.table.rows.claim(job.id, 1, stack.worker_id, 600).claimed
+    assert stack.table.rows.claim(job.id, 4, "other-host:7", 600).claimed
+    before = stack.table.rows.get(job.id, 1)
 
     class _Consumer:  # a consumer without queues or event loop: nothing to cancel
         hub = None
@@ -177,17 +177,17 @@ def test_released_rows_go_back_to_pending_without_costing_an_attempt(stack, micr
     assert draining()
     assert drain.released == [(job.id, 1)]
     assert stack.sent == [(ROW_TASK, job.id, 1)]
-    row = stack.jobs.get_row(job.id, 1)
+    row = stack.table.rows.get(job.id, 1)
     assert row.status == RowStatus.PENDING and row.attempts == before.attempts - 1 == 0
     assert "spot terminate notice" in row.error and row.enqueued_at != before.enqueued_at
-    assert stack.jobs.get_row(job.id, 4).status == RowStatus.RUNNING  # not this worker's
-    assert stack.jobs.release_rows([stack.worker_id], "again") == []  # idempotent
+    assert stack.table.rows.get(job.id, 4).status == RowStatus.RUNNING  # not this worker's
+    assert stack.table.recovery.release_rows([stack.worker_id], "again") == []  # idempotent
 
 
 def test_row_claimed_after_the_release_is_handed_back_too(stack, micrograph):
     """A thread of a threads pool passed the task's draining check just before the notice
     and claims its row after the release: in release mode it hands that row back as well."""
-    job = stack.jobs.create_job(build_spec(stack.settings, str(micrograph)))
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     plan_job(stack, job.id)
     stack.sent.clear()
     stack.settings.spot_mode = "release"
@@ -199,7 +199,7 @@ def test_row_claimed_after_the_release_is_handed_back_too(stack, micrograph):
     Drain(_Consumer(), "release", lambda: stack, active_workers=lambda ctx: {ctx.worker_id})(
         Notice("terminate", None))
     assert segment_row(stack, job.id, 2) == "released"
-    row = stack.jobs.get_row(job.id, 2)
+    row = stack.table.rows.get(job.id, 2)
     assert row.status == RowStatus.PENDING and row.attempts == 0 and "spot" in row.error
     assert stack.sent == [(ROW_TASK, job.id, 2)]
     assert not stack.blobs.exists(row_key(job.id, 2))  # nothing computed on the doomed worker
@@ -240,39 +240,39 @@ def test_worker_on_spot_notice_stops_taking_rows_and_releases_or_finishes_its_ro
     upgrade(base.resolved_database_url)
     app = make_celery(base)
     ctx = WorkerContext.from_settings(base, lambda task, *args: send(app, task, *args))
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     spot = base.model_copy(update=dict(spot_mode=mode, spot_metadata_url=imds.url,
                                        spot_poll_seconds=0.1))
     spot.model_fields_set.update({"spot_mode", "spot_metadata_url", "spot_poll_seconds"})
 
     with LocalWorkers(spot, 1) as doomed:
         doomed_id = f"{ctx.worker_id.rsplit(':', 1)[0]}:{doomed.procs[0].pid}"
-        job = submit_job(base, build_spec(base, str(tall_image)), app=app)
+        job = (svc := SubmissionService(base, app=app)).submit(svc.build_spec(str(tall_image)))
         first = _until(
-            lambda: next((r for r in ctx.jobs.list_rows(job.id, [RowStatus.RUNNING])
+            lambda: next((r for r in ctx.table.rows.list(job.id, [RowStatus.RUNNING])
                           if r.worker == doomed_id), None),
             90, "the worker never claimed a row")
         imds.notice = NOTICE  # two minutes' notice, in the middle of that row
         if mode == "release":
-            _until(lambda: ctx.jobs.get_row(job.id, first.index).status == RowStatus.PENDING,
+            _until(lambda: ctx.table.rows.get(job.id, first.index).status == RowStatus.PENDING,
                    10, "the row was not released")
-            assert ctx.jobs.get_row(job.id, first.index).attempts == 0
+            assert ctx.table.rows.get(job.id, first.index).attempts == 0
         else:
-            _until(lambda: ctx.jobs.get_row(job.id, first.index).status == RowStatus.DONE,
+            _until(lambda: ctx.table.rows.get(job.id, first.index).status == RowStatus.DONE,
                    60, "the running row did not finish")
-            assert ctx.jobs.get_row(job.id, first.index).worker == doomed_id
+            assert ctx.table.rows.get(job.id, first.index).worker == doomed_id
         time.sleep(3)  # the doomed worker is idle now, not taking the rows still queued
-        rows = ctx.jobs.list_rows(job.id)
+        rows = ctx.table.rows.list(job.id)
         assert len(rows) == 3
         assert [r.index for r in rows if r.worker == doomed_id and r.index != first.index] == []
         assert sum(r.status == RowStatus.PENDING for r in rows) == (3 if mode == "release" else 2)
         assert doomed.alive() == 1  # it stays up until the instance goes
         with LocalWorkers(base, 1) as rescue:
             rescue_id = f"{ctx.worker_id.rsplit(':', 1)[0]}:{rescue.procs[0].pid}"
-            done = _until(lambda: (j := ctx.jobs.get_job(job.id)).status in JOB_TERMINAL and j,
+            done = _until(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
                           120, "the job did not end")
     assert done.status == JobStatus.SUCCEEDED, done.error
-    rows = ctx.jobs.list_rows(job.id)
+    rows = ctx.table.rows.list(job.id)
     assert all(r.status == RowStatus.DONE and r.attempts == 1 for r in rows)
     others = [r for r in rows if r.index != first.index]
     assert all(r.worker == rescue_id for r in others)

@@ -9,19 +9,20 @@ import numpy as np
 import pytest
 import pyvips
 
-from api.jobs import build_spec
-from storage.layout import FRACTIONS_JSON, LABELS, output_key, row_key
-from storage.queues import PLAN_TASK, REDUCE_TASK, ROW_TASK
-from storage.states import JobStatus, RowStatus
+from core.spec import JobSpec
+from core.states import JobStatus, RowStatus
+from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from storage.blobs.layout import FRACTIONS_JSON, LABELS, output_key, row_key
+from submission import SubmissionService
 from tests.worker.conftest import read_tiff
-from worker.planning import plan_job
-from worker.reducing import reduce_job
-from worker.segmenting import segment_row
+from worker.stages.planning import plan_job
+from worker.stages.reducing import reduce_job
+from worker.stages.segmenting import segment_row
 
 
 def _submit(ctx, source, **opts):
-    spec = build_spec(ctx.settings, str(source), **opts)
-    return ctx.jobs.create_job(spec)
+    spec = SubmissionService(ctx.settings).build_spec(str(source), **opts)
+    return ctx.table.jobs.create(spec)
 
 
 def _run_all(ctx, job_id):
@@ -29,7 +30,7 @@ def _run_all(ctx, job_id):
     while ctx.sent:
         task, *args = ctx.sent.pop(0)
         {PLAN_TASK: plan_job, ROW_TASK: segment_row, REDUCE_TASK: reduce_job}[task](ctx, *args)
-    return ctx.jobs.get_job(job_id)
+    return ctx.table.jobs.get(job_id)
 
 
 def test_job_runs_and_fractions_are_exact(stack, micrograph):
@@ -38,7 +39,7 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
     done = _run_all(stack, job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert (done.width, done.height) == (700, 500)
-    assert done.rows_total == len(stack.jobs.list_rows(job.id)) == 6  # ceil(500 / 96)
+    assert done.rows_total == len(stack.table.rows.list(job.id)) == 6  # ceil(500 / 96)
     doc = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     labels = read_tiff(stack.local_blob(output_key(job.id, LABELS)))
     assert labels.shape == (500, 700)
@@ -56,14 +57,14 @@ def test_segment_row_twice_leaves_one_checkpoint_and_counts_once(stack, microgra
     key = row_key(job.id, 0)
     assert segment_row(stack, job.id, 0) == "done"
     first = stack.blobs.get_bytes(key)
-    row = stack.jobs.get_row(job.id, 0)
+    row = stack.table.rows.get(job.id, 0)
     assert segment_row(stack, job.id, 0) == "skipped:done"
     assert stack.blobs.get_bytes(key) == first
     assert stack.blobs.list(f"jobs/{job.id}/rows") == [key]
-    again = stack.jobs.get_row(job.id, 0)
+    again = stack.table.rows.get(job.id, 0)
     assert (again.counts, again.checksum, again.attempts) == (row.counts, row.checksum, 1)
     assert sum(row.counts) == (row.y1 - row.y0) * 700
-    assert stack.jobs.progress(job.id).done == 1
+    assert stack.table.rows.progress(job.id).done == 1
 
 
 def test_checkpoint_left_by_a_dead_attempt_is_reused(stack, micrograph):
@@ -71,17 +72,17 @@ def test_checkpoint_left_by_a_dead_attempt_is_reused(stack, micrograph):
     job = _submit(stack, micrograph)
     plan_job(stack, job.id)
     assert segment_row(stack, job.id, 1) == "done"
-    reference = stack.jobs.get_row(job.id, 1)
+    reference = stack.table.rows.get(job.id, 1)
     blob = stack.blobs.get_bytes(row_key(job.id, 1))
     # Put the row back to pending as the lease reconciler would, keeping the blob.
-    with stack.jobs._tx() as s:
+    with stack.table.rows._tx() as s:
         from sqlalchemy import update
 
-        from storage.models import Row
+        from storage.jobtable.tables import Row
         s.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
                   .values(status=RowStatus.PENDING.value, counts=None, checksum=None))
     assert segment_row(stack, job.id, 1) == "done"
-    redone = stack.jobs.get_row(job.id, 1)
+    redone = stack.table.rows.get(job.id, 1)
     assert redone.checksum == reference.checksum and redone.counts == reference.counts
     assert stack.blobs.get_bytes(row_key(job.id, 1)) == blob
 
@@ -116,22 +117,24 @@ def test_bad_input_fails_its_job_with_a_clear_reason_and_nothing_else(stack, mic
     bad = _submit(stack, path)
     stack.sent.extend([(PLAN_TASK, bad.id), (PLAN_TASK, good.id)])
     _run_all(stack, bad.id)
-    failed = stack.jobs.get_job(bad.id)
+    failed = stack.table.jobs.get(bad.id)
     assert failed.status == JobStatus.FAILED
     assert message in failed.error and path.name in failed.error
-    assert stack.jobs.get_job(good.id).status == JobStatus.SUCCEEDED
+    assert stack.table.jobs.get(good.id).status == JobStatus.SUCCEEDED
 
 
 def test_unknown_model_and_missing_source_fail_the_job(stack, micrograph, tmp_path):
-    job = _submit(stack, micrograph, model="no-such-model")
+    # a job whose model is not (or no longer) registered when it is planned
+    job = stack.table.jobs.create(JobSpec(source_url=micrograph.as_uri(), model="no-such-model",
+                                          tile_size=128, halo=16))
     plan_job(stack, job.id)
-    assert "not registered" in stack.jobs.get_job(job.id).error
+    assert "not registered" in stack.table.jobs.get(job.id).error
     gone = tmp_path / "gone.png"
     gone.write_bytes(micrograph.read_bytes())
     job2 = _submit(stack, gone)
     gone.unlink()
     plan_job(stack, job2.id)
-    j2 = stack.jobs.get_job(job2.id)
+    j2 = stack.table.jobs.get(job2.id)
     assert j2.status == JobStatus.FAILED and "does not exist" in j2.error
 
 
@@ -139,14 +142,14 @@ def test_duplicate_plan_and_reduce_are_no_ops(stack, micrograph):
     job = _submit(stack, micrograph)
     assert len(plan_job(stack, job.id)) == 6
     assert plan_job(stack, job.id) == []  # duplicate delivery
-    assert len(stack.jobs.list_rows(job.id)) == 6
+    assert len(stack.table.rows.list(job.id)) == 6
     stack.sent.clear()
     for i in range(6):
         segment_row(stack, job.id, i)
     assert stack.sent == [(REDUCE_TASK, job.id)]
     assert reduce_job(stack, job.id) is not None
     assert reduce_job(stack, job.id) is None  # already succeeded
-    assert stack.jobs.get_job(job.id).status == JobStatus.SUCCEEDED
+    assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
 
 
 def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_bucket):
@@ -155,10 +158,9 @@ def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_
     import boto3
     import fsspec
 
-    from storage.db import upgrade
+    from storage.jobtable.engine import upgrade
     from tests.worker.conftest import make_settings
     from worker.context import WorkerContext
-    from worker.registry import publish_package
 
     fsspec.filesystem("s3").invalidate_cache()
     boto3.client("s3").upload_file(str(micrograph), s3_bucket, "uploads/pellet 7.png")
@@ -168,7 +170,7 @@ def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_
     ctx = WorkerContext.from_settings(settings, lambda task, *args: sent.append((task, *args)))
     ctx.sent = sent
     assert not ctx.blobs.is_local
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     job = _submit(ctx, f"s3://{s3_bucket}/uploads/pellet 7.png")
     ctx.sent.append((PLAN_TASK, job.id))
     done = _run_all(ctx, job.id)
@@ -181,21 +183,21 @@ def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_
     assert sum(c["pixels"] for c in doc["classes"]) == 700 * 500
     missing = _submit(ctx, f"s3://{s3_bucket}/uploads/nope.png")
     plan_job(ctx, missing.id)
-    failed = ctx.jobs.get_job(missing.id)
+    failed = ctx.table.jobs.get(missing.id)
     assert failed.status == JobStatus.FAILED and "does not exist" in failed.error
 
 
 def test_a_job_cancelled_while_planning_stays_cancelled(stack, micrograph):
-    from storage.states import JobStatus as S
+    from core.states import JobStatus as S
 
     job = _submit(stack, micrograph)
-    assert stack.jobs.transition_job(job.id, S.PLANNING, expected=S.QUEUED)
-    assert stack.jobs.transition_job(job.id, S.CANCELLED)  # the user cancels mid-planning
+    assert stack.table.jobs.transition(job.id, S.PLANNING, expected=S.QUEUED)
+    assert stack.table.jobs.transition(job.id, S.CANCELLED)  # the user cancels mid-planning
     assert plan_job(stack, job.id) == []
-    assert stack.jobs.get_job(job.id).status == S.CANCELLED
+    assert stack.table.jobs.get(job.id).status == S.CANCELLED
     assert stack.sent == []
     # the planner's own transition cannot revive it either
-    assert not stack.jobs.transition_job(job.id, S.RUNNING, expected=S.PLANNING)
+    assert not stack.table.jobs.transition(job.id, S.RUNNING, expected=S.PLANNING)
 
 
 def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micrograph,
@@ -205,8 +207,8 @@ def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micr
     in the store."""
     import threading
 
-    from worker import rendering
-    from worker.errors import ImageFormatError
+    from imaging import rendering
+    from imaging.errors import ImageFormatError
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""The streaming stitcher (worker/streaming.py) on a real stack (SQLite, local store, tiny
+"""The streaming stitcher (worker/stages/streaming.py) on a real stack (SQLite, local store, tiny
 model): it stitches each row as soon as the row is done, the reducer then only adds the
 fractions, and every way the stitcher can fail leaves the reducer to stitch the rows itself,
 with the same outputs."""
@@ -11,8 +11,10 @@ import threading
 import numpy as np
 import pytest
 
-from api.jobs import build_spec
-from storage.layout import (
+from core.states import JobStatus
+from imaging.rendering import write_overlay
+from queues.names import REDUCE_TASK, ROW_TASK, STITCH_TASK
+from storage.blobs.layout import (
     FRACTIONS_JSON,
     LABELS,
     OVERLAY,
@@ -21,16 +23,14 @@ from storage.layout import (
     output_key,
     row_key,
 )
-from storage.queues import REDUCE_TASK, ROW_TASK, STITCH_TASK
-from storage.states import JobStatus
+from submission import SubmissionService
 from tests.conftest import wait_for
 from tests.worker.conftest import read_tiff, reference_run
-from worker.planning import plan_job
-from worker.reducing import reduce_job
-from worker.registry import load_package_meta
-from worker.rendering import write_overlay
-from worker.segmenting import segment_row, source_path
-from worker.streaming import stitch_job, wait_for_stitcher
+from worker.stages.planning import plan_job
+from worker.stages.reducing import reduce_job
+from worker.stages.segmenting import segment_row
+from worker.stages.sources import source_path
+from worker.stages.streaming import stitch_job, wait_for_stitcher
 
 
 @pytest.fixture
@@ -41,9 +41,9 @@ def streaming(stack):
 
 
 def _planned(ctx, source):
-    job = ctx.jobs.create_job(build_spec(ctx.settings, str(source)))
+    job = ctx.table.jobs.create(SubmissionService(ctx.settings).build_spec(str(source)))
     plan_job(ctx, job.id)
-    return ctx.jobs.get_job(job.id)
+    return ctx.table.jobs.get(job.id)
 
 
 class _Stitcher(threading.Thread):
@@ -91,12 +91,12 @@ def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
     assert stitcher.result is True
     assert (REDUCE_TASK, job.id) in ctx.sent
     manifest = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
-    assert manifest["rows"] == [[r.index, r.checksum] for r in ctx.jobs.list_rows(job.id)]
-    assert not ctx.jobs.stitch_state(job.id)[1]  # released
+    assert manifest["rows"] == [[r.index, r.checksum] for r in ctx.table.rows.list(job.id)]
+    assert not ctx.table.stitch.state(job.id)[1]  # released
 
     staged = {name: ctx.blobs.get_bytes(output_key(job.id, name)) for name in PICTURES}
     doc = reduce_job(ctx, job.id)
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is True
     # the reducer stored the fractions and left the stitcher's pictures as they were
     assert {n: ctx.blobs.get_bytes(output_key(job.id, n)) for n in PICTURES} == staged
@@ -107,7 +107,7 @@ def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
     # the overlay is the one drawn from the finished strips
     strips = [ctx.local_blob(row_key(job.id, i)) for i in range(rows)]
     expected = tmp_path / "overlay.tif"
-    palette = load_package_meta(ctx, done.model_name, done.model_version).palette()
+    palette = ctx.models.meta(done.model_name, done.model_version).palette()
     write_overlay(source_path(ctx, done), strips, palette, expected)
     assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, OVERLAY))),
                           read_tiff(expected))
@@ -117,9 +117,9 @@ def test_a_second_stitcher_skips_and_a_rerun_finds_the_manifest(streaming, micro
                                                                  monkeypatch):
     ctx = streaming
     job = _planned(ctx, micrograph)
-    assert ctx.jobs.claim_stitch(job.id, "other-worker", lease_seconds=60)
+    assert ctx.table.stitch.claim(job.id, "other-worker", lease_seconds=60)
     assert stitch_job(ctx, job.id) is False  # a duplicate delivery: the lease is taken
-    assert ctx.jobs.release_stitch(job.id, "other-worker")
+    assert ctx.table.stitch.release(job.id, "other-worker")
     for index in range(job.rows_total):
         segment_row(ctx, job.id, index)
     assert stitch_job(ctx, job.id) is True  # rows all done: stitches at once
@@ -144,7 +144,7 @@ def test_reducer_stitches_itself_when_the_manifest_does_not_match_the_rows(
     ctx.blobs.put_bytes(key, json.dumps(manifest).encode())
     ctx.blobs.put_bytes(output_key(job.id, LABELS), b"not a label map")
     reduce_job(ctx, job.id)
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is False
     labels, _ = reference_run(tmp_path, tiny_package, micrograph)
     assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
@@ -155,8 +155,8 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
     job = _planned(ctx, micrograph)
     for index in range(job.rows_total):
         segment_row(ctx, job.id, index)
-    rows = ctx.jobs.list_rows(job.id)
-    job = ctx.jobs.get_job(job.id)
+    rows = ctx.table.rows.list(job.id)
+    job = ctx.table.jobs.get(job.id)
     assert wait_for_stitcher(ctx, job, rows) is False  # no stitcher ever: no waiting
 
     naps: list[float] = []
@@ -164,9 +164,9 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
     def stitcher_dies_after_three_naps(seconds):
         naps.append(seconds)
         if len(naps) == 3:
-            ctx.jobs.release_stitch(job.id, "dying")  # as its lease running out would
+            ctx.table.stitch.release(job.id, "dying")  # as its lease running out would
 
-    assert ctx.jobs.claim_stitch(job.id, "dying", lease_seconds=60)
+    assert ctx.table.stitch.claim(job.id, "dying", lease_seconds=60)
     assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_dies_after_three_naps) is False
     assert len(naps) == 3
 
@@ -178,10 +178,10 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
             assert stitch_job_as(ctx, job.id, "finishing")
 
     def stitch_job_as(ctx, job_id, holder):
-        ctx.jobs.release_stitch(job_id, holder)
+        ctx.table.stitch.release(job_id, holder)
         return stitch_job(ctx, job_id)  # takes the freed lease, writes, releases
 
-    assert ctx.jobs.claim_stitch(job.id, "finishing", lease_seconds=60)
+    assert ctx.table.stitch.claim(job.id, "finishing", lease_seconds=60)
     assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_finishes_after_two_naps) is True
     assert len(naps) == 2
 
@@ -195,10 +195,10 @@ def test_stitcher_gives_up_on_a_cancelled_job_and_stores_nothing(streaming, micr
     stitcher.start()
     assert segment_row(ctx, job.id, 0) == "done"
     wait_for(lambda: row_key(job.id, 0) in fetched, 30, "the stitcher to take row 0")
-    assert ctx.jobs.transition_job(job.id, JobStatus.CANCELLED)
+    assert ctx.table.jobs.transition(job.id, JobStatus.CANCELLED)
     stitcher.join(30)
     assert not stitcher.is_alive() and stitcher.result is False
-    assert ctx.jobs.stitch_state(job.id)[1] is False  # released
+    assert ctx.table.stitch.state(job.id)[1] is False  # released
     assert not any(ctx.blobs.exists(output_key(job.id, n)) for n in (*PICTURES, STITCH_MANIFEST))
     assert not list((ctx.cache_dir / "jobs" / job.id).glob("stitch-*"))
 
@@ -207,8 +207,8 @@ def test_pipeline_failure_stops_the_other_pipeline_waiting_for_rows(streaming, m
                                                                    monkeypatch):
     """The overlay fails on its first strip while the label map waits for row 1: the stitch
     ends at once (not when the last row comes) and the reducer is left to do the work."""
-    from worker import rendering
-    from worker.errors import ImageFormatError
+    from imaging import rendering
+    from imaging.errors import ImageFormatError
 
     ctx = streaming
     job = _planned(ctx, micrograph)
@@ -223,9 +223,9 @@ def test_pipeline_failure_stops_the_other_pipeline_waiting_for_rows(streaming, m
     stitcher.join(30)
     assert not stitcher.is_alive(), "the stitch still waits for rows that never come"
     assert stitcher.result is False
-    assert ctx.jobs.get_job(job.id).status == JobStatus.RUNNING  # the job is not failed
+    assert ctx.table.jobs.get(job.id).status == JobStatus.RUNNING  # the job is not failed
     assert not ctx.blobs.exists(output_key(job.id, STITCH_MANIFEST))
-    assert ctx.jobs.stitch_state(job.id)[1] is False
+    assert ctx.table.stitch.state(job.id)[1] is False
 
 
 def test_without_stream_reduce_no_stitcher_is_enqueued(stack, micrograph):
@@ -241,29 +241,28 @@ def test_local_stack_runs_a_stitcher_worker_beside_the_row_worker(tmp_path, tiny
     job's pictures come from the stitcher and its label map is the uninterrupted run's."""
     import time
 
-    from api.jobs import submit_job
-    from cli.stack import LocalWorkers
-    from storage.db import upgrade
-    from storage.queues import make_celery
-    from storage.states import JOB_TERMINAL
+    from core.states import JOB_TERMINAL
+    from queues.app import make_celery
+    from storage.jobtable.engine import upgrade
+    from submission import SubmissionService
     from tests.worker.conftest import make_settings
     from worker.context import WorkerContext
-    from worker.registry import publish_package
+    from worker.local import LocalWorkers
 
     settings = make_settings(tmp_path / "home", stream_reduce=True, stitch_poll_seconds=0.05)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     with LocalWorkers(settings, 1) as pool:
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=make_celery(settings))
+        job = (svc := SubmissionService(settings, app=make_celery(settings))).submit(svc.build_spec(str(micrograph)))
         deadline = time.monotonic() + 300
-        while ctx.jobs.get_job(job.id).status not in JOB_TERMINAL:
+        while ctx.table.jobs.get(job.id).status not in JOB_TERMINAL:
             assert time.monotonic() < deadline, "job did not finish in 300 s"
             assert pool.alive() == 2
             time.sleep(0.2)
         argvs = [p.args for p in pool.procs]
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert done.outputs["streamed"] is True
     queues = [a[a.index("-Q") + 1] for a in argvs]
@@ -284,36 +283,36 @@ def test_a_solo_worker_that_also_takes_rows_refuses_to_stitch(tmp_path, tiny_pac
     import subprocess
     import time
 
-    from api.jobs import submit_job
-    from cli.stack import worker_command
-    from storage.db import upgrade
-    from storage.queues import QUEUES, make_celery
-    from storage.states import JOB_TERMINAL
+    from core.states import JOB_TERMINAL
+    from queues.app import make_celery
+    from queues.names import QUEUES
+    from storage.jobtable.engine import upgrade
+    from submission import SubmissionService
     from tests.worker.conftest import make_settings
     from worker.context import WorkerContext
-    from worker.registry import publish_package
+    from worker.local import worker_command
 
     settings = make_settings(tmp_path / "home", stream_reduce=True)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
-    publish_package(ctx, tiny_package)
+    ctx.models.publish(tiny_package)
     argv, env = worker_command(settings, list(QUEUES), "solo@%h")
     assert argv[argv.index("--pool") + 1] == "solo"
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        job = submit_job(settings, build_spec(settings, str(micrograph)), app=make_celery(settings))
+        job = (svc := SubmissionService(settings, app=make_celery(settings))).submit(svc.build_spec(str(micrograph)))
         deadline = time.monotonic() + 300
-        while ctx.jobs.get_job(job.id).status not in JOB_TERMINAL:
+        while ctx.table.jobs.get(job.id).status not in JOB_TERMINAL:
             assert time.monotonic() < deadline, "job did not finish in 300 s:\n" + log.read_text()
             time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(30)
-    done = ctx.jobs.get_job(job.id)
+    done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert done.outputs["streamed"] is False
     assert "stitch.refused" in log.read_text()
-    assert ctx.jobs.stitch_state(job.id) == (None, False)  # it never took the lease
+    assert ctx.table.stitch.state(job.id) == (None, False)  # it never took the lease

@@ -13,14 +13,14 @@ locals {
   log_components = ["api", "migrate", "cpu-worker", "scheduler", "gpu-worker", "ecs-exec", "vpc-flow-logs"]
 
   # Celery over SQS: credentials from the task/instance role ("sqs://" has none), queues
-  # predefined (keyed by PELLETSEG_QUEUE_PREFIX + queue, as storage/queues.py names them) so
+  # predefined (keyed by PELLETSEG_QUEUE_PREFIX + queue, as queues/app.py names them) so
   # that kombu never lists or creates queues.
   broker_transport_options = jsonencode({
     region            = var.region
     predefined_queues = module.queues.predefined_queues
   })
 
-  # The PELLETSEG_* settings (storage/settings.py) every container gets. The database URL
+  # The PELLETSEG_* settings (core/settings.py) every container gets. The database URL
   # is a secret, injected from Secrets Manager (local.secrets).
   common_environment = {
     PELLETSEG_HOME                     = "/data/home"

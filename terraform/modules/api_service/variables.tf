@@ -156,7 +156,7 @@ variable "task_role_arn" {
 
 variable "environment" {
   type        = map(string)
-  description = "Plain environment of the container: PELLETSEG_* settings (storage/settings.py)."
+  description = "Plain environment of the container: PELLETSEG_* settings (core/settings.py)."
 }
 
 variable "secrets" {

@@ -134,7 +134,7 @@ variable "execution_role_arns" {
 
 variable "environment" {
   type        = map(string)
-  description = "Plain environment of the containers: PELLETSEG_* settings (storage/settings.py)."
+  description = "Plain environment of the containers: PELLETSEG_* settings (core/settings.py)."
 }
 
 variable "secrets" {

@@ -145,7 +145,7 @@ variable "image" {
 
 variable "environment" {
   type        = map(string)
-  description = "PELLETSEG_* settings written to the container's env file (storage/settings.py); PELLETSEG_ROWS_IN_FLIGHT is set from rows_in_flight."
+  description = "PELLETSEG_* settings written to the container's env file (core/settings.py); PELLETSEG_ROWS_IN_FLIGHT is set from rows_in_flight."
 }
 
 variable "secrets" {

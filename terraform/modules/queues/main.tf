@@ -1,8 +1,8 @@
-# SQS queues plan, rows and reduce (storage/queues.py QUEUES), each with a dead-letter queue
+# SQS queues plan, rows and reduce (queues/app.py QUEUES), each with a dead-letter queue
 # and a redrive policy, SSE-KMS, TLS-only access, and a visibility timeout derived from the
 # time one message of that queue is expected to take.
 #
-# Names follow storage/queues.py and storage/brokers.py with PELLETSEG_QUEUE_PREFIX =
+# Names follow queues/app.py and queues/deadletters.py with PELLETSEG_QUEUE_PREFIX =
 # "<name>-": <name>-rows, its dead-letter queue <name>-rows-dlq. Celery (kombu) uses them
 # through PELLETSEG_BROKER_TRANSPORT_OPTIONS.predefined_queues and never creates them, so the
 # visibility timeout and maxReceiveCount set here are the ones in force.

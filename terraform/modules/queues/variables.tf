@@ -10,12 +10,12 @@ variable "name" {
 
 variable "expected_seconds" {
   type        = map(number)
-  description = "Expected seconds one message of each queue takes (plan: read header and tile grid; rows: segment one row; reduce: stitch a job). Keys are the queue names of storage/queues.py."
+  description = "Expected seconds one message of each queue takes (plan: read header and tile grid; rows: segment one row; reduce: stitch a job). Keys are the queue names of queues/app.py."
   default     = { plan = 300, rows = 60, reduce = 1800 }
 
   validation {
     condition     = toset(keys(var.expected_seconds)) == toset(["plan", "rows", "reduce"])
-    error_message = "expected_seconds must have exactly the keys plan, rows and reduce (storage/queues.py QUEUES)."
+    error_message = "expected_seconds must have exactly the keys plan, rows and reduce (queues/app.py QUEUES)."
   }
 
   validation {

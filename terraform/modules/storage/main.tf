@@ -1,6 +1,6 @@
 # The blob store (PELLETSEG_STORAGE_URL = s3://<bucket>/<prefix>) and the access-log bucket.
 #
-# Layout under the prefix (storage/layout.py): uploads/{job}/..., jobs/{job}/rows/{r:05d}.tif
+# Layout under the prefix (storage/blobs/layout.py): uploads/{job}/..., jobs/{job}/rows/{r:05d}.tif
 # (row checkpoints), jobs/{job}/labels.tif and the other outputs, models/{name}/{version}/.
 # Private (public access blocked, owner-enforced), SSE-KMS with a bucket key, versioned,
 # TLS-only, CORS for presigned browser uploads, lifecycle rules for uploads and checkpoints.

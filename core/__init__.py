@@ -1,0 +1,31 @@
+"""The vocabulary every pelletseg process shares: the one :class:`Settings` (``PELLETSEG_*``),
+the one :class:`TileGeometry` (tile size, halo, stride, validated once), the versioned
+:class:`JobSpec` stored on each job row, the job and row state machines, and the rule for
+what a source URL is.
+
+May import: the standard library and pydantic only. Everything else in pelletseg may import
+``core``; ``core`` does no I/O beyond reading the environment.
+"""
+
+from core.geometry import DEFAULT_GEOMETRY, GeometryError, TileGeometry
+from core.settings import Settings, get_settings
+from core.sources import is_bare_path, local_path, source_scheme
+from core.spec import SPEC_VERSION, JobSpec, SpecError
+from core.states import JOB_TERMINAL, JobStatus, RowStatus
+
+__all__ = [
+    "DEFAULT_GEOMETRY",
+    "JOB_TERMINAL",
+    "SPEC_VERSION",
+    "GeometryError",
+    "JobSpec",
+    "JobStatus",
+    "RowStatus",
+    "Settings",
+    "SpecError",
+    "TileGeometry",
+    "get_settings",
+    "is_bare_path",
+    "local_path",
+    "source_scheme",
+]

@@ -1,0 +1,29 @@
+"""The one rule for what a job's source URL is, shared by the API (which checks it at
+submission) and the workers (which check it again before reading): a URL's scheme, where a
+bare path (or a Windows drive letter such as ``C:``) counts as ``file``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+__all__ = ["is_bare_path", "local_path", "source_scheme"]
+
+
+def source_scheme(url: str) -> str:
+    """Scheme of a source URL (``s3``, ``gs``, ``file``, ...); a bare path counts as ``file``."""
+    scheme = urlparse(url).scheme
+    return scheme if len(scheme) > 1 else "file"
+
+
+def is_bare_path(url: str) -> bool:
+    """True if ``url`` is a local path rather than a URL (no scheme, or a drive letter)."""
+    return len(urlparse(url).scheme) <= 1
+
+
+def local_path(url: str) -> Path:
+    """Path of a ``file://`` URL (percent-decoded) or of a bare path."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    return Path(url)

@@ -1,0 +1,76 @@
+"""The job spec: per-job options stored, versioned, on the job row.
+
+Separate from :class:`core.settings.Settings` (per machine): a job keeps the options it was
+submitted with even when workers run with other settings. The submission service
+(:mod:`submission`) fills in what a request leaves out (the model's newest version, the model
+package's tile geometry) before the spec is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError
+
+from core.geometry import WithGeometry
+
+__all__ = ["SPEC_VERSION", "JobSpec", "SpecError"]
+
+SPEC_VERSION = 1
+
+
+class SpecError(ValueError):
+    """A job spec is invalid or has a version this code cannot read."""
+
+
+class JobSpec(WithGeometry):
+    """Options of one segmentation job (spec version 1).
+
+    Attributes:
+        source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
+        model: Model package name; ``model_version`` None means the newest registered version
+            when the job is planned (the submission service stores the version it checked).
+        tile_size, halo: Tile geometry (px), checked by :class:`core.geometry.TileGeometry`;
+            see :attr:`geometry`.
+        rows_per_task: Tile rows per row (the unit of work and checkpoint).
+        labels: Free-form metadata (sample id, magnification, ...).
+        webhook_url: Optional http(s) URL notified when the job ends (checked against
+            private addresses at submission).
+
+    Raises (on construction):
+        pydantic.ValidationError: a field is missing or invalid, including a tile geometry
+            that breaks :class:`core.geometry.TileGeometry`'s rule.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spec_version: Literal[1] = SPEC_VERSION
+    source_url: str
+    model: str
+    model_version: str | None = None
+    rows_per_task: int = Field(1, ge=1)
+    labels: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = None
+
+    @property
+    def stride(self) -> int:
+        """Core (output) edge of a tile: ``tile_size - 2 * halo`` (px)."""
+        return self.geometry.stride
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> JobSpec:
+        """Parse a spec read from the job row.
+
+        Raises:
+            SpecError: unknown ``spec_version`` or invalid fields.
+        """
+        version = data.get("spec_version")
+        if version != SPEC_VERSION:
+            raise SpecError(
+                f"job spec version {version!r} is not supported by this pelletseg "
+                f"(reads version {SPEC_VERSION}); upgrade the workers"
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise SpecError(f"stored job spec is invalid: {e}") from e

@@ -1,0 +1,237 @@
+"""Image reading with pyvips, by region: the whole image is never decoded into memory.
+
+Conversion rules to the model's 8-bit RGB input (applied identically everywhere):
+
+- 1 band (grey) -> RGB by replicating the band; 2 bands (grey + alpha) -> drop alpha, replicate.
+- 4 bands: RGBA -> drop alpha; CMYK (by TIFF interpretation) -> sRGB through libvips'
+  colour management.
+- 8-bit unsigned: unchanged. 16-bit unsigned: the high byte (``v >> 8``), a fixed linear map of
+  0..65535 onto 0..255 that is the same for every row, image and worker (no per-image stretch,
+  so results do not depend on which part of the image a worker sees).
+- Anything else (float, signed, 32-bit, > 4 bands) is rejected with :class:`ImageFormatError`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyvips
+
+from imaging.errors import ImageFormatError
+
+SUPPORTED_FORMATS = ("uchar", "ushort")
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Header facts of a source image.
+
+    Attributes:
+        path: Local file.
+        width, height: Size (px).
+        bands: Band count as stored.
+        format: libvips band format (``uchar``, ``ushort``, ...).
+        tiled: True for a tiled TIFF that rows can read without decoding the rest.
+    """
+
+    path: Path
+    width: int
+    height: int
+    bands: int
+    format: str
+    tiled: bool
+
+    @property
+    def is_model_ready(self) -> bool:
+        """True if rows can read this file directly: a tiled 8-bit 3-band TIFF."""
+        return self.tiled and self.bands == 3 and self.format == "uchar"
+
+
+def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "random") -> pyvips.Image:
+    """Open ``path`` lazily and check it is an image pelletseg can convert.
+
+    Args:
+        path: Local image file (TIFF, BigTIFF, PNG, JPEG, ... anything libvips reads).
+        max_pixels: Largest accepted width x height (decompression-bomb guard).
+        access: libvips access pattern: ``random`` for region reads, ``sequential`` for one
+            top-to-bottom pass.
+
+    Returns:
+        A lazy pyvips image (page 0 of multi-page files). Pixels are decoded on demand;
+        truncated or corrupt pixel data raises :class:`ImageFormatError` when read.
+
+    Raises:
+        ImageFormatError: missing, empty, not an image, zero-size, too large, or a band count /
+            bit depth that cannot be converted to 8-bit RGB.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise ImageFormatError(f"{path}: file does not exist") from e
+    if size == 0:
+        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+    try:
+        image = pyvips.Image.new_from_file(str(path), access=access, fail_on="truncated")
+    except pyvips.Error as e:
+        kind = sniff_format(path)
+        if kind:
+            raise ImageFormatError(
+                f"{path.name}: a {kind} file whose header or pixel data cannot be decoded "
+                f"({_first_line(e)}); the file is truncated or corrupt: upload it again"
+            ) from e
+        raise ImageFormatError(
+            f"{path.name}: not a readable image ({_first_line(e)}); pelletseg reads "
+            "TIFF/BigTIFF, PNG and JPEG micrographs"
+        ) from e
+    check_image(image, path.name, max_pixels=max_pixels)
+    return image
+
+
+_MAGIC = {
+    b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF",
+    b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG",
+}
+
+
+def sniff_format(path: str | os.PathLike) -> str | None:
+    """Image format named by the file's first bytes (TIFF, BigTIFF, PNG, JPEG), or None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "unknown error"
+
+
+def check_image(image: pyvips.Image, name: str, *, max_pixels: int) -> None:
+    """Raise :class:`ImageFormatError` if ``image`` has a size, band count or format that
+    pelletseg does not accept (see the module docstring)."""
+    if image.width < 1 or image.height < 1:
+        raise ImageFormatError(f"{name}: image has zero size ({image.width} x {image.height} px)")
+    if image.width * image.height > max_pixels:
+        raise ImageFormatError(
+            f"{name}: {image.width} x {image.height} px = {image.width * image.height:,} px "
+            f"exceeds the limit of {max_pixels:,} px (PELLETSEG_MAX_PIXELS); split the image or "
+            "raise the limit if it is genuine"
+        )
+    check_pixel_format(image, name)
+
+
+def check_pixel_format(image: pyvips.Image, name: str) -> None:
+    """Raise :class:`ImageFormatError` if ``image``'s band count or sample format cannot be
+    converted to 8-bit RGB (see the module docstring)."""
+    if image.bands not in (1, 2, 3, 4):
+        raise ImageFormatError(
+            f"{name}: {image.bands} bands are not supported; save the micrograph as grey, RGB "
+            "or RGBA"
+        )
+    if image.format not in SUPPORTED_FORMATS:
+        raise ImageFormatError(
+            f"{name}: pixel format {image.format} is not supported; save it as 8- or 16-bit "
+            "unsigned integers"
+        )
+
+
+def to_rgb8(image: pyvips.Image) -> pyvips.Image:
+    """Convert a checked image to 3-band 8-bit sRGB by the module's rules (lazy).
+
+    Raises:
+        ImageFormatError: band count or format outside the supported set.
+    """
+    check_pixel_format(image, "image")
+    if image.bands == 4 and image.interpretation == "cmyk":
+        image = image.colourspace("srgb")
+    elif image.bands in (2, 4):
+        image = image.extract_band(0, n=image.bands - 1)
+    if image.format == "ushort":
+        image = (image >> 8).cast("uchar")
+    if image.bands == 1:
+        image = image.bandjoin([image, image])
+    return image.copy(interpretation="srgb")
+
+
+def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+    """Header of ``path`` (opens it; decodes no pixels).
+
+    Raises:
+        ImageFormatError: as :func:`open_image`.
+    """
+    image = open_image(path, max_pixels=max_pixels)
+    # libvips' TIFF loader sets "tile-width" only for tiled TIFFs (strip TIFFs have none).
+    loader = image.get("vips-loader") if image.get_typeof("vips-loader") else ""
+    tiled = "tiff" in loader and image.get_typeof("tile-width") != 0
+    return ImageInfo(Path(path), image.width, image.height, image.bands, image.format, tiled)
+
+
+def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+    """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
+    in one streaming pass, so every row can then read its strip cheaply.
+
+    Raises:
+        ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".part.tif")
+    image = open_image(path, max_pixels=max_pixels, access="sequential")
+    try:
+        to_rgb8(image).tiffsave(
+            str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
+            predictor="horizontal", bigtiff=True,
+        )
+    except pyvips.Error as e:
+        tmp.unlink(missing_ok=True)
+        raise ImageFormatError(
+            f"{Path(path).name}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
+            "or corrupt: upload it again"
+        ) from e
+    os.replace(tmp, out_path)
+    return ImageInfo(out_path, image.width, image.height, 3, "uchar", True)
+
+
+def read_rows(image: pyvips.Image, r0: int, r1: int) -> np.ndarray:
+    """Decode image rows ``[r0, r1)`` as 8-bit RGB.
+
+    Args:
+        image: An image from :func:`open_image` (any supported bands/format).
+        r0, r1: Row range (px), ``0 <= r0 < r1 <= height``.
+
+    Returns:
+        (r1 - r0, W, 3) uint8 array.
+
+    Raises:
+        ImageFormatError: the pixel data of these rows cannot be decoded (truncated/corrupt).
+    """
+    region = to_rgb8(image).crop(0, r0, image.width, r1 - r0)
+    try:
+        data = region.write_to_memory()
+    except pyvips.Error as e:
+        name = Path(image.filename).name if image.get_typeof("filename") else "image"
+        raise ImageFormatError(
+            f"{name}, rows {r0}-{r1}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
+            "or corrupt: upload it again"
+        ) from e
+    return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, image.width, 3)
+
+
+def image_rows(image: pyvips.Image):
+    """A row reader over a lazy image, for :func:`worker.engine.prefetch.iter_bands`.
+
+    Args:
+        image: An image from :func:`open_image` (any supported bands/format).
+
+    Returns:
+        ``rows(lo, hi)`` -> (hi - lo, W, 3) uint8 image rows ``[lo, hi)`` (see
+        :func:`read_rows`; raises :class:`ImageFormatError` on corrupt pixel data).
+    """
+
+    def rows(lo: int, hi: int) -> np.ndarray:
+        return read_rows(image, lo, hi)
+
+    return rows

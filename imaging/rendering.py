@@ -1,0 +1,260 @@
+"""Pictures of a label map: the colour overlay (pyramidal JPEG TIFF) and the PNG preview with
+its legend (pyvips, streaming), and :func:`write_pictures`, which writes a job's three pictures
+(label pyramid, overlay, preview) from its row strips for the reducer and the streaming
+stitcher. Label maps are never interpolated: previews sample their mode-downsampled pyramid
+nearest-neighbour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pyvips
+
+from imaging.palette import palette_lut
+from imaging.reading import to_rgb8
+from imaging.stitching import (
+    TILED_TIFF,
+    Strips,
+    check_label_image,
+    load_image,
+    save_stitched,
+    write_label_pyramid,
+)
+from storage.blobs.layout import LABELS as LABELS_FILE
+from storage.blobs.layout import OVERLAY as OVERLAY_FILE
+from storage.blobs.layout import PREVIEW as PREVIEW_FILE
+
+#: Gap between the two panels of a preview, and its legend geometry (pixels).
+PREVIEW_GAP = 8
+LEGEND_BOX = 14
+LEGEND_PAD = 6
+BACKGROUND = [255, 255, 255]
+
+
+def colourise(label_image: pyvips.Image, palette: Sequence[tuple[int, int, int]]) -> pyvips.Image:
+    """Map class indices to display colours with a lookup table (lazily).
+
+    Args:
+        label_image: (H, W) 1-band uchar class indices.
+        palette: RGB colour (0-255) of each class index; indices beyond it become black.
+
+    Returns:
+        (H, W, 3) uchar sRGB image.
+
+    Raises:
+        ImageFormatError: ``label_image`` is not 1-band uchar.
+        ValueError: the palette is empty, longer than 256 or holds a bad colour.
+    """
+    check_label_image(label_image, "colourise")
+    return label_image.maplut(palette_lut(palette)).copy(interpretation="srgb")
+
+
+def _check_same_size(source: pyvips.Image, source_path, labels: pyvips.Image, what) -> None:
+    if (source.width, source.height) != (labels.width, labels.height):
+        raise ValueError(
+            f"{what} is {labels.width}x{labels.height} px but the source "
+            f"{source_path} is {source.width}x{source.height} px; they must match"
+        )
+
+
+def _open_pair(source_path, label_path) -> tuple[pyvips.Image, pyvips.Image]:
+    source = to_rgb8(load_image(source_path))
+    labels = load_image(label_path)
+    check_label_image(labels, str(label_path))
+    _check_same_size(source, source_path, labels, label_path)
+    return source, labels
+
+
+def write_overlay(
+    source_path: str | Path,
+    labels: str | Path | Strips,
+    palette: Sequence[tuple[int, int, int]],
+    out_path: str | Path,
+    alpha: float = 0.45,
+) -> None:
+    """Blend the source with the colourised label map into a pyramidal JPEG BigTIFF.
+
+    ``out = (1 - alpha) * source_rgb8 + alpha * colour(label)``, rounded; tiled 256 px,
+    JPEG Q 85, pyramid levels averaged (it is a picture, not labels). Streams.
+
+    Args:
+        source_path: Source micrograph (any format libvips reads; see
+            :func:`imaging.reading.to_rgb8`).
+        labels: Label map of the same size (1-band uint8 file; page 0 of a pyramid is used),
+            or the row strips in order (a list or a :class:`imaging.stitching.StripStream`),
+            stitched on the fly as by :func:`write_label_pyramid` (so the overlay need not wait
+            for the label map).
+        palette: RGB colour of each class index.
+        out_path: Output TIFF; overwritten if it exists.
+        alpha: Weight of the label colours, 0-1.
+
+    Raises:
+        ValueError: ``alpha`` outside [0, 1], sizes differ, no strips, or a bad palette.
+        ImageFormatError: the source, the label map or a strip cannot be read or converted.
+        pyvips.Error: pixel data is corrupt, or the output cannot be written.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+    def save(label_image: pyvips.Image, what: str) -> None:
+        source = to_rgb8(load_image(source_path))
+        _check_same_size(source, source_path, label_image, what)
+        colour = colourise(label_image, palette)
+        blended = (source * (1.0 - alpha) + colour * alpha).rint().cast("uchar")
+        blended.copy(interpretation="srgb").tiffsave(
+            str(out_path), pyramid=True, compression="jpeg", Q=85, **TILED_TIFF
+        )
+
+    if isinstance(labels, (str, Path)):
+        label_image = load_image(labels)
+        check_label_image(label_image, str(labels))
+        save(label_image, str(labels))
+    else:
+        save_stitched(labels, out_path, lambda image: save(image, "the row strips"))
+
+
+def _labels_at(label_path: str | Path, width: int, height: int) -> pyvips.Image:
+    """The label map at (width, height): the smallest mode-downsampled pyramid page that is
+    still at least that big, then nearest-neighbour sampling (never interpolation)."""
+    best = load_image(label_path, access="random")
+    check_label_image(best, str(label_path))
+    for page in range(1, best.get("n-pages") if best.get_typeof("n-pages") else 1):
+        level = load_image(label_path, access="random", page=page)
+        if level.width < width or level.height < height or level.bands != 1:
+            break
+        best = level if level.format == "uchar" else best
+    if (best.width, best.height) == (width, height):
+        return best
+    return best.resize(width / best.width, vscale=height / best.height, kernel="nearest")
+
+
+def _legend(palette: Sequence[tuple[int, int, int]], names: Sequence[str] | None, width: int):
+    """A legend strip (width px wide): colour boxes, with names where text rendering works."""
+    opts = {"expand": True, "background": BACKGROUND}
+    lines, line = [], None
+    for i, rgb in enumerate(palette):
+        box = (pyvips.Image.black(LEGEND_BOX, LEGEND_BOX, bands=3) + list(rgb)).cast("uchar")
+        item = box.embed(1, 1, LEGEND_BOX + 2, LEGEND_BOX + 2)  # 1-px black frame
+        try:
+            text = pyvips.Image.text(names[i] if names else str(i), dpi=72, height=LEGEND_BOX)
+            text = (255 - text).cast("uchar")
+            text = text.bandjoin([text, text])
+            item = item.join(text, "horizontal", shim=4, align="centre", **opts)
+        except pyvips.Error:  # libvips built without text support: boxes only
+            pass
+        if line is not None and line.width + 3 * LEGEND_PAD + item.width > width - 2 * LEGEND_PAD:
+            lines.append(line)
+            line = None
+        # join, not arrayjoin: arrayjoin makes every cell as big as the largest
+        line = item if line is None else line.join(item, "horizontal", shim=3 * LEGEND_PAD, **opts)
+    lines.append(line)
+    legend = lines[0]
+    for extra in lines[1:]:
+        legend = legend.join(extra, "vertical", shim=LEGEND_PAD, **opts)
+    legend = legend.crop(0, 0, min(legend.width, width - 2 * LEGEND_PAD), legend.height)
+    return legend.copy(interpretation="srgb").embed(
+        LEGEND_PAD,
+        LEGEND_PAD,
+        width,
+        legend.height + 2 * LEGEND_PAD,
+        extend="background",
+        background=BACKGROUND,
+    )
+
+
+def preview_size(width: int, height: int, max_side: int = 1600) -> tuple[int, int]:
+    """Size (w, h) of each panel of a preview of a (width x height) image: two panels side by
+    side plus :data:`PREVIEW_GAP` fit in ``max_side``; the panel height is at most
+    ``max_side``; images are never enlarged."""
+    scale = min(1.0, (max_side - PREVIEW_GAP) / (2 * width), max_side / height)
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def write_preview(
+    source_path: str | Path,
+    label_path: str | Path,
+    palette: Sequence[tuple[int, int, int]],
+    out_path: str | Path,
+    max_side: int = 1600,
+    names: Sequence[str] | None = None,
+) -> None:
+    """Write a PNG preview: downsampled source (left), colourised labels (right), legend below.
+
+    The source is resized with libvips' default (Lanczos) kernel; the label map is sampled
+    nearest-neighbour from its mode-downsampled pyramid (never interpolated), so every label
+    pixel has exactly a palette colour. Total width ``2 * w + PREVIEW_GAP <= max_side`` with
+    (w, h) from :func:`preview_size`; the legend strip adds some rows at the bottom.
+
+    Args:
+        source_path: Source micrograph.
+        label_path: Label map of the same size (ideally the pyramid from
+            :func:`write_label_pyramid`).
+        palette: RGB colour of each class index.
+        out_path: Output PNG; overwritten if it exists.
+        max_side: Largest width (px) of the preview.
+        names: Class names for the legend (optional; indices are shown otherwise).
+
+    Raises:
+        ValueError: ``max_side`` too small, sizes differ, or a bad palette.
+        ImageFormatError: the source or label map cannot be read or converted.
+        pyvips.Error: pixel data is corrupt, or the output cannot be written.
+    """
+    if max_side < 2 + PREVIEW_GAP:
+        raise ValueError(f"max_side must be at least {2 + PREVIEW_GAP} px, got {max_side}")
+    source, _ = _open_pair(source_path, label_path)
+    w, h = preview_size(source.width, source.height, max_side)
+    if (w, h) != (source.width, source.height):
+        source = source.resize(w / source.width, vscale=h / source.height)
+    # resize can be off by one pixel: pin the size exactly
+    source = source.embed(0, 0, w, h, extend="copy")
+    small_labels = _labels_at(label_path, w, h).embed(0, 0, w, h, extend="copy")
+    colour = colourise(small_labels, palette)
+    panels = source.join(colour, "horizontal", shim=PREVIEW_GAP, background=BACKGROUND)
+    legend = _legend(palette, names, panels.width)
+    out = panels.join(legend, "vertical", background=BACKGROUND)
+    out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, strip=True)
+
+
+def write_pictures(
+    source_path: str | Path,
+    strips: Strips,
+    palette: Sequence[tuple[int, int, int]],
+    work: Path,
+    names: Sequence[str] | None = None,
+    abandon: Callable[[], None] | None = None,
+) -> None:
+    """Write the label pyramid (``labels.tif``), the overlay (``overlay.tif``) and the preview
+    (``preview.png``) of one job's row strips into folder ``work``.
+
+    The overlay is rendered from the strips in a second thread while the label pyramid (then
+    the preview, which reads it) is written: each libvips pipeline is mostly sequential (the
+    streaming PNG decode of the strips, the preview's resize), so together they use two cores.
+    ``abandon`` is called as soon as either pipeline fails, so that a
+    :class:`imaging.stitching.StripStream` the other one waits on can stop waiting.
+
+    Raises:
+        ValueError, ImageFormatError, pyvips.Error: as :func:`write_label_pyramid`,
+            :func:`write_overlay` and :func:`write_preview` (the first failure is raised).
+    """
+    work.mkdir(parents=True, exist_ok=True)
+
+    def guarded(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException:
+            if abandon is not None:
+                abandon()
+            raise
+
+    def labels_and_preview() -> None:
+        write_label_pyramid(strips, work / LABELS_FILE)
+        write_preview(source_path, work / LABELS_FILE, palette, work / PREVIEW_FILE, names=names)
+
+    # leaving the block waits for the overlay, also when the label map failed
+    with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
+        overlay = pool.submit(guarded, lambda: write_overlay(source_path, strips, palette,
+                                                             work / OVERLAY_FILE))
+        guarded(labels_and_preview)
+    overlay.result()  # the overlay's error, if it had one

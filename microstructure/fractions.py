@@ -1,0 +1,175 @@
+"""Phase fractions: exact per-class pixel counts -> percentages, JSON document and CSV.
+
+Counts come from the row strips (``label_counts`` of each strip, summed by the reducer), so
+fractions are exact pixel counts of the label map, never estimates from a preview.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.package import ClassInfo
+
+CSV_FIELDS = ("index", "name", "pixels", "percent", "percent_of_pellet")
+#: Elements per np.bincount call: bincount converts its input to intp (8 bytes/element),
+#: so a strip is counted in chunks to keep that copy small.
+_CHUNK = 1 << 22
+
+
+def phase_fractions(counts: Sequence[int], classes: Sequence[ClassInfo]) -> list[dict]:
+    """Per-class pixel counts and percentages.
+
+    Args:
+        counts: Pixel count of each class, ``counts[i]`` for ``classes[i]`` (ints >= 0).
+        classes: The model's classes, in index order.
+
+    Returns:
+        One dict per class: ``index`` (int), ``name`` (str), ``pixels`` (int), ``percent``
+        (float, % of all pixels; 0.0 if there are none) and ``percent_of_pellet`` (float, %
+        among the classes with ``pellet=True``; 0.0 if there are no pellet pixels; None for
+        classes with ``pellet=False``, e.g. epoxy or background).
+
+    Raises:
+        ValueError: ``len(counts) != len(classes)``, a negative count, or a class whose
+            index is not its position.
+        TypeError: a count is not an integer.
+    """
+    if len(counts) != len(classes):
+        raise ValueError(f"{len(counts)} counts for {len(classes)} classes; they must match")
+    pixels = []
+    for i, (n, c) in enumerate(zip(counts, classes, strict=True)):
+        if c.index != i:
+            raise ValueError(f"class {c.name!r} at position {i} has index {c.index}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise TypeError(f"count of class {c.name!r} is {n!r}, not an integer")
+        if n < 0:
+            raise ValueError(f"count of class {c.name!r} is negative ({n})")
+        pixels.append(int(n))
+    total = sum(pixels)
+    pellet_total = sum(n for n, c in zip(pixels, classes, strict=True) if c.pellet)
+    out = []
+    for n, c in zip(pixels, classes, strict=True):
+        if c.pellet:
+            of_pellet: float | None = 100.0 * n / pellet_total if pellet_total else 0.0
+        else:
+            of_pellet = None
+        out.append(
+            {
+                "index": c.index,
+                "name": c.name,
+                "pixels": n,
+                "percent": 100.0 * n / total if total else 0.0,
+                "percent_of_pellet": of_pellet,
+            }
+        )
+    return out
+
+
+def fractions_document(
+    job_id: str,
+    model: Mapping[str, Any],
+    width: int,
+    height: int,
+    counts: Sequence[int],
+    classes: Sequence[ClassInfo],
+) -> dict:
+    """The ``fractions.json`` document of a job.
+
+    Args:
+        job_id: Job identifier.
+        model: ``{"name", "version", "sha256"}`` of the model package used.
+        width, height: Size of the label map (px).
+        counts: Pixel count per class (see :func:`phase_fractions`).
+        classes: The model's classes, in index order.
+
+    Returns:
+        ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
+        "classes": phase_fractions(...)}`` (JSON-serialisable).
+
+    Raises:
+        ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
+            model field is missing, or any error of :func:`phase_fractions`.
+    """
+    missing = [k for k in ("name", "version", "sha256") if k not in model]
+    if missing:
+        raise ValueError(f"model is missing {', '.join(missing)}")
+    if width < 0 or height < 0:
+        raise ValueError(f"image size {width}x{height} is negative")
+    fractions = phase_fractions(counts, classes)
+    counted = sum(f["pixels"] for f in fractions)
+    if counted != width * height:
+        raise ValueError(
+            f"job {job_id}: class counts sum to {counted} pixels but the image has "
+            f"{width}x{height} = {width * height}; a row is missing or counted twice"
+        )
+    return {
+        "job_id": job_id,
+        "model": {k: model[k] for k in ("name", "version", "sha256")},
+        "width": int(width),
+        "height": int(height),
+        "pixels_total": counted,
+        "classes": fractions,
+    }
+
+
+def fractions_csv(doc: Mapping[str, Any]) -> str:
+    """The ``fractions.csv`` text of a document from :func:`fractions_document`.
+
+    Columns: index,name,pixels,percent,percent_of_pellet; one row per class; floats are
+    written at full precision (``repr``), ``percent_of_pellet`` empty where it is None.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in doc["classes"]:
+        writer.writerow(
+            {
+                "index": row["index"],
+                "name": row["name"],
+                "pixels": row["pixels"],
+                "percent": repr(float(row["percent"])),
+                "percent_of_pellet": (
+                    ""
+                    if row["percent_of_pellet"] is None
+                    else repr(float(row["percent_of_pellet"]))
+                ),
+            }
+        )
+    return buf.getvalue()
+
+
+def label_counts(labels: np.ndarray, n_classes: int) -> list[int]:
+    """Pixel count of each class in a label array.
+
+    Args:
+        labels: Integer class indices of any shape, usually an (h, W) uint8 strip.
+        n_classes: Number of classes C.
+
+    Returns:
+        C ints, ``counts[i]`` = number of elements equal to i; they sum to ``labels.size``.
+
+    Raises:
+        ValueError: ``labels`` is not an integer array, ``n_classes < 1``, or a label is
+            negative or ``>= n_classes``.
+    """
+    labels = np.asarray(labels)
+    if n_classes < 1:
+        raise ValueError(f"n_classes must be at least 1, got {n_classes}")
+    if labels.dtype.kind not in "ui":
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    flat = labels.reshape(-1)
+    counts = np.zeros(n_classes, dtype=np.int64)
+    if flat.size == 0:
+        return counts.tolist()
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo < 0 or hi >= n_classes:
+        bad = hi if hi >= n_classes else lo
+        raise ValueError(f"label value {bad} is outside 0..{n_classes - 1}")
+    for start in range(0, flat.size, _CHUNK):
+        counts += np.bincount(flat[start : start + _CHUNK], minlength=n_classes)
+    return counts.tolist()

@@ -1,0 +1,146 @@
+"""Model packages: ``model.json`` (metadata) + ``weights.safetensors`` (no pickle, ever).
+
+This module reads and checks a package without torch; building the network and loading the
+weights is :mod:`worker.engine.network`'s.
+
+A package lives in a folder locally and under ``models/{name}/{version}/`` in the blob store.
+``model.json`` records the architecture (segmentation-models-pytorch arch + encoder), classes
+with their colours and label values, input normalisation, the tile geometry it was made for,
+its training data and metrics, and the sha256 of the weights file, checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from core.geometry import WithGeometry
+
+__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelPackage", "ModelPackageError",
+           "Normalisation", "read_package", "sha256_file"]
+
+
+
+class ModelPackageError(Exception):
+    """A model package is missing, malformed, or its weights do not match their sha256."""
+
+
+MODEL_JSON = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+class ClassInfo(BaseModel):
+    """One output class of a model.
+
+    Attributes:
+        index: Channel index in the model output = value in the label map (uint8).
+        name: Phase name (e.g. ``magnetite``).
+        rgb: Display colour, RGB order (0-255).
+        label_value: Value of this class in the training masks (may be sparse, e.g. 0,1,3,5,7).
+        pellet: False for phases that are not part of the pellet (epoxy, mounting background);
+            those are left out of ``percent_of_pellet``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0, le=255)
+    name: str
+    rgb: tuple[int, int, int]
+    label_value: int = Field(ge=0, le=255)
+    pellet: bool = True
+
+
+class Normalisation(BaseModel):
+    """Per-channel input normalisation applied to RGB values scaled to [0, 1]."""
+
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class ModelPackage(WithGeometry):
+    """Contents of ``model.json``.
+
+    ``tile_size`` and ``halo`` (px, :attr:`geometry`) are the tile geometry the package was
+    trained and evaluated at; jobs that name no geometry are served at it (unless the
+    operator sets ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``).
+
+    Raises (on construction):
+        pydantic.ValidationError: missing fields, class indices that are not 0..C-1, or a
+            tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    format_version: int = 1
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,99}$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
+    architecture: str = "Unet"
+    encoder: str = "resnet34"
+    arch_params: dict[str, Any] = Field(default_factory=dict)
+    in_channels: int = 3
+    classes: list[ClassInfo]
+    normalisation: Normalisation = Field(default_factory=Normalisation)
+    um_per_px: float | None = None
+    training: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("classes")
+    @classmethod
+    def _indices_dense(cls, v: list[ClassInfo]) -> list[ClassInfo]:
+        if [c.index for c in v] != list(range(len(v))):
+            raise ValueError("class indices must be 0..C-1 in order")
+        if len({c.label_value for c in v}) != len(v):
+            raise ValueError("class label_values must be unique")
+        return v
+
+    @property
+    def n_classes(self) -> int:
+        """Number of output classes C."""
+        return len(self.classes)
+
+    def palette(self) -> list[tuple[int, int, int]]:
+        """RGB colour of each class index, for overlays."""
+        return [c.rgb for c in self.classes]
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_package(folder: str | Path, *, verify: bool = True) -> ModelPackage:
+    """Read and validate ``model.json`` in ``folder``; check the weights' sha256.
+
+    Raises:
+        ModelPackageError: model.json or the weights file is missing or invalid, or the
+            weights' sha256 differs from ``weights_sha256`` (corrupt or tampered package).
+    """
+    folder = Path(folder)
+    meta_path = folder / MODEL_JSON
+    try:
+        pkg = ModelPackage.model_validate(json.loads(meta_path.read_text()))
+    except FileNotFoundError as e:
+        raise ModelPackageError(f"{meta_path} does not exist: not a model package") from e
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise ModelPackageError(f"{meta_path} is not a valid model.json: {e}") from e
+    if verify:
+        weights = folder / WEIGHTS_FILE
+        if not weights.exists():
+            raise ModelPackageError(f"{weights} is missing from model package {folder}")
+        actual = sha256_file(weights)
+        if actual != pkg.weights_sha256:
+            raise ModelPackageError(
+                f"{weights}: sha256 {actual[:16]}... does not match model.json's "
+                f"{pkg.weights_sha256[:16]}...; the package is corrupt or was altered: "
+                "re-publish it"
+            )
+    return pkg

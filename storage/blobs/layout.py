@@ -1,0 +1,48 @@
+"""Blob keys of the storage layout (ARCHITECTURE.md, "Storage layout"). Deterministic: a rerun
+of any task writes the same keys, so it finds its own checkpoints."""
+
+from __future__ import annotations
+
+from storage.blobs.store import check_key
+
+LABELS = "labels.tif"
+OVERLAY = "overlay.tif"
+PREVIEW = "preview.png"
+FRACTIONS_JSON = "fractions.json"
+FRACTIONS_CSV = "fractions.csv"
+SOURCE = "source.tif"
+OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV)
+#: The outputs stitched from the row strips (a streaming stitcher may store them early).
+PICTURES = (LABELS, OVERLAY, PREVIEW)
+#: A streaming stitcher's record of the rows its pictures were stitched from (worker/stages/streaming.py).
+STITCH_MANIFEST = "stitched.json"
+#: Object tag of row checkpoints on S3: the bucket's ``row-checkpoints`` lifecycle rule
+#: (terraform/modules/storage) selects ``jobs/`` objects with this tag, since S3 lifecycle
+#: filters take no wildcard for ``jobs/*/rows/``.
+ROW_CHECKPOINT_TAG = {"pelletseg-object": "row-checkpoint"}
+
+
+def job_prefix(job_id: str) -> str:
+    """``jobs/{job_id}``"""
+    return check_key(f"jobs/{job_id}")
+
+
+def row_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.tif``: the row's uint8 label strip checkpoint."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.tif"
+
+
+def output_key(job_id: str, name: str) -> str:
+    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES`, :data:`SOURCE` or
+    :data:`STITCH_MANIFEST`."""
+    return check_key(f"{job_prefix(job_id)}/{name}")
+
+
+def upload_key(job_id: str, filename: str) -> str:
+    """``uploads/{job_id}/{filename}``"""
+    return check_key(f"uploads/{job_id}/{filename}")
+
+
+def model_prefix(name: str, version: str) -> str:
+    """``models/{name}/{version}``"""
+    return check_key(f"models/{name}/{version}")

@@ -1,0 +1,14 @@
+"""The submission service, the one way jobs are created and controlled: the HTTP API, the
+CLI and the benchmarks all build a :class:`core.spec.JobSpec` through
+:meth:`SubmissionService.build_spec` (every check: source rules, uploads, webhook URL,
+registered model, tile geometry from the model package) and submit, cancel and resume through
+it; :func:`prepare` readies a stack (home, migrations, bundled models).
+
+May import: ``core``, ``storage``, ``queues``, ``models`` and ``webhooks``; never ``worker``,
+``training``, ``api`` or torch.
+"""
+
+from submission.service import SubmissionError, SubmissionService
+from submission.stack import prepare
+
+__all__ = ["SubmissionError", "SubmissionService", "prepare"]

@@ -1,0 +1,335 @@
+"""The submission service: turn a request into a checked :class:`core.spec.JobSpec`, create the
+job row and enqueue its planning task; cancel and resume jobs. The one path for the HTTP API,
+the CLI and the benchmarks, so every check (source rules, uploads, webhook URL, registered
+model, tile geometry) applies to all of them, with the same messages.
+
+Tasks are sent by name (:mod:`queues`); nothing here imports torch or ``worker``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerError
+from pydantic import ValidationError
+
+from core.geometry import GeometryError, TileGeometry
+from core.settings import Settings
+from core.sources import is_bare_path, source_scheme
+from core.spec import JobSpec
+from core.states import JOB_TERMINAL, JobStatus
+from models import ModelPackageError, ModelRegistry
+from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
+from storage.blobs import BlobStore, UploadStore
+from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
+from storage.jobtable import Job, JobTable, ModelRecord, job_table
+from webhooks import WebhookUrlError, check_webhook_url
+
+__all__ = ["SubmissionError", "SubmissionService"]
+
+
+class SubmissionError(ValueError):
+    """A job request is invalid: its source, upload, options, webhook or model (the API
+    answers 422 with this message; the CLI prints it)."""
+
+
+class SubmissionService:
+    """Submit, cancel and resume jobs on the stack that ``settings`` name.
+
+    Args:
+        settings: The stack (job table, blob store, broker) and the defaults of new jobs.
+        table: The job table (default: the one ``settings`` name).
+        app: Celery app used to send tasks by name (default: built on first send).
+        uploads: Completed uploads that a request may name by ``upload_id`` (default: the
+            settings' blob store).
+    """
+
+    def __init__(self, settings: Settings, *, table: JobTable | None = None,
+                 app: Celery | None = None, uploads: UploadStore | None = None):
+        self.settings = settings
+        self.table = table or job_table(settings)
+        self._app = app
+        self._uploads = uploads
+
+    @cached_property
+    def app(self) -> Celery:
+        """The Celery app tasks are sent with."""
+        return self._app or make_celery(self.settings)
+
+    @cached_property
+    def blobs(self) -> BlobStore:
+        """The blob store (uploads, model packages)."""
+        if self._uploads is not None:
+            return self._uploads.blobs
+        return BlobStore(self.settings.resolved_storage_url)
+
+    @cached_property
+    def uploads(self) -> UploadStore:
+        """Uploads into the blob store (``uploads/{id}/...``)."""
+        if self._uploads is not None:
+            return self._uploads
+        s = self.settings
+        return UploadStore(self.blobs, part_size=s.upload_part_bytes,
+                           max_bytes=s.max_upload_bytes)
+
+    @cached_property
+    def models(self) -> ModelRegistry:
+        """The model registry (model records and their ``model.json``)."""
+        return ModelRegistry(self.table, self.blobs, self.settings.resolved_cache_dir)
+
+    # ------------------------------------------------------------------ specs
+    def build_spec(
+        self,
+        source: str | None = None,
+        *,
+        upload_id: str | None = None,
+        model: str | None = None,
+        model_version: str | None = None,
+        tile_size: int | None = None,
+        halo: int | None = None,
+        rows_per_task: int | None = None,
+        labels: dict[str, Any] | None = None,
+        webhook_url: str | None = None,
+    ) -> JobSpec:
+        """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
+
+        Left-out options take their defaults: the model ``PELLETSEG_DEFAULT_MODEL`` at its
+        newest registered version (the version is stored, so the job runs the package it was
+        checked against); the tile geometry of that model package (or the operator's
+        ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``), a size or halo given alone keeping the
+        other from there; ``rows_per_task`` from the settings.
+
+        Raises:
+            SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
+                scheme is not allowed or a local path that does not exist; an unknown upload;
+                an unregistered model (the message lists the registered ones); an invalid tile
+                geometry or option; a webhook URL that is not public http(s) or without
+                ``PELLETSEG_WEBHOOK_SECRET``.
+            UploadStateError: the upload is not complete (409 in the API).
+            StorageError: the job table or blob store is unreachable.
+        """
+        if (source is None) == (upload_id is None):
+            raise SubmissionError("give either a source URL (or path) or an upload_id")
+        source_url = (self._upload_source(upload_id) if upload_id is not None
+                      else self.normalise_source(source))
+        record = self._model(model or self.settings.default_model, model_version)
+        if tile_size is None or halo is None:
+            default = self._default_geometry(record)
+            tile_size = default.tile_size if tile_size is None else tile_size
+            halo = default.halo if halo is None else halo
+        try:
+            geometry = TileGeometry(tile_size, halo)
+        except GeometryError as e:
+            raise SubmissionError(str(e)) from e
+        if webhook_url is not None:
+            self.check_webhook(webhook_url)
+        try:
+            return JobSpec(
+                source_url=source_url, model=record.name, model_version=record.version,
+                tile_size=geometry.tile_size, halo=geometry.halo,
+                rows_per_task=rows_per_task or self.settings.rows_per_task,
+                labels=labels or {}, webhook_url=webhook_url,
+            )
+        except ValidationError as e:
+            raise SubmissionError("; ".join(
+                (".".join(map(str, err["loc"])) + ": " if err["loc"] else "")
+                + err["msg"].removeprefix("Value error, ") for err in e.errors())) from e
+
+    def normalise_source(self, source: str) -> str:
+        """A local path becomes an absolute ``file://`` URL; URLs are checked against
+        ``PELLETSEG_ALLOWED_SOURCE_SCHEMES`` (local paths count as scheme ``file``).
+
+        Raises:
+            SubmissionError: the scheme is not allowed, or a local path does not exist.
+        """
+        allowed = self.settings.allowed_source_schemes
+        if is_bare_path(source):
+            if "file" not in allowed:
+                raise SubmissionError(
+                    f"{source}: local file paths are not allowed (allowed schemes: "
+                    f"{', '.join(allowed)})"
+                )
+            try:
+                path = Path(source).expanduser().resolve()
+                found = path.is_file()
+            except (RuntimeError, ValueError, OSError) as e:  # '~nobody', NUL bytes, loops
+                raise SubmissionError(f"{source!r} is not a usable file path: {e}") from e
+            if not found:
+                raise SubmissionError(f"{source}: no such file")
+            return path.as_uri()
+        scheme = source_scheme(source)
+        if scheme not in allowed:
+            raise SubmissionError(
+                f"{source}: scheme {scheme!r} is not allowed (allowed: {', '.join(allowed)})"
+            )
+        return source
+
+    def check_webhook(self, url: str) -> str:
+        """Check a webhook URL against server-side request forgery
+        (:func:`webhooks.check_webhook_url`; private addresses pass only with
+        ``PELLETSEG_ALLOW_PRIVATE_WEBHOOKS``) and that webhooks can be signed.
+
+        Returns:
+            ``url`` unchanged.
+
+        Raises:
+            SubmissionError: no ``PELLETSEG_WEBHOOK_SECRET``; wrong scheme, credentials, no
+                host, unresolvable host or a non-public address.
+        """
+        if self.settings.webhook_secret is None:
+            raise SubmissionError(
+                "webhook_url needs a signing secret on the server: set PELLETSEG_WEBHOOK_SECRET "
+                "on the API and the workers (webhooks are never sent unsigned)"
+            )
+        try:
+            return check_webhook_url(url, self.settings.allow_private_webhooks)
+        except WebhookUrlError as e:
+            raise SubmissionError(str(e)) from e
+
+    def _upload_source(self, upload_id: str) -> str:
+        """The source URL of a completed upload, checked against the allowed schemes."""
+        try:
+            manifest = self.uploads.get(upload_id)
+        except NotFoundError as e:
+            raise SubmissionError(f"upload_id {upload_id!r}: no such upload") from e
+        except UploadError as e:
+            raise SubmissionError(f"upload_id {upload_id!r}: {e}") from e
+        source = self.uploads.source_url(manifest)
+        scheme = source_scheme(source)
+        allowed = self.settings.allowed_source_schemes
+        if scheme not in allowed:
+            raise SubmissionError(
+                f"uploads are stored under {scheme}:// which PELLETSEG_ALLOWED_SOURCE_SCHEMES "
+                f"({', '.join(allowed)}) does not allow")
+        return source
+
+    def _model(self, name: str, version: str | None) -> ModelRecord:
+        """The registered record of model ``name`` at ``version`` (None: the newest)."""
+        try:
+            return self.models.resolve(name, version)
+        except NotFoundError as e:
+            raise SubmissionError(str(e)) from e
+
+    def _default_geometry(self, record: ModelRecord) -> TileGeometry:
+        """The geometry a job of this model gets when it names none: the operator's
+        ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``, else the package's own."""
+        if self.settings.geometry is not None:
+            return self.settings.geometry
+        try:
+            return self.models.meta(record.name, record.version).geometry
+        except ModelPackageError as e:
+            raise SubmissionError(f"model {record.name} {record.version} cannot be used: {e}") \
+                from e
+
+    # ------------------------------------------------------------------ jobs
+    def submit(self, spec: JobSpec, *, idempotency_key: str | None = None,
+               batch_id: str | None = None) -> Job:
+        """Create a ``queued`` job (in batch ``batch_id`` if given) and enqueue its planning
+        task.
+
+        With an ``idempotency_key`` already used, returns that job and enqueues nothing (also
+        when two requests with the same key race: only the one that inserted the job
+        enqueues).
+
+        Raises:
+            StorageError: the job table or the broker is unreachable (a job whose planning
+                task could not be sent is marked failed, to be resumed once the broker is
+                back).
+        """
+        if idempotency_key is not None:
+            existing = self.table.jobs.find_by_idempotency_key(idempotency_key)
+            if existing is not None:
+                return existing
+        new_id = str(uuid.uuid4())
+        job = self.table.jobs.create(spec, job_id=new_id, idempotency_key=idempotency_key,
+                                     batch_id=batch_id)
+        if job.id == new_id:
+            self._send_or_fail(job.id, [(PLAN_TASK, job.id)])
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Move a job that has not ended to ``cancelled``; workers skip its remaining rows.
+        Its webhook, if any, is armed in the same UPDATE and its notify task sent (best
+        effort: if the broker is down, the reconciler sends it later).
+
+        Returns:
+            The job after the change.
+
+        Raises:
+            NotFoundError: no such job.
+            TransitionError: the job has already ended (succeeded, failed or cancelled).
+            StorageError: the job table is unreachable.
+        """
+        for _ in range(5):  # a worker may move the job between our read and our UPDATE
+            job = self.table.jobs.get(job_id)
+            if job.status in JOB_TERMINAL:
+                raise TransitionError(f"job {job_id} is {job.status}; only a job that has not "
+                                      "ended can be cancelled")
+            if self.table.jobs.transition(job_id, JobStatus.CANCELLED):
+                if self.table.webhooks.pending(job_id):
+                    try:
+                        send(self.app, NOTIFY_TASK, job_id)
+                    except (BrokerError, OSError):
+                        pass  # the job is cancelled; the reconciler's sweep sends the webhook
+                return self.table.jobs.get(job_id)
+        raise TransitionError(f"job {job_id} kept changing status; try again")
+
+    def resume(self, job_id: str) -> Job:
+        """Resume a ``failed`` or ``cancelled`` job where it stopped.
+
+        - never planned (no rows, or planning did not finish): job -> ``queued``, enqueue
+          ``plan_job``;
+        - every row done: job -> ``reducing``, enqueue only ``reduce_job``;
+        - otherwise: job -> ``running``, every row that is not done -> ``pending`` (attempts
+          restart), enqueue ``segment_row`` for each of them.
+
+        Returns:
+            The job after the change.
+
+        Raises:
+            NotFoundError: no such job.
+            TransitionError: the job is not failed or cancelled (or changed concurrently).
+            StorageError: the job table or the broker is unreachable (the job is failed again).
+        """
+        table = self.table
+        job = table.jobs.get(job_id)
+        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise TransitionError(
+                f"job {job_id} is {job.status}; only failed or cancelled jobs can be resumed"
+            )
+        progress = table.rows.progress(job_id)
+        planned = progress.total > 0 and job.rows_total is not None
+        if not planned:
+            # Planning did not finish: plan again (rows it inserted are kept, reset to pending).
+            target, tasks = JobStatus.QUEUED, [(PLAN_TASK, job_id)]
+        elif progress.done == progress.total:
+            target, tasks = JobStatus.REDUCING, [(REDUCE_TASK, job_id)]
+        else:
+            target, tasks = JobStatus.RUNNING, []
+        if not table.jobs.transition(job_id, target, error=None, finished_at=None):
+            raise TransitionError(f"job {job_id} changed status while resuming; try again")
+        if target == JobStatus.RUNNING:
+            tasks = [(ROW_TASK, job_id, index)
+                     for index in table.recovery.reset_rows_for_resume(job_id)]
+        elif target == JobStatus.QUEUED and progress.total:
+            table.recovery.reset_rows_for_resume(job_id)
+        self._send_or_fail(job_id, tasks)
+        return table.jobs.get(job_id)
+
+    def _send_or_fail(self, job_id: str, tasks: list[tuple]) -> None:
+        """Send ``(task, *args)`` messages; if the broker fails, fail the job (so that it can
+        be resumed later) and raise :class:`StorageError`."""
+        try:
+            for task, *args in tasks:
+                send(self.app, task, *args)
+        except (BrokerError, OSError) as e:
+            self.table.jobs.transition(job_id, JobStatus.FAILED,
+                                       error=f"could not enqueue work: {e}")
+            raise StorageError(
+                f"the broker is unreachable ({e}); job {job_id} was marked failed: resume it "
+                "when the broker is back"
+            ) from e

@@ -1,0 +1,129 @@
+"""Pictures of a label map: colour overlay and preview (imaging.rendering)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pyvips
+
+from imaging.errors import ImageFormatError
+from imaging.rendering import PREVIEW_GAP, colourise, preview_size, write_overlay, write_preview
+from imaging.stitching import write_label_pyramid, write_strip
+from tests.imaging.conftest import PALETTE, W, label_strips
+
+
+def test_colourise_maps_indices_to_palette():
+    labels = pyvips.Image.new_from_array(np.array([[0, 1], [3, 2]], np.uint8))
+    rgb = colourise(labels, PALETTE).numpy()
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert [tuple(rgb[0, 0]), tuple(rgb[0, 1]), tuple(rgb[1, 0]), tuple(rgb[1, 1])] == [
+        PALETTE[0],
+        PALETTE[1],
+        PALETTE[3],
+        PALETTE[2],
+    ]
+
+
+def test_overlay_written_with_expected_size_and_blend(source, tmp_path):
+    # 40-px blocks: big enough for JPEG's chroma subsampling not to blur the class colours
+    blocks = np.random.default_rng(4).choice(np.array([0, 1, 3], np.uint8), size=(15, 15))
+    labels = np.kron(blocks, np.ones((40, 40), np.uint8))
+    write_strip(labels, tmp_path / "strip.tif")
+    label_path = tmp_path / "big-blocks.tif"
+    write_label_pyramid([tmp_path / "strip.tif"], label_path)
+    source_path, grey = source
+    out = tmp_path / "overlay.tif"
+    write_overlay(source_path, label_path, PALETTE, out, alpha=0.45)
+    overlay = pyvips.Image.new_from_file(str(out))
+    assert (overlay.width, overlay.height, overlay.bands, overlay.format) == (W, 600, 3, "uchar")
+    assert overlay.get("n-pages") > 1
+    assert overlay.get("tile-width") == 256
+    # JPEG is lossy: compare with the exact blend (mostly luma), and check
+    # that each class is tinted towards its colour
+    got = overlay.numpy().astype(float)
+    grey8 = (grey >> 8).astype(float)[..., None]
+    expected = 0.55 * grey8 + 0.45 * np.array(PALETTE, float)[labels]
+    luma = np.array([0.299, 0.587, 0.114])
+    assert np.abs(got @ luma - expected @ luma).mean() < 1.5  # alpha 0.4 or 0.5: ~3.7
+    assert np.abs(got - expected).mean() < 4
+    for cls, channel in ((0, 0), (1, 1)):
+        mask = labels == cls
+        means = got[mask].mean(axis=0)
+        assert means[channel] > max(np.delete(means, channel)) + 40
+
+
+def test_overlay_rejects_size_mismatch(stitched, tmp_path):
+    label_path, _ = stitched
+    small = tmp_path / "small.png"
+    pyvips.Image.black(10, 10).cast("uchar").pngsave(str(small))
+    with pytest.raises(ValueError, match="must match"):
+        write_overlay(small, label_path, PALETTE, tmp_path / "o.tif")
+
+
+def test_preview_size_and_label_colours(stitched, source, tmp_path):
+    label_path, _ = stitched
+    source_path, _ = source
+    out = tmp_path / "preview.png"
+    max_side = 400
+    write_preview(source_path, label_path, PALETTE, out, max_side=max_side, names=list("abcd"))
+    preview = pyvips.Image.new_from_file(str(out))
+    w, h = preview_size(W, 600, max_side)
+    assert preview.width == 2 * w + PREVIEW_GAP <= max_side
+    assert preview.height > h  # panels plus a legend strip
+    assert preview.bands == 3
+    right = preview.numpy()[:h, w + PREVIEW_GAP :]
+    colours = {tuple(c) for c in right.reshape(-1, 3).tolist()}
+    # labels are sampled, never interpolated: only colours of classes 0, 1, 3 appear
+    assert colours <= {PALETTE[0], PALETTE[1], PALETTE[3]}
+    assert len(colours) == 3
+
+
+def test_preview_never_enlarges(stitched, source, tmp_path):
+    label_path, _ = stitched
+    source_path, _ = source
+    out = tmp_path / "preview.png"
+    write_preview(source_path, label_path, PALETTE, out, max_side=5000)
+    assert pyvips.Image.new_from_file(str(out)).width == 2 * W + PREVIEW_GAP
+
+
+def _strip_files(tmp_path, strips) -> list:
+    paths = []
+    for i, strip in enumerate(strips):
+        paths.append(tmp_path / f"strip-{i}.tif")
+        write_strip(strip, paths[-1])
+    return paths
+
+
+def test_overlay_from_strips_equals_overlay_from_label_map(source, tmp_path):
+    """The reducer renders the overlay from the row strips while it writes the label map: the
+    result must be the overlay of the stitched label map, byte for byte in its pixels."""
+    paths = _strip_files(tmp_path, label_strips(np.random.default_rng(7)))
+    label_path = tmp_path / "labels.tif"
+    write_label_pyramid(paths, label_path)
+    source_path, _ = source
+    write_overlay(source_path, label_path, PALETTE, tmp_path / "from-map.tif")
+    write_overlay(source_path, paths, PALETTE, tmp_path / "from-strips.tif")
+    for page in (0, 1):
+        a = pyvips.Image.new_from_file(str(tmp_path / "from-map.tif"), page=page).numpy()
+        b = pyvips.Image.new_from_file(str(tmp_path / "from-strips.tif"), page=page).numpy()
+        np.testing.assert_array_equal(a, b)
+
+
+def test_overlay_from_strips_rejects_wrong_total_height(source, tmp_path):
+    strips = label_strips(np.random.default_rng(8))[:2]  # 448 of the source's 600 rows
+    out = tmp_path / "overlay.tif"
+    with pytest.raises(ValueError, match="must match"):
+        write_overlay(source[0], _strip_files(tmp_path, strips), PALETTE, out)
+    assert not out.exists()
+
+
+@pytest.mark.timeout(60)
+def test_overlay_from_a_corrupt_strip_names_it_and_leaves_no_output(source, tmp_path):
+    paths = _strip_files(tmp_path, label_strips(np.random.default_rng(9)))
+    data = bytearray(paths[1].read_bytes())
+    data[200:4000] = bytes(3800)  # clobber compressed pixel data, keep the header
+    paths[1].write_bytes(bytes(data))
+    out = tmp_path / "overlay.tif"
+    with pytest.raises(ImageFormatError, match=r"strip-1\.tif"):
+        write_overlay(source[0], paths, PALETTE, out)
+    assert not out.exists()

@@ -1,0 +1,334 @@
+"""Datasets described by ``dataset.yaml``: image + label-map pairs, a class table mapping mask
+values (sparse codes allowed), RGB colours or ilastik label indices to class indices, and
+optional splits. Unknown mask values or colours are reported with their pixel counts, never
+silently mapped (see :mod:`training.importers`).
+
+```yaml
+name: lumenstone-s2
+images: images/train/*.jpg          # glob, relative to this file
+masks: masks/train/{stem}.png       # {stem}: image file name without suffix; {id}: path below
+                                    # the glob's fixed folders without suffix (train/01)
+mask_format: values                 # values (default) | rgb | ilastik
+classes:
+  - {name: background, value: 0, pellet: false}
+  - {name: magnetite, value: 3}
+  # mask_format rgb:     - {name: pore, rgb: [170, 0, 0]}
+  # mask_format ilastik: - {name: pore}          # value = ilastik label index, default i + 1
+ignore: []                          # values (or [r, g, b] colours) that are not labelled
+h5_dataset: exported_data           # dataset inside ilastik .h5 exports
+splits: {train: [...], val: [...], test: [...]}   # ids, file names or patterns (train/*),
+                                                  # or {file: splits.json, key: EBC1}
+```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from training.importers import (
+    IGNORE,
+    ColourDecoder,
+    DatasetError,
+    ValueDecoder,
+    check_unique,
+    read_single_band,
+)
+
+__all__ = [
+    "DEFAULT_PALETTE",
+    "IGNORE",
+    "ClassSpec",
+    "DatasetError",
+    "DatasetSpec",
+    "load_dataset_spec",
+    "load_split",
+    "mask_to_index",
+    "read_image",
+    "read_mask",
+]
+
+DEFAULT_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200),
+                   (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)]
+RGB = tuple[int, int, int]
+
+
+class ClassSpec(BaseModel):
+    """One class of a dataset.
+
+    Attributes:
+        name: Phase name.
+        value: Pixel value in ``values`` masks; 1-based label index in ``ilastik`` exports
+            (default: position + 1); recorded as the package's ``label_value`` (default for
+            ``rgb``: the class index).
+        rgb: Mask colour (RGB order) for ``rgb`` masks; display colour otherwise.
+        pellet: False for phases outside the pellet (mounting epoxy, background).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    value: int | None = Field(None, ge=0, le=255)
+    rgb: tuple[int, int, int] | None = Field(None)
+    pellet: bool = True
+
+    @field_validator("rgb")
+    @classmethod
+    def _rgb_range(cls, v: RGB | None) -> RGB | None:
+        if v is not None and not all(0 <= c <= 255 for c in v):
+            raise ValueError(f"rgb components must be 0..255, got {v}")
+        return v
+
+
+class SplitsFile(BaseModel):
+    """Splits read from a json file: ``{key: {split: [file names or stems]}}`` (or no key)."""
+
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    key: str | None = None
+
+
+class DatasetSpec(BaseModel):
+    """Contents of ``dataset.yaml``; ``images``, ``masks`` and ``splits.file`` are relative to
+    the yaml's folder (``root``). ``masks`` contains ``{stem}`` (the image's file name without
+    suffix) or ``{id}`` (its path below the glob's fixed folders, without suffix, e.g.
+    ``train/01``). Splits list ids, file names or glob patterns over ids (``train/*``).
+    Without ``splits`` every image is in ``train``. Without ``mask_format``: ``rgb`` if every
+    class has an ``rgb`` and none a ``value``, else ``values``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    images: str
+    masks: str
+    mask_format: Literal["values", "rgb", "ilastik"] | None = None
+    classes: list[ClassSpec] = Field(min_length=1, max_length=255)
+    ignore: list[int] | list[tuple[int, int, int]] = Field(default_factory=list)
+    h5_dataset: str = "exported_data"
+    splits: dict[str, list[str]] | SplitsFile | None = None
+    root: Path = Path(".")
+
+    @field_validator("masks")
+    @classmethod
+    def _has_stem(cls, v: str) -> str:
+        if "{stem}" not in v and "{id}" not in v:
+            raise ValueError("masks must contain '{stem}' or '{id}', e.g. masks/{stem}.png")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve_format(self) -> DatasetSpec:
+        cs = self.classes
+        if self.mask_format is None:
+            rgb_only = all(c.rgb is not None and c.value is None for c in cs)
+            self.mask_format = "rgb" if rgb_only else "values"
+        check_unique([c.name for c in cs], "class names")
+        if self.mask_format == "rgb":
+            if any(c.rgb is None for c in cs):
+                raise ValueError("mask_format rgb: every class needs its mask colour 'rgb'")
+            check_unique([c.rgb for c in cs], "class colours")
+            if any(not isinstance(v, (tuple, list)) for v in self.ignore):
+                raise ValueError("mask_format rgb: 'ignore' lists [r, g, b] colours")
+            for i, c in enumerate(cs):
+                c.value = i if c.value is None else c.value
+        else:
+            if self.mask_format == "ilastik":
+                for i, c in enumerate(cs):
+                    c.value = i + 1 if c.value is None else c.value
+            elif any(c.value is None for c in cs):
+                raise ValueError("mask_format values: every class needs its mask 'value'")
+            if any(not isinstance(v, int) for v in self.ignore):
+                raise ValueError(f"mask_format {self.mask_format}: 'ignore' lists values")
+            if set(self.ignore) & {c.value for c in cs}:
+                raise ValueError("a value cannot be both a class and ignored")
+        check_unique([c.value for c in cs], "class values")
+        return self
+
+    def decoder(self) -> ValueDecoder | ColourDecoder:
+        """The importer of this dataset's label maps (see :mod:`training.importers`)."""
+        if self.mask_format == "rgb":
+            return ColourDecoder(tuple(tuple(c.rgb) for c in self.classes),  # type: ignore[misc]
+                                 tuple(c.name for c in self.classes),
+                                 tuple(tuple(v) for v in self.ignore))  # type: ignore[arg-type]
+        return ValueDecoder(tuple(c.value for c in self.classes),  # type: ignore[misc]
+                            tuple(self.ignore), self.h5_dataset)  # type: ignore[arg-type]
+
+    def display_colours(self) -> list[RGB]:
+        """RGB display colour of each class: its ``rgb``, else a default palette colour."""
+        return [tuple(c.rgb) if c.rgb else DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)]
+                for i, c in enumerate(self.classes)]
+
+    def image_paths(self) -> dict[str, Path]:
+        """Image files matching ``images``, by id (sorted): the path relative to the glob's
+        fixed leading folders, without suffix (``images/*.png`` -> ``a``; ``images/*/*.jpg``
+        -> ``train/01``).
+
+        Raises:
+            DatasetError: no image matches, or two files have the same id (``a.png``, ``a.jpg``).
+        """
+        parts = Path(self.images).parts
+        fixed = next((i for i, p in enumerate(parts) if any(ch in p for ch in "*?[")), len(parts))
+        base = (self.root / Path(*parts[:fixed])) if fixed else self.root
+        paths = sorted(p for p in self.root.glob(self.images) if p.is_file())
+        if not paths:
+            raise DatasetError(f"dataset {self.name}: no image matches {self.root / self.images}")
+        out: dict[str, Path] = {}
+        for p in paths:
+            key = p.relative_to(base).with_suffix("").as_posix()
+            if key in out:
+                raise DatasetError(f"dataset {self.name}: {out[key]} and {p} have the same id "
+                                   f"{key!r}; keep one image per name")
+            out[key] = p
+        return out
+
+    def mask_path(self, image_id: str) -> Path:
+        """Mask file of image ``image_id`` (may not exist): ``masks`` with ``{stem}`` = the
+        image's file name without suffix and ``{id}`` = its id (see :meth:`image_paths`)."""
+        return self.root / self.masks.format(stem=Path(image_id).name, id=image_id)
+
+    def lut(self) -> np.ndarray:
+        """(256,) uint8 map mask value -> class index; 255 marks values not in the table
+        (``values``/``ilastik`` formats)."""
+        lut = np.full(256, IGNORE, np.uint8)
+        for i, c in enumerate(self.classes):
+            lut[c.value] = i
+        return lut
+
+    def split_stems(self) -> dict[str, list[str]]:
+        """Image ids of each split (see :meth:`image_paths`).
+
+        Raises:
+            DatasetError: an unreadable splits file, or an entry that matches no image.
+        """
+        images = self.image_paths()
+        splits: Any = self.splits
+        if splits is None:
+            return {"train": list(images)}
+        if isinstance(splits, SplitsFile):
+            path = self.root / splits.file
+            try:
+                data = json.loads(path.read_text())
+                splits = data[splits.key] if splits.key else data
+            except (OSError, json.JSONDecodeError, KeyError) as e:
+                raise DatasetError(f"{path}: cannot read splits (key {splits.key!r}): {e}") from e
+            if not isinstance(splits, dict) or not all(isinstance(v, list)
+                                                       for v in splits.values()):
+                raise DatasetError(f"{path}: splits must map split names to lists of images")
+        out = {k: _resolve_ids(v, images) for k, v in splits.items()}
+        for split, ids in out.items():
+            missing = [s for s in ids if s not in images]
+            if missing:
+                raise DatasetError(f"dataset {self.name}: split {split!r} names images that do not "
+                                   f"match {self.images}: {missing}")
+        return out
+
+    def describe(self, stems: dict[str, list[str]]) -> dict[str, Any]:
+        """JSON-able description of the dataset for a model package's ``training`` field."""
+        return {"name": self.name, "mask_format": self.mask_format, "images": self.images,
+                "masks": self.masks, "splits": {k: len(v) for k, v in stems.items()},
+                "split_images": stems}
+
+
+def _resolve_ids(entries: list[str], images: dict[str, Path]) -> list[str]:
+    """Split entries -> image ids: an id, a file name (suffix dropped), or a glob pattern over
+    ids (``train/*``) that must match at least one image."""
+    out: list[str] = []
+    for n in entries:
+        if n in images:
+            out.append(n)
+        elif any(ch in n for ch in "*?["):
+            hits = [k for k in images if fnmatch.fnmatchcase(k, n)]
+            out.extend(hits or [n])
+        else:
+            out.append(str(Path(n).with_suffix("")) if Path(n).suffix else n)
+    return list(dict.fromkeys(out))
+
+
+def load_dataset_spec(path: str | Path) -> DatasetSpec:
+    """Parse and validate a ``dataset.yaml``; ``root`` is set to its folder.
+
+    Raises:
+        DatasetError: the file is missing, not YAML, or does not fit :class:`DatasetSpec`.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, dict):
+            raise DatasetError(f"{path}: expected a mapping at the top level")
+        return DatasetSpec.model_validate({**data, "root": path.resolve().parent})
+    except (OSError, yaml.YAMLError, ValidationError) as e:
+        raise DatasetError(f"{path}: not a valid dataset description: {e}") from e
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB. Raises DatasetError if Pillow cannot read it."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read image: {e}") from e
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a single-band label mask as (H, W) uint8 values (grey or palette PNG).
+
+    Raises:
+        DatasetError: unreadable, colour (RGB) mask, or values above 255.
+    """
+    a = read_single_band(path)
+    if a.dtype != np.uint8:
+        if a.size and a.max() > 255:
+            raise DatasetError(f"{path}: mask values {a.min()}..{a.max()} do not fit 0..255")
+        a = a.astype(np.uint8)
+    return a
+
+
+def mask_to_index(mask: np.ndarray, lut: np.ndarray, path: str | Path = "<mask>") -> np.ndarray:
+    """Map (H, W) uint8 mask values to (H, W) uint8 class indices with ``lut`` (from
+    :meth:`DatasetSpec.lut`).
+
+    Raises:
+        DatasetError: the mask holds values not in the class table; names the file, the
+            values and their pixel counts.
+    """
+    values = tuple(int(v) for v in np.flatnonzero(lut != IGNORE))
+    order = np.argsort([lut[v] for v in values])
+    return ValueDecoder(tuple(values[i] for i in order)).decode_array(mask, path)
+
+
+def load_split(spec: DatasetSpec, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Read images and class-index masks of ``stems``: list of ((H, W, 3) uint8 RGB,
+    (H, W) uint8 class indices, :data:`IGNORE` for ignored pixels).
+
+    Every file is checked before failing, so one error lists every bad mask.
+
+    Raises:
+        DatasetError: missing mask, size mismatch, unknown mask values/colours (each file,
+            value or colour and its pixel count).
+    """
+    images, decoder = spec.image_paths(), spec.decoder()
+    out, problems = [], []
+    for stem in stems:
+        mpath = spec.mask_path(stem)
+        if not mpath.is_file():
+            problems.append(f"{mpath}: mask of image {images[stem]} does not exist")
+            continue
+        try:
+            mask = decoder.decode(mpath)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
+        img = read_image(images[stem])
+        if img.shape[:2] != mask.shape:
+            problems.append(f"{mpath}: mask is {mask.shape[1]}x{mask.shape[0]} px but image "
+                            f"{images[stem]} is {img.shape[1]}x{img.shape[0]} px")
+            continue
+        out.append((img, mask))
+    if problems:
+        raise DatasetError(f"dataset {spec.name}: {len(problems)} of {len(stems)} masks are "
+                           "invalid:\n" + "\n".join(problems))
+    return out

@@ -1,0 +1,44 @@
+"""Training losses: cross-entropy with optional class weights plus soft dice, both skipping
+ignored pixels (:data:`training.importers.IGNORE`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from training.importers import IGNORE
+
+
+def class_weights_inv_sqrt(masks: list[np.ndarray], n_classes: int) -> list[float]:
+    """Cross-entropy class weights 1/sqrt(pixel share) of (H, W) class-index masks, scaled to
+    a pixel-weighted mean of 1; absent classes get weight 0 (they never occur as targets).
+    Ignored pixels (:data:`IGNORE`) are not counted."""
+    counts = sum(np.bincount(m.ravel(), minlength=n_classes)[:n_classes] for m in masks)
+    share = counts / counts.sum()
+    w = np.where(share > 0, 1 / np.sqrt(np.maximum(share, 1e-12)), 0.0)
+    return [round(float(v), 4) for v in w / (w * share).sum()]
+
+
+def segmentation_loss(logits, target, n_classes: int, dice_weight: float = 0.0, weight=None):
+    """Cross-entropy (weighted by ``weight``, (C,) float) + ``dice_weight`` * soft dice loss.
+
+    Soft dice = 1 - mean over classes of (2 sum(p * y) + 1) / (sum(p) + sum(y) + 1), summed
+    over the batch (Milletari et al., "V-Net", 3DV 2016, with +1 smoothing).
+
+    Args:
+        logits: (N, C, H, W) float.
+        target: (N, H, W) int64 class indices; :data:`IGNORE` pixels are left out of both terms.
+
+    Returns:
+        0-d float tensor.
+    """
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
+    if dice_weight > 0:
+        valid = (target != IGNORE).unsqueeze(1)
+        prob = logits.softmax(1) * valid
+        onehot = F.one_hot(target.where(valid[:, 0], 0), n_classes).permute(0, 3, 1, 2)
+        onehot = onehot.to(prob.dtype) * valid
+        inter, total = (prob * onehot).sum((0, 2, 3)), (prob + onehot).sum((0, 2, 3))
+        loss = loss + dice_weight * (1 - ((2 * inter + 1) / (total + 1))).mean()
+    return loss

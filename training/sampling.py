@@ -1,0 +1,137 @@
+"""Training patches: class-balanced random crops and their augmentation.
+
+Augmentation uses ``torchvision.transforms.v2`` (BSD, maintained with PyTorch, already a pinned
+dependency): its geometric transforms move an image and its ``tv_tensors.Mask`` together
+(nearest-neighbour for the mask), photometric ones touch only the image. ``albumentations``
+was considered and not taken: its last MIT release (2.0.8, May 2025) is no longer maintained
+(albumentations-team/albumentations#2570) and its successor AlbumentationsX is AGPL, which an
+Apache-2.0 project cannot depend on; it would also add OpenCV (~60 MB) for nothing we need.
+
+Randomness: crop positions come from a ``numpy.random.Generator`` and augmentation parameters
+from torch's global generator; both are seeded by :func:`training.trainer.train` and saved in
+its checkpoints, so a resumed run draws the same patches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from training.importers import IGNORE
+
+Augment = Literal["none", "geometric", "default"]
+AUGMENTS = ("none", "geometric", "default")
+
+
+def build_augmentation(kind: Augment = "default"):
+    """The ``torchvision.transforms.v2`` pipeline for square patches, or None for ``none``.
+
+    - ``geometric``: horizontal and vertical flips, rotation by 0/90/180/270 degrees (the
+      dihedral group D4; torchvision rotates square inputs by 90-degree multiples exactly,
+      with ``torch.rot90``).
+    - ``default``: ``geometric`` plus, with probability 0.5, brightness and contrast jitter
+      of +-10 % (illumination differences between micrographs; hue and saturation are left
+      alone because reflectance colour identifies ore phases) and, with probability 0.2, a
+      3 x 3 Gaussian blur with sigma 0.1-1.0 px (focus).
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    from torchvision.transforms import v2
+
+    if kind not in AUGMENTS:
+        raise ValueError(f"augmentation must be one of {AUGMENTS}, got {kind!r}")
+    if kind == "none":
+        return None
+    steps = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+             v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)])]
+    if kind == "default":
+        steps += [v2.RandomApply([v2.ColorJitter(brightness=0.1, contrast=0.1)], p=0.5),
+                  v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2)]
+    return v2.Compose(steps)
+
+
+def apply_augmentation(transform, img: np.ndarray, mask: np.ndarray):
+    """Run ``transform`` (from :func:`build_augmentation`) on one patch.
+
+    Args:
+        img: (P, P, 3) uint8 RGB.
+        mask: (P, P) uint8 class indices.
+
+    Returns:
+        ((P, P, 3) uint8, (P, P) uint8), contiguous.
+    """
+    if transform is None:
+        return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+    import torch
+    from torchvision import tv_tensors
+
+    # np.array copies: crops of read-only decoded images become writable tensors.
+    t_img = tv_tensors.Image(torch.from_numpy(np.array(img)).permute(2, 0, 1))
+    t_mask = tv_tensors.Mask(torch.from_numpy(np.array(mask))[None])
+    out_img, out_mask = transform(t_img, t_mask)
+    return (np.ascontiguousarray(out_img.permute(1, 2, 0).numpy()),
+            np.ascontiguousarray(out_mask[0].numpy()))
+
+
+class PatchSampler:
+    """Random square patches of ``patch`` px from in-memory (image, mask) pairs.
+
+    A fraction ``p_targeted`` of the patches is centred (+- patch/4) on a pixel of a class
+    drawn uniformly among the classes present, which over-samples rare classes (a class of
+    0.3 % of the pixels still fills about p_targeted / C of the patch centres); the rest are
+    uniform crops. Up to ``max_coords`` pixel positions per class and image are kept.
+
+    Args:
+        data: list of ((H, W, 3) uint8, (H, W) uint8 class indices, :data:`IGNORE` allowed).
+        n_classes: Number of classes C.
+        patch: Patch edge P (px).
+        rng: numpy Generator for positions (consumed here and by :meth:`sample`).
+        transform: Augmentation from :func:`build_augmentation` (None: no augmentation).
+
+    Raises:
+        ValueError: an image is smaller than ``patch``.
+    """
+
+    def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], n_classes: int, patch: int,
+                 rng: np.random.Generator, p_targeted: float = 0.5, max_coords: int = 20000,
+                 transform=None):
+        self.data, self.patch, self.rng, self.p_targeted = data, patch, rng, p_targeted
+        self.transform = transform
+        self.coords: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n_classes)]
+        for i, (_, mask) in enumerate(data):
+            if min(mask.shape) < patch:
+                raise ValueError(f"patch size {patch} exceeds training image {i} ({mask.shape})")
+            flat = mask.ravel()
+            for c in range(n_classes):
+                where = np.flatnonzero(flat == c)
+                if where.size > max_coords:
+                    where = rng.choice(where, max_coords, replace=False)
+                if where.size:
+                    self.coords[c].append((i, where))
+        self.present = [c for c in range(n_classes) if self.coords[c]]
+        if not self.present:
+            raise ValueError(f"no labelled pixel (all {IGNORE} = ignore) in the training masks")
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented patch: ((P, P, 3) uint8, (P, P) uint8 class indices)."""
+        p, rng = self.patch, self.rng
+        if rng.random() < self.p_targeted:
+            c = self.present[rng.integers(len(self.present))]
+            i, where = self.coords[c][rng.integers(len(self.coords[c]))]
+            img, mask = self.data[i]
+            y, x = divmod(int(where[rng.integers(where.size)]), mask.shape[1])
+            y0 = int(np.clip(y - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[0] - p))
+            x0 = int(np.clip(x - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[1] - p))
+        else:
+            img, mask = self.data[rng.integers(len(self.data))]
+            y0 = int(rng.integers(mask.shape[0] - p + 1))
+            x0 = int(rng.integers(mask.shape[1] - p + 1))
+        return apply_augmentation(self.transform, img[y0:y0 + p, x0:x0 + p],
+                                  mask[y0:y0 + p, x0:x0 + p])
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` patches: ((n, P, P, 3) uint8, (n, P, P) uint8)."""
+        imgs, masks = zip(*(self.sample() for _ in range(n)), strict=True)
+        return np.stack(imgs), np.stack(masks)

@@ -1,0 +1,320 @@
+"""Train a segmentation-models-pytorch network on a labelled dataset and write a model package.
+
+Plain functions, no Celery. A dataset is described by a ``dataset.yaml`` (see
+:class:`training.datasets.DatasetSpec`); :func:`train` samples class-balanced random patches
+(:mod:`training.sampling`), augments them with ``torchvision.transforms.v2``, trains with
+cross-entropy (+ optional soft dice, :mod:`training.losses`) and AdamW with cosine decay (float16
+autocast + GradScaler on CUDA), checkpoints every epoch without pickle (:mod:`training.checkpoints`)
+so ``resume=True`` continues bit-for-bit, keeps the weights with the best validation mIoU and
+writes them with :func:`worker.engine.network.write_package`; the package's val/test metrics are then
+measured through the production tiled path (:mod:`training.evaluation`). Never downloads
+anything: encoders are randomly initialised.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from core.geometry import DEFAULT_GEOMETRY, TileGeometry
+from models.package import MODEL_JSON, ModelPackage
+from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
+from training.confusion import confusion_matrix, miou
+from training.datasets import DatasetError, load_dataset_spec, load_split
+from training.losses import class_weights_inv_sqrt, segmentation_loss
+from training.sampling import AUGMENTS, PatchSampler, build_augmentation
+from worker.engine.network import write_package
+
+__all__ = ["channel_stats", "train", "validate"]
+
+
+def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (H, W, 3) uint8 images, values scaled to [0, 1]."""
+    n, s, s2 = 0, np.zeros(3), np.zeros(3)
+    for img in images:
+        x = img.reshape(-1, 3).astype(np.float64) / 255.0
+        n, s, s2 = n + x.shape[0], s + x.sum(0), s2 + (x * x).sum(0)
+    mean = s / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    return [round(float(v), 6) for v in mean], [round(max(float(v), 1e-3), 6) for v in std]
+
+
+def to_tensor(batch: np.ndarray, mean, std, device: str = "cpu"):
+    """(N, H, W, 3) uint8 -> normalised (N, 3, H, W) float32 tensor, channels_last."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).float().div_(255.0)
+    x = (x - torch.tensor(mean, device=device)) / torch.tensor(std, device=device)
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def validate(model, package: ModelPackage, data, geometry: TileGeometry,
+             device: str = "cpu") -> np.ndarray:
+    """Summed (C, C) int64 confusion matrix of ``model`` over ``data`` (see
+    :func:`training.datasets.load_split`), predicted through the production tiled path
+    (:meth:`worker.engine.segmenter.Segmenter.segment_array` at ``geometry``), so the epoch
+    kept is the best one as it will be served. Leaves ``model`` in eval mode.
+
+    Args:
+        package: What ``model`` is (classes, normalisation); its sha256 is not checked.
+    """
+    from worker.engine.segmenter import Segmenter
+
+    seg = Segmenter.from_model(package, model, device=device)
+    conf = np.zeros((package.n_classes, package.n_classes), np.int64)
+    for img, mask in data:
+        conf += confusion_matrix(seg.segment_array(img, geometry), mask, package.n_classes)
+    return conf
+
+
+def _centre_crop(data, crop: int | None):
+    """Centre crops of at most ``crop`` x ``crop`` px of (image, mask) pairs (None: as is)."""
+    if not crop:
+        return data
+    out = []
+    for img, mask in data:
+        h, w = mask.shape
+        y, x = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        out.append((img[y:y + crop, x:x + crop], mask[y:y + crop, x:x + crop]))
+    return out
+
+
+def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_params, mean, std,
+                  geometry: TileGeometry) -> dict[str, Any]:
+    colours = spec.display_colours()
+    counts = sum(np.bincount(m.ravel(), minlength=256)[:len(spec.classes)] for _, m in data)
+    described = spec.describe(stems)
+    described["train_class_pixels"] = {c.name: int(n) for c, n in zip(spec.classes, counts, strict=True)}
+    described["train_class_percent"] = {c.name: round(100 * float(n) / max(1, counts.sum()), 3)
+                                        for c, n in zip(spec.classes, counts, strict=True)}
+    described["train_image_sizes"] = sorted({f"{m.shape[1]}x{m.shape[0]}" for _, m in data})
+    return {"name": name, "version": str(version), "architecture": arch, "encoder": encoder,
+            "arch_params": dict(arch_params or {}), "in_channels": 3,
+            "classes": [{"index": i, "name": c.name, "label_value": c.value, "pellet": c.pellet,
+                         "rgb": colours[i]} for i, c in enumerate(spec.classes)],
+            "normalisation": {"mean": mean, "std": std}, **geometry.as_dict(),
+            "training": {"data": described}}
+
+
+def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resnet34",
+          epochs: int, out_dir: str | Path, name: str, version: str, patch_size: int = 256,
+          batch_size: int = 8, lr: float = 1e-3, seed: int = 0,
+          arch_params: dict[str, Any] | None = None, device: str = "cpu",
+          steps_per_epoch: int | None = None, half_weights: bool = True, progress: bool = True,
+          dice_weight: float = 0.0, class_weights: str | list[float] | None = None,
+          geometry: TileGeometry = DEFAULT_GEOMETRY,
+          augment: str = "default", p_targeted: float = 0.5, val_crop: int | None = None,
+          amp: bool = True, resume: bool = False, checkpoint_dir: str | Path | None = None,
+          max_minutes: float | None = None, final_eval: bool = True,
+          on_epoch_end: Callable[[int, dict], None] | None = None) -> ModelPackage:
+    """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
+
+    Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
+    epoch (default: about one pass over the training pixels; a fraction ``p_targeted`` centred
+    on a class drawn uniformly, see :class:`PatchSampler`), augmented as ``augment`` (see
+    :func:`training.sampling.build_augmentation`); loss = cross-entropy (weighted by
+    ``class_weights``: C floats, or ``"inv_sqrt"``) + ``dice_weight`` * soft dice; AdamW
+    (weight decay 1e-4) with cosine decay of ``lr``; float16 autocast and a GradScaler on
+    CUDA when ``amp``. After each epoch the val-split mIoU is measured on whole images (or
+    their centre ``val_crop`` px) through the production tiled path at ``geometry`` (the
+    tile size and halo recorded in the package, so evaluation and serving use them too;
+    :func:`validate`), and a checkpoint is written to
+    ``checkpoint_dir`` (default ``out_dir/checkpoint``). The best epoch's weights (the last
+    one without a val split) go to ``out_dir`` (model.json + weights.safetensors, float16 if
+    ``half_weights``) with the training images' per-channel mean/std (RGB in [0, 1]) and a
+    description of the training data; with ``final_eval``, the val and test metrics of the
+    stored package are then measured through the tiled production path
+    (:func:`training.evaluation.evaluate_package`, the package's geometry).
+
+    Deterministic for a given ``seed`` on the same machine and thread count on CPU (CUDA
+    kernels may not be); ``resume=True`` after an interruption gives the same weights as an
+    uninterrupted run. ``max_minutes`` stops after the first epoch that ends past that much
+    wall time in this call (the package then records ``stopped_early``).
+
+    Returns:
+        The written :class:`ModelPackage`.
+
+    Raises:
+        DatasetError: invalid dataset description, images or masks; no ``train`` split.
+        ModelPackageError: unknown ``arch``/``encoder``/``arch_params``.
+        CheckpointError: ``resume`` without a checkpoint, with a corrupt one or one written
+            with other settings; or a checkpoint exists and ``resume`` is False.
+        ValueError: ``patch_size`` not a multiple of 32 or larger than a training image;
+            epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
+            ``augment``.
+    """
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from worker.engine.network import build_model
+
+    t0 = time.monotonic()
+    if patch_size % 32 or patch_size < 32:
+        raise ValueError(f"patch_size must be a positive multiple of 32, got {patch_size}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
+    if not resume and read_state(ckpt_dir) is not None:
+        raise CheckpointError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or "
+                              "delete it (or choose another --out) to start anew")
+    spec = load_dataset_spec(dataset_yaml)
+    stems = spec.split_stems()
+    if not stems.get("train"):
+        raise DatasetError(f"{dataset_yaml}: the 'train' split is empty or missing")
+    data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
+    n_classes, names = len(spec.classes), [c.name for c in spec.classes]
+    mean, std = channel_stats([img for img, _ in data["train"]])
+    cw_arg = class_weights
+    if class_weights == "inv_sqrt":
+        class_weights = class_weights_inv_sqrt([m for _, m in data["train"]], n_classes)
+    elif class_weights is not None and (isinstance(class_weights, str)
+                                        or len(class_weights) != n_classes):
+        raise ValueError(f"class_weights must be 'inv_sqrt' or {n_classes} floats, "
+                         f"got {class_weights!r}")
+    weight = None if class_weights is None else torch.tensor(class_weights, device=device)
+    if steps_per_epoch is None:
+        pixels = sum(m.size for _, m in data["train"])
+        steps_per_epoch = max(1, round(pixels / (patch_size**2 * batch_size)))
+    dev_type = torch.device(device).type
+    use_amp = bool(amp and dev_type == "cuda")
+    config = {"dataset": str(Path(dataset_yaml).resolve()), "name": name, "version": str(version),
+              "arch": arch, "encoder": encoder, "arch_params": dict(arch_params or {}),
+              "epochs": epochs, "steps_per_epoch": steps_per_epoch, "patch_size": patch_size,
+              "batch_size": batch_size, "lr": lr, "seed": seed, "dice_weight": dice_weight,
+              "class_weights": cw_arg, "augment": augment, "p_targeted": p_targeted,
+              "val_crop": val_crop, "amp": use_amp, **geometry.as_dict(),
+              "half_weights": half_weights}
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    meta = _package_meta(spec, stems, data["train"], name=name, version=version, arch=arch,
+                         encoder=encoder, arch_params=arch_params, mean=mean, std=std,
+                         geometry=geometry)
+    # Validates meta (dummy sha) and builds the network before any time is spent training.
+    described = ModelPackage.model_validate({**meta, "weights_sha256": "0" * 64})
+    model = build_model(described)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
+                           transform=build_augmentation(augment))
+    val = _centre_crop(data.get("val") or [], val_crop)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    scaler = torch.amp.GradScaler(dev_type, enabled=use_amp)
+    best: tuple[float, int, dict | None] = (-1.0, 0, None)
+    history: list[dict] = []
+    start, prior_s = 1, 0.0
+    if resume:
+        state, best_sd = load_checkpoint(ckpt_dir, config=config, model=model, optimizer=opt,
+                                         scheduler=sched, scaler=scaler, np_rng=rng,
+                                         device=device)
+        extra = state["extra"]
+        start, history, prior_s = state["epoch"] + 1, extra["history"], extra["train_time_s"]
+        best = (extra["best_score"], extra["best_epoch"], best_sd)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), disable=not progress)
+    stopped_early = None
+    t_loop = time.monotonic()
+    with bar:
+        task = bar.add_task("training", total=epochs * steps_per_epoch,
+                            completed=(start - 1) * steps_per_epoch)
+        for epoch in range(start, epochs + 1):
+            model.train()
+            losses = []
+            for _ in range(steps_per_epoch):
+                imgs, masks = sampler.batch(batch_size)
+                x = to_tensor(imgs, mean, std, device)
+                y = torch.from_numpy(masks.astype(np.int64)).to(device)
+                with torch.autocast(dev_type, dtype=torch.float16, enabled=use_amp):
+                    logits = model(x)
+                loss = segmentation_loss(logits.float(), y, n_classes, dice_weight, weight)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                losses.append(loss.item())
+                bar.update(task, advance=1, description=_describe(epoch, epochs, losses, history))
+            entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
+            if val:
+                conf = validate(model, described, val, geometry, device)
+                entry["val_miou"] = round(miou(conf), 4)
+            history.append(entry)
+            bar.update(task, description=_describe(epoch, epochs, losses, history))
+            score = entry.get("val_miou", float(epoch))
+            if best[2] is None or score > best[0]:
+                best = (score, epoch, copy.deepcopy(model.state_dict()))
+            elapsed = time.monotonic() - t_loop
+            save_checkpoint(ckpt_dir, epoch=epoch, config=config, model=model, optimizer=opt,
+                            scheduler=sched, scaler=scaler, np_rng=rng, best_state=best[2],
+                            extra={"history": history, "best_score": best[0],
+                                   "best_epoch": best[1], "train_time_s": prior_s + elapsed})
+            if progress:
+                bar.console.print(f"epoch {epoch}: loss {entry['loss']:.4f}  val mIoU "
+                                  f"{entry.get('val_miou', float('nan')):.4f}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, entry)
+            if max_minutes is not None and elapsed > 60 * max_minutes and epoch < epochs:
+                stopped_early = {"after_epoch": epoch, "reason": f"time limit {max_minutes} min"}
+                break
+    train_s = prior_s + time.monotonic() - t_loop
+    model.load_state_dict(best[2])
+    meta["training"].update({
+        "dataset": spec.name, "splits": {k: len(v) for k, v in stems.items()},
+        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "patch_size": patch_size,
+        "batch_size": batch_size, "lr": lr, "optimizer": "AdamW(weight_decay=1e-4), cosine",
+        "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
+        "class_weights": None if class_weights is None else list(class_weights),
+        "augmentation": augment, "p_targeted": p_targeted, "val_crop": val_crop,
+        "amp": "float16 autocast + GradScaler" if use_amp else None, "resumed": resume,
+        "stopped_early": stopped_early, "seed": seed, "train_time_s": round(train_s, 1),
+        "time_s": round(time.monotonic() - t0, 1),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"device": device, "cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "segmentation_models_pytorch": smp.__version__,
+                    "gpu": torch.cuda.get_device_name() if dev_type == "cuda" else None},
+    })
+    meta["metrics"] = {"best_epoch": best[1], "history": history}
+    pkg = write_package(out_dir, model.cpu(), meta, half=half_weights)
+    if final_eval and (data.get("val") or data.get("test")):
+        pkg = _final_metrics(pkg, out_dir, data, names, device)
+    return pkg
+
+
+def _describe(epoch: int, epochs: int, losses: list[float], history: list[dict]) -> str:
+    last = next((h["val_miou"] for h in reversed(history) if "val_miou" in h), None)
+    val = f"  val mIoU {last:.3f}" if last is not None else ""
+    return f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f}{val}"
+
+
+def _final_metrics(pkg: ModelPackage, out_dir, data, names, device: str) -> ModelPackage:
+    """Val/test metrics of the written package through the tiled production path, stored in
+    its model.json (the weights and their sha256 are unchanged)."""
+    from training.evaluation import evaluate_package
+
+    metrics = dict(pkg.metrics)
+    for split in ("val", "test"):
+        if data.get(split):
+            m = evaluate_package(out_dir, data[split], device=device)
+            metrics[f"{split}_miou"] = m["miou"]
+            metrics[f"{split}_iou"] = {c["name"]: c["iou"] for c in m["per_class"]}
+            metrics[f"{split}_pixel_accuracy"] = m["pixel_accuracy"]
+            metrics[f"{split}_confusion"] = m["confusion_matrix"]
+    metrics["evaluated_with"] = (f"tiled inference (tile {pkg.tile_size}, halo {pkg.halo}), "
+                                 "float16-stored weights")
+    pkg = pkg.model_copy(update={"metrics": metrics})
+    (Path(out_dir) / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2)
+                                            + "\n")
+    return pkg

@@ -1,0 +1,435 @@
+"""Tiled inference of a model package on image strips.
+
+The model runs under ``torch.inference_mode`` on batches of T x T tiles, in channels_last
+memory format; the argmax is taken on the device and only uint8 labels come back to the host.
+
+A strip is processed as a pipeline (:meth:`Segmenter.segment_rows`):
+
+1. a reader thread (:class:`worker.engine.prefetch.Prefetcher`) reads and pads the input band of
+   tile row k+1 while the device works on tile row k;
+2. tiles are copied into a (pinned, on CUDA) host batch, sent with a non-blocking copy,
+   normalised, run under bf16/fp16 autocast (CUDA) and reduced to uint8 labels by an argmax
+   on the device; the labels come back by a non-blocking copy into pinned memory;
+3. on CUDA batch k+1 is launched before the labels of batch k are placed, so the host's
+   work on k overlaps the device's work on k+1.
+
+On CPU every operation is the one of the simple path (:meth:`Segmenter.segment_strip_simple`)
+in the same order, so labels are byte-identical to it (a test checks this).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+
+from core.geometry import TileGeometry
+from models.package import ModelPackage, read_package
+from worker.engine.devices import (
+    PendingLabels,
+    autocast_dtype,
+    batch_from_memory,
+    fold_batchnorm,
+    measure_tile_bytes,
+    pick_device,
+    set_cpu_threads,
+)
+from worker.engine.network import build_model, load_weights
+from worker.engine.prefetch import Prefetcher, RowsFn, iter_bands, region_rows
+from worker.engine.tiling import (
+    TileGrid,
+    check_region,
+    crop_strip,
+    cut_tiles,
+    iter_batches,
+    pad_strip,
+    place_cores,
+)
+
+__all__ = ["Segmenter", "StripStats", "pick_device"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class StripStats:
+    """What one strip cost (for logs and benchmarks).
+
+    Attributes:
+        tiles: T x T tiles run through the model.
+        batch_size: Tiles per forward pass.
+        seconds: Wall time of the whole strip (s).
+        read_s: Time the reader spent reading and padding bands (s).
+        read_wait_s: Time inference waited for the reader: the read time that did *not*
+            overlap with inference (s).
+        device_s: Time the device spent on the strip's batches (s): the model's share of
+            ``seconds`` is ``device_s / seconds`` (see :meth:`PendingLabels.device_seconds`).
+    """
+
+    tiles: int
+    batch_size: int
+    seconds: float = 0.0
+    read_s: float = 0.0
+    read_wait_s: float = 0.0
+    device_s: float = 0.0
+
+
+class Segmenter:
+    """A loaded model package ready to label tiles.
+
+    Safe to share between threads (several rows in flight in one worker): forward passes are
+    serialised by a lock, so device memory holds one batch's activations at a time.
+
+    Args:
+        package_dir: Folder with ``model.json`` and ``weights.safetensors``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+        channels_last: Use the channels_last memory format (1.3-1.7x faster on CPU here).
+        threads: torch intra-op threads (inter-op: 1); 0 keeps torch's defaults.
+        batch_size: Tiles per forward pass; 0 picks 1 on CPU (fastest here) and, on CUDA,
+            the most tiles that fit in half the free device memory (measured with one tile,
+            per tile size, capped at 64).
+        precision: Autocast on CUDA: ``bf16`` (default; ``fp16`` on GPUs without bfloat16),
+            ``fp16`` or ``fp32``. CPU always computes in float32.
+        compile: Run the model through ``torch.compile`` (falls back to eager, with a
+            warning, if compilation fails on the first batch).
+        fold_bn: Fold batch norms into the convolutions before them
+            (:func:`worker.engine.devices.fold_batchnorm`; same labels up to float rounding).
+
+    Raises:
+        ModelPackageError: the package is invalid or its weights fail the sha256 check.
+        ValueError: unknown ``precision``.
+    """
+
+    def __init__(
+        self,
+        package_dir: str | Path,
+        *,
+        device: str = "auto",
+        channels_last: bool = True,
+        threads: int = 0,
+        batch_size: int = 0,
+        precision: str = "bf16",
+        compile: bool = False,
+        fold_bn: bool = True,
+    ):
+        package = read_package(package_dir)
+        model = build_model(package)
+        load_weights(model, package_dir)
+        self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
+                    batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn)
+
+    @classmethod
+    def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
+                   threads: int = 0, batch_size: int = 0) -> Segmenter:
+        """A segmenter over a model already in memory (training validates its model through
+        the same tiled path as production, without writing a package first).
+
+        Args:
+            package: What the model is (classes, normalisation, geometry); its
+                ``weights_sha256`` is not checked.
+            model: The network; put in eval mode, channels_last, on ``device`` (in place).
+
+        Raises:
+            ValueError: unknown device.
+        """
+        self = cls.__new__(cls)
+        self._setup(package, model, device=device, channels_last=True, threads=threads,
+                    batch_size=batch_size, precision="fp32", compile=False, fold_bn=False)
+        return self
+
+    def _setup(self, package: ModelPackage, model: torch.nn.Module, *, device: str,
+               channels_last: bool, threads: int, batch_size: int, precision: str,
+               compile: bool, fold_bn: bool) -> None:
+        set_cpu_threads(threads)
+        self.package = package
+        self.device = pick_device(device)
+        self.channels_last = channels_last
+        self._amp = autocast_dtype(self.device, precision)
+        self._batch_size = batch_size
+        self._auto_batch: dict[int, int] = {}
+        self._lock = threading.Lock()  # one forward pass at a time
+        self._probe_lock = threading.Lock()
+        model.eval()
+        if fold_bn:
+            model = fold_batchnorm(model)
+        model.to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self._compiled = torch.compile(model) if compile else None
+        self._compile_checked = False
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed tile shapes: pick the fastest convs
+        norm = self.package.normalisation
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(norm.mean, device=self.device).view(shape) * 255.0
+        self._std = torch.tensor(norm.std, device=self.device).view(shape) * 255.0
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of forward passes (None: float32)."""
+        return self._amp
+
+    # ------------------------------------------------------------------ batch size
+    @property
+    def batch_size(self) -> int:
+        """Tiles per forward pass at the package's own tile size (see :meth:`batch_for`)."""
+        return self.batch_for(self.package.tile_size)
+
+    def batch_for(self, tile_size: int) -> int:
+        """Tiles per forward pass for T = ``tile_size``: the configured batch size, else 1 on
+        CPU, else (CUDA) measured once per tile size from free device memory."""
+        if self._batch_size > 0:
+            return self._batch_size
+        if self.device.type != "cuda":
+            return 1
+        with self._probe_lock:  # rows in flight: probe once per tile size
+            if tile_size not in self._auto_batch:
+                self._auto_batch[tile_size] = self._probe_batch(tile_size)
+                log.info("inference.auto_batch", tile_size=tile_size,
+                         batch_size=self._auto_batch[tile_size], device=str(self.device))
+            return self._auto_batch[tile_size]
+
+    def _probe_batch(self, tile_size: int) -> int:
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # memory torch has cached but not allocated is free for our batches too
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        one = np.zeros((1, tile_size, tile_size, 3), dtype=np.uint8)
+        try:
+            per_tile = measure_tile_bytes(self.device, lambda: self.predict_tiles(one))
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            return 1
+        return batch_from_memory(free, per_tile)
+
+    # ------------------------------------------------------------------ device stage
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, W, 3) uint8 tiles -> (N, 3, H, W) float32 normalised model input (channels_last
+        if enabled), on the tensor's device."""
+        x = x.permute(0, 3, 1, 2).float()
+        x = (x - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            if self._compile_checked:
+                return self._compiled(x)
+            try:
+                out = self._compiled(x)
+                self._compile_checked = True
+                return out
+            except Exception as e:
+                log.warning("inference.compile_failed", error=f"{type(e).__name__}: {e}")
+                self._compiled = None
+        return self.model(x)
+
+    @torch.inference_mode()
+    def _launch(self, tiles: torch.Tensor) -> PendingLabels:
+        """Start labelling (N, T, T, 3) uint8 host tiles (pinned on CUDA); returns at once on
+        CUDA (the device works on), after the forward pass on CPU."""
+        with self._lock:
+            if self.device.type != "cuda":
+                t0 = time.perf_counter()
+                logits = self._forward(self.normalise(tiles))
+                labels = logits.argmax(dim=1).to(torch.uint8).cpu()
+                return PendingLabels(labels, seconds=time.perf_counter() - t0)
+            started = torch.cuda.Event(enable_timing=True)
+            started.record()
+            x = tiles.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=self._amp, enabled=self._amp is not None):
+                logits = self._forward(self.normalise(x))
+            labels = logits.argmax(dim=1).to(torch.uint8)
+            host = torch.empty(labels.shape, dtype=torch.uint8, pin_memory=True)
+            host.copy_(labels, non_blocking=True)
+            done = torch.cuda.Event(enable_timing=True)
+            done.record()
+        # keep the input buffer alive until the labels are back (its copy is done by then)
+        return PendingLabels(host, done, keep=tiles, started=started)
+
+    @torch.inference_mode()
+    def labels_on_device(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The model-only work on tiles already in device memory: normalise, forward pass
+        (autocast on CUDA), argmax; nothing crosses to the host (the benchmarks' limit).
+
+        Args:
+            tiles: (N, T, T, 3) uint8 on :attr:`device`.
+
+        Returns:
+            (N, T, T) uint8 labels on :attr:`device` (CUDA: possibly still being computed).
+        """
+        with self._lock, torch.autocast(self.device.type, dtype=self._amp,
+                                        enabled=self._amp is not None):
+            return self._forward(self.normalise(tiles)).argmax(dim=1).to(torch.uint8)
+
+    def _host_batch(self, n: int, tile_size: int) -> torch.Tensor:
+        """An empty (n, T, T, 3) uint8 host batch: pinned on CUDA (reused safely by torch's
+        caching host allocator), plain memory on CPU."""
+        return torch.empty((n, tile_size, tile_size, 3), dtype=torch.uint8,
+                           pin_memory=self.device.type == "cuda")
+
+    def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """Label a batch of RGB tiles.
+
+        Args:
+            tiles: (N, H, W, 3) uint8; H and W multiples of 32.
+
+        Returns:
+            (N, H, W) uint8 class indices (argmax over the model's C outputs).
+        """
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return self._launch(x).result()
+
+    # ------------------------------------------------------------------ strips
+    def segment_rows(
+        self,
+        rows: RowsFn,
+        grid: TileGrid,
+        y0: int,
+        y1: int,
+        batch_size: int | None = None,
+        prefetch: int = 2,
+    ) -> tuple[np.ndarray, StripStats]:
+        """Label output rows ``[y0, y1)`` of an image, reading it band by band (pipelined).
+
+        Args:
+            rows: ``rows(lo, hi)`` -> (hi - lo, W, 3) uint8 image rows (e.g.
+                :func:`imaging.reading.image_rows`).
+            grid: The image's tile grid (tile size, halo, width).
+            y0, y1: Output rows (px).
+            batch_size: Tiles per forward pass; None: :meth:`batch_for` the grid's tile size.
+            prefetch: Bands read ahead by the reader thread (0: read in this thread).
+
+        Returns:
+            ((y1 - y0, W) uint8 label strip, :class:`StripStats`).
+
+        Raises:
+            ImageFormatError: the image's pixel data cannot be decoded (from ``rows``).
+        """
+        started = time.perf_counter()
+        t, halo, stride = grid.tile_size, grid.halo, grid.stride
+        batch_size = batch_size or self.batch_for(t)
+        origins = grid.tile_origins(y0, y1)
+        out = np.empty((math.ceil((y1 - y0) / stride) * stride, grid.n_cols * stride), np.uint8)
+        stats = StripStats(tiles=len(origins), batch_size=batch_size)
+        ahead = 1 if self.device.type == "cuda" else 0  # batches launched before placing
+        pending: deque[tuple[list, PendingLabels]] = deque()
+        bands: dict[int, np.ndarray] = {}  # tile row -> its input band, while needed
+        loaded = 0
+        with Prefetcher(iter_bands(rows, grid, y0, y1), prefetch, name="band-reader") as reader:
+            for batch in iter_batches(origins, batch_size):
+                first, last = batch[0][0] // stride, batch[-1][0] // stride
+                while loaded <= last:
+                    bands[loaded] = next(reader)
+                    loaded += 1
+                for j in [j for j in bands if j < first]:
+                    del bands[j]
+                host = self._host_batch(len(batch), t)
+                view = host.numpy()
+                for k, (y, x) in enumerate(batch):
+                    view[k] = bands[y // stride][:, x : x + t]
+                pending.append((batch, self._launch(host)))
+                while len(pending) > ahead:
+                    stats.device_s += self._place(out, *pending.popleft(), halo)
+            while pending:
+                stats.device_s += self._place(out, *pending.popleft(), halo)
+        stats.read_s, stats.read_wait_s = reader.busy_s, reader.wait_s
+        stats.seconds = time.perf_counter() - started
+        return np.ascontiguousarray(crop_strip(out, grid, y0, y1)), stats
+
+    @staticmethod
+    def _place(out: np.ndarray, origins: list, labels: PendingLabels, halo: int) -> float:
+        """Wait for a batch's labels, write their cores into ``out``; returns its device time."""
+        place_cores(out, labels.result(), origins, halo)
+        return labels.device_seconds()
+
+    def segment_strip(
+        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int
+    ) -> np.ndarray:
+        """Label output rows ``[y0, y1)`` of an image from its region with halo (in memory,
+        through the same pipeline as :meth:`segment_rows`).
+
+        Args:
+            region: (r1 - r0, W, 3) uint8 rows ``grid.read_window(y0, y1)`` of the image.
+            grid: The image's tile grid (tile size, halo, width).
+            y0, y1: Output rows (px).
+            batch_size: Tiles per forward pass.
+
+        Returns:
+            (y1 - y0, W) uint8 label strip.
+
+        Raises:
+            GeometryError: ``region`` does not have the rows and width the grid expects.
+        """
+        r0, _ = check_region(region, grid, y0, y1)
+        labels, _ = self.segment_rows(region_rows(region, r0), grid, y0, y1, batch_size,
+                                      prefetch=0)
+        return labels
+
+    def segment_strip_simple(
+        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int
+    ) -> np.ndarray:
+        """The reference implementation of :meth:`segment_strip`: pad the whole strip, cut
+        all tiles, one synchronous batch at a time. Same arguments, same result."""
+        padded = pad_strip(region, grid, y0, y1)
+        origins = grid.tile_origins(y0, y1)
+        out = np.empty(
+            (math.ceil((y1 - y0) / grid.stride) * grid.stride, grid.n_cols * grid.stride),
+            dtype=np.uint8,
+        )
+        for batch in iter_batches(origins, batch_size):
+            preds = self.predict_tiles(cut_tiles(padded, batch, grid.tile_size))
+            place_cores(out, preds, batch, grid.halo)
+        return np.ascontiguousarray(crop_strip(out, grid, y0, y1))
+
+    def segment_array(
+        self, image: np.ndarray, geometry: TileGeometry | None = None, *,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Tiled inference of a whole in-memory image, strip by strip, exactly as the row tasks
+        do it (evaluation, training's validation, tests).
+
+        Args:
+            image: (H, W, 3) uint8.
+            geometry: Tile size and halo; default the package's (what serving uses for a job
+                that names none).
+            batch_size: Tiles per forward pass (default :meth:`batch_for`).
+
+        Returns:
+            (H, W) uint8 label map.
+        """
+        geometry = geometry or self.package.geometry
+        grid = TileGrid(image.shape[1], image.shape[0], geometry)
+        strips = []
+        for y0, y1 in grid.all_strip_bounds():
+            r0, r1 = grid.read_window(y0, y1)
+            batch = batch_size or self.batch_for(geometry.tile_size)
+            strips.append(self.segment_strip(image[r0:r1], grid, y0, y1, batch))
+        return np.concatenate(strips, axis=0)
+
+    def segment_single_pass(self, image: np.ndarray, pad: int = 0) -> np.ndarray:
+        """Label a whole in-memory image in one forward pass; the reference that tiled
+        inference is compared against.
+
+        Args:
+            image: (H, W, 3) uint8.
+            pad: Reflect-pad this many px on every side first (use the tiles' halo so the
+                image borders see the same context as in tiled inference), then crop.
+
+        Returns:
+            (H, W) uint8 label map.
+        """
+        h, w = image.shape[:2]
+        ph, pw = (-(h + 2 * pad)) % 32, (-(w + 2 * pad)) % 32
+        padded = np.pad(image, [(pad, pad + ph), (pad, pad + pw), (0, 0)], mode="reflect")
+        return self.predict_tiles(padded[None])[0, pad : pad + h, pad : pad + w]

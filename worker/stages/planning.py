@@ -1,0 +1,85 @@
+"""Stage 1, ``plan_job``: validate the source, compute the tile grid, create the row records
+and enqueue one ``segment_row`` per row."""
+
+from __future__ import annotations
+
+import structlog
+
+from core.spec import JobSpec, SpecError
+from core.states import JobStatus, RowStatus
+from imaging.reading import image_info, write_model_ready
+from queues.names import ROW_TASK, STITCH_TASK
+from storage.blobs.layout import SOURCE, output_key
+from storage.errors import NotFoundError
+from worker.context import WorkerContext
+from worker.engine.tiling import TileGrid
+from worker.errors import PERMANENT_ERRORS
+from worker.stages.sources import localize
+
+log = structlog.get_logger(__name__)
+
+
+def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
+    """Plan a ``queued`` job; idempotent.
+
+    Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
+    open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
+    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
+    one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
+    ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
+
+    A job that is past planning (a duplicate delivery) is left alone. Errors that are the
+    input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.
+
+    Returns:
+        Indices of the rows enqueued (empty for a duplicate or a failed job).
+
+    Raises:
+        StorageError: the job table or store is unreachable (the task is retried).
+    """
+    job = ctx.table.jobs.get(job_id)
+    if job.status == JobStatus.QUEUED:
+        ctx.table.jobs.transition(job_id, JobStatus.PLANNING, expected=JobStatus.QUEUED)
+        job = ctx.table.jobs.get(job_id)
+    if job.status != JobStatus.PLANNING:
+        log.info("plan.skip", job_id=job_id, status=job.status)
+        return []
+    try:
+        spec = JobSpec.from_stored(job.spec)
+        model = ctx.table.models.get(spec.model, spec.model_version)
+        settings = ctx.settings
+        local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
+        info = image_info(local, max_pixels=settings.max_pixels)
+        source_key = None
+        if not info.is_model_ready:
+            source_key = output_key(job_id, SOURCE)
+            if not ctx.blobs.exists(source_key):
+                tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
+                write_model_ready(local, tmp, max_pixels=settings.max_pixels)
+                ctx.blobs.put_file(source_key, tmp)
+                tmp.unlink(missing_ok=True)
+        grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
+    except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
+        log.warning("plan.failed", job_id=job_id, error=str(e))
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
+        return []
+    ctx.table.jobs.set_model(job_id, model.name, model.version, model.sha256)
+    ctx.table.rows.insert(job_id, grid.all_strip_bounds())
+    moved = ctx.table.jobs.transition(
+        job_id,
+        JobStatus.RUNNING,
+        expected=JobStatus.PLANNING,
+        width=info.width,
+        height=info.height,
+        rows_total=grid.n_strips,
+        outputs={"source": source_key},
+    )
+    if not moved:
+        return []
+    pending = [r.index for r in ctx.table.rows.list(job_id, [RowStatus.PENDING])]
+    for index in pending:
+        ctx.enqueue(ROW_TASK, job_id, index)
+    if settings.stream_reduce:  # the pictures are stitched while the rows run
+        ctx.enqueue(STITCH_TASK, job_id)
+    log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending))
+    return pending

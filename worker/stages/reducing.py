@@ -1,0 +1,90 @@
+"""Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
+overlay and the preview (:func:`imaging.rendering.write_pictures`); phase fractions are the sums
+of the rows' exact pixel counts.
+
+With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming.py``) has usually
+written the three pictures while the rows ran: the reducer then waits for it while its lease is
+live, checks its manifest against the rows and only adds the fractions; without a valid
+manifest it stitches the rows itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import structlog
+
+from core.states import JobStatus
+from imaging.rendering import write_pictures
+from microstructure.fractions import fractions_csv, fractions_document
+from storage.blobs.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PICTURES, output_key
+from storage.errors import StorageError
+from worker.context import WorkerContext
+from worker.errors import PERMANENT_ERRORS
+from worker.stages.sources import source_path
+from worker.stages.streaming import wait_for_stitcher
+
+log = structlog.get_logger(__name__)
+
+
+def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
+    """Write a ``reducing`` job's outputs and move it to ``succeeded``; idempotent.
+
+    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
+    deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
+    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
+
+    Returns:
+        The fractions document, or None when the job was not ``reducing``.
+
+    Raises:
+        StorageError: the job table or store is unreachable (retry or resume reruns it).
+    """
+    job = ctx.table.jobs.get(job_id)
+    if job.status != JobStatus.REDUCING:
+        log.info("reduce.skip", job_id=job_id, status=job.status)
+        return None
+    started = time.perf_counter()
+    try:
+        pkg = ctx.models.meta(job.model_name, job.model_version)
+        counts = ctx.table.rows.class_counts(job_id, pkg.n_classes)
+        rows = ctx.table.rows.list(job_id)
+        log.info("reduce.start", job_id=job_id, rows=len(rows))
+        doc = fractions_document(
+            job_id,
+            {"name": job.model_name, "version": job.model_version, "sha256": job.model_sha256},
+            job.width,
+            job.height,
+            counts,
+            pkg.classes,
+        )
+        work = ctx.cache_dir / "jobs" / job_id / "out"
+        work.mkdir(parents=True, exist_ok=True)
+        staged = wait_for_stitcher(ctx, job, rows)
+        if not staged:
+            strips = [ctx.local_blob(r.blob_key) for r in rows]
+            write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
+                           names=[c.name for c in pkg.classes])
+        (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
+        (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
+        outputs = dict(job.outputs or {})
+        for name in OUTPUT_FILES:
+            key = output_key(job_id, name)
+            if not (staged and name in PICTURES):  # a stitcher stored those already
+                ctx.blobs.put_file(key, work / name)
+            outputs[name.replace(".", "_")] = key
+        shutil.rmtree(work, ignore_errors=True)
+    except (*PERMANENT_ERRORS, ValueError) as e:
+        log.warning("reduce.failed", job_id=job_id, error=str(e))
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=f"reducer: {e}")
+        return None
+    except StorageError:
+        raise
+    outputs["reduce_seconds"] = round(time.perf_counter() - started, 3)
+    outputs["streamed"] = staged
+    ctx.table.jobs.set_outputs(job_id, outputs)
+    ctx.table.jobs.transition(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
+    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"], streamed=staged)
+    return doc

@@ -1,0 +1,168 @@
+"""Stage 2, ``segment_row``: claim a row, read its strip with halo, run tiled inference, write
+the uint8 label strip checkpoint, then mark the row done with its class pixel counts."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import structlog
+
+from core.spec import JobSpec
+from core.states import JobStatus, RowStatus
+from imaging.reading import image_rows, open_image
+from imaging.stitching import read_strip, write_strip
+from microstructure.fractions import label_counts
+from queues.names import REDUCE_TASK, ROW_TASK
+from storage.blobs.layout import ROW_CHECKPOINT_TAG, row_key
+from storage.errors import StorageError
+from worker.context import WorkerContext
+from worker.engine.tiling import TileGrid
+from worker.errors import PERMANENT_ERRORS
+from worker.leases import Renewal
+from worker.spot import draining
+from worker.stages.sources import source_path
+
+log = structlog.get_logger(__name__)
+_SEGMENTERS_LOCK = threading.Lock()
+
+
+class LeaseKeeper(Renewal):
+    """Context manager: renews a claimed row's lease every ``lease_seconds / 3`` from a daemon
+    thread while the row is processed, so only a dead worker's lease expires.
+
+    A failed renewal (job table briefly unreachable) is logged and retried at the next tick;
+    a lost lease (another worker took the row over) is harmless: both compute the same bytes
+    and :meth:`RowRecords.complete <storage.jobtable.row_records.RowRecords.complete>` counts
+    the row once.
+    """
+
+    def __init__(self, ctx: WorkerContext, job_id: str, index: int):
+        lease = ctx.settings.lease_seconds
+        super().__init__(
+            lambda: ctx.table.rows.extend_lease(job_id, index, ctx.worker_id, lease),
+            max(0.5, lease / 3), f"row-{index}", job_id=job_id, row=index,
+        )
+
+
+def segmenter_for(ctx: WorkerContext, job):
+    """The job's model, loaded once per worker process and cached by (name, version, sha256).
+
+    Raises:
+        ModelPackageError: the stored package is missing or fails its checksum.
+    """
+    from worker.engine.segmenter import Segmenter
+
+    key = (job.model_name, job.model_version, job.model_sha256)
+    with _SEGMENTERS_LOCK:  # rows in flight: threads of one worker share one model
+        if key not in ctx.segmenters:
+            folder = ctx.models.fetch(*key)
+            ctx.segmenters[key] = Segmenter(
+                folder,
+                device=ctx.settings.device,
+                channels_last=ctx.settings.channels_last,
+                threads=ctx.settings.torch_threads,
+                batch_size=ctx.settings.batch_size,
+                precision=ctx.settings.precision,
+                compile=ctx.settings.torch_compile,
+                fold_bn=ctx.settings.fold_batchnorm,
+            )
+        return ctx.segmenters[key]
+
+
+def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
+    """Process one row record; idempotent and safe under duplicate delivery.
+
+    A row that is done is skipped; a row leased by a live worker is skipped; a checkpoint
+    blob left by an attempt that died before updating the table is reused, not recomputed.
+    Input errors fail the row and its job at once; other errors return the row to
+    ``pending`` (``retry``: the caller has the message redelivered) until ``max_attempts``
+    (then row and job fail).
+
+    Returns:
+        What happened: ``done``, ``duplicate``, ``skipped:<status>``, ``retry``, ``failed``,
+        or ``released`` (claimed while the worker drains on a spot notice: handed back).
+
+    Raises:
+        StorageError: the job table is unreachable (the message is redelivered or the
+            row's lease expires and it is picked up again).
+    """
+    job = ctx.table.jobs.get(job_id)
+    if job.status != JobStatus.RUNNING:
+        return f"skipped:job-{job.status}"
+    claim = ctx.table.rows.claim(job_id, index, ctx.worker_id, ctx.settings.lease_seconds)
+    if not claim.claimed:
+        return f"skipped:{claim.status}"
+    if ctx.settings.spot_mode == "release" and draining():
+        # A thread of a threads pool got past the task's draining check just before a spot
+        # notice released this worker's rows, and claimed after: hand this row back too.
+        for released in ctx.table.recovery.release_rows([ctx.worker_id], "released: claimed by a "
+                                              f"worker {ctx.worker_id} draining on a spot notice"):
+            ctx.enqueue(ROW_TASK, *released)
+        return "released"
+    started = time.perf_counter()
+    key = row_key(job_id, index)
+    try:
+        with LeaseKeeper(ctx, job_id, index):
+            labels = _labels_for_row(ctx, job, index, key)
+        # model.json is enough here: a reused checkpoint must not load the model
+        pkg = ctx.models.meta(job.model_name, job.model_version)
+        counts = label_counts(labels, pkg.n_classes)
+    except PERMANENT_ERRORS as e:
+        log.warning("row.failed", job_id=job_id, row=index, error=str(e))
+        ctx.table.rows.fail(job_id, index, str(e), max_attempts=0)
+        return "failed"
+    except StorageError:
+        raise
+    except Exception as e:
+        log.exception("row.error", job_id=job_id, row=index)
+        status = ctx.table.rows.fail(
+            job_id, index, f"{type(e).__name__}: {e}", ctx.settings.max_attempts
+        )
+        if status == RowStatus.PENDING:
+            # The task layer has the broker redeliver this same message, so the broker counts
+            # the attempt as a receive (worker/deadletter.py); no new message is sent.
+            return "retry"
+        return "failed"
+    checksum = hashlib.sha256(labels.tobytes()).hexdigest()
+    completed, reduce_now = ctx.table.rows.complete(
+        job_id, index, counts=counts, checksum=checksum, blob_key=key,
+        seconds=time.perf_counter() - started,
+    )
+    if reduce_now:
+        ctx.enqueue(REDUCE_TASK, job_id)
+    log.info("row.done", job_id=job_id, row=index, seconds=round(time.perf_counter() - started, 2))
+    return "done" if completed else "duplicate"
+
+
+def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
+    """(y1 - y0, W) uint8 labels of a row: from its checkpoint if one exists, else computed and
+    checkpointed (temp file -> atomic blob write)."""
+    if ctx.blobs.exists(key):
+        return read_strip(ctx.local_blob(key))
+    spec = JobSpec.from_stored(job.spec)
+    row = ctx.table.rows.get(job.id, index)
+    grid = TileGrid(job.width, job.height, spec.geometry, spec.rows_per_task)
+    segmenter = segmenter_for(ctx, job)
+    image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
+    # a reader thread reads and pads tile row k+1 while the model works on tile row k
+    labels, stats = segmenter.segment_rows(
+        image_rows(image), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
+        prefetch=ctx.settings.prefetch_bands,
+    )
+    started = time.perf_counter()
+    scratch = ctx.cache_dir / "rows"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        path = Path(tmp) / f"{index:05d}.tif"
+        write_strip(labels, path)
+        ctx.blobs.put_file(key, path, tags=ROW_CHECKPOINT_TAG)
+    log.info("row.computed", job_id=job.id, row=index, tiles=stats.tiles,
+             batch_size=stats.batch_size, strip_s=round(stats.seconds, 3),
+             read_s=round(stats.read_s, 3), read_wait_s=round(stats.read_wait_s, 3),
+             device_s=round(stats.device_s, 3),
+             write_s=round(time.perf_counter() - started, 3))
+    return labels

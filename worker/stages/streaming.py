@@ -1,0 +1,217 @@
+"""Streaming stitcher, ``pelletseg.stitch`` (with ``PELLETSEG_STREAM_REDUCE``): the label
+pyramid, overlay and preview written while the rows run, so that only the fractions are left
+after the last row.
+
+Planning enqueues one stitch task per job on the ``reduce`` queue. It takes the job's stitch
+lease (:mod:`storage.jobtable.stitch_leases`), feeds each row strip to the two streaming libvips
+pipelines of :func:`imaging.rendering.write_pictures` as soon as the row is ``done`` (rows are
+stitched top to bottom, so it waits for row k before row k+1), stores the three pictures under
+the job's output keys, then a manifest (``stitched.json``: the index and checksum of every row
+it stitched), and releases the lease.
+
+The reducer (:func:`wait_for_stitcher`) waits while the lease is live and uses the pictures
+only if the manifest names exactly the job's done rows and checksums; otherwise it stitches
+the rows itself, as without streaming. So a stitcher that dies, loses its lease, or whose
+message is lost costs time, never a wrong output; a duplicate delivery finds the lease taken
+(or the manifest written) and does nothing. A stitcher never fails a job: the reducer decides.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pyvips
+import structlog
+
+from core.states import RowStatus
+from imaging.rendering import write_pictures
+from imaging.stitching import StripStream
+from storage.blobs.layout import PICTURES, STITCH_MANIFEST, output_key
+from storage.errors import BlobNotFoundError, StorageError
+from storage.jobtable.stitch_leases import STITCHABLE
+from storage.jobtable.tables import Job, Row
+from worker.context import WorkerContext
+from worker.errors import PERMANENT_ERRORS, WorkerError
+from worker.leases import Renewal
+from worker.stages.sources import source_path
+
+log = structlog.get_logger(__name__)
+
+#: Manifest format version (``stitched.json``).
+MANIFEST_VERSION = 1
+
+
+class StitchAbandoned(WorkerError):
+    """The streaming stitch stopped before the last row: the job ended (failed, cancelled),
+    the stitcher lost its lease, or a picture pipeline failed."""
+
+
+class RowFeed:
+    """The local strip files of a job's rows in index order, each handed out once its row is
+    ``done``; shared by the picture pipelines of one stitch (thread-safe).
+
+    Args:
+        ctx: Worker context (job table, blob store).
+        job_id: The job.
+        n_rows: Number of row records.
+        poll_seconds: Pause between two looks at the job table while a row is not done (s).
+        lease: The stitcher's lease renewal (a lost lease abandons the stitch).
+    """
+
+    def __init__(self, ctx: WorkerContext, job_id: str, n_rows: int, poll_seconds: float,
+                 lease: Renewal | None = None):
+        self.ctx, self.job_id, self.n_rows = ctx, job_id, n_rows
+        self.poll_seconds, self.lease = poll_seconds, lease
+        #: (index, checksum) of the rows handed out, in order
+        self.stitched: list[tuple[int, str]] = []
+        self.cancelled = threading.Event()
+        self._paths: dict[int, Path] = {}
+        self._lock = threading.Lock()
+
+    def cancel(self) -> None:
+        """Make every waiting :meth:`paths` iterator raise :class:`StitchAbandoned`."""
+        self.cancelled.set()
+
+    def paths(self, stop: threading.Event) -> Iterator[Path]:
+        """Yield the strip file of rows 0, 1, ..., blocking until each row is done.
+
+        Raises:
+            StitchAbandoned: ``stop`` or :meth:`cancel` was set, the lease was lost, or the job
+                is no longer ``running`` / ``reducing``.
+            StorageError: the job table or store is unreachable.
+        """
+        for index in range(self.n_rows):
+            yield self._wait(index, stop)
+
+    def _wait(self, index: int, stop: threading.Event) -> Path:
+        while True:
+            with self._lock:  # one download per strip, even for two pipelines
+                if index in self._paths:
+                    return self._paths[index]
+                row = self.ctx.table.rows.get(self.job_id, index)
+                if row.status == RowStatus.DONE:
+                    self._paths[index] = self.ctx.local_blob(row.blob_key)
+                    self.stitched.append((index, row.checksum))
+                    return self._paths[index]
+            self._check(stop)
+            stop.wait(self.poll_seconds)
+
+    def _check(self, stop: threading.Event) -> None:
+        if stop.is_set() or self.cancelled.is_set():
+            raise StitchAbandoned(f"job {self.job_id}: stitch stopped")
+        if self.lease is not None and self.lease.lost.is_set():
+            raise StitchAbandoned(f"job {self.job_id}: stitch lease lost")
+        status = self.ctx.table.jobs.get(self.job_id).status
+        if status not in STITCHABLE:
+            raise StitchAbandoned(f"job {self.job_id} is {status}")
+
+
+def _manifest(job: Job, stitched: Sequence[tuple[int, str]]) -> dict:
+    return {"version": MANIFEST_VERSION, "job_id": job.id, "width": job.width,
+            "height": job.height, "model_sha256": job.model_sha256,
+            "rows": [[i, c] for i, c in stitched]}
+
+
+def staged_pictures(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
+    """True if a stitcher's manifest exists and matches ``rows`` (all done, same indices and
+    checksums), the job's size and model, and every picture it stored exists.
+
+    Raises:
+        StorageError: the store is unreachable.
+    """
+    try:
+        stored = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
+    except BlobNotFoundError:
+        return False
+    except ValueError:  # a torn or foreign file: not ours to trust
+        return False
+    if any(r.status != RowStatus.DONE for r in rows):
+        return False
+    expected = _manifest(job, [(r.index, r.checksum) for r in rows])
+    return stored == expected and all(
+        ctx.blobs.exists(output_key(job.id, name)) for name in PICTURES)
+
+
+def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
+                      sleep: Callable[[float], None] = time.sleep) -> bool:
+    """The reducer's side: wait while a stitcher holds a live lease on ``job``, then say
+    whether its staged pictures can be used (:func:`staged_pictures`).
+
+    Only the job table is polled while waiting: a stitcher stores its manifest before it
+    releases its lease, so the manifest is read once, after the lease is no longer live.
+    Returns at once for a job that never had a stitcher.
+
+    Raises:
+        StorageError: the job table or store is unreachable.
+    """
+    waited = 0.0
+    while True:
+        holder, live = ctx.table.stitch.state(job.id)
+        if holder is None:  # no stitcher ever ran: do not look for a manifest
+            return False
+        if not live:
+            break
+        sleep(ctx.settings.stitch_poll_seconds)
+        waited += ctx.settings.stitch_poll_seconds
+    staged = staged_pictures(ctx, job, rows)
+    log.info("reduce.staged" if staged else "reduce.stitcher_gone", job_id=job.id,
+             waited=round(waited, 3))
+    return staged
+
+
+def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
+    """Write a job's pictures while its rows run (see the module's docstring); idempotent.
+
+    Returns:
+        True if valid staged pictures exist when it ends (written now or by an earlier run);
+        False if it skipped (job not running/reducing, lease held by another stitcher) or gave
+        up (logged; the reducer stitches the rows itself).
+    """
+    job = ctx.table.jobs.get(job_id)
+    if job.status not in STITCHABLE:
+        log.info("stitch.skip", job_id=job_id, status=job.status)
+        return False
+    holder = f"{ctx.worker_id}:stitch-{uuid.uuid4().hex[:8]}"
+    lease_s = ctx.settings.stitch_lease_seconds
+    if not ctx.table.stitch.claim(job_id, holder, lease_s):
+        log.info("stitch.skip", job_id=job_id, reason="another stitcher holds the lease")
+        return False
+    work = ctx.cache_dir / "jobs" / job_id / holder.rsplit(":", 1)[-1]
+    started = time.perf_counter()
+    try:
+        renewal = Renewal(lambda: ctx.table.stitch.extend(job_id, holder, lease_s),
+                          lease_s / 3, "stitch", job_id=job_id)
+        with renewal:
+            rows = ctx.table.rows.list(job_id)
+            if staged_pictures(ctx, job, rows):
+                log.info("stitch.skip", job_id=job_id, reason="already stitched")
+                return True
+            pkg = ctx.models.meta(job.model_name, job.model_version)
+            feed = RowFeed(ctx, job_id, len(rows), ctx.settings.stitch_poll_seconds, renewal)
+            log.info("stitch.start", job_id=job_id, rows=len(rows))
+            write_pictures(source_path(ctx, job), StripStream(feed.paths, job.width, job.height),
+                           pkg.palette(), work, names=[c.name for c in pkg.classes],
+                           abandon=feed.cancel)
+            if renewal.lost.is_set():
+                raise StitchAbandoned(f"job {job_id}: stitch lease lost")
+            for name in PICTURES:
+                ctx.blobs.put_file(output_key(job_id, name), work / name)
+            manifest = json.dumps(_manifest(job, feed.stitched), indent=1).encode()
+            ctx.blobs.put_bytes(output_key(job_id, STITCH_MANIFEST), manifest)
+    except (StitchAbandoned, StorageError, *PERMANENT_ERRORS, ValueError, pyvips.Error) as e:
+        log.warning("stitch.abandoned", job_id=job_id, error=str(e))
+        return False
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            ctx.table.stitch.release(job_id, holder)
+        except StorageError as e:  # the lease expires by itself
+            log.warning("stitch.release_failed", job_id=job_id, error=str(e))
+    log.info("stitch.done", job_id=job_id, seconds=round(time.perf_counter() - started, 3))
+    return True
