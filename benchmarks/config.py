@@ -24,7 +24,15 @@ class BenchConfig:
         model: ``ebc-unet-mnv2`` (bundled, trained), ``unet-resnet34`` (the issue's
             reference network, random init) or the folder of any model package.
         image_side: Edge of the square bench image (px), a mosaic of real micrographs.
-        tile_size, halo: Tile geometry T and halo (px); stride = T - 2 * halo.
+        tile_size, halo: Tile geometry T and halo (px) of the pipeline, the limit and the
+            peers; stride = T - 2 * halo; None: the model package's (:meth:`for_package`).
+        runtime: How the model runs in the pipeline, the limit and the peers
+            (``PELLETSEG_RUNTIME``: ``auto``, ``eager``, ``openvino``, ...).
+        reference: Also run today's path (``reference_runtime`` at ``reference_tile_size`` /
+            ``reference_halo``) through the same queue, alternated with the pipeline (and
+            MONAI), and its model-only limit; reported as ``reference_pipeline_mpx_s``.
+        reference_runtime, reference_tile_size, reference_halo: Today's path: PyTorch eager
+            fp32 at T = 1024 px, halo = 128 px (the geometry of issue 6's measurements).
         workers: Worker processes of the queue run; 0: one per core on CPU (each with
             cores / workers torch threads), 1 on CUDA.
         threads: torch intra-op threads per worker; 0: cores // workers.
@@ -49,8 +57,13 @@ class BenchConfig:
     device: str = "cpu"
     model: str = "ebc-unet-mnv2"
     image_side: int = 4608
-    tile_size: int = DEFAULT_GEOMETRY.tile_size
-    halo: int = DEFAULT_GEOMETRY.halo
+    tile_size: int | None = None
+    halo: int | None = None
+    runtime: str = "auto"
+    reference: bool = True
+    reference_runtime: str = "eager"
+    reference_tile_size: int = DEFAULT_GEOMETRY.tile_size
+    reference_halo: int = DEFAULT_GEOMETRY.halo
     workers: int = 0
     threads: int = 0
     batch_size: int = 0
@@ -71,7 +84,9 @@ class BenchConfig:
 
         CPU quick: the bundled model on a 4608 px (21 Mpx) mosaic; CPU full: 9216 px
         (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on 18600 px
-        (346 Mpx, the issue's pellet size) or 9216 px for quick.
+        (346 Mpx, the issue's pellet size) or 9216 px for quick. 4608 and 9216 px are
+        multiples of the strides 768 (1024/128) and 1536 px (1792/128), so neither the
+        reference path nor the bundled model's geometry pays for cores past the image edge.
         """
         cuda = device.startswith("cuda")
         base = {"device": device}
@@ -97,6 +112,22 @@ class BenchConfig:
     def cuda(self) -> bool:
         """True for a CUDA device."""
         return self.device.startswith("cuda")
+
+    def for_package(self, geometry: TileGeometry) -> BenchConfig:
+        """A copy whose unset tile size and halo are taken from the model package's
+        ``geometry`` (a size or halo given alone keeps the other from the package)."""
+        return replace(self, tile_size=geometry.tile_size if self.tile_size is None else self.tile_size,
+                       halo=geometry.halo if self.halo is None else self.halo)
+
+    def as_reference(self) -> BenchConfig:
+        """The same run on today's path: the reference runtime and geometry."""
+        return replace(self, runtime=self.reference_runtime, tile_size=self.reference_tile_size,
+                       halo=self.reference_halo)
+
+    @property
+    def reference_geometry(self) -> TileGeometry:
+        """Today's tile geometry (raises GeometryError if invalid)."""
+        return TileGeometry(self.reference_tile_size, self.reference_halo)
 
     def resolved(self) -> BenchConfig:
         """A copy with every ``0`` (auto) field filled in for this machine (the batch size
