@@ -129,15 +129,18 @@ def tile_rate(segmenter, image: np.ndarray, geometry: TileGeometry, seconds: flo
     one warm-up tile, for at least ``seconds`` and 3 tiles; each tile yields stride^2 px."""
     import torch
 
-    from benchmarks.limit import tile_batches
+    from benchmarks.limit import _sync, tile_batches
 
-    t = geometry.tile_size
-    xs = [torch.from_numpy(np.ascontiguousarray(b)) for b in tile_batches(image, t, 1, tiles=4)]
+    t, device = geometry.tile_size, segmenter.device
+    xs = [torch.from_numpy(np.ascontiguousarray(b)).to(device)
+          for b in tile_batches(image, t, 1, tiles=4)]
     segmenter.labels_on_device(xs[0])
+    _sync(device)
     done, started = 0, time.perf_counter()
     while done < 3 or time.perf_counter() - started < seconds:
         segmenter.labels_on_device(xs[done % len(xs)])
         done += 1
+    _sync(device)
     return done * geometry.stride ** 2 / 1e6 / (time.perf_counter() - started)
 
 
@@ -159,7 +162,7 @@ def _pooled(rows: list[dict], key: str) -> dict:
 def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes: list[str],
         runtime_geometries: list[TileGeometry], work: Path, *, threads: int = 1,
         speed_seconds: float = 6.0, lumenstone: int = 6, ebc_mosaics: int = 3,
-        say: Say = print) -> dict:
+        device: str = "cpu", precision: str = "fp32", say: Say = print) -> dict:
     """Measure geometry and runtime agreement (see the module docstring).
 
     Args:
@@ -172,6 +175,9 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
         work: Scratch folder (exported graphs).
         threads: Threads of each segmenter (speeds are per this many threads).
         speed_seconds: Duration of each :func:`tile_rate` (0: no speeds).
+        device: Where everything runs; the reference is always eager float32 there.
+        precision: Autocast of the compared runtimes on CUDA (``bf16``, ``fp16``, ``fp32``;
+            CPU is float32): with ``bf16``, ``eager`` in ``runtimes`` is eager bf16.
 
     Returns:
         ``{"images", "geometry": [...], "runtimes": [...]}``, every figure in % of pixels or
@@ -182,8 +188,9 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
 
     images = real_images(data_dir, lumenstone, ebc_mosaics)
     say(f"{len(images)} images; load {load_average()}")
-    eager = Segmenter(package, device="cpu", threads=threads)
+    eager = Segmenter(package, device=device, threads=threads, precision="fp32")
     doc: dict = {"package": str(package), "threads": threads, "load_average_start": load_average(),
+                 "device": str(eager.device), "precision": precision,
                  "images": [{"dataset": d, "name": n, "width": a.shape[1], "height": a.shape[0]}
                             for d, n, a in images],
                  "geometry": [], "runtimes": []}
@@ -209,13 +216,13 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
     segmenters = {}
     for name in runtimes:
         say(f"runtime {name} ...")
-        if name == "eager":
+        if name == "eager" and (eager.device.type == "cpu" or precision == "fp32"):
             segmenters[name] = eager
         elif name == INT8:
             segmenters[name] = int8_segmenter(package, data_dir, work, threads)
         else:
-            segmenters[name] = Segmenter(package, device="cpu", threads=threads, runtime=name,
-                                         cache_dir=work / "exported")
+            segmenters[name] = Segmenter(package, device=device, threads=threads, runtime=name,
+                                         precision=precision, cache_dir=work / "exported")
     for name, seg in segmenters.items():
         for geometry in runtime_geometries:
             rows = []

@@ -105,11 +105,16 @@ def _geometries(text: str) -> list:
               help="LumenStone S2 val images used (whole).")
 @click.option("--ebc-mosaics", type=int, default=3, show_default=True,
               help="2 x 2 mosaics of NASA EBC images used.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda[:N]; the reference is eager float32 on it.")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
+              show_default=True, help="Autocast of the compared runtimes on CUDA (eager included).")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder (exported graphs; default ~/.pelletseg/bench/agreement).")
 def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runtimes: str,
               runtime_geometries: str | None, threads: int, speed_seconds: float,
-              lumenstone: int, ebc_mosaics: int, work_dir: Path | None) -> None:
+              lumenstone: int, ebc_mosaics: int, device: str, precision: str,
+              work_dir: Path | None) -> None:
     """Measure, on the real data, which tile geometries keep the whole-image labels and which
     runtimes keep eager fp32's labels; write JSON and Markdown."""
     import datetime as dt
@@ -129,7 +134,7 @@ def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runt
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = ag.run(package, data_dir, _geometries(geometries), names, at, work, threads=threads,
                  speed_seconds=speed_seconds, lumenstone=lumenstone, ebc_mosaics=ebc_mosaics,
-                 say=lambda line: click.echo(line, err=True))
+                 device=device, precision=precision, say=lambda line: click.echo(line, err=True))
     doc["date_utc"] = started
     best = {n: ag.choose(doc, n) for n in names}
     doc["fastest_geometry_at_99_9_pct"] = {
