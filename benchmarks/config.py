@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field, replace
@@ -23,7 +24,12 @@ class BenchConfig:
         device: ``cpu`` or ``cuda`` (``cuda:N``).
         model: ``ebc-unet-mnv2`` (bundled, trained), ``unet-resnet34`` (the issue's
             reference network, random init) or the folder of any model package.
-        image_side: Edge of the square bench image (px), a mosaic of real micrographs.
+        image_side: Edge of the square bench image (px), a mosaic of real micrographs; None:
+            the smallest side >= ``min_image_side`` that is a whole number of strides of
+            both the measured geometry and today's, with a whole number of tile rows per
+            worker on both (:func:`fitting_side`), so neither path pays for cores past the
+            image edge or for a worker idle at the end.
+        min_image_side: Smallest automatic ``image_side`` (px).
         tile_size, halo: Tile geometry T and halo (px) of the pipeline, the limit and the
             peers; stride = T - 2 * halo; None: the model package's (:meth:`for_package`).
         runtime: How the model runs in the pipeline, the limit and the peers
@@ -56,7 +62,8 @@ class BenchConfig:
 
     device: str = "cpu"
     model: str = "ebc-unet-mnv2"
-    image_side: int = 4608
+    image_side: int | None = None
+    min_image_side: int = 4608
     tile_size: int | None = None
     halo: int | None = None
     runtime: str = "auto"
@@ -82,11 +89,10 @@ class BenchConfig:
     def preset(cls, quick: bool, device: str = "cpu", **overrides) -> BenchConfig:
         """The ``--quick`` (under 10 minutes on 2 CPU cores) or full preset for ``device``.
 
-        CPU quick: the bundled model on a 4608 px (21 Mpx) mosaic; CPU full: 9216 px
-        (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on 18600 px
-        (346 Mpx, the issue's pellet size) or 9216 px for quick. 4608 and 9216 px are
-        multiples of the strides 768 (1024/128) and 1536 px (1792/128), so neither the
-        reference path nor the bundled model's geometry pays for cores past the image edge.
+        CPU quick: the bundled model on a mosaic of at least 4608 px (21 Mpx; 6144 px = 38
+        Mpx for strides 1536 and 768 on 2 workers, :func:`fitting_side`); CPU full: at least
+        9216 px (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on
+        18600 px (346 Mpx, the issue's pellet size) or 9216 px for quick.
         """
         cuda = device.startswith("cuda")
         base = {"device": device}
@@ -94,7 +100,8 @@ class BenchConfig:
             base.update(model="unet-resnet34", image_side=9216 if quick else 18600,
                         limit_seconds=10.0 if quick else 20.0)
         else:
-            base.update(image_side=4608 if quick else 9216, limit_seconds=12.0 if quick else 30.0)
+            base.update(min_image_side=4608 if quick else 9216,
+                        limit_seconds=12.0 if quick else 30.0)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -118,6 +125,14 @@ class BenchConfig:
         ``geometry`` (a size or halo given alone keeps the other from the package)."""
         return replace(self, tile_size=geometry.tile_size if self.tile_size is None else self.tile_size,
                        halo=geometry.halo if self.halo is None else self.halo)
+
+    def fitted(self) -> BenchConfig:
+        """A copy with ``image_side`` chosen by :func:`fitting_side` if it is None (call after
+        :meth:`resolved` and :meth:`for_package`)."""
+        if self.image_side is not None:
+            return self
+        strides = [self.stride] + ([self.reference_geometry.stride] if self.reference else [])
+        return replace(self, image_side=fitting_side(self.min_image_side, strides, self.workers))
 
     def as_reference(self) -> BenchConfig:
         """The same run on today's path: the reference runtime and geometry."""
@@ -147,6 +162,17 @@ class BenchConfig:
         d["work_dir"] = str(self.work_dir)
         d["rss_sizes_gpx"] = list(self.rss_sizes_gpx)
         return d
+
+
+def fitting_side(min_side: int, strides: list[int], workers: int, max_factor: float = 2.0) -> int:
+    """The smallest square side (px) >= ``min_side`` that is a multiple of every stride and
+    gives each stride a tile-row count divisible by ``workers``; ``min_side`` rounded up to a
+    multiple of the first stride if none is found below ``max_factor * min_side``."""
+    side = math.lcm(*strides)
+    for k in range(max(1, -(-min_side // side)), int(max_factor * min_side) // side + 1):
+        if all((k * side // s) % workers == 0 for s in strides):
+            return k * side
+    return -(-min_side // strides[0]) * strides[0]
 
 
 def load_average() -> list[float]:

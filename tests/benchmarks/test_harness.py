@@ -188,19 +188,21 @@ def test_presets_resolve_for_this_machine(tmp_path):
     from core.geometry import TileGeometry
 
     quick = BenchConfig.preset(True, "cpu", work_dir=tmp_path).resolved()
+    cores = os.cpu_count() or 1
     assert quick.tile_size is None and quick.runtime == "auto" and quick.reference
-    bundled = BenchConfig.preset(True, "cpu").for_package(TileGeometry(1792, 128))
+    bundled = BenchConfig.preset(True, "cpu").resolved().for_package(TileGeometry(1792, 128)).fitted()
+    assert bundled.image_side == (6144 if cores == 2 else bundled.image_side)
     assert (bundled.tile_size, bundled.halo) == (1792, 128)
     ref = bundled.as_reference()
     assert (ref.runtime, ref.tile_size, ref.halo) == ("eager", 1024, 128)
     assert BenchConfig.preset(True, "cpu", halo=64).for_package(TileGeometry(1792, 128)).halo == 64
-    cores = os.cpu_count() or 1
     for c in (bundled, ref):  # no partly empty tiles in the bench image, on either path
-        assert c.image_side % c.stride == 0
+        assert c.image_side % c.stride == 0 and (c.image_side // c.stride) % c.workers == 0
     assert quick.workers == cores and quick.threads == 1 and quick.batch_size == 1
     assert quick.rows_in_flight == 1 and quick.model == "ebc-unet-mnv2"
     assert quick.stream_reduce is False
-    quick = quick.for_package(TileGeometry(1024, 128))
+    quick = quick.for_package(TileGeometry(1024, 128)).fitted()
+    assert quick.image_side == 4608 or cores != 2  # today's stride: 6 tile rows
     gpu = BenchConfig.preset(False, "cuda").resolved()
     assert gpu.model == "unet-resnet34" and gpu.workers == 1 and gpu.rows_in_flight == 3
     assert gpu.stream_reduce is True
@@ -223,3 +225,13 @@ def test_limit_tiles_are_real_and_different(side, batch, shape):
     if side >= 128:
         np.testing.assert_array_equal(flat[0], image[:128, :128])  # a crop, not padding
         assert not np.array_equal(flat[0], flat[-1])  # spread over the image
+
+
+def test_fitting_side():
+    from benchmarks.config import fitting_side
+
+    assert fitting_side(4608, [1536, 768], 2) == 6144  # 4608 = 3 tile rows of 1536: odd
+    assert fitting_side(4608, [768], 2) == 4608
+    assert fitting_side(4608, [1152, 768], 2) == 4608
+    assert fitting_side(100, [64], 1) == 128
+    assert fitting_side(4608, [896, 768], 2) == 4608 + 896 - 4608 % 896  # none fits: rounded up
