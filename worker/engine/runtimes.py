@@ -118,8 +118,10 @@ class OpenVinoRuntime(Runtime):
                                      "pip install 'pelletseg[worker]' (or openvino)") from e
         self._core = ov.Core()
         self._model = self._core.read_model(str(graph))
+        # No pinning: OpenVINO pins its threads to cores by default, and several worker
+        # processes on one machine (each 1 thread) would then share the first core.
         self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                        "INFERENCE_PRECISION_HINT": "f32"}
+                        "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
         if threads > 0:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._requests: dict[tuple[int, ...], object] = {}
