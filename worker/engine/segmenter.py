@@ -176,9 +176,12 @@ class Segmenter:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # compile=True (PELLETSEG_TORCH_COMPILE) keeps its meaning unless a runtime is named
         self.runtime: Runtime = make_runtime(
-            "compile" if compile and runtime == "eager" else runtime, model, package,
+            "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
             self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn)
+        log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
+                 model=package.name, version=package.version)
         # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
         self.channels_last = channels_last and self.runtime.torch_module
         if self.device.type == "cuda":

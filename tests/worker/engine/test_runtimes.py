@@ -157,3 +157,14 @@ def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch
     assert Settings().runtime == "auto"
     with pytest.raises(ValueError):
         Settings(runtime="int8")
+
+
+def test_torch_compile_setting_keeps_its_meaning_unless_a_runtime_is_named(tiny_package, tmp_path):
+    # torch.compile is lazy: building the segmenter compiles nothing
+    assert Segmenter(tiny_package, device="cpu", compile=True).runtime.name == "compile"
+    assert Segmenter(tiny_package, device="cpu", compile=True, runtime="auto").runtime.name == "compile"
+    assert Segmenter(tiny_package, device="cpu", runtime="eager").runtime.name == "eager"
+    pytest.importorskip("onnxruntime")
+    named = Segmenter(tiny_package, device="cpu", compile=True, runtime="onnxruntime",
+                      cache_dir=tmp_path)
+    assert named.runtime.name == "onnxruntime"
