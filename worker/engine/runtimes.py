@@ -103,9 +103,10 @@ def _host_array(x: torch.Tensor) -> np.ndarray:
 class OpenVinoRuntime(Runtime):
     """OpenVINO on the CPU, float32 inference precision, latency hint (one stream).
 
-    A model compiled for a static input shape ran 1.9x faster than the same model with
-    dynamic shapes here (docs/performance.md), so one compiled model is kept per input shape
-    (tile batches have one shape per tile size and batch size).
+    One model is compiled per input shape (tile batches have one shape per tile size and
+    batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
+    in one timing on this project's CPU, though another, less loaded, had the dynamic model at
+    0.47 s (docs/performance.md); static was never the slower.
     """
 
     name = "openvino"
