@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field, replace
@@ -23,8 +24,21 @@ class BenchConfig:
         device: ``cpu`` or ``cuda`` (``cuda:N``).
         model: ``ebc-unet-mnv2`` (bundled, trained), ``unet-resnet34`` (the issue's
             reference network, random init) or the folder of any model package.
-        image_side: Edge of the square bench image (px), a mosaic of real micrographs.
-        tile_size, halo: Tile geometry T and halo (px); stride = T - 2 * halo.
+        image_side: Edge of the square bench image (px), a mosaic of real micrographs; None:
+            the smallest side >= ``min_image_side`` that is a whole number of strides of
+            both the measured geometry and today's, with a whole number of tile rows per
+            worker on both (:func:`fitting_side`), so neither path pays for cores past the
+            image edge or for a worker idle at the end.
+        min_image_side: Smallest automatic ``image_side`` (px).
+        tile_size, halo: Tile geometry T and halo (px) of the pipeline, the limit and the
+            peers; stride = T - 2 * halo; None: the model package's (:meth:`for_package`).
+        runtime: How the model runs in the pipeline, the limit and the peers
+            (``PELLETSEG_RUNTIME``: ``auto``, ``eager``, ``openvino``, ...).
+        reference: Also run today's path (``reference_runtime`` at ``reference_tile_size`` /
+            ``reference_halo``) through the same queue, alternated with the pipeline (and
+            MONAI), and its model-only limit; reported as ``reference_pipeline_mpx_s``.
+        reference_runtime, reference_tile_size, reference_halo: Today's path: PyTorch eager
+            fp32 at T = 1024 px, halo = 128 px (the geometry of issue 6's measurements).
         workers: Worker processes of the queue run; 0: one per core on CPU (each with
             cores / workers torch threads), 1 on CUDA.
         threads: torch intra-op threads per worker; 0: cores // workers.
@@ -48,9 +62,15 @@ class BenchConfig:
 
     device: str = "cpu"
     model: str = "ebc-unet-mnv2"
-    image_side: int = 4608
-    tile_size: int = DEFAULT_GEOMETRY.tile_size
-    halo: int = DEFAULT_GEOMETRY.halo
+    image_side: int | None = None
+    min_image_side: int = 4608
+    tile_size: int | None = None
+    halo: int | None = None
+    runtime: str = "auto"
+    reference: bool = True
+    reference_runtime: str = "eager"
+    reference_tile_size: int = DEFAULT_GEOMETRY.tile_size
+    reference_halo: int = DEFAULT_GEOMETRY.halo
     workers: int = 0
     threads: int = 0
     batch_size: int = 0
@@ -69,9 +89,10 @@ class BenchConfig:
     def preset(cls, quick: bool, device: str = "cpu", **overrides) -> BenchConfig:
         """The ``--quick`` (under 10 minutes on 2 CPU cores) or full preset for ``device``.
 
-        CPU quick: the bundled model on a 4608 px (21 Mpx) mosaic; CPU full: 9216 px
-        (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on 18600 px
-        (346 Mpx, the issue's pellet size) or 9216 px for quick.
+        CPU quick: the bundled model on a mosaic of at least 4608 px (21 Mpx; 6144 px = 38
+        Mpx for strides 1536 and 768 on 2 workers, :func:`fitting_side`); CPU full: at least
+        9216 px (85 Mpx) and longer limit runs. CUDA: the reference UNet-ResNet34 on
+        18600 px (346 Mpx, the issue's pellet size) or 9216 px for quick.
         """
         cuda = device.startswith("cuda")
         base = {"device": device}
@@ -79,7 +100,8 @@ class BenchConfig:
             base.update(model="unet-resnet34", image_side=9216 if quick else 18600,
                         limit_seconds=10.0 if quick else 20.0)
         else:
-            base.update(image_side=4608 if quick else 9216, limit_seconds=12.0 if quick else 30.0)
+            base.update(min_image_side=4608 if quick else 9216,
+                        limit_seconds=12.0 if quick else 30.0)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 
@@ -97,6 +119,30 @@ class BenchConfig:
     def cuda(self) -> bool:
         """True for a CUDA device."""
         return self.device.startswith("cuda")
+
+    def for_package(self, geometry: TileGeometry) -> BenchConfig:
+        """A copy whose unset tile size and halo are taken from the model package's
+        ``geometry`` (a size or halo given alone keeps the other from the package)."""
+        return replace(self, tile_size=geometry.tile_size if self.tile_size is None else self.tile_size,
+                       halo=geometry.halo if self.halo is None else self.halo)
+
+    def fitted(self) -> BenchConfig:
+        """A copy with ``image_side`` chosen by :func:`fitting_side` if it is None (call after
+        :meth:`resolved` and :meth:`for_package`)."""
+        if self.image_side is not None:
+            return self
+        strides = [self.stride] + ([self.reference_geometry.stride] if self.reference else [])
+        return replace(self, image_side=fitting_side(self.min_image_side, strides, self.workers))
+
+    def as_reference(self) -> BenchConfig:
+        """The same run on today's path: the reference runtime and geometry."""
+        return replace(self, runtime=self.reference_runtime, tile_size=self.reference_tile_size,
+                       halo=self.reference_halo)
+
+    @property
+    def reference_geometry(self) -> TileGeometry:
+        """Today's tile geometry (raises GeometryError if invalid)."""
+        return TileGeometry(self.reference_tile_size, self.reference_halo)
 
     def resolved(self) -> BenchConfig:
         """A copy with every ``0`` (auto) field filled in for this machine (the batch size
@@ -116,6 +162,17 @@ class BenchConfig:
         d["work_dir"] = str(self.work_dir)
         d["rss_sizes_gpx"] = list(self.rss_sizes_gpx)
         return d
+
+
+def fitting_side(min_side: int, strides: list[int], workers: int, max_factor: float = 2.0) -> int:
+    """The smallest square side (px) >= ``min_side`` that is a multiple of every stride and
+    gives each stride a tile-row count divisible by ``workers``; ``min_side`` rounded up to a
+    multiple of the first stride if none is found below ``max_factor * min_side``."""
+    side = math.lcm(*strides)
+    for k in range(max(1, -(-min_side // side)), int(max_factor * min_side) // side + 1):
+        if all((k * side // s) % workers == 0 for s in strides):
+            return k * side
+    return -(-min_side // strides[0]) * strides[0]
 
 
 def load_average() -> list[float]:

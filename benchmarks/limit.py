@@ -66,20 +66,23 @@ def forward_rate(segmenter, batches: np.ndarray, seconds: float, min_batches: in
 
 
 def _process(package: str, device: str, threads: int, batch: int, precision: str,
-             tiles: np.ndarray, seconds: float, barrier, results) -> None:
+             tiles: np.ndarray, seconds: float, barrier, results, runtime: str,
+             cache_dir: str | None) -> None:
     from worker.engine.segmenter import Segmenter
 
     seg = Segmenter(package, device=device, threads=threads, batch_size=batch,
-                    precision=precision)
+                    precision=precision, runtime=runtime, cache_dir=cache_dir)
     forward_rate(seg, tiles, 0.0, min_batches=1)  # load and warm up before the common start
     barrier.wait()
     results.put(forward_rate(seg, tiles, seconds))
 
 
 def pooled_rate(package: Path, device: str, processes: int, threads: int, batch: int,
-                precision: str, tiles: np.ndarray, seconds: float) -> dict:
+                precision: str, tiles: np.ndarray, seconds: float, runtime: str = "eager",
+                cache_dir: Path | None = None) -> dict:
     """Model-only rate of ``processes`` processes running at once (``threads`` each), each
-    cycling through ``tiles`` (see :func:`forward_rate`).
+    cycling through ``tiles`` (see :func:`forward_rate`), through ``runtime``
+    (:mod:`worker.engine.runtimes`; exported graphs under ``cache_dir``).
 
     Returns:
         ``{"processes", "threads", "tiles_s", "per_process_tiles_s"}`` (rates summed).
@@ -90,7 +93,8 @@ def pooled_rate(package: Path, device: str, processes: int, threads: int, batch:
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     procs = [ctx.Process(target=_process, args=(str(package), device, threads, batch, precision,
-                                                tiles, seconds, barrier, results))
+                                                tiles, seconds, barrier, results, runtime,
+                                                None if cache_dir is None else str(cache_dir)))
              for _ in range(processes)]
     for p in procs:
         p.start()

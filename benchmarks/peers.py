@@ -12,6 +12,9 @@ format and precision, and the result is reduced to uint8 labels by the same argm
 
 Thesis-style baseline: PIL ``Image.crop`` into non-overlapping T x T tiles (zero-filled past
 the image edge), one tile per forward pass through the same model, label tiles concatenated.
+
+Both run the model through the segmenter's runtime (:mod:`worker.engine.runtimes`), as our
+pipeline does.
 No overlap, so it runs fewer tiles than we do and has seams.
 """
 
@@ -55,7 +58,7 @@ def run_monai(segmenter, image: np.ndarray, tile: int, halo: int, batch: int) ->
         t0 = time.perf_counter()
         if segmenter.channels_last:
             window = window.contiguous(memory_format=torch.channels_last)
-        out = segmenter.model(window)
+        out = segmenter.runtime(window)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         model_s[0] += time.perf_counter() - t0

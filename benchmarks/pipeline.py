@@ -41,7 +41,7 @@ def stack_settings(cfg: BenchConfig, home: Path, model: str, **extra) -> Setting
         home=home, tile_size=cfg.tile_size, halo=cfg.halo, rows_per_task=1,
         batch_size=cfg.batch_size, device=cfg.device, torch_threads=cfg.threads,
         rows_in_flight=cfg.rows_in_flight, precision=cfg.precision, default_model=model,
-        lease_seconds=1800, stream_reduce=bool(cfg.stream_reduce),
+        lease_seconds=1800, stream_reduce=bool(cfg.stream_reduce), runtime=cfg.runtime,
         **extra,
     )
 
@@ -144,7 +144,8 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
     prepare(settings).publish(package)
     table, app = job_table(settings), make_celery(settings)
     # warm-up: 2 rows per worker, repeated until every worker has run a row (loaded the model)
-    warm = crop_image(image, cfg.work_dir / "images" / f"warmup-{image.stem}-{cfg.workers}.tif",
+    warm = crop_image(image, cfg.work_dir / "images"
+                      / f"warmup-{image.stem}-{cfg.workers}-{cfg.stride}.tif",
                       min(2 * cfg.stride, cfg.image_side), 2 * cfg.workers * cfg.stride)
     seen: set[str] = set()
     with LocalWorkers(settings, cfg.workers) as pool:

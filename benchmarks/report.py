@@ -53,6 +53,23 @@ _PEERS = {
 }
 
 
+def _reference_rows(doc: dict) -> list[str]:
+    """Table rows of today's path (reference runtime and geometry), if it was run."""
+    ref = doc.get("reference")
+    if not ref:
+        return []
+    limit_mpx = doc["limit_mpx_s"]
+    what = f"{ref['runtime']}, T = {ref['tile_size']}, halo = {ref['halo']}"
+    return [
+        (f"| reference limit: today's path ({what}), same processes | "
+         f"{_f(ref['limit_tiles_s'])} | {_f(doc['reference_limit_mpx_s'])} | "
+         f"{_f(doc['reference_limit_mpx_s'] / limit_mpx, 2)} |"),
+        (f"| **reference pipeline**: today's path ({what}) through the same queue | - | "
+         f"**{_f(doc['reference_pipeline_mpx_s'])}** | "
+         f"{_f(doc['reference_pipeline_mpx_s'] / limit_mpx, 2)} |"),
+    ]
+
+
 def markdown(doc: dict) -> str:
     """The result as Markdown: setup, throughput, ratios, overhead, memory, phases."""
     cfg, mach, img, lim = doc["config"], doc["machine"], doc["image"], doc["limit"]
@@ -74,6 +91,7 @@ def markdown(doc: dict) -> str:
         f"- Image: {img['width']} x {img['height']} px ({img['mpx']:.1f} Mpx), {img['source']}",
         (f"- Tiles: T = {cfg['tile_size']}, halo = {cfg['halo']}, stride = {stride} px; "
         f"{img['tiles']} tiles, {img['tile_efficiency_pct']} % of tile cores inside the image"),
+        f"- Runtime: {doc.get('runtime', 'eager')} (PELLETSEG_RUNTIME={cfg.get('runtime', 'eager')})",
         (f"- Workers: {cfg['workers']} x {cfg['threads']} torch threads, "
          f"batch {cfg['batch_size']}, "
         f"{cfg['rows_in_flight']} row(s) in flight per worker, precision "
@@ -89,6 +107,7 @@ def markdown(doc: dict) -> str:
         f"{_f(lim['single_process_mpx_s'])} | {_f(lim['single_process_mpx_s'] / limit_mpx, 2)} |"),
         (f"| **pipeline** end to end through the queue (submit -> succeeded, warm workers) | - | "
         f"**{_f(doc['pipeline_mpx_s'])}** | **{_f(doc['pipeline_mpx_s'] / limit_mpx, 2)}** |"),
+        *_reference_rows(doc),
         (f"| pipeline, rows phase only (first claim -> last row done) | - | "
         f"{_f(pipe['rows_mpx_s'])} | {_f(pipe['rows_mpx_s'] / limit_mpx, 2)} |"),
         (f"| segment_row alone (1 process x all cores; read + infer + write + job table) | - | "
@@ -107,6 +126,14 @@ def markdown(doc: dict) -> str:
             f"ratios give medians. Pipeline runs {[round(r, 3) for r in pipe['runs_mpx_s']]} "
             f"Mpx/s, MONAI runs {[round(r, 3) for r in doc['monai']['runs_mpx_s']]} Mpx/s, "
             f"pipeline / MONAI per pair {[round(r, 3) for r in doc['monai']['pair_ratios']]}.")]
+    if doc.get("reference"):
+        ref = doc["reference"]
+        lines += ["", (
+            f"Pipeline and today's path alternated {len(ref['runs_mpx_s'])} times: pipeline "
+            f"runs {[round(r, 3) for r in pipe['runs_mpx_s']]} Mpx/s, reference runs "
+            f"{[round(r, 3) for r in ref['runs_mpx_s']]} Mpx/s, pipeline / reference per pair "
+            f"{[round(r, 3) for r in ref['pair_ratios']]}; their label maps are equal on "
+            f"{_f(ref['labels_equal_to_pipeline_pct'], 3)} % of pixels.")]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {_f(v, 3)} |" for k, v in doc["ratios"].items()]
     for name in _PEERS:

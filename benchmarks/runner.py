@@ -30,16 +30,24 @@ def _phase(doc: dict, name: str, say: Say, fn):
 
 
 def run(cfg: BenchConfig, say: Say = print) -> dict:
-    """Measure the limit, our pipeline, the peers and memory; see the package docstring.
+    """Measure the limit, our pipeline, today's path, the peers and memory; see the package
+    docstring.
+
+    The pipeline, the limit and the peers run ``cfg.runtime`` at ``cfg``'s geometry (default
+    the model package's); with ``cfg.reference`` today's path (eager fp32 at 1024/128) runs
+    through the same queue too, alternated with the pipeline: pipeline, reference, MONAI,
+    pipeline, reference, MONAI, ...
 
     Returns:
-        The result document: ``device``, ``model``, ``limit_mpx_s``, ``pipeline_mpx_s``,
+        The result document: ``device``, ``model``, ``runtime``, ``limit_mpx_s``,
+        ``pipeline_mpx_s``, ``reference_pipeline_mpx_s``, ``reference_limit_mpx_s``,
         ``segment_row_mpx_s``, ``monai_mpx_s``, ``baseline_mpx_s``, ``rss_mib`` (per size),
         ``overhead_pct``, ``ratios`` and the details of every measurement.
 
     Raises:
         BenchError, RuntimeError: a measurement failed (the message says which and why).
     """
+    from models.package import read_package
     from worker.engine.segmenter import Segmenter
     from worker.engine.tiling import TileGrid
 
@@ -52,6 +60,9 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     cores = os.cpu_count() or 1
     doc: dict = {"config": cfg.as_dict(), "machine": machine_info(cfg.device), "phases": {}}
     package = model_package(cfg.model, work)
+    cfg = cfg.for_package(read_package(package).geometry).fitted()
+    doc["config"] = cfg.as_dict()
+    exported = work / "exported"
     image = _phase(doc, "image", say, lambda: mosaic(work, cfg.image_side))
     doc["device"] = cfg.device
     doc["model"] = describe_model(package)
@@ -59,7 +70,8 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     # one segmenter in this process, all cores: the single-process limit, the task alone,
     # the peers
     seg = Segmenter(package, device=cfg.device, threads=cores, batch_size=cfg.batch_size,
-                    precision=cfg.precision)
+                    precision=cfg.precision, runtime=cfg.runtime, cache_dir=exported)
+    doc["runtime"] = seg.runtime.name
     batch = seg.batch_for(cfg.tile_size)
     cfg = replace(cfg, batch_size=batch)
     doc["config"]["batch_size"] = batch
@@ -82,13 +94,26 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
             return {"processes": 1, "threads": cores, "tiles_s": rate,
                     "per_process_tiles_s": [rate]}
         return limit.pooled_rate(package, cfg.device, cfg.workers, cfg.threads, batch,
-                                 cfg.precision, tiles, cfg.limit_seconds)
+                                 cfg.precision, tiles, cfg.limit_seconds, cfg.runtime, exported)
 
+    ref = cfg.as_reference() if cfg.reference else None
     limits = [_phase(doc, "limit", say, pooled)]
+    ref_limit = None
+    if ref is not None:  # today's limit: eager fp32 at today's geometry, same processes
+        ref_tiles = limit.tile_batches(pixels, ref.tile_size, batch)
+        ref_limit = _phase(doc, "reference_limit", say, lambda: limit.pooled_rate(
+            package, ref.device, ref.workers, ref.threads, batch, ref.precision, ref_tiles,
+            ref.limit_seconds, ref.runtime, exported))
+        ref_tiles = None
     queue = _phase(doc, "pipeline", say, lambda: pipeline.queue_run(cfg, package, image, scratch))
+    refs = []
+    if ref is not None:
+        refs.append(_phase(doc, "reference_pipeline", say,
+                           lambda: pipeline.queue_run(ref, package, image, scratch)))
     task = _phase(doc, "segment_row", say,
                   lambda: pipeline.task_alone(cfg, package, image, scratch, cores))
     ours = _read_labels(queue["labels_path"])
+    ref_equal_pct = peers.agreement_pct(_read_labels(refs[0]["labels_path"]), ours) if refs else None
     monai = monai_unfolded = baseline = None
     queues, monais = [queue], []
     if cfg.peers:
@@ -96,6 +121,9 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
             if pair:
                 queues.append(_phase(doc, f"pipeline_{pair + 1}", say,
                                      lambda: pipeline.queue_run(cfg, package, image, scratch)))
+                if ref is not None:
+                    refs.append(_phase(doc, f"reference_pipeline_{pair + 1}", say,
+                                       lambda: pipeline.queue_run(ref, package, image, scratch)))
             monais.append(_phase(doc, "monai" if not pair else f"monai_{pair + 1}", say,
                                  lambda: peers.run_monai(seg, pixels, cfg.tile_size, cfg.halo,
                                                          batch)))
@@ -124,7 +152,33 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     peer_runs = {"monai": monai, "monai_unfolded": monai_unfolded, "baseline": baseline}
     runs = [q["mpx_s"] for q in queues]  # before _summarise takes the first one's apart
     doc = _summarise(doc, cfg, singles, limits, queue, task, peer_runs, ours, sizes)
-    return _pairs(doc, runs, [m["mpx_s"] for m in monais])
+    doc = _pairs(doc, runs, [m["mpx_s"] for m in monais])
+    if ref is not None:
+        doc = _reference(doc, ref, ref_limit, refs, runs, ref_equal_pct)
+    return doc
+
+
+def _reference(doc: dict, ref, ref_limit: dict, refs: list[dict], runs: list[float],
+               equal_pct: float) -> dict:
+    """Today's path beside the pipeline: ``reference_pipeline_mpx_s`` (median of its runs),
+    ``reference_limit_mpx_s``, and ``ratios.pipeline_vs_reference``: the median of the
+    per-pair ratios (pipeline run k / reference run k, measured back to back)."""
+    ref_runs = [r["mpx_s"] for r in refs]
+    pair_ratios = [p / r for p, r in zip(runs, ref_runs, strict=False)]
+    doc["reference_pipeline_mpx_s"] = statistics.median(ref_runs)
+    doc["reference_limit_mpx_s"] = limit.to_mpx_s(ref_limit["tiles_s"], ref.stride)
+    doc["reference"] = {
+        "runtime": ref.runtime, "tile_size": ref.tile_size, "halo": ref.halo,
+        "runs_mpx_s": ref_runs, "pair_ratios": pair_ratios,
+        "limit_tiles_s": ref_limit["tiles_s"],
+        "labels_equal_to_pipeline_pct": equal_pct,
+        "first_run": {k: v for k, v in refs[0].items() if k not in ("labels_path",)},
+    }
+    doc["ratios"]["pipeline_vs_reference"] = statistics.median(pair_ratios)
+    doc["ratios"]["limit_vs_reference_limit"] = doc["limit_mpx_s"] / doc["reference_limit_mpx_s"]
+    doc["ratios"]["reference_vs_reference_limit"] = (doc["reference_pipeline_mpx_s"]
+                                                     / doc["reference_limit_mpx_s"])
+    return doc
 
 
 def _pairs(doc: dict, runs: list[float], monai_runs: list[float]) -> dict:

@@ -19,8 +19,18 @@ import click
 @click.option("--image-side", type=int, default=None, help="Edge of the square bench image (px).")
 @click.option("--workers", type=int, default=None,
               help="Worker processes (default: cores on CPU, 1 on CUDA).")
-@click.option("--tile-size", type=int, default=None, help="Tile edge T (px; default 1024).")
-@click.option("--halo", type=int, default=None, help="Halo (px; default 128).")
+@click.option("--tile-size", type=int, default=None,
+              help="Tile edge T (px; default the model package's).")
+@click.option("--halo", type=int, default=None, help="Halo (px; default the model package's).")
+@click.option("--runtime", type=click.Choice(["auto", "eager", "compile", "openvino", "onnxruntime",
+                                              "tensorrt"]),
+              default="auto", show_default=True,
+              help="How the model runs in the pipeline, the limit and the peers (PELLETSEG_RUNTIME).")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also run today's path (eager fp32 at --reference-geometry) through the same "
+                   "queue, alternated with the pipeline.")
+@click.option("--reference-geometry", default="1024/128", show_default=True,
+              help="Tile geometry T/HALO (px) of today's path.")
 @click.option("--limit-seconds", type=float, default=None,
               help="Duration of each model-only throughput measurement (s).")
 @click.option("--rss-sizes", default=None,
@@ -34,23 +44,107 @@ import click
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder; images are kept there and reused (default ~/.pelletseg/bench).")
 def bench(quick: bool, device: str, json_path: Path, model: str | None, image_side: int | None,
-          workers: int | None, tile_size: int | None, halo: int | None,
-          limit_seconds: float | None, rss_sizes: str | None, pairs: int | None,
+          workers: int | None, tile_size: int | None, halo: int | None, runtime: str,
+          reference: bool, reference_geometry: str, limit_seconds: float | None,
+          rss_sizes: str | None, pairs: int | None,
           stream_reduce: bool | None, work_dir: Path | None) -> None:
-    """Benchmark pelletseg on this machine against the model-only limit, MONAI and a
-    thesis-style baseline; write JSON and Markdown."""
+    """Benchmark pelletseg on this machine against the model-only limit, today's path (eager
+    fp32 at 1024/128), MONAI and a thesis-style baseline; write JSON and Markdown."""
     from benchmarks.config import BenchConfig
     from benchmarks.report import write
     from benchmarks.runner import run
 
+    ref_geometry = _geometries(reference_geometry)[0]
     sizes = None
     if rss_sizes is not None:
         sizes = tuple(float(s) for s in rss_sizes.split(",") if s.strip())
     cfg = BenchConfig.preset(quick, device, model=model, image_side=image_side, workers=workers,
                              tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
                              rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
-                             work_dir=work_dir)
+                             work_dir=work_dir, runtime=runtime, reference=reference,
+                             reference_tile_size=ref_geometry.tile_size,
+                             reference_halo=ref_geometry.halo)
     doc = run(cfg, say=lambda line: click.echo(line, err=True))
     md = write(doc, json_path)
+    click.echo(md.read_text())
+    click.echo(f"written: {json_path} and {md}")
+
+
+def _geometries(text: str) -> list:
+    from core.geometry import TileGeometry
+
+    out = []
+    for item in text.split(","):
+        try:
+            t, h = item.strip().split("/")
+            out.append(TileGeometry(int(t), int(h)))
+        except ValueError as e:
+            raise click.BadParameter(f"{item!r}: expected T/HALO, e.g. 1024/128 ({e})") from e
+    return out
+
+
+@click.command("agreement")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Result file; a Markdown table is written beside it (.md).")
+@click.option("--model", default="ebc-unet-mnv2", show_default=True,
+              help="ebc-unet-mnv2 or a package folder.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("../shared/data"), show_default=True,
+              help="Folder with lumenstone-s2/ and nasa-ebc/.")
+@click.option("--geometries", default="1024/128,1024/64,1408/128,1664/64,1728/96,1792/128,2560/128",
+              show_default=True, help="Tile geometries (T/halo, px) of the seam sweep.")
+@click.option("--runtimes", default="eager,openvino,onnxruntime,onnxruntime-int8",
+              show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry).")
+@click.option("--runtime-geometries", default=None,
+              help="Geometries at which runtimes are compared (default: the package's and 1024/128).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Threads per segmenter (one worker's share of the cores).")
+@click.option("--speed-seconds", type=float, default=6.0, show_default=True,
+              help="Duration of each model-only speed measurement (0: none).")
+@click.option("--lumenstone", type=int, default=6, show_default=True,
+              help="LumenStone S2 val images used (whole).")
+@click.option("--ebc-mosaics", type=int, default=3, show_default=True,
+              help="2 x 2 mosaics of NASA EBC images used.")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu or cuda[:N]; the reference is eager float32 on it.")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
+              show_default=True, help="Autocast of the compared runtimes on CUDA (eager included).")
+@click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Scratch folder (exported graphs; default ~/.pelletseg/bench/agreement).")
+def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runtimes: str,
+              runtime_geometries: str | None, threads: int, speed_seconds: float,
+              lumenstone: int, ebc_mosaics: int, device: str, precision: str,
+              work_dir: Path | None) -> None:
+    """Measure, on the real data, which tile geometries keep the whole-image labels and which
+    runtimes keep eager fp32's labels; write JSON and Markdown."""
+    import datetime as dt
+
+    from benchmarks import agreement as ag
+    from benchmarks.inputs import model_package
+    from benchmarks.report import _plain
+    from models import read_package
+
+    work = work_dir or Path.home() / ".pelletseg" / "bench" / "agreement"
+    work.mkdir(parents=True, exist_ok=True)
+    package = model_package(model, work)
+    own = read_package(package).geometry
+    at = _geometries(runtime_geometries) if runtime_geometries else list(
+        dict.fromkeys([own, _geometries("1024/128")[0]]))
+    names = [n.strip() for n in runtimes.split(",") if n.strip()]
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    doc = ag.run(package, data_dir, _geometries(geometries), names, at, work, threads=threads,
+                 speed_seconds=speed_seconds, lumenstone=lumenstone, ebc_mosaics=ebc_mosaics,
+                 device=device, precision=precision, say=lambda line: click.echo(line, err=True))
+    doc["date_utc"] = started
+    best = {n: ag.choose(doc, n) for n in names}
+    doc["fastest_geometry_at_99_9_pct"] = {
+        n: (None if g is None else {"tile_size": g["tile_size"], "halo": g["halo"]})
+        for n, g in best.items()}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    json_path.write_text(json.dumps(_plain(doc), indent=2) + "\n")
+    md = json_path.with_suffix(".md")
+    md.write_text(ag.markdown(doc))
     click.echo(md.read_text())
     click.echo(f"written: {json_path} and {md}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.apikey import apikey
-from cli.bench import bench
+from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.options import home_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
@@ -131,6 +131,7 @@ main.add_command(evaluate)
 main.add_command(apikey)
 main.add_command(serve)
 main.add_command(bench)
+main.add_command(agreement)
 main.add_command(worker)
 for _command in REMOTE_COMMANDS:
     main.add_command(_command)

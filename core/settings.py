@@ -91,7 +91,15 @@ class Settings(BaseSettings):
     torch_compile: bool = Field(
         False,
         description="Run the model through torch.compile (first batch slower; falls back to "
-        "eager with a warning if compilation fails).",
+        "eager with a warning if compilation fails); the same as runtime=compile.",
+    )
+    runtime: Literal["auto", "eager", "compile", "openvino", "onnxruntime", "tensorrt"] = Field(
+        "auto",
+        description="How a worker runs the model (worker.engine.runtimes): eager (PyTorch, the "
+        "reference), compile (torch.compile), openvino (CPU), onnxruntime, tensorrt (CUDA, "
+        "onnxruntime-gpu with TensorRT; unmeasured), or auto: openvino on CPU where installed "
+        "(>= 99.9 % of eager fp32's labels on the real data, docs/performance.md), else eager. "
+        "Exported graphs are cached per model sha256 under cache_dir/exported.",
     )
     prefetch_bands: int = Field(
         2,

@@ -22,8 +22,9 @@ from benchmarks.pipeline import row_timeline
 from benchmarks.timing import TimedProxy
 
 ROOT = Path(__file__).resolve().parents[2]
-KEYS = ["device", "model", "limit_mpx_s", "pipeline_mpx_s", "segment_row_mpx_s", "monai_mpx_s",
-        "baseline_mpx_s", "rss_mib", "overhead_pct"]
+KEYS = ["device", "model", "limit_mpx_s", "pipeline_mpx_s", "reference_pipeline_mpx_s",
+        "reference_limit_mpx_s", "segment_row_mpx_s", "monai_mpx_s", "baseline_mpx_s", "rss_mib",
+        "overhead_pct"]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,8 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
          "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
          "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
-         "--stream-reduce", "--pairs", "2", "--work", str(tmp_path / "work")],
+         "--stream-reduce", "--pairs", "2", "--work", str(tmp_path / "work"),
+         "--reference-geometry", "96/16"],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
     doc = json.loads(out.read_text())
@@ -96,12 +98,26 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert doc["ratios"]["pipeline_vs_monai"] == pytest.approx(
         (runs[0] / monai_runs[0] + runs[1] / monai_runs[1]) / 2)
     assert "alternated 2 times" in out.with_suffix(".md").read_text()
+    # today's path (eager fp32 at the reference geometry) alternated with the pipeline
+    ref = doc["reference"]
+    assert (ref["runtime"], ref["tile_size"], ref["halo"]) == ("eager", 96, 16)
+    assert len(ref["runs_mpx_s"]) == 2 and all(_sane(r) for r in ref["runs_mpx_s"])
+    assert doc["reference_pipeline_mpx_s"] == pytest.approx(sum(ref["runs_mpx_s"]) / 2)
+    assert doc["ratios"]["pipeline_vs_reference"] == pytest.approx(
+        (runs[0] / ref["runs_mpx_s"][0] + runs[1] / ref["runs_mpx_s"][1]) / 2)
+    assert ref["first_run"]["rows"] == 5  # ceil(300 / 64): its own geometry, not the package's
+    assert 50 < ref["labels_equal_to_pipeline_pct"] <= 100
+    import importlib.util
+
+    want = "openvino" if importlib.util.find_spec("openvino") else "eager"
+    assert doc["runtime"] == want and doc["config"]["runtime"] == "auto"
     # --stream-reduce: the pictures came from the streaming stitcher
     assert doc["config"]["stream_reduce"] is True and doc["pipeline"]["streamed"] is True
     assert 0 <= doc["pipeline"]["after_last_row_s"] < doc["pipeline"]["seconds"]
     assert doc["memory"]["0.0001"]["side"] == 316
     md = out.with_suffix(".md").read_text()
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
+    assert "| **reference pipeline**: today's path (eager, T = 96, halo = 16)" in md
     assert "batch norms not folded" in md
     assert "0.0001 Gpx" in md
 
@@ -169,12 +185,24 @@ def test_timed_proxy_counts_calling_thread_only():
 
 
 def test_presets_resolve_for_this_machine(tmp_path):
+    from core.geometry import TileGeometry
+
     quick = BenchConfig.preset(True, "cpu", work_dir=tmp_path).resolved()
     cores = os.cpu_count() or 1
-    assert quick.image_side % quick.stride == 0  # no partly empty tiles in the bench image
+    assert quick.tile_size is None and quick.runtime == "auto" and quick.reference
+    bundled = BenchConfig.preset(True, "cpu").resolved().for_package(TileGeometry(1792, 128)).fitted()
+    assert bundled.image_side == (6144 if cores == 2 else bundled.image_side)
+    assert (bundled.tile_size, bundled.halo) == (1792, 128)
+    ref = bundled.as_reference()
+    assert (ref.runtime, ref.tile_size, ref.halo) == ("eager", 1024, 128)
+    assert BenchConfig.preset(True, "cpu", halo=64).for_package(TileGeometry(1792, 128)).halo == 64
+    for c in (bundled, ref):  # no partly empty tiles in the bench image, on either path
+        assert c.image_side % c.stride == 0 and (c.image_side // c.stride) % c.workers == 0
     assert quick.workers == cores and quick.threads == 1 and quick.batch_size == 1
     assert quick.rows_in_flight == 1 and quick.model == "ebc-unet-mnv2"
     assert quick.stream_reduce is False
+    quick = quick.for_package(TileGeometry(1024, 128)).fitted()
+    assert quick.image_side == 4608 or cores != 2  # today's stride: 6 tile rows
     gpu = BenchConfig.preset(False, "cuda").resolved()
     assert gpu.model == "unet-resnet34" and gpu.workers == 1 and gpu.rows_in_flight == 3
     assert gpu.stream_reduce is True
@@ -197,3 +225,13 @@ def test_limit_tiles_are_real_and_different(side, batch, shape):
     if side >= 128:
         np.testing.assert_array_equal(flat[0], image[:128, :128])  # a crop, not padding
         assert not np.array_equal(flat[0], flat[-1])  # spread over the image
+
+
+def test_fitting_side():
+    from benchmarks.config import fitting_side
+
+    assert fitting_side(4608, [1536, 768], 2) == 6144  # 4608 = 3 tile rows of 1536: odd
+    assert fitting_side(4608, [768], 2) == 4608
+    assert fitting_side(4608, [1152, 768], 2) == 4608
+    assert fitting_side(100, [64], 1) == 128
+    assert fitting_side(4608, [896, 768], 2) == 4608 + 896 - 4608 % 896  # none fits: rounded up

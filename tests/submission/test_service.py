@@ -47,8 +47,9 @@ def test_spec_takes_defaults_from_settings_and_rejects_bad_geometry(settings, tm
     img = tmp_path / "p.png"
     img.write_bytes(b"x")
     spec = SubmissionService(settings).build_spec(str(img))
-    assert (spec.model, spec.tile_size, spec.halo) == (settings.default_model, 1024, 128)
-    assert spec.stride == 768
+    # the bundled model package's geometry, chosen by measurement (docs/performance.md)
+    assert (spec.model, spec.tile_size, spec.halo) == (settings.default_model, 1728, 96)
+    assert spec.stride == 1536
     with pytest.raises(SubmissionError, match="multiple of 32"):
         SubmissionService(settings).build_spec(str(img), tile_size=500)
     with pytest.raises(SubmissionError, match="tile_size - 2\\*halo"):

@@ -77,8 +77,10 @@ def test_job_through_a_real_celery_worker(queue_settings, tiny_package, microgra
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert done.model_sha256 and len(done.model_sha256) == 64
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
-    # The stitched label map equals tiled inference of the same model on the same pixels.
-    segmenter = Segmenter(tiny_package, device="cpu")
+    # The stitched label map equals tiled inference of the same model on the same pixels,
+    # through the runtime the worker used (PELLETSEG_RUNTIME).
+    segmenter = Segmenter(tiny_package, device="cpu", runtime=settings.runtime,
+                          cache_dir=settings.resolved_cache_dir / "exported")
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
     expected = segmenter.segment_array(image, TileGeometry(128, 16), batch_size=8)
     np.testing.assert_array_equal(labels, expected)

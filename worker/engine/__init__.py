@@ -1,10 +1,14 @@
 """The inference engine: a model package's network in torch (:mod:`worker.engine.network`),
-devices and precision (:mod:`worker.engine.devices`), the tile grid laid over an image
-(:mod:`worker.engine.tiling`, pure numpy), bands read ahead in a thread
+devices and precision (:mod:`worker.engine.devices`), the runtimes that turn a batch of
+normalised tiles into logits (:mod:`worker.engine.runtimes`: eager, torch.compile, OpenVINO,
+ONNX Runtime, TensorRT; ``PELLETSEG_RUNTIME``) and the exported graph they load, a cached and
+checksummed artefact of a model package (:mod:`worker.engine.exported`), the tile grid laid
+over an image (:mod:`worker.engine.tiling`, pure numpy), bands read ahead in a thread
 (:mod:`worker.engine.prefetch`), and :class:`Segmenter`, the one tiled-inference path that
 serving, evaluation, training's validation and the benchmarks all run.
 
-May import: ``core``, ``models``, ``imaging``, torch and segmentation-models-pytorch; never
+May import: ``core``, ``models``, ``imaging``, torch, segmentation-models-pytorch, onnxruntime
+and openvino; never
 ``worker.stages``, ``storage``, ``queues``, ``api`` or ``training``. Names are loaded on first
 use, so importing :mod:`worker.engine.tiling` alone does not import torch.
 """
@@ -13,8 +17,8 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["Segmenter", "StripStats", "TileGrid", "build_model", "load_weights", "pick_device",
-           "write_package"]
+__all__ = ["RUNTIMES", "Segmenter", "StripStats", "TileGrid", "build_model", "exported_graph",
+           "load_weights", "make_runtime", "pick_device", "write_package"]
 
 _HOME = {
     "Segmenter": "worker.engine.segmenter",
@@ -24,6 +28,9 @@ _HOME = {
     "load_weights": "worker.engine.network",
     "write_package": "worker.engine.network",
     "pick_device": "worker.engine.devices",
+    "RUNTIMES": "worker.engine.runtimes",
+    "make_runtime": "worker.engine.runtimes",
+    "exported_graph": "worker.engine.exported",
 }
 
 

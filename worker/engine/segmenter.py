@@ -43,6 +43,7 @@ from worker.engine.devices import (
 )
 from worker.engine.network import build_model, load_weights
 from worker.engine.prefetch import Prefetcher, RowsFn, iter_bands, region_rows
+from worker.engine.runtimes import Runtime, make_runtime
 from worker.engine.tiling import (
     TileGrid,
     check_region,
@@ -98,13 +99,21 @@ class Segmenter:
         precision: Autocast on CUDA: ``bf16`` (default; ``fp16`` on GPUs without bfloat16),
             ``fp16`` or ``fp32``. CPU always computes in float32.
         compile: Run the model through ``torch.compile`` (falls back to eager, with a
-            warning, if compilation fails on the first batch).
+            warning, if compilation fails on the first batch); the same as
+            ``runtime="compile"``.
         fold_bn: Fold batch norms into the convolutions before them
             (:func:`worker.engine.devices.fold_batchnorm`; same labels up to float rounding).
+        runtime: How the model runs (:mod:`worker.engine.runtimes`: ``eager``, ``compile``,
+            ``openvino``, ``onnxruntime``, ``tensorrt`` or ``auto``); tiling, argmax and
+            placement are the same for all.
+        cache_dir: Folder of exported graphs for the runtimes that need one (default
+            ``PELLETSEG_CACHE_DIR/exported``).
 
     Raises:
         ModelPackageError: the package is invalid or its weights fail the sha256 check.
-        ValueError: unknown ``precision``.
+        ValueError: unknown ``precision`` or ``runtime``.
+        RuntimeUnavailable: the runtime named cannot run here (not installed, wrong device).
+        ExportError: the runtime's graph could not be exported.
     """
 
     def __init__(
@@ -118,12 +127,15 @@ class Segmenter:
         precision: str = "bf16",
         compile: bool = False,
         fold_bn: bool = True,
+        runtime: str = "eager",
+        cache_dir: str | Path | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
         load_weights(model, package_dir)
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
-                    batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn)
+                    batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
+                    runtime=runtime, cache_dir=cache_dir)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -146,7 +158,8 @@ class Segmenter:
 
     def _setup(self, package: ModelPackage, model: torch.nn.Module, *, device: str,
                channels_last: bool, threads: int, batch_size: int, precision: str,
-               compile: bool, fold_bn: bool) -> None:
+               compile: bool, fold_bn: bool, runtime: str = "eager",
+               cache_dir: str | Path | None = None) -> None:
         set_cpu_threads(threads)
         self.package = package
         self.device = pick_device(device)
@@ -163,8 +176,14 @@ class Segmenter:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._compiled = torch.compile(model) if compile else None
-        self._compile_checked = False
+        # compile=True (PELLETSEG_TORCH_COMPILE) keeps its meaning unless a runtime is named
+        self.runtime: Runtime = make_runtime(
+            "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
+            self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn)
+        log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
+                 model=package.name, version=package.version)
+        # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
+        self.channels_last = channels_last and self.runtime.torch_module
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed tile shapes: pick the fastest convs
         norm = self.package.normalisation
@@ -220,17 +239,8 @@ class Segmenter:
         return x
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._compiled is not None:
-            if self._compile_checked:
-                return self._compiled(x)
-            try:
-                out = self._compiled(x)
-                self._compile_checked = True
-                return out
-            except Exception as e:
-                log.warning("inference.compile_failed", error=f"{type(e).__name__}: {e}")
-                self._compiled = None
-        return self.model(x)
+        """(N, 3, T, T) normalised tiles -> (N, C, T, T) logits through :attr:`runtime`."""
+        return self.runtime(x)
 
     @torch.inference_mode()
     def _launch(self, tiles: torch.Tensor) -> PendingLabels:

@@ -69,6 +69,8 @@ def segmenter_for(ctx: WorkerContext, job):
                 precision=ctx.settings.precision,
                 compile=ctx.settings.torch_compile,
                 fold_bn=ctx.settings.fold_batchnorm,
+                runtime=ctx.settings.runtime,
+                cache_dir=ctx.settings.resolved_cache_dir / "exported",
             )
         return ctx.segmenters[key]
 

@@ -1,0 +1,304 @@
+"""Label agreement on the real data: which tile geometries keep the whole-image labels, and
+which runtimes keep eager fp32's labels (``pelletseg agreement``).
+
+Images: the LumenStone S2 validation images (3396 x 2547 px optical micrographs, whole) and
+2 x 2 mosaics of NASA EBC SEM images (2048 x 2048 px: four 1024 px images side by side, in
+file-name order) from ``../shared/data`` (never copied into the repository).
+
+- **Geometry**: for each tile geometry, the labels of tiled inference (``Segmenter.segment_array``,
+  exactly the row tasks' path) against one forward pass of the whole image reflect-padded by
+  the halo (``Segmenter.segment_single_pass``; the definition of ``tests/worker/engine/test_seams.py``),
+  both through PyTorch eager fp32: % of equal pixels per image, the minimum and the pooled
+  figure per data set. Beside it the geometry's cost: model pixels computed per output pixel
+  on a 346 Mpx pellet (20480 x 16896 px, tiles cover whole cores) and, per runtime, the
+  model-only output Mpx/s of real tiles on this machine (:func:`tile_rate`).
+- **Runtimes**: at each geometry asked for, the tiled labels of every runtime against eager
+  fp32's tiled labels at the same geometry (the runtime's own effect) and against the
+  whole-image eager labels (what a job gets).
+
+``onnxruntime-int8`` is a candidate measured here only (not a worker runtime): the exported
+graph statically quantised by ONNX Runtime (QDQ, int8 weights per channel, uint8
+activations), calibrated on 8 tiles of the LumenStone *training* images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from core.geometry import TileGeometry
+
+#: The pellet of the issues: 20480 x 16896 px = 346 Mpx.
+PELLET = (20480, 16896)
+INT8 = "onnxruntime-int8"
+
+Say = Callable[[str], None]
+
+
+def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PELLET[1]) -> float:
+    """Model pixels computed per output pixel for a ``width x height`` px image: tiles x T^2 /
+    (width x height) (the overlap and the cores that fall past the image edge)."""
+    cols, rows = -(-width // geometry.stride), -(-height // geometry.stride)
+    return cols * rows * geometry.tile_size ** 2 / (width * height)
+
+
+def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> list[tuple[str, str, np.ndarray]]:
+    """``[(data set, name, (H, W, 3) uint8)]``: LumenStone S2 val images (whole) and 2 x 2
+    mosaics of NASA EBC images.
+
+    Raises:
+        FileNotFoundError: ``data_dir`` lacks ``lumenstone-s2`` or ``nasa-ebc``.
+    """
+    from imaging.reading import open_image, read_rows
+
+    def load(path: Path) -> np.ndarray:
+        image = open_image(path, max_pixels=10**9)
+        return read_rows(image, 0, image.height)
+
+    ls = sorted((data_dir / "lumenstone-s2" / "images" / "val").glob("*.jpg"))[:lumenstone]
+    ebc = sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))
+    if not ls or len(ebc) < 4:
+        raise FileNotFoundError(f"{data_dir}: needs lumenstone-s2/images/val/*.jpg and "
+                                "nasa-ebc/images/*.png (../shared/data)")
+    out = [("lumenstone-s2", f"val/{p.name}", load(p)) for p in ls]
+    for k in range(min(ebc_mosaics, len(ebc) // 4)):
+        four = [load(p)[:1024, :1024] for p in ebc[4 * k : 4 * k + 4]]
+        mosaic = np.concatenate([np.concatenate(four[:2], axis=1),
+                                 np.concatenate(four[2:], axis=1)], axis=0)
+        out.append(("nasa-ebc", "2x2 " + "+".join(p.stem for p in ebc[4 * k : 4 * k + 4]), mosaic))
+    return out
+
+
+def calibration_tiles(data_dir: Path, segmenter, tile: int = 512, n: int = 8) -> list[np.ndarray]:
+    """``n`` normalised (1, 3, tile, tile) float32 tiles from LumenStone *training* images."""
+    import torch
+
+    from imaging.reading import open_image, read_rows
+
+    paths = sorted((data_dir / "lumenstone-s2" / "images" / "train").glob("*.jpg"))[:n]
+    tiles = []
+    for i, path in enumerate(paths):
+        image = read_rows(open_image(path, max_pixels=10**9), 0, tile * 2)
+        x0 = (i * 397) % (image.shape[1] - tile)
+        t = torch.from_numpy(np.ascontiguousarray(image[None, :tile, x0 : x0 + tile]))
+        tiles.append(segmenter.normalise(t).contiguous().numpy())
+    return tiles
+
+
+def int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int):
+    """An eager segmenter whose runtime is the statically quantised graph (see the module
+    docstring); for this measurement only."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from worker.engine.exported import exported_graph
+    from worker.engine.runtimes import OnnxRuntime
+    from worker.engine.segmenter import Segmenter
+
+    seg = Segmenter(package, device="cpu", threads=threads)
+    graph = exported_graph(seg.model, seg.package, work / "exported", folded=True)
+    pre, quant = work / "int8-pre.onnx", work / "int8.onnx"
+    quant_pre_process(str(graph), str(pre))
+    tiles = iter(calibration_tiles(data_dir, seg))
+
+    class Reader(CalibrationDataReader):
+        def get_next(self):
+            x = next(tiles, None)
+            return None if x is None else {"tiles": x}
+
+    quantize_static(str(pre), str(quant), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    runtime = OnnxRuntime(quant, threads, seg.device)
+    runtime.name = INT8
+    seg.runtime, seg.channels_last = runtime, False
+    return seg
+
+
+def tile_rate(segmenter, image: np.ndarray, geometry: TileGeometry, seconds: float) -> float:
+    """Model-only output Mpx/s of ``segmenter`` at ``geometry``: real tiles of ``image`` (4,
+    along its diagonal, cycled, batch 1) through :meth:`Segmenter.labels_on_device`, after
+    one warm-up tile, for at least ``seconds`` and 3 tiles; each tile yields stride^2 px."""
+    import torch
+
+    from benchmarks.limit import _sync, tile_batches
+
+    t, device = geometry.tile_size, segmenter.device
+    xs = [torch.from_numpy(np.ascontiguousarray(b)).to(device)
+          for b in tile_batches(image, t, 1, tiles=4)]
+    segmenter.labels_on_device(xs[0])
+    _sync(device)
+    done, started = 0, time.perf_counter()
+    while done < 3 or time.perf_counter() - started < seconds:
+        segmenter.labels_on_device(xs[done % len(xs)])
+        done += 1
+    _sync(device)
+    return done * geometry.stride ** 2 / 1e6 / (time.perf_counter() - started)
+
+
+def _pct(a: np.ndarray, b: np.ndarray) -> float:
+    return 100.0 * float((a == b).mean())
+
+
+def _pooled(rows: list[dict], key: str) -> dict:
+    """Per data set: minimum and pixel-weighted mean of ``key`` over its images."""
+    out = {}
+    for ds in sorted({r["dataset"] for r in rows}):
+        mine = [r for r in rows if r["dataset"] == ds]
+        px = [r["pixels"] for r in mine]
+        out[ds] = {"min_pct": min(r[key] for r in mine),
+                   "pooled_pct": sum(r[key] * p for r, p in zip(mine, px, strict=True)) / sum(px)}
+    return out
+
+
+def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes: list[str],
+        runtime_geometries: list[TileGeometry], work: Path, *, threads: int = 1,
+        speed_seconds: float = 6.0, lumenstone: int = 6, ebc_mosaics: int = 3,
+        device: str = "cpu", precision: str = "fp32", say: Say = print) -> dict:
+    """Measure geometry and runtime agreement (see the module docstring).
+
+    Args:
+        package: Model package folder.
+        data_dir: ``../shared/data``.
+        geometries: Geometries of the seam sweep (eager fp32).
+        runtimes: Runtimes compared with eager (``eager`` itself is the reference; ``auto``
+            is not accepted; :data:`INT8` allowed).
+        runtime_geometries: Geometries at which the runtimes are compared.
+        work: Scratch folder (exported graphs).
+        threads: Threads of each segmenter (speeds are per this many threads).
+        speed_seconds: Duration of each :func:`tile_rate` (0: no speeds).
+        device: Where everything runs; the reference is always eager float32 there.
+        precision: Autocast of the compared runtimes on CUDA (``bf16``, ``fp16``, ``fp32``;
+            CPU is float32): with ``bf16``, ``eager`` in ``runtimes`` is eager bf16.
+
+    Returns:
+        ``{"images", "geometry": [...], "runtimes": [...]}``, every figure in % of pixels or
+        Mpx/s.
+    """
+    from benchmarks.config import load_average
+    from worker.engine.segmenter import Segmenter
+
+    images = real_images(data_dir, lumenstone, ebc_mosaics)
+    say(f"{len(images)} images; load {load_average()}")
+    eager = Segmenter(package, device=device, threads=threads, precision="fp32")
+    doc: dict = {"package": str(package), "threads": threads, "load_average_start": load_average(),
+                 "device": str(eager.device), "precision": precision,
+                 "images": [{"dataset": d, "name": n, "width": a.shape[1], "height": a.shape[0]}
+                            for d, n, a in images],
+                 "geometry": [], "runtimes": []}
+    single: dict[tuple[str, int], np.ndarray] = {}
+    tiled: dict[tuple[str, TileGeometry], np.ndarray] = {}
+    for geometry in dict.fromkeys(geometries + runtime_geometries):
+        rows = []
+        for ds, name, image in images:
+            if (name, geometry.halo) not in single:
+                single[name, geometry.halo] = eager.segment_single_pass(image, pad=geometry.halo)
+            labels = eager.segment_array(image, geometry, batch_size=1)
+            tiled[name, geometry] = labels
+            rows.append({"dataset": ds, "name": name, "pixels": labels.size,
+                         "equal_pct": _pct(labels, single[name, geometry.halo])})
+        entry = {"tile_size": geometry.tile_size, "halo": geometry.halo,
+                 "stride": geometry.stride, "overlap_cost": geometry.overlap_cost,
+                 "pellet_cost": pellet_cost(geometry), "images": rows,
+                 "datasets": _pooled(rows, "equal_pct"), "sweep": geometry in geometries}
+        say(f"geometry {geometry}: " + ", ".join(
+            f"{ds} min {v['min_pct']:.3f} % pooled {v['pooled_pct']:.3f} %"
+            for ds, v in entry["datasets"].items()))
+        doc["geometry"].append(entry)
+    segmenters = {}
+    for name in runtimes:
+        say(f"runtime {name} ...")
+        if name == "eager" and (eager.device.type == "cpu" or precision == "fp32"):
+            segmenters[name] = eager
+        elif name == INT8:
+            segmenters[name] = int8_segmenter(package, data_dir, work, threads)
+        else:
+            segmenters[name] = Segmenter(package, device=device, threads=threads, runtime=name,
+                                         precision=precision, cache_dir=work / "exported")
+    for name, seg in segmenters.items():
+        for geometry in runtime_geometries:
+            rows = []
+            started = time.perf_counter()
+            for ds, img_name, image in images:
+                labels = seg.segment_array(image, geometry, batch_size=1)
+                rows.append({"dataset": ds, "name": img_name, "pixels": labels.size,
+                             "vs_eager_tiled_pct": _pct(labels, tiled[img_name, geometry]),
+                             "vs_whole_image_pct": _pct(labels, single[img_name, geometry.halo])})
+            entry = {"runtime": name, "tile_size": geometry.tile_size, "halo": geometry.halo,
+                     "images": rows, "seconds": time.perf_counter() - started,
+                     "vs_eager_tiled": _pooled(rows, "vs_eager_tiled_pct"),
+                     "vs_whole_image": _pooled(rows, "vs_whole_image_pct")}
+            say(f"runtime {name} at {geometry}: vs eager tiled " + ", ".join(
+                f"{ds} min {v['min_pct']:.3f} %" for ds, v in entry["vs_eager_tiled"].items()))
+            doc["runtimes"].append(entry)
+    if speed_seconds > 0:
+        probe = images[0][2]
+        for entry in doc["geometry"]:
+            geometry = TileGeometry(entry["tile_size"], entry["halo"])
+            entry["output_mpx_s"] = {}
+            for name, seg in segmenters.items():
+                entry["output_mpx_s"][name] = tile_rate(seg, probe, geometry, speed_seconds)
+            say(f"speed {geometry}: " + ", ".join(
+                f"{k} {v:.3f}" for k, v in entry["output_mpx_s"].items()) + " Mpx/s of output")
+    doc["load_average_end"] = load_average()
+    return doc
+
+
+#: Largest tile chosen by :func:`choose` (px): a worker at 2560 px peaked at 2.2 GiB RSS on
+#: this CPU, above the 2 GiB a worker may use (issue 6); 1792 px peaked at 1.6 GiB.
+MAX_TILE_SIZE = 1792
+
+
+def choose(doc: dict, runtime: str, threshold_pct: float = 99.9,
+           max_tile_size: int = MAX_TILE_SIZE) -> dict | None:
+    """The sweep geometry with the highest measured output Mpx/s for ``runtime`` among those
+    of at most ``max_tile_size`` px whose tiled labels equal the whole-image labels on
+    >= ``threshold_pct`` % of pixels in every image of every data set (None if none qualifies
+    or speeds were not measured)."""
+    ok = [g for g in doc["geometry"] if g["sweep"] and runtime in g.get("output_mpx_s", {})
+          and g["tile_size"] <= max_tile_size
+          and all(r["equal_pct"] >= threshold_pct for r in g["images"])]
+    return max(ok, key=lambda g: g["output_mpx_s"][runtime], default=None)
+
+
+def markdown(doc: dict) -> str:
+    """The result as Markdown tables (geometry sweep, runtimes)."""
+    datasets = sorted({i["dataset"] for i in doc["images"]})
+    names = sorted({n for g in doc["geometry"] for n in g.get("output_mpx_s", {})})
+    lines = [f"# pelletseg agreement ({doc.get('date_utc', '')})", "",
+             f"- Package: {doc['package']}; {doc['threads']} thread(s) per segmenter; load "
+             f"average {doc['load_average_start']} -> {doc['load_average_end']}",
+             f"- Images: {len(doc['images'])} ("
+             + ", ".join(f"{sum(i['dataset'] == d for i in doc['images'])} {d}" for d in datasets)
+             + ")", "",
+             "| T / halo | stride | (T/stride)^2 | cost on the 346 Mpx pellet | "
+             + " | ".join(f"{d}: min / pooled % equal to whole image" for d in datasets)
+             + "".join(f" | {n} Mpx/s" for n in names) + " |",
+             "|---" * (4 + len(datasets) + len(names)) + "|"]
+    for g in doc["geometry"]:
+        cells = [f"{g['datasets'][d]['min_pct']:.3f} / {g['datasets'][d]['pooled_pct']:.3f}"
+                 for d in datasets]
+        speeds = [f"{g['output_mpx_s'][n]:.3f}" if n in g.get("output_mpx_s", {}) else "-"
+                  for n in names]
+        lines.append(f"| {g['tile_size']} / {g['halo']} | {g['stride']} | "
+                     f"{g['overlap_cost']:.3f} | {g['pellet_cost']:.3f} | "
+                     + " | ".join(cells + speeds) + " |")
+    lines += ["", "| runtime | T / halo | " + " | ".join(
+        f"{d}: min / pooled % equal to eager tiled | {d}: min % equal to whole image"
+        for d in datasets) + " | seconds |", "|---" * (3 + 2 * len(datasets)) + "|"]
+    for r in doc["runtimes"]:
+        cells = []
+        for d in datasets:
+            v, w = r["vs_eager_tiled"][d], r["vs_whole_image"][d]
+            cells += [f"{v['min_pct']:.4f} / {v['pooled_pct']:.4f}", f"{w['min_pct']:.3f}"]
+        lines.append(f"| {r['runtime']} | {r['tile_size']} / {r['halo']} | "
+                     + " | ".join(cells) + f" | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,170 @@
+"""Inference runtimes: the exported graph is a checked, cached artefact of a model package, and
+every runtime gives eager fp32's labels through the one tiled path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.geometry import TileGeometry
+from core.settings import Settings
+from imaging.reading import open_image, read_rows
+from models.package import read_package
+from tests.worker.conftest import DEMO_DATA
+from worker.engine.exported import GRAPH_FILE, MANIFEST_FILE, ExportError, exported_graph
+from worker.engine.runtimes import (
+    RUNTIMES,
+    EagerRuntime,
+    RuntimeUnavailable,
+    make_runtime,
+    resolve_runtime,
+)
+from worker.engine.segmenter import Segmenter
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def crop():
+    src = sorted(DEMO_DATA.glob("*.png"))[1]
+    return read_rows(open_image(src, max_pixels=10**9), 0, 300)[:, :420]
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_package):
+    return Segmenter(tiny_package, device="cpu", threads=1)
+
+
+def _graph(eager, cache):
+    return exported_graph(eager.model, eager.package, cache, folded=True)
+
+
+def test_exported_graph_is_cached_per_weights_and_checked(eager, tmp_path, capsys):
+    graph = _graph(eager, tmp_path)
+    assert graph.name == GRAPH_FILE and graph.is_relative_to(tmp_path / eager.package.weights_sha256)
+    manifest = json.loads((graph.parent / MANIFEST_FILE).read_text())
+    assert manifest["weights_sha256"] == eager.package.weights_sha256
+    assert manifest["recipe"]["batchnorm_folded"] is True and len(manifest["sha256"]) == 64
+    mtime = graph.stat().st_mtime_ns
+    assert _graph(eager, tmp_path) == graph and graph.stat().st_mtime_ns == mtime  # reused
+    # another recipe (batch norms not folded) is another artefact, not the same file
+    other = exported_graph(eager.model, eager.package, tmp_path, folded=False)
+    assert other != graph and other.parent.parent == graph.parent.parent
+
+
+def test_a_corrupt_or_missing_graph_is_rebuilt_never_used(eager, tmp_path):
+    graph = _graph(eager, tmp_path)
+    good = graph.read_bytes()
+    graph.write_bytes(good[:-100] + b"\0" * 100)  # same size, other bytes: a corrupt copy
+    assert _graph(eager, tmp_path).read_bytes() == good
+    graph.unlink()
+    assert _graph(eager, tmp_path).read_bytes() == good
+    # a manifest that names other weights is not trusted either
+    manifest = graph.parent / MANIFEST_FILE
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "weights_sha256": "0" * 64}))
+    _graph(eager, tmp_path)
+    assert json.loads(manifest.read_text())["weights_sha256"] == eager.package.weights_sha256
+
+
+def test_an_export_that_fails_says_which_model(eager, tmp_path):
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no graph here")
+
+    with pytest.raises(ExportError, match=f"model {eager.package.name} .*no graph here"):
+        exported_graph(Broken().eval(), eager.package, tmp_path, folded=True)
+    assert not list(tmp_path.rglob("*.onnx"))  # nothing half-written left to trust
+
+
+def test_resolve_runtime():
+    assert resolve_runtime("eager", CPU) == "eager"
+    assert resolve_runtime("auto", torch.device("cuda")) == "eager"
+    import importlib.util
+
+    want = "openvino" if importlib.util.find_spec("openvino") else "eager"
+    assert resolve_runtime("auto", CPU) == want
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        resolve_runtime("int8", CPU)
+    assert set(RUNTIMES) >= {"auto", "eager", "compile", "openvino", "onnxruntime", "tensorrt"}
+
+
+def test_unavailable_runtimes_are_refused_when_named_and_fall_back_under_auto(eager, tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(RuntimeUnavailable, match="tensorrt needs a CUDA device"):
+        make_runtime("tensorrt", eager.model, eager.package, CPU, threads=1,
+                     cache_dir=tmp_path, folded=True)
+    with pytest.raises(RuntimeUnavailable, match="CPU only"):
+        make_runtime("openvino", eager.model, eager.package, torch.device("cuda"), threads=1,
+                     cache_dir=tmp_path, folded=True)
+
+
+def test_auto_falls_back_to_eager_when_openvino_is_missing(eager, tmp_path, monkeypatch):
+    import worker.engine.runtimes as rt
+
+    def missing(*a, **k):
+        raise RuntimeUnavailable("openvino is not installed")
+
+    monkeypatch.setattr(rt, "resolve_runtime", lambda name, device: "openvino")
+    monkeypatch.setattr(rt, "_make", missing)
+    runtime = make_runtime("auto", eager.model, eager.package, CPU, threads=1,
+                           cache_dir=tmp_path, folded=True)
+    assert isinstance(runtime, EagerRuntime) and runtime.name == "eager"
+    with pytest.raises(RuntimeUnavailable):
+        make_runtime("openvino", eager.model, eager.package, CPU, threads=1,
+                     cache_dir=tmp_path, folded=True)
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime"])
+def test_runtime_labels_equal_eager_fp32(name, tiny_package, eager, crop, tmp_path):
+    pytest.importorskip(name)
+    seg = Segmenter(tiny_package, device="cpu", threads=1, runtime=name, cache_dir=tmp_path)
+    assert seg.runtime.name == name and seg.channels_last is False
+    assert list(tmp_path.rglob(GRAPH_FILE))  # through the cached, checked graph
+    x = seg.normalise(torch.from_numpy(np.ascontiguousarray(crop[None, :128, :128])))
+    with torch.inference_mode():
+        want = eager.model(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(seg.runtime(x), want, rtol=1e-3, atol=1e-3)
+    geometry = TileGeometry(128, 16)
+    ours, ref = seg.segment_array(crop, geometry), eager.segment_array(crop, geometry)
+    assert ours.shape == ref.shape == crop.shape[:2]
+    # a random-init network's logits have near ties; float rounding may flip a few of them
+    assert (ours == ref).mean() >= 0.999
+    # the one tiled path: pipelined labels equal the simple path's, with this runtime too
+    grid_labels = seg.segment_array(crop, geometry, batch_size=3)
+    np.testing.assert_array_equal(grid_labels, ours)
+
+
+def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from worker.stages.segmenting import segmenter_for
+
+    pytest.importorskip("openvino")
+    pkg = read_package(tiny_package)
+    settings = Settings(home=tmp_path, runtime="openvino", device="cpu", torch_threads=1)
+    ctx = SimpleNamespace(settings=settings, segmenters={},
+                          models=SimpleNamespace(fetch=lambda *key: tiny_package))
+    job = SimpleNamespace(model_name=pkg.name, model_version=pkg.version,
+                          model_sha256=pkg.weights_sha256)
+    seg = segmenter_for(ctx, job)
+    assert seg.runtime.name == "openvino"
+    assert list((tmp_path / "cache" / "exported" / pkg.weights_sha256).rglob(GRAPH_FILE))
+    assert segmenter_for(ctx, job) is seg
+    assert Settings().runtime == "auto"
+    with pytest.raises(ValueError):
+        Settings(runtime="int8")
+
+
+def test_torch_compile_setting_keeps_its_meaning_unless_a_runtime_is_named(tiny_package, tmp_path):
+    # torch.compile is lazy: building the segmenter compiles nothing
+    assert Segmenter(tiny_package, device="cpu", compile=True).runtime.name == "compile"
+    assert Segmenter(tiny_package, device="cpu", compile=True, runtime="auto").runtime.name == "compile"
+    assert Segmenter(tiny_package, device="cpu", runtime="eager").runtime.name == "eager"
+    pytest.importorskip("onnxruntime")
+    named = Segmenter(tiny_package, device="cpu", compile=True, runtime="onnxruntime",
+                      cache_dir=tmp_path)
+    assert named.runtime.name == "onnxruntime"

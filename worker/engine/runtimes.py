@@ -1,0 +1,258 @@
+"""Inference runtimes: how a batch of normalised tiles becomes logits.
+
+The tiling, the band reader, the argmax and the placement of cores are the same for every
+runtime (:class:`worker.engine.segmenter.Segmenter`); a runtime only maps
+
+    (N, 3, T, T) float32 normalised tiles  ->  (N, C, T, T) float32 logits
+
+on the segmenter's device. Chosen per machine by ``PELLETSEG_RUNTIME``:
+
+=============  ==========================================================================
+``eager``      PyTorch eager (float32 on CPU; bf16/fp16 autocast on CUDA per
+               ``PELLETSEG_PRECISION``): the reference every other runtime is measured against
+``compile``    ``torch.compile`` of the same module (falls back to eager, with a warning,
+               if compilation fails on the first batch)
+``openvino``   OpenVINO on the CPU (float32 inference precision), one compiled model per
+               input shape, from the package's exported ONNX graph
+``onnxruntime``  ONNX Runtime (CPU execution provider; the CUDA one on a CUDA device where
+               the installed onnxruntime has it), from the same graph
+``tensorrt``   ONNX Runtime's TensorRT execution provider (CUDA only, where installed;
+               unmeasured: no GPU has been lent to this project)
+``auto``       the fastest runtime that kept >= 99.9 % of eager fp32's labels on the real
+               data (docs/performance.md, "Inference runtimes"): ``openvino`` on CPU when
+               installed, else ``eager``; ``eager`` on CUDA
+=============  ==========================================================================
+
+The exported graph is a derived artefact of the model package
+(:func:`worker.engine.exported.exported_graph`: cached per weights sha256, checked on every
+load). A runtime that cannot be loaded raises :class:`RuntimeUnavailable`, which names the
+setting and the package to install; ``auto`` then falls back to ``eager`` with a warning.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import structlog
+import torch
+
+from models.package import ModelPackage
+
+__all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "make_runtime", "resolve_runtime"]
+
+log = structlog.get_logger(__name__)
+
+#: Values of ``PELLETSEG_RUNTIME``.
+RUNTIMES = ("auto", "eager", "compile", "openvino", "onnxruntime", "tensorrt")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime asked for cannot run here (package not installed, wrong device)."""
+
+
+class Runtime:
+    """Maps (N, 3, T, T) float32 normalised tiles to (N, C, T, T) float32 logits.
+
+    Attributes:
+        name: The runtime's ``PELLETSEG_RUNTIME`` value.
+        torch_module: True when the model runs as a torch module (then channels_last input
+            and CUDA autocast apply); False for runtimes fed NCHW float32 host arrays.
+    """
+
+    name = "runtime"
+    torch_module = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class EagerRuntime(Runtime):
+    """The torch module itself, optionally through ``torch.compile``."""
+
+    torch_module = True
+
+    def __init__(self, model: torch.nn.Module, compile: bool = False):
+        self.model = model
+        self.name = "compile" if compile else "eager"
+        self._compiled = torch.compile(model) if compile else None
+        self._compile_checked = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            if self._compile_checked:
+                return self._compiled(x)
+            try:
+                out = self._compiled(x)
+                self._compile_checked = True
+                return out
+            except Exception as e:
+                log.warning("inference.compile_failed", error=f"{type(e).__name__}: {e}")
+                self._compiled = None
+                self.name = "eager"
+        return self.model(x)
+
+
+def _host_array(x: torch.Tensor) -> np.ndarray:
+    """(N, 3, T, T) float32 NCHW C-contiguous host array of a tile batch."""
+    return np.ascontiguousarray(x.detach().to("cpu", memory_format=torch.contiguous_format)
+                                .float().numpy())
+
+
+class OpenVinoRuntime(Runtime):
+    """OpenVINO on the CPU, float32 inference precision, latency hint (one stream).
+
+    One model is compiled per input shape (tile batches have one shape per tile size and
+    batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
+    in one timing on this project's CPU, though another, less loaded, had the dynamic model at
+    0.47 s (docs/performance.md); static was never the slower.
+    """
+
+    name = "openvino"
+
+    def __init__(self, graph: Path, threads: int):
+        try:
+            import openvino as ov
+        except ImportError as e:
+            raise RuntimeUnavailable("PELLETSEG_RUNTIME=openvino needs the openvino package: "
+                                     "pip install 'pelletseg[worker]' (or openvino)") from e
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(graph))
+        # No pinning: OpenVINO pins its threads to cores by default, and several worker
+        # processes on one machine (each 1 thread) would then share the first core.
+        self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+                        "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+        if threads > 0:
+            self._config["INFERENCE_NUM_THREADS"] = threads
+        self._requests: dict[tuple[int, ...], object] = {}
+        self._lock = threading.Lock()
+
+    def _request(self, shape: tuple[int, ...]):
+        with self._lock:
+            if shape not in self._requests:
+                model = self._model.clone()
+                model.reshape({0: list(shape)})
+                compiled = self._core.compile_model(model, "CPU", self._config)
+                self._requests[shape] = compiled.create_infer_request()
+                log.info("inference.openvino_compiled", shape=list(shape))
+            return self._requests[shape]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = _host_array(x)
+        request = self._request(arr.shape)
+        out = request.infer({0: arr})[0]
+        return torch.from_numpy(np.array(out, copy=True))  # the request reuses its buffer
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime with all graph optimisations, on the CPU, CUDA or TensorRT provider."""
+
+    def __init__(self, graph: Path, threads: int, device: torch.device, tensorrt: bool = False):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise RuntimeUnavailable("this runtime needs onnxruntime (onnxruntime-gpu on CUDA): "
+                                     "pip install 'pelletseg[worker]'") from e
+        self.name = "tensorrt" if tensorrt else "onnxruntime"
+        available = ort.get_available_providers()
+        if tensorrt:
+            if device.type != "cuda" or "TensorrtExecutionProvider" not in available:
+                raise RuntimeUnavailable(
+                    "PELLETSEG_RUNTIME=tensorrt needs a CUDA device and onnxruntime-gpu with "
+                    f"TensorRT (providers here: {available}, device {device})")
+            providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+        elif device.type == "cuda":
+            if "CUDAExecutionProvider" not in available:
+                raise RuntimeUnavailable("PELLETSEG_RUNTIME=onnxruntime on CUDA needs "
+                                         f"onnxruntime-gpu (providers here: {available})")
+            providers = ["CUDAExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.inter_op_num_threads = 1
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        self._session = ort.InferenceSession(str(graph), options, providers=providers)
+        self._device = device
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._session.run(None, {"tiles": _host_array(x)})[0]
+        return torch.from_numpy(out).to(self._device)
+
+
+def resolve_runtime(name: str, device: torch.device) -> str:
+    """The runtime ``name`` stands for on ``device``: ``auto`` -> ``openvino`` on CPU where
+    the package is installed, else ``eager``; any other value is returned as it is.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`RUNTIMES`.
+    """
+    if name not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}; got {name!r}")
+    if name != "auto":
+        return name
+    if device.type == "cpu":
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is not None:
+            return "openvino"
+    return "eager"
+
+
+def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, device: torch.device,
+                 *, threads: int, cache_dir: str | Path | None, folded: bool) -> Runtime:
+    """The runtime ``name`` (see :func:`resolve_runtime`) for a loaded model.
+
+    Args:
+        name: A :data:`RUNTIMES` value.
+        model: The package's network, eval mode, on ``device`` (batch norms folded or not).
+        package: Its ``model.json``.
+        device: Where inference runs.
+        threads: Intra-op threads for ONNX Runtime / OpenVINO (0: their default).
+        cache_dir: Folder of exported graphs (None: ``PELLETSEG_CACHE_DIR/exported``).
+        folded: Whether ``model``'s batch norms are folded (keys the exported graph).
+
+    Raises:
+        ValueError: unknown runtime.
+        RuntimeUnavailable: an explicitly named runtime cannot run here.
+        ExportError: the graph could not be exported.
+    """
+    resolved = resolve_runtime(name, device)
+    try:
+        return _make(resolved, model, package, device, threads, cache_dir, folded)
+    except RuntimeUnavailable as e:
+        if name != "auto":
+            raise
+        log.warning("inference.runtime_fallback", wanted=resolved, using="eager", error=str(e))
+        return EagerRuntime(model)
+
+
+def _make(name, model, package, device, threads, cache_dir, folded) -> Runtime:
+    if name in ("eager", "compile"):
+        return EagerRuntime(model, compile=name == "compile")
+    from worker.engine.exported import exported_graph
+
+    if cache_dir is None:
+        from core.settings import Settings
+
+        cache_dir = Settings().resolved_cache_dir / "exported"
+
+    if name == "openvino":
+        if device.type != "cpu":
+            raise RuntimeUnavailable(f"PELLETSEG_RUNTIME=openvino runs on the CPU only, "
+                                     f"not on {device}")
+        try:
+            import openvino  # noqa: F401 - checked before the export, which costs seconds
+        except ImportError as e:
+            raise RuntimeUnavailable("PELLETSEG_RUNTIME=openvino needs the openvino package: "
+                                     "pip install 'pelletseg[worker]'") from e
+        return OpenVinoRuntime(exported_graph(model, package, cache_dir, folded=folded), threads)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise RuntimeUnavailable(f"PELLETSEG_RUNTIME={name} needs onnxruntime: "
+                                 "pip install 'pelletseg[worker]'") from e
+    graph = exported_graph(model, package, cache_dir, folded=folded)
+    return OnnxRuntime(graph, threads, device, tensorrt=name == "tensorrt")
