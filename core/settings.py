@@ -115,7 +115,24 @@ class Settings(BaseSettings):
         ge=1,
     )
     lease_seconds: int = Field(
-        600, description="How long a claimed row stays leased before another worker may take it (s)."
+        30,
+        description="How long a claimed row stays leased before another worker may take it (s); "
+        "renewed while its worker lives (row renewals and heartbeats), and never taken from a "
+        "worker whose heartbeat is live, however long the row runs.",
+        ge=1,
+    )
+    heartbeat_seconds: float = Field(
+        5.0,
+        description="Interval of each worker process's heartbeat in the job table (s); a worker "
+        "that misses three beats is dead and its rows and stages are given back.",
+        gt=0,
+    )
+    reconcile_seconds: float = Field(
+        10.0,
+        description="Interval of the reconcile pass every worker runs in the background (dead "
+        "workers' rows, expired leases, lost messages, stale stages); 0 = only beat/pelletseg "
+        "run reconcile (s).",
+        ge=0,
     )
     max_attempts: int = Field(3, description="Attempts per row before the row and its job fail.")
     pending_timeout_seconds: int = Field(
@@ -203,6 +220,13 @@ class Settings(BaseSettings):
     allowed_source_schemes: list[str] = Field(
         default_factory=lambda: ["file", "s3", "gs", "memory"],
         description="URL schemes a job's source may use.",
+    )
+    source_roots: list[str] = Field(
+        default_factory=list,
+        description="Folders that file sources submitted through the HTTP API must resolve into "
+        "(after symlinks), as JSON; the uploads folder of a local store is always allowed. "
+        "Empty: the API accepts no file source unless it binds a loopback address "
+        "(pelletseg run on the user's machine reads any path).",
     )
     # HTTP API (``pelletseg serve``).
     api_auth: bool = Field(

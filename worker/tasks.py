@@ -10,6 +10,7 @@ dead-letter queues.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,14 @@ from functools import lru_cache
 
 import structlog
 from celery import Celery, Task
-from celery.signals import task_postrun, worker_init, worker_ready, worker_shutdown
+from celery.signals import (
+    task_postrun,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
 
 from core.settings import Settings, get_settings
 from core.states import JobStatus
@@ -72,9 +80,9 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     @app.task(name=PLAN_TASK, bind=True, shared=False)
     def plan_job(self, job_id: str) -> int:
         """Plan a job; returns the number of rows enqueued."""
-        from worker.stages.planning import plan_job as plan
+        from worker.stages.guard import plan_guarded
 
-        rows = run(self, lambda: plan(context(), job_id), judge_done, fail_job(job_id))
+        rows = run(self, lambda: plan_guarded(context(), job_id), judge_done, fail_job(job_id))
         return len(rows or [])
 
     @app.task(name=ROW_TASK, bind=True, shared=False)
@@ -102,9 +110,9 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     @app.task(name=REDUCE_TASK, bind=True, shared=False)
     def reduce_job(self, job_id: str) -> bool:
         """Stitch a job's rows into its outputs; returns True if this call finished the job."""
-        from worker.stages.reducing import reduce_job as reduce
+        from worker.stages.guard import reduce_guarded
 
-        return run(self, lambda: reduce(context(), job_id), judge_done,
+        return run(self, lambda: reduce_guarded(context(), job_id), judge_done,
                    fail_job(job_id)) is not None
 
     @app.task(name=STITCH_TASK, shared=False)
@@ -171,14 +179,15 @@ def make_worker_app(settings: Settings) -> Celery:
     lock = threading.Lock()
 
     @lru_cache(maxsize=1)
-    def build() -> WorkerContext:
+    def build(pid: int) -> WorkerContext:
         return WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
 
     def context() -> WorkerContext:
         # A threads pool (PELLETSEG_ROWS_IN_FLIGHT > 1) may start two tasks at once: build one
-        # context (one model cache) per process, not one per racing thread.
+        # context (one model cache) per process, not one per racing thread; keyed by pid, so a
+        # forked pool process gets its own worker id (host:pid), never its parent's.
         with lock:
-            return build()
+            return build(os.getpid())
 
     slots = WorkerSlots()
     register_tasks(app, context, DeliveryPolicy(app, settings), slots)
@@ -191,8 +200,9 @@ def wire_worker_signals(app: Celery, settings: Settings,
                         slots: WorkerSlots | None = None) -> None:
     """Connect ``app``'s worker signals: ``worker_init`` declares the dead-letter queues
     (RabbitMQ drops dead letters it cannot route); ``worker_ready`` records the worker's task
-    slots in ``slots`` and starts the spot interruption watcher when ``PELLETSEG_SPOT_MODE``
-    is not ``off``; ``worker_shutdown`` stops it."""
+    slots in ``slots``, starts the heartbeat and reconcile thread (``worker/liveness.py``; pool
+    processes beat from ``worker_process_init``) and the spot interruption watcher when
+    ``PELLETSEG_SPOT_MODE`` is not ``off``; ``worker_shutdown`` stops them."""
     watchers: list = []
     uid = f"pelletseg-{id(app)}"
     slots = slots or WorkerSlots()
@@ -232,6 +242,35 @@ def wire_worker_signals(app: Celery, settings: Settings,
         while watchers:
             watchers.pop().stop()
 
+    beating: list = []
+
+    def start_liveness(sender=None, **_):
+        # main process: beats and reconciles; solo/threads pools run the rows here too
+        if getattr(sender, "app", None) is not app:
+            return
+        from worker.liveness import Liveness
+
+        beating.append(Liveness(context).start())
+
+    def start_child_liveness(**_):
+        # a prefork pool process claims rows under its own host:pid: it beats for them
+        from worker.liveness import Liveness
+
+        beating.clear()  # the parent's thread did not survive the fork
+        beating.append(Liveness(context, beats_only=True).start())
+
+    def stop_liveness(sender=None, **_):
+        if sender is not None and getattr(sender, "app", app) is not app:
+            return
+        while beating:
+            beating.pop().stop()
+
+    worker_ready.connect(start_liveness, weak=False, dispatch_uid=uid + "-liveness")
+    worker_process_init.connect(start_child_liveness, weak=False,
+                                dispatch_uid=uid + "-liveness-child")
+    worker_shutdown.connect(stop_liveness, weak=False, dispatch_uid=uid + "-liveness-stop")
+    worker_process_shutdown.connect(stop_liveness, weak=False,
+                                    dispatch_uid=uid + "-liveness-child-stop")
     worker_init.connect(declare, weak=False, dispatch_uid=uid + "-declare")
     worker_ready.connect(note_slots, weak=False, dispatch_uid=uid + "-slots")
     worker_ready.connect(start_watcher, weak=False, dispatch_uid=uid + "-spot")

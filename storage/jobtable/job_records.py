@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.spec import JobSpec
@@ -158,6 +158,10 @@ class JobRecords(Repository):
             values.setdefault("finished_at", now)
         if target == JobStatus.PLANNING:
             values.setdefault("started_at", now)
+        if target in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.REDUCING):
+            # a new stage (or a resume): the stage claim and its attempts start afresh
+            values.setdefault("stage_worker", None)
+            values.setdefault("stage_attempts", 0)
         values = {**arm_webhook(target, now), **values}
         sources = job_sources(target)
         if expected is not None:
@@ -169,6 +173,37 @@ class JobRecords(Repository):
         )
         with self._tx() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def claim_stage(self, job_id: str, statuses: list[JobStatus], worker: str) -> int:
+        """Claim the planner's or reducer's stage of a job in one of ``statuses`` for
+        ``worker`` unless a live worker holds it: one more attempt (conditional UPDATE).
+
+        Returns:
+            The attempt number this claim runs as (1-based), or 0 when the job is in another
+            status or a live worker runs the stage (a duplicate message: skip it).
+        """
+        from storage.jobtable.row_records import live_workers
+
+        now = utcnow()
+        stmt = (
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([s.value for s in statuses]),
+                   or_(Job.stage_worker.is_(None), Job.stage_worker == worker,
+                       Job.stage_worker.not_in(live_workers(now))))
+            .values(stage_worker=worker, stage_started_at=now,
+                    stage_attempts=Job.stage_attempts + 1)
+        )
+        with self._tx() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                return 0
+            return int(conn.execute(select(Job.stage_attempts).where(Job.id == job_id))
+                       .scalar_one())
+
+    def release_stage(self, job_id: str, worker: str) -> None:
+        """Let go of a stage claim ``worker`` holds (the stage ended or will be retried)."""
+        with self._tx() as conn:
+            conn.execute(update(Job).where(Job.id == job_id, Job.stage_worker == worker)
+                         .values(stage_worker=None))
 
     def set_model(self, job_id: str, name: str, version: str, sha256: str) -> None:
         """Record the exact model package (name, version, weights sha256) a job runs with."""

@@ -15,7 +15,7 @@ from sqlalchemy import case, select, update
 from core.states import JobStatus, RowStatus
 from storage.jobtable.base import Repository
 from storage.jobtable.retries import with_retries
-from storage.jobtable.row_records import fail_job_for_row
+from storage.jobtable.row_records import fail_job_for_row, not_live_holder
 from storage.jobtable.tables import Job, Row, utcnow
 
 
@@ -44,6 +44,7 @@ class Recovery(Repository):
         expired_filter = (
             Row.status == RowStatus.RUNNING.value,
             Row.lease_expires_at < now,
+            not_live_holder(now),  # a live worker's long row is never taken from it
             Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
         )
         requeue: list[tuple[str, int]] = []

@@ -18,7 +18,7 @@ from storage.errors import NotFoundError, StorageError
 from storage.jobtable.base import Repository
 from storage.jobtable.engine import as_utc
 from storage.jobtable.retries import with_retries
-from storage.jobtable.tables import Job, Row, utcnow
+from storage.jobtable.tables import Job, Row, WorkerBeat, utcnow
 from storage.jobtable.webhook_outbox import arm_webhook
 
 
@@ -60,6 +60,23 @@ def fail_job_for_row(conn, job_id: str, index: int, attempts: int, reason: str, 
                 **arm_webhook(JobStatus.FAILED, now),
                 error=f"row {index} failed after {attempts} attempts: {reason}"[:4000])
     )
+
+
+#: Heartbeats a worker may miss before it counts as dead (storage/jobtable/heartbeats.py).
+MISSED_BEATS = 3
+
+
+def live_workers(now):
+    """SELECT of the ids of the workers live at ``now`` (beat within their last three
+    intervals, not stopped), for ``IN``/``NOT IN`` conditions."""
+    return select(WorkerBeat.id).where(WorkerBeat.stopped_at.is_(None),
+                                       WorkerBeat.expires_at > now)
+
+
+def not_live_holder(now):
+    """Condition: a row's lease holder is not a live worker, so its expired lease may be taken
+    over (a live worker's long row is never taken from it)."""
+    return or_(Row.worker.is_(None), Row.worker.not_in(live_workers(now)))
 
 
 def _row_from_row(row) -> Row:
@@ -134,7 +151,8 @@ class RowRecords(Repository):
                 Row.index == index,
                 or_(
                     Row.status == RowStatus.PENDING.value,
-                    and_(Row.status == RowStatus.RUNNING.value, Row.lease_expires_at < now),
+                    and_(Row.status == RowStatus.RUNNING.value, Row.lease_expires_at < now,
+                         not_live_holder(now)),
                 ),
             )
             .values(

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from core.settings import Settings
 from storage.jobtable.api_keys import ApiKeys
 from storage.jobtable.engine import cached_engine
+from storage.jobtable.heartbeats import Heartbeats
 from storage.jobtable.job_records import JobRecords
 from storage.jobtable.model_records import ModelRecords
 from storage.jobtable.recovery import Recovery
@@ -42,6 +43,8 @@ class JobTable:
         stitch: The streaming stitcher's lease per job
             (:class:`~storage.jobtable.stitch_leases.StitchLeases`).
         api_keys: The HTTP API's keys (:class:`~storage.jobtable.api_keys.ApiKeys`).
+        heartbeats: Worker processes' heartbeats; a dead worker's rows and stages given back
+            (:class:`~storage.jobtable.heartbeats.Heartbeats`).
 
     Args:
         engine: Engine of a migrated database (:func:`storage.jobtable.engine.upgrade`).
@@ -57,6 +60,7 @@ class JobTable:
         self.webhooks = WebhookOutbox(engine, retry_seconds)
         self.stitch = StitchLeases(engine, retry_seconds)
         self.api_keys = ApiKeys(engine)
+        self.heartbeats = Heartbeats(engine, retry_seconds)
 
 
 def job_table(settings: Settings) -> JobTable:

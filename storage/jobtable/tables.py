@@ -82,6 +82,13 @@ class Job(Base):
     stitch_lease_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True
     )
+    # The planner's or reducer's claim on the job (worker/stages/guard.py; migration 0006): who
+    # runs the stage, since when, and how many attempts it has had (bounded by max_attempts).
+    stage_worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    stage_started_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    stage_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Row(Base):
@@ -110,6 +117,22 @@ class Row(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WorkerBeat(Base):
+    """One worker process's heartbeat (``host:pid``; worker/liveness.py, migration 0006).
+
+    The process is live while ``stopped_at`` is null and ``expires_at`` (the last beat plus
+    three beat intervals) is in the future; rows and stages it holds are given back otherwise.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ModelRecord(Base):

@@ -1,7 +1,10 @@
 """The reconciler: the job table, not the broker, decides what still has to run.
 
-Run periodically (the ``pelletseg.reconcile`` task on the ``plan`` queue via Celery beat in
-production; ``pelletseg run`` calls it from its progress loop). It returns rows whose lease
+Run periodically by every worker process (``worker/liveness.py``, every
+``PELLETSEG_RECONCILE_SECONDS``), by the ``pelletseg.reconcile`` task of a ``--beat`` worker, and
+by ``pelletseg run``'s progress loop; concurrent passes are safe (conditional UPDATEs). It
+gives back the rows and stages of workers whose heartbeat stopped (dead after three missed
+beats: seconds, not a lease), returns rows whose lease
 expired to ``pending`` and re-enqueues them, and re-enqueues rows left ``pending`` longer than
 ``pending_timeout_seconds`` after they were enqueued, so a row whose worker was SIGKILLed, or
 whose message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
@@ -33,7 +36,8 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
     Raises:
         StorageError: the job table is unreachable.
     """
-    requeued = ctx.table.recovery.expire_leases(
+    requeued = ctx.table.heartbeats.release_dead(ctx.settings.max_attempts)
+    requeued += ctx.table.recovery.expire_leases(
         ctx.settings.max_attempts, ctx.settings.pending_timeout_seconds
     )
     for job_id, index in requeued:
@@ -41,6 +45,12 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
     if requeued:
         log.warning("reconcile.requeued", rows=len(requeued))
     settings = ctx.settings
+    for job_id in ctx.table.heartbeats.dead_stages([JobStatus.PLANNING]):
+        log.warning("reconcile.dead_planner", job_id=job_id)
+        ctx.enqueue(PLAN_TASK, job_id)
+    for job_id in ctx.table.heartbeats.dead_stages([JobStatus.REDUCING]):
+        log.warning("reconcile.dead_reducer", job_id=job_id)
+        ctx.enqueue(REDUCE_TASK, job_id)
     for job_id in ctx.table.recovery.stale_jobs([JobStatus.REDUCING], settings.reduce_timeout_seconds):
         log.warning("reconcile.reducer_requeued", job_id=job_id)
         ctx.enqueue(REDUCE_TASK, job_id)

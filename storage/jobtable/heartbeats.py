@@ -1,0 +1,173 @@
+"""Worker heartbeats: which worker processes are live, and giving back what dead ones held.
+
+Each worker process (``host:pid``) beats every ``PELLETSEG_HEARTBEAT_SECONDS`` (s) from a
+background thread (``worker/liveness.py``); a beat also keeps the leases of the rows it holds.
+A worker is **dead** once three beats are missed (``expires_at`` passed) or when it stopped
+cleanly (``stopped_at``). Any live worker's reconcile pass returns a dead worker's ``running``
+rows to ``pending`` and re-enqueues them; every change is a conditional UPDATE checked by
+``rowcount``, so several reconcilers racing each other (or a live worker) cannot both move
+the same row.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from core.states import JobStatus, RowStatus
+from storage.jobtable.base import Repository
+from storage.jobtable.retries import with_retries
+from storage.jobtable.row_records import MISSED_BEATS, fail_job_for_row, live_workers
+from storage.jobtable.tables import Job, Row, WorkerBeat, utcnow
+
+__all__ = ["MISSED_BEATS", "Heartbeats"]
+
+
+
+@with_retries  # lost/refused connections retried with backoff (storage/jobtable/retries.py)
+class Heartbeats(Repository):
+    """Register, beat, stop and judge worker processes; give back a dead worker's rows.
+
+    Raises (every method):
+        StorageError: the database failed or is unreachable.
+    """
+
+    def register(self, worker: str, interval: float) -> list[tuple[str, int]]:
+        """Start beating as ``worker`` (``host:pid``) every ``interval`` s.
+
+        A process that has just started holds no rows: any row still ``running`` under its id
+        belongs to an earlier process with the same ``host:pid`` (a restarted container gets
+        the same host name and pid) that died, and goes back to ``pending`` here.
+
+        Returns:
+            ``(job_id, index)`` of the rows given back, to enqueue again.
+        """
+        now = utcnow()
+        expires = now + timedelta(seconds=MISSED_BEATS * interval)
+        with self._tx() as conn:
+            moved = conn.execute(
+                update(WorkerBeat).where(WorkerBeat.id == worker)
+                .values(started_at=now, beat_at=now, expires_at=expires, stopped_at=None)
+            ).rowcount
+        if not moved:
+            try:
+                with self._tx() as conn:
+                    conn.execute(WorkerBeat.__table__.insert().values(
+                        id=worker, started_at=now, beat_at=now, expires_at=expires))
+            except Exception as e:  # noqa: BLE001 - a racing insert of the same id
+                if not isinstance(getattr(e, "__cause__", None), IntegrityError) \
+                        and not isinstance(e, IntegrityError):
+                    raise
+        return self._give_back(
+            [Row.worker == worker, Row.started_at < now],
+            f"its worker {worker} was restarted (same host:pid) before finishing it", now)
+
+    def beat(self, worker: str, interval: float, lease_seconds: float) -> bool:
+        """One beat: push ``worker``'s expiry by three ``interval`` s and the lease of every
+        row it holds by ``lease_seconds`` (s).
+
+        Returns:
+            False if the worker was judged dead meanwhile (its rows may be gone): the caller
+            registers again.
+        """
+        now = utcnow()
+        with self._tx() as conn:
+            alive = conn.execute(
+                update(WorkerBeat)
+                .where(WorkerBeat.id == worker, WorkerBeat.stopped_at.is_(None),
+                       WorkerBeat.expires_at > now)
+                .values(beat_at=now, expires_at=now + timedelta(seconds=MISSED_BEATS * interval))
+            ).rowcount == 1
+            if alive:
+                conn.execute(
+                    update(Row)
+                    .where(Row.worker == worker, Row.status == RowStatus.RUNNING.value)
+                    .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                )
+        return alive
+
+    def stop(self, worker: str) -> None:
+        """Mark ``worker`` stopped (a clean shutdown): it is dead at once."""
+        with self._tx() as conn:
+            conn.execute(update(WorkerBeat).where(WorkerBeat.id == worker)
+                         .values(stopped_at=utcnow()))
+
+    def is_live(self, worker: str) -> bool:
+        """True if ``worker`` beat within its last three intervals and has not stopped."""
+        with self._tx() as conn:
+            return conn.execute(
+                live_workers(utcnow()).where(WorkerBeat.id == worker)).first() is not None
+
+    def live(self) -> list[str]:
+        """Ids of every live worker."""
+        with self._tx() as conn:
+            return list(conn.execute(live_workers(utcnow())).scalars())
+
+    def release_dead(self, max_attempts: int) -> list[tuple[str, int]]:
+        """Return every ``running`` row of a ``running`` job whose worker is registered and
+        dead to ``pending`` (or ``failed`` once it has used ``max_attempts``; its job then fails
+        with the reason). Rows of workers that never registered are left to their lease.
+
+        Returns:
+            ``(job_id, index)`` of the rows to enqueue again.
+        """
+        now = utcnow()
+        dead = select(WorkerBeat.id).where(
+            or_(WorkerBeat.stopped_at.is_not(None), WorkerBeat.expires_at <= now))
+        return self._give_back([Row.worker.in_(dead)], "its worker {worker} died (no heartbeat "
+                               f"for {MISSED_BEATS} beats) or stopped", now, max_attempts)
+
+    def _give_back(self, where: list, reason: str, now, max_attempts: int | None = None
+                   ) -> list[tuple[str, int]]:
+        held = (
+            Row.status == RowStatus.RUNNING.value,
+            Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
+            *where,
+        )
+        requeue: list[tuple[str, int]] = []
+        with self._tx() as conn:
+            rows = conn.execute(select(Row.job_id, Row.index, Row.attempts, Row.worker)
+                                .where(*held)).all()
+            for job_id, index, attempts, worker in rows:
+                why = reason.format(worker=worker)
+                failed = max_attempts is not None and attempts >= max_attempts
+                target = RowStatus.FAILED if failed else RowStatus.PENDING
+                moved = conn.execute(
+                    update(Row)
+                    .where(Row.job_id == job_id, Row.index == index, Row.worker == worker,
+                           *held)
+                    .values(status=target.value, lease_expires_at=None, error=why,
+                            enqueued_at=now)
+                ).rowcount
+                if not moved:
+                    continue
+                if failed:
+                    fail_job_for_row(conn, job_id, index, attempts, why, now)
+                else:
+                    requeue.append((job_id, index))
+        return requeue
+
+    def dead_stages(self, statuses: list[JobStatus]) -> list[str]:
+        """Jobs in one of ``statuses`` whose stage (planner or reducer) was claimed by a
+        worker that is now dead: the claim is cleared (conditional UPDATE), once per death.
+
+        Returns:
+            Ids of the jobs whose stage task must be enqueued again.
+        """
+        now = utcnow()
+        dead = select(WorkerBeat.id).where(
+            or_(WorkerBeat.stopped_at.is_not(None), WorkerBeat.expires_at <= now))
+        cond = (Job.status.in_([s.value for s in statuses]), Job.stage_worker.in_(dead))
+        found: list[str] = []
+        with self._tx() as conn:
+            for (job_id,) in conn.execute(select(Job.id).where(*cond)).all():
+                if conn.execute(update(Job).where(Job.id == job_id, *cond)
+                                .values(stage_worker=None, updated_at=now)).rowcount:
+                    found.append(job_id)
+        return found
+
+    def holder_live(self, worker: str | None) -> bool:
+        """True if ``worker`` is set and live (helper for takeover checks)."""
+        return worker is not None and self.is_live(worker)
