@@ -235,8 +235,22 @@ def watch_cmd(job_id, api_url, api_key) -> None:
 @click.command("cancel")
 @click.argument("job_id")
 @api_options
-def cancel_cmd(job_id, api_url, api_key) -> None:
-    """Cancel a job that has not ended."""
+@home_option
+def cancel_cmd(job_id, api_url, api_key, home) -> None:
+    """Cancel a job that has not ended: through the API, or with --home on the local stack
+    (e.g. a job left interrupted by Ctrl-C on pelletseg run)."""
+    if home is not None:
+        from cli.local_jobs import cancel_local
+        from storage.errors import StorageError
+        from submission.service import SubmissionError
+
+        try:
+            click.echo(cancel_local(get_settings(home=home), job_id))
+        except (StorageError, SubmissionError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        return
+
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             job = client.cancel(job_id)

@@ -18,6 +18,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cli.interrupts import (
+    EXIT_INTERRUPTED,
+    GRACE_SECONDS,
+    interrupt_job,
+    resume_hint,
+    second_interrupt_exits,
+)
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from queues.app import make_celery, send
@@ -72,7 +79,7 @@ def follow(
                            mpxs=prog.pixels_done / elapsed / 1e6, description=job.status)
             else:
                 bar.update(task, description=job.status)
-            if job.status in JOB_TERMINAL:
+            if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
                 return job
             if tick is not None and time.monotonic() - last_tick >= tick_every:
                 tick()
@@ -107,28 +114,46 @@ def drive(
     job), follow the job to its end with the reconciler running, then print its fractions
     and output locations.
 
+    Ctrl-C marks the job ``interrupted`` and stops the workers (``cli/interrupts.py``).
+
     Returns:
-        Process exit code: 0 if the job succeeded, 1 otherwise.
+        Process exit code: 0 if the job succeeded, 130 after Ctrl-C, 1 otherwise.
     """
     table = job_table(settings)
     blobs = BlobStore(settings.resolved_storage_url)
     app = make_celery(settings)
     ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
-    pool = LocalWorkers(settings, workers).start() if workers > 0 else None
     t0 = time.monotonic()
+    job_id = None
+    peaks: list[float] = []
+    pool = None
     try:
+        # the job first: resume judges a stack with no live worker before ours start
         job = start(SubmissionService(settings, table=table, app=app))
+        job_id = job.id
+        pool = LocalWorkers(settings, workers).start() if workers > 0 else None
         console.print(f"job [bold]{job.id}[/] {job.status}: {job.source_url}")
         job = follow(table, job.id, pool, tick=lambda: reconcile(ctx),
-                     tick_every=max(5.0, settings.lease_seconds / 4))
+                     tick_every=max(2.0, settings.reconcile_seconds or 10.0))
+    except KeyboardInterrupt:
+        # Ctrl-C: the job says what happened, the workers stop without taking new rows
+        with second_interrupt_exits():
+            status = interrupt_job(table, job_id) if job_id else None
+            if pool is not None:
+                pool.stop(timeout=GRACE_SECONDS)
+                pool = None
+            console.print("[yellow]interrupted[/]")
+            if job_id:
+                console.print(resume_hint(job_id, settings.home, status))
+        return EXIT_INTERRUPTED
     finally:
-        peaks = pool.peak_rss_mib() if pool is not None else []
         if pool is not None:
+            peaks = pool.peak_rss_mib()
             pool.stop()
     wall = time.monotonic() - t0
     if job.status != JobStatus.SUCCEEDED:
         console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
-        console.print(f"fix the cause, then: pelletseg resume {job.id}")
+        console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}")
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))
@@ -164,6 +189,7 @@ def run(
 
 
 def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:
-    """Resume a failed or cancelled job (only what is not done is redone) and follow it."""
+    """Resume a failed, cancelled or interrupted job, or one a local stack left running when it
+    died (no live worker, no live lease); only what is not done is redone. Follow it."""
     prepare(settings)
     return drive(settings, lambda service: service.resume(job_id), workers=workers, out=out)

@@ -23,6 +23,9 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Stopped by the user (Ctrl-C on ``pelletseg run``) with its done rows kept; nothing moves
+    #: it until ``pelletseg resume`` (or cancel).
+    INTERRUPTED = "interrupted"
 
 
 class RowStatus(StrEnum):
@@ -39,16 +42,22 @@ JOB_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCE
 #: target status -> statuses a job may move to it from.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PLANNING: frozenset({JobStatus.QUEUED}),
-    JobStatus.RUNNING: frozenset({JobStatus.PLANNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.REDUCING: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.PLANNING, JobStatus.FAILED, JobStatus.CANCELLED,
+                                  JobStatus.INTERRUPTED}),
+    JobStatus.REDUCING: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED,
+                                   JobStatus.INTERRUPTED}),
     JobStatus.SUCCEEDED: frozenset({JobStatus.REDUCING}),
     JobStatus.FAILED: frozenset(
         {JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING}
     ),
     JobStatus.CANCELLED: frozenset(
+        {JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
+         JobStatus.INTERRUPTED}
+    ),
+    JobStatus.INTERRUPTED: frozenset(
         {JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING}
     ),
-    JobStatus.QUEUED: frozenset({JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}),
 }
 
 #: target status -> statuses a row may move to it from.

@@ -37,6 +37,10 @@ class SubmissionError(ValueError):
     answers 422 with this message; the CLI prints it)."""
 
 
+#: Job statuses ``resume`` continues.
+RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+
 class SubmissionService:
     """Submit, cancel and resume jobs on the stack that ``settings`` name.
 
@@ -279,7 +283,9 @@ class SubmissionService:
         raise TransitionError(f"job {job_id} kept changing status; try again")
 
     def resume(self, job_id: str) -> Job:
-        """Resume a ``failed`` or ``cancelled`` job where it stopped.
+        """Resume a ``failed``, ``cancelled`` or ``interrupted`` job where it stopped, or one
+        left ``queued``/``planning``/``running``/``reducing`` by a stack that died (no live
+        worker heartbeat and no live row lease: :meth:`abandoned`).
 
         - never planned (no rows, or planning did not finish): job -> ``queued``, enqueue
           ``plan_job``;
@@ -297,9 +303,14 @@ class SubmissionService:
         """
         table = self.table
         job = table.jobs.get(job_id)
-        if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        if job.status not in RESUMABLE and self.abandoned(job_id):
+            # nothing moves it: mark it interrupted (conditional), then resume as usual
+            table.jobs.transition(job_id, JobStatus.INTERRUPTED, expected=JobStatus(job.status))
+            job = table.jobs.get(job_id)
+        if job.status not in RESUMABLE:
             raise TransitionError(
-                f"job {job_id} is {job.status}; only failed or cancelled jobs can be resumed"
+                f"job {job_id} is {job.status}; only failed, cancelled or interrupted jobs (or "
+                "jobs whose workers all died) can be resumed"
             )
         progress = table.rows.progress(job_id)
         planned = progress.total > 0 and job.rows_total is not None
@@ -319,6 +330,21 @@ class SubmissionService:
             table.recovery.reset_rows_for_resume(job_id)
         self._send_or_fail(job_id, tasks)
         return table.jobs.get(job_id)
+
+    def abandoned(self, job_id: str) -> bool:
+        """True if a job that has not ended is left with nothing moving it: no worker of the
+        stack has a live heartbeat and none of its rows has a live lease (e.g. the local
+        stack of a ``pelletseg run`` that was killed)."""
+        from storage.jobtable.tables import utcnow
+
+        job = self.table.jobs.get(job_id)
+        if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
+            return False
+        if self.table.heartbeats.live():
+            return False
+        now = utcnow()
+        return not any(r.status == "running" and r.lease_expires_at is not None
+                       and r.lease_expires_at > now for r in self.table.rows.list(job_id))
 
     def _send_or_fail(self, job_id: str, tasks: list[tuple]) -> None:
         """Send ``(task, *args)`` messages; if the broker fails, fail the job (so that it can

@@ -56,7 +56,7 @@ class Heartbeats(Repository):
                 with self._tx() as conn:
                     conn.execute(WorkerBeat.__table__.insert().values(
                         id=worker, started_at=now, beat_at=now, expires_at=expires))
-            except Exception as e:  # noqa: BLE001 - a racing insert of the same id
+            except Exception as e:
                 if not isinstance(getattr(e, "__cause__", None), IntegrityError) \
                         and not isinstance(e, IntegrityError):
                     raise

@@ -106,7 +106,7 @@ def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
     assert job_id in res.stdout
     _check_outputs(tmp_path / "out", 600, 420)
     again = pelletseg("resume", job_id, "--home", home, "--workers", "0")
-    assert again.returncode == 2 and "only failed or cancelled jobs can be resumed" in again.stderr
+    assert again.returncode == 2 and "only failed, cancelled or interrupted jobs" in again.stderr
 
 
 def test_run_with_an_unknown_model_fails_at_once_with_the_apis_message(tmp_path, small_image):

@@ -1,0 +1,107 @@
+"""Ctrl-C on ``pelletseg run`` as a user presses it: the command returns within seconds with
+exit 130, leaves the job ``interrupted`` with its done rows, prints the command that continues
+it; ``pelletseg resume`` then reuses every done row (nothing recomputed); ``pelletseg cancel
+--home`` works on the local stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import pyvips
+
+from core.settings import get_settings
+from core.states import JobStatus
+from storage.jobtable.table import job_table
+from tests.worker.conftest import DEMO_DATA
+
+pytestmark = pytest.mark.slow
+
+ENV = {"PELLETSEG_TILE_SIZE": "256", "PELLETSEG_HALO": "32", "PELLETSEG_HEARTBEAT_SECONDS": "1",
+       "PELLETSEG_RECONCILE_SECONDS": "2"}
+
+
+def pelletseg_proc(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
+
+
+@pytest.fixture(scope="module")
+def tall_image(tmp_path_factory):
+    """A 400 x 2300 px strip of real micrographs: 12 rows of 192 px."""
+    tiles = [pyvips.Image.new_from_file(str(p)) for p in sorted(DEMO_DATA.glob("*.png"))]
+    column = pyvips.Image.arrayjoin(tiles, across=1).crop(100, 0, 400, 2300)
+    out = tmp_path_factory.mktemp("interrupt") / "tall.png"
+    column.pngsave(str(out))
+    return out
+
+
+def _wait_for_done_rows(home, n: int, proc: subprocess.Popen, timeout: float = 240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            table = job_table(get_settings(home=home))
+            jobs = table.jobs.list()
+            if jobs and jobs[0].rows_total and table.rows.progress(jobs[0].id).done >= n:
+                return jobs[0].id
+        except Exception:  # noqa: BLE001 - the stack is still being created
+            pass
+        time.sleep(0.3)
+    raise AssertionError("no rows done in time")
+
+
+def test_ctrl_c_interrupts_and_resume_reuses_every_done_row(tmp_path, tall_image):
+    home = tmp_path / "home"
+    proc = pelletseg_proc("run", str(tall_image), "--home", str(home), "--workers", "1")
+    job_id = _wait_for_done_rows(home, 2, proc)
+    pressed = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    took = time.monotonic() - pressed
+    print(f"Ctrl-C to exit: {took:.1f} s")
+    assert proc.returncode == 130, out
+    assert job_id in out and f"pelletseg resume {job_id} --home {home}" in out
+    assert "Aborted" not in out
+    table = job_table(get_settings(home=home))
+    job = table.jobs.get(job_id)
+    assert job.status == JobStatus.INTERRUPTED
+    done = {r.index: (r.finished_at, r.checksum, r.attempts, r.worker)
+            for r in table.rows.list(job_id) if r.status == "done"}
+    assert 2 <= len(done) < job.rows_total
+    time.sleep(2)  # the stopped workers took no new rows
+    assert sum(r.status == "done" for r in table.rows.list(job_id)) == len(done)
+    assert all(r.status != "running" or r.worker is not None for r in table.rows.list(job_id))
+
+    res = subprocess.run([sys.executable, "-m", "cli", "resume", job_id, "--home", str(home),
+                          "--workers", "1"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **ENV})
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = table.rows.list(job_id)
+    assert table.jobs.get(job_id).status == JobStatus.SUCCEEDED
+    assert all(r.status == "done" for r in rows)
+    for r in rows:  # every row done before Ctrl-C is reused as it was: not recomputed
+        if r.index in done:
+            assert (r.finished_at, r.checksum, r.attempts, r.worker) == done[r.index]
+
+
+def test_cancel_on_the_local_stack(tmp_path, tall_image):
+    home = tmp_path / "home"
+    proc = pelletseg_proc("run", str(tall_image), "--home", str(home), "--workers", "1")
+    job_id = _wait_for_done_rows(home, 1, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    res = subprocess.run([sys.executable, "-m", "cli", "cancel", job_id, "--home", str(home)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert re.search(rf"job {job_id} cancelled", res.stdout)
+    assert job_table(get_settings(home=home)).jobs.get(job_id).status == JobStatus.CANCELLED
+    again = subprocess.run([sys.executable, "-m", "cli", "cancel", job_id, "--home", str(home)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "only a job that has not ended" in again.stderr
