@@ -144,7 +144,8 @@ def drive(
                 pool = None
             console.print("[yellow]interrupted[/]")
             if job_id:
-                console.print(resume_hint(job_id, settings.home, status))
+                console.print(resume_hint(job_id, settings.home, status), soft_wrap=True,
+                              highlight=False)
         return EXIT_INTERRUPTED
     finally:
         if pool is not None:
@@ -153,7 +154,8 @@ def drive(
     wall = time.monotonic() - t0
     if job.status != JobStatus.SUCCEEDED:
         console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
-        console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}")
+        console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}",
+                      soft_wrap=True, highlight=False)
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))

@@ -33,9 +33,9 @@ def pelletseg_proc(*args) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def tall_image(tmp_path_factory):
-    """A 400 x 2300 px strip of real micrographs: 12 rows of 192 px."""
+    """A 400 x 1400 px strip of real micrographs: 8 rows of 192 px."""
     tiles = [pyvips.Image.new_from_file(str(p)) for p in sorted(DEMO_DATA.glob("*.png"))]
-    column = pyvips.Image.arrayjoin(tiles, across=1).crop(100, 0, 400, 2300)
+    column = pyvips.Image.arrayjoin(tiles, across=1).crop(100, 0, 400, 1400)
     out = tmp_path_factory.mktemp("interrupt") / "tall.png"
     column.pngsave(str(out))
     return out
@@ -45,8 +45,11 @@ def _wait_for_done_rows(home, n: int, proc: subprocess.Popen, timeout: float = 2
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
+        if not (home / "pelletseg.db").exists():
+            time.sleep(0.3)
+            continue
         try:
-            table = job_table(get_settings(home=home))
+            table = job_table(get_settings(home=home, db_retry_seconds=0))
             jobs = table.jobs.list()
             if jobs and jobs[0].rows_total and table.rows.progress(jobs[0].id).done >= n:
                 return jobs[0].id
@@ -91,17 +94,20 @@ def test_ctrl_c_interrupts_and_resume_reuses_every_done_row(tmp_path, tall_image
 
 
 def test_cancel_on_the_local_stack(tmp_path, tall_image):
+    from submission import SubmissionService
+    from submission.stack import prepare
+
     home = tmp_path / "home"
-    proc = pelletseg_proc("run", str(tall_image), "--home", str(home), "--workers", "1")
-    job_id = _wait_for_done_rows(home, 1, proc)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
-    res = subprocess.run([sys.executable, "-m", "cli", "cancel", job_id, "--home", str(home)],
+    settings = get_settings(home=home)
+    prepare(settings)
+    service = SubmissionService(settings)
+    job = service.table.jobs.create(service.build_spec(str(tall_image)))  # no worker runs
+    assert service.table.jobs.transition(job.id, JobStatus.INTERRUPTED)
+    res = subprocess.run([sys.executable, "-m", "cli", "cancel", job.id, "--home", str(home)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert re.search(rf"job {job_id} cancelled", res.stdout)
-    assert job_table(get_settings(home=home)).jobs.get(job_id).status == JobStatus.CANCELLED
-    again = subprocess.run([sys.executable, "-m", "cli", "cancel", job_id, "--home", str(home)],
+    assert re.search(rf"job {job.id} cancelled", res.stdout)
+    assert service.table.jobs.get(job.id).status == JobStatus.CANCELLED
+    again = subprocess.run([sys.executable, "-m", "cli", "cancel", job.id, "--home", str(home)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "only a job that has not ended" in again.stderr
