@@ -194,4 +194,4 @@ def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -
     """Resume a failed, cancelled or interrupted job, or one a local stack left running when it
     died (no live worker, no live lease); only what is not done is redone. Follow it."""
     prepare(settings)
-    return drive(settings, lambda service: service.resume(job_id), workers=workers, out=out)
+    return drive(settings, lambda service: service.resume(job_id, abandoned_ok=True), workers=workers, out=out)

@@ -38,7 +38,7 @@ def prepare_server(settings: Settings) -> None:
 def serve(host: str | None, port: int | None, no_auth: bool, home: Path | None) -> None:
     """Run the HTTP API (OpenAPI page at /docs). Every /v1 route needs an API key from
     `pelletseg apikey create NAME` unless --no-auth is given on 127.0.0.1."""
-    from api.auth import AuthConfigError, check_auth_binding
+    from api.auth import AuthConfigError, check_auth_binding, is_loopback
 
     overrides: dict = dict(home=home, api_host=host, api_port=port)
     if no_auth:
@@ -48,6 +48,12 @@ def serve(host: str | None, port: int | None, no_auth: bool, home: Path | None) 
         check_auth_binding(settings)
     except AuthConfigError as e:
         raise click.UsageError(str(e)) from e
+    if not is_loopback(settings.api_host) and "file" in settings.allowed_source_schemes \
+            and not settings.source_roots:
+        raise click.UsageError(
+            f"the API would bind {settings.api_host} and accept file sources from anywhere on "
+            "this machine's disk: set PELLETSEG_SOURCE_ROOTS to the folders jobs may read "
+            "(JSON list), or drop 'file' from PELLETSEG_ALLOWED_SOURCE_SCHEMES")
     try:
         prepare_server(settings)
     except StorageError as e:

@@ -27,6 +27,7 @@ from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, s
 from storage.blobs import BlobStore, UploadStore
 from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
 from storage.jobtable import Job, JobTable, ModelRecord, job_table
+from submission.sources import SourceRootError, confine_file_source
 from webhooks import WebhookUrlError, check_webhook_url
 
 __all__ = ["SubmissionError", "SubmissionService"]
@@ -98,6 +99,7 @@ class SubmissionService:
         rows_per_task: int | None = None,
         labels: dict[str, Any] | None = None,
         webhook_url: str | None = None,
+        confine_files: bool = False,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -105,7 +107,9 @@ class SubmissionService:
         newest registered version (the version is stored, so the job runs the package it was
         checked against); the tile geometry of that model package (or the operator's
         ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``), a size or halo given alone keeping the
-        other from there; ``rows_per_task`` from the settings.
+        other from there; ``rows_per_task`` from the settings. With ``confine_files`` (the
+        HTTP API) a file source must resolve inside the source roots
+        (:func:`submission.sources.confine_file_source`).
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -119,7 +123,7 @@ class SubmissionService:
         if (source is None) == (upload_id is None):
             raise SubmissionError("give either a source URL (or path) or an upload_id")
         source_url = (self._upload_source(upload_id) if upload_id is not None
-                      else self.normalise_source(source))
+                      else self.normalise_source(source, confine_files=confine_files))
         record = self._model(model or self.settings.default_model, model_version)
         if tile_size is None or halo is None:
             default = self._default_geometry(record)
@@ -143,14 +147,24 @@ class SubmissionService:
                 (".".join(map(str, err["loc"])) + ": " if err["loc"] else "")
                 + err["msg"].removeprefix("Value error, ") for err in e.errors())) from e
 
-    def normalise_source(self, source: str) -> str:
+    def normalise_source(self, source: str, *, confine_files: bool = False) -> str:
         """A local path becomes an absolute ``file://`` URL; URLs are checked against
-        ``PELLETSEG_ALLOWED_SOURCE_SCHEMES`` (local paths count as scheme ``file``).
+        ``PELLETSEG_ALLOWED_SOURCE_SCHEMES`` (local paths count as scheme ``file``). With
+        ``confine_files``, ``file`` sources must resolve inside the source roots.
 
         Raises:
-            SubmissionError: the scheme is not allowed, or a local path does not exist.
+            SubmissionError: the scheme is not allowed, a local path does not exist, or (with
+                ``confine_files``) a file source is outside the source roots.
         """
         allowed = self.settings.allowed_source_schemes
+        if confine_files and source_scheme(source) == "file" and "file" in allowed:
+            try:
+                path = confine_file_source(source, self.settings)
+            except SourceRootError as e:
+                raise SubmissionError(str(e)) from e
+            if is_bare_path(source) and not path.is_file():
+                raise SubmissionError(f"{source}: no such file")
+            return path.as_uri()
         if is_bare_path(source):
             if "file" not in allowed:
                 raise SubmissionError(
@@ -282,10 +296,11 @@ class SubmissionService:
                 return self.table.jobs.get(job_id)
         raise TransitionError(f"job {job_id} kept changing status; try again")
 
-    def resume(self, job_id: str) -> Job:
-        """Resume a ``failed``, ``cancelled`` or ``interrupted`` job where it stopped, or one
-        left ``queued``/``planning``/``running``/``reducing`` by a stack that died (no live
-        worker heartbeat and no live row lease: :meth:`abandoned`).
+    def resume(self, job_id: str, *, abandoned_ok: bool = False) -> Job:
+        """Resume a ``failed``, ``cancelled`` or ``interrupted`` job where it stopped; with
+        ``abandoned_ok`` (``pelletseg resume`` on a local stack) also one left
+        ``queued``/``planning``/``running``/``reducing`` by a stack that died (no live worker
+        heartbeat and no live row lease: :meth:`abandoned`).
 
         - never planned (no rows, or planning did not finish): job -> ``queued``, enqueue
           ``plan_job``;
@@ -303,14 +318,14 @@ class SubmissionService:
         """
         table = self.table
         job = table.jobs.get(job_id)
-        if job.status not in RESUMABLE and self.abandoned(job_id):
+        if job.status not in RESUMABLE and abandoned_ok and self.abandoned(job_id):
             # nothing moves it: mark it interrupted (conditional), then resume as usual
             table.jobs.transition(job_id, JobStatus.INTERRUPTED, expected=JobStatus(job.status))
             job = table.jobs.get(job_id)
         if job.status not in RESUMABLE:
             raise TransitionError(
-                f"job {job_id} is {job.status}; only failed, cancelled or interrupted jobs (or "
-                "jobs whose workers all died) can be resumed"
+                f"job {job_id} is {job.status}; only failed, cancelled or interrupted jobs can be "
+                "resumed" + (" (or jobs whose workers all died)" if abandoned_ok else "")
             )
         progress = table.rows.progress(job_id)
         planned = progress.total > 0 and job.rows_total is not None

@@ -88,7 +88,7 @@ def spec_of(submissions: SubmissionService, body: JobCreate,
     return submissions.build_spec(
         body.source_url, upload_id=body.upload_id, model=pick("model"),
         model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
-        labels=labels, webhook_url=pick("webhook_url"),
+        labels=labels, webhook_url=pick("webhook_url"), confine_files=True,
     )
 
 

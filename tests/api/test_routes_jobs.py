@@ -60,9 +60,13 @@ def test_local_sources_need_the_file_scheme(tmp_path):
     assert r.status_code == 422 and "scheme 'file' is not allowed" in r.json()["detail"]
 
 
-def test_local_sources_are_accepted_where_file_is_allowed(api, tmp_path):
-    img = tmp_path / "p.png"
+def test_local_sources_are_accepted_where_file_is_allowed(tmp_path):
+    from tests.api.conftest import MODEL, make_api, make_settings
+
+    img = tmp_path / "lab" / "p.png"
+    img.parent.mkdir()
     img.write_bytes(b"x")
+    api = make_api(make_settings(tmp_path, default_model=MODEL, source_roots=[str(img.parent)]))
     r = api.client.post("/v1/jobs", json={"source_url": str(img)})
     assert r.status_code == 202 and r.json()["source_url"] == img.resolve().as_uri()
 
@@ -181,7 +185,7 @@ def test_resume_refuses_jobs_that_are_not_failed_or_cancelled(api):
     job = running_job(api.table, rows=2)
     r = api.client.post(f"/v1/jobs/{job.id}/resume")
     assert r.status_code == 409
-    assert "only failed or cancelled jobs can be resumed" in r.json()["detail"]
+    assert "only failed, cancelled or interrupted jobs can be resumed" in r.json()["detail"]
     assert drain_tasks(api.settings) == []
     assert api.client.post("/v1/jobs/nope/resume").status_code == 404
 

@@ -53,7 +53,7 @@ def _wait_for_done_rows(home, n: int, proc: subprocess.Popen, timeout: float = 2
             jobs = table.jobs.list()
             if jobs and jobs[0].rows_total and table.rows.progress(jobs[0].id).done >= n:
                 return jobs[0].id
-        except Exception:  # noqa: BLE001 - the stack is still being created
+        except Exception:
             pass
         time.sleep(0.3)
     raise AssertionError("no rows done in time")

@@ -1,0 +1,78 @@
+"""Where a file source submitted through the HTTP API may come from.
+
+The API reads files on the server's disk on behalf of whoever holds a key, so a ``file`` source
+(or a bare path) must resolve, after symlinks, inside one of the source roots:
+``PELLETSEG_SOURCE_ROOTS`` plus the uploads folder of a local blob store. Relative paths,
+``file://`` URLs with a host part (``file://../x``) and paths with ``..`` are refused, as is
+everything when no root is configured. The CLI's own ``pelletseg run PATH`` is not confined:
+the user reads their own files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from core.settings import Settings
+from core.sources import is_bare_path
+
+__all__ = ["SourceRootError", "confine_file_source", "source_roots"]
+
+
+class SourceRootError(ValueError):
+    """A file source is outside the allowed source roots (or no root is configured)."""
+
+
+def source_roots(settings: Settings) -> list[Path]:
+    """The resolved folders file sources may come from: ``PELLETSEG_SOURCE_ROOTS`` and, with a
+    local blob store (``file://``), its ``uploads`` folder."""
+    roots = [Path(r).expanduser().resolve() for r in settings.source_roots]
+    store = urlparse(settings.resolved_storage_url)
+    if store.scheme == "file":
+        roots.append(Path(unquote(store.path)).resolve() / "uploads")
+    return roots
+
+
+def _describe(roots: list[Path]) -> str:
+    if not roots:
+        return ("this server allows no file sources: its operator may set "
+                "PELLETSEG_SOURCE_ROOTS (a JSON list of folders); or upload the file "
+                "(POST /v1/uploads) or give an s3:// URL")
+    return ("allowed source roots: " + ", ".join(str(r) for r in roots)
+            + " (the server's PELLETSEG_SOURCE_ROOTS and uploads folder)")
+
+
+def confine_file_source(source: str, settings: Settings) -> Path:
+    """Check a ``file://`` URL or bare path submitted through the API against the source roots.
+
+    Returns:
+        The resolved path (symlinks followed), inside a root.
+
+    Raises:
+        SourceRootError: a relative path, a ``file://`` URL with a host (``file://../x``), a
+            path with ``..``, a path that resolves (after symlinks) outside every root, or no
+            root configured; the message names the allowed roots.
+    """
+    roots = source_roots(settings)
+    if is_bare_path(source):
+        raw = source
+    else:
+        parsed = urlparse(source)
+        if parsed.netloc not in ("", "localhost"):
+            raise SourceRootError(
+                f"{source}: a file URL must be absolute (file:///path); {parsed.netloc!r} is "
+                f"read as a host, and relative file URLs are refused; {_describe(roots)}")
+        raw = unquote(parsed.path)
+    path = Path(raw)
+    if not path.is_absolute():
+        raise SourceRootError(f"{source}: relative paths are refused; give an absolute path "
+                              f"inside a source root ({_describe(roots)})")
+    if ".." in path.parts:
+        raise SourceRootError(f"{source}: paths with '..' are refused ({_describe(roots)})")
+    try:
+        resolved = path.resolve()
+    except (RuntimeError, OSError, ValueError) as e:
+        raise SourceRootError(f"{source!r} is not a usable file path: {e}") from e
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        raise SourceRootError(f"{source}: outside the source roots ({_describe(roots)})")
+    return resolved
