@@ -349,7 +349,8 @@ class SubmissionService:
     def abandoned(self, job_id: str) -> bool:
         """True if a job that has not ended is left with nothing moving it: no worker of the
         stack has a live heartbeat and none of its rows has a live lease (e.g. the local
-        stack of a ``pelletseg run`` that was killed)."""
+        stack of a ``pelletseg run`` that was killed; a lease held by a worker whose heartbeat
+        stopped is not live)."""
         from storage.jobtable.tables import utcnow
 
         job = self.table.jobs.get(job_id)
@@ -358,8 +359,12 @@ class SubmissionService:
         if self.table.heartbeats.live():
             return False
         now = utcnow()
-        return not any(r.status == "running" and r.lease_expires_at is not None
-                       and r.lease_expires_at > now for r in self.table.rows.list(job_id))
+        leased = [r.worker for r in self.table.rows.list(job_id) if r.status == "running"
+                  and r.lease_expires_at is not None and r.lease_expires_at > now]
+        # a lease whose holder's heartbeat stopped is not live; one of a holder that never
+        # beat (an older worker) is, until it expires
+        dead = self.table.heartbeats.registered([w for w in leased if w])
+        return all(w in dead for w in leased)
 
     def _send_or_fail(self, job_id: str, tasks: list[tuple]) -> None:
         """Send ``(task, *args)`` messages; if the broker fails, fail the job (so that it can

@@ -100,6 +100,14 @@ class Heartbeats(Repository):
             return conn.execute(
                 live_workers(utcnow()).where(WorkerBeat.id == worker)).first() is not None
 
+    def registered(self, workers: list[str]) -> set[str]:
+        """Which of ``workers`` ever registered a heartbeat (live or dead)."""
+        if not workers:
+            return set()
+        with self._tx() as conn:
+            return set(conn.execute(select(WorkerBeat.id).where(WorkerBeat.id.in_(workers)))
+                       .scalars())
+
     def live(self) -> list[str]:
         """Ids of every live worker."""
         with self._tx() as conn:

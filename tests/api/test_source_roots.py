@@ -57,7 +57,7 @@ def test_files_outside_the_roots_and_relative_urls_are_refused(confined, roots, 
 
 
 def test_traversal_and_symlinks_out_of_a_root_are_refused(confined, roots):
-    inside, outside = roots
+    inside, _ = roots
     for source in (f"{inside}/../private/secret.tif", (inside / "link.tif").as_uri(),
                    str(inside / "link.tif"), str(inside / "escape" / "secret.tif")):
         r = _post(confined, source)

@@ -1,0 +1,171 @@
+"""Worker heartbeats: a dead worker (three missed beats, or a clean stop) has its rows and
+stages given back by any live worker's reconcile pass; a live worker's long row is never taken
+from it, even past its lease; a restarted process with the same host:pid does not keep its
+predecessor's rows; planner and reducer attempts are bounded; a job a dead local stack left
+running can be resumed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.states import JobStatus, RowStatus
+from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from submission import SubmissionService
+from submission.service import TransitionError
+from worker.liveness import Liveness
+from worker.stages.guard import plan_guarded, reduce_guarded
+from worker.stages.planning import plan_job
+from worker.stages.reconciling import reconcile
+from worker.stages.segmenting import segment_row
+
+
+def _planned(stack, micrograph):
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
+    plan_job(stack, job.id)
+    stack.sent.clear()
+    return job
+
+
+def test_dead_workers_rows_come_back_within_three_beats(stack, micrograph):
+    job = _planned(stack, micrograph)
+    beats = stack.table.heartbeats
+    beats.register("host:1", interval=0.2)
+    beats.register("host:2", interval=60)
+    assert stack.table.rows.claim(job.id, 0, "host:1", lease_seconds=600).claimed
+    assert stack.table.rows.claim(job.id, 1, "host:2", lease_seconds=600).claimed
+    assert reconcile(stack) == []  # both live
+    time.sleep(0.7)  # host:1 misses three beats; host:2 keeps beating
+    assert beats.beat("host:2", 60, 600)
+    assert set(beats.live()) == {"host:2"}
+    assert reconcile(stack) == [(job.id, 0)]  # long before the 600 s lease
+    assert stack.sent == [(ROW_TASK, job.id, 0)]
+    row = stack.table.rows.get(job.id, 0)
+    assert row.status == RowStatus.PENDING and "host:1" in row.error
+    assert stack.table.rows.get(job.id, 1).status == RowStatus.RUNNING
+    assert reconcile(stack) == []  # conditional: a second pass moves nothing
+    assert segment_row(stack, job.id, 0) == "done"
+
+
+def test_a_live_workers_row_is_never_taken_even_past_its_lease(stack, micrograph):
+    job = _planned(stack, micrograph)
+    stack.table.heartbeats.register("slow:1", interval=60)
+    assert stack.table.rows.claim(job.id, 2, "slow:1", lease_seconds=-1).claimed  # expired
+    assert reconcile(stack) == []
+    assert not stack.table.rows.claim(job.id, 2, "other:2", lease_seconds=30).claimed
+    assert stack.table.rows.get(job.id, 2).worker == "slow:1"
+    stack.table.heartbeats.stop("slow:1")  # a clean stop: dead at once
+    assert reconcile(stack) == [(job.id, 2)]
+
+
+def test_a_restarted_process_with_the_same_host_pid_gives_back_its_predecessors_rows(
+        stack, micrograph):
+    job = _planned(stack, micrograph)
+    stack.table.heartbeats.register("box:1", interval=60)
+    assert stack.table.rows.claim(job.id, 3, "box:1", lease_seconds=600).claimed
+    time.sleep(0.01)
+    # the container restarts: same host name, same pid; the new process registers
+    assert stack.table.heartbeats.register("box:1", interval=60) == [(job.id, 3)]
+    assert stack.table.rows.get(job.id, 3).status == RowStatus.PENDING
+
+
+def test_liveness_thread_beats_reconciles_and_stops(stack, micrograph):
+    job = _planned(stack, micrograph)
+    stack.settings.heartbeat_seconds = 0.1
+    stack.settings.reconcile_seconds = 0.2
+    stack.table.heartbeats.register("gone:9", interval=0.05)
+    assert stack.table.rows.claim(job.id, 1, "gone:9", lease_seconds=600).claimed
+    with Liveness(lambda: stack) as live:
+        deadline = time.monotonic() + 10
+        while stack.table.rows.get(job.id, 1).status != RowStatus.PENDING:
+            assert time.monotonic() < deadline, "the dead worker's row never came back"
+            time.sleep(0.05)
+        assert stack.worker_id in stack.table.heartbeats.live()
+    assert live.beats >= 2 and live.reconciles >= 1
+    assert (ROW_TASK, job.id, 1) in stack.sent
+    assert stack.worker_id not in stack.table.heartbeats.live()  # stopped cleanly
+
+
+def test_planner_that_raises_on_every_attempt_fails_its_job(stack, micrograph, monkeypatch):
+    import worker.stages.planning as planning
+
+    def broken(*a, **k):
+        raise RuntimeError("libvips crashed")
+
+    monkeypatch.setattr(planning, "image_info", broken)
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
+    stack.sent.append((PLAN_TASK, job.id))
+    runs = 0
+    while stack.sent:  # the task layer runs every message sent
+        task, *args = stack.sent.pop(0)
+        assert task == PLAN_TASK
+        plan_guarded(stack, *args)
+        runs += 1
+    failed = stack.table.jobs.get(job.id)
+    assert runs == stack.settings.max_attempts
+    assert failed.status == JobStatus.FAILED
+    assert "planner failed on attempt 3 of 3: RuntimeError: libvips crashed" in failed.error
+
+
+def test_reducer_that_raises_on_every_attempt_fails_its_job(stack, micrograph, monkeypatch):
+    import worker.stages.reducing as reducing
+
+    job = _planned(stack, micrograph)
+    for row in stack.table.rows.list(job.id):
+        assert segment_row(stack, job.id, row.index) == "done"
+    assert stack.sent == [(REDUCE_TASK, job.id)]
+
+    def broken(*a, **k):
+        raise RuntimeError("unable to call crop")
+
+    monkeypatch.setattr(reducing, "write_pictures", broken)
+    runs = 0
+    while stack.sent:
+        task, *args = stack.sent.pop(0)
+        assert task == REDUCE_TASK
+        reduce_guarded(stack, *args)
+        runs += 1
+    failed = stack.table.jobs.get(job.id)
+    assert runs == stack.settings.max_attempts
+    assert failed.status == JobStatus.FAILED
+    assert "reducer failed on attempt 3 of 3" in failed.error
+    assert "unable to call crop" in failed.error
+
+
+def test_a_dead_reducer_is_enqueued_again_and_a_live_one_is_not_duplicated(stack, micrograph):
+    job = _planned(stack, micrograph)
+    for row in stack.table.rows.list(job.id):
+        segment_row(stack, job.id, row.index)
+    stack.sent.clear()
+    stack.table.heartbeats.register("reducer:1", interval=60)
+    assert stack.table.jobs.claim_stage(job.id, [JobStatus.REDUCING], "reducer:1") == 1
+    assert reduce_guarded(stack, job.id) is None  # a duplicate message while it runs: skipped
+    assert stack.table.jobs.get(job.id).status == JobStatus.REDUCING
+    reconcile(stack)
+    assert stack.sent == []
+    stack.table.heartbeats.stop("reducer:1")  # it dies
+    reconcile(stack)
+    assert stack.sent == [(REDUCE_TASK, job.id)]
+    assert reduce_guarded(stack, job.id) is not None
+    assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
+
+
+def test_a_job_left_running_by_a_dead_local_stack_can_be_resumed(stack, micrograph):
+    job = _planned(stack, micrograph)
+    assert segment_row(stack, job.id, 0) == "done"
+    stack.table.heartbeats.register("w:1", interval=60)
+    assert stack.table.rows.claim(job.id, 1, "w:1", lease_seconds=600).claimed
+    service = SubmissionService(stack.settings, table=stack.table)
+    with pytest.raises(TransitionError):  # a live worker holds a row: not abandoned
+        service.resume(job.id, abandoned_ok=True)
+    with pytest.raises(TransitionError):  # the API never resumes a running job
+        service.resume(job.id)
+    stack.table.heartbeats.stop("w:1")  # the stack dies: its lease is not live any more
+    before = stack.table.rows.get(job.id, 0)
+    resumed = service.resume(job.id, abandoned_ok=True)
+    assert resumed.status == JobStatus.RUNNING
+    after = stack.table.rows.get(job.id, 0)
+    assert (after.status, after.checksum, after.finished_at) == \
+        (RowStatus.DONE, before.checksum, before.finished_at)
+    assert stack.table.rows.get(job.id, 1).status == RowStatus.PENDING
