@@ -84,12 +84,15 @@ def test_sigkilled_workers_lose_nothing_and_count_nothing_twice(
                 time.sleep(rng.uniform(0, 0.5))  # land anywhere inside the next rows
                 pool.kill(rng.randrange(3))
                 kills += 1
+                last_kill = time.monotonic()
                 continue  # check the next threshold at once
             if time.monotonic() - last_reconcile >= 1.0:  # as a beat would, not every poll
                 reconcile(ctx)
                 last_reconcile = time.monotonic()
             time.sleep(0.1)
     done = ctx.table.jobs.get(job.id)
+    if kills:
+        print(f"[{broker}] last kill to the job's end: {time.monotonic() - last_kill:.1f} s")
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert kills == 5
     rows = ctx.table.rows.list(job.id)

@@ -169,3 +169,54 @@ def test_a_job_left_running_by_a_dead_local_stack_can_be_resumed(stack, microgra
     assert (after.status, after.checksum, after.finished_at) == \
         (RowStatus.DONE, before.checksum, before.finished_at)
     assert stack.table.rows.get(job.id, 1).status == RowStatus.PENDING
+
+
+@pytest.mark.slow
+def test_sigkilled_worker_is_recovered_by_the_other_worker_without_a_beat_process(
+        tmp_path, tiny_package):
+    """Two real ``celery worker`` processes on the embedded broker, no ``--beat`` and no
+    reconciler in this test: one is SIGKILLed holding a row. Its 600 s lease would stall the
+    job for ten minutes; the survivor's reconcile pass gives the row back once the dead worker
+    misses three heartbeats."""
+    import pyvips
+
+    from queues.app import make_celery, send
+    from storage.jobtable.engine import upgrade
+    from tests.worker.conftest import DEMO_DATA, make_settings
+    from worker.context import WorkerContext
+    from worker.local import LocalWorkers
+
+    tiles = [pyvips.Image.new_from_file(str(p)) for p in sorted(DEMO_DATA.glob("*.png"))]
+    image = tmp_path / "tall.png"
+    pyvips.Image.arrayjoin(tiles, across=1).crop(200, 0, 480, 1900).pngsave(str(image))
+    settings = make_settings(tmp_path / "home", lease_seconds=600, heartbeat_seconds=1,
+                             reconcile_seconds=2, torch_threads=1)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    app = make_celery(settings)
+    ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
+    ctx.models.publish(tiny_package)
+    with LocalWorkers(settings, 2) as pool:
+        job = (svc := SubmissionService(settings, app=app)).submit(svc.build_spec(str(image)))
+        deadline = time.monotonic() + 240
+        killed_at, victim = None, None
+        while time.monotonic() < deadline:
+            job = ctx.table.jobs.get(job.id)
+            if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+                break
+            if killed_at is None and ctx.table.rows.progress(job.id).done >= 2:
+                held = {r.worker: r.index for r in ctx.table.rows.list(job.id, [RowStatus.RUNNING])}
+                for i, p in enumerate(pool.procs):
+                    if any(w.endswith(f":{p.pid}") for w in held):
+                        victim = next(w for w in held if w.endswith(f":{p.pid}"))
+                        victim_row = held[victim]
+                        p.kill()  # no replacement: the other worker must recover the row
+                        p.wait()
+                        killed_at = time.monotonic()
+                        break
+            time.sleep(0.1)
+    assert killed_at is not None, "no worker was caught holding a row"
+    print(f"kill to success: {time.monotonic() - killed_at:.1f} s (lease 600 s)")
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    row = ctx.table.rows.get(job.id, victim_row)
+    assert row.status == RowStatus.DONE and row.worker != victim and row.attempts == 2
