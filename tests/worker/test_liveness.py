@@ -206,7 +206,7 @@ def test_sigkilled_worker_is_recovered_by_the_other_worker_without_a_beat_proces
                 break
             if killed_at is None and ctx.table.rows.progress(job.id).done >= 2:
                 held = {r.worker: r.index for r in ctx.table.rows.list(job.id, [RowStatus.RUNNING])}
-                for i, p in enumerate(pool.procs):
+                for p in pool.procs:
                     if any(w.endswith(f":{p.pid}") for w in held):
                         victim = next(w for w in held if w.endswith(f":{p.pid}"))
                         victim_row = held[victim]
