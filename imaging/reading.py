@@ -21,6 +21,7 @@ import numpy as np
 import pyvips
 
 from imaging.errors import ImageFormatError
+from imaging.integrity import FAIL_ON, damaged_message, decode_detail
 
 SUPPORTED_FORMATS = ("uchar", "ushort")
 
@@ -75,17 +76,21 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
     if size == 0:
         raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
     try:
-        image = pyvips.Image.new_from_file(str(path), access=access, fail_on="truncated")
+        # decode warnings are errors: a damaged tile never becomes pixels (imaging/integrity.py)
+        # revalidate: a file replaced at the same path must not come from libvips' cache
+        image = pyvips.Image.new_from_file(str(path), access=access, fail_on=FAIL_ON,
+                                           revalidate=True)
     except pyvips.Error as e:
         kind = sniff_format(path)
         if kind:
             raise ImageFormatError(
                 f"{path.name}: a {kind} file whose header or pixel data cannot be decoded "
-                f"({_first_line(e)}); the file is truncated or corrupt: upload it again"
+                f"({decode_detail(e)}); the file is truncated or corrupt: upload it again"
             ) from e
         raise ImageFormatError(
             f"{path.name}: not a readable image ({_first_line(e)}); pelletseg reads "
-            "TIFF/BigTIFF, PNG and JPEG micrographs"
+            "TIFF/BigTIFF, PNG and JPEG micrographs: if it is one, its header is damaged: "
+            "upload it again"
         ) from e
     check_image(image, path.name, max_pixels=max_pixels)
     return image
@@ -187,10 +192,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         )
     except pyvips.Error as e:
         tmp.unlink(missing_ok=True)
-        raise ImageFormatError(
-            f"{Path(path).name}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
-            "or corrupt: upload it again"
-        ) from e
+        raise ImageFormatError(damaged_message(Path(path).name, "while converting it",
+                                               e)) from e
     os.replace(tmp, out_path)
     return ImageInfo(out_path, image.width, image.height, 3, "uchar", True)
 
@@ -213,10 +216,7 @@ def read_rows(image: pyvips.Image, r0: int, r1: int) -> np.ndarray:
         data = region.write_to_memory()
     except pyvips.Error as e:
         name = Path(image.filename).name if image.get_typeof("filename") else "image"
-        raise ImageFormatError(
-            f"{name}, rows {r0}-{r1}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
-            "or corrupt: upload it again"
-        ) from e
+        raise ImageFormatError(damaged_message(name, f"image rows {r0}-{r1}", e)) from e
     return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, image.width, 3)
 
 

@@ -130,6 +130,10 @@ def _labels_at(label_path: str | Path, width: int, height: int) -> pyvips.Image:
     return best.resize(width / best.width, vscale=height / best.height, kernel="nearest")
 
 
+#: Smallest width of a preview's legend strip (px), whatever the image's size.
+MIN_LEGEND_WIDTH = 200
+
+
 def _legend(palette: Sequence[tuple[int, int, int]], names: Sequence[str] | None, width: int):
     """A legend strip (width px wide): colour boxes, with names where text rendering works."""
     opts = {"expand": True, "background": BACKGROUND}
@@ -212,8 +216,10 @@ def write_preview(
     small_labels = _labels_at(label_path, w, h).embed(0, 0, w, h, extend="copy")
     colour = colourise(small_labels, palette)
     panels = source.join(colour, "horizontal", shim=PREVIEW_GAP, background=BACKGROUND)
-    legend = _legend(palette, names, panels.width)
-    out = panels.join(legend, "vertical", background=BACKGROUND)
+    # a legend at least MIN_LEGEND_WIDTH px wide: a tiny image (down to 1 x 1 px) still fits a
+    # colour box; the panels are padded to its width
+    legend = _legend(palette, names, max(panels.width, MIN_LEGEND_WIDTH))
+    out = panels.join(legend, "vertical", background=BACKGROUND, expand=True)
     out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, strip=True)
 
 
