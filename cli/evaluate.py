@@ -43,7 +43,9 @@ def resolve_package(model: str, home: Path | None) -> Path:
 @click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Folder for metrics.json, report.png and report.html.")
-@click.option("--split", default="test", show_default=True, help="Dataset split to evaluate.")
+@click.option("--split", default=None,
+              help="Dataset split to evaluate [default: test when dataset.yaml has splits:, "
+                   "else every image].")
 @click.option("--edge-limit", type=click.IntRange(min=0), default=3, show_default=True,
               help="N (px) of the edge-weighted confusion matrix: w = min(d, N) / N.")
 @click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
@@ -87,6 +89,9 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
         raise click.ClickException(str(e)) from e
     paths = write_report(metrics, out_dir, colours)
     m = metrics
+    split = m["dataset"]["split"]
+    if split == "all":
+        click.echo(f"{dataset_yaml} declares no splits: evaluating all {m['images']} images")
     click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
                f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
                f"{m['inference']['halo']}): mIoU {m['miou']}, pixel accuracy "

@@ -212,11 +212,20 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     return out
 
 
-def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *, split: str = "test",
+#: Split name recorded when a dataset without ``splits:`` is evaluated whole.
+ALL_IMAGES = "all"
+
+
+def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *,
+                     split: str | None = None,
                      device: str = "cpu", threads: int = 0, batch_size: int = 0,
                      edge_limit: int = 3,
                      geometry: TileGeometry | None = None) -> dict[str, Any]:
     """Evaluate the package in ``package_dir`` on ``split`` of ``dataset_yaml``.
+
+    ``split`` None (the default) means ``test`` when the dataset declares ``splits:``, and
+    every image (recorded as split ``all``) when it declares none: a folder of labelled
+    images is evaluated whole.
 
     Returns:
         :func:`evaluate_arrays`' dict plus ``model`` (name, version, weights sha256,
@@ -231,9 +240,15 @@ def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *, split
     pkg = read_package(package_dir)
     spec = load_dataset_spec(dataset_yaml)
     stems = spec.split_stems()
+    if split is None and spec.splits is None:
+        split = ALL_IMAGES
+        stems = {ALL_IMAGES: sorted({s for ids in stems.values() for s in ids})}
+    split = split or "test"
     if not stems.get(split):
+        hint = ("; it declares no splits: leave out --split to evaluate every image"
+                if spec.splits is None else "")
         raise DatasetError(f"{dataset_yaml}: split {split!r} is missing or empty; splits: "
-                           f"{sorted(k for k, v in stems.items() if v)}")
+                           f"{sorted(k for k, v in stems.items() if v)}{hint}")
     lut = class_mapping(pkg, spec)
     data = [(img, lut[mask]) for img, mask in load_split(spec, stems[split])]
     out = evaluate_package(package_dir, data, device=device, threads=threads,

@@ -115,3 +115,21 @@ def test_evaluate_rejects_a_folder_that_is_not_a_package(dataset, tmp_path):
     res = CliRunner().invoke(main, ["evaluate", str(tmp_path), str(dataset), "--out",
                                     str(tmp_path / "o")])
     assert res.exit_code != 0 and "not a model package folder" in res.output
+
+
+def test_evaluate_a_dataset_without_splits_uses_every_image_and_says_so(package, dataset,
+                                                                       tmp_path):
+    spec = yaml.safe_load(dataset.read_text())
+    del spec["splits"]
+    whole = dataset.with_name("whole.yaml")
+    whole.write_text(yaml.safe_dump(spec))
+    res = CliRunner().invoke(main, ["evaluate", str(package), str(whole), "--out",
+                                    str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    assert "declares no splits: evaluating all 2 images" in res.output
+    m = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert m["images"] == 2 and m["dataset"]["split"] == "all"
+    assert sorted(m["dataset"]["images"]) == ["x", "y"]
+    res = CliRunner().invoke(main, ["evaluate", str(package), str(whole), "--out",
+                                    str(tmp_path / "t"), "--split", "test"])
+    assert res.exit_code != 0 and "leave out --split to evaluate every image" in res.output
