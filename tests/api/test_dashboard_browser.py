@@ -85,7 +85,8 @@ def stack(tmp_path, tiny_package):
     the API server and one worker process."""
     from models import ModelRegistry
 
-    settings = make_settings(tmp_path / "home")
+    # the API takes file sources only from its source roots: the test's folder
+    settings = make_settings(tmp_path / "home", source_roots=[str(tmp_path)])
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     ModelRegistry.from_settings(settings).publish(tiny_package)
