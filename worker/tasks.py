@@ -243,6 +243,7 @@ def wire_worker_signals(app: Celery, settings: Settings,
             watchers.pop().stop()
 
     beating: list = []
+    wired_in = os.getpid()
 
     def start_liveness(sender=None, **_):
         # main process: beats and reconciles; solo/threads pools run the rows here too
@@ -253,7 +254,11 @@ def wire_worker_signals(app: Celery, settings: Settings,
         beating.append(Liveness(context).start())
 
     def start_child_liveness(**_):
-        # a prefork pool process claims rows under its own host:pid: it beats for them
+        # a prefork pool process claims rows under its own host:pid: it beats for them. The
+        # solo pool sends this signal in the worker's own process (beating from worker_ready
+        # already), and so do in-process test workers: only a forked child starts a thread.
+        if os.getpid() == wired_in:
+            return
         from worker.liveness import Liveness
 
         beating.clear()  # the parent's thread did not survive the fork
