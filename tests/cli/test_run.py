@@ -125,7 +125,8 @@ def test_run_with_an_unknown_model_fails_at_once_with_the_apis_message(tmp_path,
     assert "model 'no-such-model' is not registered" in cli_message
     assert not (home / "logs").exists()  # no worker was started
 
-    settings = Settings(home=home, api_auth=False)
+    # the API reads file sources only from its source roots (tests/api/test_source_roots.py)
+    settings = Settings(home=home, api_auth=False, source_roots=[str(small_image.parent)])
     api = TestClient(create_app(settings))
     r = api.post("/v1/jobs", json={"source_url": str(small_image), "model": "no-such-model"})
     assert r.status_code == 422 and r.json()["detail"] == cli_message
