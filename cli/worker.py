@@ -22,8 +22,9 @@ from storage.errors import StorageError
 @click.option("--concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Tasks run at once (processes).")
 @click.option("--beat", is_flag=True,
-              help="Also run the reconciler schedule (expired leases, lost messages, due "
-                   "webhooks); one worker per stack should.")
+              help="Also run the reconciler on Celery beat's schedule (every worker already "
+                   "reconciles every PELLETSEG_RECONCILE_SECONDS from its heartbeat thread; "
+                   "optional).")
 @home_option
 def worker(queues: str, concurrency: int, beat: bool, home: Path | None) -> None:
     """Run a worker in the foreground (migrates the job table and publishes the bundled
