@@ -225,7 +225,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Folders that file sources submitted through the HTTP API must resolve into "
         "(after symlinks), as JSON; the uploads folder of a local store is always allowed. "
-        "Empty: the API accepts no file source unless it binds a loopback address "
+        "Empty: the API accepts file sources only from that uploads folder, and pelletseg serve "
+        "on a non-loopback address refuses to start while 'file' is an allowed scheme "
         "(pelletseg run on the user's machine reads any path).",
     )
     # HTTP API (``pelletseg serve``).
