@@ -10,6 +10,7 @@ import click
 from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
+from cli.help import apply_short_help
 from cli.options import home_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
@@ -19,7 +20,9 @@ from core.settings import get_settings
 from storage.errors import StorageError
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(package_name="pelletseg", prog_name="pelletseg",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """pelletseg: segment gigapixel pellet micrographs into phases and report phase fractions."""
 
@@ -135,3 +138,4 @@ main.add_command(agreement)
 main.add_command(worker)
 for _command in REMOTE_COMMANDS:
     main.add_command(_command)
+apply_short_help(main)
