@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -27,11 +26,12 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.client import ApiClient, ClientError, api_options
+from cli.console import make_console
 from cli.options import home_option
 from cli.uploading import UploadLedger, upload_file
 from core.settings import get_settings
 
-console = Console()
+console = make_console()
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -88,7 +88,7 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_s
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             items, files = [], []
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+            with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                           DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                           console=console) as bar:
                 for source in paths:
@@ -108,12 +108,12 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_s
                 jobs = [client.submit({**items[0], **options, "labels": labels})]
             else:
                 batch = client.submit_batch({"jobs": items, **options, "labels": labels})
-                console.print(f"batch [bold]{batch['id']}[/]: {batch['jobs_total']} jobs")
+                console.print(f"batch {batch['id']}: {batch['jobs_total']} jobs")
                 jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
             for path in files:
                 ledger.forget(client.base_url, path)
             for job in jobs:
-                console.print(f"job [bold]{job['id']}[/] {job['status']}: {job['source_url']}")
+                console.print(f"job {job['id']} {job['status']}: {job['source_url']}")
             if not wait:
                 return 0
             return follow(client, [j["id"] for j in jobs])
@@ -131,7 +131,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     from cli.run import fractions_table
 
     final: dict[str, dict] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                   TextColumn("rows"), TimeElapsedColumn(), console=console) as bar:
         tasks = {j: bar.add_task(f"{j[:8]} queued", total=None) for j in job_ids}
         while len(final) < len(job_ids):
@@ -150,7 +150,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
         if job["status"] == "succeeded":
             console.print(fractions_table(client.results(job_id)["fractions"]))
         else:
-            console.print(f"[red]job {job_id} {job['status']}[/]: {job['error']}")
+            console.print(f"job {job_id} {job['status']}: {job['error']}", style="red")
     return 0 if all(j["status"] == "succeeded" for j in final.values()) else 1
 
 
@@ -198,7 +198,7 @@ def status_cmd(job_id, api_url, api_key) -> None:
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             j = client.job(job_id)
-            console.print(f"job [bold]{j['id']}[/]  {j['status']}")
+            console.print(f"job {j['id']}  {j['status']}")
             console.print(f"  source   {j['source_url']}")
             console.print(f"  model    {j['model']['name']} {j['model']['version'] or ''}")
             console.print(f"  rows     {j['rows_done']} done, {j['rows_running']} running, "
@@ -208,7 +208,7 @@ def status_cmd(job_id, api_url, api_key) -> None:
             if j["batch_id"]:
                 console.print(f"  batch    {j['batch_id']}")
             if j["error"]:
-                console.print(f"  [red]error[/]    {j['error']}")
+                console.print(f"  error    {j['error']}", style="red")
             if j["webhook"]:
                 w = j["webhook"]
                 console.print(f"  webhook  {w['status']} after {w['attempts']} attempt(s)"
@@ -275,7 +275,7 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str, wait: bool) ->
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             job = client.resume(job_id)
-            console.print(f"job [bold]{job['id']}[/] {job['status']}")
+            console.print(f"job {job['id']} {job['status']}")
             return follow(client, [job_id]) if wait else 0
 
     run_client(body)

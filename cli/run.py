@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -18,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cli.console import make_console
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from queues.app import make_celery, send
@@ -31,7 +31,7 @@ from worker.context import WorkerContext
 from worker.local import LocalWorkers, log_tail
 from worker.stages.reconciling import reconcile
 
-console = Console()
+console = make_console()
 
 
 def follow(
@@ -52,7 +52,7 @@ def follow(
         RuntimeError: every local worker process died before the job ended.
     """
     columns = (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("rows  {task.fields[mpxs]:.2f} Mpx/s"),
@@ -83,9 +83,11 @@ def follow(
 
 
 def fractions_table(doc: dict) -> Table:
-    """A rich table of a fractions.json document."""
-    table = Table(title=f"Phase fractions  ({doc['width']} x {doc['height']} px, model "
-                        f"{doc['model']['name']} {doc['model']['version']})")
+    """A rich table of a fractions.json document; at least as wide as its title, so the title
+    is never wrapped."""
+    title = (f"Phase fractions  ({doc['width']} x {doc['height']} px, model "
+             f"{doc['model']['name']} {doc['model']['version']})")
+    table = Table(title=title, min_width=len(title))
     table.add_column("class")
     table.add_column("pixels", justify="right")
     table.add_column("% of image", justify="right")
@@ -118,7 +120,7 @@ def drive(
     t0 = time.monotonic()
     try:
         job = start(SubmissionService(settings, table=table, app=app))
-        console.print(f"job [bold]{job.id}[/] {job.status}: {job.source_url}")
+        console.print(f"job {job.id} {job.status}: {job.source_url}")
         job = follow(table, job.id, pool, tick=lambda: reconcile(ctx),
                      tick_every=max(5.0, settings.lease_seconds / 4))
     finally:
@@ -127,7 +129,7 @@ def drive(
             pool.stop()
     wall = time.monotonic() - t0
     if job.status != JobStatus.SUCCEEDED:
-        console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
+        console.print(f"job {job.id} {job.status}: {job.error}", style="red")
         console.print(f"fix the cause, then: pelletseg resume {job.id}")
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
