@@ -105,7 +105,7 @@ def build_mosaic(
         tile_height=TILE,
         bigtiff=True,
         compression=compression,
-        strip=True,
+        keep="none",
         **options,
     )
     return side, side

@@ -214,7 +214,7 @@ def write_preview(
     panels = source.join(colour, "horizontal", shim=PREVIEW_GAP, background=BACKGROUND)
     legend = _legend(palette, names, panels.width)
     out = panels.join(legend, "vertical", background=BACKGROUND)
-    out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, strip=True)
+    out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, keep="none")
 
 
 def write_pictures(

@@ -23,7 +23,7 @@ from imaging.errors import ImageFormatError
 
 TILE = 256
 #: tiffsave options shared by every tiled output
-TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "strip": True}
+TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "keep": "none"}
 
 
 def load_image(path: str | Path, *, access: str = "sequential", **options) -> pyvips.Image:
@@ -67,7 +67,7 @@ def write_strip(labels: np.ndarray, path: str | Path) -> None:
             f"of {labels.dtype}"
         )
     image = pyvips.Image.new_from_array(np.ascontiguousarray(labels), interpretation="b-w")
-    image.tiffsave(str(path), compression="deflate", predictor="horizontal", strip=True)
+    image.tiffsave(str(path), compression="deflate", predictor="horizontal", keep="none")
 
 
 def read_strip(path: str | Path) -> np.ndarray:
