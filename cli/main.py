@@ -109,10 +109,14 @@ def models_cmd(home: Path | None) -> None:
     settings = get_settings(home=home)
 
     def show() -> int:
-        for m in prepare(settings).table.models.list():
+        from cli.modelinfo import trained_on, with_bundled_domain
+
+        registry = prepare(settings)
+        for m in registry.table.models.list():
             miou = (m.metrics or {}).get("test_miou")
+            pkg = with_bundled_domain(registry.meta(m.name, m.version))
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
-                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}")
+                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}\ttrained on {trained_on(pkg)}")
         return 0
 
     sys.exit(_guard(show))

@@ -18,8 +18,11 @@ from rich.progress import (
 from rich.table import Table
 
 from cli.console import make_console
+from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
+from imaging.mosaic import SAMPLES
+from models import ModelPackage
 from queues.app import make_celery, send
 from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
@@ -32,6 +35,7 @@ from worker.local import LocalWorkers, log_tail
 from worker.stages.reconciling import reconcile
 
 console = make_console()
+err_console = make_console(stderr=True)
 
 
 def follow(
@@ -159,10 +163,25 @@ def run(
     out: Path | None,
     labels: dict | None = None,
 ) -> int:
-    """Submit ``source`` and follow it (see :func:`drive`)."""
-    prepare(settings)
+    """Say which model runs and what it was trained on (warning when the demo model gets an
+    image that is not a demo image), submit ``source`` and follow it (see :func:`drive`)."""
+    registry = prepare(settings)
     spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {})
+    announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
+                   labels)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)
+
+
+def announce_model(settings: Settings, pkg: ModelPackage, source_url: str,
+                   labels: dict | None) -> None:
+    """Print which model runs and what it was trained on; warn (on stderr) when the bundled
+    demo model is given an image that is not a demo image."""
+    pkg = with_bundled_domain(pkg)
+    for line in describe(pkg):
+        console.print(line)
+    warning = demo_warning(pkg, source_url, [settings.home / "demo", SAMPLES], labels)
+    if warning:
+        err_console.print(warning, style="yellow")
 
 
 def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:
