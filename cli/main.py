@@ -11,7 +11,7 @@ from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.help import apply_short_help
-from cli.options import home_option
+from cli.options import api_options, home_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
@@ -69,9 +69,8 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the outputs into this folder.")
-@click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=None,
-              help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
-@click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None, help="API key (env PELLETSEG_API_KEY).")
+@api_options(default=None,
+             api_help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
 @click.option("--wait", is_flag=True, help="With --api: follow the job to its end.")
 @home_option
 def resume_cmd(job_id: str, workers: int, out: Path | None, api_url: str | None,

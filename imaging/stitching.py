@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, vips_text
 
 TILE = 256
 #: tiffsave options shared by every tiled output
@@ -38,7 +38,7 @@ def load_image(path: str | Path, *, access: str = "sequential", **options) -> py
             str(path), access=access, revalidate=True, fail_on="error", **options
         )
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: cannot be read as an image: {e}") from e
+        raise ImageFormatError(f"{path}: cannot be read as an image: {vips_text(e)}") from e
 
 
 def check_label_image(image: pyvips.Image, what: str) -> None:
@@ -84,7 +84,7 @@ def read_strip(path: str | Path) -> np.ndarray:
     try:
         return np.ascontiguousarray(image.numpy().reshape(image.height, image.width))
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: corrupt label strip: {e}") from e
+        raise ImageFormatError(f"{path}: corrupt label strip: {vips_text(e)}") from e
 
 
 # ---------------------------------------------------------------------------- label map

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.geometry import WithGeometry
 
-__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelPackage", "ModelPackageError",
-           "ModelDomain", "Normalisation", "read_package", "sha256_file"]
+__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
+           "ModelPackageError", "Normalisation", "read_package", "sha256_file"]
 
 
 
