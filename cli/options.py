@@ -33,3 +33,23 @@ def api_options(fn=None, *, default: str | None = DEFAULT_API_URL,
                             show_default=default is not None, help=api_help)(f)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _pick_device(ctx, param, value: str) -> str:
+    """``--device`` resolved as jobs resolve ``PELLETSEG_DEVICE`` (``auto``: CUDA if
+    available, else CPU; :func:`worker.engine.devices.pick_device`)."""
+    from worker.engine.devices import pick_device
+
+    try:
+        return str(pick_device(value))
+    except RuntimeError as e:
+        raise click.BadParameter(f"{value!r} is not a torch device ({e}); use auto, cpu, "
+                                 "cuda or cuda:N") from e
+
+
+device_option = click.option(
+    "--device", default="auto", show_default=True, envvar="PELLETSEG_DEVICE",
+    callback=_pick_device,
+    help="torch device: auto (CUDA if available, else CPU; the default of jobs, env "
+         "PELLETSEG_DEVICE), cpu, cuda, cuda:N.",
+)
