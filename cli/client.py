@@ -14,11 +14,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import click
 import httpx
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
+from cli.options import DEFAULT_API_URL, api_options  # noqa: F401  (api_options: old home)
+
 CHUNK = 1 << 20
+
+
+#: What to do when the API refuses the key (401 none or unknown, 403 revoked).
+KEY_HINT = ("pass --api-key KEY or set PELLETSEG_API_KEY; a key comes from "
+            "`pelletseg apikey create NAME` run against the API's stack")
 
 
 class ClientError(Exception):
@@ -34,15 +39,6 @@ class ClientError(Exception):
         super().__init__(message)
         self.status = status
         self.retryable = retryable
-
-
-def api_options(fn):
-    """Click options ``--api`` and ``--api-key`` (env ``PELLETSEG_API_URL``,
-    ``PELLETSEG_API_KEY``)."""
-    fn = click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None,
-                      help="API key (env PELLETSEG_API_KEY).")(fn)
-    return click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=DEFAULT_API_URL,
-                        show_default=True, help="API base URL (env PELLETSEG_API_URL).")(fn)
 
 
 class ApiClient:
@@ -92,10 +88,17 @@ class ApiClient:
         try:
             response = client.request(method, url, **kwargs)
         except httpx.HTTPError as e:
-            raise ClientError(f"cannot reach {self.base_url if client is self.http else 'storage'}"
-                              f": {type(e).__name__}: {e}", retryable=True) from e
+            if client is self.http:
+                raise ClientError(f"no API at {self.base_url} ({type(e).__name__}: {e}): start "
+                                  "`pelletseg serve` or pass --api URL (env PELLETSEG_API_URL)",
+                                  retryable=True) from e
+            raise ClientError(f"cannot reach storage: {type(e).__name__}: {e}",
+                              retryable=True) from e
         if response.status_code >= 400:
-            raise error_of(response)
+            error = error_of(response)
+            if client is self.http and response.status_code in (401, 403):
+                error = ClientError(f"{error}; {KEY_HINT}", status=error.status)
+            raise error
         return response
 
     def json(self, method: str, path: str, **kwargs):

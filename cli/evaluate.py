@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import home_option
+from cli.options import device_option, home_option
 
 
 def resolve_package(model: str, home: Path | None) -> Path:
@@ -48,7 +48,7 @@ def resolve_package(model: str, home: Path | None) -> Path:
                    "else every image].")
 @click.option("--edge-limit", type=click.IntRange(min=0), default=3, show_default=True,
               help="N (px) of the edge-weighted confusion matrix: w = min(d, N) / N.")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@device_option
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=0), default=0,
               help="torch CPU threads [default: torch's choice].")
 @click.option("--batch-size", type=click.IntRange(min=0), default=0,

@@ -10,7 +10,8 @@ import click
 from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
-from cli.options import home_option
+from cli.help import apply_short_help
+from cli.options import api_options, home_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
@@ -19,7 +20,9 @@ from core.settings import get_settings
 from storage.errors import StorageError
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.version_option(package_name="pelletseg", prog_name="pelletseg",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """pelletseg: segment gigapixel pellet micrographs into phases and report phase fractions."""
 
@@ -66,9 +69,8 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the outputs into this folder.")
-@click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=None,
-              help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
-@click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None, help="API key (env PELLETSEG_API_KEY).")
+@api_options(default=None,
+             api_help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
 @click.option("--wait", is_flag=True, help="With --api: follow the job to its end.")
 @home_option
 def resume_cmd(job_id: str, workers: int, out: Path | None, api_url: str | None,
@@ -106,10 +108,14 @@ def models_cmd(home: Path | None) -> None:
     settings = get_settings(home=home)
 
     def show() -> int:
-        for m in prepare(settings).table.models.list():
+        from cli.modelinfo import trained_on, with_bundled_domain
+
+        registry = prepare(settings)
+        for m in registry.table.models.list():
             miou = (m.metrics or {}).get("test_miou")
+            pkg = with_bundled_domain(registry.meta(m.name, m.version))
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
-                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}")
+                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}\ttrained on {trained_on(pkg)}")
         return 0
 
     sys.exit(_guard(show))
@@ -135,3 +141,4 @@ main.add_command(agreement)
 main.add_command(worker)
 for _command in REMOTE_COMMANDS:
     main.add_command(_command)
+apply_short_help(main)

@@ -1,4 +1,7 @@
-"""Click options shared by every ``pelletseg`` command."""
+"""Click options shared by the ``pelletseg`` commands: ``--home`` (the embedded stack's
+folder) for the commands that run the stack, ``--api``/``--api-key`` for the clients of the
+HTTP API (``submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``results``, ``resume
+--api``)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,47 @@ from pathlib import Path
 
 import click
 
+#: Where ``pelletseg serve`` listens by default.
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
 home_option = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,
     help="Folder of the embedded stack's state (database, store, broker); env PELLETSEG_HOME.",
+)
+
+
+def api_options(fn=None, *, default: str | None = DEFAULT_API_URL,
+                api_help: str = "API base URL (env PELLETSEG_API_URL)."):
+    """Click options ``--api URL`` (parameter ``api_url``, env ``PELLETSEG_API_URL``) and
+    ``--api-key KEY`` (parameter ``api_key``, env ``PELLETSEG_API_KEY``), the same for every
+    client command. Use as ``@api_options`` or ``@api_options(default=None, api_help=...)``
+    (``resume``: no ``--api`` means locally)."""
+
+    def decorate(f):
+        f = click.option("--api-key", envvar="PELLETSEG_API_KEY", default=None,
+                         help="API key from `pelletseg apikey create NAME` "
+                              "(env PELLETSEG_API_KEY).")(f)
+        return click.option("--api", "api_url", envvar="PELLETSEG_API_URL", default=default,
+                            show_default=default is not None, help=api_help)(f)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+def _pick_device(ctx, param, value: str) -> str:
+    """``--device`` resolved as jobs resolve ``PELLETSEG_DEVICE`` (``auto``: CUDA if
+    available, else CPU; :func:`worker.engine.devices.pick_device`)."""
+    from worker.engine.devices import pick_device
+
+    try:
+        return str(pick_device(value))
+    except RuntimeError as e:
+        raise click.BadParameter(f"{value!r} is not a torch device ({e}); use auto, cpu, "
+                                 "cuda or cuda:N") from e
+
+
+device_option = click.option(
+    "--device", default="auto", show_default=True, envvar="PELLETSEG_DEVICE",
+    callback=_pick_device,
+    help="torch device: auto (CUDA if available, else CPU; the default of jobs, env "
+         "PELLETSEG_DEVICE), cpu, cuda, cuda:N.",
 )

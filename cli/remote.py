@@ -1,7 +1,8 @@
 """Commands that talk to a pelletseg API: ``submit``, ``jobs``, ``status``, ``watch``,
 ``cancel``, ``results`` (and ``resume --api``, registered in :mod:`cli.main`).
 
-Each takes ``--api URL`` / ``PELLETSEG_API_URL`` and ``--api-key KEY`` / ``PELLETSEG_API_KEY``.
+Each takes ``--api URL`` / ``PELLETSEG_API_URL`` and ``--api-key KEY`` / ``PELLETSEG_API_KEY``
+(:func:`cli.options.api_options`).
 Errors print one line (the API's ``detail``) and exit 2; ``submit --wait`` and ``watch`` exit
 0 when every job succeeded, else 1.
 """
@@ -13,7 +14,6 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,12 +26,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cli.client import ApiClient, ClientError, api_options
-from cli.options import home_option
-from cli.uploading import UploadLedger, upload_file
-from core.settings import get_settings
+from cli.client import ApiClient, ClientError
+from cli.console import make_console
+from cli.options import api_options
+from cli.sniff import NotAnImageError, sniff
+from cli.uploading import default_ledger, upload_file
 
-console = Console()
+console = make_console()
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
@@ -62,6 +63,27 @@ def _byte_progress(bar: Progress, name: str):
     return start
 
 
+def check_local_images(paths) -> None:
+    """Refuse, before any upload, a local path that is not an image pelletseg reads (or an
+    MRXS slide, whose data folder an upload cannot carry).
+
+    Raises:
+        ClientError: the first such path, with what is wrong and what to do.
+    """
+    for source in paths:
+        path = Path(source)
+        if "://" in source and not path.exists():
+            continue
+        try:
+            kind = sniff(path)
+        except NotAnImageError as e:
+            raise ClientError(f"{e}; nothing was uploaded") from e
+        if kind == "MRXS":
+            raise ClientError(f"{path}: an MRXS slide is a file plus its data folder, which an "
+                              "upload cannot carry; copy both to storage the workers read and "
+                              "submit the .mrxs URL, or run it locally with `pelletseg run`")
+
+
 @click.command("submit")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--model", default=None, help="Model package name (default: the server's).")
@@ -74,21 +96,21 @@ def _byte_progress(bar: Progress, name: str):
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
-@home_option
 def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_size,
-           concurrency, wait, api_url, api_key, home) -> None:
+           concurrency, wait, api_url, api_key) -> None:
     """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
     s3://... are passed on). Several paths make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
                                      webhook_url=webhook).items() if v is not None}
     labels = _labels(labels)
-    ledger = UploadLedger(get_settings(home=home).home / "client" / "uploads")
+    ledger = default_ledger()
 
     def body() -> int:
+        check_local_images(paths)  # before anything is uploaded
         with ApiClient(api_url, api_key) as client:
             items, files = [], []
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+            with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                           DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                           console=console) as bar:
                 for source in paths:
@@ -96,8 +118,6 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_s
                     if "://" in source and not path.exists():
                         items.append({"source_url": source})
                         continue
-                    if not path.is_file():
-                        raise ClientError(f"{source}: no such file")
                     up = upload_file(client, path, ledger, concurrency=concurrency,
                                      part_size=part_size * 1024 * 1024 if part_size else None,
                                      progress=_byte_progress(bar, path.name))
@@ -108,12 +128,12 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_s
                 jobs = [client.submit({**items[0], **options, "labels": labels})]
             else:
                 batch = client.submit_batch({"jobs": items, **options, "labels": labels})
-                console.print(f"batch [bold]{batch['id']}[/]: {batch['jobs_total']} jobs")
+                console.print(f"batch {batch['id']}: {batch['jobs_total']} jobs")
                 jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
             for path in files:
                 ledger.forget(client.base_url, path)
             for job in jobs:
-                console.print(f"job [bold]{job['id']}[/] {job['status']}: {job['source_url']}")
+                console.print(f"job {job['id']} {job['status']}: {job['source_url']}")
             if not wait:
                 return 0
             return follow(client, [j["id"] for j in jobs])
@@ -131,7 +151,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     from cli.run import fractions_table
 
     final: dict[str, dict] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                   TextColumn("rows"), TimeElapsedColumn(), console=console) as bar:
         tasks = {j: bar.add_task(f"{j[:8]} queued", total=None) for j in job_ids}
         while len(final) < len(job_ids):
@@ -150,7 +170,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
         if job["status"] == "succeeded":
             console.print(fractions_table(client.results(job_id)["fractions"]))
         else:
-            console.print(f"[red]job {job_id} {job['status']}[/]: {job['error']}")
+            console.print(f"job {job_id} {job['status']}: {job['error']}", style="red")
     return 0 if all(j["status"] == "succeeded" for j in final.values()) else 1
 
 
@@ -198,7 +218,7 @@ def status_cmd(job_id, api_url, api_key) -> None:
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             j = client.job(job_id)
-            console.print(f"job [bold]{j['id']}[/]  {j['status']}")
+            console.print(f"job {j['id']}  {j['status']}")
             console.print(f"  source   {j['source_url']}")
             console.print(f"  model    {j['model']['name']} {j['model']['version'] or ''}")
             console.print(f"  rows     {j['rows_done']} done, {j['rows_running']} running, "
@@ -208,11 +228,13 @@ def status_cmd(job_id, api_url, api_key) -> None:
             if j["batch_id"]:
                 console.print(f"  batch    {j['batch_id']}")
             if j["error"]:
-                console.print(f"  [red]error[/]    {j['error']}")
-            if j["webhook"]:
-                w = j["webhook"]
+                console.print(f"  error    {j['error']}", style="red")
+            w = j.get("webhook")
+            if j.get("webhook_url") and w and w["status"]:  # none set: nothing to say
                 console.print(f"  webhook  {w['status']} after {w['attempts']} attempt(s)"
                               + (f": {w['last_error']}" if w["last_error"] else ""))
+            elif j.get("webhook_url"):
+                console.print(f"  webhook  {j['webhook_url']}, notified when the job ends")
             if j["status"] == "succeeded":
                 console.print(fractions_table(client.results(job_id)["fractions"]))
         return 0
@@ -289,7 +311,7 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str, wait: bool) ->
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             job = client.resume(job_id)
-            console.print(f"job [bold]{job['id']}[/] {job['status']}")
+            console.print(f"job {job['id']} {job['status']}")
             return follow(client, [job_id]) if wait else 0
 
     run_client(body)

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,8 +24,12 @@ from cli.interrupts import (
     resume_hint,
     second_interrupt_exits,
 )
+from cli.console import make_console
+from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
+from imaging.mosaic import SAMPLES
+from models import ModelPackage
 from queues.app import make_celery, send
 from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
@@ -38,7 +41,8 @@ from worker.context import WorkerContext
 from worker.local import LocalWorkers, log_tail
 from worker.stages.reconciling import reconcile
 
-console = Console()
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 def follow(
@@ -59,7 +63,7 @@ def follow(
         RuntimeError: every local worker process died before the job ended.
     """
     columns = (
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("rows  {task.fields[mpxs]:.2f} Mpx/s"),
@@ -90,9 +94,11 @@ def follow(
 
 
 def fractions_table(doc: dict) -> Table:
-    """A rich table of a fractions.json document."""
-    table = Table(title=f"Phase fractions  ({doc['width']} x {doc['height']} px, model "
-                        f"{doc['model']['name']} {doc['model']['version']})")
+    """A rich table of a fractions.json document; at least as wide as its title, so the title
+    is never wrapped."""
+    title = (f"Phase fractions  ({doc['width']} x {doc['height']} px, model "
+             f"{doc['model']['name']} {doc['model']['version']})")
+    table = Table(title=title, min_width=len(title))
     table.add_column("class")
     table.add_column("pixels", justify="right")
     table.add_column("% of image", justify="right")
@@ -132,7 +138,7 @@ def drive(
         job = start(SubmissionService(settings, table=table, app=app))
         job_id = job.id
         pool = LocalWorkers(settings, workers).start() if workers > 0 else None
-        console.print(f"job [bold]{job.id}[/] {job.status}: {job.source_url}")
+        console.print(f"job {job.id} {job.status}: {job.source_url}")
         job = follow(table, job.id, pool, tick=lambda: reconcile(ctx),
                      tick_every=max(2.0, settings.reconcile_seconds or 10.0))
     except KeyboardInterrupt:
@@ -142,7 +148,7 @@ def drive(
             if pool is not None:
                 pool.stop(timeout=GRACE_SECONDS)
                 pool = None
-            console.print("[yellow]interrupted[/]")
+            console.print("interrupted", style="yellow")
             if job_id:
                 console.print(resume_hint(job_id, settings.home, status), soft_wrap=True,
                               highlight=False)
@@ -153,7 +159,7 @@ def drive(
             pool.stop()
     wall = time.monotonic() - t0
     if job.status != JobStatus.SUCCEEDED:
-        console.print(f"[red]job {job.id} {job.status}[/]: {job.error}")
+        console.print(f"job {job.id} {job.status}: {job.error}", style="red")
         console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}",
                       soft_wrap=True, highlight=False)
         return 1
@@ -184,10 +190,25 @@ def run(
     out: Path | None,
     labels: dict | None = None,
 ) -> int:
-    """Submit ``source`` and follow it (see :func:`drive`)."""
-    prepare(settings)
+    """Say which model runs and what it was trained on (warning when the demo model gets an
+    image that is not a demo image), submit ``source`` and follow it (see :func:`drive`)."""
+    registry = prepare(settings)
     spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {})
+    announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
+                   labels)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)
+
+
+def announce_model(settings: Settings, pkg: ModelPackage, source_url: str,
+                   labels: dict | None) -> None:
+    """Print which model runs and what it was trained on; warn (on stderr) when the bundled
+    demo model is given an image that is not a demo image."""
+    pkg = with_bundled_domain(pkg)
+    for line in describe(pkg):
+        console.print(line)
+    warning = demo_warning(pkg, source_url, [settings.home / "demo", SAMPLES], labels)
+    if warning:
+        err_console.print(warning, style="yellow")
 
 
 def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:

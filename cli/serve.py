@@ -27,6 +27,26 @@ def prepare_server(settings: Settings) -> None:
     prepare(settings)
 
 
+def banner(settings: Settings, home: Path | None = None) -> list[str]:
+    """What ``pelletseg serve`` prints before it starts: the dashboard and API docs URLs, and
+    how to get an API key (or that none is needed)."""
+    host = settings.api_host
+    if host in ("0.0.0.0", "::", ""):  # every interface: this machine's loopback works
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    base = f"http://{host}:{settings.api_port}"
+    lines = [f"dashboard  {base}/", f"API docs   {base}/docs"]
+    if settings.api_auth:
+        where = f" --home {home}" if home is not None else ""
+        lines.append(f"API key    pelletseg apikey create NAME{where}  (prints the key once; "
+                     "clients pass it as --api-key or PELLETSEG_API_KEY)")
+    else:
+        lines.append("API key    none needed: authentication is off (--no-auth)")
+    lines.append(f"clients    pelletseg submit IMAGE --api {base}")
+    return lines
+
+
 @click.command("serve")
 @click.option("--host", default=None,
               help="Address to bind [default: PELLETSEG_API_HOST or 127.0.0.1].")
@@ -61,6 +81,8 @@ def serve(host: str | None, port: int | None, no_auth: bool, home: Path | None) 
     if not settings.api_auth:
         click.echo(f"warning: authentication is off; only clients on {settings.api_host} "
                    "can reach this API", err=True)
+    for line in banner(settings, home):
+        click.echo(line)
 
     import uvicorn
 

@@ -7,7 +7,7 @@ import re
 
 import click
 
-from cli.options import home_option
+from cli.options import device_option, home_option
 from core.geometry import DEFAULT_GEOMETRY
 
 
@@ -49,7 +49,7 @@ def _json_object(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch [default: about one pass over the training pixels].")
-@click.option("--device", default="cpu", show_default=True, help="torch device, e.g. cuda.")
+@device_option
 @click.option("--tile-size", type=int, default=DEFAULT_GEOMETRY.tile_size, show_default=True,
               help="Tile size recorded in the package (validation, evaluation and serving "
               "use it), px.")

@@ -1,9 +1,10 @@
 """Client side of ``POST /v1/uploads``: send a local file in parts, in parallel, with a
 progress bar, and resume an interrupted upload from the parts that already arrived.
 
-Which upload a file belongs to is kept in a small ledger (``{home}/client/uploads/*.json``,
-one record per API URL and absolute path, valid while the file's size and mtime are
-unchanged), so running ``pelletseg submit`` again after a broken connection (or a killed
+Which upload a file belongs to is kept in a small ledger in the user's application folder
+(:func:`default_ledger`: ``~/.config/pelletseg/uploads/*.json`` on Linux, ``click.get_app_dir``
+elsewhere; one record per API URL and absolute path, valid while the file's size and mtime
+are unchanged), so running ``pelletseg submit`` again after a broken connection (or a killed
 process) asks the API which parts arrived and sends only the others.
 """
 
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from cli.client import ApiClient, ClientError
@@ -60,6 +62,12 @@ class UploadLedger:
     def forget(self, api_url: str, path: Path) -> None:
         """Drop the record of ``path`` (its job was submitted)."""
         self._file(api_url, path).unlink(missing_ok=True)
+
+
+def default_ledger() -> UploadLedger:
+    """The user's ledger: ``{click.get_app_dir("pelletseg")}/uploads`` (``~/.config/pelletseg``
+    on Linux, following ``XDG_CONFIG_HOME``): a client needs no stack folder."""
+    return UploadLedger(Path(click.get_app_dir("pelletseg")) / "uploads")
 
 
 def _retryable(e: BaseException) -> bool:

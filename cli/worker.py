@@ -44,5 +44,7 @@ def worker(queues: str, concurrency: int, beat: bool, home: Path | None) -> None
         raise click.ClickException(str(e)) from e
     name = f"pelletseg-{os.getpid()}@{socket.gethostname()}"
     argv, env = worker_command(settings, chosen, name, processes=concurrency, beat=beat)
-    click.echo(f"worker {name}: queues {','.join(chosen)}, concurrency {concurrency}", err=True)
+    pool, slots = argv[argv.index("--pool") + 1], argv[argv.index("-c") + 1]
+    click.echo(f"worker {name}: queues {','.join(chosen)}, concurrency {slots} ({pool} pool)",
+               err=True)
     os.execve(argv[0], argv, env)

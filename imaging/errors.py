@@ -1,9 +1,38 @@
 """Exceptions of imaging. Each message names the file and what to do about it."""
 
-__all__ = ["ImageFormatError"]
+import ast
+import re
+
+__all__ = ["ImageFormatError", "vips_text"]
 
 
 class ImageFormatError(Exception):
     """The source is not a readable image, or has a size, band count or bit depth pelletseg
     cannot convert to 8-bit RGB; or a row checkpoint or label map is not the uint8 image it
     should be. A job fails with this message; nothing is retried."""
+
+
+_BYTES_REPR = re.compile(r"(?<!\w)b'((?:[^'\\]|\\.)*)'" + r'|(?<!\w)b"((?:[^"\\]|\\.)*)"')
+
+
+def _decoded(match: re.Match) -> str:
+    """The text of one bytes literal (escapes and UTF-8 decoded), or the literal as it is."""
+    try:
+        return ast.literal_eval(match.group(0)).decode("utf-8", errors="replace")
+    except (ValueError, SyntaxError):
+        return match.group(0)
+
+
+def vips_text(e: BaseException, *, first_line: bool = False) -> str:
+    """A libvips (pyvips) error as text for a message: pyvips writes file names as Python
+    bytes (``unable to load from file b'/data/x.tif'``), which a job error must show as the
+    path itself (``/data/x.tif``); lines are stripped, empty ones dropped.
+
+    Args:
+        first_line: Only the first line (pyvips' summary), else every line joined by ``"; "``.
+    """
+    text = _BYTES_REPR.sub(_decoded, str(e))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "unknown error"
+    return lines[0] if first_line else "; ".join(lines)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, vips_text
 from imaging.reading import to_rgb8
 
 __all__ = ["SAMPLES", "build_mosaic", "demo_sources"]
@@ -81,7 +81,7 @@ def build_mosaic(
         try:
             image = pyvips.Image.new_from_file(str(path))
         except pyvips.Error as e:
-            raise ImageFormatError(f"{path}: cannot be read as an image: {e}") from e
+            raise ImageFormatError(f"{path}: cannot be read as an image: {vips_text(e)}") from e
         tiles.append(to_rgb8(image))
     cell = min(min(t.width, t.height) for t in tiles)
     # Sources are small: decode each once into memory; every cell is a view of one of them.
@@ -105,7 +105,7 @@ def build_mosaic(
         tile_height=TILE,
         bigtiff=True,
         compression=compression,
-        strip=True,
+        keep="none",
         **options,
     )
     return side, side

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, vips_text
 from imaging.integrity import FAIL_ON, damaged_message, decode_detail
 
 SUPPORTED_FORMATS = ("uchar", "ushort")
@@ -110,8 +110,7 @@ def sniff_format(path: str | os.PathLike) -> str | None:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "unknown error"
+    return vips_text(e, first_line=True)  # paths as text, never b'...'
 
 
 def check_image(image: pyvips.Image, name: str, *, max_pixels: int) -> None:

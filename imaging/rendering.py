@@ -220,7 +220,7 @@ def write_preview(
     # colour box; the panels are padded to its width
     legend = _legend(palette, names, max(panels.width, MIN_LEGEND_WIDTH))
     out = panels.join(legend, "vertical", background=BACKGROUND, expand=True)
-    out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, strip=True)
+    out.copy(interpretation="srgb").pngsave(str(out_path), compression=6, keep="none")
 
 
 def write_pictures(

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, vips_text
 
 TILE = 256
 #: tiffsave options shared by every tiled output
-TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "strip": True}
+TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "keep": "none"}
 
 
 def load_image(path: str | Path, *, access: str = "sequential", **options) -> pyvips.Image:
@@ -38,7 +38,7 @@ def load_image(path: str | Path, *, access: str = "sequential", **options) -> py
             str(path), access=access, revalidate=True, fail_on="error", **options
         )
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: cannot be read as an image: {e}") from e
+        raise ImageFormatError(f"{path}: cannot be read as an image: {vips_text(e)}") from e
 
 
 def check_label_image(image: pyvips.Image, what: str) -> None:
@@ -67,7 +67,7 @@ def write_strip(labels: np.ndarray, path: str | Path) -> None:
             f"of {labels.dtype}"
         )
     image = pyvips.Image.new_from_array(np.ascontiguousarray(labels), interpretation="b-w")
-    image.tiffsave(str(path), compression="deflate", predictor="horizontal", strip=True)
+    image.tiffsave(str(path), compression="deflate", predictor="horizontal", keep="none")
 
 
 def read_strip(path: str | Path) -> np.ndarray:
@@ -84,7 +84,7 @@ def read_strip(path: str | Path) -> np.ndarray:
     try:
         return np.ascontiguousarray(image.numpy().reshape(image.height, image.width))
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: corrupt label strip: {e}") from e
+        raise ImageFormatError(f"{path}: corrupt label strip: {vips_text(e)}") from e
 
 
 # ---------------------------------------------------------------------------- label map

@@ -14,14 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.geometry import WithGeometry
 
-__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelPackage", "ModelPackageError",
-           "Normalisation", "read_package", "sha256_file"]
+__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
+           "ModelPackageError", "Normalisation", "read_package", "sha256_file"]
 
 
 
@@ -61,6 +61,24 @@ class Normalisation(BaseModel):
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+class ModelDomain(BaseModel):
+    """What a model was trained on, so that users know which images its labels mean
+    something for (``pelletseg run`` and ``pelletseg models`` print it).
+
+    Attributes:
+        kind: ``pellet`` (polished iron-ore pellet sections), ``demo`` (the bundled model that
+            makes pelletseg run end to end, not a pellet model) or ``other``.
+        images: The training images in words (modality, material, size, bit depth).
+        dataset: Name of the training dataset (``datasets/{dataset}/dataset.yaml``), if any.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["pellet", "demo", "other"]
+    images: str
+    dataset: str | None = None
+
+
 class ModelPackage(WithGeometry):
     """Contents of ``model.json``.
 
@@ -88,6 +106,7 @@ class ModelPackage(WithGeometry):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    domain: ModelDomain | None = None  # what it was trained on; None: not declared
 
     @field_validator("classes")
     @classmethod

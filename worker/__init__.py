@@ -3,11 +3,11 @@ that unpack a message and run a stage (:mod:`worker.stages`) with the inference 
 (:mod:`worker.engine`); around them the at-least-once delivery policy and dead-lettering
 (:mod:`worker.deadletter`), row and stitch lease renewal (:mod:`worker.leases`), the spot
 interruption watcher (:mod:`worker.spot`), and local worker processes for ``pelletseg run``
-and ``pelletseg worker`` (:mod:`worker.local`).
+and ``pelletseg worker`` (:mod:`worker.local`), and the worker's log (:mod:`worker.logs`).
 
 May import: ``core``, ``storage``, ``queues``, ``models``, ``imaging``, ``microstructure``,
 ``webhooks``, Celery and torch; never ``api``, ``submission``, ``training``, ``cli`` or
 ``benchmarks``.
 """
 
-__all__ = ["context", "deadletter", "engine", "local", "stages", "tasks"]
+__all__ = ["context", "deadletter", "engine", "local", "logs", "stages", "tasks"]

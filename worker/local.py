@@ -69,7 +69,7 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     elif settings.rows_in_flight > 1:
         pool = ["--pool", "threads", "-c", str(settings.rows_in_flight)]
     else:
-        pool = ["--pool", "solo"]
+        pool = ["--pool", "solo", "-c", "1"]  # else Celery's banner shows the core count
     argv = [
         sys.executable, "-m", "celery", "-A", "worker.tasks", "worker",
         "-Q", ",".join(queue_name(settings, q) for q in queues), *pool, "-n", name,

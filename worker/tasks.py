@@ -173,6 +173,9 @@ def register_notify(app: Celery, context: Callable[[], WorkerContext]) -> None:
 def make_worker_app(settings: Settings) -> Celery:
     """A Celery app for ``settings`` with pelletseg's tasks registered, Celery's consumer
     without native delayed delivery (``worker/consumer.py``), and the worker signals wired."""
+    from worker.logs import connect as connect_logs
+
+    connect_logs()
     app = make_celery(settings, main="pelletseg-worker")
     app.conf.worker_consumer = "worker.consumer:Consumer"
 

@@ -207,9 +207,9 @@ def encode_tile(region: pyvips.Image, kind: PixelKind, lut: pyvips.Image | None 
         if lut is None:
             raise ValueError("label tiles need a palette lookup table")
         coloured = region.maplut(lut).copy(interpretation="srgb")
-        return coloured.write_to_buffer(".png", compression=4, strip=True)
+        return coloured.write_to_buffer(".png", compression=4, keep="none")
     return region.copy(interpretation="srgb").write_to_buffer(
-        ".jpg", Q=JPEG_QUALITY, strip=True, optimize_coding=True
+        ".jpg", Q=JPEG_QUALITY, keep="none", optimize_coding=True
     )
 
 

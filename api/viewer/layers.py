@@ -196,7 +196,7 @@ class LayerFiles:
             image = pyvips.Image.new_from_file(str(local), access="sequential")
             to_rgb8(image).tiffsave(
                 str(out), tile=True, tile_width=256, tile_height=256, pyramid=True,
-                compression="jpeg", Q=85, bigtiff=True, strip=True,
+                compression="jpeg", Q=85, bigtiff=True, keep="none",
             )
         except FileNotFoundError as e:
             raise LayerUnavailable(f"the source of job {job.id} does not exist: {e}") from e

@@ -120,19 +120,20 @@ def _succeeded_job(api) -> str:
 def test_client_commands(tmp_path, monkeypatch):
     api = make_api(make_settings(tmp_path, default_model=MODEL))
     image = tmp_path / "P-1.tif"
-    image.write_bytes(b"not really a tiff")
+    image.write_bytes(b"II*\x00" + b"not really a tiff")  # TIFF magic: submit checks only that
     runner = CliRunner()
     with live_server(api.client.app) as base:
         monkeypatch.setenv("PELLETSEG_API_URL", base)
         monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
-        home = ["--home", str(tmp_path / "client-home")]
-        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1", *home])
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the upload ledger
+        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1"])
         assert res.exit_code == 0, res.output
         job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
         assert job.source_url.endswith("/P-1.tif")
-        assert not list((tmp_path / "client-home" / "client" / "uploads").glob("*.json"))
-        res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif", *home])
+        assert (tmp_path / "config" / "pelletseg" / "uploads").is_dir()
+        assert not list((tmp_path / "config" / "pelletseg" / "uploads").glob("*.json"))
+        res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif"])
         assert res.exit_code == 0 and "batch" in res.output, res.output
         assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])

@@ -51,6 +51,8 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
                     "--out", str(tmp_path / "out"))
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Phase fractions" in res.stdout and "oxide" in res.stdout
+    assert "model ebc-unet-mnv2 1 (Unet/mobilenet_v2" in res.stdout
+    assert "trained on SEM cross-sections of environmental barrier coatings" in res.stdout
     _check_outputs(tmp_path / "out", 600, 420)
 
 
@@ -60,6 +62,8 @@ def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):
     res = pelletseg("run", str(bad), "--home", str(tmp_path / "home"), "--workers", "1")
     assert res.returncode == 1
     assert "failed" in res.stdout and "scan.tif: not a readable image" in res.stdout.replace("\n", "")
+    assert "b'" not in res.stdout  # paths as text
+    assert "is the bundled demo model" in res.stderr and "pelletseg train" in res.stderr
 
 
 def test_run_with_a_missing_file_is_a_clear_error(tmp_path):

@@ -60,7 +60,8 @@ def test_submit_wait_through_serve_and_a_worker(tmp_path, small_image):  # noqa:
         worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--concurrency", "1"],
                                   env=env, stdout=logs, stderr=subprocess.STDOUT)
         client_env = {**env, "PELLETSEG_API_URL": base, "PELLETSEG_API_KEY": key,
-                      "PELLETSEG_HOME": str(tmp_path / "client")}
+                      "PELLETSEG_HOME": str(tmp_path / "client"),
+                      "XDG_CONFIG_HOME": str(tmp_path / "config")}  # submit's upload ledger
         res = _cli("submit", str(small_image), "--label", "sample=S-1", "--wait",
                    env=client_env)
         assert res.returncode == 0, res.stdout + res.stderr + (tmp_path / "processes.log"

@@ -34,3 +34,20 @@ def test_worker_command_prefixes_queues_and_runs_rows_in_flight_on_threads(tmp_p
 def test_worker_refuses_unknown_queues(tmp_path):
     res = CliRunner().invoke(main, ["worker", "--queues", "rows,gpu", "--home", str(tmp_path)])
     assert res.exit_code == 2 and "unknown queue(s) gpu" in res.output
+
+
+def test_solo_pool_passes_its_concurrency(tmp_path):
+    settings = Settings(home=tmp_path, rows_in_flight=1, torch_threads=0)
+    argv, _ = worker_command(settings, ["rows"], "w@host")
+    assert argv[argv.index("--pool") + 1] == "solo" and argv[argv.index("-c") + 1] == "1"
+
+
+def test_worker_banner_states_the_concurrency_that_runs(tmp_path, monkeypatch):
+    execs = []
+    monkeypatch.setattr("cli.worker.os.execve", lambda path, argv, env: execs.append(argv))
+    monkeypatch.setenv("PELLETSEG_ROWS_IN_FLIGHT", "3")
+    res = CliRunner().invoke(main, ["worker", "--queues", "rows", "--home", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    argv = execs[0]
+    assert argv[argv.index("--pool") + 1] == "threads" and argv[argv.index("-c") + 1] == "3"
+    assert "queues rows, concurrency 3 (threads pool)" in res.output

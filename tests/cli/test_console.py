@@ -1,0 +1,43 @@
+"""Command output piped to a file: no wrapping at 80 columns, brackets in values kept."""
+
+from __future__ import annotations
+
+import io
+
+from cli.console import PIPE_WIDTH, make_console
+from cli.run import fractions_table
+
+DOC = {"width": 123456, "height": 654321, "model": {"name": "ebc-unet-mnv2", "version": "1"},
+       "classes": [{"name": "hematite", "pixels": 10, "percent": 12.5, "percent_of_pellet": 20.0},
+                   {"name": "pore", "pixels": 5, "percent": 6.25, "percent_of_pellet": None}]}
+
+
+def test_long_lines_and_urls_are_not_wrapped_when_piped(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    console = make_console(out)
+    assert not console.is_terminal and console.width == PIPE_WIDTH
+    url = "file:///home/someone/.pelletseg/store/jobs/" + "0123456789abcdef" * 8 + "/labels.tif"
+    console.print(f"  labels.tif      {url}")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(url)
+
+
+def test_table_title_is_not_wrapped(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    for width in (None, 120):
+        out = io.StringIO()
+        console = make_console(out)
+        if width:
+            console.width = width
+        console.print(fractions_table(DOC))
+        text = out.getvalue()
+        title = "Phase fractions  (123456 x 654321 px, model ebc-unet-mnv2 1)"
+        assert title in text, text
+        assert "hematite" in text and "12.50" in text
+
+
+def test_bracketed_values_are_printed_as_they_are():
+    out = io.StringIO()
+    make_console(out).print("error: /data/scan[red]/mosaic[1].tif cannot be read")
+    assert out.getvalue().strip() == "error: /data/scan[red]/mosaic[1].tif cannot be read"
