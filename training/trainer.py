@@ -307,7 +307,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                                    "best_epoch": best[1], "train_time_s": prior_s + elapsed})
             if progress:
                 bar.console.print(f"epoch {epoch}: loss {entry['loss']:.4f}  val mIoU "
-                                  f"{entry.get('val_miou', float('nan')):.4f}")
+                                  f"{entry.get('val_miou', float('nan')):.4f}  steps {steps_done}"
+                                  f"  lr {opt.param_groups[0]['lr']:.2e}  "
+                                  f"{(prior_s + elapsed) / 60:.1f} min")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
             if budget_spent:
