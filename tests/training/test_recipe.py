@@ -73,6 +73,15 @@ def test_fine_tune_rejects_other_class_table(tmp_path):
     with pytest.raises(ValueError, match=r"class 1: model \('oxide', 5\) vs dataset "
                                          r"\('hematite', 5\)"):
         _tiny_train(other_path, tmp_path / "b", epochs=1, init_from=tmp_path / "a")
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    res = CliRunner().invoke(train_cmd, [str(other_path), "--out", str(tmp_path / "c"),
+                                         "--epochs", "1", "--from", str(tmp_path / "a"),
+                                         "--no-register", "--home", str(tmp_path / "home")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "hematite" in res.output and "same class table" in res.output
 
 
 def test_cli_default_recipe_prints_choices_and_from(tmp_path):
