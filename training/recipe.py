@@ -78,8 +78,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     """One line per choice, for the console."""
     r = recipe
     lines = [
-        f"model      {r['arch']} / {r['encoder']} (random init unless --from), "
-        f"arch_params {r['arch_params']}",
+        f"model      {r['arch']} / {r['encoder']} ("
+        + (f"weights of {r['init_from']}" if r.get("init_from") else "random init")
+        + f"), arch_params {r['arch_params']}",
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         f"loss       cross-entropy (class weights {r['class_weights']}) + "

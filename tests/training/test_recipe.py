@@ -108,7 +108,7 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
                                           "--max-minutes", "0.03", "--from",
                                           str(tmp_path / "p"), *small])
     assert res2.exit_code == 0, res2.output
-    assert "fine-tuning" in res2.output
+    assert "fine-tuning" in res2.output and f"weights of {tmp_path / 'p'}" in res2.output
     q = read_package(tmp_path / "q")
     assert q.encoder == "mobilenet_v2" and q.training["init_from"]["name"] == q.name
     assert q.training["lr"] == pytest.approx(0.3 * 2e-3)
