@@ -30,7 +30,14 @@ def _json_object(ctx, param, value):
 @click.option("--arch-params", callback=_json_object, default=None,
               help="Extra smp arguments as a JSON object, e.g. "
                    "'{\"decoder_channels\": [128, 64, 32, 16, 8]}'.")
-@click.option("--epochs", type=click.IntRange(min=1), required=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs of a hand-set run (cosine schedule over them) [default: the default "
+                   "recipe, fitted to --max-minutes].")
+@click.option("--from", "from_model", default=None,
+              help="Fine-tune this model package (folder, or NAME[:VERSION] registered in the "
+                   "stack of --home): its architecture, normalisation and weights; its class "
+                   "table must equal the dataset's. The default recipe then uses 0.3 x its "
+                   "learning rate.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Package folder to write (model.json + weights.safetensors).")
 @click.option("--name", default=None,
@@ -73,17 +80,24 @@ def _json_object(ctx, param, value):
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Checkpoint folder [default: OUT/checkpoint].")
 @click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
-              help="Stop after the first epoch that ends past this wall time (min).")
+              help="Default recipe (no --epochs): the wall-clock budget of the whole call "
+                   "(min), the learning-rate schedule is fitted to it. With --epochs: stop "
+                   "after the first epoch that ends past this wall time (min).")
 @click.option("--final-eval/--no-final-eval", default=True, show_default=True,
               help="Measure the package's val/test metrics through tiled inference.")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="Publish the package into the stack (store + model table) of --home.")
 @home_option
-def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, version, patch_size,
-          batch_size, lr, dice_weight, class_weights, seed, steps_per_epoch, device, tile_size,
-          halo, full_weights, threads, augment, p_targeted, val_crop, amp, resume,
-          checkpoint_dir, max_minutes, final_eval, register, home):
-    """Train ARCH/ENCODER on DATASET_YAML and write a model package to --out.
+@click.pass_context
+def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
+          version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
+          steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, p_targeted,
+          val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
+    """Train on DATASET_YAML and write a model package to --out.
+
+    Without --epochs, the default recipe (training/recipe.py) picks the model, patches,
+    sampling, loss, augmentation and a learning-rate schedule fitted to --max-minutes, and
+    prints what it chose; options given on the command line override its choices.
 
     Random init (no downloads). A checkpoint is written after every epoch (safetensors +
     JSON, never pickle); --resume continues it. The model with the best val-split mIoU is
@@ -102,12 +116,66 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
     from training.errors import TrainingError
     from training.trainer import train as run_training
 
+    recipe = None
+    if from_model is not None:
+        from cli.evaluate import resolve_package
+
+        from_model = resolve_package(from_model, home)
+    if epochs is None:
+        from click.core import ParameterSource
+
+        from training.recipe import default_recipe, describe_recipe
+
+        if not max_minutes:
+            raise click.UsageError("give --max-minutes (the default recipe fits its schedule "
+                                   "to it) or --epochs (a hand-set run)")
+        try:
+            spec0 = load_dataset_spec(dataset_yaml)
+            splits0 = spec0.splits
+        except TrainingError as e:
+            raise click.ClickException(str(e)) from e
+        has_eval = splits0 is not None
+        recipe = default_recipe(max_minutes, device, fine_tune=from_model is not None,
+                                has_eval_split=has_eval and final_eval)
+        given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
+                             "dice_weight", "class_weights", "augment", "p_targeted",
+                             "steps_per_epoch")
+                 if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
+                 "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
+                 "dice_weight": dice_weight, "class_weights": class_weights,
+                 "augment": augment, "p_targeted": p_targeted,
+                 "steps_per_epoch": steps_per_epoch}
+        recipe.update({k: local[k] for k in given})
+        if from_model is not None:
+            from models import read_package
+
+            base = read_package(from_model, verify=False)
+            recipe.update(arch=base.architecture, encoder=base.encoder,
+                          arch_params=dict(base.arch_params), init_from=str(from_model))
+        click.echo(f"default recipe for {max_minutes:g} min on {device}"
+                   + (f" (fine-tuning {from_model})" if from_model else "") + ":\n"
+                   + describe_recipe(recipe)
+                   + (f"\noverridden on the command line: {sorted(given)}" if given else ""))
+        arch, encoder, arch_params = recipe["arch"], recipe["encoder"], recipe["arch_params"]
+        patch_size, batch_size, lr = recipe["patch_size"], recipe["batch_size"], recipe["lr"]
+        dice_weight, class_weights = recipe["dice_weight"], recipe["class_weights"]
+        augment, p_targeted = recipe["augment"], recipe["p_targeted"]
+        steps_per_epoch = recipe["steps_per_epoch"]
+    elif from_model is not None:
+        from models import read_package
+
+        base = read_package(from_model, verify=False)
+        arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
+
     try:
         geometry = TileGeometry(tile_size, halo)
     except GeometryError as e:
         raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
     try:
+        if name is None and from_model is not None:
+            name = base.name
         if name is None:
             raw = f"{load_dataset_spec(dataset_yaml).name}-{arch}-{encoder}".lower()
             name = re.sub(r"[^a-z0-9._-]+", "-", raw).strip("-._")[:100]
@@ -132,13 +200,16 @@ def train(dataset_yaml, arch, encoder, arch_params, epochs, out_dir, name, versi
         torch.set_num_threads(threads)
     try:
         pkg = run_training(
-            dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params, epochs=epochs,
+            dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
+            epochs=epochs or 1, init_from=from_model, recipe=recipe,
+            time_budget_s=recipe["time_budget_s"] if recipe else None,
+            validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,
             batch_size=batch_size, lr=lr, dice_weight=dice_weight, class_weights=class_weights,
             seed=seed, steps_per_epoch=steps_per_epoch, device=device, geometry=geometry,
             half_weights=not full_weights, augment=augment, p_targeted=p_targeted,
             val_crop=val_crop, amp=amp, resume=resume, checkpoint_dir=checkpoint_dir,
-            max_minutes=max_minutes, final_eval=final_eval)
+            max_minutes=None if recipe else max_minutes, final_eval=final_eval)
     except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     if register:

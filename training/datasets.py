@@ -5,7 +5,8 @@ silently mapped (see :mod:`training.importers`).
 
 ```yaml
 name: lumenstone-s2
-images: images/train/*.jpg          # glob, relative to this file
+images: images/train/*.jpg          # glob, relative to this file, absolute or ~/...;
+                                    # ** matches any depth (images/**/*.png)
 masks: masks/train/{stem}.png       # {stem}: image file name without suffix; {id}: path below
                                     # the glob's fixed folders without suffix (train/01)
 mask_format: values                 # values (default) | rgb | ilastik
@@ -18,13 +19,18 @@ ignore: []                          # values (or [r, g, b] colours) that are not
 h5_dataset: exported_data           # dataset inside ilastik .h5 exports
 splits: {train: [...], val: [...], test: [...]}   # ids, file names or patterns (train/*),
                                                   # or {file: splits.json, key: EBC1}
+um_per_px: 0.5                      # optional pixel size (µm/px), recorded in the model card
 ```
+
+Errors name the key and its value: ``images = /data/x/*.tif: no file matches``.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import glob
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -111,7 +117,12 @@ class DatasetSpec(BaseModel):
     ignore: list[int] | list[tuple[int, int, int]] = Field(default_factory=list)
     h5_dataset: str = "exported_data"
     splits: dict[str, list[str]] | SplitsFile | None = None
+    um_per_px: float | None = Field(None, gt=0)
     root: Path = Path(".")
+
+    def path(self, pattern: str) -> Path:
+        """``pattern`` (``~`` expanded) as a path: absolute as is, else below ``root``."""
+        return self.root / os.path.expanduser(pattern)
 
     @field_validator("masks")
     @classmethod
@@ -170,12 +181,16 @@ class DatasetSpec(BaseModel):
         Raises:
             DatasetError: no image matches, or two files have the same id (``a.png``, ``a.jpg``).
         """
-        parts = Path(self.images).parts
+        pattern = self.path(self.images)
+        parts = pattern.parts
         fixed = next((i for i, p in enumerate(parts) if any(ch in p for ch in "*?[")), len(parts))
-        base = (self.root / Path(*parts[:fixed])) if fixed else self.root
-        paths = sorted(p for p in self.root.glob(self.images) if p.is_file())
+        base = Path(*parts[:fixed]) if fixed < len(parts) else pattern.parent
+        paths = sorted(Path(p) for p in glob.glob(str(pattern), recursive=True)
+                       if Path(p).is_file())
         if not paths:
-            raise DatasetError(f"dataset {self.name}: no image matches {self.root / self.images}")
+            raise DatasetError(f"dataset {self.name}: images = {self.images}: no file matches "
+                               f"{pattern}; check the path (relative paths start at the "
+                               f"folder of dataset.yaml, {self.root})")
         out: dict[str, Path] = {}
         for p in paths:
             key = p.relative_to(base).with_suffix("").as_posix()
@@ -188,7 +203,7 @@ class DatasetSpec(BaseModel):
     def mask_path(self, image_id: str) -> Path:
         """Mask file of image ``image_id`` (may not exist): ``masks`` with ``{stem}`` = the
         image's file name without suffix and ``{id}`` = its id (see :meth:`image_paths`)."""
-        return self.root / self.masks.format(stem=Path(image_id).name, id=image_id)
+        return self.path(self.masks.format(stem=Path(image_id).name, id=image_id))
 
     def lut(self) -> np.ndarray:
         """(256,) uint8 map mask value -> class index; 255 marks values not in the table
@@ -209,21 +224,23 @@ class DatasetSpec(BaseModel):
         if splits is None:
             return {"train": list(images)}
         if isinstance(splits, SplitsFile):
-            path = self.root / splits.file
+            path = self.path(splits.file)
             try:
                 data = json.loads(path.read_text())
                 splits = data[splits.key] if splits.key else data
             except (OSError, json.JSONDecodeError, KeyError) as e:
-                raise DatasetError(f"{path}: cannot read splits (key {splits.key!r}): {e}") from e
+                raise DatasetError(f"splits.file = {splits.file}, splits.key = {splits.key}: "
+                                   f"cannot read splits from {path}: {e}") from e
             if not isinstance(splits, dict) or not all(isinstance(v, list)
                                                        for v in splits.values()):
-                raise DatasetError(f"{path}: splits must map split names to lists of images")
+                raise DatasetError(f"splits.file = {splits.file}: {path} must map split names "
+                                   "to lists of images")
         out = {k: _resolve_ids(v, images) for k, v in splits.items()}
         for split, ids in out.items():
             missing = [s for s in ids if s not in images]
             if missing:
-                raise DatasetError(f"dataset {self.name}: split {split!r} names images that do not "
-                                   f"match {self.images}: {missing}")
+                raise DatasetError(f"dataset {self.name}: splits.{split} = {missing}: no image "
+                                   f"with these ids matches images = {self.images}")
         return out
 
     def describe(self, stems: dict[str, list[str]]) -> dict[str, Any]:
@@ -260,8 +277,27 @@ def load_dataset_spec(path: str | Path) -> DatasetSpec:
         if not isinstance(data, dict):
             raise DatasetError(f"{path}: expected a mapping at the top level")
         return DatasetSpec.model_validate({**data, "root": path.resolve().parent})
-    except (OSError, yaml.YAMLError, ValidationError) as e:
+    except ValidationError as e:
+        raise DatasetError(f"{path}: not a valid dataset description:\n"
+                           + _format_errors(e)) from e
+    except (OSError, yaml.YAMLError) as e:
         raise DatasetError(f"{path}: not a valid dataset description: {e}") from e
+
+
+def _format_errors(e: ValidationError) -> str:
+    """One ``key = value: message`` line per pydantic error (``classes.2.value = 300: ...``);
+    errors of the whole file (no key) as ``message``."""
+    lines = []
+    for err in e.errors(include_url=False):
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if key and err.get("type") != "missing":
+            lines.append(f"  {key} = {err.get('input')!r}: {msg}")
+        elif key:
+            lines.append(f"  {key}: {msg}")
+        else:
+            lines.append(f"  {msg}")
+    return "\n".join(lines)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -315,7 +351,8 @@ def load_split(spec: DatasetSpec, stems: list[str]) -> list[tuple[np.ndarray, np
     for stem in stems:
         mpath = spec.mask_path(stem)
         if not mpath.is_file():
-            problems.append(f"{mpath}: mask of image {images[stem]} does not exist")
+            problems.append(f"masks = {spec.masks}: {mpath}, the mask of image "
+                            f"{images[stem]}, does not exist")
             continue
         try:
             mask = decoder.decode(mpath)

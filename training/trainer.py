@@ -27,7 +27,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.geometry import DEFAULT_GEOMETRY, TileGeometry
-from models.package import MODEL_JSON, ModelPackage
+from models.package import MODEL_JSON, ModelPackage, read_package
 from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
@@ -103,6 +103,7 @@ def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_param
             "classes": [{"index": i, "name": c.name, "label_value": c.value, "pellet": c.pellet,
                          "rgb": colours[i]} for i, c in enumerate(spec.classes)],
             "normalisation": {"mean": mean, "std": std}, **geometry.as_dict(),
+            "um_per_px": spec.um_per_px,
             "training": {"data": described}}
 
 
@@ -116,7 +117,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           augment: str = "default", p_targeted: float = 0.5, val_crop: int | None = None,
           amp: bool = True, resume: bool = False, checkpoint_dir: str | Path | None = None,
           max_minutes: float | None = None, final_eval: bool = True,
-          on_epoch_end: Callable[[int, dict], None] | None = None) -> ModelPackage:
+          on_epoch_end: Callable[[int, dict], None] | None = None,
+          time_budget_s: float | None = None, warmup: float = 0.03,
+          final_lr_fraction: float = 0.01, validate_each_epoch: bool = True,
+          init_from: str | Path | None = None,
+          recipe: dict[str, Any] | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -141,6 +146,20 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     uninterrupted run. ``max_minutes`` stops after the first epoch that ends past that much
     wall time in this call (the package then records ``stopped_early``).
 
+    With ``time_budget_s`` (the default recipe, :mod:`training.recipe`) the run is fitted to
+    wall-clock time instead of ``epochs``: the learning rate follows
+    :func:`training.recipe.one_cycle_lr` of the fraction of ``time_budget_s`` spent in training
+    steps (``warmup``, ``final_lr_fraction``), training stops when the budget is spent, and
+    ``epochs`` only bounds the number of checkpoints (one every ``steps_per_epoch`` steps).
+    Such runs are not bit-for-bit reproducible (the step count depends on the machine's
+    speed); ``resume`` continues the schedule where the time spent left it.
+    ``validate_each_epoch=False`` skips the per-epoch validation and keeps the last weights.
+
+    ``init_from``: a model package folder to fine-tune: its architecture, encoder, arch_params,
+    normalisation and weights are taken; its class table (names and label values, in order)
+    must equal the dataset's. ``recipe``: the recipe's choices, recorded in the model card
+    (``training.recipe``).
+
     Returns:
         The written :class:`ModelPackage`.
 
@@ -151,7 +170,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             with other settings; or a checkpoint exists and ``resume`` is False.
         ValueError: ``patch_size`` not a multiple of 32 or larger than a training image;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment``.
+            ``augment``; ``init_from``'s class table differs from the dataset's (names both).
     """
     import segmentation_models_pytorch as smp
     import torch
@@ -176,6 +195,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
     n_classes, names = len(spec.classes), [c.name for c in spec.classes]
     mean, std = channel_stats([img for img, _ in data["train"]])
+    base = None
+    if init_from is not None:
+        base = _base_package(init_from, spec)
+        arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
+        mean, std = list(base.normalisation.mean), list(base.normalisation.std)
     cw_arg = class_weights
     if class_weights == "inv_sqrt":
         class_weights = class_weights_inv_sqrt([m for _, m in data["train"]], n_classes)
@@ -195,7 +219,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
               "batch_size": batch_size, "lr": lr, "seed": seed, "dice_weight": dice_weight,
               "class_weights": cw_arg, "augment": augment, "p_targeted": p_targeted,
               "val_crop": val_crop, "amp": use_amp, **geometry.as_dict(),
-              "half_weights": half_weights}
+              "half_weights": half_weights, "time_budget_s": time_budget_s,
+              "init_from": str(init_from) if init_from else None}
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -205,10 +230,18 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     # Validates meta (dummy sha) and builds the network before any time is spent training.
     described = ModelPackage.model_validate({**meta, "weights_sha256": "0" * 64})
     model = build_model(described)
+    if init_from is not None:
+        from worker.engine.network import load_weights
+
+        load_weights(model, init_from)
     model = model.to(device).to(memory_format=torch.channels_last)
     sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
                            transform=build_augmentation(augment))
-    val = _centre_crop(data.get("val") or [], val_crop)
+    val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
+    if time_budget_s is not None:
+        from training.recipe import one_cycle_lr
+
+        epochs = max(epochs, 10**6)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(dev_type, enabled=use_amp)
@@ -226,13 +259,22 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                    TimeElapsedColumn(), disable=not progress)
     stopped_early = None
     t_loop = time.monotonic()
+    steps_done = (start - 1) * steps_per_epoch
+    budget_spent = False
     with bar:
-        task = bar.add_task("training", total=epochs * steps_per_epoch,
+        task = bar.add_task("training", total=None if time_budget_s else epochs * steps_per_epoch,
                             completed=(start - 1) * steps_per_epoch)
         for epoch in range(start, epochs + 1):
             model.train()
             losses = []
             for _ in range(steps_per_epoch):
+                if time_budget_s is not None:
+                    frac = (prior_s + time.monotonic() - t_loop) / time_budget_s
+                    if frac >= 1 and losses:
+                        budget_spent = True
+                        break
+                    for g in opt.param_groups:
+                        g["lr"] = one_cycle_lr(frac, lr, warmup, final_lr_fraction)
                 imgs, masks = sampler.batch(batch_size)
                 x = to_tensor(imgs, mean, std, device)
                 y = torch.from_numpy(masks.astype(np.int64)).to(device)
@@ -243,10 +285,13 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                sched.step()
+                if time_budget_s is None:
+                    sched.step()
+                steps_done += 1
                 losses.append(loss.item())
                 bar.update(task, advance=1, description=_describe(epoch, epochs, losses, history))
-            entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
+            entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
+                     "steps": steps_done}
             if val:
                 conf = validate(model, described, val, geometry, device)
                 entry["val_miou"] = round(miou(conf), 4)
@@ -262,9 +307,13 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                                    "best_epoch": best[1], "train_time_s": prior_s + elapsed})
             if progress:
                 bar.console.print(f"epoch {epoch}: loss {entry['loss']:.4f}  val mIoU "
-                                  f"{entry.get('val_miou', float('nan')):.4f}")
+                                  f"{entry.get('val_miou', float('nan')):.4f}  steps {steps_done}"
+                                  f"  lr {opt.param_groups[0]['lr']:.2e}  "
+                                  f"{(prior_s + elapsed) / 60:.1f} min")
             if on_epoch_end is not None:
                 on_epoch_end(epoch, entry)
+            if budget_spent:
+                break
             if max_minutes is not None and elapsed > 60 * max_minutes and epoch < epochs:
                 stopped_early = {"after_epoch": epoch, "reason": f"time limit {max_minutes} min"}
                 break
@@ -272,8 +321,18 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     model.load_state_dict(best[2])
     meta["training"].update({
         "dataset": spec.name, "splits": {k: len(v) for k, v in stems.items()},
-        "epochs": epochs, "steps_per_epoch": steps_per_epoch, "patch_size": patch_size,
-        "batch_size": batch_size, "lr": lr, "optimizer": "AdamW(weight_decay=1e-4), cosine",
+        "epochs": history[-1]["epoch"] if time_budget_s else epochs,
+        "steps_per_epoch": steps_per_epoch, "steps": steps_done,
+        "patches": steps_done * batch_size, "patch_size": patch_size,
+        "batch_size": batch_size, "lr": lr,
+        "optimizer": "AdamW(weight_decay=1e-4), " + (
+            f"one-cycle over {time_budget_s:.0f} s of wall time (warm-up {warmup}, final "
+            f"{final_lr_fraction} x lr)" if time_budget_s else "cosine over the epochs"),
+        "time_budget_s": time_budget_s, "validate_each_epoch": validate_each_epoch,
+        "init_from": None if base is None else {
+            "name": base.name, "version": base.version, "sha256": base.weights_sha256,
+            "path": str(Path(init_from).resolve())},
+        "recipe": recipe, "minutes": round(train_s / 60, 2),
         "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
         "class_weights": None if class_weights is None else list(class_weights),
         "augmentation": augment, "p_targeted": p_targeted, "val_crop": val_crop,
@@ -291,6 +350,31 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if final_eval and (data.get("val") or data.get("test")):
         pkg = _final_metrics(pkg, out_dir, data, names, device)
     return pkg
+
+
+def _base_package(folder: str | Path, spec) -> ModelPackage:
+    """The package to fine-tune from ``folder``, checked against the dataset's class table.
+
+    Raises:
+        ModelPackageError: not a readable package (or its weights fail their sha256).
+        ValueError: its classes (name, label value, in order) differ from the dataset's; the
+            message names both tables.
+    """
+    base = read_package(folder)
+    theirs = [(c.name, c.label_value) for c in base.classes]
+    ours = [(c.name, c.value) for c in spec.classes]
+    if theirs != ours:
+        diff = [f"class {i}: model {t} vs dataset {o}"
+                for i, (t, o) in enumerate(zip(theirs, ours, strict=False)) if t != o]
+        if len(theirs) != len(ours):
+            diff.append(f"model has {len(theirs)} classes, dataset {len(ours)}")
+        raise ValueError(
+            f"--from {folder}: model {base.name} {base.version} has classes "
+            f"{[f'{n}={v}' for n, v in theirs]} but dataset {spec.name} has "
+            f"{[f'{n}={v}' for n, v in ours]} ({'; '.join(diff)}); fine-tuning needs the same "
+            "class table (names and values, in order): edit the dataset's classes or train "
+            "without --from")
+    return base
 
 
 def _describe(epoch: int, epochs: int, losses: list[float], history: list[dict]) -> str:

@@ -190,3 +190,50 @@ def test_ids_below_subfolders_and_split_patterns(tmp_path):
                  classes=[{"name": "a", "value": 0}], splits={"test": ["test/*"]})
     with pytest.raises(DatasetError, match="test/\\*"):
         spec.split_stems()
+
+
+def _two_level_data(root):
+    """images/x/a.png, images/x/deep/b.png and their masks (value 0) under masks/."""
+    for stem, sub in (("a", "images/x"), ("b", "images/x/deep")):
+        _image(root, stem, sub=sub)
+        mdir = root / sub.replace("images", "masks", 1)
+        mdir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(mdir / f"{stem}.png")
+
+
+def test_absolute_home_and_recursive_globs(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    _two_level_data(data)
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    cls = [{"name": "a", "value": 0}]
+    spec = _yaml(cfg, images=f"{data}/images/**/*.png", masks=f"{data}/masks/{{id}}.png",
+                 classes=cls)
+    assert spec.split_stems() == {"train": ["x/a", "x/deep/b"]}
+    assert [m.shape for _, m in load_split(spec, ["x/a", "x/deep/b"])] == [(16, 24)] * 2
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = _yaml(cfg, images="~/data/images/x/*.png", masks="~/data/masks/x/{stem}.png",
+                 classes=cls)
+    assert list(spec.image_paths()) == ["a"] and load_split(spec, ["a"])[0][1].max() == 0
+    spec = _yaml(cfg, images="../data/images/**/*.png", masks="../data/masks/{id}.png",
+                 classes=cls)
+    assert list(spec.image_paths()) == ["x/a", "x/deep/b"]
+
+
+def test_errors_name_the_key_and_the_value(tmp_path):
+    cls = [{"name": "a", "value": 0}]
+    with pytest.raises(DatasetError, match=r"images = /nowhere/\*\.png: no file matches"):
+        _yaml(tmp_path, images="/nowhere/*.png", classes=cls).image_paths()
+    with pytest.raises(DatasetError, match=r"classes\.0\.value = 300: .*less than or equal"):
+        _yaml(tmp_path, classes=[{"name": "a", "value": 300}])
+    with pytest.raises(DatasetError, match=r"um_per_px = -1: .*greater than 0"):
+        _yaml(tmp_path, classes=cls, um_per_px=-1)
+    with pytest.raises(DatasetError, match=r"colour = 'red': Extra inputs"):
+        _yaml(tmp_path, classes=cls, colour="red")
+    _image(tmp_path, "a")
+    spec = _yaml(tmp_path, classes=cls, masks="nomasks/{stem}.png")
+    with pytest.raises(DatasetError, match=r"masks = nomasks/\{stem\}\.png: .*does not exist"):
+        load_split(spec, ["a"])
+    spec = _yaml(tmp_path, classes=cls, splits={"val": ["zz"]})
+    with pytest.raises(DatasetError, match=r"splits\.val = \['zz'\]"):
+        spec.split_stems()

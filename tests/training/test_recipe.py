@@ -1,0 +1,118 @@
+"""Tests of the default recipe (training.recipe), the time-budget schedule, fine-tuning from
+a model package (--from) and the model card the trainer writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from models.package import read_package
+from tests.training.test_trainer import CLASSES, _dataset, _tiny_train
+from training.recipe import default_recipe, describe_recipe, one_cycle_lr
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_one_cycle_warms_up_then_ends_low():
+    peak = 2e-3
+    lrs = [one_cycle_lr(f, peak) for f in np.linspace(0, 1, 201)]
+    top = int(np.argmax(lrs))
+    assert lrs[0] == pytest.approx(0.01 * peak) and max(lrs) == pytest.approx(peak)
+    assert 0.02 <= top / 200 <= 0.04
+    assert all(np.diff(lrs[:top + 1]) >= 0) and all(np.diff(lrs[top:]) <= 0)
+    assert lrs[-1] == pytest.approx(0.01 * peak) and one_cycle_lr(1.7, peak) == lrs[-1]
+
+
+def test_default_recipe_fits_budget_and_device():
+    cpu = default_recipe(30)
+    assert cpu["encoder"] == "resnet18" and cpu["patch_size"] == 256
+    assert cpu["time_budget_s"] == pytest.approx(60 * 30 * 0.85)
+    assert default_recipe(30, has_eval_split=False)["time_budget_s"] == 1800
+    assert default_recipe(120)["time_budget_s"] == 60 * 110  # eval reserve capped at 10 min
+    assert default_recipe(30, "cuda")["patch_size"] == 512
+    assert default_recipe(30, fine_tune=True)["lr"] == pytest.approx(0.3 * cpu["lr"])
+    assert "resnet18" in describe_recipe(cpu) and "one-cycle" in describe_recipe(cpu)
+    with pytest.raises(ValueError, match="max-minutes"):
+        default_recipe(0)
+
+
+def test_time_budget_run_and_fine_tune(tmp_path):
+    path = _dataset(tmp_path)
+    pkg = _tiny_train(path, tmp_path / "a", epochs=1, time_budget_s=2.0, steps_per_epoch=3,
+                      validate_each_epoch=False, recipe={"why": "test"})
+    t = pkg.training
+    assert t["steps"] >= 1 and t["steps"] == pkg.metrics["history"][-1]["steps"]
+    assert t["patches"] == 2 * t["steps"] and t["recipe"] == {"why": "test"}
+    assert "one-cycle" in t["optimizer"] and "val_miou" not in pkg.metrics["history"][-1]
+    assert "val_miou" in pkg.metrics and set(pkg.metrics["val_iou"]) == {"bg", "oxide", "crack"}
+    assert t["data"]["split_images"]["train"] == ["a", "b"] and t["minutes"] >= 0
+    # Fine-tune: architecture and normalisation come from the base package.
+    ft = _tiny_train(path, tmp_path / "b", epochs=1, init_from=tmp_path / "a",
+                     arch_params={"decoder_channels": [8, 8, 8, 8, 8]}, final_eval=False)
+    assert ft.arch_params == pkg.arch_params and ft.normalisation == pkg.normalisation
+    assert ft.training["init_from"]["sha256"] == pkg.weights_sha256
+
+
+def test_fine_tune_rejects_other_class_table(tmp_path):
+    path = _dataset(tmp_path)
+    _tiny_train(path, tmp_path / "a", epochs=1, final_eval=False)
+    other = yaml.safe_load(path.read_text())
+    other["classes"] = [CLASSES[0], {**CLASSES[1], "name": "hematite"}, CLASSES[2]]
+    other_path = tmp_path / "other.yaml"
+    other_path.write_text(yaml.safe_dump(other))
+    with pytest.raises(ValueError, match=r"class 1: model \('oxide', 5\) vs dataset "
+                                         r"\('hematite', 5\)"):
+        _tiny_train(other_path, tmp_path / "b", epochs=1, init_from=tmp_path / "a")
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    res = CliRunner().invoke(train_cmd, [str(other_path), "--out", str(tmp_path / "c"),
+                                         "--epochs", "1", "--from", str(tmp_path / "a"),
+                                         "--no-register", "--home", str(tmp_path / "home")])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "hematite" in res.output and "same class table" in res.output
+
+
+def test_cli_default_recipe_prints_choices_and_from(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    path = _dataset(tmp_path)
+    home = str(tmp_path / "home")
+    small = ["--patch-size", "64", "--batch-size", "2", "--steps-per-epoch", "2",
+             "--tile-size", "64", "--halo", "16", "--no-register", "--home", home]
+    res = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "p"),
+                                         "--max-minutes", "0.03", *small,
+                                         "--encoder", "mobilenet_v2", "--arch-params",
+                                         '{"decoder_channels": [8, 8, 8, 8, 8]}'])
+    assert res.exit_code == 0, res.output
+    assert "default recipe for 0.03 min" in res.output and "one-cycle" in res.output
+    assert "overridden on the command line" in res.output and "'patch_size'" in res.output
+    card = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert card["training"]["recipe"]["patch_size"] == 64
+    assert card["training"]["recipe"]["class_weights"] == "inv_sqrt"
+    assert card["training"]["time_budget_s"] == pytest.approx(0.03 * 60 * 0.85, abs=0.06)
+    res2 = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "q"),
+                                          "--max-minutes", "0.03", "--from",
+                                          str(tmp_path / "p"), *small])
+    assert res2.exit_code == 0, res2.output
+    assert "fine-tuning" in res2.output and f"weights of {tmp_path / 'p'}" in res2.output
+    q = read_package(tmp_path / "q")
+    assert q.encoder == "mobilenet_v2" and q.training["init_from"]["name"] == q.name
+    assert q.training["lr"] == pytest.approx(0.3 * 2e-3)
+    none = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "r"), *small])
+    assert none.exit_code != 0 and "--max-minutes" in none.output
+
+
