@@ -28,9 +28,10 @@ from rich.table import Table
 
 from cli.client import ApiClient, ClientError
 from cli.console import make_console
-from cli.options import api_options
+from cli.options import api_options, home_option
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
+from core.settings import get_settings
 
 console = make_console()
 TERMINAL = {"succeeded", "failed", "cancelled"}

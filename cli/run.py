@@ -17,6 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cli.console import make_console
 from cli.interrupts import (
     EXIT_INTERRUPTED,
     GRACE_SECONDS,
@@ -24,7 +25,6 @@ from cli.interrupts import (
     resume_hint,
     second_interrupt_exits,
 )
-from cli.console import make_console
 from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
