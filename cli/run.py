@@ -93,6 +93,8 @@ def fractions_table(doc: dict) -> Table:
     for c in doc["classes"]:
         pp = "-" if c["percent_of_pellet"] is None else f"{c['percent_of_pellet']:.2f}"
         table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
+    if doc.get("pellet_note"):
+        table.caption = f"% of pellet: {doc['pellet_note']}"
     return table
 
 
