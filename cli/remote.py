@@ -70,18 +70,21 @@ def _byte_progress(bar: Progress, name: str):
 @click.option("--webhook", default=None, help="http(s) URL notified when each job ends.")
 @click.option("--tile-size", type=int, default=None, help="Tile edge T (px).")
 @click.option("--halo", type=int, default=None, help="Halo cropped per tile side (px).")
+@click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pixel size (µm/px); default: read from each image's metadata, else px.")
 @click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
 @home_option
-def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_size,
-           concurrency, wait, api_url, api_key, home) -> None:
+def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
+           part_size, concurrency, wait, api_url, api_key, home) -> None:
     """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
     s3://... are passed on). Several paths make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
-                                     webhook_url=webhook).items() if v is not None}
+                                     webhook_url=webhook,
+                                     pixel_size_um=pixel_size_um).items() if v is not None}
     labels = _labels(labels)
     ledger = UploadLedger(get_settings(home=home).home / "client" / "uploads")
 

@@ -158,10 +158,13 @@ def run(
     workers: int,
     out: Path | None,
     labels: dict | None = None,
+    pixel_size_um: float | None = None,
 ) -> int:
-    """Submit ``source`` and follow it (see :func:`drive`)."""
+    """Submit ``source`` and follow it (see :func:`drive`); ``pixel_size_um`` (µm/px) None:
+    read from the source's metadata."""
     prepare(settings)
-    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {})
+    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {},
+                                                  pixel_size_um=pixel_size_um)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)
 
 

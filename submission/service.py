@@ -94,6 +94,7 @@ class SubmissionService:
         rows_per_task: int | None = None,
         labels: dict[str, Any] | None = None,
         webhook_url: str | None = None,
+        pixel_size_um: float | None = None,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -101,7 +102,8 @@ class SubmissionService:
         newest registered version (the version is stored, so the job runs the package it was
         checked against); the tile geometry of that model package (or the operator's
         ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``), a size or halo given alone keeping the
-        other from there; ``rows_per_task`` from the settings.
+        other from there; ``rows_per_task`` from the settings; ``pixel_size_um`` (µm/px, > 0)
+        None: read from the source when the job is planned.
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -132,7 +134,7 @@ class SubmissionService:
                 source_url=source_url, model=record.name, model_version=record.version,
                 tile_size=geometry.tile_size, halo=geometry.halo,
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
-                labels=labels or {}, webhook_url=webhook_url,
+                labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(
