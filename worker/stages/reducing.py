@@ -1,6 +1,7 @@
 """Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
 overlay and the preview (:func:`imaging.rendering.write_pictures`); phase fractions are the sums
-of the rows' exact pixel counts.
+of the rows' exact pixel counts; the microstructure outputs merge the rows' partials
+(:func:`worker.stages.measuring.write_microstructure`).
 
 With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming.py``) has usually
 written the three pictures while the rows ran: the reducer then waits for it while its lease is
@@ -23,6 +24,7 @@ from storage.blobs.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PI
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
+from worker.stages.measuring import job_pixel_size, write_microstructure
 from worker.stages.sources import source_path
 from worker.stages.streaming import wait_for_stitcher
 
@@ -34,7 +36,9 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
 
     Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
     deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
-    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
+    ``fractions.json``, ``fractions.csv`` and the microstructure outputs
+    (:data:`storage.blobs.layout.MICROSTRUCTURE_FILES`). A job in any other status is left
+    alone.
 
     Returns:
         The fractions document, or None when the job was not ``reducing``.
@@ -59,6 +63,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             job.height,
             counts,
             pkg.classes,
+            pixel_size_um=job_pixel_size(job),
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
@@ -67,6 +72,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             strips = [ctx.local_blob(r.blob_key) for r in rows]
             write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
                            names=[c.name for c in pkg.classes])
+        write_microstructure(ctx, job, rows, pkg, work)
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})
