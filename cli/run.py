@@ -21,7 +21,7 @@ from rich.table import Table
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from queues.app import make_celery, send
-from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs.layout import FRACTIONS_JSON, MICROSTRUCTURE_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
@@ -98,6 +98,18 @@ def fractions_table(doc: dict) -> Table:
     return table
 
 
+def print_microstructure(report: dict | None) -> None:
+    """Print :func:`microstructure.summary_lines` of a microstructure.json document (a note
+    when the job has none)."""
+    from microstructure import summary_lines
+
+    if report is None:
+        console.print("microstructure: none (the job was reduced before pelletseg computed it)")
+        return
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False)
+
+
 def drive(
     settings: Settings,
     start: Callable[[SubmissionService], Job],
@@ -134,6 +146,8 @@ def drive(
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))
+    micro = output_key(job.id, MICROSTRUCTURE_JSON)
+    print_microstructure(json.loads(blobs.get_bytes(micro)) if blobs.exists(micro) else None)
     mpx = job.width * job.height / 1e6
     console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
     if peaks:
@@ -146,7 +160,7 @@ def drive(
             dest = Path(out) / name
             blobs.get_file(key, dest)
             target = str(dest)
-        console.print(f"  {name:15s} {target}")
+        console.print(f"  {name:22s} {target}")
     return 0
 
 
