@@ -155,6 +155,8 @@ def drive(
     console.print("outputs:")
     for name in OUTPUT_FILES:
         key = output_key(job.id, name)
+        if not blobs.exists(key):
+            continue  # radial_profiles.png when there is no profile
         target = blobs.url(key)
         if out is not None:
             dest = Path(out) / name

@@ -20,7 +20,14 @@ import structlog
 from core.states import JobStatus
 from imaging.rendering import write_pictures
 from microstructure.fractions import fractions_csv, fractions_document
-from storage.blobs.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PICTURES, output_key
+from storage.blobs.layout import (
+    FRACTIONS_CSV,
+    FRACTIONS_JSON,
+    MICROSTRUCTURE_FILES,
+    OUTPUT_FILES,
+    PICTURES,
+    output_key,
+)
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
@@ -77,6 +84,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})
         for name in OUTPUT_FILES:
+            if name in MICROSTRUCTURE_FILES and not (work / name).exists():
+                continue  # radial_profiles.png: left out when there is no profile
             key = output_key(job_id, name)
             if not (staged and name in PICTURES):  # a stitcher stored those already
                 ctx.blobs.put_file(key, work / name)

@@ -14,14 +14,14 @@ function table(id, head, rows) {
 
 /** Per-class % of one pellet, from whichever mapping the report gives (name -> %). */
 function pelletPhases(p) {
-  const m = p.phase_percent || p.phase_fractions_percent || p.percent_of_pellet || p.phases || {};
+  const m = p.phase_fractions_percent || {};
   return Object.entries(m).filter(([, v]) => typeof v === "number");
 }
 
 /** Pixel size line: the unit every figure below is in. */
 export function pixelSizeNote(report) {
   return h("p", { class: "muted small", id: "micro-pixel-size" }, report.pixel_size_um
-    ? `Pixel size ${report.pixel_size_um} µm/px: areas in mm², diameters in µm and mm.`
+    ? `Pixel size ${report.pixel_size_um} µm/px: areas in mm², diameters in mm and µm.`
     : "No pixel size (none given with the job or recorded in the image): figures are in px.");
 }
 
@@ -29,34 +29,40 @@ export function pixelSizeNote(report) {
 export function pelletTable(report) {
   const pellets = report.pellets || [];
   if (!pellets.length) {
-    return h("p", { class: "muted", id: "pellets-table" }, report.pellets_note
-      || "No pellet found (or the model declares no mount class).");
+    return h("p", { class: "muted", id: "pellets-table" }, (report.notes || []).join(" ")
+      || "No pellet found.");
   }
   const phaseNames = [...new Set(pellets.flatMap((p) => pelletPhases(p).map(([k]) => k)))];
+  const mm = Boolean(report.pixel_size_um);
   return table("pellets-table",
-    ["Pellet", "Area (mm²)", "Eq. diameter (mm)", "Open porosity %", "Closed porosity %",
-      ...phaseNames.map((n) => `${n} %`)],
+    ["Pellet", mm ? "Area (mm²)" : "Area (px)", mm ? "Eq. diameter (mm)" : "Eq. diameter (px)",
+      "Open porosity %", "Closed porosity %", ...phaseNames.map((n) => `${n} %`)],
     pellets.map((p, i) => {
       const phases = Object.fromEntries(pelletPhases(p));
-      return [String(p.id ?? p.index ?? i + 1), num(p.area_mm2, 3), num(p.equivalent_diameter_mm, 3),
+      return [String(p.id ?? i + 1), mm ? num(p.area_mm2, 3) : num(p.area_px, 0),
+        mm ? num(p.equivalent_diameter_mm, 3) : num(p.equivalent_diameter_px, 1),
         num(p.porosity_open_percent), num(p.porosity_closed_percent),
         ...phaseNames.map((n) => num(phases[n]))];
     }));
 }
 
-/** Count and D10/D50/D90 per class (pores first). */
+/** Count and D10/D50/D90 (by area) per class, pore classes first. */
 export function sizeTable(report) {
+  const pores = new Set(report.pore_classes || []);
   const dists = Object.entries(report.size_distributions || {});
-  dists.sort(([a, x], [b, y]) => (y.role === "pore") - (x.role === "pore") || a.localeCompare(b));
-  return table("sizes-table", ["Class", "Objects", "D10 (µm)", "D50 (µm)", "D90 (µm)"],
-    dists.map(([name, d]) => [name, (d.count ?? 0).toLocaleString(), num(d.d10_um), num(d.d50_um),
-      num(d.d90_um)]));
+  dists.sort(([a], [b]) => pores.has(b) - pores.has(a) || a.localeCompare(b));
+  const u = report.pixel_size_um ? "um" : "px";
+  const unit = report.pixel_size_um ? "µm" : "px";
+  return table("sizes-table", ["Class", "Objects", `D10 (${unit})`, `D50 (${unit})`, `D90 (${unit})`],
+    dists.map(([name, d]) => [name, (d.count ?? 0).toLocaleString(), num(d[`d10_${u}`]),
+      num(d[`d50_${u}`]), num(d[`d90_${u}`])]));
 }
 
 /** The whole panel; `plotUrl` is an object URL of radial_profiles.png (or null). */
 export function microstructurePanel(report, plotUrl) {
   return [
     pixelSizeNote(report),
+    ...(report.notes || []).map((n) => h("p", { class: "muted small micro-note" }, `Note: ${n}`)),
     h("h3", {}, "Pellets"),
     pelletTable(report),
     h("h3", {}, "Radial profiles"),
