@@ -126,7 +126,7 @@ def write_microstructure(ctx: WorkerContext, job, rows: Sequence, pkg: ModelPack
     ``boundaries.csv``, ``radial_profiles.csv``, ``radial_profiles.png``).
 
     Returns:
-        The ``microstructure.json`` document.
+        The ``microstructure.json`` document, its ``source`` naming the job and model.
 
     Raises:
         ValueError: partials that do not tile the image (a row missing or twice) or a
@@ -137,6 +137,8 @@ def write_microstructure(ctx: WorkerContext, job, rows: Sequence, pkg: ModelPack
     partials = list(row_partials(ctx, job, rows, classes))
     report = merge_partials(partials, classes=classes, pixel_size_um=job_pixel_size(job),
                             band_width_um=BAND_WIDTH_UM)
+    report["source"] = {"job_id": job.id, "model": {"name": job.model_name,
+                        "version": job.model_version, "sha256": job.model_sha256}}
     for name, data in render_outputs(report).items():
         (work / name).write_bytes(data)
     log.info("reduce.microstructure", job_id=job.id, rows=len(partials),
