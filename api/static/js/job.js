@@ -161,7 +161,13 @@ function openViewer() {
   });
 }
 
-async function loadMicrostructure() {
+async function loadMicrostructure(job) {
+  const outputs = new Set(job.outputs || []);
+  if (!outputs.has("microstructure_json")) { // reduced before microstructure existed: no 404 fetched
+    setChildren($("microstructure"), h("p", { class: "muted" },
+      "This job has no microstructure: it was reduced before pelletseg computed it."));
+    return;
+  }
   let report;
   try {
     report = await api(jobPath(jobId, "/microstructure"));
@@ -171,9 +177,11 @@ async function loadMicrostructure() {
     return;
   }
   let plotUrl = null;
-  try {
-    plotUrl = URL.createObjectURL(await apiBlob(jobPath(jobId, "/files/radial_profiles.png")));
-  } catch { /* the tables still show */ }
+  if (outputs.has("radial_profiles_png")) {
+    try {
+      plotUrl = URL.createObjectURL(await apiBlob(jobPath(jobId, "/files/radial_profiles.png")));
+    } catch { /* the tables still show */ }
+  }
   setChildren($("microstructure"), ...microstructurePanel(report, plotUrl));
 }
 
@@ -189,7 +197,7 @@ async function loadResults(job) {
       ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
     state.results = results;
     if (!state.viewer && window.OpenSeadragon) openViewer();
-    await loadMicrostructure();
+    await loadMicrostructure(job);
     await loadPreview();
   } catch (err) {
     toast(`Cannot load the results: ${errorText(err)}`, "error");
