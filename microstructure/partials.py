@@ -250,18 +250,23 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         if class_counts[k] == 0:
             continue
         mask = cls == k
-        n = ndimage.label(mask, structure=_EIGHT, output=buf)
-        area = _bincount(buf, n + 1)[1:]
+        if is_mount_cls[k] and n_mount_classes == 1:
+            # the mount set is this class: same mask, same 8-connected labelling, so its
+            # components are the mount-set components (ids n_p .. n_set - 1 in sid)
+            n = n_m
+            np.subtract(sid, n_p - 1, out=buf, where=mask)
+            buf[~mask] = 0
+            to_set = np.arange(n_p, n_p + n, dtype=np.int32)
+        else:
+            n = ndimage.label(mask, structure=_EIGHT, output=buf)
+            to_set = np.full(n, -1, dtype=np.int32)
+            if is_mount_cls[k]:
+                to_set[buf[mask] - 1] = sid[mask]  # each component lies in one set component
+        area = _bincount(buf[mask], n + 1)[1:]
         border = np.zeros(n, dtype=bool)
         border[_border_ids(buf, top, bottom) - 1] = True
         first_comp[mask[0]] = buf[0][mask[0]] - 1 + offset
         last_comp[mask[-1]] = buf[-1][mask[-1]] - 1 + offset
-        to_set = np.full(n, -1, dtype=np.int32)
-        if is_mount_cls[k] and n_mount_classes == 1:
-            # the mount set is this class: same mask, same labelling, same ids
-            to_set[:] = np.arange(n_p, n_p + n, dtype=np.int32)
-        elif is_mount_cls[k]:
-            to_set[buf[mask] - 1] = sid[mask]  # each component lies in one set component
         comp_class.append(np.full(n, k, dtype=np.uint8))
         comp_area.append(area)
         comp_border.append(border)
