@@ -271,3 +271,31 @@ def test_class_tables(tmp_path):
         load_class_table(f)
     with pytest.raises(ValueError, match="cannot read"):
         load_class_table(tmp_path / "missing.yaml")
+
+
+def test_grid_placed_pores_and_tiny_images():
+    """The benchmark's grid placement keeps the truth exact; a pore 40 px tall is one object in
+    strips of 3 px; 1-row and 1-pixel images work."""
+    s = make_section(160, 160, [(80, 80, 75, 15)], max_pore_px=10, pore_spacing=16, seed=5)
+    truth = s.truth()
+    assert len(s.pellets[0].pores) > 30
+    r = _report(s.render(), 3)
+    assert r["size_distributions"]["pore"]["count"] == len(truth["pore_areas_px"])
+    assert r["size_distributions"]["pore"]["area_px"] == sum(truth["pore_areas_px"])
+    assert r["pellets"][0]["porosity_open_percent"] == pytest.approx(
+        100 * truth["pellets"][0]["open_px"] / truth["pellets"][0]["area_px"])
+
+    lab = make_section(160, 160, [(80, 80, 75, 15)], pores_per_pellet=0).render()
+    lab[20:60, 78:80] = PORE  # crosses 14 strips of 3 rows
+    lab[25:55:2, 80] = PORE  # teeth touching it by an edge ...
+    lab[30, 81] = PORE  # ... and one by a corner only
+    strips = _report(lab, 3)
+    assert strips["size_distributions"]["pore"]["count"] == 1
+    assert strips["size_distributions"]["pore"]["area_px"] == 80 + 15 + 1
+    assert json.dumps(strips, sort_keys=True) == json.dumps(_report(lab, 160), sort_keys=True)
+    for shape in ((1, 1), (1, 9), (5, 1)):
+        one = np.full(shape, MAGNETITE, dtype=np.uint8)
+        r = _report(one, 1)
+        assert r["pellets"][0]["area_px"] == one.size
+        assert r["pellets"][0]["touches_image_border"] is True
+        assert r["size_distributions"]["magnetite"]["count"] == 1
