@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.analyze import analyze
 from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
@@ -138,5 +139,6 @@ main.add_command(serve)
 main.add_command(bench)
 main.add_command(agreement)
 main.add_command(worker)
+main.add_command(analyze)
 for _command in REMOTE_COMMANDS:
     main.add_command(_command)

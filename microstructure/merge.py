@@ -398,7 +398,7 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
     nby, nbx = -(-H // BLOCK), -(-W // BLOCK)
     counts = np.zeros((nby, nbx, C), dtype=np.uint16)
     outside = np.zeros((nby, nbx), dtype=np.int32)
-    pel = np.full((nby, nbx), np.iinfo(np.int32).max, dtype=np.int64)
+    pel = np.full((nby, nbx), np.iinfo(np.int32).max, dtype=np.int32)
     root_pellet = np.where(root_group >= 0, group_pellet[np.maximum(root_group, 0)], -1)
     for i, p in enumerate(parts):
         r = slice(p.blk_y0, p.blk_y0 + p.blk_counts.shape[0])
@@ -411,13 +411,14 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
             outside[r] += np.rint(flat).astype(np.int32).reshape(outside[r].shape)
         for ids in (p.blk_set_min, p.blk_set_max):
             has = ids >= 0
-            cand = np.full(ids.shape, np.iinfo(np.int32).max, dtype=np.int64)
+            cand = np.full(ids.shape, np.iinfo(np.int32).max, dtype=np.int32)
             pp = root_pellet[set_lab[ids[has] + set_off[i]]]
             cand[has] = np.where(pp >= 0, pp, np.iinfo(np.int32).max)
             np.minimum(pel[r], cand, out=pel[r])
-    valid = counts.sum(axis=2, dtype=np.int64)
+    valid = counts.sum(axis=2, dtype=np.int32)  # <= 256 px per block
     inside = valid - outside
     mask = (inside > 0) & (2 * inside >= valid)
+    del valid, inside
     none = np.iinfo(np.int32).max
     # blocks of the pellet region with no pellet-set pixel (all inside epoxy): the pellet
     # most blocks of their block-grid component belong to
@@ -425,16 +426,20 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
     if unassigned.any():
         comp, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
         known = mask & (pel != none)
-        votes = np.bincount(comp[known] * (n_pellets + 1) + pel[known],
+        votes = np.bincount(comp[known].astype(np.int64) * (n_pellets + 1) + pel[known],
                             minlength=(n + 1) * (n_pellets + 1)).reshape(n + 1, n_pellets + 1)
         best = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), none)
         pel[unassigned] = best[comp[unassigned]]
     use = mask & (pel != none)
     dist = ndimage.distance_transform_edt(mask)  # blocks from the nearest block outside
-    d_px = (dist - 0.5) * BLOCK
-    band = np.floor(np.maximum(d_px, 0) / band_px).astype(np.int64)
-    nb = int(band[use].max()) + 1 if use.any() else 0
-    key = pel[use] * nb + band[use]
+    dist -= 0.5
+    dist *= BLOCK / band_px  # px from the surface / band width
+    np.maximum(dist, 0, out=dist)
+    band = np.floor(dist[use]).astype(np.int64)
+    del dist
+    nb = int(band.max()) + 1 if band.size else 0
+    key = pel[use].astype(np.int64) * nb + band
+    del band
     cnt = np.stack([np.bincount(key, weights=counts[..., k][use], minlength=n_pellets * nb)
                     for k in range(C)], axis=1)
     out_b = np.bincount(key, weights=outside[use], minlength=n_pellets * nb)

@@ -36,6 +36,7 @@ PARTIAL_VERSION = 1
 BLOCK = 16
 _EIGHT = np.ones((3, 3), dtype=bool)
 _NONE = np.iinfo(np.int32).max
+_ROWS = 128  # rows per chunk of the per-class counts (bounds their temporaries)
 
 
 @dataclass
@@ -210,13 +211,11 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         raise ValueError(f"strip rows [{y0}, {y0 + h}) fall outside the image's {H} rows")
     lut = class_lut(classes)
     C = len(classes)
-    cls16 = lut[labels]
-    if (cls16 < 0).any():
-        bad = np.unique(labels[cls16 < 0])[:10].tolist()
+    cls = lut.astype(np.uint8)[labels]  # -1 (no class) becomes 255, never a position below 256 classes
+    if C < 256 and (cls == 255).any():
+        bad = np.unique(labels[cls == 255])[:10].tolist()
         raise ValueError(f"label values {bad} at rows [{y0}, {y0 + h}) belong to no class "
                          f"(classes: {', '.join(f'{c.name}={c.value}' for c in classes)})")
-    cls = cls16.astype(np.uint8)
-    del cls16
     roles = _role_codes(classes)
     is_mount_cls = roles == 2
     top, bottom = y0 == 0, y0 + h == H
@@ -250,18 +249,28 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         if class_counts[k] == 0:
             continue
         mask = cls == k
-        n = ndimage.label(mask, structure=_EIGHT, output=buf)
-        area = _bincount(buf, n + 1)[1:]
+        if is_mount_cls[k] and n_mount_classes == 1:
+            # the mount set is this class: same mask, same 8-connected labelling, so its
+            # components are the mount-set components (ids n_p .. n_set - 1 in sid)
+            n = n_m
+            np.subtract(sid, n_p - 1, out=buf, where=mask)
+            buf[~mask] = 0
+            to_set = np.arange(n_p, n_p + n, dtype=np.int32)
+        else:
+            n = ndimage.label(mask, structure=_EIGHT, output=buf)
+            to_set = np.full(n, -1, dtype=np.int32)
+            if is_mount_cls[k]:  # each component lies in one set component
+                for r in range(0, h, _ROWS):
+                    mk = mask[r:r + _ROWS]
+                    to_set[buf[r:r + _ROWS][mk] - 1] = sid[r:r + _ROWS][mk]
+        area = np.zeros(n + 1, dtype=np.int64)
+        for r in range(0, h, _ROWS):  # bounded temporaries: a few rows at a time
+            area += np.bincount(buf[r:r + _ROWS][mask[r:r + _ROWS]], minlength=n + 1)
+        area = area[1:]
         border = np.zeros(n, dtype=bool)
         border[_border_ids(buf, top, bottom) - 1] = True
         first_comp[mask[0]] = buf[0][mask[0]] - 1 + offset
         last_comp[mask[-1]] = buf[-1][mask[-1]] - 1 + offset
-        to_set = np.full(n, -1, dtype=np.int32)
-        if is_mount_cls[k] and n_mount_classes == 1:
-            # the mount set is this class: same mask, same labelling, same ids
-            to_set[:] = np.arange(n_p, n_p + n, dtype=np.int32)
-        elif is_mount_cls[k]:
-            to_set[buf[mask] - 1] = sid[mask]  # each component lies in one set component
         comp_class.append(np.full(n, k, dtype=np.uint8))
         comp_area.append(area)
         comp_border.append(border)

@@ -89,28 +89,28 @@ def _radial_png(report: dict, phase_names: list[str]) -> bytes | None:
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    colours = {c["name"]: c.get("colour") for c in report["classes"]}
     um = report["pixel_size_um"] is not None
-    n = len(profiles)
-    cols = min(n, 3)
-    rows = -(-n // cols)
+    # one panel per phase (and the open pores), one line per pellet: a panel count that does
+    # not grow with the number of pellets
+    panels = [*phase_names, "open pores"]
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
     fig = Figure(figsize=(4.2 * cols, 3.2 * rows), dpi=100)
-    for i, prof in enumerate(profiles):
+    for i, name in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
-        x = [((b["from_um"] + b["to_um"]) / 2) if um else ((b["from_px"] + b["to_px"]) / 2)
-             for b in prof["bands"]]
-        for name in phase_names:
-            c = colours.get(name)
-            ax.plot(x, [b["percent"][name] for b in prof["bands"]], marker=".", label=name,
-                    color=None if c is None else tuple(v / 255 for v in c))
-        ax.plot(x, [b["open_porosity_percent"] for b in prof["bands"]], marker=".",
-                linestyle="--", label="open pores", color="0.5")
-        ax.set_title(f"pellet {prof['pellet']}")
+        for prof in profiles:
+            x = [((b["from_um"] + b["to_um"]) / 2) if um else ((b["from_px"] + b["to_px"]) / 2)
+                 for b in prof["bands"]]
+            y = [b["open_porosity_percent"] if name == "open pores" else b["percent"][name]
+                 for b in prof["bands"]]
+            ax.plot(x, y, marker="." if len(profiles) <= 5 else None, linewidth=1,
+                    alpha=1.0 if len(profiles) <= 5 else 0.5, label=f"pellet {prof['pellet']}")
+        ax.set_title(name)
         ax.set_xlabel(f"distance from surface ({'µm' if um else 'px'})")
-        ax.set_ylabel("area %")
+        ax.set_ylabel("area % of pellet")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-        if i == 0:
+        if i == 0 and len(profiles) <= 8:
             ax.legend(fontsize="small")
     fig.tight_layout()
     buf = io.BytesIO()
