@@ -12,6 +12,7 @@ import pyvips
 from sqlalchemy import update
 
 from core.states import JobStatus
+from imaging.metadata import read_pixel_size_um
 from microstructure import RowPartial, analyze_label_map
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import (
@@ -19,6 +20,7 @@ from storage.blobs.layout import (
     LABELS,
     MICROSTRUCTURE_FILES,
     MICROSTRUCTURE_JSON,
+    OVERLAY,
     output_key,
     row_partial_key,
 )
@@ -98,6 +100,9 @@ def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, sm
     assert set(report["size_distributions"]) == {"background", "oxide", "crack"}
     for d in report["size_distributions"].values():
         assert {"count", "d10_um", "d50_um", "d90_um"} <= set(d)
+    for picture in (LABELS, OVERLAY):  # the label map and overlay record it too
+        assert read_pixel_size_um(stack.local_blob(output_key(job.id, picture))) == pytest.approx(
+            (0.8, 0.8))
     fractions = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     assert fractions["pixel_size_um"] == pytest.approx(0.8)
     assert RowPartial.from_bytes(stack.blobs.get_bytes(row_partial_key(job.id, 2))).y0 == rows[2].y0

@@ -78,7 +78,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         if not staged:
             strips = [ctx.local_blob(r.blob_key) for r in rows]
             write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
-                           names=[c.name for c in pkg.classes])
+                           names=[c.name for c in pkg.classes],
+                           pixel_size_um=job_pixel_size(job))
         write_microstructure(ctx, job, rows, pkg, work)
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
