@@ -99,6 +99,12 @@ def _child(settings, *args: str, timeout: float = 3600) -> dict:
     return json.loads(lines[-1])
 
 
+def _progress(what: str, value) -> None:
+    """One progress line on stderr (a long run shows its figures as they come)."""
+    print(f"[{time.strftime('%H:%M:%S', time.gmtime())}] {what}: {json.dumps(value)}",
+          file=sys.stderr, flush=True)
+
+
 def _set_reducing(ctx, job_id: str) -> None:
     from sqlalchemy import update
 
@@ -124,6 +130,7 @@ def run(side: int, work: Path, noise_per_mpx: float) -> dict:
     t0 = time.perf_counter()
     image = mosaic(work, side)
     mosaic_s = time.perf_counter() - t0
+    _progress("mosaic_s", round(mosaic_s, 1))
     home = work / f"reduce-{side}"
     settings = Settings(home=home, tile_size=1728, halo=96, rows_per_task=1,
                         default_model=MODEL, lease_seconds=3600)
@@ -149,6 +156,7 @@ def run(side: int, work: Path, noise_per_mpx: float) -> dict:
         started = time.perf_counter()
         write_row_partial(ctx, job, row.index, row.y0, labels, pkg)
         partial_s.append(time.perf_counter() - started)
+        _progress(f"row {row.index} partial_s", round(partial_s[-1], 2))
         ctx.table.rows.claim(job.id, row.index, "bench-synthetic", 3600)
         ctx.table.rows.complete(job.id, row.index, counts=label_counts(labels, pkg.n_classes),
                                 checksum=hashlib.sha256(labels.tobytes()).hexdigest(),
@@ -156,6 +164,7 @@ def run(side: int, work: Path, noise_per_mpx: float) -> dict:
     build_s = time.perf_counter() - t0
     middle = rows[len(rows) // 2]
     partial = _child(settings, "partial", job.id, str(middle.index))
+    _progress("partial", partial)
     runs = {}
     for name, args in (("without", ("--no-micro",)), ("with", ()), ("recompute", ())):
         if name == "recompute":
@@ -163,6 +172,7 @@ def run(side: int, work: Path, noise_per_mpx: float) -> dict:
                 ctx.blobs.delete(row_partial_key(job.id, r.index))
         _set_reducing(ctx, job.id)
         runs[name] = _child(settings, "reducer", job.id, *args)
+        _progress(f"reducer {name}", runs[name])
     report = json.loads(ctx.blobs.get_bytes(f"jobs/{job.id}/microstructure.json"))
     return {
         "side": side, "gpx": round(side * side / 1e9, 3), "rows": len(rows),
