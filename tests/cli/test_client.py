@@ -150,10 +150,12 @@ def test_client_commands(tmp_path, monkeypatch):
         monkeypatch.setenv("PELLETSEG_API_URL", base)
         monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
         home = ["--home", str(tmp_path / "client-home")]
-        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1", *home])
+        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1",
+                                   "--pixel-size-um", "0.4", *home])
         assert res.exit_code == 0, res.output
         job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
+        assert job.spec["pixel_size_um"] == 0.4
         assert job.source_url.endswith("/P-1.tif")
         assert not list((tmp_path / "client-home" / "client" / "uploads").glob("*.json"))
         res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif", *home])
