@@ -56,21 +56,23 @@ def _strip(sec, y0: int, y1: int) -> np.ndarray:
 def rows(side: int, height: int, work: Path) -> dict:
     sec = section(side)
     (work / "rows").mkdir(parents=True, exist_ok=True)
-    times, sizes, render_s = [], [], 0.0
+    times, cpu, sizes, render_s = [], [], [], 0.0
     for i, y0 in enumerate(range(0, side, height)):
         t = time.perf_counter()
         lab = _strip(sec, y0, min(side, y0 + height))
         render_s += time.perf_counter() - t
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         p = row_partial(lab, y0=y0, image_shape=(side, side), classes=CLASSES)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
         data = p.to_bytes()
         sizes.append(len(data))
         (work / "rows" / f"{i:05d}.npz").write_bytes(data)
     truth = sec.truth()
     return {"strips": len(times), "row_partial_s": {"mean": float(np.mean(times)),
                                                    "max": float(np.max(times)),
-                                                   "total": float(np.sum(times))},
+                                                   "total": float(np.sum(times)),
+                                                   "cpu_total": float(np.sum(cpu))},
             "partial_mib": {"mean": float(np.mean(sizes)) / 2**20, "total": float(np.sum(sizes)) / 2**20},
             "render_s": render_s, "rows_process_peak_rss_mib": peak_rss_mib(),
             "truth": {"pellets": len(truth["pellets"]),
@@ -82,13 +84,14 @@ def merge(work: Path) -> dict:
     t = time.perf_counter()
     parts = [RowPartial.from_bytes(f.read_bytes()) for f in sorted((work / "rows").glob("*.npz"))]
     load_s = time.perf_counter() - t
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     report = merge_partials(parts, classes=CLASSES, pixel_size_um=1.0)
-    merge_s = time.perf_counter() - t
-    t = time.perf_counter()
+    merge_s, merge_cpu = time.perf_counter() - t, time.process_time() - c
+    t, c = time.perf_counter(), time.process_time()
     files = render_outputs(report)
-    outputs_s = time.perf_counter() - t
-    return {"load_s": load_s, "merge_s": merge_s, "outputs_s": outputs_s,
+    outputs_s, outputs_cpu = time.perf_counter() - t, time.process_time() - c
+    return {"load_s": load_s, "merge_s": merge_s, "merge_cpu_s": merge_cpu,
+            "outputs_s": outputs_s, "outputs_cpu_s": outputs_cpu,
             "merge_process_peak_rss_mib": peak_rss_mib(),
             "components": int(sum(p.comp_class.size for p in parts)),
             "pellets": len(report["pellets"]), "areas": [p["area_px"] for p in report["pellets"]],

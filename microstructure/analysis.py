@@ -28,7 +28,7 @@ def _open_labels(path: Path):
         raise ValueError(f"{path}: not an image libvips can read ({str(e).strip().splitlines()[0]})") from None
     if image.hasalpha() and image.bands == 2:
         image = image.extract_band(0)
-    if image.bands != 1 or image.format != "uchar":
+    if image.bands != 1 or image.format not in ("uchar", "ushort"):
         raise ValueError(f"{path}: a label map must be one band of 8-bit class values, this image "
                          f"has {image.bands} band(s) of {image.format}; export the labels (not a "
                          "colour rendering) as an 8-bit greyscale TIFF or PNG")
@@ -45,8 +45,9 @@ def analyze_label_map(labels_path: str | os.PathLike, classes: Sequence[ClassInf
     read at full resolution (its first page).
 
     Args:
-        labels_path: (H, W) single-band uint8 label map (TIFF, BigTIFF, pyramidal TIFF, PNG,
-            anything libvips reads); pixel values are the classes' ``value``.
+        labels_path: (H, W) single-band uint8 (or uint16 with values below 256) label map
+            (TIFF, BigTIFF, pyramidal TIFF, PNG, anything libvips reads); pixel values are
+            the classes' ``value``.
         classes: The class table (every value in the map must be in it).
         pixel_size_um: Pixel size (µm/px), or None (outputs then in px).
         out_dir: Folder for the files of :func:`~microstructure.report.render_outputs`
@@ -73,8 +74,14 @@ def analyze_label_map(labels_path: str | os.PathLike, classes: Sequence[ClassInf
     try:
         for y0 in range(0, H, rows_height):
             h = min(rows_height, H - y0)
+            dtype = np.uint8 if image.format == "uchar" else np.uint16
             strip = np.ndarray(buffer=image.crop(0, y0, W, h).write_to_memory(),
-                               dtype=np.uint8, shape=(h, W))
+                               dtype=dtype, shape=(h, W))
+            if dtype is np.uint16:  # 16-bit exports (ilastik, ...) of values below 256
+                if strip.max() > 255:
+                    raise ValueError(f"{path}: label value {int(strip.max())} at rows "
+                                     f"[{y0}, {y0 + h}) is above 255; class values are 0-255")
+                strip = strip.astype(np.uint8)
             try:
                 partials.append(row_partial(strip, y0=y0, image_shape=(H, W), classes=classes))
             except ValueError as e:

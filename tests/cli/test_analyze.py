@@ -54,6 +54,18 @@ def test_analyze_writes_the_outputs(tmp_path, inputs, section):
     assert doc["radial_profiles"]["band_width_um"] == 50.0
 
 
+def test_analyze_reads_16_bit_maps(tmp_path, inputs, section):
+    _, classes = inputs
+    labels = tmp_path / "labels16.tif"
+    pyvips.Image.new_from_array(section.render().astype(np.uint16)).tiffsave(str(labels))
+    res = CliRunner().invoke(main, ["analyze", str(labels), "--classes", str(classes),
+                                    "--out", str(tmp_path / "o16")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o16" / "microstructure.json").read_text())
+    assert doc["pellets"][0]["area_px"] == section.truth()["pellets"][0]["area_px"]
+    assert doc["units"] == "px" and doc["pellets"][0]["area_mm2"] is None
+
+
 def test_analyze_errors(tmp_path, inputs):
     labels, classes = inputs
     runner = CliRunner()
@@ -69,6 +81,10 @@ def test_analyze_errors(tmp_path, inputs):
     pyvips.Image.new_from_array(np.zeros((8, 8, 3), dtype=np.uint8)).pngsave(str(rgb))
     res = runner.invoke(main, ["analyze", str(rgb), "--classes", str(classes), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0 and "3 band(s)" in res.output
+    wide = tmp_path / "wide.tif"
+    pyvips.Image.new_from_array(np.full((4, 4), 300, dtype=np.uint16)).tiffsave(str(wide))
+    res = runner.invoke(main, ["analyze", str(wide), "--classes", str(classes), "--out", str(tmp_path / "o")])
+    assert res.exit_code != 0 and "label value 300" in res.output
     broken = tmp_path / "broken.tif"
     broken.write_bytes(labels.read_bytes()[:2000])
     res = runner.invoke(main, ["analyze", str(broken), "--classes", str(classes), "--out", str(tmp_path / "o")])
