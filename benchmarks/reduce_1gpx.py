@@ -19,8 +19,12 @@ worker's:
 - **reducer recomputing the partials**: the same with every partial deleted first (a job
   whose rows ran before partials existed: the reducer recomputes them from the checkpoints).
 
+With ``--worker``: ``segment_row`` with the bundled model on two neighbouring interior rows of
+the mosaic, each in a fresh process, one with the row partial left out and one as shipped
+(peak RSS and seconds of the whole row).
+
 Run: ``flock /work/heavy.lock nice -n 5 python -m benchmarks.reduce_1gpx [--side 31623]
-[--work DIR] [--json FILE]``; prints one JSON document. Nothing here is a test.
+[--work DIR] [--json FILE] [--worker]``; prints one JSON document. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -188,8 +192,34 @@ def run(side: int, work: Path, noise_per_mpx: float) -> dict:
     }
 
 
+def run_worker(side: int, work: Path) -> dict:
+    """``segment_row`` with the bundled model on two neighbouring interior rows of the mosaic,
+    each in a fresh process: one with the row partial left out, one as shipped."""
+    from benchmarks.inputs import mosaic
+    from core.settings import Settings
+    from submission import SubmissionService, prepare
+    from worker.context import WorkerContext
+    from worker.stages.planning import plan_job
+
+    image = mosaic(work, side)
+    settings = Settings(home=work / f"worker-{side}", rows_per_task=1, lease_seconds=3600,
+                        rows_in_flight=1)
+    prepare(settings)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    job = ctx.table.jobs.create(SubmissionService(settings, table=ctx.table).build_spec(
+        str(image)))
+    plan_job(ctx, job.id)
+    n = ctx.table.jobs.get(job.id).rows_total
+    out = {}
+    for name, index, args in (("without", n // 2, ("--no-micro",)), ("with", n // 2 + 1, ())):
+        out[name] = _child(settings, "worker", job.id, str(index), *args)
+        _progress(f"worker {name}", out[name])
+    return out
+
+
 def child(argv: list[str]) -> None:
-    """Child process entry: ``partial JOB ROW`` or ``reducer JOB [--no-micro]``."""
+    """Child process entry: ``partial JOB ROW``, ``reducer JOB [--no-micro]`` or ``worker JOB
+    ROW [--no-micro]``."""
     import worker.tasks  # noqa: F401 - load what a celery worker process has loaded
     from benchmarks.timing import peak_rss_mib
     from core.settings import get_settings
@@ -227,6 +257,15 @@ def child(argv: list[str]) -> None:
         outcome = reducing.reduce_job(ctx, argv[1]) is not None
         out = {"outcome": outcome, "seconds": round(time.perf_counter() - started, 2),
                "peak_rss_mib": round(peak_rss_mib())}
+    elif argv[0] == "worker":
+        import worker.stages.segmenting as segmenting
+
+        if "--no-micro" in argv:
+            segmenting.write_row_partial = lambda *a, **k: None  # the row before issue 14
+        started = time.perf_counter()
+        outcome = segmenting.segment_row(ctx, argv[1], int(argv[2]))
+        out = {"outcome": outcome, "seconds": round(time.perf_counter() - started, 2),
+               "peak_rss_mib": round(peak_rss_mib())}
     else:
         raise SystemExit(f"unknown child run {argv[0]!r}")
     print(json.dumps(out), flush=True)
@@ -243,8 +282,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path.home() / ".pelletseg" / "bench")
     parser.add_argument("--noise-per-mpx", type=float, default=100.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--worker", action="store_true",
+                        help="measure segment_row (bundled model) with and without the partial")
     args = parser.parse_args(argv)
-    figures = run(args.side, args.work, args.noise_per_mpx)
+    if args.worker:
+        figures = {"worker": run_worker(args.side, args.work), "load_average": os.getloadavg(),
+                   "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    else:
+        figures = run(args.side, args.work, args.noise_per_mpx)
     text = json.dumps(figures, indent=1)
     print(text)
     if args.json:
