@@ -12,7 +12,7 @@ function table(id, head, rows) {
     h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c, i) => h("td", i ? { class: "num" } : {}, c))))));
 }
 
-/** Per-class % of one pellet, from whichever mapping the report gives (name -> %). */
+/** Per-class % of one pellet (its phase_fractions_percent: name -> %). */
 function pelletPhases(p) {
   const m = p.phase_fractions_percent || {};
   return Object.entries(m).filter(([, v]) => typeof v === "number");
@@ -29,8 +29,8 @@ export function pixelSizeNote(report) {
 export function pelletTable(report) {
   const pellets = report.pellets || [];
   if (!pellets.length) {
-    return h("p", { class: "muted", id: "pellets-table" }, (report.notes || []).join(" ")
-      || "No pellet found.");
+    return h("p", { class: "muted", id: "pellets-table" },
+      (report.notes || []).length ? "No pellet (see the notes above)." : "No pellet found.");
   }
   const phaseNames = [...new Set(pellets.flatMap((p) => pelletPhases(p).map(([k]) => k)))];
   const mm = Boolean(report.pixel_size_um);
