@@ -3,9 +3,10 @@ called by ``segment_row`` on the strip it just checkpointed) and their exact mer
 job's microstructure outputs (:func:`write_microstructure`, called by ``reduce_job``).
 
 Where each piece runs, and why: a row worker already holds its strip's labels in memory, so
-it computes the strip's :class:`microstructure.RowPartial` (per-class counts, boundary edge
-counts, the objects' tables and the strip's first and last label rows with their component
-ids) at the cost of one pass over the strip, and stores it beside the row checkpoint
+it computes the strip's :class:`microstructure.RowPartial` (the objects' tables, boundary
+edge counts, the strip's first and last label rows with their component ids, and a 16 px
+block grid for the pellets and radial profiles; docs/microstructure.md) in one labelling of
+the strip, and stores it beside the row checkpoint
 (``rows/{r:05d}.micro.npz``). The reducer then reads only these small partials, not the
 label map: objects cut by row boundaries are joined there through the stored edge rows, so
 size distributions and boundary lengths are exact over the whole image while the reducer's
