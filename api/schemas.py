@@ -58,6 +58,11 @@ class JobCreate(BaseModel):
     webhook_url: str | None = Field(
         None, max_length=2000, description="http(s) URL to notify when the job ends."
     )
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1e6, allow_inf_nan=False,
+        description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
+        "TIFF resolution), else outputs are in px.",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="Resubmitting with the same key returns the first job.",
@@ -109,6 +114,9 @@ class JobOut(BaseModel):
     model: ModelRef
     tile_size: int = Field(examples=[1024])
     halo: int = Field(examples=[128])
+    pixel_size_um: float | None = Field(
+        None, description="Pixel size (µm/px): given with the job, or read from the source "
+        "at planning; null: unknown (outputs in px).", examples=[0.42])
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])
     height: int | None = Field(description="Image height (px).", examples=[17000])
@@ -209,7 +217,7 @@ class RowList(BaseModel):
 
 class BatchCreate(BaseModel):
     """Several jobs at once, one per image, sharing one batch id. ``model``, ``model_version``,
-    ``tile_size``, ``halo`` and ``webhook_url`` apply to the jobs that leave them null;
+    ``tile_size``, ``halo``, ``webhook_url`` and ``pixel_size_um`` apply to the jobs that leave them null;
     ``labels`` are merged under each job's own labels."""
 
     model_config = ConfigDict(
@@ -230,6 +238,11 @@ class BatchCreate(BaseModel):
     halo: int | None = Field(None, ge=0, le=4096)
     labels: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = Field(None, max_length=2000)
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1e6, allow_inf_nan=False,
+        description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
+        "TIFF resolution), else outputs are in px.",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=180,
         description="Resubmitting with the same key returns the same batch and jobs (job i "

@@ -11,5 +11,6 @@ is a test: timings never become assertions. May import every package but ``cli``
 ``api`` (jobs go through :mod:`submission`, workers through :mod:`worker.local`).
 """
 
-__all__ = ["agreement", "config", "inputs", "limit", "memory", "peers", "pipeline", "report",
+__all__ = ["agreement", "config", "inputs", "limit", "memory", "microstructure_merge", "peers",
+           "pipeline", "report",
            "runner"]

@@ -127,6 +127,15 @@ class ApiClient:
     def results(self, job_id: str) -> dict:
         return self.json("GET", f"/v1/jobs/{job_id}/results")
 
+    def microstructure(self, job_id: str) -> dict | None:
+        """The job's microstructure.json, or None when it has none (404)."""
+        try:
+            return self.json("GET", f"/v1/jobs/{job_id}/microstructure")
+        except ClientError as e:
+            if e.status == 404:
+                return None
+            raise
+
     def download(self, url: str, dest: Path, advance: Callable[[int], object] | None = None,
                  ) -> Path:
         """Stream ``url`` to ``dest`` (temp file, then rename)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from cli.analyze import analyze
 from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
@@ -34,12 +35,17 @@ def main() -> None:
               help="Local worker processes to start (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the outputs into this folder.")
+@click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pixel size (µm/px); default: read from the image's metadata, else px.")
 @home_option
-def run_cmd(source: str, model: str | None, workers: int, out: Path | None, home: Path | None) -> None:
-    """Segment SOURCE (a path or URL) through the queue and print its phase fractions."""
+def run_cmd(source: str, model: str | None, workers: int, out: Path | None,
+            pixel_size_um: float | None, home: Path | None) -> None:
+    """Segment SOURCE (a path or URL) through the queue and print its phase fractions and
+    microstructure summary."""
     from cli.run import run
 
-    sys.exit(_guard(lambda: run(get_settings(home=home), source, model=model, workers=workers, out=out)))
+    sys.exit(_guard(lambda: run(get_settings(home=home), source, model=model, workers=workers,
+                                out=out, pixel_size_um=pixel_size_um)))
 
 
 @main.command("demo")
@@ -139,6 +145,7 @@ main.add_command(serve)
 main.add_command(bench)
 main.add_command(agreement)
 main.add_command(worker)
+main.add_command(analyze)
 for _command in REMOTE_COMMANDS:
     main.add_command(_command)
 apply_short_help(main)

@@ -93,17 +93,20 @@ def check_local_images(paths) -> None:
 @click.option("--webhook", default=None, help="http(s) URL notified when each job ends.")
 @click.option("--tile-size", type=int, default=None, help="Tile edge T (px).")
 @click.option("--halo", type=int, default=None, help="Halo cropped per tile side (px).")
+@click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pixel size (µm/px); default: read from each image's metadata, else px.")
 @click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
-def submit(paths, model, model_version, labels, webhook, tile_size, halo, part_size,
-           concurrency, wait, api_url, api_key) -> None:
+def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
+           part_size, concurrency, wait, api_url, api_key) -> None:
     """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
     s3://... are passed on). Several paths make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
-                                     webhook_url=webhook).items() if v is not None}
+                                     webhook_url=webhook,
+                                     pixel_size_um=pixel_size_um).items() if v is not None}
     labels = _labels(labels)
     ledger = default_ledger()
 
@@ -289,13 +292,15 @@ def cancel_cmd(job_id, api_url, api_key, home) -> None:
               help="Download the outputs into this folder.")
 @api_options
 def results_cmd(job_id, out, api_url, api_key) -> None:
-    """Print a succeeded job's phase fractions; with --out, download its outputs."""
-    from cli.run import fractions_table
+    """Print a succeeded job's phase fractions and microstructure summary; with --out,
+    download its outputs."""
+    from cli.run import fractions_table, print_microstructure
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             res = client.results(job_id)
             console.print(fractions_table(res["fractions"]))
+            print_microstructure(client.microstructure(job_id))
             for name, url in sorted(res["files"].items()):
                 if out is None:
                     console.print(f"  {name:15s} {url}")

@@ -31,7 +31,7 @@ from core.states import JOB_TERMINAL, JobStatus
 from imaging.mosaic import SAMPLES
 from models import ModelPackage
 from queues.app import make_celery, send
-from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs.layout import FRACTIONS_JSON, MICROSTRUCTURE_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
@@ -106,7 +106,21 @@ def fractions_table(doc: dict) -> Table:
     for c in doc["classes"]:
         pp = "-" if c["percent_of_pellet"] is None else f"{c['percent_of_pellet']:.2f}"
         table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
+    if doc.get("pellet_note"):
+        table.caption = f"% of pellet: {doc['pellet_note']}"
     return table
+
+
+def print_microstructure(report: dict | None) -> None:
+    """Print :func:`microstructure.summary_lines` of a microstructure.json document (a note
+    when the job has none)."""
+    from microstructure import summary_lines
+
+    if report is None:
+        console.print("microstructure: none (the job was reduced before pelletseg computed it)")
+        return
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False)
 
 
 def drive(
@@ -165,6 +179,8 @@ def drive(
         return 1
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))
+    micro = output_key(job.id, MICROSTRUCTURE_JSON)
+    print_microstructure(json.loads(blobs.get_bytes(micro)) if blobs.exists(micro) else None)
     mpx = job.width * job.height / 1e6
     console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
     if peaks:
@@ -172,12 +188,14 @@ def drive(
     console.print("outputs:")
     for name in OUTPUT_FILES:
         key = output_key(job.id, name)
+        if not blobs.exists(key):
+            continue  # radial_profiles.png when there is no profile
         target = blobs.url(key)
         if out is not None:
             dest = Path(out) / name
             blobs.get_file(key, dest)
             target = str(dest)
-        console.print(f"  {name:15s} {target}")
+        console.print(f"  {name:22s} {target}")
     return 0
 
 
@@ -189,11 +207,14 @@ def run(
     workers: int,
     out: Path | None,
     labels: dict | None = None,
+    pixel_size_um: float | None = None,
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
-    image that is not a demo image), submit ``source`` and follow it (see :func:`drive`)."""
+    image that is not a demo image), submit ``source`` and follow it (see :func:`drive`);
+    ``pixel_size_um`` (µm/px) None: read from the source's metadata."""
     registry = prepare(settings)
-    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {})
+    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {},
+                                                  pixel_size_um=pixel_size_um)
     announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
                    labels)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)

@@ -14,9 +14,13 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from core.geometry import WithGeometry
 
-__all__ = ["SPEC_VERSION", "JobSpec", "SpecError"]
+__all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "JobSpec", "SpecError"]
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+#: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
+#: version-2 spec without a pixel size. A new field bumps the version, so that older workers
+#: refuse a spec they cannot read with "upgrade the workers".
+READABLE_SPEC_VERSIONS = (1, 2)
 
 
 class SpecError(ValueError):
@@ -24,7 +28,7 @@ class SpecError(ValueError):
 
 
 class JobSpec(WithGeometry):
-    """Options of one segmentation job (spec version 1).
+    """Options of one segmentation job (spec version 2).
 
     Attributes:
         source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
@@ -36,6 +40,9 @@ class JobSpec(WithGeometry):
         labels: Free-form metadata (sample id, magnification, ...).
         webhook_url: Optional http(s) URL notified when the job ends (checked against
             private addresses at submission).
+        pixel_size_um: Pixel size (µm/px, > 0) given with the job; None: read from the
+            source's metadata when it records one (planning), else outputs are in px.
+            Added in spec version 2.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -44,13 +51,14 @@ class JobSpec(WithGeometry):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: Literal[1] = SPEC_VERSION
+    spec_version: Literal[1, 2] = SPEC_VERSION
     source_url: str
     model: str
     model_version: str | None = None
     rows_per_task: int = Field(1, ge=1)
     labels: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
+    pixel_size_um: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @property
     def stride(self) -> int:
@@ -65,10 +73,11 @@ class JobSpec(WithGeometry):
             SpecError: unknown ``spec_version`` or invalid fields.
         """
         version = data.get("spec_version")
-        if version != SPEC_VERSION:
+        if version not in READABLE_SPEC_VERSIONS:
             raise SpecError(
                 f"job spec version {version!r} is not supported by this pelletseg "
-                f"(reads version {SPEC_VERSION}); upgrade the workers"
+                f"(reads versions {', '.join(map(str, READABLE_SPEC_VERSIONS))}); "
+                "upgrade the workers"
             )
         try:
             return cls.model_validate(data)

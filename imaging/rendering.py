@@ -19,6 +19,7 @@ from imaging.stitching import (
     Strips,
     check_label_image,
     load_image,
+    resolution_options,
     save_stitched,
     write_label_pyramid,
 )
@@ -73,6 +74,7 @@ def write_overlay(
     palette: Sequence[tuple[int, int, int]],
     out_path: str | Path,
     alpha: float = 0.45,
+    pixel_size_um: float | None = None,
 ) -> None:
     """Blend the source with the colourised label map into a pyramidal JPEG BigTIFF.
 
@@ -89,6 +91,7 @@ def write_overlay(
         palette: RGB colour of each class index.
         out_path: Output TIFF; overwritten if it exists.
         alpha: Weight of the label colours, 0-1.
+        pixel_size_um: Pixel size (µm/px) recorded in the resolution tags (cm), or None.
 
     Raises:
         ValueError: ``alpha`` outside [0, 1], sizes differ, no strips, or a bad palette.
@@ -104,7 +107,8 @@ def write_overlay(
         colour = colourise(label_image, palette)
         blended = (source * (1.0 - alpha) + colour * alpha).rint().cast("uchar")
         blended.copy(interpretation="srgb").tiffsave(
-            str(out_path), pyramid=True, compression="jpeg", Q=85, **TILED_TIFF
+            str(out_path), pyramid=True, compression="jpeg", Q=85, **TILED_TIFF,
+            **resolution_options(pixel_size_um),
         )
 
     if isinstance(labels, (str, Path)):
@@ -230,6 +234,7 @@ def write_pictures(
     work: Path,
     names: Sequence[str] | None = None,
     abandon: Callable[[], None] | None = None,
+    pixel_size_um: float | None = None,
 ) -> None:
     """Write the label pyramid (``labels.tif``), the overlay (``overlay.tif``) and the preview
     (``preview.png``) of one job's row strips into folder ``work``.
@@ -239,6 +244,7 @@ def write_pictures(
     streaming PNG decode of the strips, the preview's resize), so together they use two cores.
     ``abandon`` is called as soon as either pipeline fails, so that a
     :class:`imaging.stitching.StripStream` the other one waits on can stop waiting.
+    ``pixel_size_um`` (µm/px), when known, is recorded in both TIFFs' resolution tags.
 
     Raises:
         ValueError, ImageFormatError, pyvips.Error: as :func:`write_label_pyramid`,
@@ -255,12 +261,13 @@ def write_pictures(
             raise
 
     def labels_and_preview() -> None:
-        write_label_pyramid(strips, work / LABELS_FILE)
+        write_label_pyramid(strips, work / LABELS_FILE, pixel_size_um=pixel_size_um)
         write_preview(source_path, work / LABELS_FILE, palette, work / PREVIEW_FILE, names=names)
 
     # leaving the block waits for the overlay, also when the label map failed
     with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:
         overlay = pool.submit(guarded, lambda: write_overlay(source_path, strips, palette,
-                                                             work / OVERLAY_FILE))
+                                                             work / OVERLAY_FILE,
+                                                             pixel_size_um=pixel_size_um))
         guarded(labels_and_preview)
     overlay.result()  # the overlay's error, if it had one

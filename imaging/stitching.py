@@ -26,6 +26,15 @@ TILE = 256
 TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "keep": "none"}
 
 
+def resolution_options(pixel_size_um: float | None) -> dict:
+    """tiffsave options recording a pixel size (µm/px) as resolution tags in centimetres
+    (read back by :func:`imaging.metadata.read_pixel_size_um`); none without one."""
+    if pixel_size_um is None:
+        return {}
+    px_per_mm = 1000.0 / float(pixel_size_um)
+    return {"xres": px_per_mm, "yres": px_per_mm, "resunit": "cm"}
+
+
 def load_image(path: str | Path, *, access: str = "sequential", **options) -> pyvips.Image:
     """Open an image lazily with libvips.
 
@@ -235,7 +244,8 @@ def save_stitched(
         raise failure[0]
 
 
-def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
+def write_label_pyramid(strip_paths: Strips, out_path: str | Path,
+                        pixel_size_um: float | None = None) -> None:
     """Stitch label strips top to bottom into one pyramidal tiled BigTIFF label map.
 
     Strips are decoded one at a time and streamed (see :func:`save_stitched`), so memory
@@ -247,6 +257,7 @@ def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
         strip_paths: Row strip files in order (row 0 first), all of the same width W, or a
             :class:`StripStream` of them.
         out_path: Output TIFF; overwritten if it exists.
+        pixel_size_um: Pixel size (µm/px) recorded in the resolution tags (cm), or None.
 
     Raises:
         ValueError: no strips, or strips of different widths.
@@ -263,5 +274,6 @@ def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
             compression="deflate",
             predictor="horizontal",
             **TILED_TIFF,
+            **resolution_options(pixel_size_um),
         ),
     )

@@ -16,6 +16,9 @@ import numpy as np
 from models.package import ClassInfo
 
 CSV_FIELDS = ("index", "name", "pixels", "percent", "percent_of_pellet")
+#: ``fractions.json``'s ``pellet_note`` when the model declares no mount class.
+NO_MOUNT_NOTE = ("the model declares no mount class (role: mount), so the pellet cannot be "
+                 "told from the mount: % of pellet is not given")
 #: Elements per np.bincount call: bincount converts its input to intp (8 bytes/element),
 #: so a strip is counted in chunks to keep that copy small.
 _CHUNK = 1 << 22
@@ -32,7 +35,9 @@ def phase_fractions(counts: Sequence[int], classes: Sequence[ClassInfo]) -> list
         One dict per class: ``index`` (int), ``name`` (str), ``pixels`` (int), ``percent``
         (float, % of all pixels; 0.0 if there are none) and ``percent_of_pellet`` (float, %
         among the classes with ``pellet=True``; 0.0 if there are no pellet pixels; None for
-        classes with ``pellet=False``, e.g. epoxy or background).
+        classes with ``pellet=False``, e.g. epoxy or background, and None for every class
+        when no class is the mount: then the pellet cannot be told from the mount, and
+        "% of pellet" would only repeat "% of image").
 
     Raises:
         ValueError: ``len(counts) != len(classes)``, a negative count, or a class whose
@@ -52,9 +57,10 @@ def phase_fractions(counts: Sequence[int], classes: Sequence[ClassInfo]) -> list
         pixels.append(int(n))
     total = sum(pixels)
     pellet_total = sum(n for n, c in zip(pixels, classes, strict=True) if c.pellet)
+    mount_declared = not all(c.pellet for c in classes)
     out = []
     for n, c in zip(pixels, classes, strict=True):
-        if c.pellet:
+        if c.pellet and mount_declared:
             of_pellet: float | None = 100.0 * n / pellet_total if pellet_total else 0.0
         else:
             of_pellet = None
@@ -77,6 +83,7 @@ def fractions_document(
     height: int,
     counts: Sequence[int],
     classes: Sequence[ClassInfo],
+    pixel_size_um: float | None = None,
 ) -> dict:
     """The ``fractions.json`` document of a job.
 
@@ -86,10 +93,13 @@ def fractions_document(
         width, height: Size of the label map (px).
         counts: Pixel count per class (see :func:`phase_fractions`).
         classes: The model's classes, in index order.
+        pixel_size_um: The job's pixel size (µm/px), None when unknown.
 
     Returns:
         ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
-        "classes": phase_fractions(...)}`` (JSON-serialisable).
+        "pixel_size_um", "mount_class_declared", "classes": phase_fractions(...)}``, plus
+        ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount
+        (JSON-serialisable).
 
     Raises:
         ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
@@ -107,14 +117,19 @@ def fractions_document(
             f"job {job_id}: class counts sum to {counted} pixels but the image has "
             f"{width}x{height} = {width * height}; a row is missing or counted twice"
         )
-    return {
+    doc = {
         "job_id": job_id,
         "model": {k: model[k] for k in ("name", "version", "sha256")},
         "width": int(width),
         "height": int(height),
         "pixels_total": counted,
+        "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
+        "mount_class_declared": not all(c.pellet for c in classes),
         "classes": fractions,
     }
+    if not doc["mount_class_declared"]:
+        doc["pellet_note"] = NO_MOUNT_NOTE
+    return doc
 
 
 def fractions_csv(doc: Mapping[str, Any]) -> str:

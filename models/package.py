@@ -16,12 +16,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.geometry import WithGeometry
 
-__all__ = ["MODEL_JSON", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
-           "ModelPackageError", "Normalisation", "read_package", "sha256_file"]
+__all__ = ["MODEL_JSON", "ROLES", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
+           "ModelPackageError", "Normalisation", "read_package", "role_and_pellet", "sha256_file"]
 
 
 
@@ -42,7 +42,14 @@ class ClassInfo(BaseModel):
         rgb: Display colour, RGB order (0-255).
         label_value: Value of this class in the training masks (may be sparse, e.g. 0,1,3,5,7).
         pellet: False for phases that are not part of the pellet (epoxy, mounting background);
-            those are left out of ``percent_of_pellet``.
+            those are left out of ``percent_of_pellet``. Follows ``role`` when left out.
+        role: ``mount`` (epoxy, background: outside the pellet, or open porosity inside its
+            outline), ``pore`` (closed porosity) or ``phase`` (a solid phase); default
+            ``phase``, or ``mount`` when only ``pellet: false`` is given (older packages).
+
+    Raises (on construction):
+        pydantic.ValidationError: an unknown role, or ``pellet`` contradicting ``role``
+            (``pellet: true`` with role ``mount``, ``pellet: false`` with another role).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +59,40 @@ class ClassInfo(BaseModel):
     rgb: tuple[int, int, int]
     label_value: int = Field(ge=0, le=255)
     pellet: bool = True
+    role: Literal["mount", "pore", "phase"] = "phase"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_and_pellet(cls, data: Any) -> Any:
+        return role_and_pellet(data)
+
+
+ROLES = ("mount", "pore", "phase")
+
+
+def role_and_pellet(data: Any) -> Any:
+    """Fill in a class entry's ``role`` and ``pellet`` from each other (a pydantic
+    ``mode="before"`` helper, shared with ``dataset.yaml`` classes).
+
+    ``role`` left out or null: ``mount`` if ``pellet`` is false, else ``phase``; ``pellet``
+    left out: true unless the role is ``mount``.
+
+    Raises:
+        ValueError: ``pellet`` given and contradicting ``role``.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    if data.get("role") is None:
+        data["role"] = "phase" if data.get("pellet", True) else "mount"
+    if data.get("pellet") is None:
+        data["pellet"] = data["role"] != "mount"
+    elif bool(data["pellet"]) != (data["role"] != "mount"):
+        raise ValueError(
+            f"class {data.get('name')!r}: pellet={data['pellet']} contradicts "
+            f"role={data['role']!r}; only role 'mount' is outside the pellet"
+        )
+    return data
 
 
 class Normalisation(BaseModel):

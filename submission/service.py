@@ -100,6 +100,7 @@ class SubmissionService:
         labels: dict[str, Any] | None = None,
         webhook_url: str | None = None,
         confine_files: bool = False,
+        pixel_size_um: float | None = None,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -109,7 +110,8 @@ class SubmissionService:
         ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``), a size or halo given alone keeping the
         other from there; ``rows_per_task`` from the settings. With ``confine_files`` (the
         HTTP API) a file source must resolve inside the source roots
-        (:func:`submission.sources.confine_file_source`).
+        (:func:`submission.sources.confine_file_source`); ``pixel_size_um`` (µm/px, > 0)
+        None: read from the source when the job is planned.
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -140,7 +142,7 @@ class SubmissionService:
                 source_url=source_url, model=record.name, model_version=record.version,
                 tile_size=geometry.tile_size, halo=geometry.halo,
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
-                labels=labels or {}, webhook_url=webhook_url,
+                labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(

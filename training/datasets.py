@@ -11,7 +11,7 @@ masks: masks/train/{stem}.png       # {stem}: image file name without suffix; {i
                                     # the glob's fixed folders without suffix (train/01)
 mask_format: values                 # values (default) | rgb | ilastik
 classes:
-  - {name: background, value: 0, pellet: false}
+  - {name: background, value: 0, role: mount}   # role: mount | pore | phase (default phase)
   - {name: magnetite, value: 3}
   # mask_format rgb:     - {name: pore, rgb: [170, 0, 0]}
   # mask_format ilastik: - {name: pore}          # value = ilastik label index, default i + 1
@@ -39,6 +39,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.package import role_and_pellet
 from training.importers import (
     IGNORE,
     ColourDecoder,
@@ -76,6 +77,8 @@ class ClassSpec(BaseModel):
             ``rgb``: the class index).
         rgb: Mask colour (RGB order) for ``rgb`` masks; display colour otherwise.
         pellet: False for phases outside the pellet (mounting epoxy, background).
+        role: ``mount``, ``pore`` or ``phase`` (see :class:`models.package.ClassInfo`);
+            passed through into the model package the trainer writes.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -83,6 +86,12 @@ class ClassSpec(BaseModel):
     value: int | None = Field(None, ge=0, le=255)
     rgb: tuple[int, int, int] | None = Field(None)
     pellet: bool = True
+    role: Literal["mount", "pore", "phase"] = "phase"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_and_pellet(cls, data: Any) -> Any:
+        return role_and_pellet(data)
 
     @field_validator("rgb")
     @classmethod

@@ -101,6 +101,7 @@ def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_param
     return {"name": name, "version": str(version), "architecture": arch, "encoder": encoder,
             "arch_params": dict(arch_params or {}), "in_channels": 3,
             "classes": [{"index": i, "name": c.name, "label_value": c.value, "pellet": c.pellet,
+                         "role": c.role,
                          "rgb": colours[i]} for i, c in enumerate(spec.classes)],
             "normalisation": {"mean": mean, "std": std}, **geometry.as_dict(),
             "um_per_px": spec.um_per_px,

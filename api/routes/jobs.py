@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
@@ -12,7 +13,13 @@ from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut, WebhookOut
 from core.spec import JobSpec
 from core.states import JobStatus
-from storage.blobs import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs import (
+    FRACTIONS_CSV,
+    FRACTIONS_JSON,
+    MICROSTRUCTURE_JSON,
+    OUTPUT_FILES,
+    output_key,
+)
 from storage.errors import NotFoundError
 from storage.jobtable import Job, JobTable, utcnow
 from submission import SubmissionService
@@ -53,6 +60,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         model=ModelRef(name=job.model_name, version=job.model_version, sha256=job.model_sha256),
         tile_size=spec.get("tile_size", 0),
         halo=spec.get("halo", 0),
+        pixel_size_um=(job.outputs or {}).get("pixel_size_um", spec.get("pixel_size_um")),
         width=job.width,
         height=job.height,
         rows_total=job.rows_total if job.rows_total is not None else (progress.total or None),
@@ -88,7 +96,8 @@ def spec_of(submissions: SubmissionService, body: JobCreate,
     return submissions.build_spec(
         body.source_url, upload_id=body.upload_id, model=pick("model"),
         model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
-        labels=labels, webhook_url=pick("webhook_url"), confine_files=True,
+        labels=labels, webhook_url=pick("webhook_url"), pixel_size_um=pick("pixel_size_um"),
+        confine_files=True,
     )
 
 
@@ -181,6 +190,31 @@ def results(job_id: str, request: Request, table: TableDep, blobs: BlobsDep):
 
 
 @router.get(
+    "/jobs/{job_id}/microstructure", response_model=dict[str, Any],
+    responses={200: {"description": "The job's microstructure.json document (docs/microstructure.md)."},
+               404: {"model": ErrorOut,
+                     "description": "No job has this id, or the job has no microstructure yet."}},
+)
+def microstructure(job_id: str, table: TableDep, blobs: BlobsDep):
+    """The microstructure of a succeeded job (``microstructure.json``): pixel size, pellets
+    (area, equivalent diameter, phase fractions, open and closed porosity, radial profiles),
+    size distributions per class and boundary lengths per pair of classes. 404 until the
+    job has one (before it succeeded, or a job reduced before microstructure existed)."""
+    job = table.jobs.get(job_id)
+    if job.status != JobStatus.SUCCEEDED:
+        raise HTTPException(
+            404, f"job {job_id} is {job.status}; its microstructure exists once it has succeeded"
+        )
+    key = output_key(job_id, MICROSTRUCTURE_JSON)
+    if not blobs.exists(key):
+        raise HTTPException(
+            404, f"job {job_id} has no {MICROSTRUCTURE_JSON}: it was reduced before pelletseg "
+            "computed microstructure; submit the image again to get one"
+        )
+    return json.loads(blobs.get_bytes(key))
+
+
+@router.get(
     "/jobs/{job_id}/results.csv", response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, **NOT_FOUND, **CONFLICT},
 )
@@ -200,7 +234,8 @@ def results_csv(job_id: str, table: TableDep, blobs: BlobsDep):
 )
 def job_file(job_id: str, name: str, table: TableDep, blobs: BlobsDep):
     """One output file of a succeeded job; ``name`` is one of labels.tif, overlay.tif,
-    preview.png, fractions.json, fractions.csv."""
+    preview.png, fractions.json, fractions.csv, microstructure.json, pellets.csv,
+    size_distributions.csv, boundaries.csv, radial_profiles.csv, radial_profiles.png."""
     if name not in OUTPUT_FILES:
         raise HTTPException(
             404, f"{name!r} is not an output file; outputs are {', '.join(OUTPUT_FILES)}"

@@ -8,6 +8,8 @@ from storage.blobs.layout import (
     FRACTIONS_CSV,
     FRACTIONS_JSON,
     LABELS,
+    MICROSTRUCTURE_FILES,
+    MICROSTRUCTURE_JSON,
     OUTPUT_FILES,
     OVERLAY,
     PICTURES,
@@ -18,6 +20,7 @@ from storage.blobs.layout import (
     model_prefix,
     output_key,
     row_key,
+    row_partial_key,
     upload_key,
 )
 from storage.blobs.store import BlobStore, check_key
@@ -27,6 +30,8 @@ __all__ = [
     "FRACTIONS_CSV",
     "FRACTIONS_JSON",
     "LABELS",
+    "MICROSTRUCTURE_FILES",
+    "MICROSTRUCTURE_JSON",
     "OUTPUT_FILES",
     "OVERLAY",
     "PICTURES",
@@ -41,5 +46,6 @@ __all__ = [
     "model_prefix",
     "output_key",
     "row_key",
+    "row_partial_key",
     "upload_key",
 ]

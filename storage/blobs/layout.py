@@ -11,7 +11,11 @@ PREVIEW = "preview.png"
 FRACTIONS_JSON = "fractions.json"
 FRACTIONS_CSV = "fractions.csv"
 SOURCE = "source.tif"
-OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV)
+#: Microstructure outputs (microstructure.render_outputs), written by the reducer.
+MICROSTRUCTURE_JSON = "microstructure.json"
+MICROSTRUCTURE_FILES = (MICROSTRUCTURE_JSON, "pellets.csv", "size_distributions.csv",
+                        "boundaries.csv", "radial_profiles.csv", "radial_profiles.png")
+OUTPUT_FILES = (LABELS, OVERLAY, PREVIEW, FRACTIONS_JSON, FRACTIONS_CSV, *MICROSTRUCTURE_FILES)
 #: The outputs stitched from the row strips (a streaming stitcher may store them early).
 PICTURES = (LABELS, OVERLAY, PREVIEW)
 #: A streaming stitcher's record of the rows its pictures were stitched from (worker/stages/streaming.py).
@@ -30,6 +34,12 @@ def job_prefix(job_id: str) -> str:
 def row_key(job_id: str, index: int) -> str:
     """``jobs/{job_id}/rows/{index:05d}.tif``: the row's uint8 label strip checkpoint."""
     return f"{job_prefix(job_id)}/rows/{index:05d}.tif"
+
+
+def row_partial_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.micro.npz``: the row's microstructure partial
+    (``microstructure.RowPartial.to_bytes``), beside its label strip checkpoint."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.micro.npz"
 
 
 def output_key(job_id: str, name: str) -> str:

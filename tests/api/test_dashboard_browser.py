@@ -215,6 +215,10 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert classes.count() == 3
             assert page.inner_text("#fractions-table tbody").split("\n")[0].strip() != ""
             assert page.locator("#details").inner_text().count("tiny v1") == 1
+            page.wait_for_selector("#sizes-table")  # the microstructure panel
+            assert page.locator("#sizes-table tbody tr").count() == 3
+            assert "figures are in px" in page.inner_text("#micro-pixel-size")
+            assert page.locator("#pellets-table").count() == 1
             # (no wait_for_function: it evaluates strings in the page, which the CSP forbids)
             page.wait_for_selector("#preview-img")
             wait_until(page, lambda: page.evaluate(

@@ -9,6 +9,7 @@ import json
 import os
 
 import httpx
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -16,7 +17,7 @@ from cli.client import ApiClient, ClientError
 from cli.main import main
 from cli.uploading import UploadLedger, upload_file
 from core.states import JobStatus
-from storage.blobs.layout import FRACTIONS_JSON, OUTPUT_FILES, output_key
+from storage.blobs.layout import FRACTIONS_JSON, MICROSTRUCTURE_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
 from tests.api.conftest import MODEL, drain_tasks, make_api, make_settings
 from tests.api.live import live_server
@@ -99,6 +100,28 @@ def test_a_changed_file_starts_a_new_upload(tmp_path):
     assert first["id"] != second["id"] and second["size"] == 7
 
 
+def _microstructure_json() -> bytes:
+    """microstructure.json of a 40 x 40 px section: one pellet of 20 x 20 px (hematite, one
+    2 x 2 px pore) in epoxy, at 2 µm/px (computed, through the rows, by microstructure)."""
+    from microstructure import (
+        classes_from_mappings,
+        merge_partials,
+        render_outputs,
+        row_partial,
+    )
+
+    classes = classes_from_mappings([{"name": "epoxy", "value": 0, "role": "mount"},
+                                     {"name": "pore", "value": 1, "role": "pore"},
+                                     {"name": "hematite", "value": 2}])
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:30, 10:30] = 2
+    labels[18:20, 18:20] = 1
+    parts = [row_partial(labels[y:y + 16], y0=y, image_shape=(40, 40), classes=classes)
+             for y in range(0, 40, 16)]
+    report = merge_partials(parts, classes=classes, pixel_size_um=2.0)
+    return render_outputs(report)["microstructure.json"]
+
+
 def _succeeded_job(api) -> str:
     """A job that went through every state, with its outputs in the store."""
     r = api.client.post("/v1/jobs", json={"source_url": "s3://b/p.tif"})
@@ -111,6 +134,7 @@ def _succeeded_job(api) -> str:
     for name in OUTPUT_FILES:
         blobs.put_bytes(output_key(job_id, name), f"{name} of {job_id}".encode())
     blobs.put_bytes(output_key(job_id, FRACTIONS_JSON), json.dumps(doc).encode())
+    blobs.put_bytes(output_key(job_id, MICROSTRUCTURE_JSON), _microstructure_json())
     for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
                    JobStatus.SUCCEEDED):
         assert api.table.jobs.transition(job_id, status)
@@ -126,10 +150,12 @@ def test_client_commands(tmp_path, monkeypatch):
         monkeypatch.setenv("PELLETSEG_API_URL", base)
         monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the upload ledger
-        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1"])
+        res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1",
+                                   "--pixel-size-um", "0.4"])
         assert res.exit_code == 0, res.output
         job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
+        assert job.spec["pixel_size_um"] == 0.4
         assert job.source_url.endswith("/P-1.tif")
         assert (tmp_path / "config" / "pelletseg" / "uploads").is_dir()
         assert not list((tmp_path / "config" / "pelletseg" / "uploads").glob("*.json"))
@@ -154,6 +180,8 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "pore" in res.output
         res = runner.invoke(main, ["results", done, "--out", str(tmp_path / "out")])
         assert res.exit_code == 0 and "Phase fractions" in res.output, res.output
+        assert "pixel size: 2 µm" in res.output and "pellets: 1" in res.output
+        assert "pellet 1: 0.002 mm²" in res.output  # 400 px x 4 µm²
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUT_FILES)
         assert (tmp_path / "out" / "preview.png").read_bytes() == f"preview.png of {done}".encode()
         res = runner.invoke(main, ["status", "nope"])

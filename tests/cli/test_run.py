@@ -15,7 +15,10 @@ import pyvips
 from tests.conftest import port_open
 from tests.worker.conftest import DEMO_DATA
 
-OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv"}
+OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv",
+           "microstructure.json", "pellets.csv", "size_distributions.csv", "boundaries.csv",
+           "radial_profiles.csv"}
+OPTIONAL = {"radial_profiles.png"}  # left out when no pellet has a profile
 
 
 def pelletseg(*args, env=None, timeout=300):
@@ -35,7 +38,7 @@ def small_image(tmp_path_factory) -> Path:
 
 
 def _check_outputs(out: Path, width: int, height: int) -> dict:
-    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert OUTPUTS <= {p.name for p in out.iterdir()} <= OUTPUTS | OPTIONAL
     doc = json.loads((out / "fractions.json").read_text())
     assert (doc["width"], doc["height"]) == (width, height)
     assert sum(c["pixels"] for c in doc["classes"]) == width * height
@@ -48,12 +51,20 @@ def _check_outputs(out: Path, width: int, height: int) -> dict:
 
 def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
     res = pelletseg("run", str(small_image), "--home", str(tmp_path / "home"), "--workers", "2",
-                    "--out", str(tmp_path / "out"))
+                    "--out", str(tmp_path / "out"), "--pixel-size-um", "0.5")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Phase fractions" in res.stdout and "oxide" in res.stdout
     assert "model ebc-unet-mnv2 1 (Unet/mobilenet_v2" in res.stdout
     assert "trained on SEM cross-sections of environmental barrier coatings" in res.stdout
-    _check_outputs(tmp_path / "out", 600, 420)
+    assert "pixel size: 0.5 µm" in res.stdout  # the microstructure summary
+    doc = _check_outputs(tmp_path / "out", 600, 420)
+    assert doc["pixel_size_um"] == 0.5 and doc["mount_class_declared"] is True
+    micro = json.loads((tmp_path / "out" / "microstructure.json").read_text())
+    assert micro["pixel_size_um"] == 0.5
+    assert isinstance(micro["pellets"], list)
+    assert set(micro["size_distributions"]) == {"background", "oxide", "crack"}
+    assert micro["size_distributions"]["crack"]["count"] >= 0
+    assert micro["source"]["model"]["name"] == "ebc-unet-mnv2"
 
 
 def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):

@@ -139,3 +139,29 @@ def test_label_counts_rejects_out_of_range():
     with pytest.raises(ValueError, match="integers"):
         label_counts(np.zeros((2, 2), np.float32), 5)
     assert label_counts(np.zeros((0, 4), np.uint8), 3) == [0, 0, 0]
+
+
+def test_no_mount_class_gives_no_percent_of_pellet_and_says_why():
+    classes = [ClassInfo(index=i, name=n, rgb=(i, i, i), label_value=i)
+               for i, n in enumerate(["background", "oxide", "crack"])]
+    doc = fractions_document("job-1", MODEL, 10, 10, [50, 30, 20], classes)
+    assert [c["percent_of_pellet"] for c in doc["classes"]] == [None, None, None]
+    assert [c["percent"] for c in doc["classes"]] == [50.0, 30.0, 20.0]
+    assert doc["mount_class_declared"] is False
+    assert "no mount class" in doc["pellet_note"]
+    rows = list(csv.DictReader(io.StringIO(fractions_csv(doc))))
+    assert [r["percent_of_pellet"] for r in rows] == ["", "", ""]
+
+
+def test_mount_role_declares_the_mount_and_pixel_size_is_recorded():
+    classes = [ClassInfo(index=0, name="epoxy", rgb=(0, 0, 0), label_value=0, role="mount"),
+               ClassInfo(index=1, name="pore", rgb=(1, 1, 1), label_value=1, role="pore"),
+               ClassInfo(index=2, name="hematite", rgb=(2, 2, 2), label_value=2)]
+    doc = fractions_document("job-1", MODEL, 10, 10, [50, 10, 40], classes, pixel_size_um=0.5)
+    assert doc["mount_class_declared"] is True
+    assert "pellet_note" not in doc
+    assert doc["pixel_size_um"] == 0.5
+    # pores are part of the pellet: 10 of its 50 px
+    assert [c["percent_of_pellet"] for c in doc["classes"]] == [None, 20.0, 80.0]
+    assert fractions_document("job-1", MODEL, 10, 10, [50, 10, 40], classes)[
+        "pixel_size_um"] is None

@@ -7,6 +7,7 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
+from imaging.metadata import read_pixel_size_um
 from imaging.reading import image_info, write_model_ready
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import SOURCE, output_key
@@ -24,7 +25,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
-    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
+    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; resolve
+    the pixel size (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); insert
     one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -59,6 +61,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
+        pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
         ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
@@ -72,7 +75,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         width=info.width,
         height=info.height,
         rows_total=grid.n_strips,
-        outputs={"source": source_key},
+        outputs={"source": source_key, "pixel_size_um": pixel_size_um},
     )
     if not moved:
         return []
@@ -83,3 +86,25 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         ctx.enqueue(STITCH_TASK, job_id)
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending))
     return pending
+
+
+def resolve_pixel_size(given: float | None, source, *, job_id: str = "") -> float | None:
+    """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
+    records (:func:`imaging.metadata.read_pixel_size_um`), else None (outputs in px).
+
+    A source whose recorded pixels are not square (x and y differ by more than 1 %) gives
+    None, logged: the microstructure figures assume square pixels, so such a job must be
+    given its pixel size.
+    """
+    if given is not None:
+        return float(given)
+    found = read_pixel_size_um(source)
+    if found is None:
+        log.info("plan.pixel_size", job_id=job_id, pixel_size_um=None, source="none")
+        return None
+    x, y = found
+    if abs(x - y) > 0.01 * max(x, y):
+        log.warning("plan.pixel_size.non_square", job_id=job_id, x_um=x, y_um=y)
+        return None
+    log.info("plan.pixel_size", job_id=job_id, pixel_size_um=x, source="metadata")
+    return float(x)

@@ -1,6 +1,7 @@
 """Stage 3, ``reduce_job``: stitch the row strips into the pyramidal label TIFF, the colour
 overlay and the preview (:func:`imaging.rendering.write_pictures`); phase fractions are the sums
-of the rows' exact pixel counts.
+of the rows' exact pixel counts; the microstructure outputs merge the rows' partials
+(:func:`worker.stages.measuring.write_microstructure`).
 
 With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming.py``) has usually
 written the three pictures while the rows ran: the reducer then waits for it while its lease is
@@ -19,10 +20,18 @@ import structlog
 from core.states import JobStatus
 from imaging.rendering import write_pictures
 from microstructure.fractions import fractions_csv, fractions_document
-from storage.blobs.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PICTURES, output_key
+from storage.blobs.layout import (
+    FRACTIONS_CSV,
+    FRACTIONS_JSON,
+    MICROSTRUCTURE_FILES,
+    OUTPUT_FILES,
+    PICTURES,
+    output_key,
+)
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
+from worker.stages.measuring import job_pixel_size, write_microstructure
 from worker.stages.sources import source_path
 from worker.stages.streaming import wait_for_stitcher
 
@@ -34,7 +43,9 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
 
     Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
     deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
-    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
+    ``fractions.json``, ``fractions.csv`` and the microstructure outputs
+    (:data:`storage.blobs.layout.MICROSTRUCTURE_FILES`). A job in any other status is left
+    alone.
 
     Returns:
         The fractions document, or None when the job was not ``reducing``.
@@ -59,6 +70,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             job.height,
             counts,
             pkg.classes,
+            pixel_size_um=job_pixel_size(job),
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
@@ -66,11 +78,15 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         if not staged:
             strips = [ctx.local_blob(r.blob_key) for r in rows]
             write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
-                           names=[c.name for c in pkg.classes])
+                           names=[c.name for c in pkg.classes],
+                           pixel_size_um=job_pixel_size(job))
+        write_microstructure(ctx, job, rows, pkg, work)
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})
         for name in OUTPUT_FILES:
+            if name in MICROSTRUCTURE_FILES and not (work / name).exists():
+                continue  # radial_profiles.png: left out when there is no profile
             key = output_key(job_id, name)
             if not (staged and name in PICTURES):  # a stitcher stored those already
                 ctx.blobs.put_file(key, work / name)

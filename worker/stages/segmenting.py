@@ -1,5 +1,6 @@
 """Stage 2, ``segment_row``: claim a row, read its strip with halo, run tiled inference, write
-the uint8 label strip checkpoint, then mark the row done with its class pixel counts."""
+the uint8 label strip checkpoint and its microstructure partial (:mod:`worker.stages.measuring`),
+then mark the row done with its class pixel counts."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from worker.engine.tiling import TileGrid
 from worker.errors import PERMANENT_ERRORS
 from worker.leases import Renewal
 from worker.spot import draining
+from worker.stages.measuring import write_row_partial
 from worker.stages.sources import source_path
 
 log = structlog.get_logger(__name__)
@@ -113,6 +115,7 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
         # model.json is enough here: a reused checkpoint must not load the model
         pkg = ctx.models.meta(job.model_name, job.model_version)
         counts = label_counts(labels, pkg.n_classes)
+        write_row_partial(ctx, job, index, ctx.table.rows.get(job_id, index).y0, labels, pkg)
     except PERMANENT_ERRORS as e:
         log.warning("row.failed", job_id=job_id, row=index, error=str(e))
         ctx.table.rows.fail(job_id, index, str(e), max_attempts=0)

@@ -63,5 +63,7 @@ export function fractionTable(doc, modelClasses) {
       h("td", { class: "num" }, c.percent_of_pellet === null ? "–" : fmtPct(c.percent_of_pellet))))),
     h("tfoot", {}, h("tr", {}, h("td", {}, ""), h("td", {}, "total"),
       h("td", { class: "num" }, fmtInt(doc.pixels_total)), h("td", { class: "num" }, "100.00 %"),
-      h("td", {}, ""))));
+      h("td", {}, "")),
+      doc.pellet_note ? h("tr", {}, h("td", {}, ""),
+        h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null)));
 }

@@ -1,9 +1,10 @@
 // One job (/jobs/{id}): status and actions, progress, timings, model, the row map (polled
 // from /v1/jobs/{id} and /v1/jobs/{id}/rows), and once the job has succeeded its phase
-// fractions, preview, downloads and the deep-zoom viewer.
+// fractions, microstructure, preview, downloads and the deep-zoom viewer.
 
 import { ApiError, api, apiBlob, jobPath } from "./api.js";
 import { fractionChart, fractionTable } from "./fractions.js";
+import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
   TERMINAL, errorText, fmtDuration, fmtPixels, fmtRate, fmtSize, fmtTime, h, jobActions, liveIndicator,
@@ -160,6 +161,30 @@ function openViewer() {
   });
 }
 
+async function loadMicrostructure(job) {
+  const outputs = new Set(job.outputs || []);
+  if (!outputs.has("microstructure_json")) { // reduced before microstructure existed: no 404 fetched
+    setChildren($("microstructure"), h("p", { class: "muted" },
+      "This job has no microstructure: it was reduced before pelletseg computed it."));
+    return;
+  }
+  let report;
+  try {
+    report = await api(jobPath(jobId, "/microstructure"));
+  } catch (err) {
+    setChildren($("microstructure"), h("p", { class: "muted" }, err instanceof ApiError && err.status === 404
+      ? errorText(err) : `Cannot load the microstructure: ${errorText(err)}`));
+    return;
+  }
+  let plotUrl = null;
+  if (outputs.has("radial_profiles_png")) {
+    try {
+      plotUrl = URL.createObjectURL(await apiBlob(jobPath(jobId, "/files/radial_profiles.png")));
+    } catch { /* the tables still show */ }
+  }
+  setChildren($("microstructure"), ...microstructurePanel(report, plotUrl));
+}
+
 async function loadResults(job) {
   if (state.results || state.resultsLoading) return;
   state.resultsLoading = true;
@@ -172,6 +197,7 @@ async function loadResults(job) {
       ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
     state.results = results;
     if (!state.viewer && window.OpenSeadragon) openViewer();
+    await loadMicrostructure(job);
     await loadPreview();
   } catch (err) {
     toast(`Cannot load the results: ${errorText(err)}`, "error");

@@ -1,0 +1,111 @@
+"""Pixel size (µm/px) recorded in an image file: OME-XML ``PhysicalSizeX/Y`` and TIFF (or
+JPEG/PNG) resolution tags with their unit, read through libvips' header (no pixels decoded).
+
+Which records count, in order:
+
+1. OME-XML (OME-TIFF's ``ImageDescription``): the first ``Pixels`` element's
+   ``PhysicalSizeX``/``PhysicalSizeY`` with ``PhysicalSizeXUnit``/``PhysicalSizeYUnit``
+   (default µm, as in the OME schema); lengths in pm..m and Å are converted to µm.
+2. Resolution tags (``XResolution``/``YResolution``, pixels per ``ResolutionUnit``) when the
+   unit is centimetre or inch. Values in inches of 300 dpi or less are ignored: they are the
+   defaults that scanners, image editors and libvips (25.4 dpi) write without any
+   calibration (72, 96, 150, 300 dpi), and no microscope has pixels of 85 µm or more.
+   libvips' own default of exactly 1 px/mm is ignored in centimetres too. A file whose
+   resolution unit is "none" carries no length and is ignored.
+
+Anything else (no record, an unreadable or malformed record, a zero or negative size) gives
+None: the caller then uses the job's own pixel size or reports in px.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+
+import pyvips
+
+__all__ = ["INCH_DPI_UNCALIBRATED", "pixel_size_from_ome_xml", "read_pixel_size_um"]
+
+#: Resolutions in inches at or below this (dots per inch) are taken as uncalibrated defaults.
+INCH_DPI_UNCALIBRATED = 300.0
+
+#: µm per unit of the OME ``UnitsLength`` symbols pelletseg accepts.
+_OME_UNITS_UM = {
+    "pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3,
+    "cm": 1e4, "dm": 1e5, "m": 1e6,
+}
+
+
+def _positive(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) and v > 0 else None
+
+
+def _ome_length_um(value: str | None, unit: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    factor = _OME_UNITS_UM.get(unit or "µm")
+    return None if factor is None else _positive(number * factor)
+
+
+def pixel_size_from_ome_xml(text: str) -> tuple[float, float] | None:
+    """(x, y) pixel size in µm/px from an OME-XML document, or None.
+
+    Reads the first ``Pixels`` element (any OME namespace version); a missing
+    ``PhysicalSizeY`` takes ``PhysicalSizeX`` (square pixels) and vice versa. Units other
+    than pm, Å, nm, µm, mm, cm, dm and m (e.g. pixels, reference frame) give None.
+    """
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    x = _ome_length_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))
+    y = _ome_length_um(pixels.get("PhysicalSizeY"), pixels.get("PhysicalSizeYUnit"))
+    if x is None and y is None:
+        return None
+    return (x if x is not None else y, y if y is not None else x)
+
+
+def read_pixel_size_um(path: str | os.PathLike) -> tuple[float, float] | None:
+    """Pixel size (x, y) in µm/px recorded in the image file at ``path``, or None.
+
+    See the module docstring for the records read and the uncalibrated defaults ignored.
+    Only the header is read (libvips opens the file lazily).
+
+    Returns:
+        ``(x_um_per_px, y_um_per_px)``, both > 0, or None when the file records no
+        calibration or cannot be opened (the reader of the pixels reports that error).
+    """
+    try:
+        image = pyvips.Image.new_from_file(os.fspath(path))
+    except pyvips.Error:
+        return None
+    fields = set(image.get_fields())
+    if "image-description" in fields:
+        text = image.get("image-description")
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if "<OME" in text:
+            found = pixel_size_from_ome_xml(text.strip())
+            if found is not None:
+                return found
+    unit = image.get("resolution-unit") if "resolution-unit" in fields else None
+    if unit not in ("cm", "in"):
+        return None
+    xres, yres = float(image.xres), float(image.yres)  # libvips: pixels per mm, any unit
+    if unit == "in" and max(xres, yres) * 25.4 <= INCH_DPI_UNCALIBRATED * (1 + 1e-6):
+        return None
+    if math.isclose(xres, 1.0) and math.isclose(yres, 1.0):  # libvips' default, no calibration
+        return None
+    x = _positive(1000.0 / xres) if xres > 0 else None
+    y = _positive(1000.0 / yres) if yres > 0 else None
+    if x is None or y is None:
+        return None
+    return (x, y)

@@ -1,0 +1,61 @@
+"""GET /v1/jobs/{id}/microstructure: 404 with a reason until the job has one, then the stored
+microstructure.json; the job request's pixel_size_um reaches the spec and the job view."""
+
+from __future__ import annotations
+
+import json
+
+from core.states import JobStatus
+from storage.blobs.layout import MICROSTRUCTURE_JSON, output_key
+from storage.blobs.store import BlobStore
+from tests.api.conftest import running_job
+from tests.api.test_results import succeeded_job
+
+
+def test_microstructure_is_404_until_the_job_succeeded(api):
+    job = running_job(api.table, rows=2, done=(0,))
+    r = api.client.get(f"/v1/jobs/{job.id}/microstructure")
+    assert r.status_code == 404
+    assert r.json()["detail"] == (
+        f"job {job.id} is running; its microstructure exists once it has succeeded")
+    missing = api.client.get("/v1/jobs/no-such-job/microstructure")
+    assert missing.status_code == 404 and "no-such-job" in missing.json()["detail"]
+
+
+def test_succeeded_job_serves_its_microstructure_json(api):
+    job, _ = succeeded_job(api)
+    report = {"version": 1, "pixel_size_um": 0.5, "pellets": [{"area_mm2": 1.25}],
+              "size_distributions": {"pore": {"count": 3}}}
+    BlobStore(api.settings.resolved_storage_url).put_bytes(
+        output_key(job.id, MICROSTRUCTURE_JSON), json.dumps(report).encode())
+    r = api.client.get(f"/v1/jobs/{job.id}/microstructure")
+    assert r.status_code == 200
+    assert r.json() == report
+    assert api.client.get(f"/v1/jobs/{job.id}/microstructure",
+                          headers={"Authorization": ""}).status_code == 401
+
+
+def test_job_reduced_before_microstructure_existed_says_so(api):
+    job = running_job(api.table, rows=1, done=(0,))
+    assert api.table.jobs.transition(job.id, JobStatus.SUCCEEDED)  # as test_results does
+    r = api.client.get(f"/v1/jobs/{job.id}/microstructure")
+    assert r.status_code == 404
+    assert "has no microstructure.json" in r.json()["detail"]
+
+
+def test_pixel_size_um_is_part_of_the_job_request(api):
+    r = api.client.post("/v1/jobs", json={"source_url": "file:///x.tif", "pixel_size_um": 0.42})
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["pixel_size_um"] == 0.42
+    assert api.table.jobs.get(body["id"]).spec["pixel_size_um"] == 0.42
+    for bad in (0, -1, "abc"):
+        r = api.client.post("/v1/jobs", json={"source_url": "file:///x.tif", "pixel_size_um": bad})
+        assert r.status_code == 422, bad
+    batch = api.client.post("/v1/batches", json={
+        "jobs": [{"source_url": "file:///a.tif"},
+                 {"source_url": "file:///b.tif", "pixel_size_um": 2.0}],
+        "pixel_size_um": 0.5})
+    assert batch.status_code == 202, batch.text
+    sizes = sorted(j["pixel_size_um"] for j in batch.json()["jobs"])
+    assert sizes == [0.5, 2.0]

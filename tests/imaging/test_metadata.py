@@ -1,0 +1,108 @@
+"""Pixel size read from image files: resolution tags with their unit, OME-XML, and the
+uncalibrated defaults that must not pass for a calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pyvips
+
+from imaging.metadata import pixel_size_from_ome_xml, read_pixel_size_um
+
+OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
+
+
+def _tiny() -> pyvips.Image:
+    return pyvips.Image.new_from_array(np.zeros((4, 6), np.uint8))
+
+
+def _ome(pixels_attrs: str) -> str:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><OME xmlns="{OME_NS}">'
+            f'<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" '
+            f'SizeX="6" SizeY="4" SizeZ="1" SizeC="1" SizeT="1" {pixels_attrs}/></Image></OME>')
+
+
+def _with_description(text: str) -> pyvips.Image:
+    image = _tiny().copy()
+    image.set_type(pyvips.GValue.gstr_type, "image-description", text)
+    return image
+
+
+def test_centimetre_resolution(tmp_path):
+    path = tmp_path / "cm.tif"
+    # 20 000 px/cm in x (0.5 µm/px), 10 000 px/cm in y (1 µm/px); libvips takes px/mm
+    _tiny().tiffsave(str(path), xres=2000.0, yres=1000.0, resunit="cm")
+    x, y = read_pixel_size_um(path)
+    assert x == pytest.approx(0.5)
+    assert y == pytest.approx(1.0)
+
+
+def test_inch_resolution_above_default_dpi(tmp_path):
+    path = tmp_path / "in.tif"
+    dpi = 25400.0  # 1 µm/px
+    _tiny().tiffsave(str(path), xres=dpi / 25.4, yres=dpi / 25.4, resunit="inch")
+    x, y = read_pixel_size_um(path)
+    assert x == pytest.approx(1.0, rel=1e-6)
+    assert y == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("dpi", [72.0, 96.0, 300.0])
+def test_default_dpi_in_inches_is_no_calibration(tmp_path, dpi):
+    path = tmp_path / "dpi.tif"
+    _tiny().tiffsave(str(path), xres=dpi / 25.4, yres=dpi / 25.4, resunit="inch")
+    assert read_pixel_size_um(path) is None
+
+
+def test_libvips_default_is_no_calibration(tmp_path):
+    plain, cm = tmp_path / "plain.tif", tmp_path / "cm1.tif"
+    _tiny().tiffsave(str(plain))  # libvips writes 1 px/mm in inches (25.4 dpi)
+    _tiny().tiffsave(str(cm), resunit="cm")  # 1 px/mm, now in centimetres
+    assert read_pixel_size_um(plain) is None
+    assert read_pixel_size_um(cm) is None
+
+
+def test_ome_xml_physical_size_with_units(tmp_path):
+    path = tmp_path / "ome.tif"
+    _with_description(_ome('PhysicalSizeX="650" PhysicalSizeXUnit="nm" '
+                           'PhysicalSizeY="0.7" PhysicalSizeYUnit="µm"')).tiffsave(str(path))
+    x, y = read_pixel_size_um(path)
+    assert x == pytest.approx(0.65)
+    assert y == pytest.approx(0.7)
+
+
+def test_ome_xml_wins_over_resolution_tags(tmp_path):
+    path = tmp_path / "both.tif"
+    _with_description(_ome('PhysicalSizeX="0.25" PhysicalSizeY="0.25"')).tiffsave(
+        str(path), xres=2000.0, yres=2000.0, resunit="cm")
+    assert read_pixel_size_um(path) == pytest.approx((0.25, 0.25))
+
+
+def test_ome_xml_default_unit_and_one_axis():
+    assert pixel_size_from_ome_xml(_ome('PhysicalSizeX="1.5"')) == (1.5, 1.5)
+    assert pixel_size_from_ome_xml(_ome('PhysicalSizeY="2" PhysicalSizeYUnit="mm"')) == (
+        2000.0, 2000.0)
+
+
+@pytest.mark.parametrize("attrs", ['', 'PhysicalSizeX="0"', 'PhysicalSizeX="-1"',
+                                   'PhysicalSizeX="abc"',
+                                   'PhysicalSizeX="3" PhysicalSizeXUnit="pixel"'])
+def test_ome_xml_without_usable_size(attrs):
+    assert pixel_size_from_ome_xml(_ome(attrs)) is None
+
+
+def test_malformed_ome_xml_falls_back_to_resolution(tmp_path):
+    assert pixel_size_from_ome_xml("<OME><Pixels") is None
+    path = tmp_path / "bad-ome.tif"
+    _with_description("<OME broken").tiffsave(str(path), xres=1000.0, yres=1000.0,
+                                              resunit="cm")
+    assert read_pixel_size_um(path) == pytest.approx((1.0, 1.0))
+
+
+def test_unreadable_or_uncalibrated_formats(tmp_path):
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"not an image")
+    png = tmp_path / "plain.png"
+    _tiny().pngsave(str(png))
+    assert read_pixel_size_um(junk) is None
+    assert read_pixel_size_um(tmp_path / "missing.tif") is None
+    assert read_pixel_size_um(png) is None

@@ -1,0 +1,127 @@
+"""Microstructure in the row -> reducer flow (worker/stages/measuring.py) on a real stack: the
+planner resolves the pixel size; each row stores its partial beside its checkpoint; the
+reducer's microstructure equals a whole-map analysis of the stitched labels, recomputes missing
+or unreadable partials, and a resumed reduce writes identical outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pyvips
+from sqlalchemy import update
+
+from core.states import JobStatus
+from imaging.metadata import read_pixel_size_um
+from microstructure import RowPartial, analyze_label_map
+from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from storage.blobs.layout import (
+    FRACTIONS_JSON,
+    LABELS,
+    MICROSTRUCTURE_FILES,
+    MICROSTRUCTURE_JSON,
+    OVERLAY,
+    output_key,
+    row_partial_key,
+)
+from submission import SubmissionService
+from worker.stages.measuring import micro_classes
+from worker.stages.planning import plan_job
+from worker.stages.reducing import reduce_job
+from worker.stages.segmenting import segment_row
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, micrograph):
+    """A 300 x 250 px crop of the micrograph (3 rows at tile 128, halo 16) as a TIFF that
+    records 0.8 µm/px (12 500 px/cm)."""
+    out = tmp_path_factory.mktemp("small") / "small.tif"
+    pyvips.Image.new_from_file(str(micrograph)).crop(0, 0, 300, 250).tiffsave(
+        str(out), xres=1250.0, yres=1250.0, resunit="cm")
+    return out
+
+
+def _submit(ctx, source, **opts):
+    spec = SubmissionService(ctx.settings).build_spec(str(source), **opts)
+    job = ctx.table.jobs.create(spec)
+    ctx.sent.append((PLAN_TASK, job.id))
+    return job
+
+
+def _drain(ctx, job_id, stop_at_reduce=False):
+    stages = {PLAN_TASK: plan_job, ROW_TASK: segment_row, REDUCE_TASK: reduce_job}
+    while ctx.sent:
+        task, *args = ctx.sent.pop(0)
+        if stop_at_reduce and task == REDUCE_TASK:
+            continue
+        stages[task](ctx, *args)
+    return ctx.table.jobs.get(job_id)
+
+
+def _outputs(ctx, job_id) -> dict[str, bytes]:
+    return {name: ctx.blobs.get_bytes(output_key(job_id, name)) for name in MICROSTRUCTURE_FILES
+            if ctx.blobs.exists(output_key(job_id, name))}
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 0.8), (2.5, 2.5)])
+def test_planner_takes_the_jobs_pixel_size_else_the_sources(stack, small, given, expected):
+    job = _submit(stack, small, pixel_size_um=given)
+    plan_job(stack, job.id)
+    assert stack.table.jobs.get(job.id).outputs["pixel_size_um"] == pytest.approx(expected)
+
+
+def test_planner_without_any_pixel_size_stores_none(stack, micrograph):
+    job = _submit(stack, micrograph)  # a PNG without a physical size
+    plan_job(stack, job.id)
+    outputs = stack.table.jobs.get(job.id).outputs
+    assert "pixel_size_um" in outputs and outputs["pixel_size_um"] is None
+
+
+def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, small, tmp_path):
+    job = _submit(stack, small)
+    running = _drain(stack, job.id, stop_at_reduce=True)
+    assert running.status == JobStatus.REDUCING
+    rows = stack.table.rows.list(job.id)
+    assert len(rows) == 3
+    # each row stored its partial beside its checkpoint, at its own y0
+    parts = [RowPartial.from_bytes(stack.blobs.get_bytes(row_partial_key(job.id, r.index)))
+             for r in rows]
+    assert [p.y0 for p in parts] == [r.y0 for r in rows]
+    # a row done before partials existed, and a partial of another version / damaged
+    stack.blobs.delete(row_partial_key(job.id, 1))
+    stack.blobs.put_bytes(row_partial_key(job.id, 2), b"not a partial")
+    assert reduce_job(stack, job.id) is not None
+    done = stack.table.jobs.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    first = _outputs(stack, job.id)
+    report = json.loads(first[MICROSTRUCTURE_JSON])
+    assert report["pixel_size_um"] == pytest.approx(0.8)
+    assert isinstance(report["pellets"], list)
+    assert set(report["size_distributions"]) == {"background", "oxide", "crack"}
+    for d in report["size_distributions"].values():
+        assert {"count", "d10_um", "d50_um", "d90_um"} <= set(d)
+    for picture in (LABELS, OVERLAY):  # the label map and overlay record it too
+        assert read_pixel_size_um(stack.local_blob(output_key(job.id, picture))) == pytest.approx(
+            (0.8, 0.8))
+    fractions = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert fractions["pixel_size_um"] == pytest.approx(0.8)
+    assert RowPartial.from_bytes(stack.blobs.get_bytes(row_partial_key(job.id, 2))).y0 == rows[2].y0
+    # the distributed result equals one analysis of the stitched label map in other strips
+    pkg = stack.models.meta(done.model_name, done.model_version)
+    whole = analyze_label_map(stack.local_blob(output_key(job.id, LABELS)), micro_classes(pkg),
+                              pixel_size_um=0.8, out_dir=tmp_path / "whole", rows_height=37)
+    assert report.pop("source") == {"job_id": job.id, "model": {
+        "name": "tiny", "version": "1", "sha256": done.model_sha256}}
+    assert whole.pop("source") == {"labels": "labels.tif"}
+    assert whole == report
+    # the reducer crashed after writing (job failed), then is resumed: same bytes
+    with stack.table.jobs._tx() as s:
+        from storage.jobtable.tables import Job
+
+        s.execute(update(Job).where(Job.id == job.id).values(status=JobStatus.FAILED.value))
+    for r in rows:
+        stack.blobs.delete(row_partial_key(job.id, r.index))
+    assert stack.table.jobs.transition(job.id, JobStatus.REDUCING)  # what resume does
+    reduce_job(stack, job.id)
+    assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
+    assert _outputs(stack, job.id) == first
