@@ -22,6 +22,7 @@ Nothing here loops over pixels in Python: components by ``scipy.ndimage.label``,
 from __future__ import annotations
 
 import io
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
@@ -107,10 +108,16 @@ class RowPartial:
     _SCALARS = ("y0", "height", "width", "image_height", "blk_y0")
 
     def to_bytes(self) -> bytes:
-        """Serialise as an uncompressed ``.npz`` (versioned; no pickles)."""
+        """Serialise as an uncompressed ``.npz`` (versioned; no pickles). The bytes depend
+        only on the contents (fixed zip timestamps), so a row run twice writes the same file."""
         buf = io.BytesIO()
-        arrays = {f.name: np.asarray(getattr(self, f.name)) for f in fields(self)}
-        np.savez(buf, __version__=np.int64(PARTIAL_VERSION), **arrays)
+        arrays = {"__version__": np.int64(PARTIAL_VERSION)}
+        arrays.update({f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as z:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with z.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
         return buf.getvalue()
 
     @classmethod

@@ -209,6 +209,8 @@ def test_outputs(report):
 def test_partial_round_trip_and_bad_bytes(labels):
     p = row_partial(labels[10:40], y0=10, image_shape=labels.shape, classes=CLASSES)
     q = RowPartial.from_bytes(p.to_bytes())
+    again = row_partial(labels[10:40].copy(), y0=10, image_shape=labels.shape, classes=CLASSES)
+    assert again.to_bytes() == p.to_bytes() == q.to_bytes()  # a row run twice writes the same bytes
     for name, v in vars(p).items():
         assert np.array_equal(np.asarray(getattr(q, name)), np.asarray(v)), name
     with pytest.raises(ValueError, match="not a microstructure row partial"):
