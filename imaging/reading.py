@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, error_text
 
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
 #: What the bit-depth error lists as accepted.
@@ -114,7 +114,7 @@ def sniff_format(path: str | os.PathLike) -> str | None:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip()
+    text = error_text(e)
     return text.splitlines()[0] if text else "unknown error"
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, error_text
+from imaging.ome import save_ome_pyramid
 
 TILE = 256
 #: tiffsave options shared by every tiled output
@@ -38,7 +39,7 @@ def load_image(path: str | Path, *, access: str = "sequential", **options) -> py
             str(path), access=access, revalidate=True, fail_on="error", **options
         )
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: cannot be read as an image: {e}") from e
+        raise ImageFormatError(f"{path}: cannot be read as an image: {error_text(e)}") from e
 
 
 def check_label_image(image: pyvips.Image, what: str) -> None:
@@ -235,18 +236,28 @@ def save_stitched(
         raise failure[0]
 
 
-def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
-    """Stitch label strips top to bottom into one pyramidal tiled BigTIFF label map.
+def write_label_pyramid(
+    strip_paths: Strips,
+    out_path: str | Path,
+    *,
+    pixel_size_um: float | None = None,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[tuple[int, int, int]] | None = None,
+) -> None:
+    """Stitch label strips top to bottom into one pyramidal OME-TIFF label map.
 
     Strips are decoded one at a time and streamed (see :func:`save_stitched`), so memory
-    holds about one strip whatever the image size. Output: uint8 single band, deflate,
-    256x256 tiles, pyramid levels downsampled by the most frequent label of each 2x2 block
-    (``region_shrink="mode"``), never averaged.
+    holds about one strip whatever the image size. Output (:func:`imaging.ome.save_ome_pyramid`):
+    uint8 single band, deflate, 256x256 tiles, sub-resolution levels in SubIFDs downsampled by
+    the most frequent label of each 2x2 block (``region_shrink="mode"``), never averaged; the
+    OME-XML carries the pixel size and the class names and colours when given.
 
     Args:
         strip_paths: Row strip files in order (row 0 first), all of the same width W, or a
             :class:`StripStream` of them.
         out_path: Output TIFF; overwritten if it exists.
+        pixel_size_um: Pixel size of the source (µm/px), or None when unknown.
+        class_names, palette: Class names and RGB colours by class index, for the metadata.
 
     Raises:
         ValueError: no strips, or strips of different widths.
@@ -256,12 +267,9 @@ def write_label_pyramid(strip_paths: Strips, out_path: str | Path) -> None:
     save_stitched(
         strip_paths,
         out_path,
-        lambda labels: labels.tiffsave(
-            str(out_path),
-            pyramid=True,
-            region_shrink="mode",
-            compression="deflate",
-            predictor="horizontal",
-            **TILED_TIFF,
+        lambda labels: save_ome_pyramid(
+            labels, out_path, name="labels", pixel_size_um=pixel_size_um,
+            class_names=class_names, palette=palette, labels=True,
+            compression="deflate", predictor="horizontal",
         ),
     )

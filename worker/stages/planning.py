@@ -7,7 +7,8 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.reading import image_info, write_model_ready
+from imaging.errors import error_text
+from imaging.formats import source_info, write_model_ready
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import SOURCE, output_key
 from storage.errors import NotFoundError
@@ -23,8 +24,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     """Plan a ``queued`` job; idempotent.
 
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
-    open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
-    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
+    open the source header (any format of :mod:`imaging.formats`) and validate it; record its
+    pixel size (µm/px: the job's, else the file's metadata, else None) in the job's outputs;
+    if the source is not a tiled 8-bit RGB TIFF, convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
     one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -49,7 +51,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         model = ctx.table.models.get(spec.model, spec.model_version)
         settings = ctx.settings
         local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
-        info = image_info(local, max_pixels=settings.max_pixels)
+        info = source_info(local, max_pixels=settings.max_pixels)  # any supported format
+        # a pixel size given with the job wins over the file's metadata
+        pixel_size_um = getattr(spec, "pixel_size_um", None) or info.pixel_size_um
         source_key = None
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
@@ -60,8 +64,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
-        log.warning("plan.failed", job_id=job_id, error=str(e))
-        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
+        log.warning("plan.failed", job_id=job_id, error=error_text(e))
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=error_text(e))
         return []
     ctx.table.jobs.set_model(job_id, model.name, model.version, model.sha256)
     ctx.table.rows.insert(job_id, grid.all_strip_bounds())
@@ -72,7 +76,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         width=info.width,
         height=info.height,
         rows_total=grid.n_strips,
-        outputs={"source": source_key},
+        outputs={"source": source_key, "pixel_size_um": pixel_size_um},
     )
     if not moved:
         return []
