@@ -26,9 +26,10 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header (any format of :mod:`imaging.formats`) and validate it; record its
     pixel size (µm/px: the job's, else the file's metadata, else None) in the job's outputs;
-    if the source is not a tiled 8-bit RGB TIFF, convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; insert
-    one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
-    ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
+    if the source is not a tiled 8-bit RGB TIFF, convert it once to ``jobs/{job}/source.tif``
+    so every row reads its strip cheaply; insert one ``pending`` row per strip; job
+    ``planning -> running``; enqueue the rows (and, with ``PELLETSEG_STREAM_REDUCE``, the
+    job's streaming stitcher, ``worker/stages/streaming.py``).
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
     input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.

@@ -32,8 +32,8 @@ log = structlog.get_logger(__name__)
 def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
     """Write a ``reducing`` job's outputs and move it to ``succeeded``; idempotent.
 
-    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
-    deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
+    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal OME-TIFF uint8 label map,
+    deflate), ``overlay.tif`` (pyramidal JPEG OME-TIFF colour overlay), ``preview.png``,
     ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
 
     Returns:
@@ -66,7 +66,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         if not staged:
             strips = [ctx.local_blob(r.blob_key) for r in rows]
             write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
-                           names=[c.name for c in pkg.classes])
+                           names=[c.name for c in pkg.classes],
+                           pixel_size_um=(job.outputs or {}).get("pixel_size_um"))
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
         outputs = dict(job.outputs or {})

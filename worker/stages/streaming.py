@@ -197,7 +197,8 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
             log.info("stitch.start", job_id=job_id, rows=len(rows))
             write_pictures(source_path(ctx, job), StripStream(feed.paths, job.width, job.height),
                            pkg.palette(), work, names=[c.name for c in pkg.classes],
-                           abandon=feed.cancel)
+                           abandon=feed.cancel,
+                           pixel_size_um=(job.outputs or {}).get("pixel_size_um"))
             if renewal.lost.is_set():
                 raise StitchAbandoned(f"job {job_id}: stitch lease lost")
             for name in PICTURES:
