@@ -84,7 +84,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
     if size == 0:
         raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
     try:
-        image = pyvips.Image.new_from_file(str(path), access=access, fail_on="truncated")
+        image = pyvips.Image.new_from_file(str(path), access=access, fail_on="error")
     except pyvips.Error as e:
         kind = sniff_format(path)
         if kind:
@@ -277,9 +277,9 @@ def save_model_ready(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
     try:
-        to_rgb8(image, value_range).tiffsave(
+        to_rgb8(image, value_range).tiffsave(  # keep="none": no stale OME-XML of the source
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
-            predictor="horizontal", bigtiff=True,
+            predictor="horizontal", bigtiff=True, keep="none",
         )
     except pyvips.Error as e:
         tmp.unlink(missing_ok=True)

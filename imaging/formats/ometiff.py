@@ -108,7 +108,7 @@ def open_ome(path: str | os.PathLike, layout: OmeLayout, *, access: str = "rando
         ImageFormatError: libvips cannot read a page.
     """
     try:
-        planes = [pyvips.Image.new_from_file(str(path), page=p, access=access, fail_on="truncated")
+        planes = [pyvips.Image.new_from_file(str(path), page=p, access=access, fail_on="error")
                   for p in layout.pages]
     except pyvips.Error as e:
         raise ImageFormatError(

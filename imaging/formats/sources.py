@@ -77,7 +77,8 @@ def _kind(path: Path) -> str:
     kind = sniff_format(path)
     if kind is None:
         raise ImageFormatError(
-            f"{path.name}: not an image format pelletseg reads; it reads {SUPPORTED}"
+            f"{path.name}: not a readable image (its first bytes match no format pelletseg "
+            f"reads); pelletseg reads {SUPPORTED}"
         )
     return kind
 
