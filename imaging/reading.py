@@ -94,7 +94,8 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
             ) from e
         raise ImageFormatError(
             f"{path.name}: not a readable image ({_first_line(e)}); pelletseg reads "
-            "TIFF/BigTIFF, PNG and JPEG micrographs"
+            "TIFF/BigTIFF, OME-TIFF, Zeiss CZI, PNG, JPEG and the whole-slide formats OpenSlide "
+            "reads (docs/formats.md)"
         ) from e
     check_image(image, path.name, max_pixels=max_pixels)
     return image
