@@ -56,12 +56,12 @@ def openslide_vendor(path: str | os.PathLike) -> str | None:
 
 
 def _is_ome_tiff(path: Path) -> bool:
-    import tifffile
-
     try:
+        import tifffile
+
         with tifffile.TiffFile(path) as tif:
             return bool(tif.is_ome)
-    except Exception:  # a damaged TIFF: libvips reports the damage when it is opened
+    except Exception:  # a damaged TIFF (libvips reports it when it opens it), or no tifffile
         return False
 
 

@@ -136,9 +136,9 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
 def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:
     """Pixel size (µm/px) from a TIFF's XResolution and ResolutionUnit (centimetre or inch;
     none when the unit is absent or "none", or the resolution is 0)."""
-    import tifffile
-
     try:
+        import tifffile
+
         with tifffile.TiffFile(path) as tif:
             tags = tif.pages.first.tags
             res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
