@@ -19,8 +19,8 @@ from imaging.stitching import StripStream, read_strip, write_label_pyramid, writ
 __all__ = [
     "ImageFormatError",
     "ImageInfo",
-    "error_text",
     "StripStream",
+    "error_text",
     "image_info",
     "image_rows",
     "open_image",
