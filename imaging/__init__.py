@@ -11,7 +11,7 @@ and ome-types (pylibCZIrw and openslide lazily, from ``[formats]``); never torch
 ``training`` or ``api`` (the API's viewer uses it too).
 """
 
-from imaging.errors import ImageFormatError, error_text
+from imaging.errors import ImageFormatError
 from imaging.palette import palette_lut
 from imaging.reading import ImageInfo, image_info, image_rows, open_image, read_rows, to_rgb8
 from imaging.stitching import StripStream, read_strip, write_label_pyramid, write_strip
@@ -20,7 +20,6 @@ __all__ = [
     "ImageFormatError",
     "ImageInfo",
     "StripStream",
-    "error_text",
     "image_info",
     "image_rows",
     "open_image",

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError, error_text
+from imaging.errors import ImageFormatError
 
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
 #: What the bit-depth error lists as accepted.
@@ -115,7 +115,7 @@ def sniff_format(path: str | os.PathLike) -> str | None:
 
 
 def _first_line(e: Exception) -> str:
-    text = error_text(e)
+    text = str(e).strip()
     return text.splitlines()[0] if text else "unknown error"
 
 

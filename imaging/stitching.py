@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError, error_text
-from imaging.ome import save_ome_pyramid
+from imaging.errors import ImageFormatError
 
 TILE = 256
 #: tiffsave options shared by every tiled output
@@ -39,7 +38,7 @@ def load_image(path: str | Path, *, access: str = "sequential", **options) -> py
             str(path), access=access, revalidate=True, fail_on="error", **options
         )
     except pyvips.Error as e:
-        raise ImageFormatError(f"{path}: cannot be read as an image: {error_text(e)}") from e
+        raise ImageFormatError(f"{path}: cannot be read as an image: {e}") from e
 
 
 def check_label_image(image: pyvips.Image, what: str) -> None:
@@ -264,6 +263,8 @@ def write_label_pyramid(
         ImageFormatError: a strip is unreadable or not 1-band uint8.
         pyvips.Error: the output cannot be written (e.g. disk full).
     """
+    from imaging.ome import save_ome_pyramid
+
     save_stitched(
         strip_paths,
         out_path,

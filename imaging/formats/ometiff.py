@@ -16,6 +16,7 @@ from pathlib import Path
 import pyvips
 
 from imaging.errors import ImageFormatError
+from imaging.reading import _first_line  # libvips messages, paths as text
 
 #: OME ``UnitsLength`` symbols -> µm.
 UNIT_UM = {
@@ -113,7 +114,7 @@ def open_ome(path: str | os.PathLike, layout: OmeLayout, *, access: str = "rando
     except pyvips.Error as e:
         raise ImageFormatError(
             f"{Path(path).name}: OME-TIFF pixel data cannot be decoded "
-            f"({str(e).strip().splitlines()[0]}); the file is truncated or corrupt: export it again"
+            f"({_first_line(e)}); the file is truncated or corrupt: export it again"
         ) from e
     image = planes[0] if len(planes) == 1 else planes[0].bandjoin(planes[1:])
     if (image.width, image.height) != (layout.width, layout.height):

@@ -7,7 +7,6 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.errors import error_text
 from imaging.formats import source_info, write_model_ready
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import SOURCE, output_key
@@ -65,8 +64,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
-        log.warning("plan.failed", job_id=job_id, error=error_text(e))
-        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=error_text(e))
+        log.warning("plan.failed", job_id=job_id, error=str(e))
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
         return []
     ctx.table.jobs.set_model(job_id, model.name, model.version, model.sha256)
     ctx.table.rows.insert(job_id, grid.all_strip_bounds())
