@@ -69,9 +69,9 @@ def sniff_format(path: str | os.PathLike) -> str | None:
     """The format of ``path``: ``OME-TIFF``, ``CZI``, ``OpenSlide:<vendor>`` (a whole-slide
     format), ``TIFF``, ``BigTIFF``, ``PNG``, ``JPEG``, or None when it is none of them.
 
-    Order: the first bytes; a TIFF whose first ImageDescription is OME-XML is OME-TIFF; a TIFF
-    or unknown file that OpenSlide recognises (other than as a generic tiled TIFF) is a
-    whole-slide format.
+    Order: the first bytes; a TIFF whose first ImageDescription is OME-XML is OME-TIFF; a TIFF,
+    JPEG or unknown file that OpenSlide recognises (other than as a generic tiled TIFF; e.g. a
+    3DHISTECH ``.mrxs`` with its data folder) is a whole-slide format.
 
     Raises:
         OSError: the file cannot be read.
@@ -83,7 +83,7 @@ def sniff_format(path: str | os.PathLike) -> str | None:
             return "OME-TIFF"
         vendor = openslide_vendor(path)
         return f"OpenSlide:{vendor}" if vendor else kind
-    if kind is None:
+    if kind in (None, "JPEG"):  # a 3DHISTECH .mrxs starts like a JPEG; Hamamatsu .vms is text
         vendor = openslide_vendor(path)
-        return f"OpenSlide:{vendor}" if vendor else None
+        return f"OpenSlide:{vendor}" if vendor else kind
     return kind
