@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyvips
 
 from imaging.errors import ImageFormatError
@@ -83,7 +84,7 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
                     f"{name}: an OME-TIFF with {channels} channels; pelletseg reads grey, RGB "
                     "or RGBA: export the brightfield channels"
                 )
-            pages = tuple(level.pages[c].index for c in range(channels))
+            pages = tuple(level.pages[_plane(level, c)].index for c in range(channels))
             image_index = best  # tifffile makes one series per OME Image, in order
     except ImageFormatError:
         raise
@@ -95,6 +96,16 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
     images = ome.images
     pixels = images[image_index].pixels if image_index < len(images) else images[0].pixels
     return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best)
+
+
+def _plane(level, channel: int) -> int:
+    """Index among ``level.pages`` of ``channel`` at the first Z plane and time point (pages
+    are stored in the order of the series' leading axes, tifffile's ``axes``)."""
+    lead = [(a, n) for a, n in zip(level.axes, level.shape, strict=True) if a not in "YXS"]
+    if not lead:
+        return 0
+    index = [channel if a == "C" else 0 for a, _ in lead]
+    return int(np.ravel_multi_index(index, [n for _, n in lead]))
 
 
 def _yx(level) -> tuple[int, int]:

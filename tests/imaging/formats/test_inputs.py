@@ -212,3 +212,18 @@ def test_corrupt_tiff_error_has_no_bytes_literal(tmp_path):
     with pytest.raises(ImageFormatError) as err:
         write_model_ready(path, tmp_path / "out.tif", max_pixels=MAX)
     assert "b'" not in str(err.value) and "cut.tif" in str(err.value)
+
+
+def test_ome_tiff_z_stack_reads_the_channels_of_the_first_plane(tmp_path):
+    """Planes stored channel-major (axes CZYX: c0z0, c0z1, c0z2, c1z0, ...): the channels of
+    Z 0 are pages 0, 3 and 6, not the first three pages."""
+    pytest.importorskip("ome_types")
+    stack = np.zeros((3, 3, 30, 40), np.uint8)
+    for c in range(3):
+        for z in range(3):
+            stack[c, z] = 10 * z + c + 1
+    path = tmp_path / "zstack.ome.tif"
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "CZYX"})
+    got = model_ready_pixels(path, tmp_path)
+    assert got.shape == (30, 40, 3)
+    assert [np.unique(got[..., b]).tolist() for b in range(3)] == [[1], [2], [3]]
