@@ -94,8 +94,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
             ) from e
         raise ImageFormatError(
             f"{path.name}: not a readable image ({_first_line(e)}); pelletseg reads "
-            "TIFF/BigTIFF, OME-TIFF, Zeiss CZI, PNG, JPEG and the whole-slide formats OpenSlide "
-            "reads (docs/formats.md)"
+            "TIFF/BigTIFF, PNG and JPEG micrographs"
         ) from e
     check_image(image, path.name, max_pixels=max_pixels)
     return image
@@ -241,51 +240,45 @@ def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
     return ImageInfo(Path(path), image.width, image.height, image.bands, image.format, tiled)
 
 
-def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+def write_model_ready(
+    path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    max_pixels: int,
+    image: pyvips.Image | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> ImageInfo:
     """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
-    in one streaming pass, so every row can then read its strip cheaply.
+    in one streaming pass, so every row can then read its strip cheaply. The source's metadata
+    is not copied (``keep="none"``: no stale OME-XML or resolution of another image).
+
+    Args:
+        path: Source file (named in errors).
+        out_path: Output TIFF; replaced atomically through a ``.part`` file.
+        max_pixels: As :func:`open_image`.
+        image: The lazy image to convert, opened sequentially (default: ``path``'s page 0;
+            :mod:`imaging.formats` passes an OME-TIFF's full-resolution planes).
+        value_range: Float images' ``(lo, hi)`` (see :func:`to_rgb8`); default: computed from
+            ``path`` with one extra pass (:func:`float_range`).
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
     """
-    image = open_image(path, max_pixels=max_pixels, access="sequential")
-    value_range = None
-    if image.format in ("float", "double"):  # one pass for the range, then the conversion
-        value_range = float_range(open_image(path, max_pixels=max_pixels))
-    return save_model_ready(image, out_path, Path(path).name, value_range=value_range)
-
-
-def save_model_ready(
-    image: pyvips.Image,
-    out_path: str | os.PathLike,
-    name: str,
-    *,
-    value_range: tuple[float, float] | None = None,
-) -> ImageInfo:
-    """Write a lazy source image (checked, any supported bands/format) as the tiled (256 px)
-    deflate 8-bit RGB BigTIFF that rows read, through a ``.part`` file (streaming).
-
-    Args:
-        image: Lazy image (e.g. from :func:`open_image` with ``access="sequential"``).
-        out_path: Output TIFF; replaced atomically.
-        name: The source's name for error messages.
-        value_range: Float images' ``(lo, hi)`` (see :func:`to_rgb8`).
-
-    Raises:
-        ImageFormatError: pixel data cannot be decoded.
-    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
+    image = open_image(path, max_pixels=max_pixels, access="sequential") if image is None else image
+    if value_range is None and image.format in ("float", "double"):  # one pass for the range
+        value_range = float_range(open_image(path, max_pixels=max_pixels))
     try:
-        to_rgb8(image, value_range).tiffsave(  # keep="none": no stale OME-XML of the source
+        to_rgb8(image, value_range).tiffsave(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
             predictor="horizontal", bigtiff=True, keep="none",
         )
     except pyvips.Error as e:
         tmp.unlink(missing_ok=True)
         raise ImageFormatError(
-            f"{name}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
+            f"{Path(path).name}: pixel data cannot be decoded ({_first_line(e)}); the file is truncated "
             "or corrupt: upload it again"
         ) from e
     os.replace(tmp, out_path)

@@ -17,7 +17,6 @@ from imaging.reading import (
     check_image,
     float_range,
     image_info,
-    save_model_ready,
 )
 from imaging.reading import write_model_ready as write_libvips_model_ready
 
@@ -206,6 +205,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         value_range = None
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))
-        return save_model_ready(image, out_path, path.name, value_range=value_range)
+        return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
+                                         value_range=value_range)
     return write_libvips_model_ready(path, out_path, max_pixels=max_pixels)
 
