@@ -32,8 +32,8 @@ log = structlog.get_logger(__name__)
 def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
     """Write a ``reducing`` job's outputs and move it to ``succeeded``; idempotent.
 
-    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal OME-TIFF uint8 label map,
-    deflate), ``overlay.tif`` (pyramidal JPEG OME-TIFF colour overlay), ``preview.png``,
+    Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
+    deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
     ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
 
     Returns:
