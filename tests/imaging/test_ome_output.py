@@ -94,3 +94,24 @@ def test_without_a_pixel_size_no_scale_is_claimed(source, tmp_path):
     ome = _validated(tmp_path / "out" / "labels.tif")
     assert ome.images[0].pixels.physical_size_x is None
     assert not ome.structured_annotations.map_annotations  # no names given
+
+
+def test_levels_of_the_old_page_layout_are_still_read(tmp_path):
+    """Jobs finished before the OME-TIFF outputs have one top-level page per level: the
+    viewer's and the preview's level reader finds them too."""
+    import pyvips
+
+    labels = (np.arange(600 * W) % 4).astype(np.uint8).reshape(600, W)
+    old, new = tmp_path / "old.tif", tmp_path / "new.tif"
+    image = pyvips.Image.new_from_array(labels)
+    image.tiffsave(str(old), pyramid=True, tile=True, tile_width=256, tile_height=256,
+                   region_shrink="mode")
+    from imaging.ome import save_ome_pyramid
+
+    save_ome_pyramid(image, new, name="labels", labels=True)
+    assert pyvips.Image.new_from_file(str(old)).get("n-pages") > 1  # the old layout indeed
+    got_old = [(f, im.width, im.height) for f, im in pyramid_levels(old)]
+    got_new = [(f, im.width, im.height) for f, im in pyramid_levels(new)]
+    assert got_old == got_new and len(got_new) >= 3
+    for (_, a), (_, b) in zip(pyramid_levels(old), pyramid_levels(new), strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
