@@ -73,7 +73,6 @@ def write_overlay(
     palette: Sequence[tuple[int, int, int]],
     out_path: str | Path,
     alpha: float = 0.45,
-    *,
     pixel_size_um: float | None = None,
 ) -> None:
     """Blend the source with the colourised label map into a pyramidal JPEG OME-TIFF.
@@ -92,7 +91,7 @@ def write_overlay(
         palette: RGB colour of each class index.
         out_path: Output TIFF; overwritten if it exists.
         alpha: Weight of the label colours, 0-1.
-        pixel_size_um: Pixel size of the source (µm/px), or None when unknown.
+        pixel_size_um: Pixel size (µm/px) recorded in the resolution tags (cm), or None.
 
     Raises:
         ValueError: ``alpha`` outside [0, 1], sizes differ, no strips, or a bad palette.
