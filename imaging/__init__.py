@@ -1,12 +1,15 @@
 """Images with libvips, by region, never whole in memory: reading and checking a source and
-converting it to 8-bit RGB (:mod:`imaging.reading`); the uint8 label strips of row
+converting it to 8-bit RGB (:mod:`imaging.reading`), microscope and whole-slide formats
+(:mod:`imaging.formats`: OME-TIFF, Zeiss CZI, OpenSlide); the uint8 label strips of row
 checkpoints and their stitching into one pyramidal label map (:mod:`imaging.stitching`); the
-colour overlay and the preview (:mod:`imaging.rendering`); the palette (:mod:`imaging.palette`);
-and demo mosaics of the shipped samples (:mod:`imaging.mosaic`); the pixel size (µm/px) a file
+pyramidal OME-TIFF outputs and their levels (:mod:`imaging.ome`); the colour overlay and the
+preview (:mod:`imaging.rendering`); the palette (:mod:`imaging.palette`); and demo mosaics of
+the shipped samples (:mod:`imaging.mosaic`); the pixel size (µm/px) a file
 records (:mod:`imaging.metadata`).
 
-May import: ``core``, ``storage.blobs.layout`` (output file names), pyvips and numpy; never
-torch, ``worker``, ``training`` or ``api`` (the API's viewer uses it too).
+May import: ``core``, ``storage.blobs.layout`` (output file names), pyvips, numpy, tifffile
+and ome-types (pylibCZIrw and openslide lazily, from ``[formats]``); never torch, ``worker``,
+``training`` or ``api`` (the API's viewer uses it too).
 """
 
 from imaging.errors import ImageFormatError

@@ -8,7 +8,14 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
 - 8-bit unsigned: unchanged. 16-bit unsigned: the high byte (``v >> 8``), a fixed linear map of
   0..65535 onto 0..255 that is the same for every row, image and worker (no per-image stretch,
   so results do not depend on which part of the image a worker sees).
-- Anything else (float, signed, 32-bit, > 4 bands) is rejected with :class:`ImageFormatError`.
+- 16-bit signed: negatives become 0, then ``v >> 7`` (0..32767 onto 0..255).
+- 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
+  0..255, NaN -> 0, with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
+  ImageDescription) when the file has one, else the image's own minimum and maximum (one
+  pass over the image, made once per image so every row gets the same map; see
+  :func:`float_range`). 64-bit float is treated alike.
+- Anything else (8/32-bit signed, 32-bit unsigned, complex, > 4 bands) is rejected with
+  :class:`ImageFormatError`. docs/formats.md states the same rules.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import pyvips
 from imaging.errors import ImageFormatError, vips_text
 from imaging.integrity import FAIL_ON, damaged_message, decode_detail
 
-SUPPORTED_FORMATS = ("uchar", "ushort")
+SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
+#: What the bit-depth error lists as accepted.
+SUPPORTED_DEPTHS = "8- or 16-bit unsigned, 16-bit signed or 32-bit float samples"
 
 
 @dataclass(frozen=True)
@@ -137,13 +146,18 @@ def check_pixel_format(image: pyvips.Image, name: str) -> None:
         )
     if image.format not in SUPPORTED_FORMATS:
         raise ImageFormatError(
-            f"{name}: pixel format {image.format} is not supported; save it as 8- or 16-bit "
-            "unsigned integers"
+            f"{name}: pixel format {image.format} is not supported; pelletseg reads "
+            f"{SUPPORTED_DEPTHS}: save the micrograph in one of those"
         )
 
 
-def to_rgb8(image: pyvips.Image) -> pyvips.Image:
+def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None) -> pyvips.Image:
     """Convert a checked image to 3-band 8-bit sRGB by the module's rules (lazy).
+
+    Args:
+        image: 1-4 bands of a supported format.
+        value_range: ``(lo, hi)`` mapped onto 0..255 for float images; None takes the ImageJ
+            range or the image's min..max (:func:`float_range`, a pass over the image).
 
     Raises:
         ImageFormatError: band count or format outside the supported set.
@@ -153,11 +167,68 @@ def to_rgb8(image: pyvips.Image) -> pyvips.Image:
         image = image.colourspace("srgb")
     elif image.bands in (2, 4):
         image = image.extract_band(0, n=image.bands - 1)
-    if image.format == "ushort":
-        image = (image >> 8).cast("uchar")
+    image = to_uint8(image, value_range)
     if image.bands == 1:
         image = image.bandjoin([image, image])
     return image.copy(interpretation="srgb")
+
+
+def to_uint8(image: pyvips.Image, value_range: tuple[float, float] | None = None) -> pyvips.Image:
+    """Map a supported sample format onto uchar by the module's bit-depth rules (lazy, any
+    band count).
+
+    Raises:
+        ImageFormatError: a format outside :data:`SUPPORTED_FORMATS`.
+    """
+    fmt = image.format
+    if fmt == "uchar":
+        return image
+    if fmt == "ushort":
+        return (image >> 8).cast("uchar")
+    if fmt == "short":
+        return ((image < 0).ifthenelse(0, image) >> 7).cast("uchar")
+    if fmt in ("float", "double"):
+        lo, hi = value_range if value_range is not None else float_range(image)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        finite = image == image  # NaN != NaN
+        out = ((image - lo) * scale).rint()
+        out = (out < 0).ifthenelse(0, (out > 255).ifthenelse(255, out))
+        return finite.ifthenelse(out, 0).cast("uchar")
+    raise ImageFormatError(f"pixel format {fmt} is not supported; pelletseg reads {SUPPORTED_DEPTHS}")
+
+
+def imagej_range(description: str | None) -> tuple[float, float] | None:
+    """The display range ``(min, max)`` of an ImageJ ImageDescription (``ImageJ=...`` with
+    ``min=`` and ``max=`` lines), or None when it has none."""
+    if not description or not description.startswith("ImageJ="):
+        return None
+    values = {}
+    for line in description.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("min", "max"):
+            try:
+                values[key] = float(value)
+            except ValueError:
+                return None
+    if "min" in values and "max" in values and values["max"] > values["min"]:
+        return values["min"], values["max"]
+    return None
+
+
+def float_range(image: pyvips.Image) -> tuple[float, float]:
+    """``(lo, hi)`` of a float image: the ImageJ display range of its ImageDescription when
+    present, else its minimum and maximum over all bands (NaN ignored; one pass over the
+    pixels, streaming)."""
+    description = image.get("image-description") if image.get_typeof("image-description") else None
+    found = imagej_range(description)
+    if found is not None:
+        return found
+    finite = image == image
+    lo = finite.ifthenelse(image, float("inf")).min()
+    hi = finite.ifthenelse(image, float("-inf")).max()
+    if lo == float("inf"):  # all NaN
+        return 0.0, 0.0
+    return float(lo), float(hi)
 
 
 def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
@@ -173,9 +244,26 @@ def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
     return ImageInfo(Path(path), image.width, image.height, image.bands, image.format, tiled)
 
 
-def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+def write_model_ready(
+    path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    max_pixels: int,
+    image: pyvips.Image | None = None,
+    value_range: tuple[float, float] | None = None,
+) -> ImageInfo:
     """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
-    in one streaming pass, so every row can then read its strip cheaply.
+    in one streaming pass, so every row can then read its strip cheaply. The source's metadata
+    is not copied (``keep="none"``: no stale OME-XML or resolution of another image).
+
+    Args:
+        path: Source file (named in errors).
+        out_path: Output TIFF; replaced atomically through a ``.part`` file.
+        max_pixels: As :func:`open_image`.
+        image: The lazy image to convert, opened sequentially (default: ``path``'s page 0;
+            :mod:`imaging.formats` passes an OME-TIFF's full-resolution planes).
+        value_range: Float images' ``(lo, hi)`` (see :func:`to_rgb8`); default: computed from
+            ``path`` with one extra pass (:func:`float_range`).
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
@@ -183,11 +271,13 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
-    image = open_image(path, max_pixels=max_pixels, access="sequential")
+    image = open_image(path, max_pixels=max_pixels, access="sequential") if image is None else image
+    if value_range is None and image.format in ("float", "double"):  # one pass for the range
+        value_range = float_range(open_image(path, max_pixels=max_pixels))
     try:
-        to_rgb8(image).tiffsave(
+        to_rgb8(image, value_range).tiffsave(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
-            predictor="horizontal", bigtiff=True,
+            predictor="horizontal", bigtiff=True, keep="none",
         )
     except pyvips.Error as e:
         tmp.unlink(missing_ok=True)

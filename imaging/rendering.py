@@ -1,4 +1,4 @@
-"""Pictures of a label map: the colour overlay (pyramidal JPEG TIFF) and the PNG preview with
+"""Pictures of a label map: the colour overlay (pyramidal JPEG OME-TIFF) and the PNG preview with
 its legend (pyvips, streaming), and :func:`write_pictures`, which writes a job's three pictures
 (label pyramid, overlay, preview) from its row strips for the reducer and the streaming
 stitcher. Label maps are never interpolated: previews sample their mode-downsampled pyramid
@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pyvips
 
+from imaging.ome import pyramid_levels, save_ome_pyramid
 from imaging.palette import palette_lut
 from imaging.reading import to_rgb8
 from imaging.stitching import (
-    TILED_TIFF,
     Strips,
     check_label_image,
     load_image,
-    resolution_options,
     save_stitched,
     write_label_pyramid,
 )
@@ -76,10 +75,11 @@ def write_overlay(
     alpha: float = 0.45,
     pixel_size_um: float | None = None,
 ) -> None:
-    """Blend the source with the colourised label map into a pyramidal JPEG BigTIFF.
+    """Blend the source with the colourised label map into a pyramidal JPEG OME-TIFF.
 
     ``out = (1 - alpha) * source_rgb8 + alpha * colour(label)``, rounded; tiled 256 px,
-    JPEG Q 85, pyramid levels averaged (it is a picture, not labels). Streams.
+    JPEG Q 85, sub-resolution levels (SubIFDs) averaged (it is a picture, not labels), the
+    pixel size in the OME-XML when known (:func:`imaging.ome.save_ome_pyramid`). Streams.
 
     Args:
         source_path: Source micrograph (any format libvips reads; see
@@ -106,10 +106,8 @@ def write_overlay(
         _check_same_size(source, source_path, label_image, what)
         colour = colourise(label_image, palette)
         blended = (source * (1.0 - alpha) + colour * alpha).rint().cast("uchar")
-        blended.copy(interpretation="srgb").tiffsave(
-            str(out_path), pyramid=True, compression="jpeg", Q=85, **TILED_TIFF,
-            **resolution_options(pixel_size_um),
-        )
+        save_ome_pyramid(blended.copy(interpretation="srgb"), out_path, name="overlay",
+                         pixel_size_um=pixel_size_um, compression="jpeg", Q=85)
 
     if isinstance(labels, (str, Path)):
         label_image = load_image(labels)
@@ -124,11 +122,10 @@ def _labels_at(label_path: str | Path, width: int, height: int) -> pyvips.Image:
     still at least that big, then nearest-neighbour sampling (never interpolation)."""
     best = load_image(label_path, access="random")
     check_label_image(best, str(label_path))
-    for page in range(1, best.get("n-pages") if best.get_typeof("n-pages") else 1):
-        level = load_image(label_path, access="random", page=page)
-        if level.width < width or level.height < height or level.bands != 1:
+    for _, level in pyramid_levels(label_path)[1:]:  # SubIFD (OME-TIFF) or page levels
+        if level.width < width or level.height < height:
             break
-        best = level if level.format == "uchar" else best
+        best = level
     if (best.width, best.height) == (width, height):
         return best
     return best.resize(width / best.width, vscale=height / best.height, kernel="nearest")
@@ -243,8 +240,9 @@ def write_pictures(
     the preview, which reads it) is written: each libvips pipeline is mostly sequential (the
     streaming PNG decode of the strips, the preview's resize), so together they use two cores.
     ``abandon`` is called as soon as either pipeline fails, so that a
-    :class:`imaging.stitching.StripStream` the other one waits on can stop waiting.
-    ``pixel_size_um`` (µm/px), when known, is recorded in both TIFFs' resolution tags.
+    :class:`imaging.stitching.StripStream` the other one waits on can stop waiting. Both TIFFs
+    are pyramidal OME-TIFFs (:mod:`imaging.ome`) with ``pixel_size_um`` (µm/px) when known; the
+    label map's metadata names the classes (``names``) and their colours (``palette``).
 
     Raises:
         ValueError, ImageFormatError, pyvips.Error: as :func:`write_label_pyramid`,
@@ -261,7 +259,8 @@ def write_pictures(
             raise
 
     def labels_and_preview() -> None:
-        write_label_pyramid(strips, work / LABELS_FILE, pixel_size_um=pixel_size_um)
+        write_label_pyramid(strips, work / LABELS_FILE, pixel_size_um=pixel_size_um,
+                            class_names=names, palette=palette)
         write_preview(source_path, work / LABELS_FILE, palette, work / PREVIEW_FILE, names=names)
 
     # leaving the block waits for the overlay, also when the label map failed

@@ -26,15 +26,6 @@ TILE = 256
 TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "keep": "none"}
 
 
-def resolution_options(pixel_size_um: float | None) -> dict:
-    """tiffsave options recording a pixel size (µm/px) as resolution tags in centimetres
-    (read back by :func:`imaging.metadata.read_pixel_size_um`); none without one."""
-    if pixel_size_um is None:
-        return {}
-    px_per_mm = 1000.0 / float(pixel_size_um)
-    return {"xres": px_per_mm, "yres": px_per_mm, "resunit": "cm"}
-
-
 def load_image(path: str | Path, *, access: str = "sequential", **options) -> pyvips.Image:
     """Open an image lazily with libvips.
 
@@ -244,36 +235,42 @@ def save_stitched(
         raise failure[0]
 
 
-def write_label_pyramid(strip_paths: Strips, out_path: str | Path,
-                        pixel_size_um: float | None = None) -> None:
-    """Stitch label strips top to bottom into one pyramidal tiled BigTIFF label map.
+def write_label_pyramid(
+    strip_paths: Strips,
+    out_path: str | Path,
+    *,
+    pixel_size_um: float | None = None,
+    class_names: Sequence[str] | None = None,
+    palette: Sequence[tuple[int, int, int]] | None = None,
+) -> None:
+    """Stitch label strips top to bottom into one pyramidal OME-TIFF label map.
 
     Strips are decoded one at a time and streamed (see :func:`save_stitched`), so memory
-    holds about one strip whatever the image size. Output: uint8 single band, deflate,
-    256x256 tiles, pyramid levels downsampled by the most frequent label of each 2x2 block
-    (``region_shrink="mode"``), never averaged.
+    holds about one strip whatever the image size. Output (:func:`imaging.ome.save_ome_pyramid`):
+    uint8 single band, deflate, 256x256 tiles, sub-resolution levels in SubIFDs downsampled by
+    the most frequent label of each 2x2 block (``region_shrink="mode"``), never averaged; the
+    OME-XML carries the pixel size and the class names and colours when given.
 
     Args:
         strip_paths: Row strip files in order (row 0 first), all of the same width W, or a
             :class:`StripStream` of them.
         out_path: Output TIFF; overwritten if it exists.
-        pixel_size_um: Pixel size (µm/px) recorded in the resolution tags (cm), or None.
+        pixel_size_um: Pixel size of the source (µm/px), or None when unknown.
+        class_names, palette: Class names and RGB colours by class index, for the metadata.
 
     Raises:
         ValueError: no strips, or strips of different widths.
         ImageFormatError: a strip is unreadable or not 1-band uint8.
         pyvips.Error: the output cannot be written (e.g. disk full).
     """
+    from imaging.ome import save_ome_pyramid
+
     save_stitched(
         strip_paths,
         out_path,
-        lambda labels: labels.tiffsave(
-            str(out_path),
-            pyramid=True,
-            region_shrink="mode",
-            compression="deflate",
-            predictor="horizontal",
-            **TILED_TIFF,
-            **resolution_options(pixel_size_um),
+        lambda labels: save_ome_pyramid(
+            labels, out_path, name="labels", pixel_size_um=pixel_size_um,
+            class_names=class_names, palette=palette, labels=True,
+            compression="deflate", predictor="horizontal",
         ),
     )

@@ -7,8 +7,9 @@ wide), down to 1 x 1 px at level 0; a level is cut into ``dz_tile_size`` px *Dee
 (viewer tiles, not the model's tiles), and each tile also carries ``overlap`` px of its
 neighbours on every interior side.
 
-Pixels come from the pyramidal TIFFs the reducer writes (libvips ``tiffsave pyramid=True``:
-page ``k`` is page 0 halved ``k`` times, floor-rounded, down to one TIFF tile): a tile is read
+Pixels come from the pyramidal TIFFs the reducer writes (OME-TIFF with SubIFD levels, or the
+one-page-per-level files of earlier releases, both read by :func:`imaging.ome.pyramid_levels`:
+level ``k`` is level 0 halved ``k`` times, floor-rounded, down to one TIFF tile): a tile is read
 from the page with the largest power-of-two downsample not above the level's, so a read never
 decodes more than about one tile of pixels, except on the few levels below the smallest page
 (at most one small page). Label maps are never interpolated: below the pyramid they are
@@ -26,6 +27,8 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import pyvips
+
+from imaging.ome import pyramid_levels
 
 #: Edge of a Deep Zoom tile (px); equal to the TIFF tile size of the outputs, so a tile read
 #: at a pyramid page's own scale touches at most four TIFF tiles.
@@ -143,8 +146,8 @@ class Pyramid:
     def __init__(self, path: str | os.PathLike, kind: PixelKind):
         self.path = Path(path)
         self.kind = kind
-        first = pyvips.Image.new_from_file(str(path), access="random", revalidate=True)
-        n_pages = first.get("n-pages") if first.get_typeof("n-pages") else 1
+        levels = pyramid_levels(path)  # SubIFD levels (OME-TIFF outputs) or pages (older files)
+        first = levels[0][1]
         self.width, self.height = first.width, first.height
         want = (1, "uchar") if kind == PixelKind.LABELS else (3, "uchar")
         if (first.bands, first.format) != want:
@@ -152,14 +155,8 @@ class Pyramid:
                 f"{path}: a {kind} pyramid must be {want[0]}-band {want[1]}, got "
                 f"{first.bands} band(s) of {first.format}"
             )
-        #: (downsample factor, page image), factor 1 first, increasing.
-        self.pages: list[tuple[int, pyvips.Image]] = [(1, first)]
-        for page in range(1, n_pages):
-            image = pyvips.Image.new_from_file(str(path), page=page, access="random")
-            factor = 1 << page
-            if image.width != self.width // factor or image.height != self.height // factor:
-                break  # not a halving of page 0: some other kind of multi-page file
-            self.pages.append((factor, image))
+        #: (downsample factor, level image), factor 1 first, increasing.
+        self.pages: list[tuple[int, pyvips.Image]] = levels
 
     @property
     def grid(self) -> DeepZoomGrid:

@@ -107,7 +107,7 @@ def test_worker_image_is_cuda_runtime_and_runs_celery():
 def test_worker_image_installs_the_worker_extra():
     ins = instructions(DOCKERFILES["worker"])
     runs = " ".join(arg for word, arg in ins if word == "RUN")
-    assert 'pip install --no-cache-dir ".[worker]"' in runs
+    assert 'pip install --no-cache-dir ".[worker,formats]"' in runs  # CZI, OpenSlide inputs
     copied = {arg.split()[0] for word, arg in ins if word == "COPY" and "--from" not in arg}
     assert copied & {"api", "training", "benchmarks"} == set() and "worker" in copied
 

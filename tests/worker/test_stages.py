@@ -212,7 +212,7 @@ def test_reducer_overlay_failure_fails_the_job_and_stores_no_outputs(stack, micr
 
     seen = {}
 
-    def broken_overlay(source, strips, palette, out):
+    def broken_overlay(source, strips, palette, out, **options):
         seen["thread"] = threading.current_thread().name
         seen["strips"] = len(strips)
         raise ImageFormatError(f"{source}: cannot be read as an image: truncated")

@@ -213,7 +213,7 @@ def test_pipeline_failure_stops_the_other_pipeline_waiting_for_rows(streaming, m
     ctx = streaming
     job = _planned(ctx, micrograph)
 
-    def broken_overlay(source, strips, palette, out):
+    def broken_overlay(source, strips, palette, out, **options):
         raise ImageFormatError(f"{source}: cannot be read as an image: truncated")
 
     monkeypatch.setattr(rendering, "write_overlay", broken_overlay)

@@ -7,8 +7,8 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
+from imaging.formats import source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
-from imaging.reading import image_info, write_model_ready
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import SOURCE, output_key
 from storage.errors import NotFoundError
@@ -51,7 +51,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         model = ctx.table.models.get(spec.model, spec.model_version)
         settings = ctx.settings
         local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
-        info = image_info(local, max_pixels=settings.max_pixels)
+        info = source_info(local, max_pixels=settings.max_pixels)  # any supported format
         source_key = None
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
@@ -61,7 +61,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
-        pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id)
+        pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
+                                           recorded=info.pixel_size_um)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
         ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
@@ -88,9 +89,12 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     return pending
 
 
-def resolve_pixel_size(given: float | None, source, *, job_id: str = "") -> float | None:
+def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
+                       recorded: float | None = None) -> float | None:
     """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
-    records (:func:`imaging.metadata.read_pixel_size_um`), else None (outputs in px).
+    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags and OME-XML, else
+    ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
+    None (outputs in px).
 
     A source whose recorded pixels are not square (x and y differ by more than 1 %) gives
     None, logged: the microstructure figures assume square pixels, so such a job must be
@@ -99,6 +103,9 @@ def resolve_pixel_size(given: float | None, source, *, job_id: str = "") -> floa
     if given is not None:
         return float(given)
     found = read_pixel_size_um(source)
+    if found is None and recorded:
+        log.info("plan.pixel_size", job_id=job_id, pixel_size_um=recorded, source="format")
+        return float(recorded)
     if found is None:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=None, source="none")
         return None

@@ -1,0 +1,30 @@
+"""Microscope and whole-slide source formats: which format a file is (:func:`sniff_format`),
+its header and pixel size (:func:`source_info`, :func:`source_pixel_size_um`) and its
+conversion to the model-ready tiled 8-bit RGB TIFF (:func:`write_model_ready`). OME-TIFF
+through tifffile, ome-types and libvips; Zeiss CZI through pylibCZIrw; the whole-slide formats
+OpenSlide reads through openslide-python (the ``[formats]`` extra); TIFF/BigTIFF, PNG and JPEG
+through :mod:`imaging.reading`. Row bands are decoded one at a time (memory stays bounded).
+
+May import: ``imaging.reading``, ``imaging.errors``, numpy, pyvips, tifffile, ome-types,
+pylibCZIrw and openslide (the last two lazily: a missing ``[formats]`` extra gives a clear
+error naming it).
+"""
+
+from imaging.formats.detect import SUPPORTED, sniff_format
+from imaging.formats.sources import (
+    SourceInfo,
+    open_band_source,
+    source_info,
+    source_pixel_size_um,
+    write_model_ready,
+)
+
+__all__ = [
+    "SUPPORTED",
+    "SourceInfo",
+    "open_band_source",
+    "sniff_format",
+    "source_info",
+    "source_pixel_size_um",
+    "write_model_ready",
+]

@@ -1,0 +1,103 @@
+"""Readers that decode row bands into numpy (CZI, OpenSlide) and the writer that turns their
+bands into the model-ready tiled 8-bit RGB TIFF, never holding more than one band."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from imaging.errors import ImageFormatError
+from imaging.formats.scaling import array_to_uint8, band_range, merge_ranges, to_rgb
+
+#: Rows decoded at a time (px): one TIFF tile row of the output.
+BAND_ROWS = 256
+
+
+class BandSource(Protocol):
+    """A source image read by row bands.
+
+    Attributes:
+        name: File name for messages.
+        width, height: Size (px).
+        bands: Samples per pixel (1 grey, 3 RGB, ...).
+        dtype: numpy dtype name of the samples (``uint8``, ``uint16``, ``int16``, ``float32``).
+        pixel_size_um: Pixel size (µm/px) from the file's metadata, or None.
+    """
+
+    name: str
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    pixel_size_um: float | None
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)``: (y1 - y0, width, bands) array of ``dtype``, RGB order."""
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+def value_range(source: BandSource) -> tuple[float, float] | None:
+    """``(lo, hi)`` of a float source over all its finite samples (one pass of bands); None
+    for integer sources."""
+    if not source.dtype.startswith("float"):
+        return None
+    found = None
+    for y0 in range(0, source.height, BAND_ROWS):
+        found = merge_ranges(found, band_range(source.read(y0, min(source.height, y0 + BAND_ROWS))))
+    return found or (0.0, 0.0)
+
+
+def rgb8_bands(source: BandSource, rng: tuple[float, float] | None) -> Iterator[np.ndarray]:
+    """The source as (h, width, 3) uint8 bands of :data:`BAND_ROWS` rows, top to bottom."""
+    for y0 in range(0, source.height, BAND_ROWS):
+        band = source.read(y0, min(source.height, y0 + BAND_ROWS))
+        yield to_rgb(array_to_uint8(band, rng))
+
+
+def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike) -> None:
+    """Write ``source`` as a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF (tifffile),
+    band by band; float sources take one extra pass for their range.
+
+    Raises:
+        ImageFormatError: the pixel data cannot be decoded, or an unsupported sample type.
+    """
+    import tifffile
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".part.tif")
+    tile = BAND_ROWS
+
+    def tiles() -> Iterator[np.ndarray]:
+        for band in rgb8_bands(source, rng):
+            h = band.shape[0]
+            for x0 in range(0, source.width, tile):
+                t = np.zeros((tile, tile, 3), np.uint8)
+                part = band[:, x0:x0 + tile]
+                t[:h, :part.shape[1]] = part
+                yield t
+
+    try:
+        rng = value_range(source)
+        tifffile.imwrite(
+            tmp, data=tiles(), shape=(source.height, source.width, 3), dtype=np.uint8,
+            tile=(tile, tile), photometric="rgb", compression="zlib", bigtiff=True,
+            metadata=None,
+        )
+    except ImageFormatError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise ImageFormatError(
+            f"{source.name}: pixel data cannot be decoded ({type(e).__name__}: "
+            f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unknown error'}); the file "
+            "is truncated or corrupt: upload it again"
+        ) from e
+    os.replace(tmp, out_path)

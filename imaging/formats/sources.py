@@ -1,0 +1,203 @@
+"""One entry point for every supported source format: what it is (:func:`source_info`), its
+pixel size (:func:`source_pixel_size_um`) and its conversion to the model-ready tiled 8-bit
+RGB TIFF (:func:`write_model_ready`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imaging.errors import ImageFormatError
+from imaging.formats.bands import BandSource, write_bands_model_ready
+from imaging.formats.detect import SUPPORTED, sniff_format
+from imaging.formats.ometiff import ome_layout, open_ome
+from imaging.reading import (
+    ImageInfo,
+    check_image,
+    float_range,
+    image_info,
+)
+from imaging.reading import write_model_ready as write_libvips_model_ready
+
+#: libvips band format -> numpy dtype name.
+NUMPY_DTYPE = {"uchar": "uint8", "ushort": "uint16", "short": "int16", "float": "float32",
+               "double": "float64", "char": "int8", "uint": "uint32", "int": "int32"}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Header facts of a source image of any supported format.
+
+    Attributes:
+        path: Local file.
+        format: As named by :func:`imaging.formats.detect.sniff_format` (``TIFF``,
+            ``OME-TIFF``, ``CZI``, ``OpenSlide:aperio``, ...).
+        width, height: Size of the full-resolution image (px).
+        bands: Samples per pixel.
+        dtype: numpy dtype name of the samples (``uint8``, ``uint16``, ``int16``, ``float32``).
+        pixel_size_um: Pixel size from the file's metadata (µm/px), or None.
+        tiled: True when rows can read the file directly (tiled TIFF, page 0).
+    """
+
+    path: Path
+    format: str
+    width: int
+    height: int
+    bands: int
+    dtype: str
+    pixel_size_um: float | None
+    tiled: bool
+
+    @property
+    def is_model_ready(self) -> bool:
+        """True if rows can read this file directly: a tiled 8-bit 3-band TIFF (page 0)."""
+        return self.tiled and self.bands == 3 and self.dtype == "uint8"
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ImageFormatError(f"{name}: image has zero size ({width} x {height} px)")
+    if width * height > max_pixels:
+        raise ImageFormatError(
+            f"{name}: {width} x {height} px = {width * height:,} px exceeds the limit of "
+            f"{max_pixels:,} px (PELLETSEG_MAX_PIXELS); split the image or raise the limit if "
+            "it is genuine"
+        )
+
+
+def _kind(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise ImageFormatError(f"{path}: file does not exist") from e
+    if size == 0:
+        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+    kind = sniff_format(path)
+    if kind is None:
+        raise ImageFormatError(
+            f"{path.name}: not a readable image (its first bytes match no format pelletseg "
+            f"reads); pelletseg reads {SUPPORTED}"
+        )
+    return kind
+
+
+def open_band_source(path: str | os.PathLike, kind: str | None = None) -> BandSource:
+    """A row-band reader for a CZI or OpenSlide file (the caller closes it).
+
+    Raises:
+        ImageFormatError: the format is not read by bands, or the file cannot be opened.
+    """
+    path = Path(path)
+    kind = kind or _kind(path)
+    if kind == "CZI":
+        from imaging.formats.czi import CziSource
+
+        return CziSource(path)
+    if kind.startswith("OpenSlide:"):
+        from imaging.formats.slide import SlideSource
+
+        return SlideSource(path)
+    raise ImageFormatError(f"{path.name}: a {kind} file is read by libvips, not by bands")
+
+
+def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
+    """Header of a source of any supported format (decodes no pixels).
+
+    Raises:
+        ImageFormatError: missing, empty, not a supported format (the message lists them),
+            corrupt header, too large, or an unsupported band count / bit depth.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "CZI" or kind.startswith("OpenSlide:"):
+        source = open_band_source(path, kind)
+        try:
+            _check_size(path.name, source.width, source.height, max_pixels)
+            return SourceInfo(path, kind, source.width, source.height, source.bands,
+                              source.dtype, source.pixel_size_um, False)
+        finally:
+            source.close()
+    if kind == "OME-TIFF":
+        layout = ome_layout(path)
+        _check_size(path.name, layout.width, layout.height, max_pixels)
+        image = open_ome(path, layout)
+        check_image(image, path.name, max_pixels=max_pixels)
+        tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
+        return SourceInfo(path, kind, image.width, image.height, image.bands,
+                          NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled)
+    info: ImageInfo = image_info(path, max_pixels=max_pixels)
+    pixel_size = tiff_pixel_size_um(path) if kind in ("TIFF", "BigTIFF") else None
+    return SourceInfo(path, kind, info.width, info.height, info.bands,
+                      NUMPY_DTYPE.get(info.format, info.format), pixel_size, info.tiled)
+
+
+def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:
+    """Pixel size (µm/px) from a TIFF's resolution tags or OME-XML, by the one rule of
+    :func:`imaging.metadata.read_pixel_size_um` (which ignores the inch defaults of 300 dpi
+    and below that carry no calibration); None when the file does not say."""
+    from imaging.metadata import read_pixel_size_um
+
+    try:
+        found = read_pixel_size_um(path)
+    except Exception:
+        return None
+    return None if found is None else float(found[0])
+
+
+def source_pixel_size_um(path: str | os.PathLike) -> float | None:
+    """Pixel size (µm/px) from the metadata of a source of any supported format: OME-XML
+    ``PhysicalSizeX``, CZI ``Scaling``, OpenSlide ``openslide.mpp-x``, TIFF resolution tags;
+    None when the file does not say.
+
+    Raises:
+        ImageFormatError: not a supported format, or a corrupt header.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "OME-TIFF":
+        return ome_layout(path).pixel_size_um
+    if kind == "CZI" or kind.startswith("OpenSlide:"):
+        source = open_band_source(path, kind)
+        try:
+            return source.pixel_size_um
+        finally:
+            source.close()
+    if kind in ("TIFF", "BigTIFF"):
+        return tiff_pixel_size_um(path)
+    return None
+
+
+def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+    """Convert a source of any supported format into the tiled (256 px), deflate 8-bit RGB
+    BigTIFF that rows read, streaming (libvips) or band by band (CZI, OpenSlide), by the
+    bit-depth rules of :mod:`imaging.reading`.
+
+    Returns:
+        The header of ``out_path``.
+
+    Raises:
+        ImageFormatError: as :func:`source_info`, or corrupt pixel data.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if kind == "CZI" or kind.startswith("OpenSlide:"):
+        source = open_band_source(path, kind)
+        try:
+            _check_size(path.name, source.width, source.height, max_pixels)
+            write_bands_model_ready(source, out_path)
+            return ImageInfo(Path(out_path), source.width, source.height, 3, "uchar", True)
+        finally:
+            source.close()
+    if kind == "OME-TIFF":
+        layout = ome_layout(path)
+        _check_size(path.name, layout.width, layout.height, max_pixels)
+        image = open_ome(path, layout, access="sequential")
+        check_image(image, path.name, max_pixels=max_pixels)
+        value_range = None
+        if image.format in ("float", "double"):
+            value_range = float_range(open_ome(path, layout))
+        return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
+                                         value_range=value_range)
+    return write_libvips_model_ready(path, out_path, max_pixels=max_pixels)
+

@@ -1,0 +1,229 @@
+"""Microscope inputs: each format written by its own writer (tifffile for OME-TIFF and an
+Aperio-SVS-like TIFF that OpenSlide opens, pylibCZIrw for CZI), read back through
+imaging.formats; pixel size from the metadata; the bit-depth rules; clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pyvips
+
+from imaging.errors import ImageFormatError
+from imaging.formats import (
+    SUPPORTED,
+    sniff_format,
+    source_info,
+    source_pixel_size_um,
+    write_model_ready,
+)
+from imaging.reading import open_image, read_rows
+
+tifffile = pytest.importorskip("tifffile")
+MAX = 10**8
+
+
+def rgb(h=300, w=420, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def model_ready_pixels(src, tmp_path) -> np.ndarray:
+    info = write_model_ready(src, tmp_path / "ready.tif", max_pixels=MAX)
+    ready = source_info(info.path, max_pixels=MAX)
+    assert ready.is_model_ready and ready.format in ("TIFF", "BigTIFF")
+    return read_rows(open_image(info.path, max_pixels=MAX), 0, info.height)
+
+
+# ------------------------------------------------------------------------------ OME-TIFF
+def test_ome_tiff_pyramid_reads_full_resolution_and_pixel_size(tmp_path):
+    pytest.importorskip("ome_types")
+    a = rgb(600, 700)
+    path = tmp_path / "mosaic.ome.tif"
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(a, tile=(256, 256), photometric="rgb", subifds=2,
+                 metadata={"axes": "YXS", "PhysicalSizeX": 0.345, "PhysicalSizeXUnit": "µm",
+                           "PhysicalSizeY": 0.345, "PhysicalSizeYUnit": "µm"})
+        tw.write(a[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1)
+        tw.write(a[::4, ::4], tile=(256, 256), photometric="rgb", subfiletype=1)
+    assert sniff_format(path) == "OME-TIFF"
+    info = source_info(path, max_pixels=MAX)
+    assert (info.format, info.width, info.height, info.bands, info.dtype) == ("OME-TIFF", 700, 600, 3, "uint8")
+    assert info.pixel_size_um == pytest.approx(0.345)
+    assert info.is_model_ready  # tiled 8-bit RGB in page 0: rows read it directly
+    np.testing.assert_array_equal(read_rows(open_image(path, max_pixels=MAX), 0, 600), a)
+
+
+def test_ome_tiff_16_bit_planar_channels_nm_unit(tmp_path):
+    pytest.importorskip("ome_types")
+    planes = np.random.default_rng(1).integers(0, 65536, (3, 200, 260), dtype=np.uint16)
+    path = tmp_path / "planar.ome.tif"
+    tifffile.imwrite(path, planes, ome=True,
+                     metadata={"axes": "CYX", "PhysicalSizeX": 650.0, "PhysicalSizeXUnit": "nm"})
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.bands, info.dtype) == (260, 200, 3, "uint16")
+    assert not info.is_model_ready
+    assert source_pixel_size_um(path) == pytest.approx(0.65)
+    got = model_ready_pixels(path, tmp_path)
+    np.testing.assert_array_equal(got, np.moveaxis(planes >> 8, 0, 2).astype(np.uint8))
+
+
+def test_ome_tiff_largest_series_is_read(tmp_path):
+    """Older multi-resolution OME-TIFFs store a thumbnail as another Image: the full-resolution
+    series is the one with the most pixels."""
+    pytest.importorskip("ome_types")
+    small, big = rgb(40, 50, seed=2), rgb(120, 160, seed=3)
+    path = tmp_path / "two-series.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(small, photometric="rgb", metadata={"axes": "YXS"})
+        tw.write(big, photometric="rgb", metadata={"axes": "YXS", "PhysicalSizeX": 2.0})
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.pixel_size_um) == (160, 120, 2.0)
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), big)
+
+
+# -------------------------------------------------------------------------------- CZI
+def test_czi_mosaic_with_offset_is_read_in_bands(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    a = rgb(600, 700, seed=4)
+    path = tmp_path / "mosaic.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:  # two tiles, BGR as CZI stores it
+        w.write(np.ascontiguousarray(a[:, :350, ::-1]), location=(100, 40))
+        w.write(np.ascontiguousarray(a[:, 350:, ::-1]), location=(450, 40))
+        w.write_metadata(scale_x=0.5e-6, scale_y=0.5e-6)  # metres, as CZI stores scaling
+    assert sniff_format(path) == "CZI"
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.bands, info.dtype) == (700, 600, 3, "uint8")
+    assert info.pixel_size_um == pytest.approx(0.5)
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), a)
+
+
+def test_czi_16_bit_grey_follows_the_high_byte_rule(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    grey = np.random.default_rng(5).integers(0, 65536, (270, 300, 1), dtype=np.uint16)
+    path = tmp_path / "grey16.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:
+        w.write(grey, location=(0, 0))
+    info = source_info(path, max_pixels=MAX)
+    assert (info.bands, info.dtype, info.pixel_size_um) == (1, "uint16", None)
+    got = model_ready_pixels(path, tmp_path)
+    expected = (grey[..., 0] >> 8).astype(np.uint8)
+    for band in range(3):
+        np.testing.assert_array_equal(got[..., band], expected)
+
+
+def test_czi_float_and_tiff_float_give_the_same_8_bit_input(tmp_path):
+    """The numpy (CZI) and libvips (TIFF) paths apply one rule: min..max onto 0..255."""
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    values = np.random.default_rng(6).normal(1.0, 0.2, (90, 120)).astype(np.float32)
+    czi_path, tif_path = tmp_path / "flat.czi", tmp_path / "flat.tif"
+    with czi.create_czi(str(czi_path), exist_ok=True) as w:
+        w.write(values[..., None], location=(0, 0))
+    tifffile.imwrite(tif_path, values)
+    a = model_ready_pixels(czi_path, tmp_path / "a")
+    b = model_ready_pixels(tif_path, tmp_path / "b")
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # float32 vs float64 rounding
+    assert a.min() == 0 and a.max() == 255
+
+
+def test_multichannel_czi_is_refused_with_what_to_do(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    path = tmp_path / "fluo.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:
+        for c in range(2):
+            w.write(np.zeros((20, 30, 1), np.uint8), location=(0, 0), plane={"C": c})
+    with pytest.raises(ImageFormatError, match=r"fluo.czi: a CZI with 2 channels.*export"):
+        source_info(path, max_pixels=MAX)
+
+
+# -------------------------------------------------------------------------- OpenSlide
+def test_openslide_aperio_level_0_and_mpp(tmp_path):
+    openslide = pytest.importorskip("openslide")
+    a = rgb(600, 700, seed=7)
+    path = tmp_path / "slide.svs"
+    description = ("Aperio Image Library v12.0.0\r\n700x600 [0,0 700x600] (256x256) RGB"
+                   "|AppMag = 20|MPP = 0.4990")
+    tifffile.imwrite(path, a, tile=(256, 256), photometric="rgb", compression="zlib",
+                     description=description, metadata=None)
+    assert openslide.OpenSlide.detect_format(str(path)) == "aperio"
+    assert sniff_format(path) == "OpenSlide:aperio"
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.bands) == (700, 600, 3)
+    assert info.pixel_size_um == pytest.approx(0.499)
+    assert not info.is_model_ready  # converted through OpenSlide's level 0
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), a)
+
+
+# ----------------------------------------------------------------- TIFF bit depths, errors
+def test_16_bit_signed_tiff_clips_negatives_then_shifts_by_7(tmp_path):
+    values = np.array([[-32768, -1, 0, 127, 128, 32767]], np.int16).repeat(4, axis=0)
+    path = tmp_path / "signed.tif"
+    tifffile.imwrite(path, values)
+    assert source_info(path, max_pixels=MAX).dtype == "int16"
+    got = model_ready_pixels(path, tmp_path)[..., 0]
+    np.testing.assert_array_equal(got[0], [0, 0, 0, 0, 1, 255])
+
+
+def test_imagej_float_uses_its_display_range(tmp_path):
+    values = np.array([[-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.nan]], np.float32).repeat(3, axis=0)
+    path = tmp_path / "flatfield.tif"
+    tifffile.imwrite(path, values, imagej=True, metadata={"min": 0.0, "max": 2.0})
+    got = model_ready_pixels(path, tmp_path)[..., 0]
+    np.testing.assert_array_equal(got[0], [0, 0, 64, 128, 255, 255, 0])
+
+
+def test_tiff_resolution_tags_give_the_pixel_size(tmp_path):
+    path = tmp_path / "calibrated.tif"
+    tifffile.imwrite(path, rgb(20, 30), photometric="rgb",
+                     resolution=(1e4 / 0.8, 1e4 / 0.8), resolutionunit="CENTIMETER")
+    assert source_pixel_size_um(path) == pytest.approx(0.8)
+    plain = tmp_path / "plain.png"
+    pyvips.Image.new_from_array(rgb(20, 30)).pngsave(str(plain))
+    assert source_pixel_size_um(plain) is None
+
+
+def test_unsupported_format_lists_what_is_supported(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not an image\n")
+    with pytest.raises(ImageFormatError) as err:
+        source_info(path, max_pixels=MAX)
+    assert "notes.txt: not a readable image" in str(err.value)
+    assert SUPPORTED in str(err.value) and "Zeiss CZI" in SUPPORTED and "OME-TIFF" in SUPPORTED
+
+
+def test_unsupported_bit_depth_says_which_are(tmp_path):
+    path = tmp_path / "int32.tif"
+    tifffile.imwrite(path, np.zeros((5, 5), np.int32))
+    with pytest.raises(ImageFormatError, match=r"int32.tif: pixel format int.*16-bit signed or 32-bit float"):
+        source_info(path, max_pixels=MAX)
+
+
+def test_too_large_czi_is_refused_from_the_header(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    path = tmp_path / "big.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:
+        w.write(np.zeros((100, 100, 1), np.uint8), location=(0, 0))
+    with pytest.raises(ImageFormatError, match=r"big.czi: 100 x 100 px = 10,000 px exceeds"):
+        source_info(path, max_pixels=9_999)
+
+
+def test_corrupt_tiff_error_has_no_bytes_literal(tmp_path):
+    path = tmp_path / "cut.tif"
+    tifffile.imwrite(path, rgb(300, 300), photometric="rgb")
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ImageFormatError) as err:
+        write_model_ready(path, tmp_path / "out.tif", max_pixels=MAX)
+    assert "b'" not in str(err.value) and "cut.tif" in str(err.value)
+
+
+def test_ome_tiff_z_stack_reads_the_channels_of_the_first_plane(tmp_path):
+    """Planes stored channel-major (axes CZYX: c0z0, c0z1, c0z2, c1z0, ...): the channels of
+    Z 0 are pages 0, 3 and 6, not the first three pages."""
+    pytest.importorskip("ome_types")
+    stack = np.zeros((3, 3, 30, 40), np.uint8)
+    for c in range(3):
+        for z in range(3):
+            stack[c, z] = 10 * z + c + 1
+    path = tmp_path / "zstack.ome.tif"
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "CZYX"})
+    got = model_ready_pixels(path, tmp_path)
+    assert got.shape == (30, 40, 3)
+    assert [np.unique(got[..., b]).tolist() for b in range(3)] == [[1], [2], [3]]
