@@ -6,6 +6,9 @@ With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming
 written the three pictures while the rows ran: the reducer then waits for it while its lease is
 live, checks its manifest against the rows and only adds the fractions; without a valid
 manifest it stitches the rows itself.
+
+The confidence pyramid and its summary (:mod:`worker.stages.confidence`) are always written
+here, from the rows' confidence strips, when every row has one.
 """
 
 from __future__ import annotations
@@ -19,10 +22,18 @@ import structlog
 from core.states import JobStatus
 from imaging.rendering import write_pictures
 from microstructure.fractions import fractions_csv, fractions_document
-from storage.blobs.layout import FRACTIONS_CSV, FRACTIONS_JSON, OUTPUT_FILES, PICTURES, output_key
+from storage.blobs.layout import (
+    FRACTIONS_CSV,
+    FRACTIONS_JSON,
+    OPTIONAL_OUTPUTS,
+    OUTPUT_FILES,
+    PICTURES,
+    output_key,
+)
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
+from worker.stages.confidence import write_confidence
 from worker.stages.sources import source_path
 from worker.stages.streaming import wait_for_stitcher
 
@@ -34,7 +45,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
 
     Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
     deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
-    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
+    ``fractions.json`` and ``fractions.csv``; ``confidence.tif`` and ``confidence.json`` when
+    every row has a confidence strip. A job in any other status is left alone.
 
     Returns:
         The fractions document, or None when the job was not ``reducing``.
@@ -75,6 +87,11 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             if not (staged and name in PICTURES):  # a stitcher stored those already
                 ctx.blobs.put_file(key, work / name)
             outputs[name.replace(".", "_")] = key
+        if write_confidence(ctx, job, rows, pkg.classes, work):
+            for name in OPTIONAL_OUTPUTS:
+                key = output_key(job_id, name)
+                ctx.blobs.put_file(key, work / name)
+                outputs[name.replace(".", "_")] = key
         shutil.rmtree(work, ignore_errors=True)
     except (*PERMANENT_ERRORS, ValueError) as e:
         log.warning("reduce.failed", job_id=job_id, error=str(e))
