@@ -15,7 +15,8 @@ import pyvips
 from tests.conftest import port_open
 from tests.worker.conftest import DEMO_DATA
 
-OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv"}
+OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv",
+           "confidence.tif", "confidence.json"}
 
 
 def pelletseg(*args, env=None, timeout=300):
