@@ -80,3 +80,16 @@ def test_segment_array_with_confidence_matches_labels_alone(segmenter, crop):
     assert conf.shape == crop.shape[:2] and conf.dtype == np.uint8
     n = segmenter.package.n_classes
     assert conf.min() >= 255 // n and conf.max() <= 255 and conf.std() > 0
+
+
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime"])
+def test_every_runtime_gives_the_same_confidence(name, tiny_package, segmenter, crop, tmp_path):
+    pytest.importorskip(name)
+    seg = Segmenter(tiny_package, device="cpu", threads=1, runtime=name, cache_dir=tmp_path)
+    geometry = TileGeometry(128, 16)
+    labels, conf = seg.segment_array(crop, geometry, with_confidence=True)
+    ref_labels, ref_conf = segmenter.segment_array(crop, geometry, with_confidence=True)
+    assert np.array_equal(labels, seg.segment_array(crop, geometry))  # labels unchanged
+    assert (labels == ref_labels).mean() >= 0.999  # float rounding between runtimes
+    # logits agree to ~1e-3, so the stored probability to about one step of 1/255
+    assert np.abs(conf.astype(int) - ref_conf).max() <= 1
