@@ -227,7 +227,9 @@ class Segmenter:
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         one = np.zeros((1, tile_size, tile_size, 3), dtype=np.uint8)
         try:
-            per_tile = measure_tile_bytes(self.device, lambda: self.predict_tiles(one))
+            # with the confidence: its float32 softmax is the largest extra buffer of a batch
+            per_tile = measure_tile_bytes(self.device,
+                                          lambda: self.predict_tiles_with_confidence(one))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             return 1
