@@ -243,7 +243,7 @@ class Segmenter:
         The confidence is the maximum softmax probability (the baseline of Hendrycks and
         Gimpel, "A baseline for detecting misclassified and out-of-distribution examples in
         neural networks", ICLR 2017), computed in float32 whatever the logits' dtype and
-        stored as ``round(255 * p)`` (round half to even): 255 = certain, ``ceil(255 / C)``
+        stored as ``round(255 * p)`` (round half to even): 255 = certain, ``round(255 / C)``
         the least possible with C classes; a value < 128 means p < 0.5.
 
         Args:
