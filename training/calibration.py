@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from training.confusion import miou, pixel_accuracy
+from training.confusion import iou_per_class, miou, pixel_accuracy
 
 __all__ = ["ECE_BINS", "EXCLUDED_SHARES", "calibration_report", "confidence_cube",
            "expected_calibration_error", "miou_excluding_least_confident", "reliability_bins"]
@@ -136,8 +136,10 @@ def miou_excluding_least_confident(cube: np.ndarray, share: float) -> dict[str, 
         share: 0 <= share < 1.
 
     Returns:
-        ``excluded_percent``, ``miou``, ``pixel_accuracy`` and ``confidence_cut`` (the
-        confidence p at which the cut falls).
+        ``excluded_percent``, ``miou``, ``pixel_accuracy``, ``confidence_cut`` (the
+        confidence p at which the cut falls), ``per_class_iou`` (C values, NaN where
+        undefined) and ``labelled_pixels_kept`` (C shares 0-1 of each class's labelled
+        pixels left: a class whose pixels are mostly doubted leaves the mean).
 
     Raises:
         ValueError: ``share`` outside [0, 1) or ``cube`` not (256, C, C).
@@ -155,8 +157,27 @@ def miou_excluding_least_confident(cube: np.ndarray, share: float) -> dict[str, 
     kept = cube[v + 1:].sum(0)
     if per_value[v] > 0:
         kept = kept + cube[v] * (1 - (drop - below[v]) / per_value[v])
+    labelled = cube.sum((0, 2))
     return {"excluded_percent": round(100 * share, 3), "miou": float(miou(kept)),
-            "pixel_accuracy": float(pixel_accuracy(kept)), "confidence_cut": round(v / 255, 4)}
+            "pixel_accuracy": float(pixel_accuracy(kept)), "confidence_cut": round(v / 255, 4),
+            "per_class_iou": [float(x) for x in iou_per_class(kept)],
+            "labelled_pixels_kept": [float(k / n) if n else float("nan")
+                                     for k, n in zip(kept.sum(1), labelled, strict=True)]}
+
+
+def _rounded(entry: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """An entry of :func:`miou_excluding_least_confident` for JSON: 4 decimals, NaN -> None,
+    per-class lists as {class name: value}."""
+    def r(x):
+        return None if not np.isfinite(x) else round(float(x), 4)
+
+    out = {}
+    for k, v in entry.items():
+        if isinstance(v, list):
+            out[k] = {nm: r(x) for nm, x in zip(names, v, strict=True)}
+        else:
+            out[k] = v if k == "excluded_percent" else r(v)
+    return out
 
 
 def calibration_report(cube: np.ndarray, names: Sequence[str],
@@ -201,7 +222,6 @@ def calibration_report(cube: np.ndarray, names: Sequence[str],
                          else round(b["confidence"], 4)} for b in bins],
         "mean_confidence_per_class": mean_pc,
         "miou_all": r(miou(conf)),
-        "excluding_least_confident": [
-            {k: (r(v) if isinstance(v, float) and k != "excluded_percent" else v)
-             for k, v in miou_excluding_least_confident(cube, s).items()} for s in shares],
+        "excluding_least_confident": [_rounded(miou_excluding_least_confident(cube, s), names)
+                                      for s in shares],
     }

@@ -125,3 +125,12 @@ def test_evaluate_package_calibration_uses_the_production_confidence(tiny_packag
                                   ["background", "oxide", "crack"])
     assert m["calibration"] == expected
     assert 0 <= m["calibration"]["ece"] <= 1
+
+
+def test_excluded_pixels_per_class():
+    cube = _cube_two_classes()
+    ten = miou_excluding_least_confident(cube, 0.10)
+    assert ten["per_class_iou"] == [1.0, 1.0]
+    assert ten["labelled_pixels_kept"] == pytest.approx([50 / 60, 1.0])
+    rep = calibration_report(cube, ["a", "b"])
+    assert rep["excluding_least_confident"][1]["labelled_pixels_kept"] == {"a": 0.8333, "b": 1.0}
