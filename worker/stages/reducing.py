@@ -6,9 +6,6 @@ With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming
 written the three pictures while the rows ran: the reducer then waits for it while its lease is
 live, checks its manifest against the rows and only adds the fractions; without a valid
 manifest it stitches the rows itself.
-
-The confidence pyramid and its summary (:mod:`worker.stages.confidence`) are always written
-here, from the rows' confidence strips, when every row has one.
 """
 
 from __future__ import annotations
@@ -45,14 +42,16 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
 
     Outputs (keys under ``jobs/{job_id}/``): ``labels.tif`` (pyramidal tiled uint8 label map,
     deflate), ``overlay.tif`` (pyramidal JPEG colour overlay), ``preview.png``,
-    ``fractions.json`` and ``fractions.csv``; ``confidence.tif`` and ``confidence.json`` when
-    every row has a confidence strip. A job in any other status is left alone.
+    ``fractions.json`` and ``fractions.csv``. A job in any other status is left alone.
 
     Returns:
         The fractions document, or None when the job was not ``reducing``.
 
     Raises:
         StorageError: the job table or store is unreachable (retry or resume reruns it).
+
+    ``confidence.tif`` and ``confidence.json`` (:mod:`worker.stages.confidence`) are written
+    here too (never by a streaming stitcher) when every row has a confidence strip.
     """
     job = ctx.table.jobs.get(job_id)
     if job.status != JobStatus.REDUCING:

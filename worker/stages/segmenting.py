@@ -1,6 +1,5 @@
 """Stage 2, ``segment_row``: claim a row, read its strip with halo, run tiled inference, write
-the uint8 confidence strip and then the uint8 label strip checkpoint, then mark the row done
-with its class pixel counts."""
+the uint8 label strip checkpoint, then mark the row done with its class pixel counts."""
 
 from __future__ import annotations
 
