@@ -162,6 +162,16 @@ class ResultsOut(BaseModel):
         description="Output file name -> download URL (presigned on S3, else an API route).",
         examples=[{"labels.tif": f"http://127.0.0.1:8000/v1/jobs/{JOB_ID_EXAMPLE}/files/labels.tif"}],
     )
+    confidence: dict[str, Any] | None = Field(
+        None,
+        description="The confidence.json document: per class, the share of pixels whose "
+                    "confidence (max softmax probability) is below 0.5, and its mean; None for "
+                    "jobs without a confidence layer.",
+        examples=[{"job_id": JOB_ID_EXAMPLE, "low_below": 0.5, "low_confidence_percent": 3.2,
+                   "classes": [{"index": 0, "name": "pore", "pixels": 1200,
+                                "low_confidence_pixels": 40, "low_confidence_percent": 3.333,
+                                "mean_confidence": 0.91}]}],
+    )
 
 
 class ModelOut(BaseModel):

@@ -292,14 +292,16 @@ def cancel_cmd(job_id, api_url, api_key, home) -> None:
               help="Download the outputs into this folder.")
 @api_options
 def results_cmd(job_id, out, api_url, api_key) -> None:
-    """Print a succeeded job's phase fractions and microstructure summary; with --out,
-    download its outputs."""
-    from cli.run import fractions_table, print_microstructure
+    """Print a succeeded job's phase fractions, its share of low-confidence pixels per class
+    and its microstructure summary; with --out, download its outputs."""
+    from cli.run import confidence_table, fractions_table, print_microstructure
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             res = client.results(job_id)
             console.print(fractions_table(res["fractions"]))
+            if res.get("confidence"):
+                console.print(confidence_table(res["confidence"]))
             print_microstructure(client.microstructure(job_id))
             for name, url in sorted(res["files"].items()):
                 if out is None:

@@ -31,7 +31,14 @@ from core.states import JOB_TERMINAL, JobStatus
 from imaging.mosaic import SAMPLES
 from models import ModelPackage
 from queues.app import make_celery, send
-from storage.blobs.layout import FRACTIONS_JSON, MICROSTRUCTURE_JSON, OUTPUT_FILES, output_key
+from storage.blobs.layout import (
+    CONFIDENCE_JSON,
+    FRACTIONS_JSON,
+    MICROSTRUCTURE_JSON,
+    OPTIONAL_OUTPUTS,
+    OUTPUT_FILES,
+    output_key,
+)
 from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
@@ -121,6 +128,24 @@ def print_microstructure(report: dict | None) -> None:
         return
     for line in summary_lines(report):
         console.print(line, markup=False, highlight=False)
+def confidence_table(doc: dict) -> Table:
+    """A rich table of a confidence.json document: per class, the share of pixels whose
+    confidence (max softmax probability) is below ``low_below`` and the mean confidence."""
+    table = Table(title=f"Low confidence (p < {doc['low_below']}): where to label next")
+    table.add_column("class")
+    table.add_column("pixels", justify="right")
+    table.add_column("low-confidence %", justify="right")
+    table.add_column("mean confidence", justify="right")
+
+    def mean(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    for c in doc["classes"]:
+        table.add_row(c["name"], f"{c['pixels']:,}", f"{c['low_confidence_percent']:.2f}",
+                      mean(c["mean_confidence"]))
+    table.add_row("all", f"{doc['pixels_total']:,}", f"{doc['low_confidence_percent']:.2f}",
+                  mean(doc["mean_confidence"]))
+    return table
 
 
 def drive(
@@ -181,15 +206,18 @@ def drive(
     console.print(fractions_table(doc))
     micro = output_key(job.id, MICROSTRUCTURE_JSON)
     print_microstructure(json.loads(blobs.get_bytes(micro)) if blobs.exists(micro) else None)
+    if blobs.exists(output_key(job.id, CONFIDENCE_JSON)):
+        console.print(confidence_table(json.loads(
+            blobs.get_bytes(output_key(job.id, CONFIDENCE_JSON)))))
     mpx = job.width * job.height / 1e6
     console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
     if peaks:
         console.print("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
     console.print("outputs:")
-    for name in OUTPUT_FILES:
+    for name in (*OUTPUT_FILES, *OPTIONAL_OUTPUTS):
         key = output_key(job.id, name)
         if not blobs.exists(key):
-            continue  # radial_profiles.png when there is no profile
+            continue  # optional outputs; radial_profiles.png when there is no profile
         target = blobs.url(key)
         if out is not None:
             dest = Path(out) / name

@@ -9,7 +9,10 @@ are those of the label maps users get. :func:`evaluate_arrays` sums, over the im
 - the edge-weighted confusion matrix (:func:`training.confusion.edge_weights`, edge limit N px);
 - the phase-fraction table: labelled % vs predicted % of each class over the labelled
   pixels, their absolute error in percentage points (pp), the same restricted to pellet
-  classes (``pellet: true``), and the per-image errors (one image ~ one sample measured).
+  classes (``pellet: true``), and the per-image errors (one image ~ one sample measured);
+- when ``predict`` also returns the production confidence, its calibration
+  (:mod:`training.calibration`: expected calibration error, mIoU without the least-confident
+  5 / 10 / 20 % of the pixels).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 
 from core.geometry import TileGeometry
 from models import ModelPackage, ModelPackageError, read_package
+from training.calibration import calibration_report, confidence_cube
 from training.confusion import (
     class_accuracy,
     confusion_matrix,
@@ -36,7 +40,8 @@ from training.confusion import (
 )
 from training.datasets import DatasetError, DatasetSpec, load_dataset_spec, load_split
 
-Predict = Callable[[np.ndarray], np.ndarray]
+#: (H, W, 3) uint8 -> (H, W) uint8 labels, or ((H, W) uint8 labels, (H, W) uint8 confidence)
+Predict = Callable[[np.ndarray], np.ndarray | tuple[np.ndarray, np.ndarray]]
 
 
 def _r(v: float, nd: int = 4) -> float | None:
@@ -86,7 +91,8 @@ def evaluate_arrays(predict: Predict, data: list[tuple[np.ndarray, np.ndarray]],
     """Metrics of ``predict`` over labelled images (see the module docstring).
 
     Args:
-        predict: (H, W, 3) uint8 RGB -> (H, W) uint8 class indices in 0..C-1.
+        predict: (H, W, 3) uint8 RGB -> (H, W) uint8 class indices in 0..C-1, or a pair
+            (labels, (H, W) uint8 confidence ``round(255 p)``), which adds ``calibration``.
         data: list of ((H, W, 3) uint8, (H, W) uint8 labelled class indices; 255 = ignore).
         names: The C class names. pellet: C flags (default all True).
         edge_limit: N (px) of the edge-weighted matrix.
@@ -96,7 +102,9 @@ def evaluate_arrays(predict: Predict, data: list[tuple[np.ndarray, np.ndarray]],
         [{index, name, iou, accuracy, precision, labelled_pixels, predicted_pixels,
         labelled_percent, predicted_percent, abs_error_pp}], ``confusion_matrix`` (C x C,
         rows = labelled), ``edge_weighted`` {edge_limit_px, formula, confusion_matrix, miou,
-        ...}, ``phase_fractions``, ``phase_fraction_mae_pp``, ``per_image``, ``ignored_pixels``.
+        ...}, ``phase_fractions``, ``phase_fraction_mae_pp``, ``per_image``, ``ignored_pixels``;
+        ``calibration`` (:func:`training.calibration.calibration_report`) when ``predict``
+        gives the confidence.
 
     Raises:
         ValueError: a prediction has another shape than its mask or is outside 0..C-1.
@@ -106,9 +114,16 @@ def evaluate_arrays(predict: Predict, data: list[tuple[np.ndarray, np.ndarray]],
     image_names = image_names or [f"image {i}" for i in range(len(data))]
     conf, wconf = np.zeros((n, n), np.int64), np.zeros((n, n))
     per_image, ignored = [], 0
+    cube = None  # (256, C, C) counts by confidence value, when predict gives confidence
     for name, (img, mask) in zip(image_names, data, strict=True):
         t0 = time.monotonic()
         pred = predict(img)
+        if isinstance(pred, tuple):
+            pred, confidence = pred
+            if confidence.shape != mask.shape:
+                raise ValueError(f"{name}: confidence {confidence.shape} != mask {mask.shape}")
+            part = confidence_cube(pred, mask, confidence, n)
+            cube = part if cube is None else cube + part
         if pred.shape != mask.shape:
             raise ValueError(f"{name}: prediction {pred.shape} != mask {mask.shape}")
         c = confusion_matrix(pred, mask, n)
@@ -135,7 +150,9 @@ def evaluate_arrays(predict: Predict, data: list[tuple[np.ndarray, np.ndarray]],
     img_mae = {nm: _r(np.mean([im["abs_error_pp"][nm] for im in per_image
                                if im["abs_error_pp"][nm] is not None] or [np.nan]), 3)
                for nm in names}
+    extra = {} if cube is None else {"calibration": calibration_report(cube, names)}
     return {
+        **extra,
         "classes": list(names), "images": len(data), "labelled_pixels": int(conf.sum()),
         "ignored_pixels": ignored, "miou": base["miou"], "pixel_accuracy": base["pixel_accuracy"],
         "mean_class_accuracy": base["mean_class_accuracy"], "per_class": per_class,
@@ -200,8 +217,8 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     geometry = geometry or pkg.geometry
     t, h = geometry.tile_size, geometry.halo
 
-    def predict(img: np.ndarray) -> np.ndarray:
-        return seg.segment_array(img, geometry)
+    def predict(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return seg.segment_array(img, geometry, with_confidence=True)
 
     names, pellet = [c.name for c in pkg.classes], [c.pellet for c in pkg.classes]
     out = evaluate_arrays(predict, data, names, pellet, edge_limit=edge_limit,

@@ -94,6 +94,27 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _calibration_html(m: dict[str, Any]) -> str:
+    """The calibration section (empty when the metrics have none)."""
+    cal = m.get("calibration")
+    if not cal:
+        return ""
+    summary = _table(["metric", "value"], [
+        [f"expected calibration error ({cal['n_bins']} bins)", _fmt(cal["ece"], 4)],
+        ["mean confidence", _fmt(cal["mean_confidence"], 4)],
+        ["pixel accuracy", _fmt(cal["pixel_accuracy"], 4)],
+        ["mIoU, all labelled pixels", _fmt(cal["miou_all"], 4)],
+        *[[f"mIoU without the least-confident {e['excluded_percent']:g} % "
+           f"(confidence < {_fmt(e['confidence_cut'], 3)})", _fmt(e["miou"], 4)]
+          for e in cal["excluding_least_confident"]],
+    ])
+    bins = _table(["confidence bin", "pixels", "accuracy", "mean confidence"],
+                  [[f"({b['lower']:.3f}, {b['upper']:.3f}]", f"{b['pixels']:,}",
+                    _fmt(b["accuracy"]), _fmt(b["confidence"])] for b in cal["reliability"]])
+    return (f"<h2>Calibration of the confidence</h2>{summary}<p>{html.escape(cal['method'])}"
+            f".</p>{bins}")
+
+
 def render_html(metrics: dict[str, Any], png: str | Path, path: str | Path) -> Path:
     """Write a self-contained HTML report: summary, per-class table, phase fractions,
     confusion matrix, per-image figures, and the PNG embedded as a data URI."""
@@ -145,7 +166,7 @@ text-align:right}}td:first-child,th:first-child{{text-align:left}}img{{max-width
 <h2>Per class</h2>{per_class}{"<h2>Phase fractions of the pellet</h2>" + pellet_table
                                  if pellet_table else ""}
 <h2>Confusion matrix (pixels; rows = labelled)</h2>{conf}
-<h2>Per image</h2>{images}
+<h2>Per image</h2>{images}{_calibration_html(m)}
 <p>Edge-weighted matrix: {html.escape(m["edge_weighted"]["formula"])}.</p>
 </body></html>
 """

@@ -20,6 +20,7 @@ from storage.blobs import (
     OUTPUT_FILES,
     output_key,
 )
+from storage.blobs.layout import CONFIDENCE_JSON, OPTIONAL_OUTPUTS
 from storage.errors import NotFoundError
 from storage.jobtable import Job, JobTable, utcnow
 from submission import SubmissionService
@@ -176,17 +177,21 @@ def _succeeded(table: JobTable, job_id: str) -> Job:
 @router.get("/jobs/{job_id}/results", response_model=ResultsOut,
             responses={**NOT_FOUND, **CONFLICT})
 def results(job_id: str, request: Request, table: TableDep, blobs: BlobsDep):
-    """Phase fractions and download URLs of a succeeded job (presigned for an hour on S3)."""
+    """Phase fractions, the low-confidence share per class (jobs with a confidence layer) and
+    download URLs of a succeeded job (presigned for an hour on S3)."""
     _succeeded(table, job_id)
     doc = json.loads(blobs.get_bytes(output_key(job_id, FRACTIONS_JSON)))
+    confidence = None
+    if blobs.exists(output_key(job_id, CONFIDENCE_JSON)):
+        confidence = json.loads(blobs.get_bytes(output_key(job_id, CONFIDENCE_JSON)))
     files = {}
-    for name in OUTPUT_FILES:
+    for name in (*OUTPUT_FILES, *OPTIONAL_OUTPUTS):
         key = output_key(job_id, name)
         if blobs.exists(key):
             files[name] = blobs.signed_url(key, URL_EXPIRES_S) or str(
                 request.url_for("get_job_file", job_id=job_id, name=name)
             )
-    return ResultsOut(fractions=doc, files=files)
+    return ResultsOut(fractions=doc, files=files, confidence=confidence)
 
 
 @router.get(
@@ -235,10 +240,12 @@ def results_csv(job_id: str, table: TableDep, blobs: BlobsDep):
 def job_file(job_id: str, name: str, table: TableDep, blobs: BlobsDep):
     """One output file of a succeeded job; ``name`` is one of labels.tif, overlay.tif,
     preview.png, fractions.json, fractions.csv, microstructure.json, pellets.csv,
-    size_distributions.csv, boundaries.csv, radial_profiles.csv, radial_profiles.png."""
-    if name not in OUTPUT_FILES:
+    size_distributions.csv, boundaries.csv, radial_profiles.csv, radial_profiles.png,
+    confidence.tif, confidence.json (the last two for jobs with a confidence layer)."""
+    if name not in OUTPUT_FILES and name not in OPTIONAL_OUTPUTS:
         raise HTTPException(
-            404, f"{name!r} is not an output file; outputs are {', '.join(OUTPUT_FILES)}"
+            404, f"{name!r} is not an output file; outputs are "
+                 f"{', '.join((*OUTPUT_FILES, *OPTIONAL_OUTPUTS))}"
         )
     _succeeded(table, job_id)
     key = output_key(job_id, name)

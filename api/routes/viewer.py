@@ -1,5 +1,5 @@
 """``/v1/jobs/{id}/tiles``: Deep Zoom descriptors and tiles of a succeeded job's layers
-(``overlay``, ``labels``, ``source``), for the dashboard's OpenSeadragon viewer.
+(``overlay``, ``labels``, ``source``, ``confidence``), for the dashboard's OpenSeadragon viewer.
 
 ``GET .../tiles/{layer}.dzi`` is the DZI descriptor; its tiles are
 ``GET .../tiles/{layer}_files/{level}/{col}_{row}.{jpeg|png}`` (the DZI URL convention, so any
@@ -110,7 +110,8 @@ def job_palette(table: JobTable, job: Job) -> tuple[tuple[int, int, int], ...]:
 def deep_zoom_descriptor(job_id: str, layer: str, request: Request, table: TableDep,
                          files: LayerFilesDep):
     """The Deep Zoom (DZI) descriptor of a layer of a succeeded job: ``overlay`` (the source
-    blended with the label colours), ``labels`` (label colours) or ``source`` (the image)."""
+    blended with the label colours), ``labels`` (label colours), ``source`` (the image) or
+    ``confidence`` (the confidence colours; 404 for a job without ``confidence.tif``)."""
     kind = _layer(layer)
     job = _viewable(table, job_id)
     etag = _etag(job, kind, "dzi")
@@ -133,7 +134,8 @@ def deep_zoom_descriptor(job_id: str, layer: str, request: Request, table: Table
 def deep_zoom_tile(job_id: str, layer: str, level: int, col: int, row: int, ext: str,
                    request: Request, table: TableDep, files: LayerFilesDep):
     """One Deep Zoom tile: ``DZ_TILE_SIZE`` px plus ``OVERLAP`` px on interior sides (smaller at
-    the right and bottom edges); JPEG for ``overlay`` and ``source``, PNG for ``labels``.
+    the right and bottom edges); JPEG for ``overlay`` and ``source``, PNG for ``labels`` and
+    ``confidence``.
     The first tile of ``source`` converts the source image to a pyramid (once)."""
     kind = _layer(layer)
     pixels = LAYER_KIND[kind]

@@ -1,5 +1,5 @@
 """The dashboard viewer's pixels: Deep Zoom (DZI) grids and tiles read from pyramidal TIFFs
-(:mod:`api.viewer.deepzoom`), and each job's layers (overlay, labels, source) as local
+(:mod:`api.viewer.deepzoom`), and each job's layers (overlay, labels, source, confidence) as local
 pyramidal TIFFs (:mod:`api.viewer.layers`). A *Deep Zoom tile* (256 px of a pyramid level) is
 not a model tile."""
 

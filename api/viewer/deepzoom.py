@@ -14,7 +14,8 @@ from the page with the largest power-of-two downsample not above the level's, so
 decodes more than about one tile of pixels, except on the few levels below the smallest page
 (at most one small page). Label maps are never interpolated: below the pyramid they are
 subsampled (nearest neighbour) and coloured with the model's palette; images are shrunk by
-box averaging.
+box averaging. Confidence maps (1-band uint8 ``round(255 p)``) are averaged like images and
+coloured with :data:`CONFIDENCE_STOPS` (PNG).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from xml.sax.saxutils import quoteattr
 import pyvips
 
 from imaging.ome import pyramid_levels
+from imaging.palette import palette_lut
 
 #: Edge of a Deep Zoom tile (px); equal to the TIFF tile size of the outputs, so a tile read
 #: at a pyramid page's own scale touches at most four TIFF tiles.
@@ -51,10 +53,30 @@ class PixelKind(StrEnum):
     IMAGE = "image"
     #: 1-band uint8 class indices: subsampled, coloured with a palette, served as PNG.
     LABELS = "labels"
+    #: 1-band uint8 confidence: averaged, coloured with :data:`CONFIDENCE_STOPS`, PNG.
+    CONFIDENCE = "confidence"
 
 
 #: Tile file extension (and DZI ``Format``) of each kind.
-TILE_FORMAT = {PixelKind.IMAGE: "jpeg", PixelKind.LABELS: "png"}
+TILE_FORMAT = {PixelKind.IMAGE: "jpeg", PixelKind.LABELS: "png", PixelKind.CONFIDENCE: "png"}
+#: Colours of the confidence layer: (stored value, RGB), linearly interpolated between; red
+#: for p = 0, pale yellow at p = 0.5 (below it is *low*), blue for p = 1 (ColorBrewer RdYlBu).
+CONFIDENCE_STOPS = ((0, (215, 48, 39)), (128, (255, 255, 191)), (255, (69, 117, 180)))
+
+
+def confidence_lut() -> pyvips.Image:
+    """(256 x 1) 3-band uchar lookup table of :data:`CONFIDENCE_STOPS` for ``maplut``."""
+    values = [s[0] for s in CONFIDENCE_STOPS]
+    rows = []
+    for v in range(256):
+        k = max(i for i, x in enumerate(values) if x <= v)
+        if k == len(values) - 1:
+            rows.append(list(CONFIDENCE_STOPS[k][1]))
+            continue
+        (v0, c0), (v1, c1) = CONFIDENCE_STOPS[k], CONFIDENCE_STOPS[k + 1]
+        t = (v - v0) / (v1 - v0)
+        rows.append([round(a + t * (b - a)) for a, b in zip(c0, c1, strict=True)])
+    return palette_lut(rows)
 MEDIA_TYPE = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
@@ -139,8 +161,8 @@ class Pyramid:
 
     Raises:
         pyvips.Error: the file cannot be opened.
-        ValueError: a label pyramid that is not 1-band uint8, or an image that is not
-            3-band 8-bit.
+        ValueError: a label or confidence pyramid that is not 1-band uint8, or an image
+            that is not 3-band 8-bit.
     """
 
     def __init__(self, path: str | os.PathLike, kind: PixelKind):
@@ -149,7 +171,7 @@ class Pyramid:
         levels = pyramid_levels(path)  # SubIFD levels (OME-TIFF outputs) or pages (older files)
         first = levels[0][1]
         self.width, self.height = first.width, first.height
-        want = (1, "uchar") if kind == PixelKind.LABELS else (3, "uchar")
+        want = (3, "uchar") if kind == PixelKind.IMAGE else (1, "uchar")
         if (first.bands, first.format) != want:
             raise ValueError(
                 f"{path}: a {kind} pyramid must be {want[0]}-band {want[1]}, got "
@@ -195,11 +217,14 @@ class Pyramid:
 
 def encode_tile(region: pyvips.Image, kind: PixelKind, lut: pyvips.Image | None = None) -> bytes:
     """Encode a tile read by :meth:`Pyramid.read`: JPEG (Q 85) for images, PNG of the
-    palette colours for labels.
+    palette colours for labels, PNG of :data:`CONFIDENCE_STOPS` colours for confidence.
 
     Raises:
         ValueError: a label tile without a lookup table (see :func:`imaging.palette.palette_lut`).
     """
+    if kind == PixelKind.CONFIDENCE:
+        coloured = region.maplut(_confidence_lut()).copy(interpretation="srgb")
+        return coloured.write_to_buffer(".png", compression=4, strip=True)
     if kind == PixelKind.LABELS:
         if lut is None:
             raise ValueError("label tiles need a palette lookup table")
@@ -208,6 +233,11 @@ def encode_tile(region: pyvips.Image, kind: PixelKind, lut: pyvips.Image | None 
     return region.copy(interpretation="srgb").write_to_buffer(
         ".jpg", Q=JPEG_QUALITY, keep="none", optimize_coding=True
     )
+
+
+@lru_cache(maxsize=1)
+def _confidence_lut() -> pyvips.Image:
+    return confidence_lut()
 
 
 @lru_cache(maxsize=64)

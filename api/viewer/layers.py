@@ -6,6 +6,7 @@ layer      file                                                                 
 overlay    ``jobs/{id}/overlay.tif`` (pyramidal JPEG, written by the reducer)      JPEG
 labels     ``jobs/{id}/labels.tif`` (pyramidal uint8 class indices)                PNG
 source     the job's source image, converted once to a pyramidal JPEG TIFF here    JPEG
+confidence ``jobs/{id}/confidence.tif`` (pyramidal uint8 confidence; newer jobs)   PNG
 =========  ======================================================================  ======
 
 Outputs in a local store are read in place. Outputs in a remote store (S3, GCS) are copied
@@ -32,7 +33,7 @@ from filelock import FileLock
 from api.viewer.deepzoom import PixelKind, Pyramid, open_pyramid
 from core.sources import local_path, source_scheme
 from imaging import ImageFormatError, to_rgb8
-from storage.blobs.layout import LABELS, OVERLAY, SOURCE, output_key
+from storage.blobs.layout import CONFIDENCE, LABELS, OVERLAY, SOURCE, output_key
 from storage.blobs.store import BlobStore
 from storage.errors import BlobNotFoundError, StorageError
 from storage.jobtable.tables import Job
@@ -48,11 +49,12 @@ class Layer(StrEnum):
     OVERLAY = "overlay"
     LABELS = "labels"
     SOURCE = "source"
+    CONFIDENCE = "confidence"
 
 
 LAYER_KIND = {Layer.OVERLAY: PixelKind.IMAGE, Layer.LABELS: PixelKind.LABELS,
-              Layer.SOURCE: PixelKind.IMAGE}
-_OUTPUT = {Layer.OVERLAY: OVERLAY, Layer.LABELS: LABELS}
+              Layer.SOURCE: PixelKind.IMAGE, Layer.CONFIDENCE: PixelKind.CONFIDENCE}
+_OUTPUT = {Layer.OVERLAY: OVERLAY, Layer.LABELS: LABELS, Layer.CONFIDENCE: CONFIDENCE}
 
 
 class LayerUnavailable(LookupError):

@@ -24,6 +24,12 @@ STITCH_MANIFEST = "stitched.json"
 #: (terraform/modules/storage) selects ``jobs/`` objects with this tag, since S3 lifecycle
 #: filters take no wildcard for ``jobs/*/rows/``.
 ROW_CHECKPOINT_TAG = {"pelletseg-object": "row-checkpoint"}
+#: Per-pixel confidence (uint8 max softmax probability) pyramid and its per-class summary.
+CONFIDENCE = "confidence.tif"
+CONFIDENCE_JSON = "confidence.json"
+#: Outputs a job may lack (jobs from before they existed, rows checkpointed without them):
+#: listed and served where present, never required.
+OPTIONAL_OUTPUTS = (CONFIDENCE, CONFIDENCE_JSON)
 
 
 def job_prefix(job_id: str) -> str:
@@ -43,9 +49,15 @@ def row_partial_key(job_id: str, index: int) -> str:
 
 
 def output_key(job_id: str, name: str) -> str:
-    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES`, :data:`SOURCE` or
-    :data:`STITCH_MANIFEST`."""
+    """``jobs/{job_id}/{name}`` for one of :data:`OUTPUT_FILES`, :data:`OPTIONAL_OUTPUTS`,
+    :data:`SOURCE` or :data:`STITCH_MANIFEST`."""
     return check_key(f"{job_prefix(job_id)}/{name}")
+
+
+def confidence_row_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.confidence.tif``: the row's uint8 confidence strip,
+    written before its label checkpoint (so a label checkpoint of a new job implies it)."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.confidence.tif"
 
 
 def upload_key(job_id: str, filename: str) -> str:

@@ -234,6 +234,11 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             wait_until(page, lambda: {"source", "labels"} <= layers_loaded(), "source and label tiles")
             assert layers_loaded() == {"overlay", "source", "labels"}, tile_responses
             assert not [u for u, s in tile_responses if s >= 400]
+            # -- the confidence layer and the low-confidence share per class
+            assert page.locator("#confidence-table tbody tr").count() == 3
+            page.check('input[name="base"][value="confidence"]', force=True)
+            wait_until(page, lambda: "confidence" in layers_loaded(), "confidence tiles")
+            assert not [u for u, s in tile_responses if s >= 400]
             page.wait_for_timeout(500)  # let the last tiles draw before the picture
             screenshot(page, tmp_path, "dashboard-job")
             assert errors == []

@@ -135,6 +135,12 @@ def _succeeded_job(api) -> str:
         blobs.put_bytes(output_key(job_id, name), f"{name} of {job_id}".encode())
     blobs.put_bytes(output_key(job_id, FRACTIONS_JSON), json.dumps(doc).encode())
     blobs.put_bytes(output_key(job_id, MICROSTRUCTURE_JSON), _microstructure_json())
+    confidence = {"job_id": job_id, "low_below": 0.5, "pixels_total": 100,
+                  "mean_confidence": 0.8, "low_confidence_percent": 7.0,
+                  "classes": [{"index": 0, "name": "pore", "pixels": 100,
+                               "low_confidence_pixels": 7, "low_confidence_percent": 7.0,
+                               "mean_confidence": 0.8}]}
+    blobs.put_bytes(output_key(job_id, "confidence.json"), json.dumps(confidence).encode())
     for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
                    JobStatus.SUCCEEDED):
         assert api.table.jobs.transition(job_id, status)
@@ -182,7 +188,9 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "Phase fractions" in res.output, res.output
         assert "pixel size: 2 µm" in res.output and "pellets: 1" in res.output
         assert "pellet 1: 0.002 mm²" in res.output  # 400 px x 4 µm²
-        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(OUTPUT_FILES)
+        assert "Low confidence" in res.output and "7.00" in res.output, res.output
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+            [*OUTPUT_FILES, "confidence.json"])
         assert (tmp_path / "out" / "preview.png").read_bytes() == f"preview.png of {done}".encode()
         res = runner.invoke(main, ["status", "nope"])
         assert res.exit_code == 2 and "job nope does not exist" in res.output

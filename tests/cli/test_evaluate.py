@@ -73,6 +73,10 @@ def test_evaluate_a_package_folder(package, dataset, tmp_path):
     assert (out / "report.png").stat().st_size > 1000
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert "background" in res.output and f"mIoU {m['miou']}" in res.output
+    cal = m["calibration"]
+    assert f"ECE {cal['ece']} (15 bins)" in res.output and 0 <= cal["ece"] <= 1
+    assert [e["excluded_percent"] for e in cal["excluding_least_confident"]] == [5, 10, 20]
+    assert "Calibration of the confidence" in (out / "report.html").read_text()
     val = CliRunner().invoke(main, ["evaluate", str(package), str(dataset), "--out",
                                     str(tmp_path / "v"), "--split", "val"])
     assert val.exit_code == 0, val.output

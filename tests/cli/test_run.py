@@ -17,7 +17,7 @@ from tests.worker.conftest import DEMO_DATA
 
 OUTPUTS = {"labels.tif", "overlay.tif", "preview.png", "fractions.json", "fractions.csv",
            "microstructure.json", "pellets.csv", "size_distributions.csv", "boundaries.csv",
-           "radial_profiles.csv"}
+           "radial_profiles.csv", "confidence.tif", "confidence.json"}
 OPTIONAL = {"radial_profiles.png"}  # left out when no pellet has a profile
 
 

@@ -151,12 +151,23 @@ class PendingLabels:
     keep: torch.Tensor | None = None  # the batch's input buffer, alive until ``done``
     started: torch.cuda.Event | None = None
     seconds: float = 0.0
+    #: (N, T, T) uint8 confidence (host; pinned on CUDA), when it was asked for
+    confidence: torch.Tensor | None = None
 
     def result(self) -> np.ndarray:
         """(N, T, T) uint8 labels, waiting for the device if needed."""
         if self.done is not None:
             self.done.synchronize()
         return self.host.numpy()
+
+    def confidence_result(self) -> np.ndarray | None:
+        """(N, T, T) uint8 confidence (see :meth:`worker.engine.segmenter.Segmenter.decide`),
+        or None when the batch was launched without it; waits for the device if needed."""
+        if self.confidence is None:
+            return None
+        if self.done is not None:
+            self.done.synchronize()
+        return self.confidence.numpy()
 
     def device_seconds(self) -> float:
         """Time the device spent on this batch (s): on CUDA between the two events (copy in,

@@ -15,6 +15,11 @@ A strip is processed as a pipeline (:meth:`Segmenter.segment_rows`):
 
 On CPU every operation is the one of the simple path (:meth:`Segmenter.segment_strip_simple`)
 in the same order, so labels are byte-identical to it (a test checks this).
+
+With ``with_confidence`` every method also returns the per-pixel *confidence* (README,
+"Glossary"): ``round(255 * max softmax probability)`` as uint8, computed per batch of tiles
+by :meth:`Segmenter.decide` next to the argmax (never for a whole strip in float) and cropped
+to the same tile cores as the labels; the labels are the same with or without it.
 """
 
 from __future__ import annotations
@@ -222,13 +227,37 @@ class Segmenter:
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
         one = np.zeros((1, tile_size, tile_size, 3), dtype=np.uint8)
         try:
-            per_tile = measure_tile_bytes(self.device, lambda: self.predict_tiles(one))
+            # with the confidence: its float32 softmax is the largest extra buffer of a batch
+            per_tile = measure_tile_bytes(self.device,
+                                          lambda: self.predict_tiles_with_confidence(one))
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             return 1
         return batch_from_memory(free, per_tile)
 
     # ------------------------------------------------------------------ device stage
+    @staticmethod
+    def decide(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labels and confidence of a batch of logits, on the logits' device.
+
+        The confidence is the maximum softmax probability (the baseline of Hendrycks and
+        Gimpel, "A baseline for detecting misclassified and out-of-distribution examples in
+        neural networks", ICLR 2017), computed in float32 whatever the logits' dtype and
+        stored as ``round(255 * p)`` (round half to even): 255 = certain, ``round(255 / C)``
+        the least possible with C classes; a value < 128 means p < 0.5.
+
+        Args:
+            logits: (N, C, H, W) float logits of any float dtype.
+
+        Returns:
+            ((N, H, W) uint8 argmax labels, identical to ``logits.argmax(1)``;
+            (N, H, W) uint8 confidence).
+        """
+        labels = logits.argmax(dim=1).to(torch.uint8)
+        top = torch.softmax(logits.float(), dim=1).amax(dim=1)
+        confidence = top.mul_(255.0).round_().to(torch.uint8)
+        return labels, confidence
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 tiles -> (N, 3, H, W) float32 normalised model input (channels_last
         if enabled), on the tensor's device."""
@@ -243,13 +272,18 @@ class Segmenter:
         return self.runtime(x)
 
     @torch.inference_mode()
-    def _launch(self, tiles: torch.Tensor) -> PendingLabels:
+    def _launch(self, tiles: torch.Tensor, with_confidence: bool = False) -> PendingLabels:
         """Start labelling (N, T, T, 3) uint8 host tiles (pinned on CUDA); returns at once on
-        CUDA (the device works on), after the forward pass on CPU."""
+        CUDA (the device works on), after the forward pass on CPU. ``with_confidence`` also
+        brings back the batch's uint8 confidence (:meth:`decide`)."""
         with self._lock:
             if self.device.type != "cuda":
                 t0 = time.perf_counter()
                 logits = self._forward(self.normalise(tiles))
+                if with_confidence:
+                    labels, conf = self.decide(logits)
+                    return PendingLabels(labels.cpu(), seconds=time.perf_counter() - t0,
+                                         confidence=conf.cpu())
                 labels = logits.argmax(dim=1).to(torch.uint8).cpu()
                 return PendingLabels(labels, seconds=time.perf_counter() - t0)
             started = torch.cuda.Event(enable_timing=True)
@@ -257,13 +291,19 @@ class Segmenter:
             x = tiles.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=self._amp, enabled=self._amp is not None):
                 logits = self._forward(self.normalise(x))
-            labels = logits.argmax(dim=1).to(torch.uint8)
+            conf_host = None
+            if with_confidence:
+                labels, conf = self.decide(logits)
+                conf_host = torch.empty(conf.shape, dtype=torch.uint8, pin_memory=True)
+                conf_host.copy_(conf, non_blocking=True)
+            else:
+                labels = logits.argmax(dim=1).to(torch.uint8)
             host = torch.empty(labels.shape, dtype=torch.uint8, pin_memory=True)
             host.copy_(labels, non_blocking=True)
             done = torch.cuda.Event(enable_timing=True)
             done.record()
         # keep the input buffer alive until the labels are back (its copy is done by then)
-        return PendingLabels(host, done, keep=tiles, started=started)
+        return PendingLabels(host, done, keep=tiles, started=started, confidence=conf_host)
 
     @torch.inference_mode()
     def labels_on_device(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -300,6 +340,22 @@ class Segmenter:
             x = x.pin_memory()
         return self._launch(x).result()
 
+    def predict_tiles_with_confidence(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_tiles` plus the confidence (:meth:`decide`).
+
+        Args:
+            tiles: (N, H, W, 3) uint8; H and W multiples of 32.
+
+        Returns:
+            ((N, H, W) uint8 labels, the same as :meth:`predict_tiles`'; (N, H, W) uint8
+            confidence).
+        """
+        x = torch.from_numpy(np.ascontiguousarray(tiles))
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        pending = self._launch(x, with_confidence=True)
+        return pending.result(), pending.confidence_result()
+
     # ------------------------------------------------------------------ strips
     def segment_rows(
         self,
@@ -309,7 +365,8 @@ class Segmenter:
         y1: int,
         batch_size: int | None = None,
         prefetch: int = 2,
-    ) -> tuple[np.ndarray, StripStats]:
+        with_confidence: bool = False,
+    ) -> tuple:
         """Label output rows ``[y0, y1)`` of an image, reading it band by band (pipelined).
 
         Args:
@@ -319,9 +376,12 @@ class Segmenter:
             y0, y1: Output rows (px).
             batch_size: Tiles per forward pass; None: :meth:`batch_for` the grid's tile size.
             prefetch: Bands read ahead by the reader thread (0: read in this thread).
+            with_confidence: Also return the (y1 - y0, W) uint8 confidence strip
+                (:meth:`decide`, cropped to the same tile cores as the labels).
 
         Returns:
-            ((y1 - y0, W) uint8 label strip, :class:`StripStats`).
+            ((y1 - y0, W) uint8 label strip, :class:`StripStats`); with ``with_confidence``
+            (labels, confidence, stats).
 
         Raises:
             ImageFormatError: the image's pixel data cannot be decoded (from ``rows``).
@@ -331,6 +391,7 @@ class Segmenter:
         batch_size = batch_size or self.batch_for(t)
         origins = grid.tile_origins(y0, y1)
         out = np.empty((math.ceil((y1 - y0) / stride) * stride, grid.n_cols * stride), np.uint8)
+        conf = np.empty_like(out) if with_confidence else None
         stats = StripStats(tiles=len(origins), batch_size=batch_size)
         ahead = 1 if self.device.type == "cuda" else 0  # batches launched before placing
         pending: deque[tuple[list, PendingLabels]] = deque()
@@ -348,24 +409,32 @@ class Segmenter:
                 view = host.numpy()
                 for k, (y, x) in enumerate(batch):
                     view[k] = bands[y // stride][:, x : x + t]
-                pending.append((batch, self._launch(host)))
+                pending.append((batch, self._launch(host, with_confidence)))
                 while len(pending) > ahead:
-                    stats.device_s += self._place(out, *pending.popleft(), halo)
+                    stats.device_s += self._place(out, *pending.popleft(), halo, conf)
             while pending:
-                stats.device_s += self._place(out, *pending.popleft(), halo)
+                stats.device_s += self._place(out, *pending.popleft(), halo, conf)
         stats.read_s, stats.read_wait_s = reader.busy_s, reader.wait_s
         stats.seconds = time.perf_counter() - started
-        return np.ascontiguousarray(crop_strip(out, grid, y0, y1)), stats
+        labels = np.ascontiguousarray(crop_strip(out, grid, y0, y1))
+        if conf is None:
+            return labels, stats
+        return labels, np.ascontiguousarray(crop_strip(conf, grid, y0, y1)), stats
 
     @staticmethod
-    def _place(out: np.ndarray, origins: list, labels: PendingLabels, halo: int) -> float:
-        """Wait for a batch's labels, write their cores into ``out``; returns its device time."""
+    def _place(out: np.ndarray, origins: list, labels: PendingLabels, halo: int,
+               conf: np.ndarray | None = None) -> float:
+        """Wait for a batch's labels, write their cores into ``out`` (and the confidence's
+        into ``conf``); returns its device time."""
         place_cores(out, labels.result(), origins, halo)
+        if conf is not None:
+            place_cores(conf, labels.confidence_result(), origins, halo)
         return labels.device_seconds()
 
     def segment_strip(
-        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int
-    ) -> np.ndarray:
+        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int,
+        with_confidence: bool = False,
+    ):
         """Label output rows ``[y0, y1)`` of an image from its region with halo (in memory,
         through the same pipeline as :meth:`segment_rows`).
 
@@ -374,21 +443,24 @@ class Segmenter:
             grid: The image's tile grid (tile size, halo, width).
             y0, y1: Output rows (px).
             batch_size: Tiles per forward pass.
+            with_confidence: Also return the uint8 confidence strip (:meth:`decide`).
 
         Returns:
-            (y1 - y0, W) uint8 label strip.
+            (y1 - y0, W) uint8 label strip; with ``with_confidence`` (labels, confidence),
+            both (y1 - y0, W) uint8.
 
         Raises:
             GeometryError: ``region`` does not have the rows and width the grid expects.
         """
         r0, _ = check_region(region, grid, y0, y1)
-        labels, _ = self.segment_rows(region_rows(region, r0), grid, y0, y1, batch_size,
-                                      prefetch=0)
-        return labels
+        out = self.segment_rows(region_rows(region, r0), grid, y0, y1, batch_size,
+                                prefetch=0, with_confidence=with_confidence)
+        return (out[0], out[1]) if with_confidence else out[0]
 
     def segment_strip_simple(
-        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int
-    ) -> np.ndarray:
+        self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int,
+        with_confidence: bool = False,
+    ):
         """The reference implementation of :meth:`segment_strip`: pad the whole strip, cut
         all tiles, one synchronous batch at a time. Same arguments, same result."""
         padded = pad_strip(region, grid, y0, y1)
@@ -397,15 +469,24 @@ class Segmenter:
             (math.ceil((y1 - y0) / grid.stride) * grid.stride, grid.n_cols * grid.stride),
             dtype=np.uint8,
         )
+        conf = np.empty_like(out)
         for batch in iter_batches(origins, batch_size):
-            preds = self.predict_tiles(cut_tiles(padded, batch, grid.tile_size))
+            tiles = cut_tiles(padded, batch, grid.tile_size)
+            if with_confidence:
+                preds, c = self.predict_tiles_with_confidence(tiles)
+                place_cores(conf, c, batch, grid.halo)
+            else:
+                preds = self.predict_tiles(tiles)
             place_cores(out, preds, batch, grid.halo)
-        return np.ascontiguousarray(crop_strip(out, grid, y0, y1))
+        labels = np.ascontiguousarray(crop_strip(out, grid, y0, y1))
+        if with_confidence:
+            return labels, np.ascontiguousarray(crop_strip(conf, grid, y0, y1))
+        return labels
 
     def segment_array(
         self, image: np.ndarray, geometry: TileGeometry | None = None, *,
-        batch_size: int | None = None,
-    ) -> np.ndarray:
+        batch_size: int | None = None, with_confidence: bool = False,
+    ):
         """Tiled inference of a whole in-memory image, strip by strip, exactly as the row tasks
         do it (evaluation, training's validation, tests).
 
@@ -414,18 +495,27 @@ class Segmenter:
             geometry: Tile size and halo; default the package's (what serving uses for a job
                 that names none).
             batch_size: Tiles per forward pass (default :meth:`batch_for`).
+            with_confidence: Also return the confidence map (:meth:`decide`), as the row
+                tasks write it.
 
         Returns:
-            (H, W) uint8 label map.
+            (H, W) uint8 label map; with ``with_confidence`` (labels, confidence), both
+            (H, W) uint8.
         """
         geometry = geometry or self.package.geometry
         grid = TileGrid(image.shape[1], image.shape[0], geometry)
-        strips = []
+        strips, confs = [], []
         for y0, y1 in grid.all_strip_bounds():
             r0, r1 = grid.read_window(y0, y1)
             batch = batch_size or self.batch_for(geometry.tile_size)
-            strips.append(self.segment_strip(image[r0:r1], grid, y0, y1, batch))
-        return np.concatenate(strips, axis=0)
+            out = self.segment_strip(image[r0:r1], grid, y0, y1, batch, with_confidence)
+            if with_confidence:
+                strips.append(out[0])
+                confs.append(out[1])
+            else:
+                strips.append(out)
+        labels = np.concatenate(strips, axis=0)
+        return (labels, np.concatenate(confs, axis=0)) if with_confidence else labels
 
     def segment_single_pass(self, image: np.ndarray, pad: int = 0) -> np.ndarray:
         """Label a whole in-memory image in one forward pass; the reference that tiled

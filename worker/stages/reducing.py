@@ -24,6 +24,7 @@ from storage.blobs.layout import (
     FRACTIONS_CSV,
     FRACTIONS_JSON,
     MICROSTRUCTURE_FILES,
+    OPTIONAL_OUTPUTS,
     OUTPUT_FILES,
     PICTURES,
     output_key,
@@ -31,6 +32,7 @@ from storage.blobs.layout import (
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
+from worker.stages.confidence import write_confidence
 from worker.stages.measuring import job_pixel_size, write_microstructure
 from worker.stages.sources import source_path
 from worker.stages.streaming import wait_for_stitcher
@@ -52,6 +54,9 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
 
     Raises:
         StorageError: the job table or store is unreachable (retry or resume reruns it).
+
+    ``confidence.tif`` and ``confidence.json`` (:mod:`worker.stages.confidence`) are written
+    here too (never by a streaming stitcher) when every row has a confidence strip.
     """
     job = ctx.table.jobs.get(job_id)
     if job.status != JobStatus.REDUCING:
@@ -91,6 +96,11 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             if not (staged and name in PICTURES):  # a stitcher stored those already
                 ctx.blobs.put_file(key, work / name)
             outputs[name.replace(".", "_")] = key
+        if write_confidence(ctx, job, rows, pkg.classes, work):
+            for name in OPTIONAL_OUTPUTS:
+                key = output_key(job_id, name)
+                ctx.blobs.put_file(key, work / name)
+                outputs[name.replace(".", "_")] = key
         shutil.rmtree(work, ignore_errors=True)
     except (*PERMANENT_ERRORS, ValueError) as e:
         log.warning("reduce.failed", job_id=job_id, error=str(e))

@@ -18,7 +18,7 @@ from imaging.reading import image_rows, open_image
 from imaging.stitching import read_strip, write_strip
 from microstructure.fractions import label_counts
 from queues.names import REDUCE_TASK, ROW_TASK
-from storage.blobs.layout import ROW_CHECKPOINT_TAG, row_key
+from storage.blobs.layout import ROW_CHECKPOINT_TAG, confidence_row_key, row_key
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
@@ -145,7 +145,10 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
 
 def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     """(y1 - y0, W) uint8 labels of a row: from its checkpoint if one exists, else computed and
-    checkpointed (temp file -> atomic blob write)."""
+    checkpointed (temp file -> atomic blob write). The row's confidence strip
+    (:func:`storage.blobs.layout.confidence_row_key`) is stored first, so a rerun that finds
+    the label checkpoint finds the confidence too (checkpoints from before confidence
+    existed have none; the reducer then writes no confidence outputs)."""
     if ctx.blobs.exists(key):
         return read_strip(ctx.local_blob(key))
     spec = JobSpec.from_stored(job.spec)
@@ -154,14 +157,18 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     segmenter = segmenter_for(ctx, job)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     # a reader thread reads and pads tile row k+1 while the model works on tile row k
-    labels, stats = segmenter.segment_rows(
+    labels, confidence, stats = segmenter.segment_rows(
         image_rows(image), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
-        prefetch=ctx.settings.prefetch_bands,
+        prefetch=ctx.settings.prefetch_bands, with_confidence=True,
     )
     started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        conf_path = Path(tmp) / f"{index:05d}.confidence.tif"
+        write_strip(confidence, conf_path)
+        ctx.blobs.put_file(confidence_row_key(job.id, index), conf_path, tags=ROW_CHECKPOINT_TAG)
+        del confidence
         path = Path(tmp) / f"{index:05d}.tif"
         write_strip(labels, path)
         ctx.blobs.put_file(key, path, tags=ROW_CHECKPOINT_TAG)

@@ -67,3 +67,23 @@ export function fractionTable(doc, modelClasses) {
       doc.pellet_note ? h("tr", {}, h("td", {}, ""),
         h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null)));
 }
+
+/** Low-confidence pixels per class (confidence.json): p < 0.5 share and mean confidence. */
+export function confidenceTable(doc, modelClasses) {
+  const pct = (v) => (v === null || v === undefined ? "–" : fmtPct(v));
+  const mean = (v) => (v === null || v === undefined ? "–" : v.toFixed(3));
+  return h("table", { class: "fractions-table", id: "confidence-table" },
+    h("caption", {}, `Low confidence (max softmax probability < ${doc.low_below}): where to label next`),
+    h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "Class"), h("th", { class: "num" }, "Pixels"),
+      h("th", { class: "num" }, "Low-confidence %"), h("th", { class: "num" }, "Mean confidence"))),
+    h("tbody", {}, doc.classes.map((c) => h("tr", { dataset: { class: c.name } },
+      h("td", {}, h("span", { class: "swatch", style: { background: classColour(modelClasses, c.index) } })),
+      h("td", {}, c.name),
+      h("td", { class: "num" }, fmtInt(c.pixels)),
+      h("td", { class: "num" }, pct(c.low_confidence_percent)),
+      h("td", { class: "num" }, mean(c.mean_confidence))))),
+    h("tfoot", {}, h("tr", {}, h("td", {}, ""), h("td", {}, "all"),
+      h("td", { class: "num" }, fmtInt(doc.pixels_total)),
+      h("td", { class: "num" }, pct(doc.low_confidence_percent)),
+      h("td", { class: "num" }, mean(doc.mean_confidence)))));
+}

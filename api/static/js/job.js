@@ -3,7 +3,7 @@
 // fractions, microstructure, preview, downloads and the deep-zoom viewer.
 
 import { ApiError, api, apiBlob, jobPath } from "./api.js";
-import { fractionChart, fractionTable } from "./fractions.js";
+import { confidenceTable, fractionChart, fractionTable } from "./fractions.js";
 import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
@@ -192,10 +192,13 @@ async function loadResults(job) {
     const results = await api(jobPath(jobId, "/results"));
     const classes = await modelClasses(job);
     setChildren($("fractions"), fractionChart(results.fractions.classes, classes),
-      fractionTable(results.fractions, classes));
+      fractionTable(results.fractions, classes),
+      ...(results.confidence ? [confidenceTable(results.confidence, classes)] : []));
     setChildren($("downloads"), h("div", { class: "muted small" }, "Downloads"),
       ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
     state.results = results;
+    const confidenceRadio = document.querySelector('input[name="base"][value="confidence"]');
+    if (confidenceRadio) confidenceRadio.parentElement.hidden = !results.files["confidence.tif"];
     if (!state.viewer && window.OpenSeadragon) openViewer();
     await loadMicrostructure(job);
     await loadPreview();
