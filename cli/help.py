@@ -16,7 +16,7 @@ __all__ = ["SHORT_HELP", "apply_short_help"]
 SHORT_HELP: dict[str, str] = {
     "run": "Segment one image (path or URL) with local workers and print its phase fractions.",
     "demo": "Build a mosaic of shipped NASA EBC micrographs and segment it with the demo model.",
-    "resume": "Resume a failed or cancelled job: only the rows not done are redone.",
+    "resume": "Resume a failed, cancelled or interrupted job: only the rows not done are redone.",
     "migrate": "Create or upgrade the job table to the newest schema (Alembic).",
     "models": "List registered model packages and what each was trained on.",
     "serve": "Run the HTTP API and dashboard; prints their URLs and how to get an API key.",
@@ -26,11 +26,12 @@ SHORT_HELP: dict[str, str] = {
     "jobs": "List the jobs of a running API, newest first.",
     "status": "Show a job's status, rows, error and (once succeeded) phase fractions.",
     "watch": "Follow a job to its end with a progress bar.",
-    "cancel": "Cancel a job that has not ended.",
-    "results": "Print a succeeded job's phase fractions; with --out, download its outputs.",
+    "cancel": "Cancel a job that has not ended (through the API, or locally with --home).",
+    "results": "Print a succeeded job's fractions, confidence and microstructure; --out downloads.",
     "train": "Train a segmentation model on a dataset.yaml and write a model package.",
     "evaluate": "Measure a model package on a labelled dataset split (mIoU, confusion, report).",
     "bench": "Benchmark this machine: model-only limit, today's path, MONAI and a baseline.",
+    "analyze": "Microstructure (pellets, porosity, sizes, profiles) of any label map.",
     "agreement": "Measure which tile geometries and runtimes keep the reference labels.",
 }
 

@@ -224,7 +224,7 @@ def encode_tile(region: pyvips.Image, kind: PixelKind, lut: pyvips.Image | None 
     """
     if kind == PixelKind.CONFIDENCE:
         coloured = region.maplut(_confidence_lut()).copy(interpretation="srgb")
-        return coloured.write_to_buffer(".png", compression=4, strip=True)
+        return coloured.write_to_buffer(".png", compression=4, keep="none")
     if kind == PixelKind.LABELS:
         if lut is None:
             raise ValueError("label tiles need a palette lookup table")

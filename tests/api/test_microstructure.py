@@ -44,17 +44,17 @@ def test_job_reduced_before_microstructure_existed_says_so(api):
 
 
 def test_pixel_size_um_is_part_of_the_job_request(api):
-    r = api.client.post("/v1/jobs", json={"source_url": "file:///x.tif", "pixel_size_um": 0.42})
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "pixel_size_um": 0.42})
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["pixel_size_um"] == 0.42
     assert api.table.jobs.get(body["id"]).spec["pixel_size_um"] == 0.42
     for bad in (0, -1, "abc"):
-        r = api.client.post("/v1/jobs", json={"source_url": "file:///x.tif", "pixel_size_um": bad})
+        r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "pixel_size_um": bad})
         assert r.status_code == 422, bad
     batch = api.client.post("/v1/batches", json={
-        "jobs": [{"source_url": "file:///a.tif"},
-                 {"source_url": "file:///b.tif", "pixel_size_um": 2.0}],
+        "jobs": [{"source_url": "s3://pellets/a.tif"},
+                 {"source_url": "s3://pellets/b.tif", "pixel_size_um": 2.0}],
         "pixel_size_um": 0.5})
     assert batch.status_code == 202, batch.text
     sizes = sorted(j["pixel_size_um"] for j in batch.json()["jobs"])

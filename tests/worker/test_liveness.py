@@ -93,7 +93,7 @@ def test_planner_that_raises_on_every_attempt_fails_its_job(stack, micrograph, m
     def broken(*a, **k):
         raise RuntimeError("libvips crashed")
 
-    monkeypatch.setattr(planning, "image_info", broken)
+    monkeypatch.setattr(planning, "source_info", broken)
     job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     stack.sent.append((PLAN_TASK, job.id))
     runs = 0
