@@ -60,6 +60,19 @@ class ImageInfo:
         return self.tiled and self.bands == 3 and self.format == "uchar"
 
 
+def require_file(path: Path) -> None:
+    """Check that ``path`` exists and is not empty before any decoder sees it.
+
+    Raises:
+        ImageFormatError: the file does not exist, or has 0 bytes.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError as e:
+        raise ImageFormatError(f"{path}: file does not exist") from e
+    if size == 0:
+        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+
 def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "random") -> pyvips.Image:
     """Open ``path`` lazily and check it is an image pelletseg can convert.
 
@@ -78,12 +91,7 @@ def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "rando
             bit depth that cannot be converted to 8-bit RGB.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise ImageFormatError(f"{path}: file does not exist") from e
-    if size == 0:
-        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+    require_file(path)
     try:
         # decode warnings are errors: a damaged tile never becomes pixels (imaging/integrity.py)
         # revalidate: a file replaced at the same path must not come from libvips' cache

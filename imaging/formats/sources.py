@@ -17,6 +17,7 @@ from imaging.reading import (
     check_image,
     float_range,
     image_info,
+    require_file,
 )
 from imaging.reading import write_model_ready as write_libvips_model_ready
 
@@ -67,12 +68,7 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
 
 
 def _kind(path: Path) -> str:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError as e:
-        raise ImageFormatError(f"{path}: file does not exist") from e
-    if size == 0:
-        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+    require_file(path)
     kind = sniff_format(path)
     if kind is None:
         raise ImageFormatError(
