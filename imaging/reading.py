@@ -28,7 +28,14 @@ import numpy as np
 import pyvips
 
 from imaging.errors import ImageFormatError, vips_text
-from imaging.integrity import FAIL_ON, damaged_message, decode_detail
+from imaging.integrity import (
+    FAIL_ON,
+    DeflateDamage,
+    check_deflate_rows,
+    damaged_message,
+    decode_detail,
+    is_tiff_page0,
+)
 
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
 #: What the bit-depth error lists as accepted.
@@ -279,15 +286,18 @@ def write_model_ready(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
-    image = open_image(path, max_pixels=max_pixels, access="sequential") if image is None else image
+    page0 = image is None  # opened here: page 0 of ``path``, whose deflate checksums are checked
+    image = open_image(path, max_pixels=max_pixels, access="sequential") if page0 else image
     if value_range is None and image.format in ("float", "double"):  # one pass for the range
         value_range = float_range(open_image(path, max_pixels=max_pixels))
     try:
+        if page0:
+            check_deflate_rows(path, 0, image.height)  # the checksums libtiff skips
         to_rgb8(image, value_range).tiffsave(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
             predictor="horizontal", bigtiff=True, keep="none",
         )
-    except pyvips.Error as e:
+    except (pyvips.Error, DeflateDamage) as e:
         tmp.unlink(missing_ok=True)
         raise ImageFormatError(damaged_message(Path(path).name, "while converting it",
                                                e)) from e
@@ -310,8 +320,10 @@ def read_rows(image: pyvips.Image, r0: int, r1: int) -> np.ndarray:
     """
     region = to_rgb8(image).crop(0, r0, image.width, r1 - r0)
     try:
+        if (tiff := is_tiff_page0(image)) is not None:
+            check_deflate_rows(tiff, r0, r1)  # the checksums libtiff skips (imaging/integrity.py)
         data = region.write_to_memory()
-    except pyvips.Error as e:
+    except (pyvips.Error, DeflateDamage) as e:
         name = Path(image.filename).name if image.get_typeof("filename") else "image"
         raise ImageFormatError(damaged_message(name, f"image rows {r0}-{r1}", e)) from e
     return np.frombuffer(data, dtype=np.uint8).reshape(r1 - r0, image.width, 3)

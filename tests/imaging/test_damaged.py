@@ -110,6 +110,32 @@ def test_noise_in_the_middle_of_a_strip_fails(tmp_path, bigtiff):
         _decode_all(path)
 
 
+@pytest.mark.parametrize("tiled", [False, True], ids=["strips", "tiles"])
+def test_noise_that_libtiff_decodes_is_caught_by_the_deflate_checksum(tmp_path, tiled):
+    """Noise inside a deflate stream mostly still inflates to a full tile/strip: libtiff stops
+    when its buffer is full and never reads the stream's Adler-32 (imaging/integrity.py), so
+    libvips (even with ``fail_on="warning"``) decodes most of these files. Every one fails
+    here."""
+    missed_by_libvips = 0
+    for k in range(12):
+        path = _tiff(tmp_path / f"n{k}.tif",
+                     **({"tile": (128, 128)} if tiled else {"rowsperstrip": 64}))
+        offsets, counts = _offsets(path)
+        _noise(path, offsets[1] + counts[1] // 2 + 7 * k, n=16)
+        try:
+            pyvips.Image.new_from_file(str(path), fail_on="warning").numpy()
+            missed_by_libvips += 1
+        except pyvips.Error:
+            pass
+        with pytest.raises(ImageFormatError) as e:
+            _decode_all(path)
+        assert path.name in str(e.value) and "upload it again" in str(e.value)
+        with pytest.raises(ImageFormatError):  # nor is it converted
+            write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX)
+        assert not (tmp_path / "ready.tif").exists()
+    assert missed_by_libvips > 0  # the gap this check closes is real
+
+
 @pytest.mark.parametrize("kind", ["jpg", "png"])
 @pytest.mark.parametrize("damage", [damage_header, cut_half, noise_middle],
                          ids=lambda f: f.__name__)

@@ -65,7 +65,7 @@ export function fractionTable(doc, modelClasses) {
       h("td", { class: "num" }, fmtInt(doc.pixels_total)), h("td", { class: "num" }, "100.00 %"),
       h("td", {}, "")),
       doc.pellet_note ? h("tr", {}, h("td", {}, ""),
-        h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null)));
+        h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null));
 }
 
 /** Low-confidence pixels per class (confidence.json): p < 0.5 share and mean confidence. */
