@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         "that misses three beats is dead and its rows and stages are given back.",
         gt=0,
     )
+    consumer_stall_seconds: float = Field(
+        120.0,
+        description="A `celery worker` process that stays idle this long while messages wait "
+        "in its queues has a stalled consumer (kombu can stop consuming after a broker restart "
+        "that broke an ack) and exits, so its supervisor (Kubernetes, compose, `pelletseg run`) "
+        "starts a fresh one; 0 = never (s).",
+        ge=0,
+    )
     reconcile_seconds: float = Field(
         10.0,
         description="Interval of the reconcile pass every worker runs in the background (dead "

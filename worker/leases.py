@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Self
 
 import structlog
@@ -50,3 +52,45 @@ class Renewal:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class RowsInFlight:
+    """The rows this worker process is working on now (process-wide, thread-safe).
+
+    A row enters before it is claimed and leaves once its outcome is in the job table (done,
+    failed, handed back) or its task stopped. The heartbeat (``worker/liveness.py``) renews
+    the leases of these rows only and hands back any other row the table says this process
+    holds: one whose task stopped without recording an outcome (e.g. the job table dropped
+    the connection at ``complete``) goes back to ``pending`` within one beat instead of
+    staying leased to a live worker for ever.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[tuple[str, int], int] = {}
+
+    @contextmanager
+    def hold(self, job_id: str, index: int) -> Iterator[None]:
+        """Context manager: ``(job_id, index)`` is in flight while the block runs (counted, so
+        two threads of one process on the same row keep it in flight until both leave)."""
+        key = (job_id, index)
+        with self._lock:
+            self._rows[key] = self._rows.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._rows[key] -= 1
+                if not self._rows[key]:
+                    del self._rows[key]
+
+    def snapshot(self) -> tuple[frozenset[tuple[str, int]], datetime]:
+        """The rows in flight and the UTC time of the snapshot: a row claimed after that time
+        entered after the snapshot was taken (``hold`` comes before the claim), so only rows
+        claimed before it may be judged "held but not in flight"."""
+        with self._lock:
+            return frozenset(self._rows), datetime.now(UTC)
+
+
+#: This process's rows in flight (one worker id per process: ``host:pid``).
+ROWS_IN_FLIGHT = RowsInFlight()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,11 @@ from pydantic import SecretStr
 from core.settings import Settings
 from queues.names import QUEUES, queue_name
 
-__all__ = ["LocalWorkers", "log_tail", "settings_env", "worker_command"]
+__all__ = ["RESTART_STATUS", "LocalWorkers", "log_tail", "settings_env", "worker_command"]
+
+#: Exit status of a worker that asks to be started again (a stalled consumer:
+#: :class:`worker.liveness.Liveness`; EX_TEMPFAIL).
+RESTART_STATUS = 75
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -93,11 +98,27 @@ class LocalWorkers:
     count: int
     queues: tuple[str, ...] = QUEUES  # logical names; PELLETSEG_QUEUE_PREFIX is added
     procs: list[subprocess.Popen] = field(default_factory=list)
+    restarts: int = 0  # workers started again after exiting with RESTART_STATUS
+    _stopping: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _supervisor: threading.Thread | None = field(default=None, init=False, repr=False)
 
     def start(self) -> LocalWorkers:
         (self.settings.home / "logs").mkdir(parents=True, exist_ok=True)
         self.procs = [self._spawn(i) for i in range(self.count + self._stitching)]
+        self._stopping.clear()
+        self._supervisor = threading.Thread(target=self._supervise, name="local-workers",
+                                            daemon=True)
+        self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            with self._lock:
+                for i, p in enumerate(self.procs):
+                    if p.poll() == RESTART_STATUS and not self._stopping.is_set():
+                        self.procs[i] = self._spawn(i)
+                        self.restarts += 1
 
     @property
     def _stitching(self) -> int:
@@ -121,9 +142,10 @@ class LocalWorkers:
     def kill(self, i: int) -> None:
         """SIGKILL worker ``i`` (as a spot reclaim or OOM would) and start a fresh one in its
         place; the killed worker's unfinished row is recovered through its lease."""
-        self.procs[i].kill()
-        self.procs[i].wait()
-        self.procs[i] = self._spawn(i)
+        with self._lock:
+            self.procs[i].kill()
+            self.procs[i].wait()
+            self.procs[i] = self._spawn(i)
 
     def alive(self) -> int:
         """Number of worker processes still running."""
@@ -144,6 +166,9 @@ class LocalWorkers:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Warm shutdown (SIGTERM: finish the current task), then SIGKILL after ``timeout`` s."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ dead-letter queues.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -254,7 +255,8 @@ def wire_worker_signals(app: Celery, settings: Settings,
             return
         from worker.liveness import Liveness
 
-        beating.append(Liveness(context).start())
+        probe = stall_probe(sender) if _celery_worker_process() else None
+        beating.append(Liveness(context, stall_probe=probe).start())
 
     def start_child_liveness(**_):
         # a prefork pool process claims rows under its own host:pid: it beats for them. The
@@ -283,6 +285,33 @@ def wire_worker_signals(app: Celery, settings: Settings,
     worker_ready.connect(note_slots, weak=False, dispatch_uid=uid + "-slots")
     worker_ready.connect(start_watcher, weak=False, dispatch_uid=uid + "-spot")
     worker_shutdown.connect(stop_watchers, weak=False, dispatch_uid=uid + "-spot-stop")
+
+
+def _celery_worker_process() -> bool:
+    """True in a process started as ``celery worker`` (what :func:`worker.local.worker_command`
+    runs): only there may a stalled consumer end the process; never in a test's in-process
+    worker."""
+    return sys.argv[0].endswith(os.path.join("celery", "__main__.py")) and "worker" in sys.argv
+
+
+def stall_probe(consumer):
+    """``() -> (idle, waiting)`` for :class:`worker.liveness.Liveness`: idle when the worker
+    holds no request (reserved or running: :mod:`celery.worker.state`), waiting = messages in
+    the queues ``consumer`` reads (:func:`queues.depths.queue_depths`)."""
+    from celery.worker import state
+
+    from queues.depths import queue_depths
+
+    names = {q.name: q.name for q in consumer.task_consumer.queues} \
+        if getattr(consumer, "task_consumer", None) is not None else {}
+
+    def probe() -> tuple[bool, int]:
+        idle = not state.active_requests and not state.reserved_requests
+        if not idle or not names:
+            return idle, 0
+        return idle, sum(queue_depths(consumer.app, names).values())
+
+    return probe
 
 
 app = make_worker_app(get_settings())

@@ -37,44 +37,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from queues.depths import BROKER_TIMEOUT_S, queue_depths
 from queues.names import QUEUES, queue_name
 from storage.errors import StorageError
 from storage.jobtable.stats import table_stats
 
 router = APIRouter(tags=["health"])
 log = structlog.get_logger(__name__)
-
-BROKER_TIMEOUT_S = 3.0
-
-
-def queue_depths(celery, queues: dict[str, str],
-                 timeout: float = BROKER_TIMEOUT_S) -> dict[str, int]:
-    """Messages waiting in each queue: ``{logical name: count}`` for ``queues`` (logical
-    name -> the broker's name, with ``PELLETSEG_QUEUE_PREFIX``); a passive declare per queue,
-    a queue the broker does not know yet counts 0.
-
-    Raises:
-        Exception: the broker is unreachable (kombu's or the transport's error).
-    """
-    depths: dict[str, int] = {}
-    with celery.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout)
-        for logical, name in queues.items():
-            channel = conn.channel()
-            try:
-                if hasattr(channel, "_size"):  # kombu's virtual transports: Redis, SQS, SQLA
-                    depths[logical] = int(channel._size(name))
-                else:  # AMQP: the declare-ok frame carries the count
-                    depths[logical] = int(channel.queue_declare(queue=name, passive=True)
-                                          .message_count)
-            except conn.channel_errors:
-                depths[logical] = 0  # never declared: nothing was ever sent to it
-            finally:
-                try:
-                    channel.close()
-                except Exception as e:
-                    log.debug("metrics.channel_close", error=str(e))
-    return depths
 
 
 class JobTableCollector:

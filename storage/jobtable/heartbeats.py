@@ -11,9 +11,11 @@ the same row.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Collection
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.states import JobStatus, RowStatus
@@ -22,8 +24,14 @@ from storage.jobtable.retries import with_retries
 from storage.jobtable.row_records import MISSED_BEATS, fail_job_for_row, live_workers
 from storage.jobtable.tables import Job, Row, WorkerBeat, utcnow
 
-__all__ = ["MISSED_BEATS", "Heartbeats"]
+__all__ = ["MISSED_BEATS", "Beat", "Heartbeats"]
 
+
+class Beat(NamedTuple):
+    """Outcome of :meth:`Heartbeats.beat`."""
+
+    alive: bool
+    requeue: list[tuple[str, int]]
 
 
 @with_retries  # lost/refused connections retried with backoff (storage/jobtable/retries.py)
@@ -64,13 +72,23 @@ class Heartbeats(Repository):
             [Row.worker == worker, Row.started_at < now],
             f"its worker {worker} was restarted (same host:pid) before finishing it", now)
 
-    def beat(self, worker: str, interval: float, lease_seconds: float) -> bool:
+    def beat(self, worker: str, interval: float, lease_seconds: float,
+             in_flight: Collection[tuple[str, int]] = (), since: datetime | None = None
+             ) -> Beat:
         """One beat: push ``worker``'s expiry by three ``interval`` s and the lease of every
-        row it holds by ``lease_seconds`` (s).
+        row it has ``in_flight`` by ``lease_seconds`` (s).
+
+        With ``since`` (the UTC time ``in_flight`` was read), every other ``running`` row the
+        table says ``worker`` holds, claimed before ``since``, goes back to ``pending``: its
+        task stopped without recording an outcome (a dropped connection at ``complete``,
+        a task killed by its time limit), and a live worker's row is never taken over by
+        lease expiry (:func:`~storage.jobtable.row_records.not_live_holder`), so without this
+        it would stay held for ever. Without ``since`` nothing is handed back.
 
         Returns:
-            False if the worker was judged dead meanwhile (its rows may be gone): the caller
-            registers again.
+            :class:`Beat`: ``alive`` is False if the worker was judged dead meanwhile (its
+            rows may be gone: the caller registers again); ``requeue`` lists the
+            ``(job_id, index)`` handed back, to enqueue again.
         """
         now = utcnow()
         with self._tx() as conn:
@@ -80,13 +98,26 @@ class Heartbeats(Repository):
                        WorkerBeat.expires_at > now)
                 .values(beat_at=now, expires_at=now + timedelta(seconds=MISSED_BEATS * interval))
             ).rowcount == 1
-            if alive:
+            for job_id, index in in_flight if alive else ():
                 conn.execute(
                     update(Row)
-                    .where(Row.worker == worker, Row.status == RowStatus.RUNNING.value)
+                    .where(Row.job_id == job_id, Row.index == index, Row.worker == worker,
+                           Row.status == RowStatus.RUNNING.value)
                     .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
                 )
-        return alive
+        if not alive or since is None:
+            return Beat(alive, [])
+        held = [Row.worker == worker, Row.started_at < since]
+        with self._tx() as conn:
+            conn_rows = conn.execute(select(Row.job_id, Row.index).where(
+                Row.status == RowStatus.RUNNING.value, *held)).all()
+        stray = {(j, i) for j, i in conn_rows} - set(in_flight)
+        if not stray:
+            return Beat(True, [])
+        return Beat(True, self._give_back(
+            [*held, or_(*[and_(Row.job_id == j, Row.index == i) for j, i in sorted(stray)])],
+            f"its worker {worker} is live but stopped working on it without recording an "
+            "outcome (e.g. the job table dropped the connection)", now))
 
     def stop(self, worker: str) -> None:
         """Mark ``worker`` stopped (a clean shutdown): it is dead at once."""

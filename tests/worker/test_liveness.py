@@ -1,6 +1,7 @@
 """Worker heartbeats: a dead worker (three missed beats, or a clean stop) has its rows and
 stages given back by any live worker's reconcile pass; a live worker's long row is never taken
-from it, even past its lease; a restarted process with the same host:pid does not keep its
+from it, even past its lease, and a row it holds but no longer works on comes back at its next
+beat; a restarted process with the same host:pid does not keep its
 predecessor's rows; planner and reducer attempts are bounded; a job a dead local stack left
 running can be resumed."""
 
@@ -14,7 +15,8 @@ from core.states import JobStatus, RowStatus
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from submission import SubmissionService
 from submission.service import TransitionError
-from worker.liveness import Liveness
+from worker.leases import ROWS_IN_FLIGHT, RowsInFlight
+from worker.liveness import Liveness, StallWatch
 from worker.stages.guard import plan_guarded, reduce_guarded
 from worker.stages.planning import plan_job
 from worker.stages.reconciling import reconcile
@@ -70,6 +72,43 @@ def test_a_restarted_process_with_the_same_host_pid_gives_back_its_predecessors_
     assert stack.table.rows.get(job.id, 3).status == RowStatus.PENDING
 
 
+def test_a_live_workers_beat_renews_rows_in_flight_and_hands_back_the_others(
+        stack, micrograph):
+    job = _planned(stack, micrograph)
+    beats = stack.table.heartbeats
+    beats.register("live:1", interval=60)
+    for i in (0, 1):
+        assert stack.table.rows.claim(job.id, i, "live:1", lease_seconds=1).claimed
+    time.sleep(0.01)
+    in_flight, since = RowsInFlight().snapshot()
+    assert in_flight == frozenset()
+    # row 0 is in flight; row 1's task stopped without an outcome (e.g. a dropped connection)
+    beat = beats.beat("live:1", 60, 600, {(job.id, 0)}, since)
+    assert beat.alive and beat.requeue == [(job.id, 1)]
+    row0, row1 = stack.table.rows.get(job.id, 0), stack.table.rows.get(job.id, 1)
+    assert row0.status == RowStatus.RUNNING and row0.worker == "live:1"
+    assert (row0.lease_expires_at - row0.started_at).total_seconds() > 500  # renewed
+    assert row1.status == RowStatus.PENDING and "live:1" in row1.error
+    # a row claimed after the snapshot was read is not judged stray
+    assert stack.table.rows.claim(job.id, 2, "live:1", lease_seconds=600).claimed
+    assert beats.beat("live:1", 60, 600, {(job.id, 0)}, since).requeue == []
+    # without a snapshot time nothing is handed back
+    assert beats.beat("live:1", 60, 600).requeue == []
+    assert segment_row(stack, job.id, 1) == "done"
+
+
+def test_rows_in_flight_are_counted_per_holder():
+    rows = RowsInFlight()
+    with rows.hold("j", 1):
+        with rows.hold("j", 1):  # two threads of one process on one row
+            pass
+        assert rows.snapshot()[0] == {("j", 1)}
+    assert rows.snapshot()[0] == frozenset()
+    with pytest.raises(RuntimeError), rows.hold("j", 2):
+        raise RuntimeError("the task stopped")
+    assert rows.snapshot()[0] == frozenset()  # left on the way out, whatever happened
+
+
 def test_liveness_thread_beats_reconciles_and_stops(stack, micrograph):
     job = _planned(stack, micrograph)
     stack.settings.heartbeat_seconds = 0.1
@@ -85,6 +124,57 @@ def test_liveness_thread_beats_reconciles_and_stops(stack, micrograph):
     assert live.beats >= 2 and live.reconciles >= 1
     assert (ROW_TASK, job.id, 1) in stack.sent
     assert stack.worker_id not in stack.table.heartbeats.live()  # stopped cleanly
+
+
+def test_stall_watch_needs_idle_with_messages_waiting_for_the_whole_window():
+    watch = StallWatch(10)
+    assert not watch.observe(True, 3, now=0)
+    assert not watch.observe(True, 3, now=9.9)
+    assert watch.observe(True, 3, now=10)
+    assert not watch.observe(False, 3, now=11)  # busy: the window starts again
+    assert not watch.observe(True, 3, now=12)
+    assert not watch.observe(True, 0, now=30)  # nothing waiting: an idle worker is fine
+    assert not watch.observe(True, 3, now=31)
+    assert watch.observe(True, 1, now=41)
+    assert not StallWatch(0).observe(True, 5, now=1e9)  # 0 disables it
+
+
+def test_a_stalled_consumer_marks_its_worker_stopped_and_asks_for_a_restart(stack, micrograph):
+    job = _planned(stack, micrograph)
+    stack.settings.heartbeat_seconds = 0.05
+    stack.settings.reconcile_seconds = 0
+    stack.settings.consumer_stall_seconds = 0.3
+    stalled = []
+    live = Liveness(lambda: stack, stall_probe=lambda: (True, 4),
+                    on_stall=lambda: stalled.append(time.monotonic()))
+    with live, ROWS_IN_FLIGHT.hold(job.id, 0):  # a row in flight (stuck with the consumer)
+        deadline = time.monotonic() + 10
+        while stack.worker_id not in stack.table.heartbeats.live():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert stack.table.rows.claim(job.id, 0, stack.worker_id, lease_seconds=600).claimed
+        while not stalled:
+            assert time.monotonic() < deadline, "the stalled consumer was never noticed"
+            time.sleep(0.02)
+        live._thread.join(2)
+        assert not live._thread.is_alive()  # it stops beating
+        assert stack.worker_id not in stack.table.heartbeats.live()  # marked stopped at once
+        assert reconcile(stack) == [(job.id, 0)]  # its row goes to another worker
+    assert len(stalled) == 1
+
+
+def test_a_busy_or_healthy_consumer_is_never_judged_stalled(stack):
+    stack.settings.heartbeat_seconds = 0.05
+    stack.settings.consumer_stall_seconds = 0.2
+    states = iter([(False, 9)] * 10 + [(True, 0)] * 10)
+    stalled = []
+    with Liveness(lambda: stack, beats_only=True, stall_probe=lambda: next(states, (True, 0)),
+                  on_stall=lambda: stalled.append(1)) as live:
+        deadline = time.monotonic() + 10
+        while live.beats < 25:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    assert stalled == []
 
 
 def test_planner_that_raises_on_every_attempt_fails_its_job(stack, micrograph, monkeypatch):

@@ -30,7 +30,7 @@ from submission import SubmissionService, prepare
 from tests.conftest import free_port, port_open
 from tests.worker.conftest import DEMO_DATA, make_settings, read_tiff, reference_run
 from worker.context import WorkerContext
-from worker.local import LocalWorkers
+from worker.local import LocalWorkers, log_tail
 from worker.stages.planning import plan_job
 from worker.stages.reconciling import reconcile
 from worker.stages.reducing import reduce_job
@@ -161,11 +161,6 @@ def _drop_connections(pg_url: str) -> int:
 
 @pytest.mark.slow
 @pytest.mark.postgres
-@pytest.mark.xfail(strict=False, reason=(
-    "known open issue (2026-12-03, after merging worker heartbeats with row partials and "
-    "confidence strips): the job stays running past 240 s; suspected: a row whose task stopped "
-    "on a dropped connection stays leased by a live worker whose heartbeat renews it; see the "
-    "closing note and docs/reliability.md"))
 def test_job_survives_dropped_database_connections_and_a_broker_restart(
     pg_url, private_redis, tmp_path, tiny_package, tall_image
 ):
@@ -173,7 +168,7 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
     settings = make_settings(
         tmp_path / "home", database_url=pg_url, broker_url=private_redis.url, lease_seconds=4,
         pending_timeout_seconds=8, reduce_timeout_seconds=10, max_attempts=20,
-        db_retry_seconds=60, broker_retry_seconds=30)
+        db_retry_seconds=60, broker_retry_seconds=30, consumer_stall_seconds=10)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     app = make_celery(settings)
@@ -198,7 +193,11 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
             reconcile(ctx)  # Celery beat's job in production
             time.sleep(0.5)
     finished = ctx.table.jobs.get(job.id)
-    assert finished.status == JobStatus.SUCCEEDED, finished.error
+    assert finished.status == JobStatus.SUCCEEDED, (
+        f"{finished.status}: {finished.error}; rows not done: "
+        + "; ".join(f"{r.index} {r.status} by {r.worker} ({r.error})"
+                    for r in ctx.table.rows.list(job.id) if r.status != RowStatus.DONE)
+        + "\n" + log_tail(settings))
     assert restarted and len(dropped) == 2 and min(dropped) > 0  # workers' connections cut
     rows = ctx.table.rows.list(job.id)
     assert len(rows) == 41 and all(r.status == RowStatus.DONE for r in rows)

@@ -23,7 +23,7 @@ from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
 from worker.errors import PERMANENT_ERRORS
-from worker.leases import Renewal
+from worker.leases import ROWS_IN_FLIGHT, Renewal
 from worker.spot import draining
 from worker.stages.measuring import write_row_partial
 from worker.stages.sources import source_path
@@ -91,12 +91,21 @@ def segment_row(ctx: WorkerContext, job_id: str, index: int) -> str:
         or ``released`` (claimed while the worker drains on a spot notice: handed back).
 
     Raises:
-        StorageError: the job table is unreachable (the message is redelivered or the
-            row's lease expires and it is picked up again).
+        StorageError: the job table is unreachable (the message is redelivered; a row left
+            ``running`` goes back to ``pending`` at this worker's next heartbeat, or once the
+            worker is dead, :meth:`storage.jobtable.heartbeats.Heartbeats.beat`).
     """
     job = ctx.table.jobs.get(job_id)
     if job.status != JobStatus.RUNNING:
         return f"skipped:job-{job.status}"
+    # in flight from before the claim until the outcome is recorded: the heartbeat renews
+    # this row's lease, and hands it back if the task stops without an outcome
+    with ROWS_IN_FLIGHT.hold(job_id, index):
+        return _claim_and_segment(ctx, job, job_id, index)
+
+
+def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
+    """:func:`segment_row` from the claim on (the row is in flight)."""
     claim = ctx.table.rows.claim(job_id, index, ctx.worker_id, ctx.settings.lease_seconds)
     if not claim.claimed:
         return f"skipped:{claim.status}"
