@@ -5,6 +5,8 @@ RGB TIFF (:func:`write_model_ready`)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,34 @@ def _kind(path: Path) -> str:
     return kind
 
 
+def _by_bands(kind: str) -> bool:
+    """True for the formats read band by band (CZI, OpenSlide), not by libvips."""
+    return kind == "CZI" or kind.startswith("OpenSlide:")
+
+
+@contextmanager
+def _band_source(path: Path, kind: str, max_pixels: int | None = None) -> Iterator[BandSource]:
+    """:func:`open_band_source`, its size checked against ``max_pixels`` (if given), closed
+    on the way out."""
+    source = open_band_source(path, kind)
+    try:
+        if max_pixels is not None:
+            _check_size(path.name, source.width, source.height, max_pixels)
+        yield source
+    finally:
+        source.close()
+
+
+def _ome_image(path: Path, max_pixels: int, access: str = "random"):
+    """``(layout, image)`` of an OME-TIFF's full-resolution planes, size and pixel format
+    checked."""
+    layout = ome_layout(path)
+    _check_size(path.name, layout.width, layout.height, max_pixels)
+    image = open_ome(path, layout, access=access)
+    check_image(image, path.name, max_pixels=max_pixels)
+    return layout, image
+
+
 def open_band_source(path: str | os.PathLike, kind: str | None = None) -> BandSource:
     """A row-band reader for a CZI or OpenSlide file (the caller closes it).
 
@@ -106,19 +136,12 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
     """
     path = Path(path)
     kind = _kind(path)
-    if kind == "CZI" or kind.startswith("OpenSlide:"):
-        source = open_band_source(path, kind)
-        try:
-            _check_size(path.name, source.width, source.height, max_pixels)
+    if _by_bands(kind):
+        with _band_source(path, kind, max_pixels) as source:
             return SourceInfo(path, kind, source.width, source.height, source.bands,
                               source.dtype, source.pixel_size_um, False)
-        finally:
-            source.close()
     if kind == "OME-TIFF":
-        layout = ome_layout(path)
-        _check_size(path.name, layout.width, layout.height, max_pixels)
-        image = open_ome(path, layout)
-        check_image(image, path.name, max_pixels=max_pixels)
+        layout, image = _ome_image(path, max_pixels)
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
         return SourceInfo(path, kind, image.width, image.height, image.bands,
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled)
@@ -153,12 +176,9 @@ def source_pixel_size_um(path: str | os.PathLike) -> float | None:
     kind = _kind(path)
     if kind == "OME-TIFF":
         return ome_layout(path).pixel_size_um
-    if kind == "CZI" or kind.startswith("OpenSlide:"):
-        source = open_band_source(path, kind)
-        try:
+    if _by_bands(kind):
+        with _band_source(path, kind) as source:
             return source.pixel_size_um
-        finally:
-            source.close()
     if kind in ("TIFF", "BigTIFF"):
         return tiff_pixel_size_um(path)
     return None
@@ -177,19 +197,12 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     """
     path = Path(path)
     kind = _kind(path)
-    if kind == "CZI" or kind.startswith("OpenSlide:"):
-        source = open_band_source(path, kind)
-        try:
-            _check_size(path.name, source.width, source.height, max_pixels)
+    if _by_bands(kind):
+        with _band_source(path, kind, max_pixels) as source:
             write_bands_model_ready(source, out_path)
             return ImageInfo(Path(out_path), source.width, source.height, 3, "uchar", True)
-        finally:
-            source.close()
     if kind == "OME-TIFF":
-        layout = ome_layout(path)
-        _check_size(path.name, layout.width, layout.height, max_pixels)
-        image = open_ome(path, layout, access="sequential")
-        check_image(image, path.name, max_pixels=max_pixels)
+        layout, image = _ome_image(path, max_pixels, access="sequential")
         value_range = None
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))
