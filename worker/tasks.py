@@ -296,16 +296,20 @@ def _celery_worker_process() -> bool:
 
 def stall_probe(consumer):
     """``() -> (idle, waiting)`` for :class:`worker.liveness.Liveness`: idle when the worker
-    holds no request (reserved or running: :mod:`celery.worker.state`), waiting = messages in
-    the queues ``consumer`` reads (:func:`queues.depths.queue_depths`)."""
+    holds no request (reserved or running: :mod:`celery.worker.state`) and is not draining on
+    a spot notice, waiting = messages in the queues ``consumer`` reads
+    (:func:`queues.depths.queue_depths`)."""
     from celery.worker import state
 
     from queues.depths import queue_depths
+    from worker.spot import draining
 
     names = {q.name: q.name for q in consumer.task_consumer.queues} \
         if getattr(consumer, "task_consumer", None) is not None else {}
 
     def probe() -> tuple[bool, int]:
+        if draining():  # a spot notice stopped the consumer on purpose
+            return False, 0
         idle = not state.active_requests and not state.reserved_requests
         if not idle or not names:
             return idle, 0

@@ -310,3 +310,33 @@ def test_sigkilled_worker_is_recovered_by_the_other_worker_without_a_beat_proces
     assert job.status == JobStatus.SUCCEEDED, job.error
     row = ctx.table.rows.get(job.id, victim_row)
     assert row.status == RowStatus.DONE and row.worker != victim and row.attempts == 2
+
+
+def test_the_stall_probe_reads_the_consumers_queues_and_respects_busy_and_draining(monkeypatch):
+    from types import SimpleNamespace
+
+    from celery.worker import state
+
+    import queues.depths
+    import worker.spot
+    from worker.tasks import stall_probe
+
+    asked = []
+    monkeypatch.setattr(queues.depths, "queue_depths",
+                        lambda app, names: asked.append(sorted(names)) or dict.fromkeys(names, 2))
+    consumer = SimpleNamespace(app=object(), task_consumer=SimpleNamespace(
+        queues=[SimpleNamespace(name="p-rows"), SimpleNamespace(name="p-plan")]))
+    probe = stall_probe(consumer)
+    assert probe() == (True, 4) and asked == [["p-plan", "p-rows"]]
+    class Request:  # celery keeps requests in weak sets
+        id = "r1"
+
+    request = Request()
+    state.reserved_requests.add(request)
+    try:
+        assert probe() == (False, 0)  # holding a message: busy, the broker is not asked
+    finally:
+        state.reserved_requests.discard(request)
+    assert len(asked) == 1
+    monkeypatch.setattr(worker.spot, "draining", lambda: True)
+    assert stall_probe(consumer)() == (False, 0)  # a spot notice stopped the consumer
