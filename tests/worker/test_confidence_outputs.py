@@ -12,6 +12,7 @@ import pyvips
 
 from core.geometry import TileGeometry
 from core.states import JobStatus
+from imaging.ome import pyramid_levels
 from models.package import ClassInfo
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import (
@@ -93,15 +94,23 @@ def test_job_writes_a_confidence_pyramid_and_summary(stack, micrograph):
                                              with_confidence=True)
     np.testing.assert_array_equal(ref_labels, labels)
     np.testing.assert_array_equal(ref_conf, conf)
-    # every pyramid level is readable and halves the one above
+    # an OME-TIFF like labels.tif: valid OME-XML, SubIFD levels each halving the one above
     path = stack.local_blob(output_key(done.id, CONFIDENCE))
-    first = pyvips.Image.new_from_file(str(path))
-    n_pages = first.get("n-pages")
-    assert n_pages >= 2
-    for page in range(n_pages):
-        level = read_tiff(path, page)
-        assert level.shape == (500 >> page, 700 >> page) and level.dtype == np.uint8
-    assert abs(float(read_tiff(path, 1).mean()) - float(conf.mean())) < 2.0  # mean-shrunk
+    tifffile = pytest.importorskip("tifffile")
+    ome_types = pytest.importorskip("ome_types")
+    pytest.importorskip("xmlschema")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome
+        ome = ome_types.from_xml(tif.ome_metadata, validate=True)
+    pixels = ome.images[0].pixels
+    assert (ome.images[0].name, pixels.size_x, pixels.size_y, pixels.size_c,
+            pixels.type.value) == ("confidence", 700, 500, 1, "uint8")
+    levels = pyramid_levels(path)
+    assert len(levels) >= 2
+    for factor, level in levels:
+        assert (level.height, level.width, level.bands, level.format) == \
+            (500 // factor, 700 // factor, 1, "uchar")
+    assert abs(float(levels[1][1].avg()) - float(conf.mean())) < 2.0  # mean-shrunk
     doc = json.loads(stack.blobs.get_bytes(output_key(done.id, CONFIDENCE_JSON)))
     assert doc["pixels_total"] == 700 * 500
     counts = np.bincount(labels.ravel(), minlength=3)

@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 import structlog
 
-from imaging.stitching import TILED_TIFF, read_strip, save_stitched
+from imaging.stitching import read_strip, save_stitched
 from models.package import ClassInfo
 from storage.blobs.layout import CONFIDENCE, CONFIDENCE_JSON, confidence_row_key
 from storage.jobtable.tables import Job, Row
 from worker.context import WorkerContext
+from worker.stages.measuring import job_pixel_size
 
 __all__ = ["HISTOGRAM_BINS", "LOW_CONFIDENCE_VALUE", "confidence_counts", "confidence_document",
            "write_confidence", "write_confidence_pyramid"]
@@ -126,22 +127,31 @@ def confidence_document(job_id: str, counts: np.ndarray,
     }
 
 
-def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path) -> None:
-    """Stitch uint8 confidence strips top to bottom into one pyramidal tiled BigTIFF.
+def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path, *,
+                             pixel_size_um: float | None = None) -> None:
+    """Stitch uint8 confidence strips top to bottom into one pyramidal OME-TIFF.
 
-    As :func:`imaging.stitching.write_label_pyramid` (deflate, 256 px tiles, streamed), but
-    pyramid levels are the mean of each 2x2 block (``region_shrink="mean"``).
+    As :func:`imaging.stitching.write_label_pyramid` (OME-XML with the pixel size, deflate,
+    256 px tiles, SubIFD levels, streamed), but levels are the mean of each 2x2 block
+    (``region_shrink="mean"``): confidence is a measure, not a label.
+
+    Args:
+        strip_paths: (h, W) uint8 confidence strips in order, all of width W.
+        out_path: Output TIFF; overwritten.
+        pixel_size_um: µm/px of the source, or None when unknown.
 
     Raises:
         ValueError: no strips, or strips of different widths.
         ImageFormatError: a strip is unreadable or not 1-band uint8.
         pyvips.Error: the output cannot be written.
     """
+    from imaging.ome import save_ome_pyramid
+
     save_stitched(
         strip_paths, out_path,
-        lambda image: image.tiffsave(str(out_path), pyramid=True, region_shrink="mean",
-                                     compression="deflate", predictor="horizontal",
-                                     **TILED_TIFF),
+        lambda image: save_ome_pyramid(image, out_path, name="confidence",
+                                       pixel_size_um=pixel_size_um, region_shrink="mean",
+                                       compression="deflate", predictor="horizontal"),
     )
 
 
@@ -170,7 +180,7 @@ def write_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row],
     for row, path in zip(rows, paths, strict=True):
         counts += confidence_counts(read_strip(ctx.local_blob(row.blob_key)), read_strip(path),
                                     len(classes))
-    write_confidence_pyramid(paths, work / CONFIDENCE)
+    write_confidence_pyramid(paths, work / CONFIDENCE, pixel_size_um=job_pixel_size(job))
     doc = confidence_document(job.id, counts, classes)
     (work / CONFIDENCE_JSON).write_text(json.dumps(doc, indent=2) + "\n")
     return True
