@@ -42,6 +42,36 @@ def test_a_tiled_tiff_cut_in_half_fails_its_job_with_file_rows_and_what_to_do(st
     assert not job.outputs or "fractions_json" not in job.outputs
 
 
+def test_noise_that_libtiff_decodes_in_a_source_read_directly_fails_its_job(stack, micrograph):
+    """A tiled 8-bit RGB TIFF is read by the rows as it is (no conversion): its deflate
+    checksums are verified there (imaging/integrity.py), so noise that libvips decodes
+    without an error fails the job instead of yielding labels."""
+    import random
+
+    pixels = np.ascontiguousarray(
+        np.asarray(pyvips.Image.new_from_file(str(micrograph)).numpy())[..., :3])
+    path = micrograph.parent / "noisy.tif"
+    for k in range(40):  # a patch of noise that libvips decodes without complaint
+        tifffile.imwrite(path, pixels, photometric="rgb", tile=(128, 128), compression="zlib")
+        with tifffile.TiffFile(path) as tif:
+            offset, count = tif.pages[0].dataoffsets[5], tif.pages[0].databytecounts[5]
+        data = bytearray(path.read_bytes())
+        at = offset + count // 2 + 7 * k
+        data[at:at + 16] = random.Random(k).randbytes(16)
+        path.write_bytes(bytes(data))
+        try:
+            pyvips.Image.new_from_file(str(path), fail_on="warning").numpy()
+            break
+        except pyvips.Error:
+            continue
+    else:
+        raise AssertionError("no noise patch that libvips decodes was found")
+    job = stack.table.jobs.get(_run(stack, path))
+    assert job.status == JobStatus.FAILED
+    assert "noisy.tif, image rows" in job.error and "does not inflate" in job.error
+    assert not stack.table.jobs.get(job.id).outputs.get("source")  # it was read directly
+
+
 def test_a_one_pixel_png_completes(stack, tmp_path):
     path = tmp_path / "one.png"
     pyvips.Image.new_from_array(np.full((1, 1, 3), 90, np.uint8)).copy(

@@ -166,8 +166,11 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     segmenter = segmenter_for(ctx, job)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     # a reader thread reads and pads tile row k+1 while the model works on tile row k
+    # a converted source.tif was written and checked by the planner: only a source read
+    # directly has its deflate checksums verified here (imaging/integrity.py)
+    converted = bool((job.outputs or {}).get("source"))
     labels, confidence, stats = segmenter.segment_rows(
-        image_rows(image), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
+        image_rows(image, check_deflate=not converted), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
         prefetch=ctx.settings.prefetch_bands, with_confidence=True,
     )
     started = time.perf_counter()
