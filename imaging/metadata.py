@@ -7,11 +7,12 @@ Which records count, in order:
    ``PhysicalSizeX``/``PhysicalSizeY`` with ``PhysicalSizeXUnit``/``PhysicalSizeYUnit``
    (default µm, as in the OME schema); lengths in pm..m and Å are converted to µm.
 2. Resolution tags (``XResolution``/``YResolution``, pixels per ``ResolutionUnit``) when the
-   unit is centimetre or inch. Values in inches of 300 dpi or less are ignored: they are the
-   defaults that scanners, image editors and libvips (25.4 dpi) write without any
-   calibration (72, 96, 150, 300 dpi), and no microscope has pixels of 85 µm or more.
-   libvips' own default of exactly 1 px/mm is ignored in centimetres too. A file whose
-   resolution unit is "none" carries no length and is ignored.
+   unit is centimetre or inch. Resolutions of 300 dpi or less (118.1 px/cm, pixels of
+   84.7 µm or more) are ignored in either unit: they are the defaults that scanners, image
+   editors and libvips (25.4 dpi) write without any calibration (72, 96, 150, 300 dpi), and
+   no microscope has pixels that large. They reach centimetres when a converter rewrites the
+   unit: libvips turns a 72 dpi JPEG into a TIFF of 28.35 px/cm, which would otherwise read
+   as 352.8 µm/px. A file whose resolution unit is "none" carries no length and is ignored.
 
 Anything else (no record, an unreadable or malformed record, a zero or negative size) gives
 None: the caller then uses the job's own pixel size or reports in px.
@@ -27,7 +28,7 @@ import pyvips
 
 __all__ = ["INCH_DPI_UNCALIBRATED", "pixel_size_from_ome_xml", "read_pixel_size_um"]
 
-#: Resolutions in inches at or below this (dots per inch) are taken as uncalibrated defaults.
+#: Resolutions at or below this (dots per inch, in either unit) are uncalibrated defaults.
 INCH_DPI_UNCALIBRATED = 300.0
 
 #: µm per unit of the OME ``UnitsLength`` symbols pelletseg accepts.
@@ -100,9 +101,7 @@ def read_pixel_size_um(path: str | os.PathLike) -> tuple[float, float] | None:
     if unit not in ("cm", "in"):
         return None
     xres, yres = float(image.xres), float(image.yres)  # libvips: pixels per mm, any unit
-    if unit == "in" and max(xres, yres) * 25.4 <= INCH_DPI_UNCALIBRATED * (1 + 1e-6):
-        return None
-    if math.isclose(xres, 1.0) and math.isclose(yres, 1.0):  # libvips' default, no calibration
+    if max(xres, yres) * 25.4 <= INCH_DPI_UNCALIBRATED * (1 + 1e-6):  # a default, any unit
         return None
     x = _positive(1000.0 / xres) if xres > 0 else None
     y = _positive(1000.0 / yres) if yres > 0 else None

@@ -153,8 +153,8 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
 
 def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:
     """Pixel size (µm/px) from a TIFF's resolution tags or OME-XML, by the one rule of
-    :func:`imaging.metadata.read_pixel_size_um` (which ignores the inch defaults of 300 dpi
-    and below that carry no calibration); None when the file does not say."""
+    :func:`imaging.metadata.read_pixel_size_um` (which ignores the defaults of 300 dpi
+    and below, in inches or centimetres, that carry no calibration); None when the file does not say."""
     from imaging.metadata import read_pixel_size_um
 
     try:

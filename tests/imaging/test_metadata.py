@@ -53,6 +53,23 @@ def test_default_dpi_in_inches_is_no_calibration(tmp_path, dpi):
     assert read_pixel_size_um(path) is None
 
 
+@pytest.mark.parametrize("dpi", [72.0, 96.0, 300.0])
+def test_default_dpi_rewritten_in_centimetres_is_no_calibration(tmp_path, dpi):
+    """A 72 dpi JPEG converted by libvips becomes a TIFF of 28.35 px/cm: not 352.8 µm/px."""
+    path = tmp_path / "dpi-cm.tif"
+    _tiny().tiffsave(str(path), xres=dpi / 25.4, yres=dpi / 25.4, resunit="cm")
+    assert read_pixel_size_um(path) is None
+
+
+def test_a_72_dpi_jpeg_saved_as_tiff_by_libvips_has_no_pixel_size(tmp_path):
+    jpeg, tiff = tmp_path / "m.jpg", tmp_path / "m.tif"
+    _tiny().copy(interpretation="srgb").jpegsave(str(jpeg))
+    image = pyvips.Image.new_from_file(str(jpeg)).copy(xres=72 / 25.4, yres=72 / 25.4)
+    image.tiffsave(str(tiff))
+    assert pyvips.Image.new_from_file(str(tiff)).get("resolution-unit") in ("cm", "in")
+    assert read_pixel_size_um(tiff) is None
+
+
 def test_libvips_default_is_no_calibration(tmp_path):
     plain, cm = tmp_path / "plain.tif", tmp_path / "cm1.tif"
     _tiny().tiffsave(str(plain))  # libvips writes 1 px/mm in inches (25.4 dpi)
