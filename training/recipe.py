@@ -74,6 +74,16 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
     return recipe
 
 
+#: What each augmentation kind does, in the words ``describe_recipe`` prints.
+_AUGMENT_WORDS = {
+    "none": "none",
+    "geometric": "flips, 90-degree rotations",
+    "default": "flips, 90-degree rotations, mild brightness/contrast, blur",
+    "photometric": "flips, 90-degree rotations, strong brightness/contrast, white-balance "
+                   "gains, blur",
+}
+
+
 def describe_recipe(recipe: dict[str, Any]) -> str:
     """One line per choice, for the console."""
     r = recipe
@@ -85,7 +95,7 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         f"loss       cross-entropy (class weights {r['class_weights']}) + "
         f"{r['dice_weight']} x soft dice",
-        f"augment    {r['augment']} (flips, 90-degree rotations, mild brightness/contrast, blur)",
+        f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
         f"schedule   AdamW, {r['schedule']}: {r['time_budget_s'] / 60:.1f} min of steps, peak "
         f"lr {r['lr']:.1e}, warm-up {r['warmup']:.0%}, ends at {r['final_lr_fraction']:.0%}",
         "validation once at the end (tiled production path); the last weights are kept",

@@ -20,8 +20,8 @@ import numpy as np
 
 from training.importers import IGNORE
 
-Augment = Literal["none", "geometric", "default"]
-AUGMENTS = ("none", "geometric", "default")
+Augment = Literal["none", "geometric", "default", "photometric"]
+AUGMENTS = ("none", "geometric", "default", "photometric")
 
 
 def build_augmentation(kind: Augment = "default"):
@@ -34,6 +34,12 @@ def build_augmentation(kind: Augment = "default"):
       of +-10 % (illumination differences between micrographs; hue and saturation are left
       alone because reflectance colour identifies ore phases) and, with probability 0.2, a
       3 x 3 Gaussian blur with sigma 0.1-1.0 px (focus).
+    - ``photometric``: ``geometric`` plus, with probability 0.8, brightness and contrast
+      jitter of +-30 % and a gain per channel of +-8 % (white balance), and the blur of
+      ``default``: the illumination and white balance vary between sections more than the
+      reflectance of the sulphides differs (docs/models.md), so the model must compare a
+      grain with its neighbours rather than read its absolute colour. Hue and saturation as
+      such are still left alone.
 
     Raises:
         ValueError: unknown ``kind``.
@@ -49,7 +55,21 @@ def build_augmentation(kind: Augment = "default"):
     if kind == "default":
         steps += [v2.RandomApply([v2.ColorJitter(brightness=0.1, contrast=0.1)], p=0.5),
                   v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2)]
+    if kind == "photometric":
+        from torchvision import tv_tensors
+
+        steps += [v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3),
+                                  v2.Lambda(_channel_gain, tv_tensors.Image)], p=0.8),
+                  v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2)]
     return v2.Compose(steps)
+
+
+def _channel_gain(image, spread: float = 0.08):
+    """(3, P, P) uint8 image times a gain per channel drawn from [1 - spread, 1 + spread]."""
+    import torch
+
+    gain = 1.0 + (torch.rand(image.shape[0], 1, 1) * 2 - 1) * spread
+    return (image.float() * gain).round().clamp(0, 255).to(torch.uint8)
 
 
 def apply_augmentation(transform, img: np.ndarray, mask: np.ndarray):

@@ -32,6 +32,15 @@ def test_augmentation_moves_image_and_mask_together():
         moved = [np.rot90(x, k % 4) for x in (img, img[:, ::-1])][k // 4]
         jittered += not np.array_equal(a_img, moved)
     assert jittered >= 5
+    photometric, changed, gains = build_augmentation("photometric"), 0, set()
+    grey = np.full((32, 32, 3), 120, np.uint8)
+    for _ in range(40):
+        a_img, a_mask = apply_augmentation(photometric, grey, mask)
+        assert any(np.array_equal(m, a_mask) for m in d4)  # the mask is only moved
+        means = a_img.reshape(-1, 3).mean(0)
+        changed += not np.allclose(means, 120)
+        gains.add(bool(np.ptp(means) > 2))  # channels scaled apart: a white-balance shift
+    assert changed >= 20 and True in gains
     assert build_augmentation("none") is None
     with pytest.raises(ValueError, match="augmentation"):
         build_augmentation("heavy")
