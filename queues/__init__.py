@@ -1,7 +1,8 @@
 """The task queue: task and queue names (:mod:`queues.names`), the Celery app factory and
 ``send`` (:mod:`queues.app`), the embedded SQLite broker (:mod:`queues.embedded`) and the
 dead-letter queues of each broker, SQS, RabbitMQ, Redis and embedded
-(:mod:`queues.deadletters`). The API sends tasks by name through it; the workers register
+(:mod:`queues.deadletters`), and how many messages wait in a queue (:mod:`queues.depths`).
+The API sends tasks by name through it; the workers register
 them (:mod:`worker.tasks`). Which message goes where after a failure is the worker's
 decision (:mod:`worker.deadletter`).
 
