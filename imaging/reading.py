@@ -21,6 +21,7 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,6 +267,7 @@ def write_model_ready(
     max_pixels: int,
     image: pyvips.Image | None = None,
     value_range: tuple[float, float] | None = None,
+    tiff_pages: Sequence[int] | None = None,
 ) -> ImageInfo:
     """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
     in one streaming pass, so every row can then read its strip cheaply. The source's metadata
@@ -279,6 +281,10 @@ def write_model_ready(
             :mod:`imaging.formats` passes an OME-TIFF's full-resolution planes).
         value_range: Float images' ``(lo, hi)`` (see :func:`to_rgb8`); default: computed from
             ``path`` with one extra pass (:func:`float_range`).
+        tiff_pages: The TIFF pages of ``path`` that ``image`` is made of, whose deflate
+            checksums are verified before the conversion
+            (:func:`imaging.integrity.check_deflate_rows`); default: page 0 when ``image`` is
+            None (opened here), none when the caller passes an image without naming them.
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
@@ -286,13 +292,14 @@ def write_model_ready(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
-    page0 = image is None  # opened here: page 0 of ``path``, whose deflate checksums are checked
-    image = open_image(path, max_pixels=max_pixels, access="sequential") if page0 else image
+    if tiff_pages is None:
+        tiff_pages = (0,) if image is None else ()
+    image = open_image(path, max_pixels=max_pixels, access="sequential") if image is None else image
     if value_range is None and image.format in ("float", "double"):  # one pass for the range
         value_range = float_range(open_image(path, max_pixels=max_pixels))
     try:
-        if page0:
-            check_deflate_rows(path, 0, image.height)  # the checksums libtiff skips
+        for page in tiff_pages:  # the checksums libtiff skips
+            check_deflate_rows(path, 0, image.height, page=page)
         to_rgb8(image, value_range).tiffsave(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
             predictor="horizontal", bigtiff=True, keep="none",

@@ -207,6 +207,6 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))
         return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
-                                         value_range=value_range)
+                                         value_range=value_range, tiff_pages=layout.pages)
     return write_libvips_model_ready(path, out_path, max_pixels=max_pixels)
 
