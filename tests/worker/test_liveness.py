@@ -177,6 +177,17 @@ def test_a_busy_or_healthy_consumer_is_never_judged_stalled(stack):
     assert stalled == []
 
 
+def _run_every_message(stack, expected_task: str, run) -> int:
+    """Run every message sent (as the task layer would), each of ``expected_task``; how many."""
+    runs = 0
+    while stack.sent:
+        task, *args = stack.sent.pop(0)
+        assert task == expected_task
+        run(stack, *args)
+        runs += 1
+    return runs
+
+
 def test_planner_that_raises_on_every_attempt_fails_its_job(stack, micrograph, monkeypatch):
     import worker.stages.planning as planning
 
@@ -186,12 +197,7 @@ def test_planner_that_raises_on_every_attempt_fails_its_job(stack, micrograph, m
     monkeypatch.setattr(planning, "source_info", broken)
     job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
     stack.sent.append((PLAN_TASK, job.id))
-    runs = 0
-    while stack.sent:  # the task layer runs every message sent
-        task, *args = stack.sent.pop(0)
-        assert task == PLAN_TASK
-        plan_guarded(stack, *args)
-        runs += 1
+    runs = _run_every_message(stack, PLAN_TASK, plan_guarded)
     failed = stack.table.jobs.get(job.id)
     assert runs == stack.settings.max_attempts
     assert failed.status == JobStatus.FAILED
@@ -210,12 +216,7 @@ def test_reducer_that_raises_on_every_attempt_fails_its_job(stack, micrograph, m
         raise RuntimeError("unable to call crop")
 
     monkeypatch.setattr(reducing, "write_pictures", broken)
-    runs = 0
-    while stack.sent:
-        task, *args = stack.sent.pop(0)
-        assert task == REDUCE_TASK
-        reduce_guarded(stack, *args)
-        runs += 1
+    runs = _run_every_message(stack, REDUCE_TASK, reduce_guarded)
     failed = stack.table.jobs.get(job.id)
     assert runs == stack.settings.max_attempts
     assert failed.status == JobStatus.FAILED
