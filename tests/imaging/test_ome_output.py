@@ -17,13 +17,18 @@ ome_types = pytest.importorskip("ome_types")
 NAMES = ["hematite", "magnetite", "slag", "pore"]
 
 
+def _strip_files(tmp_path, seed: int):
+    """Random label strips and the row checkpoint files they are written to."""
+    strips = label_strips(np.random.default_rng(seed))
+    paths = [tmp_path / f"{i:05d}.tif" for i in range(len(strips))]
+    for s, path in zip(strips, paths, strict=True):
+        write_strip(s, path)
+    return strips, paths
+
+
 @pytest.fixture
 def pictures(source, tmp_path):
-    strips = label_strips(np.random.default_rng(11))
-    paths = []
-    for i, s in enumerate(strips):
-        paths.append(tmp_path / f"{i:05d}.tif")
-        write_strip(s, paths[-1])
+    strips, paths = _strip_files(tmp_path, seed=11)
     work = tmp_path / "out"
     write_pictures(source[0], paths, PALETTE, work, names=NAMES, pixel_size_um=0.65)
     return work, np.concatenate(strips)
@@ -85,11 +90,7 @@ def test_overlay_is_a_valid_rgb_ome_pyramid(pictures):
 
 
 def test_without_a_pixel_size_no_scale_is_claimed(source, tmp_path):
-    strips = label_strips(np.random.default_rng(12))
-    paths = []
-    for i, s in enumerate(strips):
-        paths.append(tmp_path / f"{i:05d}.tif")
-        write_strip(s, paths[-1])
+    _, paths = _strip_files(tmp_path, seed=12)
     write_pictures(source[0], paths, PALETTE, tmp_path / "out")
     ome = _validated(tmp_path / "out" / "labels.tif")
     assert ome.images[0].pixels.physical_size_x is None
