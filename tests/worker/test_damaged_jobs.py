@@ -14,6 +14,7 @@ from core.states import JobStatus
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import FRACTIONS_JSON, output_key
 from submission import SubmissionService
+from tests.imaging.damage import noise_libvips_decodes
 from worker.stages.guard import plan_guarded, reduce_guarded
 from worker.stages.segmenting import segment_row
 
@@ -46,26 +47,11 @@ def test_noise_that_libtiff_decodes_in_a_source_read_directly_fails_its_job(stac
     """A tiled 8-bit RGB TIFF is read by the rows as it is (no conversion): its deflate
     checksums are verified there (imaging/integrity.py), so noise that libvips decodes
     without an error fails the job instead of yielding labels."""
-    import random
-
     pixels = np.ascontiguousarray(
         np.asarray(pyvips.Image.new_from_file(str(micrograph)).numpy())[..., :3])
     path = micrograph.parent / "noisy.tif"
-    for k in range(40):  # a patch of noise that libvips decodes without complaint
-        tifffile.imwrite(path, pixels, photometric="rgb", tile=(128, 128), compression="zlib")
-        with tifffile.TiffFile(path) as tif:
-            offset, count = tif.pages[0].dataoffsets[5], tif.pages[0].databytecounts[5]
-        data = bytearray(path.read_bytes())
-        at = offset + count // 2 + 7 * k
-        data[at:at + 16] = random.Random(k).randbytes(16)
-        path.write_bytes(bytes(data))
-        try:
-            pyvips.Image.new_from_file(str(path), fail_on="warning").numpy()
-            break
-        except pyvips.Error:
-            continue
-    else:
-        raise AssertionError("no noise patch that libvips decodes was found")
+    noise_libvips_decodes(path, lambda: tifffile.imwrite(
+        path, pixels, photometric="rgb", tile=(128, 128), compression="zlib"), chunk=5)
     job = stack.table.jobs.get(_run(stack, path))
     assert job.status == JobStatus.FAILED
     assert "noisy.tif, image rows" in job.error and "does not inflate" in job.error
