@@ -57,9 +57,12 @@ def resolve_package(model: str, home: Path | None) -> Path:
               help="Override the package's tile size (px) [default: the package's].")
 @click.option("--halo", type=click.IntRange(min=0), default=None,
               help="Override the package's halo (px) [default: the package's].")
+@click.option("--tta", type=click.Choice(["none", "flips"]), default=None,
+              help="Override the package's test-time augmentation: flips averages the logits "
+              "of each tile and its three flips (4 forward passes) [default: the package's].")
 @home_option
 def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, batch_size,
-             tile_size, halo, home):
+             tile_size, halo, tta, home):
     """Evaluate MODEL (a package folder, or NAME[:VERSION] registered in --home) on a split
     of DATASET_YAML, labelling every image with the same tiled inference as production jobs.
 
@@ -85,7 +88,7 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
                                     package.halo if halo is None else halo)
         metrics = evaluate_dataset(folder, dataset_yaml, split=split, device=device,
                                    threads=threads, batch_size=batch_size,
-                                   edge_limit=edge_limit, geometry=geometry)
+                                   edge_limit=edge_limit, geometry=geometry, tta=tta)
         colours = [c.rgb for c in package.classes]
     except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
@@ -96,7 +99,7 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
         click.echo(f"{dataset_yaml} declares no splits: evaluating all {m['images']} images")
     click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
                f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
-               f"{m['inference']['halo']}): mIoU {m['miou']}, pixel accuracy "
+               f"{m['inference']['halo']}, tta {m['inference']['tta']}): mIoU {m['miou']}, pixel accuracy "
                f"{m['pixel_accuracy']}, mean class accuracy {m['mean_class_accuracy']}, "
                f"edge-weighted mIoU {m['edge_weighted']['miou']}")
     click.echo(f"{'class':<16}{'IoU':>8}{'acc':>8}{'labelled %':>12}{'predicted %':>13}"

@@ -72,6 +72,10 @@ def _json_object(ctx, param, value):
               "strong brightness/contrast jitter and white-balance gains, and blur.")
 @click.option("--p-targeted", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of patches centred on a class drawn uniformly (rare-class balance).")
+@click.option("--average-tau", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Keep an exponential moving average of the weights with this time constant "
+              "(fraction of the run) and package it instead of the last weights; 0: none "
+              "[default recipe: its choice].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
                    "[default: whole images].")
@@ -94,7 +98,7 @@ def _json_object(ctx, param, value):
 def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
           steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, p_targeted,
-          val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
+          average_tau, val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
 
     Without --epochs, the default recipe (training/recipe.py) picks the model, patches,
@@ -141,13 +145,13 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                                 has_eval_split=has_eval and final_eval)
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
-                             "steps_per_epoch")
+                             "steps_per_epoch", "average_tau")
                  if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
                  "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
                  "dice_weight": dice_weight, "class_weights": class_weights,
                  "augment": augment, "p_targeted": p_targeted,
-                 "steps_per_epoch": steps_per_epoch}
+                 "steps_per_epoch": steps_per_epoch, "average_tau": average_tau}
         recipe.update({k: local[k] for k in given})
         if from_model is not None:
             from models import read_package
@@ -163,7 +167,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         patch_size, batch_size, lr = recipe["patch_size"], recipe["batch_size"], recipe["lr"]
         dice_weight, class_weights = recipe["dice_weight"], recipe["class_weights"]
         augment, p_targeted = recipe["augment"], recipe["p_targeted"]
-        steps_per_epoch = recipe["steps_per_epoch"]
+        steps_per_epoch, average_tau = recipe["steps_per_epoch"], recipe["average_tau"]
     elif from_model is not None:
         from models import read_package
 
@@ -204,6 +208,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         pkg = run_training(
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
+            average_tau=average_tau or None,
             time_budget_s=recipe["time_budget_s"] if recipe else None,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

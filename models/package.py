@@ -127,6 +127,10 @@ class ModelPackage(WithGeometry):
     trained and evaluated at; jobs that name no geometry are served at it (unless the
     operator sets ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``).
 
+    ``tta`` is the test-time augmentation the package is served with: ``none``, or ``flips``
+    (the logits of each tile averaged over the tile and its horizontal, vertical and double
+    flips: four forward passes per tile; :meth:`worker.engine.segmenter.Segmenter._forward`).
+
     Raises (on construction):
         pydantic.ValidationError: missing fields, class indices that are not 0..C-1, or a
             tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule.
@@ -148,6 +152,7 @@ class ModelPackage(WithGeometry):
     metrics: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     domain: ModelDomain | None = None  # what it was trained on; None: not declared
+    tta: Literal["none", "flips"] = "none"
 
     @field_validator("classes")
     @classmethod

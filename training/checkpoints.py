@@ -91,7 +91,8 @@ def _cpu_state(state_dict: dict) -> dict:
 
 
 def save_checkpoint(folder: str | Path, *, epoch: int, config: dict, model, optimizer,
-                    scheduler, scaler, np_rng, best_state: dict, extra: dict[str, Any]) -> Path:
+                    scheduler, scaler, np_rng, best_state: dict, extra: dict[str, Any],
+                    averaged=None) -> Path:
     """Write the checkpoint of the end of ``epoch`` (see the module docstring).
 
     Args:
@@ -100,6 +101,7 @@ def save_checkpoint(folder: str | Path, *, epoch: int, config: dict, model, opti
         np_rng: The numpy Generator of the patch sampler.
         best_state: state_dict of the best weights so far.
         extra: JSON-able run state (history, best score, elapsed time...).
+        averaged: The run's weight average (:class:`training.averaging.WeightAverage`), if any.
 
     Returns:
         Path of ``state.json``.
@@ -111,6 +113,8 @@ def save_checkpoint(folder: str | Path, *, epoch: int, config: dict, model, opti
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     parts = {"model": _cpu_state(model.state_dict()), "best": _cpu_state(best_state),
              "optimizer": opt_tensors, "rng": _rng_tensors()}
+    if averaged is not None:
+        parts["averaged"] = _cpu_state(averaged.state_dict())
     files = {}
     for name, tensors in parts.items():
         fname = f"{name}-e{epoch}.safetensors"
@@ -149,15 +153,17 @@ def read_state(folder: str | Path) -> dict | None:
 
 
 def load_checkpoint(folder: str | Path, *, config: dict, model, optimizer, scheduler, scaler,
-                    np_rng, device) -> tuple[dict, dict]:
-    """Restore a checkpoint written by :func:`save_checkpoint` into the given objects.
+                    np_rng, device, averaged=None) -> tuple[dict, dict]:
+    """Restore a checkpoint written by :func:`save_checkpoint` into the given objects
+    (``averaged``: the run's weight average, restored too when given).
 
     Returns:
         (state, best_state): the parsed ``state.json`` and the best weights' state_dict.
 
     Raises:
         CheckpointError: no checkpoint, a tensor file missing or failing its sha256, or a
-            ``config`` that differs from the checkpoint's (the differing keys are named).
+            ``config`` that differs from the checkpoint's (the differing keys are named);
+            ``averaged`` given but the checkpoint holds no weight average.
     """
     from safetensors.torch import load_file
 
@@ -186,4 +192,9 @@ def load_checkpoint(folder: str | Path, *, config: dict, model, optimizer, sched
         scaler.load_state_dict(state["scaler"])
     np_rng.bit_generator.state = state["numpy_rng"]
     _restore_rng(tensors["rng"])
+    if averaged is not None:
+        if "averaged" not in tensors:
+            raise CheckpointError(f"{folder}: the checkpoint holds no weight average; resume "
+                                  "with the settings it was written with or start anew")
+        averaged.load_state_dict(tensors["averaged"])
     return state, tensors["best"]

@@ -21,6 +21,9 @@ Choices (and why, for a few dozen labelled micrographs):
   peak rate, then cosine decay to 1 % of it when the budget ends (:func:`one_cycle_lr`), so
   the learning rate ends low whatever the machine's speed or load. Peak 2e-3 from scratch;
   fine-tuning (``--from``) uses 0.3 x that.
+- **Weight average**: the packaged weights are an exponential moving average of the
+  trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
+  smooths the swings between nearby weights that six val images show (docs/models.md).
 - **Validation**: none during training (it costs minutes on a CPU and the low final rate
   makes the last weights the ones to keep); the package's val/test metrics are measured once
   at the end through the production tiled path. 15 % of the budget (at most 10 min) is kept
@@ -68,7 +71,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
         "p_targeted": 2 / 3, "class_weights": "inv_sqrt", "dice_weight": 0.5,
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
-        "validate_each_epoch": False, "steps_per_epoch": 100,
+        "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
         "time_budget_s": round(60 * (max_minutes - reserve), 1),
     }
     return recipe
@@ -98,6 +101,8 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
         f"schedule   AdamW, {r['schedule']}: {r['time_budget_s'] / 60:.1f} min of steps, peak "
         f"lr {r['lr']:.1e}, warm-up {r['warmup']:.0%}, ends at {r['final_lr_fraction']:.0%}",
-        "validation once at the end (tiled production path); the last weights are kept",
+        ("weights    " + (f"moving average, time constant {r['average_tau']:.0%} of the run"
+                          if r.get("average_tau") else "the last ones")),
+        "validation once at the end (tiled production path)",
     ]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.geometry import DEFAULT_GEOMETRY, TileGeometry
 from models.package import MODEL_JSON, ModelPackage, read_package
+from training.averaging import WeightAverage
 from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
@@ -121,7 +122,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           on_epoch_end: Callable[[int, dict], None] | None = None,
           time_budget_s: float | None = None, warmup: float = 0.03,
           final_lr_fraction: float = 0.01, validate_each_epoch: bool = True,
-          init_from: str | Path | None = None,
+          init_from: str | Path | None = None, average_tau: float | None = None,
           recipe: dict[str, Any] | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
@@ -160,6 +161,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     normalisation and weights are taken; its class table (names and label values, in order)
     must equal the dataset's. ``recipe``: the recipe's choices, recorded in the model card
     (``training.recipe``).
+
+    ``average_tau``: keep an exponential moving average of the weights with this time constant
+    (fraction of the run: of the time budget, else of ``epochs * steps_per_epoch`` steps;
+    :class:`training.averaging.WeightAverage`); the averaged weights are then the ones
+    validated and packaged (the last raw weights stay in the checkpoint).
 
     Returns:
         The written :class:`ModelPackage`.
@@ -222,6 +228,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
               "val_crop": val_crop, "amp": use_amp, **geometry.as_dict(),
               "half_weights": half_weights, "time_budget_s": time_budget_s,
               "init_from": str(init_from) if init_from else None}
+    if average_tau:
+        config["average_tau"] = average_tau
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -239,6 +247,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
                            transform=build_augmentation(augment))
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
+    average = WeightAverage(model, average_tau) if average_tau else None
     if time_budget_s is not None:
         from training.recipe import one_cycle_lr
 
@@ -252,7 +261,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if resume:
         state, best_sd = load_checkpoint(ckpt_dir, config=config, model=model, optimizer=opt,
                                          scheduler=sched, scaler=scaler, np_rng=rng,
-                                         device=device)
+                                         device=device, averaged=average)
         extra = state["extra"]
         start, history, prior_s = state["epoch"] + 1, extra["history"], extra["train_time_s"]
         best = (extra["best_score"], extra["best_epoch"], best_sd)
@@ -289,23 +298,28 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                 if time_budget_s is None:
                     sched.step()
                 steps_done += 1
+                if average is not None:
+                    average.update(model, (prior_s + time.monotonic() - t_loop) / time_budget_s
+                                   if time_budget_s else steps_done / (epochs * steps_per_epoch))
                 losses.append(loss.item())
                 bar.update(task, advance=1, description=_describe(epoch, epochs, losses, history))
             entry = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
                      "steps": steps_done}
+            kept = model if average is None else average.module
             if val:
-                conf = validate(model, described, val, geometry, device)
+                conf = validate(kept, described, val, geometry, device)
                 entry["val_miou"] = round(miou(conf), 4)
             history.append(entry)
             bar.update(task, description=_describe(epoch, epochs, losses, history))
             score = entry.get("val_miou", float(epoch))
             if best[2] is None or score > best[0]:
-                best = (score, epoch, copy.deepcopy(model.state_dict()))
+                best = (score, epoch, copy.deepcopy(kept.state_dict()))
             elapsed = time.monotonic() - t_loop
             save_checkpoint(ckpt_dir, epoch=epoch, config=config, model=model, optimizer=opt,
                             scheduler=sched, scaler=scaler, np_rng=rng, best_state=best[2],
                             extra={"history": history, "best_score": best[0],
-                                   "best_epoch": best[1], "train_time_s": prior_s + elapsed})
+                                   "best_epoch": best[1], "train_time_s": prior_s + elapsed},
+                            averaged=average)
             if progress:
                 bar.console.print(f"epoch {epoch}: loss {entry['loss']:.4f}  val mIoU "
                                   f"{entry.get('val_miou', float('nan')):.4f}  steps {steps_done}"
@@ -330,6 +344,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             f"one-cycle over {time_budget_s:.0f} s of wall time (warm-up {warmup}, final "
             f"{final_lr_fraction} x lr)" if time_budget_s else "cosine over the epochs"),
         "time_budget_s": time_budget_s, "validate_each_epoch": validate_each_epoch,
+        "weight_average": None if average is None else {
+            "kind": "exponential moving average of parameters and batch-norm buffers",
+            "tau": average_tau},
         "init_from": None if base is None else {
             "name": base.name, "version": base.version, "sha256": base.weights_sha256,
             "path": str(Path(init_from).resolve())},

@@ -4,6 +4,7 @@ checkpoints and --resume, and ``pelletseg train``."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -285,34 +286,65 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_package(tmp_path):
     assert labels.shape == (64, 64) and labels.max() < 3
 
 
-def test_resume_continues_bit_for_bit_and_never_unpickles(tmp_path, monkeypatch):
+@pytest.mark.parametrize("average_tau", [None, 0.3])
+def test_resume_continues_bit_for_bit_and_never_unpickles(tmp_path, monkeypatch, average_tau):
     import torch
 
     path = _dataset(tmp_path / "ds")
-    full = _tiny_train(path, tmp_path / "full", final_eval=False)
+    full = _tiny_train(path, tmp_path / "full", final_eval=False, average_tau=average_tau)
 
     def interrupt(epoch, entry):
         if epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _tiny_train(path, tmp_path / "cut", final_eval=False, on_epoch_end=interrupt)
+        _tiny_train(path, tmp_path / "cut", final_eval=False, on_epoch_end=interrupt,
+                    average_tau=average_tau)
     ckpt = tmp_path / "cut" / "checkpoint"
     assert read_state(ckpt)["epoch"] == 1 and not (tmp_path / "cut" / "model.json").exists()
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}
     with pytest.raises(CheckpointError, match="--resume"):  # never overwritten silently
-        _tiny_train(path, tmp_path / "cut", final_eval=False)
+        _tiny_train(path, tmp_path / "cut", final_eval=False, average_tau=average_tau)
     with pytest.raises(CheckpointError, match=r"lr: 0.001 -> 0.002"):
-        _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True, lr=2e-3)
+        _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True, lr=2e-3,
+                    average_tau=average_tau)
 
     def no_pickle(*a, **k):
         raise AssertionError("torch.load must not be used to resume")
 
     monkeypatch.setattr(torch, "load", no_pickle)
-    resumed = _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True)
+    resumed = _tiny_train(path, tmp_path / "cut", final_eval=False, resume=True,
+                          average_tau=average_tau)
     assert resumed.weights_sha256 == full.weights_sha256
     assert resumed.metrics["history"] == full.metrics["history"]
     assert resumed.training["resumed"] is True and read_state(ckpt)["epoch"] == 2
+    assert ("averaged" in read_state(ckpt)["files"]) == bool(average_tau)
+
+
+def test_weight_average_follows_the_weights_with_its_time_constant():
+    torch = pytest.importorskip("torch")
+    from training.averaging import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False), torch.nn.BatchNorm2d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+    avg = WeightAverage(net, tau=0.1)
+    avg.update(net, 0.0)  # the first update copies
+    with torch.no_grad():
+        net[0].weight.fill_(3.0)
+        net[1].running_mean.fill_(2.0)
+    avg.update(net, 0.1)  # one time constant later: 1 - 1/e of the way
+    rate = 1 - math.exp(-1)
+    assert avg.module[0].weight.item() == pytest.approx(1 + 2 * rate)
+    assert avg.module[1].running_mean.item() == pytest.approx(2 * rate)  # buffers too
+    assert net[0].weight.item() == 3.0  # the trained network is left alone
+    again = WeightAverage(net, tau=0.1)
+    again.load_state_dict(avg.state_dict())
+    avg.update(net, 0.2)
+    again.update(net, 0.2)  # restored progress: the same step
+    assert again.module[0].weight.item() == pytest.approx(avg.module[0].weight.item())
+    with pytest.raises(ValueError, match="time constant"):
+        WeightAverage(net, tau=0)
 
 
 def test_resume_refuses_a_corrupt_or_missing_checkpoint(tmp_path):

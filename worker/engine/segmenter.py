@@ -63,6 +63,11 @@ __all__ = ["Segmenter", "StripStats", "pick_device"]
 
 log = structlog.get_logger(__name__)
 
+#: Test-time augmentation kinds (``ModelPackage.tta``).
+TTA_KINDS = ("none", "flips")
+#: The flips of ``tta="flips"``: dims of an (N, C, H, W) tensor to flip, () the tile as is.
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
 
 @dataclass
 class StripStats:
@@ -113,6 +118,8 @@ class Segmenter:
             placement are the same for all.
         cache_dir: Folder of exported graphs for the runtimes that need one (default
             ``PELLETSEG_CACHE_DIR/exported``).
+        tta: Test-time augmentation (``none`` or ``flips``, see :meth:`_forward`); None: the
+            package's (``ModelPackage.tta``).
 
     Raises:
         ModelPackageError: the package is invalid or its weights fail the sha256 check.
@@ -134,13 +141,14 @@ class Segmenter:
         fold_bn: bool = True,
         runtime: str = "eager",
         cache_dir: str | Path | None = None,
+        tta: str | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
         load_weights(model, package_dir)
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
-                    runtime=runtime, cache_dir=cache_dir)
+                    runtime=runtime, cache_dir=cache_dir, tta=tta)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -164,8 +172,12 @@ class Segmenter:
     def _setup(self, package: ModelPackage, model: torch.nn.Module, *, device: str,
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
-               cache_dir: str | Path | None = None) -> None:
+               cache_dir: str | Path | None = None, tta: str | None = None) -> None:
         set_cpu_threads(threads)
+        tta = package.tta if tta is None else tta
+        if tta not in TTA_KINDS:
+            raise ValueError(f"tta must be one of {TTA_KINDS}, got {tta!r}")
+        self.tta = tta
         self.package = package
         self.device = pick_device(device)
         self.channels_last = channels_last
@@ -268,8 +280,28 @@ class Segmenter:
         return x
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T, T) normalised tiles -> (N, C, T, T) logits through :attr:`runtime`."""
-        return self.runtime(x)
+        """(N, 3, T, T) normalised tiles -> (N, C, T, T) logits through :attr:`runtime`.
+
+        With :attr:`tta` ``flips``, the mean of the logits of the tiles and of their
+        horizontal, vertical and double flips, each flipped back (flip test-time augmentation
+        as in Ronneberger et al., "U-Net", 2015, and the flips of ``ttach``): four forward
+        passes, the same labels wherever the model is flip-equivariant.
+        """
+        if self.tta == "none":
+            return self.runtime(x)
+        total = None
+        for dims in FLIPS:
+            xi = self._layout(x.flip(dims)) if dims else x
+            out = self.runtime(xi).float()
+            out = out.flip(dims) if dims else out
+            # a runtime may hand back a buffer it reuses: keep a copy of the first
+            total = out.clone() if total is None else total.add_(out)
+        return total.div_(len(FLIPS))
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory format the runtime takes (channels_last or contiguous)."""
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last
+                            else torch.contiguous_format)
 
     @torch.inference_mode()
     def _launch(self, tiles: torch.Tensor, with_confidence: bool = False) -> PendingLabels:

@@ -168,3 +168,29 @@ def test_torch_compile_setting_keeps_its_meaning_unless_a_runtime_is_named(tiny_
     named = Segmenter(tiny_package, device="cpu", compile=True, runtime="onnxruntime",
                       cache_dir=tmp_path)
     assert named.runtime.name == "onnxruntime"
+
+
+@pytest.mark.parametrize("name", ["eager", "openvino"])
+def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eager, crop,
+                                                        tmp_path):
+    pytest.importorskip(name if name != "eager" else "torch")
+    seg = Segmenter(tiny_package, device="cpu", threads=1, runtime=name, cache_dir=tmp_path,
+                    tta="flips")
+    assert seg.tta == "flips" and eager.tta == read_package(tiny_package).tta == "none"
+    x = seg.normalise(torch.from_numpy(np.ascontiguousarray(crop[None, :96, :128])))
+    with torch.inference_mode():
+        flips = [eager.model(x.flip(d).contiguous(memory_format=torch.channels_last)).flip(d)
+                 if d else eager.model(x.contiguous(memory_format=torch.channels_last))
+                 for d in ((), (-1,), (-2,), (-2, -1))]
+        want = torch.stack(flips).mean(0)
+        got = seg._forward(x)
+    assert got.shape == want.shape == (1, read_package(tiny_package).n_classes, 96, 128)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    # a random-init network is not flip-equivariant: the averaged logits differ from one pass
+    assert not torch.allclose(got, flips[0], atol=1e-3)
+    # through the tiled path, with the confidence of the averaged logits
+    geometry = TileGeometry(128, 16)
+    labels, conf = seg.segment_array(crop, geometry, with_confidence=True)
+    assert labels.shape == conf.shape == crop.shape[:2]
+    with pytest.raises(ValueError, match="tta must be one of"):
+        Segmenter(tiny_package, device="cpu", threads=1, tta="rotations")
