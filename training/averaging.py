@@ -41,10 +41,19 @@ class WeightAverage:
         self.tau = float(tau)
         self._rate = 0.0
         self._at = 0.0
-        self.averaged = AveragedModel(model, avg_fn=self._step, use_buffers=True)
+        self.averaged = AveragedModel(model, multi_avg_fn=self._step, use_buffers=True)
 
-    def _step(self, averaged, current, n_averaged):
-        return averaged + (current - averaged) * self._rate
+    def _step(self, averaged: list, current: list, n_averaged) -> None:
+        """One group of same-dtype tensors (``AveragedModel``'s ``multi_avg_fn``): floating
+        ones in one fused ``lerp`` (as ``torch.optim.swa_utils.get_ema_multi_avg_fn``),
+        integer counters (batch norms' ``num_batches_tracked``) take the current value."""
+        import torch
+
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, self._rate)
+        else:
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
 
     def update(self, model, progress: float) -> None:
         """Move the average towards ``model``'s weights after a step at ``progress`` (fraction
