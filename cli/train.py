@@ -65,10 +65,12 @@ def _json_object(ctx, param, value):
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
-@click.option("--augment", type=click.Choice(["default", "geometric", "none", "photometric"]),
+@click.option("--augment", type=click.Choice(["default", "geometric", "none", "luminance",
+                                             "photometric"]),
               default="default", show_default=True,
               help="Patch augmentation (torchvision.transforms.v2): flips and 90-degree "
-              "rotations; default adds mild brightness/contrast jitter and blur; photometric "
+              "rotations; default adds mild brightness/contrast jitter and blur; luminance "
+              "strong brightness/contrast jitter (colour ratios kept) and blur; photometric "
               "strong brightness/contrast jitter and white-balance gains, and blur.")
 @click.option("--p-targeted", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of patches centred on a class drawn uniformly (rare-class balance).")

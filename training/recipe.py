@@ -82,6 +82,8 @@ _AUGMENT_WORDS = {
     "none": "none",
     "geometric": "flips, 90-degree rotations",
     "default": "flips, 90-degree rotations, mild brightness/contrast, blur",
+    "luminance": "flips, 90-degree rotations, strong brightness/contrast (colour ratios kept), "
+                 "blur",
     "photometric": "flips, 90-degree rotations, strong brightness/contrast, white-balance "
                    "gains, blur",
 }

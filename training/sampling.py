@@ -20,8 +20,8 @@ import numpy as np
 
 from training.importers import IGNORE
 
-Augment = Literal["none", "geometric", "default", "photometric"]
-AUGMENTS = ("none", "geometric", "default", "photometric")
+Augment = Literal["none", "geometric", "default", "luminance", "photometric"]
+AUGMENTS = ("none", "geometric", "default", "luminance", "photometric")
 
 
 def build_augmentation(kind: Augment = "default"):
@@ -34,6 +34,10 @@ def build_augmentation(kind: Augment = "default"):
       of +-10 % (illumination differences between micrographs; hue and saturation are left
       alone because reflectance colour identifies ore phases) and, with probability 0.2, a
       3 x 3 Gaussian blur with sigma 0.1-1.0 px (focus).
+    - ``luminance``: ``geometric`` plus, with probability 0.8, brightness and contrast jitter
+      of +-25 % (the same gain on the three channels, so a pixel's R:G:B ratios, which tell
+      chalcopyrite from pyrrhotite, are kept while its absolute brightness stops naming the
+      phase), and the blur of ``default``.
     - ``photometric``: ``geometric`` plus, with probability 0.8, brightness and contrast
       jitter of +-30 % and a gain per channel of +-8 % (white balance), and the blur of
       ``default``: the illumination and white balance vary between sections more than the
@@ -54,6 +58,9 @@ def build_augmentation(kind: Augment = "default"):
              v2.RandomChoice([v2.RandomRotation((a, a)) for a in (0, 90, 180, 270)])]
     if kind == "default":
         steps += [v2.RandomApply([v2.ColorJitter(brightness=0.1, contrast=0.1)], p=0.5),
+                  v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2)]
+    if kind == "luminance":
+        steps += [v2.RandomApply([v2.ColorJitter(brightness=0.25, contrast=0.25)], p=0.8),
                   v2.RandomApply([v2.GaussianBlur(3, sigma=(0.1, 1.0))], p=0.2)]
     if kind == "photometric":
         from torchvision import tv_tensors

@@ -41,6 +41,17 @@ def test_augmentation_moves_image_and_mask_together():
         changed += not np.allclose(means, 120)
         gains.add(bool(np.ptp(means) > 2))  # channels scaled apart: a white-balance shift
     assert changed >= 20 and True in gains
+    luminance, changed = build_augmentation("luminance"), 0
+    tinted = np.zeros((32, 32, 3), np.uint8)
+    tinted[...] = (150, 120, 90)
+    for _ in range(40):
+        a_img, a_mask = apply_augmentation(luminance, tinted, mask)
+        assert any(np.array_equal(m, a_mask) for m in d4)
+        r, g, b = a_img.reshape(-1, 3).astype(float).mean(0)
+        changed += not np.isclose(r, 150)
+        if 20 < b < 235:  # not clipped: red above green above blue, as before
+            assert r > g > b
+    assert changed >= 20
     assert build_augmentation("none") is None
     with pytest.raises(ValueError, match="augmentation"):
         build_augmentation("heavy")
