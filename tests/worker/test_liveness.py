@@ -141,9 +141,12 @@ def test_stall_watch_needs_idle_with_messages_waiting_for_the_whole_window():
 
 def test_a_stalled_consumer_marks_its_worker_stopped_and_asks_for_a_restart(stack, micrograph):
     job = _planned(stack, micrograph)
-    stack.settings.heartbeat_seconds = 0.05
+    # beats far enough apart that a loaded machine never lets this worker's heartbeat expire
+    # (3 missed beats): a worker judged dead registers again and gives its rows back itself,
+    # before the reconcile this test is about
+    stack.settings.heartbeat_seconds = 0.25
     stack.settings.reconcile_seconds = 0
-    stack.settings.consumer_stall_seconds = 0.3
+    stack.settings.consumer_stall_seconds = 0.6
     stalled = []
     live = Liveness(lambda: stack, stall_probe=lambda: (True, 4),
                     on_stall=lambda: stalled.append(time.monotonic()))

@@ -273,7 +273,8 @@ def test_worker_on_spot_notice_stops_taking_rows_and_releases_or_finishes_its_ro
                           120, "the job did not end")
     assert done.status == JobStatus.SUCCEEDED, done.error
     rows = ctx.table.rows.list(job.id)
-    assert all(r.status == RowStatus.DONE and r.attempts == 1 for r in rows)
+    assert all(r.status == RowStatus.DONE and r.attempts == 1 for r in rows), [
+        (r.index, r.status, r.attempts, r.worker, r.error) for r in rows]
     others = [r for r in rows if r.index != first.index]
     assert all(r.worker == rescue_id for r in others)
     if mode == "release":
