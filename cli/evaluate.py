@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from cli.options import device_option, home_option
+from models.package import TTA_KINDS
 
 
 def resolve_package(model: str, home: Path | None) -> Path:
@@ -57,7 +58,7 @@ def resolve_package(model: str, home: Path | None) -> Path:
               help="Override the package's tile size (px) [default: the package's].")
 @click.option("--halo", type=click.IntRange(min=0), default=None,
               help="Override the package's halo (px) [default: the package's].")
-@click.option("--tta", type=click.Choice(["none", "flips"]), default=None,
+@click.option("--tta", type=click.Choice(TTA_KINDS), default=None,
               help="Override the package's test-time augmentation: flips averages the logits "
               "of each tile and its three flips (4 forward passes) [default: the package's].")
 @home_option

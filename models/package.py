@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.geometry import WithGeometry
 
-__all__ = ["MODEL_JSON", "ROLES", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
+__all__ = ["MODEL_JSON", "ROLES", "TTA_KINDS", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
            "ModelPackageError", "Normalisation", "read_package", "role_and_pellet", "sha256_file"]
 
 
@@ -68,6 +68,8 @@ class ClassInfo(BaseModel):
 
 
 ROLES = ("mount", "pore", "phase")
+#: Test-time augmentation kinds of ``ModelPackage.tta``.
+TTA_KINDS = ("none", "flips")
 
 
 def role_and_pellet(data: Any) -> Any:

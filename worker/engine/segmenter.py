@@ -36,7 +36,7 @@ import structlog
 import torch
 
 from core.geometry import TileGeometry
-from models.package import ModelPackage, read_package
+from models.package import TTA_KINDS, ModelPackage, read_package
 from worker.engine.devices import (
     PendingLabels,
     autocast_dtype,
@@ -63,8 +63,6 @@ __all__ = ["Segmenter", "StripStats", "pick_device"]
 
 log = structlog.get_logger(__name__)
 
-#: Test-time augmentation kinds (``ModelPackage.tta``).
-TTA_KINDS = ("none", "flips")
 #: The flips of ``tta="flips"``: dims of an (N, C, H, W) tensor to flip, () the tile as is.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 

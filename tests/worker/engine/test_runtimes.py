@@ -194,3 +194,8 @@ def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eage
     assert labels.shape == conf.shape == crop.shape[:2]
     with pytest.raises(ValueError, match="tta must be one of"):
         Segmenter(tiny_package, device="cpu", threads=1, tta="rotations")
+    # the one list of kinds is the one model.json accepts
+    from typing import get_args
+
+    from models.package import TTA_KINDS, ModelPackage
+    assert get_args(ModelPackage.model_fields["tta"].annotation) == TTA_KINDS
