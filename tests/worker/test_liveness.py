@@ -111,8 +111,8 @@ def test_rows_in_flight_are_counted_per_holder():
 
 def test_liveness_thread_beats_reconciles_and_stops(stack, micrograph):
     job = _planned(stack, micrograph)
-    stack.settings.heartbeat_seconds = 0.1
-    stack.settings.reconcile_seconds = 0.2
+    stack.settings.heartbeat_seconds = 0.25  # 3 missed beats (0.75 s) survive a loaded CI machine
+    stack.settings.reconcile_seconds = 0.5
     stack.table.heartbeats.register("gone:9", interval=0.05)
     assert stack.table.rows.claim(job.id, 1, "gone:9", lease_seconds=600).claimed
     with Liveness(lambda: stack) as live:
