@@ -96,7 +96,9 @@ class Liveness:
     def _register(self, ctx: WorkerContext) -> None:
         from queues.names import ROW_TASK
 
-        given_back = ctx.table.heartbeats.register(ctx.worker_id, ctx.settings.heartbeat_seconds)
+        in_flight, since = ROWS_IN_FLIGHT.snapshot()  # rows this process already works on
+        given_back = ctx.table.heartbeats.register(ctx.worker_id, ctx.settings.heartbeat_seconds,
+                                                   in_flight, since)
         self.worker_id = ctx.worker_id
         for job_id, index in given_back:
             ctx.enqueue(ROW_TASK, job_id, index)

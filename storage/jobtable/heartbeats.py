@@ -42,17 +42,24 @@ class Heartbeats(Repository):
         StorageError: the database failed or is unreachable.
     """
 
-    def register(self, worker: str, interval: float) -> list[tuple[str, int]]:
+    def register(self, worker: str, interval: float,
+                 in_flight: Collection[tuple[str, int]] = (), since: datetime | None = None
+                 ) -> list[tuple[str, int]]:
         """Start beating as ``worker`` (``host:pid``) every ``interval`` s.
 
-        A process that has just started holds no rows: any row still ``running`` under its id
+        A row still ``running`` under this id that the process does not have ``in_flight``
         belongs to an earlier process with the same ``host:pid`` (a restarted container gets
-        the same host name and pid) that died, and goes back to ``pending`` here.
+        the same host name and pid) that died, or to a task of this process that stopped
+        without an outcome, and goes back to ``pending`` here. Rows ``in_flight`` (read at UTC
+        ``since``, default now) and rows claimed after ``since`` are this process's own work
+        and stay: the first task can claim a row before the heartbeat thread registers, and
+        a process judged dead registers again while its rows run.
 
         Returns:
             ``(job_id, index)`` of the rows given back, to enqueue again.
         """
         now = utcnow()
+        since = since or now
         expires = now + timedelta(seconds=MISSED_BEATS * interval)
         with self._tx() as conn:
             moved = conn.execute(
@@ -68,9 +75,11 @@ class Heartbeats(Repository):
                 if not isinstance(getattr(e, "__cause__", None), IntegrityError) \
                         and not isinstance(e, IntegrityError):
                     raise
+        own = [and_(Row.job_id == j, Row.index == i) for j, i in sorted(set(in_flight))]
         return self._give_back(
-            [Row.worker == worker, Row.started_at < now],
-            f"its worker {worker} was restarted (same host:pid) before finishing it", now)
+            [Row.worker == worker, Row.started_at < since, *([~or_(*own)] if own else [])],
+            f"its worker {worker} was restarted (same host:pid) or stopped working on it "
+            "before finishing it", now)
 
     def beat(self, worker: str, interval: float, lease_seconds: float,
              in_flight: Collection[tuple[str, int]] = (), since: datetime | None = None

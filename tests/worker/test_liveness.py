@@ -72,6 +72,39 @@ def test_a_restarted_process_with_the_same_host_pid_gives_back_its_predecessors_
     assert stack.table.rows.get(job.id, 3).status == RowStatus.PENDING
 
 
+def test_registering_keeps_the_rows_the_process_already_works_on(stack, micrograph):
+    job = _planned(stack, micrograph)
+    beats, rows = stack.table.heartbeats, stack.table.rows
+    assert rows.claim(job.id, 1, "box:2", lease_seconds=600).claimed  # a predecessor's row
+    time.sleep(0.01)
+    # the first task claims rows before the heartbeat thread registers the new process
+    assert rows.claim(job.id, 2, "box:2", lease_seconds=600).claimed  # in flight
+    _, since = RowsInFlight().snapshot()
+    time.sleep(0.01)
+    assert rows.claim(job.id, 3, "box:2", lease_seconds=600).claimed  # claimed after the read
+    assert beats.register("box:2", interval=60, in_flight=[(job.id, 2)], since=since) == [
+        (job.id, 1)]
+    assert [rows.get(job.id, i).status for i in (1, 2, 3)] == [
+        RowStatus.PENDING, RowStatus.RUNNING, RowStatus.RUNNING]
+    assert [rows.get(job.id, i).attempts for i in (2, 3)] == [1, 1]
+
+
+def test_the_liveness_thread_never_gives_back_the_row_claimed_before_it_registered(
+        stack, micrograph):
+    job = _planned(stack, micrograph)
+    # a task of this process claimed (and works on) row 2 before the thread's first step
+    with ROWS_IN_FLIGHT.hold(job.id, 2):
+        assert stack.table.rows.claim(job.id, 2, stack.worker_id, lease_seconds=600).claimed
+        with Liveness(lambda: stack) as live:
+            deadline = time.monotonic() + 10
+            while live.beats < 1:
+                assert time.monotonic() < deadline, "the liveness thread never registered"
+                time.sleep(0.02)
+        row = stack.table.rows.get(job.id, 2)
+        assert (row.status, row.worker, row.attempts) == (RowStatus.RUNNING, stack.worker_id, 1)
+        assert (ROW_TASK, job.id, 2) not in stack.sent
+
+
 def test_a_live_workers_beat_renews_rows_in_flight_and_hands_back_the_others(
         stack, micrograph):
     job = _planned(stack, micrograph)
