@@ -58,7 +58,7 @@ def run_monai(segmenter, image: np.ndarray, tile: int, halo: int, batch: int) ->
         t0 = time.perf_counter()
         if segmenter.channels_last:
             window = window.contiguous(memory_format=torch.channels_last)
-        out = segmenter.runtime(window)
+        out = segmenter.forward(window)  # the package's input scale and test-time flips too
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         model_s[0] += time.perf_counter() - t0

@@ -78,6 +78,11 @@ def _json_object(ctx, param, value):
               help="Keep an exponential moving average of the weights with this time constant "
               "(fraction of the run) and package it instead of the last weights; 0: none "
               "[default recipe: its choice].")
+@click.option("--input-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Model pixels per image pixel: train on images reduced by this factor "
+              "(area averaging) and serve each tile reduced the same way (0.5: a 256 px patch "
+              "covers 512 image px, 4x less compute per image px) [default: the recipe's; "
+              "with --from, that package's; else 1].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
                    "[default: whole images].")
@@ -100,7 +105,7 @@ def _json_object(ctx, param, value):
 def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
           steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, p_targeted,
-          average_tau, val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
+          average_tau, input_scale, val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
 
     Without --epochs, the default recipe (training/recipe.py) picks the model, patches,
@@ -147,13 +152,14 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                                 has_eval_split=has_eval and final_eval)
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
-                             "steps_per_epoch", "average_tau")
+                             "steps_per_epoch", "average_tau", "input_scale")
                  if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
                  "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
                  "dice_weight": dice_weight, "class_weights": class_weights,
                  "augment": augment, "p_targeted": p_targeted,
-                 "steps_per_epoch": steps_per_epoch, "average_tau": average_tau}
+                 "steps_per_epoch": steps_per_epoch, "average_tau": average_tau,
+                 "input_scale": input_scale}
         recipe.update({k: local[k] for k in given})
         if from_model is not None:
             from models import read_package
@@ -161,6 +167,8 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             base = read_package(from_model, verify=False)
             recipe.update(arch=base.architecture, encoder=base.encoder,
                           arch_params=dict(base.arch_params), init_from=str(from_model))
+            if "input_scale" not in given:
+                recipe["input_scale"] = base.input_scale
         click.echo(f"default recipe for {max_minutes:g} min on {device}"
                    + (f" (fine-tuning {from_model})" if from_model else "") + ":\n"
                    + describe_recipe(recipe)
@@ -170,6 +178,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         dice_weight, class_weights = recipe["dice_weight"], recipe["class_weights"]
         augment, p_targeted = recipe["augment"], recipe["p_targeted"]
         steps_per_epoch, average_tau = recipe["steps_per_epoch"], recipe["average_tau"]
+        input_scale = recipe["input_scale"]
     elif from_model is not None:
         from models import read_package
 
@@ -210,7 +219,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         pkg = run_training(
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
-            average_tau=average_tau or None,
+            average_tau=average_tau or None, input_scale=input_scale,
             time_budget_s=recipe["time_budget_s"] if recipe else None,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

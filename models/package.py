@@ -131,11 +131,19 @@ class ModelPackage(WithGeometry):
 
     ``tta`` is the test-time augmentation the package is served with: ``none``, or ``flips``
     (the logits of each tile averaged over the tile and its horizontal, vertical and double
-    flips: four forward passes per tile; :meth:`worker.engine.segmenter.Segmenter._forward`).
+    flips: four forward passes per tile; :meth:`worker.engine.segmenter.Segmenter.forward`).
+
+    ``input_scale`` is the model's pixels per image pixel: at 0.5 each tile (halo included) is
+    reduced to half its side by area averaging before the forward pass and the logits are
+    interpolated back to the tile before the argmax
+    (:meth:`worker.engine.segmenter.Segmenter.forward`); the package was trained on images
+    reduced the same way (``pelletseg train --input-scale``). The tile geometry stays in
+    image px; ``tile_size * input_scale`` must be a multiple of 32.
 
     Raises (on construction):
-        pydantic.ValidationError: missing fields, class indices that are not 0..C-1, or a
-            tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule.
+        pydantic.ValidationError: missing fields, class indices that are not 0..C-1, a
+            tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, or an
+            ``input_scale`` outside (0, 1].
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -155,6 +163,7 @@ class ModelPackage(WithGeometry):
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     domain: ModelDomain | None = None  # what it was trained on; None: not declared
     tta: Literal["none", "flips"] = "none"
+    input_scale: float = Field(1.0, gt=0, le=1)
 
     @field_validator("classes")
     @classmethod

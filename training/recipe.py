@@ -73,6 +73,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
+        "input_scale": 1.0,
         "time_budget_s": round(60 * (max_minutes - reserve), 1),
     }
     return recipe
@@ -99,6 +100,10 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         + f"), arch_params {r['arch_params']}",
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
+        ("scale      the images' own resolution" if r.get("input_scale", 1) == 1 else
+         f"scale      images reduced to {r['input_scale']:g} x (a {r['patch_size']} px patch "
+         f"covers {r['patch_size'] / r['input_scale']:.0f} image px; tiles are served the "
+         "same way)"),
         f"loss       cross-entropy (class weights {r['class_weights']}) + "
         f"{r['dice_weight']} x soft dice",
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.geometry import DEFAULT_GEOMETRY, TileGeometry
+from core.geometry import DEFAULT_GEOMETRY, TILE_MULTIPLE, TileGeometry
 from models.package import MODEL_JSON, ModelPackage, read_package
 from training.averaging import WeightAverage
 from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
@@ -34,7 +34,7 @@ from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
-from worker.engine.network import write_package
+from worker.engine.network import model_size, to_model_scale, write_package
 
 __all__ = ["channel_stats", "train", "validate"]
 
@@ -90,6 +90,22 @@ def _centre_crop(data, crop: int | None):
     return out
 
 
+def reduce_pair(image: np.ndarray, mask: np.ndarray, scale: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A training pair at a package's ``input_scale``: the (H, W, 3) uint8 image reduced by
+    area averaging (rounded to uint8), the (H, W) uint8 class indices by the nearest pixel
+    (:func:`worker.engine.network.to_model_scale`, the reduction serving applies to tiles).
+    At ``scale == 1`` the pair comes back unchanged."""
+    if scale == 1:
+        return image, mask
+    import torch
+
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    small = to_model_scale(x, scale)[0].round_().clamp_(0, 255).to(torch.uint8)
+    labels = to_model_scale(torch.from_numpy(mask)[None, None], scale, labels=True)[0, 0]
+    return small.permute(1, 2, 0).contiguous().numpy(), labels.contiguous().numpy()
+
+
 def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_params, mean, std,
                   geometry: TileGeometry) -> dict[str, Any]:
     colours = spec.display_colours()
@@ -123,6 +139,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           time_budget_s: float | None = None, warmup: float = 0.03,
           final_lr_fraction: float = 0.01, validate_each_epoch: bool = True,
           init_from: str | Path | None = None, average_tau: float | None = None,
+          input_scale: float | None = None,
           recipe: dict[str, Any] | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
@@ -162,6 +179,13 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     must equal the dataset's. ``recipe``: the recipe's choices, recorded in the model card
     (``training.recipe``).
 
+    ``input_scale``: the model's pixels per image pixel, in (0, 1] (default: ``init_from``'s,
+    else 1): the training images are reduced by it (area averaging; masks: nearest pixel,
+    :func:`worker.engine.network.to_model_scale`) before patches are drawn, so a 256 px patch
+    at 0.5 covers 512 image px, and the package records it, so validation and serving reduce
+    each tile the same way (:attr:`models.package.ModelPackage.input_scale`). The model card
+    describes the data at its own resolution.
+
     ``average_tau``: keep an exponential moving average of the weights with this time constant
     (fraction of the run: of the time budget, else of ``epochs * steps_per_epoch`` steps;
     :class:`training.averaging.WeightAverage`); the averaged weights are then the ones
@@ -175,7 +199,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         ModelPackageError: unknown ``arch``/``encoder``/``arch_params``.
         CheckpointError: ``resume`` without a checkpoint, with a corrupt one or one written
             with other settings; or a checkpoint exists and ``resume`` is False.
-        ValueError: ``patch_size`` not a multiple of 32 or larger than a training image;
+        ValueError: ``patch_size`` not a multiple of 32 or larger than a training image (at
+            ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
+            multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
             ``augment``; ``init_from``'s class table differs from the dataset's (names both).
     """
@@ -199,12 +225,19 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     stems = spec.split_stems()
     if not stems.get("train"):
         raise DatasetError(f"{dataset_yaml}: the 'train' split is empty or missing")
+    base = _base_package(init_from, spec) if init_from is not None else None
+    scale = input_scale if input_scale is not None else (base.input_scale if base else 1.0)
+    if not 0 < scale <= 1:
+        raise ValueError(f"input_scale must be in (0, 1], got {scale}")
+    if model_size(geometry.tile_size, scale) % TILE_MULTIPLE:
+        raise ValueError(f"tile size {geometry.tile_size} px at input_scale {scale} is "
+                         f"{model_size(geometry.tile_size, scale)} px, not a multiple of 32")
     data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
+    train_data = data["train"]  # at the images' own resolution, for the model card
+    data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]
     n_classes, names = len(spec.classes), [c.name for c in spec.classes]
     mean, std = channel_stats([img for img, _ in data["train"]])
-    base = None
-    if init_from is not None:
-        base = _base_package(init_from, spec)
+    if base is not None:
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
         mean, std = list(base.normalisation.mean), list(base.normalisation.std)
     cw_arg = class_weights
@@ -230,12 +263,16 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
               "init_from": str(init_from) if init_from else None}
     if average_tau:
         config["average_tau"] = average_tau
+    if scale != 1:
+        config["input_scale"] = scale
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    meta = _package_meta(spec, stems, data["train"], name=name, version=version, arch=arch,
+    meta = _package_meta(spec, stems, train_data, name=name, version=version, arch=arch,
                          encoder=encoder, arch_params=arch_params, mean=mean, std=std,
                          geometry=geometry)
+    meta["input_scale"] = scale
+    del train_data
     # Validates meta (dummy sha) and builds the network before any time is spent training.
     described = ModelPackage.model_validate({**meta, "weights_sha256": "0" * 64})
     model = build_model(described)

@@ -16,7 +16,7 @@ from models.package import WEIGHTS_FILE, read_package, sha256_file
 from training.checkpoints import CheckpointError, read_state
 from training.confusion import confusion_matrix, iou_per_class, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split, mask_to_index
-from training.trainer import channel_stats, class_weights_inv_sqrt, train
+from training.trainer import channel_stats, class_weights_inv_sqrt, reduce_pair, train
 from worker.engine.network import build_model, load_weights
 
 
@@ -228,6 +228,36 @@ def test_tiny_training_writes_valid_deterministic_package(tmp_path):
     assert same.weights_sha256 == pkg.weights_sha256
     other = _tiny_train(path, tmp_path / "p3", seed=1)
     assert other.weights_sha256 != pkg.weights_sha256
+
+
+def test_reduce_pair_averages_the_image_and_keeps_labels():
+    img = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    mask = np.array([[0, 1, 2, 2, 1, 1]] * 2 + [[2, 2, 0, 0, 1, 1]] * 2, np.uint8)
+    small, labels = reduce_pair(img, mask, 0.5)
+    assert small.shape == (2, 3, 3) and labels.shape == (2, 3) and small.dtype == np.uint8
+    want = img.reshape(2, 2, 3, 2, 3).astype(float).mean(axis=(1, 3))  # 2 x 2 block means
+    assert np.abs(small.astype(float) - want).max() <= 0.5
+    assert set(np.unique(labels)) <= set(np.unique(mask))  # nearest pixel: no label invented
+    assert reduce_pair(img, mask, 1.0) == (img, mask)
+
+
+def test_input_scale_trains_on_reduced_images_and_validates_at_full_resolution(tmp_path):
+    path = _dataset(tmp_path / "ds")
+    pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale=0.5, epochs=1)
+    assert pkg.input_scale == read_package(tmp_path / "p").input_scale == 0.5
+    # the model card describes the data at its own resolution
+    assert pkg.training["data"]["train_class_pixels"] == {
+        "bg": 2 * 1536, "oxide": 2 * 2048, "crack": 2 * 512}
+    # normalisation from the images the model saw
+    reduced = [reduce_pair(img, m, 0.5)[0] for img, m in
+               load_split(load_dataset_spec(path), ["a", "b"])]
+    assert list(pkg.normalisation.mean) == pytest.approx(channel_stats(reduced)[0])
+    # the 64 px val image is labelled through the tiled path, 64 px tiles reduced to 32 px
+    assert set(pkg.metrics["val_iou"]) == {"bg", "oxide", "crack"}
+    with pytest.raises(ValueError, match="not a multiple of 32"):
+        _tiny_train(path, tmp_path / "q", patch_size=32, input_scale=0.75, epochs=1)
+    with pytest.raises(ValueError, match=r"input_scale must be in \(0, 1\]"):
+        _tiny_train(path, tmp_path / "q", patch_size=32, input_scale=1.5, epochs=1)
 
 
 def test_train_rejects_bad_patch_size(tmp_path):

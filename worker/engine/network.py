@@ -1,6 +1,8 @@
 """The network of a model package, in torch: build the segmentation-models-pytorch model a
 ``model.json`` describes, load its safetensors weights, and write a package from a trained
-model (:func:`write_package`, used by training). Never downloads weights.
+model (:func:`write_package`, used by training), and the resampling between image pixels and
+the model's input scale (:func:`to_model_scale`, :func:`to_image_scale`), which serving and
+training share. Never downloads weights.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from models.package import (
     sha256_file,
 )
 
-__all__ = ["build_model", "load_weights", "write_package"]
+__all__ = ["build_model", "load_weights", "model_size", "to_image_scale", "to_model_scale",
+           "write_package"]
 
 
 def build_model(pkg: ModelPackage):
@@ -92,3 +95,51 @@ def write_package(folder: str | Path, model, meta: dict[str, Any], *, half: bool
     pkg = ModelPackage.model_validate({**meta, "weights_sha256": sha256_file(weights)})
     (folder / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2) + "\n")
     return pkg
+
+
+def model_size(size: int, scale: float) -> int:
+    """Side (px) of a ``size`` px image side at a package's ``input_scale``: ``round(size *
+    scale)``, at least 1."""
+    return max(1, round(size * scale))
+
+
+def to_model_scale(x, scale: float, *, labels: bool = False):
+    """Resample images to a package's ``input_scale`` (the model's pixels per image pixel).
+
+    Images are reduced by area averaging (``torch.nn.functional.interpolate(mode="area")``:
+    the mean of each 2 x 2 block at 0.5); label maps (``labels=True``) take the nearest
+    pixel, so no label is invented. At ``scale == 1`` the input comes back unchanged.
+
+    Args:
+        x: (N, C, H, W) float tensor of images, or (N, 1, H, W) tensor of labels.
+        scale: ``input_scale`` in (0, 1].
+
+    Returns:
+        (N, C, round(H * scale), round(W * scale)) tensor of ``x``'s dtype.
+    """
+    import torch.nn.functional as F
+
+    if scale == 1:
+        return x
+    size = (model_size(x.shape[-2], scale), model_size(x.shape[-1], scale))
+    if labels:
+        return F.interpolate(x.float(), size=size, mode="nearest-exact").to(x.dtype)
+    return F.interpolate(x, size=size, mode="area")
+
+
+def to_image_scale(logits, size: tuple[int, int]):
+    """Logits at the model's scale back to the image's (H, W) by bilinear interpolation (pixel
+    centres aligned, ``align_corners=False``), before the argmax.
+
+    Args:
+        logits: (N, C, h, w) float logits.
+        size: (H, W) px of the image tile.
+
+    Returns:
+        (N, C, H, W) float32 logits (``logits`` itself if already that size).
+    """
+    import torch.nn.functional as F
+
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)

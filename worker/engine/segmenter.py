@@ -35,7 +35,7 @@ import numpy as np
 import structlog
 import torch
 
-from core.geometry import TileGeometry
+from core.geometry import TILE_MULTIPLE, TileGeometry
 from models.package import TTA_KINDS, ModelPackage, read_package
 from worker.engine.devices import (
     PendingLabels,
@@ -46,7 +46,13 @@ from worker.engine.devices import (
     pick_device,
     set_cpu_threads,
 )
-from worker.engine.network import build_model, load_weights
+from worker.engine.network import (
+    build_model,
+    load_weights,
+    model_size,
+    to_image_scale,
+    to_model_scale,
+)
 from worker.engine.prefetch import Prefetcher, RowsFn, iter_bands, region_rows
 from worker.engine.runtimes import Runtime, make_runtime
 from worker.engine.tiling import (
@@ -116,7 +122,7 @@ class Segmenter:
             placement are the same for all.
         cache_dir: Folder of exported graphs for the runtimes that need one (default
             ``PELLETSEG_CACHE_DIR/exported``).
-        tta: Test-time augmentation (``none`` or ``flips``, see :meth:`_forward`); None: the
+        tta: Test-time augmentation (``none`` or ``flips``, see :meth:`forward`); None: the
             package's (``ModelPackage.tta``).
 
     Raises:
@@ -277,14 +283,36 @@ class Segmenter:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, T) normalised tiles -> (N, C, T, T) logits through :attr:`runtime`.
 
+        With the package's ``input_scale`` s < 1 the tiles are reduced to (N, 3, sT, sT) by
+        area averaging, and the logits interpolated back to (T, T)
+        (:func:`worker.engine.network.to_model_scale`, :func:`~worker.engine.network.to_image_scale`).
         With :attr:`tta` ``flips``, the mean of the logits of the tiles and of their
         horizontal, vertical and double flips, each flipped back (flip test-time augmentation
         as in Ronneberger et al., "U-Net", 2015, and the flips of ``ttach``): four forward
         passes, the same labels wherever the model is flip-equivariant.
+
+        Raises:
+            ValueError: ``T * input_scale`` is not a multiple of 32 (the network's stride).
         """
+        scale = self.package.input_scale
+        if scale == 1:
+            return self._forward_at_model_scale(x)
+        size = tuple(x.shape[-2:])
+        side = model_size(size[0], scale)
+        if side % TILE_MULTIPLE or model_size(size[1], scale) % TILE_MULTIPLE:
+            raise ValueError(f"model {self.package.name} {self.package.version} works at "
+                             f"input_scale {scale}: a {size[0]} px tile becomes {side} px, not a "
+                             "multiple of 32; choose a tile size T with T * input_scale a "
+                             "multiple of 32")
+        logits = self._forward_at_model_scale(self._layout(to_model_scale(x, scale)))
+        return to_image_scale(logits, size)
+
+    def _forward_at_model_scale(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, t, t) model input -> (N, C, t, t) logits through :attr:`runtime`, averaged
+        over the flips with :attr:`tta` ``flips`` (see :meth:`forward`)."""
         if self.tta == "none":
             return self.runtime(x)
         total = None
@@ -309,7 +337,7 @@ class Segmenter:
         with self._lock:
             if self.device.type != "cuda":
                 t0 = time.perf_counter()
-                logits = self._forward(self.normalise(tiles))
+                logits = self.forward(self.normalise(tiles))
                 if with_confidence:
                     labels, conf = self.decide(logits)
                     return PendingLabels(labels.cpu(), seconds=time.perf_counter() - t0,
@@ -320,7 +348,7 @@ class Segmenter:
             started.record()
             x = tiles.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=self._amp, enabled=self._amp is not None):
-                logits = self._forward(self.normalise(x))
+                logits = self.forward(self.normalise(x))
             conf_host = None
             if with_confidence:
                 labels, conf = self.decide(logits)
@@ -348,7 +376,7 @@ class Segmenter:
         """
         with self._lock, torch.autocast(self.device.type, dtype=self._amp,
                                         enabled=self._amp is not None):
-            return self._forward(self.normalise(tiles)).argmax(dim=1).to(torch.uint8)
+            return self.forward(self.normalise(tiles)).argmax(dim=1).to(torch.uint8)
 
     def _host_batch(self, n: int, tile_size: int) -> torch.Tensor:
         """An empty (n, T, T, 3) uint8 host batch: pinned on CUDA (reused safely by torch's

@@ -183,7 +183,7 @@ def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eage
                  if d else eager.model(x.contiguous(memory_format=torch.channels_last))
                  for d in ((), (-1,), (-2,), (-2, -1))]
         want = torch.stack(flips).mean(0)
-        got = seg._forward(x)
+        got = seg.forward(x)
     assert got.shape == want.shape == (1, read_package(tiny_package).n_classes, 96, 128)
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     # a random-init network is not flip-equivariant: the averaged logits differ from one pass
@@ -199,3 +199,39 @@ def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eage
 
     from models.package import TTA_KINDS, ModelPackage
     assert get_args(ModelPackage.model_fields["tta"].annotation) == TTA_KINDS
+
+
+@pytest.mark.parametrize("name", ["eager", "openvino"])
+def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_package, eager,
+                                                                  crop, tmp_path):
+    import shutil
+
+    import torch.nn.functional as F
+
+    from models.package import MODEL_JSON, ModelPackage
+
+    pytest.importorskip(name if name != "eager" else "torch")
+    folder = tmp_path / "half"
+    shutil.copytree(tiny_package, folder)
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    (folder / MODEL_JSON).write_text(json.dumps({**meta, "input_scale": 0.5}))
+    seg = Segmenter(folder, device="cpu", threads=1, runtime=name, cache_dir=tmp_path)
+    assert seg.package.input_scale == 0.5 and eager.package.input_scale == 1.0
+    x = seg.normalise(torch.from_numpy(np.ascontiguousarray(crop[None, :128, :128])))
+    with torch.inference_mode():
+        small = F.avg_pool2d(x, 2)  # area averaging at 0.5: the mean of each 2 x 2 block
+        want = F.interpolate(eager.model(small.contiguous(memory_format=torch.channels_last)),
+                             size=(128, 128), mode="bilinear", align_corners=False)
+        got = seg.forward(x)
+        full = eager.forward(x)
+    assert got.shape == full.shape == (1, read_package(folder).n_classes, 128, 128)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(got, full, atol=1e-3)  # the model really saw the reduced tile
+    # the tiled path at full resolution: labels and confidence of the image's shape
+    labels, conf = seg.segment_array(crop, TileGeometry(128, 16), with_confidence=True)
+    assert labels.shape == conf.shape == crop.shape[:2]
+    with pytest.raises(ValueError, match="becomes 48 px, not a multiple of 32"):
+        seg.segment_array(crop, TileGeometry(96, 16))
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="input_scale"):
+            ModelPackage.model_validate({**meta, "input_scale": bad})
