@@ -36,7 +36,7 @@ from training.losses import class_weights_inv_sqrt, segmentation_loss
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import model_size, to_model_scale, write_package
 
-__all__ = ["channel_stats", "train", "validate"]
+__all__ = ["channel_stats", "reduce_pair", "train", "validate"]
 
 
 def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
