@@ -100,9 +100,12 @@ def reduce_pair(image: np.ndarray, mask: np.ndarray, scale: float
         return image, mask
     import torch
 
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+    # arrays read from image files may be read-only: torch wants a writable one
+    x = torch.from_numpy(image if image.flags.writeable else image.copy())
+    x = x.permute(2, 0, 1)[None].float()
     small = to_model_scale(x, scale)[0].round_().clamp_(0, 255).to(torch.uint8)
-    labels = to_model_scale(torch.from_numpy(mask)[None, None], scale, labels=True)[0, 0]
+    m = torch.from_numpy(mask if mask.flags.writeable else mask.copy())
+    labels = to_model_scale(m[None, None], scale, labels=True)[0, 0]
     return small.permute(1, 2, 0).contiguous().numpy(), labels.contiguous().numpy()
 
 
