@@ -100,7 +100,8 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
         click.echo(f"{dataset_yaml} declares no splits: evaluating all {m['images']} images")
     click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
                f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
-               f"{m['inference']['halo']}, tta {m['inference']['tta']}): mIoU {m['miou']}, pixel accuracy "
+               f"{m['inference']['halo']}, tta {m['inference']['tta']}, input scale "
+               f"{m['inference']['input_scale']:g}): mIoU {m['miou']}, pixel accuracy "
                f"{m['pixel_accuracy']}, mean class accuracy {m['mean_class_accuracy']}, "
                f"edge-weighted mIoU {m['edge_weighted']['miou']}")
     click.echo(f"{'class':<16}{'IoU':>8}{'acc':>8}{'labelled %':>12}{'predicted %':>13}"

@@ -230,6 +230,7 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
                           image_names=image_names)
     out["inference"] = {"path": "worker.engine.segmenter.Segmenter.segment_array", "tile_size": t,
                         "halo": h, "device": str(seg.device), "tta": seg.tta,
+                        "input_scale": pkg.input_scale,
                         "batch_size": batch_size or seg.batch_size}
     return out
 

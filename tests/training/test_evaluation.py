@@ -138,6 +138,7 @@ def test_evaluate_package_uses_the_production_tiled_path(tiny_package):
     assert m["confusion_matrix"] == expected.tolist()
     assert m["inference"]["path"] == "worker.engine.segmenter.Segmenter.segment_array"
     assert (m["inference"]["tile_size"], m["inference"]["halo"]) == (128, 16)  # the package's
+    assert m["inference"]["input_scale"] == 1.0  # the package's (tiny_package: full resolution)
     m2 = evaluate_package(tiny_package, data[:1], geometry=TileGeometry(64, 8))
     assert (m2["inference"]["tile_size"], m2["inference"]["halo"]) == (64, 8)
 
