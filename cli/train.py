@@ -11,6 +11,19 @@ from cli.options import device_option, home_option
 from core.geometry import DEFAULT_GEOMETRY
 
 
+def _input_scale(ctx, param, value):
+    """``--input-scale``: ``auto`` or a float in (0, 1]."""
+    if value is None or value == "auto":
+        return value
+    try:
+        scale = float(value)
+    except ValueError:
+        scale = -1.0
+    if not 0 < scale <= 1:
+        raise click.BadParameter(f"{value!r}: expected a number in (0, 1] or 'auto'")
+    return scale
+
+
 def _json_object(ctx, param, value):
     if value is None:
         return None
@@ -78,11 +91,12 @@ def _json_object(ctx, param, value):
               help="Keep an exponential moving average of the weights with this time constant "
               "(fraction of the run) and package it instead of the last weights; 0: none "
               "[default recipe: its choice].")
-@click.option("--input-scale", type=click.FloatRange(0, 1, min_open=True), default=None,
-              help="Model pixels per image pixel: train on images reduced by this factor "
-              "(area averaging) and serve each tile reduced the same way (0.5: a 256 px patch "
-              "covers 512 image px, 4x less compute per image px) [default: the recipe's; "
-              "with --from, that package's; else 1].")
+@click.option("--input-scale", callback=_input_scale, default=None, metavar="SCALE|auto",
+              help="Model pixels per image pixel, in (0, 1]: train on images reduced by this "
+              "factor (area averaging) and serve each tile reduced the same way (0.5: a 256 px "
+              "patch covers 512 image px, 4x less compute per image px); auto: 0.5 where every "
+              "class keeps a round-trip IoU >= 0.98 at it, else 1 [default: the recipe's "
+              "(auto); with --from, that package's; else 1].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
                    "[default: whole images].")

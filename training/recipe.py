@@ -21,6 +21,12 @@ Choices (and why, for a few dozen labelled micrographs):
   peak rate, then cosine decay to 1 % of it when the budget ends (:func:`one_cycle_lr`), so
   the learning rate ends low whatever the machine's speed or load. Peak 2e-3 from scratch;
   fine-tuning (``--from``) uses 0.3 x that.
+- **Input scale**: ``auto``: the model works at half resolution (a 256 px patch covers 512
+  image px, serving costs a quarter of the model work per image px) when every class of the
+  training masks keeps a round-trip IoU of at least 0.98 at 0.5, else at full resolution
+  (:func:`choose_input_scale`): sections of large grains gain context and steps, thin cracks
+  and small pores keep every pixel. LumenStone S2: 0.5 (worst class 0.990), val mIoU 0.703 ->
+  0.720 (docs/models.md, run 9); NASA EBC: 1 (cracks 0.936 at 0.5).
 - **Weight average**: the packaged weights are an exponential moving average of the
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
@@ -36,7 +42,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["default_recipe", "describe_recipe", "one_cycle_lr"]
+__all__ = ["AUTO_SCALES", "MIN_ROUND_TRIP_IOU", "choose_input_scale", "default_recipe",
+           "describe_recipe", "one_cycle_lr", "round_trip_iou"]
+
+#: Input scales ``auto`` tries, the strongest reduction first (1 when none passes).
+AUTO_SCALES = (0.5,)
+#: The round-trip IoU every class must keep at a scale for ``auto`` to take it.
+MIN_ROUND_TRIP_IOU = 0.98
 
 
 def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
@@ -51,6 +63,79 @@ def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
         return lo + (peak - lo) * f / warmup
     t = (f - warmup) / max(1e-9, 1 - warmup)
     return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
+    """Per class, the IoU of label maps taken to ``scale`` and back the way a model's output
+    comes back in serving: each class's indicator reduced by area averaging
+    (:func:`worker.engine.network.to_model_scale`), interpolated back bilinearly
+    (:func:`~worker.engine.network.to_image_scale`) and the argmax over classes, against the
+    masks. It is the best IoU any model working at ``scale`` can reach on them.
+
+    Args:
+        masks: (H, W) uint8 class indices (values >= ``n_classes``, e.g. ignored pixels, are
+            left out of both sides).
+        n_classes: C.
+        scale: Model px per image px, in (0, 1].
+
+    Returns:
+        C IoUs in [0, 1] (1.0 for a class absent from every mask).
+    """
+    import numpy as np
+    import torch
+
+    from worker.engine.network import to_image_scale, to_model_scale
+
+    inter, union = np.zeros(n_classes), np.zeros(n_classes)
+    for mask in masks:
+        m = torch.from_numpy(np.ascontiguousarray(mask))
+        best = torch.full(m.shape, -1.0)
+        back = torch.zeros(m.shape, dtype=torch.uint8)
+        for c in range(n_classes):  # one class at a time: memory of a few (H, W) planes
+            p = to_image_scale(to_model_scale((m == c).float()[None, None], scale), m.shape)[0, 0]
+            take = p > best
+            best = torch.where(take, p, best)
+            back[take] = c
+        valid = m < n_classes
+        for c in range(n_classes):
+            a, b = (m == c) & valid, (back == c) & valid
+            inter[c] += int((a & b).sum())
+            union[c] += int((a | b).sum())
+    return [float(i / u) if u else 1.0 for i, u in zip(inter, union, strict=True)]
+
+
+def choose_input_scale(masks: list, n_classes: int, tile_size: int, patch_size: int = 0,
+                       candidates: tuple[float, ...] = AUTO_SCALES,
+                       min_iou: float = MIN_ROUND_TRIP_IOU) -> tuple[float, dict[str, Any]]:
+    """The ``auto`` input scale: the first of ``candidates`` at which every class keeps a
+    :func:`round_trip_iou` of at least ``min_iou`` on the training masks, the tile size
+    (px) stays a multiple of 32 px and every reduced mask still holds a ``patch_size`` px
+    patch, else 1 (full resolution).
+
+    Returns:
+        ``(scale, choice)``: ``choice`` holds ``chosen``, ``min_iou``, the per-class
+        round-trip IoU of each candidate tried (``round_trip_iou``) and a ``reason`` in words.
+    """
+    from core.geometry import TILE_MULTIPLE
+
+    tried: dict[str, list[float]] = {}
+    for scale in candidates:
+        smallest = min((min(m.shape[:2]) for m in masks), default=0)
+        if round(tile_size * scale) % TILE_MULTIPLE or round(smallest * scale) < patch_size:
+            continue
+        ious = round_trip_iou(masks, n_classes, scale)
+        tried[f"{scale:g}"] = [round(v, 4) for v in ious]
+        if min(ious) >= min_iou:
+            reason = (f"every class keeps a round-trip IoU >= {min_iou} at {scale:g} (worst "
+                      f"{min(ious):.3f}): the model works at {scale:g} x the image resolution")
+            return scale, {"chosen": scale, "min_iou": min_iou, "round_trip_iou": tried,
+                           "reason": reason}
+    worst = {k: min(v) for k, v in tried.items()}
+    reason = (f"a class falls below a round-trip IoU of {min_iou} at every reduced scale "
+              f"tried (worst {worst}): the model works at full resolution") if tried else \
+        "no reduced scale fits the tile size and the patch size: the model works at full " \
+        "resolution"
+    return 1.0, {"chosen": 1.0, "min_iou": min_iou, "round_trip_iou": tried, "reason": reason}
 
 
 def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool = False,
@@ -73,7 +158,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
-        "input_scale": 1.0,
+        "input_scale": "auto",
         "time_budget_s": round(60 * (max_minutes - reserve), 1),
     }
     return recipe
@@ -100,10 +185,7 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         + f"), arch_params {r['arch_params']}",
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
-        ("scale      the images' own resolution" if r.get("input_scale", 1) == 1 else
-         f"scale      images reduced to {r['input_scale']:g} x (a {r['patch_size']} px patch "
-         f"covers {r['patch_size'] / r['input_scale']:.0f} image px; tiles are served the "
-         "same way)"),
+        _describe_scale(r.get("input_scale", 1), r["patch_size"]),
         f"loss       cross-entropy (class weights {r['class_weights']}) + "
         f"{r['dice_weight']} x soft dice",
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
@@ -114,3 +196,13 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         "validation once at the end (tiled production path)",
     ]
     return "\n".join(lines)
+
+
+def _describe_scale(scale: float | str, patch: int) -> str:
+    if scale == "auto":
+        return (f"scale      auto: {AUTO_SCALES[0]:g} x the image resolution if every class "
+                f"keeps a round-trip IoU >= {MIN_ROUND_TRIP_IOU} at it, else full resolution")
+    if scale == 1:
+        return "scale      the images' own resolution"
+    return (f"scale      images reduced to {scale:g} x (a {patch} px patch covers "
+            f"{patch / scale:.0f} image px; tiles are served the same way)")

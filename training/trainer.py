@@ -90,6 +90,17 @@ def _centre_crop(data, crop: int | None):
     return out
 
 
+def _check_scale(scale: float, geometry: TileGeometry) -> None:
+    """Raises ValueError: ``scale`` outside (0, 1], or the tile size at it not a multiple of
+    32 px."""
+    if not 0 < scale <= 1:
+        raise ValueError(f"input_scale must be in (0, 1], got {scale}")
+    if model_size(geometry.tile_size, scale) % TILE_MULTIPLE:
+        raise ValueError(f"tile size {geometry.tile_size} px at input_scale {scale} is "
+                         f"{model_size(geometry.tile_size, scale)} px, not a multiple of "
+                         f"{TILE_MULTIPLE}")
+
+
 def reduce_pair(image: np.ndarray, mask: np.ndarray, scale: float
                 ) -> tuple[np.ndarray, np.ndarray]:
     """A training pair at a package's ``input_scale``: the (H, W, 3) uint8 image reduced by
@@ -142,7 +153,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           time_budget_s: float | None = None, warmup: float = 0.03,
           final_lr_fraction: float = 0.01, validate_each_epoch: bool = True,
           init_from: str | Path | None = None, average_tau: float | None = None,
-          input_scale: float | None = None,
+          input_scale: float | str | None = None,
           recipe: dict[str, Any] | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
@@ -182,8 +193,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     must equal the dataset's. ``recipe``: the recipe's choices, recorded in the model card
     (``training.recipe``).
 
-    ``input_scale``: the model's pixels per image pixel, in (0, 1] (default: ``init_from``'s,
-    else 1): the training images are reduced by it (area averaging; masks: nearest pixel,
+    ``input_scale``: the model's pixels per image pixel, in (0, 1], or ``"auto"``
+    (:func:`training.recipe.choose_input_scale` on the training masks, recorded in the model
+    card as ``training.input_scale_choice``); default: ``init_from``'s, else 1. The training
+    images are reduced by it (area averaging; masks: nearest pixel,
     :func:`worker.engine.network.to_model_scale`) before patches are drawn, so a 256 px patch
     at 0.5 covers 512 image px, and the package records it, so validation and serving reduce
     each tile the same way (:attr:`models.package.ModelPackage.input_scale`). The model card
@@ -230,13 +243,18 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise DatasetError(f"{dataset_yaml}: the 'train' split is empty or missing")
     base = _base_package(init_from, spec) if init_from is not None else None
     scale = input_scale if input_scale is not None else (base.input_scale if base else 1.0)
-    if not 0 < scale <= 1:
-        raise ValueError(f"input_scale must be in (0, 1], got {scale}")
-    if model_size(geometry.tile_size, scale) % TILE_MULTIPLE:
-        raise ValueError(f"tile size {geometry.tile_size} px at input_scale {scale} is "
-                         f"{model_size(geometry.tile_size, scale)} px, not a multiple of 32")
+    if scale != "auto":
+        _check_scale(scale, geometry)
     data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
     train_data = data["train"]  # at the images' own resolution, for the model card
+    scale_choice = None
+    if scale == "auto":
+        from training.recipe import choose_input_scale
+
+        scale, scale_choice = choose_input_scale([m for _, m in train_data], len(spec.classes),
+                                                 geometry.tile_size, patch_size)
+        if progress:
+            print(f"input scale {scale:g}: {scale_choice['reason']}")
     data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]
     n_classes, names = len(spec.classes), [c.name for c in spec.classes]
     mean, std = channel_stats([img for img, _ in data["train"]])
@@ -384,6 +402,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             f"one-cycle over {time_budget_s:.0f} s of wall time (warm-up {warmup}, final "
             f"{final_lr_fraction} x lr)" if time_budget_s else "cosine over the epochs"),
         "time_budget_s": time_budget_s, "validate_each_epoch": validate_each_epoch,
+        "input_scale_choice": scale_choice,
         "weight_average": None if average is None else {
             "kind": "exponential moving average of parameters and batch-norm buffers",
             "tau": average_tau},

@@ -11,7 +11,13 @@ import yaml
 
 from models.package import read_package
 from tests.training.test_trainer import CLASSES, _dataset, _tiny_train
-from training.recipe import default_recipe, describe_recipe, one_cycle_lr
+from training.recipe import (
+    choose_input_scale,
+    default_recipe,
+    describe_recipe,
+    one_cycle_lr,
+    round_trip_iou,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -44,6 +50,52 @@ def test_default_recipe_fits_budget_and_device():
     assert "resnet18" in describe_recipe(cpu) and "one-cycle" in describe_recipe(cpu)
     with pytest.raises(ValueError, match="max-minutes"):
         default_recipe(0)
+
+
+def _blocks_and_line(line: bool):
+    """A 128 x 128 px mask of large blocks (classes 0, 1) and, if ``line``, a 1 px crack
+    (class 2) across it; a few ignored pixels (255)."""
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:, 64:] = 1
+    mask[0, :4] = 255
+    if line:
+        mask[:, 30] = 2
+    return mask
+
+
+def test_round_trip_iou_keeps_large_grains_and_loses_thin_cracks():
+    blocks = round_trip_iou([_blocks_and_line(False)], 3, 0.5)
+    assert blocks[0] > 0.98 and blocks[1] > 0.98
+    assert blocks[2] == 1.0  # absent class
+    crack = round_trip_iou([_blocks_and_line(True)], 3, 0.5)
+    assert crack[2] < 0.8 and crack[0] > 0.95
+    assert round_trip_iou([_blocks_and_line(True)], 3, 1.0) == [1.0, 1.0, 1.0]
+
+
+def test_auto_input_scale_reduces_only_where_every_class_survives():
+    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, tile_size=1024)
+    assert scale == choice["chosen"] == 0.5 and "0.5 x the image resolution" in choice["reason"]
+    assert min(choice["round_trip_iou"]["0.5"]) >= 0.98
+    scale, choice = choose_input_scale([_blocks_and_line(True)], 3, tile_size=1024)
+    assert scale == 1.0 and "full resolution" in choice["reason"]
+    assert choice["round_trip_iou"]["0.5"][2] < 0.98  # the crack is what failed
+    # a tile that would not be a multiple of 32 px at 0.5 rules the scale out untried
+    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, tile_size=96)
+    assert scale == 1.0 and choice["round_trip_iou"] == {}
+    # so does a 128 px mask that would be too small for a 96 px patch at 0.5
+    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, 1024, patch_size=96)
+    assert scale == 1.0 and "patch size" in choice["reason"]
+    assert default_recipe(30)["input_scale"] == default_recipe(30, "cuda")["input_scale"] == "auto"
+    assert "auto: 0.5 x the image resolution" in describe_recipe(default_recipe(30))
+
+
+def test_auto_input_scale_in_training_is_recorded_in_the_model_card(tmp_path):
+    path = _dataset(tmp_path)
+    pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale="auto", epochs=1,
+                      final_eval=False)
+    choice = pkg.training["input_scale_choice"]
+    assert pkg.input_scale == choice["chosen"] == 0.5  # the tiny masks are large blocks
+    assert set(choice["round_trip_iou"]) == {"0.5"}
 
 
 def test_time_budget_run_and_fine_tune(tmp_path):
