@@ -70,11 +70,13 @@ def _json_object(ctx, param, value):
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch [default: about one pass over the training pixels].")
 @device_option
-@click.option("--tile-size", type=int, default=DEFAULT_GEOMETRY.tile_size, show_default=True,
+@click.option("--tile-size", type=int, default=DEFAULT_GEOMETRY.tile_size,
               help="Tile size recorded in the package (validation, evaluation and serving "
-              "use it), px.")
-@click.option("--halo", type=int, default=DEFAULT_GEOMETRY.halo, show_default=True,
-              help="Tile halo recorded in the package, px.")
+              "use it), image px [default: 1024; a model at a reduced input scale sees 512 "
+              "model px, e.g. 2048 image px at 0.25].")
+@click.option("--halo", type=int, default=DEFAULT_GEOMETRY.halo,
+              help="Tile halo recorded in the package, image px [default: 128; 64 model px "
+              "at a reduced input scale].")
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
@@ -134,6 +136,8 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
     """
     from pathlib import Path
 
+    from click.core import ParameterSource
+
     from core.geometry import GeometryError, TileGeometry
     from imaging import ImageFormatError
     from models import ModelPackageError
@@ -149,8 +153,6 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
 
         from_model = resolve_package(from_model, home)
     if epochs is None:
-        from click.core import ParameterSource
-
         from training.recipe import default_recipe, describe_recipe
 
         if not max_minutes:
@@ -199,10 +201,12 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         base = read_package(from_model, verify=False)
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
 
-    try:
-        geometry = TileGeometry(tile_size, halo)
-    except GeometryError as e:
-        raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
+    geometry = None  # the default for the package's input scale (training.recipe)
+    if {ctx.get_parameter_source(k) for k in ("tile_size", "halo")} != {ParameterSource.DEFAULT}:
+        try:
+            geometry = TileGeometry(tile_size, halo)
+        except GeometryError as e:
+            raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
     try:
         if name is None and from_model is not None:

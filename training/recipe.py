@@ -21,12 +21,15 @@ Choices (and why, for a few dozen labelled micrographs):
   peak rate, then cosine decay to 1 % of it when the budget ends (:func:`one_cycle_lr`), so
   the learning rate ends low whatever the machine's speed or load. Peak 2e-3 from scratch;
   fine-tuning (``--from``) uses 0.3 x that.
-- **Input scale**: ``auto``: the model works at half resolution (a 256 px patch covers 512
-  image px, serving costs a quarter of the model work per image px) when every class of the
-  training masks keeps a round-trip IoU of at least 0.98 at 0.5, else at full resolution
-  (:func:`choose_input_scale`): sections of large grains gain context and steps, thin cracks
-  and small pores keep every pixel. LumenStone S2: 0.5 (worst class 0.990), val mIoU 0.703 ->
-  0.720 (docs/models.md, run 9); NASA EBC: 1 (cracks 0.936 at 0.5).
+- **Input scale**: ``auto``: the model works at a quarter or half of the image resolution
+  (at 0.25 a 256 px patch covers 1024 image px, and serving costs 1/16 of the model work per
+  image px) at the strongest of these reductions where every class of the training masks
+  keeps a round-trip IoU of at least 0.97, else at full resolution
+  (:func:`choose_input_scale`); a reduced model's default tile is 512 model px with a 64 px
+  halo (:func:`geometry_for_scale`). Sections of large grains gain context per patch; thin
+  cracks and small pores keep every pixel. LumenStone S2: 0.25 (worst class 0.974), val mIoU
+  0.703 (1) -> 0.720 (0.5) -> 0.734 (0.25) (docs/models.md, runs 5, 9, 10); NASA EBC: 1
+  (cracks 0.936 at 0.5, 0.743 at 0.25).
 - **Weight average**: the packaged weights are an exponential moving average of the
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
@@ -42,13 +45,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["AUTO_SCALES", "MIN_ROUND_TRIP_IOU", "choose_input_scale", "default_recipe",
-           "describe_recipe", "one_cycle_lr", "round_trip_iou"]
+__all__ = ["AUTO_SCALES", "MIN_ROUND_TRIP_IOU", "REDUCED_MODEL_GEOMETRY", "choose_input_scale",
+           "default_recipe", "describe_recipe", "geometry_for_scale", "one_cycle_lr",
+           "round_trip_iou"]
 
 #: Input scales ``auto`` tries, the strongest reduction first (1 when none passes).
-AUTO_SCALES = (0.5,)
+AUTO_SCALES = (0.25, 0.5)
 #: The round-trip IoU every class must keep at a scale for ``auto`` to take it.
-MIN_ROUND_TRIP_IOU = 0.98
+MIN_ROUND_TRIP_IOU = 0.97
+#: The tile and halo a reduced model sees by default (model px): 512 / 64.
+REDUCED_MODEL_GEOMETRY = (512, 64)
 
 
 def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
@@ -63,6 +69,25 @@ def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
         return lo + (peak - lo) * f / warmup
     t = (f - warmup) / max(1e-9, 1 - warmup)
     return lo + (peak - lo) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def geometry_for_scale(scale: float):
+    """The default tile geometry (image px) of a package at ``scale``: the default
+    (:data:`core.geometry.DEFAULT_GEOMETRY`, 1024/128) at full resolution, else the larger
+    of it and :data:`REDUCED_MODEL_GEOMETRY` in image px (0.5: 1024/128, 0.25: 2048/256), so
+    a reduced model still sees 512 px tiles with a 64 px halo.
+
+    Returns:
+        :class:`core.geometry.TileGeometry`.
+    """
+    from core.geometry import DEFAULT_GEOMETRY, TileGeometry
+
+    if scale == 1:
+        return DEFAULT_GEOMETRY
+    tile, halo = (round(v / scale) for v in REDUCED_MODEL_GEOMETRY)
+    if tile <= DEFAULT_GEOMETRY.tile_size:
+        return DEFAULT_GEOMETRY
+    return TileGeometry(tile, halo)
 
 
 def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
@@ -104,13 +129,14 @@ def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
     return [float(i / u) if u else 1.0 for i, u in zip(inter, union, strict=True)]
 
 
-def choose_input_scale(masks: list, n_classes: int, tile_size: int, patch_size: int = 0,
+def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
+                       patch_size: int = 0,
                        candidates: tuple[float, ...] = AUTO_SCALES,
                        min_iou: float = MIN_ROUND_TRIP_IOU) -> tuple[float, dict[str, Any]]:
     """The ``auto`` input scale: the first of ``candidates`` at which every class keeps a
     :func:`round_trip_iou` of at least ``min_iou`` on the training masks, the tile size
-    (px) stays a multiple of 32 px and every reduced mask still holds a ``patch_size`` px
-    patch, else 1 (full resolution).
+    (px; None: :func:`geometry_for_scale`'s) stays a multiple of 32 px and every reduced mask
+    still holds a ``patch_size`` px patch, else 1 (full resolution).
 
     Returns:
         ``(scale, choice)``: ``choice`` holds ``chosen``, ``min_iou``, the per-class
@@ -121,7 +147,8 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int, patch_size: 
     tried: dict[str, list[float]] = {}
     for scale in candidates:
         smallest = min((min(m.shape[:2]) for m in masks), default=0)
-        if round(tile_size * scale) % TILE_MULTIPLE or round(smallest * scale) < patch_size:
+        tile = tile_size or geometry_for_scale(scale).tile_size
+        if round(tile * scale) % TILE_MULTIPLE or round(smallest * scale) < patch_size:
             continue
         ious = round_trip_iou(masks, n_classes, scale)
         tried[f"{scale:g}"] = [round(v, 4) for v in ious]
@@ -200,8 +227,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
 
 def _describe_scale(scale: float | str, patch: int) -> str:
     if scale == "auto":
-        return (f"scale      auto: {AUTO_SCALES[0]:g} x the image resolution if every class "
-                f"keeps a round-trip IoU >= {MIN_ROUND_TRIP_IOU} at it, else full resolution")
+        tried = " or ".join(f"{s:g}" for s in AUTO_SCALES)
+        return (f"scale      auto: the strongest reduction ({tried} x) at which every class "
+                f"keeps a round-trip IoU >= {MIN_ROUND_TRIP_IOU}, else full resolution")
     if scale == 1:
         return "scale      the images' own resolution"
     return (f"scale      images reduced to {scale:g} x (a {patch} px patch covers "

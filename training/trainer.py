@@ -33,6 +33,7 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
+from training.recipe import geometry_for_scale
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import model_size, to_model_scale, write_package
 
@@ -145,7 +146,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           arch_params: dict[str, Any] | None = None, device: str = "cpu",
           steps_per_epoch: int | None = None, half_weights: bool = True, progress: bool = True,
           dice_weight: float = 0.0, class_weights: str | list[float] | None = None,
-          geometry: TileGeometry = DEFAULT_GEOMETRY,
+          geometry: TileGeometry | None = DEFAULT_GEOMETRY,
           augment: str = "default", p_targeted: float = 0.5, val_crop: int | None = None,
           amp: bool = True, resume: bool = False, checkpoint_dir: str | Path | None = None,
           max_minutes: float | None = None, final_eval: bool = True,
@@ -202,6 +203,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     each tile the same way (:attr:`models.package.ModelPackage.input_scale`). The model card
     describes the data at its own resolution.
 
+    ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
+    1024/128 image px at 1 and 0.5, 2048/256 at 0.25).
+
     ``average_tau``: keep an exponential moving average of the weights with this time constant
     (fraction of the run: of the time budget, else of ``epochs * steps_per_epoch`` steps;
     :class:`training.averaging.WeightAverage`); the averaged weights are then the ones
@@ -244,6 +248,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     base = _base_package(init_from, spec) if init_from is not None else None
     scale = input_scale if input_scale is not None else (base.input_scale if base else 1.0)
     if scale != "auto":
+        geometry = geometry or geometry_for_scale(scale)
         _check_scale(scale, geometry)
     data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
     train_data = data["train"]  # at the images' own resolution, for the model card
@@ -251,8 +256,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if scale == "auto":
         from training.recipe import choose_input_scale
 
-        scale, scale_choice = choose_input_scale([m for _, m in train_data], len(spec.classes),
-                                                 geometry.tile_size, patch_size)
+        scale, scale_choice = choose_input_scale(
+            [m for _, m in train_data], len(spec.classes),
+            geometry.tile_size if geometry else None, patch_size)
+        geometry = geometry or geometry_for_scale(scale)
         if progress:
             print(f"input scale {scale:g}: {scale_choice['reason']}")
     data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]

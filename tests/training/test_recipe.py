@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import yaml
 
+from core.geometry import DEFAULT_GEOMETRY, TileGeometry
 from models.package import read_package
 from tests.training.test_trainer import CLASSES, _dataset, _tiny_train
 from training.recipe import (
+    AUTO_SCALES,
+    MIN_ROUND_TRIP_IOU,
     choose_input_scale,
     default_recipe,
     describe_recipe,
+    geometry_for_scale,
     one_cycle_lr,
     round_trip_iou,
 )
@@ -73,20 +77,30 @@ def test_round_trip_iou_keeps_large_grains_and_loses_thin_cracks():
 
 
 def test_auto_input_scale_reduces_only_where_every_class_survives():
-    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, tile_size=1024)
-    assert scale == choice["chosen"] == 0.5 and "0.5 x the image resolution" in choice["reason"]
-    assert min(choice["round_trip_iou"]["0.5"]) >= 0.98
+    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, tile_size=2048)
+    # the strongest reduction tried first: large blocks survive a quarter of the resolution
+    assert scale == choice["chosen"] == AUTO_SCALES[0] == 0.25
+    assert "0.25 x the image resolution" in choice["reason"]
+    assert min(choice["round_trip_iou"]["0.25"]) >= MIN_ROUND_TRIP_IOU == 0.97
+    assert choose_input_scale([_blocks_and_line(False)], 3, 1024, candidates=(0.5,),
+                              min_iou=0.98)[0] == 0.5
     scale, choice = choose_input_scale([_blocks_and_line(True)], 3, tile_size=1024)
     assert scale == 1.0 and "full resolution" in choice["reason"]
-    assert choice["round_trip_iou"]["0.5"][2] < 0.98  # the crack is what failed
+    assert choice["round_trip_iou"]["0.5"][2] < 0.97  # the crack is what failed
     # a tile that would not be a multiple of 32 px at 0.5 rules the scale out untried
     scale, choice = choose_input_scale([_blocks_and_line(False)], 3, tile_size=96)
     assert scale == 1.0 and choice["round_trip_iou"] == {}
-    # so does a 128 px mask that would be too small for a 96 px patch at 0.5
-    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, 1024, patch_size=96)
+    # so does a 128 px mask that would be too small for a 96 px patch at 0.5 and 0.25
+    scale, choice = choose_input_scale([_blocks_and_line(False)], 3, None, patch_size=96)
     assert scale == 1.0 and "patch size" in choice["reason"]
     assert default_recipe(30)["input_scale"] == default_recipe(30, "cuda")["input_scale"] == "auto"
-    assert "auto: 0.5 x the image resolution" in describe_recipe(default_recipe(30))
+    assert "auto: the strongest reduction (0.25 or 0.5 x)" in describe_recipe(default_recipe(30))
+
+
+def test_a_reduced_model_sees_512_px_tiles_by_default():
+    assert geometry_for_scale(1) == geometry_for_scale(0.5) == DEFAULT_GEOMETRY  # 1024 / 128
+    assert geometry_for_scale(0.25) == TileGeometry(2048, 256)
+    assert geometry_for_scale(0.125) == TileGeometry(4096, 512)
 
 
 def test_auto_input_scale_in_training_is_recorded_in_the_model_card(tmp_path):
@@ -94,8 +108,13 @@ def test_auto_input_scale_in_training_is_recorded_in_the_model_card(tmp_path):
     pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale="auto", epochs=1,
                       final_eval=False)
     choice = pkg.training["input_scale_choice"]
-    assert pkg.input_scale == choice["chosen"] == 0.5  # the tiny masks are large blocks
+    # the tiny masks are large blocks; at 0.25 the 64 px images would not hold a 32 px patch
+    assert pkg.input_scale == choice["chosen"] == 0.5
     assert set(choice["round_trip_iou"]) == {"0.5"}
+    # without a geometry, the package gets the default for its scale
+    auto = _tiny_train(path, tmp_path / "q", patch_size=32, input_scale=0.5, epochs=1,
+                       final_eval=False, geometry=None)
+    assert auto.geometry == geometry_for_scale(0.5)
 
 
 def test_time_budget_run_and_fine_tune(tmp_path):
