@@ -17,12 +17,12 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from pydantic import ValidationError
 
-from core.geometry import GeometryError, TileGeometry
+from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 from core.settings import Settings
 from core.sources import is_bare_path, source_scheme
 from core.spec import JobSpec
 from core.states import JOB_TERMINAL, JobStatus
-from models import ModelPackageError, ModelRegistry
+from models import ModelPackage, ModelPackageError, ModelRegistry
 from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.blobs import BlobStore, UploadStore
 from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
@@ -127,14 +127,22 @@ class SubmissionService:
         source_url = (self._upload_source(upload_id) if upload_id is not None
                       else self.normalise_source(source, confine_files=confine_files))
         record = self._model(model or self.settings.default_model, model_version)
+        package = self._package(record)
         if tile_size is None or halo is None:
-            default = self._default_geometry(record)
+            default = self.settings.geometry or package.geometry
             tile_size = default.tile_size if tile_size is None else tile_size
             halo = default.halo if halo is None else halo
         try:
             geometry = TileGeometry(tile_size, halo)
         except GeometryError as e:
             raise SubmissionError(str(e)) from e
+        if round(geometry.tile_size * package.input_scale) % TILE_MULTIPLE:
+            raise SubmissionError(
+                f"model {record.name} {record.version} works at input scale "
+                f"{package.input_scale:g}: a {geometry.tile_size} px tile would be "
+                f"{round(geometry.tile_size * package.input_scale)} model px, not a multiple of "
+                f"{TILE_MULTIPLE}; choose a tile size that is (e.g. the package's "
+                f"{package.tile_size})")
         if webhook_url is not None:
             self.check_webhook(webhook_url)
         try:
@@ -234,13 +242,12 @@ class SubmissionService:
         except NotFoundError as e:
             raise SubmissionError(str(e)) from e
 
-    def _default_geometry(self, record: ModelRecord) -> TileGeometry:
-        """The geometry a job of this model gets when it names none: the operator's
-        ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``, else the package's own."""
-        if self.settings.geometry is not None:
-            return self.settings.geometry
+    def _package(self, record: ModelRecord) -> ModelPackage:
+        """The ``model.json`` of a registered model: its geometry (the default of a job that
+        names none, unless the operator set ``PELLETSEG_TILE_SIZE``/``PELLETSEG_HALO``) and
+        input scale."""
         try:
-            return self.models.meta(record.name, record.version).geometry
+            return self.models.meta(record.name, record.version)
         except ModelPackageError as e:
             raise SubmissionError(f"model {record.name} {record.version} cannot be used: {e}") \
                 from e

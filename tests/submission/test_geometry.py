@@ -89,3 +89,27 @@ def test_serving_and_evaluation_of_a_package_use_the_same_geometry(settings, pac
                              geometry=TileGeometry(64, 16))
     assert other["pixel_accuracy"] < 1.0  # another geometry gives other labels
     assert np.unique(served).size > 1
+
+
+def test_a_tile_the_model_cannot_take_at_its_input_scale_is_refused_at_submission(
+        tmp_path, package, micrograph):
+    import json
+    import shutil
+
+    from models import MODEL_JSON
+
+    half = tmp_path / "half" / "1"
+    shutil.copytree(package, half)
+    meta = json.loads((half / MODEL_JSON).read_text())
+    # the model sees 64 px tiles with an 8 px halo: 128 / 16 image px at input scale 0.5
+    (half / MODEL_JSON).write_text(json.dumps({**meta, "name": "half", "input_scale": 0.5,
+                                               "tile_size": 128, "halo": 16}))
+    settings = Settings(home=tmp_path / "home", default_model="half", torch_threads=1)
+    prepare(settings).publish(half)
+    service = SubmissionService(settings)
+    assert service.build_spec(str(micrograph)).geometry == TileGeometry(128, 16)
+    assert service.build_spec(str(micrograph), tile_size=192, halo=32).geometry == \
+        TileGeometry(192, 32)  # 96 model px
+    with pytest.raises(SubmissionError, match="input scale 0.5: a 96 px tile would be 48 model "
+                                              "px, not a multiple of 32"):
+        service.build_spec(str(micrograph), tile_size=96, halo=16)
