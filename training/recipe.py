@@ -28,8 +28,8 @@ Choices (and why, for a few dozen labelled micrographs):
   (:func:`choose_input_scale`); a reduced model's default tile is 512 model px with a 64 px
   halo (:func:`geometry_for_scale`). Sections of large grains gain context per patch; thin
   cracks and small pores keep every pixel. LumenStone S2: 0.25 (worst class 0.974), val mIoU
-  0.703 (1) -> 0.720 (0.5) -> 0.734 (0.25) (docs/models.md, runs 5, 9, 10); NASA EBC: 1
-  (cracks 0.936 at 0.5, 0.743 at 0.25).
+  0.703 (1) -> 0.720 (0.5) -> 0.734 and 0.749 (0.25, two runs) (docs/models.md, runs 5, 9,
+  10, 11); NASA EBC: 1 (cracks 0.936 at 0.5, 0.743 at 0.25).
 - **Weight average**: the packaged weights are an exponential moving average of the
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
