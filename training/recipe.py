@@ -145,8 +145,8 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
     from core.geometry import TILE_MULTIPLE
 
     tried: dict[str, list[float]] = {}
+    smallest = min((min(m.shape[:2]) for m in masks), default=0)
     for scale in candidates:
-        smallest = min((min(m.shape[:2]) for m in masks), default=0)
         tile = tile_size or geometry_for_scale(scale).tile_size
         if round(tile * scale) % TILE_MULTIPLE or round(smallest * scale) < patch_size:
             continue
