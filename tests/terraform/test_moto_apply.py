@@ -151,8 +151,16 @@ def test_example_env_plans_applies_and_destroys_on_moto(terraform, moto_env, mon
         outputs = json.loads(terraform("output", "-json", cwd=apply_dir).stdout)
         check_applied(endpoint, outputs, monkeypatch)
     finally:
-        terraform("destroy", "-input=false", "-no-color", "-auto-approve", "-refresh=false",
-                  "-parallelism=20", cwd=apply_dir, timeout=180)
+        destroy = ["destroy", "-input=false", "-no-color", "-auto-approve", "-parallelism=20"]
+        try:
+            terraform(*destroy, "-refresh=false", cwd=apply_dir, timeout=180)
+        except AssertionError as e:
+            # moto now and then revokes a security group rule twice under parallel deletes
+            # ("InvalidPermission.NotFound"); a second destroy, refreshing state, finishes
+            # the job, and the state must still end empty (asserted below)
+            if "InvalidPermission.NotFound" not in str(e):
+                raise
+            terraform(*destroy, cwd=apply_dir, timeout=180)
         if planning is not None:
             assert planning.wait(300) == 0, (plan_dir / "plan.log").read_text()[-4000:]
     left = terraform("state", "list", cwd=apply_dir, check=False).stdout.split()
