@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, model_validator
 
 __all__ = ["DEFAULT_GEOMETRY", "MIN_STRIDE", "TILE_MULTIPLE", "GeometryError", "TileGeometry",
-           "WithGeometry"]
+           "WithGeometry", "model_size", "model_tile_size"]
 
 #: Tile sizes are multiples of this (px): the encoders halve the resolution 5 times.
 TILE_MULTIPLE = 32
@@ -25,6 +25,29 @@ MIN_STRIDE = 32
 
 class GeometryError(ValueError):
     """Tile geometry parameters are inconsistent (e.g. a halo too large for the tile)."""
+
+
+def model_size(size: int, scale: float) -> int:
+    """Side (model px) of a ``size`` px image side at a model package's ``input_scale``
+    (model px per image px): ``round(size * scale)``, at least 1."""
+    return max(1, round(size * scale))
+
+
+def model_tile_size(tile_size: int, input_scale: float) -> int:
+    """The edge (model px) the network sees for a ``tile_size`` px tile of a package working
+    at ``input_scale``: :func:`model_size`, which the rule requires to be a multiple of
+    :data:`TILE_MULTIPLE` (the encoders halve the resolution 5 times).
+
+    Raises:
+        GeometryError: ``tile_size * input_scale`` is not a multiple of 32 model px (the
+            message names the tile, the scale and what to choose instead).
+    """
+    side = model_size(tile_size, input_scale)
+    if side % TILE_MULTIPLE:
+        raise GeometryError(f"a {tile_size} px tile at input scale {input_scale:g} is {side} "
+                            f"model px, not a multiple of {TILE_MULTIPLE}: choose a tile size T "
+                            f"with T x input scale a multiple of {TILE_MULTIPLE}")
+    return side
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from pydantic import ValidationError
 
-from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
+from core.geometry import GeometryError, TileGeometry, model_tile_size
 from core.settings import Settings
 from core.sources import is_bare_path, source_scheme
 from core.spec import JobSpec
@@ -136,13 +136,11 @@ class SubmissionService:
             geometry = TileGeometry(tile_size, halo)
         except GeometryError as e:
             raise SubmissionError(str(e)) from e
-        if round(geometry.tile_size * package.input_scale) % TILE_MULTIPLE:
-            raise SubmissionError(
-                f"model {record.name} {record.version} works at input scale "
-                f"{package.input_scale:g}: a {geometry.tile_size} px tile would be "
-                f"{round(geometry.tile_size * package.input_scale)} model px, not a multiple of "
-                f"{TILE_MULTIPLE}; choose a tile size that is (e.g. the package's "
-                f"{package.tile_size})")
+        try:
+            model_tile_size(geometry.tile_size, package.input_scale)
+        except GeometryError as e:
+            raise SubmissionError(f"model {record.name} {record.version}: {e} (e.g. the "
+                                  f"package's {package.tile_size})") from e
         if webhook_url is not None:
             self.check_webhook(webhook_url)
         try:

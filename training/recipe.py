@@ -142,13 +142,16 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
         ``(scale, choice)``: ``choice`` holds ``chosen``, ``min_iou``, the per-class
         round-trip IoU of each candidate tried (``round_trip_iou``) and a ``reason`` in words.
     """
-    from core.geometry import TILE_MULTIPLE
+    from core.geometry import GeometryError, model_tile_size
 
     tried: dict[str, list[float]] = {}
     smallest = min((min(m.shape[:2]) for m in masks), default=0)
     for scale in candidates:
-        tile = tile_size or geometry_for_scale(scale).tile_size
-        if round(tile * scale) % TILE_MULTIPLE or round(smallest * scale) < patch_size:
+        try:
+            model_tile_size(tile_size or geometry_for_scale(scale).tile_size, scale)
+        except GeometryError:
+            continue
+        if round(smallest * scale) < patch_size:
             continue
         ious = round_trip_iou(masks, n_classes, scale)
         tried[f"{scale:g}"] = [round(v, 4) for v in ious]

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.geometry import DEFAULT_GEOMETRY, TILE_MULTIPLE, TileGeometry
+from core.geometry import DEFAULT_GEOMETRY, TileGeometry, model_tile_size
 from models.package import MODEL_JSON, ModelPackage, read_package
 from training.averaging import WeightAverage
 from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
@@ -35,7 +35,7 @@ from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
 from training.recipe import geometry_for_scale
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
-from worker.engine.network import model_size, to_model_scale, write_package
+from worker.engine.network import to_model_scale, write_package
 
 __all__ = ["channel_stats", "reduce_pair", "train", "validate"]
 
@@ -92,14 +92,11 @@ def _centre_crop(data, crop: int | None):
 
 
 def _check_scale(scale: float, geometry: TileGeometry) -> None:
-    """Raises ValueError: ``scale`` outside (0, 1], or the tile size at it not a multiple of
-    32 px."""
+    """Raises ValueError: ``scale`` outside (0, 1]; GeometryError (a ValueError): the tile
+    size at it not a multiple of 32 model px (:func:`core.geometry.model_tile_size`)."""
     if not 0 < scale <= 1:
         raise ValueError(f"input_scale must be in (0, 1], got {scale}")
-    if model_size(geometry.tile_size, scale) % TILE_MULTIPLE:
-        raise ValueError(f"tile size {geometry.tile_size} px at input_scale {scale} is "
-                         f"{model_size(geometry.tile_size, scale)} px, not a multiple of "
-                         f"{TILE_MULTIPLE}")
+    model_tile_size(geometry.tile_size, scale)
 
 
 def reduce_pair(image: np.ndarray, mask: np.ndarray, scale: float

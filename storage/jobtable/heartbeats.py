@@ -15,7 +15,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.states import JobStatus, RowStatus
@@ -75,11 +75,10 @@ class Heartbeats(Repository):
                 if not isinstance(getattr(e, "__cause__", None), IntegrityError) \
                         and not isinstance(e, IntegrityError):
                     raise
-        own = [and_(Row.job_id == j, Row.index == i) for j, i in sorted(set(in_flight))]
         return self._give_back(
-            [Row.worker == worker, Row.started_at < since, *([~or_(*own)] if own else [])],
+            [Row.worker == worker, Row.started_at < since],
             f"its worker {worker} was restarted (same host:pid) or stopped working on it "
-            "before finishing it", now)
+            "before finishing it", now, keep=in_flight)
 
     def beat(self, worker: str, interval: float, lease_seconds: float,
              in_flight: Collection[tuple[str, int]] = (), since: datetime | None = None
@@ -116,17 +115,10 @@ class Heartbeats(Repository):
                 )
         if not alive or since is None:
             return Beat(alive, [])
-        held = [Row.worker == worker, Row.started_at < since]
-        with self._tx() as conn:
-            conn_rows = conn.execute(select(Row.job_id, Row.index).where(
-                Row.status == RowStatus.RUNNING.value, *held)).all()
-        stray = {(j, i) for j, i in conn_rows} - set(in_flight)
-        if not stray:
-            return Beat(True, [])
         return Beat(True, self._give_back(
-            [*held, or_(*[and_(Row.job_id == j, Row.index == i) for j, i in sorted(stray)])],
+            [Row.worker == worker, Row.started_at < since],
             f"its worker {worker} is live but stopped working on it without recording an "
-            "outcome (e.g. the job table dropped the connection)", now))
+            "outcome (e.g. the job table dropped the connection)", now, keep=in_flight))
 
     def stop(self, worker: str) -> None:
         """Mark ``worker`` stopped (a clean shutdown): it is dead at once."""
@@ -167,8 +159,13 @@ class Heartbeats(Repository):
         return self._give_back([Row.worker.in_(dead)], "its worker {worker} died (no heartbeat "
                                f"for {MISSED_BEATS} beats) or stopped", now, max_attempts)
 
-    def _give_back(self, where: list, reason: str, now, max_attempts: int | None = None
-                   ) -> list[tuple[str, int]]:
+    def _give_back(self, where: list, reason: str, now, max_attempts: int | None = None,
+                   keep: Collection[tuple[str, int]] = ()) -> list[tuple[str, int]]:
+        """Move every ``running`` row of a ``running`` job matching ``where``, except the
+        ``(job_id, index)`` in ``keep`` (a worker's rows in flight), to ``pending`` (or
+        ``failed`` past ``max_attempts``) with ``reason`` (``{worker}`` filled in), each by a
+        conditional UPDATE; returns the rows moved to ``pending``."""
+        keep = set(keep)
         held = (
             Row.status == RowStatus.RUNNING.value,
             Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
@@ -179,6 +176,8 @@ class Heartbeats(Repository):
             rows = conn.execute(select(Row.job_id, Row.index, Row.attempts, Row.worker)
                                 .where(*held)).all()
             for job_id, index, attempts, worker in rows:
+                if (job_id, index) in keep:
+                    continue
                 why = reason.format(worker=worker)
                 failed = max_attempts is not None and attempts >= max_attempts
                 target = RowStatus.FAILED if failed else RowStatus.PENDING

@@ -40,3 +40,18 @@ def test_settings_geometry_override_is_both_or_neither(tmp_path):
     with pytest.raises(ValueError, match="multiple of 32"):
         Settings(home=tmp_path, tile_size=500, halo=10)
     assert Settings(home=tmp_path).geometry is None
+
+
+def test_model_tile_size_is_the_tile_at_the_input_scale_and_keeps_the_rule():
+    from core.geometry import model_size, model_tile_size
+
+    assert model_tile_size(1024, 1) == 1024
+    assert model_tile_size(2048, 0.25) == 512
+    assert model_tile_size(192, 0.5) == 96
+    assert model_size(3, 0.25) == 1  # never 0 px
+    assert model_size(1030, 0.25) == 258  # round, not floor
+    with pytest.raises(GeometryError, match=r"a 96 px tile at input scale 0\.5 is 48 model px, "
+                                            r"not a multiple of 32"):
+        model_tile_size(96, 0.5)
+    with pytest.raises(GeometryError, match="not a multiple of 32"):
+        model_tile_size(1024, 0.3)  # 307 model px

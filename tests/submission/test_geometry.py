@@ -110,6 +110,6 @@ def test_a_tile_the_model_cannot_take_at_its_input_scale_is_refused_at_submissio
     assert service.build_spec(str(micrograph)).geometry == TileGeometry(128, 16)
     assert service.build_spec(str(micrograph), tile_size=192, halo=32).geometry == \
         TileGeometry(192, 32)  # 96 model px
-    with pytest.raises(SubmissionError, match=r"input scale 0\.5: a 96 px tile would be 48 "
+    with pytest.raises(SubmissionError, match=r"a 96 px tile at input scale 0\.5 is 48 "
                                               r"model px, not a multiple of 32"):
         service.build_spec(str(micrograph), tile_size=96, halo=16)

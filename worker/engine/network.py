@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.geometry import model_size
 from models.package import (
     MODEL_JSON,
     WEIGHTS_FILE,
@@ -19,7 +20,7 @@ from models.package import (
     sha256_file,
 )
 
-__all__ = ["build_model", "load_weights", "model_size", "to_image_scale", "to_model_scale",
+__all__ = ["build_model", "load_weights", "to_image_scale", "to_model_scale",
            "write_package"]
 
 
@@ -95,12 +96,6 @@ def write_package(folder: str | Path, model, meta: dict[str, Any], *, half: bool
     pkg = ModelPackage.model_validate({**meta, "weights_sha256": sha256_file(weights)})
     (folder / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2) + "\n")
     return pkg
-
-
-def model_size(size: int, scale: float) -> int:
-    """Side (px) of a ``size`` px image side at a package's ``input_scale``: ``round(size *
-    scale)``, at least 1."""
-    return max(1, round(size * scale))
 
 
 def to_model_scale(x, scale: float, *, labels: bool = False):

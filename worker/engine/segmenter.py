@@ -35,7 +35,7 @@ import numpy as np
 import structlog
 import torch
 
-from core.geometry import TILE_MULTIPLE, TileGeometry
+from core.geometry import GeometryError, TileGeometry, model_tile_size
 from models.package import TTA_KINDS, ModelPackage, read_package
 from worker.engine.devices import (
     PendingLabels,
@@ -49,7 +49,6 @@ from worker.engine.devices import (
 from worker.engine.network import (
     build_model,
     load_weights,
-    model_size,
     to_image_scale,
     to_model_scale,
 )
@@ -295,18 +294,18 @@ class Segmenter:
         passes, the same labels wherever the model is flip-equivariant.
 
         Raises:
-            ValueError: ``T * input_scale`` is not a multiple of 32 (the network's stride).
+            ValueError: ``T * input_scale`` is not a multiple of 32 model px
+                (:func:`core.geometry.model_tile_size`).
         """
         scale = self.package.input_scale
         if scale == 1:
             return self._forward_at_model_scale(x)
         size = tuple(x.shape[-2:])
-        side = model_size(size[0], scale)
-        if side % TILE_MULTIPLE or model_size(size[1], scale) % TILE_MULTIPLE:
-            raise ValueError(f"model {self.package.name} {self.package.version} works at "
-                             f"input_scale {scale}: a {size[0]} px tile becomes {side} px, not a "
-                             "multiple of 32; choose a tile size T with T * input_scale a "
-                             "multiple of 32")
+        try:
+            for side in set(size):
+                model_tile_size(side, scale)
+        except GeometryError as e:
+            raise ValueError(f"model {self.package.name} {self.package.version}: {e}") from e
         logits = self._forward_at_model_scale(self._layout(to_model_scale(x, scale)))
         return to_image_scale(logits, size)
 

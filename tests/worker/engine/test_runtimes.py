@@ -230,7 +230,8 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
     # the tiled path at full resolution: labels and confidence of the image's shape
     labels, conf = seg.segment_array(crop, TileGeometry(128, 16), with_confidence=True)
     assert labels.shape == conf.shape == crop.shape[:2]
-    with pytest.raises(ValueError, match="becomes 48 px, not a multiple of 32"):
+    with pytest.raises(ValueError, match=r"96 px tile at input scale 0\.5 is 48 model px, "
+                                          r"not a multiple of 32"):
         seg.segment_array(crop, TileGeometry(96, 16))
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="input_scale"):
