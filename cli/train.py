@@ -9,6 +9,7 @@ import click
 
 from cli.options import device_option, home_option
 from core.geometry import DEFAULT_GEOMETRY
+from training.sampling import AUGMENTS
 
 
 def _input_scale(ctx, param, value):
@@ -80,8 +81,7 @@ def _json_object(ctx, param, value):
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
-@click.option("--augment", type=click.Choice(["default", "geometric", "none", "luminance",
-                                             "photometric"]),
+@click.option("--augment", type=click.Choice(AUGMENTS),
               default="default", show_default=True,
               help="Patch augmentation (torchvision.transforms.v2): flips and 90-degree "
               "rotations; default adds mild brightness/contrast jitter and blur; luminance "
