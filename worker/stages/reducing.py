@@ -84,7 +84,9 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
-        strips = [ctx.local_blob(r.blob_key) for r in rows]  # once, for all three
+        # the label strips are fetched once, here: the three products' threads then find them
+        # in the cache, and no two threads download one key at once
+        strips = [ctx.local_blob(r.blob_key) for r in rows]
         with ThreadPoolExecutor(2, thread_name_prefix=f"reduce-{job_id[:8]}") as pool:
             micro = pool.submit(write_microstructure, ctx, job, rows, pkg, work)
             confidence = pool.submit(write_confidence, ctx, job, rows, pkg.classes, work)
