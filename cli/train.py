@@ -9,7 +9,6 @@ import click
 
 from cli.options import device_option, home_option
 from core.geometry import DEFAULT_GEOMETRY
-from training.sampling import AUGMENTS
 
 
 def _input_scale(ctx, param, value):
@@ -81,7 +80,10 @@ def _json_object(ctx, param, value):
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
-@click.option("--augment", type=click.Choice(AUGMENTS),
+# the kinds of training.sampling.AUGMENTS, written out: `pelletseg serve` loads this module and
+# must not import training (tests/cli/test_train.py checks the lists agree)
+@click.option("--augment", type=click.Choice(["none", "geometric", "default", "luminance",
+                                             "photometric"]),
               default="default", show_default=True,
               help="Patch augmentation (torchvision.transforms.v2): flips and 90-degree "
               "rotations; default adds mild brightness/contrast jitter and blur; luminance "
