@@ -87,3 +87,27 @@ def test_pyramid_corrupt_strip_raises_and_leaves_no_output(tmp_path):
     with pytest.raises(ImageFormatError, match=r"1\.tif"):
         write_label_pyramid(paths, out)
     assert not out.exists()
+
+
+def test_strips_and_pyramids_are_written_with_the_one_deflate_setting(tmp_path):
+    import tifffile
+
+    from imaging.stitching import DEFLATE
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((96, 320)) * 4).astype(np.uint8)
+    strip, pyramid = tmp_path / "s.tif", tmp_path / "p.tif"
+    write_strip(labels, strip)
+    write_label_pyramid([strip], pyramid)
+    for path in (strip, pyramid):
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            assert page.compression == tifffile.COMPRESSION.ADOBE_DEFLATE, path.name
+            assert page.predictor == tifffile.PREDICTOR.HORIZONTAL, path.name
+            np.testing.assert_array_equal(page.asarray(), labels)  # lossless at any level
+    # the level is the fast one, and the same pixels at libvips' default level take fewer bytes
+    assert DEFLATE["level"] == 1
+    default = tmp_path / "d.tif"
+    pyvips.Image.new_from_array(labels).tiffsave(str(default), compression="deflate",
+                                                 predictor="horizontal", keep="none")
+    assert strip.stat().st_size >= default.stat().st_size

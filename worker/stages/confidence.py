@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from imaging.stitching import read_strip, save_stitched
+from imaging.stitching import DEFLATE, read_strip, save_stitched
 from models.package import ClassInfo
 from storage.blobs.layout import CONFIDENCE, CONFIDENCE_JSON, confidence_row_key
 from storage.jobtable.tables import Job, Row
@@ -151,7 +151,7 @@ def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | 
         strip_paths, out_path,
         lambda image: save_ome_pyramid(image, out_path, name="confidence",
                                        pixel_size_um=pixel_size_um, region_shrink="mean",
-                                       compression="deflate", predictor="horizontal"),
+                                       **DEFLATE),
     )
 
 
