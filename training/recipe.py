@@ -8,6 +8,9 @@ Choices (and why, for a few dozen labelled micrographs):
   threads, 256 px, batch 8, forward + backward + AdamW): ResNet-18 1.06 s/step with 12.5 M
   parameters, MobileNetV2 1.13 s/step with 4.1 M (depthwise convolutions are slow on CPU), so
   ResNet-18 gives three times the capacity for the same time. On CUDA: ResNet-34.
+  At input scale 0.25 ResNet-34 (1.1-1.2 s/step) did better in two runs on LumenStone S2
+  (val mIoU 0.751, 0.776 against ResNet-18's 0.734, 0.749; docs/models.md, runs 10-14), within
+  the 0.025 a seed alone moves a run: not yet the default, see docs/models.md.
 - **Patches**: 256 px, batch 8 on CPU (512 px, batch 16 on CUDA); two thirds of the patches
   centred (+- P/4) on a pixel of a class drawn uniformly (rare phases are seen as often as
   common ones), the rest uniform crops (:class:`training.sampling.PatchSampler`).
