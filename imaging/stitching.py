@@ -24,9 +24,10 @@ from imaging.errors import ImageFormatError, vips_text
 TILE = 256
 #: tiffsave options shared by every tiled output
 TILED_TIFF = {"tile": True, "tile_width": TILE, "tile_height": TILE, "bigtiff": True, "keep": "none"}
-#: tiffsave options of every deflate TIFF pelletseg writes (row strips, the label and
-#: confidence pyramids): zlib level 1 writes them about twice as fast as libvips' default 6
-#: for 1.5-2.5x the bytes, and the pixels are the same (docs/performance.md, "Deflate level")
+#: tiffsave options of the deflate TIFFs a job writes (row strips, the label and confidence
+#: pyramids): zlib level 1 writes them about twice as fast as libvips' default 6 for 1.5-2.5x
+#: the bytes, and the pixels are the same (docs/performance.md, "Deflate level"). A converted
+#: source (:mod:`imaging.reading`) keeps libvips' default level (not measured).
 DEFLATE = {"compression": "deflate", "predictor": "horizontal", "level": 1}
 
 

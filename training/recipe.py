@@ -8,9 +8,10 @@ Choices (and why, for a few dozen labelled micrographs):
   threads, 256 px, batch 8, forward + backward + AdamW): ResNet-18 1.06 s/step with 12.5 M
   parameters, MobileNetV2 1.13 s/step with 4.1 M (depthwise convolutions are slow on CPU), so
   ResNet-18 gives three times the capacity for the same time. On CUDA: ResNet-34.
-  At input scale 0.25 ResNet-34 (1.1-1.2 s/step) did better in two runs on LumenStone S2
-  (val mIoU 0.751, 0.776 against ResNet-18's 0.734, 0.749; docs/models.md, runs 10-14), within
-  the 0.025 a seed alone moves a run: not yet the default, see docs/models.md.
+  At input scale 0.25 ResNet-34 (1.1-1.2 s/step) did better on LumenStone S2: val mIoU
+  0.751, 0.776 in two runs against ResNet-18's 0.734, 0.749, 0.727 (paired by seed: +0.002,
+  +0.049; docs/models.md, runs 10-15), with a seed alone moving a run by 0.025: not yet the
+  default, see docs/models.md.
 - **Patches**: 256 px, batch 8 on CPU (512 px, batch 16 on CUDA); two thirds of the patches
   centred (+- P/4) on a pixel of a class drawn uniformly (rare phases are seen as often as
   common ones), the rest uniform crops (:class:`training.sampling.PatchSampler`).
@@ -145,7 +146,7 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
         ``(scale, choice)``: ``choice`` holds ``chosen``, ``min_iou``, the per-class
         round-trip IoU of each candidate tried (``round_trip_iou``) and a ``reason`` in words.
     """
-    from core.geometry import GeometryError, model_tile_size
+    from core.geometry import GeometryError, model_size, model_tile_size
 
     tried: dict[str, list[float]] = {}
     smallest = min((min(m.shape[:2]) for m in masks), default=0)
@@ -154,7 +155,7 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
             model_tile_size(tile_size or geometry_for_scale(scale).tile_size, scale)
         except GeometryError:
             continue
-        if round(smallest * scale) < patch_size:
+        if model_size(smallest, scale) < patch_size:
             continue
         ious = round_trip_iou(masks, n_classes, scale)
         tried[f"{scale:g}"] = [round(v, 4) for v in ious]
