@@ -39,7 +39,9 @@ def _json_object(ctx, param, value):
 @click.command("train")
 @click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option("--arch", default="Unet", show_default=True, help="smp architecture.")
-@click.option("--encoder", default="resnet34", show_default=True, help="smp encoder (random init).")
+@click.option("--encoder", default="resnet34", show_default=True,
+              help="smp encoder (random init), or auto: resnet34 at a reduced input scale or "
+              "on CUDA, resnet18 at full resolution on CPU [default recipe: auto].")
 @click.option("--arch-params", callback=_json_object, default=None,
               help="Extra smp arguments as a JSON object, e.g. "
                    "'{\"decoder_channels\": [128, 64, 32, 16, 8]}'.")
@@ -98,8 +100,9 @@ def _json_object(ctx, param, value):
 @click.option("--input-scale", callback=_input_scale, default=None, metavar="SCALE|auto",
               help="Model pixels per image pixel, in (0, 1]: train on images reduced by this "
               "factor (area averaging) and serve each tile reduced the same way (0.5: a 256 px "
-              "patch covers 512 image px, 4x less compute per image px); auto: 0.5 where every "
-              "class keeps a round-trip IoU >= 0.98 at it, else 1 [default: the recipe's "
+              "patch covers 512 image px, 4x less compute per image px); auto: the strongest of "
+              "0.25 and 0.5 at which every class keeps a round-trip IoU >= 0.97, else 1 "
+              "[default: the recipe's "
               "(auto); with --from, that package's; else 1].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
@@ -149,13 +152,22 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
     from training.errors import TrainingError
     from training.trainer import train as run_training
 
+    geometry = None  # the default for the package's input scale (training.recipe)
+    if {ctx.get_parameter_source(k) for k in ("tile_size", "halo")} != {ParameterSource.DEFAULT}:
+        try:
+            geometry = TileGeometry(tile_size, halo)
+        except GeometryError as e:
+            raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
+
     recipe = None
+    scale_choice = None
     if from_model is not None:
         from cli.evaluate import resolve_package
 
         from_model = resolve_package(from_model, home)
     if epochs is None:
-        from training.recipe import default_recipe, describe_recipe
+        from training.datasets import load_masks
+        from training.recipe import default_recipe, describe_recipe, resolve_recipe
 
         if not max_minutes:
             raise click.UsageError("give --max-minutes (the default recipe fits its schedule "
@@ -187,9 +199,19 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                           arch_params=dict(base.arch_params), init_from=str(from_model))
             if "input_scale" not in given:
                 recipe["input_scale"] = base.input_scale
+        try:
+            train_stems = spec0.split_stems().get("train") or []
+            masks = load_masks(spec0, train_stems) \
+                if train_stems and recipe["input_scale"] == "auto" else None
+        except TrainingError as e:
+            raise click.ClickException(str(e)) from e
+        if train_stems:  # (an empty train split is the trainer's error to report)
+            recipe = resolve_recipe(recipe, device, masks, len(spec0.classes),
+                                    geometry.tile_size if geometry else None)
+            scale_choice = recipe.pop("input_scale_choice", None)
         click.echo(f"default recipe for {max_minutes:g} min on {device}"
                    + (f" (fine-tuning {from_model})" if from_model else "") + ":\n"
-                   + describe_recipe(recipe)
+                   + describe_recipe({**recipe, "input_scale_choice": scale_choice})
                    + (f"\noverridden on the command line: {sorted(given)}" if given else ""))
         arch, encoder, arch_params = recipe["arch"], recipe["encoder"], recipe["arch_params"]
         patch_size, batch_size, lr = recipe["patch_size"], recipe["batch_size"], recipe["lr"]
@@ -202,13 +224,6 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
 
         base = read_package(from_model, verify=False)
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
-
-    geometry = None  # the default for the package's input scale (training.recipe)
-    if {ctx.get_parameter_source(k) for k in ("tile_size", "halo")} != {ParameterSource.DEFAULT}:
-        try:
-            geometry = TileGeometry(tile_size, halo)
-        except GeometryError as e:
-            raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
     try:
         if name is None and from_model is not None:
@@ -240,6 +255,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
+            input_scale_choice=scale_choice,
             time_budget_s=recipe["time_budget_s"] if recipe else None,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

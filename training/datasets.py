@@ -56,6 +56,7 @@ __all__ = [
     "DatasetError",
     "DatasetSpec",
     "load_dataset_spec",
+    "load_masks",
     "load_split",
     "mask_to_index",
     "read_image",
@@ -345,6 +346,45 @@ def mask_to_index(mask: np.ndarray, lut: np.ndarray, path: str | Path = "<mask>"
     return ValueDecoder(tuple(values[i] for i in order)).decode_array(mask, path)
 
 
+def _decode_masks(spec: DatasetSpec, stems: list[str],
+                  problems: list[str]) -> dict[str, np.ndarray]:
+    """The class-index masks of ``stems`` that exist and decode; what is wrong with the others
+    is appended to ``problems`` (one line per file)."""
+    images, decoder = spec.image_paths(), spec.decoder()
+    masks = {}
+    for stem in stems:
+        mpath = spec.mask_path(stem)
+        if not mpath.is_file():
+            problems.append(f"masks = {spec.masks}: {mpath}, the mask of image "
+                            f"{images[stem]}, does not exist")
+            continue
+        try:
+            masks[stem] = decoder.decode(mpath)
+        except DatasetError as e:
+            problems.append(str(e))
+    return masks
+
+
+def _raise_problems(spec: DatasetSpec, stems: list[str], problems: list[str]) -> None:
+    if problems:
+        raise DatasetError(f"dataset {spec.name}: {len(problems)} of {len(stems)} masks are "
+                           "invalid:\n" + "\n".join(problems))
+
+
+def load_masks(spec: DatasetSpec, stems: list[str]) -> list[np.ndarray]:
+    """Read the class-index masks of ``stems`` alone: list of (H, W) uint8 class indices
+    (:data:`IGNORE` for ignored pixels), e.g. to choose an input scale before the images are
+    read.
+
+    Raises:
+        DatasetError: missing masks, unknown mask values/colours (every file listed).
+    """
+    problems: list[str] = []
+    masks = _decode_masks(spec, stems, problems)
+    _raise_problems(spec, stems, problems)
+    return [masks[s] for s in stems]
+
+
 def load_split(spec: DatasetSpec, stems: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
     """Read images and class-index masks of ``stems``: list of ((H, W, 3) uint8 RGB,
     (H, W) uint8 class indices, :data:`IGNORE` for ignored pixels).
@@ -355,26 +395,18 @@ def load_split(spec: DatasetSpec, stems: list[str]) -> list[tuple[np.ndarray, np
         DatasetError: missing mask, size mismatch, unknown mask values/colours (each file,
             value or colour and its pixel count).
     """
-    images, decoder = spec.image_paths(), spec.decoder()
-    out, problems = [], []
+    images = spec.image_paths()
+    problems: list[str] = []
+    masks = _decode_masks(spec, stems, problems)
+    out = []
     for stem in stems:
-        mpath = spec.mask_path(stem)
-        if not mpath.is_file():
-            problems.append(f"masks = {spec.masks}: {mpath}, the mask of image "
-                            f"{images[stem]}, does not exist")
+        if stem not in masks:
             continue
-        try:
-            mask = decoder.decode(mpath)
-        except DatasetError as e:
-            problems.append(str(e))
-            continue
-        img = read_image(images[stem])
+        mask, img = masks[stem], read_image(images[stem])
         if img.shape[:2] != mask.shape:
-            problems.append(f"{mpath}: mask is {mask.shape[1]}x{mask.shape[0]} px but image "
-                            f"{images[stem]} is {img.shape[1]}x{img.shape[0]} px")
+            problems.append(f"{spec.mask_path(stem)}: mask is {mask.shape[1]}x{mask.shape[0]} "
+                            f"px but image {images[stem]} is {img.shape[1]}x{img.shape[0]} px")
             continue
         out.append((img, mask))
-    if problems:
-        raise DatasetError(f"dataset {spec.name}: {len(problems)} of {len(stems)} masks are "
-                           "invalid:\n" + "\n".join(problems))
+    _raise_problems(spec, stems, problems)
     return out

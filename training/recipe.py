@@ -3,15 +3,19 @@ chooses when no other option is given, fitted to the wall-clock budget and the d
 
 Choices (and why, for a few dozen labelled micrographs):
 
-- **Model**: U-Net with a ResNet-18 encoder (random init: nothing is downloaded) and a light
-  decoder (128-64-32-16-8 channels). Measured on the 2-core development machine (2 torch
-  threads, 256 px, batch 8, forward + backward + AdamW): ResNet-18 1.06 s/step with 12.5 M
-  parameters, MobileNetV2 1.13 s/step with 4.1 M (depthwise convolutions are slow on CPU), so
-  ResNet-18 gives three times the capacity for the same time. On CUDA: ResNet-34.
-  At input scale 0.25 ResNet-34 (1.1-1.2 s/step) did better on LumenStone S2: val mIoU
-  0.751, 0.776 in two runs against ResNet-18's 0.734, 0.749, 0.727 (paired by seed: +0.002,
-  +0.049; docs/models.md, runs 10-15), with a seed alone moving a run by 0.025: not yet the
-  default, see docs/models.md.
+- **Model**: U-Net with a ResNet encoder (random init: nothing is downloaded) and a light
+  decoder (128-64-32-16-8 channels); the encoder is chosen once the input scale is known
+  (:func:`encoder_for_scale`): ResNet-34 on CUDA and wherever the model works at a reduced
+  scale, ResNet-18 at full resolution on CPU. Measured on the 2-core development machine
+  (2 torch threads, 256 px, batch 8, forward + backward + AdamW): ResNet-18 1.06 s/step with
+  12.5 M parameters, MobileNetV2 1.13 s/step with 4.1 M (depthwise convolutions are slow on
+  CPU), so ResNet-18 gives three times the capacity for the same time; ResNet-34 1.1-1.2
+  s/step with 22.6 M. At input scale 0.25 ResNet-34 did better on LumenStone S2 (val mIoU
+  of the runs in docs/models.md, "Encoder at a reduced scale"). Per 512 px tile ResNet-34
+  costs 1.71 x ResNet-18's multiply-adds (23.3 against 13.7 GMAC with this decoder, counted
+  by ``torch.utils.flop_counter``), and a model at 0.25 does 1/16 of the model work per image
+  px (1/4 at 0.5), so the deeper encoder is used where its serving cost is small; at full
+  resolution on CPU ResNet-18 keeps the worker's throughput.
 - **Patches**: 256 px, batch 8 on CPU (512 px, batch 16 on CUDA); two thirds of the patches
   centred (+- P/4) on a pixel of a class drawn uniformly (rare phases are seen as often as
   common ones), the rest uniform crops (:class:`training.sampling.PatchSampler`).
@@ -49,9 +53,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["AUTO_SCALES", "MIN_ROUND_TRIP_IOU", "REDUCED_MODEL_GEOMETRY", "choose_input_scale",
-           "default_recipe", "describe_recipe", "geometry_for_scale", "one_cycle_lr",
-           "round_trip_iou"]
+__all__ = ["AUTO_SCALES", "CPU_ENCODERS", "MIN_ROUND_TRIP_IOU", "REDUCED_MODEL_GEOMETRY",
+           "choose_input_scale", "default_recipe", "describe_recipe", "encoder_for_scale",
+           "geometry_for_scale", "one_cycle_lr", "resolve_recipe", "round_trip_iou"]
 
 #: Input scales ``auto`` tries, the strongest reduction first (1 when none passes).
 AUTO_SCALES = (0.25, 0.5)
@@ -59,6 +63,9 @@ AUTO_SCALES = (0.25, 0.5)
 MIN_ROUND_TRIP_IOU = 0.97
 #: The tile and halo a reduced model sees by default (model px): 512 / 64.
 REDUCED_MODEL_GEOMETRY = (512, 64)
+#: The CPU recipe's encoder at full resolution and at a reduced input scale (CUDA: "reduced"
+#: at every scale).
+CPU_ENCODERS = {"full": "resnet18", "reduced": "resnet34"}
 
 
 def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
@@ -92,6 +99,46 @@ def geometry_for_scale(scale: float):
     if tile <= DEFAULT_GEOMETRY.tile_size:
         return DEFAULT_GEOMETRY
     return TileGeometry(tile, halo)
+
+
+def encoder_for_scale(scale: float, device: str = "cpu") -> str:
+    """The recipe's encoder for a model at input ``scale`` (model px per image px, in (0, 1])
+    on ``device``: ``CPU_ENCODERS["reduced"]`` (ResNet-34) on CUDA or when ``scale`` < 1,
+    else ``CPU_ENCODERS["full"]`` (ResNet-18): the deeper encoder where its serving cost per
+    image px is divided by ``1 / scale**2`` or a GPU pays it.
+
+    Raises:
+        ValueError: ``scale`` outside (0, 1].
+    """
+    if not 0 < scale <= 1:
+        raise ValueError(f"input scale must be in (0, 1], got {scale}")
+    reduced = device.startswith("cuda") or scale < 1
+    return CPU_ENCODERS["reduced" if reduced else "full"]
+
+
+def resolve_recipe(recipe: dict[str, Any], device: str = "cpu", masks: list | None = None,
+                   n_classes: int = 0, tile_size: int | None = None) -> dict[str, Any]:
+    """``recipe`` with its ``auto`` choices made, so the console and the package name show
+    what was chosen: an ``"auto"`` ``input_scale`` by :func:`choose_input_scale` on the
+    training ``masks`` ((H, W) uint8 class indices, ``n_classes`` classes; ``tile_size`` in
+    image px, None: the scale's default), its record under ``input_scale_choice``; then an
+    ``"auto"`` ``encoder`` by :func:`encoder_for_scale`. Other entries are kept as given.
+
+    Returns:
+        A new dict (``recipe`` is not changed).
+
+    Raises:
+        ValueError: ``input_scale`` is ``"auto"`` and no ``masks`` are given.
+    """
+    r = dict(recipe)
+    if r.get("input_scale") == "auto":
+        if not masks:
+            raise ValueError("an 'auto' input scale needs the training masks to choose it")
+        r["input_scale"], r["input_scale_choice"] = choose_input_scale(
+            masks, n_classes, tile_size, r["patch_size"])
+    if r.get("encoder") == "auto":
+        r["encoder"] = encoder_for_scale(r.get("input_scale") or 1.0, device)
+    return r
 
 
 def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
@@ -185,7 +232,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
     cuda = device.startswith("cuda")
     reserve = min(0.15 * max_minutes, 10.0) if has_eval_split else 0.0
     recipe: dict[str, Any] = {
-        "arch": "Unet", "encoder": "resnet34" if cuda else "resnet18",
+        "arch": "Unet", "encoder": "auto",
         "arch_params": {"decoder_channels": [128, 64, 32, 16, 8]},
         "patch_size": 512 if cuda else 256, "batch_size": 16 if cuda else 8,
         "p_targeted": 2 / 3, "class_weights": "inv_sqrt", "dice_weight": 0.5,
@@ -213,13 +260,16 @@ _AUGMENT_WORDS = {
 def describe_recipe(recipe: dict[str, Any]) -> str:
     """One line per choice, for the console."""
     r = recipe
+    encoder = r["encoder"] if r["encoder"] != "auto" else (
+        f"auto: {CPU_ENCODERS['reduced']} at a reduced input scale or on CUDA, "
+        f"{CPU_ENCODERS['full']} at full resolution on CPU")
     lines = [
-        f"model      {r['arch']} / {r['encoder']} ("
+        f"model      {r['arch']} / {encoder} ("
         + (f"weights of {r['init_from']}" if r.get("init_from") else "random init")
         + f"), arch_params {r['arch_params']}",
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
-        _describe_scale(r.get("input_scale", 1), r["patch_size"]),
+        _describe_scale(r.get("input_scale", 1), r["patch_size"], r.get("input_scale_choice")),
         f"loss       cross-entropy (class weights {r['class_weights']}) + "
         f"{r['dice_weight']} x soft dice",
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
@@ -232,7 +282,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _describe_scale(scale: float | str, patch: int) -> str:
+def _describe_scale(scale: float | str, patch: int, choice: dict | None = None) -> str:
+    if choice:
+        return f"scale      auto: {choice['reason']}"
     if scale == "auto":
         tried = " or ".join(f"{s:g}" for s in AUTO_SCALES)
         return (f"scale      auto: the strongest reduction ({tried} x) at which every class "

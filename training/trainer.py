@@ -33,7 +33,7 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
-from training.recipe import geometry_for_scale
+from training.recipe import choose_input_scale, encoder_for_scale, geometry_for_scale
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import to_model_scale, write_package
 
@@ -152,6 +152,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           final_lr_fraction: float = 0.01, validate_each_epoch: bool = True,
           init_from: str | Path | None = None, average_tau: float | None = None,
           input_scale: float | str | None = None,
+          input_scale_choice: dict[str, Any] | None = None,
           recipe: dict[str, Any] | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
@@ -193,12 +194,16 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
 
     ``input_scale``: the model's pixels per image pixel, in (0, 1], or ``"auto"``
     (:func:`training.recipe.choose_input_scale` on the training masks, recorded in the model
-    card as ``training.input_scale_choice``); default: ``init_from``'s, else 1. The training
+    card as ``training.input_scale_choice``; ``input_scale_choice``: that record when the
+    scale was chosen before the call, :func:`training.recipe.resolve_recipe`); default:
+    ``init_from``'s, else 1. The training
     images are reduced by it (area averaging; masks: nearest pixel,
     :func:`worker.engine.network.to_model_scale`) before patches are drawn, so a 256 px patch
     at 0.5 covers 512 image px, and the package records it, so validation and serving reduce
     each tile the same way (:attr:`models.package.ModelPackage.input_scale`). The model card
     describes the data at its own resolution.
+
+    ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
     1024/128 image px at 1 and 0.5, 2048/256 at 0.25).
@@ -249,16 +254,16 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         _check_scale(scale, geometry)
     data = {k: load_split(spec, v) for k, v in stems.items() if k in ("train", "val", "test")}
     train_data = data["train"]  # at the images' own resolution, for the model card
-    scale_choice = None
+    scale_choice = input_scale_choice
     if scale == "auto":
-        from training.recipe import choose_input_scale
-
         scale, scale_choice = choose_input_scale(
             [m for _, m in train_data], len(spec.classes),
             geometry.tile_size if geometry else None, patch_size)
         geometry = geometry or geometry_for_scale(scale)
         if progress:
             print(f"input scale {scale:g}: {scale_choice['reason']}")
+    if encoder == "auto":
+        encoder = encoder_for_scale(scale, device)
     data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]
     n_classes, names = len(spec.classes), [c.name for c in spec.classes]
     mean, std = channel_stats([img for img, _ in data["train"]])

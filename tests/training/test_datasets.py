@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from training.datasets import IGNORE, DatasetError, load_dataset_spec, load_split
+from training.datasets import IGNORE, DatasetError, load_dataset_spec, load_masks, load_split
 from training.importers import ColourDecoder, ValueDecoder
 
 # The pellet scheme of ../shared/data/README.md, RGB order.
@@ -237,3 +237,30 @@ def test_errors_name_the_key_and_the_value(tmp_path):
     spec = _yaml(tmp_path, classes=cls, splits={"val": ["zz"]})
     with pytest.raises(DatasetError, match=r"splits\.val = \['zz'\]"):
         spec.split_stems()
+
+
+def test_one_error_lists_missing_mismatched_and_unknown_masks(tmp_path):
+    idx, rgb = _pellet_mask()
+    for stem in ("a", "b", "c", "d"):
+        _image(tmp_path, stem)
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(rgb).save(tmp_path / "masks" / "a.png")           # good
+    Image.fromarray(rgb[:, :12]).save(tmp_path / "masks" / "b.png")   # 12 px wide, image 24
+    bad = rgb.copy()
+    bad[0, 0] = (1, 2, 3)
+    Image.fromarray(bad).save(tmp_path / "masks" / "c.png")           # unknown colour
+    spec = _yaml(tmp_path, classes=[{"name": n, "rgb": list(c)} for n, c in PELLET])
+    with pytest.raises(DatasetError) as e:                             # d.png: missing
+        load_split(spec, ["a", "b", "c", "d"])
+    msg = str(e.value)
+    assert "3 of 4 masks" in msg and "a.png" not in msg
+    assert "b.png: mask is 12x16 px but image" in msg and "(1, 2, 3): 1" in msg
+    assert "d.png, the mask of image" in msg and "does not exist" in msg
+    # load_masks reads the masks alone (no size check: the images are not read) ...
+    masks = load_masks(spec, ["a", "b"])
+    np.testing.assert_array_equal(masks[0], idx)
+    assert masks[1].shape == (16, 12)
+    # ... and names every bad one the same way
+    with pytest.raises(DatasetError, match="2 of 3 masks") as e:
+        load_masks(spec, ["a", "c", "d"])
+    assert "c.png" in str(e.value) and "d.png" in str(e.value)

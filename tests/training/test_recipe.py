@@ -14,12 +14,15 @@ from models.package import read_package
 from tests.training.test_trainer import CLASSES, _dataset, _tiny_train
 from training.recipe import (
     AUTO_SCALES,
+    CPU_ENCODERS,
     MIN_ROUND_TRIP_IOU,
     choose_input_scale,
     default_recipe,
     describe_recipe,
+    encoder_for_scale,
     geometry_for_scale,
     one_cycle_lr,
+    resolve_recipe,
     round_trip_iou,
 )
 
@@ -45,15 +48,48 @@ def test_one_cycle_warms_up_then_ends_low():
 
 def test_default_recipe_fits_budget_and_device():
     cpu = default_recipe(30)
-    assert cpu["encoder"] == "resnet18" and cpu["patch_size"] == 256
+    assert cpu["encoder"] == default_recipe(30, "cuda")["encoder"] == "auto"
+    assert cpu["patch_size"] == 256
     assert cpu["time_budget_s"] == pytest.approx(60 * 30 * 0.85)
     assert default_recipe(30, has_eval_split=False)["time_budget_s"] == 1800
     assert default_recipe(120)["time_budget_s"] == 60 * 110  # eval reserve capped at 10 min
     assert default_recipe(30, "cuda")["patch_size"] == 512
     assert default_recipe(30, fine_tune=True)["lr"] == pytest.approx(0.3 * cpu["lr"])
-    assert "resnet18" in describe_recipe(cpu) and "one-cycle" in describe_recipe(cpu)
+    assert "resnet34 at a reduced input scale" in describe_recipe(cpu)
+    assert "one-cycle" in describe_recipe(cpu)
     with pytest.raises(ValueError, match="max-minutes"):
         default_recipe(0)
+
+
+def test_the_encoder_is_chosen_by_the_input_scale_and_device():
+    assert CPU_ENCODERS == {"full": "resnet18", "reduced": "resnet34"}
+    assert encoder_for_scale(1.0) == encoder_for_scale(1.0, "cpu") == "resnet18"
+    assert encoder_for_scale(0.5) == encoder_for_scale(0.25) == "resnet34"
+    assert encoder_for_scale(1.0, "cuda") == encoder_for_scale(1.0, "cuda:1") == "resnet34"
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        encoder_for_scale(0)
+
+
+def test_resolve_recipe_makes_the_auto_choices_in_order():
+    recipe = {**default_recipe(30), "patch_size": 32}  # the 128 px masks hold 32 px at 0.25
+    blocks, crack = [_blocks_and_line(False)], [_blocks_and_line(True)]
+    reduced = resolve_recipe(recipe, "cpu", blocks, 3, tile_size=2048)
+    assert recipe["input_scale"] == recipe["encoder"] == "auto"  # the input is not changed
+    assert reduced["input_scale"] == reduced["input_scale_choice"]["chosen"] == 0.25
+    assert reduced["encoder"] == "resnet34"
+    described = describe_recipe(reduced)
+    assert "Unet / resnet34 (" in described and "0.25 x the image resolution" in described
+    # a thin crack keeps the model at full resolution, and so the lighter CPU encoder
+    full = resolve_recipe(recipe, "cpu", crack, 3, tile_size=1024)
+    assert full["input_scale"] == 1.0 and full["encoder"] == "resnet18"
+    assert resolve_recipe(recipe, "cuda", crack, 3, tile_size=1024)["encoder"] == "resnet34"
+    # what was given stays: a set scale needs no masks, a set encoder is kept
+    given = resolve_recipe({**recipe, "input_scale": 0.5, "encoder": "resnet18"}, "cpu")
+    assert (given["input_scale"], given["encoder"]) == (0.5, "resnet18")
+    assert "input_scale_choice" not in given
+    assert resolve_recipe({**recipe, "input_scale": 1.0}, "cpu")["encoder"] == "resnet18"
+    with pytest.raises(ValueError, match="training masks"):
+        resolve_recipe(recipe, "cpu")
 
 
 def _blocks_and_line(line: bool):
@@ -106,8 +142,9 @@ def test_a_reduced_model_sees_512_px_tiles_by_default():
 def test_auto_input_scale_in_training_is_recorded_in_the_model_card(tmp_path):
     path = _dataset(tmp_path)
     pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale="auto", epochs=1,
-                      final_eval=False)
+                      final_eval=False, encoder="auto")
     choice = pkg.training["input_scale_choice"]
+    assert pkg.encoder == encoder_for_scale(pkg.input_scale) == "resnet34"  # chosen after it
     # the tiny masks are large blocks; at 0.25 the 64 px images would not hold a 32 px patch
     assert pkg.input_scale == choice["chosen"] == 0.5
     assert set(choice["round_trip_iou"]) == {"0.5"}
@@ -183,6 +220,16 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     q = read_package(tmp_path / "q")
     assert q.encoder == "mobilenet_v2" and q.training["init_from"]["name"] == q.name
     assert q.training["lr"] == pytest.approx(0.3 * 2e-3)
+    # no --encoder: the recipe's choice for the scale, printed and in the package name
+    auto = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "s"),
+                                          "--max-minutes", "0.03", "--input-scale", "1",
+                                          "--arch-params", '{"decoder_channels": [8, 8, 8, 8, 8]}',
+                                          *small])
+    assert auto.exit_code == 0, auto.output
+    assert "Unet / resnet18 (" in auto.output and "auto:" not in auto.output
+    s_pkg = read_package(tmp_path / "s")
+    assert s_pkg.encoder == "resnet18" and s_pkg.name.endswith("-unet-resnet18")
+    assert s_pkg.training["recipe"]["encoder"] == "resnet18"
     none = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "r"), *small])
     assert none.exit_code != 0 and "--max-minutes" in none.output
 
