@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,6 +14,7 @@ from pathlib import Path
 from core.settings import Settings
 from models import ModelRegistry
 from storage.blobs import BlobStore
+from storage.blobs.layout import ROW_CHECKPOINT_TAG
 from storage.jobtable import JobTable, job_table
 
 __all__ = ["Enqueue", "WorkerContext"]
@@ -61,6 +63,21 @@ class WorkerContext:
     def models(self) -> ModelRegistry:
         """The model registry over this context's job table and blob store."""
         return ModelRegistry(self.table, self.blobs, self.cache_dir)
+
+    def put_row_blob(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` as a row checkpoint object (tagged
+        :data:`storage.blobs.layout.ROW_CHECKPOINT_TAG`, which the bucket's lifecycle rule
+        selects), through a scratch file under :attr:`cache_dir`; atomic.
+
+        Raises:
+            StorageError: the store is unreachable.
+        """
+        scratch = self.cache_dir / "rows"
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            path = Path(tmp) / key.rsplit("/", 1)[-1]
+            path.write_bytes(data)
+            self.blobs.put_file(key, path, tags=ROW_CHECKPOINT_TAG)
 
     def local_blob(self, key: str) -> Path:
         """A local file holding blob ``key`` (:meth:`storage.blobs.BlobStore.local_file`).

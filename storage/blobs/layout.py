@@ -68,3 +68,17 @@ def upload_key(job_id: str, filename: str) -> str:
 def model_prefix(name: str, version: str) -> str:
     """``models/{name}/{version}``"""
     return check_key(f"models/{name}/{version}")
+
+
+def confidence_counts_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.confidence-counts.npy``: the row's (C, 256) int64
+    pixel counts by (class, confidence value), written with its confidence strip (before
+    it), so the reducer sums them instead of reading every strip again."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.confidence-counts.npy"
+
+
+def row_blob_keys(job_id: str, index: int) -> tuple[str, ...]:
+    """Every object a row leaves under ``jobs/{job_id}/rows/`` once done: label strip,
+    confidence strip and count table, microstructure partial."""
+    return (row_key(job_id, index), confidence_row_key(job_id, index),
+            confidence_counts_key(job_id, index), row_partial_key(job_id, index))

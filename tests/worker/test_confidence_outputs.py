@@ -19,6 +19,7 @@ from storage.blobs.layout import (
     CONFIDENCE,
     CONFIDENCE_JSON,
     LABELS,
+    confidence_counts_key,
     confidence_row_key,
     output_key,
     row_key,
@@ -26,7 +27,12 @@ from storage.blobs.layout import (
 from submission import SubmissionService
 from tests.worker.conftest import read_tiff
 from worker.engine.segmenter import Segmenter
-from worker.stages.confidence import confidence_counts, confidence_document
+from worker.stages.confidence import (
+    confidence_counts,
+    confidence_document,
+    counts_from_bytes,
+    counts_to_bytes,
+)
 from worker.stages.planning import plan_job
 from worker.stages.reducing import reduce_job
 from worker.stages.segmenting import segment_row
@@ -149,3 +155,41 @@ def test_a_damaged_confidence_strip_fails_the_job(stack, micrograph):
     reduce_job(stack, job.id)
     done = stack.table.jobs.get(job.id)
     assert done.status == JobStatus.FAILED and "confidence" in done.error
+
+
+def test_count_tables_round_trip_and_refuse_damage():
+    counts = np.arange(3 * 256, dtype=np.int64).reshape(3, 256)
+    data = counts_to_bytes(counts)
+    assert data == counts_to_bytes(counts.astype(np.int32))  # same bytes for the same counts
+    np.testing.assert_array_equal(counts_from_bytes(data, 3), counts)
+    for bad, n in ((data[:40], 3), (b"junk", 3), (data, 4),
+                   (counts_to_bytes(-counts), 3)):
+        with pytest.raises(ValueError, match="confidence count table"):
+            counts_from_bytes(bad, n)
+
+
+def test_rows_store_count_tables_and_the_reducer_recounts_missing_ones(stack, micrograph):
+    spec = SubmissionService(stack.settings).build_spec(str(micrograph))
+    job = stack.table.jobs.create(spec)
+    plan_job(stack, job.id)
+    rows = stack.table.rows.list(job.id)
+    assert len(rows) >= 3
+    for r in rows:
+        assert segment_row(stack, job.id, r.index) == "done"
+        # each row's table counts its own two strips
+        table = counts_from_bytes(stack.blobs.get_bytes(confidence_counts_key(job.id, r.index)), 3)
+        expected = confidence_counts(read_tiff(stack.local_blob(row_key(job.id, r.index))),
+                                     read_tiff(stack.local_blob(confidence_row_key(job.id,
+                                                                                   r.index))), 3)
+        np.testing.assert_array_equal(table, expected)
+    # a row checkpointed before the tables existed, and a damaged table: both recounted
+    stack.blobs.delete(confidence_counts_key(job.id, 0))
+    stack.blobs.put_bytes(confidence_counts_key(job.id, 1), b"not a table")
+    reduce_job(stack, job.id)
+    done = stack.table.jobs.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    doc = json.loads(stack.blobs.get_bytes(output_key(job.id, CONFIDENCE_JSON)))
+    labels = read_tiff(stack.local_blob(output_key(job.id, LABELS)))
+    conf = read_tiff(stack.local_blob(output_key(job.id, CONFIDENCE)))
+    assert doc == confidence_document(job.id, confidence_counts(labels, conf, 3),
+                                      stack.models.meta(job.model_name, job.model_version).classes)

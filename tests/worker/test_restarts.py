@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from core.states import JOB_TERMINAL, JobStatus, RowStatus
 from queues.app import make_celery, send
 from queues.names import PLAN_TASK, REDUCE_TASK
-from storage.blobs.layout import LABELS, confidence_row_key, output_key, row_key, row_partial_key
+from storage.blobs.layout import LABELS, output_key, row_blob_keys, row_key
 from storage.errors import NotFoundError, StorageError
 from storage.jobtable.engine import make_engine, upgrade
 from storage.jobtable.retries import is_transient
@@ -203,8 +203,7 @@ def test_job_survives_dropped_database_connections_and_a_broker_restart(
     assert len(rows) == 41 and all(r.status == RowStatus.DONE for r in rows)
     # No row done without its checkpoint, and no checkpoint without its row.
     assert ctx.blobs.list(f"jobs/{job.id}/rows") == sorted(
-        k for r in rows for k in (row_key(job.id, r.index), row_partial_key(job.id, r.index),
-                                  confidence_row_key(job.id, r.index)))
+        k for r in rows for k in row_blob_keys(job.id, r.index))
     assert all(r.blob_key == row_key(job.id, r.index) for r in rows)
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     assert labels.tobytes() == ref_labels.tobytes()

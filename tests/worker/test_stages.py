@@ -15,10 +15,9 @@ from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import (
     FRACTIONS_JSON,
     LABELS,
-    confidence_row_key,
     output_key,
+    row_blob_keys,
     row_key,
-    row_partial_key,
 )
 from submission import SubmissionService
 from tests.worker.conftest import read_tiff
@@ -67,8 +66,7 @@ def test_segment_row_twice_leaves_one_checkpoint_and_counts_once(stack, microgra
     row = stack.table.rows.get(job.id, 0)
     assert segment_row(stack, job.id, 0) == "skipped:done"
     assert stack.blobs.get_bytes(key) == first
-    assert sorted(stack.blobs.list(f"jobs/{job.id}/rows")) == sorted(
-        [key, confidence_row_key(job.id, 0), row_partial_key(job.id, 0)])
+    assert sorted(stack.blobs.list(f"jobs/{job.id}/rows")) == sorted(row_blob_keys(job.id, 0))
     again = stack.table.rows.get(job.id, 0)
     assert (again.counts, again.checksum, again.attempts) == (row.counts, row.checksum, 1)
     assert sum(row.counts) == (row.y1 - row.y0) * 700

@@ -8,7 +8,10 @@ softmax probability of its tile's forward pass
 as the label map (:func:`imaging.stitching.save_stitched`: about one strip in memory), with
 levels box-averaged (``region_shrink="mean"``: confidence is a quantity, not a class). The
 summary is counted strip by strip from the label and confidence checkpoints, exactly, like
-the phase fractions.
+the phase fractions: each row worker stores its strip's counts
+(:func:`confidence_counts`, :func:`counts_to_bytes`) beside its confidence strip, and the
+reducer sums them (exact: counts add), reading a row's strips again only where its counts
+are missing or unreadable (rows checkpointed before the counts were stored).
 
 Jobs whose rows were checkpointed before confidence existed have no confidence strips: then
 no confidence output is written (:data:`storage.blobs.layout.OPTIONAL_OUTPUTS`), and the job
@@ -17,6 +20,7 @@ succeeds as before.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,13 +31,19 @@ import structlog
 
 from imaging.stitching import DEFLATE, read_strip, save_stitched
 from models.package import ClassInfo
-from storage.blobs.layout import CONFIDENCE, CONFIDENCE_JSON, confidence_row_key
+from storage.blobs.layout import (
+    CONFIDENCE,
+    CONFIDENCE_JSON,
+    confidence_counts_key,
+    confidence_row_key,
+)
 from storage.jobtable.tables import Job, Row
 from worker.context import WorkerContext
 from worker.stages.measuring import job_pixel_size
 
 __all__ = ["HISTOGRAM_BINS", "LOW_CONFIDENCE_VALUE", "confidence_counts", "confidence_document",
-           "write_confidence", "write_confidence_pyramid"]
+           "counts_from_bytes", "counts_to_bytes", "write_confidence",
+           "write_confidence_pyramid"]
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +76,44 @@ def confidence_counts(labels: np.ndarray, confidence: np.ndarray, n_classes: int
             raise ValueError(f"label {int(code.max()) // 256} outside 0..{n_classes - 1}")
         out += np.bincount(code, minlength=n_classes * 256)
     return out.reshape(n_classes, 256)
+
+
+def counts_to_bytes(counts: np.ndarray) -> bytes:
+    """A (C, 256) count table as ``.npy`` bytes (int64, no pickle); the bytes depend only on
+    the counts, so a row run twice stores the same object."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(counts, dtype=np.int64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def counts_from_bytes(data: bytes, n_classes: int) -> np.ndarray:
+    """Read :func:`counts_to_bytes`' bytes back as a (``n_classes``, 256) int64 array.
+
+    Raises:
+        ValueError: not such a table (damaged, another shape or type, negative counts).
+    """
+    try:
+        counts = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as e:  # numpy raises many kinds of errors on bad input
+        raise ValueError(f"not a confidence count table ({type(e).__name__}: {e})") from None
+    if counts.shape != (n_classes, 256) or counts.dtype != np.int64 or (counts < 0).any():
+        raise ValueError(f"a confidence count table must be ({n_classes}, 256) non-negative "
+                         f"int64, got {counts.dtype} {counts.shape}")
+    return counts
+
+
+def _row_counts(ctx: WorkerContext, job: Job, row: Row, strip: Path, n_classes: int) -> np.ndarray:
+    """A row's (C, 256) counts: the stored table, else counted from its two strips."""
+    key = confidence_counts_key(job.id, row.index)
+    if ctx.blobs.exists(key):
+        try:
+            return counts_from_bytes(ctx.blobs.get_bytes(key), n_classes)
+        except ValueError as e:
+            log.warning("reduce.confidence_counts_unreadable", job_id=job.id, row=row.index,
+                        error=str(e))
+    log.info("reduce.confidence_counts_recounted", job_id=job.id, row=row.index)
+    return confidence_counts(read_strip(ctx.local_blob(row.blob_key)), read_strip(strip),
+                             n_classes)
 
 
 def _r(v: float, nd: int = 4) -> float:
@@ -158,7 +206,8 @@ def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | 
 def write_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row],
                      classes: Sequence[ClassInfo], work: Path) -> bool:
     """Write ``confidence.tif`` and ``confidence.json`` of a job into ``work`` from its rows'
-    label and confidence strips.
+    confidence strips and count tables (a row without a readable table is counted from its
+    label and confidence strips).
 
     Returns:
         False (nothing written, logged) when a row has no confidence strip (a job
@@ -178,8 +227,7 @@ def write_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row],
     paths = [ctx.local_blob(k) for k in keys]
     counts = np.zeros((len(classes), 256), np.int64)
     for row, path in zip(rows, paths, strict=True):
-        counts += confidence_counts(read_strip(ctx.local_blob(row.blob_key)), read_strip(path),
-                                    len(classes))
+        counts += _row_counts(ctx, job, row, path, len(classes))
     write_confidence_pyramid(paths, work / CONFIDENCE, pixel_size_um=job_pixel_size(job))
     doc = confidence_document(job.id, counts, classes)
     (work / CONFIDENCE_JSON).write_text(json.dumps(doc, indent=2) + "\n")

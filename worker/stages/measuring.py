@@ -22,7 +22,6 @@ row checkpoint, with identical results.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,7 +39,7 @@ from microstructure import (
     row_partial,
 )
 from models.package import ModelPackage
-from storage.blobs.layout import ROW_CHECKPOINT_TAG, row_partial_key
+from storage.blobs.layout import row_partial_key
 from worker.context import WorkerContext
 
 log = structlog.get_logger(__name__)
@@ -84,19 +83,10 @@ def write_row_partial(ctx: WorkerContext, job, index: int, y0: int, labels: np.n
     started = time.perf_counter()
     part = row_partial(labels, y0=y0, image_shape=(job.height, job.width),
                        classes=micro_classes(pkg))
-    _put(ctx, key, part.to_bytes(), f"{index:05d}.micro.npz")
+    ctx.put_row_blob(key, part.to_bytes())
     log.info("row.partial", job_id=job.id, row=index,
              seconds=round(time.perf_counter() - started, 3))
     return True
-
-
-def _put(ctx: WorkerContext, key: str, data: bytes, name: str) -> None:
-    scratch = ctx.cache_dir / "rows"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        path = Path(tmp) / name
-        path.write_bytes(data)
-        ctx.blobs.put_file(key, path, tags=ROW_CHECKPOINT_TAG)
 
 
 def row_partials(ctx: WorkerContext, job, rows: Sequence, classes: Sequence[ClassInfo]
@@ -115,7 +105,7 @@ def row_partials(ctx: WorkerContext, job, rows: Sequence, classes: Sequence[Clas
             labels = read_strip(ctx.local_blob(r.blob_key))
             part = row_partial(labels, y0=r.y0, image_shape=(job.height, job.width),
                                classes=classes)
-            _put(ctx, key, part.to_bytes(), f"{r.index:05d}.micro.npz")
+            ctx.put_row_blob(key, part.to_bytes())
             log.info("reduce.partial_recomputed", job_id=job.id, row=r.index)
         yield part
 

@@ -18,13 +18,19 @@ from imaging.reading import image_rows, open_image
 from imaging.stitching import read_strip, write_strip
 from microstructure.fractions import label_counts
 from queues.names import REDUCE_TASK, ROW_TASK
-from storage.blobs.layout import ROW_CHECKPOINT_TAG, confidence_row_key, row_key
+from storage.blobs.layout import (
+    ROW_CHECKPOINT_TAG,
+    confidence_counts_key,
+    confidence_row_key,
+    row_key,
+)
 from storage.errors import StorageError
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
 from worker.errors import PERMANENT_ERRORS
 from worker.leases import ROWS_IN_FLIGHT, Renewal
 from worker.spot import draining
+from worker.stages.confidence import confidence_counts, counts_to_bytes
 from worker.stages.measuring import write_row_partial
 from worker.stages.sources import source_path
 
@@ -154,10 +160,11 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
 
 def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     """(y1 - y0, W) uint8 labels of a row: from its checkpoint if one exists, else computed and
-    checkpointed (temp file -> atomic blob write). The row's confidence strip
-    (:func:`storage.blobs.layout.confidence_row_key`) is stored first, so a rerun that finds
-    the label checkpoint finds the confidence too (checkpoints from before confidence
-    existed have none; the reducer then writes no confidence outputs)."""
+    checkpointed (temp file -> atomic blob write). The row's confidence count table and
+    strip (:func:`storage.blobs.layout.confidence_counts_key`, ``confidence_row_key``) are
+    stored first, so a rerun that finds the label checkpoint finds the confidence too
+    (checkpoints from before confidence existed have none; the reducer then writes no
+    confidence outputs)."""
     if ctx.blobs.exists(key):
         return read_strip(ctx.local_blob(key))
     spec = JobSpec.from_stored(job.spec)
@@ -176,6 +183,10 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
+    # the count table first, then the strips: a rerun that finds the label checkpoint finds
+    # both (the reducer recounts a row whose table is missing)
+    ctx.put_row_blob(confidence_counts_key(job.id, index), counts_to_bytes(
+        confidence_counts(labels, confidence, segmenter.package.n_classes)))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         conf_path = Path(tmp) / f"{index:05d}.confidence.tif"
         write_strip(confidence, conf_path)
