@@ -3,11 +3,12 @@ that unpack a message and run a stage (:mod:`worker.stages`) with the inference 
 (:mod:`worker.engine`); around them the at-least-once delivery policy and dead-lettering
 (:mod:`worker.deadletter`), row and stitch lease renewal (:mod:`worker.leases`), the spot
 interruption watcher (:mod:`worker.spot`), and local worker processes for ``pelletseg run``
-and ``pelletseg worker`` (:mod:`worker.local`), and the worker's log (:mod:`worker.logs`).
+and ``pelletseg worker`` (:mod:`worker.local`), the worker's log (:mod:`worker.logs`) and the
+background imports at worker start (:mod:`worker.preload`).
 
 May import: ``core``, ``storage``, ``queues``, ``models``, ``imaging``, ``microstructure``,
 ``webhooks``, Celery and torch; never ``api``, ``submission``, ``training``, ``cli`` or
 ``benchmarks``.
 """
 
-__all__ = ["context", "deadletter", "engine", "local", "logs", "stages", "tasks"]
+__all__ = ["context", "deadletter", "engine", "local", "logs", "preload", "stages", "tasks"]

@@ -206,7 +206,9 @@ def wire_worker_signals(app: Celery, settings: Settings,
     (RabbitMQ drops dead letters it cannot route); ``worker_ready`` records the worker's task
     slots in ``slots``, starts the heartbeat and reconcile thread (``worker/liveness.py``; pool
     processes beat from ``worker_process_init``) and the spot interruption watcher when
-    ``PELLETSEG_SPOT_MODE`` is not ``off``; ``worker_shutdown`` stops them."""
+    ``PELLETSEG_SPOT_MODE`` is not ``off``; ``worker_shutdown`` stops them. The process that
+    runs tasks (a prefork pool's children, else the worker) starts the background imports of
+    :mod:`worker.preload`."""
     watchers: list = []
     uid = f"pelletseg-{id(app)}"
     slots = slots or WorkerSlots()
@@ -258,6 +260,18 @@ def wire_worker_signals(app: Celery, settings: Settings,
         probe = stall_probe(sender) if _celery_worker_process() else None
         beating.append(Liveness(context, stall_probe=probe).start())
 
+    def preload_in_tasks_process(sender=None, **_):
+        # the process that runs tasks imports what the stages load lazily, in the background:
+        # a prefork pool's children (worker_process_init), else the worker itself
+        if sender is not None and getattr(sender, "app", app) is not app:
+            return
+        pool = getattr(sender, "pool", None)
+        if sender is not None and type(pool).__module__.endswith(".prefork"):
+            return  # its children preload (worker_process_init)
+        from worker.preload import start_preload
+
+        start_preload()
+
     def start_child_liveness(**_):
         # a prefork pool process claims rows under its own host:pid: it beats for them. The
         # solo pool sends this signal in the worker's own process (beating from worker_ready
@@ -276,6 +290,10 @@ def wire_worker_signals(app: Celery, settings: Settings,
             beating.pop().stop()
 
     worker_ready.connect(start_liveness, weak=False, dispatch_uid=uid + "-liveness")
+    worker_ready.connect(preload_in_tasks_process, weak=False, dispatch_uid=uid + "-preload")
+    worker_process_init.connect(lambda **_: os.getpid() != wired_in and
+                                preload_in_tasks_process(), weak=False,
+                                dispatch_uid=uid + "-preload-child")
     worker_process_init.connect(start_child_liveness, weak=False,
                                 dispatch_uid=uid + "-liveness-child")
     worker_shutdown.connect(stop_liveness, weak=False, dispatch_uid=uid + "-liveness-stop")
