@@ -139,9 +139,12 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
     default) the package is stored under models/NAME/VERSION/ of the store of --home and
     recorded in its model table.
     """
+    import time
     from pathlib import Path
 
     from click.core import ParameterSource
+
+    called = time.monotonic()
 
     from core.geometry import GeometryError, TileGeometry
     from imaging import ImageFormatError
@@ -174,12 +177,9 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                                    "to it) or --epochs (a hand-set run)")
         try:
             spec0 = load_dataset_spec(dataset_yaml)
-            splits0 = spec0.splits
         except TrainingError as e:
             raise click.ClickException(str(e)) from e
-        has_eval = splits0 is not None
-        recipe = default_recipe(max_minutes, device, fine_tune=from_model is not None,
-                                has_eval_split=has_eval and final_eval)
+        recipe = default_recipe(max_minutes, device, fine_tune=from_model is not None)
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
                              "steps_per_epoch", "average_tau", "input_scale")
@@ -256,7 +256,8 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
             input_scale_choice=scale_choice,
-            time_budget_s=recipe["time_budget_s"] if recipe else None,
+            call_budget_s=recipe["call_budget_s"] - (time.monotonic() - called)
+            if recipe else None,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,
             batch_size=batch_size, lr=lr, dice_weight=dice_weight, class_weights=class_weights,

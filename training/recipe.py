@@ -44,8 +44,14 @@ Choices (and why, for a few dozen labelled micrographs):
   the last weights of the same run on LumenStone S2 (docs/models.md, run 5).
 - **Validation**: none during training (it costs minutes on a CPU, and choosing weights on
   six val images would report a selected figure); the package's val/test metrics are measured once
-  at the end through the production tiled path. 15 % of the budget (at most 10 min) is kept
-  for that final measurement, so the whole call fits in about ``max_minutes``.
+  at the end through the production tiled path.
+- **Time budget**: the whole call fits in ``max_minutes``. Before the first step the trainer
+  measures one forward pass of a tile and counts the tiles of the val/test images, and keeps
+  :data:`EVAL_SAFETY` x that estimate + :data:`EVAL_FIXED_S` (loading the package, exporting it
+  for the CPU runtime, writing model.json) for the final evaluation, at most
+  :data:`MAX_EVAL_RESERVE` of the call (and 10 min); the rest, less the set-up already spent,
+  is the steps' budget (:func:`fit_time_budget`). A fixed 15 % reserve left LumenStone S2's
+  30 min calls ending after 26 min (docs/models.md).
 """
 
 from __future__ import annotations
@@ -53,9 +59,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["AUTO_SCALES", "CPU_ENCODERS", "MIN_ROUND_TRIP_IOU", "REDUCED_MODEL_GEOMETRY",
+__all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
+           "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "REDUCED_MODEL_GEOMETRY",
            "choose_input_scale", "default_recipe", "describe_recipe", "encoder_for_scale",
-           "geometry_for_scale", "one_cycle_lr", "resolve_recipe", "round_trip_iou"]
+           "fit_time_budget", "geometry_for_scale", "one_cycle_lr", "resolve_recipe",
+           "round_trip_iou"]
 
 #: Input scales ``auto`` tries, the strongest reduction first (1 when none passes).
 AUTO_SCALES = (0.25, 0.5)
@@ -66,6 +74,16 @@ REDUCED_MODEL_GEOMETRY = (512, 64)
 #: The CPU recipe's encoder at full resolution and at a reduced input scale (CUDA: "reduced"
 #: at every scale).
 CPU_ENCODERS = {"full": "resnet18", "reduced": "resnet34"}
+#: The final evaluation's reserve: its measured estimate (s) times this, plus
+#: :data:`EVAL_FIXED_S`.
+EVAL_SAFETY = 2.0
+#: Seconds of the final evaluation that do not scale with its tiles: loading the package
+#: twice (val, test), exporting it for the CPU runtime, writing model.json.
+EVAL_FIXED_S = 30.0
+#: The largest share of the call the final evaluation may reserve (and never over 10 min).
+MAX_EVAL_RESERVE = 0.15
+#: The smallest share of the call left to training steps, however long the set-up took.
+MIN_STEPS_SHARE = 0.1
 
 
 def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
@@ -219,10 +237,11 @@ def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
     return 1.0, {"chosen": 1.0, "min_iou": min_iou, "round_trip_iou": tried, "reason": reason}
 
 
-def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool = False,
-                   has_eval_split: bool = True) -> dict[str, Any]:
+def default_recipe(max_minutes: float, device: str = "cpu", *,
+                   fine_tune: bool = False) -> dict[str, Any]:
     """The recipe for a budget of ``max_minutes`` (whole call) on ``device``: keyword
-    arguments of :func:`training.trainer.train` plus ``time_budget_s`` (s of training steps).
+    arguments of :func:`training.trainer.train` plus ``call_budget_s`` (s of the whole call;
+    the trainer fits the steps' budget to it, :func:`fit_time_budget`).
 
     Raises:
         ValueError: ``max_minutes`` is not positive.
@@ -230,7 +249,6 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
     if not max_minutes or max_minutes <= 0:
         raise ValueError(f"the default recipe needs a positive --max-minutes, got {max_minutes}")
     cuda = device.startswith("cuda")
-    reserve = min(0.15 * max_minutes, 10.0) if has_eval_split else 0.0
     recipe: dict[str, Any] = {
         "arch": "Unet", "encoder": "auto",
         "arch_params": {"decoder_channels": [128, 64, 32, 16, 8]},
@@ -240,9 +258,34 @@ def default_recipe(max_minutes: float, device: str = "cpu", *, fine_tune: bool =
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
         "input_scale": "auto",
-        "time_budget_s": round(60 * (max_minutes - reserve), 1),
+        "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
+
+
+def fit_time_budget(call_budget_s: float, setup_s: float,
+                    eval_estimate_s: float | None) -> dict[str, float | None]:
+    """Split a call's wall-clock budget: seconds of training steps once ``setup_s`` are spent
+    and the final evaluation, estimated at ``eval_estimate_s`` (None: no final evaluation),
+    is reserved for (``EVAL_SAFETY * estimate + EVAL_FIXED_S``, at most ``MAX_EVAL_RESERVE`` of
+    the call and 600 s). The steps get at least ``MIN_STEPS_SHARE`` of the call.
+
+    Returns:
+        ``{"call_s", "setup_s", "final_eval_estimate_s", "final_eval_reserve_s", "steps_s"}``
+        (s, rounded to 0.1; the estimate to 0.001).
+
+    Raises:
+        ValueError: ``call_budget_s`` not positive, or a negative time.
+    """
+    if call_budget_s <= 0 or setup_s < 0 or (eval_estimate_s is not None and eval_estimate_s < 0):
+        raise ValueError(f"times must be positive (call) or >= 0, got {call_budget_s}, "
+                         f"{setup_s}, {eval_estimate_s}")
+    reserve = 0.0 if eval_estimate_s is None else min(
+        EVAL_SAFETY * eval_estimate_s + EVAL_FIXED_S, MAX_EVAL_RESERVE * call_budget_s, 600.0)
+    steps = max(call_budget_s - setup_s - reserve, MIN_STEPS_SHARE * call_budget_s)
+    return {"call_s": round(call_budget_s, 1), "setup_s": round(setup_s, 1),
+            "final_eval_estimate_s": None if eval_estimate_s is None else round(eval_estimate_s, 3),
+            "final_eval_reserve_s": round(reserve, 1), "steps_s": round(steps, 1)}
 
 
 #: What each augmentation kind does, in the words ``describe_recipe`` prints.
@@ -273,7 +316,8 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"loss       cross-entropy (class weights {r['class_weights']}) + "
         f"{r['dice_weight']} x soft dice",
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
-        f"schedule   AdamW, {r['schedule']}: {r['time_budget_s'] / 60:.1f} min of steps, peak "
+        f"schedule   AdamW, {r['schedule']}: {r['call_budget_s'] / 60:g} min for the call, less "
+        "the set-up and the final evaluation (measured before the first step); peak "
         f"lr {r['lr']:.1e}, warm-up {r['warmup']:.0%}, ends at {r['final_lr_fraction']:.0%}",
         ("weights    " + (f"moving average, time constant {r['average_tau']:.0%} of the run"
                           if r.get("average_tau") else "the last ones")),

@@ -33,11 +33,16 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
-from training.recipe import choose_input_scale, encoder_for_scale, geometry_for_scale
+from training.recipe import (
+    choose_input_scale,
+    encoder_for_scale,
+    fit_time_budget,
+    geometry_for_scale,
+)
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import to_model_scale, write_package
 
-__all__ = ["channel_stats", "reduce_pair", "train", "validate"]
+__all__ = ["channel_stats", "final_eval_estimate_s", "reduce_pair", "train", "validate"]
 
 
 def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -153,7 +158,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           init_from: str | Path | None = None, average_tau: float | None = None,
           input_scale: float | str | None = None,
           input_scale_choice: dict[str, Any] | None = None,
-          recipe: dict[str, Any] | None = None) -> ModelPackage:
+          recipe: dict[str, Any] | None = None,
+          call_budget_s: float | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -185,6 +191,12 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     ``epochs`` only bounds the number of checkpoints (one every ``steps_per_epoch`` steps).
     Such runs are not bit-for-bit reproducible (the step count depends on the machine's
     speed); ``resume`` continues the schedule where the time spent left it.
+    ``call_budget_s`` (instead of ``time_budget_s``): the wall seconds this call may still
+    take; ``time_budget_s`` is then fitted to it before the first step
+    (:func:`training.recipe.fit_time_budget`: less the set-up spent so far and a reserve for
+    the final evaluation, estimated from one measured forward pass of a tile times the tiles
+    of the val/test images, :func:`final_eval_estimate_s`) and recorded in the model card
+    (``training.time_budget``); ``resume`` keeps the checkpoint's.
     ``validate_each_epoch=False`` skips the per-epoch validation and keeps the last weights.
 
     ``init_from``: a model package folder to fine-tune: its architecture, encoder, arch_params,
@@ -315,6 +327,20 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                            transform=build_augmentation(augment))
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
     average = WeightAverage(model, average_tau) if average_tau else None
+    time_budget = None
+    if call_budget_s is not None and time_budget_s is None:
+        state0 = read_state(ckpt_dir) if resume else None
+        if state0 is not None and state0["config"].get("time_budget_s"):
+            time_budget_s = state0["config"]["time_budget_s"]  # the schedule it started
+        else:
+            evaluated = [img for k in ("val", "test") for img, _ in (data.get(k) or [])]
+            estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
+                if final_eval and evaluated else None
+            time_budget = fit_time_budget(call_budget_s, time.monotonic() - t0, estimate)
+            time_budget_s = time_budget["steps_s"]
+            if progress:
+                print(_describe_budget(time_budget))
+        config["time_budget_s"] = time_budget_s
     if time_budget_s is not None:
         from training.recipe import one_cycle_lr
 
@@ -410,7 +436,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "optimizer": "AdamW(weight_decay=1e-4), " + (
             f"one-cycle over {time_budget_s:.0f} s of wall time (warm-up {warmup}, final "
             f"{final_lr_fraction} x lr)" if time_budget_s else "cosine over the epochs"),
-        "time_budget_s": time_budget_s, "validate_each_epoch": validate_each_epoch,
+        "time_budget_s": time_budget_s, "time_budget": time_budget,
+        "validate_each_epoch": validate_each_epoch,
         "input_scale_choice": scale_choice,
         "weight_average": None if average is None else {
             "kind": "exponential moving average of parameters and batch-norm buffers",
@@ -436,6 +463,48 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if final_eval and (data.get("val") or data.get("test")):
         pkg = _final_metrics(pkg, out_dir, data, names, device)
     return pkg
+
+
+def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometry,
+                          input_scale: float, device: str) -> float:
+    """Seconds the forward passes of a final evaluation of ``images`` ((H, W, 3) uint8, image
+    px) will take: their tiles at ``geometry`` (image px; :class:`worker.engine.tiling.TileGrid`)
+    times one forward pass of a (1, 3, t, t) tile, t the model tile at ``input_scale``, timed
+    in eval mode (the fastest of 2 after a warm-up; the weights, batch-norm statistics and
+    random state are not changed). Eager PyTorch: an upper bound for the CPU's compiled
+    runtime."""
+    import torch
+
+    from worker.engine.tiling import TileGrid
+
+    tiles = 0
+    for img in images:
+        grid = TileGrid(img.shape[1], img.shape[0], geometry)
+        tiles += grid.n_cols * grid.n_tile_rows
+    t = model_tile_size(geometry.tile_size, input_scale)
+    x = torch.zeros(1, 3, t, t, device=device).to(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    times = []
+    try:
+        with torch.inference_mode():
+            for _ in range(3):
+                start = time.perf_counter()
+                model(x)
+                if x.is_cuda:
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return tiles * min(times[1:])
+
+
+def _describe_budget(b: dict) -> str:
+    evaluation = "no final evaluation" if b["final_eval_estimate_s"] is None else (
+        f"final evaluation ~{b['final_eval_estimate_s']:.0f} s measured, "
+        f"{b['final_eval_reserve_s']:.0f} s reserved")
+    return (f"time budget: {b['steps_s'] / 60:.1f} min of steps (call {b['call_s'] / 60:.1f} min, "
+            f"set-up {b['setup_s']:.0f} s, {evaluation})")
 
 
 def _base_package(folder: str | Path, spec) -> ModelPackage:

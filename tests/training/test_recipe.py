@@ -15,11 +15,16 @@ from tests.training.test_trainer import CLASSES, _dataset, _tiny_train
 from training.recipe import (
     AUTO_SCALES,
     CPU_ENCODERS,
+    EVAL_FIXED_S,
+    EVAL_SAFETY,
+    MAX_EVAL_RESERVE,
     MIN_ROUND_TRIP_IOU,
+    MIN_STEPS_SHARE,
     choose_input_scale,
     default_recipe,
     describe_recipe,
     encoder_for_scale,
+    fit_time_budget,
     geometry_for_scale,
     one_cycle_lr,
     resolve_recipe,
@@ -50,9 +55,7 @@ def test_default_recipe_fits_budget_and_device():
     cpu = default_recipe(30)
     assert cpu["encoder"] == default_recipe(30, "cuda")["encoder"] == "auto"
     assert cpu["patch_size"] == 256
-    assert cpu["time_budget_s"] == pytest.approx(60 * 30 * 0.85)
-    assert default_recipe(30, has_eval_split=False)["time_budget_s"] == 1800
-    assert default_recipe(120)["time_budget_s"] == 60 * 110  # eval reserve capped at 10 min
+    assert cpu["call_budget_s"] == 1800 and "time_budget_s" not in cpu  # the trainer fits it
     assert default_recipe(30, "cuda")["patch_size"] == 512
     assert default_recipe(30, fine_tune=True)["lr"] == pytest.approx(0.3 * cpu["lr"])
     assert "resnet34 at a reduced input scale" in describe_recipe(cpu)
@@ -154,6 +157,59 @@ def test_auto_input_scale_in_training_is_recorded_in_the_model_card(tmp_path):
     assert auto.geometry == geometry_for_scale(0.5)
 
 
+def test_fit_time_budget_reserves_the_measured_final_evaluation():
+    # 30 min call, 20 s of set-up, 18 s of evaluation measured: 2 x 18 + 30 s reserved
+    b = fit_time_budget(1800, 20, 18)
+    assert b["final_eval_reserve_s"] == EVAL_SAFETY * 18 + EVAL_FIXED_S == 66
+    assert b["steps_s"] == 1800 - 20 - 66 and b["call_s"] == 1800
+    # no final evaluation: nothing reserved
+    assert fit_time_budget(1800, 20, None)["steps_s"] == 1780
+    # a slow evaluation is capped at MAX_EVAL_RESERVE of the call, and at 10 min
+    assert fit_time_budget(1800, 0, 1000)["final_eval_reserve_s"] == MAX_EVAL_RESERVE * 1800
+    assert fit_time_budget(3 * 3600, 0, 1000)["final_eval_reserve_s"] == 600
+    # a set-up that ate the call still leaves the steps MIN_STEPS_SHARE of it
+    assert fit_time_budget(100, 500, 5)["steps_s"] == MIN_STEPS_SHARE * 100
+    with pytest.raises(ValueError):
+        fit_time_budget(0, 0, 1)
+
+
+def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was():
+    import torch
+
+    from training.trainer import final_eval_estimate_s
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    geo = TileGeometry(64, 16)  # stride 32
+    one = final_eval_estimate_s(model, [np.zeros((32, 32, 3), np.uint8)], geo, 1.0, "cpu")
+    # 100 x 70 px: 4 x 3 tiles of stride 32, twice
+    many = final_eval_estimate_s(model, [np.zeros((70, 100, 3), np.uint8)] * 2, geo, 1.0, "cpu")
+    assert one > 0 and many > 10 * one * 0.3  # 24 tiles against 1 (timing noise allowed)
+    assert model.training and torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_call_budget_is_fitted_once_and_a_resume_keeps_it(tmp_path):
+    path = _dataset(tmp_path)
+    first = _tiny_train(path, tmp_path / "a", epochs=1, call_budget_s=4.0, steps_per_epoch=2,
+                        validate_each_epoch=False)
+    budget = first.training["time_budget"]
+    assert budget["call_s"] == 4.0 and budget["final_eval_estimate_s"] > 0
+    assert first.training["time_budget_s"] == budget["steps_s"] < 4.0
+    # no val/test images evaluated at the end: nothing reserved for it
+    quiet = _tiny_train(path, tmp_path / "b", epochs=1, call_budget_s=4.0, steps_per_epoch=2,
+                        validate_each_epoch=False, final_eval=False)
+    assert quiet.training["time_budget"]["final_eval_estimate_s"] is None
+    assert quiet.training["time_budget"]["final_eval_reserve_s"] == 0
+    # resuming with another call budget continues the schedule the checkpoint started
+    again = _tiny_train(path, tmp_path / "a", epochs=1, call_budget_s=50.0, steps_per_epoch=2,
+                        validate_each_epoch=False, resume=True)
+    assert again.training["time_budget_s"] == first.training["time_budget_s"]
+
+
 def test_time_budget_run_and_fine_tune(tmp_path):
     path = _dataset(tmp_path)
     pkg = _tiny_train(path, tmp_path / "a", epochs=1, time_budget_s=2.0, steps_per_epoch=3,
@@ -211,7 +267,13 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     card = json.loads((tmp_path / "p" / "model.json").read_text())
     assert card["training"]["recipe"]["patch_size"] == 64
     assert card["training"]["recipe"]["class_weights"] == "inv_sqrt"
-    assert card["training"]["time_budget_s"] == pytest.approx(0.03 * 60 * 0.85, abs=0.06)
+    budget = card["training"]["time_budget"]
+    # fitted before the first step: the call less the set-up and the measured final evaluation
+    assert budget["call_s"] <= 1.8 and budget["final_eval_estimate_s"] > 0
+    assert card["training"]["time_budget_s"] == budget["steps_s"] == pytest.approx(
+        max(budget["call_s"] - budget["setup_s"] - budget["final_eval_reserve_s"],
+            MIN_STEPS_SHARE * budget["call_s"]), abs=0.11)
+    assert "time budget:" in res.output and "final evaluation ~" in res.output
     res2 = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "q"),
                                           "--max-minutes", "0.03", "--from",
                                           str(tmp_path / "p"), *small])
