@@ -256,8 +256,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
             input_scale_choice=scale_choice,
-            call_budget_s=recipe["call_budget_s"] - (time.monotonic() - called)
-            if recipe else None,
+            call_budget_s=recipe["call_budget_s"] if recipe else None, call_started=called,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,
             batch_size=batch_size, lr=lr, dice_weight=dice_weight, class_weights=class_weights,

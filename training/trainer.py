@@ -159,7 +159,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           input_scale: float | str | None = None,
           input_scale_choice: dict[str, Any] | None = None,
           recipe: dict[str, Any] | None = None,
-          call_budget_s: float | None = None) -> ModelPackage:
+          call_budget_s: float | None = None,
+          call_started: float | None = None) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -191,8 +192,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     ``epochs`` only bounds the number of checkpoints (one every ``steps_per_epoch`` steps).
     Such runs are not bit-for-bit reproducible (the step count depends on the machine's
     speed); ``resume`` continues the schedule where the time spent left it.
-    ``call_budget_s`` (instead of ``time_budget_s``): the wall seconds this call may still
-    take; ``time_budget_s`` is then fitted to it before the first step
+    ``call_budget_s`` (instead of ``time_budget_s``): the wall seconds the whole call may
+    take, counted from ``call_started`` (a ``time.monotonic()`` value; default: when this
+    function began); ``time_budget_s`` is then fitted to it before the first step
     (:func:`training.recipe.fit_time_budget`: less the set-up spent so far and a reserve for
     the final evaluation, estimated from one measured forward pass of a tile times the tiles
     of the val/test images, :func:`final_eval_estimate_s`) and recorded in the model card
@@ -336,7 +338,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             evaluated = [img for k in ("val", "test") for img, _ in (data.get(k) or [])]
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
                 if final_eval and evaluated else None
-            time_budget = fit_time_budget(call_budget_s, time.monotonic() - t0, estimate)
+            time_budget = fit_time_budget(call_budget_s,
+                                          time.monotonic() - (call_started or t0), estimate)
             time_budget_s = time_budget["steps_s"]
             if progress:
                 print(_describe_budget(time_budget))

@@ -169,6 +169,7 @@ def test_fit_time_budget_reserves_the_measured_final_evaluation():
     assert fit_time_budget(3 * 3600, 0, 1000)["final_eval_reserve_s"] == 600
     # a set-up that ate the call still leaves the steps MIN_STEPS_SHARE of it
     assert fit_time_budget(100, 500, 5)["steps_s"] == MIN_STEPS_SHARE * 100
+    assert fit_time_budget(1.8, 2.5, 0.01)["steps_s"] == pytest.approx(0.2)  # rounded
     with pytest.raises(ValueError):
         fit_time_budget(0, 0, 1)
 
@@ -269,7 +270,7 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert card["training"]["recipe"]["class_weights"] == "inv_sqrt"
     budget = card["training"]["time_budget"]
     # fitted before the first step: the call less the set-up and the measured final evaluation
-    assert budget["call_s"] <= 1.8 and budget["final_eval_estimate_s"] > 0
+    assert budget["call_s"] == 1.8 and budget["final_eval_estimate_s"] > 0
     assert card["training"]["time_budget_s"] == budget["steps_s"] == pytest.approx(
         max(budget["call_s"] - budget["setup_s"] - budget["final_eval_reserve_s"],
             MIN_STEPS_SHARE * budget["call_s"]), abs=0.11)
