@@ -48,6 +48,21 @@ def test_decide_keeps_argmax_and_gives_rounded_max_softmax():
     assert Segmenter.decide(logits.bfloat16())[1].dtype == torch.uint8
 
 
+@pytest.mark.parametrize("classes", [2, 3, 8])
+def test_labels_of_equals_argmax_with_ties_and_in_every_layout(classes):
+    """labels_of (max over the classes) is argmax: the first class on exact ties, in NCHW,
+    channels_last and bf16 logits."""
+    g = torch.Generator().manual_seed(classes)
+    logits = torch.randn(2, classes, 64, 48, generator=g) * 3
+    logits[:, :, :16] = torch.randint(0, 2, (2, classes, 16, 48), generator=g).float()  # ties
+    ties = (logits[:, :, :16] == logits[:, :, :16].amax(1, keepdim=True)).sum(1) > 1
+    assert ties.float().mean() > 0.3  # the tie rows do hold ties
+    for x in (logits, logits.contiguous(memory_format=torch.channels_last), logits.bfloat16()):
+        got = Segmenter.labels_of(x)
+        assert got.dtype == torch.uint8 and got.shape == (2, 64, 48)
+        assert torch.equal(got, x.argmax(1).to(torch.uint8))
+
+
 @pytest.mark.parametrize(("tile", "halo", "rows_per_task", "batch"), [
     (128, 16, 1, 1), (96, 16, 2, 3),
 ])
