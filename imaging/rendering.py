@@ -177,28 +177,6 @@ def preview_size(width: int, height: int, max_side: int = 1600) -> tuple[int, in
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
-#: Loaders that decode at 1/2, 1/4 or 1/8 of the size for less work (libvips' ``shrink``
-#: option: JPEG's DCT scaling, WebP's scaled decode).
-SHRINK_ON_LOAD = ("jpegload", "webpload")
-
-
-def _reduced_on_load(source_path, source: pyvips.Image, w: int, h: int) -> pyvips.Image:
-    """``source`` (3-band sRGB8 of ``source_path``) decoded again at the strongest of 1/8, 1/4,
-    1/2 of its size that is still at least (w, h) px, where its loader can (as libvips'
-    ``thumbnail`` does); else ``source`` itself. A preview of a 37.7 Mpx JPEG then decodes
-    ~2.4 Mpx, not 37.7 (docs/performance.md)."""
-    try:
-        loader = source.get("vips-loader")
-    except pyvips.Error:
-        return source
-    if loader not in SHRINK_ON_LOAD:
-        return source
-    for k in (8, 4, 2):
-        if source.width // k >= w and source.height // k >= h:
-            return to_rgb8(load_image(source_path, shrink=k))
-    return source
-
-
 def write_preview(
     source_path: str | Path,
     label_path: str | Path,
@@ -209,9 +187,7 @@ def write_preview(
 ) -> None:
     """Write a PNG preview: downsampled source (left), colourised labels (right), legend below.
 
-    The source is resized with libvips' default (Lanczos) kernel, after a reduced decode
-    where its format allows one (JPEG, WebP: 1/2, 1/4 or 1/8 of the size, never below the
-    panel's); the label map is sampled
+    The source is resized with libvips' default (Lanczos) kernel; the label map is sampled
     nearest-neighbour from its mode-downsampled pyramid (never interpolated), so every label
     pixel has exactly a palette colour. Total width ``2 * w + PREVIEW_GAP <= max_side`` with
     (w, h) from :func:`preview_size`; the legend strip adds some rows at the bottom.
@@ -234,7 +210,6 @@ def write_preview(
         raise ValueError(f"max_side must be at least {2 + PREVIEW_GAP} px, got {max_side}")
     source, _ = _open_pair(source_path, label_path)
     w, h = preview_size(source.width, source.height, max_side)
-    source = _reduced_on_load(source_path, source, w, h)
     if (w, h) != (source.width, source.height):
         source = source.resize(w / source.width, vscale=h / source.height)
     # resize can be off by one pixel: pin the size exactly

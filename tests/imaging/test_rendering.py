@@ -87,39 +87,6 @@ def test_preview_never_enlarges(stitched, source, tmp_path):
     assert pyvips.Image.new_from_file(str(out)).width == 2 * W + PREVIEW_GAP
 
 
-def test_preview_of_a_jpeg_decodes_it_reduced_and_looks_the_same(tmp_path, monkeypatch):
-    """A JPEG source is decoded at 1/4 of its size for a panel of under 1/4 (libvips'
-    shrink-on-load); the panel matches the one resized from the full decode."""
-    import imaging.rendering as rendering
-
-    side = 2048
-    yy, xx = np.mgrid[0:side, 0:side]
-    smooth = (127 + 60 * np.sin(xx / 97.0) + 60 * np.cos(yy / 131.0)).astype(np.uint8)
-    rgb = np.dstack([smooth, smooth[::-1], smooth[:, ::-1]])
-    source_path = tmp_path / "source.jpg"
-    pyvips.Image.new_from_array(rgb).copy(interpretation="srgb").jpegsave(str(source_path), Q=95)
-    blocks = np.kron(np.random.default_rng(5).choice(np.array([0, 1, 3], np.uint8), (16, 16)),
-                     np.ones((128, 128), np.uint8))
-    write_strip(blocks, tmp_path / "strip.tif")
-    label_path = tmp_path / "labels.tif"
-    write_label_pyramid([tmp_path / "strip.tif"], label_path)
-    shrinks = []
-    load = rendering.load_image
-    monkeypatch.setattr(rendering, "load_image",
-                        lambda path, **kw: shrinks.append(kw.get("shrink")) or load(path, **kw))
-    max_side = 608  # panels of 300 px: 1/8 (256 px) would be too small, 1/4 (512 px) is not
-    write_preview(source_path, label_path, PALETTE, tmp_path / "fast.png", max_side=max_side)
-    w, h = preview_size(side, side, max_side)
-    assert 4 in shrinks and side // 8 < w <= side // 4  # 1/8 would fall below the panel
-    monkeypatch.setattr(rendering, "SHRINK_ON_LOAD", ())
-    write_preview(source_path, label_path, PALETTE, tmp_path / "full.png", max_side=max_side)
-    fast, full = (pyvips.Image.new_from_file(str(tmp_path / n)).numpy().astype(int)
-                  for n in ("fast.png", "full.png"))
-    assert fast.shape == full.shape
-    assert np.abs(fast[:h, :w] - full[:h, :w]).mean() < 1.5  # the source panel
-    np.testing.assert_array_equal(fast[:, w:], full[:, w:])  # labels and legend: the same
-
-
 def _strip_files(tmp_path, strips) -> list:
     paths = []
     for i, strip in enumerate(strips):
