@@ -38,6 +38,7 @@ from training.recipe import (
     encoder_for_scale,
     fit_time_budget,
     geometry_for_scale,
+    one_cycle_lr,
 )
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import to_model_scale, write_package
@@ -345,8 +346,6 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                 print(_describe_budget(time_budget))
         config["time_budget_s"] = time_budget_s
     if time_budget_s is not None:
-        from training.recipe import one_cycle_lr
-
         epochs = max(epochs, 10**6)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
