@@ -99,26 +99,77 @@ def row_timeline(rows) -> dict:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_DEVICE_S = re.compile(r"device_s=([0-9.]+)")
+_FIELD = re.compile(r"(\w+)=(\S+)")
+_EVENT = re.compile(r"\]\s+([\w.]+)")
 
 
-def device_seconds_from_logs(log_dir: Path, job_id: str) -> tuple[float, int]:
-    """Sum of ``device_s`` over the ``row.computed`` lines of ``job_id`` in the local workers'
-    logs (``worker-*.log``), and how many rows were found.
-
-    The model's share of the workers' time is robust to other load on the machine (which
-    slows the model and the rest alike), unlike pipeline / limit measured minutes apart.
+def job_log_events(log_dir: Path, job_id: str) -> list[dict]:
+    """The structlog lines of ``job_id`` in the local workers' logs (``worker-*.log``), each as
+    ``{"event": name, key: value, ...}`` (values parsed as float where they are numbers).
     """
-    total, rows = 0.0, 0
+    events = []
     for path in sorted(log_dir.glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
             line = _ANSI.sub("", line)
-            if "row.computed" in line and f"job_id={job_id}" in line.split():
-                found = _DEVICE_S.search(line)
-                if found:
-                    total += float(found.group(1))
-                    rows += 1
-    return total, rows
+            fields = dict(_FIELD.findall(line))
+            if fields.get("job_id") != job_id:
+                continue
+            name = _EVENT.search(line)
+            event = {"event": name.group(1) if name else ""}
+            for key, value in fields.items():
+                try:
+                    event[key] = float(value)
+                except ValueError:
+                    event[key] = value
+            events.append(event)
+    return events
+
+
+def worker_time_budget(events: list[dict], workers: int, seconds: float,
+                       submit_to_first_row_s: float, rows_phase_s: float) -> dict:
+    """Where a job's worker time went: ``workers x seconds`` (s) split into stages, each with
+    its seconds and its share (%) of that total, from the job's log events
+    (:func:`job_log_events`) and its row timeline (:func:`row_timeline`).
+
+    Stages: ``model`` (the forward passes, ``row.computed`` ``device_s``); ``tiles`` (the rest
+    of the strip loop: tile copies, placing cores, waiting for the reader); ``checkpoints``
+    (label and confidence strips and the count table, ``write_s``); ``partial`` (the
+    microstructure partial, ``row.partial``); ``row_rest`` (claim, job table, class counts,
+    checksum: ``row.done`` seconds less the above); ``between_rows`` (the rows phase not
+    inside a row task: queue gaps, a worker without a row left while another finishes);
+    ``before_rows`` (submission to the first claim); ``after_rows`` (the last row done to
+    ``succeeded``, the reducer's time, on one worker while the others wait). The stages add
+    up to the total; ``reducer`` details the reducer's own log (wall seconds of products that
+    overlap in threads, so they do not add up). pipeline / limit is about the model's share
+    times the model's speed in the pipeline relative to the limit's.
+    """
+    rows = {}
+    for e in events:
+        if e["event"] in ("row.computed", "row.partial", "row.done") and "row" in e:
+            rows.setdefault(int(e["row"]), {})[e["event"]] = e
+    total = workers * seconds
+    stages = dict.fromkeys(("model", "tiles", "checkpoints", "partial", "row_rest"), 0.0)
+    for r in rows.values():
+        computed = r.get("row.computed", {})
+        partial = r.get("row.partial", {}).get("seconds", 0.0)
+        strip, write = computed.get("strip_s", 0.0), computed.get("write_s", 0.0)
+        stages["model"] += computed.get("device_s", 0.0)
+        stages["tiles"] += strip - computed.get("device_s", 0.0)
+        stages["checkpoints"] += write
+        stages["partial"] += partial
+        stages["row_rest"] += r.get("row.done", {}).get("seconds", 0.0) - strip - write - partial
+    in_rows = sum(stages.values())
+    stages["between_rows"] = workers * rows_phase_s - in_rows
+    stages["before_rows"] = workers * submit_to_first_row_s
+    stages["after_rows"] = total - workers * (submit_to_first_row_s + rows_phase_s)
+    reduce = next((e for e in events if e["event"] == "reduce.done"), {})
+    reducer = {k: v for k, v in reduce.items() if k.endswith("_s") or k == "seconds"}
+    return {
+        "workers": workers, "total_s": total,
+        "stages": {k: {"seconds": round(v, 3), "pct": round(100 * v / total, 1) if total else 0.0}
+                   for k, v in stages.items()},
+        "rows_logged": len(rows), "reducer": reducer,
+    }
 
 
 def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
@@ -165,7 +216,9 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
         peaks = pool.peak_rss_mib()
     rows = table.rows.list(job.id)
     timeline = row_timeline(rows)
-    device_s, logged = device_seconds_from_logs(settings.home / "logs", job.id)
+    events = job_log_events(settings.home / "logs", job.id)
+    device_s = sum(e.get("device_s", 0.0) for e in events if e["event"] == "row.computed")
+    logged = sum(e["event"] == "row.computed" for e in events)
     created = job.created_at
     mpx = job.width * job.height / 1e6
     labels = BlobStore(settings.resolved_storage_url).local_file(
@@ -184,6 +237,9 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
         "model_busy_pct": 100 * device_s / (cfg.workers * seconds),
         "model_busy_rows_phase_pct": 100 * device_s / (cfg.workers * timeline["rows_phase_s"]),
         "worker_peak_rss_mib": [round(p) for p in peaks],
+        "budget": worker_time_budget(
+            events, cfg.workers, seconds,
+            (timeline["first_row_started"] - created).total_seconds(), timeline["rows_phase_s"]),
         **{k: v for k, v in timeline.items() if not k.endswith(("started", "finished"))},
     }
 

@@ -160,6 +160,7 @@ def markdown(doc: dict) -> str:
         f"{_f(task['read_s'], 2)} s, of which not overlapped {_f(task['read_wait_s'], 2)} s), "
         f"checkpoint write {_f(task['write_s'], 2)} s."),
     ]
+    lines += _budget_lines(pipe.get("budget"))
     if doc["memory"]:
         lines += ["", ("| image | side (px) | worker row peak RSS (MiB) | reducer peak RSS (MiB) "
                       "| worker row (s) | reducer (s) |"), "|---|---|---|---|---|---|"]
@@ -174,3 +175,33 @@ def markdown(doc: dict) -> str:
     for name, p in doc["phases"].items():
         lines.append(f"| {name} | {p['seconds']} | {p['load_before']} | {p['load_after']} |")
     return "\n".join(lines) + "\n"
+
+
+#: What each stage of :func:`benchmarks.pipeline.worker_time_budget` is, for the table.
+_STAGES = {
+    "model": "model: forward passes (row.computed device_s)",
+    "tiles": "rest of the strip loop: tile copies, placing cores, waiting for the reader",
+    "checkpoints": "label and confidence strips, count table (write_s)",
+    "partial": "microstructure partial (row.partial)",
+    "row_rest": "rest of the row task: claim, job table, class counts, checksum",
+    "between_rows": "rows phase outside row tasks: queue gaps, a worker out of rows",
+    "before_rows": "submission to the first claim",
+    "after_rows": "last row done to succeeded: the reducer, other workers idle",
+}
+
+
+def _budget_lines(budget: dict | None) -> list[str]:
+    """The worker-time budget of the pipeline run as a Markdown table (none if absent)."""
+    if not budget:
+        return []
+    lines = ["", (f"Worker time of the pipeline run: {budget['workers']} workers x end-to-end "
+                  f"time = {_f(budget['total_s'], 1)} s, by stage (from the workers' logs; "
+                  f"{budget['rows_logged']} rows):"), "",
+             "| stage | seconds | % of worker time |", "|---|---|---|"]
+    for name, stage in budget["stages"].items():
+        lines.append(f"| {_STAGES.get(name, name)} | {_f(stage['seconds'], 2)} | "
+                     f"{_f(stage['pct'], 1)} |")
+    if budget.get("reducer"):
+        parts = ", ".join(f"{k} {_f(v, 2)}" for k, v in budget["reducer"].items())
+        lines += ["", f"Reducer (wall s; the products overlap in threads): {parts}."]
+    return lines

@@ -115,7 +115,18 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert doc["config"]["stream_reduce"] is True and doc["pipeline"]["streamed"] is True
     assert 0 <= doc["pipeline"]["after_last_row_s"] < doc["pipeline"]["seconds"]
     assert doc["memory"]["0.0001"]["side"] == 316
+    # the worker-time budget: every row found in the logs, stages adding up to workers x time
+    budget = doc["pipeline"]["budget"]
+    assert budget["rows_logged"] == 4 and budget["workers"] == 1
+    assert budget["total_s"] == pytest.approx(doc["pipeline"]["seconds"])
+    assert sum(s["seconds"] for s in budget["stages"].values()) == pytest.approx(
+        budget["total_s"], abs=0.01)
+    assert budget["stages"]["model"]["seconds"] == pytest.approx(
+        doc["pipeline"]["device_s"], abs=0.01)
+    assert all(budget["stages"][k]["seconds"] > 0 for k in ("model", "checkpoints", "partial"))
+    assert budget["reducer"]["seconds"] > 0
     md = out.with_suffix(".md").read_text()
+    assert "Worker time of the pipeline run" in md
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
     assert "| **reference pipeline**: today's path (eager, T = 96, halo = 16)" in md
     assert "batch norms not folded" in md
@@ -148,8 +159,8 @@ def test_row_timeline_splits_tasks_and_queue_gaps():
     assert t["rows_phase_s"] == pytest.approx(21)
 
 
-def test_device_seconds_are_read_from_the_workers_logs(tmp_path):
-    from benchmarks.pipeline import device_seconds_from_logs
+def test_job_log_events_are_read_from_the_workers_logs(tmp_path):
+    from benchmarks.pipeline import job_log_events
 
     (tmp_path / "worker-0.log").write_text(
         "2026-11-23 11:12:28 [info     ] \x1b[1mrow.computed\x1b[0m batch_size=1 "
@@ -157,8 +168,37 @@ def test_device_seconds_are_read_from_the_workers_logs(tmp_path):
         "2026-11-23 11:12:29 [info     ] row.computed device_s=3.0 job_id=J2 row=0\n"
         "2026-11-23 11:12:30 [info     ] row.done job_id=J1 row=0 seconds=13\n")
     (tmp_path / "worker-1.log").write_text(
-        "2026-11-23 11:12:31 [info     ] row.computed device_s=7.25 job_id=J1 row=1\n")
-    assert device_seconds_from_logs(tmp_path, "J1") == (19.75, 2)
+        "2026-11-23 11:12:31 [info     ] row.computed device_s=7.25 job_id=J1 row=1\n"
+        "2026-11-23 11:12:40 [info     ] reduce.done job_id=J1 seconds=1.5 streamed=False\n")
+    events = job_log_events(tmp_path, "J1")
+    assert [e["event"] for e in events] == ["row.computed", "row.done", "row.computed",
+                                           "reduce.done"]
+    assert sum(e.get("device_s", 0) for e in events) == 19.75  # J2's line is not counted
+    assert events[1]["seconds"] == 13.0 and events[3]["streamed"] == "False"
+
+
+def test_worker_time_budget_adds_up_to_the_workers_time():
+    from benchmarks.pipeline import worker_time_budget
+
+    events = []
+    for row in range(2):
+        events += [
+            {"event": "row.computed", "row": row, "device_s": 3.0, "strip_s": 3.5, "write_s": 0.2},
+            {"event": "row.partial", "row": row, "seconds": 0.4},
+            {"event": "row.done", "row": row, "seconds": 4.5},
+        ]
+    events.append({"event": "reduce.done", "seconds": 1.2, "overlay_s": 0.9, "streamed": "False"})
+    # 2 workers, one row each, 10 s from submission: 0.5 s to the first claim, rows phase 5 s
+    budget = worker_time_budget(events, workers=2, seconds=10.0, submit_to_first_row_s=0.5,
+                                rows_phase_s=5.0)
+    stages = {k: v["seconds"] for k, v in budget["stages"].items()}
+    assert stages == pytest.approx({"model": 6.0, "tiles": 1.0, "checkpoints": 0.4,
+                                    "partial": 0.8, "row_rest": 0.8, "between_rows": 1.0,
+                                    "before_rows": 1.0, "after_rows": 9.0})
+    assert sum(stages.values()) == pytest.approx(budget["total_s"]) == 20.0
+    assert budget["stages"]["model"]["pct"] == 30.0
+    assert budget["rows_logged"] == 2
+    assert budget["reducer"] == {"seconds": 1.2, "overlay_s": 0.9}
 
 
 def test_timed_proxy_counts_calling_thread_only():

@@ -57,6 +57,23 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
     assert doc["classes"][0]["percent_of_pellet"] is None  # background is not pellet
 
 
+def test_reducer_logs_where_its_time_went(stack, micrograph):
+    import structlog.testing
+
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    for row in stack.table.rows.list(job.id):
+        segment_row(stack, job.id, row.index)
+    with structlog.testing.capture_logs() as logs:
+        assert reduce_job(stack, job.id) is not None
+    (done,) = [e for e in logs if e["event"] == "reduce.done"]
+    products = ("labels_s", "preview_s", "overlay_s", "microstructure_s", "confidence_s")
+    assert all(done[k] > 0 for k in products), done
+    # the pictures are written one after another beside the overlay, inside the products' time
+    assert done["labels_s"] + done["preview_s"] <= done["products_s"] + 0.001
+    assert done["fetch_s"] + done["products_s"] + done["store_s"] <= done["seconds"] + 0.01
+
+
 def test_segment_row_twice_leaves_one_checkpoint_and_counts_once(stack, micrograph):
     job = _submit(stack, micrograph)
     plan_job(stack, job.id)

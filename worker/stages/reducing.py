@@ -28,10 +28,13 @@ from microstructure.fractions import fractions_csv, fractions_document
 from storage.blobs.layout import (
     FRACTIONS_CSV,
     FRACTIONS_JSON,
+    LABELS,
     MICROSTRUCTURE_FILES,
     OPTIONAL_OUTPUTS,
     OUTPUT_FILES,
+    OVERLAY,
     PICTURES,
+    PREVIEW,
     output_key,
 )
 from storage.errors import StorageError
@@ -87,18 +90,21 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         # the label strips are fetched once, here: the three products' threads then find them
         # in the cache, and no two threads download one key at once
         strips = [ctx.local_blob(r.blob_key) for r in rows]
+        fetched = time.perf_counter()
         with ThreadPoolExecutor(2, thread_name_prefix=f"reduce-{job_id[:8]}") as pool:
-            micro = pool.submit(write_microstructure, ctx, job, rows, pkg, work)
-            confidence = pool.submit(write_confidence, ctx, job, rows, pkg.classes, work)
+            micro = pool.submit(_timed, write_microstructure, ctx, job, rows, pkg, work)
+            confidence = pool.submit(_timed, write_confidence, ctx, job, rows, pkg.classes, work)
             staged = wait_for_stitcher(ctx, job, rows)
+            pictures = {}
             if not staged:
-                write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
-                               names=[c.name for c in pkg.classes],
-                               pixel_size_um=job_pixel_size(job))
-            micro.result()
-            with_confidence = confidence.result()
+                pictures = write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
+                                          names=[c.name for c in pkg.classes],
+                                          pixel_size_um=job_pixel_size(job))
+            _, micro_s = micro.result()
+            with_confidence, confidence_s = confidence.result()
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")
         (work / FRACTIONS_CSV).write_text(fractions_csv(doc))
+        products = time.perf_counter()
         outputs = dict(job.outputs or {})
         for name in OUTPUT_FILES:
             if name in MICROSTRUCTURE_FILES and not (work / name).exists():
@@ -119,9 +125,25 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         return None
     except StorageError:
         raise
-    outputs["reduce_seconds"] = round(time.perf_counter() - started, 3)
+    finished = time.perf_counter()
+    outputs["reduce_seconds"] = round(finished - started, 3)
     outputs["streamed"] = staged
     ctx.table.jobs.set_outputs(job_id, outputs)
     ctx.table.jobs.transition(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
-    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"], streamed=staged)
+    # where the reducer's time went (s, wall; the products overlap in threads): the bench's
+    # worker-time budget reads these (benchmarks.pipeline.worker_time_budget)
+    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"], streamed=staged,
+             fetch_s=round(fetched - started, 3),
+             labels_s=round(pictures.get(LABELS, 0.0), 3),
+             preview_s=round(pictures.get(PREVIEW, 0.0), 3),
+             overlay_s=round(pictures.get(OVERLAY, 0.0), 3),
+             microstructure_s=round(micro_s, 3), confidence_s=round(confidence_s, 3),
+             products_s=round(products - fetched, 3),
+             store_s=round(finished - products, 3))
     return doc
+
+
+def _timed(fn, *args):
+    """``(fn(*args), seconds it took)``."""
+    started = time.perf_counter()
+    return fn(*args), time.perf_counter() - started
