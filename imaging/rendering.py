@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pyvips
 
 from imaging.ome import pyramid_levels, save_ome_pyramid
@@ -178,6 +179,108 @@ def preview_size(width: int, height: int, max_side: int = 1600) -> tuple[int, in
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
+#: Source thumbnails of a job's rows for :func:`write_pictures`: their files in row order, a
+#: callable returning them (or None) when the preview is made, or None (decode the source).
+Thumbnails = Sequence[str | Path] | Callable[[], Sequence[str | Path] | None] | None
+
+
+def thumbnail_factor(width: int, height: int, stride: int, max_side: int = 1600) -> int:
+    """Shrink factor f (px per thumbnail px) of the source thumbnails that row workers store
+    for the preview (:func:`shrink_rows`): the largest divisor of ``stride`` that leaves the
+    thumbnail at least twice the preview panel's size (:func:`preview_size`) on both axes, so
+    the panel is still resampled (Lanczos) from more pixels than it has; 1 for small images.
+    A divisor of the stride, so that every tile row's core (``stride`` rows) shrinks to whole
+    thumbnail rows and the rows' thumbnails stitch without a seam.
+
+    Args:
+        width, height: The image (px).
+        stride: The tile geometry's stride (px), T - 2 * halo.
+        max_side: The preview's largest width (px), as :func:`write_preview`'s.
+    """
+    w, h = preview_size(width, height, max_side)
+    limit = max(1, min(width // (2 * w), height // (2 * h)))
+    return max(d for d in range(1, limit + 1) if stride % d == 0)
+
+
+def shrink_rows(rows: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average image rows by an integer factor (libvips ``shrink``): the source thumbnail a
+    row worker keeps of the pixels it has already decoded, so that the preview need not decode
+    the whole source again.
+
+    Args:
+        rows: (h, W, 3) uint8 image rows.
+        factor: f >= 1 (:func:`thumbnail_factor`).
+
+    Returns:
+        (ceil(h / f), ceil(W / f), 3) uint8: each pixel the mean of an f x f block, rounded
+        (within 1 of the exact mean); blocks cut by the bottom or right edge are completed by
+        repeating the last row or column.
+
+    Raises:
+        ValueError: ``rows`` is not (h, W, 3) uint8 or ``factor`` < 1.
+    """
+    if rows.ndim != 3 or rows.shape[2] != 3 or rows.dtype != np.uint8:
+        raise ValueError(f"rows must be (h, W, 3) uint8, got {rows.dtype} {rows.shape}")
+    if factor < 1:
+        raise ValueError(f"the shrink factor must be >= 1, got {factor}")
+    h, w = rows.shape[:2]
+    data = np.ascontiguousarray(rows)
+    image = pyvips.Image.new_from_memory(data.data, w, h, 3, "uchar")
+    th, tw = -(-h // factor), -(-w // factor)
+    if (th * factor, tw * factor) != (h, w):
+        image = image.embed(0, 0, tw * factor, th * factor, extend="copy")
+    if factor > 1:
+        image = image.shrink(factor, factor)
+    return np.ndarray(buffer=image.write_to_memory(), dtype=np.uint8, shape=(th, tw, 3))
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """A (h, W, 3) uint8 image as PNG bytes (zlib level 1: thumbnails are small and written by
+    every row).
+
+    Raises:
+        ValueError: ``rgb`` is not (h, W, 3) uint8.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (h, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+    data = np.ascontiguousarray(rgb)
+    image = pyvips.Image.new_from_memory(data.data, rgb.shape[1], rgb.shape[0], 3, "uchar")
+    return image.copy(interpretation="srgb").pngsave_buffer(compression=1, keep="none")
+
+
+def _source_panel(source: pyvips.Image, thumbnails: Sequence[str | Path] | None, w: int,
+                  h: int) -> pyvips.Image:
+    """The preview's left panel, (w, h) sRGB: resized from the rows' stitched source
+    thumbnails when given and readable (:func:`shrink_rows`), else from the whole source
+    (decoded again)."""
+    small = _stitched_thumbnails(thumbnails, source) if thumbnails else None
+    if small is not None:
+        source = small
+    if (w, h) != (source.width, source.height):
+        source = source.resize(w / source.width, vscale=h / source.height)
+    # resize can be off by one pixel: pin the size exactly
+    return source.embed(0, 0, w, h, extend="copy")
+
+
+def _stitched_thumbnails(thumbnails: Sequence[str | Path], source: pyvips.Image) -> pyvips.Image | None:
+    """The thumbnails stacked top to bottom, decoded into memory (they are small), or None when
+    one cannot be read or they do not fit together (different widths, not 3-band uint8,
+    larger than the source): the preview then falls back to the source."""
+    try:
+        parts = [pyvips.Image.new_from_file(str(p)).copy_memory() for p in thumbnails]
+    except pyvips.Error:
+        return None
+    if any((p.bands, p.format, p.width) != (3, "uchar", parts[0].width) for p in parts):
+        return None
+    small = parts[0]
+    for part in parts[1:]:  # join, not arrayjoin: arrayjoin pads every cell to the largest
+        small = small.join(part, "vertical")
+    if small.width > source.width or small.height > source.height:
+        return None
+    # the source's resolution, as the panel resized from the source keeps it (PNG pHYs)
+    return small.copy(interpretation="srgb", xres=source.xres, yres=source.yres)
+
+
 def write_preview(
     source_path: str | Path,
     label_path: str | Path,
@@ -185,6 +288,7 @@ def write_preview(
     out_path: str | Path,
     max_side: int = 1600,
     names: Sequence[str] | None = None,
+    thumbnails: Sequence[str | Path] | None = None,
 ) -> None:
     """Write a PNG preview: downsampled source (left), colourised labels (right), legend below.
 
@@ -201,6 +305,9 @@ def write_preview(
         out_path: Output PNG; overwritten if it exists.
         max_side: Largest width (px) of the preview.
         names: Class names for the legend (optional; indices are shown otherwise).
+        thumbnails: The rows' source thumbnails in order (:func:`shrink_rows` by one factor,
+            PNG files), used for the left panel instead of decoding the whole source again;
+            None: the source is resized.
 
     Raises:
         ValueError: ``max_side`` too small, sizes differ, or a bad palette.
@@ -211,10 +318,7 @@ def write_preview(
         raise ValueError(f"max_side must be at least {2 + PREVIEW_GAP} px, got {max_side}")
     source, _ = _open_pair(source_path, label_path)
     w, h = preview_size(source.width, source.height, max_side)
-    if (w, h) != (source.width, source.height):
-        source = source.resize(w / source.width, vscale=h / source.height)
-    # resize can be off by one pixel: pin the size exactly
-    source = source.embed(0, 0, w, h, extend="copy")
+    source = _source_panel(source, thumbnails, w, h)
     small_labels = _labels_at(label_path, w, h).embed(0, 0, w, h, extend="copy")
     colour = colourise(small_labels, palette)
     panels = source.join(colour, "horizontal", shim=PREVIEW_GAP, background=BACKGROUND)
@@ -233,6 +337,7 @@ def write_pictures(
     names: Sequence[str] | None = None,
     abandon: Callable[[], None] | None = None,
     pixel_size_um: float | None = None,
+    thumbnails: Thumbnails = None,
 ) -> dict[str, float]:
     """Write the label pyramid (``labels.tif``), the overlay (``overlay.tif``) and the preview
     (``preview.png``) of one job's row strips into folder ``work``.
@@ -243,7 +348,11 @@ def write_pictures(
     ``abandon`` is called as soon as either pipeline fails, so that a
     :class:`imaging.stitching.StripStream` the other one waits on can stop waiting. Both TIFFs
     are pyramidal OME-TIFFs (:mod:`imaging.ome`) with ``pixel_size_um`` (µm/px) when known; the
-    label map's metadata names the classes (``names``) and their colours (``palette``).
+    label map's metadata names the classes (``names``) and their colours (``palette``). The
+    preview's left panel comes from the rows' source ``thumbnails`` when given (see
+    :func:`write_preview`), which saves decoding the whole source a second time; a callable
+    is asked for them once the label map is written (a streaming stitch: rows still running
+    when it starts).
 
     Returns:
         Seconds (wall) spent on each file, by file name: the overlay's overlap the other two's.
@@ -271,7 +380,9 @@ def write_pictures(
                                             pixel_size_um=pixel_size_um, class_names=names,
                                             palette=palette), LABELS_FILE)
         guarded(lambda: write_preview(source_path, work / LABELS_FILE, palette,
-                                      work / PREVIEW_FILE, names=names), PREVIEW_FILE)
+                                      work / PREVIEW_FILE, names=names,
+                                      thumbnails=thumbnails() if callable(thumbnails)
+                                      else thumbnails), PREVIEW_FILE)
 
     # leaving the block waits for the overlay, also when the label map failed
     with ThreadPoolExecutor(1, thread_name_prefix="reduce-overlay") as pool:

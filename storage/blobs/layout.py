@@ -77,8 +77,16 @@ def confidence_counts_key(job_id: str, index: int) -> str:
     return f"{job_prefix(job_id)}/rows/{index:05d}.confidence-counts.npy"
 
 
+def thumbnail_row_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.thumbnail.png``: the row's source rows shrunk for the
+    preview (``imaging.rendering.shrink_rows``), written before its label checkpoint, so the
+    preview need not decode the whole source again."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.thumbnail.png"
+
+
 def row_blob_keys(job_id: str, index: int) -> tuple[str, ...]:
     """Every object a row leaves under ``jobs/{job_id}/rows/`` once done: label strip,
-    confidence strip and count table, microstructure partial."""
+    confidence strip and count table, source thumbnail, microstructure partial."""
     return (row_key(job_id, index), confidence_row_key(job_id, index),
-            confidence_counts_key(job_id, index), row_partial_key(job_id, index))
+            confidence_counts_key(job_id, index), thumbnail_row_key(job_id, index),
+            row_partial_key(job_id, index))

@@ -128,3 +128,83 @@ def test_overlay_from_a_corrupt_strip_names_it_and_leaves_no_output(source, tmp_
     with pytest.raises(ImageFormatError, match=r"strip-1\.tif"):
         write_overlay(source[0], paths, PALETTE, out)
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- source thumbnails
+
+@pytest.mark.parametrize(("h", "w", "f"), [(96, 120, 4), (97, 121, 4), (5, 7, 1), (10, 3, 5)])
+def test_shrink_rows_is_the_block_mean_with_edges_repeated(h, w, f):
+    from imaging.rendering import shrink_rows
+
+    rows = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    got = shrink_rows(rows, f)
+    th, tw = -(-h // f), -(-w // f)
+    assert got.shape == (th, tw, 3) and got.dtype == np.uint8
+    padded = np.pad(rows, ((0, th * f - h), (0, tw * f - w), (0, 0)), mode="edge").astype(float)
+    exact = padded.reshape(th, f, tw, f, 3).mean(axis=(1, 3))
+    assert np.abs(got - exact).max() <= 1.0  # libvips rounds its box mean
+
+
+def test_shrink_rows_rejects_what_it_cannot_shrink():
+    from imaging.rendering import shrink_rows
+
+    with pytest.raises(ValueError, match="uint8"):
+        shrink_rows(np.zeros((4, 4), np.uint8), 2)
+    with pytest.raises(ValueError, match=">= 1"):
+        shrink_rows(np.zeros((4, 4, 3), np.uint8), 0)
+
+
+@pytest.mark.parametrize(("width", "height", "stride"),
+                         [(6144, 6144, 1536), (20480, 16896, 1536), (20480, 16896, 768),
+                          (700, 500, 64), (3396, 2547, 896)])
+def test_thumbnail_factor_divides_the_stride_and_keeps_twice_the_panel(width, height, stride):
+    from imaging.rendering import thumbnail_factor
+
+    f = thumbnail_factor(width, height, stride)
+    w, h = preview_size(width, height)
+    assert f >= 1 and stride % f == 0
+    assert width / f >= 2 * w or f == 1
+    assert height / f >= 2 * h or f == 1
+    # the largest such divisor: the next divisor of the stride would leave too few pixels
+    bigger = [d for d in range(f + 1, stride + 1) if stride % d == 0]
+    if bigger:
+        assert width // bigger[0] < 2 * w or height // bigger[0] < 2 * h
+
+
+def test_preview_from_row_thumbnails_matches_the_one_from_the_source(stitched, tmp_path):
+    """The left panel resized from the rows' shrunk source equals, up to resampling, the one
+    resized from the whole source; the label panel and the legend are untouched."""
+    from imaging.rendering import png_bytes, shrink_rows
+
+    label_path, _ = stitched
+    y, x = np.mgrid[0:600, 0:W]
+    rgb = np.stack([(x * 255 // W), (y * 255 // 600), ((x // 37 + y // 23) % 2) * 200],
+                   axis=-1).astype(np.uint8)
+    source_path = tmp_path / "rgb.tif"
+    pyvips.Image.new_from_array(rgb, interpretation="srgb").tiffsave(str(source_path))
+    thumbs = []
+    for i, (lo, hi) in enumerate([(0, 224), (224, 448), (448, 600)]):  # rows of 224 = 2 x 112
+        thumbs.append(tmp_path / f"{i}.thumbnail.png")
+        thumbs[-1].write_bytes(png_bytes(shrink_rows(rgb[lo:hi], 2)))
+    plain, from_thumbs = tmp_path / "plain.png", tmp_path / "thumbs.png"
+    write_preview(source_path, label_path, PALETTE, plain, max_side=400)
+    write_preview(source_path, label_path, PALETTE, from_thumbs, max_side=400, thumbnails=thumbs)
+    a = pyvips.Image.new_from_file(str(plain)).numpy().astype(int)
+    b = pyvips.Image.new_from_file(str(from_thumbs)).numpy().astype(int)
+    w, h = preview_size(W, 600, 400)
+    assert a.shape == b.shape
+    assert np.array_equal(a[:, w:], b[:, w:])  # label panel, gap and legend
+    assert np.abs(a[:h, :w] - b[:h, :w]).mean() < 3  # the source panel, resampled twice
+    assert not np.array_equal(a[:h, :w], b[:h, :w])  # (it did come from the thumbnails)
+
+
+def test_preview_falls_back_to_the_source_when_a_thumbnail_is_unreadable(stitched, source,
+                                                                        tmp_path):
+    label_path, _ = stitched
+    source_path, _ = source
+    bad = tmp_path / "0.thumbnail.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    plain, fallback = tmp_path / "plain.png", tmp_path / "fallback.png"
+    write_preview(source_path, label_path, PALETTE, plain, max_side=400)
+    write_preview(source_path, label_path, PALETTE, fallback, max_side=400, thumbnails=[bad])
+    assert plain.read_bytes() == fallback.read_bytes()

@@ -74,6 +74,35 @@ def test_reducer_logs_where_its_time_went(stack, micrograph):
     assert done["fetch_s"] + done["products_s"] + done["store_s"] <= done["seconds"] + 0.01
 
 
+def test_rows_store_source_thumbnails_and_the_preview_is_made_from_them(stack, micrograph):
+    """Each row stores its source rows shrunk for the preview; at this small size the factor
+    is 1, so the stitched thumbnails are the source's own pixels and the preview is the same,
+    byte for byte, whether made from them or (a row's thumbnail missing) from the source."""
+    from imaging.reading import open_image, read_rows
+    from imaging.rendering import thumbnail_factor
+    from storage.blobs.layout import PREVIEW, thumbnail_row_key
+
+    previews = []
+    for drop_one in (False, True):
+        job = _submit(stack, micrograph)
+        plan_job(stack, job.id)
+        rows = stack.table.rows.list(job.id)
+        for row in rows:
+            segment_row(stack, job.id, row.index)
+        stride = JobSpec.from_stored(job.spec).geometry.stride
+        assert thumbnail_factor(700, 500, stride) == 1
+        thumbs = [pyvips.Image.new_from_file(str(stack.local_blob(thumbnail_row_key(job.id, r.index))))
+                  for r in rows]
+        assert [(t.width, t.height, t.bands) for t in thumbs] == [(700, r.y1 - r.y0, 3) for r in rows]
+        source = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
+        assert np.array_equal(np.concatenate([t.numpy() for t in thumbs]), source)
+        if drop_one:
+            stack.blobs.delete(thumbnail_row_key(job.id, rows[1].index))
+        assert reduce_job(stack, job.id) is not None
+        previews.append(stack.blobs.get_bytes(output_key(job.id, PREVIEW)))
+    assert previews[0] == previews[1]
+
+
 def test_segment_row_twice_leaves_one_checkpoint_and_counts_once(stack, micrograph):
     job = _submit(stack, micrograph)
     plan_job(stack, job.id)

@@ -28,6 +28,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -431,6 +432,7 @@ class Segmenter:
         batch_size: int | None = None,
         prefetch: int = 2,
         with_confidence: bool = False,
+        on_core_rows: Callable[[np.ndarray], None] | None = None,
     ) -> tuple:
         """Label output rows ``[y0, y1)`` of an image, reading it band by band (pipelined).
 
@@ -443,6 +445,9 @@ class Segmenter:
             prefetch: Bands read ahead by the reader thread (0: read in this thread).
             with_confidence: Also return the (y1 - y0, W) uint8 confidence strip
                 (:meth:`decide`, cropped to the same tile cores as the labels).
+            on_core_rows: Called with each band's core as it is read, top to bottom: the
+                (h, W, C) image rows of output rows ``[y0 + j * stride, ...)``, ``h`` =
+                stride but for the last band (a view; the strip's rows are each passed once).
 
         Returns:
             ((y1 - y0, W) uint8 label strip, :class:`StripStats`); with ``with_confidence``
@@ -467,6 +472,9 @@ class Segmenter:
                 first, last = batch[0][0] // stride, batch[-1][0] // stride
                 while loaded <= last:
                     bands[loaded] = next(reader)
+                    if on_core_rows is not None:
+                        n = min(stride, y1 - y0 - loaded * stride)
+                        on_core_rows(bands[loaded][halo : halo + n, halo : halo + grid.width])
                     loaded += 1
                 for j in [j for j in bands if j < first]:
                     del bands[j]

@@ -42,7 +42,7 @@ from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.stages.confidence import write_confidence
 from worker.stages.measuring import job_pixel_size, write_microstructure
-from worker.stages.sources import source_path
+from worker.stages.sources import row_thumbnails, source_path
 from worker.stages.streaming import wait_for_stitcher
 
 log = structlog.get_logger(__name__)
@@ -99,7 +99,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             if not staged:
                 pictures = write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
                                           names=[c.name for c in pkg.classes],
-                                          pixel_size_um=job_pixel_size(job))
+                                          pixel_size_um=job_pixel_size(job),
+                                          thumbnails=row_thumbnails(ctx, job, rows))
             _, micro_s = micro.result()
             with_confidence, confidence_s = confidence.result()
         (work / FRACTIONS_JSON).write_text(json.dumps(doc, indent=2) + "\n")

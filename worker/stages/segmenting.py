@@ -10,11 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import structlog
 
 from core.spec import JobSpec
 from core.states import JobStatus, RowStatus
 from imaging.reading import image_rows, open_image
+from imaging.rendering import png_bytes, shrink_rows, thumbnail_factor
 from imaging.stitching import read_strip, write_strip
 from microstructure.fractions import label_counts
 from queues.names import REDUCE_TASK, ROW_TASK
@@ -23,6 +25,7 @@ from storage.blobs.layout import (
     confidence_counts_key,
     confidence_row_key,
     row_key,
+    thumbnail_row_key,
 )
 from storage.errors import StorageError
 from worker.context import WorkerContext
@@ -176,17 +179,23 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     # a converted source.tif was written and checked by the planner: only a source read
     # directly has its deflate checksums verified here (imaging/integrity.py)
     converted = bool((job.outputs or {}).get("source"))
+    # the preview's source thumbnail, shrunk from the rows as they are read (not read again)
+    factor = thumbnail_factor(job.width, job.height, grid.stride)
+    thumbnail: list[np.ndarray] = []
     labels, confidence, stats = segmenter.segment_rows(
         image_rows(image, check_deflate=not converted), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
         prefetch=ctx.settings.prefetch_bands, with_confidence=True,
+        on_core_rows=lambda rows: thumbnail.append(shrink_rows(rows, factor)),
     )
     started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
-    # the count table first, then the strips: a rerun that finds the label checkpoint finds
-    # both (the reducer recounts a row whose table is missing)
+    # the count table and the thumbnail first, then the strips: a rerun that finds the label
+    # checkpoint finds them all (the reducer recounts a row whose table is missing, and
+    # decodes the source for a preview whose rows lack thumbnails)
     ctx.put_row_blob(confidence_counts_key(job.id, index), counts_to_bytes(
         confidence_counts(labels, confidence, segmenter.package.n_classes)))
+    ctx.put_row_blob(thumbnail_row_key(job.id, index), png_bytes(np.concatenate(thumbnail)))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         conf_path = Path(tmp) / f"{index:05d}.confidence.tif"
         write_strip(confidence, conf_path)

@@ -16,10 +16,11 @@ import fsspec
 
 from core.sources import local_path, source_scheme
 from core.spec import JobSpec
+from storage.blobs.layout import thumbnail_row_key
 from worker.context import WorkerContext
 from worker.errors import SourceError
 
-__all__ = ["check_source", "localize", "source_path"]
+__all__ = ["check_source", "localize", "row_thumbnails", "source_path"]
 
 
 def check_source(url: str, allowed_schemes: list[str]) -> str:
@@ -85,3 +86,17 @@ def source_path(ctx: WorkerContext, job) -> Path:
         return ctx.local_blob(key)
     spec = JobSpec.from_stored(job.spec)
     return localize(spec.source_url, ctx.cache_dir, ctx.settings.allowed_source_schemes)
+
+
+def row_thumbnails(ctx: WorkerContext, job, rows) -> list[Path] | None:
+    """Local files of the rows' source thumbnails in row order (``rows/NNNNN.thumbnail.png``,
+    written by ``segment_row``), for the preview's left panel; None when a row has none (rows
+    checkpointed before thumbnails existed): the preview then decodes the source.
+
+    Raises:
+        StorageError: the store is unreachable.
+    """
+    keys = [thumbnail_row_key(job.id, r.index) for r in rows]
+    if not keys or not all(ctx.blobs.exists(k) for k in keys):
+        return None
+    return [ctx.local_blob(k) for k in keys]

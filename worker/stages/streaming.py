@@ -40,7 +40,7 @@ from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS, WorkerError
 from worker.leases import Renewal
 from worker.stages.measuring import job_pixel_size
-from worker.stages.sources import source_path
+from worker.stages.sources import row_thumbnails, source_path
 
 log = structlog.get_logger(__name__)
 
@@ -198,7 +198,9 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
             log.info("stitch.start", job_id=job_id, rows=len(rows))
             write_pictures(source_path(ctx, job), StripStream(feed.paths, job.width, job.height),
                            pkg.palette(), work, names=[c.name for c in pkg.classes],
-                           abandon=feed.cancel, pixel_size_um=job_pixel_size(job))
+                           abandon=feed.cancel, pixel_size_um=job_pixel_size(job),
+                           thumbnails=lambda: row_thumbnails(ctx, job,
+                                                             ctx.table.rows.list(job_id)))
             if renewal.lost.is_set():
                 raise StitchAbandoned(f"job {job_id}: stitch lease lost")
             for name in PICTURES:

@@ -266,6 +266,20 @@ def test_pipelined_read_from_a_tiled_tiff_equals_the_simple_path(segmenter, crop
     assert 0 < stats.device_s <= stats.seconds  # the model's time is part of the strip's
 
 
+def test_core_rows_handed_out_are_exactly_the_strips_image_rows(segmenter, crop):
+    """``on_core_rows`` sees every output row of the strip once, in order, with the image's
+    own pixels (no halo, no padding): what a row worker shrinks into the preview thumbnail."""
+    for rows_per_task in (1, 3):
+        grid = TileGrid(crop.shape[1], crop.shape[0], TileGeometry(128, 16), rows_per_task)
+        for y0, y1 in grid.all_strip_bounds():
+            r0, r1 = grid.read_window(y0, y1)
+            seen: list[np.ndarray] = []
+            segmenter.segment_rows(region_rows(crop[r0:r1], r0), grid, y0, y1, 2,
+                                   on_core_rows=lambda rows, seen=seen: seen.append(rows.copy()))
+            assert all(len(s) == grid.stride for s in seen[:-1])
+            np.testing.assert_array_equal(np.concatenate(seen), crop[y0:y1])
+
+
 def test_threads_sharing_one_segmenter_get_the_sequential_labels(segmenter, crop):
     grid = TileGrid(crop.shape[1], crop.shape[0], TileGeometry(128, 16))
     bounds = grid.all_strip_bounds()
