@@ -15,17 +15,21 @@ from core.states import JobStatus
 from imaging.rendering import write_overlay
 from queues.names import REDUCE_TASK, ROW_TASK, STITCH_TASK
 from storage.blobs.layout import (
+    CONFIDENCE,
+    CONFIDENCE_JSON,
     FRACTIONS_JSON,
     LABELS,
     OVERLAY,
     PICTURES,
     STITCH_MANIFEST,
+    confidence_row_key,
     output_key,
     row_key,
 )
 from submission import SubmissionService
 from tests.conftest import wait_for
 from tests.worker.conftest import read_tiff, reference_run
+from worker.stages.confidence import write_confidence_pyramid
 from worker.stages.planning import plan_job
 from worker.stages.reducing import reduce_job
 from worker.stages.segmenting import segment_row
@@ -82,9 +86,14 @@ def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
     stitcher.start()
     for index in range(rows - 1):
         assert segment_row(ctx, job.id, index) == "done"
-    # before the last row exists, the stitcher has taken every strip that does
+    # before the last row exists, the stitcher has taken every strip that does, label and
+    # confidence strips alike
     wait_for(lambda: [row_key(job.id, i) for i in range(rows - 1)]
-             == [k for k in fetched if "/rows/" in k], 30, "the stitcher to take the done rows")
+             == [k for k in fetched if k.endswith(".tif") and "/rows/" in k
+                 and ".confidence" not in k]
+             and [confidence_row_key(job.id, i) for i in range(rows - 1)]
+             == [k for k in fetched if k.endswith(".confidence.tif")],
+             30, "the stitcher to take the done rows")
     assert stitcher.is_alive() and not ctx.blobs.exists(output_key(job.id, STITCH_MANIFEST))
     assert segment_row(ctx, job.id, rows - 1) == "done"
     stitcher.join(60)
@@ -92,14 +101,27 @@ def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
     assert (REDUCE_TASK, job.id) in ctx.sent
     manifest = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
     assert manifest["rows"] == [[r.index, r.checksum] for r in ctx.table.rows.list(job.id)]
+    assert manifest["confidence"] is True
     assert not ctx.table.stitch.state(job.id)[1]  # released
 
-    staged = {name: ctx.blobs.get_bytes(output_key(job.id, name)) for name in PICTURES}
+    staged = {name: ctx.blobs.get_bytes(output_key(job.id, name))
+              for name in (*PICTURES, CONFIDENCE)}
     doc = reduce_job(ctx, job.id)
     done = ctx.table.jobs.get(job.id)
     assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is True
-    # the reducer stored the fractions and left the stitcher's pictures as they were
-    assert {n: ctx.blobs.get_bytes(output_key(job.id, n)) for n in PICTURES} == staged
+    # the reducer stored the fractions and confidence.json and left the stitcher's pictures
+    # and confidence pyramid as they were
+    assert {n: ctx.blobs.get_bytes(output_key(job.id, n))
+            for n in (*PICTURES, CONFIDENCE)} == staged
+    assert done.outputs["confidence_tif"] == output_key(job.id, CONFIDENCE)
+    assert json.loads(ctx.blobs.get_bytes(output_key(job.id, CONFIDENCE_JSON)))["pixels_total"] \
+        == done.width * done.height
+    # the stitcher's confidence pyramid is the one the reducer writes from the finished strips
+    expected_confidence = tmp_path / "confidence.tif"
+    write_confidence_pyramid([ctx.local_blob(confidence_row_key(job.id, i)) for i in range(rows)],
+                             expected_confidence)
+    assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, CONFIDENCE))),
+                          read_tiff(expected_confidence))
     labels, fractions = reference_run(tmp_path, tiny_package, micrograph)
     assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, LABELS))), labels)
     assert doc == json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
@@ -111,6 +133,26 @@ def test_rows_are_stitched_as_they_finish_and_the_reducer_only_adds_fractions(
     write_overlay(source_path(ctx, done), strips, palette, expected)
     assert np.array_equal(read_tiff(ctx.local_blob(output_key(job.id, OVERLAY))),
                           read_tiff(expected))
+
+
+def test_rows_without_confidence_strips_leave_the_confidence_to_the_reducer(streaming,
+                                                                          micrograph):
+    """Rows checkpointed before confidence existed: the stitcher still stages the pictures,
+    records that it has no confidence pyramid, and the job succeeds without confidence
+    outputs, as it did before streaming the confidence."""
+    ctx = streaming
+    job = _planned(ctx, micrograph)
+    for index in range(job.rows_total):
+        segment_row(ctx, job.id, index)
+        ctx.blobs.delete(confidence_row_key(job.id, index))
+    assert stitch_job(ctx, job.id) is True
+    manifest = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
+    assert manifest["confidence"] is False
+    assert not ctx.blobs.exists(output_key(job.id, CONFIDENCE))
+    reduce_job(ctx, job.id)
+    done = ctx.table.jobs.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED and done.outputs["streamed"] is True
+    assert "confidence_tif" not in done.outputs
 
 
 def test_a_second_stitcher_skips_and_a_rerun_finds_the_manifest(streaming, micrograph,

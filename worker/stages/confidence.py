@@ -4,11 +4,13 @@
 The *confidence* of a pixel (README, "Glossary") is ``round(255 * p)`` with p the maximum
 softmax probability of its tile's forward pass
 (:meth:`worker.engine.segmenter.Segmenter.decide`); it is *low* when p < 0.5, i.e. a value
-< :data:`LOW_CONFIDENCE_VALUE` (128). The pyramid is written by the same streaming stitcher
-as the label map (:func:`imaging.stitching.save_stitched`: about one strip in memory), with
-levels box-averaged (``region_shrink="mean"``: confidence is a quantity, not a class). The
-summary is counted strip by strip from the label and confidence checkpoints, exactly, like
-the phase fractions: each row worker stores its strip's counts
+< :data:`LOW_CONFIDENCE_VALUE` (128). The pyramid is written by the same strip stitching
+as the label map (:func:`imaging.stitching.save_stitched`: about one strip in memory), by the
+reducer or, with ``PELLETSEG_STREAM_REDUCE``, by the streaming stitcher while the rows run
+(:mod:`worker.stages.streaming`), with levels box-averaged (``region_shrink="mean"``:
+confidence is a quantity, not a class). The summary is counted strip by strip from the label
+and confidence checkpoints, exactly, like the phase fractions: each row worker stores its
+strip's counts
 (:func:`confidence_counts`, :func:`counts_to_bytes`) beside its confidence strip, and the
 reducer sums them (exact: counts add), reading a row's strips again only where its counts
 are missing or unreadable (rows checkpointed before the counts were stored).
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from imaging.stitching import DEFLATE, read_strip, save_stitched
+from imaging.stitching import DEFLATE, Strips, read_strip, save_stitched
 from models.package import ClassInfo
 from storage.blobs.layout import (
     CONFIDENCE,
@@ -175,7 +177,7 @@ def confidence_document(job_id: str, counts: np.ndarray,
     }
 
 
-def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | Path, *,
+def write_confidence_pyramid(strip_paths: Strips, out_path: str | Path, *,
                              pixel_size_um: float | None = None) -> None:
     """Stitch uint8 confidence strips top to bottom into one pyramidal OME-TIFF.
 
@@ -184,7 +186,8 @@ def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | 
     (``region_shrink="mean"``): confidence is a measure, not a label.
 
     Args:
-        strip_paths: (h, W) uint8 confidence strips in order, all of width W.
+        strip_paths: (h, W) uint8 confidence strips in order, all of width W, or a
+            :class:`imaging.stitching.StripStream` of them (a streaming stitcher's).
         out_path: Output TIFF; overwritten.
         pixel_size_um: µm/px of the source, or None when unknown.
 
@@ -204,14 +207,15 @@ def write_confidence_pyramid(strip_paths: Sequence[str | Path], out_path: str | 
 
 
 def write_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row],
-                     classes: Sequence[ClassInfo], work: Path) -> bool:
+                     classes: Sequence[ClassInfo], work: Path, pyramid: bool = True) -> bool:
     """Write ``confidence.tif`` and ``confidence.json`` of a job into ``work`` from its rows'
     confidence strips and count tables (a row without a readable table is counted from its
-    label and confidence strips).
+    label and confidence strips). ``pyramid=False``: the JSON only (a streaming stitcher
+    stored ``confidence.tif`` already).
 
     Returns:
         False (nothing written, logged) when a row has no confidence strip (a job
-        checkpointed before confidence existed); True when both files were written.
+        checkpointed before confidence existed); True when the files were written.
 
     Raises:
         ImageFormatError: a strip is unreadable or not 1-band uint8 (a damaged strip never
@@ -228,7 +232,8 @@ def write_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row],
     counts = np.zeros((len(classes), 256), np.int64)
     for row, path in zip(rows, paths, strict=True):
         counts += _row_counts(ctx, job, row, path, len(classes))
-    write_confidence_pyramid(paths, work / CONFIDENCE, pixel_size_um=job_pixel_size(job))
+    if pyramid:
+        write_confidence_pyramid(paths, work / CONFIDENCE, pixel_size_um=job_pixel_size(job))
     doc = confidence_document(job.id, counts, classes)
     (work / CONFIDENCE_JSON).write_text(json.dumps(doc, indent=2) + "\n")
     return True

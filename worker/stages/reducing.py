@@ -4,9 +4,10 @@ of the rows' exact pixel counts; the microstructure outputs merge the rows' part
 (:func:`worker.stages.measuring.write_microstructure`).
 
 With ``PELLETSEG_STREAM_REDUCE`` a streaming stitcher (``worker/stages/streaming.py``) has usually
-written the three pictures while the rows ran: the reducer then waits for it while its lease is
-live, checks its manifest against the rows and only adds the fractions; without a valid
-manifest it stitches the rows itself.
+written the three pictures and the confidence pyramid while the rows ran: the reducer then
+waits for it while its lease is live, checks its manifest against the rows and only adds the
+fractions, the microstructure and ``confidence.json``; without a valid manifest it stitches
+the rows itself.
 
 The three products are independent, so the microstructure merge and the confidence pyramid
 run in two threads beside the pictures (libvips and numpy release the GIL): the time from
@@ -26,6 +27,7 @@ from core.states import JobStatus
 from imaging.rendering import write_pictures
 from microstructure.fractions import fractions_csv, fractions_document
 from storage.blobs.layout import (
+    CONFIDENCE,
     FRACTIONS_CSV,
     FRACTIONS_JSON,
     LABELS,
@@ -43,7 +45,7 @@ from worker.errors import PERMANENT_ERRORS
 from worker.stages.confidence import write_confidence
 from worker.stages.measuring import job_pixel_size, write_microstructure
 from worker.stages.sources import row_thumbnails, source_path
-from worker.stages.streaming import wait_for_stitcher
+from worker.stages.streaming import staged_confidence, wait_for_stitcher
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +66,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         StorageError: the job table or store is unreachable (retry or resume reruns it).
 
     ``confidence.tif`` and ``confidence.json`` (:mod:`worker.stages.confidence`) are written
-    here too (never by a streaming stitcher) when every row has a confidence strip.
+    here too when every row has a confidence strip (``confidence.tif`` only where a streaming
+    stitcher did not store it).
     """
     job = ctx.table.jobs.get(job_id)
     if job.status != JobStatus.REDUCING:
@@ -93,8 +96,10 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         fetched = time.perf_counter()
         with ThreadPoolExecutor(2, thread_name_prefix=f"reduce-{job_id[:8]}") as pool:
             micro = pool.submit(_timed, write_microstructure, ctx, job, rows, pkg, work)
-            confidence = pool.submit(_timed, write_confidence, ctx, job, rows, pkg.classes, work)
-            staged = wait_for_stitcher(ctx, job, rows)
+            staged = wait_for_stitcher(ctx, job, rows)  # at once when no stitcher ran
+            confidence_staged = staged and staged_confidence(ctx, job, rows)
+            confidence = pool.submit(_timed, write_confidence, ctx, job, rows, pkg.classes, work,
+                                     not confidence_staged)
             pictures = {}
             if not staged:
                 pictures = write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
@@ -117,7 +122,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         if with_confidence:
             for name in OPTIONAL_OUTPUTS:
                 key = output_key(job_id, name)
-                ctx.blobs.put_file(key, work / name)
+                if not (confidence_staged and name == CONFIDENCE):  # the stitcher stored it
+                    ctx.blobs.put_file(key, work / name)
                 outputs[name.replace(".", "_")] = key
         shutil.rmtree(work, ignore_errors=True)
     except (*PERMANENT_ERRORS, ValueError) as e:

@@ -5,15 +5,19 @@ after the last row.
 Planning enqueues one stitch task per job on the ``reduce`` queue. It takes the job's stitch
 lease (:mod:`storage.jobtable.stitch_leases`), feeds each row strip to the two streaming libvips
 pipelines of :func:`imaging.rendering.write_pictures` as soon as the row is ``done`` (rows are
-stitched top to bottom, so it waits for row k before row k+1), stores the three pictures under
-the job's output keys, then a manifest (``stitched.json``: the index and checksum of every row
-it stitched), and releases the lease.
+stitched top to bottom, so it waits for row k before row k+1), and each row's confidence strip
+to a third that writes ``confidence.tif``; stores the pictures (and the confidence pyramid)
+under the job's output keys, then a manifest (``stitched.json``: the index and checksum of
+every row it stitched, and whether it stored the confidence pyramid), and releases the lease.
+A confidence pyramid that fails (rows checkpointed without confidence strips) is left to the
+reducer and does not stop the pictures.
 
 The reducer (:func:`wait_for_stitcher`) waits while the lease is live and uses the pictures
-only if the manifest names exactly the job's done rows and checksums; otherwise it stitches
-the rows itself, as without streaming. So a stitcher that dies, loses its lease, or whose
-message is lost costs time, never a wrong output; a duplicate delivery finds the lease taken
-(or the manifest written) and does nothing. A stitcher never fails a job: the reducer decides.
+(and :func:`staged_confidence`, the confidence pyramid) only if the manifest names exactly the
+job's done rows and checksums; otherwise it stitches the rows itself, as without streaming.
+So a stitcher that dies, loses its lease, or whose message is lost costs time, never a wrong
+output; a duplicate delivery finds the lease taken (or the manifest written) and does nothing.
+A stitcher never fails a job: the reducer decides.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
@@ -32,20 +37,27 @@ import structlog
 from core.states import RowStatus
 from imaging.rendering import write_pictures
 from imaging.stitching import StripStream
-from storage.blobs.layout import PICTURES, STITCH_MANIFEST, output_key
+from storage.blobs.layout import (
+    CONFIDENCE,
+    PICTURES,
+    STITCH_MANIFEST,
+    confidence_row_key,
+    output_key,
+)
 from storage.errors import BlobNotFoundError, StorageError
 from storage.jobtable.stitch_leases import STITCHABLE
 from storage.jobtable.tables import Job, Row
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS, WorkerError
 from worker.leases import Renewal
+from worker.stages.confidence import write_confidence_pyramid
 from worker.stages.measuring import job_pixel_size
 from worker.stages.sources import row_thumbnails, source_path
 
 log = structlog.get_logger(__name__)
 
-#: Manifest format version (``stitched.json``).
-MANIFEST_VERSION = 1
+#: Manifest format version (``stitched.json``; 2: with ``confidence``).
+MANIFEST_VERSION = 2
 
 
 class StitchAbandoned(WorkerError):
@@ -90,6 +102,19 @@ class RowFeed:
         for index in range(self.n_rows):
             yield self._wait(index, stop)
 
+    def confidence_paths(self, stop: threading.Event) -> Iterator[Path]:
+        """Yield the confidence strip file of rows 0, 1, ..., blocking until each row is done
+        (a row stores it before its label checkpoint).
+
+        Raises:
+            StitchAbandoned, StorageError: as :meth:`paths`.
+            BlobNotFoundError: a done row has no confidence strip (checkpointed before
+                confidence existed).
+        """
+        for index in range(self.n_rows):
+            self._wait(index, stop)
+            yield self.ctx.local_blob(confidence_row_key(self.job_id, index))
+
     def _wait(self, index: int, stop: threading.Event) -> Path:
         while True:
             with self._lock:  # one download per strip, even for two pipelines
@@ -119,6 +144,23 @@ def _manifest(job: Job, stitched: Sequence[tuple[int, str]]) -> dict:
             "rows": [[i, c] for i, c in stitched]}
 
 
+def _matching_manifest(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> dict | None:
+    """The stitcher's manifest if it exists and matches ``rows`` (all done, same indices and
+    checksums), the job's size and model; else None."""
+    try:
+        stored = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
+    except BlobNotFoundError:
+        return None
+    except ValueError:  # a torn or foreign file: not ours to trust
+        return None
+    if any(r.status != RowStatus.DONE for r in rows) or not isinstance(stored, dict):
+        return None
+    expected = _manifest(job, [(r.index, r.checksum) for r in rows])
+    if {k: v for k, v in stored.items() if k != "confidence"} != expected:
+        return None
+    return stored
+
+
 def staged_pictures(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
     """True if a stitcher's manifest exists and matches ``rows`` (all done, same indices and
     checksums), the job's size and model, and every picture it stored exists.
@@ -126,17 +168,20 @@ def staged_pictures(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
     Raises:
         StorageError: the store is unreachable.
     """
-    try:
-        stored = json.loads(ctx.blobs.get_bytes(output_key(job.id, STITCH_MANIFEST)))
-    except BlobNotFoundError:
-        return False
-    except ValueError:  # a torn or foreign file: not ours to trust
-        return False
-    if any(r.status != RowStatus.DONE for r in rows):
-        return False
-    expected = _manifest(job, [(r.index, r.checksum) for r in rows])
-    return stored == expected and all(
+    return _matching_manifest(ctx, job, rows) is not None and all(
         ctx.blobs.exists(output_key(job.id, name)) for name in PICTURES)
+
+
+def staged_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
+    """True if a matching manifest (as :func:`staged_pictures`) says the stitcher stored the
+    confidence pyramid, and it exists: the reducer then writes only ``confidence.json``.
+
+    Raises:
+        StorageError: the store is unreachable.
+    """
+    manifest = _matching_manifest(ctx, job, rows)
+    return bool(manifest and manifest.get("confidence") is True
+                and ctx.blobs.exists(output_key(job.id, CONFIDENCE)))
 
 
 def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
@@ -196,17 +241,24 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
             pkg = ctx.models.meta(job.model_name, job.model_version)
             feed = RowFeed(ctx, job_id, len(rows), ctx.settings.stitch_poll_seconds, renewal)
             log.info("stitch.start", job_id=job_id, rows=len(rows))
-            write_pictures(source_path(ctx, job), StripStream(feed.paths, job.width, job.height),
-                           pkg.palette(), work, names=[c.name for c in pkg.classes],
-                           abandon=feed.cancel, pixel_size_um=job_pixel_size(job),
-                           thumbnails=lambda: row_thumbnails(ctx, job,
-                                                             ctx.table.rows.list(job_id)))
+            # leaving the block waits for the confidence pyramid, which a failed picture
+            # pipeline stops through feed.cancel
+            with ThreadPoolExecutor(1, thread_name_prefix=f"stitch-{job_id[:8]}") as pool:
+                confidence = pool.submit(_stream_confidence, job, feed, work)
+                write_pictures(source_path(ctx, job),
+                               StripStream(feed.paths, job.width, job.height),
+                               pkg.palette(), work, names=[c.name for c in pkg.classes],
+                               abandon=feed.cancel, pixel_size_um=job_pixel_size(job),
+                               thumbnails=lambda: row_thumbnails(ctx, job,
+                                                                 ctx.table.rows.list(job_id)))
+                with_confidence = confidence.result()
             if renewal.lost.is_set():
                 raise StitchAbandoned(f"job {job_id}: stitch lease lost")
-            for name in PICTURES:
+            for name in (*PICTURES, CONFIDENCE) if with_confidence else PICTURES:
                 ctx.blobs.put_file(output_key(job_id, name), work / name)
-            manifest = json.dumps(_manifest(job, feed.stitched), indent=1).encode()
-            ctx.blobs.put_bytes(output_key(job_id, STITCH_MANIFEST), manifest)
+            manifest = {**_manifest(job, feed.stitched), "confidence": with_confidence}
+            ctx.blobs.put_bytes(output_key(job_id, STITCH_MANIFEST),
+                                json.dumps(manifest, indent=1).encode())
     except (StitchAbandoned, StorageError, *PERMANENT_ERRORS, ValueError, pyvips.Error) as e:
         log.warning("stitch.abandoned", job_id=job_id, error=str(e))
         return False
@@ -217,4 +269,17 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
         except StorageError as e:  # the lease expires by itself
             log.warning("stitch.release_failed", job_id=job_id, error=str(e))
     log.info("stitch.done", job_id=job_id, seconds=round(time.perf_counter() - started, 3))
+    return True
+
+
+def _stream_confidence(job: Job, feed: RowFeed, work: Path) -> bool:
+    """Write ``work/confidence.tif`` from the rows' confidence strips as the rows finish
+    (:func:`worker.stages.confidence.write_confidence_pyramid`); False, logged, when it cannot
+    (a row without a confidence strip, the stitch stopped): the reducer writes it then."""
+    try:
+        write_confidence_pyramid(StripStream(feed.confidence_paths, job.width, job.height),
+                                 work / CONFIDENCE, pixel_size_um=job_pixel_size(job))
+    except (StitchAbandoned, StorageError, *PERMANENT_ERRORS, ValueError, pyvips.Error) as e:
+        log.warning("stitch.confidence_left_to_reducer", job_id=job.id, error=str(e))
+        return False
     return True
