@@ -184,7 +184,7 @@ def preview_size(width: int, height: int, max_side: int = 1600) -> tuple[int, in
 Thumbnails = Sequence[str | Path] | Callable[[], Sequence[str | Path] | None] | None
 
 
-def thumbnail_factor(width: int, height: int, stride: int, max_side: int = 1600) -> int:
+def thumbnail_factor(width: int, height: int, stride: int, max_side: int = 1600) -> int | None:
     """Shrink factor f (px per thumbnail px) of the source thumbnails that row workers store
     for the preview (:func:`shrink_rows`): the largest divisor of ``stride`` that leaves the
     thumbnail at least twice the preview panel's size (:func:`preview_size`) on both axes, so
@@ -196,10 +196,16 @@ def thumbnail_factor(width: int, height: int, stride: int, max_side: int = 1600)
         width, height: The image (px).
         stride: The tile geometry's stride (px), T - 2 * halo.
         max_side: The preview's largest width (px), as :func:`write_preview`'s.
+
+    Returns:
+        f, or None when the stride has no divisor within half of the ideal factor (say a
+        stride of 2 x a large prime): the thumbnails would hold over 4x the pixels the preview
+        needs, so rows keep none and the preview decodes the source.
     """
     w, h = preview_size(width, height, max_side)
     limit = max(1, min(width // (2 * w), height // (2 * h)))
-    return max(d for d in range(1, limit + 1) if stride % d == 0)
+    best = max(d for d in range(1, limit + 1) if stride % d == 0)
+    return best if 2 * best >= limit else None
 
 
 def shrink_rows(rows: np.ndarray, factor: int) -> np.ndarray:

@@ -162,13 +162,22 @@ def test_thumbnail_factor_divides_the_stride_and_keeps_twice_the_panel(width, he
 
     f = thumbnail_factor(width, height, stride)
     w, h = preview_size(width, height)
-    assert f >= 1 and stride % f == 0
+    assert f is not None and f >= 1 and stride % f == 0
     assert width / f >= 2 * w or f == 1
     assert height / f >= 2 * h or f == 1
     # the largest such divisor: the next divisor of the stride would leave too few pixels
     bigger = [d for d in range(f + 1, stride + 1) if stride % d == 0]
     if bigger:
         assert width // bigger[0] < 2 * w or height // bigger[0] < 2 * h
+
+
+def test_no_thumbnail_factor_where_the_stride_has_no_divisor_near_the_ideal_one():
+    from imaging.rendering import thumbnail_factor
+
+    # T = 1024, halo = 13: stride 998 = 2 x 499; the ideal factor for a 20480 px pellet is 12
+    assert thumbnail_factor(20480, 16896, 998) is None
+    assert thumbnail_factor(20480, 16896, 996) == 12  # 996 = 12 x 83
+    assert thumbnail_factor(700, 500, 998) == 1  # a small image needs no shrink at all
 
 
 def test_preview_from_row_thumbnails_matches_the_one_from_the_source(stitched, tmp_path):

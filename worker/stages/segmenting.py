@@ -185,7 +185,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     labels, confidence, stats = segmenter.segment_rows(
         image_rows(image, check_deflate=not converted), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
         prefetch=ctx.settings.prefetch_bands, with_confidence=True,
-        on_core_rows=lambda rows: thumbnail.append(shrink_rows(rows, factor)),
+        on_core_rows=None if factor is None
+        else lambda rows: thumbnail.append(shrink_rows(rows, factor)),
     )
     started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
@@ -195,7 +196,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     # decodes the source for a preview whose rows lack thumbnails)
     ctx.put_row_blob(confidence_counts_key(job.id, index), counts_to_bytes(
         confidence_counts(labels, confidence, segmenter.package.n_classes)))
-    ctx.put_row_blob(thumbnail_row_key(job.id, index), png_bytes(np.concatenate(thumbnail)))
+    if thumbnail:
+        ctx.put_row_blob(thumbnail_row_key(job.id, index), png_bytes(np.concatenate(thumbnail)))
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         conf_path = Path(tmp) / f"{index:05d}.confidence.tif"
         write_strip(confidence, conf_path)
