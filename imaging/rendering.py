@@ -225,13 +225,10 @@ def shrink_rows(rows: np.ndarray, factor: int) -> np.ndarray:
     Raises:
         ValueError: ``rows`` is not (h, W, 3) uint8 or ``factor`` < 1.
     """
-    if rows.ndim != 3 or rows.shape[2] != 3 or rows.dtype != np.uint8:
-        raise ValueError(f"rows must be (h, W, 3) uint8, got {rows.dtype} {rows.shape}")
+    image = _rgb_image(rows)
     if factor < 1:
         raise ValueError(f"the shrink factor must be >= 1, got {factor}")
     h, w = rows.shape[:2]
-    data = np.ascontiguousarray(rows)
-    image = pyvips.Image.new_from_memory(data.data, w, h, 3, "uchar")
     th, tw = -(-h // factor), -(-w // factor)
     if (th * factor, tw * factor) != (h, w):
         image = image.embed(0, 0, tw * factor, th * factor, extend="copy")
@@ -247,11 +244,20 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     Raises:
         ValueError: ``rgb`` is not (h, W, 3) uint8.
     """
+    return _rgb_image(rgb).copy(interpretation="srgb").pngsave_buffer(compression=1, keep="none")
+
+
+def _rgb_image(rgb: np.ndarray) -> pyvips.Image:
+    """A (h, W, 3) uint8 array as a libvips image over its memory (no copy when contiguous;
+    libvips keeps a reference to the buffer).
+
+    Raises:
+        ValueError: ``rgb`` is not (h, W, 3) uint8.
+    """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (h, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
     data = np.ascontiguousarray(rgb)
-    image = pyvips.Image.new_from_memory(data.data, rgb.shape[1], rgb.shape[0], 3, "uchar")
-    return image.copy(interpretation="srgb").pngsave_buffer(compression=1, keep="none")
+    return pyvips.Image.new_from_memory(data.data, rgb.shape[1], rgb.shape[0], 3, "uchar")
 
 
 def _source_panel(source: pyvips.Image, thumbnails: Sequence[str | Path] | None, w: int,
@@ -370,7 +376,7 @@ def write_pictures(
     work.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
 
-    def guarded(fn: Callable[[], None], name: str = "") -> None:
+    def guarded(fn: Callable[[], None], name: str) -> None:
         started = time.perf_counter()
         try:
             fn()
@@ -378,8 +384,7 @@ def write_pictures(
             if abandon is not None:
                 abandon()
             raise
-        if name:
-            seconds[name] = time.perf_counter() - started
+        seconds[name] = time.perf_counter() - started
 
     def labels_and_preview() -> None:
         guarded(lambda: write_label_pyramid(strips, work / LABELS_FILE,
