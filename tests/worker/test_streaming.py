@@ -34,7 +34,7 @@ from worker.stages.planning import plan_job
 from worker.stages.reducing import reduce_job
 from worker.stages.segmenting import segment_row
 from worker.stages.sources import source_path
-from worker.stages.streaming import stitch_job, wait_for_stitcher
+from worker.stages.streaming import Staged, stitch_job, wait_for_stitcher
 
 
 @pytest.fixture
@@ -199,7 +199,7 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
         segment_row(ctx, job.id, index)
     rows = ctx.table.rows.list(job.id)
     job = ctx.table.jobs.get(job.id)
-    assert wait_for_stitcher(ctx, job, rows) is False  # no stitcher ever: no waiting
+    assert wait_for_stitcher(ctx, job, rows) == Staged()  # no stitcher ever: no waiting
 
     naps: list[float] = []
 
@@ -209,7 +209,7 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
             ctx.table.stitch.release(job.id, "dying")  # as its lease running out would
 
     assert ctx.table.stitch.claim(job.id, "dying", lease_seconds=60)
-    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_dies_after_three_naps) is False
+    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_dies_after_three_naps).pictures is False
     assert len(naps) == 3
 
     naps.clear()
@@ -224,7 +224,8 @@ def test_reducer_waits_only_while_the_stitcher_lease_is_live(streaming, microgra
         return stitch_job(ctx, job_id)  # takes the freed lease, writes, releases
 
     assert ctx.table.stitch.claim(job.id, "finishing", lease_seconds=60)
-    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_finishes_after_two_naps) is True
+    assert wait_for_stitcher(ctx, job, rows, sleep=stitcher_finishes_after_two_naps) == Staged(
+        pictures=True, confidence=True)
     assert len(naps) == 2
 
 

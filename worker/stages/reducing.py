@@ -45,7 +45,7 @@ from worker.errors import PERMANENT_ERRORS
 from worker.stages.confidence import write_confidence
 from worker.stages.measuring import job_pixel_size, write_microstructure
 from worker.stages.sources import row_thumbnails, source_path
-from worker.stages.streaming import staged_confidence, wait_for_stitcher
+from worker.stages.streaming import wait_for_stitcher
 
 log = structlog.get_logger(__name__)
 
@@ -97,11 +97,10 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         with ThreadPoolExecutor(2, thread_name_prefix=f"reduce-{job_id[:8]}") as pool:
             micro = pool.submit(_timed, write_microstructure, ctx, job, rows, pkg, work)
             staged = wait_for_stitcher(ctx, job, rows)  # at once when no stitcher ran
-            confidence_staged = staged and staged_confidence(ctx, job, rows)
             confidence = pool.submit(_timed, write_confidence, ctx, job, rows, pkg.classes, work,
-                                     not confidence_staged)
+                                     not staged.confidence)
             pictures = {}
-            if not staged:
+            if not staged.pictures:
                 pictures = write_pictures(source_path(ctx, job), strips, pkg.palette(), work,
                                           names=[c.name for c in pkg.classes],
                                           pixel_size_um=job_pixel_size(job),
@@ -116,13 +115,13 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             if name in MICROSTRUCTURE_FILES and not (work / name).exists():
                 continue  # radial_profiles.png: left out when there is no profile
             key = output_key(job_id, name)
-            if not (staged and name in PICTURES):  # a stitcher stored those already
+            if not (staged.pictures and name in PICTURES):  # a stitcher stored those already
                 ctx.blobs.put_file(key, work / name)
             outputs[name.replace(".", "_")] = key
         if with_confidence:
             for name in OPTIONAL_OUTPUTS:
                 key = output_key(job_id, name)
-                if not (confidence_staged and name == CONFIDENCE):  # the stitcher stored it
+                if not (staged.confidence and name == CONFIDENCE):  # the stitcher stored it
                     ctx.blobs.put_file(key, work / name)
                 outputs[name.replace(".", "_")] = key
         shutil.rmtree(work, ignore_errors=True)
@@ -134,12 +133,13 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
         raise
     finished = time.perf_counter()
     outputs["reduce_seconds"] = round(finished - started, 3)
-    outputs["streamed"] = staged
+    outputs["streamed"] = staged.pictures
     ctx.table.jobs.set_outputs(job_id, outputs)
     ctx.table.jobs.transition(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
     # where the reducer's time went (s, wall; the products overlap in threads): the bench's
     # worker-time budget reads these (benchmarks.pipeline.worker_time_budget)
-    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"], streamed=staged,
+    log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"],
+             streamed=staged.pictures,
              fetch_s=round(fetched - started, 3),
              labels_s=round(pictures.get(LABELS, 0.0), 3),
              preview_s=round(pictures.get(PREVIEW, 0.0), 3),

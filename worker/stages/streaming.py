@@ -13,8 +13,8 @@ A confidence pyramid that fails (rows checkpointed without confidence strips) is
 reducer and does not stop the pictures.
 
 The reducer (:func:`wait_for_stitcher`) waits while the lease is live and uses the pictures
-(and :func:`staged_confidence`, the confidence pyramid) only if the manifest names exactly the
-job's done rows and checksums; otherwise it stitches the rows itself, as without streaming.
+(and the confidence pyramid, :class:`Staged`) only if the manifest names exactly the job's done
+rows and checksums; otherwise it stitches the rows itself, as without streaming.
 So a stitcher that dies, loses its lease, or whose message is lost costs time, never a wrong
 output; a duplicate delivery finds the lease taken (or the manifest written) and does nothing.
 A stitcher never fails a job: the reducer decides.
@@ -29,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyvips
@@ -161,33 +162,36 @@ def _matching_manifest(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> dic
     return stored
 
 
-def staged_pictures(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
-    """True if a stitcher's manifest exists and matches ``rows`` (all done, same indices and
-    checksums), the job's size and model, and every picture it stored exists.
+@dataclass(frozen=True)
+class Staged:
+    """What a stitcher stored for a job that the reducer can use as it is: ``pictures`` (the
+    label pyramid, preview and overlay, :data:`PICTURES`) and ``confidence`` (the confidence
+    pyramid; only ever with the pictures)."""
 
-    Raises:
-        StorageError: the store is unreachable.
-    """
-    return _matching_manifest(ctx, job, rows) is not None and all(
-        ctx.blobs.exists(output_key(job.id, name)) for name in PICTURES)
+    pictures: bool = False
+    confidence: bool = False
 
 
-def staged_confidence(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> bool:
-    """True if a matching manifest (as :func:`staged_pictures`) says the stitcher stored the
-    confidence pyramid, and it exists: the reducer then writes only ``confidence.json``.
+def staged_outputs(ctx: WorkerContext, job: Job, rows: Sequence[Row]) -> Staged:
+    """What a stitcher staged for ``job``, read from its manifest once: the pictures if the
+    manifest exists and matches ``rows`` (all done, same indices and checksums), the job's size
+    and model, and every picture it stored exists; the confidence pyramid if, besides, the
+    manifest says it was stored and it exists.
 
     Raises:
         StorageError: the store is unreachable.
     """
     manifest = _matching_manifest(ctx, job, rows)
-    return bool(manifest and manifest.get("confidence") is True
-                and ctx.blobs.exists(output_key(job.id, CONFIDENCE)))
+    if manifest is None or not all(ctx.blobs.exists(output_key(job.id, n)) for n in PICTURES):
+        return Staged()
+    return Staged(pictures=True, confidence=manifest.get("confidence") is True
+                  and ctx.blobs.exists(output_key(job.id, CONFIDENCE)))
 
 
 def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
-                      sleep: Callable[[float], None] = time.sleep) -> bool:
-    """The reducer's side: wait while a stitcher holds a live lease on ``job``, then say
-    whether its staged pictures can be used (:func:`staged_pictures`).
+                      sleep: Callable[[float], None] = time.sleep) -> Staged:
+    """The reducer's side: wait while a stitcher holds a live lease on ``job``, then say what
+    of its staged outputs can be used (:func:`staged_outputs`).
 
     Only the job table is polled while waiting: a stitcher stores its manifest before it
     releases its lease, so the manifest is read once, after the lease is no longer live.
@@ -200,14 +204,14 @@ def wait_for_stitcher(ctx: WorkerContext, job: Job, rows: Sequence[Row],
     while True:
         holder, live = ctx.table.stitch.state(job.id)
         if holder is None:  # no stitcher ever ran: do not look for a manifest
-            return False
+            return Staged()
         if not live:
             break
         sleep(ctx.settings.stitch_poll_seconds)
         waited += ctx.settings.stitch_poll_seconds
-    staged = staged_pictures(ctx, job, rows)
-    log.info("reduce.staged" if staged else "reduce.stitcher_gone", job_id=job.id,
-             waited=round(waited, 3))
+    staged = staged_outputs(ctx, job, rows)
+    log.info("reduce.staged" if staged.pictures else "reduce.stitcher_gone", job_id=job.id,
+             confidence=staged.confidence, waited=round(waited, 3))
     return staged
 
 
@@ -235,7 +239,7 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
                           lease_s / 3, "stitch", job_id=job_id)
         with renewal:
             rows = ctx.table.rows.list(job_id)
-            if staged_pictures(ctx, job, rows):
+            if staged_outputs(ctx, job, rows).pictures:
                 log.info("stitch.skip", job_id=job_id, reason="already stitched")
                 return True
             pkg = ctx.models.meta(job.model_name, job.model_version)
