@@ -46,11 +46,13 @@ def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PE
 
 
 def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> list[tuple[str, str, np.ndarray]]:
-    """``[(data set, name, (H, W, 3) uint8)]``: LumenStone S2 val images (whole) and 2 x 2
-    mosaics of NASA EBC images.
+    """``[(data set, name, (H, W, 3) uint8)]``: the first ``lumenstone`` LumenStone S2 val
+    images (whole) and ``ebc_mosaics`` 2 x 2 mosaics of NASA EBC images; a count of 0 needs
+    no folder of that data set (the GPU check carries NASA EBC only, benchmarks/gpu).
 
     Raises:
-        FileNotFoundError: ``data_dir`` lacks ``lumenstone-s2`` or ``nasa-ebc``.
+        FileNotFoundError: ``data_dir`` lacks the images of a data set asked for, or nothing
+            is asked for.
     """
     from imaging.reading import open_image, read_rows
 
@@ -60,9 +62,10 @@ def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> li
 
     ls = sorted((data_dir / "lumenstone-s2" / "images" / "val").glob("*.jpg"))[:lumenstone]
     ebc = sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))
-    if not ls or len(ebc) < 4:
-        raise FileNotFoundError(f"{data_dir}: needs lumenstone-s2/images/val/*.jpg and "
-                                "nasa-ebc/images/*.png (../shared/data)")
+    if (lumenstone and not ls) or (ebc_mosaics and len(ebc) < 4) or not (lumenstone or ebc_mosaics):
+        raise FileNotFoundError(f"{data_dir}: needs lumenstone-s2/images/val/*.jpg (--lumenstone "
+                                f"{lumenstone}) and nasa-ebc/images/*.png (--ebc-mosaics "
+                                f"{ebc_mosaics}, 4 images each; ../shared/data)")
     out = [("lumenstone-s2", f"val/{p.name}", load(p)) for p in ls]
     for k in range(min(ebc_mosaics, len(ebc) // 4)):
         four = [load(p)[:1024, :1024] for p in ebc[4 * k : 4 * k + 4]]

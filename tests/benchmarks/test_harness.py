@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from benchmarks.config import BenchConfig
@@ -275,3 +276,26 @@ def test_fitting_side():
     assert fitting_side(4608, [1152, 768], 2) == 4608
     assert fitting_side(100, [64], 1) == 128
     assert fitting_side(4608, [896, 768], 2) == 4608 + 896 - 4608 % 896  # none fits: rounded up
+
+
+def test_agreement_images_need_only_the_data_sets_asked_for(tmp_path):
+    from PIL import Image
+
+    from benchmarks.agreement import real_images
+
+    images = tmp_path / "nasa-ebc" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    for i, t in enumerate(tiles):
+        Image.fromarray(t).save(images / f"{i:02d}.png")
+    # NASA EBC alone (what benchmarks/gpu carries): no lumenstone-s2 folder needed
+    (data_set, name, mosaic), = real_images(tmp_path, lumenstone=0, ebc_mosaics=1)
+    assert (data_set, name) == ("nasa-ebc", "2x2 00+01+02+03")
+    assert mosaic.shape == (96, 128, 3)
+    assert np.array_equal(mosaic[:48, :64], tiles[0]) and np.array_equal(mosaic[:48, 64:], tiles[1])
+    assert np.array_equal(mosaic[48:, :64], tiles[2]) and np.array_equal(mosaic[48:, 64:], tiles[3])
+    with pytest.raises(FileNotFoundError, match=r"lumenstone-s2/images/val/\*\.jpg \(--lumenstone 2\)"):
+        real_images(tmp_path, lumenstone=2, ebc_mosaics=1)
+    with pytest.raises(FileNotFoundError):
+        real_images(tmp_path, lumenstone=0, ebc_mosaics=0)  # nothing asked for
