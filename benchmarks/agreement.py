@@ -62,7 +62,8 @@ def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> li
 
     ls = sorted((data_dir / "lumenstone-s2" / "images" / "val").glob("*.jpg"))[:lumenstone]
     ebc = sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))
-    if (lumenstone and not ls) or (ebc_mosaics and len(ebc) < 4) or not (lumenstone or ebc_mosaics):
+    missing = (lumenstone and not ls) or (ebc_mosaics and len(ebc) < 4)
+    if missing or not (lumenstone or ebc_mosaics):
         raise FileNotFoundError(f"{data_dir}: needs lumenstone-s2/images/val/*.jpg (--lumenstone "
                                 f"{lumenstone}) and nasa-ebc/images/*.png (--ebc-mosaics "
                                 f"{ebc_mosaics}, 4 images each; ../shared/data)")

@@ -295,7 +295,8 @@ def test_agreement_images_need_only_the_data_sets_asked_for(tmp_path):
     assert mosaic.shape == (96, 128, 3)
     assert np.array_equal(mosaic[:48, :64], tiles[0]) and np.array_equal(mosaic[:48, 64:], tiles[1])
     assert np.array_equal(mosaic[48:, :64], tiles[2]) and np.array_equal(mosaic[48:, 64:], tiles[3])
-    with pytest.raises(FileNotFoundError, match=r"lumenstone-s2/images/val/\*\.jpg \(--lumenstone 2\)"):
+    asked = r"lumenstone-s2/images/val/\*\.jpg \(--lumenstone 2\)"
+    with pytest.raises(FileNotFoundError, match=asked):
         real_images(tmp_path, lumenstone=2, ebc_mosaics=1)
     with pytest.raises(FileNotFoundError):
         real_images(tmp_path, lumenstone=0, ebc_mosaics=0)  # nothing asked for
