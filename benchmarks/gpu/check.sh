@@ -14,7 +14,9 @@
 # (default cuda) and BENCH_ARGS (default: the pellet, 2 pairs) let the script be rehearsed on
 # a CPU machine (README.md):
 #   bench      the 346 Mpx pellet (20480 x 16896 px) end to end with the streaming stitcher,
-#              alternated with today's path and MONAI (BENCH_S, 330)
+#              its model-only limit, MONAI and the budget; one pair and no run of today's
+#              path, so that the JSON, written at the end, is sure to come back
+#              (BENCH_S, 330; BENCH_ARGS="--pairs 2" adds the reference where time allows)
 #   agreement  bf16 against fp32 labels on the device on NASA EBC mosaics (AGREEMENT_S, 150)
 set -uo pipefail
 out=${OUT:-/tmp/pelletseg-gpu}
@@ -59,7 +61,7 @@ for s in "${stages[@]}"; do
   case "$s" in
     bench)
       # shellcheck disable=SC2086  # BENCH_ARGS: several options
-      stage gpu-full "${BENCH_S:-330}" python3 -m cli bench --device "$device" ${BENCH_ARGS:---pairs 2} \
+      stage gpu-full "${BENCH_S:-330}" python3 -m cli bench --device "$device" ${BENCH_ARGS:---pairs 1 --no-reference} \
         --rss-sizes '' --json "$out/gpu-full.json" --work /tmp/pelletseg-bench ;;
     agreement)
       stage agreement-bf16 "${AGREEMENT_S:-150}" python3 -m cli agreement --device "$device" \
