@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Run THERE: the lent GPU machine, through the device tool, from the repository root, after
-# `bash benchmarks/gpu/wheels.sh` here (see README.md beside this file):
+# `bash benchmarks/gpu/prepare.sh` here (see README.md beside this file):
 #
 #   run(carry=[".whl", ".data"], timeout_s=570, command="bash benchmarks/gpu/check.sh")
 #
 # Installs the carried wheels into /tmp/site (the image has torch, numpy, scipy, ...; nothing
-# can be fetched there), then runs the GPU measurements of issues 17 and 18 in order of value,
+# can be fetched there), then runs the GPU measurements of issue 17 in order of value,
 # each under its own time limit so that the call ends inside the device tool's 10 minutes, and
 # leaves at most 8 files in $OUT (the tool's limit): machine.txt, and per stage its JSON,
 # Markdown and log. A stage that fails or times out leaves its log and does not stop the next.
 #
 # Stages (arguments; default all, in this order) and their limits (s, environment); DEVICE
-# (default cuda) and BENCH_ARGS (default: the pellet, 2 pairs) let the script be rehearsed on
-# a CPU machine (README.md):
+# (default cuda) and BENCH_ARGS (default: --pairs 1 --no-reference) let the script be rehearsed
+# on a CPU machine (README.md):
 #   bench      the 346 Mpx pellet (20480 x 16896 px) end to end with the streaming stitcher,
 #              its model-only limit, MONAI and the budget; one pair and no run of today's
 #              path, so that the JSON, written at the end, is sure to come back
@@ -31,7 +31,7 @@ stages=("$@")
 started=$(date +%s)
 if ! python3 -c "import pydantic, celery, pyvips" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || { echo "wheels did not install (run wheels.sh here first)"; exit 2; }
+    --target /tmp/site .whl/*.whl || { echo "wheels did not install (run benchmarks/gpu/prepare.sh here first)"; exit 2; }
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 
