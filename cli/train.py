@@ -67,7 +67,8 @@ def _json_object(ctx, param, value):
               help="Weight of the soft dice term added to cross-entropy.")
 @click.option("--class-weights", default=None,
               help="Cross-entropy class weights: 'inv_sqrt' (1/sqrt of the training pixel "
-                   "shares) or comma-separated floats, one per class [default: none].")
+                   "shares), 'none' (every class 1) or comma-separated floats, one per class "
+                   "[default: the recipe's with --max-minutes, else none].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch [default: about one pass over the training pixels].")
@@ -162,6 +163,16 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         except GeometryError as e:
             raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
+    if isinstance(class_weights, str) and class_weights.lower() == "none":
+        class_weights = None
+    elif class_weights and class_weights != "inv_sqrt":
+        try:
+            class_weights = [float(v) for v in class_weights.split(",")]
+        except ValueError as e:
+            raise click.BadParameter(f"{class_weights!r}: expected 'inv_sqrt', 'none' or "
+                                     "comma-separated floats",
+                                     param_hint="--class-weights") from e
+
     recipe = None
     scale_choice = None
     if from_model is not None:
@@ -240,12 +251,6 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
     except (TrainingError, StorageError) as e:
         raise click.ClickException(str(e)) from e
 
-    if class_weights and class_weights != "inv_sqrt":
-        try:
-            class_weights = [float(v) for v in class_weights.split(",")]
-        except ValueError as e:
-            raise click.BadParameter(f"{class_weights!r}: expected 'inv_sqrt' or floats",
-                                     param_hint="--class-weights") from e
     if threads:
         import torch
 

@@ -313,7 +313,7 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         _describe_scale(r.get("input_scale", 1), r["patch_size"], r.get("input_scale_choice")),
-        f"loss       cross-entropy (class weights {r['class_weights']}) + "
+        f"loss       cross-entropy (class weights {r['class_weights'] or 'none'}) + "
         f"{r['dice_weight']} x soft dice",
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
         f"schedule   AdamW, {r['schedule']}: {r['call_budget_s'] / 60:g} min for the call, less "

@@ -297,3 +297,25 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert none.exit_code != 0 and "--max-minutes" in none.output
 
 
+
+
+def test_cli_class_weights_none_turns_the_recipe_weights_off(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    path = _dataset(tmp_path)
+    small = ["--patch-size", "64", "--batch-size", "2", "--steps-per-epoch", "2",
+             "--tile-size", "64", "--halo", "16", "--no-register", "--home",
+             str(tmp_path / "home"), "--encoder", "mobilenet_v2", "--arch-params",
+             '{"decoder_channels": [8, 8, 8, 8, 8]}', "--max-minutes", "0.03"]
+    res = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "p"),
+                                         "--class-weights", "None", *small])
+    assert res.exit_code == 0, res.output
+    assert "cross-entropy (class weights none)" in res.output
+    assert "'class_weights'" in res.output  # listed among the overrides
+    assert read_package(tmp_path / "p").training["class_weights"] is None
+    bad = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "q"),
+                                         "--class-weights", "1,heavy,1", *small])
+    assert bad.exit_code != 0 and "'inv_sqrt', 'none' or comma-separated floats" in bad.output
+    assert not (tmp_path / "q").exists()
