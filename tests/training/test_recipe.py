@@ -267,7 +267,8 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert "overridden on the command line" in res.output and "'patch_size'" in res.output
     card = json.loads((tmp_path / "p" / "model.json").read_text())
     assert card["training"]["recipe"]["patch_size"] == 64
-    assert card["training"]["recipe"]["class_weights"] == "inv_sqrt"
+    assert card["training"]["recipe"]["class_weights"] is None  # the recipe's: no weights
+    assert "cross-entropy (class weights none)" in res.output
     budget = card["training"]["time_budget"]
     # fitted before the first step: the call less the set-up and the measured final evaluation
     assert budget["call_s"] == 1.8 and budget["final_eval_estimate_s"] > 0
@@ -299,7 +300,7 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
 
 
 
-def test_cli_class_weights_none_turns_the_recipe_weights_off(tmp_path):
+def test_cli_class_weights_none_or_inv_sqrt_override_the_recipe(tmp_path):
     from click.testing import CliRunner
 
     from cli.train import train as train_cmd
@@ -315,6 +316,11 @@ def test_cli_class_weights_none_turns_the_recipe_weights_off(tmp_path):
     assert "cross-entropy (class weights none)" in res.output
     assert "'class_weights'" in res.output  # listed among the overrides
     assert read_package(tmp_path / "p").training["class_weights"] is None
+    inv = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "i"),
+                                         "--class-weights", "inv_sqrt", *small])
+    assert inv.exit_code == 0, inv.output
+    weights = read_package(tmp_path / "i").training["class_weights"]
+    assert len(weights) == len(CLASSES) and len(set(weights)) > 1  # 1/sqrt of unequal shares
     bad = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "q"),
                                          "--class-weights", "1,heavy,1", *small])
     assert bad.exit_code != 0 and "'inv_sqrt', 'none' or comma-separated floats" in bad.output
