@@ -22,8 +22,9 @@ Choices (and why, for a few dozen labelled micrographs):
 - **Loss**: unweighted cross-entropy + 0.5 x soft dice, which weighs every class alike
   (:func:`training.losses.segmentation_loss`); rare phases are balanced by the sampling
   above. Cross-entropy class weights 1/sqrt(pixel share) on top of both (``--class-weights
-  inv_sqrt``, the recipe's choice until 2026-12-04) gave the same val mIoU over four seeds but
-  called more pyrrhotite pentlandite (docs/models.md, runs 21-22).
+  inv_sqrt``, the recipe's choice until 2026-12-04) gave the same val mIoU over four seeds
+  of LumenStone S2 (0.747 against 0.750) but called more pyrrhotite pentlandite: pyrrhotite
+  IoU 0.804 against 0.859, lower in every seed (docs/models.md, runs 21-22).
 - **Augmentation**: flips, 90-degree rotations, mild brightness/contrast jitter and blur
   (``default`` of :func:`training.sampling.build_augmentation`); hue is left alone because
   reflectance colour identifies ore phases.
@@ -245,12 +246,6 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
     """The recipe for a budget of ``max_minutes`` (whole call) on ``device``: keyword
     arguments of :func:`training.trainer.train` plus ``call_budget_s`` (s of the whole call;
     the trainer fits the steps' budget to it, :func:`fit_time_budget`).
-
-    Rare phases are balanced by the patch sampling (``p_targeted`` of the patches centred on
-    a class drawn uniformly) and the soft dice term, not by cross-entropy class weights: on
-    LumenStone S2, seeds 0-3, dropping the 1/sqrt(share) weights left val mIoU where it was
-    (mean 0.750 against 0.747) and raised pyrrhotite's IoU in every seed (mean 0.859 against
-    0.804) by calling less of it pentlandite (docs/models.md, runs 21-22).
 
     Raises:
         ValueError: ``max_minutes`` is not positive.

@@ -298,8 +298,6 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert none.exit_code != 0 and "--max-minutes" in none.output
 
 
-
-
 def test_cli_class_weights_none_or_inv_sqrt_override_the_recipe(tmp_path):
     from click.testing import CliRunner
 
