@@ -36,6 +36,18 @@ def _json_object(ctx, param, value):
     return obj
 
 
+def _class_weights(ctx, param, value):
+    if value is None or value == "inv_sqrt":
+        return value
+    if value.lower() == "none":
+        return None
+    try:
+        return [float(v) for v in value.split(",")]
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r}: expected 'inv_sqrt', 'none' or comma-separated "
+                                 "floats") from e
+
+
 @click.command("train")
 @click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option("--arch", default="Unet", show_default=True, help="smp architecture.")
@@ -65,7 +77,7 @@ def _json_object(ctx, param, value):
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
 @click.option("--dice-weight", type=float, default=0.0, show_default=True,
               help="Weight of the soft dice term added to cross-entropy.")
-@click.option("--class-weights", default=None,
+@click.option("--class-weights", callback=_class_weights, default=None,
               help="Cross-entropy class weights: 'inv_sqrt' (1/sqrt of the training pixel "
                    "shares), 'none' (every class 1) or comma-separated floats, one per class "
                    "[default: the recipe's with --max-minutes, else none].")
@@ -162,16 +174,6 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             geometry = TileGeometry(tile_size, halo)
         except GeometryError as e:
             raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
-
-    if isinstance(class_weights, str) and class_weights.lower() == "none":
-        class_weights = None
-    elif class_weights and class_weights != "inv_sqrt":
-        try:
-            class_weights = [float(v) for v in class_weights.split(",")]
-        except ValueError as e:
-            raise click.BadParameter(f"{class_weights!r}: expected 'inv_sqrt', 'none' or "
-                                     "comma-separated floats",
-                                     param_hint="--class-weights") from e
 
     recipe = None
     scale_choice = None
