@@ -117,6 +117,12 @@ def _class_weights(ctx, param, value):
               "0.25 and 0.5 at which every class keeps a round-trip IoU >= 0.97, else 1 "
               "[default: the recipe's "
               "(auto); with --from, that package's; else 1].")
+@click.option("--targets", type=click.Choice(["labels", "fractions"]), default="labels",
+              help="What the loss compares a reduced-scale model with: labels, the class of "
+              "the nearest image pixel of each model pixel; fractions, the share of each class "
+              "in the image pixels it covers (grain edges and thin lamellae as the mixtures "
+              "the reduced image shows). No effect at scale 1 [default: labels; the default "
+              "recipe: its choice].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
                    "[default: whole images].")
@@ -139,7 +145,8 @@ def _class_weights(ctx, param, value):
 def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
           steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, p_targeted,
-          average_tau, input_scale, val_crop, amp, resume, checkpoint_dir, max_minutes, final_eval, register, home):
+          average_tau, input_scale, targets, val_crop, amp, resume, checkpoint_dir, max_minutes,
+          final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
 
     Without --epochs, the default recipe (training/recipe.py) picks the model, patches,
@@ -195,14 +202,14 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         recipe = default_recipe(max_minutes, device, fine_tune=from_model is not None)
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
-                             "steps_per_epoch", "average_tau", "input_scale")
+                             "steps_per_epoch", "average_tau", "input_scale", "targets")
                  if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
                  "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
                  "dice_weight": dice_weight, "class_weights": class_weights,
                  "augment": augment, "p_targeted": p_targeted,
                  "steps_per_epoch": steps_per_epoch, "average_tau": average_tau,
-                 "input_scale": input_scale}
+                 "input_scale": input_scale, "targets": targets}
         recipe.update({k: local[k] for k in given})
         if from_model is not None:
             from models import read_package
@@ -231,7 +238,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         dice_weight, class_weights = recipe["dice_weight"], recipe["class_weights"]
         augment, p_targeted = recipe["augment"], recipe["p_targeted"]
         steps_per_epoch, average_tau = recipe["steps_per_epoch"], recipe["average_tau"]
-        input_scale = recipe["input_scale"]
+        input_scale, targets = recipe["input_scale"], recipe["targets"]
     elif from_model is not None:
         from models import read_package
 
@@ -262,7 +269,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
-            input_scale_choice=scale_choice,
+            input_scale_choice=scale_choice, targets=targets,
             call_budget_s=recipe["call_budget_s"] if recipe else None, call_started=called,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

@@ -1,5 +1,5 @@
 """Training losses: cross-entropy with optional class weights plus soft dice, both skipping
-ignored pixels (:data:`training.importers.IGNORE`)."""
+ignored pixels (:data:`training.importers.IGNORE`), on hard labels or on class fractions."""
 
 from __future__ import annotations
 
@@ -24,15 +24,26 @@ def segmentation_loss(logits, target, n_classes: int, dice_weight: float = 0.0, 
     Soft dice = 1 - mean over classes of (2 sum(p * y) + 1) / (sum(p) + sum(y) + 1), summed
     over the batch (Milletari et al., "V-Net", 3DV 2016, with +1 smoothing).
 
+    ``target`` is either hard labels or class fractions (soft targets, the share of each
+    class in the image pixels a model pixel covers at a reduced input scale,
+    :func:`training.trainer.reduce_fractions`). With fractions q the cross-entropy is
+    sum(w_c q_c (-log p_c)) / sum(w_c q_c) over the pixels, and the dice term uses q for y
+    and the labelled share sum_c q_c for the validity mask; for one-hot q both terms equal
+    the hard-label ones.
+
     Args:
         logits: (N, C, H, W) float.
-        target: (N, H, W) int64 class indices; :data:`IGNORE` pixels are left out of both terms.
+        target: (N, H, W) int64 class indices (:data:`IGNORE` pixels are left out of both
+            terms), or (N, C, H, W) float class fractions in [0, 1] summing to the labelled
+            share of each pixel (at most 1; ignored image pixels count in no class).
 
     Returns:
         0-d float tensor.
     """
     import torch.nn.functional as F
 
+    if target.dim() == 4:
+        return _fraction_loss(logits, target.to(logits.dtype), dice_weight, weight)
     loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
     if dice_weight > 0:
         valid = (target != IGNORE).unsqueeze(1)
@@ -40,5 +51,16 @@ def segmentation_loss(logits, target, n_classes: int, dice_weight: float = 0.0, 
         onehot = F.one_hot(target.where(valid[:, 0], 0), n_classes).permute(0, 3, 1, 2)
         onehot = onehot.to(prob.dtype) * valid
         inter, total = (prob * onehot).sum((0, 2, 3)), (prob + onehot).sum((0, 2, 3))
+        loss = loss + dice_weight * (1 - ((2 * inter + 1) / (total + 1))).mean()
+    return loss
+
+
+def _fraction_loss(logits, q, dice_weight: float, weight):
+    """:func:`segmentation_loss` for (N, C, H, W) class fractions ``q``."""
+    wq = q if weight is None else q * weight.to(q.dtype)[None, :, None, None]
+    loss = -(wq * logits.log_softmax(1)).sum() / wq.sum().clamp_min(1e-12)
+    if dice_weight > 0:
+        prob = logits.softmax(1) * q.sum(1, keepdim=True)
+        inter, total = (prob * q).sum((0, 2, 3)), (prob + q).sum((0, 2, 3))
         loss = loss + dice_weight * (1 - ((2 * inter + 1) / (total + 1))).mean()
     return loss

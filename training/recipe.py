@@ -261,7 +261,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
-        "input_scale": "auto",
+        "input_scale": "auto", "targets": "labels",
         "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
@@ -318,7 +318,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         _describe_scale(r.get("input_scale", 1), r["patch_size"], r.get("input_scale_choice")),
         f"loss       cross-entropy (class weights {r['class_weights'] or 'none'}) + "
-        f"{r['dice_weight']} x soft dice",
+        f"{r['dice_weight']} x soft dice"
+        + (", on class fractions at a reduced scale" if r.get("targets") == "fractions"
+           else ""),
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})",
         f"schedule   AdamW, {r['schedule']}: {r['call_budget_s'] / 60:g} min for the call, less "
         "the set-up and the final evaluation (measured before the first step); peak "

@@ -84,10 +84,11 @@ def apply_augmentation(transform, img: np.ndarray, mask: np.ndarray):
 
     Args:
         img: (P, P, 3) uint8 RGB.
-        mask: (P, P) uint8 class indices.
+        mask: (P, P) uint8 class indices, or (P, P, C) uint8 class fractions (moved as C
+            mask planes).
 
     Returns:
-        ((P, P, 3) uint8, (P, P) uint8), contiguous.
+        ((P, P, 3) uint8, ``mask``'s shape and dtype), contiguous.
     """
     if transform is None:
         return np.ascontiguousarray(img), np.ascontiguousarray(mask)
@@ -96,10 +97,13 @@ def apply_augmentation(transform, img: np.ndarray, mask: np.ndarray):
 
     # np.array copies: crops of read-only decoded images become writable tensors.
     t_img = tv_tensors.Image(torch.from_numpy(np.array(img)).permute(2, 0, 1))
-    t_mask = tv_tensors.Mask(torch.from_numpy(np.array(mask))[None])
+    planes = mask.ndim == 3
+    m = torch.from_numpy(np.array(mask))
+    t_mask = tv_tensors.Mask(m.permute(2, 0, 1) if planes else m[None])
     out_img, out_mask = transform(t_img, t_mask)
     return (np.ascontiguousarray(out_img.permute(1, 2, 0).numpy()),
-            np.ascontiguousarray(out_mask[0].numpy()))
+            np.ascontiguousarray(out_mask.permute(1, 2, 0).numpy() if planes
+                                 else out_mask[0].numpy()))
 
 
 class PatchSampler:
@@ -116,16 +120,25 @@ class PatchSampler:
         patch: Patch edge P (px).
         rng: numpy Generator for positions (consumed here and by :meth:`sample`).
         transform: Augmentation from :func:`build_augmentation` (None: no augmentation).
+        targets: Optional soft targets, one (H, W, C) uint8 array of class fractions per image
+            of ``data`` (:func:`training.trainer.reduce_fractions`): patches then return
+            their crop instead of the mask's (positions still come from the mask, so the
+            same seed draws the same patches).
 
     Raises:
-        ValueError: an image is smaller than ``patch``.
+        ValueError: an image is smaller than ``patch``; ``targets`` does not match ``data``.
     """
 
     def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], n_classes: int, patch: int,
                  rng: np.random.Generator, p_targeted: float = 0.5, max_coords: int = 20000,
-                 transform=None):
+                 transform=None, targets: list[np.ndarray] | None = None):
         self.data, self.patch, self.rng, self.p_targeted = data, patch, rng, p_targeted
         self.transform = transform
+        if targets is not None and (len(targets) != len(data) or any(
+                t.shape[:2] != m.shape for t, (_, m) in zip(targets, data, strict=True))):
+            raise ValueError("targets must hold one (H, W, C) array per training image, of "
+                             "its mask's (H, W)")
+        self.targets = targets
         self.coords: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(n_classes)]
         for i, (_, mask) in enumerate(data):
             if min(mask.shape) < patch:
@@ -142,23 +155,28 @@ class PatchSampler:
             raise ValueError(f"no labelled pixel (all {IGNORE} = ignore) in the training masks")
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented patch: ((P, P, 3) uint8, (P, P) uint8 class indices)."""
+        """One augmented patch: ((P, P, 3) uint8, (P, P) uint8 class indices), or with
+        ``targets`` ((P, P, 3) uint8, (P, P, C) uint8 class fractions)."""
         p, rng = self.patch, self.rng
         if rng.random() < self.p_targeted:
             c = self.present[rng.integers(len(self.present))]
             i, where = self.coords[c][rng.integers(len(self.coords[c]))]
-            img, mask = self.data[i]
+            mask = self.data[i][1]
             y, x = divmod(int(where[rng.integers(where.size)]), mask.shape[1])
             y0 = int(np.clip(y - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[0] - p))
             x0 = int(np.clip(x - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[1] - p))
         else:
-            img, mask = self.data[rng.integers(len(self.data))]
+            i = int(rng.integers(len(self.data)))
+            mask = self.data[i][1]
             y0 = int(rng.integers(mask.shape[0] - p + 1))
             x0 = int(rng.integers(mask.shape[1] - p + 1))
+        img = self.data[i][0]
+        target = mask if self.targets is None else self.targets[i]
         return apply_augmentation(self.transform, img[y0:y0 + p, x0:x0 + p],
-                                  mask[y0:y0 + p, x0:x0 + p])
+                                  target[y0:y0 + p, x0:x0 + p])
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` patches: ((n, P, P, 3) uint8, (n, P, P) uint8)."""
+        """``n`` patches: ((n, P, P, 3) uint8, (n, P, P) uint8), or with ``targets``
+        ((n, P, P, 3) uint8, (n, P, P, C) uint8)."""
         imgs, masks = zip(*(self.sample() for _ in range(n)), strict=True)
         return np.stack(imgs), np.stack(masks)

@@ -43,7 +43,13 @@ from training.recipe import (
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import to_model_scale, write_package
 
-__all__ = ["channel_stats", "final_eval_estimate_s", "reduce_pair", "train", "validate"]
+__all__ = ["TARGETS", "channel_stats", "final_eval_estimate_s", "reduce_fractions", "reduce_pair",
+           "train", "validate"]
+
+#: What the loss compares the model with at a reduced input scale: ``labels``, the class of
+#: the nearest image pixel of each model pixel; ``fractions``, the share of each class in the
+#: image pixels it covers (:func:`reduce_fractions`).
+TARGETS = ("labels", "fractions")
 
 
 def channel_stats(images: list[np.ndarray]) -> tuple[list[float], list[float]]:
@@ -124,6 +130,30 @@ def reduce_pair(image: np.ndarray, mask: np.ndarray, scale: float
     return small.permute(1, 2, 0).contiguous().numpy(), labels.contiguous().numpy()
 
 
+def reduce_fractions(mask: np.ndarray, n_classes: int, scale: float) -> np.ndarray:
+    """Soft training targets at a package's ``input_scale``: for each model pixel, the share
+    of each class among the image pixels it covers (each class's indicator reduced by area
+    averaging, :func:`worker.engine.network.to_model_scale`, the reduction the image gets),
+    so a model pixel over a grain boundary or a thin lamella is asked for the mixture it
+    sees instead of the class of one image pixel. The same reduction defines the round-trip
+    IoU that chooses the scale (:func:`training.recipe.round_trip_iou`).
+
+    Args:
+        mask: (H, W) uint8 class indices; values >= ``n_classes`` (ignored) count in no class.
+        n_classes: C.
+        scale: Model px per image px, in (0, 1].
+
+    Returns:
+        (h, w, C) uint8, share x 255 rounded (h, w as :func:`reduce_pair`'s); the C values of
+        a pixel sum to about 255 x its labelled share.
+    """
+    import torch
+
+    m = torch.from_numpy(np.ascontiguousarray(mask))
+    planes = [to_model_scale((m == c).float()[None, None], scale)[0, 0] for c in range(n_classes)]
+    return (torch.stack(planes, -1) * 255).round_().to(torch.uint8).numpy()
+
+
 def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_params, mean, std,
                   geometry: TileGeometry) -> dict[str, Any]:
     colours = spec.display_colours()
@@ -161,7 +191,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           input_scale_choice: dict[str, Any] | None = None,
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
-          call_started: float | None = None) -> ModelPackage:
+          call_started: float | None = None, targets: str = "labels") -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -218,6 +248,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     each tile the same way (:attr:`models.package.ModelPackage.input_scale`). The model card
     describes the data at its own resolution.
 
+    ``targets`` (at an input scale < 1): ``"labels"``, the loss compares the model with the
+    reduced masks' class indices; ``"fractions"``, with each model pixel's class shares
+    (:func:`reduce_fractions`; :func:`training.losses.segmentation_loss`). At scale 1 both
+    are the masks' labels.
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -240,7 +275,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment``; ``init_from``'s class table differs from the dataset's (names both).
+            ``augment`` or ``targets``; ``init_from``'s class table differs from the dataset's
+            (names both).
     """
     import segmentation_models_pytorch as smp
     import torch
@@ -254,6 +290,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
     if augment not in AUGMENTS:
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
     if not resume and read_state(ckpt_dir) is not None:
         raise CheckpointError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or "
@@ -281,6 +319,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         encoder = encoder_for_scale(scale, device)
     data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]
     n_classes, names = len(spec.classes), [c.name for c in spec.classes]
+    fractions = [reduce_fractions(mask, n_classes, scale) for _, mask in train_data] \
+        if targets == "fractions" and scale != 1 else None
     mean, std = channel_stats([img for img, _ in data["train"]])
     if base is not None:
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
@@ -310,6 +350,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         config["average_tau"] = average_tau
     if scale != 1:
         config["input_scale"] = scale
+    if fractions is not None:
+        config["targets"] = targets
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -327,7 +369,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         load_weights(model, init_from)
     model = model.to(device).to(memory_format=torch.channels_last)
     sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
-                           transform=build_augmentation(augment))
+                           transform=build_augmentation(augment), targets=fractions)
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
     average = WeightAverage(model, average_tau) if average_tau else None
     time_budget = None
@@ -382,7 +424,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                         g["lr"] = one_cycle_lr(frac, lr, warmup, final_lr_fraction)
                 imgs, masks = sampler.batch(batch_size)
                 x = to_tensor(imgs, mean, std, device)
-                y = torch.from_numpy(masks.astype(np.int64)).to(device)
+                if fractions is None:
+                    y = torch.from_numpy(masks.astype(np.int64)).to(device)
+                else:  # (N, P, P, C) uint8 shares x 255 -> (N, C, P, P) float
+                    y = torch.from_numpy(masks).to(device).permute(0, 3, 1, 2).float() / 255
                 with torch.autocast(dev_type, dtype=torch.float16, enabled=use_amp):
                     logits = model(x)
                 loss = segmentation_loss(logits.float(), y, n_classes, dice_weight, weight)
@@ -451,6 +496,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
         "class_weights": None if class_weights is None else list(class_weights),
         "augmentation": augment, "p_targeted": p_targeted, "val_crop": val_crop,
+        "targets": "fractions" if fractions is not None else "labels",
         "amp": "float16 autocast + GradScaler" if use_amp else None, "resumed": resume,
         "stopped_early": stopped_early, "seed": seed, "train_time_s": round(train_s, 1),
         "time_s": round(time.monotonic() - t0, 1),

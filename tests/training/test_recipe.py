@@ -323,3 +323,22 @@ def test_cli_class_weights_none_or_inv_sqrt_override_the_recipe(tmp_path):
                                          "--class-weights", "1,heavy,1", *small])
     assert bad.exit_code != 0 and "'inv_sqrt', 'none' or comma-separated floats" in bad.output
     assert not (tmp_path / "q").exists()
+
+
+def test_cli_targets_fractions_overrides_the_recipe_and_is_recorded(tmp_path):
+    from click.testing import CliRunner
+
+    from cli.train import train as train_cmd
+
+    path = _dataset(tmp_path)
+    res = CliRunner().invoke(train_cmd, [
+        str(path), "--out", str(tmp_path / "p"), "--targets", "fractions", "--input-scale", "0.5",
+        "--patch-size", "32", "--batch-size", "2", "--steps-per-epoch", "2", "--tile-size", "64",
+        "--halo", "16", "--no-register", "--home", str(tmp_path / "home"), "--encoder",
+        "mobilenet_v2", "--arch-params", '{"decoder_channels": [8, 8, 8, 8, 8]}',
+        "--max-minutes", "0.03"])
+    assert res.exit_code == 0, res.output
+    assert "soft dice, on class fractions at a reduced scale" in res.output
+    assert "'targets'" in res.output  # listed among the overrides
+    assert read_package(tmp_path / "p").training["targets"] == "fractions"
+    assert default_recipe(30)["targets"] == "labels"

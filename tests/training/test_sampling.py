@@ -1,5 +1,6 @@
-"""Training patches and loss: augmentation moves image and mask together, the sampler
-over-samples rare classes, and ignored pixels (255) stay out of the loss."""
+"""Training patches and loss: augmentation moves image and mask (or class fractions) together,
+the sampler over-samples rare classes, ignored pixels (255) stay out of the loss, and the
+loss on class fractions is the label loss for one-hot ones."""
 
 from __future__ import annotations
 
@@ -90,3 +91,47 @@ def test_loss_skips_ignored_pixels():
                                             rel=1e-5)
     assert segmentation_loss(logits, target, 3).item() == pytest.approx(
         F.cross_entropy(sub_logits, sub_target).item(), rel=1e-5)
+
+
+def test_fraction_targets_move_with_the_image_and_one_hot_fractions_give_the_label_loss():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    mask = rng.integers(0, 3, (32, 32)).astype(np.uint8)
+    fractions = np.stack([(mask == c) * 255 for c in range(3)], -1).astype(np.uint8)
+    img = np.stack([mask * 80, mask, 255 - mask], -1).astype(np.uint8)
+    d4 = [np.rot90(m, k) for m in (mask, mask[:, ::-1]) for k in range(4)]
+    geometric, seen = build_augmentation("geometric"), set()
+    for _ in range(20):  # the C planes move together, as the mask would
+        a_img, a_frac = apply_augmentation(geometric, img, fractions)
+        assert a_frac.shape == (32, 32, 3) and (a_frac.sum(-1) == 255).all()
+        assert (a_img[..., 1] == a_frac.argmax(-1)).all()
+        seen.add(next(i for i, m in enumerate(d4) if np.array_equal(m, a_frac.argmax(-1))))
+    assert len(seen) >= 5
+    # the sampler returns the fraction crop at the mask's position: the same patches by seed
+    plain = PatchSampler([(img, mask)], 3, 16, np.random.default_rng(3))
+    soft = PatchSampler([(img, mask)], 3, 16, np.random.default_rng(3), targets=[fractions])
+    for _ in range(5):
+        (i1, m1), (i2, f2) = plain.sample(), soft.sample()
+        assert np.array_equal(i1, i2) and np.array_equal(f2.argmax(-1), m1)
+    with pytest.raises(ValueError, match=r"one \(H, W, C\) array per training image"):
+        PatchSampler([(img, mask)], 3, 16, rng, targets=[fractions[:8]])
+
+    # one-hot fractions (ignored pixels in no class) give the hard-label loss, weighted or not
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 8, 8, generator=g)
+    target = torch.randint(0, 3, (2, 8, 8), generator=g)
+    target[0, :3] = IGNORE
+    valid = (target != IGNORE).unsqueeze(1)
+    q = F.one_hot(target.where(valid[:, 0], 0), 3).permute(0, 3, 1, 2).float() * valid
+    w = torch.tensor([0.5, 1.0, 3.0])
+    for dice, weight in ((0.0, None), (0.5, None), (0.5, w)):
+        assert segmentation_loss(logits, q, 3, dice, weight).item() == pytest.approx(
+            segmentation_loss(logits, target, 3, dice, weight).item(), rel=1e-5)
+    # a mixed pixel's loss is lowest where the softmax equals its fractions
+    mixed = torch.tensor([0.25, 0.75, 0.0]).view(1, 3, 1, 1)
+    at = segmentation_loss(torch.log(mixed.clamp_min(1e-6)), mixed, 3).item()
+    assert at < segmentation_loss(torch.tensor([0.0, 5.0, -5.0]).view(1, 3, 1, 1), mixed, 3).item()
+    assert at < segmentation_loss(torch.tensor([5.0, 0.0, -5.0]).view(1, 3, 1, 1), mixed, 3).item()

@@ -16,7 +16,13 @@ from models.package import WEIGHTS_FILE, read_package, sha256_file
 from training.checkpoints import CheckpointError, read_state
 from training.confusion import confusion_matrix, iou_per_class, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split, mask_to_index
-from training.trainer import channel_stats, class_weights_inv_sqrt, reduce_pair, train
+from training.trainer import (
+    channel_stats,
+    class_weights_inv_sqrt,
+    reduce_fractions,
+    reduce_pair,
+    train,
+)
 from worker.engine.network import build_model, load_weights
 
 
@@ -239,6 +245,39 @@ def test_reduce_pair_averages_the_image_and_keeps_labels():
     assert np.abs(small.astype(float) - want).max() <= 0.5
     assert set(np.unique(labels)) <= set(np.unique(mask))  # nearest pixel: no label invented
     assert reduce_pair(img, mask, 1.0) == (img, mask)
+
+
+def test_reduce_fractions_gives_each_model_pixel_its_class_shares():
+    mask = np.array([[0, 1, 2, 2, 1, 1]] * 2 + [[2, 2, 0, 0, 1, 1]] * 2, np.uint8)
+    mask[3, 5] = 255  # ignored: in no class
+    frac = reduce_fractions(mask, 3, 0.5)
+    assert frac.shape == (2, 3, 3) and frac.dtype == np.uint8
+    want = np.stack([(mask == c).reshape(2, 2, 3, 2).mean(axis=(1, 3)) for c in range(3)], -1)
+    assert np.abs(frac / 255 - want).max() <= 0.5 / 255
+    assert frac[0, 0].tolist() == [128, 128, 0]  # half class 0, half class 1 (rounded)
+    assert frac[1, 2].tolist() == [0, 191, 0]  # three of four labelled
+    # labels, the nearest pixel, name one of the classes the fractions hold
+    labels = reduce_pair(np.zeros((4, 6, 3), np.uint8), mask, 0.5)[1]
+    assert all(frac[y, x, labels[y, x]] > 0 for y in range(2) for x in range(3)
+               if labels[y, x] < 3)
+
+
+def test_fraction_targets_train_and_are_recorded(tmp_path):
+    path = _dataset(tmp_path / "ds")
+    pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale=0.5, epochs=1,
+                      targets="fractions", final_eval=False)
+    assert pkg.training["targets"] == "fractions"
+    labels = _tiny_train(path, tmp_path / "q", patch_size=32, input_scale=0.5, epochs=1,
+                         final_eval=False)
+    assert labels.training["targets"] == "labels"
+    assert labels.weights_sha256 != pkg.weights_sha256  # another loss, other weights
+    # at full resolution fractions are the labels: the same weights as a label run
+    full = [_tiny_train(path, tmp_path / f"f{t}", epochs=1, targets=t, final_eval=False)
+            for t in ("labels", "fractions")]
+    assert full[0].weights_sha256 == full[1].weights_sha256
+    assert full[1].training["targets"] == "labels"
+    with pytest.raises(ValueError, match="targets must be one of"):
+        _tiny_train(path, tmp_path / "r", epochs=1, targets="soft")
 
 
 def test_input_scale_trains_on_reduced_images_and_validates_at_full_resolution(tmp_path):
