@@ -123,6 +123,10 @@ def _class_weights(ctx, param, value):
               "in the image pixels it covers (grain edges and thin lamellae as the mixtures "
               "the reduced image shows). No effect at scale 1 [default: labels; the default "
               "recipe: its choice].")
+@click.option("--cpu-bf16", type=click.Choice(["auto", "on", "off"]), default="off",
+              help="bfloat16 autocast for training on CPU: auto measures one step both ways "
+              "and takes bfloat16 where it is >= 1.2x faster (CPUs with AMX or AVX-512 BF16); "
+              "float16 autocast on CUDA is --amp [default: off; the default recipe: auto].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,
               help="Per-epoch validation on the centre N x N px of each val image "
                    "[default: whole images].")
@@ -145,7 +149,7 @@ def _class_weights(ctx, param, value):
 def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
           steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, p_targeted,
-          average_tau, input_scale, targets, val_crop, amp, resume, checkpoint_dir, max_minutes,
+          average_tau, input_scale, targets, cpu_bf16, val_crop, amp, resume, checkpoint_dir, max_minutes,
           final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
 
@@ -202,14 +206,14 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         recipe = default_recipe(max_minutes, device, fine_tune=from_model is not None)
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
-                             "steps_per_epoch", "average_tau", "input_scale", "targets")
+                             "steps_per_epoch", "average_tau", "input_scale", "targets", "cpu_bf16")
                  if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
                  "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
                  "dice_weight": dice_weight, "class_weights": class_weights,
                  "augment": augment, "p_targeted": p_targeted,
                  "steps_per_epoch": steps_per_epoch, "average_tau": average_tau,
-                 "input_scale": input_scale, "targets": targets}
+                 "input_scale": input_scale, "targets": targets, "cpu_bf16": cpu_bf16}
         recipe.update({k: local[k] for k in given})
         if from_model is not None:
             from models import read_package
@@ -239,6 +243,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         augment, p_targeted = recipe["augment"], recipe["p_targeted"]
         steps_per_epoch, average_tau = recipe["steps_per_epoch"], recipe["average_tau"]
         input_scale, targets = recipe["input_scale"], recipe["targets"]
+        cpu_bf16 = recipe["cpu_bf16"]
     elif from_model is not None:
         from models import read_package
 
@@ -269,7 +274,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
-            input_scale_choice=scale_choice, targets=targets,
+            input_scale_choice=scale_choice, targets=targets, cpu_bf16=cpu_bf16,
             call_budget_s=recipe["call_budget_s"] if recipe else None, call_started=called,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

@@ -46,6 +46,11 @@ Choices (and why, for a few dozen labelled micrographs):
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
   the last weights of the same run on LumenStone S2 (docs/models.md, run 5).
+- **Precision**: bfloat16 autocast on CPU where one measured step is at least
+  :data:`training.precision.MIN_BF16_SPEEDUP` x faster than in float32 (AMX or AVX-512 BF16
+  units; :func:`training.precision.choose_cpu_bf16`), else float32; float16 autocast on CUDA.
+  The Xeon of 2026-12-04 (AMX) steps 2.2 x faster in bfloat16, so a budget buys twice the
+  steps there (docs/models.md, run 24).
 - **Validation**: none during training (it costs minutes on a CPU, and choosing weights on
   six val images would report a selected figure); the package's val/test metrics are measured once
   at the end through the production tiled path.
@@ -62,6 +67,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from training.precision import MIN_BF16_SPEEDUP
 
 __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
            "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "REDUCED_MODEL_GEOMETRY",
@@ -261,7 +268,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
-        "input_scale": "auto", "targets": "labels",
+        "input_scale": "auto", "targets": "labels", "cpu_bf16": "auto",
         "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
@@ -329,6 +336,12 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
                           if r.get("average_tau") else "the last ones")),
         "validation once at the end (tiled production path)",
     ]
+    if r.get("cpu_bf16", "off") != "off":
+        lines.insert(-1, "precision  " + (
+            "bfloat16 autocast on CPU" if r["cpu_bf16"] == "on" else
+            f"auto: bfloat16 autocast on CPU where a measured step is >= {MIN_BF16_SPEEDUP:g} x "
+            "faster than float32 (AMX / AVX-512 BF16), else float32")
+            + "; float16 autocast on CUDA")
     return "\n".join(lines)
 
 

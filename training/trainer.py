@@ -4,7 +4,8 @@ Plain functions, no Celery. A dataset is described by a ``dataset.yaml`` (see
 :class:`training.datasets.DatasetSpec`); :func:`train` samples class-balanced random patches
 (:mod:`training.sampling`), augments them with ``torchvision.transforms.v2``, trains with
 cross-entropy (+ optional soft dice, :mod:`training.losses`) and AdamW with cosine decay (float16
-autocast + GradScaler on CUDA), checkpoints every epoch without pickle (:mod:`training.checkpoints`)
+autocast + GradScaler on CUDA; bfloat16 autocast on CPUs that compute it natively,
+:mod:`training.precision`), checkpoints every epoch without pickle (:mod:`training.checkpoints`)
 so ``resume=True`` continues bit-for-bit, keeps the weights with the best validation mIoU and
 writes them with :func:`worker.engine.network.write_package`; the package's val/test metrics are then
 measured through the production tiled path (:mod:`training.evaluation`). Never downloads
@@ -33,6 +34,7 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
+from training.precision import CPU_BF16_MODES, choose_cpu_bf16
 from training.recipe import (
     choose_input_scale,
     encoder_for_scale,
@@ -191,7 +193,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           input_scale_choice: dict[str, Any] | None = None,
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
-          call_started: float | None = None, targets: str = "labels") -> ModelPackage:
+          call_started: float | None = None, targets: str = "labels",
+          cpu_bf16: str = "off") -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -253,6 +256,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     (:func:`reduce_fractions`; :func:`training.losses.segmentation_loss`). At scale 1 both
     are the masks' labels.
 
+    ``cpu_bf16`` (on CPU): ``"on"`` / ``"off"`` bfloat16 autocast for the forward pass,
+    ``"auto"`` measure a step both ways and take the faster (:func:`training.precision.
+    choose_cpu_bf16`; recorded in the model card as ``training.cpu_bf16``).
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -275,7 +282,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment`` or ``targets``; ``init_from``'s class table differs from the dataset's
+            ``augment``, ``targets`` or ``cpu_bf16``; ``init_from``'s class table differs from
+            the dataset's
             (names both).
     """
     import segmentation_models_pytorch as smp
@@ -292,6 +300,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
     if targets not in TARGETS:
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    if cpu_bf16 not in CPU_BF16_MODES:
+        raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_MODES}, got {cpu_bf16!r}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
     if not resume and read_state(ckpt_dir) is not None:
         raise CheckpointError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or "
@@ -352,6 +362,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         config["input_scale"] = scale
     if fractions is not None:
         config["targets"] = targets
+    if cpu_bf16 != "off":
+        config["cpu_bf16"] = cpu_bf16
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -371,6 +383,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
                            transform=build_augmentation(augment), targets=fractions)
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
+    use_bf16, bf16_record = choose_cpu_bf16(cpu_bf16, model, batch_size, patch_size, n_classes,
+                                            device)
+    if progress and cpu_bf16 == "auto":
+        print(f"precision: {bf16_record['reason']}")
     average = WeightAverage(model, average_tau) if average_tau else None
     time_budget = None
     if call_budget_s is not None and time_budget_s is None:
@@ -428,7 +444,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                     y = torch.from_numpy(masks.astype(np.int64)).to(device)
                 else:  # (N, P, P, C) uint8 shares x 255 -> (N, C, P, P) float
                     y = torch.from_numpy(masks).to(device).permute(0, 3, 1, 2).float() / 255
-                with torch.autocast(dev_type, dtype=torch.float16, enabled=use_amp):
+                with torch.autocast(dev_type, dtype=torch.float16 if use_amp else torch.bfloat16,
+                                    enabled=use_amp or use_bf16):
                     logits = model(x)
                 loss = segmentation_loss(logits.float(), y, n_classes, dice_weight, weight)
                 opt.zero_grad(set_to_none=True)
@@ -497,7 +514,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "class_weights": None if class_weights is None else list(class_weights),
         "augmentation": augment, "p_targeted": p_targeted, "val_crop": val_crop,
         "targets": "fractions" if fractions is not None else "labels",
-        "amp": "float16 autocast + GradScaler" if use_amp else None, "resumed": resume,
+        "amp": "float16 autocast + GradScaler" if use_amp else (
+            "bfloat16 autocast (CPU)" if use_bf16 else None), "cpu_bf16": bf16_record,
+        "resumed": resume,
         "stopped_early": stopped_early, "seed": seed, "train_time_s": round(train_s, 1),
         "time_s": round(time.monotonic() - t0, 1),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

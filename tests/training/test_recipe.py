@@ -269,6 +269,9 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert card["training"]["recipe"]["patch_size"] == 64
     assert card["training"]["recipe"]["class_weights"] is None  # the recipe's: no weights
     assert "cross-entropy (class weights none)" in res.output
+    # the precision is measured (or ruled out by the CPU) and said, before the time budget
+    assert "precision  auto: bfloat16 autocast on CPU" in res.output and "precision: " in res.output
+    assert card["training"]["cpu_bf16"]["mode"] == "auto"
     budget = card["training"]["time_budget"]
     # fitted before the first step: the call less the set-up and the measured final evaluation
     assert budget["call_s"] == 1.8 and budget["final_eval_estimate_s"] > 0
@@ -290,7 +293,7 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
                                           "--arch-params", '{"decoder_channels": [8, 8, 8, 8, 8]}',
                                           *small])
     assert auto.exit_code == 0, auto.output
-    assert "Unet / resnet18 (" in auto.output and "auto:" not in auto.output
+    assert "Unet / resnet18 (" in auto.output and "auto: resnet34" not in auto.output
     s_pkg = read_package(tmp_path / "s")
     assert s_pkg.encoder == "resnet18" and s_pkg.name.endswith("-unet-resnet18")
     assert s_pkg.training["recipe"]["encoder"] == "resnet18"

@@ -1,0 +1,53 @@
+"""CPU training precision: the bfloat16 choice is as given or measured, leaves the run's
+model and random draws untouched, and a bfloat16 run trains and says so in its card."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.training.test_trainer import _dataset, _tiny_train
+from training.precision import MIN_BF16_SPEEDUP, choose_cpu_bf16
+
+
+def _model():
+    import segmentation_models_pytorch as smp
+
+    return smp.Unet("mobilenet_v2", encoder_weights=None, classes=3,
+                    decoder_channels=[8, 8, 8, 8, 8])
+
+
+def test_choose_cpu_bf16_as_given_or_measured():
+    torch = pytest.importorskip("torch")
+    model = _model()
+    assert choose_cpu_bf16("on", model, 2, 32, 3)[0] is True
+    used, record = choose_cpu_bf16("off", model, 2, 32, 3)
+    assert used is False and record["fp32_step_s"] is None and "as given" in record["reason"]
+    assert choose_cpu_bf16("on", model, 2, 32, 3, device="cuda")[0] is False
+    with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
+        choose_cpu_bf16("fast", model, 2, 32, 3)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    used, record = choose_cpu_bf16("auto", model, 2, 64, 3)
+    # measured on a copy with its own generator: weights, batch-norm statistics and the
+    # global random state of the run are as they were
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(rng_before, torch.get_rng_state())
+    if "AVX512" in torch.backends.cpu.get_cpu_capability():
+        assert record["fp32_step_s"] > 0 and record["bf16_step_s"] > 0
+        assert used == (record["fp32_step_s"] >= MIN_BF16_SPEEDUP * record["bf16_step_s"])
+    else:
+        assert used is False and record["bf16_step_s"] is None and "no AVX-512" in record["reason"]
+    assert record["used"] is used and record["mode"] == "auto"
+
+
+def test_a_bf16_run_trains_and_is_recorded(tmp_path):
+    path = _dataset(tmp_path / "ds")
+    bf16 = _tiny_train(path, tmp_path / "b", epochs=1, cpu_bf16="on", final_eval=False)
+    assert bf16.training["amp"] == "bfloat16 autocast (CPU)"
+    assert bf16.training["cpu_bf16"]["used"] is True
+    fp32 = _tiny_train(path, tmp_path / "f", epochs=1, final_eval=False)
+    assert fp32.training["amp"] is None and fp32.training["cpu_bf16"]["used"] is False
+    assert bf16.weights_sha256 != fp32.weights_sha256  # the forward pass ran in bfloat16
+    with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
+        _tiny_train(path, tmp_path / "x", epochs=1, cpu_bf16="yes")
