@@ -18,7 +18,9 @@ file-name order) from ``../shared/data`` (never copied into the repository).
 
 ``onnxruntime-int8`` is a candidate measured here only (not a worker runtime): the exported
 graph statically quantised by ONNX Runtime (QDQ, int8 weights per channel, uint8
-activations), calibrated on 8 tiles of the LumenStone *training* images.
+activations), calibrated on 8 tiles of the LumenStone *training* images. ``openvino-bf16``
+is another: the same graph through OpenVINO with bfloat16 inference precision (the CPU's
+AMX / AVX-512 BF16 units; emulated or refused by OpenVINO elsewhere).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from core.geometry import TileGeometry
 #: The pellet of the issues: 20480 x 16896 px = 346 Mpx.
 PELLET = (20480, 16896)
 INT8 = "onnxruntime-int8"
+OPENVINO_BF16 = "openvino-bf16"
 
 Say = Callable[[str], None]
 
@@ -123,6 +126,21 @@ def int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int):
                     weight_type=QuantType.QInt8)
     runtime = OnnxRuntime(quant, threads, seg.device)
     runtime.name = INT8
+    seg.runtime, seg.channels_last = runtime, False
+    return seg
+
+
+def openvino_bf16_segmenter(package: Path, work: Path, threads: int):
+    """A segmenter whose runtime is OpenVINO with bfloat16 inference precision (see the module
+    docstring); for this measurement only."""
+    from worker.engine.exported import exported_graph
+    from worker.engine.runtimes import OpenVinoRuntime
+    from worker.engine.segmenter import Segmenter
+
+    seg = Segmenter(package, device="cpu", threads=threads)
+    graph = exported_graph(seg.model, seg.package, work / "exported", folded=True)
+    runtime = OpenVinoRuntime(graph, threads, inference_precision="bf16")
+    runtime.name = OPENVINO_BF16
     seg.runtime, seg.channels_last = runtime, False
     return seg
 
@@ -224,6 +242,8 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             segmenters[name] = eager
         elif name == INT8:
             segmenters[name] = int8_segmenter(package, data_dir, work, threads)
+        elif name == OPENVINO_BF16:
+            segmenters[name] = openvino_bf16_segmenter(package, work, threads)
         else:
             segmenters[name] = Segmenter(package, device=device, threads=threads, runtime=name,
                                          precision=precision, cache_dir=work / "exported")

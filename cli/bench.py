@@ -94,7 +94,8 @@ def _geometries(text: str) -> list:
 @click.option("--geometries", default="1024/128,1024/64,1408/128,1664/64,1728/96,1792/128,2560/128",
               show_default=True, help="Tile geometries (T/halo, px) of the seam sweep.")
 @click.option("--runtimes", default="eager,openvino,onnxruntime,onnxruntime-int8",
-              show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry).")
+              show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry); "
+              "also openvino-bf16 (OpenVINO in bfloat16, measured here only).")
 @click.option("--runtime-geometries", default=None,
               help="Geometries at which runtimes are compared (default: the package's and 1024/128).")
 @click.option("--threads", type=int, default=1, show_default=True,

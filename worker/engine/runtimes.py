@@ -101,7 +101,14 @@ def _host_array(x: torch.Tensor) -> np.ndarray:
 
 
 class OpenVinoRuntime(Runtime):
-    """OpenVINO on the CPU, float32 inference precision, latency hint (one stream).
+    """OpenVINO on the CPU, float32 inference precision (``inference_precision="f32"``, the
+    worker's), latency hint (one stream).
+
+    ``inference_precision="bf16"`` lets OpenVINO compute in bfloat16 on CPUs with AMX or
+    AVX-512 BF16 units (where it is the plugin's own default; it is pinned to f32 here so a
+    worker's labels do not depend on the processor it lands on). Measured only by
+    ``pelletseg agreement --runtimes openvino-bf16`` (docs/performance.md): not a worker
+    runtime until its labels are shown to agree.
 
     One model is compiled per input shape (tile batches have one shape per tile size and
     batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
@@ -111,7 +118,9 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, graph: Path, threads: int):
+    def __init__(self, graph: Path, threads: int, inference_precision: str = "f32"):
+        if inference_precision not in ("f32", "bf16"):
+            raise ValueError(f"inference_precision must be f32 or bf16, got {inference_precision!r}")
         try:
             import openvino as ov
         except ImportError as e:
@@ -122,7 +131,8 @@ class OpenVinoRuntime(Runtime):
         # No pinning: OpenVINO pins its threads to cores by default, and several worker
         # processes on one machine (each 1 thread) would then share the first core.
         self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
-                        "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False}
+                        "INFERENCE_PRECISION_HINT": inference_precision,
+                        "ENABLE_CPU_PINNING": False}
         if threads > 0:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._requests: dict[tuple[int, ...], object] = {}

@@ -236,3 +236,22 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="input_scale"):
             ModelPackage.model_validate({**meta, "input_scale": bad})
+
+
+def test_openvino_inference_precision_is_f32_unless_bf16_is_asked(eager, tmp_path, crop):
+    pytest.importorskip("openvino")
+    from worker.engine.runtimes import OpenVinoRuntime
+
+    graph = _graph(eager, tmp_path)
+    assert OpenVinoRuntime(graph, 1)._config["INFERENCE_PRECISION_HINT"] == "f32"
+    bf16 = OpenVinoRuntime(graph, 1, inference_precision="bf16")
+    assert bf16._config["INFERENCE_PRECISION_HINT"] == "bf16"
+    with pytest.raises(ValueError, match="f32 or bf16"):
+        OpenVinoRuntime(graph, 1, inference_precision="int8")
+    # it runs (natively on AMX / AVX-512 BF16, else as OpenVINO decides) and gives logits of
+    # the tile's shape, close to float32's (bfloat16 keeps ~3 significant digits)
+    x = eager.normalise(torch.from_numpy(np.ascontiguousarray(crop[None, :64, :64])))
+    ref = OpenVinoRuntime(graph, 1)(x.contiguous())
+    out = bf16(x.contiguous())
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert (out - ref).abs().max().item() < 0.1 * max(1.0, ref.abs().max().item())
