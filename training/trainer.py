@@ -283,8 +283,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
             ``augment``, ``targets`` or ``cpu_bf16``; ``init_from``'s class table differs from
-            the dataset's
-            (names both).
+            the dataset's (names both).
     """
     import segmentation_models_pytorch as smp
     import torch
