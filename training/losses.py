@@ -47,11 +47,9 @@ def segmentation_loss(logits, target, n_classes: int, dice_weight: float = 0.0, 
     loss = F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE)
     if dice_weight > 0:
         valid = (target != IGNORE).unsqueeze(1)
-        prob = logits.softmax(1) * valid
         onehot = F.one_hot(target.where(valid[:, 0], 0), n_classes).permute(0, 3, 1, 2)
-        onehot = onehot.to(prob.dtype) * valid
-        inter, total = (prob * onehot).sum((0, 2, 3)), (prob + onehot).sum((0, 2, 3))
-        loss = loss + dice_weight * (1 - ((2 * inter + 1) / (total + 1))).mean()
+        onehot = onehot.to(logits.dtype) * valid
+        loss = loss + dice_weight * _soft_dice(logits, onehot, valid)
     return loss
 
 
@@ -60,7 +58,14 @@ def _fraction_loss(logits, q, dice_weight: float, weight):
     wq = q if weight is None else q * weight.to(q.dtype)[None, :, None, None]
     loss = -(wq * logits.log_softmax(1)).sum() / wq.sum().clamp_min(1e-12)
     if dice_weight > 0:
-        prob = logits.softmax(1) * q.sum(1, keepdim=True)
-        inter, total = (prob * q).sum((0, 2, 3)), (prob + q).sum((0, 2, 3))
-        loss = loss + dice_weight * (1 - ((2 * inter + 1) / (total + 1))).mean()
+        loss = loss + dice_weight * _soft_dice(logits, q, q.sum(1, keepdim=True))
     return loss
+
+
+def _soft_dice(logits, y, valid):
+    """The soft dice loss of :func:`segmentation_loss` for (N, C, H, W) targets ``y`` (one-hot
+    labels or class fractions), the softmax weighted by ``valid`` ((N, 1, H, W): 1 / 0 for
+    labelled / ignored pixels, or each pixel's labelled share)."""
+    prob = logits.softmax(1) * valid
+    inter, total = (prob * y).sum((0, 2, 3)), (prob + y).sum((0, 2, 3))
+    return (1 - ((2 * inter + 1) / (total + 1))).mean()
