@@ -95,7 +95,8 @@ def _class_weights(ctx, param, value):
 @click.option("--full-weights", is_flag=True, help="Store float32 weights (default float16).")
 @click.option("--threads", "--torch-threads", "threads", type=click.IntRange(min=1), default=None,
               help="torch CPU threads [default: torch's choice].")
-# the kinds of training.sampling.AUGMENTS, written out: `pelletseg serve` loads this module and
+# the kinds of training.sampling.AUGMENTS (and below of training.trainer.TARGETS and
+# training.precision.CPU_BF16_MODES), written out: `pelletseg serve` loads this module and
 # must not import training (tests/cli/test_train.py checks the lists agree)
 @click.option("--augment", type=click.Choice(["none", "geometric", "default", "luminance",
                                              "photometric"]),
@@ -124,7 +125,7 @@ def _class_weights(ctx, param, value):
               "the reduced image shows). No effect at scale 1 [default: labels; the default "
               "recipe: its choice].")
 @click.option("--cpu-bf16", type=click.Choice(["auto", "on", "off"]), default="off",
-              help="bfloat16 autocast for training on CPU: auto measures one step both ways "
+              help="bfloat16 autocast for training on CPU: auto times a few steps both ways "
               "and takes bfloat16 where it is >= 1.2x faster (CPUs with AMX or AVX-512 BF16); "
               "float16 autocast on CUDA is --amp [default: off; the default recipe: auto].")
 @click.option("--val-crop", type=click.IntRange(min=32), default=None,

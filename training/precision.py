@@ -4,7 +4,7 @@ On CPUs with AMX or AVX-512 BF16 units (Intel Sapphire Rapids and later, AMD Zen
 later), oneDNN runs the convolutions of ``torch.autocast("cpu", dtype=torch.bfloat16)`` in
 bfloat16 at about twice the float32 rate; elsewhere (e.g. AVX2-only Zen 2) bfloat16 is
 emulated and slower. A time-budgeted run does more steps where it is faster, so the default
-recipe decides by measurement (``"auto"``): one forward and backward pass of the real model on
+recipe decides by measurement (``"auto"``): forward and backward passes of the real model on
 a batch of the run's shape, in float32 and in bfloat16 autocast, alternated three times
 after one warm-up each, the fastest of each counting (a load beside the run touches both), on
 a copy of the model (the run's weights, batch-norm statistics and random generators are not

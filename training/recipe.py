@@ -46,7 +46,8 @@ Choices (and why, for a few dozen labelled micrographs):
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
   the last weights of the same run on LumenStone S2 (docs/models.md, run 5).
-- **Precision**: bfloat16 autocast on CPU where one measured step is at least
+- **Precision**: bfloat16 autocast on CPU where a measured step (the fastest of
+  :data:`training.precision.MEASURED_STEPS` each way) is at least
   :data:`training.precision.MIN_BF16_SPEEDUP` x faster than in float32 (AMX or AVX-512 BF16
   units; :func:`training.precision.choose_cpu_bf16`), else float32; float16 autocast on CUDA.
   The Xeon of 2026-12-04 (AMX) steps 2.2 x faster in bfloat16, so a budget buys twice the

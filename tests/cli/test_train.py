@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from cli.train import train
+from training.precision import CPU_BF16_MODES
 from training.recipe import _AUGMENT_WORDS
 from training.sampling import AUGMENTS
+from training.trainer import TARGETS
 
 
-def test_the_augment_choices_are_the_trainers_kinds():
+def test_the_written_out_choices_are_the_trainers_kinds():
     # cli/train.py writes the list out (the API process loads it and must not import
     # training); it must name exactly the kinds the trainer and the recipe know
     option = next(p for p in train.params if p.name == "augment")
     assert sorted(option.type.choices) == sorted(AUGMENTS) == sorted(_AUGMENT_WORDS)
     assert option.default in AUGMENTS
+    # the same for the loss targets and the CPU precision modes
+    options = {p.name: p for p in train.params}
+    assert sorted(options["targets"].type.choices) == sorted(TARGETS)
+    assert sorted(options["cpu_bf16"].type.choices) == sorted(CPU_BF16_MODES)
+    assert options["targets"].default == "labels" and options["cpu_bf16"].default == "off"
