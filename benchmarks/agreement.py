@@ -133,15 +133,11 @@ def int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int):
 def openvino_bf16_segmenter(package: Path, work: Path, threads: int):
     """A segmenter whose runtime is OpenVINO with bfloat16 inference precision (see the module
     docstring); for this measurement only."""
-    from worker.engine.exported import exported_graph
-    from worker.engine.runtimes import OpenVinoRuntime
     from worker.engine.segmenter import Segmenter
 
-    seg = Segmenter(package, device="cpu", threads=threads)
-    graph = exported_graph(seg.model, seg.package, work / "exported", folded=True)
-    runtime = OpenVinoRuntime(graph, threads, inference_precision="bf16")
-    runtime.name = OPENVINO_BF16
-    seg.runtime, seg.channels_last = runtime, False
+    seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
+                    cpu_precision="bf16", cache_dir=work / "exported")
+    seg.runtime.name = OPENVINO_BF16
     return seg
 
 

@@ -95,7 +95,8 @@ def _geometries(text: str) -> list:
               show_default=True, help="Tile geometries (T/halo, px) of the seam sweep.")
 @click.option("--runtimes", default="eager,openvino,onnxruntime,onnxruntime-int8",
               show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry); "
-              "also openvino-bf16 (OpenVINO in bfloat16, measured here only).")
+              "also openvino-bf16 (OpenVINO in bfloat16, whatever the package's cpu_precision; "
+              "CPUs with bfloat16 units only).")
 @click.option("--runtime-geometries", default=None,
               help="Geometries at which runtimes are compared (default: the package's and 1024/128).")
 @click.option("--threads", type=int, default=1, show_default=True,

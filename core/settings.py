@@ -81,7 +81,10 @@ class Settings(BaseSettings):
     precision: Literal["bf16", "fp16", "fp32"] = Field(
         "bf16",
         description="Autocast dtype of inference on CUDA (bf16 falls back to fp16 on GPUs "
-        "without bfloat16); CPU always computes in float32.",
+        "without bfloat16). On CPU, fp32 keeps the OpenVINO runtime in float32 for every "
+        "package; otherwise it computes in bfloat16 for packages validated for it (model.json "
+        "cpu_precision bf16) on CPUs with bfloat16 units (AMX, AVX-512 BF16), in float32 "
+        "elsewhere.",
     )
     fold_batchnorm: bool = Field(
         True,

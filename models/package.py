@@ -140,6 +140,15 @@ class ModelPackage(WithGeometry):
     reduced the same way (``pelletseg train --input-scale``). The tile geometry stays in
     image px; ``tile_size * input_scale`` must be a multiple of 32.
 
+    ``cpu_precision`` is the inference precision the package may be served at by the OpenVINO
+    runtime on a CPU with bfloat16 units (AMX or AVX-512 BF16): ``f32`` (default) or
+    ``bf16``, about 2x faster there (docs/performance.md). ``pelletseg train`` sets ``bf16``
+    only where the package's bfloat16 labels equal its float32 labels on >= 99.9 % of the
+    pixels of every validation image (:func:`training.precision.inference_bf16_agreement`,
+    recorded in ``metrics["cpu_bf16_agreement"]``); CPUs without bfloat16 units, and workers
+    with ``PELLETSEG_PRECISION=fp32``, serve every package in float32
+    (:func:`worker.engine.runtimes.make_runtime`).
+
     Raises (on construction):
         pydantic.ValidationError: missing fields, class indices that are not 0..C-1, a
             tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, or an
@@ -164,6 +173,7 @@ class ModelPackage(WithGeometry):
     domain: ModelDomain | None = None  # what it was trained on; None: not declared
     tta: Literal["none", "flips"] = "none"
     input_scale: float = Field(1.0, gt=0, le=1)
+    cpu_precision: Literal["f32", "bf16"] = "f32"
 
     @field_validator("classes")
     @classmethod

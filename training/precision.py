@@ -1,4 +1,5 @@
-"""Training precision on CPU: bfloat16 autocast where the processor computes it natively.
+"""Precision on CPU: bfloat16 autocast in training where the processor computes it natively,
+and whether a trained package may be served in bfloat16 (:func:`inference_bf16_agreement`).
 
 On CPUs with AMX or AVX-512 BF16 units (Intel Sapphire Rapids and later, AMD Zen 4 and
 later), oneDNN runs the convolutions of ``torch.autocast("cpu", dtype=torch.bfloat16)`` in
@@ -15,6 +16,12 @@ Measured on the development machine's Intel Xeon with AMX (2 threads, ResNet-34 
 256 px, batch 8): 1.40-1.50 s float32, 0.65-0.68 s bfloat16 (docs/models.md, run 24).
 Mixed precision training: Micikevicius et al., ICLR 2018; bfloat16: Kalamkar et al.,
 "A study of BFLOAT16 for deep learning training", 2019.
+
+Serving is decided per package, by its labels: OpenVINO in bfloat16 ran the bundled model
+2.4x faster than in float32 on an AMX CPU but kept only 99.74 % of its float32 labels on
+LumenStone images (docs/performance.md), so a package is marked for bfloat16
+(``ModelPackage.cpu_precision``) only where its own validation images keep
+:data:`MIN_BF16_AGREEMENT_PCT` % each.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import copy
 import time
 from typing import Any
 
-__all__ = ["CPU_BF16_MODES", "MEASURED_STEPS", "MIN_BF16_SPEEDUP", "choose_cpu_bf16"]
+__all__ = ["CPU_BF16_MODES", "MEASURED_STEPS", "MIN_BF16_AGREEMENT_PCT", "MIN_BF16_SPEEDUP",
+           "choose_cpu_bf16", "inference_bf16_agreement"]
 
 #: ``cpu_bf16`` values: measure and decide, always, never.
 CPU_BF16_MODES = ("auto", "on", "off")
@@ -31,6 +39,9 @@ CPU_BF16_MODES = ("auto", "on", "off")
 MIN_BF16_SPEEDUP = 1.2
 #: Timed steps of each precision (after one warm-up each), alternated; the fastest counts.
 MEASURED_STEPS = 3
+#: % of the pixels of every validation image whose bfloat16 labels must equal the float32
+#: ones for a package to be served in bfloat16 (issue 17's rule for any runtime).
+MIN_BF16_AGREEMENT_PCT = 99.9
 
 
 def _step_s(model, x, y, bf16: bool) -> float:
@@ -106,3 +117,64 @@ def choose_cpu_bf16(mode: str, model, batch_size: int, patch_size: int,
               f"{fp32 / bf16:.2f} x; bfloat16 is taken from {MIN_BF16_SPEEDUP} x)")
     return used, {**record, "used": used, "fp32_step_s": round(fp32, 3),
                   "bf16_step_s": round(bf16, 3), "reason": reason}
+
+
+def inference_bf16_agreement(package_dir, images: list, names: list[str] | None = None, *,
+                             threads: int = 0) -> dict[str, Any]:
+    """Whether the package in ``package_dir`` may be served in bfloat16 on CPU: the labels of
+    each image through the OpenVINO runtime in bfloat16 against eager PyTorch float32 (the
+    reference), both through the tiled production path at the package's geometry and
+    test-time augmentation (:meth:`worker.engine.segmenter.Segmenter.segment_array`).
+
+    Args:
+        package_dir: A written model package.
+        images: (H, W, 3) uint8 images, normally the validation split.
+        names: Their names, for the record (default ``image 0``, ``image 1``, ...).
+        threads: Intra-op threads of both (0: the libraries' defaults).
+
+    Returns:
+        ``{"measured", "cpu_precision", "reason", "threshold_pct"}`` and, when measured,
+        ``"min_pct"``, ``"pooled_pct"`` (% of equal pixels: the worst image, all pixels) and
+        ``"images"`` (``[{"name", "pixels", "equal_pct"}]``). ``cpu_precision`` is ``bf16``
+        only when every image keeps >= :data:`MIN_BF16_AGREEMENT_PCT` %; nothing is
+        measured (``f32``) without images or on a CPU without bfloat16 units
+        (:func:`worker.engine.runtimes.cpu_has_bf16`; OpenVINO not installed counts as none).
+
+    Raises:
+        ModelPackageError: the package is invalid or its weights fail their sha256.
+        ExportError: the graph could not be exported for OpenVINO.
+    """
+    import numpy as np
+
+    from worker.engine.runtimes import cpu_has_bf16
+    from worker.engine.segmenter import Segmenter
+
+    record: dict[str, Any] = {"measured": False, "cpu_precision": "f32",
+                              "threshold_pct": MIN_BF16_AGREEMENT_PCT}
+    if not images:
+        return {**record, "reason": "float32: no validation images to compare labels on"}
+    if not cpu_has_bf16():
+        return {**record, "reason": "float32: not measured, this CPU has no bfloat16 units "
+                "(or OpenVINO is not installed); measure on one that has"}
+    names = names or [f"image {i}" for i in range(len(images))]
+    reference = Segmenter(package_dir, device="cpu", threads=threads, precision="fp32")
+    bf16 = Segmenter(package_dir, device="cpu", threads=threads, runtime="openvino",
+                     cpu_precision="bf16")
+    geometry = reference.package.geometry
+    rows, equal, total = [], 0, 0
+    for name, image in zip(names, images, strict=True):
+        a = reference.segment_array(image, geometry)
+        b = bf16.segment_array(image, geometry)
+        same = int(np.count_nonzero(a == b))
+        equal, total = equal + same, total + a.size
+        rows.append({"name": name, "pixels": int(a.size), "equal_pct": 100 * same / a.size})
+    worst = min(r["equal_pct"] for r in rows)
+    ok = worst >= MIN_BF16_AGREEMENT_PCT
+    for r in rows:
+        r["equal_pct"] = round(r["equal_pct"], 4)
+    reason = (f"{'bfloat16' if ok else 'float32'} on CPUs with bfloat16 units: OpenVINO's "
+              f"bfloat16 labels equal float32's on {worst:.3f} % of the pixels of the worst of "
+              f"{len(rows)} images (bfloat16 from {MIN_BF16_AGREEMENT_PCT} %)")
+    return {**record, "measured": True, "cpu_precision": "bf16" if ok else "f32",
+            "min_pct": round(worst, 4), "pooled_pct": round(100 * equal / total, 4), "images": rows,
+            "reason": reason}

@@ -34,7 +34,7 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
-from training.precision import CPU_BF16_MODES, choose_cpu_bf16
+from training.precision import CPU_BF16_MODES, choose_cpu_bf16, inference_bf16_agreement
 from training.recipe import (
     choose_input_scale,
     encoder_for_scale,
@@ -44,6 +44,7 @@ from training.recipe import (
 )
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
 from worker.engine.network import to_model_scale, write_package
+from worker.engine.runtimes import cpu_has_bf16
 
 __all__ = ["TARGETS", "channel_stats", "final_eval_estimate_s", "reduce_fractions", "reduce_pair",
            "train", "validate"]
@@ -231,7 +232,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     function began); ``time_budget_s`` is then fitted to it before the first step
     (:func:`training.recipe.fit_time_budget`: less the set-up spent so far and a reserve for
     the final evaluation, estimated from one measured forward pass of a tile times the tiles
-    of the val/test images, :func:`final_eval_estimate_s`) and recorded in the model card
+    of the val/test images, :func:`final_eval_estimate_s`, twice that on a CPU with bfloat16
+    units, where the final evaluation also checks the package's serving precision) and
+    recorded in the model card
     (``training.time_budget``); ``resume`` keeps the checkpoint's.
     ``validate_each_epoch=False`` skips the per-epoch validation and keeps the last weights.
 
@@ -327,7 +330,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if encoder == "auto":
         encoder = encoder_for_scale(scale, device)
     data["train"] = [reduce_pair(img, mask, scale) for img, mask in train_data]
-    n_classes, names = len(spec.classes), [c.name for c in spec.classes]
+    n_classes = len(spec.classes)
     fractions = [reduce_fractions(mask, n_classes, scale) for _, mask in train_data] \
         if targets == "fractions" and scale != 1 else None
     mean, std = channel_stats([img for img, _ in data["train"]])
@@ -396,6 +399,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             evaluated = [img for k in ("val", "test") for img, _ in (data.get(k) or [])]
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
                 if final_eval and evaluated else None
+            if estimate is not None and cpu_has_bf16():
+                estimate *= 2  # the serving-precision check labels the val images twice more
             time_budget = fit_time_budget(call_budget_s,
                                           time.monotonic() - (call_started or t0), estimate)
             time_budget_s = time_budget["steps_s"]
@@ -527,7 +532,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     meta["metrics"] = {"best_epoch": best[1], "history": history}
     pkg = write_package(out_dir, model.cpu(), meta, half=half_weights)
     if final_eval and (data.get("val") or data.get("test")):
-        pkg = _final_metrics(pkg, out_dir, data, names, device)
+        pkg = _final_metrics(pkg, out_dir, data, stems, device)
+        if progress:
+            print(f"serving precision on CPU: {pkg.metrics['cpu_bf16_agreement']['reason']}")
     return pkg
 
 
@@ -604,9 +611,12 @@ def _describe(epoch: int, epochs: int, losses: list[float], history: list[dict])
     return f"epoch {epoch}/{epochs} loss {np.mean(losses):.4f}{val}"
 
 
-def _final_metrics(pkg: ModelPackage, out_dir, data, names, device: str) -> ModelPackage:
-    """Val/test metrics of the written package through the tiled production path, stored in
-    its model.json (the weights and their sha256 are unchanged)."""
+def _final_metrics(pkg: ModelPackage, out_dir, data, stems, device: str) -> ModelPackage:
+    """Val/test metrics of the written package through the tiled production path, and whether
+    it may be served in bfloat16 on CPU (:func:`training.precision.inference_bf16_agreement`
+    on the val images, else the test images: ``cpu_precision`` and
+    ``metrics["cpu_bf16_agreement"]``), stored in its model.json (the weights and their
+    sha256 are unchanged)."""
     from training.evaluation import evaluate_package
 
     metrics = dict(pkg.metrics)
@@ -619,7 +629,11 @@ def _final_metrics(pkg: ModelPackage, out_dir, data, names, device: str) -> Mode
             metrics[f"{split}_confusion"] = m["confusion_matrix"]
     metrics["evaluated_with"] = (f"tiled inference (tile {pkg.tile_size}, halo {pkg.halo}), "
                                  "float16-stored weights")
-    pkg = pkg.model_copy(update={"metrics": metrics})
+    split = "val" if data.get("val") else "test"
+    agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[split]],
+                                         [f"{split}/{s}" for s in stems[split]])
+    metrics["cpu_bf16_agreement"] = agreement
+    pkg = pkg.model_copy(update={"metrics": metrics, "cpu_precision": agreement["cpu_precision"]})
     (Path(out_dir) / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2)
                                             + "\n")
     return pkg

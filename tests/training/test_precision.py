@@ -51,3 +51,44 @@ def test_a_bf16_run_trains_and_is_recorded(tmp_path):
     assert bf16.weights_sha256 != fp32.weights_sha256  # the forward pass ran in bfloat16
     with pytest.raises(ValueError, match="cpu_bf16 must be one of"):
         _tiny_train(path, tmp_path / "x", epochs=1, cpu_bf16="yes")
+
+
+def test_serving_in_bf16_is_decided_by_the_labels_of_each_image(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    import training.precision as tp
+    import worker.engine.runtimes as rt
+    from training.datasets import load_dataset_spec, load_split
+
+    path = _dataset(tmp_path / "ds")
+    _tiny_train(path, tmp_path / "p", epochs=1, final_eval=False)
+    images = [img for img, _ in load_split(load_dataset_spec(path), ["c", "d"])]
+
+    nothing = tp.inference_bf16_agreement(tmp_path / "p", [])
+    assert nothing["measured"] is False and nothing["cpu_precision"] == "f32"
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    absent = tp.inference_bf16_agreement(tmp_path / "p", images)
+    assert absent["measured"] is False and "no bfloat16 units" in absent["reason"]
+
+    # the labels are compared for real; the decision follows the worst image against the
+    # threshold (where the CPU has no bfloat16 units OpenVINO computes float32 here)
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    record = tp.inference_bf16_agreement(tmp_path / "p", images, ["val/c", "test/d"])
+    assert record["measured"] is True and [r["name"] for r in record["images"]] == ["val/c", "test/d"]
+    assert all(r["pixels"] == 64 * 64 for r in record["images"])
+    assert record["min_pct"] == min(r["equal_pct"] for r in record["images"])
+    assert record["min_pct"] <= record["pooled_pct"] <= 100
+    assert record["cpu_precision"] == ("bf16" if record["min_pct"] >= 99.9 else "f32")
+    monkeypatch.setattr(tp, "MIN_BF16_AGREEMENT_PCT", 100.01)  # unreachable
+    strict = tp.inference_bf16_agreement(tmp_path / "p", images)
+    assert strict["cpu_precision"] == "f32" and "float32" in strict["reason"]
+    monkeypatch.setattr(tp, "MIN_BF16_AGREEMENT_PCT", 0.0)
+    assert tp.inference_bf16_agreement(tmp_path / "p", images)["cpu_precision"] == "bf16"
+
+
+def test_a_trained_package_records_its_serving_precision(tmp_path, monkeypatch):
+    import worker.engine.runtimes as rt
+
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    pkg = _tiny_train(_dataset(tmp_path / "ds"), tmp_path / "p", epochs=1)
+    record = pkg.metrics["cpu_bf16_agreement"]
+    assert record["measured"] is False and pkg.cpu_precision == "f32"

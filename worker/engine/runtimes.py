@@ -12,8 +12,10 @@ on the segmenter's device. Chosen per machine by ``PELLETSEG_RUNTIME``:
                ``PELLETSEG_PRECISION``): the reference every other runtime is measured against
 ``compile``    ``torch.compile`` of the same module (falls back to eager, with a warning,
                if compilation fails on the first batch)
-``openvino``   OpenVINO on the CPU (float32 inference precision), one compiled model per
-               input shape, from the package's exported ONNX graph
+``openvino``   OpenVINO on the CPU, one compiled model per input shape, from the package's
+               exported ONNX graph: float32 inference precision, or bfloat16 where the
+               package was validated for it (``ModelPackage.cpu_precision``), the CPU has
+               bfloat16 units and ``PELLETSEG_PRECISION`` is not ``fp32``
 ``onnxruntime``  ONNX Runtime (CPU execution provider; the CUDA one on a CUDA device where
                the installed onnxruntime has it), from the same graph
 ``tensorrt``   ONNX Runtime's TensorRT execution provider (CUDA only, where installed;
@@ -31,6 +33,7 @@ setting and the package to install; ``auto`` then falls back to ``eager`` with a
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -40,7 +43,8 @@ import torch
 
 from models.package import ModelPackage
 
-__all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "make_runtime", "resolve_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "make_runtime",
+           "openvino_precision", "resolve_runtime"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,10 +63,13 @@ class Runtime:
         name: The runtime's ``PELLETSEG_RUNTIME`` value.
         torch_module: True when the model runs as a torch module (then channels_last input
             and CUDA autocast apply); False for runtimes fed NCHW float32 host arrays.
+        precision: What a CPU runtime computes in: ``f32``, or ``bf16`` (OpenVINO, where the
+            package allows it); CUDA autocast is the segmenter's.
     """
 
     name = "runtime"
     torch_module = False
+    precision = "f32"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -105,10 +112,9 @@ class OpenVinoRuntime(Runtime):
     worker's), latency hint (one stream).
 
     ``inference_precision="bf16"`` lets OpenVINO compute in bfloat16 on CPUs with AMX or
-    AVX-512 BF16 units (where it is the plugin's own default; it is pinned to f32 here so a
-    worker's labels do not depend on the processor it lands on). Measured only by
-    ``pelletseg agreement --runtimes openvino-bf16`` (docs/performance.md): not a worker
-    runtime until its labels are shown to agree.
+    AVX-512 BF16 units (where it is the plugin's own default; it is pinned here, so a
+    worker's labels do not depend on the processor it lands on but on the package:
+    :func:`openvino_precision`). ``precision`` holds the value in use.
 
     One model is compiled per input shape (tile batches have one shape per tile size and
     batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
@@ -126,6 +132,7 @@ class OpenVinoRuntime(Runtime):
         except ImportError as e:
             raise RuntimeUnavailable("PELLETSEG_RUNTIME=openvino needs the openvino package: "
                                      "pip install 'pelletseg[worker]' (or openvino)") from e
+        self.precision = inference_precision
         self._core = ov.Core()
         self._model = self._core.read_model(str(graph))
         # No pinning: OpenVINO pins its threads to cores by default, and several worker
@@ -211,8 +218,47 @@ def resolve_runtime(name: str, device: torch.device) -> str:
     return "eager"
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bfloat16 natively on this machine (AMX or
+    AVX-512 BF16 units: ``BF16`` in its ``OPTIMIZATION_CAPABILITIES``); False where OpenVINO
+    is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino_precision(package: ModelPackage, precision: str = "bf16",
+                       cpu_precision: str | None = None) -> str:
+    """The OpenVINO inference precision (``f32`` or ``bf16``) a package is served at here.
+
+    ``cpu_precision`` None (workers): ``bf16`` only where the package was validated for it
+    (``package.cpu_precision``), ``precision`` (``PELLETSEG_PRECISION``) is not ``fp32`` and
+    the CPU has bfloat16 units (:func:`cpu_has_bf16`; elsewhere bfloat16 would be emulated,
+    slower and not what was validated), else ``f32``. ``cpu_precision`` ``f32`` / ``bf16``:
+    that, whatever the package says (measurements).
+
+    Raises:
+        ValueError: ``cpu_precision`` is not None, ``f32`` or ``bf16``.
+        RuntimeUnavailable: ``cpu_precision="bf16"`` on a CPU without bfloat16 units.
+    """
+    if cpu_precision not in (None, "f32", "bf16"):
+        raise ValueError(f"cpu_precision must be f32 or bf16, got {cpu_precision!r}")
+    if cpu_precision == "bf16" and not cpu_has_bf16():
+        raise RuntimeUnavailable("OpenVINO in bfloat16 needs a CPU with bfloat16 units (AMX or "
+                                 "AVX-512 BF16); this one has none, so it would be emulated")
+    if cpu_precision is not None:
+        return cpu_precision
+    if package.cpu_precision == "bf16" and precision != "fp32" and cpu_has_bf16():
+        return "bf16"
+    return "f32"
+
+
 def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, device: torch.device,
-                 *, threads: int, cache_dir: str | Path | None, folded: bool) -> Runtime:
+                 *, threads: int, cache_dir: str | Path | None, folded: bool,
+                 precision: str = "bf16", cpu_precision: str | None = None) -> Runtime:
     """The runtime ``name`` (see :func:`resolve_runtime`) for a loaded model.
 
     Args:
@@ -223,15 +269,18 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
         threads: Intra-op threads for ONNX Runtime / OpenVINO (0: their default).
         cache_dir: Folder of exported graphs (None: ``PELLETSEG_CACHE_DIR/exported``).
         folded: Whether ``model``'s batch norms are folded (keys the exported graph).
+        precision: ``PELLETSEG_PRECISION`` (``fp32`` keeps OpenVINO in float32 for every
+            package); ``cpu_precision``: OpenVINO's precision forced (:func:`openvino_precision`).
 
     Raises:
-        ValueError: unknown runtime.
+        ValueError: unknown runtime or precision.
         RuntimeUnavailable: an explicitly named runtime cannot run here.
         ExportError: the graph could not be exported.
     """
     resolved = resolve_runtime(name, device)
     try:
-        return _make(resolved, model, package, device, threads, cache_dir, folded)
+        return _make(resolved, model, package, device, threads, cache_dir, folded,
+                     precision, cpu_precision)
     except RuntimeUnavailable as e:
         if name != "auto":
             raise
@@ -239,7 +288,8 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
         return EagerRuntime(model)
 
 
-def _make(name, model, package, device, threads, cache_dir, folded) -> Runtime:
+def _make(name, model, package, device, threads, cache_dir, folded, precision,
+          cpu_precision) -> Runtime:
     if name in ("eager", "compile"):
         return EagerRuntime(model, compile=name == "compile")
     from worker.engine.exported import exported_graph
@@ -258,7 +308,9 @@ def _make(name, model, package, device, threads, cache_dir, folded) -> Runtime:
         except ImportError as e:
             raise RuntimeUnavailable("PELLETSEG_RUNTIME=openvino needs the openvino package: "
                                      "pip install 'pelletseg[worker]'") from e
-        return OpenVinoRuntime(exported_graph(model, package, cache_dir, folded=folded), threads)
+        inference_precision = openvino_precision(package, precision, cpu_precision)
+        return OpenVinoRuntime(exported_graph(model, package, cache_dir, folded=folded), threads,
+                               inference_precision=inference_precision)
     try:
         import onnxruntime  # noqa: F401
     except ImportError as e:

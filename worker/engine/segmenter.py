@@ -111,7 +111,11 @@ class Segmenter:
             the most tiles that fit in half the free device memory (measured with one tile,
             per tile size, capped at 64).
         precision: Autocast on CUDA: ``bf16`` (default; ``fp16`` on GPUs without bfloat16),
-            ``fp16`` or ``fp32``. CPU always computes in float32.
+            ``fp16`` or ``fp32``. On CPU the OpenVINO runtime computes in bfloat16 where the
+            package allows it (``ModelPackage.cpu_precision``) and the CPU has bfloat16 units,
+            unless this is ``fp32``; everything else on CPU computes in float32.
+        cpu_precision: OpenVINO's precision forced (``f32`` or ``bf16``, for measurements;
+            :func:`worker.engine.runtimes.openvino_precision`); None: as above.
         compile: Run the model through ``torch.compile`` (falls back to eager, with a
             warning, if compilation fails on the first batch); the same as
             ``runtime="compile"``.
@@ -146,13 +150,14 @@ class Segmenter:
         runtime: str = "eager",
         cache_dir: str | Path | None = None,
         tta: str | None = None,
+        cpu_precision: str | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
         load_weights(model, package_dir)
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
-                    runtime=runtime, cache_dir=cache_dir, tta=tta)
+                    runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -176,7 +181,8 @@ class Segmenter:
     def _setup(self, package: ModelPackage, model: torch.nn.Module, *, device: str,
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
-               cache_dir: str | Path | None = None, tta: str | None = None) -> None:
+               cache_dir: str | Path | None = None, tta: str | None = None,
+               cpu_precision: str | None = None) -> None:
         set_cpu_threads(threads)
         tta = package.tta if tta is None else tta
         if tta not in TTA_KINDS:
@@ -200,8 +206,10 @@ class Segmenter:
         # compile=True (PELLETSEG_TORCH_COMPILE) keeps its meaning unless a runtime is named
         self.runtime: Runtime = make_runtime(
             "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
-            self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn)
+            self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn,
+            precision=precision, cpu_precision=cpu_precision)
         log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
+                 precision=self.runtime.precision if self.device.type == "cpu" else precision,
                  model=package.name, version=package.version)
         # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
         self.channels_last = channels_last and self.runtime.torch_module

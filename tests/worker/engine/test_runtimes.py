@@ -12,7 +12,7 @@ import torch
 from core.geometry import TileGeometry
 from core.settings import Settings
 from imaging.reading import open_image, read_rows
-from models.package import read_package
+from models.package import ModelPackage, read_package
 from tests.worker.conftest import DEMO_DATA
 from worker.engine.exported import GRAPH_FILE, MANIFEST_FILE, ExportError, exported_graph
 from worker.engine.runtimes import (
@@ -197,7 +197,7 @@ def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eage
     # the one list of kinds is the one model.json accepts
     from typing import get_args
 
-    from models.package import TTA_KINDS, ModelPackage
+    from models.package import TTA_KINDS
     assert get_args(ModelPackage.model_fields["tta"].annotation) == TTA_KINDS
 
 
@@ -208,7 +208,7 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
 
     import torch.nn.functional as F
 
-    from models.package import MODEL_JSON, ModelPackage
+    from models.package import MODEL_JSON
 
     pytest.importorskip(name if name != "eager" else "torch")
     folder = tmp_path / "half"
@@ -255,3 +255,63 @@ def test_openvino_inference_precision_is_f32_unless_bf16_is_asked(eager, tmp_pat
     out = bf16(x.contiguous())
     assert out.shape == ref.shape and out.dtype == torch.float32
     assert (out - ref).abs().max().item() < 0.1 * max(1.0, ref.abs().max().item())
+
+
+def _with_cpu_precision(package, folder, value):
+    """A copy of ``package`` whose model.json says ``cpu_precision: value`` (the weights, and
+    so the sha256, are the same)."""
+    import shutil
+
+    shutil.copytree(package, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "cpu_precision": value}))
+    return folder
+
+
+def test_a_package_is_served_in_bf16_only_where_validated_on_a_cpu_with_bf16_units(
+        tiny_package, tmp_path, monkeypatch):
+    import worker.engine.runtimes as rt
+
+    f32_pkg = read_package(tiny_package)
+    bf16_pkg = read_package(_with_cpu_precision(tiny_package, tmp_path / "bf16", "bf16"))
+    assert f32_pkg.cpu_precision == "f32" and bf16_pkg.cpu_precision == "bf16"
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    assert rt.openvino_precision(bf16_pkg) == "bf16"
+    assert rt.openvino_precision(bf16_pkg, "fp32") == "f32"  # PELLETSEG_PRECISION=fp32
+    assert rt.openvino_precision(f32_pkg) == "f32"
+    assert rt.openvino_precision(f32_pkg, cpu_precision="bf16") == "bf16"  # a measurement
+    assert rt.openvino_precision(bf16_pkg, cpu_precision="f32") == "f32"
+    with pytest.raises(ValueError, match="f32 or bf16"):
+        rt.openvino_precision(f32_pkg, cpu_precision="int8")
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    assert rt.openvino_precision(bf16_pkg) == "f32"  # it would be emulated, not validated
+    with pytest.raises(RuntimeUnavailable, match="needs a CPU with bfloat16 units"):
+        rt.openvino_precision(f32_pkg, cpu_precision="bf16")
+    with pytest.raises(ValueError):
+        ModelPackage.model_validate({**f32_pkg.model_dump(), "cpu_precision": "fp16"})
+
+
+def test_the_worker_serves_a_bf16_package_in_bf16_where_the_cpu_allows(
+        tiny_package, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    import worker.engine.runtimes as rt
+
+    folder = _with_cpu_precision(tiny_package, tmp_path / "bf16", "bf16")
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    kw = {"device": "cpu", "threads": 1, "runtime": "openvino", "cache_dir": tmp_path / "c"}
+    seg = Segmenter(folder, **kw)  # precision defaults to PELLETSEG_PRECISION's bf16
+    assert seg.runtime.precision == "bf16"
+    assert seg.runtime._config["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert Segmenter(folder, precision="fp32", **kw).runtime.precision == "f32"
+    assert Segmenter(tiny_package, **kw).runtime.precision == "f32"
+    assert Segmenter(folder, device="cpu", runtime="eager").runtime.precision == "f32"
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    assert Segmenter(folder, **kw).runtime.precision == "f32"
+
+
+def test_cpu_has_bf16_follows_openvinos_capabilities():
+    ov = pytest.importorskip("openvino")
+    from worker.engine.runtimes import cpu_has_bf16
+
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert cpu_has_bf16() is ("BF16" in caps)
