@@ -30,7 +30,9 @@ def main() -> None:
 
 @main.command("run")
 @click.argument("source")
-@click.option("--model", default=None, help="Model package name (default: PELLETSEG_DEFAULT_MODEL).")
+@click.option("--model", default=None,
+              help="Registered model: NAME (its newest version) or NAME:VERSION "
+                   "(default: PELLETSEG_DEFAULT_MODEL).")
 @click.option("--workers", default=2, show_default=True,
               help="Local worker processes to start (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

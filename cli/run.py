@@ -239,10 +239,13 @@ def run(
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
     image that is not a demo image), submit ``source`` and follow it (see :func:`drive`);
+    ``model``: ``NAME`` (newest version) or ``NAME:VERSION``, None: the default model;
     ``pixel_size_um`` (µm/px) None: read from the source's metadata."""
     registry = prepare(settings)
-    spec = SubmissionService(settings).build_spec(source, model=model, labels=labels or {},
-                                                  pixel_size_um=pixel_size_um)
+    name, _, version = (model or "").partition(":")
+    spec = SubmissionService(settings).build_spec(source, model=name or None,
+                                                  model_version=version or None,
+                                                  labels=labels or {}, pixel_size_um=pixel_size_um)
     announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
                    labels)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)

@@ -145,3 +145,16 @@ def test_run_with_an_unknown_model_fails_at_once_with_the_apis_message(tmp_path,
     api = TestClient(create_app(settings))
     r = api.post("/v1/jobs", json={"source_url": str(small_image), "model": "no-such-model"})
     assert r.status_code == 422 and r.json()["detail"] == cli_message
+
+
+def test_run_takes_a_model_version_as_name_colon_version(tmp_path, small_image):
+    """``--model NAME:VERSION`` names one registered version (as ``evaluate`` and ``train
+    --from`` take it); an unregistered version is refused before any worker starts."""
+    home = tmp_path / "home"
+    res = pelletseg("run", str(small_image), "--model", "ebc-unet-mnv2:999", "--home", str(home),
+                    "--workers", "2", timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    message = res.stderr.strip().splitlines()[-1]
+    assert "ebc-unet-mnv2" in message and "999" in message and "not registered" in message
+    assert "ebc-unet-mnv2:999" not in message  # split into name and version, not one name
+    assert not (home / "logs").exists()
