@@ -36,7 +36,7 @@ import numpy as np
 import structlog
 import torch
 
-from core.geometry import GeometryError, TileGeometry, model_tile_size
+from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry, model_tile_size
 from models.package import TTA_KINDS, ModelPackage, read_package
 from worker.engine.devices import (
     PendingLabels,
@@ -611,6 +611,17 @@ class Segmenter:
             (H, W) uint8 label map.
         """
         h, w = image.shape[:2]
-        ph, pw = (-(h + 2 * pad)) % 32, (-(w + 2 * pad)) % 32
+        ph, pw = (self._fitting_side(n + 2 * pad) - n - 2 * pad for n in (h, w))
         padded = np.pad(image, [(pad, pad + ph), (pad, pad + pw), (0, 0)], mode="reflect")
         return self.predict_tiles(padded[None])[0, pad : pad + h, pad : pad + w]
+
+    def _fitting_side(self, n: int) -> int:
+        """The smallest side >= ``n`` px the network takes at the package's input scale (a
+        multiple of 32 px whose model side is a multiple of 32 too: 128 px at 0.25)."""
+        n += (-n) % TILE_MULTIPLE
+        while True:
+            try:
+                model_tile_size(n, self.package.input_scale)
+                return n
+            except GeometryError:
+                n += TILE_MULTIPLE

@@ -233,6 +233,13 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
     with pytest.raises(ValueError, match=r"96 px tile at input scale 0\.5 is 48 model px, "
                                           r"not a multiple of 32"):
         seg.segment_array(crop, TileGeometry(96, 16))
+    # the whole-image reference pads to a side the network takes at this scale (64 px at
+    # 0.5): 300 + 2 x 16 = 332 px is padded to 384, not to 352 (176 model px, refused)
+    single = seg.segment_single_pass(crop, pad=16)
+    assert single.shape == crop.shape[:2] and single.dtype == np.uint8
+    # a random-init network's labels depend on context, so tiles and the whole image agree
+    # less than a trained one's (92.8 % here); a misplaced crop would fall near chance
+    assert (single == labels).mean() > 0.8
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="input_scale"):
             ModelPackage.model_validate({**meta, "input_scale": bad})
