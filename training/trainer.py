@@ -631,7 +631,7 @@ def _final_metrics(pkg: ModelPackage, out_dir, data, stems, device: str) -> Mode
                                  "float16-stored weights")
     split = "val" if data.get("val") else "test"
     agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[split]],
-                                         [f"{split}/{s}" for s in stems[split]])
+                                         list(stems[split]))
     metrics["cpu_bf16_agreement"] = agreement
     pkg = pkg.model_copy(update={"metrics": metrics, "cpu_precision": agreement["cpu_precision"]})
     (Path(out_dir) / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2)
