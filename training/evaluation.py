@@ -203,12 +203,14 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
                      device: str = "cpu", threads: int = 0, batch_size: int = 0,
                      edge_limit: int = 3, image_names: list[str] | None = None,
                      geometry: TileGeometry | None = None,
-                     tta: str | None = None) -> dict[str, Any]:
+                     tta: str | None = None,
+                     labels_out: list[np.ndarray] | None = None) -> dict[str, Any]:
     """:func:`evaluate_arrays` of a package through ``Segmenter.segment_array``, the path the
     row tasks run, at the package's tile geometry (the one a job that names none is served
     at) unless ``geometry`` overrides it, and with the package's test-time augmentation
     unless ``tta`` (``none``, ``flips``) overrides it. ``data`` masks hold the package's
-    class indices.
+    class indices. ``labels_out``, when given, receives each image's (H, W) uint8 label map
+    in order (for comparisons that would otherwise label the images again).
 
     Raises:
         ModelPackageError: invalid package or weights failing their sha256.
@@ -223,7 +225,10 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     t, h = geometry.tile_size, geometry.halo
 
     def predict(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return seg.segment_array(img, geometry, with_confidence=True)
+        labels, confidence = seg.segment_array(img, geometry, with_confidence=True)
+        if labels_out is not None:
+            labels_out.append(labels)
+        return labels, confidence
 
     names, pellet = [c.name for c in pkg.classes], [c.pellet for c in pkg.classes]
     out = evaluate_arrays(predict, data, names, pellet, edge_limit=edge_limit,

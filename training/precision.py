@@ -120,7 +120,7 @@ def choose_cpu_bf16(mode: str, model, batch_size: int, patch_size: int,
 
 
 def inference_bf16_agreement(package_dir, images: list, names: list[str] | None = None, *,
-                             threads: int = 0) -> dict[str, Any]:
+                             threads: int = 0, reference: list | None = None) -> dict[str, Any]:
     """Whether the package in ``package_dir`` may be served in bfloat16 on CPU: the labels of
     each image through the OpenVINO runtime in bfloat16 against eager PyTorch float32 (the
     reference), both through the tiled production path at the package's geometry and
@@ -131,6 +131,9 @@ def inference_bf16_agreement(package_dir, images: list, names: list[str] | None 
         images: (H, W, 3) uint8 images, normally the validation split.
         names: Their names, for the record (default ``image 0``, ``image 1``, ...).
         threads: Intra-op threads of both (0: the libraries' defaults).
+        reference: The images' eager float32 label maps ((H, W) uint8, in order) where the
+            caller has them already (``pelletseg train``'s final evaluation); None: labelled
+            here.
 
     Returns:
         ``{"measured", "cpu_precision", "reason", "threshold_pct"}`` and, when measured,
@@ -157,13 +160,14 @@ def inference_bf16_agreement(package_dir, images: list, names: list[str] | None 
         return {**record, "reason": "float32: not measured, this CPU has no bfloat16 units "
                 "(or OpenVINO is not installed); measure on one that has"}
     names = names or [f"image {i}" for i in range(len(images))]
-    reference = Segmenter(package_dir, device="cpu", threads=threads, precision="fp32")
     bf16 = Segmenter(package_dir, device="cpu", threads=threads, runtime="openvino",
                      cpu_precision="bf16")
-    geometry = reference.package.geometry
+    geometry = bf16.package.geometry
+    if reference is None:
+        eager = Segmenter(package_dir, device="cpu", threads=threads, precision="fp32")
+        reference = [eager.segment_array(image, geometry) for image in images]
     rows, equal, total = [], 0, 0
-    for name, image in zip(names, images, strict=True):
-        a = reference.segment_array(image, geometry)
+    for name, image, a in zip(names, images, reference, strict=True):
         b = bf16.segment_array(image, geometry)
         same = int(np.count_nonzero(a == b))
         equal, total = equal + same, total + a.size

@@ -400,7 +400,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
                 if final_eval and evaluated else None
             if estimate is not None and cpu_has_bf16():
-                estimate *= 2  # the serving-precision check labels the val images twice more
+                estimate *= 2  # the serving-precision check: export, compile, a bf16 pass
             time_budget = fit_time_budget(call_budget_s,
                                           time.monotonic() - (call_started or t0), estimate)
             time_budget_s = time_budget["steps_s"]
@@ -620,18 +620,20 @@ def _final_metrics(pkg: ModelPackage, out_dir, data, stems, device: str) -> Mode
     from training.evaluation import evaluate_package
 
     metrics = dict(pkg.metrics)
+    checked = "val" if data.get("val") else "test"  # the serving-precision check's images
+    reference: list | None = [] if device.startswith("cpu") else None  # eager fp32 labels
     for split in ("val", "test"):
         if data.get(split):
-            m = evaluate_package(out_dir, data[split], device=device)
+            m = evaluate_package(out_dir, data[split], device=device,
+                                 labels_out=reference if split == checked else None)
             metrics[f"{split}_miou"] = m["miou"]
             metrics[f"{split}_iou"] = {c["name"]: c["iou"] for c in m["per_class"]}
             metrics[f"{split}_pixel_accuracy"] = m["pixel_accuracy"]
             metrics[f"{split}_confusion"] = m["confusion_matrix"]
     metrics["evaluated_with"] = (f"tiled inference (tile {pkg.tile_size}, halo {pkg.halo}), "
                                  "float16-stored weights")
-    split = "val" if data.get("val") else "test"
-    agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[split]],
-                                         list(stems[split]))
+    agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[checked]],
+                                         list(stems[checked]), reference=reference)
     metrics["cpu_bf16_agreement"] = agreement
     pkg = pkg.model_copy(update={"metrics": metrics, "cpu_precision": agreement["cpu_precision"]})
     (Path(out_dir) / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2)

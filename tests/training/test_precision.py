@@ -78,6 +78,20 @@ def test_serving_in_bf16_is_decided_by_the_labels_of_each_image(tmp_path, monkey
     assert record["min_pct"] == min(r["equal_pct"] for r in record["images"])
     assert record["min_pct"] <= record["pooled_pct"] <= 100
     assert record["cpu_precision"] == ("bf16" if record["min_pct"] >= 99.9 else "f32")
+    # the final evaluation's eager float32 labels, handed over, give the same record; and
+    # they are what is compared (other labels give another figure)
+    import numpy as np
+
+    from worker.engine.segmenter import Segmenter
+
+    eager = Segmenter(tmp_path / "p", device="cpu", precision="fp32")
+    labels = [eager.segment_array(img, eager.package.geometry) for img in images]
+    given = tp.inference_bf16_agreement(tmp_path / "p", images, ["val/c", "test/d"],
+                                        reference=labels)
+    assert given == record
+    flipped = [(x + 1) % eager.package.n_classes for x in labels]
+    other = tp.inference_bf16_agreement(tmp_path / "p", images, reference=flipped)
+    assert other["min_pct"] < record["min_pct"] and np.all(labels[0] != flipped[0])
     monkeypatch.setattr(tp, "MIN_BF16_AGREEMENT_PCT", 100.01)  # unreachable
     strict = tp.inference_bf16_agreement(tmp_path / "p", images)
     assert strict["cpu_precision"] == "f32" and "float32" in strict["reason"]
