@@ -14,6 +14,7 @@ its checkpoints, so a resumed run draws the same patches as an uninterrupted one
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -124,16 +125,26 @@ class PatchSampler:
             of ``data`` (:func:`training.trainer.reduce_fractions`): patches then return
             their crop instead of the mask's (positions still come from the mask, so the
             same seed draws the same patches).
+        scale_jitter: Random zoom j >= 0: each patch is cut at a side of P x r px, r drawn
+            log-uniformly from [1 / (1 + j), 1 + j] (capped by the image), and resized to P
+            (image: bilinear with antialiasing; mask or fractions: nearest), so grains appear
+            up to (1 + j) x larger or smaller than in the data (scale augmentation, as in
+            DeepLab's random rescaling, Chen et al. 2018). 0: none, and the same draws as
+            before the option existed.
 
     Raises:
-        ValueError: an image is smaller than ``patch``; ``targets`` does not match ``data``.
+        ValueError: an image is smaller than ``patch``; ``targets`` does not match ``data``;
+            ``scale_jitter`` < 0.
     """
 
     def __init__(self, data: list[tuple[np.ndarray, np.ndarray]], n_classes: int, patch: int,
                  rng: np.random.Generator, p_targeted: float = 0.5, max_coords: int = 20000,
-                 transform=None, targets: list[np.ndarray] | None = None):
+                 transform=None, targets: list[np.ndarray] | None = None,
+                 scale_jitter: float = 0.0):
+        if scale_jitter < 0:
+            raise ValueError(f"scale_jitter must be >= 0, got {scale_jitter}")
         self.data, self.patch, self.rng, self.p_targeted = data, patch, rng, p_targeted
-        self.transform = transform
+        self.transform, self.scale_jitter = transform, scale_jitter
         if targets is not None and (len(targets) != len(data) or any(
                 t.shape[:2] != m.shape for t, (_, m) in zip(targets, data, strict=True))):
             raise ValueError("targets must hold one (H, W, C) array per training image, of "
@@ -163,20 +174,49 @@ class PatchSampler:
             i, where = self.coords[c][rng.integers(len(self.coords[c]))]
             mask = self.data[i][1]
             y, x = divmod(int(where[rng.integers(where.size)]), mask.shape[1])
-            y0 = int(np.clip(y - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[0] - p))
-            x0 = int(np.clip(x - p // 2 + rng.integers(-p // 4, p // 4 + 1), 0, mask.shape[1] - p))
+            side = self._side(mask.shape)
+            y0 = int(np.clip(y - side // 2 + rng.integers(-side // 4, side // 4 + 1), 0,
+                             mask.shape[0] - side))
+            x0 = int(np.clip(x - side // 2 + rng.integers(-side // 4, side // 4 + 1), 0,
+                             mask.shape[1] - side))
         else:
             i = int(rng.integers(len(self.data)))
             mask = self.data[i][1]
-            y0 = int(rng.integers(mask.shape[0] - p + 1))
-            x0 = int(rng.integers(mask.shape[1] - p + 1))
-        img = self.data[i][0]
-        target = mask if self.targets is None else self.targets[i]
-        return apply_augmentation(self.transform, img[y0:y0 + p, x0:x0 + p],
-                                  target[y0:y0 + p, x0:x0 + p])
+            side = self._side(mask.shape)
+            y0 = int(rng.integers(mask.shape[0] - side + 1))
+            x0 = int(rng.integers(mask.shape[1] - side + 1))
+        img = self.data[i][0][y0:y0 + side, x0:x0 + side]
+        target = (mask if self.targets is None else self.targets[i])[y0:y0 + side, x0:x0 + side]
+        if side != p:
+            img, target = _resize(img, p, nearest=False), _resize(target, p, nearest=True)
+        return apply_augmentation(self.transform, img, target)
+
+    def _side(self, shape: tuple[int, ...]) -> int:
+        """The crop's side (px): P, or with ``scale_jitter`` P x r (one draw of r)."""
+        if not self.scale_jitter:
+            return self.patch
+        j = math.log1p(self.scale_jitter)
+        side = round(self.patch * math.exp(self.rng.uniform(-j, j)))
+        return max(1, min(side, shape[0], shape[1]))
 
     def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` patches: ((n, P, P, 3) uint8, (n, P, P) uint8), or with ``targets``
         ((n, P, P, 3) uint8, (n, P, P, C) uint8)."""
         imgs, masks = zip(*(self.sample() for _ in range(n)), strict=True)
         return np.stack(imgs), np.stack(masks)
+
+
+def _resize(a: np.ndarray, p: int, nearest: bool) -> np.ndarray:
+    """(S, S) or (S, S, C) uint8 -> (p, p) or (p, p, C) uint8: nearest-exact, or bilinear
+    with antialiasing (``torch.nn.functional.interpolate``)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    t = (t[None, None] if a.ndim == 2 else t.permute(2, 0, 1)[None]).float()
+    if nearest:
+        out = F.interpolate(t, size=(p, p), mode="nearest-exact")
+    else:
+        out = F.interpolate(t, size=(p, p), mode="bilinear", antialias=True, align_corners=False)
+    out = out.round().clamp(0, 255).to(torch.uint8)[0]
+    return out[0].numpy() if a.ndim == 2 else np.ascontiguousarray(out.permute(1, 2, 0).numpy())

@@ -195,7 +195,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
           call_started: float | None = None, targets: str = "labels",
-          cpu_bf16: str = "off") -> ModelPackage:
+          cpu_bf16: str = "off", scale_jitter: float = 0.0) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -263,6 +263,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     ``"auto"`` measure a step both ways and take the faster (:func:`training.precision.
     choose_cpu_bf16`; recorded in the model card as ``training.cpu_bf16``).
 
+    ``scale_jitter``: random zoom of each patch by a factor in [1 / (1 + j), 1 + j]
+    (:class:`training.sampling.PatchSampler`); 0: none.
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -285,7 +288,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment``, ``targets`` or ``cpu_bf16``; ``init_from``'s class table differs from
+            ``augment``, ``targets`` or ``cpu_bf16``; ``scale_jitter`` < 0; ``init_from``'s class table differs from
             the dataset's (names both).
     """
     import segmentation_models_pytorch as smp
@@ -304,6 +307,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
     if cpu_bf16 not in CPU_BF16_MODES:
         raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_MODES}, got {cpu_bf16!r}")
+    if scale_jitter < 0:
+        raise ValueError(f"scale_jitter must be >= 0, got {scale_jitter}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
     if not resume and read_state(ckpt_dir) is not None:
         raise CheckpointError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or "
@@ -366,6 +371,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         config["targets"] = targets
     if cpu_bf16 != "off":
         config["cpu_bf16"] = cpu_bf16
+    if scale_jitter:
+        config["scale_jitter"] = scale_jitter
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -383,7 +390,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         load_weights(model, init_from)
     model = model.to(device).to(memory_format=torch.channels_last)
     sampler = PatchSampler(data["train"], n_classes, patch_size, rng, p_targeted=p_targeted,
-                           transform=build_augmentation(augment), targets=fractions)
+                           transform=build_augmentation(augment), targets=fractions,
+                           scale_jitter=scale_jitter)
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
     use_bf16, bf16_record = choose_cpu_bf16(cpu_bf16, model, batch_size, patch_size, n_classes,
                                             device)
@@ -516,8 +524,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "recipe": recipe, "minutes": round(train_s / 60, 2),
         "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
         "class_weights": None if class_weights is None else list(class_weights),
-        "augmentation": augment, "p_targeted": p_targeted, "val_crop": val_crop,
-        "targets": "fractions" if fractions is not None else "labels",
+        "augmentation": augment, "scale_jitter": scale_jitter, "p_targeted": p_targeted,
+        "val_crop": val_crop, "targets": "fractions" if fractions is not None else "labels",
         "amp": "float16 autocast + GradScaler" if use_amp else (
             "bfloat16 autocast (CPU)" if use_bf16 else None), "cpu_bf16": bf16_record,
         "resumed": resume,

@@ -291,8 +291,10 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     auto = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "s"),
                                           "--max-minutes", "0.03", "--input-scale", "1",
                                           "--arch-params", '{"decoder_channels": [8, 8, 8, 8, 8]}',
-                                          *small])
+                                          "--scale-jitter", "0.3", *small])
     assert auto.exit_code == 0, auto.output
+    assert "random zoom x 1/1.3-1.3" in auto.output  # said, and used by the sampler
+    assert read_package(tmp_path / "s").training["scale_jitter"] == 0.3
     assert "Unet / resnet18 (" in auto.output and "auto: resnet34" not in auto.output
     s_pkg = read_package(tmp_path / "s")
     assert s_pkg.encoder == "resnet18" and s_pkg.name.endswith("-unet-resnet18")

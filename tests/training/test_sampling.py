@@ -1,5 +1,6 @@
 """Training patches and loss: augmentation moves image and mask (or class fractions) together,
-the sampler over-samples rare classes, ignored pixels (255) stay out of the loss, and the
+the sampler over-samples rare classes and zooms patches with the image and mask together,
+ignored pixels (255) stay out of the loss, and the
 loss on class fractions is the label loss for one-hot ones."""
 
 from __future__ import annotations
@@ -72,6 +73,38 @@ def test_patch_sampler_over_samples_a_rare_class():
     assert share(0.5) > 0.2 > share(0.0) * 4
     with pytest.raises(ValueError, match="no labelled pixel"):
         PatchSampler([(data[0][0], np.full((256, 256), IGNORE, np.uint8))], 2, 32, rng)
+
+
+def test_scale_jitter_zooms_image_and_mask_together():
+    pytest.importorskip("torch")
+    x = np.arange(256)
+    mask = np.broadcast_to(((x // 16) % 2).astype(np.uint8), (256, 256)).copy()  # 16 px stripes
+    mask[:8] = IGNORE
+    img = np.repeat((mask % 2 * 200 + 20).astype(np.uint8)[..., None], 3, axis=-1)
+    data = [(img, mask)]
+
+    def stripes(jitter, n=200):
+        s = PatchSampler(data, 2, 64, np.random.default_rng(3), p_targeted=0.5, scale_jitter=jitter)
+        counts = []
+        for _ in range(n):
+            a_img, a_mask = s.sample()
+            assert a_img.shape == (64, 64, 3) and a_mask.shape == (64, 64)
+            assert set(np.unique(a_mask)) <= {0, 1, IGNORE}
+            row = a_mask[-1]  # the last row is never in the ignored band
+            # the image follows the mask (bilinear edges aside): bright where the mask is 1
+            assert np.mean((a_img[-1, :, 0] > 120) == (row == 1)) > 0.85
+            counts.append(int((np.diff(row.astype(int)) != 0).sum()))
+        return counts
+
+    fixed, zoomed = stripes(0.0), stripes(0.5)
+    assert set(fixed) <= {3, 4}  # 64 px across 16 px stripes
+    assert min(zoomed) <= 2 and max(zoomed) >= 5  # stripes drawn up to 1.5 x wider and narrower
+    same = PatchSampler(data, 2, 64, np.random.default_rng(3), p_targeted=0.5)
+    again = PatchSampler(data, 2, 64, np.random.default_rng(3), p_targeted=0.5, scale_jitter=0)
+    for _ in range(20):  # no jitter: the draws of a sampler without the option
+        assert all(np.array_equal(a, b) for a, b in zip(same.sample(), again.sample(), strict=True))
+    with pytest.raises(ValueError, match="scale_jitter"):
+        PatchSampler(data, 2, 64, np.random.default_rng(0), scale_jitter=-0.1)
 
 
 def test_loss_skips_ignored_pixels():
