@@ -105,6 +105,11 @@ def _class_weights(ctx, param, value):
               "rotations; default adds mild brightness/contrast jitter and blur; luminance "
               "strong brightness/contrast jitter (colour ratios kept) and blur; photometric "
               "strong brightness/contrast jitter and white-balance gains, and blur.")
+@click.option("--members", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Train a deep ensemble of this many networks at once (same batches, "
+              "different initialisations; their softmax probabilities averaged when serving, "
+              "which costs one forward pass per member); with --from, that package's "
+              "[default recipe: its choice].")
 @click.option("--scale-jitter", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Random zoom of each training patch by a factor in [1/(1+J), 1+J] "
               "(scale augmentation: grains drawn larger or smaller than in the data); 0: none "
@@ -153,8 +158,8 @@ def _class_weights(ctx, param, value):
 @click.pass_context
 def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out_dir, name,
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
-          steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, scale_jitter,
-          p_targeted,
+          steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, members,
+          scale_jitter, p_targeted,
           average_tau, input_scale, targets, cpu_bf16, val_crop, amp, resume, checkpoint_dir, max_minutes,
           final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
@@ -213,7 +218,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         given = {k for k in ("arch", "encoder", "arch_params", "patch_size", "batch_size", "lr",
                              "dice_weight", "class_weights", "augment", "p_targeted",
                              "steps_per_epoch", "average_tau", "input_scale", "targets", "cpu_bf16",
-                             "scale_jitter")
+                             "scale_jitter", "members")
                  if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         local = {"arch": arch, "encoder": encoder, "arch_params": arch_params,
                  "patch_size": patch_size, "batch_size": batch_size, "lr": lr,
@@ -221,14 +226,15 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                  "augment": augment, "p_targeted": p_targeted,
                  "steps_per_epoch": steps_per_epoch, "average_tau": average_tau,
                  "input_scale": input_scale, "targets": targets, "cpu_bf16": cpu_bf16,
-                 "scale_jitter": scale_jitter}
+                 "scale_jitter": scale_jitter, "members": members}
         recipe.update({k: local[k] for k in given})
         if from_model is not None:
             from models import read_package
 
             base = read_package(from_model, verify=False)
             recipe.update(arch=base.architecture, encoder=base.encoder,
-                          arch_params=dict(base.arch_params), init_from=str(from_model))
+                          arch_params=dict(base.arch_params), init_from=str(from_model),
+                          members=base.members)
             if "input_scale" not in given:
                 recipe["input_scale"] = base.input_scale
         try:
@@ -252,6 +258,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
         steps_per_epoch, average_tau = recipe["steps_per_epoch"], recipe["average_tau"]
         input_scale, targets = recipe["input_scale"], recipe["targets"]
         cpu_bf16, scale_jitter = recipe["cpu_bf16"], recipe["scale_jitter"]
+        members = recipe["members"]
     elif from_model is not None:
         from models import read_package
 
@@ -283,7 +290,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
             input_scale_choice=scale_choice, targets=targets, cpu_bf16=cpu_bf16,
-            scale_jitter=scale_jitter,
+            scale_jitter=scale_jitter, members=members,
             call_budget_s=recipe["call_budget_s"] if recipe else None, call_started=called,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,
             out_dir=out_dir, name=name, version=version, patch_size=patch_size,

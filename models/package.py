@@ -149,6 +149,11 @@ class ModelPackage(WithGeometry):
     with ``PELLETSEG_PRECISION=fp32``, serve every package in float32
     (:func:`worker.engine.runtimes.make_runtime`).
 
+    ``members`` is the number of networks of the architecture the package holds (a deep
+    ensemble: their softmax probabilities are averaged, :mod:`worker.engine.ensemble`; the
+    weights' keys are then ``members.<k>.<name>``); each member costs one forward pass, so a
+    package of K members serves K times slower per image px. Default 1.
+
     Raises (on construction):
         pydantic.ValidationError: missing fields, class indices that are not 0..C-1, a
             tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, or an
@@ -174,6 +179,7 @@ class ModelPackage(WithGeometry):
     tta: Literal["none", "flips"] = "none"
     input_scale: float = Field(1.0, gt=0, le=1)
     cpu_precision: Literal["f32", "bf16"] = "f32"
+    members: int = Field(1, ge=1, le=8)
 
     @field_validator("classes")
     @classmethod

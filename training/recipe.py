@@ -270,6 +270,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
         "input_scale": "auto", "targets": "labels", "cpu_bf16": "auto", "scale_jitter": 0.0,
+        "members": 1,
         "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
@@ -321,7 +322,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
     lines = [
         f"model      {r['arch']} / {encoder} ("
         + (f"weights of {r['init_from']}" if r.get("init_from") else "random init")
-        + f"), arch_params {r['arch_params']}",
+        + f"), arch_params {r['arch_params']}"
+        + (f"; a deep ensemble of {r['members']} such networks trained at once, their "
+           "probabilities averaged" if r.get("members", 1) > 1 else ""),
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         _describe_scale(r.get("input_scale", 1), r["patch_size"], r.get("input_scale_choice")),

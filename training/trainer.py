@@ -195,7 +195,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
           call_started: float | None = None, targets: str = "labels",
-          cpu_bf16: str = "off", scale_jitter: float = 0.0) -> ModelPackage:
+          cpu_bf16: str = "off", scale_jitter: float = 0.0, members: int = 1) -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -266,6 +266,12 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     ``scale_jitter``: random zoom of each patch by a factor in [1 / (1 + j), 1 + j]
     (:class:`training.sampling.PatchSampler`); 0: none.
 
+    ``members``: train a deep ensemble of this many networks at once
+    (:class:`worker.engine.ensemble.Ensemble`, recorded as the package's ``members``): each
+    step feeds the same batch to every member and the loss is the mean of the members' losses,
+    so a member gets the steps a single network would in 1 / ``members`` of the time; with
+    ``init_from``, that package's count.
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -288,8 +294,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment``, ``targets`` or ``cpu_bf16``; ``scale_jitter`` < 0; ``init_from``'s class table differs from
-            the dataset's (names both).
+            ``augment``, ``targets`` or ``cpu_bf16``; ``scale_jitter`` < 0; ``members``
+            outside 1-8; ``init_from``'s class table differs from the dataset's (names both).
     """
     import segmentation_models_pytorch as smp
     import torch
@@ -309,6 +315,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_MODES}, got {cpu_bf16!r}")
     if scale_jitter < 0:
         raise ValueError(f"scale_jitter must be >= 0, got {scale_jitter}")
+    if not 1 <= members <= 8:
+        raise ValueError(f"members must be 1-8, got {members}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
     if not resume and read_state(ckpt_dir) is not None:
         raise CheckpointError(f"{ckpt_dir} holds a checkpoint: pass --resume to continue it, or "
@@ -318,6 +326,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if not stems.get("train"):
         raise DatasetError(f"{dataset_yaml}: the 'train' split is empty or missing")
     base = _base_package(init_from, spec) if init_from is not None else None
+    if base is not None:
+        members = base.members
     scale = input_scale if input_scale is not None else (base.input_scale if base else 1.0)
     if scale != "auto":
         geometry = geometry or geometry_for_scale(scale)
@@ -373,13 +383,15 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         config["cpu_bf16"] = cpu_bf16
     if scale_jitter:
         config["scale_jitter"] = scale_jitter
+    if members != 1:
+        config["members"] = members
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     meta = _package_meta(spec, stems, train_data, name=name, version=version, arch=arch,
                          encoder=encoder, arch_params=arch_params, mean=mean, std=std,
                          geometry=geometry)
-    meta["input_scale"] = scale
+    meta["input_scale"], meta["members"] = scale, members
     del train_data
     # Validates meta (dummy sha) and builds the network before any time is spent training.
     described = ModelPackage.model_validate({**meta, "weights_sha256": "0" * 64})
@@ -458,8 +470,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                     y = torch.from_numpy(masks).to(device).permute(0, 3, 1, 2).float() / 255
                 with torch.autocast(dev_type, dtype=torch.float16 if use_amp else torch.bfloat16,
                                     enabled=use_amp or use_bf16):
-                    logits = model(x)
-                loss = segmentation_loss(logits.float(), y, n_classes, dice_weight, weight)
+                    outs = model.member_logits(x) if members > 1 else [model(x)]
+                loss = sum(segmentation_loss(z.float(), y, n_classes, dice_weight, weight)
+                           for z in outs) / len(outs)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)

@@ -463,3 +463,41 @@ def test_cli_train_defaults_registers_in_the_store_and_resumes(tmp_path):
     res = CliRunner().invoke(train_cmd, [*base, "--out", str(tmp_path / "p3"), "--version", "2"])
     assert res.exit_code != 0 and "tiny-unet-mobilenet_v2 2 is already registered" in res.output
     assert not (tmp_path / "p3").exists()  # refused before any training
+
+
+def test_an_ensemble_trains_serves_through_openvino_and_fine_tunes(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    from worker.engine.ensemble import Ensemble, combine_logits
+    from worker.engine.segmenter import Segmenter
+
+    path = _dataset(tmp_path / "ds")
+    pkg = _tiny_train(path, tmp_path / "p", epochs=1, members=2)
+    assert pkg.members == read_package(tmp_path / "p").members == 2
+    assert {"val_miou", "test_miou"} <= set(pkg.metrics)  # evaluated through the tiled path
+    state = load_file(str(tmp_path / "p" / WEIGHTS_FILE))
+    assert {k.split(".")[1] for k in state} == {"0", "1"}  # members.<k>.<name>
+    first = next(k for k in state if k.startswith("members.0.") and state[k].ndim == 4)
+    assert not torch.equal(state[first], state[first.replace("members.0.", "members.1.", 1)])
+    model = build_model(pkg).eval()
+    load_weights(model, tmp_path / "p")
+    assert isinstance(model, Ensemble)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out, parts = model(x), model.member_logits(x)
+    # the output's softmax is the members' mean probability
+    mean_p = torch.stack([z.softmax(1) for z in parts]).mean(0)
+    assert torch.allclose(out.softmax(1), mean_p, atol=1e-5)
+    assert torch.allclose(out, combine_logits(parts))
+    image = np.random.default_rng(0).integers(0, 255, (96, 150, 3), dtype=np.uint8)
+    eager = Segmenter(tmp_path / "p", device="cpu", threads=1).segment_array(image)
+    ov = Segmenter(tmp_path / "p", device="cpu", threads=1, runtime="openvino",
+                   cache_dir=tmp_path / "cache").segment_array(image)
+    assert np.mean(eager == ov) > 0.99  # the exported ensemble labels as eager does
+    # fine-tuning takes the base package's member count
+    tuned = _tiny_train(path, tmp_path / "q", epochs=1, init_from=tmp_path / "p",
+                        final_eval=False)
+    assert tuned.members == 2
+    with pytest.raises(ValueError, match="members must be 1-8"):
+        _tiny_train(path, tmp_path / "r", epochs=1, members=0)

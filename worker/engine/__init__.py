@@ -1,4 +1,5 @@
-"""The inference engine: a model package's network in torch (:mod:`worker.engine.network`),
+"""The inference engine: a model package's network in torch (:mod:`worker.engine.network`; a
+package of several members is a deep ensemble, :mod:`worker.engine.ensemble`),
 devices and precision (:mod:`worker.engine.devices`), the runtimes that turn a batch of
 normalised tiles into logits (:mod:`worker.engine.runtimes`: eager, torch.compile, OpenVINO,
 ONNX Runtime, TensorRT; ``PELLETSEG_RUNTIME``) and the exported graph they load, a cached and

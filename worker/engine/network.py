@@ -25,12 +25,15 @@ __all__ = ["build_model", "load_weights", "to_image_scale", "to_model_scale",
 
 
 def build_model(pkg: ModelPackage):
-    """Build the (randomly initialised) segmentation-models-pytorch network of a package.
+    """Build the (randomly initialised) segmentation-models-pytorch network of a package, or
+    with ``pkg.members`` > 1 an :class:`worker.engine.ensemble.Ensemble` of that many (each
+    member initialised in turn from torch's generator).
 
     Never downloads weights (``encoder_weights=None``).
 
     Returns:
-        torch.nn.Module mapping (N, in_channels, H, W) float32 to (N, C, H, W) logits.
+        torch.nn.Module mapping (N, in_channels, H, W) float32 to (N, C, H, W) logits (an
+        ensemble: the log of its members' mean softmax probability).
 
     Raises:
         ModelPackageError: unknown architecture or encoder.
@@ -38,18 +41,23 @@ def build_model(pkg: ModelPackage):
     import segmentation_models_pytorch as smp
 
     try:
-        return smp.create_model(
+        nets = [smp.create_model(
             pkg.architecture,
             encoder_name=pkg.encoder,
             encoder_weights=None,
             in_channels=pkg.in_channels,
             classes=pkg.n_classes,
             **pkg.arch_params,
-        )
+        ) for _ in range(pkg.members)]
     except (KeyError, ValueError, TypeError) as e:
         raise ModelPackageError(
             f"model {pkg.name} {pkg.version}: cannot build {pkg.architecture}/{pkg.encoder}: {e}"
         ) from e
+    if pkg.members == 1:
+        return nets[0]
+    from worker.engine.ensemble import Ensemble
+
+    return Ensemble(nets)
 
 
 def load_weights(model, folder: str | Path) -> None:
