@@ -495,6 +495,8 @@ def test_an_ensemble_trains_serves_through_openvino_and_fine_tunes(tmp_path):
     ov = Segmenter(tmp_path / "p", device="cpu", threads=1, runtime="openvino",
                    cache_dir=tmp_path / "cache").segment_array(image)
     assert np.mean(eager == ov) > 0.99  # the exported ensemble labels as eager does
+    manifest = json.loads(next((tmp_path / "cache").rglob("manifest.json")).read_text())
+    assert manifest["recipe"]["ensemble"]["members"] == 2  # part of the graph's cache key
     # fine-tuning takes the base package's member count
     tuned = _tiny_train(path, tmp_path / "q", epochs=1, init_from=tmp_path / "p",
                         final_eval=False)

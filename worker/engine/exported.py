@@ -45,16 +45,22 @@ class ExportError(RuntimeError):
     """The network could not be exported to a graph (the message says why)."""
 
 
-def export_recipe(folded: bool) -> dict:
+def export_recipe(folded: bool, members: int = 1) -> dict:
     """How a graph is made; part of its cache key.
 
     Args:
         folded: Whether the exported module has its batch norms folded into its convolutions.
+        members: The package's networks (an ensemble's graph also holds how their outputs
+            are combined, :func:`worker.engine.ensemble.combine_logits`; absent for one).
     """
-    return {"format": "onnx", "opset": ONNX_OPSET, "exporter": "torch.onnx (TorchScript)",
-            "torch": torch.__version__, "batchnorm_folded": folded,
-            "input": "(N, 3, H, W) float32 normalised tiles, N/H/W dynamic",
-            "output": "(N, C, H, W) float32 logits"}
+    recipe = {"format": "onnx", "opset": ONNX_OPSET, "exporter": "torch.onnx (TorchScript)",
+              "torch": torch.__version__, "batchnorm_folded": folded,
+              "input": "(N, 3, H, W) float32 normalised tiles, N/H/W dynamic",
+              "output": "(N, C, H, W) float32 logits"}
+    if members > 1:
+        recipe["ensemble"] = {"members": members,
+                              "combine": "log mean softmax, element-wise log-sum-exp"}
+    return recipe
 
 
 def _key(recipe: dict) -> str:
@@ -118,7 +124,7 @@ def exported_graph(model: torch.nn.Module, package: ModelPackage, cache_dir: str
     """
     import copy
 
-    recipe = export_recipe(folded)
+    recipe = export_recipe(folded, package.members)
     folder = Path(cache_dir) / package.weights_sha256 / _key(recipe)
     folder.mkdir(parents=True, exist_ok=True)
     graph = folder / GRAPH_FILE
