@@ -124,7 +124,7 @@ def _class_weights(ctx, param, value):
               help="Model pixels per image pixel, in (0, 1]: train on images reduced by this "
               "factor (area averaging) and serve each tile reduced the same way (0.5: a 256 px "
               "patch covers 512 image px, 4x less compute per image px); auto: the strongest of "
-              "0.125, 0.25 and 0.5 at which every class keeps a round-trip IoU >= 0.93, else 1 "
+              "0.125, 0.25 and 0.5 at which every class keeps a round-trip IoU >= 0.92, else 1 "
               "[default: the recipe's "
               "(auto); with --from, that package's; else 1].")
 @click.option("--targets", type=click.Choice(["labels", "fractions"]), default="labels",
