@@ -37,14 +37,14 @@ def _json_object(ctx, param, value):
 
 
 def _class_weights(ctx, param, value):
-    if value is None or value == "inv_sqrt":
+    if value is None or value in ("inv_sqrt", "auto"):
         return value
     if value.lower() == "none":
         return None
     try:
         return [float(v) for v in value.split(",")]
     except ValueError as e:
-        raise click.BadParameter(f"{value!r}: expected 'inv_sqrt', 'none' or comma-separated "
+        raise click.BadParameter(f"{value!r}: expected 'inv_sqrt', 'auto', 'none' or comma-separated "
                                  "floats") from e
 
 
@@ -79,8 +79,10 @@ def _class_weights(ctx, param, value):
               help="Weight of the soft dice term added to cross-entropy.")
 @click.option("--class-weights", callback=_class_weights, default=None,
               help="Cross-entropy class weights: 'inv_sqrt' (1/sqrt of the training pixel "
-                   "shares), 'none' (every class 1) or comma-separated floats, one per class "
-                   "[default: the recipe's with --max-minutes, else none].")
+                   "shares), 'auto' (inv_sqrt where a class holds under 0.5 % of the labelled "
+                   "training pixels, else none), 'none' (every class 1) or comma-separated "
+                   "floats, one per class [default: the recipe's (auto) with --max-minutes, "
+                   "else none].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=None,
               help="Batches per epoch [default: about one pass over the training pixels].")
@@ -198,7 +200,7 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             raise click.BadParameter(str(e), param_hint="--tile-size/--halo") from e
 
     recipe = None
-    scale_choice = None
+    scale_choice = weights_choice = None
     if from_model is not None:
         from cli.evaluate import resolve_package
 
@@ -239,17 +241,19 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
                 recipe["input_scale"] = base.input_scale
         try:
             train_stems = spec0.split_stems().get("train") or []
-            masks = load_masks(spec0, train_stems) \
-                if train_stems and recipe["input_scale"] == "auto" else None
+            masks = load_masks(spec0, train_stems) if train_stems and "auto" in (
+                recipe["input_scale"], recipe["class_weights"]) else None
         except TrainingError as e:
             raise click.ClickException(str(e)) from e
         if train_stems:  # (an empty train split is the trainer's error to report)
             recipe = resolve_recipe(recipe, device, masks, len(spec0.classes),
                                     geometry.tile_size if geometry else None)
             scale_choice = recipe.pop("input_scale_choice", None)
+            weights_choice = recipe.pop("class_weights_choice", None)
         click.echo(f"default recipe for {max_minutes:g} min on {device}"
                    + (f" (fine-tuning {from_model})" if from_model else "") + ":\n"
-                   + describe_recipe({**recipe, "input_scale_choice": scale_choice})
+                   + describe_recipe({**recipe, "input_scale_choice": scale_choice,
+                                      "class_weights_choice": weights_choice})
                    + (f"\noverridden on the command line: {sorted(given)}" if given else ""))
         arch, encoder, arch_params = recipe["arch"], recipe["encoder"], recipe["arch_params"]
         patch_size, batch_size, lr = recipe["patch_size"], recipe["batch_size"], recipe["lr"]
@@ -289,7 +293,8 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
             dataset_yaml, arch=arch, encoder=encoder, arch_params=arch_params,
             epochs=epochs or 1, init_from=from_model, recipe=recipe,
             average_tau=average_tau or None, input_scale=input_scale,
-            input_scale_choice=scale_choice, targets=targets, cpu_bf16=cpu_bf16,
+            input_scale_choice=scale_choice, class_weights_choice=weights_choice,
+            targets=targets, cpu_bf16=cpu_bf16,
             scale_jitter=scale_jitter, members=members,
             call_budget_s=recipe["call_budget_s"] if recipe else None, call_started=called,
             validate_each_epoch=recipe["validate_each_epoch"] if recipe else True,

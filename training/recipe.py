@@ -19,12 +19,17 @@ Choices (and why, for a few dozen labelled micrographs):
 - **Patches**: 256 px, batch 8 on CPU (512 px, batch 16 on CUDA); two thirds of the patches
   centred (+- P/4) on a pixel of a class drawn uniformly (rare phases are seen as often as
   common ones), the rest uniform crops (:class:`training.sampling.PatchSampler`).
-- **Loss**: unweighted cross-entropy + 0.5 x soft dice, which weighs every class alike
+- **Loss**: cross-entropy + 0.5 x soft dice, which weighs every class alike
   (:func:`training.losses.segmentation_loss`); rare phases are balanced by the sampling
-  above. Cross-entropy class weights 1/sqrt(pixel share) on top of both (``--class-weights
-  inv_sqrt``, the recipe's choice until 2026-12-04) gave the same val mIoU over four seeds
-  of LumenStone S2 (0.747 against 0.750) but called more pyrrhotite pentlandite: pyrrhotite
-  IoU 0.804 against 0.859, lower in every seed (docs/models.md, runs 21-22).
+  above. Cross-entropy class weights 1/sqrt(pixel share) on top of both only where a class
+  holds under 0.5 % of the labelled training pixels (``auto``, :func:`choose_class_weights`).
+  The threshold lies between the two datasets measured, so it is tuned on them: on
+  LumenStone S2 (rarest class magnetite, 0.77 % of the train pixels, compact grains) the
+  weights gave the same val mIoU over four seeds (0.747 against 0.750) but called more
+  pyrrhotite pentlandite (pyrrhotite IoU 0.804 against 0.859, lower in every seed;
+  docs/models.md, runs 21-22); on NASA EBC (thin cracks, 0.27 %) the recipe without them
+  never predicted a crack (crack IoU 0.000 at scales 1 and 0.5) and with them reached crack
+  0.31 / 0.26, val / test mIoU 0.707 / 0.690 against 0.633 / 0.620 (docs/models.md, run 32).
 - **Augmentation**: flips, 90-degree rotations, mild brightness/contrast jitter and blur
   (``default`` of :func:`training.sampling.build_augmentation`); hue is left alone because
   reflectance colour identifies ore phases.
@@ -73,8 +78,8 @@ from typing import Any
 from training.precision import MIN_BF16_SPEEDUP
 
 __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
-           "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "REDUCED_MODEL_GEOMETRY",
-           "choose_input_scale", "default_recipe", "describe_recipe", "encoder_for_scale",
+           "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "RARE_CLASS_SHARE", "REDUCED_MODEL_GEOMETRY",
+           "choose_class_weights", "choose_input_scale", "default_recipe", "describe_recipe", "encoder_for_scale",
            "fit_time_budget", "geometry_for_scale", "one_cycle_lr", "resolve_recipe",
            "round_trip_iou"]
 
@@ -82,6 +87,9 @@ __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EV
 AUTO_SCALES = (0.125, 0.25, 0.5)
 #: The round-trip IoU every class must keep at a scale for ``auto`` to take it.
 MIN_ROUND_TRIP_IOU = 0.92
+#: ``auto`` class weights: 1/sqrt(pixel share) where a class present in the training masks
+#: holds less than this share of their labelled pixels, else none.
+RARE_CLASS_SHARE = 0.005
 #: The tile and halo a reduced model sees by default (model px): 512 / 64.
 REDUCED_MODEL_GEOMETRY = (512, 64)
 #: The CPU recipe's encoder at full resolution and at a reduced input scale (CUDA: "reduced"
@@ -153,20 +161,26 @@ def resolve_recipe(recipe: dict[str, Any], device: str = "cpu", masks: list | No
     what was chosen: an ``"auto"`` ``input_scale`` by :func:`choose_input_scale` on the
     training ``masks`` ((H, W) uint8 class indices, ``n_classes`` classes; ``tile_size`` in
     image px, None: the scale's default), its record under ``input_scale_choice``; then an
-    ``"auto"`` ``encoder`` by :func:`encoder_for_scale`. Other entries are kept as given.
+    ``"auto"`` ``encoder`` by :func:`encoder_for_scale`; ``"auto"`` ``class_weights`` by
+    :func:`choose_class_weights`, its record under ``class_weights_choice``. Other entries
+    are kept as given.
 
     Returns:
         A new dict (``recipe`` is not changed).
 
     Raises:
-        ValueError: ``input_scale`` is ``"auto"`` and no ``masks`` are given.
+        ValueError: ``input_scale`` or ``class_weights`` is ``"auto"`` and no ``masks`` are
+            given.
     """
     r = dict(recipe)
+    auto = [k for k in ("input_scale", "class_weights") if r.get(k) == "auto"]
+    if auto and not masks:
+        raise ValueError(f"'auto' {' and '.join(auto)} need the training masks to choose them")
     if r.get("input_scale") == "auto":
-        if not masks:
-            raise ValueError("an 'auto' input scale needs the training masks to choose it")
         r["input_scale"], r["input_scale_choice"] = choose_input_scale(
             masks, n_classes, tile_size, r["patch_size"])
+    if r.get("class_weights") == "auto":
+        r["class_weights"], r["class_weights_choice"] = choose_class_weights(masks, n_classes)
     if r.get("encoder") == "auto":
         r["encoder"] = encoder_for_scale(r.get("input_scale") or 1.0, device)
     return r
@@ -209,6 +223,44 @@ def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
             inter[c] += int((a & b).sum())
             union[c] += int((a | b).sum())
     return [float(i / u) if u else 1.0 for i, u in zip(inter, union, strict=True)]
+
+
+def choose_class_weights(masks: list, n_classes: int,
+                         rare_share: float = RARE_CLASS_SHARE) -> tuple[str | None, dict[str, Any]]:
+    """The ``auto`` cross-entropy class weights: ``"inv_sqrt"`` (1/sqrt of each class's pixel
+    share, :func:`training.losses.class_weights_inv_sqrt`) where a class present in the
+    training masks holds less than ``rare_share`` of their labelled pixels, else None (every
+    class 1; the targeted sampling and the dice term balance the classes).
+
+    Args:
+        masks: (H, W) uint8 class indices (values >= ``n_classes``, e.g. ignored pixels, are
+            not counted).
+        n_classes: C.
+        rare_share: Share of the labelled pixels (0..1) under which a class is rare.
+
+    Returns:
+        ``(class_weights, choice)``: ``choice`` holds ``chosen``, ``rare_share``, the per-class
+        ``pixel_share`` (0..1, rounded to 1e-5) and a ``reason`` in words.
+
+    Raises:
+        ValueError: the masks hold no labelled pixel.
+    """
+    import numpy as np
+
+    counts = sum((np.bincount(m.ravel(), minlength=n_classes)[:n_classes] for m in masks),
+                 np.zeros(n_classes, np.int64))
+    if not counts.sum():
+        raise ValueError("the training masks hold no labelled pixel: no class weights to choose")
+    share = counts / counts.sum()
+    present = [c for c in range(n_classes) if counts[c]]
+    rarest = min(present, key=lambda c: share[c])
+    rare = share[rarest] < rare_share
+    reason = (f"the rarest class (index {rarest}) holds {share[rarest]:.3%} of the labelled "
+              f"training pixels, {'under' if rare else 'at least'} {rare_share:.1%}: "
+              + ("1/sqrt(pixel share) weights" if rare else "no weights"))
+    chosen = "inv_sqrt" if rare else None
+    return chosen, {"chosen": chosen, "rare_share": rare_share,
+                    "pixel_share": [round(float(v), 5) for v in share], "reason": reason}
 
 
 def choose_input_scale(masks: list, n_classes: int, tile_size: int | None,
@@ -266,7 +318,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "arch": "Unet", "encoder": "auto",
         "arch_params": {"decoder_channels": [128, 64, 32, 16, 8]},
         "patch_size": 512 if cuda else 256, "batch_size": 16 if cuda else 8,
-        "p_targeted": 2 / 3, "class_weights": None, "dice_weight": 0.5,
+        "p_targeted": 2 / 3, "class_weights": "auto", "dice_weight": 0.5,
         "augment": "default", "lr": (0.3 if fine_tune else 1.0) * 2e-3,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
@@ -329,7 +381,7 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         f"patches    {r['patch_size']} px, batch {r['batch_size']}, "
         f"{r['p_targeted']:.0%} centred on a class drawn uniformly",
         _describe_scale(r.get("input_scale", 1), r["patch_size"], r.get("input_scale_choice")),
-        f"loss       cross-entropy (class weights {r['class_weights'] or 'none'}) + "
+        f"loss       cross-entropy (class weights {_describe_weights(r)}) + "
         f"{r['dice_weight']} x soft dice"
         + (", on class fractions at a reduced scale" if r.get("targets") == "fractions"
            else ""),
@@ -350,6 +402,15 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
             "faster than float32 (AMX / AVX-512 BF16), else float32")
             + "; float16 autocast on CUDA")
     return "\n".join(lines)
+
+
+def _describe_weights(r: dict[str, Any]) -> str:
+    if r.get("class_weights_choice"):
+        return f"auto: {r['class_weights_choice']['reason']}"
+    if r["class_weights"] == "auto":
+        return (f"auto: 1/sqrt(pixel share) where a class holds under {RARE_CLASS_SHARE:.1%} of "
+                "the labelled training pixels, else none")
+    return str(r["class_weights"] or "none")
 
 
 def _describe_scale(scale: float | str, patch: int, choice: dict | None = None) -> str:

@@ -36,6 +36,7 @@ from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_weights_inv_sqrt, segmentation_loss
 from training.precision import CPU_BF16_MODES, choose_cpu_bf16, inference_bf16_agreement
 from training.recipe import (
+    choose_class_weights,
     choose_input_scale,
     encoder_for_scale,
     fit_time_budget,
@@ -192,6 +193,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           init_from: str | Path | None = None, average_tau: float | None = None,
           input_scale: float | str | None = None,
           input_scale_choice: dict[str, Any] | None = None,
+          class_weights_choice: dict[str, Any] | None = None,
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
           call_started: float | None = None, targets: str = "labels",
@@ -202,7 +204,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     epoch (default: about one pass over the training pixels; a fraction ``p_targeted`` centred
     on a class drawn uniformly, see :class:`PatchSampler`), augmented as ``augment`` (see
     :func:`training.sampling.build_augmentation`); loss = cross-entropy (weighted by
-    ``class_weights``: C floats, or ``"inv_sqrt"``) + ``dice_weight`` * soft dice; AdamW
+    ``class_weights``: C floats, ``"inv_sqrt"``, or ``"auto"``:
+    :func:`training.recipe.choose_class_weights` on the training masks, recorded in the card
+    as ``training.class_weights_choice``; ``class_weights_choice``: that record when the
+    weights were chosen before the call) + ``dice_weight`` * soft dice; AdamW
     (weight decay 1e-4) with cosine decay of ``lr``; float16 autocast and a GradScaler on
     CUDA when ``amp``. After each epoch the val-split mIoU is measured on whole images (or
     their centre ``val_crop`` px) through the production tiled path at ``geometry`` (the
@@ -352,6 +357,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     if base is not None:
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
         mean, std = list(base.normalisation.mean), list(base.normalisation.std)
+    cw_choice = class_weights_choice
+    if class_weights == "auto":
+        class_weights, cw_choice = choose_class_weights([m for _, m in train_data], n_classes)
+        if progress:
+            print(f"class weights {class_weights or 'none'}: {cw_choice['reason']}")
     cw_arg = class_weights
     if class_weights == "inv_sqrt":
         class_weights = class_weights_inv_sqrt([m for _, m in data["train"]], n_classes)
@@ -527,7 +537,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             f"{final_lr_fraction} x lr)" if time_budget_s else "cosine over the epochs"),
         "time_budget_s": time_budget_s, "time_budget": time_budget,
         "validate_each_epoch": validate_each_epoch,
-        "input_scale_choice": scale_choice,
+        "input_scale_choice": scale_choice, "class_weights_choice": cw_choice,
         "weight_average": None if average is None else {
             "kind": "exponential moving average of parameters and batch-norm buffers",
             "tau": average_tau},

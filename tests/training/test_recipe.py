@@ -21,6 +21,7 @@ from training.recipe import (
     MAX_EVAL_RESERVE,
     MIN_ROUND_TRIP_IOU,
     MIN_STEPS_SHARE,
+    choose_class_weights,
     choose_input_scale,
     default_recipe,
     describe_recipe,
@@ -87,13 +88,45 @@ def test_resolve_recipe_makes_the_auto_choices_in_order():
     full = resolve_recipe(recipe, "cpu", crack, 3, tile_size=1024)
     assert full["input_scale"] == 1.0 and full["encoder"] == "resnet18"
     assert resolve_recipe(recipe, "cuda", crack, 3, tile_size=1024)["encoder"] == "resnet34"
-    # what was given stays: a set scale needs no masks, a set encoder is kept
-    given = resolve_recipe({**recipe, "input_scale": 0.5, "encoder": "resnet18"}, "cpu")
+    # class weights: none for two large blocks (the absent crack class does not count) or
+    # where the 1 px crack holds 0.78 % of the pixels, 1/sqrt shares beside a second mask of
+    # blocks (0.39 %)
+    assert reduced["class_weights"] is None and "no weights" in described
+    assert full["class_weights"] is None and "at least 0.5%: no weights" in describe_recipe(full)
+    rare = resolve_recipe(recipe, "cpu", crack + blocks, 3, tile_size=1024)
+    assert rare["class_weights"] == rare["class_weights_choice"]["chosen"] == "inv_sqrt"
+    assert "under 0.5%: 1/sqrt(pixel share) weights" in describe_recipe(rare)
+    # what was given stays: a set scale and set weights need no masks, a set encoder is kept
+    set_ = {**recipe, "class_weights": None}
+    given = resolve_recipe({**set_, "input_scale": 0.5, "encoder": "resnet18"}, "cpu")
     assert (given["input_scale"], given["encoder"]) == (0.5, "resnet18")
-    assert "input_scale_choice" not in given
-    assert resolve_recipe({**recipe, "input_scale": 1.0}, "cpu")["encoder"] == "resnet18"
-    with pytest.raises(ValueError, match="training masks"):
+    assert "input_scale_choice" not in given and "class_weights_choice" not in given
+    assert resolve_recipe({**set_, "input_scale": 1.0}, "cpu")["encoder"] == "resnet18"
+    with pytest.raises(ValueError, match="'auto' input_scale and class_weights need the training"):
         resolve_recipe(recipe, "cpu")
+    with pytest.raises(ValueError, match="'auto' class_weights need the training masks"):
+        resolve_recipe({**recipe, "input_scale": 1.0}, "cpu")
+
+
+def test_auto_class_weights_only_where_a_class_is_rare():
+    # class 2: 40 of 10,000 labelled px (0.4 %); 100 ignored px are not counted
+    mask = np.zeros((101, 100), np.uint8)
+    mask[50:] = 1
+    mask[0] = 255
+    mask[1, :40] = 2
+    chosen, choice = choose_class_weights([mask], 3)
+    assert chosen == choice["chosen"] == "inv_sqrt"
+    assert choice["pixel_share"] == [0.486, 0.51, 0.004]  # rows 1-49 less 40 px; rows 50-100
+    assert choice["reason"].startswith("the rarest class (index 2) holds 0.400% of")
+    # at a 0.4 % threshold the same class is not rare
+    assert choose_class_weights([mask], 3, rare_share=0.004)[0] is None
+    # an absent class is not the rarest one (its weight would be 0 anyway)
+    assert choose_class_weights([mask], 4)[1]["pixel_share"][3] == 0.0
+    assert choose_class_weights([mask], 4)[0] == "inv_sqrt"
+    assert choose_class_weights([np.where(mask == 2, 0, mask).astype(np.uint8)], 4)[0] is None
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        choose_class_weights([np.full((4, 4), 255, np.uint8)], 3)
+    assert default_recipe(30)["class_weights"] == "auto"
 
 
 def _blocks_and_line(line: bool):
@@ -281,8 +314,11 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     assert "overridden on the command line" in res.output and "'patch_size'" in res.output
     card = json.loads((tmp_path / "p" / "model.json").read_text())
     assert card["training"]["recipe"]["patch_size"] == 64
-    assert card["training"]["recipe"]["class_weights"] is None  # the recipe's: no weights
-    assert "cross-entropy (class weights none)" in res.output
+    # the recipe's auto weights: none, the tiny masks' rarest class holds 12.5 % of the pixels
+    assert card["training"]["recipe"]["class_weights"] is None
+    assert card["training"]["class_weights_choice"]["pixel_share"][2] == 0.125
+    assert "cross-entropy (class weights auto: the rarest class (index 2) holds 12.500%" \
+        in res.output and "at least 0.5%: no weights" in res.output
     # the precision is measured (or ruled out by the CPU) and said, before the time budget
     assert "precision  auto: bfloat16 autocast on CPU" in res.output and "precision: " in res.output
     assert card["training"]["cpu_bf16"]["mode"] == "auto"
@@ -340,8 +376,15 @@ def test_cli_class_weights_none_or_inv_sqrt_override_the_recipe(tmp_path):
     assert len(weights) == len(CLASSES) and len(set(weights)) > 1  # 1/sqrt of unequal shares
     bad = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "q"),
                                          "--class-weights", "1,heavy,1", *small])
-    assert bad.exit_code != 0 and "'inv_sqrt', 'none' or comma-separated floats" in bad.output
+    assert bad.exit_code != 0 and "'inv_sqrt', 'auto', 'none' or comma-separated floats" \
+        in bad.output
     assert not (tmp_path / "q").exists()
+    # 'auto' outside the recipe: the trainer chooses on the training masks and records why
+    pkg = _tiny_train(path, tmp_path / "a", patch_size=32, epochs=1, final_eval=False,
+                      class_weights="auto")
+    assert pkg.training["class_weights"] is None
+    assert pkg.training["class_weights_choice"]["chosen"] is None
+    assert pkg.training["class_weights_choice"]["pixel_share"] == [0.375, 0.5, 0.125]
 
 
 def test_cli_targets_fractions_overrides_the_recipe_and_is_recorded(tmp_path):
@@ -363,13 +406,14 @@ def test_cli_targets_fractions_overrides_the_recipe_and_is_recorded(tmp_path):
     assert default_recipe(30)["targets"] == "labels"
 
 
-@pytest.mark.parametrize(("dataset", "chosen", "worst"), [
-    # large sulphide and oxide grains: an eighth of the resolution (pentlandite 0.9296)
-    ("lumenstone-s2", 0.125, (0.92, 0.935)),
-    # thin cracks: half (crack 0.936 there, 0.743 at 0.25)
-    ("nasa-ebc", 0.5, (0.93, 0.94)),
+@pytest.mark.parametrize(("dataset", "chosen", "worst", "weights"), [
+    # large sulphide and oxide grains: an eighth of the resolution (pentlandite 0.9296); the
+    # rarest class (magnetite) holds 0.77 % of the pixels: no class weights
+    ("lumenstone-s2", 0.125, (0.92, 0.935), None),
+    # thin cracks: half (crack 0.936 there, 0.743 at 0.25); cracks are 0.27 % of the pixels
+    ("nasa-ebc", 0.5, (0.93, 0.94), "inv_sqrt"),
 ])
-def test_auto_input_scale_on_the_real_training_masks(shared_data, dataset, chosen, worst):
+def test_auto_choices_on_the_real_training_masks(shared_data, dataset, chosen, worst, weights):
     from training.datasets import load_dataset_spec, load_masks
 
     spec = load_dataset_spec(Path(__file__).parents[2] / "datasets" / dataset / "dataset.yaml")
@@ -380,3 +424,4 @@ def test_auto_input_scale_on_the_real_training_masks(shared_data, dataset, chose
     # every stronger reduction tried failed the rule
     assert all(min(v) < MIN_ROUND_TRIP_IOU for k, v in choice["round_trip_iou"].items()
                if float(k) < chosen)
+    assert choose_class_weights(masks, len(spec.classes))[0] == weights
