@@ -44,7 +44,7 @@ from training.recipe import (
     one_cycle_lr,
 )
 from training.sampling import AUGMENTS, PatchSampler, build_augmentation
-from worker.engine.network import to_model_scale, write_package
+from worker.engine.network import to_image_scale, to_model_scale, write_package
 from worker.engine.runtimes import cpu_has_bf16
 
 __all__ = ["TARGETS", "channel_stats", "final_eval_estimate_s", "reduce_fractions", "reduce_pair",
@@ -573,7 +573,10 @@ def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometr
                           input_scale: float, device: str) -> float:
     """Seconds the forward passes of a final evaluation of ``images`` ((H, W, 3) uint8, image
     px) will take: their tiles at ``geometry`` (image px; :class:`worker.engine.tiling.TileGrid`)
-    times one forward pass of a (1, 3, t, t) tile, t the model tile at ``input_scale``, timed
+    times one pass of a (1, 3, T, T) tile the way serving runs it: reduced to the model tile
+    at ``input_scale`` (:func:`worker.engine.network.to_model_scale`), the forward pass, the
+    logits back to (T, T) (:func:`~worker.engine.network.to_image_scale`), softmax and argmax
+    (at 0.125 the image-scale steps cost more than the model: run 33 of docs/models.md), timed
     in eval mode (the fastest of 2 after a warm-up; the weights, batch-norm statistics and
     random state are not changed). Eager PyTorch: an upper bound for the CPU's compiled
     runtime."""
@@ -585,8 +588,9 @@ def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometr
     for img in images:
         grid = TileGrid(img.shape[1], img.shape[0], geometry)
         tiles += grid.n_cols * grid.n_tile_rows
-    t = model_tile_size(geometry.tile_size, input_scale)
-    x = torch.zeros(1, 3, t, t, device=device).to(memory_format=torch.channels_last)
+    side = geometry.tile_size
+    model_tile_size(side, input_scale)  # raises where the tile does not fit the scale
+    tile = torch.zeros(1, 3, side, side, device=device)
     was_training = model.training
     model.eval()
     times = []
@@ -594,7 +598,9 @@ def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometr
         with torch.inference_mode():
             for _ in range(3):
                 start = time.perf_counter()
-                model(x)
+                x = to_model_scale(tile, input_scale).contiguous(
+                    memory_format=torch.channels_last)
+                to_image_scale(model(x), (side, side)).softmax(1).max(1)
                 if x.is_cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)

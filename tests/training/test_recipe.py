@@ -240,6 +240,23 @@ def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_final_eval_estimate_times_the_image_scale_steps_of_a_reduced_model(monkeypatch):
+    import torch
+
+    import training.trainer as trainer
+
+    seen = []
+    real = trainer.to_image_scale
+    monkeypatch.setattr(trainer, "to_image_scale",
+                        lambda logits, size: seen.append((tuple(logits.shape), size))
+                        or real(logits, size))
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)
+    trainer.final_eval_estimate_s(model, [np.zeros((70, 100, 3), np.uint8)],
+                                  TileGeometry(256, 32), 0.125, "cpu")
+    # each timed pass took a 256 px image tile to 32 model px and its logits back to 256
+    assert seen and all(s == ((1, 4, 32, 32), (256, 256)) for s in seen)
+
+
 def test_call_budget_is_fitted_once_and_a_resume_keeps_it(tmp_path):
     path = _dataset(tmp_path)
     first = _tiny_train(path, tmp_path / "a", epochs=1, call_budget_s=4.0, steps_per_epoch=2,
