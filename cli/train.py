@@ -44,8 +44,8 @@ def _class_weights(ctx, param, value):
     try:
         return [float(v) for v in value.split(",")]
     except ValueError as e:
-        raise click.BadParameter(f"{value!r}: expected 'inv_sqrt', 'auto', 'none' or comma-separated "
-                                 "floats") from e
+        raise click.BadParameter(f"{value!r}: expected 'inv_sqrt', 'auto', 'none' or "
+                                 "comma-separated floats") from e
 
 
 @click.command("train")

@@ -8,11 +8,23 @@ import numpy as np
 from training.importers import IGNORE
 
 
+def class_pixel_counts(masks: list[np.ndarray], n_classes: int) -> np.ndarray:
+    """Pixels of each class in (H, W) uint8 class-index masks, summed over the masks.
+
+    Values >= ``n_classes`` (ignored pixels, :data:`IGNORE`) are not counted.
+
+    Returns:
+        (C,) int64 counts (zeros for no masks).
+    """
+    return sum((np.bincount(m.ravel(), minlength=n_classes)[:n_classes] for m in masks),
+               np.zeros(n_classes, np.int64))
+
+
 def class_weights_inv_sqrt(masks: list[np.ndarray], n_classes: int) -> list[float]:
     """Cross-entropy class weights 1/sqrt(pixel share) of (H, W) class-index masks, scaled to
     a pixel-weighted mean of 1; absent classes get weight 0 (they never occur as targets).
     Ignored pixels (:data:`IGNORE`) are not counted."""
-    counts = sum(np.bincount(m.ravel(), minlength=n_classes)[:n_classes] for m in masks)
+    counts = class_pixel_counts(masks, n_classes)
     share = counts / counts.sum()
     w = np.where(share > 0, 1 / np.sqrt(np.maximum(share, 1e-12)), 0.0)
     return [round(float(v), 4) for v in w / (w * share).sum()]

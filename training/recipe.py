@@ -79,10 +79,10 @@ from typing import Any
 from training.precision import MIN_BF16_SPEEDUP
 
 __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
-           "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "RARE_CLASS_SHARE", "REDUCED_MODEL_GEOMETRY",
-           "choose_class_weights", "choose_input_scale", "default_recipe", "describe_recipe", "encoder_for_scale",
-           "fit_time_budget", "geometry_for_scale", "one_cycle_lr", "resolve_recipe",
-           "round_trip_iou"]
+           "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "RARE_CLASS_SHARE",
+           "REDUCED_MODEL_GEOMETRY", "choose_class_weights", "choose_input_scale",
+           "default_recipe", "describe_recipe", "encoder_for_scale", "fit_time_budget",
+           "geometry_for_scale", "one_cycle_lr", "resolve_recipe", "round_trip_iou"]
 
 #: Input scales ``auto`` tries, the strongest reduction first (1 when none passes).
 AUTO_SCALES = (0.125, 0.25, 0.5)
@@ -246,10 +246,9 @@ def choose_class_weights(masks: list, n_classes: int,
     Raises:
         ValueError: the masks hold no labelled pixel.
     """
-    import numpy as np
+    from training.losses import class_pixel_counts
 
-    counts = sum((np.bincount(m.ravel(), minlength=n_classes)[:n_classes] for m in masks),
-                 np.zeros(n_classes, np.int64))
+    counts = class_pixel_counts(masks, n_classes)
     if not counts.sum():
         raise ValueError("the training masks hold no labelled pixel: no class weights to choose")
     share = counts / counts.sum()

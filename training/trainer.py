@@ -33,7 +33,7 @@ from training.averaging import WeightAverage
 from training.checkpoints import CheckpointError, load_checkpoint, read_state, save_checkpoint
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
-from training.losses import class_weights_inv_sqrt, segmentation_loss
+from training.losses import class_pixel_counts, class_weights_inv_sqrt, segmentation_loss
 from training.precision import CPU_BF16_MODES, choose_cpu_bf16, inference_bf16_agreement
 from training.recipe import (
     choose_class_weights,
@@ -161,7 +161,7 @@ def reduce_fractions(mask: np.ndarray, n_classes: int, scale: float) -> np.ndarr
 def _package_meta(spec, stems, data, *, name, version, arch, encoder, arch_params, mean, std,
                   geometry: TileGeometry) -> dict[str, Any]:
     colours = spec.display_colours()
-    counts = sum(np.bincount(m.ravel(), minlength=256)[:len(spec.classes)] for _, m in data)
+    counts = class_pixel_counts([m for _, m in data], len(spec.classes))
     described = spec.describe(stems)
     described["train_class_pixels"] = {c.name: int(n) for c, n in zip(spec.classes, counts, strict=True)}
     described["train_class_percent"] = {c.name: round(100 * float(n) / max(1, counts.sum()), 3)

@@ -180,7 +180,8 @@ def test_auto_input_scale_reduces_only_where_every_class_survives():
     help_text = " ".join(CliRunner().invoke(train_cmd, ["--help"]).output.split())
     assert (" and ".join([", ".join(f"{s:g}" for s in AUTO_SCALES[:-1]), f"{AUTO_SCALES[-1]:g}"])
             + f" at which every class keeps a round-trip IoU >= {MIN_ROUND_TRIP_IOU}") in help_text
-    assert "auto: the strongest reduction (0.125 or 0.25 or 0.5 x)" in describe_recipe(default_recipe(30))
+    assert "auto: the strongest reduction (0.125 or 0.25 or 0.5 x)" \
+        in describe_recipe(default_recipe(30))
 
 
 def test_a_reduced_model_sees_512_px_tiles_by_default():
