@@ -323,7 +323,7 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
         "input_scale": "auto", "targets": "labels", "cpu_bf16": "auto", "scale_jitter": 0.0,
-        "members": 1,
+        "members": 1, "border": "none",
         "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
@@ -387,7 +387,9 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
            else ""),
         f"augment    {r['augment']} ({_AUGMENT_WORDS.get(r['augment'], r['augment'])})"
         + (f", random zoom x 1/{1 + r['scale_jitter']:g}-{1 + r['scale_jitter']:g}"
-           if r.get("scale_jitter") else ""),
+           if r.get("scale_jitter") else "")
+        + (", images padded as served (reflect, the halo), the padding unlabelled"
+           if r.get("border", "none") == "halo" else ""),
         f"schedule   AdamW, {r['schedule']}: {r['call_budget_s'] / 60:g} min for the call, less "
         "the set-up and the final evaluation (measured before the first step); peak "
         f"lr {r['lr']:.1e}, warm-up {r['warmup']:.0%}, ends at {r['final_lr_fraction']:.0%}",

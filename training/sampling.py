@@ -23,6 +23,41 @@ from training.importers import IGNORE
 
 Augment = Literal["none", "geometric", "default", "luminance", "photometric"]
 AUGMENTS = ("none", "geometric", "default", "luminance", "photometric")
+#: What surrounds a training image: ``none`` (patches hold image pixels only) or ``halo``
+#: (the reflect padding serving puts around an image, see :func:`pad_as_served`).
+BORDERS = ("none", "halo")
+
+
+def pad_as_served(image: np.ndarray, mask: np.ndarray, border: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An image and its mask with the border serving gives every image: ``border`` px of
+    reflect padding on each side (numpy ``mode="reflect"``, as
+    :func:`worker.engine.tiling.pad_strip` pads with the halo), the mask's border
+    :data:`~training.importers.IGNORE` (the mirrored pixels are context, not labels).
+
+    Patches that reach into the border then show the model what tiles at an image's edge
+    show it when it serves (at input scale 0.125 the halo is 64 of a LumenStone image's
+    ~420 model px: docs/models.md, run 34).
+
+    Args:
+        image: (H, W, 3) uint8. mask: (H, W) uint8 class indices.
+        border: px (>= 0) on each side.
+
+    Returns:
+        ((H + 2b, W + 2b, 3) uint8, (H + 2b, W + 2b) uint8).
+
+    Raises:
+        ValueError: ``border`` < 0, or the image and mask differ in (H, W).
+    """
+    if border < 0:
+        raise ValueError(f"border must be >= 0 px, got {border}")
+    if image.shape[:2] != mask.shape[:2]:
+        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape[:2]} differ in size")
+    if border == 0:
+        return image, mask
+    mode = "reflect" if min(image.shape[:2]) > 1 else "edge"
+    padded = np.pad(image, [(border, border), (border, border), (0, 0)], mode=mode)
+    return padded, np.pad(mask, border, constant_values=IGNORE)
 
 
 def build_augmentation(kind: Augment = "default"):

@@ -43,7 +43,7 @@ from training.recipe import (
     geometry_for_scale,
     one_cycle_lr,
 )
-from training.sampling import AUGMENTS, PatchSampler, build_augmentation
+from training.sampling import AUGMENTS, BORDERS, PatchSampler, build_augmentation, pad_as_served
 from worker.engine.network import to_image_scale, to_model_scale, write_package
 from worker.engine.runtimes import cpu_has_bf16
 
@@ -197,7 +197,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           recipe: dict[str, Any] | None = None,
           call_budget_s: float | None = None,
           call_started: float | None = None, targets: str = "labels",
-          cpu_bf16: str = "off", scale_jitter: float = 0.0, members: int = 1) -> ModelPackage:
+          cpu_bf16: str = "off", scale_jitter: float = 0.0, members: int = 1,
+          border: str = "none") -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -237,7 +238,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     function began); ``time_budget_s`` is then fitted to it before the first step
     (:func:`training.recipe.fit_time_budget`: less the set-up spent so far and a reserve for
     the final evaluation, estimated from one measured forward pass of a tile times the tiles
-    of the val/test images, :func:`final_eval_estimate_s`, twice that on a CPU with bfloat16
+    of the val/test images plus their metrics timed per px, :func:`final_eval_estimate_s`,
+    twice that on a CPU with bfloat16
     units, where the final evaluation also checks the package's serving precision) and
     recorded in the model card
     (``training.time_budget``); ``resume`` keeps the checkpoint's.
@@ -277,6 +279,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     so a member gets the steps a single network would in 1 / ``members`` of the time; with
     ``init_from``, that package's count.
 
+    ``border``: ``"halo"`` pads every training image (at the input scale) with the reflect
+    padding serving gives an image, the halo of ``geometry`` in model px, its mask ignored
+    there (:func:`training.sampling.pad_as_served`), so patches at the edges see what edge
+    tiles see; ``"none"``: image pixels only.
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -299,7 +306,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             ``input_scale``); ``input_scale`` outside (0, 1], or the tile size at it not a
             multiple of 32;
             epochs or batch size < 1; ``class_weights`` of the wrong length or kind; unknown
-            ``augment``, ``targets`` or ``cpu_bf16``; ``scale_jitter`` < 0; ``members``
+            ``augment``, ``targets``, ``border`` or ``cpu_bf16``, or ``border`` ``halo``
+            with ``targets`` ``fractions``; ``scale_jitter`` < 0; ``members``
             outside 1-8; ``init_from``'s class table differs from the dataset's (names both).
     """
     import segmentation_models_pytorch as smp
@@ -320,6 +328,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"cpu_bf16 must be one of {CPU_BF16_MODES}, got {cpu_bf16!r}")
     if scale_jitter < 0:
         raise ValueError(f"scale_jitter must be >= 0, got {scale_jitter}")
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    if border != "none" and targets != "labels":
+        raise ValueError(f"border {border!r} needs targets 'labels', got {targets!r}")
     if not 1 <= members <= 8:
         raise ValueError(f"members must be 1-8, got {members}")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else Path(out_dir) / "checkpoint"
@@ -354,6 +366,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     fractions = [reduce_fractions(mask, n_classes, scale) for _, mask in train_data] \
         if targets == "fractions" and scale != 1 else None
     mean, std = channel_stats([img for img, _ in data["train"]])
+    border_px = round(geometry.halo * scale) if border == "halo" else 0
+    data["train"] = [pad_as_served(img, mask, border_px) for img, mask in data["train"]]
     if base is not None:
         arch, encoder, arch_params = base.architecture, base.encoder, dict(base.arch_params)
         mean, std = list(base.normalisation.mean), list(base.normalisation.std)
@@ -395,6 +409,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         config["scale_jitter"] = scale_jitter
     if members != 1:
         config["members"] = members
+    if border != "none":
+        config["border"], config["border_px"] = border, border_px
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -426,7 +442,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         if state0 is not None and state0["config"].get("time_budget_s"):
             time_budget_s = state0["config"]["time_budget_s"]  # the schedule it started
         else:
-            evaluated = [img for k in ("val", "test") for img, _ in (data.get(k) or [])]
+            evaluated = [pair for k in ("val", "test") for pair in (data.get(k) or [])]
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
                 if final_eval and evaluated else None
             if estimate is not None and cpu_has_bf16():
@@ -548,6 +564,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
         "class_weights": None if class_weights is None else list(class_weights),
         "augmentation": augment, "scale_jitter": scale_jitter, "p_targeted": p_targeted,
+        "border": border, "border_px": border_px,
         "val_crop": val_crop, "targets": "fractions" if fractions is not None else "labels",
         "amp": "float16 autocast + GradScaler" if use_amp else (
             "bfloat16 autocast (CPU)" if use_bf16 else None), "cpu_bf16": bf16_record,
@@ -569,23 +586,31 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     return pkg
 
 
-def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometry,
-                          input_scale: float, device: str) -> float:
-    """Seconds the forward passes of a final evaluation of ``images`` ((H, W, 3) uint8, image
-    px) will take: their tiles at ``geometry`` (image px; :class:`worker.engine.tiling.TileGrid`)
-    times one pass of a (1, 3, T, T) tile the way serving runs it: reduced to the model tile
-    at ``input_scale`` (:func:`worker.engine.network.to_model_scale`), the forward pass, the
-    logits back to (T, T) (:func:`~worker.engine.network.to_image_scale`), softmax and argmax
-    (at 0.125 the image-scale steps cost more than the model: run 33 of docs/models.md), timed
-    in eval mode (the fastest of 2 after a warm-up; the weights, batch-norm statistics and
-    random state are not changed). Eager PyTorch: an upper bound for the CPU's compiled
-    runtime."""
+def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
+                          geometry: TileGeometry, input_scale: float, device: str) -> float:
+    """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
+    mask, image px) will take: the forward passes plus the metrics.
+
+    - Forward passes: the images' tiles at ``geometry`` (image px;
+      :class:`worker.engine.tiling.TileGrid`) times one pass of a (1, 3, T, T) tile the way
+      serving runs it: reduced to the model tile at ``input_scale``
+      (:func:`worker.engine.network.to_model_scale`), the forward pass, the logits back to
+      (T, T) (:func:`~worker.engine.network.to_image_scale`), softmax and argmax (at 0.125 the
+      image-scale steps cost more than the model: run 33 of docs/models.md), timed in eval
+      mode (the fastest of 2 after a warm-up; the weights, batch-norm statistics and random
+      state are not changed). Eager PyTorch: an upper bound for the CPU's compiled runtime.
+    - Metrics: :func:`training.evaluation.evaluate_arrays` (confusion, edge weights,
+      confidence, fractions) timed on the first pair (after a warm-up on its corner), with its
+      mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone S2 they took as long as
+      the forward passes: run 34 of docs/models.md).
+    """
     import torch
 
+    from training.evaluation import evaluate_arrays
     from worker.engine.tiling import TileGrid
 
     tiles = 0
-    for img in images:
+    for img, _ in data:
         grid = TileGrid(img.shape[1], img.shape[0], geometry)
         tiles += grid.n_cols * grid.n_tile_rows
     side = geometry.tile_size
@@ -600,13 +625,25 @@ def final_eval_estimate_s(model, images: list[np.ndarray], geometry: TileGeometr
                 start = time.perf_counter()
                 x = to_model_scale(tile, input_scale).contiguous(
                     memory_format=torch.channels_last)
-                to_image_scale(model(x), (side, side)).softmax(1).max(1)
+                logits = to_image_scale(model(x), (side, side))
+                logits.softmax(1).max(1)
                 if x.is_cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    return tiles * min(times[1:])
+    n = logits.shape[1]
+    img, mask = data[0]
+    labels = np.where(mask < n, mask, 0).astype(np.uint8)
+    confidence = np.full(mask.shape, 255, np.uint8)
+    names = [str(i) for i in range(n)]
+    # a warm-up on a corner (first-call costs), then the whole pair timed
+    evaluate_arrays(lambda _: (labels[:32, :32], confidence[:32, :32]),
+                    [(img[:32, :32], mask[:32, :32])], names)
+    start = time.perf_counter()
+    evaluate_arrays(lambda _: (labels, confidence), [(img, mask)], names)
+    per_px = (time.perf_counter() - start) / mask.size
+    return tiles * min(times[1:]) + per_px * sum(m.size for _, m in data)
 
 
 def _describe_budget(b: dict) -> str:

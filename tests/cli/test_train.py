@@ -5,7 +5,7 @@ from __future__ import annotations
 from cli.train import train
 from training.precision import CPU_BF16_MODES
 from training.recipe import _AUGMENT_WORDS
-from training.sampling import AUGMENTS
+from training.sampling import AUGMENTS, BORDERS
 from training.trainer import TARGETS
 
 
@@ -20,3 +20,5 @@ def test_the_written_out_choices_are_the_trainers_kinds():
     assert sorted(options["targets"].type.choices) == sorted(TARGETS)
     assert sorted(options["cpu_bf16"].type.choices) == sorted(CPU_BF16_MODES)
     assert options["targets"].default == "labels" and options["cpu_bf16"].default == "off"
+    assert sorted(options["border"].type.choices) == sorted(BORDERS)
+    assert options["border"].default == "none"

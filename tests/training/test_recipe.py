@@ -4,6 +4,7 @@ a model package (--from) and the model card the trainer writes."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -222,10 +223,20 @@ def test_fit_time_budget_reserves_the_measured_final_evaluation():
         fit_time_budget(0, 0, 1)
 
 
-def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was():
+def _pair(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A black (h, w, 3) image and its (h, w) mask of class 1 with an ignored corner."""
+    mask = np.ones((h, w), np.uint8)
+    mask[:4, :4] = 255
+    return np.zeros((h, w, 3), np.uint8), mask
+
+
+def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was(monkeypatch):
     import torch
 
+    import training.evaluation as evaluation
     from training.trainer import final_eval_estimate_s
+
+    monkeypatch.setattr(evaluation, "evaluate_arrays", lambda *a, **k: {})  # tiles alone
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
@@ -233,9 +244,9 @@ def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = torch.random.get_rng_state()
     geo = TileGeometry(64, 16)  # stride 32
-    one = final_eval_estimate_s(model, [np.zeros((32, 32, 3), np.uint8)], geo, 1.0, "cpu")
+    one = final_eval_estimate_s(model, [_pair(32, 32)], geo, 1.0, "cpu")
     # 100 x 70 px: 4 x 3 tiles of stride 32, twice
-    many = final_eval_estimate_s(model, [np.zeros((70, 100, 3), np.uint8)] * 2, geo, 1.0, "cpu")
+    many = final_eval_estimate_s(model, [_pair(70, 100)] * 2, geo, 1.0, "cpu")
     assert one > 0 and many > 10 * one * 0.3  # 24 tiles against 1 (timing noise allowed)
     assert model.training and torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -252,10 +263,38 @@ def test_final_eval_estimate_times_the_image_scale_steps_of_a_reduced_model(monk
                         lambda logits, size: seen.append((tuple(logits.shape), size))
                         or real(logits, size))
     model = torch.nn.Conv2d(3, 4, 3, padding=1)
-    trainer.final_eval_estimate_s(model, [np.zeros((70, 100, 3), np.uint8)],
-                                  TileGeometry(256, 32), 0.125, "cpu")
+    trainer.final_eval_estimate_s(model, [_pair(70, 100)], TileGeometry(256, 32), 0.125, "cpu")
     # each timed pass took a 256 px image tile to 32 model px and its logits back to 256
     assert seen and all(s == ((1, 4, 32, 32), (256, 256)) for s in seen)
+
+
+def test_final_eval_estimate_adds_the_metrics_per_image_px(monkeypatch):
+    import torch
+
+    import training.evaluation as evaluation
+    import training.trainer as trainer
+
+    calls = []
+    real = evaluation.evaluate_arrays
+
+    def timed(predict, data, names, *args, **kwargs):
+        calls.append((predict(data[0][0]), data, names))
+        if len(calls) == 2:  # the timed call (the first warms up on a corner)
+            time.sleep(0.2)  # the metrics take 0.2 s for the first pair
+        return real(predict, data, names, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_arrays", timed)
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)
+    geo = TileGeometry(64, 16)
+    small, large = _pair(32, 32), _pair(64, 96)  # 1,024 and 6,144 px
+    estimate = trainer.final_eval_estimate_s(model, [small, large], geo, 1.0, "cpu")
+    # 0.2 s per 1,024 px, for 7,168 px: at least 1.4 s
+    assert estimate >= 1.4
+    assert len(calls) == 2 and calls[0][1][0][1].shape == (32, 32)  # the warm-up's corner
+    (labels, confidence), data, names = calls[1]
+    assert data[0][1] is small[1] and names == ["0", "1", "2", "3"]
+    # the mask is its own prediction: the ignored corner becomes class 0, the rest stays 1
+    assert labels[0, 0] == 0 and labels[10, 10] == 1 and (confidence == 255).all()
 
 
 def test_call_budget_is_fitted_once_and_a_resume_keeps_it(tmp_path):

@@ -10,7 +10,12 @@ import pytest
 
 from training.importers import IGNORE
 from training.losses import segmentation_loss
-from training.sampling import PatchSampler, apply_augmentation, build_augmentation
+from training.sampling import (
+    PatchSampler,
+    apply_augmentation,
+    build_augmentation,
+    pad_as_served,
+)
 
 
 def test_augmentation_moves_image_and_mask_together():
@@ -168,3 +173,31 @@ def test_fraction_targets_move_with_the_image_and_one_hot_fractions_give_the_lab
     at = segmentation_loss(torch.log(mixed.clamp_min(1e-6)), mixed, 3).item()
     assert at < segmentation_loss(torch.tensor([0.0, 5.0, -5.0]).view(1, 3, 1, 1), mixed, 3).item()
     assert at < segmentation_loss(torch.tensor([5.0, 0.0, -5.0]).view(1, 3, 1, 1), mixed, 3).item()
+
+
+def test_pad_as_served_mirrors_the_image_like_the_tiles_and_leaves_the_border_unlabelled():
+    from core.geometry import TileGeometry
+    from worker.engine.tiling import TileGrid, pad_strip
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = rng.integers(0, 3, (20, 30), dtype=np.uint8)
+    padded, pmask = pad_as_served(img, mask, 4)
+    assert padded.shape == (28, 38, 3) and pmask.shape == (28, 38)
+    assert np.array_equal(padded[4:24, 4:34], img) and np.array_equal(pmask[4:24, 4:34], mask)
+    assert (pmask[:4] == IGNORE).all() and (pmask[:, -4:] == IGNORE).all()
+    # the top-left border is what tiled inference puts around the image with a 4 px halo
+    grid = TileGrid(30, 20, TileGeometry(64, 4))
+    strip = pad_strip(img, grid, 0, 20)
+    assert np.array_equal(padded[:24, :34], strip[:24, :34])
+    # no border: the same arrays
+    same = pad_as_served(img, mask, 0)
+    assert same[0] is img and same[1] is mask
+    # a patch sampler over the padded image never centres on the unlabelled border
+    s = PatchSampler([(padded, pmask)], 3, 16, np.random.default_rng(1), p_targeted=1.0,
+                     transform=None)
+    assert all((m != IGNORE).any() for m in (s.sample()[1] for _ in range(20)))
+    with pytest.raises(ValueError, match="border"):
+        pad_as_served(img, mask, -1)
+    with pytest.raises(ValueError, match="differ"):
+        pad_as_served(img, mask[:10], 2)

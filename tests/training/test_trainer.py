@@ -16,6 +16,7 @@ from models.package import WEIGHTS_FILE, read_package, sha256_file
 from training.checkpoints import CheckpointError, read_state
 from training.confusion import confusion_matrix, iou_per_class, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split, mask_to_index
+from training.importers import IGNORE
 from training.trainer import (
     channel_stats,
     class_weights_inv_sqrt,
@@ -282,6 +283,34 @@ def test_fraction_targets_train_and_are_recorded(tmp_path):
     assert full[1].training["targets"] == "labels"
     with pytest.raises(ValueError, match="targets must be one of"):
         _tiny_train(path, tmp_path / "r", epochs=1, targets="soft")
+
+
+def test_border_halo_pads_the_reduced_training_images_as_served(tmp_path, monkeypatch):
+    import training.trainer as trainer
+
+    seen = []
+    real = trainer.PatchSampler
+
+    def recording(data, *args, **kwargs):
+        seen.append([(img.shape, mask.copy()) for img, mask in data])
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "PatchSampler", recording)
+    path = _dataset(tmp_path / "ds")
+    pkg = _tiny_train(path, tmp_path / "p", patch_size=32, input_scale=0.5, epochs=1,
+                      border="halo", final_eval=False)
+    # the 64 px images at 0.5 are 32 px, padded by the halo (16 image px = 8 model px)
+    assert pkg.training["border"] == "halo" and pkg.training["border_px"] == 8
+    assert [shape for shape, _ in seen[0]] == [(48, 48, 3)] * 2
+    assert all((m[:8] == IGNORE).all() and (m[8:40, 8:40] != IGNORE).all() for _, m in seen[0])
+    plain = _tiny_train(path, tmp_path / "q", patch_size=32, input_scale=0.5, epochs=1,
+                        final_eval=False)
+    assert plain.training["border"] == "none" and plain.training["border_px"] == 0
+    assert [shape for shape, _ in seen[1]] == [(32, 32, 3)] * 2
+    with pytest.raises(ValueError, match="border must be one of"):
+        _tiny_train(path, tmp_path / "r", epochs=1, border="mirror")
+    with pytest.raises(ValueError, match="needs targets 'labels'"):
+        _tiny_train(path, tmp_path / "r", epochs=1, border="halo", targets="fractions")
 
 
 def test_input_scale_trains_on_reduced_images_and_validates_at_full_resolution(tmp_path):
