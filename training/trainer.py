@@ -239,7 +239,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     (:func:`training.recipe.fit_time_budget`: less the set-up spent so far and a reserve for
     the final evaluation, estimated from one measured forward pass of a tile times the tiles
     of the val/test images plus their metrics timed per px, :func:`final_eval_estimate_s`,
-    twice that on a CPU with bfloat16
+    the forward passes twice on a CPU with bfloat16
     units, where the final evaluation also checks the package's serving precision) and
     recorded in the model card
     (``training.time_budget``); ``resume`` keeps the checkpoint's.
@@ -443,10 +443,10 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             time_budget_s = state0["config"]["time_budget_s"]  # the schedule it started
         else:
             evaluated = [pair for k in ("val", "test") for pair in (data.get(k) or [])]
-            estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device) \
+            # with bfloat16 units the serving-precision check labels the images once more
+            estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device,
+                                             label_passes=2 if cpu_has_bf16() else 1) \
                 if final_eval and evaluated else None
-            if estimate is not None and cpu_has_bf16():
-                estimate *= 2  # the serving-precision check: export, compile, a bf16 pass
             time_budget = fit_time_budget(call_budget_s,
                                           time.monotonic() - (call_started or t0), estimate)
             time_budget_s = time_budget["steps_s"]
@@ -587,9 +587,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
 
 
 def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
-                          geometry: TileGeometry, input_scale: float, device: str) -> float:
+                          geometry: TileGeometry, input_scale: float, device: str, *,
+                          label_passes: int = 1) -> float:
     """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
-    mask, image px) will take: the forward passes plus the metrics.
+    mask, image px) will take: ``label_passes`` x the forward passes (2 where the package's
+    serving precision is checked by labelling the images again) plus the metrics once.
 
     - Forward passes: the images' tiles at ``geometry`` (image px;
       :class:`worker.engine.tiling.TileGrid`) times one pass of a (1, 3, T, T) tile the way
@@ -643,7 +645,7 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
     start = time.perf_counter()
     evaluate_arrays(lambda _: (labels, confidence), [(img, mask)], names)
     per_px = (time.perf_counter() - start) / mask.size
-    return tiles * min(times[1:]) + per_px * sum(m.size for _, m in data)
+    return label_passes * tiles * min(times[1:]) + per_px * sum(m.size for _, m in data)
 
 
 def _describe_budget(b: dict) -> str:

@@ -248,6 +248,7 @@ def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was(monkeyp
     # 100 x 70 px: 4 x 3 tiles of stride 32, twice
     many = final_eval_estimate_s(model, [_pair(70, 100)] * 2, geo, 1.0, "cpu")
     assert one > 0 and many > 10 * one * 0.3  # 24 tiles against 1 (timing noise allowed)
+
     assert model.training and torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -266,6 +267,22 @@ def test_final_eval_estimate_times_the_image_scale_steps_of_a_reduced_model(monk
     trainer.final_eval_estimate_s(model, [_pair(70, 100)], TileGeometry(256, 32), 0.125, "cpu")
     # each timed pass took a 256 px image tile to 32 model px and its logits back to 256
     assert seen and all(s == ((1, 4, 32, 32), (256, 256)) for s in seen)
+
+
+def test_final_eval_estimate_is_passes_times_tiles_plus_metrics_per_px(monkeypatch):
+    import torch
+
+    import training.trainer as trainer
+
+    clock = iter(range(10_000))  # every reading of the clock is one second later
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)
+    geo = TileGeometry(64, 16)  # 100 x 70 px: 4 x 3 tiles of stride 32
+    pairs = [_pair(70, 100), _pair(70, 100)]
+    # a tile pass takes 1 s; the metrics 1 s for the first pair's 7,000 px, 2 s for both
+    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu") == 24 + 2
+    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu", label_passes=2) \
+        == 2 * 24 + 2
 
 
 def test_final_eval_estimate_adds_the_metrics_per_image_px(monkeypatch):
