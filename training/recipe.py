@@ -49,6 +49,12 @@ Choices (and why, for a few dozen labelled micrographs):
   runs, every class >= 0.5 in each) (docs/models.md, runs 5, 9, 22, 30-33); NASA EBC: 0.5
   (cracks 0.936 there, 0.743 at 0.25; val mIoU 0.633 against 0.622 at full resolution, run
   32).
+- **Border**: ``none``: patches hold image pixels only. ``--border halo`` trains on images
+  padded the way tiled inference pads an image's edges (the halo, reflect, unlabelled;
+  :func:`training.sampling.pad_as_served`): it removes a 0.125 model's loss to mirrored
+  edges (0.741 -> 0.715 val mIoU from 64 to 1024 px of padding without it) but gave 0.716,
+  0.775, 0.726 over three seeds against a mean of 0.759 without it (docs/models.md, runs
+  34-35), so it is not the default.
 - **Weight average**: the packaged weights are an exponential moving average of the
   trained ones with a time constant of 10 % of the run (:mod:`training.averaging`), which
   smooths the swings between nearby weights that six val images show: +0.059 val mIoU over
