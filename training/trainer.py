@@ -603,8 +603,8 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
       state are not changed). Eager PyTorch: an upper bound for the CPU's compiled runtime.
     - Metrics: :func:`training.evaluation.evaluate_arrays` (confusion, edge weights,
       confidence, fractions) timed on the first pair (after a warm-up on its corner), with its
-      mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone S2 they took as long as
-      the forward passes: run 34 of docs/models.md).
+      mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone
+      S2 ~20 s of the val evaluation's ~34 s: run 34 of docs/models.md).
     """
     import torch
 
