@@ -63,14 +63,14 @@ def main(dataset_yaml, packages, split, pads, modes, threads):
     data = [(img, lut[mask]) for img, mask in load_split(spec, spec.split_stems()[split])]
     n = segs[0].package.n_classes
     names = [c.name for c in segs[0].package.classes]
+    keys = [Path(p).name for p in packages] + (["mean"] if len(segs) > 1 else [])
     for mode in modes:
         for pad in pads:
-            keys = [Path(p).name for p in packages] + (["mean"] if len(segs) > 1 else [])
             conf = {k: np.zeros((n, n), np.int64) for k in keys}
             for img, mask in data:
                 probs = [padded_probabilities(s, img, pad, mode) for s in segs]
-                if len(probs) > 1:
-                    probs.append(sum(probs) / len(probs))
+                if len(segs) > 1:
+                    probs.append(sum(probs) / len(segs))
                 for k, p in zip(keys, probs, strict=True):
                     conf[k] += confusion_matrix(p.argmax(0).astype(np.uint8), mask, n)
             click.echo(json.dumps({"pad_px": pad, "mode": mode, "split": split, **{

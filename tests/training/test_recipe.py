@@ -248,7 +248,6 @@ def test_final_eval_estimate_counts_tiles_and_leaves_the_model_as_it_was(monkeyp
     # 100 x 70 px: 4 x 3 tiles of stride 32, twice
     many = final_eval_estimate_s(model, [_pair(70, 100)] * 2, geo, 1.0, "cpu")
     assert one > 0 and many > 10 * one * 0.3  # 24 tiles against 1 (timing noise allowed)
-
     assert model.training and torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
