@@ -68,8 +68,8 @@ def _until(predicate, timeout: float, what):
 def _job_state(what: str, ctx, job_id: str) -> str:
     """``what`` with the job's status and its rows' states, for a failure message."""
     job = ctx.table.jobs.get(job_id)
-    rows = [(r.index, r.status.value, r.attempts) for r in ctx.table.rows.list(job_id)]
-    return f"{what}: job {job.status.value} ({job.error}), rows {rows}"
+    rows = [(r.index, str(r.status), r.attempts, r.worker) for r in ctx.table.rows.list(job_id)]
+    return f"{what}: job {job.status} ({job.error}), rows {rows}"
 
 
 def _worker(app, settings):
