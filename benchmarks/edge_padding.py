@@ -1,12 +1,13 @@
 """What an image's edge costs a model: val mIoU of whole-image passes with the image padded by
-P px of numpy mode M (reflect, as the tiles' halo; constant = black; ...), for one package or
-the mean softmax of several (a multi-scale average when their input scales differ).
+P px of numpy mode M (reflect, as the tiles' halo; constant = black; ...) or of the
+normalisation's mean colour (``mean``, as ``edge_fill`` ``mean`` pads tiles), for one package
+or the mean softmax of several (a multi-scale average when their input scales differ).
 
-Each image is labelled in one forward pass (``Segmenter.forward`` on the padded image, then
-padded right and below, reflect, to a side the network takes), the labels cropped back to the
-image, and the confusion matrix summed over the split (mIoU as ``pelletseg evaluate``). This
-is a measurement of the model's sensitivity to what surrounds an image, not the served path:
-``pelletseg evaluate`` gives that (docs/models.md, run 34).
+Each image is labelled in one forward pass (``Segmenter.probabilities_single_pass``: the image
+padded by P px, and right and below to a side the network takes, in the same mode), the
+labels cropped back to the image, and the confusion matrix summed over the split (mIoU as
+``pelletseg evaluate``). This is a measurement of the model's sensitivity to what surrounds
+an image, not the served path: ``pelletseg evaluate`` gives that (docs/models.md, run 34).
 
 Usage (from the repository root, ``../shared`` beside it)::
 
@@ -23,20 +24,6 @@ import click
 import numpy as np
 
 
-def padded_probabilities(seg, image: np.ndarray, pad: int, mode: str) -> np.ndarray:
-    """(C, H, W) float32 softmax of one whole-image pass of ``image`` ((H, W, 3) uint8)
-    padded by ``pad`` px of numpy ``mode`` on every side."""
-    import torch
-
-    h, w = image.shape[:2]
-    extra_h, extra_w = (seg._fitting_side(n + 2 * pad) - n - 2 * pad for n in (h, w))
-    padded = np.pad(image, [(pad, pad), (pad, pad), (0, 0)], mode=mode)
-    padded = np.pad(padded, [(0, extra_h), (0, extra_w), (0, 0)], mode="reflect")
-    with torch.inference_mode():
-        logits = seg.forward(seg.normalise(torch.from_numpy(padded[None]).contiguous()))
-    return logits.float().softmax(1)[0, :, pad:pad + h, pad:pad + w].numpy()
-
-
 @click.command()
 @click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
 @click.argument("packages", nargs=-1, required=True, type=click.Path(exists=True))
@@ -44,7 +31,7 @@ def padded_probabilities(seg, image: np.ndarray, pad: int, mode: str) -> np.ndar
 @click.option("--pad", "pads", type=int, multiple=True, default=(64, 512), show_default=True,
               help="Padding (image px) on every side; repeat for several.")
 @click.option("--mode", "modes", multiple=True, default=("reflect",), show_default=True,
-              help="numpy.pad mode (reflect, symmetric, edge, wrap, constant); repeat.")
+              help="numpy.pad mode (reflect, symmetric, edge, wrap, constant) or mean; repeat.")
 @click.option("--threads", type=int, default=2, show_default=True)
 def main(dataset_yaml, packages, split, pads, modes, threads):
     """Print one JSON line per (pad, mode): each package's mIoU and per-class IoU, and their
@@ -68,7 +55,7 @@ def main(dataset_yaml, packages, split, pads, modes, threads):
         for pad in pads:
             conf = {k: np.zeros((n, n), np.int64) for k in keys}
             for img, mask in data:
-                probs = [padded_probabilities(s, img, pad, mode) for s in segs]
+                probs = [s.probabilities_single_pass(img, pad, mode) for s in segs]
                 if len(segs) > 1:
                     probs.append(sum(probs) / len(segs))
                 for k, p in zip(keys, probs, strict=True):

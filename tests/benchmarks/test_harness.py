@@ -300,18 +300,3 @@ def test_agreement_images_need_only_the_data_sets_asked_for(tmp_path):
         real_images(tmp_path, lumenstone=2, ebc_mosaics=1)
     with pytest.raises(FileNotFoundError):
         real_images(tmp_path, lumenstone=0, ebc_mosaics=0)  # nothing asked for
-
-
-def test_edge_padding_pass_is_the_whole_image_pass_and_its_probabilities(tiny_package):
-    from benchmarks.edge_padding import padded_probabilities
-    from worker.engine.segmenter import Segmenter
-
-    seg = Segmenter(tiny_package, device="cpu", threads=1)
-    image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    probs = padded_probabilities(seg, image, 0, "reflect")
-    assert probs.shape == (3, 50, 70) and np.allclose(probs.sum(0), 1, atol=1e-5)
-    # no padding: the labels of the reference whole-image pass
-    assert np.array_equal(probs.argmax(0), seg.segment_single_pass(image))
-    # padding changes what the network sees: black padding gives other probabilities
-    black = padded_probabilities(seg, image, 16, "constant")
-    assert black.shape == (3, 50, 70) and not np.allclose(black, probs)
