@@ -1,7 +1,6 @@
 """What an image's edge costs a model: val mIoU of whole-image passes with the image padded by
-P px of numpy mode M (reflect, as the tiles' halo; constant = black; ...) or of the
-normalisation's mean colour (``mean``, as ``edge_fill`` ``mean`` pads tiles), for one package
-or the mean softmax of several (a multi-scale average when their input scales differ).
+P px of numpy mode M (reflect, as the tiles' halo; constant = black; ...), for one package or
+the mean softmax of several (a multi-scale average when their input scales differ).
 
 Each image is labelled in one forward pass (``Segmenter.probabilities_single_pass``: the image
 padded by P px, and right and below to a side the network takes, in the same mode), the
@@ -31,7 +30,7 @@ import numpy as np
 @click.option("--pad", "pads", type=int, multiple=True, default=(64, 512), show_default=True,
               help="Padding (image px) on every side; repeat for several.")
 @click.option("--mode", "modes", multiple=True, default=("reflect",), show_default=True,
-              help="numpy.pad mode (reflect, symmetric, edge, wrap, constant) or mean; repeat.")
+              help="numpy.pad mode (reflect, symmetric, edge, wrap, constant); repeat.")
 @click.option("--threads", type=int, default=2, show_default=True)
 def main(dataset_yaml, packages, split, pads, modes, threads):
     """Print one JSON line per (pad, mode): each package's mIoU and per-class IoU, and their

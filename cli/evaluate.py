@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cli.options import device_option, home_option
-from models.package import EDGE_FILLS, TTA_KINDS
+from models.package import TTA_KINDS
 
 
 def resolve_package(model: str, home: Path | None) -> Path:
@@ -61,12 +61,9 @@ def resolve_package(model: str, home: Path | None) -> Path:
 @click.option("--tta", type=click.Choice(TTA_KINDS), default=None,
               help="Override the package's test-time augmentation: flips averages the logits "
               "of each tile and its three flips (4 forward passes) [default: the package's].")
-@click.option("--edge-fill", type=click.Choice(EDGE_FILLS), default=None,
-              help="Override what tiles show beyond the image's edge: reflect (the image "
-              "mirrored) or mean (the normalisation's mean colour) [default: the package's].")
 @home_option
 def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, batch_size,
-             tile_size, halo, tta, edge_fill, home):
+             tile_size, halo, tta, home):
     """Evaluate MODEL (a package folder, or NAME[:VERSION] registered in --home) on a split
     of DATASET_YAML, labelling every image with the same tiled inference as production jobs.
 
@@ -92,8 +89,7 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
                                     package.halo if halo is None else halo)
         metrics = evaluate_dataset(folder, dataset_yaml, split=split, device=device,
                                    threads=threads, batch_size=batch_size,
-                                   edge_limit=edge_limit, geometry=geometry, tta=tta,
-                                   edge_fill=edge_fill)
+                                   edge_limit=edge_limit, geometry=geometry, tta=tta)
         colours = [c.rgb for c in package.classes]
     except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
@@ -104,8 +100,7 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
         click.echo(f"{dataset_yaml} declares no splits: evaluating all {m['images']} images")
     click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
                f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
-               f"{m['inference']['halo']}, tta {m['inference']['tta']}, edge fill "
-               f"{m['inference']['edge_fill']}, input scale "
+               f"{m['inference']['halo']}, tta {m['inference']['tta']}, input scale "
                f"{m['inference']['input_scale']:g}): mIoU {m['miou']}, pixel accuracy "
                f"{m['pixel_accuracy']}, mean class accuracy {m['mean_class_accuracy']}, "
                f"edge-weighted mIoU {m['edge_weighted']['miou']}")

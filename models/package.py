@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.geometry import WithGeometry
 
-__all__ = ["EDGE_FILLS", "MODEL_JSON", "ROLES", "TTA_KINDS", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
+__all__ = ["MODEL_JSON", "ROLES", "TTA_KINDS", "WEIGHTS_FILE", "ClassInfo", "ModelDomain", "ModelPackage",
            "ModelPackageError", "Normalisation", "read_package", "role_and_pellet", "sha256_file"]
 
 
@@ -70,8 +70,6 @@ class ClassInfo(BaseModel):
 ROLES = ("mount", "pore", "phase")
 #: Test-time augmentation kinds of ``ModelPackage.tta``.
 TTA_KINDS = ("none", "flips")
-#: What a tile shows beyond the image's edge (``ModelPackage.edge_fill``).
-EDGE_FILLS = ("reflect", "mean")
 
 
 def role_and_pellet(data: Any) -> Any:
@@ -151,15 +149,6 @@ class ModelPackage(WithGeometry):
     with ``PELLETSEG_PRECISION=fp32``, serve every package in float32
     (:func:`worker.engine.runtimes.make_runtime`).
 
-    ``edge_fill`` is what the tiles show beyond the image's edge (the halo around the image and
-    the tiles' overhang past its right and bottom edges): ``reflect`` (default: the image
-    mirrored, numpy ``mode="reflect"``) or ``mean`` (the normalisation's mean colour, rounded
-    to uint8: a model input of ~0 there, as MONAI's ``sliding_window_inference`` pads by
-    default and as a convolution's zero padding shows a training patch's edge;
-    :func:`worker.engine.tiling.fill_outside`). Mirrored context the model never saw in
-    training costs a model at a reduced input scale on images not much larger than a tile
-    (docs/models.md, run 34).
-
     ``members`` is the number of networks of the architecture the package holds (a deep
     ensemble: their softmax probabilities are averaged, :mod:`worker.engine.ensemble`; the
     weights' keys are then ``members.<k>.<name>``); each member costs one forward pass, so a
@@ -191,7 +180,6 @@ class ModelPackage(WithGeometry):
     input_scale: float = Field(1.0, gt=0, le=1)
     cpu_precision: Literal["f32", "bf16"] = "f32"
     members: int = Field(1, ge=1, le=8)
-    edge_fill: Literal["reflect", "mean"] = "reflect"
 
     @field_validator("classes")
     @classmethod

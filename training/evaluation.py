@@ -204,24 +204,22 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
                      edge_limit: int = 3, image_names: list[str] | None = None,
                      geometry: TileGeometry | None = None,
                      tta: str | None = None,
-                     labels_out: list[np.ndarray] | None = None,
-                     edge_fill: str | None = None) -> dict[str, Any]:
+                     labels_out: list[np.ndarray] | None = None) -> dict[str, Any]:
     """:func:`evaluate_arrays` of a package through ``Segmenter.segment_array``, the path the
     row tasks run, at the package's tile geometry (the one a job that names none is served
-    at) unless ``geometry`` overrides it, with the package's test-time augmentation
-    unless ``tta`` (``none``, ``flips``) overrides it, and with the package's padding beyond
-    the image's edge unless ``edge_fill`` (``reflect``, ``mean``) does. ``data`` masks hold the package's
+    at) unless ``geometry`` overrides it, and with the package's test-time augmentation
+    unless ``tta`` (``none``, ``flips``) overrides it. ``data`` masks hold the package's
     class indices. ``labels_out``, when given, receives each image's (H, W) uint8 label map
     in order (for comparisons that would otherwise label the images again).
 
     Raises:
         ModelPackageError: invalid package or weights failing their sha256.
-        ValueError: unknown ``tta`` or ``edge_fill``.
+        ValueError: unknown ``tta``.
     """
     from worker.engine.segmenter import Segmenter
 
     seg = Segmenter(package_dir, device=device, threads=threads, batch_size=batch_size,
-                    tta=tta, edge_fill=edge_fill)
+                    tta=tta)
     pkg = seg.package
     geometry = geometry or pkg.geometry
     t, h = geometry.tile_size, geometry.halo
@@ -237,7 +235,6 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
                           image_names=image_names)
     out["inference"] = {"path": "worker.engine.segmenter.Segmenter.segment_array", "tile_size": t,
                         "halo": h, "device": str(seg.device), "tta": seg.tta,
-                        "edge_fill": seg.edge_fill,
                         "input_scale": pkg.input_scale,
                         "batch_size": batch_size or seg.batch_size}
     return out
@@ -252,10 +249,9 @@ def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *,
                      device: str = "cpu", threads: int = 0, batch_size: int = 0,
                      edge_limit: int = 3,
                      geometry: TileGeometry | None = None,
-                     tta: str | None = None,
-                     edge_fill: str | None = None) -> dict[str, Any]:
-    """Evaluate the package in ``package_dir`` on ``split`` of ``dataset_yaml`` (``geometry``,
-    ``tta`` and ``edge_fill``: see :func:`evaluate_package`).
+                     tta: str | None = None) -> dict[str, Any]:
+    """Evaluate the package in ``package_dir`` on ``split`` of ``dataset_yaml`` (``geometry``
+    and ``tta``: see :func:`evaluate_package`).
 
     ``split`` None (the default) means ``test`` when the dataset declares ``splits:``, and
     every image (recorded as split ``all``) when it declares none: a folder of labelled
@@ -287,8 +283,7 @@ def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *,
     data = [(img, lut[mask]) for img, mask in load_split(spec, stems[split])]
     out = evaluate_package(package_dir, data, device=device, threads=threads,
                            batch_size=batch_size, edge_limit=edge_limit,
-                           image_names=stems[split], geometry=geometry, tta=tta,
-                           edge_fill=edge_fill)
+                           image_names=stems[split], geometry=geometry, tta=tta)
     out["model"] = {"name": pkg.name, "version": pkg.version, "sha256": pkg.weights_sha256,
                     "architecture": pkg.architecture, "encoder": pkg.encoder,
                     "tile_size": pkg.tile_size, "halo": pkg.halo,

@@ -83,42 +83,6 @@ def test_evaluate_a_package_folder(package, dataset, tmp_path):
     assert json.loads((tmp_path / "v" / "metrics.json").read_text())["images"] == 1
 
 
-def test_evaluate_edge_fill_override_reaches_the_labels_and_the_report(package, dataset,
-                                                                        tmp_path):
-    runs = {}
-    for fill in ("reflect", "mean"):
-        res = CliRunner().invoke(main, ["evaluate", str(package), str(dataset), "--out",
-                                        str(tmp_path / fill), "--threads", "1",
-                                        "--edge-fill", fill])
-        assert res.exit_code == 0, res.output
-        assert f"edge fill {fill}" in res.output
-        runs[fill] = json.loads((tmp_path / fill / "metrics.json").read_text())
-        assert runs[fill]["inference"]["edge_fill"] == fill
-    # 80 x 100 px images in 64 px tiles: every tile reaches past the edge, so labels move
-    assert runs["reflect"]["confusion_matrix"] != runs["mean"]["confusion_matrix"]
-    bad = CliRunner().invoke(main, ["evaluate", str(package), str(dataset), "--out",
-                                    str(tmp_path / "x"), "--edge-fill", "zeros"])
-    assert bad.exit_code == 2 and "zeros" in bad.output
-
-
-def test_edge_padding_benchmark_reports_each_package_and_their_mean(package, dataset):
-    from benchmarks.edge_padding import main as edge_padding
-
-    res = CliRunner().invoke(edge_padding, [str(dataset), "--split", "test", "--pad", "0",
-                                            "--pad", "16", "--mode", "reflect", "--mode",
-                                            "mean", "--threads", "1", str(package),
-                                            str(package)])
-    assert res.exit_code == 0, res.output
-    lines = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
-    assert [(r["mode"], r["pad_px"]) for r in lines] == [
-        ("reflect", 0), ("reflect", 16), ("mean", 0), ("mean", 16)]
-    for r in lines:
-        # the same package twice: the mean of its probabilities labels as it does
-        assert r["evaltiny"] == r["mean"] and 0 <= r["mean"]["miou"] <= 1
-        assert set(r["mean"]["iou"]) == {"background", "oxide", "crack"}
-    assert lines[1]["mean"] != lines[3]["mean"]  # 16 px of reflection against mean colour
-
-
 def test_evaluate_a_registered_model_by_name(package, dataset, tmp_path):
     from models import ModelRegistry
     from storage.jobtable.engine import upgrade

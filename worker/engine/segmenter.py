@@ -37,7 +37,7 @@ import structlog
 import torch
 
 from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry, model_tile_size
-from models.package import EDGE_FILLS, TTA_KINDS, ModelPackage, read_package
+from models.package import TTA_KINDS, ModelPackage, read_package
 from worker.engine.devices import (
     PendingLabels,
     autocast_dtype,
@@ -60,11 +60,9 @@ from worker.engine.tiling import (
     check_region,
     crop_strip,
     cut_tiles,
-    fill_outside,
     iter_batches,
     pad_strip,
     place_cores,
-    tile_image_box,
 )
 
 __all__ = ["Segmenter", "StripStats", "pick_device"]
@@ -130,12 +128,10 @@ class Segmenter:
             ``PELLETSEG_CACHE_DIR/exported``).
         tta: Test-time augmentation (``none`` or ``flips``, see :meth:`forward`); None: the
             package's (``ModelPackage.tta``).
-        edge_fill: What tiles show beyond the image's edge (``reflect`` or ``mean``,
-            ``ModelPackage.edge_fill``); None: the package's.
 
     Raises:
         ModelPackageError: the package is invalid or its weights fail the sha256 check.
-        ValueError: unknown ``precision``, ``runtime``, ``tta`` or ``edge_fill``.
+        ValueError: unknown ``precision`` or ``runtime``.
         RuntimeUnavailable: the runtime named cannot run here (not installed, wrong device).
         ExportError: the runtime's graph could not be exported.
     """
@@ -155,15 +151,13 @@ class Segmenter:
         cache_dir: str | Path | None = None,
         tta: str | None = None,
         cpu_precision: str | None = None,
-        edge_fill: str | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
         load_weights(model, package_dir)
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
-                    runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision,
-                    edge_fill=edge_fill)
+                    runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -188,19 +182,12 @@ class Segmenter:
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
                cache_dir: str | Path | None = None, tta: str | None = None,
-               cpu_precision: str | None = None, edge_fill: str | None = None) -> None:
+               cpu_precision: str | None = None) -> None:
         set_cpu_threads(threads)
         tta = package.tta if tta is None else tta
         if tta not in TTA_KINDS:
             raise ValueError(f"tta must be one of {TTA_KINDS}, got {tta!r}")
         self.tta = tta
-        edge_fill = package.edge_fill if edge_fill is None else edge_fill
-        if edge_fill not in EDGE_FILLS:
-            raise ValueError(f"edge_fill must be one of {EDGE_FILLS}, got {edge_fill!r}")
-        self.edge_fill = edge_fill
-        #: the uint8 colour of the padding with edge_fill "mean" (None: reflect)
-        self._fill = (np.round(np.array(package.normalisation.mean) * 255).astype(np.uint8)
-                      if edge_fill == "mean" else None)
         self.package = package
         self.device = pick_device(device)
         self.channels_last = channels_last
@@ -503,8 +490,6 @@ class Segmenter:
                 view = host.numpy()
                 for k, (y, x) in enumerate(batch):
                     view[k] = bands[y // stride][:, x : x + t]
-                    if self._fill is not None:
-                        fill_outside(view[k], tile_image_box(grid, y0, (y, x)), self._fill)
                 pending.append((batch, self._launch(host, with_confidence)))
                 while len(pending) > ahead:
                     stats.device_s += self._place(out, *pending.popleft(), halo, conf)
@@ -568,9 +553,6 @@ class Segmenter:
         conf = np.empty_like(out)
         for batch in iter_batches(origins, batch_size):
             tiles = cut_tiles(padded, batch, grid.tile_size)
-            if self._fill is not None:
-                for tile, origin in zip(tiles, batch, strict=True):
-                    fill_outside(tile, tile_image_box(grid, y0, origin), self._fill)
             if with_confidence:
                 preds, c = self.predict_tiles_with_confidence(tiles)
                 place_cores(conf, c, batch, grid.halo)
@@ -622,9 +604,8 @@ class Segmenter:
 
         Args:
             image: (H, W, 3) uint8.
-            pad: Pad this many px on every side first (use the tiles' halo so the image
-                borders see the same context as in tiled inference), as the tiles are padded
-                (:meth:`whole_image_input`), then crop.
+            pad: Reflect-pad this many px on every side first (use the tiles' halo so the
+                image borders see the same context as in tiled inference), then crop.
 
         Returns:
             (H, W) uint8 label map.
@@ -634,38 +615,30 @@ class Segmenter:
         return self.predict_tiles(padded[None])[0, pad : pad + h, pad : pad + w]
 
     def whole_image_input(self, image: np.ndarray, pad: int = 0,
-                          mode: str | None = None) -> np.ndarray:
-        """The input of a whole-image pass: ``image`` padded by ``pad`` px on every side, then
-        right and below to the smallest side the network takes (:meth:`_fitting_side`).
+                          mode: str = "reflect") -> np.ndarray:
+        """The input of a whole-image pass: ``image`` padded by ``pad`` px on every side and,
+        in the same ``numpy.pad`` call, right and below to the smallest side the network takes
+        (:meth:`_fitting_side`), as tiles are padded past the image's edge.
 
         Args:
             image: (H, W, 3) uint8.
             pad: Padding on every side (px).
-            mode: numpy ``mode`` of the padding (``reflect``, ``constant`` = black, ...), or
-                ``mean`` (the normalisation's mean colour); None: as tiles are padded
-                (:attr:`edge_fill`). The extension right and below is part of the same
-                padding (one ``numpy.pad`` call), as the tiles' overhang is.
+            mode: ``numpy.pad`` mode (``reflect``, as tiles are padded; ``constant`` = black,
+                ``symmetric``, ``edge``, ``wrap``).
 
         Returns:
-            (H', W', 3) uint8, ``image`` at ``[pad : pad + H, pad : pad + W]``.
+            (H', W', 3) uint8 with ``image`` at ``[pad : pad + H, pad : pad + W]``.
         """
         h, w = image.shape[:2]
-        mode = mode or self.edge_fill
         extra_h, extra_w = (self._fitting_side(n + 2 * pad) - n - 2 * pad for n in (h, w))
-        if mode == "mean":
-            mean = np.round(np.array(self.package.normalisation.mean) * 255).astype(np.uint8)
-            out = np.empty((h + 2 * pad + extra_h, w + 2 * pad + extra_w, 3), np.uint8)
-            out[...] = mean
-            out[pad : pad + h, pad : pad + w] = image
-            return out
         return np.pad(image, [(pad, pad + extra_h), (pad, pad + extra_w), (0, 0)], mode=mode)
 
     @torch.inference_mode()
     def probabilities_single_pass(self, image: np.ndarray, pad: int = 0,
-                                  mode: str | None = None) -> np.ndarray:
+                                  mode: str = "reflect") -> np.ndarray:
         """Class probabilities of a whole-image pass (:meth:`whole_image_input`, :meth:`forward`,
-        softmax), cropped back to the image: the measurement of what an image's edge costs
-        a model (``benchmarks/edge_padding.py``) and of averages over packages.
+        softmax), cropped back to the image: what an image's edge costs a model, and means
+        over packages (``benchmarks/edge_padding.py``).
 
         Returns:
             (C, H, W) float32 softmax probabilities.

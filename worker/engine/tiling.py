@@ -4,9 +4,7 @@ shapes and small arrays (no I/O).
 Overlap-tile strategy (Ronneberger et al., "U-Net", MICCAI 2015): the model sees tiles of
 T x T px; only the central core of ``stride = T - 2*halo`` px is kept, so every output pixel
 is predicted with at least ``halo`` px of context. Outside the image the input is
-reflect-padded (numpy ``mode="reflect"``, i.e. mirrored without repeating the edge pixel);
-a package with ``edge_fill`` ``mean`` has the segmenter overwrite that padding in each tile
-(:func:`tile_image_box`, :func:`fill_outside`).
+reflect-padded (numpy ``mode="reflect"``, i.e. mirrored without repeating the edge pixel).
 
 Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
 (``stride`` output rows); a *row* (the unit of work and checkpoint) is ``rows_per_task``
@@ -24,9 +22,8 @@ import numpy as np
 
 from core.geometry import GeometryError, TileGeometry
 
-__all__ = ["TileGrid", "band_row_sources", "check_region", "crop_strip", "cut_tiles", "fill_outside",
-           "iter_batches", "pad_columns", "pad_strip", "padded_row_sources", "place_cores",
-           "tile_image_box"]
+__all__ = ["TileGrid", "band_row_sources", "check_region", "crop_strip", "cut_tiles", "iter_batches",
+           "pad_columns", "pad_strip", "padded_row_sources", "place_cores"]
 
 
 @dataclass(frozen=True)
@@ -229,41 +226,6 @@ def band_row_sources(grid: TileGrid, y0: int, y1: int) -> list[np.ndarray]:
     return [
         sources[j * grid.stride : j * grid.stride + grid.tile_size] for j in range(n_rows)
     ]
-
-
-def tile_image_box(grid: TileGrid, y0: int, origin: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The part of a tile that shows the image, the rest being padding.
-
-    Args:
-        grid: The image's tile grid.
-        y0: First output row of the strip (px).
-        origin: The tile's top-left corner (row, col) in the padded strip of the strip's
-            output rows (:meth:`TileGrid.tile_origins`).
-
-    Returns:
-        ``(r0, r1, c0, c1)``: tile rows ``[r0, r1)`` and columns ``[c0, c1)`` (px, in
-        ``[0, T]``) hold image pixels (tile row k is image row ``y0 - halo + origin[0] + k``,
-        tile column k image column ``origin[1] - halo + k``).
-    """
-    t = grid.tile_size
-    top, left = y0 - grid.halo + origin[0], origin[1] - grid.halo
-
-    def span(first: int, size: int) -> tuple[int, int]:
-        lo = min(t, max(0, -first))
-        return lo, max(lo, min(t, size - first))
-
-    return (*span(top, grid.height), *span(left, grid.width))
-
-
-def fill_outside(tile: np.ndarray, box: tuple[int, int, int, int], value) -> None:
-    """Overwrite, in place, the pixels of a (T, T, C) tile outside ``box`` (:func:`tile_image_box`)
-    with ``value`` (a (C,) colour or a scalar): the padding of ``ModelPackage.edge_fill`` ``mean``.
-    """
-    r0, r1, c0, c1 = box
-    tile[:r0] = value
-    tile[r1:] = value
-    tile[:, :c0] = value
-    tile[:, c1:] = value
 
 
 def iter_batches(origins: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:

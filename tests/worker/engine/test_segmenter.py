@@ -338,84 +338,16 @@ def test_new_settings_defaults_and_bounds():
         Settings(precision="int8")
 
 
-@pytest.fixture(scope="module")
-def mean_filling(tiny_package):
-    return Segmenter(tiny_package, device="cpu", threads=1, edge_fill="mean")
-
-
-def test_edge_fill_mean_shows_the_mean_colour_beyond_the_image(mean_filling, crop, monkeypatch):
-    """Every tile the model sees holds the image inside the image and the normalisation's
-    mean colour (uint8) beyond its edge; the pipelined and simple paths stay identical."""
-    from worker.engine.tiling import tile_image_box
-
-    mean = np.round(np.array(mean_filling.package.normalisation.mean) * 255).astype(np.uint8)
-    seen: list[np.ndarray] = []
-    real_launch = Segmenter._launch
-
-    def spy(self, tiles, with_confidence=False):
-        seen.extend(tiles.numpy().copy())
-        return real_launch(self, tiles, with_confidence)
-
-    monkeypatch.setattr(Segmenter, "_launch", spy)
-    image = crop[:150, :200]
-    grid = TileGrid(200, 150, TileGeometry(128, 32), rows_per_task=2)
-    filled_px = 0
-    for y0, y1 in grid.all_strip_bounds():
-        r0, r1 = grid.read_window(y0, y1)
-        seen.clear()
-        piped = mean_filling.segment_strip(image[r0:r1], grid, y0, y1, 3)
-        origins = grid.tile_origins(y0, y1)
-        assert len(seen) == len(origins)
-        for tile, origin in zip(seen, origins, strict=True):
-            a, b, c, d = tile_image_box(grid, y0, origin)
-            top, left = y0 - 32 + origin[0], origin[1] - 32
-            np.testing.assert_array_equal(tile[a:b, c:d],
-                                          image[top + a : top + b, left + c : left + d])
-            outside = np.ones(tile.shape[:2], bool)
-            outside[a:b, c:d] = False
-            assert (tile[outside] == mean).all()
-            filled_px += outside.sum()
-        simple = mean_filling.segment_strip_simple(image[r0:r1], grid, y0, y1, 2)
-        assert np.array_equal(piped, simple)
-    assert filled_px > 0
-
-
-def test_edge_fill_changes_only_the_labels_of_tiles_that_reach_past_the_edge(
-        segmenter, mean_filling, crop, tiny_package):
-    from worker.engine.tiling import tile_image_box
-
-    geometry = TileGeometry(128, 32)
-    reflect = segmenter.segment_array(crop, geometry)
-    mean = mean_filling.segment_array(crop, geometry)
-    grid = TileGrid(crop.shape[1], crop.shape[0], geometry)
-    edge_cores = np.zeros(crop.shape[:2], bool)  # output px labelled by a tile with padding
-    for y0, y1 in grid.all_strip_bounds():
-        for y, x in grid.tile_origins(y0, y1):
-            if tile_image_box(grid, y0, (y, x)) != (0, 128, 0, 128):
-                edge_cores[y0 + y : y0 + y + grid.stride, x : x + grid.stride] = True
-    differ = reflect != mean
-    assert differ.any()  # what lies beyond the edge reaches the labels ...
-    assert not differ[~edge_cores].any()  # ... of the tiles that show it, no other
-    assert (~edge_cores).sum() > 0.3 * crop.shape[0] * crop.shape[1]
-    assert segmenter.edge_fill == "reflect" and mean_filling.edge_fill == "mean"
-    with pytest.raises(ValueError, match="edge_fill"):
-        Segmenter(tiny_package, device="cpu", threads=1, edge_fill="zeros")
-
-
-def test_whole_image_pass_pads_as_the_tiles_do(segmenter, mean_filling, crop):
+def test_whole_image_pass_pads_in_one_call_and_gives_probabilities(segmenter, crop):
     image = crop[:90, :70]
-    mean = np.round(np.array(mean_filling.package.normalisation.mean) * 255).astype(np.uint8)
-    filled = mean_filling.whole_image_input(image, 16)
-    assert filled.shape[0] >= 90 + 32 and filled.shape[0] % 32 == 0
-    np.testing.assert_array_equal(filled[16:106, 16:86], image)
-    assert (filled[:16] == mean).all() and (filled[106:] == mean).all()
-    reflected = segmenter.whole_image_input(image, 16)
-    np.testing.assert_array_equal(reflected[:, :86 + 16][:16 + 90 + 16, :],
-                                  np.pad(image, [(16, 16), (16, 16), (0, 0)], mode="reflect")
-                                  [:, :86 + 16])
-    probs = mean_filling.probabilities_single_pass(image, 16)
-    assert probs.shape == (mean_filling.package.n_classes, 90, 70)
+    padded = segmenter.whole_image_input(image, 16)
+    assert padded.shape == (128, 128, 3)  # 90 + 32 and 70 + 32 px, up to a side it takes
+    np.testing.assert_array_equal(padded, np.pad(image, [(16, 22), (16, 42), (0, 0)],
+                                                 mode="reflect"))
+    probs = segmenter.probabilities_single_pass(image, 16)
+    assert probs.shape == (segmenter.package.n_classes, 90, 70)
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-5)
-    assert np.array_equal(probs.argmax(0), mean_filling.segment_single_pass(image, 16))
-    black = mean_filling.probabilities_single_pass(image, 16, "constant")
-    assert not np.allclose(black, probs)
+    assert np.array_equal(probs.argmax(0), segmenter.segment_single_pass(image, 16))
+    black = segmenter.probabilities_single_pass(image, 16, "constant")
+    assert not np.allclose(black, probs)  # what surrounds the image reaches the labels
+    assert (segmenter.whole_image_input(image, 16, "constant")[:16] == 0).all()

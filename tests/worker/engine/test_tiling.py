@@ -90,31 +90,3 @@ def test_pad_strip_rejects_wrong_region():
     grid = TileGrid(40, 40, TileGeometry(64, 16))
     with pytest.raises(GeometryError):
         pad_strip(np.zeros((5, 40, 3), np.uint8), grid, 0, 32)
-
-
-@pytest.mark.parametrize("width,height", [(50, 41), (7, 300), (200, 3), (130, 97)])
-@pytest.mark.parametrize("k", [1, 2])
-def test_tile_image_box_is_where_the_tile_shows_the_image(width, height, k):
-    """Inside the box a tile holds the image pixel its coordinates name; outside, padding."""
-    from worker.engine.tiling import fill_outside, tile_image_box
-
-    ids = np.arange(height * width, dtype=np.int64).reshape(height, width, 1) + 1
-    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=k)
-    for y0, y1 in grid.all_strip_bounds():
-        r0, r1 = grid.read_window(y0, y1)
-        padded = pad_strip(ids[r0:r1], grid, y0, y1)
-        for origin in grid.tile_origins(y0, y1):
-            tile = cut_tiles(padded, [origin], 64)[0].copy()
-            b = tile_image_box(grid, y0, origin)
-            top, left = y0 - 16 + origin[0], origin[1] - 16
-            rows = np.arange(64) + top
-            cols = np.arange(64) + left
-            inside_r = np.flatnonzero((rows >= 0) & (rows < height))
-            inside_c = np.flatnonzero((cols >= 0) & (cols < width))
-            assert (b[0], b[1]) == (inside_r.min(), inside_r.max() + 1)
-            assert (b[2], b[3]) == (inside_c.min(), inside_c.max() + 1)
-            expected = ids[rows[b[0]:b[1]]][:, cols[b[2]:b[3]]]
-            np.testing.assert_array_equal(tile[b[0]:b[1], b[2]:b[3]], expected)
-            fill_outside(tile, b, 0)
-            assert (tile == 0).sum() == 64 * 64 - (b[1] - b[0]) * (b[3] - b[2])
-            np.testing.assert_array_equal(tile[b[0]:b[1], b[2]:b[3]], expected)
