@@ -65,6 +65,14 @@ Choices (and why, for a few dozen labelled micrographs):
   units; :func:`training.precision.choose_cpu_bf16`), else float32; float16 autocast on CUDA.
   The Xeon of 2026-12-04 (AMX) steps 2.2 x faster in bfloat16, so a budget buys twice the
   steps there (docs/models.md, run 24).
+- **Test-time flips** (``tta`` ``auto``, :func:`choose_tta`): the package is served with the
+  mean of each tile's logits over its four flips where a tile with them takes at most
+  :data:`TTA_MAX_COST` x the time without, measured at set-up the way serving runs a tile
+  (:func:`training.trainer.serving_tile_s`). At input scale 0.125 the forward pass is a small
+  part of a tile's time (the reduction and the logits back at image scale dominate): 1.8 x
+  there, and +0.0135 val mIoU on LumenStone S2 for 1.2 x the evaluation's time
+  (docs/models.md, run 36); at full resolution the forward pass is most of it (3.6 x,
+  +0.003: run 5), so flips stay off.
 - **Validation**: none during training (it costs minutes on a CPU, and choosing weights on
   six val images would report a selected figure); the package's val/test metrics are measured once
   at the end through the production tiled path.
@@ -86,7 +94,8 @@ from training.precision import MIN_BF16_SPEEDUP
 
 __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
            "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "RARE_CLASS_SHARE",
-           "REDUCED_MODEL_GEOMETRY", "choose_class_weights", "choose_input_scale",
+           "REDUCED_MODEL_GEOMETRY", "TTA_MAX_COST", "TTA_MODES", "choose_class_weights",
+           "choose_input_scale", "choose_tta",
            "default_recipe", "describe_recipe", "encoder_for_scale", "fit_time_budget",
            "geometry_for_scale", "one_cycle_lr", "resolve_recipe", "round_trip_iou"]
 
@@ -112,6 +121,11 @@ EVAL_FIXED_S = 30.0
 MAX_EVAL_RESERVE = 0.15
 #: The smallest share of the call left to training steps, however long the set-up took.
 MIN_STEPS_SHARE = 0.1
+#: ``tta`` of ``pelletseg train``: as given (``none``, ``flips``) or chosen (``auto``).
+TTA_MODES = ("auto", "none", "flips")
+#: ``tta`` ``auto`` takes flips where a served tile with them takes at most this many times
+#: the seconds of one without.
+TTA_MAX_COST = 2.0
 
 
 def one_cycle_lr(fraction: float, peak: float, warmup: float = 0.03,
@@ -329,10 +343,36 @@ def default_recipe(max_minutes: float, device: str = "cpu", *,
         "schedule": "one-cycle over the time budget", "warmup": 0.03, "final_lr_fraction": 0.01,
         "validate_each_epoch": False, "steps_per_epoch": 100, "average_tau": 0.1,
         "input_scale": "auto", "targets": "labels", "cpu_bf16": "auto", "scale_jitter": 0.0,
-        "members": 1, "border": "none",
+        "members": 1, "border": "none", "tta": "auto",
         "call_budget_s": round(60 * max_minutes, 1),
     }
     return recipe
+
+
+def choose_tta(tile_s: float, flips_s: float) -> tuple[str, dict[str, Any]]:
+    """``tta`` ``auto``: ``flips`` where a served tile with flips takes at most
+    :data:`TTA_MAX_COST` x the seconds of one without, else ``none``.
+
+    Args:
+        tile_s: Seconds of one tile served without flips (> 0).
+        flips_s: Seconds of the same tile with flips.
+
+    Returns:
+        ``(tta, record)``: ``record`` holds both times, their ratio, the rule's limit and a
+        ``reason`` in words (printed by the trainer, kept in the model card).
+
+    Raises:
+        ValueError: a time that is not positive.
+    """
+    if tile_s <= 0 or flips_s <= 0:
+        raise ValueError(f"tile times must be > 0 s, got {tile_s} and {flips_s}")
+    ratio = flips_s / tile_s
+    tta = "flips" if ratio <= TTA_MAX_COST else "none"
+    verdict = ("taken" if tta == "flips" else "not taken") + f" (up to {TTA_MAX_COST:g} x)"
+    return tta, {"tta": tta, "tile_s": round(tile_s, 4), "flips_tile_s": round(flips_s, 4),
+                 "cost": round(ratio, 3), "max_cost": TTA_MAX_COST,
+                 "reason": f"a served tile takes {tile_s:.2f} s, {flips_s:.2f} s with flips "
+                           f"({ratio:.2f} x): flips {verdict}"}
 
 
 def fit_time_budget(call_budget_s: float, setup_s: float,
@@ -402,6 +442,10 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
         ("weights    " + (f"moving average, time constant {r['average_tau']:.0%} of the run"
                           if r.get("average_tau") else "the last ones")),
         "validation once at the end (tiled production path)",
+        "serving   " + {"auto": f" test-time flips where a tile with them takes <= "
+                                 f"{TTA_MAX_COST:g} x the time without (measured)",
+                         "flips": " test-time flips (4 forward passes per tile)",
+                         "none": " one forward pass per tile"}[r.get("tta", "none")],
     ]
     if r.get("cpu_bf16", "off") != "off":
         lines.insert(-1, "precision  " + (

@@ -36,8 +36,10 @@ from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_pixel_counts, class_weights_inv_sqrt, segmentation_loss
 from training.precision import CPU_BF16_MODES, choose_cpu_bf16, inference_bf16_agreement
 from training.recipe import (
+    TTA_MODES,
     choose_class_weights,
     choose_input_scale,
+    choose_tta,
     encoder_for_scale,
     fit_time_budget,
     geometry_for_scale,
@@ -48,6 +50,7 @@ from worker.engine.network import to_image_scale, to_model_scale, write_package
 from worker.engine.runtimes import cpu_has_bf16
 
 __all__ = ["TARGETS", "channel_stats", "final_eval_estimate_s", "reduce_fractions", "reduce_pair",
+           "serving_tile_s",
            "train", "validate"]
 
 #: What the loss compares the model with at a reduced input scale: ``labels``, the class of
@@ -198,7 +201,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
           call_budget_s: float | None = None,
           call_started: float | None = None, targets: str = "labels",
           cpu_bf16: str = "off", scale_jitter: float = 0.0, members: int = 1,
-          border: str = "none") -> ModelPackage:
+          border: str = "none", tta: str = "none") -> ModelPackage:
     """Train a randomly initialised smp model on ``dataset_yaml`` and write a model package.
 
     Samples ``steps_per_epoch`` batches of ``batch_size`` (patch_size, patch_size) patches per
@@ -284,6 +287,11 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     there (:func:`training.sampling.pad_as_served`), so patches at the edges see what edge
     tiles see; ``"none"``: image pixels only.
 
+    ``tta``: the package's test-time augmentation (``"none"``, ``"flips"``; its final
+    evaluation is served with it), or ``"auto"``: :func:`training.recipe.choose_tta` on a
+    tile's serving time without and with flips (:func:`serving_tile_s`), measured at set-up
+    and recorded in the card as ``training.tta_choice``.
+
     ``encoder`` ``"auto"``: :func:`training.recipe.encoder_for_scale` of the input scale.
 
     ``geometry`` None: the default for the scale (:func:`training.recipe.geometry_for_scale`:
@@ -330,6 +338,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         raise ValueError(f"scale_jitter must be >= 0, got {scale_jitter}")
     if border not in BORDERS:
         raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     if border != "none" and targets != "labels":
         raise ValueError(f"border {border!r} needs targets 'labels', got {targets!r}")
     if not 1 <= members <= 8:
@@ -433,6 +443,15 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     val = _centre_crop(data.get("val") or [], val_crop) if validate_each_epoch else []
     use_bf16, bf16_record = choose_cpu_bf16(cpu_bf16, model, batch_size, patch_size, n_classes,
                                             device)
+    tile_s, tta_choice = None, None  # a served tile's seconds, once measured
+    if tta == "auto":
+        plain_s = serving_tile_s(model, geometry.tile_size, scale, device)
+        flips_s = serving_tile_s(model, geometry.tile_size, scale, device, flips=True)
+        tta, tta_choice = choose_tta(plain_s, flips_s)
+        tile_s = flips_s if tta == "flips" else plain_s
+        if progress:
+            print(f"test-time augmentation: {tta_choice['reason']}")
+    meta["tta"] = tta
     if progress and cpu_bf16 == "auto":
         print(f"precision: {bf16_record['reason']}")
     average = WeightAverage(model, average_tau) if average_tau else None
@@ -445,7 +464,8 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             evaluated = [pair for k in ("val", "test") for pair in (data.get(k) or [])]
             # with bfloat16 units the serving-precision check labels the images once more
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device,
-                                             label_passes=2 if cpu_has_bf16() else 1) \
+                                             label_passes=2 if cpu_has_bf16() else 1,
+                                             tile_s=tile_s) \
                 if final_eval and evaluated else None
             time_budget = fit_time_budget(call_budget_s,
                                           time.monotonic() - (call_started or t0), estimate)
@@ -564,7 +584,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         "loss": "cross_entropy" + (f" + {dice_weight} * dice" if dice_weight > 0 else ""),
         "class_weights": None if class_weights is None else list(class_weights),
         "augmentation": augment, "scale_jitter": scale_jitter, "p_targeted": p_targeted,
-        "border": border, "border_px": border_px,
+        "border": border, "border_px": border_px, "tta_choice": tta_choice,
         "val_crop": val_crop, "targets": "fractions" if fractions is not None else "labels",
         "amp": "float16 autocast + GradScaler" if use_amp else (
             "bfloat16 autocast (CPU)" if use_bf16 else None), "cpu_bf16": bf16_record,
@@ -586,38 +606,27 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
     return pkg
 
 
-def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
-                          geometry: TileGeometry, input_scale: float, device: str, *,
-                          label_passes: int = 1) -> float:
-    """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
-    mask, image px) will take: ``label_passes`` x the forward passes (2 where the package's
-    serving precision is checked by labelling the images again) plus the metrics once.
+def serving_tile_s(model, side: int, input_scale: float, device: str, *,
+                   flips: bool = False) -> float:
+    """Seconds one (1, 3, T, T) tile takes the way serving labels it: reduced to the model
+    tile at ``input_scale`` (:func:`worker.engine.network.to_model_scale`), the forward pass
+    (with ``flips``: the mean over the tile's four flips, :func:`worker.engine.segmenter.
+    flip_mean`), the logits back to (T, T) (:func:`~worker.engine.network.to_image_scale`),
+    softmax and argmax (at 0.125 the image-scale steps cost more than the model: run 33 of
+    docs/models.md). Timed in eval mode, the fastest of 2 after a warm-up; the weights,
+    batch-norm statistics and random state are not changed. Eager PyTorch: an upper bound for
+    the CPU's compiled runtime.
 
-    - Forward passes: the images' tiles at ``geometry`` (image px;
-      :class:`worker.engine.tiling.TileGrid`) times one pass of a (1, 3, T, T) tile the way
-      serving runs it: reduced to the model tile at ``input_scale``
-      (:func:`worker.engine.network.to_model_scale`), the forward pass, the logits back to
-      (T, T) (:func:`~worker.engine.network.to_image_scale`), softmax and argmax (at 0.125 the
-      image-scale steps cost more than the model: run 33 of docs/models.md), timed in eval
-      mode (the fastest of 2 after a warm-up; the weights, batch-norm statistics and random
-      state are not changed). Eager PyTorch: an upper bound for the CPU's compiled runtime.
-    - Metrics: :func:`training.evaluation.evaluate_arrays` (confusion, edge weights,
-      confidence, fractions) timed on the first pair (after a warm-up on its corner), with its
-      mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone
-      S2 ~20 s of the val evaluation's ~34 s: run 34 of docs/models.md).
+    Raises:
+        GeometryError: ``side * input_scale`` is not a multiple of 32 model px.
     """
     import torch
 
-    from training.evaluation import evaluate_arrays
-    from worker.engine.tiling import TileGrid
+    from worker.engine.segmenter import flip_mean
 
-    tiles = 0
-    for img, _ in data:
-        grid = TileGrid(img.shape[1], img.shape[0], geometry)
-        tiles += grid.n_cols * grid.n_tile_rows
-    side = geometry.tile_size
     model_tile_size(side, input_scale)  # raises where the tile does not fit the scale
     tile = torch.zeros(1, 3, side, side, device=device)
+    channels_last = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
     was_training = model.training
     model.eval()
     times = []
@@ -625,16 +634,42 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
         with torch.inference_mode():
             for _ in range(3):
                 start = time.perf_counter()
-                x = to_model_scale(tile, input_scale).contiguous(
-                    memory_format=torch.channels_last)
-                logits = to_image_scale(model(x), (side, side))
-                logits.softmax(1).max(1)
+                x = channels_last(to_model_scale(tile, input_scale))
+                logits = flip_mean(model, x, channels_last) if flips else model(x)
+                to_image_scale(logits, (side, side)).softmax(1).max(1)
                 if x.is_cuda:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
     finally:
         model.train(was_training)
-    n = logits.shape[1]
+    return min(times[1:])
+
+
+def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
+                          geometry: TileGeometry, input_scale: float, device: str, *,
+                          label_passes: int = 1, tile_s: float | None = None) -> float:
+    """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
+    mask, image px) will take: ``label_passes`` x the forward passes (2 where the package's
+    serving precision is checked by labelling the images again) plus the metrics once.
+
+    - Forward passes: the images' tiles at ``geometry`` (image px;
+      :class:`worker.engine.tiling.TileGrid`) times ``tile_s``, the seconds of one tile as
+      the package will be served (None: :func:`serving_tile_s` without flips, measured here).
+    - Metrics: :func:`training.evaluation.evaluate_arrays` (confusion, edge weights,
+      confidence, fractions) timed on the first pair (after a warm-up on its corner), with its
+      mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone
+      S2 ~20 s of the val evaluation's ~34 s: run 34 of docs/models.md).
+    """
+    from training.evaluation import evaluate_arrays
+    from worker.engine.tiling import TileGrid
+
+    tiles = 0
+    for img, _ in data:
+        grid = TileGrid(img.shape[1], img.shape[0], geometry)
+        tiles += grid.n_cols * grid.n_tile_rows
+    if tile_s is None:
+        tile_s = serving_tile_s(model, geometry.tile_size, input_scale, device)
+    n = _n_outputs(model)
     img, mask = data[0]
     labels = np.where(mask < n, mask, 0).astype(np.uint8)
     confidence = np.full(mask.shape, 255, np.uint8)
@@ -645,7 +680,15 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
     start = time.perf_counter()
     evaluate_arrays(lambda _: (labels, confidence), [(img, mask)], names)
     per_px = (time.perf_counter() - start) / mask.size
-    return label_passes * tiles * min(times[1:]) + per_px * sum(m.size for _, m in data)
+    return label_passes * tiles * tile_s + per_px * sum(m.size for _, m in data)
+
+
+def _n_outputs(model) -> int:
+    """C, the output channels of a network (its last convolution's), for the metrics' names."""
+    import torch
+
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return convs[-1].out_channels
 
 
 def _describe_budget(b: dict) -> str:
@@ -706,7 +749,9 @@ def _final_metrics(pkg: ModelPackage, out_dir, data, stems, device: str) -> Mode
             metrics[f"{split}_iou"] = {c["name"]: c["iou"] for c in m["per_class"]}
             metrics[f"{split}_pixel_accuracy"] = m["pixel_accuracy"]
             metrics[f"{split}_confusion"] = m["confusion_matrix"]
-    metrics["evaluated_with"] = (f"tiled inference (tile {pkg.tile_size}, halo {pkg.halo}), "
+            served = m["inference"]
+    metrics["evaluated_with"] = (f"tiled inference (tile {served['tile_size']}, halo "
+                                 f"{served['halo']}, tta {served['tta']}), "
                                  "float16-stored weights")
     agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[checked]],
                                          list(stems[checked]), reference=reference)

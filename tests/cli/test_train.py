@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cli.train import train
 from training.precision import CPU_BF16_MODES
-from training.recipe import _AUGMENT_WORDS
+from training.recipe import _AUGMENT_WORDS, TTA_MAX_COST, TTA_MODES, default_recipe
 from training.sampling import AUGMENTS, BORDERS
 from training.trainer import TARGETS
 
@@ -22,3 +22,6 @@ def test_the_written_out_choices_are_the_trainers_kinds():
     assert options["targets"].default == "labels" and options["cpu_bf16"].default == "off"
     assert sorted(options["border"].type.choices) == sorted(BORDERS)
     assert options["border"].default == "none"
+    assert sorted(options["tta"].type.choices) == sorted(TTA_MODES)
+    assert options["tta"].default == "none" and default_recipe(30)["tta"] == "auto"
+    assert f"{TTA_MAX_COST:g} x" in options["tta"].help

@@ -22,8 +22,10 @@ from training.recipe import (
     MAX_EVAL_RESERVE,
     MIN_ROUND_TRIP_IOU,
     MIN_STEPS_SHARE,
+    TTA_MAX_COST,
     choose_class_weights,
     choose_input_scale,
+    choose_tta,
     default_recipe,
     describe_recipe,
     encoder_for_scale,
@@ -498,3 +500,74 @@ def test_auto_choices_on_the_real_training_masks(shared_data, dataset, chosen, w
     assert all(min(v) < MIN_ROUND_TRIP_IOU for k, v in choice["round_trip_iou"].items()
                if float(k) < chosen)
     assert choose_class_weights(masks, len(spec.classes))[0] == weights
+
+
+def test_flips_are_taken_where_a_served_tile_with_them_costs_at_most_the_limit():
+    assert TTA_MAX_COST == 2.0
+    tta, record = choose_tta(1.25, 2.3)  # run 36's 0.125 package: 1.84 x
+    assert tta == record["tta"] == "flips" and record["cost"] == pytest.approx(1.84)
+    assert "1.25 s, 2.30 s with flips (1.84 x): flips taken (up to 2 x)" in record["reason"]
+    assert choose_tta(1.0, 2.0)[0] == "flips"  # at the limit
+    assert choose_tta(1.0, 3.6)[0] == "none"  # full resolution (run 5: 3.6 x)
+    assert "not taken" in choose_tta(1.0, 3.6)[1]["reason"]
+    with pytest.raises(ValueError, match="> 0 s"):
+        choose_tta(0.0, 1.0)
+    assert "test-time flips where a tile with them takes <= 2 x the time without" \
+        in describe_recipe(default_recipe(30))
+    assert "one forward pass per tile" in describe_recipe({**default_recipe(30), "tta": "none"})
+
+
+def test_serving_tile_s_with_flips_runs_four_passes_and_leaves_the_model_as_it_was(
+        monkeypatch):
+    import torch
+
+    import training.trainer as trainer
+
+    calls = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4))
+    model.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    clock = iter(range(10_000))  # every reading of the clock is one second later
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    assert trainer.serving_tile_s(model, 256, 0.125, "cpu") == 1.0
+    assert len(calls) == 3 and calls[0] == (1, 3, 32, 32)  # a warm-up and two timed passes
+    calls.clear()
+    assert trainer.serving_tile_s(model, 256, 0.125, "cpu", flips=True) == 1.0
+    assert len(calls) == 3 * 4  # four flips per pass
+    assert model.training and all(torch.equal(before[k], v)
+                                  for k, v in model.state_dict().items())
+    # a measured tile time is used as given: no tile is timed, only the metrics
+    pairs = [_pair(70, 100), _pair(70, 100)]  # 12 tiles of stride 32 each
+    calls.clear()
+    estimate = trainer.final_eval_estimate_s(model, pairs, TileGeometry(64, 16), 1.0, "cpu",
+                                             tile_s=0.5)
+    assert not calls and estimate == 24 * 0.5 + 2  # the metrics: 1 s per 7,000 px
+
+
+def test_tta_auto_is_measured_at_set_up_and_served_by_the_final_evaluation(tmp_path,
+                                                                          monkeypatch):
+    import training.trainer as trainer
+
+    path = _dataset(tmp_path / "ds")
+    timed = []
+
+    def tile_s(model, side, scale, device, *, flips=False):
+        timed.append((side, scale, flips))
+        return cost if flips else 1.0
+
+    monkeypatch.setattr(trainer, "serving_tile_s", tile_s)
+    cost = 1.5
+    pkg = _tiny_train(path, tmp_path / "a", epochs=1, tta="auto")
+    assert timed == [(64, 1.0, False), (64, 1.0, True)]
+    assert pkg.tta == read_package(tmp_path / "a").tta == "flips"
+    assert pkg.training["tta_choice"]["cost"] == 1.5
+    assert "tta flips" in pkg.metrics["evaluated_with"]  # the final evaluation served it so
+    cost = 2.5
+    assert _tiny_train(path, tmp_path / "b", epochs=1, tta="auto",
+                       final_eval=False).tta == "none"
+    timed.clear()
+    given = _tiny_train(path, tmp_path / "c", epochs=1, tta="flips", final_eval=False)
+    assert given.tta == "flips" and given.training["tta_choice"] is None and not timed
+    with pytest.raises(ValueError, match="tta must be one of"):
+        _tiny_train(path, tmp_path / "d", epochs=1, tta="rotations")

@@ -212,7 +212,7 @@ def test_tiny_training_writes_valid_deterministic_package(tmp_path):
     assert pkg.training["dataset"] == "tiny" and pkg.training["seed"] == 0
     assert len(pkg.training["class_weights"]) == 3 and pkg.training["class_weights"][2] > 1
     assert {"val_miou", "val_iou", "test_miou", "test_iou", "best_epoch"} <= set(pkg.metrics)
-    assert "tiled inference (tile 64, halo 16)" in pkg.metrics["evaluated_with"]
+    assert "tiled inference (tile 64, halo 16, tta none)" in pkg.metrics["evaluated_with"]
     served = pkg.metrics["cpu_bf16_agreement"]  # measured where this CPU has bfloat16 units
     assert pkg.cpu_precision == served["cpu_precision"] and served["threshold_pct"] == 99.9
     if served["measured"]:

@@ -65,12 +65,35 @@ from worker.engine.tiling import (
     place_cores,
 )
 
-__all__ = ["Segmenter", "StripStats", "pick_device"]
+__all__ = ["FLIPS", "Segmenter", "StripStats", "flip_mean", "pick_device"]
 
 log = structlog.get_logger(__name__)
 
 #: The flips of ``tta="flips"``: dims of an (N, C, H, W) tensor to flip, () the tile as is.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def flip_mean(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+              layout: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+    """Flip test-time augmentation: the mean of ``run``'s logits of ``x`` and of its
+    horizontal, vertical and double flips (:data:`FLIPS`), each flipped back (Ronneberger et
+    al., "U-Net", 2015; the flips of ``ttach``): four forward passes.
+
+    Args:
+        run: (N, 3, h, w) model input -> (N, C, h, w) logits (a model or a runtime).
+        x: (N, 3, h, w) float model input.
+        layout: Applied to each flipped input (a memory format the runtime takes).
+
+    Returns:
+        (N, C, h, w) float32 mean logits.
+    """
+    total = None
+    for dims in FLIPS:
+        out = run(layout(x.flip(dims)) if dims else x).float()
+        out = out.flip(dims) if dims else out
+        # a runtime may hand back a buffer it reuses: keep a copy of the first
+        total = out.clone() if total is None else total.add_(out)
+    return total.div_(len(FLIPS))
 
 
 @dataclass
@@ -306,9 +329,8 @@ class Segmenter:
         area averaging, and the logits interpolated back to (T, T)
         (:func:`worker.engine.network.to_model_scale`, :func:`~worker.engine.network.to_image_scale`).
         With :attr:`tta` ``flips``, the mean of the logits of the tiles and of their
-        horizontal, vertical and double flips, each flipped back (flip test-time augmentation
-        as in Ronneberger et al., "U-Net", 2015, and the flips of ``ttach``): four forward
-        passes, the same labels wherever the model is flip-equivariant.
+        horizontal, vertical and double flips, each flipped back (:func:`flip_mean`): four
+        forward passes, the same labels wherever the model is flip-equivariant.
 
         Raises:
             ValueError: ``T * input_scale`` is not a multiple of 32 model px
@@ -331,14 +353,7 @@ class Segmenter:
         over the flips with :attr:`tta` ``flips`` (see :meth:`forward`)."""
         if self.tta == "none":
             return self.runtime(x)
-        total = None
-        for dims in FLIPS:
-            xi = self._layout(x.flip(dims)) if dims else x
-            out = self.runtime(xi).float()
-            out = out.flip(dims) if dims else out
-            # a runtime may hand back a buffer it reuses: keep a copy of the first
-            total = out.clone() if total is None else total.add_(out)
-        return total.div_(len(FLIPS))
+        return flip_mean(self.runtime, x, self._layout)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` in the memory format the runtime takes (channels_last or contiguous)."""
