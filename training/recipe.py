@@ -70,8 +70,8 @@ Choices (and why, for a few dozen labelled micrographs):
   :data:`TTA_MAX_COST` x the time without, measured at set-up the way serving runs a tile
   (:func:`training.trainer.serving_tile_s`). At input scale 0.125 the forward pass is a small
   part of a tile's time (the reduction and the logits back at image scale dominate): 1.8 x
-  there, and +0.006 to +0.0135 val mIoU on each of three LumenStone S2 packages for ~1.2 x
-  the evaluation's time (docs/models.md, runs 36-37); at full resolution the forward pass is
+  there, and +0.004 to +0.0135 val mIoU on each of four LumenStone S2 packages for ~1.2 x
+  the evaluation's time (docs/models.md, runs 36-38); at full resolution the forward pass is
   most of it (3.6 x, +0.003: run 5), and at 0.25 flips moved packages by -0.002 to +0.004
   (runs 12, 14, 22), so flips stay off there.
 - **Validation**: none during training (it costs minutes on a CPU, and choosing weights on
