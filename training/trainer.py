@@ -463,6 +463,9 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
         else:
             evaluated = [pair for k in ("val", "test") for pair in (data.get(k) or [])]
             # with bfloat16 units the serving-precision check labels the images once more
+            if final_eval and evaluated and tile_s is None:  # a tile as the package serves
+                tile_s = serving_tile_s(model, geometry.tile_size, scale, device,
+                                        flips=tta == "flips")
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device,
                                              label_passes=2 if cpu_has_bf16() else 1,
                                              tile_s=tile_s) \
