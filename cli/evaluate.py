@@ -61,9 +61,12 @@ def resolve_package(model: str, home: Path | None) -> Path:
 @click.option("--tta", type=click.Choice(TTA_KINDS), default=None,
               help="Override the package's test-time augmentation: flips averages the logits "
               "of each tile and its three flips (4 forward passes) [default: the package's].")
+@click.option("--edge-pad", type=click.IntRange(min=0), default=None,
+              help="Override the package's edge padding: px of mirrored image a tile may show past "
+              "the image's edge, at most the halo [default: the package's; none: the halo].")
 @home_option
 def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, batch_size,
-             tile_size, halo, tta, home):
+             tile_size, halo, tta, edge_pad, home):
     """Evaluate MODEL (a package folder, or NAME[:VERSION] registered in --home) on a split
     of DATASET_YAML, labelling every image with the same tiled inference as production jobs.
 
@@ -89,7 +92,8 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
                                     package.halo if halo is None else halo)
         metrics = evaluate_dataset(folder, dataset_yaml, split=split, device=device,
                                    threads=threads, batch_size=batch_size,
-                                   edge_limit=edge_limit, geometry=geometry, tta=tta)
+                                   edge_limit=edge_limit, geometry=geometry, tta=tta,
+                                   edge_pad=edge_pad)
         colours = [c.rgb for c in package.classes]
     except (TrainingError, ModelPackageError, ImageFormatError, ValueError) as e:
         raise click.ClickException(str(e)) from e
@@ -100,7 +104,8 @@ def evaluate(model, dataset_yaml, out_dir, split, edge_limit, device, threads, b
         click.echo(f"{dataset_yaml} declares no splits: evaluating all {m['images']} images")
     click.echo(f"{m['model']['name']} {m['model']['version']} on {m['dataset']['name']} "
                f"{split} ({m['images']} images, tile {m['inference']['tile_size']}, halo "
-               f"{m['inference']['halo']}, tta {m['inference']['tta']}, input scale "
+               f"{m['inference']['halo']}, edge padding {m['inference']['edge_pad']}, tta "
+               f"{m['inference']['tta']}, input scale "
                f"{m['inference']['input_scale']:g}): mIoU {m['miou']}, pixel accuracy "
                f"{m['pixel_accuracy']}, mean class accuracy {m['mean_class_accuracy']}, "
                f"edge-weighted mIoU {m['edge_weighted']['miou']}")

@@ -149,6 +149,11 @@ class ModelPackage(WithGeometry):
     with ``PELLETSEG_PRECISION=fp32``, serve every package in float32
     (:func:`worker.engine.runtimes.make_runtime`).
 
+    ``edge_pad`` (px, 0..halo) is how much mirrored image a tile may show past the image's
+    edge (:mod:`worker.engine.tiling`); None (default): the halo. A model trained on patches of
+    image pixels only has never seen mirrored pixels, and the fewer of them a tile shows, the
+    nearer serving is to what it learnt (docs/models.md, run 39).
+
     ``members`` is the number of networks of the architecture the package holds (a deep
     ensemble: their softmax probabilities are averaged, :mod:`worker.engine.ensemble`; the
     weights' keys are then ``members.<k>.<name>``); each member costs one forward pass, so a
@@ -156,8 +161,8 @@ class ModelPackage(WithGeometry):
 
     Raises (on construction):
         pydantic.ValidationError: missing fields, class indices that are not 0..C-1, a
-            tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, or an
-            ``input_scale`` outside (0, 1].
+            tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, an
+            ``input_scale`` outside (0, 1], or an ``edge_pad`` over the halo.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -180,6 +185,13 @@ class ModelPackage(WithGeometry):
     input_scale: float = Field(1.0, gt=0, le=1)
     cpu_precision: Literal["f32", "bf16"] = "f32"
     members: int = Field(1, ge=1, le=8)
+    edge_pad: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _border_within_halo(self):
+        if self.edge_pad is not None and self.edge_pad > self.halo:
+            raise ValueError(f"edge_pad {self.edge_pad} px is over the halo ({self.halo} px)")
+        return self
 
     @field_validator("classes")
     @classmethod

@@ -203,12 +203,14 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
                      device: str = "cpu", threads: int = 0, batch_size: int = 0,
                      edge_limit: int = 3, image_names: list[str] | None = None,
                      geometry: TileGeometry | None = None,
-                     tta: str | None = None,
+                     tta: str | None = None, edge_pad: int | None = None,
                      labels_out: list[np.ndarray] | None = None) -> dict[str, Any]:
     """:func:`evaluate_arrays` of a package through ``Segmenter.segment_array``, the path the
     row tasks run, at the package's tile geometry (the one a job that names none is served
     at) unless ``geometry`` overrides it, and with the package's test-time augmentation
-    unless ``tta`` (``none``, ``flips``) overrides it. ``data`` masks hold the package's
+    unless ``tta`` (``none``, ``flips``) overrides it, and with the package's edge padding (px of
+    mirrored image a tile may show past the edge) unless ``edge_pad`` overrides it. ``data``
+    masks hold the package's
     class indices. ``labels_out``, when given, receives each image's (H, W) uint8 label map
     in order (for comparisons that would otherwise label the images again).
 
@@ -219,10 +221,11 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     from worker.engine.segmenter import Segmenter
 
     seg = Segmenter(package_dir, device=device, threads=threads, batch_size=batch_size,
-                    tta=tta)
+                    tta=tta, edge_pad=edge_pad)
     pkg = seg.package
     geometry = geometry or pkg.geometry
     t, h = geometry.tile_size, geometry.halo
+    edge_pad_px = seg.grid(t, t, geometry).edge_pad_px
 
     def predict(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         labels, confidence = seg.segment_array(img, geometry, with_confidence=True)
@@ -234,7 +237,8 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     out = evaluate_arrays(predict, data, names, pellet, edge_limit=edge_limit,
                           image_names=image_names)
     out["inference"] = {"path": "worker.engine.segmenter.Segmenter.segment_array", "tile_size": t,
-                        "halo": h, "device": str(seg.device), "tta": seg.tta,
+                        "halo": h, "edge_pad": edge_pad_px, "device": str(seg.device),
+                        "tta": seg.tta,
                         "input_scale": pkg.input_scale,
                         "batch_size": batch_size or seg.batch_size}
     return out
@@ -249,9 +253,9 @@ def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *,
                      device: str = "cpu", threads: int = 0, batch_size: int = 0,
                      edge_limit: int = 3,
                      geometry: TileGeometry | None = None,
-                     tta: str | None = None) -> dict[str, Any]:
-    """Evaluate the package in ``package_dir`` on ``split`` of ``dataset_yaml`` (``geometry``
-    and ``tta``: see :func:`evaluate_package`).
+                     tta: str | None = None, edge_pad: int | None = None) -> dict[str, Any]:
+    """Evaluate the package in ``package_dir`` on ``split`` of ``dataset_yaml`` (``geometry``,
+    ``tta`` and ``edge_pad``: see :func:`evaluate_package`).
 
     ``split`` None (the default) means ``test`` when the dataset declares ``splits:``, and
     every image (recorded as split ``all``) when it declares none: a folder of labelled
@@ -283,10 +287,11 @@ def evaluate_dataset(package_dir: str | Path, dataset_yaml: str | Path, *,
     data = [(img, lut[mask]) for img, mask in load_split(spec, stems[split])]
     out = evaluate_package(package_dir, data, device=device, threads=threads,
                            batch_size=batch_size, edge_limit=edge_limit,
-                           image_names=stems[split], geometry=geometry, tta=tta)
+                           image_names=stems[split], geometry=geometry, tta=tta,
+                           edge_pad=edge_pad)
     out["model"] = {"name": pkg.name, "version": pkg.version, "sha256": pkg.weights_sha256,
                     "architecture": pkg.architecture, "encoder": pkg.encoder,
-                    "tile_size": pkg.tile_size, "halo": pkg.halo,
+                    "tile_size": pkg.tile_size, "halo": pkg.halo, "edge_pad": pkg.edge_pad,
                     "package_dir": str(Path(package_dir).resolve())}
     out["dataset"] = {"name": spec.name, "yaml": str(Path(dataset_yaml).resolve()),
                       "split": split, "images": stems[split]}

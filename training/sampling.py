@@ -32,7 +32,7 @@ def pad_as_served(image: np.ndarray, mask: np.ndarray, border: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """An image and its mask with the border serving gives every image: ``border`` px of
     reflect padding on each side (numpy ``mode="reflect"``, as
-    :func:`worker.engine.tiling.pad_strip` pads with the halo), the mask's border
+    :mod:`worker.engine.tiling` pads with a border of the halo), the mask's border
     :data:`~training.importers.IGNORE` (the mirrored pixels are context, not labels).
 
     Patches that reach into the border then show the model what tiles at an image's edge

@@ -77,10 +77,13 @@ def test_evaluate_a_package_folder(package, dataset, tmp_path):
     assert f"ECE {cal['ece']} (15 bins)" in res.output and 0 <= cal["ece"] <= 1
     assert [e["excluded_percent"] for e in cal["excluding_least_confident"]] == [5, 10, 20]
     assert "Calibration of the confidence" in (out / "report.html").read_text()
+    # no edge padding in the package: the halo
+    assert m["inference"]["edge_pad"] == 16 and "edge padding 16" in res.output
     val = CliRunner().invoke(main, ["evaluate", str(package), str(dataset), "--out",
-                                    str(tmp_path / "v"), "--split", "val"])
+                                    str(tmp_path / "v"), "--split", "val", "--edge-pad", "4"])
     assert val.exit_code == 0, val.output
-    assert json.loads((tmp_path / "v" / "metrics.json").read_text())["images"] == 1
+    mv = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert mv["images"] == 1 and mv["inference"]["edge_pad"] == 4
 
 
 def test_evaluate_a_registered_model_by_name(package, dataset, tmp_path):

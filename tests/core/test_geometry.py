@@ -32,6 +32,10 @@ def test_job_specs_and_model_packages_apply_the_same_rule():
     with pytest.raises(ValidationError, match=r"tile_size - 2\*halo"):
         ModelPackage(**meta, tile_size=64, halo=20)
     assert ModelPackage(**meta, **DEFAULT_GEOMETRY.as_dict()).geometry == DEFAULT_GEOMETRY
+    # a package's edge_pad (mirrored px past the image's edge) is at most its halo
+    assert ModelPackage(**meta, tile_size=64, halo=16, edge_pad=16).edge_pad == 16
+    with pytest.raises(ValidationError, match="over the halo"):
+        ModelPackage(**meta, tile_size=64, halo=16, edge_pad=17)
 
 
 def test_settings_geometry_override_is_both_or_neither(tmp_path):

@@ -177,7 +177,7 @@ def test_fraction_targets_move_with_the_image_and_one_hot_fractions_give_the_lab
 
 def test_pad_as_served_mirrors_the_image_like_the_tiles_and_leaves_the_border_unlabelled():
     from core.geometry import TileGeometry
-    from worker.engine.tiling import TileGrid, pad_strip
+    from worker.engine.tiling import TileGrid, strip_bands
 
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
@@ -188,8 +188,9 @@ def test_pad_as_served_mirrors_the_image_like_the_tiles_and_leaves_the_border_un
     assert (pmask[:4] == IGNORE).all() and (pmask[:, -4:] == IGNORE).all()
     # the top-left border is what tiled inference puts around the image with a 4 px halo
     grid = TileGrid(30, 20, TileGeometry(64, 4))
-    strip = pad_strip(img, grid, 0, 20)
-    assert np.array_equal(padded[:24, :34], strip[:24, :34])
+    (band,) = strip_bands(img, grid, 0, 20)
+    assert grid.col_spans[0].start == grid.strip_spans(0, 20)[0].start == -4
+    assert np.array_equal(padded, band[:28, :38])
     # no border: the same arrays
     same = pad_as_served(img, mask, 0)
     assert same[0] is img and same[1] is mask

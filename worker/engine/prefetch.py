@@ -1,8 +1,8 @@
 """Read-ahead of a strip's input: tile-row *bands* produced by a reader thread while the
 device works on the previous ones.
 
-A band is the (T, padded width, 3) slice of the padded strip that every tile of one tile row
-is cut from (see :func:`worker.engine.tiling.band_row_sources`). :func:`iter_bands` reads each image
+A band is the (tile rows, band width, 3) input that every tile of one tile row is cut
+from (see :func:`worker.engine.tiling.band_row_sources`). :func:`iter_bands` reads each image
 row once (consecutive bands share ``2 * halo`` rows: the shared rows are kept, not re-read)
 and :class:`Prefetcher` runs it in a background thread. pyvips (libvips decoding) and numpy's
 copies release the GIL, so reading band k+1 really overlaps the forward pass of band k, on
@@ -42,9 +42,10 @@ def region_rows(region: np.ndarray, r0: int) -> RowsFn:
 def iter_bands(rows: RowsFn, grid: TileGrid, y0: int, y1: int) -> Iterator[np.ndarray]:
     """Yield the padded input band of each tile row of output rows ``[y0, y1)``.
 
-    Band ``j`` equals ``pad_strip(region, grid, y0, y1)[j * stride : j * stride + T]``
-    exactly (same reflect padding), but only the image rows it needs are read, and the rows
-    it shares with band ``j - 1`` are taken from the previous read.
+    Band ``j`` equals ``strip_bands(region, grid, y0, y1)[j]``
+    (:func:`worker.engine.tiling.strip_bands`) exactly (same reflect padding), but only the
+    image rows it needs are read, and the rows it shares with band ``j - 1`` are taken from
+    the previous read.
 
     Args:
         rows: Reads image rows (e.g. :func:`imaging.reading.image_rows` or
@@ -53,7 +54,7 @@ def iter_bands(rows: RowsFn, grid: TileGrid, y0: int, y1: int) -> Iterator[np.nd
         y0, y1: Output rows of the strip (px).
 
     Yields:
-        (T, n_cols * stride + 2 * halo, C) arrays, top to bottom.
+        (tile rows, ``grid.band_width``, C) arrays, top to bottom.
     """
     kept, kept_lo = None, 0  # image rows [kept_lo, kept_lo + len(kept)) from the last read
     for sources in band_row_sources(grid, y0, y1):

@@ -24,7 +24,6 @@ to the same tile cores as the labels; the labels are the same with or without it
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -57,12 +56,12 @@ from worker.engine.prefetch import Prefetcher, RowsFn, iter_bands, region_rows
 from worker.engine.runtimes import Runtime, make_runtime
 from worker.engine.tiling import (
     TileGrid,
+    band_tile,
     check_region,
-    crop_strip,
     cut_tiles,
     iter_batches,
-    pad_strip,
-    place_cores,
+    place_tiles,
+    strip_bands,
 )
 
 __all__ = ["FLIPS", "Segmenter", "StripStats", "flip_mean", "pick_device"]
@@ -151,10 +150,12 @@ class Segmenter:
             ``PELLETSEG_CACHE_DIR/exported``).
         tta: Test-time augmentation (``none`` or ``flips``, see :meth:`forward`); None: the
             package's (``ModelPackage.tta``).
+        edge_pad: Mirrored px a tile may show past the image's edge (:mod:`worker.engine.tiling`,
+            at most the halo); None: the package's (``ModelPackage.edge_pad``).
 
     Raises:
         ModelPackageError: the package is invalid or its weights fail the sha256 check.
-        ValueError: unknown ``precision`` or ``runtime``.
+        ValueError: unknown ``precision`` or ``runtime``, or a negative ``edge_pad``.
         RuntimeUnavailable: the runtime named cannot run here (not installed, wrong device).
         ExportError: the runtime's graph could not be exported.
     """
@@ -174,13 +175,15 @@ class Segmenter:
         cache_dir: str | Path | None = None,
         tta: str | None = None,
         cpu_precision: str | None = None,
+        edge_pad: int | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
         load_weights(model, package_dir)
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
-                    runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision)
+                    runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision,
+                    edge_pad=edge_pad)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -205,12 +208,15 @@ class Segmenter:
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
                cache_dir: str | Path | None = None, tta: str | None = None,
-               cpu_precision: str | None = None) -> None:
+               cpu_precision: str | None = None, edge_pad: int | None = None) -> None:
         set_cpu_threads(threads)
         tta = package.tta if tta is None else tta
         if tta not in TTA_KINDS:
             raise ValueError(f"tta must be one of {TTA_KINDS}, got {tta!r}")
+        if edge_pad is not None and edge_pad < 0:
+            raise ValueError(f"edge_pad must be >= 0 px, got {edge_pad}")
         self.tta = tta
+        self.edge_pad = package.edge_pad if edge_pad is None else edge_pad
         self.package = package
         self.device = pick_device(device)
         self.channels_last = channels_last
@@ -409,10 +415,10 @@ class Segmenter:
                                         enabled=self._amp is not None):
             return self.labels_of(self.forward(self.normalise(tiles)))
 
-    def _host_batch(self, n: int, tile_size: int) -> torch.Tensor:
-        """An empty (n, T, T, 3) uint8 host batch: pinned on CUDA (reused safely by torch's
-        caching host allocator), plain memory on CPU."""
-        return torch.empty((n, tile_size, tile_size, 3), dtype=torch.uint8,
+    def _host_batch(self, n: int, rows: int, cols: int) -> torch.Tensor:
+        """An empty (n, rows, cols, 3) uint8 host batch: pinned on CUDA (reused safely by
+        torch's caching host allocator), plain memory on CPU."""
+        return torch.empty((n, rows, cols, 3), dtype=torch.uint8,
                            pin_memory=self.device.type == "cuda")
 
     def predict_tiles(self, tiles: np.ndarray) -> np.ndarray:
@@ -480,51 +486,53 @@ class Segmenter:
             ImageFormatError: the image's pixel data cannot be decoded (from ``rows``).
         """
         started = time.perf_counter()
-        t, halo, stride = grid.tile_size, grid.halo, grid.stride
-        batch_size = batch_size or self.batch_for(t)
-        origins = grid.tile_origins(y0, y1)
-        out = np.empty((math.ceil((y1 - y0) / stride) * stride, grid.n_cols * stride), np.uint8)
+        th, tw = grid.tile_shape
+        batch_size = batch_size or self.batch_for(max(th, tw))
+        tiles = grid.strip_tiles(y0, y1)
+        spans = grid.strip_spans(y0, y1)
+        left = grid.col_spans[0].start
+        out = np.empty((y1 - y0, grid.width), np.uint8)
         conf = np.empty_like(out) if with_confidence else None
-        stats = StripStats(tiles=len(origins), batch_size=batch_size)
+        stats = StripStats(tiles=len(tiles), batch_size=batch_size)
         ahead = 1 if self.device.type == "cuda" else 0  # batches launched before placing
         pending: deque[tuple[list, PendingLabels]] = deque()
         bands: dict[int, np.ndarray] = {}  # tile row -> its input band, while needed
         loaded = 0
         with Prefetcher(iter_bands(rows, grid, y0, y1), prefetch, name="band-reader") as reader:
-            for batch in iter_batches(origins, batch_size):
-                first, last = batch[0][0] // stride, batch[-1][0] // stride
+            for batch in iter_batches(tiles, batch_size):
+                first, last = batch[0][0], batch[-1][0]
                 while loaded <= last:
                     bands[loaded] = next(reader)
                     if on_core_rows is not None:
-                        n = min(stride, y1 - y0 - loaded * stride)
-                        on_core_rows(bands[loaded][halo : halo + n, halo : halo + grid.width])
+                        r = spans[loaded]
+                        on_core_rows(bands[loaded][r.keep0 - r.start : r.keep1 - r.start,
+                                                   -left : -left + grid.width])
                     loaded += 1
                 for j in [j for j in bands if j < first]:
                     del bands[j]
-                host = self._host_batch(len(batch), t)
+                host = self._host_batch(len(batch), th, tw)
                 view = host.numpy()
-                for k, (y, x) in enumerate(batch):
-                    view[k] = bands[y // stride][:, x : x + t]
+                for k, (j, i) in enumerate(batch):
+                    view[k] = band_tile(bands[j], grid, i)
                 pending.append((batch, self._launch(host, with_confidence)))
                 while len(pending) > ahead:
-                    stats.device_s += self._place(out, *pending.popleft(), halo, conf)
+                    stats.device_s += self._place(out, *pending.popleft(), grid, y0, y1, conf)
             while pending:
-                stats.device_s += self._place(out, *pending.popleft(), halo, conf)
+                stats.device_s += self._place(out, *pending.popleft(), grid, y0, y1, conf)
         stats.read_s, stats.read_wait_s = reader.busy_s, reader.wait_s
         stats.seconds = time.perf_counter() - started
-        labels = np.ascontiguousarray(crop_strip(out, grid, y0, y1))
         if conf is None:
-            return labels, stats
-        return labels, np.ascontiguousarray(crop_strip(conf, grid, y0, y1)), stats
+            return out, stats
+        return out, conf, stats
 
     @staticmethod
-    def _place(out: np.ndarray, origins: list, labels: PendingLabels, halo: int,
-               conf: np.ndarray | None = None) -> float:
-        """Wait for a batch's labels, write their cores into ``out`` (and the confidence's
-        into ``conf``); returns its device time."""
-        place_cores(out, labels.result(), origins, halo)
+    def _place(out: np.ndarray, tiles: list, labels: PendingLabels, grid: TileGrid, y0: int,
+               y1: int, conf: np.ndarray | None = None) -> float:
+        """Wait for a batch's labels, write their kept pixels into ``out`` (and the
+        confidence's into ``conf``); returns its device time."""
+        place_tiles(out, labels.result(), tiles, grid, y0, y1)
         if conf is not None:
-            place_cores(conf, labels.confidence_result(), origins, halo)
+            place_tiles(conf, labels.confidence_result(), tiles, grid, y0, y1)
         return labels.device_seconds()
 
     def segment_strip(
@@ -557,27 +565,21 @@ class Segmenter:
         self, region: np.ndarray, grid: TileGrid, y0: int, y1: int, batch_size: int,
         with_confidence: bool = False,
     ):
-        """The reference implementation of :meth:`segment_strip`: pad the whole strip, cut
-        all tiles, one synchronous batch at a time. Same arguments, same result."""
-        padded = pad_strip(region, grid, y0, y1)
-        origins = grid.tile_origins(y0, y1)
-        out = np.empty(
-            (math.ceil((y1 - y0) / grid.stride) * grid.stride, grid.n_cols * grid.stride),
-            dtype=np.uint8,
-        )
+        """The reference implementation of :meth:`segment_strip`: the strip's bands padded in
+        memory (:func:`worker.engine.tiling.strip_bands`), all tiles cut, one synchronous batch
+        at a time. Same arguments, same result."""
+        bands = strip_bands(region, grid, y0, y1)
+        out = np.empty((y1 - y0, grid.width), dtype=np.uint8)
         conf = np.empty_like(out)
-        for batch in iter_batches(origins, batch_size):
-            tiles = cut_tiles(padded, batch, grid.tile_size)
+        for batch in iter_batches(grid.strip_tiles(y0, y1), batch_size):
+            tiles = cut_tiles(bands, batch, grid)
             if with_confidence:
                 preds, c = self.predict_tiles_with_confidence(tiles)
-                place_cores(conf, c, batch, grid.halo)
+                place_tiles(conf, c, batch, grid, y0, y1)
             else:
                 preds = self.predict_tiles(tiles)
-            place_cores(out, preds, batch, grid.halo)
-        labels = np.ascontiguousarray(crop_strip(out, grid, y0, y1))
-        if with_confidence:
-            return labels, np.ascontiguousarray(crop_strip(conf, grid, y0, y1))
-        return labels
+            place_tiles(out, preds, batch, grid, y0, y1)
+        return (out, conf) if with_confidence else out
 
     def segment_array(
         self, image: np.ndarray, geometry: TileGeometry | None = None, *,
@@ -598,12 +600,11 @@ class Segmenter:
             (H, W) uint8 label map; with ``with_confidence`` (labels, confidence), both
             (H, W) uint8.
         """
-        geometry = geometry or self.package.geometry
-        grid = TileGrid(image.shape[1], image.shape[0], geometry)
+        grid = self.grid(image.shape[1], image.shape[0], geometry)
         strips, confs = [], []
         for y0, y1 in grid.all_strip_bounds():
             r0, r1 = grid.read_window(y0, y1)
-            batch = batch_size or self.batch_for(geometry.tile_size)
+            batch = batch_size or self.batch_for(max(grid.tile_shape))
             out = self.segment_strip(image[r0:r1], grid, y0, y1, batch, with_confidence)
             if with_confidence:
                 strips.append(out[0])
@@ -619,8 +620,8 @@ class Segmenter:
 
         Args:
             image: (H, W, 3) uint8.
-            pad: Reflect-pad this many px on every side first (use the tiles' halo so the
-                image borders see the same context as in tiled inference), then crop.
+            pad: Reflect-pad this many px on every side first (the grid's edge padding, so
+                the image's edges see the context tiles give them), then crop.
 
         Returns:
             (H, W) uint8 label map.
@@ -663,6 +664,24 @@ class Segmenter:
         with self._lock:
             logits = self.forward(self.normalise(x.to(self.device)))
         return logits.float().softmax(1)[0, :, pad : pad + h, pad : pad + w].cpu().numpy()
+
+    def grid(self, width: int, height: int, geometry: TileGeometry | None = None,
+             rows_per_task: int = 1) -> TileGrid:
+        """The tile grid this package labels a ``height`` x ``width`` px image with: the
+        ``geometry`` (default the package's), :attr:`edge_pad` (at most the halo; None: the halo)
+        and the side unit its input scale takes (:meth:`_fitting_side`; 256 px at 0.125).
+
+        Raises:
+            GeometryError: an empty image or ``rows_per_task`` < 1.
+        """
+        geometry = geometry or self.package.geometry
+        edge_pad = self.edge_pad
+        if edge_pad is not None:
+            edge_pad = min(edge_pad, geometry.halo)
+        unit = self._fitting_side(1)
+        if geometry.tile_size % unit or self._fitting_side(2 * unit) != 2 * unit:
+            unit = geometry.tile_size  # a scale whose valid sides are not one unit's multiples
+        return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit)
 
     def _fitting_side(self, n: int) -> int:
         """The smallest side >= ``n`` px the network takes at the package's input scale (a

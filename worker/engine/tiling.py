@@ -3,13 +3,29 @@ shapes and small arrays (no I/O).
 
 Overlap-tile strategy (Ronneberger et al., "U-Net", MICCAI 2015): the model sees tiles of
 T x T px; only the central core of ``stride = T - 2*halo`` px is kept, so every output pixel
-is predicted with at least ``halo`` px of context. Outside the image the input is
-reflect-padded (numpy ``mode="reflect"``, i.e. mirrored without repeating the edge pixel).
+is predicted with at least ``halo`` px of context where the image has it. Cores are laid
+``stride`` px apart from the image's top-left corner, so they cover the image without gaps or
+overlaps; the last core of an axis is cut at the image's edge.
+
+What a tile shows past the image's edge is the *edge padding* (README, "Glossary"): the image
+is reflect-padded (numpy ``mode="reflect"``, mirrored without repeating the edge pixel) by
+``edge_pad`` px (0 <= edge_pad <= halo) on every side, and every tile is shifted inward until it
+lies inside the padded image ([-edge_pad, n + edge_pad) on an axis of n px; a tile shifted from
+the far edge stops on the first tile's ``unit`` lattice, so it may show up to ``unit - 1`` px
+more); its kept pixels stay its core, cut to the image, so they keep at least ``halo`` px of
+real context where the image has it. An axis whose padded length fits one tile gets a single, shorter tile: the
+padded length rounded up to the side unit the network takes (``unit``), so an image smaller
+than a tile is labelled in one pass with ``edge_pad`` px around it. Mirrored pixels are
+context a model trained on crops of images never saw: before this layout (tiles every stride
+px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image at a 4096 /
+512 px geometry was cut into two tiles holding twice as many mirrored pixels as image
+pixels (docs/models.md, run 39).
 
 Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
 (``stride`` output rows); a *row* (the unit of work and checkpoint) is ``rows_per_task``
 tile rows, and its *strip* the output rows ``[y0, y1)`` it produces; the *band* of a tile
-row is the T input rows its tiles are cut from (README, "Glossary").
+row is the input rows its tiles are cut from, padded left and right to the columns the
+tiles span (README, "Glossary").
 """
 
 from __future__ import annotations
@@ -17,13 +33,69 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from core.geometry import GeometryError, TileGeometry
+from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 
-__all__ = ["TileGrid", "band_row_sources", "check_region", "crop_strip", "cut_tiles", "iter_batches",
-           "pad_columns", "pad_strip", "padded_row_sources", "place_cores"]
+__all__ = ["Span", "TileGrid", "axis_spans", "band_row_sources", "band_tile", "check_region",
+           "cut_tiles", "iter_batches", "pad_columns", "place_tiles", "reflect_index", "strip_bands"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """One tile's extent along one axis of the image (px, image coordinates).
+
+    Attributes:
+        start: First image px the tile shows (< 0: the edge padding, mirrored).
+        size: Px the tile spans (the tile size, or less for an axis's single tile).
+        keep0, keep1: Image px ``[keep0, keep1)`` labelled from this tile (its core, cut to
+            the image).
+    """
+
+    start: int
+    size: int
+    keep0: int
+    keep1: int
+
+    @property
+    def end(self) -> int:
+        """One past the last image px the tile shows."""
+        return self.start + self.size
+
+
+def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
+               max_single: int | None = None) -> tuple[Span, ...]:
+    """The tiles along one image axis of ``n`` px (module docstring): one tile of the padded
+    length ``n + 2 * edge_pad`` rounded up to ``unit`` where that is at most the tile size (and
+    ``n`` at most ``max_single``), else ``ceil(n / stride)`` tiles of the tile size, core
+    ``k`` keeping ``[k * stride, min((k + 1) * stride, n))``, each tile shifted inward into
+    ``[-edge_pad, n + edge_pad)`` (from the far edge only as far as the lattice
+    ``-edge_pad + m * unit`` of the first tile's start allows).
+
+    Args:
+        n: Axis length (px, >= 1).
+        geometry: Tile size and halo.
+        edge_pad: Mirrored px past each edge (0 <= edge_pad <= halo).
+        unit: Tile sides are multiples of this (px): the side unit the network takes.
+        max_single: The longest axis one tile may keep whole (px; the rows of one strip,
+            so that a tile never feeds two strips); None: no limit.
+
+    Returns:
+        The spans in order; their ``[keep0, keep1)`` partition ``[0, n)``.
+    """
+    t, h, s, b = geometry.tile_size, geometry.halo, geometry.stride, edge_pad
+    side = -(-(n + 2 * b) // unit) * unit
+    if side <= t and (max_single is None or n <= max_single):
+        return (Span(-b, side, 0, n),)
+    # a tile shifted left from the far edge starts on the first tile's lattice (-b + m * unit),
+    # so the network's downsampling sees the image in the same phase in every tile (off it,
+    # the bundled model's labels of a LumenStone image differed from a whole-image pass on
+    # 0.6 % of the pixels, on it on < 0.1 %: tests/worker/engine/test_seams.py)
+    hi = -b + -(-(n + 2 * b - t) // unit) * unit
+    return tuple(Span(max(-b, min(k * s - h, hi)), t, k * s, min((k + 1) * s, n))
+                 for k in range(math.ceil(n / s)))
 
 
 @dataclass(frozen=True)
@@ -35,46 +107,81 @@ class TileGrid:
         geometry: Tile size and halo (validated by :class:`core.geometry.TileGeometry`).
         rows_per_task: Tile rows per row (the unit of work); its strip is
             ``rows_per_task * stride`` output rows.
+        edge_pad: Mirrored px a tile may show past the image's edge (0..halo); None: the halo.
+            A model package's ``edge_pad`` (:class:`models.package.ModelPackage`).
+        unit: Tile sides are multiples of this (px, a multiple of 32): 32 / input scale
+            for a reduced model (:meth:`worker.engine.segmenter.Segmenter.grid`).
 
     Raises (on construction):
-        GeometryError: an image smaller than 1 x 1 px, or ``rows_per_task`` < 1.
+        GeometryError: an image smaller than 1 x 1 px, ``rows_per_task`` < 1, an edge_pad
+            outside 0..halo, or a unit that is not a positive multiple of 32 px dividing the
+            tile size.
     """
 
     width: int
     height: int
     geometry: TileGeometry
     rows_per_task: int = 1
+    edge_pad: int | None = None
+    unit: int = TILE_MULTIPLE
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1:
             raise GeometryError(f"image must be at least 1 x 1 px, got {self.width} x {self.height}")
         if self.rows_per_task < 1:
             raise GeometryError(f"rows_per_task must be >= 1, got {self.rows_per_task}")
+        if self.edge_pad is not None and not 0 <= self.edge_pad <= self.halo:
+            raise GeometryError(f"edge_pad must be 0..{self.halo} px (the halo), "
+                                f"got {self.edge_pad}")
+        if self.unit < TILE_MULTIPLE or self.unit % TILE_MULTIPLE or self.tile_size % self.unit:
+            raise GeometryError(f"unit must be a multiple of {TILE_MULTIPLE} px dividing the "
+                                f"tile size {self.tile_size}, got {self.unit}")
 
     @property
     def tile_size(self) -> int:
-        """Tile edge T fed to the model (px)."""
+        """Tile edge T fed to the model (px); an axis with a single tile may use less."""
         return self.geometry.tile_size
 
     @property
     def halo(self) -> int:
-        """Context kept on each side of a tile and cropped after inference (px)."""
+        """Context kept on each side of a tile's core (px)."""
         return self.geometry.halo
 
     @property
     def stride(self) -> int:
-        """Core edge of a tile = distance between tile origins (px)."""
+        """Core edge of a tile = distance between cores (px)."""
         return self.geometry.stride
+
+    @property
+    def edge_pad_px(self) -> int:
+        """Mirrored px a tile may show past the image's edge: ``edge_pad``, else the halo."""
+        return self.halo if self.edge_pad is None else self.edge_pad
+
+    @cached_property
+    def col_spans(self) -> tuple[Span, ...]:
+        """The tile columns (:func:`axis_spans` over the width)."""
+        return axis_spans(self.width, self.geometry, self.edge_pad_px, self.unit)
+
+    @cached_property
+    def row_spans(self) -> tuple[Span, ...]:
+        """The tile rows of the image (:func:`axis_spans` over the height), top to bottom."""
+        return axis_spans(self.height, self.geometry, self.edge_pad_px, self.unit,
+                          max_single=self.strip_height)
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        """(rows, cols) px of every tile of the grid (each <= the tile size)."""
+        return self.row_spans[0].size, self.col_spans[0].size
 
     @property
     def n_cols(self) -> int:
         """Tiles per tile row."""
-        return math.ceil(self.width / self.stride)
+        return len(self.col_spans)
 
     @property
     def n_tile_rows(self) -> int:
         """Tile rows in the image."""
-        return math.ceil(self.height / self.stride)
+        return len(self.row_spans)
 
     @property
     def strip_height(self) -> int:
@@ -101,25 +208,50 @@ class TileGrid:
         """``[(y0, y1), ...]`` of every strip, top to bottom; they partition ``[0, height)``."""
         return [self.strip_bounds(i) for i in range(self.n_strips)]
 
+    def strip_spans(self, y0: int, y1: int) -> tuple[Span, ...]:
+        """The tile rows whose kept rows lie in output rows ``[y0, y1)`` (a strip's), top to
+        bottom; their ``[keep0, keep1)`` partition ``[y0, y1)``.
+
+        Raises:
+            GeometryError: ``[y0, y1)`` is not a strip's rows (not on tile rows' cores).
+        """
+        spans = tuple(s for s in self.row_spans if y0 <= s.keep0 < y1)
+        if not spans or spans[0].keep0 != y0 or spans[-1].keep1 != y1:
+            raise GeometryError(f"output rows [{y0}, {y1}) are not whole tile rows of the grid")
+        return spans
+
     def read_window(self, y0: int, y1: int) -> tuple[int, int]:
-        """Image rows ``[r0, r1)`` to read for output rows ``[y0, y1)``: the strip plus its
-        halo, clipped to the image (the rest is reflect-padded)."""
-        return max(0, y0 - self.halo), min(self.height, y1 + self.halo)
+        """Image rows ``[r0, r1)`` to read for output rows ``[y0, y1)``: every row the strip's
+        tile rows show, in the image or mirrored (:func:`band_row_sources`)."""
+        sources = band_row_sources(self, y0, y1)
+        return min(int(r.min()) for r in sources), max(int(r.max()) for r in sources) + 1
 
-    def padded_strip_shape(self, y0: int, y1: int) -> tuple[int, int]:
-        """(rows, cols) of the padded model input for output rows ``[y0, y1)``: whole tiles
-        of cores plus the halo on every side (px)."""
-        n_rows = math.ceil((y1 - y0) / self.stride)
-        return n_rows * self.stride + 2 * self.halo, self.n_cols * self.stride + 2 * self.halo
+    def strip_tiles(self, y0: int, y1: int) -> list[tuple[int, int]]:
+        """(tile row j in the strip, column i) of every tile of output rows ``[y0, y1)``,
+        row-major."""
+        n_rows = len(self.strip_spans(y0, y1))
+        return [(j, i) for j in range(n_rows) for i in range(self.n_cols)]
 
-    def tile_origins(self, y0: int, y1: int) -> list[tuple[int, int]]:
-        """Top-left corners (row, col) of the T x T input tiles in the padded strip of output
-        rows ``[y0, y1)``, row-major. The core of tile (ty, tx) lands at output (ty, tx) of
-        the strip, i.e. image rows ``y0 + ty .. y0 + ty + stride``."""
-        n_rows = math.ceil((y1 - y0) / self.stride)
-        return [
-            (i * self.stride, j * self.stride) for i in range(n_rows) for j in range(self.n_cols)
-        ]
+    @property
+    def band_width(self) -> int:
+        """Columns of a band: the image's width plus the edge padding the tiles show (px)."""
+        return self.col_spans[-1].end - self.col_spans[0].start
+
+
+def reflect_index(index: np.ndarray, n: int) -> np.ndarray:
+    """The image px shown at positions ``index`` (any ints) of an axis of ``n`` px mirrored
+    as numpy's ``pad(mode="reflect")`` mirrors it (period ``2 * (n - 1)``, the edge pixel
+    not repeated); an axis of one px shows it everywhere (``mode="edge"``).
+
+    Returns:
+        int64 array of ``index``'s shape, in ``[0, n)``.
+    """
+    index = np.asarray(index, dtype=np.int64)
+    if n == 1:
+        return np.zeros_like(index)
+    period = 2 * (n - 1)
+    m = np.mod(index, period)
+    return np.where(m < n, m, period - m)
 
 
 def _pad_mode(length: int) -> str:
@@ -148,124 +280,92 @@ def check_region(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> tuple[
     return r0, r1
 
 
-def pad_strip(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarray:
-    """Reflect-pad an image region to the padded strip the tiles are cut from.
-
-    Args:
-        region: (r1 - r0, W, C) image rows ``grid.read_window(y0, y1)``, any dtype.
-        grid: The image's tile grid.
-        y0, y1: Output rows of the strip (px).
+def band_row_sources(grid: TileGrid, y0: int, y1: int) -> list[np.ndarray]:
+    """Image rows of the input *band* of each tile row of a strip: the rows
+    ``[start, end)`` of its span, mirrored into the image (:func:`reflect_index`).
 
     Returns:
-        (rows, cols, C) array of shape ``grid.padded_strip_shape(y0, y1)``; pixel (i, j) is
-        image pixel (y0 - halo + i, j - halo), mirrored at the image borders.
-
-    Raises:
-        GeometryError: ``region`` does not have the rows and width the grid expects.
+        One (tile rows,) int64 array of image rows per tile row, top to bottom.
     """
-    r0, _ = check_region(region, grid, y0, y1)
-    rows, _ = grid.padded_strip_shape(y0, y1)
-    top = grid.halo - (y0 - r0)
-    bottom = rows - top - region.shape[0]
-    pad_rest = [(0, 0)] * (region.ndim - 2)
-    out = np.pad(region, [(top, bottom), (0, 0), *pad_rest], mode=_pad_mode(region.shape[0]))
-    return pad_columns(out, grid)
+    return [reflect_index(np.arange(s.start, s.end), grid.height)
+            for s in grid.strip_spans(y0, y1)]
 
 
 def pad_columns(rows: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """Reflect-pad full-width image rows left and right to the padded strip's width, exactly
-    as :func:`pad_strip` pads its columns.
+    """Reflect-pad full-width image rows left and right to the columns the tiles span.
 
     Args:
         rows: (h, W, C) rows of the image (any dtype), full width ``grid.width``.
 
     Returns:
-        (h, n_cols * stride + 2 * halo, C) array; column j is image column ``j - halo``,
-        mirrored at the image borders.
+        (h, ``grid.band_width``, C) array; column j is image column
+        ``j + grid.col_spans[0].start``, mirrored at the image's edges.
 
     Raises:
         GeometryError: ``rows`` is not ``grid.width`` px wide.
     """
     if rows.shape[1] != grid.width:
         raise GeometryError(f"rows are {rows.shape[1]} px wide, expected {grid.width} px")
-    cols = grid.n_cols * grid.stride + 2 * grid.halo
+    left, right = -grid.col_spans[0].start, grid.col_spans[-1].end - grid.width
     pad_rest = [(0, 0)] * (rows.ndim - 2)
-    return np.pad(
-        rows, [(0, 0), (grid.halo, cols - grid.halo - grid.width), *pad_rest],
-        mode=_pad_mode(grid.width),
-    )
+    return np.pad(rows, [(0, 0), (left, right), *pad_rest], mode=_pad_mode(grid.width))
 
 
-def padded_row_sources(grid: TileGrid, y0: int, y1: int) -> np.ndarray:
-    """Image row shown by each row of the padded strip of output rows ``[y0, y1)``.
-
-    The same reflect/edge padding as :func:`pad_strip`, applied to row numbers instead of
-    pixels, so ``pad_strip(region, ...)[i] == pad_columns(image[sources[i]])`` for every i,
-    including images shorter than the halo (where numpy reflects more than once).
-
-    Returns:
-        (padded rows,) int64 image rows, in ``[0, height)``.
-    """
-    r0, r1 = grid.read_window(y0, y1)
-    rows, _ = grid.padded_strip_shape(y0, y1)
-    top = grid.halo - (y0 - r0)
-    bottom = rows - top - (r1 - r0)
-    return np.pad(np.arange(r0, r1, dtype=np.int64), (top, bottom), mode=_pad_mode(r1 - r0))
-
-
-def band_row_sources(grid: TileGrid, y0: int, y1: int) -> list[np.ndarray]:
-    """Image rows of the input *band* of each tile row of a strip: band ``j`` is rows
-    ``[j * stride, j * stride + T)`` of the padded strip, the rows every tile of tile row
-    ``j`` is cut from (consecutive bands share ``2 * halo`` rows).
-
-    Returns:
-        One (T,) int64 array of image rows per tile row, top to bottom.
-    """
-    sources = padded_row_sources(grid, y0, y1)
-    n_rows = math.ceil((y1 - y0) / grid.stride)
-    return [
-        sources[j * grid.stride : j * grid.stride + grid.tile_size] for j in range(n_rows)
-    ]
-
-
-def iter_batches(origins: list[tuple[int, int]], batch_size: int) -> Iterator[list[tuple[int, int]]]:
-    """Split tile origins into consecutive batches of at most ``batch_size``."""
-    for i in range(0, len(origins), batch_size):
-        yield origins[i : i + batch_size]
-
-
-def cut_tiles(padded: np.ndarray, origins: list[tuple[int, int]], tile_size: int) -> np.ndarray:
-    """Stack the T x T tiles at ``origins`` of a padded strip.
+def strip_bands(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> list[np.ndarray]:
+    """The input bands of a strip's tile rows, from its region in memory (the reference of
+    :func:`worker.engine.prefetch.iter_bands`, which reads them row by row).
 
     Args:
-        padded: (rows, cols, C) padded strip.
-        origins: Tile top-left corners in ``padded`` (px).
-        tile_size: T (px).
+        region: (r1 - r0, W, C) image rows ``grid.read_window(y0, y1)``, any dtype.
 
     Returns:
-        (N, T, T, C) array, same dtype as ``padded``.
+        One (tile rows, ``grid.band_width``, C) array per tile row, top to bottom.
+
+    Raises:
+        GeometryError: ``region`` does not have the rows and width the grid expects.
     """
-    return np.stack([padded[y : y + tile_size, x : x + tile_size] for y, x in origins])
+    r0, _ = check_region(region, grid, y0, y1)
+    return [pad_columns(region[sources - r0], grid)
+            for sources in band_row_sources(grid, y0, y1)]
 
 
-def place_cores(
-    out: np.ndarray, preds: np.ndarray, origins: list[tuple[int, int]], halo: int
-) -> None:
-    """Write the central cores of tile predictions into the strip's output, in place.
+def iter_batches(tiles: list, batch_size: int) -> Iterator[list]:
+    """Split a strip's tiles into consecutive batches of at most ``batch_size``."""
+    for i in range(0, len(tiles), batch_size):
+        yield tiles[i : i + batch_size]
+
+
+def cut_tiles(bands: list[np.ndarray], tiles: list[tuple[int, int]], grid: TileGrid
+              ) -> np.ndarray:
+    """Stack the tiles ``(j, i)`` (:meth:`TileGrid.strip_tiles`) of a strip's bands.
 
     Args:
-        out: (n_rows * stride, n_cols * stride) output strip (before cropping to the image).
-        preds: (N, T, T) per-tile predictions (labels) aligned with ``origins``.
-        origins: Tile corners in the padded strip; the core of a tile at (y, x) goes to
-            ``out[y : y + stride, x : x + stride]`` (the halo shift and the padding cancel).
-        halo: Rows/columns cropped from each side of a prediction (px).
+        bands: The strip's bands (:func:`strip_bands`), or a dict tile row -> band.
+
+    Returns:
+        (N, rows, cols, C) array (``grid.tile_shape``), the bands' dtype.
     """
-    tile = preds.shape[-1]
-    stride = tile - 2 * halo
-    for (y, x), pred in zip(origins, preds, strict=True):
-        out[y : y + stride, x : x + stride] = pred[halo : halo + stride, halo : halo + stride]
+    return np.stack([band_tile(bands[j], grid, i) for j, i in tiles])
 
 
-def crop_strip(out: np.ndarray, grid: TileGrid, y0: int, y1: int) -> np.ndarray:
-    """Crop an assembled output strip to the image: (y1 - y0, width)."""
-    return out[: y1 - y0, : grid.width]
+def band_tile(band: np.ndarray, grid: TileGrid, i: int) -> np.ndarray:
+    """Tile column ``i`` of a band (a view): its (rows, cols, C) pixels."""
+    span, left = grid.col_spans[i], grid.col_spans[0].start
+    return band[:, span.start - left : span.end - left]
+
+
+def place_tiles(out: np.ndarray, preds: np.ndarray, tiles: list[tuple[int, int]],
+                grid: TileGrid, y0: int, y1: int) -> None:
+    """Write the kept pixels of tile predictions into a strip's output, in place.
+
+    Args:
+        out: (y1 - y0, W) output strip of output rows ``[y0, y1)``.
+        preds: (N, rows, cols) per-tile predictions (labels or confidence) aligned with
+            ``tiles``.
+        tiles: (tile row j in the strip, column i) of each prediction.
+    """
+    spans = grid.strip_spans(y0, y1)
+    for (j, i), pred in zip(tiles, preds, strict=True):
+        r, c = spans[j], grid.col_spans[i]
+        out[r.keep0 - y0 : r.keep1 - y0, c.keep0 : c.keep1] = pred[
+            r.keep0 - r.start : r.keep1 - r.start, c.keep0 - c.start : c.keep1 - c.start]

@@ -29,7 +29,6 @@ from storage.blobs.layout import (
 )
 from storage.errors import StorageError
 from worker.context import WorkerContext
-from worker.engine.tiling import TileGrid
 from worker.errors import PERMANENT_ERRORS
 from worker.leases import ROWS_IN_FLIGHT, Renewal
 from worker.spot import draining
@@ -172,8 +171,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
         return read_strip(ctx.local_blob(key))
     spec = JobSpec.from_stored(job.spec)
     row = ctx.table.rows.get(job.id, index)
-    grid = TileGrid(job.width, job.height, spec.geometry, spec.rows_per_task)
     segmenter = segmenter_for(ctx, job)
+    grid = segmenter.grid(job.width, job.height, spec.geometry, spec.rows_per_task)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     # a reader thread reads and pads tile row k+1 while the model works on tile row k
     # a converted source.tif was written and checked by the planner: only a source read

@@ -12,7 +12,7 @@ from imaging.reading import open_image, read_rows
 from tests.worker.conftest import DEMO_DATA
 from worker.engine.prefetch import region_rows
 from worker.engine.segmenter import Segmenter
-from worker.engine.tiling import TileGrid, cut_tiles, pad_strip
+from worker.engine.tiling import TileGrid, cut_tiles, strip_bands
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,13 @@ def test_confidence_is_cropped_like_the_labels(segmenter, crop, tile, halo, rows
         assert np.array_equal(labels, plain) and np.array_equal(piped_l, plain)
         assert np.array_equal(piped_c, conf)
         assert conf.shape == labels.shape == (y1 - y0, crop.shape[1]) and conf.dtype == np.uint8
-        assert stats.tiles == len(grid.tile_origins(y0, y1))
-        # the core of the first tile is the confidence of that tile at its centre
-        tiles = cut_tiles(pad_strip(crop[r0:r1], grid, y0, y1), [(0, 0)], tile)
+        assert stats.tiles == len(grid.strip_tiles(y0, y1))
+        # the kept pixels of the first tile are that tile's confidence there
+        tiles = cut_tiles(strip_bands(crop[r0:r1], grid, y0, y1), [(0, 0)], grid)
         _, c0 = segmenter.predict_tiles_with_confidence(tiles)
-        core = c0[0, halo: tile - halo, halo: tile - halo]
-        h, w = min(core.shape[0], y1 - y0), min(core.shape[1], crop.shape[1])
-        np.testing.assert_array_equal(conf[:h, :w], core[:h, :w])
+        r, c = grid.strip_spans(y0, y1)[0], grid.col_spans[0]
+        kept = c0[0, r.keep0 - r.start : r.keep1 - r.start, c.keep0 - c.start : c.keep1 - c.start]
+        np.testing.assert_array_equal(conf[: r.keep1 - y0, c.keep0 : c.keep1], kept)
 
 
 def test_segment_array_with_confidence_matches_labels_alone(segmenter, crop):

@@ -22,9 +22,10 @@ def _agreement(segmenter, image) -> float:
     stride = segmenter.package.geometry.stride
     assert stride < max(image.shape[:2])  # the image really has seams
     tiled = segmenter.segment_array(image)  # at the package's geometry, as jobs run it
-    # The reference sees the image borders reflect-padded by the halo, as the tiles do, so
-    # what is compared is the effect of the seams, not of zero padding inside the network.
-    single = segmenter.segment_single_pass(image, pad=segmenter.package.halo)
+    # The reference sees the image's edges reflect-padded by the grid's edge padding, as the
+    # tiles do, so what is compared is the effect of the seams, not of what lies past the edge.
+    pad = segmenter.grid(image.shape[1], image.shape[0]).edge_pad_px
+    single = segmenter.segment_single_pass(image, pad=pad)
     assert tiled.shape == single.shape == image.shape[:2]
     return float((tiled == single).mean())
 

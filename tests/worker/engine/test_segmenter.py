@@ -27,13 +27,7 @@ from worker.engine.devices import (
 )
 from worker.engine.prefetch import Prefetcher, iter_bands, region_rows
 from worker.engine.segmenter import Segmenter
-from worker.engine.tiling import (
-    TileGrid,
-    band_row_sources,
-    pad_columns,
-    pad_strip,
-    padded_row_sources,
-)
+from worker.engine.tiling import TileGrid, band_row_sources, pad_columns, strip_bands
 
 # (width, height, tile, halo, rows_per_task): interior strips, images smaller than the halo
 # (numpy reflects more than once), one-pixel images (edge padding), multi-row strips.
@@ -53,20 +47,22 @@ def _image(h, w, seed=0):
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
-def test_row_sources_and_bands_reproduce_pad_strip(geometry):
+@pytest.mark.parametrize("edge_pad", [None, 0, 3])
+def test_bands_read_row_by_row_equal_the_strip_bands_in_memory(geometry, edge_pad):
     w, h, t, halo, rpt = geometry
     image = _image(h, w)
-    grid = TileGrid(w, h, TileGeometry(t, halo), rpt)
+    grid = TileGrid(w, h, TileGeometry(t, halo), rpt, edge_pad=edge_pad)
     for y0, y1 in grid.all_strip_bounds():
         r0, r1 = grid.read_window(y0, y1)
-        padded = pad_strip(image[r0:r1], grid, y0, y1)
-        sources = padded_row_sources(grid, y0, y1)
-        np.testing.assert_array_equal(pad_columns(image[sources], grid), padded)
+        expected = strip_bands(image[r0:r1], grid, y0, y1)
+        sources = band_row_sources(grid, y0, y1)
+        assert all(r0 <= s.min() and s.max() < r1 for s in sources)  # inside the read window
+        for src, band in zip(sources, expected, strict=True):
+            np.testing.assert_array_equal(pad_columns(image[src], grid), band)
         bands = list(iter_bands(region_rows(image[r0:r1], r0), grid, y0, y1))
-        assert len(bands) == len(band_row_sources(grid, y0, y1))
-        for j, band in enumerate(bands):
-            np.testing.assert_array_equal(
-                band, padded[j * grid.stride : j * grid.stride + t])
+        assert len(bands) == len(expected)
+        for band, ref in zip(bands, expected, strict=True):
+            np.testing.assert_array_equal(band, ref)
 
 
 def test_bands_read_each_image_row_once():
@@ -246,7 +242,7 @@ def test_pipelined_labels_equal_the_simple_path_on_cpu(segmenter, crop, tile, ha
                                               batch, prefetch=2)
         assert simple.shape == (y1 - y0, crop.shape[1])
         assert np.array_equal(piped, simple), f"strip [{y0}, {y1}) differs"
-        assert stats.tiles == len(grid.tile_origins(y0, y1)) and stats.batch_size == batch
+        assert stats.tiles == len(grid.strip_tiles(y0, y1)) and stats.batch_size == batch
         np.testing.assert_array_equal(
             segmenter.segment_strip(crop[r0:r1], grid, y0, y1, batch), simple)
 
@@ -351,3 +347,37 @@ def test_whole_image_pass_pads_in_one_call_and_gives_probabilities(segmenter, cr
     black = segmenter.probabilities_single_pass(image, 16, "constant")
     assert not np.allclose(black, probs)  # what surrounds the image reaches the labels
     assert (segmenter.whole_image_input(image, 16, "constant")[:16] == 0).all()
+
+
+@pytest.mark.parametrize("edge_pad", [0, 8])
+def test_the_package_border_shapes_the_grid_and_an_image_within_a_tile_is_one_pass(
+        segmenter, crop, edge_pad):
+    """``Segmenter.grid`` takes the package's edge_pad; an image that fits one tile with it is
+    labelled exactly as a whole-image pass with that much mirrored image around it."""
+    package = segmenter.package.model_copy(update={"edge_pad": edge_pad})
+    seg = Segmenter.from_model(package, segmenter.model, threads=1)
+    grid = seg.grid(70, 90)
+    assert grid.edge_pad_px == edge_pad and grid.unit == 32
+    up = [-(-(n + 2 * edge_pad) // 32) * 32 for n in (90, 70)]  # to the next 32 px
+    assert grid.tile_shape == tuple(up)
+    image = crop[:90, :70]
+    np.testing.assert_array_equal(seg.segment_array(image),
+                                  seg.segment_single_pass(image, edge_pad))
+    # a larger image: pipelined equals simple with shifted, padded tiles
+    big = seg.grid(crop.shape[1], crop.shape[0], rows_per_task=2)
+    for y0, y1 in big.all_strip_bounds():
+        r0, r1 = big.read_window(y0, y1)
+        simple = seg.segment_strip_simple(crop[r0:r1], big, y0, y1, 3)
+        piped, _ = seg.segment_rows(region_rows(crop[r0:r1], r0), big, y0, y1, 3, prefetch=2)
+        assert np.array_equal(piped, simple)
+    # a edge_pad over a job's smaller halo is cut to the halo
+    assert seg.grid(70, 90, TileGeometry(128, 4)).edge_pad_px == min(edge_pad, 4)
+
+
+def test_a_reduced_package_grid_shrinks_tiles_in_its_own_side_unit(segmenter):
+    """At input scale 0.125 a side the network takes is a multiple of 256 px."""
+    package = segmenter.package.model_copy(update={"input_scale": 0.125, "tile_size": 1024,
+                                                   "halo": 128, "edge_pad": 16})
+    seg = Segmenter.from_model(package, segmenter.model, threads=1)
+    grid = seg.grid(700, 300)
+    assert grid.unit == 256 and grid.tile_shape == (512, 768)  # 332 and 732 px, up to 256

@@ -1,4 +1,5 @@
-"""Tile geometry: every output pixel is produced exactly once, padding mirrors the image."""
+"""Tile geometry: every output pixel is produced exactly once, tiles stay inside the image
+and its edge_pad, and what a tile shows past the edge mirrors the image."""
 
 import itertools
 
@@ -6,29 +7,131 @@ import numpy as np
 import pytest
 
 from core.geometry import GeometryError, TileGeometry
-from worker.engine.tiling import TileGrid, crop_strip, cut_tiles, pad_strip, place_cores
+from worker.engine.tiling import (
+    TileGrid,
+    axis_spans,
+    cut_tiles,
+    place_tiles,
+    reflect_index,
+    strip_bands,
+)
 
 SIZES = [(1, 1), (5, 3), (31, 64), (64, 64), (100, 37), (129, 257), (256, 96), (300, 301)]
+GEOMETRIES = [(64, 16, 1), (64, 0, 2), (96, 32, 3), (128, 48, 1)]
 
 
 @pytest.mark.parametrize("width,height", SIZES)
-@pytest.mark.parametrize("tile,halo,k", [(64, 16, 1), (64, 0, 2), (96, 32, 3), (128, 48, 1)])
-def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k):
-    grid = TileGrid(width, height, TileGeometry(tile, halo), rows_per_task=k)
+@pytest.mark.parametrize("tile,halo,k", GEOMETRIES)
+@pytest.mark.parametrize("edge_pad", [None, 0, 8])
+def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, edge_pad):
+    edge_pad = None if edge_pad is None else min(edge_pad, halo)
+    grid = TileGrid(width, height, TileGeometry(tile, halo), rows_per_task=k, edge_pad=edge_pad)
     cover = np.zeros((height, width), dtype=np.int32)
     bounds = grid.all_strip_bounds()
     assert bounds[0][0] == 0 and bounds[-1][1] == height
     assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
     for y0, y1 in bounds:
-        origins = grid.tile_origins(y0, y1)
-        rows, cols = grid.padded_strip_shape(y0, y1)
-        out = np.zeros((rows - 2 * halo, cols - 2 * halo), dtype=np.int32)
-        for y, x in origins:
-            assert y + tile <= rows and x + tile <= cols  # every tile lies inside the padding
-            out[y : y + grid.stride, x : x + grid.stride] += 1
-        assert (out == 1).all()  # cores tile the padded output without gaps or overlaps
-        cover[y0:y1] += crop_strip(out, grid, y0, y1)
+        spans = grid.strip_spans(y0, y1)
+        for j, i in grid.strip_tiles(y0, y1):
+            r, c = spans[j], grid.col_spans[i]
+            cover[r.keep0 : r.keep1, c.keep0 : c.keep1] += 1
     assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 32, 33, 63, 64, 65, 100, 200, 257, 1000])
+@pytest.mark.parametrize("tile,halo", [(64, 16), (96, 32), (128, 48), (64, 0)])
+@pytest.mark.parametrize("pad_share", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("unit", [32, "tile"])
+def test_tiles_stay_inside_the_border_and_keep_their_context(n, tile, halo, pad_share,
+                                                             unit):
+    geometry = TileGeometry(tile, halo)
+    unit = tile if unit == "tile" else unit
+    b = round(halo * pad_share)
+    spans = axis_spans(n, geometry, b, unit)
+    assert spans[0].keep0 == 0 and spans[-1].keep1 == n
+    assert all(a.keep1 == c.keep0 for a, c in itertools.pairwise(spans))
+    assert all(s.keep0 == k * geometry.stride for k, s in enumerate(spans))
+    if len(spans) == 1:  # one shorter tile: the image and its edge_pad, rounded up to the unit
+        (s,) = spans
+        assert s.start == -b and s.size % unit == 0 and n + 2 * b <= s.size <= tile
+        assert s.size - unit < n + 2 * b
+        return
+    for s in spans:
+        # never past the edge padding, but for a tile shifted from the far edge onto the
+        # first tile's unit lattice
+        assert s.size == tile and -b <= s.start and s.end <= n + b + unit - 1
+        if s.start != s.keep0 - halo:
+            assert (s.start + b) % unit == 0
+        assert s.start <= s.keep0 and s.keep1 <= s.end
+        # every kept px has the halo of context, or all the image (and edge_pad) there is
+        assert s.keep0 - s.start >= min(halo, s.keep0 + b)
+        assert s.end - s.keep1 >= min(halo, n - s.keep1 + b)
+
+
+def test_border_halo_keeps_the_classic_overlap_tile_layout_inside_the_image():
+    """Away from the image's right and bottom edge the tiles are the overlap-tile strategy's:
+    tile k shows [k * stride - halo, k * stride + stride + halo)."""
+    g = TileGeometry(512, 64)
+    spans = axis_spans(2000, g, 64, 32)
+    assert [s.start for s in spans[:-1]] == [k * g.stride - 64 for k in range(len(spans) - 1)]
+    assert spans[-1].start == 1568  # shifted inward from 1856, stopped on -64 + m * 32 px
+
+
+def test_an_image_smaller_than_a_tile_is_one_shorter_tile():
+    grid = TileGrid(3396, 2547, TileGeometry(4096, 512), edge_pad=64, unit=256)
+    assert grid.n_cols == 1 and grid.n_tile_rows == 1
+    assert grid.tile_shape == (2816, 3584)  # 2547 + 128 and 3396 + 128, up to 256 px
+    assert grid.read_window(0, 2547) == (0, 2547)
+    # with the whole halo as edge_pad it still fits one tile across
+    assert TileGrid(3396, 2547, TileGeometry(4096, 512), unit=256).tile_shape == (3584, 4096)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
+def test_reflect_index_mirrors_like_numpy_pad(n):
+    idx = np.arange(-200, 200 + n)
+    expected = np.pad(np.arange(n), (200, 200), mode="reflect" if n > 1 else "edge")
+    np.testing.assert_array_equal(reflect_index(idx, n), expected)
+
+
+@pytest.mark.parametrize("width,height", [(50, 41), (7, 300), (200, 3), (2, 2), (1, 1)])
+@pytest.mark.parametrize("edge_pad", [None, 0, 5])
+def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, edge_pad):
+    """Each band equals the same window of the whole image mirrored once by numpy."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad)
+    pad = 400
+    big = np.pad(image, [(pad, pad), (pad, pad), (0, 0)],
+                 mode="reflect" if min(height, width) > 1 else "edge")
+    if height == 1 or width == 1:  # numpy pads an axis of one px by its edge
+        big = np.pad(image, [(pad, pad), (pad, pad), (0, 0)], mode="edge")
+    x0 = grid.col_spans[0].start
+    for y0, y1 in grid.all_strip_bounds():
+        r0, r1 = grid.read_window(y0, y1)
+        bands = strip_bands(image[r0:r1], grid, y0, y1)
+        for band, s in zip(bands, grid.strip_spans(y0, y1), strict=True):
+            assert band.shape == (s.size, grid.band_width, 3)
+            np.testing.assert_array_equal(
+                band, big[pad + s.start : pad + s.end, pad + x0 : pad + x0 + grid.band_width])
+
+
+@pytest.mark.parametrize("edge_pad", [None, 0, 16])
+def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad):
+    """With an identity 'model' (prediction = input channel 0), tiling returns the image."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (77, 130, 1), dtype=np.uint8)
+    grid = TileGrid(130, 77, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad)
+    out_rows = []
+    for y0, y1 in grid.all_strip_bounds():
+        r0, r1 = grid.read_window(y0, y1)
+        bands = strip_bands(image[r0:r1], grid, y0, y1)
+        tiles = grid.strip_tiles(y0, y1)
+        stack = cut_tiles(bands, tiles, grid)
+        assert stack.shape == (len(tiles), *grid.tile_shape, 1)
+        out = np.zeros((y1 - y0, 130), np.uint8)
+        place_tiles(out, stack[..., 0], tiles, grid, y0, y1)
+        out_rows.append(out)
+    np.testing.assert_array_equal(np.concatenate(out_rows), image[..., 0])
 
 
 def test_grid_counts():
@@ -38,55 +141,20 @@ def test_grid_counts():
     assert grid.strip_bounds(0) == (0, 700)
     with pytest.raises(GeometryError):
         grid.strip_bounds(1)
+    with pytest.raises(GeometryError, match="whole tile rows"):
+        grid.strip_spans(10, 700)
 
 
-@pytest.mark.parametrize("bad", [dict(width=0, height=5), dict(width=5, height=5, rows_per_task=0)])
+@pytest.mark.parametrize("bad", [dict(width=0, height=5), dict(width=5, height=5, rows_per_task=0),
+                                 dict(edge_pad=17), dict(edge_pad=-1), dict(unit=48),
+                                 dict(unit=128)])
 def test_bad_grid_raises(bad):
     args = dict(width=10, height=10, geometry=TileGeometry(64, 16)) | bad
     with pytest.raises(GeometryError):
         TileGrid(**args)
 
 
-@pytest.mark.parametrize("width,height", [(50, 41), (7, 300), (200, 3), (2, 2)])
-def test_padded_strips_equal_globally_reflected_image(width, height):
-    """Cutting each strip's window and padding it equals padding the whole image once."""
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    grid = TileGrid(width, height, TileGeometry(64, 16))
-    for y0, y1 in grid.all_strip_bounds():
-        r0, r1 = grid.read_window(y0, y1)
-        padded = pad_strip(image[r0:r1], grid, y0, y1)
-        rows, cols = grid.padded_strip_shape(y0, y1)
-        assert padded.shape == (rows, cols, 3)
-        # reference: reflect the whole image, then take the same window
-        big = np.pad(image, [(64, 64), (16, cols), (0, 0)], mode="reflect" if min(height, width) > 1 else "edge")
-        if height > 16 and width > 16:  # single reflections only: identical by construction
-            ref = big[64 + y0 - 16 : 64 + y0 - 16 + rows, :cols]
-            np.testing.assert_array_equal(padded[: min(rows, r1 - y0 + 16)], ref[: min(rows, r1 - y0 + 16)])
-        # the core of the padded strip is the image itself
-        np.testing.assert_array_equal(padded[16 : 16 + y1 - y0, 16 : 16 + width], image[y0:y1])
-
-
-def test_place_cores_reassembles_identity_prediction():
-    """With an identity 'model' (prediction = input channel 0), tiling returns the image."""
-    rng = np.random.default_rng(1)
-    image = rng.integers(0, 255, (77, 130, 1), dtype=np.uint8)
-    grid = TileGrid(130, 77, TileGeometry(64, 16), rows_per_task=2)
-    out_rows = []
-    for y0, y1 in grid.all_strip_bounds():
-        r0, r1 = grid.read_window(y0, y1)
-        padded = pad_strip(image[r0:r1], grid, y0, y1)
-        origins = grid.tile_origins(y0, y1)
-        tiles = cut_tiles(padded, origins, 64)
-        assert tiles.shape == (len(origins), 64, 64, 1)
-        rows, cols = grid.padded_strip_shape(y0, y1)
-        out = np.zeros((rows - 32, cols - 32), np.uint8)
-        place_cores(out, tiles[..., 0], origins, 16)
-        out_rows.append(crop_strip(out, grid, y0, y1))
-    np.testing.assert_array_equal(np.concatenate(out_rows), image[..., 0])
-
-
-def test_pad_strip_rejects_wrong_region():
+def test_strip_bands_rejects_a_wrong_region():
     grid = TileGrid(40, 40, TileGeometry(64, 16))
     with pytest.raises(GeometryError):
-        pad_strip(np.zeros((5, 40, 3), np.uint8), grid, 0, 32)
+        strip_bands(np.zeros((5, 40, 3), np.uint8), grid, 0, 40)
