@@ -33,9 +33,11 @@ def pelletseg_proc(*args) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def tall_image(tmp_path_factory):
-    """A 400 x 1400 px strip of real micrographs: 8 rows of 192 px."""
+    """A 400 x 2600 px strip of real micrographs: 14 rows of 192 px, so that the job is still
+    running seconds after its second row is done (with 8 rows a loaded CI machine once saw the
+    job succeed before Ctrl-C reached it)."""
     tiles = [pyvips.Image.new_from_file(str(p)) for p in sorted(DEMO_DATA.glob("*.png"))]
-    column = pyvips.Image.arrayjoin(tiles, across=1).crop(100, 0, 400, 1400)
+    column = pyvips.Image.arrayjoin(tiles, across=1).crop(100, 0, 400, 2600)
     out = tmp_path_factory.mktemp("interrupt") / "tall.png"
     column.pngsave(str(out))
     return out
