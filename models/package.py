@@ -150,9 +150,9 @@ class ModelPackage(WithGeometry):
     (:func:`worker.engine.runtimes.make_runtime`).
 
     ``edge_pad`` (px, 0..halo) is how much mirrored image a tile may show past the image's
-    edge (:mod:`worker.engine.tiling`); None (default): the halo. A model trained on patches of
-    image pixels only has never seen mirrored pixels, and the fewer of them a tile shows, the
-    nearer serving is to what it learnt (docs/models.md, run 39).
+    edge (:mod:`worker.engine.tiling`); None (default): the halo. Measured on a LumenStone
+    package, 0 to 512 px moved val mIoU within +-0.006 with no trend (docs/models.md, run 39),
+    so ``pelletseg train`` sets none; ``pelletseg evaluate --edge-pad`` measures others.
 
     ``members`` is the number of networks of the architecture the package holds (a deep
     ensemble: their softmax probabilities are averaged, :mod:`worker.engine.ensemble`; the
@@ -188,7 +188,7 @@ class ModelPackage(WithGeometry):
     edge_pad: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _border_within_halo(self):
+    def _edge_pad_within_halo(self):
         if self.edge_pad is not None and self.edge_pad > self.halo:
             raise ValueError(f"edge_pad {self.edge_pad} px is over the halo ({self.halo} px)")
         return self

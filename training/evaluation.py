@@ -208,11 +208,11 @@ def evaluate_package(package_dir: str | Path, data: list[tuple[np.ndarray, np.nd
     """:func:`evaluate_arrays` of a package through ``Segmenter.segment_array``, the path the
     row tasks run, at the package's tile geometry (the one a job that names none is served
     at) unless ``geometry`` overrides it, and with the package's test-time augmentation
-    unless ``tta`` (``none``, ``flips``) overrides it, and with the package's edge padding (px of
-    mirrored image a tile may show past the edge) unless ``edge_pad`` overrides it. ``data``
-    masks hold the package's
-    class indices. ``labels_out``, when given, receives each image's (H, W) uint8 label map
-    in order (for comparisons that would otherwise label the images again).
+    unless ``tta`` (``none``, ``flips``) overrides it, and with the package's edge padding
+    (px of mirrored image a tile may show past the edge) unless ``edge_pad`` overrides it.
+    ``data`` masks hold the package's class indices. ``labels_out``, when given, receives
+    each image's (H, W) uint8 label map in order (for comparisons that would otherwise label
+    the images again).
 
     Raises:
         ModelPackageError: invalid package or weights failing their sha256.
