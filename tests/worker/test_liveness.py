@@ -7,6 +7,8 @@ running can be resumed."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -334,13 +336,21 @@ def test_sigkilled_worker_is_recovered_by_the_other_worker_without_a_beat_proces
             if killed_at is None and ctx.table.rows.progress(job.id).done >= 2:
                 held = {r.worker: r.index for r in ctx.table.rows.list(job.id, [RowStatus.RUNNING])}
                 for p in pool.procs:
-                    if any(w.endswith(f":{p.pid}") for w in held):
-                        victim = next(w for w in held if w.endswith(f":{p.pid}"))
-                        victim_row = held[victim]
-                        p.kill()  # no replacement: the other worker must recover the row
-                        p.wait()
-                        killed_at = time.monotonic()
+                    w = next((w for w in held if w.endswith(f":{p.pid}")), None)
+                    if w is None:
+                        continue
+                    # frozen first, so the row read next cannot finish before the kill (a
+                    # loaded CI run once saw the victim finish its row in between)
+                    os.kill(p.pid, signal.SIGSTOP)
+                    row = ctx.table.rows.get(job.id, held[w])
+                    if row.status != RowStatus.RUNNING or row.worker != w:
+                        os.kill(p.pid, signal.SIGCONT)  # it finished meanwhile: try again
                         break
+                    victim, victim_row = w, held[w]
+                    p.kill()  # no replacement: the other worker must recover the row
+                    p.wait()
+                    killed_at = time.monotonic()
+                    break
             time.sleep(0.1)
     assert killed_at is not None, "no worker was caught holding a row"
     print(f"kill to success: {time.monotonic() - killed_at:.1f} s (lease 600 s)")
