@@ -13,13 +13,13 @@ is reflect-padded (numpy ``mode="reflect"``, mirrored without repeating the edge
 lies inside the padded image ([-edge_pad, n + edge_pad) on an axis of n px; a tile shifted from
 the far edge stops on the first tile's ``unit`` lattice, so it may show up to ``unit - 1`` px
 more); its kept pixels stay its core, cut to the image, so they keep at least ``halo`` px of
-real context where the image has it. An axis whose padded length fits one tile gets a single, shorter tile: the
-padded length rounded up to the side unit the network takes (``unit``), so an image smaller
-than a tile is labelled in one pass with ``edge_pad`` px around it. Mirrored pixels are
-context a model trained on crops of images never saw: before this layout (tiles every stride
-px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image at a 4096 /
-512 px geometry was cut into two tiles holding twice as many mirrored pixels as image
-pixels (docs/models.md, run 39).
+real context where the image has it. An axis whose padded length fits one tile gets a single,
+shorter tile: the padded length rounded up to the side unit the network takes (``unit``), so
+an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. Mirrored
+pixels are context a model trained on crops of images never saw: before this layout (tiles
+every stride px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image
+at a 4096 / 512 px geometry was cut into two tiles holding twice as many mirrored pixels as
+image pixels (docs/models.md, run 39).
 
 Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
 (``stride`` output rows); a *row* (the unit of work and checkpoint) is ``rows_per_task``
@@ -40,7 +40,8 @@ import numpy as np
 from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 
 __all__ = ["Span", "TileGrid", "axis_spans", "band_row_sources", "band_tile", "check_region",
-           "cut_tiles", "iter_batches", "pad_columns", "place_tiles", "reflect_index", "strip_bands"]
+           "cut_tiles", "iter_batches", "pad_columns", "place_tiles", "reflect_index",
+           "strip_bands"]
 
 
 @dataclass(frozen=True)
