@@ -468,7 +468,7 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
                                         flips=tta == "flips")
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device,
                                              label_passes=2 if cpu_has_bf16() else 1,
-                                             tile_s=tile_s) \
+                                             tile_s=tile_s, n_classes=n_classes) \
                 if final_eval and evaluated else None
             time_budget = fit_time_budget(call_budget_s,
                                           time.monotonic() - (call_started or t0), estimate)
@@ -650,29 +650,35 @@ def serving_tile_s(model, side: int, input_scale: float, device: str, *,
 
 def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
                           geometry: TileGeometry, input_scale: float, device: str, *,
-                          label_passes: int = 1, tile_s: float | None = None) -> float:
+                          label_passes: int = 1, tile_s: float | None = None,
+                          n_classes: int | None = None) -> float:
     """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
     mask, image px) will take: ``label_passes`` x the forward passes (2 where the package's
     serving precision is checked by labelling the images again) plus the metrics once.
 
-    - Forward passes: the images' tiles at ``geometry`` (image px;
-      :class:`worker.engine.tiling.TileGrid`) times ``tile_s``, the seconds of one tile as
-      the package will be served (None: :func:`serving_tile_s` without flips, measured here).
+    - Forward passes: the tiles of each image as serving lays them out
+      (:func:`worker.engine.segmenter.serving_grid` at ``geometry``, image px, and
+      ``input_scale``; an image that fits one tile gets one shorter tile), counted in full
+      tiles by their area (a tile of half the tile size's area counts 0.5), times ``tile_s``,
+      the seconds of one full tile as the package will be served (None:
+      :func:`serving_tile_s` without flips, measured here).
     - Metrics: :func:`training.evaluation.evaluate_arrays` (confusion, edge weights,
       confidence, fractions) timed on the first pair (after a warm-up on its corner), with its
       mask as the prediction, per image px, times the px of all pairs (at 0.125 on LumenStone
-      S2 ~20 s of the val evaluation's ~34 s: run 34 of docs/models.md).
+      S2 ~20 s of the val evaluation's ~34 s: run 34 of docs/models.md), for ``n_classes``
+      classes (None: the output channels of the model's last convolution).
     """
     from training.evaluation import evaluate_arrays
-    from worker.engine.tiling import TileGrid
+    from worker.engine.segmenter import serving_grid
 
-    tiles = 0
+    tiles = 0.0
     for img, _ in data:
-        grid = TileGrid(img.shape[1], img.shape[0], geometry)
-        tiles += grid.n_cols * grid.n_tile_rows
+        grid = serving_grid(img.shape[1], img.shape[0], geometry, input_scale)
+        area = sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
+        tiles += area / geometry.tile_size ** 2
     if tile_s is None:
         tile_s = serving_tile_s(model, geometry.tile_size, input_scale, device)
-    n = _n_outputs(model)
+    n = n_classes or _n_outputs(model)
     img, mask = data[0]
     labels = np.where(mask < n, mask, 0).astype(np.uint8)
     confidence = np.full(mask.shape, 255, np.uint8)

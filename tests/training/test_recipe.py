@@ -286,6 +286,48 @@ def test_final_eval_estimate_is_passes_times_tiles_plus_metrics_per_px(monkeypat
         == 2 * 24 + 2
 
 
+def test_final_eval_estimate_counts_the_served_layout_s_shorter_tiles_by_area(monkeypatch):
+    import torch
+
+    import training.trainer as trainer
+    from worker.engine.segmenter import serving_grid
+
+    clock = iter(range(10_000))  # every reading of the clock is one second later
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)
+    geo = TileGeometry(128, 16)  # stride 96
+    # 30 x 30 px fits one tile: 30 + 2 x 16 edge padding, on the 32 px unit: one 64 x 64 tile
+    grid = serving_grid(30, 30, geo, 1.0)
+    assert (grid.n_tile_rows, grid.n_cols, grid.tile_shape) == (1, 1, (64, 64))
+    small = _pair(30, 30)
+    # a quarter of a 128 px tile at 2 s a tile, twice (the serving check), plus 1 s of metrics
+    assert trainer.final_eval_estimate_s(model, [small], geo, 1.0, "cpu", tile_s=2.0,
+                                         label_passes=2) == 2 * 0.25 * 2.0 + 1
+    # at input scale 0.125 the unit is 256 px: the same image takes one 256 px tile of 1,024
+    grid = serving_grid(30, 30, TileGeometry(1024, 64), 0.125)
+    assert grid.tile_shape == (256, 256)
+    assert trainer.final_eval_estimate_s(model, [small], TileGeometry(1024, 64), 0.125, "cpu",
+                                         tile_s=2.0) == 1 / 16 * 2.0 + 1
+
+
+def test_final_eval_estimate_names_the_classes_it_is_given(monkeypatch):
+    import torch
+
+    import training.evaluation as evaluation
+    import training.trainer as trainer
+
+    names = []
+    monkeypatch.setattr(evaluation, "evaluate_arrays",
+                        lambda predict, data, n, *a, **k: names.append(n) or {})
+    model = torch.nn.Conv2d(3, 4, 3, padding=1)  # 4 output channels
+    trainer.final_eval_estimate_s(model, [_pair(32, 32)], TileGeometry(64, 16), 1.0, "cpu",
+                                  tile_s=1.0, n_classes=6)
+    assert names[-1] == [str(i) for i in range(6)]
+    trainer.final_eval_estimate_s(model, [_pair(32, 32)], TileGeometry(64, 16), 1.0, "cpu",
+                                  tile_s=1.0)
+    assert names[-1] == ["0", "1", "2", "3"]  # none given: the last convolution's channels
+
+
 def test_final_eval_estimate_adds_the_metrics_per_image_px(monkeypatch):
     import torch
 

@@ -64,7 +64,8 @@ from worker.engine.tiling import (
     strip_bands,
 )
 
-__all__ = ["FLIPS", "Segmenter", "StripStats", "flip_mean", "pick_device"]
+__all__ = ["FLIPS", "Segmenter", "StripStats", "flip_mean", "network_side", "pick_device",
+           "serving_grid"]
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,38 @@ def flip_mean(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
         # a runtime may hand back a buffer it reuses: keep a copy of the first
         total = out.clone() if total is None else total.add_(out)
     return total.div_(len(FLIPS))
+
+
+def network_side(n: int, input_scale: float) -> int:
+    """The smallest side >= ``n`` px a network at ``input_scale`` takes: a multiple of 32 px
+    whose model side (``side * input_scale``) is a multiple of 32 too (128 px at 0.25, 256 px
+    at 0.125; :func:`core.geometry.model_tile_size`)."""
+    n += (-n) % TILE_MULTIPLE
+    while True:
+        try:
+            model_tile_size(n, input_scale)
+            return n
+        except GeometryError:
+            n += TILE_MULTIPLE
+
+
+def serving_grid(width: int, height: int, geometry: TileGeometry, input_scale: float, *,
+                 edge_pad: int | None = None, rows_per_task: int = 1) -> TileGrid:
+    """The tile grid a package at ``input_scale`` labels a ``height`` x ``width`` px image
+    with: ``geometry`` (image px), ``edge_pad`` (px, clamped to the halo; None: the halo) and
+    tile sides on the unit the scale takes (:func:`network_side`; the tile size itself where
+    the scale's valid sides are not one unit's multiples). One definition for serving
+    (:meth:`Segmenter.grid`) and for the trainer's estimate of its final evaluation.
+
+    Raises:
+        GeometryError: an empty image or ``rows_per_task`` < 1.
+    """
+    if edge_pad is not None:
+        edge_pad = min(edge_pad, geometry.halo)
+    unit = network_side(1, input_scale)
+    if geometry.tile_size % unit or network_side(2 * unit, input_scale) != 2 * unit:
+        unit = geometry.tile_size
+    return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit)
 
 
 @dataclass
@@ -634,7 +667,7 @@ class Segmenter:
                           mode: str = "reflect") -> np.ndarray:
         """The input of a whole-image pass: ``image`` padded by ``pad`` px on every side and,
         in the same ``numpy.pad`` call, right and below to the smallest side the network takes
-        (:meth:`_fitting_side`), as tiles are padded past the image's edge.
+        (:meth:`_network_side`), as tiles are padded past the image's edge.
 
         Args:
             image: (H, W, 3) uint8.
@@ -646,7 +679,7 @@ class Segmenter:
             (H', W', 3) uint8 with ``image`` at ``[pad : pad + H, pad : pad + W]``.
         """
         h, w = image.shape[:2]
-        extra_h, extra_w = (self._fitting_side(n + 2 * pad) - n - 2 * pad for n in (h, w))
+        extra_h, extra_w = (self._network_side(n + 2 * pad) - n - 2 * pad for n in (h, w))
         return np.pad(image, [(pad, pad + extra_h), (pad, pad + extra_w), (0, 0)], mode=mode)
 
     @torch.inference_mode()
@@ -667,29 +700,17 @@ class Segmenter:
 
     def grid(self, width: int, height: int, geometry: TileGeometry | None = None,
              rows_per_task: int = 1) -> TileGrid:
-        """The tile grid this package labels a ``height`` x ``width`` px image with: the
-        ``geometry`` (default the package's), :attr:`edge_pad` (at most the halo; None: the halo)
-        and the side unit its input scale takes (:meth:`_fitting_side`; 256 px at 0.125).
+        """The tile grid this package labels a ``height`` x ``width`` px image with
+        (:func:`serving_grid` at the package's input scale): the ``geometry`` (default the
+        package's) and :attr:`edge_pad` (at most the halo; None: the halo).
 
         Raises:
             GeometryError: an empty image or ``rows_per_task`` < 1.
         """
         geometry = geometry or self.package.geometry
-        edge_pad = self.edge_pad
-        if edge_pad is not None:
-            edge_pad = min(edge_pad, geometry.halo)
-        unit = self._fitting_side(1)
-        if geometry.tile_size % unit or self._fitting_side(2 * unit) != 2 * unit:
-            unit = geometry.tile_size  # a scale whose valid sides are not one unit's multiples
-        return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit)
+        return serving_grid(width, height, geometry, self.package.input_scale,
+                            edge_pad=self.edge_pad, rows_per_task=rows_per_task)
 
-    def _fitting_side(self, n: int) -> int:
-        """The smallest side >= ``n`` px the network takes at the package's input scale (a
-        multiple of 32 px whose model side is a multiple of 32 too: 128 px at 0.25)."""
-        n += (-n) % TILE_MULTIPLE
-        while True:
-            try:
-                model_tile_size(n, self.package.input_scale)
-                return n
-            except GeometryError:
-                n += TILE_MULTIPLE
+    def _network_side(self, n: int) -> int:
+        """:func:`network_side` at the package's input scale."""
+        return network_side(n, self.package.input_scale)

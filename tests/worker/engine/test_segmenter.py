@@ -26,7 +26,7 @@ from worker.engine.devices import (
     set_cpu_threads,
 )
 from worker.engine.prefetch import Prefetcher, iter_bands, region_rows
-from worker.engine.segmenter import Segmenter
+from worker.engine.segmenter import Segmenter, network_side, serving_grid
 from worker.engine.tiling import TileGrid, band_row_sources, pad_columns, strip_bands
 
 # (width, height, tile, halo, rows_per_task): interior strips, images smaller than the halo
@@ -381,3 +381,12 @@ def test_a_reduced_package_grid_shrinks_tiles_in_its_own_side_unit(segmenter):
     seg = Segmenter.from_model(package, segmenter.model, threads=1)
     grid = seg.grid(700, 300)
     assert grid.unit == 256 and grid.tile_shape == (512, 768)  # 332 and 732 px, up to 256
+    # the module function is the same rule without a package (the trainer's estimate uses it)
+    assert serving_grid(700, 300, package.geometry, 0.125, edge_pad=16) == grid
+
+
+@pytest.mark.parametrize(("n", "scale", "side"), [(1, 1.0, 32), (33, 1.0, 64), (1, 0.25, 128),
+                                                   (129, 0.25, 256), (1, 0.125, 256),
+                                                   (300, 0.125, 512), (1, 0.5, 64)])
+def test_network_side_is_the_smallest_side_the_scale_takes(n, scale, side):
+    assert network_side(n, scale) == side
