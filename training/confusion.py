@@ -1,6 +1,7 @@
 """Segmentation metrics over a confusion matrix (rows = labelled class, columns = predicted):
 per-class IoU and mIoU (Jaccard index, as in the PASCAL VOC benchmark), pixel accuracy, class
-accuracy, and a confusion matrix weighted by the distance to the nearest label border."""
+accuracy, a confusion matrix weighted by the distance to the nearest label border, and one
+per depth inside the labelled regions."""
 
 from __future__ import annotations
 
@@ -89,24 +90,45 @@ def edge_weights(target: np.ndarray, edge_limit: int = 3) -> np.ndarray:
     Raises:
         ValueError: negative ``edge_limit`` or ``target`` not 2-D.
     """
-    from scipy.ndimage import distance_transform_edt
-
     target = np.asarray(target)
     if edge_limit < 0 or target.ndim != 2:
         raise ValueError(f"need a 2-D target and edge_limit >= 0, got {target.shape}, {edge_limit}")
     if edge_limit == 0:
         return np.ones(target.shape)
+    return np.minimum(label_depth(target, edge_limit), edge_limit) / edge_limit
+
+
+def label_depth(target: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """(H, W) float64 depth of each pixel inside its label region: the Euclidean distance (px,
+    centre to centre) to the nearest pixel with a different label
+    (``scipy.ndimage.distance_transform_edt`` of ``target == target[p]``); 1 for a pixel
+    touching another label, inf where one label fills the image. The image edge is not a
+    border; ignored pixels (label 255) are a label of their own. With ``limit`` (px) only
+    depths up to it are exact (each region is measured within its bounding box grown by
+    ``limit + 1`` px, which is faster); deeper pixels get some depth > ``limit``.
+
+    Raises:
+        ValueError: ``target`` is not 2-D.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    target = np.asarray(target)
+    if target.ndim != 2:
+        raise ValueError(f"need a 2-D target, got {target.shape}")
     dist = np.empty(target.shape)
+    h, w = target.shape
     for v in np.unique(target):
         region = target == v
         if region.all():
             dist[:] = np.inf
             break
-        # Only distances up to N matter: compute on the region's bounding box grown by N + 1
-        # px, whose ring holds no region pixel, so clipped distances are exact.
-        ys, xs = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
-        y0, y1 = max(0, ys[0] - edge_limit - 1), min(target.shape[0], ys[-1] + edge_limit + 2)
-        x0, x1 = max(0, xs[0] - edge_limit - 1), min(target.shape[1], xs[-1] + edge_limit + 2)
+        y0, y1, x0, x1 = 0, h, 0, w
+        if limit is not None:
+            # Only depths up to the limit matter: the region's bounding box grown by limit + 1
+            # px has a ring with no region pixel, so clipped depths are exact.
+            ys, xs = np.nonzero(region.any(1))[0], np.nonzero(region.any(0))[0]
+            y0, y1 = max(0, ys[0] - limit - 1), min(h, ys[-1] + limit + 2)
+            x0, x1 = max(0, xs[0] - limit - 1), min(w, xs[-1] + limit + 2)
         sub = region[y0:y1, x0:x1]
         if sub.all():  # the region fills the image window: pad with a far-away border
             d = np.full(sub.shape, np.inf)
@@ -114,7 +136,40 @@ def edge_weights(target: np.ndarray, edge_limit: int = 3) -> np.ndarray:
             d = distance_transform_edt(sub)
         view = dist[y0:y1, x0:x1]
         view[sub] = d[sub]
-    return np.minimum(dist, edge_limit) / edge_limit
+    return dist
+
+
+def depth_confusion(pred: np.ndarray, target: np.ndarray, n: int,
+                    depths: tuple[int, ...]) -> np.ndarray:
+    """Confusion matrices of the pixels by their depth inside their labelled region
+    (:func:`label_depth`): bin 0 holds depth <= ``depths[0]`` px, bin k depth in
+    (``depths[k - 1]``, ``depths[k]``], the last bin depth > ``depths[-1]``. A model that
+    labels the edge of large regions well and their inside badly (it saw a phase only as
+    small grains in training) shows it here: its recall falls with depth. Rows = labelled
+    class, columns = predicted, as :func:`confusion_matrix`.
+
+    Args:
+        pred, target: (H, W) integer class indices; target values >= n (ignored) skipped.
+        n: Classes.
+        depths: Increasing bin bounds (px, > 0).
+
+    Returns:
+        (len(depths) + 1, n, n) int64.
+
+    Raises:
+        ValueError: ``depths`` empty or not increasing and positive; shapes differ; a
+            prediction outside 0..n-1; ``target`` not 2-D.
+    """
+    if not depths or any(b <= a for a, b in zip((0, *depths), depths, strict=False)):
+        raise ValueError(f"depths must be increasing bounds > 0 px, got {depths}")
+    target = np.asarray(target)
+    depth = label_depth(target)
+    bins = np.searchsorted(np.asarray(depths, np.float64), depth.ravel(), side="left")
+    if np.asarray(pred).size != target.size:
+        raise ValueError(f"pred has {np.asarray(pred).size} elements, target {target.size}")
+    pred, flat = np.asarray(pred).ravel(), target.ravel()
+    return np.stack([confusion_matrix(pred[bins == k], flat[bins == k], n)
+                     for k in range(len(depths) + 1)])
 
 
 def weighted_confusion_matrix(pred: np.ndarray, target: np.ndarray, n: int,

@@ -16,7 +16,9 @@ from models.package import ModelPackageError
 from training.confusion import (
     class_accuracy,
     confusion_matrix,
+    depth_confusion,
     edge_weights,
+    label_depth,
     mean_class_accuracy,
     pixel_accuracy,
     weighted_confusion_matrix,
@@ -100,6 +102,40 @@ def test_edge_weights_are_euclidean_around_an_island():
     assert w[0, 0] == 1 and w[0, 3] == 1                    # d >= 3
     target[0, 6] = 255  # an ignored pixel is a border for its neighbours
     assert edge_weights(target, 3)[0, 5] == pytest.approx(1 / 3)
+
+
+def test_label_depth_is_the_distance_to_another_label_exact_up_to_its_limit():
+    target = np.zeros((40, 40), np.uint8)
+    target[5:35, 5:35] = 1  # a 30 px square: its centre lies 15 px inside
+    depth = label_depth(target)
+    assert depth[5, 20] == 1 and depth[19, 19] == 15 and depth[20, 20] == 15
+    assert depth[0, 0] == pytest.approx(math.sqrt(50))  # to the square's corner (5, 5)
+    limited = label_depth(target, 3)
+    near = depth <= 3
+    np.testing.assert_array_equal(limited[near], depth[near])  # exact up to the limit
+    assert (limited[~near] > 3).all()  # deeper: only known to be deeper
+    assert np.isinf(label_depth(np.ones((4, 4), np.uint8))).all()  # one label: no border
+    with pytest.raises(ValueError, match="2-D"):
+        label_depth(np.zeros(4))
+
+
+def test_depth_confusion_bins_each_region_s_px_by_depth():
+    target = np.zeros((40, 40), np.uint8)
+    target[5:35, 5:35] = 1
+    pred = target.copy()
+    pred[12:28, 12:28] = 0  # the inside of the square (depth > 7) called class 0
+    conf = depth_confusion(pred, target, 2, (2, 7))
+    assert conf.shape == (3, 2, 2) and conf.sum() == target.size
+    np.testing.assert_array_equal(conf.sum(0), confusion_matrix(pred, target, 2))
+    # the square's first 2 px rings and the next 5 are right, the 16 x 16 inside is not
+    assert conf[0, 1, 1] == 30 * 30 - 26 * 26 and conf[1, 1, 1] == 26 * 26 - 16 * 16
+    assert conf[2, 1, 0] == 16 * 16 and conf[2, 1, 1] == 0
+    ignored = target.copy()
+    ignored[0, 0] = 255  # ignored px: no row, and a border for their neighbours
+    assert depth_confusion(pred, ignored, 2, (2, 7)).sum() == target.size - 1
+    for bad in ((), (7, 2), (0, 4)):
+        with pytest.raises(ValueError, match="increasing"):
+            depth_confusion(pred, target, 2, bad)
 
 
 def test_weighted_confusion_matrix_rejects_bad_input():
