@@ -23,6 +23,7 @@ from training.recipe import (
     MIN_ROUND_TRIP_IOU,
     MIN_STEPS_SHARE,
     TTA_MAX_COST,
+    ZOOM_JITTER,
     choose_class_weights,
     choose_input_scale,
     choose_tta,
@@ -454,6 +455,8 @@ def test_cli_default_recipe_prints_choices_and_from(tmp_path):
     q = read_package(tmp_path / "q")
     assert q.encoder == "mobilenet_v2" and q.training["init_from"]["name"] == q.name
     assert q.training["lr"] == pytest.approx(0.3 * 2e-3)
+    # the recipe's random zoom, said and used, unless given (below)
+    assert "random zoom x 1/4-4" in res2.output and q.training["scale_jitter"] == ZOOM_JITTER
     # no --encoder: the recipe's choice for the scale, printed and in the package name
     auto = CliRunner().invoke(train_cmd, [str(path), "--out", str(tmp_path / "s"),
                                           "--max-minutes", "0.03", "--input-scale", "1",
