@@ -36,10 +36,10 @@ Choices (and why, for a few dozen labelled micrographs):
   :data:`ZOOM_JITTER` + 1 = 4 x (scale jitter, DeepLab's random rescaling, Chen et al. 2018;
   zooming out is capped by the image: 1.24 x for LumenStone at 0.125), so a phase the
   training masks hold only as grains is also seen as a large region: LumenStone S2's train
-  masks hold no magnetite px more than 63 px inside a grain, while its val split holds 3.1 M
-  px in one image, in masses up to 333 px deep (``benchmarks.depth_recall``). Paired by seed on one
-  machine it raised val mIoU 0.746 -> 0.757 (seed 2) and 0.741 -> 0.808 (seed 0), magnetite
-  in both (0.795 -> 0.831, 0.764 -> 0.840; docs/models.md, run 41).
+  masks hold no magnetite px more than 63 px inside a grain, while its val split holds
+  3.1 M px in one image, in masses up to 333 px deep (``benchmarks.depth_recall``). Paired
+  by seed on one machine it raised val mIoU 0.746 -> 0.757 (seed 2) and 0.741 -> 0.808
+  (seed 0), magnetite in both (0.795 -> 0.831, 0.764 -> 0.840; docs/models.md, run 41).
 - **Schedule**: one cycle over the *time* budget, not over a step count (Smith & Topin,
   "Super-convergence", 2019): AdamW, linear warm-up over the first 3 % of the budget to the
   peak rate, then cosine decay to 1 % of it when the budget ends (:func:`one_cycle_lr`), so
