@@ -3,9 +3,10 @@ regions as well as their edge, and did training ever show it that deep?
 
 For the training split it prints, per class, the share of its labelled px in each depth bin
 (depth: distance in px to the nearest px of another label, :func:`training.confusion.
-label_depth`); for each package and the evaluated split, per class and bin, the labelled px,
-the recall and the class that takes most of the misses, from labels made through the served
-path (:func:`training.evaluation.evaluate_package`: the package's tiles, halo, edge padding and
+label_depth`, binned by :func:`training.confusion.depth_confusion`); for each package and the
+evaluated split, per class and bin, the labelled px, the recall and the class that takes most
+of the misses, from labels made through the served path
+(:func:`training.evaluation.evaluate_package`: the package's tiles, halo, edge padding and
 test-time augmentation). A class whose evaluated px lie deeper than any training px, and whose
 recall falls with depth, is one the model learnt as grains only (LumenStone S2's magnetite:
 docs/models.md, run 41).
@@ -42,7 +43,7 @@ def _bin_names(depths: tuple[int, ...]) -> list[str]:
 def main(dataset_yaml, packages, split, train_split, depths, threads):
     """Print one JSON line for the training split's depths, then one per package."""
     from models.package import read_package
-    from training.confusion import depth_confusion, label_depth
+    from training.confusion import depth_confusion
     from training.datasets import load_dataset_spec, load_split
     from training.evaluation import class_mapping, evaluate_package
 
@@ -57,13 +58,9 @@ def main(dataset_yaml, packages, split, train_split, depths, threads):
         raise click.UsageError(f"{dataset_yaml}: split {split!r} is missing or empty; splits: "
                                f"{sorted(k for k, v in stems.items() if v)}")
     if train_split and stems.get(train_split):
-        counts = np.zeros((len(bins), n), np.int64)
-        for _, mask in load_split(spec, stems[train_split]):
-            mask = lut[mask]
-            idx = np.searchsorted(np.asarray(depths, np.float64), label_depth(mask).ravel())
-            flat = mask.ravel()
-            keep = flat < n
-            np.add.at(counts, (idx[keep], flat[keep].astype(np.int64)), 1)
+        # a mask as its own prediction: each bin's rows count the class's px at that depth
+        counts = sum(depth_confusion(lut[mask], lut[mask], n, depths).sum(2)
+                     for _, mask in load_split(spec, stems[train_split]))
         click.echo(json.dumps({"split": train_split, "labelled_px_share_by_depth": {
             nm: dict(zip(bins, np.round(counts[:, c] / max(1, counts[:, c].sum()), 4).tolist(),
                          strict=True))
