@@ -16,7 +16,9 @@ Per strip (rows ``[y0, y0 + h)``, full width) a :class:`RowPartial` holds:
   outside the pellets, and the pellet-set components present (radial profiles).
 
 Nothing here loops over pixels in Python: components by ``scipy.ndimage.label``, counts by
-``np.bincount``, boxes by ``scipy.ndimage.find_objects``; block reductions run per block row.
+``np.bincount``, boxes by ``scipy.ndimage.find_objects``, the block grid by reductions of reshaped
+views (:func:`_blocks`); the pixel passes after the labelling run per group of :data:`_ROWS`
+rows, which bounds their temporaries.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ PARTIAL_VERSION = 1
 BLOCK = 16
 _EIGHT = np.ones((3, 3), dtype=bool)
 _NONE = np.iinfo(np.int32).max
-_ROWS = 128  # rows per chunk of the per-class counts (bounds their temporaries)
+_ROWS = 128  # rows per group of the counts, edges and pairs (a multiple of BLOCK)
 
 
 @dataclass
@@ -164,13 +166,35 @@ def class_lut(classes: Sequence[ClassInfo]) -> np.ndarray:
     return lut
 
 
-def _bincount(a: np.ndarray, minlength: int, chunk: int = 1 << 22) -> np.ndarray:
-    """np.bincount of a non-negative integer array in chunks (bincount copies to intp)."""
-    flat = a.reshape(-1)
-    out = np.zeros(minlength, dtype=np.int64)
-    for s in range(0, flat.size, chunk):
-        out += np.bincount(flat[s : s + chunk], minlength=minlength)[:minlength]
-    return out
+def _block_rows(a: np.ndarray, y0: int, ufunc: np.ufunc, dtype=None) -> np.ndarray:
+    """``ufunc``-reduce the rows of a strip (first row = image row ``y0``) per block row of the
+    global grid: (h, W) -> (nby, W). Whole block rows are reduced as one reshaped view (no copy);
+    block rows cut by the strip's first or last row are reduced on their own."""
+    h, w = a.shape
+    parts, r = [], 0
+    if y0 % BLOCK:
+        r = min(h, BLOCK - y0 % BLOCK)
+        parts.append(ufunc.reduce(a[:r], axis=0, dtype=dtype, keepdims=True))
+    full = (h - r) // BLOCK
+    if full:
+        body = a[r:r + full * BLOCK].reshape(full, BLOCK, w)
+        parts.append(ufunc.reduce(body, axis=1, dtype=dtype))
+        r += full * BLOCK
+    if r < h:
+        parts.append(ufunc.reduce(a[r:], axis=0, dtype=dtype, keepdims=True))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _blocks(a: np.ndarray, y0: int, ufunc: np.ufunc, fill, dtype=None) -> np.ndarray:
+    """``ufunc``-reduce a strip (first row = image row ``y0``) per 16 x 16 px block of the
+    global grid: (h, W) -> (nby, nbx); ``fill`` (the reduction's neutral value) pads the last
+    block column."""
+    rows = _block_rows(a, y0, ufunc, dtype)
+    nby, w = rows.shape
+    pad = -w % BLOCK
+    if pad:
+        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=fill)
+    return ufunc.reduce(rows.reshape(nby, -1, BLOCK), axis=2, dtype=dtype)
 
 
 def _border_ids(lab: np.ndarray, top: bool, bottom: bool) -> np.ndarray:
@@ -218,7 +242,7 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         raise ValueError(f"strip rows [{y0}, {y0 + h}) fall outside the image's {H} rows")
     lut = class_lut(classes)
     C = len(classes)
-    cls = lut.astype(np.uint8)[labels]  # -1 (no class) becomes 255, never a position below 256 classes
+    cls = np.take(lut.astype(np.uint8), labels)  # -1 (no class) becomes 255: no position < 256
     if C < 256 and (cls == 255).any():
         bad = np.unique(labels[cls == 255])[:10].tolist()
         raise ValueError(f"label values {bad} at rows [{y0}, {y0 + h}) belong to no class "
@@ -226,10 +250,11 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
     roles = _role_codes(classes)
     is_mount_cls = roles == 2
     top, bottom = y0 == 0, y0 + h == H
-    class_counts = _bincount(cls, C)
+    # (a comparison per class costs less than a bincount, which copies the strip to intp)
+    class_counts = np.array([np.count_nonzero(cls == k) for k in range(C)], dtype=np.int64)
 
     # --- set components (8-connected): pellet set (non-mount classes) and mount set ------
-    mmask = is_mount_cls[cls]
+    mmask = np.take(is_mount_cls, cls)
     sid = np.zeros((h, W), dtype=np.int32)
     buf = np.zeros((h, W), dtype=np.int32)
     n_p = ndimage.label(~mmask, structure=_EIGHT, output=sid)
@@ -251,11 +276,16 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
     last_comp = np.zeros(W, dtype=np.int32)
     comp_class, comp_area, comp_border, comp_set = [], [], [], []
     n_mount_classes = int(is_mount_cls.sum())
+    nbx = -(-W // BLOCK)
+    by0, by1 = y0 // BLOCK, (y0 + h - 1) // BLOCK
+    nby = by1 - by0 + 1
+    blk_counts = np.zeros((nby, nbx, C), dtype=np.uint16)
     offset = 0
     for k in range(C):
         if class_counts[k] == 0:
             continue
         mask = cls == k
+        blk_counts[:, :, k] = _blocks(mask.view(np.uint8), y0, np.add, 0, np.uint16)
         if is_mount_cls[k] and n_mount_classes == 1:
             # the mount set is this class: same mask, same 8-connected labelling, so its
             # components are the mount-set components (ids n_p .. n_set - 1 in sid)
@@ -285,11 +315,17 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         offset += n
     del buf, mask
 
-    # --- per block row: set counts, edges, adjacency, block grid ----------------------
-    nbx = -(-W // BLOCK)
-    by0, by1 = y0 // BLOCK, (y0 + h - 1) // BLOCK
-    nby = by1 - by0 + 1
-    blk_counts = np.zeros((nby, nbx, C), dtype=np.uint16)
+    touches_seam = np.zeros(n_set, dtype=bool)
+    if not top:
+        touches_seam[np.unique(sid[0])] = True
+    if not bottom:
+        touches_seam[np.unique(sid[-1])] = True
+    outside_sure = set_mount & set_border
+    all_outside = bool(outside_sure[n_p:].all())  # then the mount pixels are the outside ones
+    unsure = set_mount & ~set_border & touches_seam
+    any_unsure = bool(unsure.any())
+
+    # --- per group of block rows: block grid, set counts, edges, adjacency, uncertain ----
     blk_outside = np.zeros((nby, nbx), dtype=np.uint16)
     blk_set_min = np.full((nby, nbx), -1, dtype=np.int32)
     blk_set_max = np.full((nby, nbx), -1, dtype=np.int32)
@@ -297,40 +333,34 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
     edges = np.zeros(C * C, dtype=np.int64)
     pairs: list[np.ndarray] = []
     uncertain_parts: list[np.ndarray] = []
-    touches_seam = np.zeros(n_set, dtype=bool)
-    if not top:
-        touches_seam[np.unique(sid[0])] = True
-    if not bottom:
-        touches_seam[np.unique(sid[-1])] = True
-    outside_sure = set_mount & set_border
-    unsure = set_mount & ~set_border & touches_seam
-    any_unsure = bool(unsure.any())
     xb = (np.arange(W) // BLOCK).astype(np.int64)
-    pad = nbx * BLOCK - W
-    for bi in range(nby):
-        r0 = max((by0 + bi) * BLOCK, y0) - y0
-        r1 = min((by0 + bi + 1) * BLOCK, y0 + h) - y0
+    group = _ROWS // BLOCK  # block rows per group: a group's temporaries are _ROWS rows
+    for g in range(0, nby, group):
+        r0 = max((by0 + g) * BLOCK, y0) - y0
+        r1 = min((by0 + g + group) * BLOCK, y0 + h) - y0
         c = cls[r0:r1]
         s = sid[r0:r1]
         m = mmask[r0:r1]
+        blk = slice(g, -(-(y0 + r1) // BLOCK) - by0)  # the group's block rows
+        # pellet-set ids (0 .. n_p - 1) are all below mount-set ids, so a block's smallest id
+        # is its smallest pellet-set id whenever it holds a pellet pixel
+        mn = _blocks(s, y0 + r0, np.minimum, _NONE)
+        blk_set_min[blk] = np.where(mn >= n_p, -1, mn)
+        blk_set_max[blk] = _blocks(np.where(m, -1, s), y0 + r0, np.maximum, -1)
+        if outside_sure.any():
+            outside = m if all_outside else np.take(outside_sure, s)
+            blk_outside[blk] = _blocks(outside.view(np.uint8), y0 + r0, np.add, 0, np.uint16)
         set_counts += np.bincount((s.astype(np.int64) * C + c).ravel(), minlength=n_set * C)
-        blk_counts[bi] = np.bincount((xb * C + c).ravel(), minlength=nbx * C).reshape(nbx, C)
-        blk_outside[bi] = np.bincount(np.broadcast_to(xb, c.shape)[outside_sure[s]], minlength=nbx)
-        sp = np.where(m, _NONE, s)
-        sq = np.where(m, -1, s)
-        if pad:
-            sp = np.pad(sp, ((0, 0), (0, pad)), constant_values=_NONE)
-            sq = np.pad(sq, ((0, 0), (0, pad)), constant_values=-1)
-        mn = sp.reshape(r1 - r0, nbx, BLOCK).min(axis=(0, 2))
-        blk_set_min[bi] = np.where(mn == _NONE, -1, mn)
-        blk_set_max[bi] = sq.reshape(r1 - r0, nbx, BLOCK).max(axis=(0, 2))
         if any_unsure:
-            u = unsure[s]
+            u = np.take(unsure, s)
             if u.any():
-                key = np.broadcast_to(xb, c.shape)[u] * n_set + s[u]
+                # key (flat block index, set id), sorted: block rows in order, as the merge reads
+                bi = (np.arange(y0 + r0, y0 + r1) // BLOCK - by0).astype(np.int64)
+                flat = bi[:, None] * nbx + xb[None, :]
+                key = flat[u] * n_set + s[u]
                 keys, cnt = np.unique(key, return_counts=True)
-                uncertain_parts.append(np.stack(
-                    [keys // n_set + bi * nbx, keys % n_set, cnt], axis=1).astype(np.int64))
+                uncertain_parts.append(np.stack([keys // n_set, keys % n_set, cnt],
+                                                axis=1).astype(np.int64))
         # 4-neighbour edges: horizontal inside these rows, vertical from the row above
         ha, hb = c[:, :-1], c[:, 1:]
         d = ha != hb

@@ -222,6 +222,39 @@ def test_partial_round_trip_and_bad_bytes(labels):
         RowPartial.from_bytes(buf.getvalue())
 
 
+@pytest.mark.parametrize("y0, rows", [(0, 48), (5, 40), (21, 7), (30, 2)])
+def test_partial_block_grid_equals_a_direct_count_per_block(labels, y0, rows):
+    """The block arrays of a strip that starts and ends inside a block row, on an image whose
+    width is not a multiple of the block, against a plain loop over the blocks."""
+    H, W = labels.shape[0], labels.shape[1] - 5  # W % 16 != 0
+    image = np.ascontiguousarray(labels[:, :W])
+    strip = image[y0:y0 + rows]
+    p = row_partial(strip, y0=y0, image_shape=(H, W), classes=CLASSES)
+    mount = strip == EPOXY
+    for by in range(p.blk_counts.shape[0]):
+        r0 = max((p.blk_y0 + by) * 16, y0) - y0
+        r1 = min((p.blk_y0 + by + 1) * 16, y0 + rows) - y0
+        for bx in range(p.blk_counts.shape[1]):
+            block = strip[r0:r1, bx * 16:(bx + 1) * 16]
+            want = [np.count_nonzero(block == c.value) for c in CLASSES]
+            assert p.blk_counts[by, bx].tolist() == want, (by, bx)
+    # set ids of the first and last rows: a block's smallest / largest pellet-set id there
+    # is bounded by the block's own (which also sees the rows in between)
+    for row, ids in ((0, p.first_set), (rows - 1, p.last_set)):
+        by = (y0 + row) // 16 - p.blk_y0
+        for bx in range(p.blk_counts.shape[1]):
+            cols = slice(bx * 16, (bx + 1) * 16)
+            pellet = ids[cols][~mount[row, cols]]
+            if pellet.size:
+                assert p.blk_set_min[by, bx] <= pellet.min()
+                assert p.blk_set_max[by, bx] >= pellet.max()
+    no_pellet = p.blk_counts[..., [i for i, c in enumerate(CLASSES) if c.role != "mount"]].sum(-1) == 0
+    assert (p.blk_set_min[no_pellet] == -1).all() and (p.blk_set_max[no_pellet] == -1).all()
+    assert (p.blk_set_min[~no_pellet] >= 0).all()
+    assert (p.blk_set_max >= p.blk_set_min).all()
+    assert p.blk_outside.sum() <= np.count_nonzero(mount)
+
+
 def test_errors(labels):
     H, W = labels.shape
     parts = [row_partial(labels[y:y + 100], y0=y, image_shape=(H, W), classes=CLASSES)
