@@ -271,61 +271,22 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
                         dtype=np.int32).reshape(-1, 4)
     sid -= 1  # 0-based set ids; every pixel has one
 
-    # --- class components (8-connected), one class at a time ----------------------------
-    first_comp = np.zeros(W, dtype=np.int32)
-    last_comp = np.zeros(W, dtype=np.int32)
-    comp_class, comp_area, comp_border, comp_set = [], [], [], []
-    n_mount_classes = int(is_mount_cls.sum())
-    nbx = -(-W // BLOCK)
-    by0, by1 = y0 // BLOCK, (y0 + h - 1) // BLOCK
-    nby = by1 - by0 + 1
-    blk_counts = np.zeros((nby, nbx, C), dtype=np.uint16)
-    offset = 0
-    for k in range(C):
-        if class_counts[k] == 0:
-            continue
-        mask = cls == k
-        blk_counts[:, :, k] = _blocks(mask.view(np.uint8), y0, np.add, 0, np.uint16)
-        if is_mount_cls[k] and n_mount_classes == 1:
-            # the mount set is this class: same mask, same 8-connected labelling, so its
-            # components are the mount-set components (ids n_p .. n_set - 1 in sid)
-            n = n_m
-            np.subtract(sid, n_p - 1, out=buf, where=mask)
-            buf[~mask] = 0
-            to_set = np.arange(n_p, n_p + n, dtype=np.int32)
-        else:
-            n = ndimage.label(mask, structure=_EIGHT, output=buf)
-            to_set = np.full(n, -1, dtype=np.int32)
-            if is_mount_cls[k]:  # each component lies in one set component
-                for r in range(0, h, _ROWS):
-                    mk = mask[r:r + _ROWS]
-                    to_set[buf[r:r + _ROWS][mk] - 1] = sid[r:r + _ROWS][mk]
-        area = np.zeros(n + 1, dtype=np.int64)
-        for r in range(0, h, _ROWS):  # bounded temporaries: a few rows at a time
-            area += np.bincount(buf[r:r + _ROWS][mask[r:r + _ROWS]], minlength=n + 1)
-        area = area[1:]
-        border = np.zeros(n, dtype=bool)
-        border[_border_ids(buf, top, bottom) - 1] = True
-        first_comp[mask[0]] = buf[0][mask[0]] - 1 + offset
-        last_comp[mask[-1]] = buf[-1][mask[-1]] - 1 + offset
-        comp_class.append(np.full(n, k, dtype=np.uint8))
-        comp_area.append(area)
-        comp_border.append(border)
-        comp_set.append(to_set)
-        offset += n
-    del buf, mask
-
     touches_seam = np.zeros(n_set, dtype=bool)
     if not top:
         touches_seam[np.unique(sid[0])] = True
     if not bottom:
         touches_seam[np.unique(sid[-1])] = True
     outside_sure = set_mount & set_border
+    any_outside = bool(outside_sure.any())
     all_outside = bool(outside_sure[n_p:].all())  # then the mount pixels are the outside ones
     unsure = set_mount & ~set_border & touches_seam
     any_unsure = bool(unsure.any())
 
     # --- per group of block rows: block grid, set counts, edges, adjacency, uncertain ----
+    nbx = -(-W // BLOCK)
+    by0, by1 = y0 // BLOCK, (y0 + h - 1) // BLOCK
+    nby = by1 - by0 + 1
+    blk_counts = np.zeros((nby, nbx, C), dtype=np.uint16)
     blk_outside = np.zeros((nby, nbx), dtype=np.uint16)
     blk_set_min = np.full((nby, nbx), -1, dtype=np.int32)
     blk_set_max = np.full((nby, nbx), -1, dtype=np.int32)
@@ -347,7 +308,7 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         mn = _blocks(s, y0 + r0, np.minimum, _NONE)
         blk_set_min[blk] = np.where(mn >= n_p, -1, mn)
         blk_set_max[blk] = _blocks(np.where(m, -1, s), y0 + r0, np.maximum, -1)
-        if outside_sure.any():
+        if any_outside:
             outside = m if all_outside else np.take(outside_sure, s)
             blk_outside[blk] = _blocks(outside.view(np.uint8), y0 + r0, np.add, 0, np.uint16)
         set_counts += np.bincount((s.astype(np.int64) * C + c).ravel(), minlength=n_set * C)
@@ -377,6 +338,52 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
             vm = ma != mb
             if vm.any():
                 pairs.append(_set_pairs(sid[lo:r1 - 1][vm], sid[lo + 1:r1][vm], ma[vm]))
+    set_counts = set_counts.reshape(n_set, C)
+
+    # --- class components (8-connected), one class at a time ----------------------------
+    first_comp = np.zeros(W, dtype=np.int32)
+    last_comp = np.zeros(W, dtype=np.int32)
+    comp_class, comp_area, comp_border, comp_set = [], [], [], []
+    n_mount_classes = int(is_mount_cls.sum())
+    offset = 0
+    for k in range(C):
+        if class_counts[k] == 0:
+            continue
+        mask = cls == k
+        blk_counts[:, :, k] = _blocks(mask.view(np.uint8), y0, np.add, 0, np.uint16)
+        if is_mount_cls[k] and n_mount_classes == 1:
+            # the mount set is this class: same mask, same 8-connected labelling, so its
+            # components are the mount-set components (ids n_p .. n_set - 1 in sid), whose
+            # areas and border contacts are known already
+            comp_class.append(np.full(n_m, k, dtype=np.uint8))
+            comp_area.append(set_counts[n_p:, k].copy())
+            comp_border.append(set_border[n_p:].copy())
+            comp_set.append(np.arange(n_p, n_set, dtype=np.int32))
+            first_comp[mask[0]] = sid[0][mask[0]] - n_p + offset
+            last_comp[mask[-1]] = sid[-1][mask[-1]] - n_p + offset
+            offset += n_m
+            continue
+        n = ndimage.label(mask, structure=_EIGHT, output=buf)
+        to_set = np.full(n, -1, dtype=np.int32)
+        if is_mount_cls[k]:  # each component lies in one set component
+            for r in range(0, h, _ROWS):
+                mk = mask[r:r + _ROWS]
+                to_set[buf[r:r + _ROWS][mk] - 1] = sid[r:r + _ROWS][mk]
+        area = np.zeros(n + 1, dtype=np.int64)
+        for r in range(0, h, _ROWS):  # bounded temporaries: a few rows at a time
+            area += np.bincount(buf[r:r + _ROWS][mask[r:r + _ROWS]], minlength=n + 1)
+        area = area[1:]
+        border = np.zeros(n, dtype=bool)
+        border[_border_ids(buf, top, bottom) - 1] = True
+        first_comp[mask[0]] = buf[0][mask[0]] - 1 + offset
+        last_comp[mask[-1]] = buf[-1][mask[-1]] - 1 + offset
+        comp_class.append(np.full(n, k, dtype=np.uint8))
+        comp_area.append(area)
+        comp_border.append(border)
+        comp_set.append(to_set)
+        offset += n
+    del buf, mask
+
     e = edges.reshape(C, C)
     e = np.triu(e + e.T, k=1)
     adjacency = (np.unique(np.concatenate(pairs)) if pairs else np.zeros(0, dtype=np.int64))
@@ -393,7 +400,7 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
         comp_area=np.concatenate(comp_area) if comp_area else np.zeros(0, np.int64),
         comp_border=np.concatenate(comp_border) if comp_border else np.zeros(0, bool),
         comp_set=np.concatenate(comp_set) if comp_set else np.zeros(0, np.int32),
-        set_mount=set_mount, set_counts=set_counts.reshape(n_set, C), set_bbox=set_bbox,
+        set_mount=set_mount, set_counts=set_counts, set_bbox=set_bbox,
         set_border=set_border, adjacency=adjacency,
         first_class=cls[0].copy(), last_class=cls[-1].copy(),
         first_comp=first_comp, last_comp=last_comp,
