@@ -361,6 +361,18 @@ class Segmenter:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def logits(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(N, T, T, 3) uint8 tiles on :attr:`device` -> (N, C, T, T) logits: :meth:`normalise`
+        then :meth:`forward`, or, where the runtime normalises inside its own graph
+        (:attr:`Runtime.uint8_normalisation`: OpenVINO) and the model works at input scale 1
+        without test-time flips, the tiles straight into it
+        (:meth:`worker.engine.runtimes.Runtime.from_uint8`). Every path from tiles to labels
+        goes through here (rows, the model-only limit)."""
+        if (self.runtime.uint8_normalisation is not None and self.package.input_scale == 1
+                and self.tta == "none"):
+            return self.runtime.from_uint8(tiles)
+        return self.forward(self.normalise(tiles))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, T, T) normalised tiles -> (N, C, T, T) logits through :attr:`runtime`.
 
@@ -407,7 +419,7 @@ class Segmenter:
         with self._lock:
             if self.device.type != "cuda":
                 t0 = time.perf_counter()
-                logits = self.forward(self.normalise(tiles))
+                logits = self.logits(tiles)
                 if with_confidence:
                     labels, conf = self.decide(logits)
                     return PendingLabels(labels.cpu(), seconds=time.perf_counter() - t0,
@@ -418,7 +430,7 @@ class Segmenter:
             started.record()
             x = tiles.to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=self._amp, enabled=self._amp is not None):
-                logits = self.forward(self.normalise(x))
+                logits = self.logits(x)
             conf_host = None
             if with_confidence:
                 labels, conf = self.decide(logits)
@@ -446,7 +458,7 @@ class Segmenter:
         """
         with self._lock, torch.autocast(self.device.type, dtype=self._amp,
                                         enabled=self._amp is not None):
-            return self.labels_of(self.forward(self.normalise(tiles)))
+            return self.labels_of(self.logits(tiles))
 
     def _host_batch(self, n: int, rows: int, cols: int) -> torch.Tensor:
         """An empty (n, rows, cols, 3) uint8 host batch: pinned on CUDA (reused safely by
@@ -685,7 +697,7 @@ class Segmenter:
     @torch.inference_mode()
     def probabilities_single_pass(self, image: np.ndarray, pad: int = 0,
                                   mode: str = "reflect") -> np.ndarray:
-        """Class probabilities of a whole-image pass (:meth:`whole_image_input`, :meth:`forward`,
+        """Class probabilities of a whole-image pass (:meth:`whole_image_input`, :meth:`logits`,
         softmax), cropped back to the image: what an image's edge costs a model, and means
         over packages (``benchmarks/edge_padding.py``).
 
@@ -695,7 +707,7 @@ class Segmenter:
         h, w = image.shape[:2]
         x = torch.from_numpy(self.whole_image_input(image, pad, mode)[None]).contiguous()
         with self._lock:
-            logits = self.forward(self.normalise(x.to(self.device)))
+            logits = self.logits(x.to(self.device))
         return logits.float().softmax(1)[0, :, pad : pad + h, pad : pad + w].cpu().numpy()
 
     def grid(self, width: int, height: int, geometry: TileGeometry | None = None,

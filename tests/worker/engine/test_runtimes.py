@@ -170,6 +170,46 @@ def test_torch_compile_setting_keeps_its_meaning_unless_a_runtime_is_named(tiny_
     assert named.runtime.name == "onnxruntime"
 
 
+def test_openvino_normalises_raw_tiles_inside_its_graph(tiny_package, crop, tmp_path):
+    """The uint8 path (normalisation compiled into OpenVINO's graph) gives the float path's
+    logits and labels; the segmenter takes it at input scale 1 without flips, only."""
+    pytest.importorskip("openvino")
+    seg = Segmenter(tiny_package, device="cpu", threads=1, runtime="openvino", cache_dir=tmp_path)
+    mean, std = seg.runtime.uint8_normalisation
+    norm = seg.package.normalisation
+    assert mean == pytest.approx([m * 255 for m in norm.mean])
+    assert std == pytest.approx([v * 255 for v in norm.std])
+    tiles = torch.from_numpy(np.ascontiguousarray(crop[None, :128, :128]))
+    with torch.inference_mode():
+        want = seg.runtime(seg.normalise(tiles))
+        got = seg.runtime.from_uint8(tiles)
+        assert torch.equal(seg.logits(tiles), got)  # the segmenter's path is the uint8 one
+    assert got.shape == want.shape == (1, seg.package.n_classes, 128, 128)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (Segmenter.labels_of(got) == Segmenter.labels_of(want)).float().mean() >= 0.999
+    assert ((1, 128, 128, 3), True) in seg.runtime._requests
+    # the tiled path goes through it too (a new tile shape compiles a uint8 request)
+    seg.segment_array(crop, TileGeometry(96, 16))
+    assert ((1, 96, 96, 3), True) in seg.runtime._requests
+    with pytest.raises(ValueError, match="uint8 tiles"):
+        seg.runtime.from_uint8(tiles.float())
+    # flips and reduced input scales keep the float path: they work on normalised tiles
+    flips = Segmenter(tiny_package, device="cpu", threads=1, runtime="openvino",
+                      cache_dir=tmp_path, tta="flips")
+    with torch.inference_mode():
+        flips.logits(tiles)
+    assert not any(uint8 for _, uint8 in flips.runtime._requests)
+    # runtimes without such a graph say so
+    eager = Segmenter(tiny_package, device="cpu", threads=1)
+    assert eager.runtime.uint8_normalisation is None
+    with pytest.raises(NotImplementedError, match="normalised float32 tiles only"):
+        eager.runtime.from_uint8(tiles)
+    from worker.engine.runtimes import OpenVinoRuntime
+
+    with pytest.raises(ValueError, match="positive stds"):
+        OpenVinoRuntime(_graph(eager, tmp_path), 1, normalisation=([0, 0, 0], [1, 0, 1]))
+
+
 @pytest.mark.parametrize("name", ["eager", "openvino"])
 def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eager, crop,
                                                         tmp_path):
@@ -230,6 +270,8 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
     # the tiled path at full resolution: labels and confidence of the image's shape
     labels, conf = seg.segment_array(crop, TileGeometry(128, 16), with_confidence=True)
     assert labels.shape == conf.shape == crop.shape[:2]
+    if name == "openvino":  # reduced tiles are normalised floats: never the uint8 graph
+        assert seg.runtime._requests and not any(u8 for _, u8 in seg.runtime._requests)
     with pytest.raises(ValueError, match=r"96 px tile at input scale 0\.5 is 48 model px, "
                                           r"not a multiple of 32"):
         seg.segment_array(crop, TileGeometry(96, 16))
