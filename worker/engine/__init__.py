@@ -1,10 +1,11 @@
 """The inference engine: a model package's network in torch (:mod:`worker.engine.network`; a
 package of several members is a deep ensemble, :mod:`worker.engine.ensemble`),
 devices and precision (:mod:`worker.engine.devices`), the runtimes that turn a batch of
-normalised tiles into logits (:mod:`worker.engine.runtimes`: eager, torch.compile, OpenVINO,
-ONNX Runtime, TensorRT; ``PELLETSEG_RUNTIME``) and the exported graph they load, a cached and
-checksummed artefact of a model package (:mod:`worker.engine.exported`), the tile grid laid
-over an image (:mod:`worker.engine.tiling`, pure numpy), bands read ahead in a thread
+normalised tiles (OpenVINO: also raw uint8 tiles) into logits (:mod:`worker.engine.runtimes`:
+eager, torch.compile, OpenVINO, ONNX Runtime, TensorRT; ``PELLETSEG_RUNTIME``) and the
+exported graph they load, a cached and checksummed artefact of a model package
+(:mod:`worker.engine.exported`), the tile grid laid over an image
+(:mod:`worker.engine.tiling`, pure numpy), bands read ahead in a thread
 (:mod:`worker.engine.prefetch`), and :class:`Segmenter`, the one tiled-inference path that
 serving, evaluation, training's validation and the benchmarks all run.
 
