@@ -26,7 +26,6 @@ from storage.blobs.layout import (
 )
 from submission import SubmissionService
 from tests.worker.conftest import read_tiff
-from worker.engine.segmenter import Segmenter
 from worker.stages.confidence import (
     confidence_counts,
     confidence_document,
@@ -35,7 +34,7 @@ from worker.stages.confidence import (
 )
 from worker.stages.planning import plan_job
 from worker.stages.reducing import reduce_job
-from worker.stages.segmenting import segment_row
+from worker.stages.segmenting import segment_row, segmenter_for
 
 CLASSES3 = [ClassInfo(index=i, name=n, rgb=(i, i, i), label_value=i)
             for i, n in enumerate(["a", "b", "c"])]
@@ -92,9 +91,9 @@ def test_job_writes_a_confidence_pyramid_and_summary(stack, micrograph):
     labels = read_tiff(stack.local_blob(output_key(done.id, LABELS)))
     assert conf.shape == labels.shape == (500, 700)
     np.testing.assert_array_equal(conf, np.concatenate(strips))
-    # the row strips hold what the segmenter computes for the whole image
-    seg = Segmenter(stack.models.fetch(done.model_name, done.model_version, done.model_sha256),
-                    device="cpu", threads=1)
+    # the row strips hold what the worker's segmenter (its runtime too) computes for the
+    # whole image
+    seg = segmenter_for(stack, done)
     image = pyvips.Image.new_from_file(str(micrograph)).numpy()[..., :3]
     ref_labels, ref_conf = seg.segment_array(image, TileGeometry(128, 16), batch_size=8,
                                              with_confidence=True)
