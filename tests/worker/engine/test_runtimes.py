@@ -267,6 +267,12 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
     assert got.shape == full.shape == (1, read_package(folder).n_classes, 128, 128)
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     assert not torch.allclose(got, full, atol=1e-3)  # the model really saw the reduced tile
+    # raw tiles: reduced before they are normalised (the same logits up to float rounding)
+    raw = torch.from_numpy(np.ascontiguousarray(crop[None, :128, :128]))
+    with torch.inference_mode():
+        from_raw = seg.logits(raw)
+    torch.testing.assert_close(from_raw, got, rtol=1e-4, atol=1e-4)
+    assert torch.equal(Segmenter.labels_of(from_raw), Segmenter.labels_of(got))
     # the tiled path at full resolution: labels and confidence of the image's shape
     labels, conf = seg.segment_array(crop, TileGeometry(128, 16), with_confidence=True)
     assert labels.shape == conf.shape == crop.shape[:2]
