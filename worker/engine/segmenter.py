@@ -151,6 +151,11 @@ class StripStats:
     device_s: float = 0.0
 
 
+#: Rows of logits :meth:`Segmenter.decide` reduces at a time on the CPU (a (C, 256, T) float32
+#: block of a 1728 px tile of 3 classes is 5 MiB).
+DECIDE_ROWS = 256
+
+
 class Segmenter:
     """A loaded model package ready to label tiles.
 
@@ -338,7 +343,25 @@ class Segmenter:
         Returns:
             ((N, H, W) uint8 argmax labels, identical to ``logits.argmax(1)`` (:meth:`labels_of`);
             (N, H, W) uint8 confidence).
+
+        On the CPU the rows of the logits are taken :data:`DECIDE_ROWS` at a time (each
+        pixel's result depends on its own C logits only, so the results are the same): the
+        softmax's output is then still in the cache when its maximum is taken, 13 % less time
+        for 3 classes at 1728 px and 25 % for 9 classes at 2048 px (docs/performance.md).
         """
+        n, _, h, w = logits.shape
+        if logits.device.type == "cuda" or h <= DECIDE_ROWS:
+            return Segmenter._decide(logits)
+        labels = torch.empty((n, h, w), dtype=torch.uint8)
+        confidence = torch.empty((n, h, w), dtype=torch.uint8)
+        for r in range(0, h, DECIDE_ROWS):
+            labels[:, r:r + DECIDE_ROWS], confidence[:, r:r + DECIDE_ROWS] = Segmenter._decide(
+                logits[:, :, r:r + DECIDE_ROWS])
+        return labels, confidence
+
+    @staticmethod
+    def _decide(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decide` on one block of logits."""
         labels = Segmenter.labels_of(logits)
         top = torch.softmax(logits.float(), dim=1).amax(dim=1)
         confidence = top.mul_(255.0).round_().to(torch.uint8)

@@ -11,7 +11,7 @@ from core.geometry import TileGeometry
 from imaging.reading import open_image, read_rows
 from tests.worker.conftest import DEMO_DATA
 from worker.engine.prefetch import region_rows
-from worker.engine.segmenter import Segmenter
+from worker.engine.segmenter import DECIDE_ROWS, Segmenter
 from worker.engine.tiling import TileGrid, cut_tiles, strip_bands
 
 
@@ -46,6 +46,19 @@ def test_decide_keeps_argmax_and_gives_rounded_max_softmax():
     assert (Segmenter.decide(sure)[1] == 255).all() and (Segmenter.decide(sure)[0] == 2).all()
     # bf16 logits (CUDA autocast) are decided in float32
     assert Segmenter.decide(logits.bfloat16())[1].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("height", [DECIDE_ROWS + 1, 2 * DECIDE_ROWS + 37])
+def test_decide_by_blocks_of_rows_equals_one_pass(height):
+    """Tall logits are decided DECIDE_ROWS rows at a time: the same labels and confidence as
+    the block-free computation, last partial block and channels_last logits included."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, height, 33, generator=g) * 3
+    for x in (logits, logits.contiguous(memory_format=torch.channels_last)):
+        labels, conf = Segmenter.decide(x)
+        want_labels, want_conf = Segmenter._decide(x)
+        assert labels.shape == conf.shape == (2, height, 33)
+        assert torch.equal(labels, want_labels) and torch.equal(conf, want_conf)
 
 
 @pytest.mark.parametrize("classes", [2, 3, 8])
