@@ -210,6 +210,34 @@ def test_openvino_normalises_raw_tiles_inside_its_graph(tiny_package, crop, tmp_
         OpenVinoRuntime(_graph(eager, tmp_path), 1, normalisation=([0, 0, 0], [1, 0, 1]))
 
 
+@pytest.mark.parametrize("scale, side", [(0.5, 640), (0.25, 384), (0.25, 128)])
+def test_reduced_scale_labels_by_blocks_equal_the_whole_tiles(scale, side, tiny_package, tmp_path):
+    """At input scale 1/f the CPU interpolates and decides DECIDE_ROWS rows at a time: the
+    same labels and confidence, bit for bit, as deciding the whole tiles' logits, with a last
+    partial block and with tiles that fit one block."""
+    import shutil
+
+    from models.package import MODEL_JSON
+    from worker.engine.segmenter import DECIDE_ROWS
+
+    folder = tmp_path / "scaled"
+    shutil.copytree(tiny_package, folder)
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    (folder / MODEL_JSON).write_text(json.dumps({**meta, "input_scale": scale}))
+    seg = Segmenter(folder, device="cpu", threads=1)
+    g = torch.Generator().manual_seed(2)
+    tiles = torch.randint(0, 256, (2, side, side, 3), dtype=torch.uint8, generator=g)
+    with torch.inference_mode():
+        want_labels, want_conf = seg.decide(seg.logits(tiles))
+        labels, conf = seg.labels_and_confidence(tiles)
+        alone, none = seg.labels_and_confidence(tiles, with_confidence=False)
+        limit = seg.labels_on_device(tiles)
+    assert (side > DECIDE_ROWS) == (side in (640, 384))
+    assert labels.shape == conf.shape == (2, side, side) and none is None
+    assert torch.equal(labels, want_labels) and torch.equal(conf, want_conf)
+    assert torch.equal(alone, want_labels) and torch.equal(limit, want_labels)
+
+
 @pytest.mark.parametrize("name", ["eager", "openvino"])
 def test_flip_tta_averages_the_logits_of_the_four_flips(name, tiny_package, eager, crop,
                                                         tmp_path):
