@@ -353,11 +353,26 @@ class Segmenter:
         n, _, h, w = logits.shape
         if logits.device.type == "cuda" or h <= DECIDE_ROWS:
             return Segmenter._decide(logits)
-        labels = torch.empty((n, h, w), dtype=torch.uint8)
-        confidence = torch.empty((n, h, w), dtype=torch.uint8)
-        for r in range(0, h, DECIDE_ROWS):
-            labels[:, r:r + DECIDE_ROWS], confidence[:, r:r + DECIDE_ROWS] = Segmenter._decide(
-                logits[:, :, r:r + DECIDE_ROWS])
+        return Segmenter._decide_by_rows(lambda r: logits[:, :, r:r + DECIDE_ROWS], (n, h, w),
+                                         logits.device, with_confidence=True)
+
+    @staticmethod
+    def _decide_by_rows(block_at: Callable[[int], torch.Tensor], shape: tuple[int, int, int],
+                        device: torch.device, with_confidence: bool
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Labels (and confidence) of (N, H, W) = ``shape`` px from their logits
+        :data:`DECIDE_ROWS` rows at a time: ``block_at(r)`` gives the (N, C, <= DECIDE_ROWS, W)
+        logits of rows r, r + 1, ...; each block is decided while it is in the cache."""
+        labels = torch.empty(shape, dtype=torch.uint8, device=device)
+        confidence = (torch.empty(shape, dtype=torch.uint8, device=device) if with_confidence
+                      else None)
+        for r in range(0, shape[1], DECIDE_ROWS):
+            block = block_at(r)
+            rows = slice(r, r + block.shape[2])
+            if with_confidence:
+                labels[:, rows], confidence[:, rows] = Segmenter._decide(block)
+            else:
+                labels[:, rows] = Segmenter.labels_of(block)
         return labels, confidence
 
     @staticmethod
@@ -440,23 +455,18 @@ class Segmenter:
                 return self.decide(logits)
             return self.labels_of(logits), None
         small = self._model_logits(tiles)
-        n, _, h, _ = small.shape
-        size = tiles.shape[1:3]
-        labels = torch.empty((n, *size), dtype=torch.uint8)
-        confidence = torch.empty((n, *size), dtype=torch.uint8) if with_confidence else None
-        for r0 in range(0, size[0], DECIDE_ROWS):
+        h = small.shape[2]
+
+        def interpolated(r0: int) -> torch.Tensor:
             s0 = r0 // f
             lo, hi = max(s0 - 1, 0), min(s0 + DECIDE_ROWS // f + 1, h)
             part = F.interpolate(small[:, :, lo:hi].float(), scale_factor=(f, f),
                                  mode="bilinear", align_corners=False,
                                  recompute_scale_factor=False)
-            block = part[:, :, (s0 - lo) * f:(s0 - lo) * f + DECIDE_ROWS]
-            rows = slice(r0, r0 + block.shape[2])
-            if with_confidence:
-                labels[:, rows], confidence[:, rows] = self._decide(block)
-            else:
-                labels[:, rows] = self.labels_of(block)
-        return labels, confidence
+            return part[:, :, (s0 - lo) * f:(s0 - lo) * f + DECIDE_ROWS]
+
+        return self._decide_by_rows(interpolated, (tiles.shape[0], *tiles.shape[1:3]),
+                                    small.device, with_confidence)
 
     def _check_model_side(self, size: tuple[int, ...]) -> None:
         """Raise ValueError unless each side in ``size`` (px) is a whole number of model px
