@@ -103,8 +103,7 @@ from training.precision import MIN_BF16_SPEEDUP
 __all__ = ["AUTO_SCALES", "CPU_ENCODERS", "EVAL_FIXED_S", "EVAL_SAFETY", "MAX_EVAL_RESERVE",
            "MIN_ROUND_TRIP_IOU", "MIN_STEPS_SHARE", "RARE_CLASS_SHARE",
            "REDUCED_MODEL_GEOMETRY", "TTA_MAX_COST", "TTA_MODES", "ZOOM_JITTER",
-           "choose_class_weights",
-           "choose_input_scale", "choose_tta",
+           "choose_class_weights", "choose_input_scale", "choose_tta",
            "default_recipe", "describe_recipe", "encoder_for_scale", "fit_time_budget",
            "geometry_for_scale", "one_cycle_lr", "resolve_recipe", "round_trip_iou"]
 
