@@ -206,9 +206,11 @@ class OpenVinoRuntime(Runtime):
         return ppp.build()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = _host_array(x)
-        request = self._request(arr.shape)
-        out = request.infer({0: arr})[0]
+        return self._infer(_host_array(x), uint8=False)
+
+    def _infer(self, arr: np.ndarray, uint8: bool) -> torch.Tensor:
+        """The logits of one host batch ``arr`` through the request of its shape and dtype."""
+        out = self._request(arr.shape, uint8=uint8).infer({0: arr})[0]
         return torch.from_numpy(np.array(out, copy=True))  # the request reuses its buffer
 
     def from_uint8(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -217,9 +219,7 @@ class OpenVinoRuntime(Runtime):
         if tiles.dtype != torch.uint8 or tiles.ndim != 4 or tiles.shape[-1] != 3:
             raise ValueError(f"expected (N, T, T, 3) uint8 tiles, got {tiles.dtype} "
                              f"{tuple(tiles.shape)}")
-        arr = np.ascontiguousarray(tiles.detach().cpu().numpy())
-        out = self._request(arr.shape, uint8=True).infer({0: arr})[0]
-        return torch.from_numpy(np.array(out, copy=True))
+        return self._infer(np.ascontiguousarray(tiles.detach().cpu().numpy()), uint8=True)
 
 
 class OnnxRuntime(Runtime):
