@@ -446,6 +446,9 @@ class Segmenter:
         weights as the whole tile's interpolation, so the same values), instead of writing the
         whole (N, C, T, T) float logits and reading them back: the same labels and confidence,
         0.126 -> 0.085 s for a 2048 px tile of 3 classes at 0.125 (docs/performance.md).
+
+        Raises:
+            ValueError: ``T * input_scale`` is not a multiple of 32 model px.
         """
         scale = self.package.input_scale
         f = round(1 / scale)
