@@ -20,7 +20,9 @@ file-name order) from ``../shared/data`` (never copied into the repository).
 graph statically quantised by ONNX Runtime (QDQ, int8 weights per channel, uint8
 activations), calibrated on 8 tiles of the LumenStone *training* images. ``openvino-bf16``
 is another: the same graph through OpenVINO with bfloat16 inference precision (the CPU's
-AMX / AVX-512 BF16 units; emulated or refused by OpenVINO elsewhere).
+AMX / AVX-512 BF16 units; refused on CPUs without them), every layer in bfloat16 whatever the
+package says; ``openvino-bf16@N`` keeps the graph's first N convolutions in float32
+(:func:`worker.engine.runtimes.float32_prefix`, the package field ``cpu_f32_convs``).
 """
 
 from __future__ import annotations
@@ -130,14 +132,24 @@ def int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int):
     return seg
 
 
-def openvino_bf16_segmenter(package: Path, work: Path, threads: int):
-    """A segmenter whose runtime is OpenVINO with bfloat16 inference precision (see the module
-    docstring); for this measurement only."""
+def openvino_bf16_segmenter(package: Path, work: Path, threads: int, name: str = OPENVINO_BF16):
+    """A segmenter whose runtime is OpenVINO with bfloat16 inference precision, ``name``
+    ``openvino-bf16`` (every layer) or ``openvino-bf16@N`` (the first N convolutions in
+    float32; see the module docstring); for this measurement only.
+
+    Raises:
+        ValueError: ``name`` is neither, or N is not a whole number >= 0 or exceeds the
+            graph's convolutions.
+    """
     from worker.engine.segmenter import Segmenter
 
+    base, _, convs = name.partition("@")
+    if base != OPENVINO_BF16 or (convs and not convs.isdigit()):
+        raise ValueError(f"expected {OPENVINO_BF16} or {OPENVINO_BF16}@N (N >= 0), got {name!r}")
     seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
-                    cpu_precision="bf16", cache_dir=work / "exported")
-    seg.runtime.name = OPENVINO_BF16
+                    cpu_precision="bf16", cpu_f32_convs=int(convs or 0),
+                    cache_dir=work / "exported")
+    seg.runtime.name = name
     return seg
 
 
@@ -238,8 +250,8 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             segmenters[name] = eager
         elif name == INT8:
             segmenters[name] = int8_segmenter(package, data_dir, work, threads)
-        elif name == OPENVINO_BF16:
-            segmenters[name] = openvino_bf16_segmenter(package, work, threads)
+        elif name.partition("@")[0] == OPENVINO_BF16:
+            segmenters[name] = openvino_bf16_segmenter(package, work, threads, name)
         else:
             segmenters[name] = Segmenter(package, device=device, threads=threads, runtime=name,
                                          precision=precision, cache_dir=work / "exported")

@@ -96,7 +96,8 @@ def _geometries(text: str) -> list:
 @click.option("--runtimes", default="eager,openvino,onnxruntime,onnxruntime-int8",
               show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry); "
               "also openvino-bf16 (OpenVINO in bfloat16, whatever the package's cpu_precision; "
-              "CPUs with bfloat16 units only).")
+              "CPUs with bfloat16 units only) and openvino-bf16@N (the same with the graph's "
+              "first N convolutions in float32).")
 @click.option("--runtime-geometries", default=None,
               help="Geometries at which runtimes are compared (default: the package's and 1024/128).")
 @click.option("--threads", type=int, default=1, show_default=True,

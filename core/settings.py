@@ -83,7 +83,8 @@ class Settings(BaseSettings):
         description="Autocast dtype of inference on CUDA (bf16 falls back to fp16 on GPUs "
         "without bfloat16). On CPU, fp32 keeps the OpenVINO runtime in float32 for every "
         "package; otherwise it computes in bfloat16 for packages validated for it (model.json "
-        "cpu_precision bf16) on CPUs with bfloat16 units (AMX, AVX-512 BF16), in float32 "
+        "cpu_precision bf16, its cpu_f32_convs leading convolutions in float32) on CPUs with "
+        "bfloat16 units (AMX, AVX-512 BF16), in float32 "
         "elsewhere.",
     )
     fold_batchnorm: bool = Field(

@@ -147,7 +147,13 @@ class ModelPackage(WithGeometry):
     pixels of every validation image (:func:`training.precision.inference_bf16_agreement`,
     recorded in ``metrics["cpu_bf16_agreement"]``); CPUs without bfloat16 units, and workers
     with ``PELLETSEG_PRECISION=fp32``, serve every package in float32
-    (:func:`worker.engine.runtimes.make_runtime`).
+    (:func:`worker.engine.runtimes.make_runtime`). ``cpu_f32_convs`` (default 0) is how many
+    of the network's leading convolutions (and everything before them) keep float32 when it
+    is served in bfloat16: the first layers see the pixels' full 8 bits, which bfloat16
+    rounds, and they flip most of the labels that bfloat16 flips (the bundled model: 99.74 %
+    of its float32 labels on LumenStone with 0, 99.933 % with 9; docs/performance.md,
+    "Mixed precision"). ``pelletseg train`` sets the smallest value of
+    :data:`training.precision.F32_CONVS_LADDER` that keeps 99.9 %.
 
     ``edge_pad`` (px, 0..halo) is how much mirrored image a tile may show past the image's
     edge (:mod:`worker.engine.tiling`); None (default): the halo. Measured on a LumenStone
@@ -162,7 +168,8 @@ class ModelPackage(WithGeometry):
     Raises (on construction):
         pydantic.ValidationError: missing fields, class indices that are not 0..C-1, a
             tile geometry that breaks :class:`core.geometry.TileGeometry`'s rule, an
-            ``input_scale`` outside (0, 1], or an ``edge_pad`` over the halo.
+            ``input_scale`` outside (0, 1], an ``edge_pad`` over the halo, or a negative
+            ``cpu_f32_convs``.
     """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -184,6 +191,7 @@ class ModelPackage(WithGeometry):
     tta: Literal["none", "flips"] = "none"
     input_scale: float = Field(1.0, gt=0, le=1)
     cpu_precision: Literal["f32", "bf16"] = "f32"
+    cpu_f32_convs: int = Field(0, ge=0)
     members: int = Field(1, ge=1, le=8)
     edge_pad: int | None = Field(None, ge=0)
 

@@ -34,7 +34,12 @@ from training.checkpoints import CheckpointError, load_checkpoint, read_state, s
 from training.confusion import confusion_matrix, miou
 from training.datasets import DatasetError, load_dataset_spec, load_split
 from training.losses import class_pixel_counts, class_weights_inv_sqrt, segmentation_loss
-from training.precision import CPU_BF16_MODES, choose_cpu_bf16, inference_bf16_agreement
+from training.precision import (
+    CPU_BF16_MODES,
+    F32_CONVS_LADDER,
+    choose_cpu_bf16,
+    inference_bf16_agreement,
+)
 from training.recipe import (
     TTA_MODES,
     choose_class_weights,
@@ -462,12 +467,14 @@ def train(dataset_yaml: str | Path, *, arch: str = "Unet", encoder: str = "resne
             time_budget_s = state0["config"]["time_budget_s"]  # the schedule it started
         else:
             evaluated = [pair for k in ("val", "test") for pair in (data.get(k) or [])]
-            # with bfloat16 units the serving-precision check labels the images once more
+            # with bfloat16 units the serving-precision check labels the images once more per
+            # rung of leading float32 convolutions it may try (training.precision)
             if final_eval and evaluated and tile_s is None:  # a tile as the package serves
                 tile_s = serving_tile_s(model, geometry.tile_size, scale, device,
                                         flips=tta == "flips")
             estimate = final_eval_estimate_s(model, evaluated, geometry, scale, device,
-                                             label_passes=2 if cpu_has_bf16() else 1,
+                                             label_passes=1 + len(F32_CONVS_LADDER)
+                                             if cpu_has_bf16() else 1,
                                              tile_s=tile_s, n_classes=n_classes) \
                 if final_eval and evaluated else None
             time_budget = fit_time_budget(call_budget_s,
@@ -653,8 +660,9 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
                           label_passes: int = 1, tile_s: float | None = None,
                           n_classes: int | None = None) -> float:
     """Seconds a final evaluation of ``data`` (pairs of (H, W, 3) uint8 image and (H, W) uint8
-    mask, image px) will take: ``label_passes`` x the forward passes (2 where the package's
-    serving precision is checked by labelling the images again) plus the metrics once.
+    mask, image px) will take: ``label_passes`` x the forward passes (more than 1 where the
+    package's serving precision is checked by labelling the images again, once per rung of
+    :data:`training.precision.F32_CONVS_LADDER`) plus the metrics once.
 
     - Forward passes: the tiles of each image as serving lays them out
       (:func:`worker.engine.segmenter.serving_grid` at ``geometry``, image px, and
@@ -765,7 +773,8 @@ def _final_metrics(pkg: ModelPackage, out_dir, data, stems, device: str) -> Mode
     agreement = inference_bf16_agreement(out_dir, [img for img, _ in data[checked]],
                                          list(stems[checked]), reference=reference)
     metrics["cpu_bf16_agreement"] = agreement
-    pkg = pkg.model_copy(update={"metrics": metrics, "cpu_precision": agreement["cpu_precision"]})
+    pkg = pkg.model_copy(update={"metrics": metrics, "cpu_precision": agreement["cpu_precision"],
+                                 "cpu_f32_convs": agreement["cpu_f32_convs"]})
     (Path(out_dir) / MODEL_JSON).write_text(json.dumps(pkg.model_dump(mode="json"), indent=2)
                                             + "\n")
     return pkg

@@ -106,3 +106,53 @@ def test_a_trained_package_records_its_serving_precision(tmp_path, monkeypatch):
     pkg = _tiny_train(_dataset(tmp_path / "ds"), tmp_path / "p", epochs=1)
     record = pkg.metrics["cpu_bf16_agreement"]
     assert record["measured"] is False and pkg.cpu_precision == "f32"
+
+
+def test_serving_in_bf16_takes_the_fewest_leading_float32_convolutions_that_keep_the_labels(
+        tiny_package, monkeypatch):
+    """Each rung of the ladder (raised to a count the graph allows) builds the runtime it
+    names; the first rung whose worst image keeps the threshold is taken, and a rung past the
+    graph's convolutions ends the ladder."""
+    pytest.importorskip("openvino")
+    import numpy as np
+
+    import training.precision as tp
+    import worker.engine.runtimes as rt
+    from worker.engine.segmenter import Segmenter
+
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    cuts = Segmenter(tiny_package, device="cpu", runtime="openvino",
+                     cpu_precision="bf16").runtime.float32_cuts()
+    rungs = [0, *dict.fromkeys(min(c for c in cuts if c >= r) for r in tp.F32_CONVS_LADDER[1:]
+                               if r <= cuts[-1])]
+    assert len(rungs) >= 3 and rungs[1] < rungs[2] and cuts[0] > 1  # no residual block split
+    worst = [99.70, 99.85, 99.93, 99.95]  # per rung, fewest first: like the bundled model
+    seen = []
+
+    def agreement(segmenter, images, names, reference):
+        seen.append(segmenter.runtime.f32_convs)
+        w = worst[len(seen) - 1]
+        return {"min_pct": w, "pooled_pct": w + 0.01,
+                "images": [{"name": n, "pixels": 4, "equal_pct": w} for n in names]}
+
+    monkeypatch.setattr(tp, "_agreement", agreement)
+    image = np.zeros((64, 64, 3), np.uint8)
+    reference = [np.zeros((64, 64), np.uint8)]
+    record = tp.inference_bf16_agreement(tiny_package, [image], ["val/a"], reference=reference)
+    assert seen == rungs[:3]
+    assert record["cpu_precision"] == "bf16" and record["cpu_f32_convs"] == rungs[2]
+    assert record["min_pct"] == 99.93
+    assert [t["cpu_f32_convs"] for t in record["tries"]] == rungs[:3]
+    assert f"first {rungs[2]} convolutions in float32" in record["reason"]
+
+    seen.clear()
+    worst[0] = 99.95  # all-bfloat16 keeps the labels: nothing more is tried
+    record = tp.inference_bf16_agreement(tiny_package, [image], reference=reference)
+    assert seen == [0] and record["cpu_precision"] == "bf16" and record["cpu_f32_convs"] == 0
+
+    seen.clear()
+    worst[:] = [99.5, 99.6, 99.99, 99.99]
+    monkeypatch.setattr(tp, "F32_CONVS_LADDER", (0, 4, 10**6))  # past the graph's convolutions
+    record = tp.inference_bf16_agreement(tiny_package, [image], reference=reference)
+    assert seen == rungs[:2] and record["cpu_precision"] == "f32" and record["cpu_f32_convs"] == 0
+    assert record["min_pct"] == 99.6 and "float32" in record["reason"]

@@ -14,8 +14,9 @@ on the segmenter's device. Chosen per machine by ``PELLETSEG_RUNTIME``:
                if compilation fails on the first batch)
 ``openvino``   OpenVINO on the CPU, one compiled model per input shape, from the package's
                exported ONNX graph: float32 inference precision, or bfloat16 where the
-               package was validated for it (``ModelPackage.cpu_precision``), the CPU has
-               bfloat16 units and ``PELLETSEG_PRECISION`` is not ``fp32``
+               package was validated for it (``ModelPackage.cpu_precision``, with its first
+               ``cpu_f32_convs`` convolutions in float32), the CPU has bfloat16 units and
+               ``PELLETSEG_PRECISION`` is not ``fp32``
 ``onnxruntime``  ONNX Runtime (CPU execution provider; the CUDA one on a CUDA device where
                the installed onnxruntime has it), from the same graph
 ``tensorrt``   ONNX Runtime's TensorRT execution provider (CUDA only, where installed;
@@ -34,7 +35,9 @@ setting and the package to install; ``auto`` then falls back to ``eager`` with a
 from __future__ import annotations
 
 import functools
+import tempfile
 import threading
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +47,9 @@ import torch
 
 from models.package import ModelPackage
 
-__all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "make_runtime",
-           "openvino_precision", "resolve_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "float32_cuts",
+           "float32_prefix",
+           "make_runtime", "openvino_precision", "resolve_runtime"]
 
 log = structlog.get_logger(__name__)
 
@@ -129,7 +133,11 @@ class OpenVinoRuntime(Runtime):
     ``inference_precision="bf16"`` lets OpenVINO compute in bfloat16 on CPUs with AMX or
     AVX-512 BF16 units (where it is the plugin's own default; it is pinned here, so a
     worker's labels do not depend on the processor it lands on but on the package:
-    :func:`openvino_precision`). ``precision`` holds the value in use.
+    :func:`openvino_precision`). ``precision`` holds the value in use. With ``f32_convs``
+    > 0 the graph's operations before its (``f32_convs`` + 1)-th convolution keep float32
+    (:func:`float32_prefix`): the bundled model in bfloat16 kept 99.74 % of its float32 labels
+    on LumenStone images, and 99.933 % with its first 9 convolutions in float32, at 2.2x the
+    float32 speed (docs/performance.md, "Mixed precision").
 
     One model is compiled per input shape (tile batches have one shape per tile size and
     batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
@@ -147,9 +155,12 @@ class OpenVinoRuntime(Runtime):
     name = "openvino"
 
     def __init__(self, graph: Path, threads: int, inference_precision: str = "f32",
-                 normalisation: tuple[Sequence[float], Sequence[float]] | None = None):
+                 normalisation: tuple[Sequence[float], Sequence[float]] | None = None,
+                 f32_convs: int = 0):
         if inference_precision not in ("f32", "bf16"):
             raise ValueError(f"inference_precision must be f32 or bf16, got {inference_precision!r}")
+        if f32_convs < 0:
+            raise ValueError(f"f32_convs must be >= 0, got {f32_convs}")
         if normalisation is not None:
             mean, std = (tuple(float(v) for v in a) for a in normalisation)
             if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
@@ -164,6 +175,9 @@ class OpenVinoRuntime(Runtime):
         self.precision = inference_precision
         self._core = ov.Core()
         self._model = self._core.read_model(str(graph))
+        self.f32_convs = f32_convs if inference_precision == "bf16" else 0
+        if self.f32_convs:
+            self._model = float32_prefix(self._model, self.f32_convs)
         # No pinning: OpenVINO pins its threads to cores by default, and several worker
         # processes on one machine (each 1 thread) would then share the first core.
         self._config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
@@ -193,6 +207,11 @@ class OpenVinoRuntime(Runtime):
                          input="uint8" if uint8 else "float32")
             return self._requests[key]
 
+    def float32_cuts(self) -> list[int]:
+        """The counts of leading convolutions this graph may keep in float32
+        (:func:`float32_cuts`)."""
+        return float32_cuts(self._model)
+
     def _with_normalisation(self, model):
         """``model`` preceded by u8 NHWC -> f32 -> ``(x - mean) / std`` -> NCHW."""
         import openvino as ov
@@ -220,6 +239,104 @@ class OpenVinoRuntime(Runtime):
             raise ValueError(f"expected (N, T, T, 3) uint8 tiles, got {tiles.dtype} "
                              f"{tuple(tiles.shape)}")
         return self._infer(np.ascontiguousarray(tiles.detach().cpu().numpy()), uint8=True)
+
+
+#: OpenVINO operation types counted by :func:`float32_prefix`.
+CONVOLUTIONS = ("Convolution", "GroupConvolution")
+
+
+def _ir(model):
+    """``model`` written as OpenVINO IR: (the XML tree, its weights as uint8)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="pelletseg-ov-") as tmp:
+        xml, weights = Path(tmp) / "model.xml", Path(tmp) / "model.bin"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        return ET.parse(xml), np.fromfile(weights, dtype=np.uint8)
+
+
+def _cuts(root) -> dict[int, int]:
+    """``{n: index}`` for every n >= 1 at which an IR's layers (``root``, topological order)
+    may be cut into float32 and bfloat16: index = the position of the (n + 1)-th convolution
+    (the layer count after the last one), for every n whose cut leaves no ``Add`` with image
+    data from both sides (a residual block split between precisions: OpenVINO 2026.4's CPU
+    plugin failed to compile such a ResNet graph, "object is not initialized"). Shape
+    computations (``ShapeOf`` and what follows from it alone) carry no image data."""
+    layers = list(root.find("layers"))
+    position = {layer.get("id"): i for i, layer in enumerate(layers)}
+    inputs: dict[int, list[int]] = {}
+    for edge in root.find("edges"):
+        inputs.setdefault(position[edge.get("to-layer")], []).append(
+            position[edge.get("from-layer")])
+    data: list[bool] = []
+    for i, layer in enumerate(layers):
+        kind = layer.get("type")
+        data.append(kind == "Parameter" or (kind not in ("Const", "ShapeOf") and any(
+            data[j] for j in inputs.get(i, ()))))
+    adds = [[j for j in inputs.get(i, ()) if data[j]] for i, layer in enumerate(layers)
+            if layer.get("type") == "Add"]
+    adds = [a for a in adds if len(a) > 1]
+    convs = [i for i, layer in enumerate(layers) if layer.get("type") in CONVOLUTIONS]
+    cuts = {}
+    for n, end in enumerate([*convs[1:], len(layers)], start=1):
+        if all(len({j < end for j in a}) == 1 for a in adds):
+            cuts[n] = end
+    return cuts
+
+
+def float32_cuts(model) -> list[int]:
+    """The counts of leading convolutions ``model`` (an ``openvino.Model``) may keep in
+    float32 (:func:`float32_prefix`): every count whose cut splits no residual block,
+    ascending; the last is all of them."""
+    return sorted(_cuts(_ir(model)[0].getroot()))
+
+
+def float32_prefix(model, convolutions: int):
+    """``model`` (an ``openvino.Model``) with every operation before its
+    (``convolutions`` + 1)-th convolution (``Convolution`` or ``GroupConvolution``, in
+    topological order) marked to keep float32 when the rest computes in bfloat16.
+
+    The mark is OpenVINO's own for operations that must not lose precision (the IR
+    attribute ``precise``, written by its float16 compression for sensitive subgraphs; the
+    CPU plugin keeps such nodes in their original precision under
+    ``INFERENCE_PRECISION_HINT=bf16``, openvinotoolkit/openvino pull request 21440). The
+    Python API cannot set it on a node, so the model is written to IR, the attribute added to
+    the layers' ``rt_info``, and the IR read back from memory. The first layers are where
+    bfloat16 flips labels: their input carries the pixels' full 8 bits, and bfloat16 keeps 8
+    significant bits (docs/performance.md, "Mixed precision"). A count whose cut would split
+    a residual block between the precisions is refused (:func:`float32_cuts` lists the
+    others).
+
+    Raises:
+        ValueError: ``convolutions`` < 1, more than the graph has, or a cut inside a
+            residual block.
+    """
+    import openvino as ov
+
+    if convolutions < 1:
+        raise ValueError(f"convolutions must be >= 1, got {convolutions}")
+    tree, blob = _ir(model)
+    root = tree.getroot()
+    cuts = _cuts(root)
+    layers = list(root.find("layers"))
+    total = sum(layer.get("type") in CONVOLUTIONS for layer in layers)
+    if convolutions > total:
+        raise ValueError(f"the graph has {total} convolutions, fewer than the {convolutions} "
+                         "asked to keep float32 (cpu_f32_convs of the model package)")
+    if convolutions not in cuts:
+        near = [n for n in cuts if n < convolutions][-1:] + [n for n in cuts if n > convolutions][:1]
+        raise ValueError(f"keeping the first {convolutions} convolutions in float32 would split a "
+                         f"residual block between float32 and bfloat16; nearest counts that do "
+                         f"not: {near} (cpu_f32_convs of the model package)")
+    for layer in layers[:cuts[convolutions]]:
+        if layer.get("type") in ("Const", "Parameter", "Result"):
+            continue
+        rt_info = layer.find("rt_info")
+        if rt_info is None:
+            rt_info = ET.Element("rt_info")
+            layer.insert(0, rt_info)
+        ET.SubElement(rt_info, "attribute", {"name": "precise", "version": "0"})
+    return ov.Core().read_model(ET.tostring(root), ov.Tensor(blob))
 
 
 class OnnxRuntime(Runtime):
@@ -318,7 +435,8 @@ def openvino_precision(package: ModelPackage, precision: str = "bf16",
 
 def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, device: torch.device,
                  *, threads: int, cache_dir: str | Path | None, folded: bool,
-                 precision: str = "bf16", cpu_precision: str | None = None) -> Runtime:
+                 precision: str = "bf16", cpu_precision: str | None = None,
+                 cpu_f32_convs: int | None = None) -> Runtime:
     """The runtime ``name`` (see :func:`resolve_runtime`) for a loaded model.
 
     Args:
@@ -331,16 +449,19 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
         folded: Whether ``model``'s batch norms are folded (keys the exported graph).
         precision: ``PELLETSEG_PRECISION`` (``fp32`` keeps OpenVINO in float32 for every
             package); ``cpu_precision``: OpenVINO's precision forced (:func:`openvino_precision`).
+        cpu_f32_convs: In bfloat16, how many leading convolutions keep float32
+            (:func:`float32_prefix`); None: the package's ``cpu_f32_convs``.
 
     Raises:
-        ValueError: unknown runtime or precision.
+        ValueError: unknown runtime or precision, or more float32 convolutions than the graph
+            has.
         RuntimeUnavailable: an explicitly named runtime cannot run here.
         ExportError: the graph could not be exported.
     """
     resolved = resolve_runtime(name, device)
     try:
         return _make(resolved, model, package, device, threads, cache_dir, folded,
-                     precision, cpu_precision)
+                     precision, cpu_precision, cpu_f32_convs)
     except RuntimeUnavailable as e:
         if name != "auto":
             raise
@@ -349,7 +470,7 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
 
 
 def _make(name, model, package, device, threads, cache_dir, folded, precision,
-          cpu_precision) -> Runtime:
+          cpu_precision, cpu_f32_convs) -> Runtime:
     if name in ("eager", "compile"):
         return EagerRuntime(model, compile=name == "compile")
     from worker.engine.exported import exported_graph
@@ -373,7 +494,9 @@ def _make(name, model, package, device, threads, cache_dir, folded, precision,
         return OpenVinoRuntime(exported_graph(model, package, cache_dir, folded=folded), threads,
                                inference_precision=inference_precision,
                                normalisation=([m * 255.0 for m in norm.mean],
-                                              [s * 255.0 for s in norm.std]))
+                                              [s * 255.0 for s in norm.std]),
+                               f32_convs=package.cpu_f32_convs if cpu_f32_convs is None
+                               else cpu_f32_convs)
     try:
         import onnxruntime  # noqa: F401
     except ImportError as e:

@@ -177,6 +177,9 @@ class Segmenter:
             unless this is ``fp32``; everything else on CPU computes in float32.
         cpu_precision: OpenVINO's precision forced (``f32`` or ``bf16``, for measurements;
             :func:`worker.engine.runtimes.openvino_precision`); None: as above.
+        cpu_f32_convs: In bfloat16, how many of the graph's leading convolutions keep float32
+            (:func:`worker.engine.runtimes.float32_prefix`; for measurements); None: the
+            package's ``cpu_f32_convs``.
         compile: Run the model through ``torch.compile`` (falls back to eager, with a
             warning, if compilation fails on the first batch); the same as
             ``runtime="compile"``.
@@ -215,6 +218,7 @@ class Segmenter:
         tta: str | None = None,
         cpu_precision: str | None = None,
         edge_pad: int | None = None,
+        cpu_f32_convs: int | None = None,
     ):
         package = read_package(package_dir)
         model = build_model(package)
@@ -222,7 +226,7 @@ class Segmenter:
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
                     runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision,
-                    edge_pad=edge_pad)
+                    edge_pad=edge_pad, cpu_f32_convs=cpu_f32_convs)
 
     @classmethod
     def from_model(cls, package: ModelPackage, model: torch.nn.Module, *, device: str = "cpu",
@@ -247,7 +251,8 @@ class Segmenter:
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
                cache_dir: str | Path | None = None, tta: str | None = None,
-               cpu_precision: str | None = None, edge_pad: int | None = None) -> None:
+               cpu_precision: str | None = None, edge_pad: int | None = None,
+               cpu_f32_convs: int | None = None) -> None:
         set_cpu_threads(threads)
         tta = package.tta if tta is None else tta
         if tta not in TTA_KINDS:
@@ -275,9 +280,10 @@ class Segmenter:
         self.runtime: Runtime = make_runtime(
             "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
             self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn,
-            precision=precision, cpu_precision=cpu_precision)
+            precision=precision, cpu_precision=cpu_precision, cpu_f32_convs=cpu_f32_convs)
         log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
                  precision=self.runtime.precision if self.device.type == "cpu" else precision,
+                 f32_convs=getattr(self.runtime, "f32_convs", 0),
                  model=package.name, version=package.version)
         # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
         self.channels_last = channels_last and self.runtime.torch_module

@@ -340,14 +340,15 @@ def test_openvino_inference_precision_is_f32_unless_bf16_is_asked(eager, tmp_pat
     assert (out - ref).abs().max().item() < 0.1 * max(1.0, ref.abs().max().item())
 
 
-def _with_cpu_precision(package, folder, value):
-    """A copy of ``package`` whose model.json says ``cpu_precision: value`` (the weights, and
-    so the sha256, are the same)."""
+def _with_cpu_precision(package, folder, value, f32_convs: int = 0):
+    """A copy of ``package`` whose model.json says ``cpu_precision: value`` and
+    ``cpu_f32_convs: f32_convs`` (the weights, and so the sha256, are the same)."""
     import shutil
 
     shutil.copytree(package, folder)
     meta = json.loads((folder / "model.json").read_text())
-    (folder / "model.json").write_text(json.dumps({**meta, "cpu_precision": value}))
+    (folder / "model.json").write_text(json.dumps({**meta, "cpu_precision": value,
+                                                   "cpu_f32_convs": f32_convs}))
     return folder
 
 
@@ -398,3 +399,112 @@ def test_cpu_has_bf16_follows_openvinos_capabilities():
 
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert cpu_has_bf16() is ("BF16" in caps)
+
+
+def _three_convolutions():
+    """An OpenVINO model: (1, 4, 16, 16) float32 -> conv -> relu -> grouped conv -> conv."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x = ops.parameter([1, 4, 16, 16], np.float32, name="x")
+    w1 = ops.constant(rng.standard_normal((4, 4, 3, 3)).astype(np.float32))
+    c1 = ops.relu(ops.convolution(x, w1, [1, 1], [1, 1], [1, 1], [1, 1]))
+    w2 = ops.constant(rng.standard_normal((4, 1, 1, 3, 3)).astype(np.float32))
+    c2 = ops.group_convolution(c1, w2, [1, 1], [1, 1], [1, 1], [1, 1])
+    w3 = ops.constant(rng.standard_normal((2, 4, 1, 1)).astype(np.float32))
+    c3 = ops.convolution(c2, w3, [1, 1], [0, 0], [0, 0], [1, 1])
+    return ov.Model([c3], [x])
+
+
+def test_float32_prefix_marks_the_operations_before_the_next_convolution():
+    ov = pytest.importorskip("openvino")
+    from worker.engine.runtimes import float32_prefix
+
+    def marked(model):  # ops whose rt_info gained an entry, in topological order
+        return [op.get_type_name() for op in model.get_ordered_ops()
+                if op.get_type_name() not in ("Constant", "Parameter", "Result")
+                and len(op.get_rt_info()) > len(plain[op.get_friendly_name()])]
+
+    model = _three_convolutions()
+    plain = {op.get_friendly_name(): dict(op.get_rt_info()) for op in model.get_ordered_ops()}
+    assert marked(float32_prefix(model, 1)) == ["Convolution", "Relu"]
+    assert marked(float32_prefix(model, 2)) == ["Convolution", "Relu", "GroupConvolution"]
+    assert marked(float32_prefix(model, 3)) == ["Convolution", "Relu", "GroupConvolution",
+                                                "Convolution"]
+    with pytest.raises(ValueError, match="has 3 convolutions, fewer than the 4"):
+        float32_prefix(model, 4)
+    with pytest.raises(ValueError, match=">= 1"):
+        float32_prefix(model, 0)
+    # the weights travel with the marks: the same outputs in float32
+    x = np.random.default_rng(1).standard_normal((1, 4, 16, 16)).astype(np.float32)
+    core = ov.Core()
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    a = core.compile_model(model, "CPU", f32)({0: x})[0]
+    b = core.compile_model(float32_prefix(model, 2), "CPU", f32)({0: x})[0]
+    assert a.shape == (1, 2, 16, 16) and np.array_equal(a, b)
+
+
+def test_a_cut_inside_a_residual_block_is_refused():
+    """x -> conv1 -> relu -> conv2 -> (+ relu output) -> conv3: a cut after conv1 would leave
+    the sum with one float32 and one bfloat16 input."""
+    ov = pytest.importorskip("openvino")
+    import openvino.opset13 as ops
+
+    from worker.engine.runtimes import float32_cuts, float32_prefix
+
+    rng = np.random.default_rng(0)
+
+    def conv(x, cin, cout):
+        w = ops.constant(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32))
+        return ops.convolution(x, w, [1, 1], [1, 1], [1, 1], [1, 1])
+
+    x = ops.parameter([1, 4, 8, 8], np.float32)
+    a = ops.relu(conv(x, 4, 4))
+    s = ops.add(conv(a, 4, 4), a)
+    model = ov.Model([conv(s, 4, 2)], [x])
+    assert float32_cuts(model) == [2, 3]
+    with pytest.raises(ValueError, match=r"split a residual block.*nearest counts that do not: \[2\]"):
+        float32_prefix(model, 1)
+    assert len(float32_prefix(model, 2).get_ordered_ops()) == len(model.get_ordered_ops())
+
+
+def test_the_marked_convolutions_compute_in_float32_under_bf16():
+    ov = pytest.importorskip("openvino")
+    from worker.engine.runtimes import cpu_has_bf16, float32_prefix
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bfloat16 units: OpenVINO computes everything in float32")
+
+    def precisions(model):
+        compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+        return [op.get_rt_info()["runtimePrecision"].astype(str)
+                for op in compiled.get_runtime_model().get_ordered_ops()
+                if op.get_rt_info()["layerType"].astype(str) == "Convolution"]
+
+    model = _three_convolutions()
+    assert precisions(model) == ["bf16", "bf16", "bf16"]
+    assert precisions(float32_prefix(model, 2)) == ["f32", "f32", "bf16"]
+
+
+def test_a_bf16_package_keeps_its_leading_convolutions_in_float32(tiny_package, tmp_path,
+                                                                   monkeypatch):
+    pytest.importorskip("openvino")
+    import worker.engine.runtimes as rt
+
+    folder = _with_cpu_precision(tiny_package, tmp_path / "bf16", "bf16", f32_convs=5)
+    assert read_package(folder).cpu_f32_convs == 5
+    assert read_package(tiny_package).cpu_f32_convs == 0
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    kw = {"device": "cpu", "threads": 1, "runtime": "openvino", "cache_dir": tmp_path / "c"}
+    assert Segmenter(folder, **kw).runtime.f32_convs == 5
+    assert Segmenter(folder, cpu_f32_convs=6, **kw).runtime.f32_convs == 6  # a measurement
+    assert Segmenter(folder, precision="fp32", **kw).runtime.f32_convs == 0  # all float32
+    with pytest.raises(ValueError, match="fewer than the 100000"):
+        Segmenter(folder, cpu_f32_convs=100000, **kw)
+    cuts = Segmenter(folder, **kw).runtime.float32_cuts()
+    inside = min(set(range(1, cuts[-1])) - set(cuts))  # a count that splits a residual block
+    with pytest.raises(ValueError, match="split a residual block"):
+        Segmenter(folder, cpu_f32_convs=inside, **kw)
+    with pytest.raises(ValueError):
+        ModelPackage.model_validate({**read_package(folder).model_dump(), "cpu_f32_convs": -1})
