@@ -95,7 +95,8 @@ def markdown(doc: dict) -> str:
         (f"- Workers: {cfg['workers']} x {cfg['threads']} torch threads, "
          f"batch {cfg['batch_size']}, "
         f"{cfg['rows_in_flight']} row(s) in flight per worker, precision "
-        f"{cfg['precision'] if doc['device'].startswith('cuda') else 'fp32'}, streaming "
+        f"{cfg['precision'] if doc['device'].startswith('cuda') else doc.get('cpu_precision', 'fp32')}"
+        ", streaming "
         f"stitcher {'on' if cfg.get('stream_reduce') else 'off'}"),
         "",
         "| measurement | tiles/s | Mpx/s | / limit |",

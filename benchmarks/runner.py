@@ -72,6 +72,10 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     seg = Segmenter(package, device=cfg.device, threads=cores, batch_size=cfg.batch_size,
                     precision=cfg.precision, runtime=cfg.runtime, cache_dir=exported)
     doc["runtime"] = seg.runtime.name
+    if seg.device.type == "cpu":  # what the CPU runtime computes in (the package decides)
+        convs = getattr(seg.runtime, "f32_convs", 0)
+        doc["cpu_precision"] = seg.runtime.precision + (
+            f", first {convs} convolutions float32" if convs else "")
     batch = seg.batch_for(cfg.tile_size)
     cfg = replace(cfg, batch_size=batch)
     doc["config"]["batch_size"] = batch
