@@ -60,10 +60,18 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
 def test_reducer_logs_where_its_time_went(stack, micrograph):
     import structlog.testing
 
+    from worker.stages.segmenting import segmenter_for
+
     job = _submit(stack, micrograph)
     plan_job(stack, job.id)
-    for row in stack.table.rows.list(job.id):
-        segment_row(stack, job.id, row.index)
+    with structlog.testing.capture_logs() as rows:
+        for row in stack.table.rows.list(job.id):
+            segment_row(stack, job.id, row.index)
+    # each row names what computed it (a bf16 package's labels depend on the worker's CPU)
+    runtime = segmenter_for(stack, stack.table.jobs.get(job.id)).runtime
+    computed = [e for e in rows if e["event"] == "row.computed"]
+    assert computed and all((e["runtime"], e["precision"], e["f32_convs"]) == (
+        runtime.name, runtime.precision, getattr(runtime, "f32_convs", 0)) for e in computed)
     with structlog.testing.capture_logs() as logs:
         assert reduce_job(stack, job.id) is not None
     (done,) = [e for e in logs if e["event"] == "reduce.done"]

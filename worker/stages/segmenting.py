@@ -209,5 +209,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
              batch_size=stats.batch_size, strip_s=round(stats.seconds, 3),
              read_s=round(stats.read_s, 3), read_wait_s=round(stats.read_wait_s, 3),
              device_s=round(stats.device_s, 3),
-             write_s=round(time.perf_counter() - started, 3))
+             write_s=round(time.perf_counter() - started, 3),
+             runtime=segmenter.runtime.name, precision=segmenter.runtime.precision,
+             f32_convs=getattr(segmenter.runtime, "f32_convs", 0))
     return labels
