@@ -48,8 +48,7 @@ import torch
 from models.package import ModelPackage
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "float32_cuts",
-           "float32_prefix",
-           "make_runtime", "openvino_precision", "resolve_runtime"]
+           "float32_prefix", "make_runtime", "openvino_precision", "resolve_runtime"]
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +131,7 @@ class OpenVinoRuntime(Runtime):
 
     ``inference_precision="bf16"`` lets OpenVINO compute in bfloat16 on CPUs with AMX or
     AVX-512 BF16 units (where it is the plugin's own default; it is pinned here, so a
-    worker's labels do not depend on the processor it lands on but on the package:
+    worker computes in bfloat16 only for a package validated for it, on such a CPU:
     :func:`openvino_precision`). ``precision`` holds the value in use. With ``f32_convs``
     > 0 the graph's operations before its (``f32_convs`` + 1)-th convolution keep float32
     (:func:`float32_prefix`): the bundled model in bfloat16 kept 99.74 % of its float32 labels
