@@ -73,7 +73,7 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
                     precision=cfg.precision, runtime=cfg.runtime, cache_dir=exported)
     doc["runtime"] = seg.runtime.name
     if seg.device.type == "cpu":  # what the CPU runtime computes in (the package decides)
-        convs = getattr(seg.runtime, "f32_convs", 0)
+        convs = seg.runtime.f32_convs
         doc["cpu_precision"] = seg.runtime.precision + (
             f", first {convs} convolutions float32" if convs else "")
     batch = seg.batch_for(cfg.tile_size)

@@ -71,7 +71,7 @@ def test_reducer_logs_where_its_time_went(stack, micrograph):
     runtime = segmenter_for(stack, stack.table.jobs.get(job.id)).runtime
     computed = [e for e in rows if e["event"] == "row.computed"]
     assert computed and all((e["runtime"], e["precision"], e["f32_convs"]) == (
-        runtime.name, runtime.precision, getattr(runtime, "f32_convs", 0)) for e in computed)
+        runtime.name, runtime.precision, runtime.f32_convs) for e in computed)
     with structlog.testing.capture_logs() as logs:
         assert reduce_job(stack, job.id) is not None
     (done,) = [e for e in logs if e["event"] == "reduce.done"]

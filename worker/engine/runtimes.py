@@ -69,11 +69,14 @@ class Runtime:
             and CUDA autocast apply); False for runtimes fed NCHW float32 host arrays.
         precision: What a CPU runtime computes in: ``f32``, or ``bf16`` (OpenVINO, where the
             package allows it); CUDA autocast is the segmenter's.
+        f32_convs: In bfloat16, how many of the graph's leading convolutions keep float32
+            (OpenVINO, :func:`float32_prefix`); 0 everywhere else.
     """
 
     name = "runtime"
     torch_module = False
     precision = "f32"
+    f32_convs = 0
     #: Set where the runtime also takes raw tiles and normalises them inside its graph
     #: (:meth:`from_uint8`): the per-channel (mean, std) on the 0-255 scale. None: it takes
     #: normalised float32 tiles only.
@@ -317,8 +320,7 @@ def float32_prefix(model, convolutions: int):
     tree, blob = _ir(model)
     root = tree.getroot()
     cuts = _cuts(root)
-    layers = list(root.find("layers"))
-    total = sum(layer.get("type") in CONVOLUTIONS for layer in layers)
+    total = max(cuts, default=0)  # keeping every convolution in float32 splits nothing
     if convolutions > total:
         raise ValueError(f"the graph has {total} convolutions, fewer than the {convolutions} "
                          "asked to keep float32 (cpu_f32_convs of the model package)")
@@ -327,7 +329,7 @@ def float32_prefix(model, convolutions: int):
         raise ValueError(f"keeping the first {convolutions} convolutions in float32 would split a "
                          f"residual block between float32 and bfloat16; nearest counts that do "
                          f"not: {near} (cpu_f32_convs of the model package)")
-    for layer in layers[:cuts[convolutions]]:
+    for layer in list(root.find("layers"))[:cuts[convolutions]]:
         if layer.get("type") in ("Const", "Parameter", "Result"):
             continue
         rt_info = layer.find("rt_info")

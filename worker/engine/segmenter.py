@@ -283,7 +283,7 @@ class Segmenter:
             precision=precision, cpu_precision=cpu_precision, cpu_f32_convs=cpu_f32_convs)
         log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
                  precision=self.runtime.precision if self.device.type == "cpu" else precision,
-                 f32_convs=getattr(self.runtime, "f32_convs", 0),
+                 f32_convs=self.runtime.f32_convs,
                  model=package.name, version=package.version)
         # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
         self.channels_last = channels_last and self.runtime.torch_module

@@ -211,5 +211,5 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
              device_s=round(stats.device_s, 3),
              write_s=round(time.perf_counter() - started, 3),
              runtime=segmenter.runtime.name, precision=segmenter.runtime.precision,
-             f32_convs=getattr(segmenter.runtime, "f32_convs", 0))
+             f32_convs=segmenter.runtime.f32_convs)
     return labels
