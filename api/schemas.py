@@ -154,7 +154,8 @@ class ResultsOut(BaseModel):
     """Outputs of a succeeded job."""
 
     fractions: dict[str, Any] = Field(
-        description="The fractions.json document: pixels and % per phase.",
+        description="The fractions.json document: pixels and % per phase, and how the rows "
+        "were computed (`inference`: runtime, device, precision, rows).",
         examples=[{"job_id": JOB_ID_EXAMPLE, "pixels_total": 340000000,
                    "classes": [{"index": 0, "name": "pore", "pixels": 1200, "percent": 0.1}]}],
     )

@@ -84,6 +84,7 @@ def fractions_document(
     counts: Sequence[int],
     classes: Sequence[ClassInfo],
     pixel_size_um: float | None = None,
+    row_inference: Sequence[Mapping[str, Any] | None] | None = None,
 ) -> dict:
     """The ``fractions.json`` document of a job.
 
@@ -94,12 +95,14 @@ def fractions_document(
         counts: Pixel count per class (see :func:`phase_fractions`).
         classes: The model's classes, in index order.
         pixel_size_um: The job's pixel size (µm/px), None when unknown.
+        row_inference: How each row's labels were computed, in row order (the rows'
+            ``inference`` records; None for a row without one); None: not recorded.
 
     Returns:
         ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
         "pixel_size_um", "mount_class_declared", "classes": phase_fractions(...)}``, plus
-        ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount
-        (JSON-serialisable).
+        ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount and
+        ``"inference": inference_summary(row_inference)`` when given (JSON-serialisable).
 
     Raises:
         ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
@@ -129,7 +132,37 @@ def fractions_document(
     }
     if not doc["mount_class_declared"]:
         doc["pellet_note"] = NO_MOUNT_NOTE
+    if row_inference is not None:
+        doc["inference"] = inference_summary(row_inference)
     return doc
+
+
+#: The fields of a row's ``inference`` record that ``fractions.json`` reports.
+INFERENCE_FIELDS = ("runtime", "device", "precision", "f32_convs", "tta")
+
+
+def inference_summary(row_inference: Sequence[Mapping[str, Any] | None]) -> list[dict]:
+    """How a job's labels were computed: one entry per distinct way, in order of first row.
+
+    Rows of one job may be computed differently: a package served in bfloat16 where the
+    worker's CPU has bfloat16 units and in float32 elsewhere gives labels that differ on a
+    few pixels per 10,000 (docs/performance.md, "Mixed precision").
+
+    Args:
+        row_inference: Per row, in row order, its record ``{"runtime", "device",
+            "precision", "f32_convs", "tta"}`` (other keys are ignored), or None where the
+            row has none (computed before it was recorded).
+
+    Returns:
+        ``[{"runtime", "device", "precision", "f32_convs", "tta", "rows": [row index, ...]}]``;
+        the fields are None for rows without a record.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, record in enumerate(row_inference):
+        key = tuple((record or {}).get(f) for f in INFERENCE_FIELDS)
+        groups.setdefault(key, []).append(index)
+    return [{**dict(zip(INFERENCE_FIELDS, key, strict=True)), "rows": rows}
+            for key, rows in groups.items()]
 
 
 def fractions_csv(doc: Mapping[str, Any]) -> str:

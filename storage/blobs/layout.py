@@ -84,9 +84,17 @@ def thumbnail_row_key(job_id: str, index: int) -> str:
     return f"{job_prefix(job_id)}/rows/{index:05d}.thumbnail.png"
 
 
+def inference_row_key(job_id: str, index: int) -> str:
+    """``jobs/{job_id}/rows/{index:05d}.inference.json``: how the row's labels were computed
+    (``worker.engine.segmenter.Segmenter.inference``), written before its label checkpoint,
+    so a rerun that reuses the checkpoint records the same as the run that computed it."""
+    return f"{job_prefix(job_id)}/rows/{index:05d}.inference.json"
+
+
 def row_blob_keys(job_id: str, index: int) -> tuple[str, ...]:
     """Every object a row leaves under ``jobs/{job_id}/rows/`` once done: label strip,
-    confidence strip and count table, source thumbnail, microstructure partial."""
+    confidence strip and count table, source thumbnail, how it was computed, microstructure
+    partial."""
     return (row_key(job_id, index), confidence_row_key(job_id, index),
             confidence_counts_key(job_id, index), thumbnail_row_key(job_id, index),
-            row_partial_key(job_id, index))
+            inference_row_key(job_id, index), row_partial_key(job_id, index))

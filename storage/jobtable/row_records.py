@@ -7,9 +7,10 @@ deliveries cannot double count.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
 
@@ -197,9 +198,14 @@ class RowRecords(Repository):
         checksum: str,
         blob_key: str,
         seconds: float,
+        inference: Mapping[str, Any] | None = None,
     ) -> tuple[bool, bool]:
         """Mark a row ``done`` with its per-class pixel counts, in one transaction with the
         last-row check.
+
+        ``inference`` records how the labels were computed (:attr:`Row.inference
+        <storage.jobtable.tables.Row.inference>`); None where that is unknown (a checkpoint
+        written before it was recorded).
 
         Call only after the row's checkpoint blob is written. If this was the last row not yet
         done, the job moves ``running`` -> ``reducing`` in the same transaction.
@@ -224,6 +230,7 @@ class RowRecords(Repository):
                 blob_key=blob_key,
                 finished_at=now,
                 seconds=seconds,
+                inference=None if inference is None else dict(inference),
                 lease_expires_at=None,
                 error=None,
             )

@@ -110,6 +110,10 @@ class Row(Base):
     )
     worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     counts: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    #: How the labels were computed (migration 0007): ``{"runtime", "device", "precision",
+    #: "f32_convs", "tta"}`` (``worker.engine.segmenter.Segmenter.inference``); None for rows
+    #: done before it was recorded.
+    inference: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
     blob_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

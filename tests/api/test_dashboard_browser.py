@@ -214,6 +214,10 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             classes = page.locator("#fractions-table tbody tr")
             assert classes.count() == 3
             assert page.inner_text("#fractions-table tbody").split("\n")[0].strip() != ""
+            # how the rows were computed (fractions.json "inference"): one way for all rows here
+            assert page.locator("#inference li").count() == 1
+            assert page.inner_text("#inference").startswith("Computed with ")
+            assert " on cpu, " in page.inner_text("#inference")
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             page.wait_for_selector("#sizes-table")  # the microstructure panel
             assert page.locator("#sizes-table tbody tr").count() == 3

@@ -82,6 +82,27 @@ def test_document_fields_and_json_serialisable():
     assert json.loads(json.dumps(doc)) == doc
 
 
+def test_inference_summary_groups_rows_by_how_they_were_computed():
+    from microstructure.fractions import inference_summary
+
+    bf16 = {"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
+            "tta": "none", "threads": 1}  # keys outside INFERENCE_FIELDS are left out
+    f32 = {**bf16, "precision": "f32", "f32_convs": 0}
+    summary = inference_summary([bf16, f32, None, bf16, f32])
+    assert summary == [
+        {"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
+         "tta": "none", "rows": [0, 3]},
+        {"runtime": "openvino", "device": "cpu", "precision": "f32", "f32_convs": 0,
+         "tta": "none", "rows": [1, 4]},
+        {"runtime": None, "device": None, "precision": None, "f32_convs": None, "tta": None,
+         "rows": [2]},
+    ]
+    assert inference_summary([]) == []
+    doc = fractions_document("job-1", MODEL, 40, 25, COUNTS, CLASSES, row_inference=[f32])
+    assert doc["inference"] == [{**{k: f32[k] for k in summary[0] if k != "rows"}, "rows": [0]}]
+    assert "inference" not in fractions_document("job-1", MODEL, 40, 25, COUNTS, CLASSES)
+
+
 def test_document_rejects_counts_that_do_not_cover_the_image():
     with pytest.raises(ValueError, match=r"1000 pixels.*1001"):
         fractions_document("job-1", MODEL, 1001, 1, COUNTS, CLASSES)

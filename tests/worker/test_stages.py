@@ -55,6 +55,13 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
     assert sum(c["percent"] for c in doc["classes"]) == pytest.approx(100.0)
     assert doc["model"]["name"] == "tiny" and len(doc["model"]["sha256"]) == 64
     assert doc["classes"][0]["percent_of_pellet"] is None  # background is not pellet
+    # each row records how its labels were computed, and fractions.json says it for the job
+    from worker.stages.segmenting import segmenter_for
+
+    expected = segmenter_for(stack, done).inference
+    assert expected["device"] == "cpu" and expected["precision"] in ("f32", "bf16")
+    assert all(r.inference == expected for r in stack.table.rows.list(job.id))
+    assert doc["inference"] == [{**expected, "rows": list(range(6))}]
 
 
 def test_reducer_logs_where_its_time_went(stack, micrograph):
@@ -140,11 +147,42 @@ def test_checkpoint_left_by_a_dead_attempt_is_reused(stack, micrograph):
 
         from storage.jobtable.tables import Row
         s.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
-                  .values(status=RowStatus.PENDING.value, counts=None, checksum=None))
+                  .values(status=RowStatus.PENDING.value, counts=None, checksum=None,
+                          inference=None))
     assert segment_row(stack, job.id, 1) == "done"
     redone = stack.table.rows.get(job.id, 1)
     assert redone.checksum == reference.checksum and redone.counts == reference.counts
     assert stack.blobs.get_bytes(row_key(job.id, 1)) == blob
+    # how the reused labels were computed comes from the record stored with them
+    assert reference.inference and redone.inference == reference.inference
+
+
+def test_a_reused_checkpoint_without_an_inference_record_is_reported_as_unknown(stack, micrograph):
+    """Checkpoints from before the record existed: their rows say None, fractions.json groups
+    them apart from the rows computed now."""
+    from storage.blobs.layout import inference_row_key
+
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    assert segment_row(stack, job.id, 0) == "done"
+    with stack.table.rows._tx() as s:
+        from sqlalchemy import update
+
+        from storage.jobtable.tables import Row
+        s.execute(update(Row).where(Row.job_id == job.id, Row.index == 0)
+                  .values(status=RowStatus.PENDING.value, inference=None))
+    stack.blobs.delete(inference_row_key(job.id, 0))
+    stack.sent.clear()
+    for row in stack.table.rows.list(job.id):
+        assert segment_row(stack, job.id, row.index) == "done"
+    assert stack.table.rows.get(job.id, 0).inference is None
+    done = _run_all(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    doc = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    unknown, known = doc["inference"]
+    assert unknown == {"runtime": None, "device": None, "precision": None, "f32_convs": None,
+                       "tta": None, "rows": [0]}
+    assert known["rows"] == list(range(1, 6)) and known["device"] == "cpu"
 
 
 def _bad_files(tmp_path):

@@ -299,6 +299,22 @@ class Segmenter:
         """The autocast dtype of forward passes (None: float32)."""
         return self._amp
 
+    @property
+    def inference(self) -> dict[str, str | int]:
+        """How this segmenter computes labels, recorded with every row it computes
+        (``rows.inference``) and summed up in ``fractions.json``: ``{"runtime": str,
+        "device": "cpu" | "cuda", "precision": "f32" | "bf16" | "f16", "f32_convs": int,
+        "tta": str}``. ``precision`` is the runtime's on CPU (OpenVINO serves a package in
+        bfloat16 only on CPUs with bfloat16 units, :func:`worker.engine.runtimes.
+        openvino_precision`) and the autocast dtype's on CUDA for torch-module runtimes;
+        ``f32_convs``: leading convolutions kept float32 in bfloat16 (0 otherwise)."""
+        precision = self.runtime.precision
+        if self.device.type == "cuda" and self.runtime.torch_module and self._amp is not None:
+            precision = "bf16" if self._amp is torch.bfloat16 else "f16"
+        return {"runtime": self.runtime.name, "device": self.device.type,
+                "precision": precision, "f32_convs": int(self.runtime.f32_convs),
+                "tta": self.tta}
+
     # ------------------------------------------------------------------ batch size
     @property
     def batch_size(self) -> int:

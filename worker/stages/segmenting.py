@@ -5,6 +5,7 @@ then mark the row done with its class pixel counts."""
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 import threading
 import time
@@ -24,10 +25,11 @@ from storage.blobs.layout import (
     ROW_CHECKPOINT_TAG,
     confidence_counts_key,
     confidence_row_key,
+    inference_row_key,
     row_key,
     thumbnail_row_key,
 )
-from storage.errors import StorageError
+from storage.errors import BlobNotFoundError, StorageError
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.leases import ROWS_IN_FLIGHT, Renewal
@@ -128,7 +130,7 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
     key = row_key(job_id, index)
     try:
         with LeaseKeeper(ctx, job_id, index):
-            labels = _labels_for_row(ctx, job, index, key)
+            labels, inference = _labels_for_row(ctx, job, index, key)
         # model.json is enough here: a reused checkpoint must not load the model
         pkg = ctx.models.meta(job.model_name, job.model_version)
         counts = label_counts(labels, pkg.n_classes)
@@ -152,7 +154,7 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
     checksum = hashlib.sha256(labels.tobytes()).hexdigest()
     completed, reduce_now = ctx.table.rows.complete(
         job_id, index, counts=counts, checksum=checksum, blob_key=key,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, inference=inference,
     )
     if reduce_now:
         ctx.enqueue(REDUCE_TASK, job_id)
@@ -161,14 +163,15 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
 
 
 def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
-    """(y1 - y0, W) uint8 labels of a row: from its checkpoint if one exists, else computed and
-    checkpointed (temp file -> atomic blob write). The row's confidence count table and
-    strip (:func:`storage.blobs.layout.confidence_counts_key`, ``confidence_row_key``) are
-    stored first, so a rerun that finds the label checkpoint finds the confidence too
-    (checkpoints from before confidence existed have none; the reducer then writes no
-    confidence outputs)."""
+    """``(labels, inference)``: the (y1 - y0, W) uint8 labels of a row and how they were
+    computed (:attr:`worker.engine.segmenter.Segmenter.inference`), from its checkpoint if one
+    exists, else computed and checkpointed (temp file -> atomic blob write). The row's
+    confidence count table and strip (:func:`storage.blobs.layout.confidence_counts_key`,
+    ``confidence_row_key``) and its ``inference_row_key`` record are stored first, so a rerun
+    that finds the label checkpoint finds them too (checkpoints from before they existed
+    have none: the reducer then writes no confidence outputs, and ``inference`` is None)."""
     if ctx.blobs.exists(key):
-        return read_strip(ctx.local_blob(key))
+        return read_strip(ctx.local_blob(key)), _stored_inference(ctx, job.id, index)
     spec = JobSpec.from_stored(job.spec)
     row = ctx.table.rows.get(job.id, index)
     segmenter = segmenter_for(ctx, job)
@@ -197,6 +200,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
         confidence_counts(labels, confidence, segmenter.package.n_classes)))
     if thumbnail:
         ctx.put_row_blob(thumbnail_row_key(job.id, index), png_bytes(np.concatenate(thumbnail)))
+    inference = segmenter.inference
+    ctx.put_row_blob(inference_row_key(job.id, index), json.dumps(inference).encode())
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         conf_path = Path(tmp) / f"{index:05d}.confidence.tif"
         write_strip(confidence, conf_path)
@@ -210,6 +215,18 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
              read_s=round(stats.read_s, 3), read_wait_s=round(stats.read_wait_s, 3),
              device_s=round(stats.device_s, 3),
              write_s=round(time.perf_counter() - started, 3),
-             runtime=segmenter.runtime.name, precision=segmenter.runtime.precision,
-             f32_convs=segmenter.runtime.f32_convs)
-    return labels
+             **inference)
+    return labels, inference
+
+
+def _stored_inference(ctx: WorkerContext, job_id: str, index: int) -> dict | None:
+    """The ``inference`` record stored with a row's checkpoint; None for checkpoints written
+    before it was recorded, or where it does not parse as a JSON object (logged)."""
+    try:
+        record = json.loads(ctx.blobs.get_bytes(inference_row_key(job_id, index)))
+    except BlobNotFoundError:
+        return None
+    except ValueError as e:
+        log.warning("row.inference_unreadable", job_id=job_id, row=index, error=str(e))
+        return None
+    return record if isinstance(record, dict) else None

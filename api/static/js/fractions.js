@@ -68,6 +68,36 @@ export function fractionTable(doc, modelClasses) {
         h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null));
 }
 
+const PRECISION = { f32: "float32", bf16: "bfloat16", f16: "float16" };
+
+/** A row range list "0-3, 5" from sorted row indices. */
+function rowRanges(rows) {
+  const out = [];
+  rows.forEach((r, i) => {
+    if (i > 0 && r === rows[i - 1] + 1) out[out.length - 1][1] = r;
+    else out.push([r, r]);
+  });
+  return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
+}
+
+/** How the rows were computed (fractions.json `inference`): one line per distinct way; null
+ * for jobs from before it was recorded. Rows of one job may differ: a package is served in
+ * bfloat16 only on CPUs with bfloat16 units. */
+export function inferenceNote(doc) {
+  if (!doc.inference?.length) return null;
+  const many = doc.inference.length > 1;
+  return h("ul", { class: "muted small", id: "inference" }, doc.inference.map((g) => {
+    let how = "not recorded (rows computed before it was)";
+    if (g.runtime !== null) {
+      how = `${g.runtime} on ${g.device}, ${PRECISION[g.precision] || g.precision}`;
+      if (g.f32_convs > 0) how += ` (first ${g.f32_convs} convolutions float32)`;
+      if (g.tta && g.tta !== "none") how += `, test-time ${g.tta}`;
+    }
+    const rows = many ? `rows ${rowRanges(g.rows)}: ` : "";
+    return h("li", { dataset: { precision: g.precision ?? "" } }, `Computed with ${rows}${how}`);
+  }));
+}
+
 /** Low-confidence pixels per class (confidence.json): p < 0.5 share and mean confidence. */
 export function confidenceTable(doc, modelClasses) {
   const pct = (v) => (v === null || v === undefined ? "–" : fmtPct(v));

@@ -3,7 +3,7 @@
 // fractions, microstructure, preview, downloads and the deep-zoom viewer.
 
 import { ApiError, api, apiBlob, jobPath } from "./api.js";
-import { confidenceTable, fractionChart, fractionTable } from "./fractions.js";
+import { confidenceTable, fractionChart, fractionTable, inferenceNote } from "./fractions.js";
 import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
@@ -192,7 +192,7 @@ async function loadResults(job) {
     const results = await api(jobPath(jobId, "/results"));
     const classes = await modelClasses(job);
     setChildren($("fractions"), fractionChart(results.fractions.classes, classes),
-      fractionTable(results.fractions, classes),
+      fractionTable(results.fractions, classes), inferenceNote(results.fractions),
       ...(results.confidence ? [confidenceTable(results.confidence, classes)] : []));
     setChildren($("downloads"), h("div", { class: "muted small" }, "Downloads"),
       ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
