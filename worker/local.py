@@ -23,6 +23,9 @@ from queues.names import QUEUES, queue_name
 
 __all__ = ["RESTART_STATUS", "LocalWorkers", "log_tail", "settings_env", "worker_command"]
 
+#: The folder this pelletseg was imported from (the parent of ``worker/``).
+CODE_ROOT = Path(__file__).resolve().parents[1]
+
 #: Exit status of a worker that asks to be started again (a stalled consumer:
 #: :class:`worker.liveness.Liveness`; EX_TEMPFAIL).
 RESTART_STATUS = 75
@@ -53,6 +56,11 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     """``(argv, env)`` of one ``celery worker`` for ``settings``: the one place that builds it
     (``pelletseg worker``, ``pelletseg run``'s local workers, the tests).
 
+    Raises:
+        RuntimeError: the working directory holds another ``worker/tasks.py`` than this
+            pelletseg's: Celery puts the working directory first on ``sys.path`` when it
+            imports ``-A worker.tasks``, so the workers would run that code, not this.
+
     The environment is :func:`settings_env` with the machine's cores split into torch threads
     between ``cpu_share`` processes (default: this worker's ``processes``) unless
     ``PELLETSEG_TORCH_THREADS`` is set. The pool: ``prefork -c N`` for
@@ -63,6 +71,13 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     Queue names carry ``PELLETSEG_QUEUE_PREFIX``; ``beat`` adds the reconciler schedule (run
     it in one worker per stack).
     """
+    shadow = Path.cwd() / "worker" / "tasks.py"
+    if shadow.is_file() and shadow.resolve() != CODE_ROOT / "worker" / "tasks.py":
+        raise RuntimeError(
+            f"the working directory {Path.cwd()} holds another pelletseg checkout (worker/"
+            f"tasks.py) than the one running ({CODE_ROOT}); Celery would start the workers "
+            "from it. Run pelletseg from another directory, or from that checkout's own "
+            "environment")
     env = settings_env(settings)
     if not settings.torch_threads:
         share = max(1, cpu_share or processes)

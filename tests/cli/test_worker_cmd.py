@@ -23,6 +23,29 @@ def test_worker_command_pools_threads_beat_and_secrets(tmp_path):
     assert int(env["PELLETSEG_TORCH_THREADS"]) >= 1
 
 
+def test_worker_command_refuses_a_working_directory_with_another_checkout(tmp_path,
+                                                                         monkeypatch):
+    """Celery imports ``-A worker.tasks`` with the working directory first on sys.path: from
+    inside another checkout the workers would run its code, not the code that started them."""
+    import pytest
+
+    from worker.local import CODE_ROOT
+
+    settings = Settings(home=tmp_path / "home", torch_threads=1)
+    other = tmp_path / "other-checkout"
+    (other / "worker").mkdir(parents=True)
+    (other / "worker" / "tasks.py").write_text("raise SystemExit('the wrong code')\n")
+    monkeypatch.chdir(other)
+    with pytest.raises(RuntimeError, match="another pelletseg checkout") as e:
+        worker_command(settings, ["rows"], "w@host")
+    assert str(other) in str(e.value) and str(CODE_ROOT) in str(e.value)
+    monkeypatch.chdir(CODE_ROOT)  # this checkout itself: fine
+    argv, _ = worker_command(settings, ["rows"], "w@host")
+    assert argv[argv.index("-A") + 1] == "worker.tasks"
+    monkeypatch.chdir(tmp_path)  # no checkout at all: fine
+    assert worker_command(settings, ["rows"], "w@host")[0] == argv
+
+
 def test_worker_command_prefixes_queues_and_runs_rows_in_flight_on_threads(tmp_path):
     settings = Settings(home=tmp_path, queue_prefix="lab2-", rows_in_flight=3, torch_threads=0)
     argv, env = worker_command(settings, ["rows"], "w@host", cpu_share=64)
