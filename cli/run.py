@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -45,7 +46,7 @@ from storage.jobtable.tables import Job
 from submission import SubmissionService
 from submission.stack import prepare
 from worker.context import WorkerContext
-from worker.local import LocalWorkers, log_tail
+from worker.local import ForeignCheckout, LocalWorkers, check_working_directory, log_tail
 from worker.stages.reconciling import reconcile
 
 console = make_console()
@@ -200,7 +201,17 @@ def drive(
 
     Returns:
         Process exit code: 0 if the job succeeded, 130 after Ctrl-C, 1 otherwise.
+
+    Raises:
+        click.ClickException: ``workers > 0`` in a directory whose pelletseg checkout is not
+            this one (:func:`worker.local.check_working_directory`); checked before the job
+            is submitted.
     """
+    if workers > 0:
+        try:
+            check_working_directory()
+        except ForeignCheckout as e:
+            raise click.ClickException(str(e)) from e
     table = job_table(settings)
     blobs = BlobStore(settings.resolved_storage_url)
     app = make_celery(settings)

@@ -30,7 +30,7 @@ def worker(queues: str, concurrency: int, beat: bool, home: Path | None) -> None
     """Run a worker in the foreground (migrates the job table and publishes the bundled
     models first). Stop it with Ctrl-C: it finishes its current task."""
     from submission.stack import prepare
-    from worker.local import worker_command
+    from worker.local import ForeignCheckout, worker_command
 
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))
@@ -43,7 +43,10 @@ def worker(queues: str, concurrency: int, beat: bool, home: Path | None) -> None
     except StorageError as e:
         raise click.ClickException(str(e)) from e
     name = f"pelletseg-{os.getpid()}@{socket.gethostname()}"
-    argv, env = worker_command(settings, chosen, name, processes=concurrency, beat=beat)
+    try:
+        argv, env = worker_command(settings, chosen, name, processes=concurrency, beat=beat)
+    except ForeignCheckout as e:
+        raise click.ClickException(str(e)) from e
     pool, slots = argv[argv.index("--pool") + 1], argv[argv.index("-c") + 1]
     click.echo(f"worker {name}: queues {','.join(chosen)}, concurrency {slots} ({pool} pool)",
                err=True)

@@ -21,10 +21,36 @@ from pydantic import SecretStr
 from core.settings import Settings
 from queues.names import QUEUES, queue_name
 
-__all__ = ["RESTART_STATUS", "LocalWorkers", "log_tail", "settings_env", "worker_command"]
+__all__ = ["RESTART_STATUS", "ForeignCheckout", "LocalWorkers", "check_working_directory",
+           "log_tail", "settings_env", "worker_command"]
 
 #: The folder this pelletseg was imported from (the parent of ``worker/``).
 CODE_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ForeignCheckout(RuntimeError):
+    """The working directory holds another pelletseg checkout than the running one."""
+
+
+def check_working_directory() -> None:
+    """Refuse to start workers where they would run other code than this process.
+
+    Celery imports ``-A worker.tasks`` with the working directory first on ``sys.path``, so
+    workers started in a directory holding another ``worker/tasks.py`` (another checkout, a
+    snapshot) would run that code, whatever ``PYTHONPATH`` says.
+
+    Raises:
+        ForeignCheckout: the working directory holds another ``worker/tasks.py`` than
+            :data:`CODE_ROOT`'s (the message says which and what to do).
+    """
+    shadow = Path.cwd() / "worker" / "tasks.py"
+    if shadow.is_file() and shadow.resolve() != CODE_ROOT / "worker" / "tasks.py":
+        raise ForeignCheckout(
+            f"the working directory {Path.cwd()} holds another pelletseg checkout (worker/"
+            f"tasks.py) than the one running ({CODE_ROOT}); Celery would start the workers "
+            "from it. Run pelletseg from another directory, or from that checkout's own "
+            "environment")
+
 
 #: Exit status of a worker that asks to be started again (a stalled consumer:
 #: :class:`worker.liveness.Liveness`; EX_TEMPFAIL).
@@ -56,11 +82,6 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     """``(argv, env)`` of one ``celery worker`` for ``settings``: the one place that builds it
     (``pelletseg worker``, ``pelletseg run``'s local workers, the tests).
 
-    Raises:
-        RuntimeError: the working directory holds another ``worker/tasks.py`` than this
-            pelletseg's: Celery puts the working directory first on ``sys.path`` when it
-            imports ``-A worker.tasks``, so the workers would run that code, not this.
-
     The environment is :func:`settings_env` with the machine's cores split into torch threads
     between ``cpu_share`` processes (default: this worker's ``processes``) unless
     ``PELLETSEG_TORCH_THREADS`` is set. The pool: ``prefork -c N`` for
@@ -70,14 +91,12 @@ def worker_command(settings: Settings, queues: list[str], name: str, *, processe
     (one task at a time, what the spot watcher expects).
     Queue names carry ``PELLETSEG_QUEUE_PREFIX``; ``beat`` adds the reconciler schedule (run
     it in one worker per stack).
+
+    Raises:
+        ForeignCheckout: the working directory holds another pelletseg checkout
+            (:func:`check_working_directory`).
     """
-    shadow = Path.cwd() / "worker" / "tasks.py"
-    if shadow.is_file() and shadow.resolve() != CODE_ROOT / "worker" / "tasks.py":
-        raise RuntimeError(
-            f"the working directory {Path.cwd()} holds another pelletseg checkout (worker/"
-            f"tasks.py) than the one running ({CODE_ROOT}); Celery would start the workers "
-            "from it. Run pelletseg from another directory, or from that checkout's own "
-            "environment")
+    check_working_directory()
     env = settings_env(settings)
     if not settings.torch_threads:
         share = max(1, cpu_share or processes)

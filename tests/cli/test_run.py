@@ -77,6 +77,25 @@ def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):
     assert "is the bundled demo model" in res.stderr and "pelletseg train" in res.stderr
 
 
+def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_image):
+    """Celery would start the local workers from the working directory's worker/tasks.py."""
+    other = tmp_path / "old-checkout"
+    (other / "worker").mkdir(parents=True)
+    (other / "worker" / "tasks.py").write_text("raise SystemExit('the wrong code')\n")
+    home = tmp_path / "home"
+    res = subprocess.run([sys.executable, "-m", "cli", "run", str(small_image), "--home",
+                          str(home), "--workers", "1"], capture_output=True, text=True,
+                         timeout=120, cwd=other)
+    assert res.returncode == 1, res.stderr
+    assert "holds another pelletseg checkout" in res.stderr.replace("\n", " ")
+    assert "job " not in res.stdout  # nothing was submitted
+    from core.settings import Settings
+    from storage.jobtable.table import job_table
+
+    if (home / "pelletseg.db").exists():
+        assert job_table(Settings(home=home)).jobs.list() == []
+
+
 def test_run_with_a_missing_file_is_a_clear_error(tmp_path):
     res = pelletseg("run", str(tmp_path / "nope.tif"), "--home", str(tmp_path / "home"))
     assert res.returncode == 2 and "nope.tif: no such file" in res.stderr

@@ -29,14 +29,14 @@ def test_worker_command_refuses_a_working_directory_with_another_checkout(tmp_pa
     inside another checkout the workers would run its code, not the code that started them."""
     import pytest
 
-    from worker.local import CODE_ROOT
+    from worker.local import CODE_ROOT, ForeignCheckout
 
     settings = Settings(home=tmp_path / "home", torch_threads=1)
     other = tmp_path / "other-checkout"
     (other / "worker").mkdir(parents=True)
     (other / "worker" / "tasks.py").write_text("raise SystemExit('the wrong code')\n")
     monkeypatch.chdir(other)
-    with pytest.raises(RuntimeError, match="another pelletseg checkout") as e:
+    with pytest.raises(ForeignCheckout, match="another pelletseg checkout") as e:
         worker_command(settings, ["rows"], "w@host")
     assert str(other) in str(e.value) and str(CODE_ROOT) in str(e.value)
     monkeypatch.chdir(CODE_ROOT)  # this checkout itself: fine
