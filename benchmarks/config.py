@@ -44,7 +44,10 @@ class BenchConfig:
         threads: torch intra-op threads per worker; 0: cores // workers.
         batch_size: Tiles per forward pass; 0: 1 on CPU, from free memory on CUDA.
         rows_in_flight: Row tasks per worker at once; 0: 1 on CPU, 3 on CUDA.
-        precision: Autocast on CUDA (``bf16``, ``fp16``, ``fp32``); CPU is always float32.
+        precision: ``PELLETSEG_PRECISION`` of the measured path (``bf16``, ``fp16``,
+            ``fp32``): autocast on CUDA; on CPU ``fp32`` pins float32 for a package validated
+            for bfloat16 (which is otherwise served so on CPUs with bfloat16 units). Today's
+            path is eager float32 whatever it says.
         stream_reduce: Run the queue job with a streaming stitcher (``PELLETSEG_STREAM_REDUCE``)
             and a worker of its own for the reduce queue; None: on for CUDA (idle CPU cores
             stitch while the device computes), off for CPU (the stitcher would take cores

@@ -43,11 +43,15 @@ import click
                    "its own; default: on for cuda, off for cpu.")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder; images are kept there and reused (default ~/.pelletseg/bench).")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16",
+              envvar="PELLETSEG_PRECISION", show_default=True,
+              help="As a worker's PELLETSEG_PRECISION: autocast on CUDA; on CPU fp32 pins "
+                   "float32 for a package validated for bfloat16 (cpu_precision bf16).")
 def bench(quick: bool, device: str, json_path: Path, model: str | None, image_side: int | None,
           workers: int | None, tile_size: int | None, halo: int | None, runtime: str,
           reference: bool, reference_geometry: str, limit_seconds: float | None,
           rss_sizes: str | None, pairs: int | None,
-          stream_reduce: bool | None, work_dir: Path | None) -> None:
+          stream_reduce: bool | None, work_dir: Path | None, precision: str) -> None:
     """Benchmark pelletseg on this machine against the model-only limit, today's path (eager
     fp32 at 1024/128), MONAI and a thesis-style baseline; write JSON and Markdown."""
     from benchmarks.config import BenchConfig
@@ -63,7 +67,7 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
                              rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
                              work_dir=work_dir, runtime=runtime, reference=reference,
                              reference_tile_size=ref_geometry.tile_size,
-                             reference_halo=ref_geometry.halo)
+                             reference_halo=ref_geometry.halo, precision=precision)
     doc = run(cfg, say=lambda line: click.echo(line, err=True))
     md = write(doc, json_path)
     click.echo(md.read_text())

@@ -1,0 +1,38 @@
+"""``pelletseg bench``'s options reach the benchmark's configuration (the run itself is
+tests/benchmarks/test_harness.py's)."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {}, "bf16"),  # a package validated for bfloat16 is measured as a worker serves it
+    (["--precision", "fp32"], {}, "fp32"),
+    ([], {"PELLETSEG_PRECISION": "fp32"}, "fp32"),  # as a worker with it would compute
+])
+def test_bench_precision_follows_the_option_or_the_workers_setting(tmp_path, monkeypatch,
+                                                                   args, env, expected):
+    import benchmarks.report
+    import benchmarks.runner
+
+    seen = {}
+
+    def fake_run(cfg, say):
+        seen["cfg"] = cfg
+        return {}
+
+    def fake_write(doc, path):
+        path.with_suffix(".md").write_text("report\n")
+        return path.with_suffix(".md")
+
+    monkeypatch.delenv("PELLETSEG_PRECISION", raising=False)
+    monkeypatch.setattr(benchmarks.runner, "run", fake_run)
+    monkeypatch.setattr(benchmarks.report, "write", fake_write)
+    res = CliRunner().invoke(main, ["bench", "--quick", "--json", str(tmp_path / "b.json"),
+                                    *args], env=env)
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].precision == expected and seen["cfg"].device == "cpu"
