@@ -215,6 +215,12 @@ class RowOut(BaseModel):
     error: str | None = Field(description="Why the last attempt failed, if it did.")
     worker: str | None = Field(description="Worker that claimed it last.",
                                examples=["pelletseg0-1234@gpu-7"])
+    inference: dict[str, Any] | None = Field(
+        None, description="How the done row's labels were computed (runtime, device, "
+        "precision, f32_convs: leading convolutions kept float32 in bfloat16, tta); null "
+        "before it is done or for rows done before this was recorded.",
+        examples=[{"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
+                   "tta": "none"}])
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -22,7 +22,7 @@ def list_job_rows(job_id: str, table: TableDep):
         job_id=job_id,
         rows=[
             RowOut(index=r.index, status=r.status, y0=r.y0, y1=r.y1, attempts=r.attempts,
-                   seconds=r.seconds, error=r.error, worker=r.worker,
+                   seconds=r.seconds, error=r.error, worker=r.worker, inference=r.inference,
                    started_at=r.started_at, finished_at=r.finished_at)
             for r in table.rows.list(job_id)
         ],

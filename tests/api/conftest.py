@@ -109,6 +109,11 @@ def new_job(table: JobTable, labels: dict | None = None) -> Job:
                                      model=MODEL, labels=labels or {}))
 
 
+#: What :func:`running_job` records as how its done rows were computed.
+ROW_INFERENCE = {"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
+                 "tta": "none"}
+
+
 def running_job(table: JobTable, rows: int = 3, done: tuple[int, ...] = (), width: int = 100) -> Job:
     """A planned, running job of ``rows`` rows of 10 px, the rows in ``done`` completed."""
     job = new_job(table)
@@ -119,5 +124,6 @@ def running_job(table: JobTable, rows: int = 3, done: tuple[int, ...] = (), widt
     for index in done:
         assert table.rows.claim(job.id, index, "w", lease_seconds=60).claimed
         table.rows.complete(job.id, index, counts=[width * 10], checksum="c",
-                          blob_key=f"jobs/{job.id}/rows/{index:05d}.tif", seconds=0.1)
+                          blob_key=f"jobs/{job.id}/rows/{index:05d}.tif", seconds=0.1,
+                          inference=ROW_INFERENCE)
     return table.jobs.get(job.id)

@@ -211,6 +211,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             strips = page.locator("#rowmap .strip")
             assert strips.count() == 3
             assert page.locator('#rowmap .strip[data-row-status="done"]').count() == 3
+            # a done row's details name what computed it (GET /rows "inference")
+            assert " openvino " in strips.first.get_attribute("title") or \
+                " eager " in strips.first.get_attribute("title")
             classes = page.locator("#fractions-table tbody tr")
             assert classes.count() == 3
             assert page.inner_text("#fractions-table tbody").split("\n")[0].strip() != ""

@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from core.settings import Settings
-from tests.api.conftest import make_api, new_job, running_job
+from tests.api.conftest import ROW_INFERENCE, make_api, new_job, running_job
 
 
 @pytest.fixture
@@ -37,6 +37,8 @@ def test_rows_report_status_bounds_attempts_and_errors(db_api):
     assert rows[3]["error"] == "CUDA out of memory" and rows[0]["error"] is None
     assert datetime.fromisoformat(rows[0]["finished_at"]).tzinfo is not None
     assert rows[1]["finished_at"] is None
+    # how each done row was computed (rows.inference); nothing for rows not done
+    assert [x["inference"] for x in rows] == [ROW_INFERENCE, None, ROW_INFERENCE, None]
 
 
 def test_a_job_before_planning_has_no_rows(db_api):

@@ -16,6 +16,8 @@ function describe(row) {
   ];
   if (row.seconds !== null) parts.push(fmtDuration(row.seconds));
   if (row.worker) parts.push(`on ${row.worker}`);
+  const inf = row.inference; // how its labels were computed (bf16 only on CPUs with bf16 units)
+  if (inf) parts.push(`${inf.runtime} ${inf.precision}${inf.f32_convs ? ` (${inf.f32_convs} float32 convs)` : ""}`);
   if (row.error) parts.push(`error: ${row.error}`);
   return parts.join(" · ");
 }
