@@ -281,9 +281,7 @@ class Segmenter:
             "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
             self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn,
             precision=precision, cpu_precision=cpu_precision, cpu_f32_convs=cpu_f32_convs)
-        log.info("inference.runtime", runtime=self.runtime.name, device=str(self.device),
-                 precision=self.runtime.precision if self.device.type == "cpu" else precision,
-                 f32_convs=self.runtime.f32_convs,
+        log.info("inference.runtime", **self.inference | {"device": str(self.device)},
                  model=package.name, version=package.version)
         # runtimes fed host arrays take NCHW tiles: channels_last would be undone at once
         self.channels_last = channels_last and self.runtime.torch_module
