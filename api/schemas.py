@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.spec import Precision
 from core.states import JobStatus, RowStatus
 
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
@@ -63,6 +64,12 @@ class JobCreate(BaseModel):
         description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
         "TIFF resolution), else outputs are in px.",
     )
+    precision: Precision | None = Field(
+        None, description="Inference precision asked of every worker that runs the job's rows "
+        "(overrides their PELLETSEG_PRECISION): fp32 pins float32 (no CUDA autocast, no "
+        "bfloat16 OpenVINO), bf16/fp16 pick the CUDA autocast dtype; null: each worker's "
+        "setting. What each row used is in GET /v1/jobs/{id}/rows and fractions.json.",
+    )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="Resubmitting with the same key returns the first job.",
@@ -117,6 +124,9 @@ class JobOut(BaseModel):
     pixel_size_um: float | None = Field(
         None, description="Pixel size (µm/px): given with the job, or read from the source "
         "at planning; null: unknown (outputs in px).", examples=[0.42])
+    precision: Precision | None = Field(
+        None, description="Inference precision the job asked for; null: each worker's "
+        "setting.", examples=[None])
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])
     height: int | None = Field(description="Image height (px).", examples=[17000])
@@ -234,7 +244,8 @@ class RowList(BaseModel):
 
 class BatchCreate(BaseModel):
     """Several jobs at once, one per image, sharing one batch id. ``model``, ``model_version``,
-    ``tile_size``, ``halo``, ``webhook_url`` and ``pixel_size_um`` apply to the jobs that leave them null;
+    ``tile_size``, ``halo``, ``webhook_url``, ``pixel_size_um`` and ``precision`` apply to the jobs that
+    leave them null;
     ``labels`` are merged under each job's own labels."""
 
     model_config = ConfigDict(
@@ -259,6 +270,12 @@ class BatchCreate(BaseModel):
         None, gt=0, le=1e6, allow_inf_nan=False,
         description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
         "TIFF resolution), else outputs are in px.",
+    )
+    precision: Precision | None = Field(
+        None, description="Inference precision asked of every worker that runs the job's rows "
+        "(overrides their PELLETSEG_PRECISION): fp32 pins float32 (no CUDA autocast, no "
+        "bfloat16 OpenVINO), bf16/fp16 pick the CUDA autocast dtype; null: each worker's "
+        "setting. What each row used is in GET /v1/jobs/{id}/rows and fractions.json.",
     )
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=180,

@@ -12,7 +12,7 @@ from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.help import apply_short_help
-from cli.options import api_options, home_option
+from cli.options import api_options, home_option, job_precision_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
@@ -39,15 +39,16 @@ def main() -> None:
               help="Copy the outputs into this folder.")
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel size (µm/px); default: read from the image's metadata, else px.")
+@job_precision_option
 @home_option
 def run_cmd(source: str, model: str | None, workers: int, out: Path | None,
-            pixel_size_um: float | None, home: Path | None) -> None:
+            pixel_size_um: float | None, precision: str | None, home: Path | None) -> None:
     """Segment SOURCE (a path or URL) through the queue and print its phase fractions and
     microstructure summary."""
     from cli.run import run
 
     sys.exit(_guard(lambda: run(get_settings(home=home), source, model=model, workers=workers,
-                                out=out, pixel_size_um=pixel_size_um)))
+                                out=out, pixel_size_um=pixel_size_um, precision=precision)))
 
 
 @main.command("demo")

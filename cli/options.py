@@ -5,12 +5,22 @@ HTTP API (``submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``results``, 
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import click
 
+from core.spec import Precision
+
 #: Where ``pelletseg serve`` listens by default.
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+#: ``--precision`` of a job (``pelletseg run``, ``pelletseg submit``): its spec's ``precision``.
+job_precision_option = click.option(
+    "--precision", type=click.Choice(typing.get_args(Precision)), default=None,
+    help="Inference precision this job asks of every worker (overrides their "
+         "PELLETSEG_PRECISION; fp32 pins float32); default: each worker's setting.",
+)
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,

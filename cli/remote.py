@@ -28,7 +28,7 @@ from rich.table import Table
 
 from cli.client import ApiClient, ClientError
 from cli.console import make_console
-from cli.options import api_options, home_option
+from cli.options import api_options, home_option, job_precision_option
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
@@ -95,18 +95,20 @@ def check_local_images(paths) -> None:
 @click.option("--halo", type=int, default=None, help="Halo cropped per tile side (px).")
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel size (µm/px); default: read from each image's metadata, else px.")
+@job_precision_option
 @click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
 def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
-           part_size, concurrency, wait, api_url, api_key) -> None:
+           precision, part_size, concurrency, wait, api_url, api_key) -> None:
     """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
     s3://... are passed on). Several paths make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
                                      webhook_url=webhook,
-                                     pixel_size_um=pixel_size_um).items() if v is not None}
+                                     pixel_size_um=pixel_size_um,
+                                     precision=precision).items() if v is not None}
     labels = _labels(labels)
     ledger = default_ledger()
 

@@ -284,16 +284,19 @@ def run(
     out: Path | None,
     labels: dict | None = None,
     pixel_size_um: float | None = None,
+    precision: str | None = None,
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
     image that is not a demo image), submit ``source`` and follow it (see :func:`drive`);
     ``model``: ``NAME`` (newest version) or ``NAME:VERSION``, None: the default model;
-    ``pixel_size_um`` (µm/px) None: read from the source's metadata."""
+    ``pixel_size_um`` (µm/px) None: read from the source's metadata; ``precision`` None: the
+    workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`)."""
     registry = prepare(settings)
     name, _, version = (model or "").partition(":")
     spec = SubmissionService(settings).build_spec(source, model=name or None,
                                                   model_version=version or None,
-                                                  labels=labels or {}, pixel_size_um=pixel_size_um)
+                                                  labels=labels or {}, pixel_size_um=pixel_size_um,
+                                                  precision=precision)
     announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
                    labels)
     return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)

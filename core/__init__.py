@@ -10,7 +10,7 @@ May import: the standard library and pydantic only. Everything else in pelletseg
 from core.geometry import DEFAULT_GEOMETRY, GeometryError, TileGeometry
 from core.settings import Settings, get_settings
 from core.sources import is_bare_path, local_path, source_scheme
-from core.spec import SPEC_VERSION, JobSpec, SpecError
+from core.spec import SPEC_VERSION, JobSpec, Precision, SpecError
 from core.states import JOB_TERMINAL, JobStatus, RowStatus
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "GeometryError",
     "JobSpec",
     "JobStatus",
+    "Precision",
     "RowStatus",
     "Settings",
     "SpecError",

@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.geometry import GeometryError, TileGeometry
+from core.spec import Precision
 
 __all__ = ["Settings", "get_settings"]
 
@@ -78,14 +79,14 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="Torch device: auto, cpu, cuda, cuda:N.")
     torch_threads: int = Field(0, description="torch intra-op threads per worker; 0 = torch default.")
     channels_last: bool = Field(True, description="Run the model in channels_last memory format.")
-    precision: Literal["bf16", "fp16", "fp32"] = Field(
+    precision: Precision = Field(
         "bf16",
         description="Autocast dtype of inference on CUDA (bf16 falls back to fp16 on GPUs "
         "without bfloat16). On CPU, fp32 keeps the OpenVINO runtime in float32 for every "
         "package; otherwise it computes in bfloat16 for packages validated for it (model.json "
         "cpu_precision bf16, its cpu_f32_convs leading convolutions in float32) on CPUs with "
         "bfloat16 units (AMX, AVX-512 BF16), in float32 "
-        "elsewhere.",
+        "elsewhere. A job whose spec names a precision uses that one instead.",
     )
     fold_batchnorm: bool = Field(
         True,

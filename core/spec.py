@@ -14,13 +14,18 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from core.geometry import WithGeometry
 
-__all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "JobSpec", "SpecError"]
+__all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "JobSpec", "Precision", "SpecError"]
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3
 #: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
-#: version-2 spec without a pixel size. A new field bumps the version, so that older workers
-#: refuse a spec they cannot read with "upgrade the workers".
-READABLE_SPEC_VERSIONS = (1, 2)
+#: spec without a pixel size, version 2 (before ``precision``) as one without a precision. A
+#: new field bumps the version, so that older workers refuse a spec they cannot read with
+#: "upgrade the workers".
+READABLE_SPEC_VERSIONS = (1, 2, 3)
+
+#: An inference precision, as ``PELLETSEG_PRECISION`` (a worker's) and a job spec's
+#: ``precision`` (a job's) name it.
+Precision = Literal["bf16", "fp16", "fp32"]
 
 
 class SpecError(ValueError):
@@ -28,7 +33,7 @@ class SpecError(ValueError):
 
 
 class JobSpec(WithGeometry):
-    """Options of one segmentation job (spec version 2).
+    """Options of one segmentation job (spec version 3).
 
     Attributes:
         source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
@@ -43,6 +48,15 @@ class JobSpec(WithGeometry):
         pixel_size_um: Pixel size (µm/px, > 0) given with the job; None: read from the
             source's metadata when it records one (planning), else outputs are in px.
             Added in spec version 2.
+        precision: The inference precision the job asks of every worker that runs one of
+            its rows, with the meaning of ``PELLETSEG_PRECISION``
+            (:attr:`core.settings.Settings.precision`), which it overrides for this job:
+            ``fp32`` pins float32 everywhere (no CUDA autocast; OpenVINO in float32 even for
+            a package validated for bfloat16), e.g. for a study whose labels must not depend
+            on which CPU a row landed on; ``bf16`` / ``fp16`` pick the CUDA autocast dtype
+            (on CPU the package and the CPU decide, as for the setting). None: each worker's
+            setting. Each row records what it actually used (``rows.inference``,
+            ``fractions.json`` ``inference``). Added in spec version 3.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -51,7 +65,7 @@ class JobSpec(WithGeometry):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: Literal[1, 2] = SPEC_VERSION
+    spec_version: Literal[1, 2, 3] = SPEC_VERSION
     source_url: str
     model: str
     model_version: str | None = None
@@ -59,6 +73,7 @@ class JobSpec(WithGeometry):
     labels: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = None
     pixel_size_um: float | None = Field(None, gt=0, allow_inf_nan=False)
+    precision: Precision | None = None
 
     @property
     def stride(self) -> int:

@@ -101,6 +101,7 @@ class SubmissionService:
         webhook_url: str | None = None,
         confine_files: bool = False,
         pixel_size_um: float | None = None,
+        precision: str | None = None,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -111,7 +112,9 @@ class SubmissionService:
         other from there; ``rows_per_task`` from the settings. With ``confine_files`` (the
         HTTP API) a file source must resolve inside the source roots
         (:func:`submission.sources.confine_file_source`); ``pixel_size_um`` (µm/px, > 0)
-        None: read from the source when the job is planned.
+        None: read from the source when the job is planned; ``precision`` (``bf16``,
+        ``fp16``, ``fp32``; :attr:`core.spec.JobSpec.precision`) None: each worker's
+        ``PELLETSEG_PRECISION``.
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -149,6 +152,7 @@ class SubmissionService:
                 tile_size=geometry.tile_size, halo=geometry.halo,
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
                 labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
+                precision=precision,
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(

@@ -33,7 +33,7 @@ class WorkerContext:
         enqueue: ``enqueue(task_name, *args)`` sends the next task (Celery in production,
             a list in unit tests).
         worker_id: ``host:pid``, recorded on claimed rows.
-        segmenters: Loaded models of this process, by (name, version, sha256).
+        segmenters: Loaded models of this process, by (name, version, sha256, precision).
     """
 
     settings: Settings

@@ -62,6 +62,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         tile_size=spec.get("tile_size", 0),
         halo=spec.get("halo", 0),
         pixel_size_um=(job.outputs or {}).get("pixel_size_um", spec.get("pixel_size_um")),
+        precision=spec.get("precision"),
         width=job.width,
         height=job.height,
         rows_total=job.rows_total if job.rows_total is not None else (progress.total or None),
@@ -98,7 +99,7 @@ def spec_of(submissions: SubmissionService, body: JobCreate,
         body.source_url, upload_id=body.upload_id, model=pick("model"),
         model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
         labels=labels, webhook_url=pick("webhook_url"), pixel_size_um=pick("pixel_size_um"),
-        confine_files=True,
+        precision=pick("precision"), confine_files=True,
     )
 
 

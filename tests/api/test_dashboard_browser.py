@@ -153,7 +153,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.evaluate("window.__noReload = true")
 
             # -- two jobs through the API: one good, one whose source does not exist yet
-            good = client.post("/v1/jobs", json={"source_url": image.as_uri(),
+            good = client.post("/v1/jobs", json={"source_url": image.as_uri(), "precision": "fp32",
                                                  "labels": {"sample": "P-1"}}).json()["id"]
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
@@ -220,7 +220,8 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             # how the rows were computed (fractions.json "inference"): one way for all rows here
             assert page.locator("#inference li").count() == 1
             assert page.inner_text("#inference").startswith("Computed with ")
-            assert " on cpu, " in page.inner_text("#inference")
+            assert " on cpu, float32" in page.inner_text("#inference")  # the job pinned fp32
+            assert "float32, asked by the job" in page.inner_text("#details")
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             page.wait_for_selector("#sizes-table")  # the microstructure panel
             assert page.locator("#sizes-table tbody tr").count() == 3

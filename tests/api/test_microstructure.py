@@ -1,5 +1,5 @@
 """GET /v1/jobs/{id}/microstructure: 404 with a reason until the job has one, then the stored
-microstructure.json; the job request's pixel_size_um reaches the spec and the job view."""
+microstructure.json; the job request's pixel_size_um (and precision) reaches the spec and the job view."""
 
 from __future__ import annotations
 
@@ -59,3 +59,23 @@ def test_pixel_size_um_is_part_of_the_job_request(api):
     assert batch.status_code == 202, batch.text
     sizes = sorted(j["pixel_size_um"] for j in batch.json()["jobs"])
     assert sizes == [0.5, 2.0]
+
+
+def test_precision_is_part_of_the_job_request(api):
+    """A job's precision (JobSpec.precision) is stored on its spec and shown in its view;
+    null unless asked; a batch's applies to the jobs that leave it null."""
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "precision": "fp32"})
+    assert r.status_code == 202, r.text
+    assert r.json()["precision"] == "fp32"
+    assert api.table.jobs.get(r.json()["id"]).spec["precision"] == "fp32"
+    plain = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/y.tif"}).json()
+    assert plain["precision"] is None and api.table.jobs.get(plain["id"]).spec["precision"] is None
+    for bad in ("fp64", "float32", 16):
+        r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "precision": bad})
+        assert r.status_code == 422, bad
+    batch = api.client.post("/v1/batches", json={
+        "jobs": [{"source_url": "s3://pellets/a.tif"},
+                 {"source_url": "s3://pellets/b.tif", "precision": "bf16"}],
+        "precision": "fp32"})
+    assert batch.status_code == 202, batch.text
+    assert sorted(j["precision"] for j in batch.json()["jobs"]) == ["bf16", "fp32"]

@@ -157,17 +157,21 @@ def test_client_commands(tmp_path, monkeypatch):
         monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the upload ledger
         res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1",
-                                   "--pixel-size-um", "0.4"])
+                                   "--pixel-size-um", "0.4", "--precision", "fp32"])
         assert res.exit_code == 0, res.output
         job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
         assert job.spec["pixel_size_um"] == 0.4
+        assert job.spec["precision"] == "fp32"
         assert job.source_url.endswith("/P-1.tif")
         assert (tmp_path / "config" / "pelletseg" / "uploads").is_dir()
         assert not list((tmp_path / "config" / "pelletseg" / "uploads").glob("*.json"))
         res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif"])
         assert res.exit_code == 0 and "batch" in res.output, res.output
         assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
+        assert {j.spec["precision"] for j in api.table.jobs.list()[:2]} == {None}
+        res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
+        assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])
         assert res.exit_code == 0 and job.id in res.output and "queued" in res.output
         res = runner.invoke(main, ["status", job.id])

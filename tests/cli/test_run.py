@@ -67,6 +67,26 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
     assert micro["source"]["model"]["name"] == "ebc-unet-mnv2"
 
 
+def test_run_pins_the_jobs_precision(tmp_path, small_image):
+    """``--precision fp32`` is stored on the job's spec and every row computes in float32
+    (on a CPU with bfloat16 units the bundled package would otherwise be served in bf16);
+    fractions.json and the printed caption say so."""
+    from core.settings import get_settings
+    from storage.jobtable import job_table
+
+    home = tmp_path / "home"
+    res = pelletseg("run", str(small_image), "--home", str(home), "--workers", "1",
+                    "--out", str(tmp_path / "out"), "--precision", "fp32")
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = _check_outputs(tmp_path / "out", 600, 420)
+    assert [(g["precision"], g["f32_convs"]) for g in doc["inference"]] == [("f32", 0)]
+    assert "float32" in res.stdout and "bfloat16" not in res.stdout, res.stdout
+    (job,) = job_table(get_settings(home=home)).jobs.list()
+    assert job.spec["precision"] == "fp32"
+    bad = pelletseg("run", str(small_image), "--home", str(home), "--precision", "fp8")
+    assert bad.returncode == 2 and "'fp8' is not one of" in bad.stderr
+
+
 def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):
     bad = tmp_path / "scan.tif"
     bad.write_text("not an image")

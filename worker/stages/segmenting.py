@@ -61,24 +61,31 @@ class LeaseKeeper(Renewal):
 
 
 def segmenter_for(ctx: WorkerContext, job):
-    """The job's model, loaded once per worker process and cached by (name, version, sha256).
+    """The job's model, loaded once per worker process and cached by (name, version, sha256,
+    precision).
+
+    The precision is the job spec's where it names one (:attr:`core.spec.JobSpec.precision`),
+    else the worker's ``PELLETSEG_PRECISION``: a worker serving jobs of both kinds holds one
+    segmenter per precision.
 
     Raises:
         ModelPackageError: the stored package is missing or fails its checksum.
+        SpecError: the job's stored spec cannot be read.
     """
     from worker.engine.segmenter import Segmenter
 
-    key = (job.model_name, job.model_version, job.model_sha256)
+    precision = JobSpec.from_stored(job.spec).precision or ctx.settings.precision
+    key = (job.model_name, job.model_version, job.model_sha256, precision)
     with _SEGMENTERS_LOCK:  # rows in flight: threads of one worker share one model
         if key not in ctx.segmenters:
-            folder = ctx.models.fetch(*key)
+            folder = ctx.models.fetch(*key[:3])
             ctx.segmenters[key] = Segmenter(
                 folder,
                 device=ctx.settings.device,
                 channels_last=ctx.settings.channels_last,
                 threads=ctx.settings.torch_threads,
                 batch_size=ctx.settings.batch_size,
-                precision=ctx.settings.precision,
+                precision=precision,
                 compile=ctx.settings.torch_compile,
                 fold_bn=ctx.settings.fold_batchnorm,
                 runtime=ctx.settings.runtime,

@@ -68,7 +68,8 @@ export function fractionTable(doc, modelClasses) {
         h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null));
 }
 
-const PRECISION = { f32: "float32", bf16: "bfloat16", f16: "float16" };
+/** Display names of precisions: a row's record (f32, bf16, f16) and a job's spec (fp32, bf16, fp16). */
+export const PRECISION = { f32: "float32", bf16: "bfloat16", f16: "float16", fp32: "float32", fp16: "float16" };
 
 /** A row range list "0-3, 5" from sorted row indices. */
 function rowRanges(rows) {

@@ -3,7 +3,7 @@
 // fractions, microstructure, preview, downloads and the deep-zoom viewer.
 
 import { ApiError, api, apiBlob, jobPath } from "./api.js";
-import { confidenceTable, fractionChart, fractionTable, inferenceNote } from "./fractions.js";
+import { PRECISION, confidenceTable, fractionChart, fractionTable, inferenceNote } from "./fractions.js";
 import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
@@ -79,6 +79,10 @@ function renderDetails(job) {
     ...fact("Image", fmtSize(job.width, job.height), " ",
       h("span", { class: "muted" }, fmtPixels(job.width, job.height))),
     ...fact("Tiles", `${job.tile_size} px, halo ${job.halo} px`),
+    // the precision the job asked for (its spec); what each row used is in the inference note
+    ...fact("Precision", job.precision
+      ? `${PRECISION[job.precision] || job.precision}, asked by the job`
+      : h("span", { class: "muted" }, "each worker's setting")),
     ...fact("Labels", labels.length
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
       : "–"));

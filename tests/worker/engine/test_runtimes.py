@@ -149,7 +149,7 @@ def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch
     ctx = SimpleNamespace(settings=settings, segmenters={},
                           models=SimpleNamespace(fetch=lambda *key: tiny_package))
     job = SimpleNamespace(model_name=pkg.name, model_version=pkg.version,
-                          model_sha256=pkg.weights_sha256)
+                          model_sha256=pkg.weights_sha256, spec=_spec(pkg))
     seg = segmenter_for(ctx, job)
     assert seg.runtime.name == "openvino"
     assert list((tmp_path / "cache" / "exported" / pkg.weights_sha256).rglob(GRAPH_FILE))
@@ -157,6 +157,52 @@ def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch
     assert Settings().runtime == "auto"
     with pytest.raises(ValueError):
         Settings(runtime="int8")
+
+
+def _spec(pkg, precision=None) -> dict:
+    """A stored job spec for ``pkg`` (what ``jobs.spec`` holds)."""
+    from core.spec import JobSpec
+
+    return JobSpec(source_url="file:///x.tif", model=pkg.name, model_version=pkg.version,
+                   tile_size=pkg.tile_size, halo=pkg.halo, precision=precision).model_dump()
+
+
+def test_a_job_that_names_a_precision_gets_it_on_every_worker(tiny_package, tmp_path,
+                                                              monkeypatch):
+    """JobSpec.precision overrides the worker's PELLETSEG_PRECISION for that job's rows: on a
+    CPU with bfloat16 units a package validated for bf16 is served in bf16 to the jobs that
+    leave it to the worker and in float32 to a job that pins fp32, from two cached
+    segmenters; the pinning job's record says f32."""
+    from types import SimpleNamespace
+
+    from worker.stages.segmenting import segmenter_for
+
+    pytest.importorskip("openvino")
+    import worker.engine.runtimes as rt
+
+    folder = _with_cpu_precision(tiny_package, tmp_path / "bf16", "bf16")
+    pkg = read_package(folder)
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    settings = Settings(home=tmp_path, runtime="openvino", device="cpu", torch_threads=1)
+    assert settings.precision == "bf16"
+    ctx = SimpleNamespace(settings=settings, segmenters={},
+                          models=SimpleNamespace(fetch=lambda *key: folder))
+
+    def job(precision):
+        return SimpleNamespace(model_name=pkg.name, model_version=pkg.version,
+                               model_sha256=pkg.weights_sha256, spec=_spec(pkg, precision))
+
+    default, pinned = segmenter_for(ctx, job(None)), segmenter_for(ctx, job("fp32"))
+    assert default.inference["precision"] == "bf16"
+    assert pinned.inference["precision"] == "f32" and pinned.inference["f32_convs"] == 0
+    assert default is not pinned and len(ctx.segmenters) == 2
+    assert segmenter_for(ctx, job("fp32")) is pinned
+    assert segmenter_for(ctx, job("bf16")) is default  # what the worker would use anyway
+    # a worker set to fp32 serves a job that asks bf16 in bf16
+    ctx32 = SimpleNamespace(settings=settings.model_copy(update={"precision": "fp32"}),
+                            segmenters={}, models=ctx.models)
+    assert segmenter_for(ctx32, job(None)).inference["precision"] == "f32"
+    assert segmenter_for(ctx32, job("bf16")).inference["precision"] == "bf16"
 
 
 def test_torch_compile_setting_keeps_its_meaning_unless_a_runtime_is_named(tiny_package, tmp_path):
