@@ -59,6 +59,9 @@ class BenchConfig:
             so that both see the same drift of the machine's load; their medians and the
             median of the per-pair ratios are reported (1: one run each).
         rss_sizes_gpx: Image sizes for the memory runs (gigapixels); empty: skip them.
+        queued_jobs: Jobs of the bench image submitted at once in a last queue run (a lab's
+            batch of pellets): the throughput in a stream of jobs, where one job's reducer
+            overlaps the next one's rows, beside the single job's end to end; 0: skip it.
         work_dir: Scratch folder (images, model, stacks); images are kept and reused.
         timeout_s: Longest wait for one queued job (s).
     """
@@ -85,6 +88,7 @@ class BenchConfig:
     peers: bool = True
     pairs: int = 3
     rss_sizes_gpx: tuple[float, ...] = RSS_SIZES_GPX
+    queued_jobs: int = 0
     work_dir: Path = field(default_factory=lambda: Path.home() / ".pelletseg" / "bench")
     timeout_s: float = 3600.0
 

@@ -5,7 +5,9 @@ work folder unless ``PELLETSEG_*`` variables name others, :class:`worker.local.L
 ``celery worker`` processes). Workers are started and warmed up (each has run a row, so its
 model is loaded) before the clock starts, as long-running production workers are; the time
 is from submission to ``succeeded`` (plan, every row, the reducer's pyramid, overlay,
-preview and fractions). Per-task overhead comes from the row records' timestamps.
+preview and fractions). Per-task overhead comes from the row records' timestamps. Queued
+run (``--queued-jobs``): several such jobs submitted at once to the same warm workers, the
+throughput of a stream of jobs (:func:`queued_run`).
 
 Task alone: ``worker.stages.segmenting.segment_row`` called in this process on one interior row
 (read + infer + checkpoint write + job-table updates), the job table and the blob store
@@ -19,7 +21,10 @@ import re
 import statistics
 import time
 from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import structlog.testing
@@ -172,29 +177,38 @@ def worker_time_budget(events: list[dict], workers: int, seconds: float,
     }
 
 
-def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
-    """One job through the queue with ``cfg.workers`` warm local workers.
+@dataclass
+class WarmStack:
+    """A local stack whose ``cfg.workers`` workers have each run a row (model loaded)."""
 
-    Returns:
-        Wall time and Mpx/s end to end, the rows phase, plan and reduce times, the time from
-        the last row done to ``succeeded`` (what the reducer adds after the rows; a streaming
-        stitcher shortens it), task times and queue gaps, the workers' peak RSS.
+    settings: Settings
+    app: Any
+    table: Any
+    pool: Any
+    warm_workers: int
+
+
+@contextmanager
+def warm_workers(cfg: BenchConfig, package: Path, image: Path, work: Path):
+    """A fresh local stack under ``work / "stack"`` with the package published and
+    ``cfg.workers`` local workers, warmed up on a crop of ``image`` (2 rows per worker,
+    repeated until every worker has run a row); yields a :class:`WarmStack`, stops the workers
+    on exit.
 
     Raises:
-        BenchError: a job failed or timed out (with the workers' log tails).
+        BenchError: a worker did not run a warm-up row (or died): the run would not measure
+            the configuration asked for.
     """
     from models import read_package
     from queues import make_celery
-    from storage.blobs import LABELS, BlobStore, output_key
     from storage.jobtable import job_table
     from submission import prepare
-    from worker.local import LocalWorkers
+    from worker.local import LocalWorkers, log_tail
 
     pkg = read_package(package)
     settings = stack_settings(cfg, work / "stack", pkg.name)
     prepare(settings).publish(package)
     table, app = job_table(settings), make_celery(settings)
-    # warm-up: 2 rows per worker, repeated until every worker has run a row (loaded the model)
     warm = crop_image(image, cfg.work_dir / "images"
                       / f"warmup-{image.stem}-{cfg.workers}-{cfg.stride}.tif",
                       min(2 * cfg.stride, cfg.image_side), 2 * cfg.workers * cfg.stride)
@@ -206,13 +220,72 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
             if len(seen) >= cfg.workers:
                 break
         if len(seen) < cfg.workers or pool.alive() < len(pool.procs):
-            from worker.local import log_tail
-
             raise BenchError(f"only {len(seen)} of {cfg.workers} workers ran a warm-up row "
                              f"({pool.alive()} of {len(pool.procs)} processes alive): the run "
                              f"would not measure the configuration asked for\n"
                              f"{log_tail(settings)}")
-        job, seconds = _submit_and_wait(settings, app, table, image, cfg.timeout_s, pool)
+        yield WarmStack(settings, app, table, pool, len(seen))
+
+
+def queued_run(cfg: BenchConfig, package: Path, image: Path, work: Path, jobs: int) -> dict:
+    """``jobs`` jobs of ``image`` submitted at once to ``cfg.workers`` warm local workers, as a
+    laboratory submits a batch of pellets: each job's reducer then runs beside the next jobs'
+    rows instead of beside idle workers, so this is the throughput of a stream of jobs where
+    :func:`queue_run` gives one job's end to end.
+
+    Returns:
+        ``jobs``, ``mpx`` (all jobs), ``seconds`` (first submission -> last ``succeeded``),
+        ``mpx_s``, ``job_seconds`` (each job's submission -> ``succeeded``, in submission
+        order), ``device_s`` (forward passes of all rows, from the workers' logs) and
+        ``model_busy_pct`` (``device_s`` / (workers x ``seconds``)).
+
+    Raises:
+        ValueError: ``jobs`` < 1.
+        BenchError: a job failed or timed out, or a worker did not warm up.
+    """
+    from submission import SubmissionService
+    from worker.local import log_tail
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    with warm_workers(cfg, package, image, work) as stack:
+        service = SubmissionService(stack.settings, table=stack.table, app=stack.app)
+        started = time.perf_counter()
+        spec = service.build_spec(str(image))
+        ids = [service.submit(spec).id for _ in range(jobs)]
+        done = [_wait(stack.table, job_id, cfg.timeout_s) for job_id in ids]
+        seconds = time.perf_counter() - started
+        failed = [j for j in done if j.status != JobStatus.SUCCEEDED]
+        if failed:
+            raise BenchError(f"queued bench job {failed[0].id} {failed[0].status}: "
+                             f"{failed[0].error}\n{log_tail(stack.settings)}")
+    first = min(j.created_at for j in done)
+    mpx = sum(j.width * j.height for j in done) / 1e6
+    device_s = sum(e.get("device_s", 0.0) for j in done
+                   for e in job_log_events(stack.settings.home / "logs", j.id)
+                   if e["event"] == "row.computed")
+    return {"jobs": jobs, "mpx": mpx, "seconds": seconds, "mpx_s": mpx / seconds,
+            "job_seconds": [round((j.finished_at - first).total_seconds(), 3) for j in done],
+            "device_s": device_s,
+            "model_busy_pct": 100 * device_s / (cfg.workers * seconds)}
+
+
+def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
+    """One job through the queue with ``cfg.workers`` warm local workers.
+
+    Returns:
+        Wall time and Mpx/s end to end, the rows phase, plan and reduce times, the time from
+        the last row done to ``succeeded`` (what the reducer adds after the rows; a streaming
+        stitcher shortens it), task times and queue gaps, the workers' peak RSS.
+
+    Raises:
+        BenchError: a job failed or timed out (with the workers' log tails).
+    """
+    from storage.blobs import LABELS, BlobStore, output_key
+
+    with warm_workers(cfg, package, image, work) as stack:
+        settings, table, pool = stack.settings, stack.table, stack.pool
+        job, seconds = _submit_and_wait(settings, stack.app, table, image, cfg.timeout_s, pool)
         peaks = pool.peak_rss_mib()
     rows = table.rows.list(job.id)
     timeline = row_timeline(rows)
@@ -232,7 +305,7 @@ def queue_run(cfg: BenchConfig, package: Path, image: Path, work: Path) -> dict:
         "streamed": bool((job.outputs or {}).get("streamed")),
         "after_last_row_s": (job.finished_at - timeline["last_row_finished"]).total_seconds(),
         "labels_path": str(labels),
-        "warm_workers": len(seen),
+        "warm_workers": stack.warm_workers,
         "device_s": device_s, "device_s_rows_logged": logged,
         "model_busy_pct": 100 * device_s / (cfg.workers * seconds),
         "model_busy_rows_phase_pct": 100 * device_s / (cfg.workers * timeline["rows_phase_s"]),

@@ -70,6 +70,16 @@ def _reference_rows(doc: dict) -> list[str]:
     ]
 
 
+def _queued_rows(doc: dict) -> list[str]:
+    """The queued-jobs row of the throughput table (none when it was not run)."""
+    q = doc.get("queued")
+    if not q:
+        return []
+    return [(f"| pipeline, {q['jobs']} jobs queued at once (first submission -> last succeeded; "
+             f"each job's reducer beside later jobs' rows) | - | {_f(doc['queued_mpx_s'])} | "
+             f"{_f(doc['queued_mpx_s'] / doc['limit_mpx_s'], 2)} |")]
+
+
 def markdown(doc: dict) -> str:
     """The result as Markdown: setup, throughput, ratios, overhead, memory, phases."""
     cfg, mach, img, lim = doc["config"], doc["machine"], doc["image"], doc["limit"]
@@ -109,6 +119,7 @@ def markdown(doc: dict) -> str:
         (f"| **pipeline** end to end through the queue (submit -> succeeded, warm workers) | - | "
         f"**{_f(doc['pipeline_mpx_s'])}** | **{_f(doc['pipeline_mpx_s'] / limit_mpx, 2)}** |"),
         *_reference_rows(doc),
+        *_queued_rows(doc),
         (f"| pipeline, rows phase only (first claim -> last row done) | - | "
         f"{_f(pipe['rows_mpx_s'])} | {_f(pipe['rows_mpx_s'] / limit_mpx, 2)} |"),
         (f"| segment_row alone (1 process x all cores; read + infer + write + job table) | - | "
@@ -161,6 +172,14 @@ def markdown(doc: dict) -> str:
         f"{_f(task['read_s'], 2)} s, of which not overlapped {_f(task['read_wait_s'], 2)} s), "
         f"checkpoint write {_f(task['write_s'], 2)} s."),
     ]
+    if doc.get("queued"):
+        q = doc["queued"]
+        lines.append(
+            f"Queued jobs: {q['jobs']} jobs of the bench image submitted at once, "
+            f"{_f(q['seconds'], 1)} s from the first submission to the last succeeded "
+            f"({_f(q['mpx'], 1)} Mpx); each job succeeded at {q['job_seconds']} s; the model "
+            f"busy {_f(q['model_busy_pct'], 1)} % of the workers' time (single job: "
+            f"{_f(pipe['model_busy_pct'], 1)} %).")
     lines += _budget_lines(pipe.get("budget"))
     if doc["memory"]:
         lines += ["", ("| image | side (px) | worker row peak RSS (MiB) | reducer peak RSS (MiB) "

@@ -141,6 +141,10 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
         plain = None
         baseline = _phase(doc, "baseline", say,
                           lambda: peers.run_baseline(seg, image, cfg.tile_size))
+    queued = None
+    if cfg.queued_jobs:  # a batch of jobs at once: reducers beside later jobs' rows
+        queued = _phase(doc, "queued_jobs", say, lambda: pipeline.queued_run(
+            cfg, package, image, scratch, cfg.queued_jobs))
     if cfg.rebracket_limit:
         limits.append(_phase(doc, "limit_again", say, pooled))
         singles.append(_phase(doc, "limit_single_again", say,
@@ -159,6 +163,20 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     doc = _pairs(doc, runs, [m["mpx_s"] for m in monais])
     if ref is not None:
         doc = _reference(doc, ref, ref_limit, refs, runs, ref_equal_pct)
+    if queued is not None:
+        doc = _queued(doc, queued)
+    return doc
+
+
+def _queued(doc: dict, queued: dict) -> dict:
+    """The queued-jobs run beside the single job: ``queued_mpx_s``, ``ratios.queued_vs_limit``
+    and ``ratios.queued_vs_pipeline`` (the pipeline's median single-job run), and the model's
+    share of its worker time."""
+    doc["queued"] = queued
+    doc["queued_mpx_s"] = queued["mpx_s"]
+    doc["ratios"]["queued_vs_limit"] = queued["mpx_s"] / doc["limit_mpx_s"]
+    doc["ratios"]["queued_vs_pipeline"] = queued["mpx_s"] / doc["pipeline_mpx_s"]
+    doc["model_share_pct"]["queued_jobs"] = queued["model_busy_pct"]
     return doc
 
 

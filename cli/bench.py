@@ -38,6 +38,9 @@ import click
                    "'' skips them).")
 @click.option("--pairs", type=click.IntRange(1, 20), default=None,
               help="Alternated pipeline and MONAI runs; medians are reported (default 3).")
+@click.option("--queued-jobs", type=click.IntRange(0, 50), default=0, show_default=True,
+              help="Also submit this many jobs of the bench image at once (a lab's batch) and "
+                   "report their throughput, reducers overlapping later jobs' rows; 0: skip.")
 @click.option("--stream-reduce/--no-stream-reduce", default=None,
               help="Stitch while the rows run (PELLETSEG_STREAM_REDUCE) with a reduce worker of "
                    "its own; default: on for cuda, off for cpu.")
@@ -50,7 +53,7 @@ import click
 def bench(quick: bool, device: str, json_path: Path, model: str | None, image_side: int | None,
           workers: int | None, tile_size: int | None, halo: int | None, runtime: str,
           reference: bool, reference_geometry: str, limit_seconds: float | None,
-          rss_sizes: str | None, pairs: int | None,
+          rss_sizes: str | None, pairs: int | None, queued_jobs: int,
           stream_reduce: bool | None, work_dir: Path | None, precision: str) -> None:
     """Benchmark pelletseg on this machine against the model-only limit, today's path (eager
     fp32 at 1024/128), MONAI and a thesis-style baseline; write JSON and Markdown."""
@@ -65,6 +68,7 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
     cfg = BenchConfig.preset(quick, device, model=model, image_side=image_side, workers=workers,
                              tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
                              rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
+                             queued_jobs=queued_jobs,
                              work_dir=work_dir, runtime=runtime, reference=reference,
                              reference_tile_size=ref_geometry.tile_size,
                              reference_halo=ref_geometry.halo, precision=precision)

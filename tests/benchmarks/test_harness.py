@@ -63,7 +63,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
          "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
          "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
-         "--stream-reduce", "--pairs", "2", "--work", str(tmp_path / "work"),
+         "--stream-reduce", "--pairs", "2", "--queued-jobs", "2", "--work", str(tmp_path / "work"),
          "--reference-geometry", "96/16"],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
@@ -78,7 +78,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert all(_sane(v) for v in doc["ratios"].values()), doc["ratios"]
     assert set(doc["model_share_pct"]) == {"pipeline_end_to_end", "pipeline_rows_phase",
                                            "segment_row_alone", "monai", "monai_unfolded",
-                                           "baseline"}
+                                           "baseline", "queued_jobs"}
     assert all(0 < v <= 100 for v in doc["model_share_pct"].values()), doc["model_share_pct"]
     assert doc["pipeline"]["device_s_rows_logged"] == 4
     # overlap matched: MONAI's scan interval is our stride; our tiling covers the image
@@ -126,7 +126,19 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         doc["pipeline"]["device_s"], abs=0.01)
     assert all(budget["stages"][k]["seconds"] > 0 for k in ("model", "checkpoints", "partial"))
     assert budget["reducer"]["seconds"] > 0
+    # --queued-jobs 2: two jobs of the bench image at once through the same warm workers
+    q = doc["queued"]
+    assert q["jobs"] == 2 and q["mpx"] == pytest.approx(2 * 300 * 300 / 1e6)
+    assert len(q["job_seconds"]) == 2 and 0 < min(q["job_seconds"]) <= max(q["job_seconds"])
+    assert max(q["job_seconds"]) <= q["seconds"] + 1  # job-table clock vs this process's
+    assert doc["queued_mpx_s"] == pytest.approx(q["mpx"] / q["seconds"])
+    assert doc["ratios"]["queued_vs_limit"] == pytest.approx(doc["queued_mpx_s"]
+                                                             / doc["limit_mpx_s"])
+    assert doc["ratios"]["queued_vs_pipeline"] == pytest.approx(doc["queued_mpx_s"]
+                                                                / doc["pipeline_mpx_s"])
+    assert q["device_s"] > 0 and 0 < doc["model_share_pct"]["queued_jobs"] <= 100
     md = out.with_suffix(".md").read_text()
+    assert "| pipeline, 2 jobs queued at once" in md and "Queued jobs: 2 jobs" in md
     assert "Worker time of the pipeline run" in md
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
     assert "| **reference pipeline**: today's path (eager, T = 96, halo = 16)" in md
