@@ -10,6 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.spec import Precision
 from core.states import JobStatus, RowStatus
 
+#: What a job request's ``precision`` means (:attr:`core.spec.JobSpec.precision`).
+PRECISION_DESCRIPTION = (
+    "Inference precision asked of every worker that runs the job's rows (overrides their "
+    "PELLETSEG_PRECISION): fp32 pins float32 (no CUDA autocast, no bfloat16 OpenVINO), "
+    "bf16/fp16 pick the CUDA autocast dtype; null: each worker's setting. What each row used "
+    "is in GET /v1/jobs/{id}/rows and fractions.json."
+)
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
 UPLOAD_ID_EXAMPLE = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
 BATCH_ID_EXAMPLE = "b3e1c2a4-7f61-5a0e-9e7b-3c2d1f0a9b88"
@@ -64,12 +71,7 @@ class JobCreate(BaseModel):
         description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
         "TIFF resolution), else outputs are in px.",
     )
-    precision: Precision | None = Field(
-        None, description="Inference precision asked of every worker that runs the job's rows "
-        "(overrides their PELLETSEG_PRECISION): fp32 pins float32 (no CUDA autocast, no "
-        "bfloat16 OpenVINO), bf16/fp16 pick the CUDA autocast dtype; null: each worker's "
-        "setting. What each row used is in GET /v1/jobs/{id}/rows and fractions.json.",
-    )
+    precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="Resubmitting with the same key returns the first job.",
@@ -271,12 +273,7 @@ class BatchCreate(BaseModel):
         description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
         "TIFF resolution), else outputs are in px.",
     )
-    precision: Precision | None = Field(
-        None, description="Inference precision asked of every worker that runs the job's rows "
-        "(overrides their PELLETSEG_PRECISION): fp32 pins float32 (no CUDA autocast, no "
-        "bfloat16 OpenVINO), bf16/fp16 pick the CUDA autocast dtype; null: each worker's "
-        "setting. What each row used is in GET /v1/jobs/{id}/rows and fractions.json.",
-    )
+    precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=180,
         description="Resubmitting with the same key returns the same batch and jobs (job i "

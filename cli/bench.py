@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import PRECISIONS
+
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="The short preset (under 10 minutes on 2 CPU cores).")
@@ -46,7 +48,7 @@ import click
                    "its own; default: on for cuda, off for cpu.")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder; images are kept there and reused (default ~/.pelletseg/bench).")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16",
+@click.option("--precision", type=click.Choice(PRECISIONS), default="bf16",
               envvar="PELLETSEG_PRECISION", show_default=True,
               help="As a worker's PELLETSEG_PRECISION: autocast on CUDA; on CPU fp32 pins "
                    "float32 for a package validated for bfloat16 (cpu_precision bf16).")
@@ -118,7 +120,7 @@ def _geometries(text: str) -> list:
               help="2 x 2 mosaics of NASA EBC images used.")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu or cuda[:N]; the reference is eager float32 on it.")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default="fp32",
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               show_default=True, help="Autocast of the compared runtimes on CUDA (eager included).")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder (exported graphs; default ~/.pelletseg/bench/agreement).")

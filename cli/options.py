@@ -15,9 +15,12 @@ from core.spec import Precision
 #: Where ``pelletseg serve`` listens by default.
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 
+#: The precisions a worker and a job know (``PELLETSEG_PRECISION``, ``JobSpec.precision``).
+PRECISIONS = typing.get_args(Precision)
+
 #: ``--precision`` of a job (``pelletseg run``, ``pelletseg submit``): its spec's ``precision``.
 job_precision_option = click.option(
-    "--precision", type=click.Choice(typing.get_args(Precision)), default=None,
+    "--precision", type=click.Choice(PRECISIONS), default=None,
     help="Inference precision this job asks of every worker (overrides their "
          "PELLETSEG_PRECISION; fp32 pins float32); default: each worker's setting.",
 )
