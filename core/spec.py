@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from core.geometry import WithGeometry
 
@@ -20,7 +20,9 @@ SPEC_VERSION = 3
 #: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
 #: spec without a pixel size, version 2 (before ``precision``) as one without a precision. A
 #: new field bumps the version, so that older workers refuse a spec they cannot read with
-#: "upgrade the workers".
+#: "upgrade the workers"; a new spec that leaves the new field unset keeps the version before
+#: (a spec without ``precision`` is stored as version 2), so that jobs submitted while workers
+#: are upgraded one by one run on the older workers too.
 READABLE_SPEC_VERSIONS = (1, 2, 3)
 
 #: An inference precision, as ``PELLETSEG_PRECISION`` (a worker's) and a job spec's
@@ -74,6 +76,21 @@ class JobSpec(WithGeometry):
     webhook_url: str | None = None
     pixel_size_um: float | None = Field(None, gt=0, allow_inf_nan=False)
     precision: Precision | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _oldest_version_that_reads_it(cls, data: Any) -> Any:
+        """A new spec (no ``spec_version`` given) gets the oldest version that holds its
+        fields: 3 where it names a ``precision``, else 2."""
+        if isinstance(data, dict) and "spec_version" not in data:
+            data = {**data, "spec_version": 3 if data.get("precision") is not None else 2}
+        return data
+
+    @model_validator(mode="after")
+    def _version_holds_the_fields(self) -> JobSpec:
+        if self.precision is not None and self.spec_version < 3:
+            raise ValueError(f"precision needs spec version 3, not {self.spec_version}")
+        return self
 
     @property
     def stride(self) -> int:

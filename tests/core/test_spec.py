@@ -10,13 +10,20 @@ from core.spec import SPEC_VERSION, JobSpec, SpecError
 BASE = {"source_url": "file:///x.tif", "model": "m", "tile_size": 512, "halo": 32}
 
 
-def test_new_specs_are_version_3_and_carry_the_pixel_size_and_precision():
+def test_a_new_spec_has_the_oldest_version_that_holds_its_fields():
     spec = JobSpec(**BASE, pixel_size_um=0.42, precision="fp32")
     stored = spec.model_dump()
     assert stored["spec_version"] == SPEC_VERSION == 3
     assert JobSpec.from_stored(stored).pixel_size_um == 0.42
     assert JobSpec.from_stored(stored).precision == "fp32"
-    assert JobSpec(**BASE).precision is None  # unless asked: each worker's setting
+    # without a precision it stays version 2: workers from before version 3 run it
+    plain = JobSpec(**BASE, pixel_size_um=0.42)
+    assert plain.precision is None and plain.spec_version == 2
+    assert JobSpec.from_stored(plain.model_dump()) == plain
+    with pytest.raises(ValidationError, match="precision needs spec version 3"):
+        JobSpec(**BASE, spec_version=2, precision="fp32")
+    with pytest.raises(SpecError, match="precision needs spec version 3"):
+        JobSpec.from_stored({**BASE, "spec_version": 2, "precision": "bf16"})
 
 
 @pytest.mark.parametrize("version", [1, 2])
