@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from core.geometry import WithGeometry
 
@@ -91,6 +91,16 @@ class JobSpec(WithGeometry):
         if self.precision is not None and self.spec_version < 3:
             raise ValueError(f"precision needs spec version 3, not {self.spec_version}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_newer_fields(self, handler):
+        """The stored form leaves out ``precision`` when it is None, so a version-2 spec holds
+        only version-2 fields and workers from before version 3 (which forbid unknown
+        fields) read it."""
+        data = handler(self)
+        if self.precision is None:
+            data.pop("precision", None)
+        return data
 
     @property
     def stride(self) -> int:

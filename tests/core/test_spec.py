@@ -8,6 +8,9 @@ from pydantic import ValidationError
 from core.spec import SPEC_VERSION, JobSpec, SpecError
 
 BASE = {"source_url": "file:///x.tif", "model": "m", "tile_size": 512, "halo": 32}
+#: The fields of a stored version-2 spec (what workers from before version 3 accept).
+V2_FIELDS = {"spec_version", "source_url", "model", "model_version", "tile_size", "halo",
+             "rows_per_task", "labels", "webhook_url", "pixel_size_um"}
 
 
 def test_a_new_spec_has_the_oldest_version_that_holds_its_fields():
@@ -20,6 +23,9 @@ def test_a_new_spec_has_the_oldest_version_that_holds_its_fields():
     plain = JobSpec(**BASE, pixel_size_um=0.42)
     assert plain.precision is None and plain.spec_version == 2
     assert JobSpec.from_stored(plain.model_dump()) == plain
+    # ... and its stored form holds only version-2 fields (workers forbid unknown ones)
+    assert set(plain.model_dump(mode="json")) == V2_FIELDS
+    assert set(spec.model_dump(mode="json")) == V2_FIELDS | {"precision"}
     with pytest.raises(ValidationError, match="precision needs spec version 3"):
         JobSpec(**BASE, spec_version=2, precision="fp32")
     with pytest.raises(SpecError, match="precision needs spec version 3"):
