@@ -111,20 +111,23 @@ def migrate_cmd(home: Path | None) -> None:
 @main.command("models")
 @home_option
 def models_cmd(home: Path | None) -> None:
-    """List registered model packages (publishing the bundled ones first)."""
+    """List registered model packages (publishing the bundled ones first): name, version,
+    network, weights sha256, test mIoU, the precision a CPU worker serves it at
+    (``cpu_precision``: bfloat16 only on CPUs with bfloat16 units) and its training data."""
     from submission import prepare
 
     settings = get_settings(home=home)
 
     def show() -> int:
-        from cli.modelinfo import trained_on, with_bundled_domain
+        from cli.modelinfo import cpu_serving, trained_on, with_bundled_domain
 
         registry = prepare(settings)
         for m in registry.table.models.list():
             miou = (m.metrics or {}).get("test_miou")
             pkg = with_bundled_domain(registry.meta(m.name, m.version))
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
-                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}\ttrained on {trained_on(pkg)}")
+                       f"sha256 {m.sha256[:12]}\ttest mIoU {miou}\t{cpu_serving(pkg)}\t"
+                       f"trained on {trained_on(pkg)}")
         return 0
 
     sys.exit(_guard(show))

@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit
 
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
 
-__all__ = ["demo_warning", "describe", "is_demo_image", "trained_on", "with_bundled_domain"]
+__all__ = ["cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
+           "with_bundled_domain"]
 
 
 def with_bundled_domain(pkg: ModelPackage, zoo: Path = MODEL_ZOO) -> ModelPackage:
@@ -42,6 +43,17 @@ def trained_on(pkg: ModelPackage) -> str:
     if dataset:
         return f"dataset {dataset} (kind of images not declared in model.json)"
     return "not declared in model.json"
+
+
+def cpu_serving(pkg: ModelPackage) -> str:
+    """The precision a CPU worker serves ``pkg`` at (``model.json`` ``cpu_precision``):
+    ``"CPU: float32"`` or ``"CPU: bfloat16, first N convolutions float32 (where the CPU has
+    bfloat16 units)"``; a worker's ``PELLETSEG_PRECISION=fp32`` or a job's ``precision: fp32``
+    keeps float32 anyway."""
+    if pkg.cpu_precision != "bf16":
+        return "CPU: float32"
+    convs = f", first {pkg.cpu_f32_convs} convolutions float32" if pkg.cpu_f32_convs else ""
+    return f"CPU: bfloat16{convs} (where the CPU has bfloat16 units)"
 
 
 def describe(pkg: ModelPackage) -> list[str]:

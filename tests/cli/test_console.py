@@ -63,3 +63,25 @@ def test_fractions_table_says_how_the_rows_were_computed(monkeypatch):
     console.width = 120
     console.print(fractions_table({**DOC, "inference": [bf16]}))
     assert "computed with openvino on cpu, bfloat16" in out.getvalue()
+
+
+def test_models_lists_each_package_with_its_cpu_serving_precision(tmp_path):
+    """``pelletseg models`` publishes the bundled packages and lists them with the precision a
+    CPU worker serves each at (the bundled model was validated for bfloat16 with its first 9
+    convolutions in float32) and what it was trained on."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from cli.modelinfo import cpu_serving
+    from models import MODEL_ZOO, read_package
+
+    res = CliRunner().invoke(main, ["models", "--home", str(tmp_path / "home")])
+    assert res.exit_code == 0, res.output
+    lines = [line.split("\t") for line in res.output.strip().splitlines()]
+    bundled = read_package(MODEL_ZOO / "ebc-unet-mnv2" / "1")
+    row = next(line for line in lines if line[0] == "ebc-unet-mnv2")
+    assert row[1] == "1" and row[3] == f"sha256 {bundled.weights_sha256[:12]}"
+    assert row[5] == cpu_serving(bundled) == (
+        "CPU: bfloat16, first 9 convolutions float32 (where the CPU has bfloat16 units)")
+    assert row[6].startswith("trained on SEM cross-sections")
+    assert cpu_serving(bundled.model_copy(update={"cpu_precision": "f32"})) == "CPU: float32"
