@@ -63,7 +63,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         [sys.executable, "-m", "cli", "bench", "--quick", "--device", "cpu", "--json", str(out),
          "--model", str(tiny_package), "--image-side", "300", "--tile-size", "128",
          "--halo", "16", "--workers", "1", "--limit-seconds", "0.3", "--rss-sizes", "0.0001",
-         "--stream-reduce", "--pairs", "2", "--queued-jobs", "2", "--work", str(tmp_path / "work"),
+         "--stream-reduce", "--pairs", "2", "--work", str(tmp_path / "work"),
          "--reference-geometry", "96/16"],
         capture_output=True, text=True, timeout=900, env=env, cwd=ROOT, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-6000:]
@@ -78,7 +78,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert all(_sane(v) for v in doc["ratios"].values()), doc["ratios"]
     assert set(doc["model_share_pct"]) == {"pipeline_end_to_end", "pipeline_rows_phase",
                                            "segment_row_alone", "monai", "monai_unfolded",
-                                           "baseline", "queued_jobs"}
+                                           "baseline"}
     assert all(0 < v <= 100 for v in doc["model_share_pct"].values()), doc["model_share_pct"]
     assert doc["pipeline"]["device_s_rows_logged"] == 4
     # overlap matched: MONAI's scan interval is our stride; our tiling covers the image
@@ -126,19 +126,8 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
         doc["pipeline"]["device_s"], abs=0.01)
     assert all(budget["stages"][k]["seconds"] > 0 for k in ("model", "checkpoints", "partial"))
     assert budget["reducer"]["seconds"] > 0
-    # --queued-jobs 2: two jobs of the bench image at once through the same warm workers
-    q = doc["queued"]
-    assert q["jobs"] == 2 and q["mpx"] == pytest.approx(2 * 300 * 300 / 1e6)
-    assert len(q["job_seconds"]) == 2 and 0 < min(q["job_seconds"]) <= max(q["job_seconds"])
-    assert max(q["job_seconds"]) <= q["seconds"] + 1  # job-table clock vs this process's
-    assert doc["queued_mpx_s"] == pytest.approx(q["mpx"] / q["seconds"])
-    assert doc["ratios"]["queued_vs_limit"] == pytest.approx(doc["queued_mpx_s"]
-                                                             / doc["limit_mpx_s"])
-    assert doc["ratios"]["queued_vs_pipeline"] == pytest.approx(doc["queued_mpx_s"]
-                                                                / doc["pipeline_mpx_s"])
-    assert q["device_s"] > 0 and 0 < doc["model_share_pct"]["queued_jobs"] <= 100
+    assert "queued" not in doc  # --queued-jobs 0 (default): not run
     md = out.with_suffix(".md").read_text()
-    assert "| pipeline, 2 jobs queued at once" in md and "Queued jobs: 2 jobs" in md
     assert "Worker time of the pipeline run" in md
     assert "| **pipeline** end to end" in md and "MONAI sliding_window_inference" in md
     assert "| **reference pipeline**: today's path (eager, T = 96, halo = 16)" in md
@@ -312,3 +301,38 @@ def test_agreement_images_need_only_the_data_sets_asked_for(tmp_path):
         real_images(tmp_path, lumenstone=2, ebc_mosaics=1)
     with pytest.raises(FileNotFoundError):
         real_images(tmp_path, lumenstone=0, ebc_mosaics=0)  # nothing asked for
+
+
+def test_queued_jobs_run_through_warm_workers_and_are_reported(tmp_path, tiny_package):
+    """``--queued-jobs``: N jobs of the bench image submitted at once to warm workers
+    (:func:`benchmarks.pipeline.queued_run`), then reported beside the single job
+    (``runner._queued``, the Markdown's row and line). Apart from the whole-bench test above,
+    which it would lengthen by a worker start and N jobs."""
+    from dataclasses import replace
+
+    from benchmarks.inputs import mosaic
+    from benchmarks.pipeline import queued_run
+    from benchmarks.report import _queued_rows
+    from benchmarks.runner import _queued
+
+    cfg = replace(BenchConfig(image_side=300, tile_size=128, halo=16, workers=1,
+                              work_dir=tmp_path / "work").resolved(), stream_reduce=False)
+    image = mosaic(cfg.work_dir, cfg.image_side)
+    q = queued_run(cfg, tiny_package, image, tmp_path / "scratch", jobs=2)
+    assert q["jobs"] == 2 and q["mpx"] == pytest.approx(2 * 300 * 300 / 1e6)
+    assert len(q["job_seconds"]) == 2 and 0 < min(q["job_seconds"])
+    assert max(q["job_seconds"]) <= q["seconds"] + 1  # job-table clock vs this process's
+    assert q["mpx_s"] == pytest.approx(q["mpx"] / q["seconds"])
+    assert q["device_s"] > 0 and 0 < q["model_busy_pct"] <= 100
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        queued_run(cfg, tiny_package, image, tmp_path / "scratch", jobs=0)
+    doc = _queued({"limit_mpx_s": 2 * q["mpx_s"], "pipeline_mpx_s": q["mpx_s"] / 0.8,
+                   "ratios": {}, "model_share_pct": {}}, q)
+    assert doc["queued_mpx_s"] == q["mpx_s"]
+    assert doc["ratios"] == {"queued_vs_limit": pytest.approx(0.5),
+                             "queued_vs_pipeline": pytest.approx(0.8)}
+    assert doc["model_share_pct"] == {"queued_jobs": q["model_busy_pct"]}
+    assert _queued_rows(doc) == [
+        f"| pipeline, 2 jobs queued at once (first submission -> last succeeded; each job's "
+        f"reducer beside later jobs' rows) | - | {q['mpx_s']:.3f} | 0.50 |"]
+    assert _queued_rows({}) == []

@@ -9,13 +9,8 @@ from click.testing import CliRunner
 from cli.main import main
 
 
-@pytest.mark.parametrize(("args", "env", "expected"), [
-    ([], {}, "bf16"),  # a package validated for bfloat16 is measured as a worker serves it
-    (["--precision", "fp32"], {}, "fp32"),
-    ([], {"PELLETSEG_PRECISION": "fp32"}, "fp32"),  # as a worker with it would compute
-])
-def test_bench_precision_follows_the_option_or_the_workers_setting(tmp_path, monkeypatch,
-                                                                   args, env, expected):
+def _capture_run(monkeypatch) -> dict:
+    """Replace the benchmark run and report writer; returns where the run's config lands."""
     import benchmarks.report
     import benchmarks.runner
 
@@ -29,9 +24,31 @@ def test_bench_precision_follows_the_option_or_the_workers_setting(tmp_path, mon
         path.with_suffix(".md").write_text("report\n")
         return path.with_suffix(".md")
 
-    monkeypatch.delenv("PELLETSEG_PRECISION", raising=False)
     monkeypatch.setattr(benchmarks.runner, "run", fake_run)
     monkeypatch.setattr(benchmarks.report, "write", fake_write)
+    return seen
+
+
+@pytest.mark.parametrize(("args", "expected"), [([], 0), (["--queued-jobs", "3"], 3)])
+def test_bench_queued_jobs_reach_the_config(tmp_path, monkeypatch, args, expected):
+    seen = _capture_run(monkeypatch)
+    res = CliRunner().invoke(main, ["bench", "--quick", "--json", str(tmp_path / "b.json"), *args])
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].queued_jobs == expected
+    bad = CliRunner().invoke(main, ["bench", "--json", str(tmp_path / "b.json"),
+                                    "--queued-jobs", "-1"])
+    assert bad.exit_code == 2 and "--queued-jobs" in bad.output
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {}, "bf16"),  # a package validated for bfloat16 is measured as a worker serves it
+    (["--precision", "fp32"], {}, "fp32"),
+    ([], {"PELLETSEG_PRECISION": "fp32"}, "fp32"),  # as a worker with it would compute
+])
+def test_bench_precision_follows_the_option_or_the_workers_setting(tmp_path, monkeypatch,
+                                                                   args, env, expected):
+    monkeypatch.delenv("PELLETSEG_PRECISION", raising=False)
+    seen = _capture_run(monkeypatch)
     res = CliRunner().invoke(main, ["bench", "--quick", "--json", str(tmp_path / "b.json"),
                                     *args], env=env)
     assert res.exit_code == 0, res.output
