@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
 
-__all__ = ["cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
+__all__ = ["PRECISION_NAMES", "cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
            "with_bundled_domain"]
 
 
@@ -45,15 +45,21 @@ def trained_on(pkg: ModelPackage) -> str:
     return "not declared in model.json"
 
 
+#: Display names of the precision codes a runtime reports (``Runtime.precision``,
+#: ``model.json`` ``cpu_precision``, a row's ``inference`` record).
+PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
 def cpu_serving(pkg: ModelPackage) -> str:
     """The precision a CPU worker serves ``pkg`` at (``model.json`` ``cpu_precision``):
     ``"CPU: float32"`` or ``"CPU: bfloat16, first N convolutions float32 (where the CPU has
     bfloat16 units)"``; a worker's ``PELLETSEG_PRECISION=fp32`` or a job's ``precision: fp32``
     keeps float32 anyway."""
+    name = PRECISION_NAMES[pkg.cpu_precision]
     if pkg.cpu_precision != "bf16":
-        return "CPU: float32"
+        return f"CPU: {name}"
     convs = f", first {pkg.cpu_f32_convs} convolutions float32" if pkg.cpu_f32_convs else ""
-    return f"CPU: bfloat16{convs} (where the CPU has bfloat16 units)"
+    return f"CPU: {name}{convs} (where the CPU has bfloat16 units)"
 
 
 def describe(pkg: ModelPackage) -> list[str]:

@@ -26,7 +26,7 @@ from cli.interrupts import (
     resume_hint,
     second_interrupt_exits,
 )
-from cli.modelinfo import demo_warning, describe, with_bundled_domain
+from cli.modelinfo import PRECISION_NAMES, demo_warning, describe, with_bundled_domain
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.mosaic import SAMPLES
@@ -121,9 +121,6 @@ def fractions_table(doc: dict) -> Table:
     return table
 
 
-_PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
-
-
 def inference_lines(doc: dict) -> list[str]:
     """How the rows of a fractions.json document were computed (its ``inference`` groups),
     one line per group, the rows named where there are several; [] for documents without it
@@ -135,7 +132,7 @@ def inference_lines(doc: dict) -> list[str]:
             how = "not recorded (rows computed before it was)"
         else:
             how = (f"{g['runtime']} on {g['device']}, "
-                   f"{_PRECISION_NAMES.get(g['precision'], g['precision'])}")
+                   f"{PRECISION_NAMES.get(g['precision'], g['precision'])}")
             if g["f32_convs"]:
                 how += f" (first {g['f32_convs']} convolutions float32)"
             if g["tta"] not in (None, "none"):
