@@ -23,6 +23,10 @@ is another: the same graph through OpenVINO with bfloat16 inference precision (t
 AMX / AVX-512 BF16 units; refused on CPUs without them), every layer in bfloat16 whatever the
 package says; ``openvino-bf16@N`` keeps the graph's first N convolutions in float32
 (:func:`worker.engine.runtimes.float32_prefix`, the package field ``cpu_f32_convs``).
+``openvino-int8`` / ``openvino-int8@N`` and ``openvino-int8-ac@N`` are the int8 candidates
+through OpenVINO (:func:`openvino_int8_segmenter`): NNCF's post-training quantisation, the
+first N convolutions left in float32, and the accuracy-controlled variant that returns the
+operations costing the most labels to float32 until the labels hold.
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ from core.geometry import TileGeometry
 PELLET = (20480, 16896)
 INT8 = "onnxruntime-int8"
 OPENVINO_BF16 = "openvino-bf16"
+OPENVINO_INT8 = "openvino-int8"
+OPENVINO_INT8_AC = "openvino-int8-ac"
+#: Share of pixels (0-1) whose label may change on the validation tiles of
+#: ``openvino-int8-ac``: 0.05 %, half of what the 99.9 % rule allows, as a margin for images
+#: the quantisation never saw.
+INT8_MAX_DROP = 0.0005
 
 Say = Callable[[str], None]
 
@@ -95,6 +105,126 @@ def calibration_tiles(data_dir: Path, segmenter, tile: int = 512, n: int = 8) ->
         t = torch.from_numpy(np.ascontiguousarray(image[None, :tile, x0 : x0 + tile]))
         tiles.append(segmenter.normalise(t).contiguous().numpy())
     return tiles
+
+
+def int8_tiles(data_dir: Path, segmenter, ebc_skip: int, tile: int = 512
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Calibration and validation tiles of the int8 candidates, normalised (1, 3, tile, tile)
+    float32, none from the images whose labels are compared (LumenStone *val*, the first
+    ``ebc_skip`` NASA EBC images in file-name order):
+
+    - calibration: 16 tiles of the LumenStone *training* images (:func:`calibration_tiles`)
+      and, from each NASA EBC image after the first ``ebc_skip``, its top-left tile and the
+      one at (tile, tile) px;
+    - validation (``openvino-int8-ac``): one tile of each of the first 24 LumenStone training
+      images, at another place than its calibration tile (the first image's excepted: both
+      at its top-left corner), and every second NASA EBC tile (the model's own domain, seen
+      in calibration).
+    """
+    import torch
+
+    from imaging.reading import open_image, read_rows
+
+    def norm(a: np.ndarray, y: int, x: int) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a[None, y : y + tile, x : x + tile]))
+        return segmenter.normalise(t).contiguous().numpy()
+
+    def load(path: Path) -> np.ndarray:
+        image = open_image(path, max_pixels=10**9)
+        return read_rows(image, 0, image.height)
+
+    ebc = [norm(a, y, y) for p in sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))[ebc_skip:]
+           for a in [load(p)] for y in (0, tile)]
+    validation = []
+    for i, p in enumerate(sorted((data_dir / "lumenstone-s2" / "images" / "train").glob("*.jpg"))[:24]):
+        a = load(p)
+        validation.append(norm(a, (i * 733) % (a.shape[0] - tile), (i * 1291) % (a.shape[1] - tile)))
+    return calibration_tiles(data_dir, segmenter, tile, n=16) + ebc, validation + ebc[::2]
+
+
+def openvino_int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int, name: str,
+                            ebc_skip: int, tile: int = 512):
+    """A segmenter whose runtime is the package's exported graph quantised to int8 by NNCF
+    (``nncf.quantize``, preset MIXED: int8 weights per channel, symmetric; activations
+    asymmetric) and run by OpenVINO, fed uint8 tiles like the worker's ``openvino``; for this
+    measurement only. ``name``: ``openvino-int8`` (every convolution quantised),
+    ``openvino-int8@N`` (the first N convolutions left in float32, as ``openvino-bf16@N``), or
+    ``openvino-int8-ac@N`` (``nncf.quantize_with_accuracy_control``: from that start, the
+    quantised operations are ranked by the labels they change on the validation tiles and
+    returned to float32 until at most :data:`INT8_MAX_DROP` of the validation pixels differ
+    from OpenVINO float32's labels; minutes on 2 cores). Tiles: :func:`int8_tiles`.
+
+    Raises:
+        ValueError: ``name`` is none of these, or N is not a whole number >= 0.
+        ImportError: NNCF is not installed (``pip install 'pelletseg[bench]'``).
+    """
+    import nncf
+    import openvino as ov
+
+    from worker.engine.exported import exported_graph
+    from worker.engine.runtimes import CONVOLUTIONS, OpenVinoRuntime
+    from worker.engine.segmenter import Segmenter
+
+    base, _, convs = name.partition("@")
+    if (base not in (OPENVINO_INT8, OPENVINO_INT8_AC) or (convs and not convs.isdigit())
+            or (base == OPENVINO_INT8_AC and not convs)):
+        raise ValueError(f"expected {OPENVINO_INT8}, {OPENVINO_INT8}@N or {OPENVINO_INT8_AC}@N "
+                         f"(N >= 0), got {name!r}")
+    seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
+                    cpu_precision="f32", cache_dir=work / "exported")
+    model = ov.Core().read_model(str(exported_graph(seg.model, seg.package, work / "exported",
+                                                    folded=True)))
+    kept = [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in CONVOLUTIONS][: int(convs or 0)]
+    calibration, validation = int8_tiles(data_dir, seg, ebc_skip, tile)
+    common = {"preset": nncf.QuantizationPreset.MIXED, "subset_size": len(calibration),
+              "ignored_scope": nncf.IgnoredScope(names=kept)}
+    if base == OPENVINO_INT8:
+        quantised = nncf.quantize(model, nncf.Dataset(calibration), fast_bias_correction=True,
+                                  **common)
+    else:
+        reference = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        labels = [np.asarray(reference(v)[0]).argmax(1) for v in validation]
+
+        def share_equal(compiled, items) -> float:
+            """Share of validation pixels whose label equals float32's."""
+            equal = total = 0
+            for i in items:
+                mine = np.asarray(compiled(validation[i])[0]).argmax(1)
+                equal, total = equal + int((mine == labels[i]).sum()), total + mine.size
+            return equal / total
+
+        quantised = nncf.quantize_with_accuracy_control(
+            model, calibration_dataset=nncf.Dataset(calibration),
+            validation_dataset=nncf.Dataset(list(range(len(validation)))),
+            validation_fn=share_equal, max_drop=INT8_MAX_DROP,
+            drop_type=nncf.DropType.ABSOLUTE, **common)
+    xml = work / "int8" / f"{name.replace('@', '-')}.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantised, str(xml), compress_to_fp16=False)
+    seg.runtime = OpenVinoRuntime(xml, threads, normalisation=seg.runtime.uint8_normalisation)
+    seg.runtime.name = name
+    seg.runtime.int8_convolutions = int8_convolutions(quantised)
+    return seg
+
+
+def int8_convolutions(model) -> tuple[int, int]:
+    """(convolutions with int8 weights, all convolutions) of an ``openvino.Model`` quantised
+    by NNCF: a convolution's weights are int8 when an int8 (or uint8) ``Constant`` feeds its
+    weights input (through their dequantisation: ``Convert``, ``Subtract``, ``Multiply``) or
+    a ``FakeQuantize`` does (NNCF leaves the depthwise convolutions' weights so)."""
+    from worker.engine.runtimes import CONVOLUTIONS
+
+    def int8(node, depth: int = 6) -> bool:
+        if node.get_type_name() == "FakeQuantize":
+            return True
+        if node.get_type_name() == "Constant":
+            return node.get_element_type().get_type_name() in ("i8", "u8")
+        return depth > 0 and any(int8(node.input_value(k).get_node(), depth - 1)
+                                 for k in range(node.get_input_size()))
+
+    convs = [op for op in model.get_ordered_ops() if op.get_type_name() in CONVOLUTIONS]
+    return sum(int8(op.input_value(1).get_node()) for op in convs), len(convs)
 
 
 def int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int):
@@ -200,7 +330,8 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
         data_dir: ``../shared/data``.
         geometries: Geometries of the seam sweep (eager fp32).
         runtimes: Runtimes compared with eager (``eager`` itself is the reference; ``auto``
-            is not accepted; :data:`INT8` allowed).
+            is not accepted; the candidates :data:`INT8`, ``openvino-bf16[@N]``,
+            ``openvino-int8[@N]`` and ``openvino-int8-ac@N`` allowed).
         runtime_geometries: Geometries at which the runtimes are compared.
         work: Scratch folder (exported graphs).
         threads: Threads of each segmenter (speeds are per this many threads).
@@ -252,6 +383,9 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             segmenters[name] = int8_segmenter(package, data_dir, work, threads)
         elif name.partition("@")[0] == OPENVINO_BF16:
             segmenters[name] = openvino_bf16_segmenter(package, work, threads, name)
+        elif name.partition("@")[0] in (OPENVINO_INT8, OPENVINO_INT8_AC):
+            segmenters[name] = openvino_int8_segmenter(package, data_dir, work, threads, name,
+                                                       ebc_skip=4 * ebc_mosaics)
         else:
             segmenters[name] = Segmenter(package, device=device, threads=threads, runtime=name,
                                          precision=precision, cache_dir=work / "exported")
@@ -266,6 +400,7 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
                              "vs_whole_image_pct": _pct(labels, single[img_name, geometry.halo])})
             entry = {"runtime": name, "tile_size": geometry.tile_size, "halo": geometry.halo,
                      "images": rows, "seconds": time.perf_counter() - started,
+                     "int8_convolutions": getattr(seg.runtime, "int8_convolutions", None),
                      "vs_eager_tiled": _pooled(rows, "vs_eager_tiled_pct"),
                      "vs_whole_image": _pooled(rows, "vs_whole_image_pct")}
             say(f"runtime {name} at {geometry}: vs eager tiled " + ", ".join(

@@ -1,0 +1,111 @@
+"""The int8 candidates of ``pelletseg agreement`` (benchmarks/agreement.py) on the tiny package
+and a synthetic data folder: what is quantised, what is kept in float32, and the
+accuracy-controlled variant's promise on its validation tiles."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nncf")
+ov = pytest.importorskip("openvino")
+
+TILE = 64  # calibration / validation tile (px); the tiny package's tile is 128 px
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """lumenstone-s2/images/train: 3 RGB JPEGs; nasa-ebc/images: 3 grey PNGs (the first is
+    skipped as if it were in the compared mosaics)."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(7)
+    train = root / "lumenstone-s2" / "images" / "train"
+    ebc = root / "nasa-ebc" / "images"
+    train.mkdir(parents=True)
+    ebc.mkdir(parents=True)
+    yy, xx = np.mgrid[:200, :260]
+    for i in range(3):
+        base = (np.sin(xx / (9 + i)) + np.cos(yy / (7 + 2 * i))) * 60 + 128
+        rgb = np.clip(base[..., None] + rng.normal(0, 20, (200, 260, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(rgb).save(train / f"{i:02d}.jpg", quality=92)
+        grey = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(grey[:160, :160]).save(ebc / f"{i:02d}.png")
+    return root
+
+
+def _ops(xml):
+    return list(ov.Core().read_model(str(xml)).get_ordered_ops())
+
+
+def _fed_by_fake_quantize(op) -> bool:
+    return any(op.input_value(k).get_node().get_type_name() == "FakeQuantize"
+               for k in range(op.get_input_size()))
+
+
+def test_tiles_leave_out_the_compared_images(data_dir, tiny_package):
+    from benchmarks.agreement import int8_tiles
+    from worker.engine.segmenter import Segmenter
+
+    seg = Segmenter(tiny_package, device="cpu", threads=1)
+    calibration, validation = int8_tiles(data_dir, seg, ebc_skip=1, tile=TILE)
+    # 3 training images (of the 16 asked) + 2 tiles of each of the 2 EBC images after the first
+    assert len(calibration) == 3 + 4
+    assert len(validation) == 3 + 2
+    assert all(t.shape == (1, 3, TILE, TILE) and t.dtype == np.float32 for t in calibration)
+    # the validation tiles of the training images are other places than their calibration
+    # tiles, but for the first image (both at its top-left corner)
+    assert np.array_equal(validation[0], calibration[0])
+    assert not any(np.array_equal(v, c) for v in validation[1:3] for c in calibration[:3])
+    _, fewer = int8_tiles(data_dir, seg, ebc_skip=2, tile=TILE)
+    assert len(fewer) == 3 + 1
+
+
+def test_int8_quantises_all_but_the_first_convolutions(tmp_path, data_dir, tiny_package):
+    from benchmarks.agreement import openvino_int8_segmenter
+    from worker.engine.runtimes import CONVOLUTIONS
+
+    every = openvino_int8_segmenter(tiny_package, data_dir, tmp_path, 1, "openvino-int8",
+                                    ebc_skip=1, tile=TILE)
+    kept = openvino_int8_segmenter(tiny_package, data_dir, tmp_path, 1, "openvino-int8@2",
+                                   ebc_skip=1, tile=TILE)
+    assert every.runtime.name == "openvino-int8" and kept.runtime.name == "openvino-int8@2"
+    convs = every.runtime.int8_convolutions[1]
+    assert convs > 4
+    assert every.runtime.int8_convolutions == (convs, convs)
+    assert kept.runtime.int8_convolutions == (convs - 2, convs)
+    ops = [op for op in _ops(tmp_path / "int8" / "openvino-int8-2.xml")
+           if op.get_type_name() in CONVOLUTIONS]
+    # the first two read float32 weights and unquantised activations
+    assert [op.input_value(1).get_node().get_type_name() for op in ops[:2]] == ["Constant"] * 2
+    assert [op.input_value(1).get_node().get_element_type().get_type_name()
+            for op in ops[:2]] == ["f32"] * 2
+    assert not any(_fed_by_fake_quantize(op) for op in ops[:2])
+    # it runs the worker's path: uint8 tiles in, labels of the package's classes out
+    image = np.random.default_rng(0).integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    labels = kept.segment_array(image, kept.package.geometry, batch_size=1)
+    assert labels.shape == (150, 170) and labels.dtype == np.uint8
+    assert labels.max() < len(kept.package.classes)
+
+
+def test_accuracy_control_keeps_the_validation_labels(tmp_path, data_dir, tiny_package):
+    from benchmarks.agreement import INT8_MAX_DROP, int8_tiles, openvino_int8_segmenter
+
+    seg = openvino_int8_segmenter(tiny_package, data_dir, tmp_path, 1, "openvino-int8-ac@0",
+                                  ebc_skip=1, tile=TILE)
+    xml = tmp_path / "int8" / "openvino-int8-ac-0.xml"
+    _, validation = int8_tiles(data_dir, seg, ebc_skip=1, tile=TILE)
+    core = ov.Core()
+    quantised = core.compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    graph = sorted((tmp_path / "exported").rglob("model.onnx"))[0]
+    reference = core.compile_model(str(graph), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    changed = np.mean([np.mean(np.asarray(quantised(v)[0]).argmax(1)
+                               != np.asarray(reference(v)[0]).argmax(1)) for v in validation])
+    assert changed <= INT8_MAX_DROP + 1e-9
+
+
+@pytest.mark.parametrize("name", ["openvino-int8@x", "openvino-int8-ac", "openvino-bf16@2"])
+def test_int8_names_are_checked(tmp_path, data_dir, tiny_package, name):
+    from benchmarks.agreement import openvino_int8_segmenter
+
+    with pytest.raises(ValueError, match="openvino-int8-ac@N"):
+        openvino_int8_segmenter(tiny_package, data_dir, tmp_path, 1, name, ebc_skip=1, tile=TILE)
