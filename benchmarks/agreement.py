@@ -466,6 +466,8 @@ def markdown(doc: dict) -> str:
         for d in datasets:
             v, w = r["vs_eager_tiled"][d], r["vs_whole_image"][d]
             cells += [f"{v['min_pct']:.4f} / {v['pooled_pct']:.4f}", f"{w['min_pct']:.3f}"]
-        lines.append(f"| {r['runtime']} | {r['tile_size']} / {r['halo']} | "
+        int8 = r.get("int8_convolutions")
+        named = r["runtime"] + (f" ({int8[0]}/{int8[1]} convolutions int8)" if int8 else "")
+        lines.append(f"| {named} | {r['tile_size']} / {r['halo']} | "
                      + " | ".join(cells) + f" | {r['seconds']:.1f} |")
     return "\n".join(lines) + "\n"

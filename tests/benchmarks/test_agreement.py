@@ -109,3 +109,18 @@ def test_int8_names_are_checked(tmp_path, data_dir, tiny_package, name):
 
     with pytest.raises(ValueError, match="openvino-int8-ac@N"):
         openvino_int8_segmenter(tiny_package, data_dir, tmp_path, 1, name, ebc_skip=1, tile=TILE)
+
+
+def test_the_markdown_says_how_many_convolutions_are_int8():
+    from benchmarks.agreement import markdown
+
+    share = {"lumenstone-s2": {"min_pct": 99.5, "pooled_pct": 99.7}}
+    entry = {"tile_size": 1728, "halo": 96, "seconds": 12.0, "vs_eager_tiled": share,
+             "vs_whole_image": share, "images": []}
+    doc = {"package": "p", "threads": 1, "load_average_start": 1.0, "load_average_end": 1.1,
+           "images": [{"dataset": "lumenstone-s2", "name": "val/01.jpg"}], "geometry": [],
+           "runtimes": [{**entry, "runtime": "openvino-int8@9", "int8_convolutions": [54, 63]},
+                        {**entry, "runtime": "openvino", "int8_convolutions": None}]}
+    text = markdown(doc)
+    assert "| openvino-int8@9 (54/63 convolutions int8) | 1728 / 96 | 99.5000 / 99.7000 |" in text
+    assert "| openvino | 1728 / 96 |" in text
