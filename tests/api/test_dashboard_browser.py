@@ -211,9 +211,6 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             strips = page.locator("#rowmap .strip")
             assert strips.count() == 3
             assert page.locator('#rowmap .strip[data-row-status="done"]').count() == 3
-            # a done row's details name what computed it (GET /rows "inference")
-            assert " openvino " in strips.first.get_attribute("title") or \
-                " eager " in strips.first.get_attribute("title")
             classes = page.locator("#fractions-table tbody tr")
             assert classes.count() == 3
             assert page.inner_text("#fractions-table tbody").split("\n")[0].strip() != ""
@@ -221,6 +218,11 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.locator("#inference li").count() == 1
             assert page.inner_text("#inference").startswith("Computed with ")
             assert " on cpu, float32" in page.inner_text("#inference")  # the job pinned fp32
+            # a done row's details name what computed it (GET /rows "inference"), in the
+            # note's words (fractions.js inferenceText)
+            how = page.inner_text("#inference").removeprefix("Computed with ").strip()
+            assert how.startswith(("openvino on cpu", "eager on cpu"))
+            assert f" · {how}" in strips.first.get_attribute("title")
             assert "float32, asked by the job" in page.inner_text("#details")
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             page.wait_for_selector("#sizes-table")  # the microstructure panel

@@ -81,6 +81,15 @@ function rowRanges(rows) {
   return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
 }
 
+/** One way of computing labels in words, e.g. "openvino on cpu, bfloat16 (first 9 convolutions
+ * float32)": a fractions.json `inference` group or a row's `inference` (GET /rows). */
+export function inferenceText(inf) {
+  let how = `${inf.runtime} on ${inf.device}, ${PRECISION[inf.precision] || inf.precision}`;
+  if (inf.f32_convs > 0) how += ` (first ${inf.f32_convs} convolutions float32)`;
+  if (inf.tta && inf.tta !== "none") how += `, test-time ${inf.tta}`;
+  return how;
+}
+
 /** How the rows were computed (fractions.json `inference`): one line per distinct way; null
  * for jobs from before it was recorded. Rows of one job may differ: a package is served in
  * bfloat16 only on CPUs with bfloat16 units. */
@@ -88,12 +97,7 @@ export function inferenceNote(doc) {
   if (!doc.inference?.length) return null;
   const many = doc.inference.length > 1;
   return h("ul", { class: "muted small", id: "inference" }, doc.inference.map((g) => {
-    let how = "not recorded (rows computed before it was)";
-    if (g.runtime !== null) {
-      how = `${g.runtime} on ${g.device}, ${PRECISION[g.precision] || g.precision}`;
-      if (g.f32_convs > 0) how += ` (first ${g.f32_convs} convolutions float32)`;
-      if (g.tta && g.tta !== "none") how += `, test-time ${g.tta}`;
-    }
+    const how = g.runtime !== null ? inferenceText(g) : "not recorded (rows computed before it was)";
     const rows = many ? `rows ${rowRanges(g.rows)}: ` : "";
     return h("li", { dataset: { precision: g.precision ?? "" } }, `Computed with ${rows}${how}`);
   }));

@@ -1,6 +1,7 @@
 // The row map: one horizontal strip per row record, stacked as in the image (height
 // proportional to the strip's image rows), coloured by status; hover or click for details.
 
+import { inferenceText } from "./fractions.js";
 import { fmtDuration, fmtInt, h, setChildren } from "./ui.js";
 
 export const ROW_STATUSES = ["done", "running", "failed", "pending"];
@@ -17,7 +18,7 @@ function describe(row) {
   if (row.seconds !== null) parts.push(fmtDuration(row.seconds));
   if (row.worker) parts.push(`on ${row.worker}`);
   const inf = row.inference; // how its labels were computed (bf16 only on CPUs with bf16 units)
-  if (inf) parts.push(`${inf.runtime} ${inf.precision}${inf.f32_convs ? ` (${inf.f32_convs} float32 convs)` : ""}`);
+  if (inf) parts.push(inferenceText(inf));
   if (row.error) parts.push(`error: ${row.error}`);
   return parts.join(" · ");
 }
