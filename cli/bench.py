@@ -106,7 +106,7 @@ def _geometries(text: str) -> list:
 @click.option("--runtimes", default="eager,openvino,onnxruntime,onnxruntime-int8",
               show_default=True, help="Runtimes compared with eager fp32 (and timed per geometry); "
               "also openvino-bf16 (OpenVINO in bfloat16, whatever the package's cpu_precision; "
-              "CPUs with bfloat16 units only) and openvino-bf16@N (the same with the graph's "
+              "CPUs with bfloat16 units only), openvino-bf16@N (the same with the graph's "
               "first N convolutions in float32), openvino-int8[@N] (NNCF's int8 quantisation through "
               "OpenVINO, the first N convolutions in float32) and openvino-int8-ac@N (the same, "
               "with operations returned to float32 until the labels of its validation tiles "
