@@ -60,6 +60,14 @@ def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PE
     return cols * rows * geometry.tile_size ** 2 / (width * height)
 
 
+def _whole(path: Path) -> np.ndarray:
+    """The whole image at ``path`` as (H, W, 3) uint8."""
+    from imaging.reading import open_image, read_rows
+
+    image = open_image(path, max_pixels=10**9)
+    return read_rows(image, 0, image.height)
+
+
 def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> list[tuple[str, str, np.ndarray]]:
     """``[(data set, name, (H, W, 3) uint8)]``: the first ``lumenstone`` LumenStone S2 val
     images (whole) and ``ebc_mosaics`` 2 x 2 mosaics of NASA EBC images; a count of 0 needs
@@ -69,12 +77,6 @@ def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> li
         FileNotFoundError: ``data_dir`` lacks the images of a data set asked for, or nothing
             is asked for.
     """
-    from imaging.reading import open_image, read_rows
-
-    def load(path: Path) -> np.ndarray:
-        image = open_image(path, max_pixels=10**9)
-        return read_rows(image, 0, image.height)
-
     ls = sorted((data_dir / "lumenstone-s2" / "images" / "val").glob("*.jpg"))[:lumenstone]
     ebc = sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))
     missing = (lumenstone and not ls) or (ebc_mosaics and len(ebc) < 4)
@@ -82,9 +84,9 @@ def real_images(data_dir: Path, lumenstone: int = 6, ebc_mosaics: int = 3) -> li
         raise FileNotFoundError(f"{data_dir}: needs lumenstone-s2/images/val/*.jpg (--lumenstone "
                                 f"{lumenstone}) and nasa-ebc/images/*.png (--ebc-mosaics "
                                 f"{ebc_mosaics}, 4 images each; ../shared/data)")
-    out = [("lumenstone-s2", f"val/{p.name}", load(p)) for p in ls]
+    out = [("lumenstone-s2", f"val/{p.name}", _whole(p)) for p in ls]
     for k in range(min(ebc_mosaics, len(ebc) // 4)):
-        four = [load(p)[:1024, :1024] for p in ebc[4 * k : 4 * k + 4]]
+        four = [_whole(p)[:1024, :1024] for p in ebc[4 * k : 4 * k + 4]]
         mosaic = np.concatenate([np.concatenate(four[:2], axis=1),
                                  np.concatenate(four[2:], axis=1)], axis=0)
         out.append(("nasa-ebc", "2x2 " + "+".join(p.stem for p in ebc[4 * k : 4 * k + 4]), mosaic))
@@ -123,21 +125,15 @@ def int8_tiles(data_dir: Path, segmenter, ebc_skip: int, tile: int = 512
     """
     import torch
 
-    from imaging.reading import open_image, read_rows
-
     def norm(a: np.ndarray, y: int, x: int) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(a[None, y : y + tile, x : x + tile]))
         return segmenter.normalise(t).contiguous().numpy()
 
-    def load(path: Path) -> np.ndarray:
-        image = open_image(path, max_pixels=10**9)
-        return read_rows(image, 0, image.height)
-
     ebc = [norm(a, y, y) for p in sorted((data_dir / "nasa-ebc" / "images").glob("*.png"))[ebc_skip:]
-           for a in [load(p)] for y in (0, tile)]
+           for a in [_whole(p)] for y in (0, tile)]
     validation = []
     for i, p in enumerate(sorted((data_dir / "lumenstone-s2" / "images" / "train").glob("*.jpg"))[:24]):
-        a = load(p)
+        a = _whole(p)
         validation.append(norm(a, (i * 733) % (a.shape[0] - tile), (i * 1291) % (a.shape[1] - tile)))
     return calibration_tiles(data_dir, segmenter, tile, n=16) + ebc, validation + ebc[::2]
 
