@@ -236,8 +236,8 @@ def queued_run(cfg: BenchConfig, package: Path, image: Path, work: Path, jobs: i
     Returns:
         ``jobs``, ``mpx`` (all jobs), ``seconds`` (first submission -> last ``succeeded``),
         ``mpx_s``, ``job_seconds`` (when each job reached ``succeeded``, s after the first
-        submission, in submission order), ``device_s`` (forward passes of all rows, from the workers' logs) and
-        ``model_busy_pct`` (``device_s`` / (workers x ``seconds``)).
+        submission, in submission order), ``device_s`` (forward passes of all rows, from the
+        workers' logs) and ``model_busy_pct`` (``device_s`` / (workers x ``seconds``)).
 
     Raises:
         ValueError: ``jobs`` < 1.
