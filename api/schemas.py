@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
+from core.inference import PRECISION_NAMES, inference_lines, inference_text
 from core.spec import Precision
 from core.states import JobStatus, RowStatus
 
@@ -129,6 +130,13 @@ class JobOut(BaseModel):
     precision: Precision | None = Field(
         None, description="Inference precision the job asked for; null: each worker's "
         "setting.", examples=[None])
+
+    @computed_field(description="The asked precision in words (float32, bfloat16, float16); "
+                    "null where the job asks for none.", examples=["bfloat16"])
+    @property
+    def precision_name(self) -> str | None:
+        return None if self.precision is None else PRECISION_NAMES[self.precision]
+
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])
     height: int | None = Field(description="Image height (px).", examples=[17000])
@@ -186,6 +194,14 @@ class ResultsOut(BaseModel):
                                 "mean_confidence": 0.91}]}],
     )
 
+    @computed_field(description="How the rows were computed, in words: one line per way "
+                    "(``fractions.inference``), the rows named where there are several; empty "
+                    "for jobs from before it was recorded.",
+                    examples=[["computed with openvino on cpu, float32"]])
+    @property
+    def inference_notes(self) -> list[str]:
+        return inference_lines(self.fractions.get("inference"))
+
 
 class ModelOut(BaseModel):
     """A registered model package."""
@@ -233,6 +249,14 @@ class RowOut(BaseModel):
         "before it is done or for rows done before this was recorded.",
         examples=[{"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
                    "tta": "none"}])
+
+    @computed_field(description="``inference`` in words, as the job's inference notes say it; "
+                    "null where ``inference`` is.",
+                    examples=["openvino on cpu, bfloat16 (first 9 convolutions float32)"])
+    @property
+    def inference_text(self) -> str | None:
+        return None if self.inference is None else inference_text(self.inference)
+
     started_at: datetime | None
     finished_at: datetime | None
 

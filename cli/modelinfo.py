@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from core.inference import PRECISION_NAMES
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
 
-__all__ = ["PRECISION_NAMES", "cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
+__all__ = ["cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
            "with_bundled_domain"]
 
 
@@ -43,11 +44,6 @@ def trained_on(pkg: ModelPackage) -> str:
     if dataset:
         return f"dataset {dataset} (kind of images not declared in model.json)"
     return "not declared in model.json"
-
-
-#: Display names of the precision codes a runtime reports (``Runtime.precision``,
-#: ``model.json`` ``cpu_precision``, a row's ``inference`` record).
-PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
 
 
 def cpu_serving(pkg: ModelPackage) -> str:

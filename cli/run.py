@@ -26,7 +26,8 @@ from cli.interrupts import (
     resume_hint,
     second_interrupt_exits,
 )
-from cli.modelinfo import PRECISION_NAMES, demo_warning, describe, with_bundled_domain
+from cli.modelinfo import demo_warning, describe, with_bundled_domain
+from core.inference import inference_lines
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.mosaic import SAMPLES
@@ -115,42 +116,10 @@ def fractions_table(doc: dict) -> Table:
         pp = "-" if c["percent_of_pellet"] is None else f"{c['percent_of_pellet']:.2f}"
         table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
     caption = [f"% of pellet: {doc['pellet_note']}"] if doc.get("pellet_note") else []
-    caption += inference_lines(doc)
+    caption += inference_lines(doc.get("inference"))
     if caption:
         table.caption = "\n".join(caption)
     return table
-
-
-def inference_lines(doc: dict) -> list[str]:
-    """How the rows of a fractions.json document were computed (its ``inference`` groups),
-    one line per group, the rows named where there are several; [] for documents without it
-    (jobs from before it was recorded). The dashboard says the same (``fractions.js``)."""
-    groups = doc.get("inference") or []
-    lines = []
-    for g in groups:
-        if g["runtime"] is None:
-            how = "not recorded (rows computed before it was)"
-        else:
-            how = (f"{g['runtime']} on {g['device']}, "
-                   f"{PRECISION_NAMES.get(g['precision'], g['precision'])}")
-            if g["f32_convs"]:
-                how += f" (first {g['f32_convs']} convolutions float32)"
-            if g["tta"] not in (None, "none"):
-                how += f", test-time {g['tta']}"
-        rows = f"rows {_ranges(g['rows'])}: " if len(groups) > 1 else ""
-        lines.append(f"computed with {rows}{how}")
-    return lines
-
-
-def _ranges(rows: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
-    spans: list[list[int]] = []
-    for r in rows:
-        if spans and r == spans[-1][1] + 1:
-            spans[-1][1] = r
-        else:
-            spans.append([r, r])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def print_microstructure(report: dict | None) -> None:

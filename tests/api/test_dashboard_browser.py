@@ -219,7 +219,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.inner_text("#inference").startswith("Computed with ")
             assert " on cpu, float32" in page.inner_text("#inference")  # the job pinned fp32
             # a done row's details name what computed it (GET /rows "inference"), in the
-            # note's words (fractions.js inferenceText)
+            # note's words (both worded by the API: core.inference)
             how = page.inner_text("#inference").removeprefix("Computed with ").strip()
             assert how.startswith(("openvino on cpu", "eager on cpu"))
             assert f" · {how}" in strips.first.get_attribute("title")

@@ -67,8 +67,10 @@ def test_precision_is_part_of_the_job_request(api):
     r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "precision": "fp32"})
     assert r.status_code == 202, r.text
     assert r.json()["precision"] == "fp32"
+    assert r.json()["precision_name"] == "float32"  # in words, for the job page
     assert api.table.jobs.get(r.json()["id"]).spec["precision"] == "fp32"
     plain = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/y.tif"}).json()
+    assert plain["precision_name"] is None
     assert plain["precision"] is None and "precision" not in api.table.jobs.get(plain["id"]).spec
     for bad in ("fp64", "float32", 16):
         r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "precision": bad})

@@ -51,6 +51,7 @@ def test_succeeded_job_serves_fractions_and_files(api):
     r = api.client.get(f"/v1/jobs/{job.id}/results")
     assert r.status_code == 200
     assert r.json()["fractions"] == FRACTIONS
+    assert r.json()["inference_notes"] == []  # a document from before rows recorded it
     files = r.json()["files"]
     assert sorted(files) == sorted(OUTPUT_FILES)
     for name, url in files.items():
@@ -89,3 +90,21 @@ def test_results_on_s3_are_presigned_urls(tmp_path, s3_bucket):
     assert httpx.get(url).content == contents["overlay.tif"]  # no API key: the URL is signed
     streamed = api.client.get(f"/v1/jobs/{job.id}/files/fractions.csv")
     assert streamed.status_code == 200 and streamed.text == CSV  # non-local store: streamed
+
+
+def test_results_say_how_the_rows_were_computed_in_words(api):
+    """GET /results words fractions.json's ``inference`` groups (core.inference_lines) for the
+    dashboard's inference note; the document itself is served unchanged."""
+    job, _ = succeeded_job(api)
+    groups = [{"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
+               "tta": "none", "rows": [0]},
+              {"runtime": "torch", "device": "cuda", "precision": "f16", "f32_convs": 0,
+               "tta": "flips", "rows": [1]}]
+    doc = {**FRACTIONS, "inference": groups}
+    BlobStore(api.settings.resolved_storage_url).put_bytes(
+        output_key(job.id, "fractions.json"), json.dumps(doc).encode())
+    body = api.client.get(f"/v1/jobs/{job.id}/results").json()
+    assert body["fractions"] == doc
+    assert body["inference_notes"] == [
+        "computed with rows 0: openvino on cpu, bfloat16 (first 9 convolutions float32)",
+        "computed with rows 1: torch on cuda, float16, test-time flips"]

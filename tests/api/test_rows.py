@@ -39,6 +39,10 @@ def test_rows_report_status_bounds_attempts_and_errors(db_api):
     assert rows[1]["finished_at"] is None
     # how each done row was computed (rows.inference); nothing for rows not done
     assert [x["inference"] for x in rows] == [ROW_INFERENCE, None, ROW_INFERENCE, None]
+    # ... and in words (core.inference_text), which the dashboard's row map shows
+    assert [x["inference_text"] for x in rows] == [
+        "openvino on cpu, bfloat16 (first 9 convolutions float32)", None,
+        "openvino on cpu, bfloat16 (first 9 convolutions float32)", None]
 
 
 def test_a_job_before_planning_has_no_rows(db_api):

@@ -69,38 +69,14 @@ export function fractionTable(doc, modelClasses) {
 }
 
 /** Display names of precisions: a row's record (f32, bf16, f16) and a job's spec (fp32, bf16, fp16). */
-export const PRECISION = { f32: "float32", bf16: "bfloat16", f16: "float16", fp32: "float32", fp16: "float16" };
-
-/** A row range list "0-3, 5" from sorted row indices. */
-function rowRanges(rows) {
-  const out = [];
-  rows.forEach((r, i) => {
-    if (i > 0 && r === rows[i - 1] + 1) out[out.length - 1][1] = r;
-    else out.push([r, r]);
-  });
-  return out.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(", ");
-}
-
-/** One way of computing labels in words, e.g. "openvino on cpu, bfloat16 (first 9 convolutions
- * float32)": a fractions.json `inference` group or a row's `inference` (GET /rows). */
-export function inferenceText(inf) {
-  let how = `${inf.runtime} on ${inf.device}, ${PRECISION[inf.precision] || inf.precision}`;
-  if (inf.f32_convs > 0) how += ` (first ${inf.f32_convs} convolutions float32)`;
-  if (inf.tta && inf.tta !== "none") how += `, test-time ${inf.tta}`;
-  return how;
-}
-
-/** How the rows were computed (fractions.json `inference`): one line per distinct way; null
- * for jobs from before it was recorded. Rows of one job may differ: a package is served in
- * bfloat16 only on CPUs with bfloat16 units. */
-export function inferenceNote(doc) {
-  if (!doc.inference?.length) return null;
-  const many = doc.inference.length > 1;
-  return h("ul", { class: "muted small", id: "inference" }, doc.inference.map((g) => {
-    const how = g.runtime !== null ? inferenceText(g) : "not recorded (rows computed before it was)";
-    const rows = many ? `rows ${rowRanges(g.rows)}: ` : "";
-    return h("li", { dataset: { precision: g.precision ?? "" } }, `Computed with ${rows}${how}`);
-  }));
+/** How the rows were computed: GET /results `inference_notes` (one line per distinct way,
+ * worded by the API: core.inference), as a list; null for jobs from before it was recorded.
+ * Rows of one job may differ: a package is served in bfloat16 only on CPUs with bfloat16 units. */
+export function inferenceNote(results) {
+  const notes = results.inference_notes || [];
+  if (!notes.length) return null;
+  return h("ul", { class: "muted small", id: "inference" },
+    notes.map((line) => h("li", {}, line.charAt(0).toUpperCase() + line.slice(1))));
 }
 
 /** Low-confidence pixels per class (confidence.json): p < 0.5 share and mean confidence. */

@@ -3,7 +3,7 @@
 // fractions, microstructure, preview, downloads and the deep-zoom viewer.
 
 import { ApiError, api, apiBlob, jobPath } from "./api.js";
-import { PRECISION, confidenceTable, fractionChart, fractionTable, inferenceNote } from "./fractions.js";
+import { confidenceTable, fractionChart, fractionTable, inferenceNote } from "./fractions.js";
 import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
@@ -81,7 +81,7 @@ function renderDetails(job) {
     ...fact("Tiles", `${job.tile_size} px, halo ${job.halo} px`),
     // the precision the job asked for (its spec); what each row used is in the inference note
     ...fact("Precision", job.precision
-      ? `${PRECISION[job.precision] || job.precision}, asked by the job`
+      ? `${job.precision_name}, asked by the job`
       : h("span", { class: "muted" }, "each worker's setting")),
     ...fact("Labels", labels.length
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
@@ -196,7 +196,7 @@ async function loadResults(job) {
     const results = await api(jobPath(jobId, "/results"));
     const classes = await modelClasses(job);
     setChildren($("fractions"), fractionChart(results.fractions.classes, classes),
-      fractionTable(results.fractions, classes), inferenceNote(results.fractions),
+      fractionTable(results.fractions, classes), inferenceNote(results),
       ...(results.confidence ? [confidenceTable(results.confidence, classes)] : []));
     setChildren($("downloads"), h("div", { class: "muted small" }, "Downloads"),
       ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));

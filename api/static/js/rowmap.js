@@ -1,7 +1,6 @@
 // The row map: one horizontal strip per row record, stacked as in the image (height
 // proportional to the strip's image rows), coloured by status; hover or click for details.
 
-import { inferenceText } from "./fractions.js";
 import { fmtDuration, fmtInt, h, setChildren } from "./ui.js";
 
 export const ROW_STATUSES = ["done", "running", "failed", "pending"];
@@ -17,8 +16,8 @@ function describe(row) {
   ];
   if (row.seconds !== null) parts.push(fmtDuration(row.seconds));
   if (row.worker) parts.push(`on ${row.worker}`);
-  const inf = row.inference; // how its labels were computed (bf16 only on CPUs with bf16 units)
-  if (inf) parts.push(inferenceText(inf));
+  // how its labels were computed (bf16 only on CPUs with bf16 units), worded by the API
+  if (row.inference_text) parts.push(row.inference_text);
   if (row.error) parts.push(`error: ${row.error}`);
   return parts.join(" · ");
 }
