@@ -131,12 +131,6 @@ class JobOut(BaseModel):
         None, description="Inference precision the job asked for; null: each worker's "
         "setting.", examples=[None])
 
-    @computed_field(description="The asked precision in words (float32, bfloat16, float16); "
-                    "null where the job asks for none.", examples=["bfloat16"])
-    @property
-    def precision_name(self) -> str | None:
-        return None if self.precision is None else PRECISION_NAMES[self.precision]
-
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])
     height: int | None = Field(description="Image height (px).", examples=[17000])
@@ -157,6 +151,12 @@ class JobOut(BaseModel):
         description="Names of the outputs written so far.",
         examples=[["labels_tif", "overlay_tif", "fractions_json"]],
     )
+
+    @computed_field(description="The asked precision in words (float32, bfloat16, float16); "
+                    "null where the job asks for none.", examples=["bfloat16"])
+    @property
+    def precision_name(self) -> str | None:
+        return None if self.precision is None else PRECISION_NAMES[self.precision]
 
 
 class JobList(BaseModel):
@@ -249,6 +249,8 @@ class RowOut(BaseModel):
         "before it is done or for rows done before this was recorded.",
         examples=[{"runtime": "openvino", "device": "cpu", "precision": "bf16", "f32_convs": 9,
                    "tta": "none"}])
+    started_at: datetime | None
+    finished_at: datetime | None
 
     @computed_field(description="``inference`` in words, as the job's inference notes say it; "
                     "null where ``inference`` is.",
@@ -256,9 +258,6 @@ class RowOut(BaseModel):
     @property
     def inference_text(self) -> str | None:
         return None if self.inference is None else inference_text(self.inference)
-
-    started_at: datetime | None
-    finished_at: datetime | None
 
 
 class RowList(BaseModel):

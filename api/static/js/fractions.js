@@ -68,7 +68,6 @@ export function fractionTable(doc, modelClasses) {
         h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null));
 }
 
-/** Display names of precisions: a row's record (f32, bf16, f16) and a job's spec (fp32, bf16, fp16). */
 /** How the rows were computed: GET /results `inference_notes` (one line per distinct way,
  * worded by the API: core.inference), as a list; null for jobs from before it was recorded.
  * Rows of one job may differ: a package is served in bfloat16 only on CPUs with bfloat16 units. */
