@@ -118,9 +118,15 @@ def _radial_png(report: dict, phase_names: list[str]) -> bytes | None:
     return buf.getvalue()
 
 
-def summary_lines(report: dict) -> list[str]:
-    """A few lines for ``pelletseg results`` / ``pelletseg analyze``: pixel size, pellets
-    (area, diameter, porosity), pore size D10/D50/D90 and the notes."""
+#: Pellets listed one per line by :func:`summary_lines`; the rest are counted (every pellet is
+#: in ``pellets.csv`` and ``microstructure.json``).
+SUMMARY_PELLETS = 20
+
+
+def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]:
+    """A few lines for ``pelletseg run`` / ``pelletseg results`` / ``pelletseg analyze``: pixel
+    size, pellets (area, diameter, porosity; the first ``max_pellets`` by id, then a count of
+    the others), pore size D10/D50/D90 and the notes."""
     ps = report["pixel_size_um"]
     lines = [f"pixel size: {ps:g} µm" if ps is not None else "pixel size: unknown (figures in px)"]
     for n in report.get("notes", []):
@@ -129,13 +135,15 @@ def summary_lines(report: dict) -> list[str]:
     if report.get("mount_class") is not None:
         lines.append(f"pellets: {len(pel)}" + (f" (+{report['fragments']['count']} fragments)"
                                                 if report["fragments"]["count"] else ""))
-    for p in pel:
+    for p in pel[:max_pellets]:
         if ps is not None:
             size = f"{p['area_mm2']:.3f} mm², Ø {p['equivalent_diameter_mm']:.3f} mm"
         else:
             size = f"{p['area_px']} px, Ø {p['equivalent_diameter_px']:.1f} px"
         lines.append(f"  pellet {p['id']}: {size}, open porosity {_fmt(p['porosity_open_percent'])} %, "
                      f"closed porosity {_fmt(p['porosity_closed_percent'])} %")
+    if len(pel) > max_pellets:
+        lines.append(f"  ... and {len(pel) - max_pellets} more pellets (every pellet: pellets.csv)")
     unit = "µm" if ps is not None else "px"
     for name in report.get("pore_classes", []):
         d = report["size_distributions"][name]

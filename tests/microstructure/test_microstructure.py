@@ -204,6 +204,13 @@ def test_outputs(report):
     assert files["boundaries.csv"].decode().count("\n") == 1 + len(report["boundaries"])
     lines = summary_lines(report)
     assert lines[0].startswith("pixel size: unknown") and "pellets: 3" in lines
+    assert sum(line.startswith("  pellet ") for line in lines) == 3 and "more pellets" not in str(lines)
+    # a mount of many pellets lists the first ones and counts the rest (all in pellets.csv)
+    short = summary_lines(report, max_pellets=2)
+    assert [line.split(":")[0] for line in short if line.startswith("  pellet ")] == [
+        f"  pellet {p['id']}" for p in report["pellets"][:2]]
+    assert "  ... and 1 more pellets (every pellet: pellets.csv)" in short
+    assert len(short) == len(lines)  # one pellet line became the count line
 
 
 def test_partial_round_trip_and_bad_bytes(labels):
