@@ -213,6 +213,33 @@ def test_outputs(report):
     assert len(short) == len(lines)  # one pellet line became the count line
 
 
+def test_partial_is_the_same_whatever_the_class_values(labels):
+    """Label values that are the class positions (0, 1, ...: CLASSES) take a path without a
+    lookup table; other values (and a second mount class) go through it: the same partial
+    either way, and a value of no class is refused on both paths."""
+    assert [c.value for c in CLASSES] == list(range(len(CLASSES)))
+    by_tens = [ClassInfo(c.name, 10 * (c.value + 1), c.role) for c in CLASSES]
+    strip = labels[10:40]
+    fast = row_partial(strip, y0=10, image_shape=labels.shape, classes=CLASSES)
+    looked_up = row_partial((strip + 1) * 10, y0=10, image_shape=labels.shape, classes=by_tens)
+    for name, v in vars(fast).items():
+        if name != "class_values":
+            assert np.array_equal(np.asarray(getattr(looked_up, name)), np.asarray(v)), name
+    assert looked_up.class_values.tolist() == [10, 20, 30, 40]
+    # a second mount class, absent from the strip: the same sets and components
+    two = [*by_tens, ClassInfo("mount2", 7, "mount")]
+    p2 = row_partial((strip + 1) * 10, y0=10, image_shape=labels.shape, classes=two)
+    assert np.array_equal(p2.set_mount, fast.set_mount)
+    assert np.array_equal(p2.set_counts[:, :-1], fast.set_counts) and not p2.set_counts[:, -1].any()
+    assert np.array_equal(p2.comp_area, fast.comp_area)
+    fast_bad, lookup_bad = strip.copy(), (strip + 1) * 10
+    fast_bad[3, 5] = len(CLASSES)  # one past the last position
+    lookup_bad[3, 5] = 200
+    for values, classes in ((fast_bad, CLASSES), (lookup_bad, by_tens)):
+        with pytest.raises(ValueError, match=r"label values \[(4|200)\] .* belong to no class"):
+            row_partial(values, y0=10, image_shape=labels.shape, classes=classes)
+
+
 def test_partial_round_trip_and_bad_bytes(labels):
     p = row_partial(labels[10:40], y0=10, image_shape=labels.shape, classes=CLASSES)
     q = RowPartial.from_bytes(p.to_bytes())
