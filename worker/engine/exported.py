@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -31,7 +32,7 @@ from filelock import FileLock
 
 from models.package import ModelPackage, sha256_file
 
-__all__ = ["ONNX_OPSET", "ExportError", "export_recipe", "exported_graph"]
+__all__ = ["ONNX_OPSET", "ExportError", "export_recipe", "exported_graph", "module_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -105,13 +106,20 @@ def _export(model: torch.nn.Module, package: ModelPackage, target: str) -> None:
                           opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True)
 
 
-def exported_graph(model: torch.nn.Module, package: ModelPackage, cache_dir: str | Path, *,
-                   folded: bool) -> Path:
+def module_of(model: torch.nn.Module | Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``model``, or the network it builds where it is a function (a package's network is
+    built on demand: :attr:`worker.engine.segmenter.Segmenter.model`)."""
+    return model if isinstance(model, torch.nn.Module) else model()
+
+
+def exported_graph(model: torch.nn.Module | Callable[[], torch.nn.Module], package: ModelPackage,
+                   cache_dir: str | Path, *, folded: bool) -> Path:
     """Path of the package's ONNX graph in ``cache_dir``, exported now if missing or invalid.
 
     Args:
         model: The package's network in eval mode, on the CPU or not (a copy in float32
-            NCHW on the CPU is exported; ``model`` itself is not changed).
+            NCHW on the CPU is exported; ``model`` itself is not changed), or a function
+            returning it, called only when the graph must be exported.
         package: Its ``model.json`` (``weights_sha256`` keys the cache).
         cache_dir: Folder of exported graphs (created).
         folded: Whether ``model``'s batch norms are folded (part of the recipe).
@@ -121,6 +129,7 @@ def exported_graph(model: torch.nn.Module, package: ModelPackage, cache_dir: str
 
     Raises:
         ExportError: the export failed or its result fails its own checksum.
+        ModelPackageError: the network, built here to export, does not fit its weights.
     """
     import copy
 
@@ -134,7 +143,8 @@ def exported_graph(model: torch.nn.Module, package: ModelPackage, cache_dir: str
             return graph
         log.info("exported.rebuild", model=package.name, version=package.version,
                  folder=str(folder), reason=reason)
-        cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).float().eval()
+        cpu = copy.deepcopy(module_of(model)).to("cpu", memory_format=torch.contiguous_format)
+        cpu = cpu.float().eval()
         try:
             _atomic_write(graph, lambda tmp: _export(cpu, package, tmp))
         except Exception as e:

@@ -38,7 +38,7 @@ import functools
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,7 @@ import structlog
 import torch
 
 from models.package import ModelPackage
+from worker.engine.exported import module_of
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "float32_cuts",
            "float32_prefix", "make_runtime", "openvino_precision", "resolve_runtime"]
@@ -434,7 +435,8 @@ def openvino_precision(package: ModelPackage, precision: str = "bf16",
     return "f32"
 
 
-def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, device: torch.device,
+def make_runtime(name: str, model: torch.nn.Module | Callable[[], torch.nn.Module],
+                 package: ModelPackage, device: torch.device,
                  *, threads: int, cache_dir: str | Path | None, folded: bool,
                  precision: str = "bf16", cpu_precision: str | None = None,
                  cpu_f32_convs: int | None = None) -> Runtime:
@@ -442,7 +444,9 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
 
     Args:
         name: A :data:`RUNTIMES` value.
-        model: The package's network, eval mode, on ``device`` (batch norms folded or not).
+        model: The package's network, eval mode, on ``device`` (batch norms folded or not),
+            or a function returning it, called only by the runtimes that need it: eager and
+            compile at once, the others only to export a graph the cache lacks.
         package: Its ``model.json``.
         device: Where inference runs.
         threads: Intra-op threads for ONNX Runtime / OpenVINO (0: their default).
@@ -467,13 +471,13 @@ def make_runtime(name: str, model: torch.nn.Module, package: ModelPackage, devic
         if name != "auto":
             raise
         log.warning("inference.runtime_fallback", wanted=resolved, using="eager", error=str(e))
-        return EagerRuntime(model)
+        return EagerRuntime(module_of(model))
 
 
 def _make(name, model, package, device, threads, cache_dir, folded, precision,
           cpu_precision, cpu_f32_convs) -> Runtime:
     if name in ("eager", "compile"):
-        return EagerRuntime(model, compile=name == "compile")
+        return EagerRuntime(module_of(model), compile=name == "compile")
     from worker.engine.exported import exported_graph
 
     if cache_dir is None:

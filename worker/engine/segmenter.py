@@ -221,8 +221,12 @@ class Segmenter:
         cpu_f32_convs: int | None = None,
     ):
         package = read_package(package_dir)
-        model = build_model(package)
-        load_weights(model, package_dir)
+
+        def model() -> torch.nn.Module:  # built only where it is used (see :attr:`model`)
+            net = build_model(package)
+            load_weights(net, package_dir)
+            return net
+
         self._setup(package, model, device=device, channels_last=channels_last, threads=threads,
                     batch_size=batch_size, precision=precision, compile=compile, fold_bn=fold_bn,
                     runtime=runtime, cache_dir=cache_dir, tta=tta, cpu_precision=cpu_precision,
@@ -247,7 +251,8 @@ class Segmenter:
                     batch_size=batch_size, precision="fp32", compile=False, fold_bn=False)
         return self
 
-    def _setup(self, package: ModelPackage, model: torch.nn.Module, *, device: str,
+    def _setup(self, package: ModelPackage,
+               model: torch.nn.Module | Callable[[], torch.nn.Module], *, device: str,
                channels_last: bool, threads: int, batch_size: int, precision: str,
                compile: bool, fold_bn: bool, runtime: str = "eager",
                cache_dir: str | Path | None = None, tta: str | None = None,
@@ -269,16 +274,25 @@ class Segmenter:
         self._auto_batch: dict[int, int] = {}
         self._lock = threading.Lock()  # one forward pass at a time
         self._probe_lock = threading.Lock()
-        model.eval()
-        if fold_bn:
-            model = fold_batchnorm(model)
-        model.to(self.device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        # compile=True (PELLETSEG_TORCH_COMPILE) keeps its meaning unless a runtime is named
+
+        def prepared(net: torch.nn.Module) -> torch.nn.Module:
+            net.eval()
+            if fold_bn:
+                net = fold_batchnorm(net)
+            net.to(self.device)
+            return net.to(memory_format=torch.channels_last) if channels_last else net
+
+        self._model_lock = threading.Lock()
+        if isinstance(model, torch.nn.Module):
+            self._model: torch.nn.Module | None = prepared(model)
+        else:
+            self._model = None
+            self._build_model = lambda: prepared(model())
+        # compile=True (PELLETSEG_TORCH_COMPILE) keeps its meaning unless a runtime is named;
+        # a runtime that finds its exported graph in the cache never asks for the model
         self.runtime: Runtime = make_runtime(
-            "compile" if compile and runtime in ("eager", "auto") else runtime, model, package,
+            "compile" if compile and runtime in ("eager", "auto") else runtime,
+            lambda: self.model, package,
             self.device, threads=threads, cache_dir=cache_dir, folded=fold_bn,
             precision=precision, cpu_precision=cpu_precision, cpu_f32_convs=cpu_f32_convs)
         log.info("inference.runtime", **self.inference | {"device": str(self.device)},
@@ -291,6 +305,23 @@ class Segmenter:
         shape = (1, 3, 1, 1)
         self._mean = torch.tensor(norm.mean, device=self.device).view(shape) * 255.0
         self._std = torch.tensor(norm.std, device=self.device).view(shape) * 255.0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The package's network (eval mode, batch norms folded where asked, on the device),
+        built and loaded from ``weights.safetensors`` on first use: the eager and compile
+        runtimes use it at once; a runtime over an exported graph only where the graph must be
+        exported (not found in the cache, or failing its checksum), so a worker whose graph is
+        cached never imports segmentation_models_pytorch (1.3 s and 200 MiB of a worker's cold
+        start, docs/performance.md).
+
+        Raises:
+            ModelPackageError: the weights do not fit the architecture.
+        """
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._build_model()
+            return self._model
 
     @property
     def amp_dtype(self) -> torch.dtype | None:

@@ -138,6 +138,35 @@ def test_runtime_labels_equal_eager_fp32(name, tiny_package, eager, crop, tmp_pa
     np.testing.assert_array_equal(grid_labels, ours)
 
 
+@pytest.mark.parametrize("name", ["openvino", "onnxruntime"])
+def test_a_cached_graph_runs_without_building_the_network(name, tiny_package, eager, crop,
+                                                          tmp_path, monkeypatch):
+    """A segmenter over an exported graph builds the PyTorch network (and imports
+    segmentation_models_pytorch) only to export it: a worker whose graph is in the cache
+    starts without it, with the same labels; ``.model`` still gives the network on demand."""
+    pytest.importorskip(name)
+    import worker.engine.segmenter as segmenter_module
+
+    built = []
+    real = segmenter_module.build_model
+    monkeypatch.setattr(segmenter_module, "build_model", lambda pkg: built.append(1) or real(pkg))
+    first = Segmenter(tiny_package, device="cpu", threads=1, runtime=name, cache_dir=tmp_path)
+    assert len(built) == 1  # exported now: the network was needed
+    again = Segmenter(tiny_package, device="cpu", threads=1, runtime=name, cache_dir=tmp_path)
+    assert len(built) == 1 and again.runtime.name == name  # from the cache: not built
+    geometry = TileGeometry(128, 16)
+    np.testing.assert_array_equal(again.segment_array(crop, geometry),
+                                  first.segment_array(crop, geometry))
+    model = again.model  # on demand, prepared as before (eval mode, on the device)
+    assert len(built) == 2 and not model.training and again.model is model
+    with torch.inference_mode():
+        x = again.normalise(torch.from_numpy(np.ascontiguousarray(crop[None, :128, :128])))
+        torch.testing.assert_close(model(x), eager.model(x), rtol=1e-4, atol=1e-4)
+    # the eager runtime needs the network at once
+    Segmenter(tiny_package, device="cpu", threads=1, runtime="eager")
+    assert len(built) == 3
+
+
 def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch):
     from types import SimpleNamespace
 
