@@ -259,8 +259,11 @@ def row_partial(labels: np.ndarray, *, y0: int, image_shape: tuple[int, int],
     class_counts = np.array([np.count_nonzero(cls == k) for k in range(C)], dtype=np.int64)
 
     # --- set components (8-connected): pellet set (non-mount classes) and mount set ------
-    # (one comparison per mount class, not a lookup by class: the same intp copy again)
-    mmask = np.isin(cls, np.flatnonzero(is_mount_cls))
+    # (one comparison per mount class, not a lookup by class nor np.isin, which makes the
+    # same intp copy again)
+    mmask = np.zeros((h, W), dtype=bool)
+    for k in np.flatnonzero(is_mount_cls):
+        mmask |= cls == k
     sid = np.zeros((h, W), dtype=np.int32)
     buf = np.zeros((h, W), dtype=np.int32)
     n_p = ndimage.label(~mmask, structure=_EIGHT, output=sid)
