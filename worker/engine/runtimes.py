@@ -46,7 +46,7 @@ import structlog
 import torch
 
 from models.package import ModelPackage
-from worker.engine.exported import module_of
+from worker.engine.exported import exported_graph, module_of
 
 __all__ = ["RUNTIMES", "Runtime", "RuntimeUnavailable", "cpu_has_bf16", "float32_cuts",
            "float32_prefix", "make_runtime", "openvino_precision", "resolve_runtime"]
@@ -478,8 +478,6 @@ def _make(name, model, package, device, threads, cache_dir, folded, precision,
           cpu_precision, cpu_f32_convs) -> Runtime:
     if name in ("eager", "compile"):
         return EagerRuntime(module_of(model), compile=name == "compile")
-    from worker.engine.exported import exported_graph
-
     if cache_dir is None:
         from core.settings import Settings
 
