@@ -168,8 +168,9 @@ def openvino_int8_segmenter(package: Path, data_dir: Path, work: Path, threads: 
                          f"(N >= 0), got {name!r}")
     seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
                     cpu_precision="f32", cache_dir=work / "exported")
-    model = ov.Core().read_model(str(exported_graph(seg.model, seg.package, work / "exported",
-                                                    folded=True)))
+    # the graph the segmenter has just checked or exported: no network is built for it here
+    model = ov.Core().read_model(str(exported_graph(lambda: seg.model, seg.package,
+                                                    work / "exported", folded=True)))
     kept = [op.get_friendly_name() for op in model.get_ordered_ops()
             if op.get_type_name() in CONVOLUTIONS][: int(convs or 0)]
     calibration, validation = int8_tiles(data_dir, seg, ebc_skip, tile)
