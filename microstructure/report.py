@@ -143,7 +143,8 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
         lines.append(f"  pellet {p['id']}: {size}, open porosity {_fmt(p['porosity_open_percent'])} %, "
                      f"closed porosity {_fmt(p['porosity_closed_percent'])} %")
     if len(pel) > max_pellets:
-        lines.append(f"  ... and {len(pel) - max_pellets} more pellets (every pellet: pellets.csv)")
+        more = len(pel) - max_pellets
+        lines.append(f"  ... and {more} more pellet{'s' if more > 1 else ''} (every pellet: pellets.csv)")
     unit = "µm" if ps is not None else "px"
     for name in report.get("pore_classes", []):
         d = report["size_distributions"][name]

@@ -209,8 +209,9 @@ def test_outputs(report):
     short = summary_lines(report, max_pellets=2)
     assert [line.split(":")[0] for line in short if line.startswith("  pellet ")] == [
         f"  pellet {p['id']}" for p in report["pellets"][:2]]
-    assert "  ... and 1 more pellets (every pellet: pellets.csv)" in short
+    assert "  ... and 1 more pellet (every pellet: pellets.csv)" in short
     assert len(short) == len(lines)  # one pellet line became the count line
+    assert "  ... and 2 more pellets (every pellet: pellets.csv)" in summary_lines(report, 1)
 
 
 def test_partial_is_the_same_whatever_the_class_values(labels):
