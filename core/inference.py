@@ -3,8 +3,8 @@
 the words to the dashboard, so the browser formats none of them).
 
 A record is ``{"runtime", "device", "precision", "f32_convs", "tta"}`` as a worker stores it
-(``rows.inference``; ``worker.engine.Segmenter.inference``); a group is a record plus ``"rows"``
-(``microstructure.inference_summary``), with every field None for rows computed before records
+(``rows.inference``; ``worker.engine.segmenter.Segmenter.inference``); a group is a record plus ``"rows"``
+(``microstructure.fractions.inference_summary``), with every field None for rows computed before records
 were kept.
 """
 
