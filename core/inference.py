@@ -3,9 +3,9 @@
 the words to the dashboard, so the browser formats none of them).
 
 A record is ``{"runtime", "device", "precision", "f32_convs", "tta"}`` as a worker stores it
-(``rows.inference``; ``worker.engine.segmenter.Segmenter.inference``); a group is a record plus ``"rows"``
-(``microstructure.fractions.inference_summary``), with every field None for rows computed before records
-were kept.
+(``rows.inference``; ``worker.engine.segmenter.Segmenter.inference``); a group is a record
+plus ``"rows"`` (``microstructure.fractions.inference_summary``), with every field None for
+rows computed before records were kept.
 """
 
 from __future__ import annotations
