@@ -32,7 +32,7 @@ from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.mosaic import SAMPLES
 from models import ModelPackage
-from queues.app import make_celery, send
+from queues.app import make_celery
 from storage.blobs.layout import (
     CONFIDENCE_JSON,
     FRACTIONS_JSON,
@@ -181,7 +181,7 @@ def drive(
     table = job_table(settings)
     blobs = BlobStore(settings.resolved_storage_url)
     app = make_celery(settings)
-    ctx = WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
+    ctx = WorkerContext.on_broker(settings, app)
     t0 = time.monotonic()
     job_id = None
     peaks: list[float] = []

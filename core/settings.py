@@ -153,6 +153,15 @@ class Settings(BaseSettings):
         description="A row still pending this long after it was enqueued is enqueued again "
         "(its message was lost, e.g. with a worker killed between delivery and claim) (s).",
     )
+    lost_message_seconds: float = Field(
+        60.0,
+        description="A row still pending, or a planner or reducer not yet started, this long "
+        "after it was enqueued while its queue holds no waiting message is enqueued again at "
+        "once rather than after the pending or reduce timeout: its message was lost or is "
+        "hidden, e.g. received by a worker that stopped with a long poll in flight (SQS) or "
+        "was killed before claiming it; 0 = only the timeouts (s).",
+        ge=0,
+    )
     # Fault tolerance (docs/reliability.md).
     queue_prefix: str = Field(
         "",

@@ -1,13 +1,18 @@
-"""How many messages wait in a queue, on every broker (the API's metrics and the workers'
-stalled-consumer watch, ``worker/liveness.py``)."""
+"""How many messages wait in a queue, on every broker (the API's metrics, the workers'
+stalled-consumer watch, ``worker/liveness.py``, and the reconciler's test for lost messages)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
+
+from core.settings import Settings
+from queues.names import queue_name
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["BROKER_TIMEOUT_S", "queue_depths"]
+__all__ = ["BROKER_TIMEOUT_S", "depth_reader", "queue_depths"]
 
 BROKER_TIMEOUT_S = 3.0
 
@@ -40,3 +45,19 @@ def queue_depths(celery, queues: dict[str, str],
                 except Exception as e:
                     log.debug("metrics.channel_close", error=str(e))
     return depths
+
+
+def depth_reader(celery, settings: Settings) -> Callable[[str], int]:
+    """``depth(logical)``: messages waiting in the logical queue ``logical`` (``plan``,
+    ``rows``, ``reduce``, named with ``settings``' prefix) on ``celery``'s broker, read by
+    :func:`queue_depths` at each call: messages received by a worker (in flight, or hidden
+    by SQS's visibility timeout or Redis's unacked set) are not counted. The reconciler's
+    test for lost messages (``worker/stages/reconciling.py``).
+
+    Raises:
+        Exception: the broker is unreachable (from :func:`queue_depths`).
+    """
+    def depth(logical: str) -> int:
+        return queue_depths(celery, {logical: queue_name(settings, logical)})[logical]
+
+    return depth

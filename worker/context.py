@@ -33,6 +33,10 @@ class WorkerContext:
         enqueue: ``enqueue(task_name, *args)`` sends the next task (Celery in production,
             a list in unit tests).
         worker_id: ``host:pid``, recorded on claimed rows.
+        queue_depth: ``queue_depth(logical)``: messages waiting in a logical queue (``plan``,
+            ``rows``, ``reduce``) on the broker (:func:`queues.depths.depth_reader`); None
+            where there is no broker (unit tests), and the reconciler then waits for the
+            timeouts alone.
         segmenters: Loaded models of this process, by (name, version, sha256, precision).
     """
 
@@ -41,10 +45,12 @@ class WorkerContext:
     blobs: BlobStore
     enqueue: Enqueue
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    queue_depth: Callable[[str], int] | None = None
     segmenters: dict = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, enqueue: Enqueue) -> WorkerContext:
+    def from_settings(cls, settings: Settings, enqueue: Enqueue,
+                      queue_depth: Callable[[str], int] | None = None) -> WorkerContext:
         """Connect to the job table and blob store that ``settings`` name."""
         settings.ensure_home()
         return cls(
@@ -52,7 +58,19 @@ class WorkerContext:
             table=job_table(settings),
             blobs=BlobStore(settings.resolved_storage_url),
             enqueue=enqueue,
+            queue_depth=queue_depth,
         )
+
+    @classmethod
+    def on_broker(cls, settings: Settings, app) -> WorkerContext:
+        """:meth:`from_settings` with ``enqueue`` sending through ``app`` (a Celery app:
+        :func:`queues.app.send`) and ``queue_depth`` reading its broker
+        (:func:`queues.depths.depth_reader`): a worker's context and ``pelletseg run``'s."""
+        from queues.app import send
+        from queues.depths import depth_reader
+
+        return cls.from_settings(settings, lambda task, *args: send(app, task, *args),
+                                 depth_reader(app, settings))
 
     @property
     def cache_dir(self) -> Path:

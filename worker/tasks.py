@@ -30,7 +30,7 @@ from celery.signals import (
 
 from core.settings import Settings, get_settings
 from core.states import JobStatus
-from queues.app import make_celery, send, task_queue
+from queues.app import make_celery, task_queue
 from queues.names import (
     NOTIFY_TASK,
     PLAN_TASK,
@@ -184,7 +184,7 @@ def make_worker_app(settings: Settings) -> Celery:
 
     @lru_cache(maxsize=1)
     def build(pid: int) -> WorkerContext:
-        return WorkerContext.from_settings(settings, lambda task, *args: send(app, task, *args))
+        return WorkerContext.on_broker(settings, app)
 
     def context() -> WorkerContext:
         # A threads pool (PELLETSEG_ROWS_IN_FLIGHT > 1) may start two tasks at once: build one

@@ -68,20 +68,39 @@ class Recovery(Repository):
                     requeue.append((job_id, index))
                 else:
                     fail_job_for_row(conn, job_id, index, attempts, reason, now)
-            if pending_timeout_seconds is not None:
-                stale = (
-                    Row.status == RowStatus.PENDING.value,
-                    Row.enqueued_at < now - timedelta(seconds=pending_timeout_seconds),
-                    Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
-                )
-                lost = conn.execute(select(Row.job_id, Row.index).where(*stale)).all()
-                for job_id, index in lost:
-                    moved = conn.execute(
-                        update(Row).where(Row.job_id == job_id, Row.index == index, *stale)
-                        .values(enqueued_at=now)
-                    ).rowcount
-                    if moved:
-                        requeue.append((job_id, index))
+        if pending_timeout_seconds is not None:
+            requeue += self.requeue_pending(pending_timeout_seconds)
+        return requeue
+
+    def requeue_pending(self, seconds: float, *, peek: bool = False) -> list[tuple[str, int]]:
+        """Pick the ``pending`` rows of ``running`` jobs enqueued more than ``seconds`` ago
+        (their message was lost or is hidden: e.g. a worker killed between delivery and claim,
+        or one that stopped with a long poll in flight, with Redis/SQS hiding the message until
+        its visibility timeout) and mark them enqueued now (conditional UPDATE), so each is
+        returned once per ``seconds``. With ``peek`` nothing is marked.
+
+        Returns:
+            ``(job_id, index)`` of the rows to enqueue again.
+        """
+        now = utcnow()
+        stale = (
+            Row.status == RowStatus.PENDING.value,
+            Row.enqueued_at < now - timedelta(seconds=seconds),
+            Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
+        )
+        requeue: list[tuple[str, int]] = []
+        with self._tx() as conn:
+            lost = conn.execute(select(Row.job_id, Row.index).where(*stale)
+                                .order_by(Row.job_id, Row.index)).all()
+            if peek:
+                return [(job_id, index) for job_id, index in lost]
+            for job_id, index in lost:
+                moved = conn.execute(
+                    update(Row).where(Row.job_id == job_id, Row.index == index, *stale)
+                    .values(enqueued_at=now)
+                ).rowcount
+                if moved:
+                    requeue.append((job_id, index))
         return requeue
 
     def release_rows(self, workers: Iterable[str], reason: str) -> list[tuple[str, int]]:
@@ -115,11 +134,14 @@ class Recovery(Repository):
                     released.append((job_id, index))
         return released
 
-    def stale_jobs(self, statuses: Iterable[JobStatus], timeout_seconds: float) -> list[str]:
+    def stale_jobs(self, statuses: Iterable[JobStatus], timeout_seconds: float, *,
+                   unclaimed: bool = False, peek: bool = False) -> list[str]:
         """Jobs in one of ``statuses`` with no change for ``timeout_seconds``: their stage's
         message was lost (a broker restarted without persistence, a publish that failed after
         the commit, a worker killed mid-plan on a broker that dropped the message). Each is
-        marked changed now, so it is returned once per timeout.
+        marked changed now, so it is returned once per timeout. With ``unclaimed`` only jobs
+        whose stage no worker has claimed (``stage_worker`` empty); with ``peek`` nothing is
+        marked.
 
         Returns:
             Ids of the jobs whose stage task (``plan_job`` for ``queued``/``planning``,
@@ -128,9 +150,14 @@ class Recovery(Repository):
         now = utcnow()
         stale = (Job.status.in_([s.value for s in statuses]),
                  Job.updated_at < now - timedelta(seconds=timeout_seconds))
+        if unclaimed:
+            stale += (Job.stage_worker.is_(None),)
         found: list[str] = []
         with self._tx() as conn:
-            for (job_id,) in conn.execute(select(Job.id).where(*stale)).all():
+            candidates = conn.execute(select(Job.id).where(*stale).order_by(Job.id)).scalars()
+            if peek:
+                return list(candidates)
+            for job_id in list(candidates):
                 if conn.execute(update(Job).where(Job.id == job_id, *stale)
                                 .values(updated_at=now)).rowcount:
                     found.append(job_id)

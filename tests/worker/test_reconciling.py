@@ -118,3 +118,87 @@ def test_model_package_altered_in_the_store_fails_the_job_with_the_reason(stack,
     failed = stack.table.jobs.get(job.id)
     assert failed.status == JobStatus.FAILED
     assert "does not match" in failed.error and "weights.safetensors" in failed.error
+
+
+class _Depths:
+    """A broker's queue depths for ``ctx.queue_depth``: records which queues were asked."""
+
+    def __init__(self, **depths: int):
+        self.depths, self.asked = {"plan": 0, "rows": 0, "reduce": 0, **depths}, []
+
+    def __call__(self, logical: str) -> int:
+        self.asked.append(logical)
+        depth = self.depths[logical]
+        if isinstance(depth, Exception):
+            raise depth
+        return depth
+
+
+def test_pending_row_is_enqueued_again_after_the_grace_when_its_queue_is_empty(stack, micrograph):
+    """A row's message hidden by a worker that stopped with a long poll in flight (SQS), with
+    nothing waiting in the rows queue: enqueued again after lost_message_seconds, not after
+    the 30-minute pending timeout; once per grace period."""
+    job = _planned(stack, micrograph)
+    stack.settings.lost_message_seconds = 0.5
+    stack.queue_depth = depths = _Depths()
+    assert reconcile(stack) == []  # just enqueued: the broker is not even asked
+    assert depths.asked == []
+    for i in range(1, 6):
+        assert segment_row(stack, job.id, i) == "done"
+    stack.sent.clear()
+    time.sleep(0.7)
+    assert reconcile(stack) == [(job.id, 0)]
+    assert stack.sent == [(ROW_TASK, job.id, 0)]
+    assert depths.asked == ["rows"]
+    assert reconcile(stack) == []  # marked enqueued now
+    assert segment_row(stack, job.id, 0) == "done"
+
+
+def test_pending_rows_behind_waiting_messages_wait_for_the_pending_timeout(stack, micrograph):
+    """Messages wait in the rows queue: a pending row may simply be behind them, so only
+    pending_timeout_seconds enqueues it again; without a broker (``queue_depth`` None), with
+    the grace at 0 or with the broker away, nothing is enqueued early either."""
+    job = _planned(stack, micrograph)
+    stack.settings.lost_message_seconds = 0.2
+    time.sleep(0.4)
+    stack.queue_depth = depths = _Depths(rows=4)
+    assert reconcile(stack) == [] and stack.sent == []
+    assert depths.asked == ["rows"]
+    stack.queue_depth = _Depths(rows=ConnectionError("broker away"))
+    assert reconcile(stack) == [] and stack.sent == []
+    stack.queue_depth = None
+    assert reconcile(stack) == []
+    stack.queue_depth, stack.settings.lost_message_seconds = _Depths(), 0
+    assert reconcile(stack) == [] and stack.sent == []
+    stack.settings.lost_message_seconds = 0.2
+    assert sorted(reconcile(stack)) == [(job.id, i) for i in range(6)]
+
+
+def test_unclaimed_planner_and_reducer_are_enqueued_again_when_their_queue_is_empty(
+    stack, micrograph
+):
+    """A job left ``queued`` (its planner's message hidden) or ``reducing`` with no worker on
+    its stage, its queue empty: the stage is enqueued again after the grace; a stage a worker
+    has claimed is left alone."""
+    from queues.names import PLAN_TASK, REDUCE_TASK
+
+    spec = SubmissionService(stack.settings).build_spec(str(micrograph))
+    queued = stack.table.jobs.create(spec)
+    claimed = stack.table.jobs.create(spec)
+    assert stack.table.jobs.claim_stage(claimed.id, [JobStatus.QUEUED], "live:1")
+    reducing = _planned(stack, micrograph)
+    for i in range(6):
+        assert segment_row(stack, reducing.id, i) == "done"
+    assert stack.table.jobs.get(reducing.id).status == JobStatus.REDUCING
+    stack.sent.clear()
+    stack.settings.lost_message_seconds = 0.3
+    stack.queue_depth = depths = _Depths(reduce=1)
+    time.sleep(0.5)
+    assert reconcile(stack) == []
+    assert stack.sent == [(PLAN_TASK, queued.id)]  # not the claimed job's planner
+    assert depths.asked == ["plan", "reduce"]
+    depths.depths["reduce"] = 0
+    stack.sent.clear()
+    time.sleep(0.5)
+    reconcile(stack)
+    assert stack.sent == [(PLAN_TASK, queued.id), (REDUCE_TASK, reducing.id)]

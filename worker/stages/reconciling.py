@@ -10,7 +10,15 @@ expired to ``pending`` and re-enqueues them, and re-enqueues rows left ``pending
 whose message a broker lost, still gets done; after ``max_attempts`` the row and its job fail.
 A job left ``reducing`` for ``reduce_timeout_seconds`` gets its reducer enqueued again, and a
 job left ``queued`` or ``planning`` for ``pending_timeout_seconds`` its planner (the message
-was lost, e.g. a broker restarted without persistence). Duplicate messages are harmless:
+was lost, e.g. a broker restarted without persistence).
+
+Those timeouts are long because a row may wait its turn behind other jobs' rows. When its
+queue holds no waiting message, nothing is ahead of it: a row still ``pending``, or a planner
+or reducer not yet claimed, ``lost_message_seconds`` (60 s) after it was enqueued has lost its
+message, and it is enqueued again then (:func:`requeue_lost_messages`). On SQS a ``celery
+worker`` stopped (SIGTERM: a scale-down, a spot reclaim) with a long poll in flight takes
+the message that poll receives with it, hidden for the visibility timeout (an hour): without
+this the row waited the 30-minute pending timeout. Duplicate messages are harmless:
 claims are exclusive, a planner re-plans idempotently (rows are inserted once, the move to
 ``running`` is conditional) and a stage of a job past that stage is a no-op.
 """
@@ -58,7 +66,57 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
     for job_id in ctx.table.recovery.stale_jobs(planning, settings.pending_timeout_seconds):
         log.warning("reconcile.planner_requeued", job_id=job_id)
         ctx.enqueue(PLAN_TASK, job_id)
+    requeued += requeue_lost_messages(ctx)
     notified = sweep_webhooks(ctx)  # due webhook deliveries (retries, lost messages)
     if notified:
         log.info("reconcile.webhooks", jobs=len(notified))
     return requeued
+
+
+def requeue_lost_messages(ctx: WorkerContext) -> list[tuple[str, int]]:
+    """Enqueue again the rows ``pending``, and the planners and reducers unclaimed (job
+    ``queued``/``planning``/``reducing`` with no ``stage_worker``), for longer than
+    ``lost_message_seconds`` while their queue holds no waiting message (see the module
+    docstring). Nothing happens without ``ctx.queue_depth`` (no broker) or with the setting
+    at 0; the broker is asked only when the job table has such a row or stage, and a broker
+    that does not answer is skipped until the next pass.
+
+    Returns:
+        ``(job_id, row index)`` of every row enqueued again (stages are logged).
+
+    Raises:
+        StorageError: the job table is unreachable.
+    """
+    grace = ctx.settings.lost_message_seconds
+    if not grace or ctx.queue_depth is None:
+        return []
+    recovery = ctx.table.recovery
+    stages = {
+        "plan": (PLAN_TASK, [JobStatus.QUEUED, JobStatus.PLANNING]),
+        "reduce": (REDUCE_TASK, [JobStatus.REDUCING]),
+    }
+
+    def lost(logical: str, peek: bool) -> list[tuple]:
+        if logical == "rows":
+            return recovery.requeue_pending(grace, peek=peek)
+        return [(job_id,) for job_id in recovery.stale_jobs(stages[logical][1], grace,
+                                                             unclaimed=True, peek=peek)]
+
+    rows: list[tuple[str, int]] = []
+    for logical, task in [("rows", ROW_TASK), *((q, t) for q, (t, _) in stages.items())]:
+        if not lost(logical, peek=True):
+            continue
+        try:
+            waiting = ctx.queue_depth(logical)
+        except Exception as e:  # broker away: the next pass asks again
+            log.warning("reconcile.queue_depth_failed", queue=logical, error=str(e))
+            continue
+        if waiting:
+            continue  # the message may wait behind others: the timeouts decide
+        for item in lost(logical, peek=False):
+            ctx.enqueue(task, *item)
+            if logical == "rows":
+                rows.append(item)
+            log.warning("reconcile.lost_message", queue=logical, job_id=item[0],
+                        row=item[1] if len(item) > 1 else None, after_s=grace)
+    return rows
