@@ -138,6 +138,21 @@ def int8_tiles(data_dir: Path, segmenter, ebc_skip: int, tile: int = 512
     return calibration_tiles(data_dir, segmenter, tile, n=16) + ebc, validation + ebc[::2]
 
 
+def candidate(name: str, bases: dict[str, bool]) -> tuple[str, int]:
+    """``(base, N)`` of a candidate runtime name ``base`` or ``base@N`` (N convolutions kept in
+    float32; 0 without ``@N``); ``bases`` maps each accepted base to whether it needs ``@N``.
+
+    Raises:
+        ValueError: the base is not accepted, N is not a whole number >= 0, or a base that
+            needs ``@N`` has none.
+    """
+    base, at, convs = name.partition("@")
+    if base not in bases or (at and not convs.isdigit()) or (bases[base] and not at):
+        forms = ", ".join(f"{b}@N" if needs else f"{b}, {b}@N" for b, needs in bases.items())
+        raise ValueError(f"expected {forms} (N >= 0), got {name!r}")
+    return base, int(convs or 0)
+
+
 def openvino_int8_segmenter(package: Path, data_dir: Path, work: Path, threads: int, name: str,
                             ebc_skip: int, tile: int = 512):
     """A segmenter whose runtime is the package's exported graph quantised to int8 by NNCF
@@ -161,18 +176,14 @@ def openvino_int8_segmenter(package: Path, data_dir: Path, work: Path, threads: 
     from worker.engine.runtimes import CONVOLUTIONS, OpenVinoRuntime
     from worker.engine.segmenter import Segmenter
 
-    base, _, convs = name.partition("@")
-    if (base not in (OPENVINO_INT8, OPENVINO_INT8_AC) or (convs and not convs.isdigit())
-            or (base == OPENVINO_INT8_AC and not convs)):
-        raise ValueError(f"expected {OPENVINO_INT8}, {OPENVINO_INT8}@N or {OPENVINO_INT8_AC}@N "
-                         f"(N >= 0), got {name!r}")
+    base, convs = candidate(name, {OPENVINO_INT8: False, OPENVINO_INT8_AC: True})
     seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
                     cpu_precision="f32", cache_dir=work / "exported")
     # the graph the segmenter has just checked or exported: no network is built for it here
     model = ov.Core().read_model(str(exported_graph(lambda: seg.model, seg.package,
                                                     work / "exported", folded=True)))
     kept = [op.get_friendly_name() for op in model.get_ordered_ops()
-            if op.get_type_name() in CONVOLUTIONS][: int(convs or 0)]
+            if op.get_type_name() in CONVOLUTIONS][:convs]
     calibration, validation = int8_tiles(data_dir, seg, ebc_skip, tile)
     common = {"preset": nncf.QuantizationPreset.MIXED, "subset_size": len(calibration),
               "ignored_scope": nncf.IgnoredScope(names=kept)}
@@ -270,11 +281,9 @@ def openvino_bf16_segmenter(package: Path, work: Path, threads: int, name: str =
     """
     from worker.engine.segmenter import Segmenter
 
-    base, _, convs = name.partition("@")
-    if base != OPENVINO_BF16 or (convs and not convs.isdigit()):
-        raise ValueError(f"expected {OPENVINO_BF16} or {OPENVINO_BF16}@N (N >= 0), got {name!r}")
+    _, convs = candidate(name, {OPENVINO_BF16: False})
     seg = Segmenter(package, device="cpu", threads=threads, runtime="openvino",
-                    cpu_precision="bf16", cpu_f32_convs=int(convs or 0),
+                    cpu_precision="bf16", cpu_f32_convs=convs,
                     cache_dir=work / "exported")
     seg.runtime.name = name
     return seg

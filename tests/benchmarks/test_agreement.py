@@ -134,3 +134,17 @@ def test_the_markdown_says_how_many_convolutions_are_int8():
     text = markdown(doc)
     assert "| openvino-int8@9 (54/63 convolutions int8) | 1728 / 96 | 99.5000 / 99.7000 |" in text
     assert "| openvino | 1728 / 96 |" in text
+
+
+def test_candidate_names_give_their_base_and_float32_convolutions():
+    from benchmarks.agreement import OPENVINO_BF16, OPENVINO_INT8, OPENVINO_INT8_AC, candidate
+
+    int8 = {OPENVINO_INT8: False, OPENVINO_INT8_AC: True}
+    assert candidate("openvino-bf16", {OPENVINO_BF16: False}) == ("openvino-bf16", 0)
+    assert candidate("openvino-bf16@9", {OPENVINO_BF16: False}) == ("openvino-bf16", 9)
+    assert candidate("openvino-int8-ac@0", int8) == ("openvino-int8-ac", 0)
+    for bad in ["openvino-bf16@", "openvino-bf16@-1", "openvino-bf16@x", "openvino-int8@2"]:
+        with pytest.raises(ValueError, match=r"expected openvino-bf16, openvino-bf16@N"):
+            candidate(bad, {OPENVINO_BF16: False})
+    with pytest.raises(ValueError, match=r"openvino-int8, openvino-int8@N, openvino-int8-ac@N"):
+        candidate("openvino-int8-ac", int8)
