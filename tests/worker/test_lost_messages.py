@@ -1,12 +1,15 @@
-"""A message received and never settled (what a ``celery worker`` stopped by SIGTERM with an
-SQS long poll in flight leaves behind, hidden for the queue's visibility timeout of an hour):
-the workers' own reconcile pass enqueues its row again once ``lost_message_seconds`` have
-passed with nothing waiting in the queue, and the job succeeds, on a real worker over the moto
-SQS server."""
+"""A row's message the broker will not deliver, though the job table waits for its row: on SQS
+received and never settled (what a ``celery worker`` stopped by SIGTERM with a long poll in
+flight leaves behind, hidden for the queue's visibility timeout of an hour), on the embedded
+broker taken and never acknowledged (a worker killed between its receive and its claim), on
+Redis gone from the list (a broker restart without persistence). The workers' own reconcile
+pass enqueues the row again once ``lost_message_seconds`` have passed with nothing waiting in
+the queue, and the job succeeds: a real ``celery worker`` process
+(``worker.local.LocalWorkers``; in-process test workers run no liveness thread) on each
+broker, so each broker's count of waiting messages is shown to leave the lost one out."""
 
 from __future__ import annotations
 
-import boto3
 import pytest
 
 from core.states import JOB_TERMINAL, JobStatus, RowStatus
@@ -14,35 +17,71 @@ from queues.names import queue_name
 from storage.jobtable.engine import upgrade
 from submission import SubmissionService
 from tests.conftest import wait_for
-from tests.worker.conftest import sqs_settings
+from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.local import LocalWorkers
 from worker.stages.planning import plan_job
 from worker.tasks import make_worker_app
 
+FAST = dict(lost_message_seconds=2, reconcile_seconds=0.5)
+
+
+def _settings(broker: str, home, request):
+    if broker == "sqs":
+        return sqs_settings(home, request.getfixturevalue("moto_endpoint"), **FAST)
+    if broker == "redis":
+        return make_settings(home, broker_url=request.getfixturevalue("redis_url"),
+                             queue_prefix=unique_prefix(), **FAST)
+    return make_settings(home, queue_prefix=unique_prefix(), **FAST)
+
+
+def _lose_one_message(settings, broker: str) -> None:
+    """Take one message out of reach in the rows queue, as ``broker`` loses or hides it."""
+    name = queue_name(settings, "rows")
+    if broker == "sqs":
+        import boto3
+
+        sqs = boto3.client("sqs")
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        assert len(sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]) == 1
+        hidden = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+        assert hidden["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1"
+    elif broker == "redis":  # kombu's keys carry PELLETSEG_QUEUE_PREFIX once more
+        import redis
+
+        lost = redis.Redis.from_url(settings.broker_url).lpop(settings.queue_prefix + name)
+        assert lost is not None
+    else:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(settings.resolved_broker_url.removeprefix("sqla+"))
+        with engine.begin() as conn:
+            taken = conn.execute(sa.text(
+                "UPDATE kombu_message SET visible = 0 WHERE id = (SELECT m.id FROM kombu_message m"
+                " JOIN kombu_queue q ON q.id = m.queue_id WHERE q.name = :name AND m.visible = 1"
+                " ORDER BY m.id LIMIT 1)"), {"name": name}).rowcount
+        engine.dispose()
+        assert taken == 1
+
 
 @pytest.mark.slow
-def test_row_whose_message_a_stopped_worker_hid_is_done_after_the_grace(
-    tmp_path, moto_endpoint, tiny_package, broker_cleanup, micrograph
+@pytest.mark.parametrize("broker", ["sqs", pytest.param("redis", marks=pytest.mark.redis),
+                                    "embedded"])
+def test_row_whose_message_was_lost_or_hidden_is_done_after_the_grace(
+    broker, request, tmp_path, tiny_package, broker_cleanup, micrograph
 ):
-    settings = sqs_settings(tmp_path / "home", moto_endpoint, lost_message_seconds=2,
-                            reconcile_seconds=0.5)
+    settings = _settings(broker, tmp_path / "home", request)
     broker_cleanup(settings)
+    settings.ensure_home()
     upgrade(settings.resolved_database_url)
     app = make_worker_app(settings)
     ctx = WorkerContext.on_broker(settings, app)
     ctx.models.publish(tiny_package)
     job = ctx.table.jobs.create(SubmissionService(settings).build_spec(str(micrograph)))
-    rows = plan_job(ctx, job.id)  # its row messages are in the rows queue now
-    assert len(rows) == 6
-    sqs = boto3.client("sqs")
-    url = sqs.get_queue_url(QueueName=queue_name(settings, "rows"))["QueueUrl"]
-    # The stopped worker's last long poll: one message received, never deleted nor released.
-    hidden = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"]
-    assert len(hidden) == 1
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-    assert attributes["ApproximateNumberOfMessagesNotVisible"] == "1"  # hidden for an hour
+    assert len(plan_job(ctx, job.id)) == 6  # its row messages are in the rows queue now
+    _lose_one_message(settings, broker)
+    assert ctx.queue_depth("rows") == 5  # the lost one is not counted as waiting
 
     with LocalWorkers(settings, 1):  # a real `celery worker`: its liveness thread reconciles
         done = wait_for(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
@@ -50,10 +89,11 @@ def test_row_whose_message_a_stopped_worker_hid_is_done_after_the_grace(
     assert done.status == JobStatus.SUCCEEDED, done.error
     rows = ctx.table.rows.list(job.id)
     assert {r.status for r in rows} == {RowStatus.DONE}
-    assert [r.attempts for r in rows] == [1] * 6  # the hidden row was run once, not failed
+    assert [r.attempts for r in rows] == [1] * 6  # the lost row was run once, not failed
 
 
 def _state(what: str, ctx, job_id: str) -> str:
+    """``what`` with the job's status and its rows' states, for a failure message."""
     job = ctx.table.jobs.get(job_id)
     rows = [(r.index, str(r.status), r.attempts) for r in ctx.table.rows.list(job_id)]
     return f"{what}: job {job.status} ({job.error}), rows {rows}"
