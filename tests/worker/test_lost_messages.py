@@ -2,7 +2,8 @@
 received and never settled (what a ``celery worker`` stopped by SIGTERM with a long poll in
 flight leaves behind, hidden for the queue's visibility timeout of an hour), on the embedded
 broker taken and never acknowledged (a worker killed between its receive and its claim), on
-Redis gone from the list (a broker restart without persistence). The workers' own reconcile
+Redis gone from the list (a broker restart without persistence), on RabbitMQ acknowledged
+by mistake. The workers' own reconcile
 pass enqueues the row again once ``lost_message_seconds`` have passed with nothing waiting in
 the queue, and the job succeeds: a real ``celery worker`` process
 (``worker.local.LocalWorkers``; in-process test workers run no liveness thread) on each
@@ -16,7 +17,7 @@ from core.states import JOB_TERMINAL, JobStatus, RowStatus
 from queues.names import queue_name
 from storage.jobtable.engine import upgrade
 from submission import SubmissionService
-from tests.conftest import wait_for
+from tests.conftest import port_open, wait_for
 from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.local import LocalWorkers
@@ -31,6 +32,11 @@ def _settings(broker: str, home, request):
         return sqs_settings(home, request.getfixturevalue("moto_endpoint"), **FAST)
     if broker == "redis":
         return make_settings(home, broker_url=request.getfixturevalue("redis_url"),
+                             queue_prefix=unique_prefix(), **FAST)
+    if broker == "rabbitmq":
+        if not port_open(5672):
+            pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+        return make_settings(home, broker_url="amqp://guest:guest@127.0.0.1:5672//",
                              queue_prefix=unique_prefix(), **FAST)
     return make_settings(home, queue_prefix=unique_prefix(), **FAST)
 
@@ -52,6 +58,9 @@ def _lose_one_message(settings, broker: str) -> None:
 
         lost = redis.Redis.from_url(settings.broker_url).lpop(settings.queue_prefix + name)
         assert lost is not None
+    elif broker == "rabbitmq":  # taken and acknowledged by mistake: gone from the queue
+        with make_worker_app(settings).connection_for_read() as conn:
+            assert conn.default_channel.basic_get(queue=name, no_ack=True) is not None
     else:
         import sqlalchemy as sa
 
@@ -67,7 +76,7 @@ def _lose_one_message(settings, broker: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["sqs", pytest.param("redis", marks=pytest.mark.redis),
-                                    "embedded"])
+                                    "rabbitmq", "embedded"])
 def test_row_whose_message_was_lost_or_hidden_is_done_after_the_grace(
     broker, request, tmp_path, tiny_package, broker_cleanup, micrograph
 ):
