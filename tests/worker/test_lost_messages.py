@@ -2,12 +2,11 @@
 received and never settled (what a ``celery worker`` stopped by SIGTERM with a long poll in
 flight leaves behind, hidden for the queue's visibility timeout of an hour), on the embedded
 broker taken and never acknowledged (a worker killed between its receive and its claim), on
-Redis gone from the list (a broker restart without persistence), on RabbitMQ acknowledged
-by mistake. The workers' own reconcile
-pass enqueues the row again once ``lost_message_seconds`` have passed with nothing waiting in
-the queue, and the job succeeds: a real ``celery worker`` process
-(``worker.local.LocalWorkers``; in-process test workers run no liveness thread) on each
-broker, so each broker's count of waiting messages is shown to leave the lost one out."""
+Redis gone from the list (a broker restart without persistence), on RabbitMQ acknowledged by
+mistake. The workers' own reconcile pass enqueues the row again once ``lost_message_seconds``
+have passed with nothing waiting in the queue, and the job succeeds: a real ``celery worker``
+process (``worker.local.LocalWorkers``; in-process test workers run no liveness thread) on
+each broker, so each broker's count of waiting messages is shown to leave the lost one out."""
 
 from __future__ import annotations
 
