@@ -77,7 +77,8 @@ class Recovery(Repository):
         (their message was lost or is hidden: e.g. a worker killed between delivery and claim,
         or one that stopped with a long poll in flight, with Redis/SQS hiding the message until
         its visibility timeout) and mark them enqueued now (conditional UPDATE), so each is
-        returned once per ``seconds``. With ``peek`` nothing is marked.
+        returned once per ``seconds``. With ``peek`` nothing is marked and at most one row is
+        returned (is there any?).
 
         Returns:
             ``(job_id, index)`` of the rows to enqueue again.
@@ -91,7 +92,7 @@ class Recovery(Repository):
         requeue: list[tuple[str, int]] = []
         with self._tx() as conn:
             lost = conn.execute(select(Row.job_id, Row.index).where(*stale)
-                                .order_by(Row.job_id, Row.index)).all()
+                                .order_by(Row.job_id, Row.index).limit(1 if peek else None)).all()
             if peek:
                 return [(job_id, index) for job_id, index in lost]
             for job_id, index in lost:
@@ -141,7 +142,7 @@ class Recovery(Repository):
         the commit, a worker killed mid-plan on a broker that dropped the message). Each is
         marked changed now, so it is returned once per timeout. With ``unclaimed`` only jobs
         whose stage no worker has claimed (``stage_worker`` empty); with ``peek`` nothing is
-        marked.
+        marked and at most one job is returned (is there any?).
 
         Returns:
             Ids of the jobs whose stage task (``plan_job`` for ``queued``/``planning``,
@@ -154,7 +155,8 @@ class Recovery(Repository):
             stale += (Job.stage_worker.is_(None),)
         found: list[str] = []
         with self._tx() as conn:
-            candidates = conn.execute(select(Job.id).where(*stale).order_by(Job.id)).scalars()
+            candidates = conn.execute(select(Job.id).where(*stale).order_by(Job.id)
+                                      .limit(1 if peek else None)).scalars()
             if peek:
                 return list(candidates)
             for job_id in list(candidates):
