@@ -111,3 +111,11 @@ def reference_run(tmp_path: Path, tiny_package: Path, image: Path, **overrides):
     assert ctx.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     return labels, json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+
+
+def job_state(what: str, ctx, job_id: str) -> str:
+    """``what`` with the job's status and its rows' (index, status, attempts, worker), for a
+    failure message of a wait."""
+    job = ctx.table.jobs.get(job_id)
+    rows = [(r.index, str(r.status), r.attempts, r.worker) for r in ctx.table.rows.list(job_id)]
+    return f"{what}: job {job.status} ({job.error}), rows {rows}"

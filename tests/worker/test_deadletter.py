@@ -23,7 +23,7 @@ from storage.blobs.layout import FRACTIONS_JSON, output_key
 from storage.jobtable.engine import upgrade
 from submission import SubmissionService
 from tests.conftest import port_open, wait_for
-from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
+from tests.worker.conftest import job_state, make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.tasks import make_worker_app
 
@@ -64,13 +64,6 @@ def stack_on(request, tmp_path, tiny_package, broker_cleanup):
 
 def _until(predicate, timeout: float, what):
     return wait_for(predicate, timeout, what, poll=0.3)
-
-
-def _job_state(what: str, ctx, job_id: str) -> str:
-    """``what`` with the job's status and its rows' states, for a failure message."""
-    job = ctx.table.jobs.get(job_id)
-    rows = [(r.index, str(r.status), r.attempts, r.worker) for r in ctx.table.rows.list(job_id)]
-    return f"{what}: job {job.status} ({job.error}), rows {rows}"
 
 
 @contextmanager
@@ -155,7 +148,7 @@ def test_row_that_always_fails_ends_in_the_dead_letter_queue_and_resume_succeeds
     with _worker(app, settings):
         SubmissionService(settings, app=app).resume(job.id)
         done = _until(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
-                      120, lambda: _job_state("the resumed job did not end", ctx, job.id))
+                      120, lambda: job_state("the resumed job did not end", ctx, job.id))
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert ctx.table.rows.get(job.id, 2).attempts == 1
     doc = json.loads(ctx.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))

@@ -17,7 +17,7 @@ from queues.names import queue_name
 from storage.jobtable.engine import upgrade
 from submission import SubmissionService
 from tests.conftest import port_open, wait_for
-from tests.worker.conftest import make_settings, sqs_settings, unique_prefix
+from tests.worker.conftest import job_state, make_settings, sqs_settings, unique_prefix
 from worker.context import WorkerContext
 from worker.local import LocalWorkers
 from worker.stages.planning import plan_job
@@ -93,15 +93,8 @@ def test_row_whose_message_was_lost_or_hidden_is_done_after_the_grace(
 
     with LocalWorkers(settings, 1):  # a real `celery worker`: its liveness thread reconciles
         done = wait_for(lambda: (j := ctx.table.jobs.get(job.id)).status in JOB_TERMINAL and j,
-                        90, lambda: _state("the job did not end", ctx, job.id))
+                        90, lambda: job_state("the job did not end", ctx, job.id))
     assert done.status == JobStatus.SUCCEEDED, done.error
     rows = ctx.table.rows.list(job.id)
     assert {r.status for r in rows} == {RowStatus.DONE}
     assert [r.attempts for r in rows] == [1] * 6  # the lost row was run once, not failed
-
-
-def _state(what: str, ctx, job_id: str) -> str:
-    """``what`` with the job's status and its rows' states, for a failure message."""
-    job = ctx.table.jobs.get(job_id)
-    rows = [(r.index, str(r.status), r.attempts) for r in ctx.table.rows.list(job_id)]
-    return f"{what}: job {job.status} ({job.error}), rows {rows}"

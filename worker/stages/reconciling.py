@@ -91,20 +91,20 @@ def requeue_lost_messages(ctx: WorkerContext) -> list[tuple[str, int]]:
     if not grace or ctx.queue_depth is None:
         return []
     recovery = ctx.table.recovery
-    stages = {
-        "plan": (PLAN_TASK, [JobStatus.QUEUED, JobStatus.PLANNING]),
-        "reduce": (REDUCE_TASK, [JobStatus.REDUCING]),
-    }
 
-    def lost(logical: str, peek: bool) -> list[tuple]:
-        if logical == "rows":
-            return recovery.requeue_pending(grace, peek=peek)
-        return [(job_id,) for job_id in recovery.stale_jobs(stages[logical][1], grace,
-                                                             unclaimed=True, peek=peek)]
+    def stage(statuses: list[JobStatus]):
+        return lambda peek: [(job_id,) for job_id in recovery.stale_jobs(
+            statuses, grace, unclaimed=True, peek=peek)]
 
+    # (logical queue, task, lost(peek) -> the task's args of each lost message)
+    checks = [
+        ("rows", ROW_TASK, lambda peek: recovery.requeue_pending(grace, peek=peek)),
+        ("plan", PLAN_TASK, stage([JobStatus.QUEUED, JobStatus.PLANNING])),
+        ("reduce", REDUCE_TASK, stage([JobStatus.REDUCING])),
+    ]
     rows: list[tuple[str, int]] = []
-    for logical, task in [("rows", ROW_TASK), *((q, t) for q, (t, _) in stages.items())]:
-        if not lost(logical, peek=True):
+    for logical, task, lost in checks:
+        if not lost(True):
             continue
         try:
             waiting = ctx.queue_depth(logical)
@@ -113,10 +113,10 @@ def requeue_lost_messages(ctx: WorkerContext) -> list[tuple[str, int]]:
             continue
         if waiting:
             continue  # the message may wait behind others: the timeouts decide
-        for item in lost(logical, peek=False):
-            ctx.enqueue(task, *item)
-            if logical == "rows":
-                rows.append(item)
-            log.warning("reconcile.lost_message", queue=logical, job_id=item[0],
-                        row=item[1] if len(item) > 1 else None, after_s=grace)
+        for args in lost(False):
+            ctx.enqueue(task, *args)
+            if task == ROW_TASK:
+                rows.append(args)
+            log.warning("reconcile.lost_message", queue=logical, job_id=args[0],
+                        row=args[1] if task == ROW_TASK else None, after_s=grace)
     return rows
