@@ -29,7 +29,31 @@ class ErrorOut(BaseModel):
     detail: str = Field(examples=[f"job {JOB_ID_EXAMPLE} does not exist"])
 
 
-class JobCreate(BaseModel):
+class JobOptions(BaseModel):
+    """The options of a job, shared by a job request and a batch's defaults (null: the
+    server's default, or for a batch's jobs the batch's)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, max_length=100, description="Model package name.")
+    model_version: str | None = Field(
+        None, max_length=50, description="Model version; null: newest registered."
+    )
+    tile_size: int | None = Field(None, ge=32, le=8192, description="Tile edge T (px).")
+    halo: int | None = Field(None, ge=0, le=4096, description="Halo cropped per side (px).")
+    labels: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata.")
+    webhook_url: str | None = Field(
+        None, max_length=2000, description="http(s) URL to notify when the job ends."
+    )
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1e6, allow_inf_nan=False,
+        description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
+        "TIFF resolution), else outputs are in px.",
+    )
+    precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
+
+
+class JobCreate(JobOptions):
     """A new segmentation job: ``source_url`` or ``upload_id`` (exactly one). Options left
     null take the server's defaults."""
 
@@ -57,22 +81,6 @@ class JobCreate(BaseModel):
         None, min_length=1, max_length=64, examples=[UPLOAD_ID_EXAMPLE],
         description="A completed upload (POST /v1/uploads) to segment instead of a URL.",
     )
-    model: str | None = Field(None, max_length=100, description="Model package name.")
-    model_version: str | None = Field(
-        None, max_length=50, description="Model version; null: newest registered."
-    )
-    tile_size: int | None = Field(None, ge=32, le=8192, description="Tile edge T (px).")
-    halo: int | None = Field(None, ge=0, le=4096, description="Halo cropped per side (px).")
-    labels: dict[str, Any] = Field(default_factory=dict, description="Free-form metadata.")
-    webhook_url: str | None = Field(
-        None, max_length=2000, description="http(s) URL to notify when the job ends."
-    )
-    pixel_size_um: float | None = Field(
-        None, gt=0, le=1e6, allow_inf_nan=False,
-        description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
-        "TIFF resolution), else outputs are in px.",
-    )
-    precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=200,
         description="Resubmitting with the same key returns the first job.",
@@ -267,11 +275,10 @@ class RowList(BaseModel):
     rows: list[RowOut]
 
 
-class BatchCreate(BaseModel):
-    """Several jobs at once, one per image, sharing one batch id. ``model``, ``model_version``,
-    ``tile_size``, ``halo``, ``webhook_url``, ``pixel_size_um`` and ``precision`` apply to the jobs that
-    leave them null;
-    ``labels`` are merged under each job's own labels."""
+class BatchCreate(JobOptions):
+    """Several jobs at once, one per image, sharing one batch id. Its options
+    (:class:`JobOptions`) apply to the jobs that leave them null; its ``labels`` are merged
+    under each job's own labels."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -285,18 +292,6 @@ class BatchCreate(BaseModel):
     )
 
     jobs: list[JobCreate] = Field(min_length=1, max_length=500)
-    model: str | None = Field(None, max_length=100)
-    model_version: str | None = Field(None, max_length=50)
-    tile_size: int | None = Field(None, ge=32, le=8192)
-    halo: int | None = Field(None, ge=0, le=4096)
-    labels: dict[str, Any] = Field(default_factory=dict)
-    webhook_url: str | None = Field(None, max_length=2000)
-    pixel_size_um: float | None = Field(
-        None, gt=0, le=1e6, allow_inf_nan=False,
-        description="Pixel size (µm/px); null: read from the image's metadata (OME-XML, "
-        "TIFF resolution), else outputs are in px.",
-    )
-    precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=180,
         description="Resubmitting with the same key returns the same batch and jobs (job i "

@@ -10,7 +10,16 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from api.deps import BlobsDep, SubmissionsDep, TableDep
-from api.schemas import ErrorOut, JobCreate, JobList, JobOut, ModelRef, ResultsOut, WebhookOut
+from api.schemas import (
+    ErrorOut,
+    JobCreate,
+    JobList,
+    JobOptions,
+    JobOut,
+    ModelRef,
+    ResultsOut,
+    WebhookOut,
+)
 from core.spec import JobSpec
 from core.states import JobStatus
 from storage.blobs import (
@@ -80,7 +89,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
 
 
 def spec_of(submissions: SubmissionService, body: JobCreate,
-            defaults: JobCreate | None = None) -> JobSpec:
+            defaults: JobOptions | None = None) -> JobSpec:
     """The checked :class:`JobSpec` of a request body; options it leaves null are taken from
     ``defaults`` (a batch's), labels merged (:meth:`SubmissionService.build_spec` does every
     check).

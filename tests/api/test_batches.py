@@ -71,6 +71,21 @@ def test_one_invalid_job_fails_the_whole_batch(api, jobs, message):
     assert api.table.jobs.list() == [] and drain_tasks(api.settings) == []
 
 
+def test_a_batch_documents_and_checks_its_options_as_a_job_does(api):
+    """The options a batch sets for its jobs have the same schema (limits, descriptions) as a
+    job's own: one definition (api.schemas.JobOptions)."""
+    schemas = api.client.get("/openapi.json").json()["components"]["schemas"]
+    job, batch = schemas["JobCreate"]["properties"], schemas["BatchCreate"]["properties"]
+    options = ("model", "model_version", "tile_size", "halo", "labels", "webhook_url",
+               "pixel_size_um", "precision")
+    assert {name: batch[name] for name in options} == {name: job[name] for name in options}
+    assert all(job[name].get("description") for name in options)
+    r = api.client.post("/v1/batches", json={"jobs": [{"source_url": "s3://p/1.tif"}],
+                                             "pixel_size_um": 0})
+    assert r.status_code == 422 and "pixel_size_um" in r.json()["detail"], r.text
+    assert api.table.jobs.list() == []
+
+
 def test_batch_of_too_many_jobs_is_refused(api):
     r = api.client.post("/v1/batches", json={"jobs": [{"source_url": "s3://p/x.tif"}] * 501})
     assert r.status_code == 422 and "at most 500 items" in r.json()["detail"]
