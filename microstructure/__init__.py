@@ -1,7 +1,8 @@
 """What a section's label map says in numbers: phase fractions (area % per class, exact from
 the rows' pixel counts) as a JSON document and CSV; and the microstructure (issue 14): pellets
 (area, equivalent diameter, open and closed porosity), size distributions of 8-connected
-objects, phase association (shared boundary length) and radial profiles, computed as a
+objects, phase association (shared boundary length), radial profiles and the oxidation
+front (:mod:`microstructure.oxidation`), computed as a
 partial per row strip (:func:`row_partial`, in the row worker) merged exactly in the reducer
 (:func:`merge_partials`); :func:`analyze_label_map` runs both on any label map file. Pure
 functions on counts and arrays (numpy, scipy; pyvips only to read a label map file,

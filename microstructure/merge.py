@@ -9,7 +9,9 @@ result is exactly the whole-image labelling, whatever the strip heights. Then:
   others are epoxy inside a pellet outline (open porosity);
 - pellets are the groups of pellet-set components joined through the inside mount (filled
   outline), numbered by their bounding box (top, then left);
-- radial profiles come from the 16 px block grid and a Euclidean distance transform on it.
+- radial profiles come from the 16 px block grid and a Euclidean distance transform on it;
+- each pellet's oxidation front is read from its radial profile (:mod:`microstructure.oxidation`)
+  where the class table has hematite and magnetite.
 
 Memory: the partials' component tables plus the block grid ((H/16) x (W/16) x C uint16); no
 array of image size. See docs/microstructure.md.
@@ -23,6 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from microstructure.classes import ClassInfo
+from microstructure.oxidation import front_depth, oxidation_classes, pellet_oxidation
 from microstructure.partials import BLOCK, RowPartial, _role_codes
 
 #: Version of the ``microstructure.json`` document.
@@ -305,9 +308,24 @@ def merge_partials(partials: Iterable[RowPartial], *, classes: Sequence[ClassInf
         "distance": "from the pellet surface inwards, on the 16 px block grid (approximate)",
         "pellets": [],
     }
+    # the oxidation front (hematite shell, magnetite core) where the classes have both
+    oxidised = oxidation_classes(classes)
+    fronts: list[float | None] = [None] * len(pellets)
     if have_mount and pellets:
-        radial["pellets"] = _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group,
-                                    group_pellet, len(pellets), band_px, ps, ndimage)
+        radial["pellets"], fronts = _radial(parts, classes, H, W, set_off, set_lab, s_outside,
+                                            root_group, group_pellet, len(pellets), band_px, ps,
+                                            ndimage, oxidised)
+    oxidation = None
+    if oxidised is not None:
+        ox, un = (classes[k].name for k in oxidised)
+        oxidation = {"oxidised": ox, "unoxidised": un,
+                     "oxidation_front": "thickness of the shell from the pellet surface inwards "
+                                        f"that would hold all the pellet's {ox} if the iron "
+                                        f"oxides above it were {ox} and those below {un} (16 px "
+                                        "blocks; docs/microstructure.md)"}
+    for p_, front in zip(pellets, fronts, strict=True):
+        pixels = [p_["pixels"][classes[k].name] for k in oxidised] if oxidised else [0, 0]
+        p_.update(pellet_oxidation(*pixels, front, ps))
 
     total = H * W
     pellet_px = sum(p["area_px"] for p in pellets)
@@ -338,6 +356,7 @@ def merge_partials(partials: Iterable[RowPartial], *, classes: Sequence[ClassInf
         "size_distributions": size_distributions,
         "boundaries": boundaries,
         "radial_profiles": radial,
+        "oxidation": oxidation,
     }
 
 
@@ -392,8 +411,11 @@ def _distribution(area_px: np.ndarray, border: np.ndarray, ps: float | None) -> 
 
 
 def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group_pellet,
-            n_pellets, band_px, ps, ndimage) -> list[dict]:
-    """Per-pellet radial profiles from the partials' block grids (see module docstring)."""
+            n_pellets, band_px, ps, ndimage,
+            oxidation: tuple[int, int] | None) -> tuple[list[dict], list[float | None]]:
+    """Per-pellet radial profiles from the partials' block grids (see module docstring), and
+    each pellet's oxidation front depth (px; None for all without ``oxidation``, the indices
+    of the oxidised and unoxidised classes: :func:`microstructure.oxidation.front_depth`)."""
     C = len(classes)
     nby, nbx = -(-H // BLOCK), -(-W // BLOCK)
     counts = np.zeros((nby, nbx, C), dtype=np.uint16)
@@ -433,6 +455,12 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
     use = mask & (pel != none)
     dist = ndimage.distance_transform_edt(mask)  # blocks from the nearest block outside
     dist -= 0.5
+    fronts: list[float | None] = [None] * n_pellets
+    if oxidation is not None:
+        depth = np.maximum(dist[use] * BLOCK, 0)  # px from the surface
+        fronts = _fronts(pel[use], depth, counts[..., oxidation[0]][use],
+                         counts[..., oxidation[1]][use], n_pellets)
+        del depth
     dist *= BLOCK / band_px  # px from the surface / band width
     np.maximum(dist, 0, out=dist)
     band = np.floor(dist[use]).astype(np.int64)
@@ -464,4 +492,14 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
                 "open_porosity_percent": float(100.0 * inside_mount / px),
             })
         profiles.append({"pellet": pi + 1, "bands": bands})
-    return profiles
+    return profiles, fronts
+
+
+def _fronts(pellet: np.ndarray, depth: np.ndarray, oxidised: np.ndarray, unoxidised: np.ndarray,
+            n_pellets: int) -> list[float | None]:
+    """:func:`microstructure.oxidation.front_depth` of each pellet from its blocks."""
+    order = np.argsort(pellet, kind="stable")
+    ends = np.cumsum(np.bincount(pellet, minlength=n_pellets))
+    oxides = oxidised.astype(np.int32) + unoxidised
+    return [front_depth(depth[i], oxidised[i], oxides[i], BLOCK / 2)
+            for i in np.split(order, ends[:-1])]

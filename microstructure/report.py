@@ -7,6 +7,8 @@ import csv
 import io
 import json
 
+from microstructure.oxidation import FIELDS as OXIDATION_FIELDS
+
 
 def _csv(rows: list[dict], fields: list[str]) -> bytes:
     buf = io.StringIO()
@@ -26,7 +28,8 @@ def render_outputs(report: dict) -> dict[str, bytes]:
 
     Returns:
         File name -> bytes: ``microstructure.json`` (sorted keys, UTF-8), ``pellets.csv``
-        (one row per pellet; phase columns ``pct_<class>``), ``size_distributions.csv``
+        (one row per pellet; phase columns ``pct_<class>``; the oxidised share and
+        oxidation front where the document has ``oxidation``), ``size_distributions.csv``
         (one row per class and bin), ``boundaries.csv`` (one row per class pair),
         ``radial_profiles.csv`` (one row per pellet and band) and ``radial_profiles.png``
         (left out when matplotlib is not installed or there is no profile).
@@ -43,12 +46,14 @@ def render_outputs(report: dict) -> dict[str, bytes]:
                                "porosity_closed_percent", "touches_image_border")}
         r.update({f"bbox_{k}": v for k, v in p["bbox"].items()})
         r.update({f"pct_{n}": p["phase_fractions_percent"].get(n) for n in phase_names})
+        r.update({k: p.get(k) for k in OXIDATION_FIELDS})
         rows.append(r)
+    oxidation = list(OXIDATION_FIELDS) if report.get("oxidation") else []
     out["pellets.csv"] = _csv(rows, [
         "id", "area_px", "area_mm2", "equivalent_diameter_px", "equivalent_diameter_mm",
         "porosity_open_percent", "porosity_closed_percent",
-        *[f"pct_{n}" for n in phase_names], "bbox_x", "bbox_y", "bbox_width", "bbox_height",
-        "touches_image_border"])
+        *[f"pct_{n}" for n in phase_names], *oxidation, "bbox_x", "bbox_y", "bbox_width",
+        "bbox_height", "touches_image_border"])
     rows = []
     for name, d in report["size_distributions"].items():
         for b in d["bins"]:
@@ -90,6 +95,9 @@ def _radial_png(report: dict, phase_names: list[str]) -> bytes | None:
     except ImportError:
         return None
     um = report["pixel_size_um"] is not None
+    oxidised = (report.get("oxidation") or {}).get("oxidised")
+    fronts = {p["id"]: p.get("oxidation_front_um" if um else "oxidation_front_px")
+              for p in report["pellets"]}
     # one panel per phase (and the open pores), one line per pellet: a panel count that does
     # not grow with the number of pellets
     panels = [*phase_names, "open pores"]
@@ -103,8 +111,12 @@ def _radial_png(report: dict, phase_names: list[str]) -> bytes | None:
                  for b in prof["bands"]]
             y = [b["open_porosity_percent"] if name == "open pores" else b["percent"][name]
                  for b in prof["bands"]]
-            ax.plot(x, y, marker="." if len(profiles) <= 5 else None, linewidth=1,
-                    alpha=1.0 if len(profiles) <= 5 else 0.5, label=f"pellet {prof['pellet']}")
+            (line,) = ax.plot(x, y, marker="." if len(profiles) <= 5 else None, linewidth=1,
+                              alpha=1.0 if len(profiles) <= 5 else 0.5,
+                              label=f"pellet {prof['pellet']}")
+            front = fronts.get(prof["pellet"]) if name == oxidised else None
+            if front is not None and len(profiles) <= 5:  # the oxidation front, dashed
+                ax.axvline(front, color=line.get_color(), linestyle="--", linewidth=0.8)
         ax.set_title(name)
         ax.set_xlabel(f"distance from surface ({'µm' if um else 'px'})")
         ax.set_ylabel("area % of pellet")
@@ -125,8 +137,8 @@ SUMMARY_PELLETS = 20
 
 def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]:
     """A few lines for ``pelletseg run`` / ``pelletseg results`` / ``pelletseg analyze``: pixel
-    size, pellets (area, diameter, porosity; the first ``max_pellets`` by id, then a count of
-    the others), pore size D10/D50/D90 and the notes."""
+    size, pellets (area, diameter, porosity, oxidation front; the first ``max_pellets`` by id,
+    then a count of the others), pore size D10/D50/D90 and the notes."""
     ps = report["pixel_size_um"]
     lines = [f"pixel size: {ps:g} µm" if ps is not None else "pixel size: unknown (figures in px)"]
     for n in report.get("notes", []):
@@ -141,7 +153,8 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
         else:
             size = f"{p['area_px']} px, Ø {p['equivalent_diameter_px']:.1f} px"
         lines.append(f"  pellet {p['id']}: {size}, open porosity {_fmt(p['porosity_open_percent'])} %, "
-                     f"closed porosity {_fmt(p['porosity_closed_percent'])} %")
+                     f"closed porosity {_fmt(p['porosity_closed_percent'])} %"
+                     + _oxidation_text(p, report.get("oxidation"), ps))
     if len(pel) > max_pellets:
         more = len(pel) - max_pellets
         lines.append(f"  ... and {more} more pellet{'s' if more > 1 else ''} (every pellet: pellets.csv)")
@@ -152,3 +165,14 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
         lines.append(f"{name}: {d['count']} objects, D10/D50/D90 by area "
                      f"{_fmt(d[f'd10_{sfx}'], 1)}/{_fmt(d[f'd50_{sfx}'], 1)}/{_fmt(d[f'd90_{sfx}'], 1)} {unit}")
     return lines
+
+
+def _oxidation_text(pellet: dict, classes: dict | None, ps: float | None) -> str:
+    """``", oxidation front 61.2 µm (hematite 48.0 % of hematite + magnetite)"``, or ``""``."""
+    if classes is None or pellet.get("oxidised_share_percent") is None:
+        return ""
+    front = (f"{pellet['oxidation_front_um']:.1f} µm" if ps is not None
+             else f"{pellet['oxidation_front_px']:.1f} px")
+    return (f", oxidation front {front} ({classes['oxidised']} "
+            f"{pellet['oxidised_share_percent']:.1f} % of {classes['oxidised']} + "
+            f"{classes['unoxidised']})")

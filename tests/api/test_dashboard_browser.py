@@ -229,6 +229,22 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.locator("#sizes-table tbody tr").count() == 3
             assert "figures are in px" in page.inner_text("#micro-pixel-size")
             assert page.locator("#pellets-table").count() == 1
+            # the pellet table's oxidation columns: the tiny model has no hematite and
+            # magnetite, so the page's own module renders a document that has them
+            head, cells = page.evaluate("""async () => {
+              const m = await import("/static/js/microstructure.js");
+              const t = m.pelletTable({pixel_size_um: 0.5,
+                oxidation: {oxidised: "hematite", unoxidised: "magnetite"},
+                pellets: [{id: 1, area_mm2: 0.5, equivalent_diameter_mm: 0.8,
+                  porosity_open_percent: 1, porosity_closed_percent: 2,
+                  phase_fractions_percent: {hematite: 40, magnetite: 43},
+                  oxidised_share_percent: 48.2, oxidation_front_px: 122.48,
+                  oxidation_front_um: 61.24}]});
+              return [[...t.querySelectorAll("th")].map((e) => e.textContent),
+                      [...t.querySelectorAll("td")].map((e) => e.textContent)];
+            }""")
+            assert head[-2:] == ["hematite of hematite + magnetite %", "Oxidation front (µm)"]
+            assert cells[-2:] == ["48.20", "61.2"] and len(cells) == len(head)
             # (no wait_for_function: it evaluates strings in the page, which the CSP forbids)
             page.wait_for_selector("#preview-img")
             wait_until(page, lambda: page.evaluate(

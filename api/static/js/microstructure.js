@@ -25,7 +25,9 @@ export function pixelSizeNote(report) {
     : "No pixel size (none given with the job or recorded in the image): figures are in px.");
 }
 
-/** One row per pellet: area, equivalent diameter, open and closed porosity, phases. */
+/** One row per pellet: area, equivalent diameter, open and closed porosity, phases, and the
+ * oxidised share and oxidation front where the classes have hematite and magnetite
+ * (report.oxidation). */
 export function pelletTable(report) {
   const pellets = report.pellets || [];
   if (!pellets.length) {
@@ -34,15 +36,20 @@ export function pelletTable(report) {
   }
   const phaseNames = [...new Set(pellets.flatMap((p) => pelletPhases(p).map(([k]) => k)))];
   const mm = Boolean(report.pixel_size_um);
+  const ox = report.oxidation;
   return table("pellets-table",
     ["Pellet", mm ? "Area (mm²)" : "Area (px)", mm ? "Eq. diameter (mm)" : "Eq. diameter (px)",
-      "Open porosity %", "Closed porosity %", ...phaseNames.map((n) => `${n} %`)],
+      "Open porosity %", "Closed porosity %", ...phaseNames.map((n) => `${n} %`),
+      ...(ox ? [`${ox.oxidised} of ${ox.oxidised} + ${ox.unoxidised} %`,
+        `Oxidation front (${mm ? "µm" : "px"})`] : [])],
     pellets.map((p, i) => {
       const phases = Object.fromEntries(pelletPhases(p));
       return [String(p.id ?? i + 1), mm ? num(p.area_mm2, 3) : num(p.area_px, 0),
         mm ? num(p.equivalent_diameter_mm, 3) : num(p.equivalent_diameter_px, 1),
         num(p.porosity_open_percent), num(p.porosity_closed_percent),
-        ...phaseNames.map((n) => num(phases[n]))];
+        ...phaseNames.map((n) => num(phases[n])),
+        ...(ox ? [num(p.oxidised_share_percent),
+          num(mm ? p.oxidation_front_um : p.oxidation_front_px, 1)] : [])];
     }));
 }
 
