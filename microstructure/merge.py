@@ -10,8 +10,8 @@ result is exactly the whole-image labelling, whatever the strip heights. Then:
 - pellets are the groups of pellet-set components joined through the inside mount (filled
   outline), numbered by their bounding box (top, then left);
 - radial profiles come from the 16 px block grid and a Euclidean distance transform on it;
-- each pellet's oxidation front is read from its radial profile (:mod:`microstructure.oxidation`)
-  where the class table has hematite and magnetite.
+- each pellet's oxidation front is solved on the same block grid, where the class table has
+  hematite and magnetite (:mod:`microstructure.oxidation`).
 
 Memory: the partials' component tables plus the block grid ((H/16) x (W/16) x C uint16); no
 array of image size. See docs/microstructure.md.
