@@ -21,6 +21,10 @@ from cli.options import PRECISIONS
 @click.option("--image-side", type=int, default=None, help="Edge of the square bench image (px).")
 @click.option("--workers", type=int, default=None,
               help="Worker processes (default: cores on CPU, 1 on CUDA).")
+@click.option("--rows-in-flight", type=click.IntRange(1, 16), default=None,
+              help="Row tasks each worker runs at once (PELLETSEG_ROWS_IN_FLIGHT; default: 1 "
+                   "on CPU, 3 on CUDA, where one row's CPU work overlaps another's forward "
+                   "passes).")
 @click.option("--tile-size", type=int, default=None,
               help="Tile edge T (px; default the model package's).")
 @click.option("--halo", type=int, default=None, help="Halo (px; default the model package's).")
@@ -53,7 +57,8 @@ from cli.options import PRECISIONS
               help="As a worker's PELLETSEG_PRECISION: autocast on CUDA; on CPU fp32 pins "
                    "float32 for a package validated for bfloat16 (cpu_precision bf16).")
 def bench(quick: bool, device: str, json_path: Path, model: str | None, image_side: int | None,
-          workers: int | None, tile_size: int | None, halo: int | None, runtime: str,
+          workers: int | None, rows_in_flight: int | None, tile_size: int | None,
+          halo: int | None, runtime: str,
           reference: bool, reference_geometry: str, limit_seconds: float | None,
           rss_sizes: str | None, pairs: int | None, queued_jobs: int,
           stream_reduce: bool | None, work_dir: Path | None, precision: str) -> None:
@@ -68,7 +73,7 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
     if rss_sizes is not None:
         sizes = tuple(float(s) for s in rss_sizes.split(",") if s.strip())
     cfg = BenchConfig.preset(quick, device, model=model, image_side=image_side, workers=workers,
-                             tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
+                             rows_in_flight=rows_in_flight, tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
                              rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
                              queued_jobs=queued_jobs,
                              work_dir=work_dir, runtime=runtime, reference=reference,

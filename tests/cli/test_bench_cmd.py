@@ -53,3 +53,18 @@ def test_bench_precision_follows_the_option_or_the_workers_setting(tmp_path, mon
                                     *args], env=env)
     assert res.exit_code == 0, res.output
     assert seen["cfg"].precision == expected and seen["cfg"].device == "cpu"
+
+
+@pytest.mark.parametrize(("args", "device", "expected"), [
+    ([], "cpu", 1), ([], "cuda", 3), (["--rows-in-flight", "6"], "cuda", 6),
+])
+def test_bench_rows_in_flight_reach_the_config(tmp_path, monkeypatch, args, device, expected):
+    """``--rows-in-flight``: how many rows a worker overlaps (the GPU check tunes it)."""
+    seen = _capture_run(monkeypatch)
+    res = CliRunner().invoke(main, ["bench", "--quick", "--device", device,
+                                    "--json", str(tmp_path / "b.json"), *args])
+    assert res.exit_code == 0, res.output
+    assert seen["cfg"].resolved().rows_in_flight == expected
+    bad = CliRunner().invoke(main, ["bench", "--json", str(tmp_path / "b.json"),
+                                    "--rows-in-flight", "0"])
+    assert bad.exit_code == 2 and "--rows-in-flight" in bad.output
