@@ -25,7 +25,12 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from microstructure.classes import ClassInfo
-from microstructure.oxidation import front_depth, oxidation_classes, pellet_oxidation
+from microstructure.oxidation import (
+    amount_above,
+    front_depth,
+    oxidation_classes,
+    pellet_oxidation,
+)
 from microstructure.partials import BLOCK, RowPartial, _role_codes
 
 #: Version of the ``microstructure.json`` document.
@@ -310,7 +315,7 @@ def merge_partials(partials: Iterable[RowPartial], *, classes: Sequence[ClassInf
     }
     # the oxidation front (hematite shell, magnetite core) where the classes have both
     oxidised = oxidation_classes(classes)
-    fronts: list[float | None] = [None] * len(pellets)
+    fronts: list[tuple[float | None, float | None]] = [(None, None)] * len(pellets)
     if have_mount and pellets:
         radial["pellets"], fronts = _radial(parts, classes, H, W, set_off, set_lab, s_outside,
                                             root_group, group_pellet, len(pellets), band_px, ps,
@@ -323,9 +328,9 @@ def merge_partials(partials: Iterable[RowPartial], *, classes: Sequence[ClassInf
                                         f"that would hold all the pellet's {ox} if the iron "
                                         f"oxides above it were {ox} and those below {un} (16 px "
                                         "blocks; docs/microstructure.md)"}
-    for p_, front in zip(pellets, fronts, strict=True):
+    for p_, (front, shell) in zip(pellets, fronts, strict=True):
         pixels = [p_["pixels"][classes[k].name] for k in oxidised] if oxidised else [0, 0]
-        p_.update(pellet_oxidation(*pixels, front, ps))
+        p_.update(pellet_oxidation(*pixels, front, shell, ps))
 
     total = H * W
     pellet_px = sum(p["area_px"] for p in pellets)
@@ -412,10 +417,11 @@ def _distribution(area_px: np.ndarray, border: np.ndarray, ps: float | None) -> 
 
 def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group_pellet,
             n_pellets, band_px, ps, ndimage,
-            oxidation: tuple[int, int] | None) -> tuple[list[dict], list[float | None]]:
+            oxidation: tuple[int, int] | None,
+            ) -> tuple[list[dict], list[tuple[float | None, float | None]]]:
     """Per-pellet radial profiles from the partials' block grids (see module docstring), and
-    each pellet's oxidation front depth (px; None for all without ``oxidation``, the indices
-    of the oxidised and unoxidised classes: :func:`microstructure.oxidation.front_depth`)."""
+    each pellet's oxidation front depth (px) and shell share (%) (None for all without
+    ``oxidation``, the indices of the oxidised and unoxidised classes: :func:`_fronts`)."""
     C = len(classes)
     nby, nbx = -(-H // BLOCK), -(-W // BLOCK)
     counts = np.zeros((nby, nbx, C), dtype=np.uint16)
@@ -455,7 +461,7 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
     use = mask & (pel != none)
     dist = ndimage.distance_transform_edt(mask)  # blocks from the nearest block outside
     dist -= 0.5
-    fronts: list[float | None] = [None] * n_pellets
+    fronts: list[tuple[float | None, float | None]] = [(None, None)] * n_pellets
     if oxidation is not None:
         depth = np.maximum(dist[use] * BLOCK, 0)  # px from the surface
         fronts = _fronts(pel[use], depth, counts[..., oxidation[0]][use],
@@ -496,10 +502,18 @@ def _radial(parts, classes, H, W, set_off, set_lab, s_outside, root_group, group
 
 
 def _fronts(pellet: np.ndarray, depth: np.ndarray, oxidised: np.ndarray, unoxidised: np.ndarray,
-            n_pellets: int) -> list[float | None]:
-    """:func:`microstructure.oxidation.front_depth` of each pellet from its blocks."""
+            n_pellets: int) -> list[tuple[float | None, float | None]]:
+    """Each pellet's ``(front depth, shell share)`` from its blocks
+    (:func:`microstructure.oxidation.front_depth`, :func:`~microstructure.oxidation.amount_above`
+    of its hematite, % of it)."""
     order = np.argsort(pellet, kind="stable")
     ends = np.cumsum(np.bincount(pellet, minlength=n_pellets))
     oxides = oxidised.astype(np.int32) + unoxidised
-    return [front_depth(depth[i], oxidised[i], oxides[i], BLOCK / 2)
-            for i in np.split(order, ends[:-1])]
+    out: list[tuple[float | None, float | None]] = []
+    for i in np.split(order, ends[:-1]):
+        front = front_depth(depth[i], oxidised[i], oxides[i], BLOCK / 2)
+        total = int(oxidised[i].sum(dtype=np.int64))
+        shell = (100.0 * amount_above(depth[i], oxidised[i], BLOCK / 2, front) / total
+                 if front is not None and total else None)
+        out.append((front, shell))
+    return out

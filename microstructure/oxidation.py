@@ -6,7 +6,7 @@ what a metallurgist reads from a polished section (Nellros & Thurley, *Minerals 
 24 (2011) 1525-1531: % hematite and magnetite against the distance to the pellet surface; a
 microscopist measures the shell's thickness around the pellet and averages it).
 
-Two figures per pellet, where the class table has hematite and magnetite
+Three figures per pellet, where the class table has hematite and magnetite
 (:func:`oxidation_classes`):
 
 - the **oxidised share**: hematite / (hematite + magnetite) by area (%), exact from the
@@ -16,8 +16,11 @@ Two figures per pellet, where the class table has hematite and magnetite
   hematite and those deeper all magnetite (:func:`front_depth`). For a sharp front it is the
   front's mean depth around the pellet; it does not depend on the radial profile's band width.
   Its distances are those of the radial profiles (16 px blocks, Euclidean distance transform:
-  about ±8 px), and hematite inside the core (or magnetite in the shell) moves it by their area
-  (the radial profile shows whether the front is sharp).
+  about ±8 px), and hematite inside the core (or magnetite in the shell) moves it by their area;
+- the **shell share**: the share of the pellet's hematite that lies above its front (%,
+  :func:`amount_above`): 100 for a clean hematite shell, about the oxidised share where
+  hematite is spread evenly through the pellet (no front), near 0 where it sits in the core
+  (a reduced pellet). It says whether the front depth describes a shell at all.
 
 Pure numpy on the block grid of :func:`microstructure.merge.merge_partials`.
 """
@@ -30,15 +33,16 @@ import numpy as np
 
 from microstructure.classes import ClassInfo
 
-__all__ = ["FIELDS", "OXIDISED_NAMES", "UNOXIDISED_NAMES", "front_depth", "oxidation_classes",
-           "pellet_oxidation"]
+__all__ = ["FIELDS", "OXIDISED_NAMES", "UNOXIDISED_NAMES", "amount_above", "front_depth",
+           "oxidation_classes", "pellet_oxidation"]
 
 #: Class names (case-insensitive) of the oxidised phase and of the phase it grows from.
 OXIDISED_NAMES = ("hematite", "haematite")
 UNOXIDISED_NAMES = ("magnetite",)
 #: A pellet's oxidation fields in ``microstructure.json`` and ``pellets.csv``
 #: (:func:`pellet_oxidation`).
-FIELDS = ("oxidised_share_percent", "oxidation_front_px", "oxidation_front_um")
+FIELDS = ("oxidised_share_percent", "oxidation_front_px", "oxidation_front_um",
+          "oxidation_front_shell_percent")
 
 
 def oxidation_classes(classes: Sequence[ClassInfo]) -> tuple[int, int] | None:
@@ -103,15 +107,37 @@ def front_depth(depth_px: np.ndarray, oxidised: np.ndarray, oxides: np.ndarray,
     return float(max(x[k - 1] + (target - below[k - 1]) / slope[k - 1], 0.0))
 
 
+def amount_above(depth_px: np.ndarray, amounts: np.ndarray, half_width_px: float,
+                 limit_px: float) -> float:
+    """How much of ``amounts`` lies above ``limit_px``, each block's amount spread evenly over
+    the depths ``depth ± half_width`` as in :func:`front_depth`.
+
+    Args:
+        depth_px: (N,) float, each block's centre's distance from the pellet surface (px).
+        amounts: (N,) pixels of each block (e.g. its hematite).
+        half_width_px: Half a block's edge (px).
+        limit_px: Depth (px).
+
+    Returns:
+        The pixels above ``limit_px`` (a float: blocks across it count in part).
+    """
+    depth_px = np.asarray(depth_px, dtype=np.float64)
+    part = np.clip((limit_px - (depth_px - half_width_px)) / (2 * half_width_px), 0.0, 1.0)
+    return float(np.dot(part, np.asarray(amounts, dtype=np.float64)))
+
+
 def pellet_oxidation(oxidised_px: int, unoxidised_px: int, front_px: float | None,
+                     shell_percent: float | None,
                      pixel_size_um: float | None) -> dict[str, float | None]:
     """A pellet's oxidation fields (:data:`FIELDS`): its oxidised share (%, from its exact
-    hematite and magnetite pixel counts; None without either) and its oxidation front depth
-    (px, from :func:`front_depth`, and µm where the pixel size (µm/px) is known). All None
-    for a class table without both (:func:`oxidation_classes`): call with ``0, 0, None``."""
+    hematite and magnetite pixel counts; None without either), its oxidation front depth
+    (px, from :func:`front_depth`, and µm where the pixel size (µm/px) is known) and its
+    shell share (%, :func:`amount_above`). All None for a class table without both
+    (:func:`oxidation_classes`): call with ``0, 0, None, None``."""
     total = oxidised_px + unoxidised_px
     return dict(zip(FIELDS, (
         100.0 * oxidised_px / total if total else None,
         front_px,
         None if front_px is None or pixel_size_um is None else front_px * pixel_size_um,
+        shell_percent,
     ), strict=True))

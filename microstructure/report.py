@@ -168,11 +168,13 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
 
 
 def _oxidation_text(pellet: dict, classes: dict | None, ps: float | None) -> str:
-    """``", oxidation front 61.2 µm (hematite 48.0 % of hematite + magnetite)"``, or ``""``."""
+    """``", oxidation front 61.2 µm (96 % of the hematite above it; hematite 48.0 % of
+    hematite + magnetite)"``, or ``""``."""
     if classes is None or pellet.get("oxidised_share_percent") is None:
         return ""
     front = (f"{pellet['oxidation_front_um']:.1f} µm" if ps is not None
              else f"{pellet['oxidation_front_px']:.1f} px")
-    return (f", oxidation front {front} ({classes['oxidised']} "
-            f"{pellet['oxidised_share_percent']:.1f} % of {classes['oxidised']} + "
+    ox = classes["oxidised"]
+    return (f", oxidation front {front} ({pellet['oxidation_front_shell_percent']:.0f} % of the "
+            f"{ox} above it; {ox} {pellet['oxidised_share_percent']:.1f} % of {ox} + "
             f"{classes['unoxidised']})")

@@ -239,12 +239,13 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
                   porosity_open_percent: 1, porosity_closed_percent: 2,
                   phase_fractions_percent: {hematite: 40, magnetite: 43},
                   oxidised_share_percent: 48.2, oxidation_front_px: 122.48,
-                  oxidation_front_um: 61.24}]});
+                  oxidation_front_um: 61.24, oxidation_front_shell_percent: 96.4}]});
               return [[...t.querySelectorAll("th")].map((e) => e.textContent),
                       [...t.querySelectorAll("td")].map((e) => e.textContent)];
             }""")
-            assert head[-2:] == ["hematite of hematite + magnetite %", "Oxidation front (µm)"]
-            assert cells[-2:] == ["48.20", "61.2"] and len(cells) == len(head)
+            assert head[-3:] == ["hematite of hematite + magnetite %", "Oxidation front (µm)",
+                                 "hematite above the front %"]
+            assert cells[-3:] == ["48.20", "61.2", "96"] and len(cells) == len(head)
             # (no wait_for_function: it evaluates strings in the page, which the CSP forbids)
             page.wait_for_selector("#preview-img")
             wait_until(page, lambda: page.evaluate(

@@ -11,8 +11,14 @@ import pytest
 
 from microstructure import merge_partials, render_outputs, row_partial, summary_lines
 from microstructure.classes import ClassInfo
-from microstructure.oxidation import FIELDS, front_depth, oxidation_classes
-from microstructure.synthetic import SYNTHETIC_CLASSES, demo_section, make_section
+from microstructure.oxidation import FIELDS, amount_above, front_depth, oxidation_classes
+from microstructure.synthetic import (
+    HEMATITE,
+    MAGNETITE,
+    SYNTHETIC_CLASSES,
+    demo_section,
+    make_section,
+)
 
 
 def _report(labels, classes=SYNTHETIC_CLASSES, rows=23, ps=None, band=20.0):
@@ -59,6 +65,35 @@ def test_front_depth_equals_a_direct_integration_on_random_blocks():
             continue
         got = front_depth(depth, oxidised, oxides, 8.0)
         assert got == pytest.approx(_integrated(depth, oxidised, oxides, 8.0), abs=0.01)
+        # what lies above it: all the hematite's worth of oxides, by the same spreading
+        assert amount_above(depth, oxides, 8.0, got) == pytest.approx(oxidised.sum(), abs=0.5)
+
+
+def test_amount_above_by_hand():
+    depth, amounts = np.array([8.0, 24.0]), np.array([100, 40])
+    assert amount_above(depth, amounts, 8.0, 0.0) == 0.0
+    assert amount_above(depth, amounts, 8.0, 4.0) == pytest.approx(25.0)  # a quarter of block 1
+    assert amount_above(depth, amounts, 8.0, 20.0) == pytest.approx(110.0)
+    assert amount_above(depth, amounts, 8.0, 99.0) == pytest.approx(140.0)
+
+
+def test_shell_share_tells_a_shell_from_a_core_and_from_a_mix():
+    """Hematite above the front: most of it for the drawn shells; little when hematite and
+    magnetite swap (a hematite core); about the oxidised share when each iron oxide pixel is
+    hematite at random (no front)."""
+    labels = demo_section().render()
+    swapped = labels.copy()
+    swapped[labels == HEMATITE], swapped[labels == MAGNETITE] = MAGNETITE, HEMATITE
+    mixed = labels.copy()
+    oxide = (labels == HEMATITE) | (labels == MAGNETITE)
+    mixed[oxide] = np.where(np.random.default_rng(0).random(int(oxide.sum())) < 0.4,
+                            HEMATITE, MAGNETITE)
+    shell, core, mix = (_report(x)["pellets"] for x in (labels, swapped, mixed))
+    assert all(p["oxidation_front_shell_percent"] > 85 for p in shell)
+    assert all(p["oxidation_front_shell_percent"] < 25 for p in core)
+    for p in mix:
+        assert p["oxidation_front_shell_percent"] == pytest.approx(p["oxidised_share_percent"],
+                                                                   abs=3)
 
 
 @pytest.mark.parametrize(("depth", "oxidised", "oxides", "message"), [
@@ -125,5 +160,7 @@ def test_british_spelling_and_outputs():
         [p["oxidation_front_um"] for p in report["pellets"]])
     lines = [line for line in summary_lines(report) if "oxidation front" in line]
     assert len(lines) == len(report["pellets"])
-    assert f"oxidation front {report['pellets'][0]['oxidation_front_um']:.1f} µm" in lines[0]
+    first = report["pellets"][0]
+    assert (f"oxidation front {first['oxidation_front_um']:.1f} µm "
+            f"({first['oxidation_front_shell_percent']:.0f} % of the Haematite above it") in lines[0]
     assert "Haematite" in lines[0]

@@ -26,8 +26,8 @@ export function pixelSizeNote(report) {
 }
 
 /** One row per pellet: area, equivalent diameter, open and closed porosity, phases, and the
- * oxidised share and oxidation front where the classes have hematite and magnetite
- * (report.oxidation). */
+ * oxidised share, oxidation front and shell share where the classes have hematite and
+ * magnetite (report.oxidation). */
 export function pelletTable(report) {
   const pellets = report.pellets || [];
   if (!pellets.length) {
@@ -41,7 +41,7 @@ export function pelletTable(report) {
     ["Pellet", mm ? "Area (mm²)" : "Area (px)", mm ? "Eq. diameter (mm)" : "Eq. diameter (px)",
       "Open porosity %", "Closed porosity %", ...phaseNames.map((n) => `${n} %`),
       ...(ox ? [`${ox.oxidised} of ${ox.oxidised} + ${ox.unoxidised} %`,
-        `Oxidation front (${mm ? "µm" : "px"})`] : [])],
+        `Oxidation front (${mm ? "µm" : "px"})`, `${ox.oxidised} above the front %`] : [])],
     pellets.map((p, i) => {
       const phases = Object.fromEntries(pelletPhases(p));
       return [String(p.id ?? i + 1), mm ? num(p.area_mm2, 3) : num(p.area_px, 0),
@@ -49,7 +49,8 @@ export function pelletTable(report) {
         num(p.porosity_open_percent), num(p.porosity_closed_percent),
         ...phaseNames.map((n) => num(phases[n])),
         ...(ox ? [num(p.oxidised_share_percent),
-          num(mm ? p.oxidation_front_um : p.oxidation_front_px, 1)] : [])];
+          num(mm ? p.oxidation_front_um : p.oxidation_front_px, 1),
+          num(p.oxidation_front_shell_percent, 0)] : [])];
     }));
 }
 
