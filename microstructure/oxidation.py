@@ -132,7 +132,9 @@ def pellet_oxidation(oxidised_px: int, unoxidised_px: int, front_px: float | Non
     """A pellet's oxidation fields (:data:`FIELDS`): its oxidised share (%, from its exact
     hematite and magnetite pixel counts; None without either), its oxidation front depth
     (px, from :func:`front_depth`, and µm where the pixel size (µm/px) is known) and its
-    shell share (%, :func:`amount_above`). All None for a class table without both
+    shell share (%, :func:`amount_above`). The front and shell share are None for a pellet
+    with no block of the grid (smaller than about half a 16 px block) or no iron oxide in its
+    blocks; all four are None for a class table without both classes
     (:func:`oxidation_classes`): call with ``0, 0, None, None``."""
     total = oxidised_px + unoxidised_px
     return dict(zip(FIELDS, (

@@ -169,12 +169,15 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
 
 def _oxidation_text(pellet: dict, classes: dict | None, ps: float | None) -> str:
     """``", oxidation front 61.2 µm (96 % of the hematite above it; hematite 48.0 % of
-    hematite + magnetite)"``, or ``""``."""
+    hematite + magnetite)"``; without a front (a pellet too small for the 16 px block grid)
+    only the share; ``""`` without either."""
     if classes is None or pellet.get("oxidised_share_percent") is None:
         return ""
+    ox = classes["oxidised"]
+    share = f"{ox} {pellet['oxidised_share_percent']:.1f} % of {ox} + {classes['unoxidised']}"
+    if pellet.get("oxidation_front_px") is None:
+        return f", {share}"
     front = (f"{pellet['oxidation_front_um']:.1f} µm" if ps is not None
              else f"{pellet['oxidation_front_px']:.1f} px")
-    ox = classes["oxidised"]
     return (f", oxidation front {front} ({pellet['oxidation_front_shell_percent']:.0f} % of the "
-            f"{ox} above it; {ox} {pellet['oxidised_share_percent']:.1f} % of {ox} + "
-            f"{classes['unoxidised']})")
+            f"{ox} above it; {share})")

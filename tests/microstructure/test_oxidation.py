@@ -164,3 +164,19 @@ def test_british_spelling_and_outputs():
     assert (f"oxidation front {first['oxidation_front_um']:.1f} µm "
             f"({first['oxidation_front_shell_percent']:.0f} % of the Haematite above it") in lines[0]
     assert "Haematite" in lines[0]
+
+
+def test_a_pellet_below_the_block_grid_has_a_share_but_no_front():
+    """A 7 px pellet fills no 16 px block: its share is exact, its front unknown (None), and
+    the outputs say so instead of failing."""
+    section = make_section(200, 300, [(100, 80, 60, 20), (100, 220, 7, 2)], pores_per_pellet=0)
+    report = _report(section.render(), rows=50)
+    big, small = report["pellets"]
+    assert big["oxidation_front_px"] is not None and small["area_px"] < 16 * 16
+    assert small["oxidised_share_percent"] is not None
+    assert small["oxidation_front_px"] is small["oxidation_front_shell_percent"] is None
+    lines = summary_lines(report)
+    assert "oxidation front" in lines[2] and "oxidation front" not in lines[3]
+    assert "hematite" in lines[3] and "% of hematite + magnetite" in lines[3]
+    rows = list(csv.DictReader(io.StringIO(render_outputs(report)["pellets.csv"].decode())))
+    assert rows[1]["oxidation_front_px"] == "" and rows[1]["oxidised_share_percent"] != ""
