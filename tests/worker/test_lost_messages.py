@@ -87,7 +87,10 @@ def test_row_whose_message_was_lost_or_hidden_is_done_after_the_grace(
     ctx = WorkerContext.on_broker(settings, app)
     ctx.models.publish(tiny_package)
     job = ctx.table.jobs.create(SubmissionService(settings).build_spec(str(micrograph)))
-    assert len(plan_job(ctx, job.id)) == 6  # its row messages are in the rows queue now
+    assert len(plan_job(ctx, job.id)) == 6
+    # AMQP publishes without confirms: the broker may still be routing them when plan_job returns
+    wait_for(lambda: ctx.queue_depth("rows") == 6, 10,
+             lambda: f"6 row messages waiting, not {ctx.queue_depth('rows')},")
     _lose_one_message(settings, broker)
     assert ctx.queue_depth("rows") == 5  # the lost one is not counted as waiting
 
