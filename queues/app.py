@@ -3,8 +3,9 @@ workers (which register them, :mod:`worker.tasks`). Imports no task code and no 
 
 Delivery is at least once:
 acks late, reject on worker lost, prefetch 1, publishing and consuming retried while the broker
-is away; there is no result backend, because job state lives in the job table. What happens to
-a message whose task fails is decided by the task layer (``worker/deadletter.py``).
+is away, publishes confirmed by RabbitMQ (:func:`transport_options`); there is no result
+backend, because job state lives in the job table. What happens to a message whose task fails
+is decided by the task layer (``worker/deadletter.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def task_queues(settings: Settings) -> list[Queue]:
 def transport_options(settings: Settings) -> dict:
     """Broker transport options: Redis/SQS visibility timeout longer than a row lease; on Redis
     with a queue prefix, kombu's own keys (bindings, unacked messages) under that prefix too;
-    plus anything in ``PELLETSEG_BROKER_TRANSPORT_OPTIONS``.
+    on RabbitMQ publisher confirms (``confirm_publish``: a send returns once the broker has
+    queued the message, and a message it refuses, e.g. over ``max_message_size`` or into a full
+    queue, raises ``amqp.exceptions.MessageNacked`` in the sender instead of vanishing; one
+    round trip per message); plus anything in ``PELLETSEG_BROKER_TRANSPORT_OPTIONS``, which
+    overrides these.
 
     The embedded ``sqla+sqlite`` transport gets none: kombu passes its transport options
     straight to ``sqlalchemy.create_engine`` (its polling interval is set by
@@ -54,6 +59,8 @@ def transport_options(settings: Settings) -> dict:
         opts["visibility_timeout"] = max(3600, 2 * settings.lease_seconds)
     if kind == "redis" and settings.queue_prefix:
         opts["global_keyprefix"] = settings.queue_prefix
+    if kind == "amqp":
+        opts["confirm_publish"] = True
     opts.update(settings.broker_transport_options)
     return opts
 

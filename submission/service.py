@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 from pydantic import ValidationError
@@ -265,9 +266,9 @@ class SubmissionService:
         enqueues).
 
         Raises:
-            StorageError: the job table or the broker is unreachable (a job whose planning
-                task could not be sent is marked failed, to be resumed once the broker is
-                back).
+            StorageError: the job table or the broker is unreachable, or the broker refused
+                the message (a job whose planning task could not be sent is marked failed, to
+                be resumed once the broker is back).
         """
         if idempotency_key is not None:
             existing = self.table.jobs.find_by_idempotency_key(idempotency_key)
@@ -378,15 +379,20 @@ class SubmissionService:
         return all(w in dead for w in leased)
 
     def _send_or_fail(self, job_id: str, tasks: list[tuple]) -> None:
-        """Send ``(task, *args)`` messages; if the broker fails, fail the job (so that it can
-        be resumed later) and raise :class:`StorageError`."""
+        """Send ``(task, *args)`` messages; if the broker is unreachable past its retries or
+        refuses a message (RabbitMQ's publisher confirm answered nack: a queue full, a message
+        over ``max_message_size``), fail the job (so that it can be resumed later) and raise
+        :class:`StorageError`."""
         try:
             for task, *args in tasks:
                 send(self.app, task, *args)
-        except (BrokerError, OSError) as e:
+        except (BrokerError, OSError, MessageNacked) as e:
+            if isinstance(e, MessageNacked):
+                why, then = "the broker refused the message", "once its limits allow it"
+            else:
+                why, then = "the broker is unreachable", "when the broker is back"
             self.table.jobs.transition(job_id, JobStatus.FAILED,
-                                       error=f"could not enqueue work: {e}")
+                                       error=f"could not enqueue work: {why}: {e}")
             raise StorageError(
-                f"the broker is unreachable ({e}); job {job_id} was marked failed: resume it "
-                "when the broker is back"
+                f"{why} ({e}); job {job_id} was marked failed: resume it {then}"
             ) from e

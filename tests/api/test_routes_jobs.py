@@ -228,6 +228,28 @@ def test_broker_down_fails_the_job_with_503_and_resume_recovers(tmp_path):
     assert drain_tasks(up.settings) == [(PLAN, job.id)]
 
 
+def test_message_the_broker_refuses_fails_the_job_with_503_and_the_reason(tmp_path, monkeypatch):
+    """RabbitMQ's publisher confirm answered nack (a full queue, a message over its
+    ``max_message_size``: tests/queues/test_app.py shows the nack on a real broker): the job is
+    failed with the broker's reason, to be resumed, and never left ``queued`` for nothing."""
+    from amqp.exceptions import MessageNacked
+
+    import submission.service
+
+    def refuse(*args):
+        raise MessageNacked("Message was nacked by broker")
+
+    monkeypatch.setattr(submission.service, "send", refuse)
+    api = make_api(make_settings(tmp_path, default_model=MODEL))
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://b/x.tif"})
+    assert r.status_code == 503
+    assert "the broker refused the message (Message was nacked" in r.json()["detail"]
+    (job,) = api.table.jobs.list()
+    assert job.status == JobStatus.FAILED
+    assert job.error == ("could not enqueue work: the broker refused the message: "
+                         "Message was nacked by broker")
+
+
 def test_resume_of_a_job_cancelled_mid_planning_plans_again(api):
     job = new_job(api.table)
     api.table.jobs.transition(job.id, JobStatus.PLANNING)

@@ -5,14 +5,17 @@ with their dead-letter queues and redrive policy (moto server)."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
+from amqp.exceptions import MessageNacked
 from kombu import Connection, Queue
 
 from core.settings import Settings
-from queues.app import make_celery, publish_retry_policy, send, task_queue
+from queues.app import make_celery, publish_retry_policy, send, task_queue, transport_options
 from queues.deadletters import create_sqs_queues, delete_queues, sqs_dlq_name
 from queues.names import NOTIFY_TASK, PLAN_TASK, QUEUE_OF_TASK, REDUCE_TASK, ROW_TASK, broker_kind
+from tests.conftest import port_open
 
 
 def _settings(tmp_path, **values) -> Settings:
@@ -131,6 +134,40 @@ def test_redis_keys_share_the_prefix_and_rabbitmq_queues_dead_letter(tmp_path):
         "x-dead-letter-exchange": "a-pelletseg.dlx", "x-dead-letter-routing-key": "a-rows.dlq",
     }
     assert make_celery(_settings(tmp_path)).conf.task_queues[0].queue_arguments is None
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+def test_rabbitmq_publishes_are_confirmed_so_a_refused_message_raises(tmp_path, confirm):
+    """A message RabbitMQ refuses (here: into a full queue with ``reject-publish``; in service,
+    one over ``max_message_size``) raises in the sender, so the API or planner reports the
+    failure instead of a job that waits for a message never queued. With confirms turned off
+    through ``PELLETSEG_BROKER_TRANSPORT_OPTIONS`` the same publish returns as if it had worked:
+    the check below would fail without them."""
+    if not port_open(5672):
+        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
+    url = "amqp://guest:guest@127.0.0.1:5672//"
+    default = _settings(tmp_path, broker_url=url)
+    assert transport_options(default)["confirm_publish"] is True
+    assert "confirm_publish" not in transport_options(_settings(tmp_path, broker_url="sqs://"))
+    overrides = {} if confirm else {"confirm_publish": False}
+    app = make_celery(_settings(tmp_path, broker_url=url, broker_transport_options=overrides))
+    name = f"t{uuid.uuid4().hex[:10]}-full"
+    full = Queue(name, routing_key=name, auto_delete=True,
+                 queue_arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    with app.connection_for_write() as conn:
+        channel = conn.channel()
+        full(channel).declare()
+        try:
+            producer = conn.Producer(channel)
+            producer.publish({"n": 1}, routing_key=name)  # room for one
+            if confirm:
+                with pytest.raises(MessageNacked):
+                    producer.publish({"n": 2}, routing_key=name)
+            else:
+                producer.publish({"n": 2}, routing_key=name)  # dropped, and nobody is told
+            assert full(channel).queue_declare(passive=True).message_count == 1
+        finally:
+            full(conn.channel()).delete()
 
 
 @pytest.mark.parametrize("url,kind", [
