@@ -111,6 +111,10 @@ class ApiClient:
     def submit_batch(self, body: dict) -> dict:
         return self.json("POST", "/v1/batches", json=body)
 
+    def batch_results_csv(self, batch_id: str) -> str:
+        """The batch's table of sections (``GET /v1/batches/{id}/results.csv``), CSV text."""
+        return self.request("GET", f"/v1/batches/{batch_id}/results.csv").text
+
     def jobs(self, **params) -> dict:
         return self.json("GET", "/v1/jobs", params={k: v for k, v in params.items()
                                                    if v not in (None, [], ())})

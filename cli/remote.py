@@ -289,17 +289,35 @@ def cancel_cmd(job_id, api_url, api_key, home) -> None:
 
 
 @click.command("results")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option("--batch", "batch_id", default=None,
+              help="Instead of JOB_ID: the batch's table of sections, one CSV line per job "
+                   "(phase fractions, porosity, pellets, oxidised share, labels), printed or "
+                   "written into --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Download the outputs into this folder.")
 @api_options
-def results_cmd(job_id, out, api_url, api_key) -> None:
+def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
     """Print a succeeded job's phase fractions, its share of low-confidence pixels per class
-    and its microstructure summary; with --out, download its outputs."""
+    and its microstructure summary; with --out, download its outputs. With --batch ID, the
+    batch's sections side by side as CSV."""
     from cli.run import confidence_table, fractions_table, print_microstructure
+
+    if (job_id is None) == (batch_id is None):
+        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
+            if batch_id is not None:
+                text = client.batch_results_csv(batch_id)
+                if out is None:
+                    click.echo(text, nl=False)
+                    return 0
+                dest = Path(out) / f"batch-{batch_id}-results.csv"
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_text(text, encoding="utf-8")
+                console.print(f"  {dest}")
+                return 0
             res = client.results(job_id)
             console.print(fractions_table(res["fractions"]))
             if res.get("confidence"):

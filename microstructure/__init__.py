@@ -4,7 +4,8 @@ the rows' pixel counts) as a JSON document and CSV; and the microstructure (issu
 objects, phase association (shared boundary length), radial profiles and the oxidation
 front (:mod:`microstructure.oxidation`), computed as a
 partial per row strip (:func:`row_partial`, in the row worker) merged exactly in the reducer
-(:func:`merge_partials`); :func:`analyze_label_map` runs both on any label map file. Pure
+(:func:`merge_partials`); :func:`analyze_label_map` runs both on any label map file; a
+batch's table of sections side by side (:func:`batch_csv`). Pure
 functions on counts and arrays (numpy, scipy; pyvips only to read a label map file,
 matplotlib only for the plot, both imported where used).
 
@@ -13,6 +14,7 @@ yaml; never torch, ``worker``, ``imaging`` or ``api``.
 """
 
 from microstructure.analysis import analyze_label_map
+from microstructure.batch import BatchEntry, batch_csv, section_figures
 from microstructure.classes import ROLES, ClassInfo, classes_from_mappings, load_class_table
 from microstructure.fractions import (
     CSV_FIELDS,
@@ -31,9 +33,11 @@ __all__ = [
     "PARTIAL_VERSION",
     "ROLES",
     "SCHEMA_VERSION",
+    "BatchEntry",
     "ClassInfo",
     "RowPartial",
     "analyze_label_map",
+    "batch_csv",
     "classes_from_mappings",
     "fractions_csv",
     "fractions_document",
@@ -43,5 +47,6 @@ __all__ = [
     "phase_fractions",
     "render_outputs",
     "row_partial",
+    "section_figures",
     "summary_lines",
 ]

@@ -114,9 +114,11 @@ ROW_INFERENCE = {"runtime": "openvino", "device": "cpu", "precision": "bf16", "f
                  "tta": "none"}
 
 
-def running_job(table: JobTable, rows: int = 3, done: tuple[int, ...] = (), width: int = 100) -> Job:
-    """A planned, running job of ``rows`` rows of 10 px, the rows in ``done`` completed."""
-    job = new_job(table)
+def running_job(table: JobTable, rows: int = 3, done: tuple[int, ...] = (), width: int = 100,
+                job: Job | None = None) -> Job:
+    """A planned, running job of ``rows`` rows of 10 px, the rows in ``done`` completed: ``job``
+    (a queued job) or a new one."""
+    job = job or new_job(table)
     assert table.jobs.transition(job.id, JobStatus.PLANNING)
     table.rows.insert(job.id, [(i * 10, i * 10 + 10) for i in range(rows)])
     assert table.jobs.transition(job.id, JobStatus.RUNNING, width=width, height=rows * 10,

@@ -3,10 +3,18 @@ all-or-nothing validation; auth on the batch and upload routes."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import pytest
 
 from core.states import JobStatus
-from tests.api.conftest import MODEL, drain_tasks
+from microstructure import section_figures
+from microstructure.synthetic import make_section
+from storage.blobs import BlobStore, output_key
+from tests.api.conftest import MODEL, drain_tasks, running_job
+from tests.microstructure.test_batch import _docs
 
 PLAN = "pelletseg.plan_job"
 UPLOAD_ID = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
@@ -100,9 +108,47 @@ def test_batch_jobs_can_be_cancelled_and_counted_by_status(api):
     assert api.table.jobs.get(batch["jobs"][0]["id"]).status == JobStatus.CANCELLED
 
 
+def test_batch_results_csv_lists_its_sections_in_submission_order(api):
+    """One line per job of the batch, oldest first: a succeeded job's figures from its stored
+    documents, a failed job's error, a queued job's status; 404 for an unknown batch."""
+    body = {"jobs": [{"source_url": f"s3://p/{i}.tif", "labels": {"sample": f"P-{i}"}}
+                     for i in (1, 2, 3)]}
+    batch = api.client.post("/v1/batches", json=body).json()
+    ids = {j["source_url"]: j["id"] for j in batch["jobs"]}
+    done = api.table.jobs.get(ids["s3://p/1.tif"])
+    running_job(api.table, rows=1, done=(0,), job=done)
+    _, fractions, micro = _docs(make_section(120, 160, [(60, 80, 50, 12)], seed=4), ps=1.25,
+                                job_id=done.id)
+    blobs = BlobStore(api.settings.resolved_storage_url)
+    for name, doc in (("fractions.json", fractions), ("microstructure.json", micro)):
+        blobs.put_bytes(output_key(done.id, name), json.dumps(doc).encode())
+    assert api.table.jobs.transition(done.id, JobStatus.SUCCEEDED)
+    assert api.table.jobs.transition(ids["s3://p/2.tif"], JobStatus.FAILED,
+                                     error="the source is not an image")
+
+    r = api.client.get(f"/v1/batches/{batch['id']}/results.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert f'filename="batch-{batch["id"]}-results.csv"' in r.headers["content-disposition"]
+    one, two, three = csv.DictReader(io.StringIO(r.text))
+    assert [x["source"] for x in (one, two, three)] == ["s3://p/1.tif", "s3://p/2.tif",
+                                                        "s3://p/3.tif"]
+    assert [x["label_sample"] for x in (one, two, three)] == ["P-1", "P-2", "P-3"]
+    assert [x["status"] for x in (one, two, three)] == ["succeeded", "failed", "queued"]
+    assert one["job_id"] == done.id and one["model"] == f"{MODEL}:{done.model_version}"
+    figures = section_figures(micro)
+    assert int(one["pellets"]) == figures["pellets"] == 1
+    assert float(one["porosity_closed_percent"]) == figures["porosity_closed_percent"]
+    assert float(one["percent_of_image_hematite"]) == fractions["classes"][2]["percent"]
+    assert two["error"] == "the source is not an image" and two["percent_of_image_pore"] == ""
+    assert three["pellets"] == "" and three["error"] == ""
+    missing = api.client.get("/v1/batches/nope/results.csv")
+    assert missing.status_code == 404 and "batch nope does not exist" in missing.json()["detail"]
+
+
 NEW_ROUTES = [
     ("POST", "/v1/batches", {"jobs": [{"source_url": "s3://p/1.tif"}]}),
     ("GET", "/v1/batches/x", None),
+    ("GET", "/v1/batches/x/results.csv", None),
     ("POST", "/v1/uploads", {"filename": "a.tif", "size": 3}),
     ("GET", f"/v1/uploads/{UPLOAD_ID}", None),
     ("POST", f"/v1/uploads/{UPLOAD_ID}/urls", {"parts": [1]}),

@@ -4,7 +4,9 @@ status, cancel, resume --api, results --out."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 
@@ -169,6 +171,20 @@ def test_client_commands(tmp_path, monkeypatch):
         res = runner.invoke(main, ["submit", str(image), "s3://b/other.tif"])
         assert res.exit_code == 0 and "batch" in res.output, res.output
         assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
+        batch_id = api.table.jobs.list()[0].batch_id
+        res = runner.invoke(main, ["results", "--batch", batch_id])
+        assert res.exit_code == 0, res.output
+        lines = list(csv.DictReader(io.StringIO(res.output)))
+        assert [x["status"] for x in lines] == ["queued", "queued"]
+        assert lines[1]["source"] == "s3://b/other.tif" and lines[0]["source"].endswith("P-1.tif")
+        res = runner.invoke(main, ["results", "--batch", batch_id, "--out", str(tmp_path / "b")])
+        assert res.exit_code == 0, res.output
+        saved = tmp_path / "b" / f"batch-{batch_id}-results.csv"
+        assert saved.read_text(encoding="utf-8").splitlines()[0].startswith("job_id,source,")
+        res = runner.invoke(main, ["results"])
+        assert res.exit_code == 2 and "give a JOB_ID or --batch ID" in res.output
+        res = runner.invoke(main, ["results", "--batch", "nope"])
+        assert res.exit_code == 2 and "batch nope does not exist" in res.output
         assert not any("precision" in j.spec for j in api.table.jobs.list()[:2])
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
         assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
