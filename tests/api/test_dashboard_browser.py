@@ -14,6 +14,8 @@ Skipped where Chromium or the ``playwright`` package is absent (``.ci/run`` inst
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import threading
@@ -153,8 +155,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.evaluate("window.__noReload = true")
 
             # -- two jobs through the API: one good, one whose source does not exist yet
-            good = client.post("/v1/jobs", json={"source_url": image.as_uri(), "precision": "fp32",
-                                                 "labels": {"sample": "P-1"}}).json()["id"]
+            batch = client.post("/v1/batches", json={"jobs": [{
+                "source_url": image.as_uri(), "precision": "fp32", "labels": {"sample": "P-1"}}]})
+            good = batch.json()["jobs"][0]["id"]  # a batch of one: its table is on the job page
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
 
@@ -225,6 +228,15 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert f" · {how}" in strips.first.get_attribute("title")
             assert "float32, asked by the job" in page.inner_text("#details")
             assert page.locator("#details").inner_text().count("tiny v1") == 1
+            # the batch's table, downloaded with the key like the job's files
+            with page.expect_download() as download:
+                page.click("#batch-table button")
+            assert download.value.suggested_filename == (
+                f"batch-{batch.json()['id']}-results.csv")
+            table_csv = Path(download.value.path()).read_text(encoding="utf-8")
+            (line,) = csv.DictReader(io.StringIO(table_csv))
+            assert line["job_id"] == good and line["status"] == "succeeded"
+            assert line["label_sample"] == "P-1" and int(line["pellets"]) >= 0
             page.wait_for_selector("#sizes-table")  # the microstructure panel
             assert page.locator("#sizes-table tbody tr").count() == 3
             assert "figures are in px" in page.inner_text("#micro-pixel-size")

@@ -85,7 +85,12 @@ function renderDetails(job) {
       : h("span", { class: "muted" }, "each worker's setting")),
     ...fact("Labels", labels.length
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
-      : "–"));
+      : "–"),
+    // the batch's sections side by side, one CSV line per job (GET /v1/batches/{id}/results.csv)
+    ...(job.batch_id ? fact("Batch", h("span", { class: "mono", title: job.batch_id },
+      `${job.batch_id.slice(0, 8)}…`), " ", h("span", { id: "batch-table" }, downloadButton(
+      "batch table (CSV)", `/v1/batches/${encodeURIComponent(job.batch_id)}/results.csv`,
+      `batch-${job.batch_id}-results.csv`))) : []));
 }
 
 function renderRows(job, rows) {
@@ -106,7 +111,7 @@ async function modelClasses(job) {
   return m?.classes || null;
 }
 
-function downloadButton(name, url) {
+function downloadButton(name, url, filename = `${jobId}-${name}`) {
   const sameOrigin = new URL(url, location.href).origin === location.origin;
   if (!sameOrigin) { // presigned (S3): a plain link, no key needed
     return h("a", { class: "btn btn-ghost", href: url, rel: "noopener noreferrer", target: "_blank" }, name);
@@ -120,7 +125,7 @@ function downloadButton(name, url) {
       try {
         const blob = await apiBlob(new URL(url, location.href).pathname);
         const href = URL.createObjectURL(blob);
-        const a = h("a", { href, download: `${jobId}-${name}` });
+        const a = h("a", { href, download: filename });
         document.body.append(a);
         a.click();
         a.remove();
