@@ -134,7 +134,8 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_
                 jobs = [client.submit({**items[0], **options, "labels": labels})]
             else:
                 batch = client.submit_batch({"jobs": items, **options, "labels": labels})
-                console.print(f"batch {batch['id']}: {batch['jobs_total']} jobs")
+                console.print(f"batch {batch['id']}: {batch['jobs_total']} jobs (side by side "
+                              f"once done: pelletseg results --batch {batch['id']})")
                 jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
             for path in files:
                 ledger.forget(client.base_url, path)

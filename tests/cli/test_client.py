@@ -172,6 +172,7 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "batch" in res.output, res.output
         assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
         batch_id = api.table.jobs.list()[0].batch_id
+        assert f"pelletseg results --batch {batch_id}" in " ".join(res.output.split())
         res = runner.invoke(main, ["results", "--batch", batch_id])
         assert res.exit_code == 0, res.output
         lines = list(csv.DictReader(io.StringIO(res.output)))
