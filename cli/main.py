@@ -29,26 +29,29 @@ def main() -> None:
 
 
 @main.command("run")
-@click.argument("source")
+@click.argument("sources", nargs=-1, required=True)
 @click.option("--model", default=None,
               help="Registered model: NAME (its newest version) or NAME:VERSION "
                    "(default: PELLETSEG_DEFAULT_MODEL).")
 @click.option("--workers", default=2, show_default=True,
               help="Local worker processes to start (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the outputs into this folder.")
+              help="Copy the outputs into this folder (several images: a folder each, and "
+                   "the batch table).")
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel size (µm/px); default: read from the image's metadata, else px.")
 @job_precision_option
 @home_option
-def run_cmd(source: str, model: str | None, workers: int, out: Path | None,
+def run_cmd(sources: tuple[str, ...], model: str | None, workers: int, out: Path | None,
             pixel_size_um: float | None, precision: str | None, home: Path | None) -> None:
-    """Segment SOURCE (a path or URL) through the queue and print its phase fractions and
-    microstructure summary."""
+    """Segment SOURCES (paths or URLs) through the queue and print their phase fractions and
+    microstructure summaries; several images make one batch and a table of them side by
+    side (one CSV line per image)."""
     from cli.run import run
 
-    sys.exit(_guard(lambda: run(get_settings(home=home), source, model=model, workers=workers,
-                                out=out, pixel_size_um=pixel_size_um, precision=precision)))
+    sys.exit(_guard(lambda: run(get_settings(home=home), list(sources), model=model,
+                                workers=workers, out=out, pixel_size_um=pixel_size_um,
+                                precision=precision)))
 
 
 @main.command("demo")

@@ -1,11 +1,13 @@
-"""``pelletseg run``: submit one image through the real queue path and follow it to the end."""
+"""``pelletseg run``: submit images through the real queue path and follow them to the end."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import click
 from rich.progress import (
@@ -45,6 +47,7 @@ from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
 from submission import SubmissionService
+from submission.reports import batch_table
 from submission.stack import prepare
 from worker.context import WorkerContext
 from worker.local import ForeignCheckout, LocalWorkers, check_working_directory, log_tail
@@ -61,9 +64,10 @@ def follow(
     poll: float = 0.5,
     tick: Callable[[], object] | None = None,
     tick_every: float = 10.0,
+    label: str = "",
 ) -> Job:
-    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends; call ``tick``
-    (the reconciler) every ``tick_every`` seconds.
+    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends, its status
+    after ``label``; call ``tick`` (the reconciler) every ``tick_every`` seconds.
 
     Returns:
         The job in its terminal status.
@@ -82,16 +86,17 @@ def follow(
     )
     started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("queued", total=None, mpxs=0.0)
+        task = bar.add_task(f"{label}queued", total=None, mpxs=0.0)
         while True:
             job = table.jobs.get(job_id)
             if job.rows_total:
                 prog = table.rows.progress(job_id)
                 elapsed = max(1e-6, time.monotonic() - started)
                 bar.update(task, total=job.rows_total, completed=prog.done,
-                           mpxs=prog.pixels_done / elapsed / 1e6, description=job.status)
+                           mpxs=prog.pixels_done / elapsed / 1e6,
+                           description=f"{label}{job.status}")
             else:
-                bar.update(task, description=job.status)
+                bar.update(task, description=f"{label}{job.status}")
             if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
                 return job
             if tick is not None and time.monotonic() - last_tick >= tick_every:
@@ -154,19 +159,21 @@ def confidence_table(doc: dict) -> Table:
 
 def drive(
     settings: Settings,
-    start: Callable[[SubmissionService], Job],
+    start: Callable[[SubmissionService], Job | list[Job]],
     *,
     workers: int,
     out: Path | None,
 ) -> int:
     """Start N local workers on a prepared stack, call ``start(service)`` (submit or resume a
-    job), follow the job to its end with the reconciler running, then print its fractions
-    and output locations.
+    job, or submit a batch of them), follow the jobs to their end with the reconciler running,
+    then print each one's fractions and output locations (several jobs: each one's outputs in
+    ``out/<job id prefix>-<image name>/`` and the batch's table of sections).
 
-    Ctrl-C marks the job ``interrupted`` and stops the workers (``cli/interrupts.py``).
+    Ctrl-C marks the jobs that have not ended ``interrupted`` and stops the workers
+    (``cli/interrupts.py``).
 
     Returns:
-        Process exit code: 0 if the job succeeded, 130 after Ctrl-C, 1 otherwise.
+        Process exit code: 0 if every job succeeded, 130 after Ctrl-C, 1 otherwise.
 
     Raises:
         click.ClickException: ``workers > 0`` in a directory whose pelletseg checkout is not
@@ -183,26 +190,30 @@ def drive(
     app = make_celery(settings)
     ctx = WorkerContext.on_broker(settings, app)
     t0 = time.monotonic()
-    job_id = None
+    job_ids: list[str] = []
     peaks: list[float] = []
     pool = None
     try:
-        # the job first: resume judges a stack with no live worker before ours start
-        job = start(SubmissionService(settings, table=table, app=app))
-        job_id = job.id
+        # the jobs first: resume judges a stack with no live worker before ours start
+        started = start(SubmissionService(settings, table=table, app=app))
+        jobs = started if isinstance(started, list) else [started]
+        job_ids = [j.id for j in jobs]
         pool = LocalWorkers(settings, workers).start() if workers > 0 else None
-        console.print(f"job {job.id} {job.status}: {job.source_url}")
-        job = follow(table, job.id, pool, tick=lambda: reconcile(ctx),
-                     tick_every=max(2.0, settings.reconcile_seconds or 10.0))
+        for job in jobs:
+            console.print(f"job {job.id} {job.status}: {job.source_url}")
+        ended = [follow(table, job.id, pool, tick=lambda: reconcile(ctx),
+                        tick_every=max(2.0, settings.reconcile_seconds or 10.0),
+                        label=f"{job.id[:8]} " if len(jobs) > 1 else "")
+                 for job in jobs]
     except KeyboardInterrupt:
-        # Ctrl-C: the job says what happened, the workers stop without taking new rows
+        # Ctrl-C: the jobs say what happened, the workers stop without taking new rows
         with second_interrupt_exits():
-            status = interrupt_job(table, job_id) if job_id else None
+            statuses = {job_id: interrupt_job(table, job_id) for job_id in job_ids}
             if pool is not None:
                 pool.stop(timeout=GRACE_SECONDS)
                 pool = None
             console.print("interrupted", style="yellow")
-            if job_id:
+            for job_id, status in statuses.items():
                 console.print(resume_hint(job_id, settings.home, status), soft_wrap=True,
                               highlight=False)
         return EXIT_INTERRUPTED
@@ -211,11 +222,39 @@ def drive(
             peaks = pool.peak_rss_mib()
             pool.stop()
     wall = time.monotonic() - t0
+    several = len(ended) > 1
+    for job in ended:
+        folder = out
+        if several and out is not None:
+            # the image's name, percent-decoded, whatever the URL's scheme
+            stem = Path(unquote(urlparse(job.source_url).path)).stem
+            folder = Path(out) / f"{job.id[:8]}-{stem}"
+        _report(settings, blobs, job, folder)
+    done = [j for j in ended if j.status == JobStatus.SUCCEEDED]
+    mpx = sum(j.width * j.height for j in done) / 1e6
+    if done:
+        console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end"
+                      + (f" ({len(done)} of {len(ended)} images)" if several else ""))
+    if peaks:
+        console.print("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
+    if several and ended[0].batch_id:
+        text = batch_table(table, blobs, ended[0].batch_id)
+        name = f"batch-{ended[0].batch_id}-results.csv"
+        dest = Path(out) / name if out is not None else settings.home / "batches" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+        console.print(f"the images side by side: {dest}", soft_wrap=True, highlight=False)
+    return 0 if len(done) == len(ended) else 1
+
+
+def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None) -> None:
+    """Print a job's fractions, microstructure summary, confidence and outputs (copied into
+    ``out`` when given); for a job that did not succeed, its error and how to resume it."""
     if job.status != JobStatus.SUCCEEDED:
         console.print(f"job {job.id} {job.status}: {job.error}", style="red")
         console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}",
                       soft_wrap=True, highlight=False)
-        return 1
+        return
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     console.print(fractions_table(doc))
     micro = output_key(job.id, MICROSTRUCTURE_JSON)
@@ -223,10 +262,6 @@ def drive(
     if blobs.exists(output_key(job.id, CONFIDENCE_JSON)):
         console.print(confidence_table(json.loads(
             blobs.get_bytes(output_key(job.id, CONFIDENCE_JSON)))))
-    mpx = job.width * job.height / 1e6
-    console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end")
-    if peaks:
-        console.print("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
     console.print("outputs:")
     for name in (*OUTPUT_FILES, *OPTIONAL_OUTPUTS):
         key = output_key(job.id, name)
@@ -238,12 +273,11 @@ def drive(
             blobs.get_file(key, dest)
             target = str(dest)
         console.print(f"  {name:22s} {target}")
-    return 0
 
 
 def run(
     settings: Settings,
-    source: str,
+    sources: str | list[str],
     *,
     model: str | None,
     workers: int,
@@ -253,19 +287,34 @@ def run(
     precision: str | None = None,
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
-    image that is not a demo image), submit ``source`` and follow it (see :func:`drive`);
+    image that is not a demo image), submit ``sources`` (several: one batch, every source
+    checked before any job is created) and follow them (see :func:`drive`);
     ``model``: ``NAME`` (newest version) or ``NAME:VERSION``, None: the default model;
     ``pixel_size_um`` (µm/px) None: read from the source's metadata; ``precision`` None: the
-    workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`)."""
+    workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`).
+
+    Raises:
+        SubmissionError: a source or an option is refused (nothing is submitted).
+    """
     registry = prepare(settings)
     name, _, version = (model or "").partition(":")
-    spec = SubmissionService(settings).build_spec(source, model=name or None,
-                                                  model_version=version or None,
-                                                  labels=labels or {}, pixel_size_um=pixel_size_um,
-                                                  precision=precision)
-    announce_model(settings, registry.meta(spec.model, spec.model_version), spec.source_url,
-                   labels)
-    return drive(settings, lambda service: service.submit(spec), workers=workers, out=out)
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    service = SubmissionService(settings)
+    specs = [service.build_spec(source, model=name or None, model_version=version or None,
+                                labels=labels or {}, pixel_size_um=pixel_size_um,
+                                precision=precision) for source in sources]
+    # one model for all (one --model): said once, the demo warning for the first image it fits
+    pkg = registry.meta(specs[0].model, specs[0].model_version)
+    announce_model(settings, pkg, next(
+        (s.source_url for s in specs if demo_warning(with_bundled_domain(pkg), s.source_url,
+                                                     [settings.home / "demo", SAMPLES], labels)),
+        specs[0].source_url), labels)
+    if len(specs) == 1:
+        return drive(settings, lambda service: service.submit(specs[0]), workers=workers,
+                     out=out)
+    batch_id = str(uuid.uuid4())
+    return drive(settings, lambda service: [service.submit(s, batch_id=batch_id) for s in specs],
+                 workers=workers, out=out)
 
 
 def announce_model(settings: Settings, pkg: ModelPackage, source_url: str,

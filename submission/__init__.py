@@ -2,10 +2,11 @@
 CLI and the benchmarks all build a :class:`core.spec.JobSpec` through
 :meth:`SubmissionService.build_spec` (every check: source rules, uploads, webhook URL,
 registered model, tile geometry from the model package) and submit, cancel and resume through
-it; :func:`prepare` readies a stack (home, migrations, bundled models).
+it; :func:`prepare` readies a stack (home, migrations, bundled models);
+:mod:`submission.reports` reads a batch's table of sections for the API and ``pelletseg run``.
 
-May import: ``core``, ``storage``, ``queues``, ``models`` and ``webhooks``; never ``worker``,
-``training``, ``api`` or torch.
+May import: ``core``, ``storage``, ``queues``, ``models``, ``microstructure`` and
+``webhooks``; never ``worker``, ``training``, ``api`` or torch.
 """
 
 from submission.service import SubmissionError, SubmissionService

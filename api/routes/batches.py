@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request, Response
 
 from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
 from api.schemas import BatchCreate, BatchOut, ErrorOut
-from core.states import JobStatus
-from microstructure import BatchEntry, batch_csv
-from storage.blobs import FRACTIONS_JSON, MICROSTRUCTURE_JSON, BlobStore, output_key
 from storage.errors import NotFoundError, StorageError
-from storage.jobtable import Job, JobTable
+from storage.jobtable import JobTable
 from submission import SubmissionError
+from submission.reports import MAX_BATCH, batch_table
 
 router = APIRouter(tags=["batches"])
-
-#: Jobs of a batch listed by GET /v1/batches/{id} (as many as POST accepts).
-MAX_BATCH = 500
-#: Threads reading a batch's documents for its results table.
-READ_THREADS = 8
 
 
 def batch_id_for(idempotency_key: str | None) -> str:
@@ -47,21 +38,6 @@ def batch_out(table: JobTable, batch_id: str) -> BatchOut:
         id=batch_id, jobs_total=len(jobs),
         status_counts=dict(Counter(str(j.status) for j in jobs)),
         jobs=[job_out(table, j) for j in jobs],
-    )
-
-
-def batch_entry(blobs: BlobStore, job: Job) -> BatchEntry:
-    """A job as a line of its batch's table: its documents once it has succeeded."""
-    docs = {}
-    if job.status == JobStatus.SUCCEEDED:
-        for name in (FRACTIONS_JSON, MICROSTRUCTURE_JSON):
-            key = output_key(job.id, name)
-            docs[name] = json.loads(blobs.get_bytes(key)) if blobs.exists(key) else None
-    return BatchEntry(
-        job_id=job.id, source=job.source_url, status=str(job.status),
-        created_at=job.created_at.isoformat(), model=f"{job.model_name}:{job.model_version}",
-        error=job.error, labels=(job.spec or {}).get("labels") or {},
-        fractions=docs.get(FRACTIONS_JSON), microstructure=docs.get(MICROSTRUCTURE_JSON),
     )
 
 
@@ -109,13 +85,7 @@ def get_batch_results_csv(batch_id: str, table: TableDep, blobs: BlobsDep):
     pixel size, pellet count and area, open and closed porosity and oxidised share pooled over
     the section's pellets, each class's % of image and % of pellets, and the job's labels
     (docs/api.md). Jobs not succeeded yet have their status and empty figures."""
-    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
-    if not jobs:
-        raise NotFoundError(f"batch {batch_id} does not exist")
-    ordered = sorted(jobs, key=lambda j: (j.created_at, j.id))
-    with ThreadPoolExecutor(READ_THREADS) as pool:  # two documents per job: on S3, two GETs
-        entries = list(pool.map(lambda j: batch_entry(blobs, j), ordered))
     return Response(
-        batch_csv(entries), media_type="text/csv; charset=utf-8",
+        batch_table(table, blobs, batch_id), media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}-results.csv"'},
     )

@@ -116,6 +116,42 @@ def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_i
         assert job_table(Settings(home=home)).jobs.list() == []
 
 
+def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_image):
+    """Two images: one batch, each one's outputs in its own folder, the table of both side by
+    side; a missing third image refuses the lot before any job is created."""
+    import csv
+
+    from core.settings import Settings
+    from storage.jobtable.table import job_table
+
+    second = tmp_path / "P-2.png"
+    pyvips.Image.new_from_file(str(small_image)).crop(0, 0, 320, 256).pngsave(str(second))
+    home, out = tmp_path / "home", tmp_path / "out"
+    res = pelletseg("run", str(small_image), str(second), "--home", str(home), "--workers", "2",
+                    "--out", str(out), "--pixel-size-um", "0.5")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("Phase fractions") == 2 and "(2 of 2 images)" in res.stdout
+    assert res.stdout.count("model ebc-unet-mnv2 1 (Unet/mobilenet_v2") == 1  # said once
+    jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
+    assert len(jobs) == 2 and jobs[0].batch_id == jobs[1].batch_id is not None
+    first, other = (out / f"{j.id[:8]}-{name}" for j, name in zip(jobs, ["sample 1", "P-2"],
+                                                                     strict=True))
+    _check_outputs(first, 600, 420)
+    _check_outputs(other, 320, 256)
+    table = out / f"batch-{jobs[0].batch_id}-results.csv"
+    assert f"the images side by side: {table}" in " ".join(res.stdout.split())
+    lines = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert [line["job_id"] for line in lines] == [j.id for j in jobs]
+    assert [(line["status"], line["width_px"], line["pixel_size_um"]) for line in lines] == [
+        ("succeeded", "600", "0.5"), ("succeeded", "320", "0.5")]
+    fractions = json.loads((other / "fractions.json").read_text())
+    assert float(lines[1]["percent_of_image_oxide"]) == fractions["classes"][1]["percent"]
+
+    refused = pelletseg("run", str(small_image), str(tmp_path / "nope.tif"), "--home", str(home))
+    assert refused.returncode == 2 and "nope.tif: no such file" in refused.stderr
+    assert len(job_table(Settings(home=home)).jobs.list()) == 2  # nothing more was submitted
+
+
 def test_run_with_a_missing_file_is_a_clear_error(tmp_path):
     res = pelletseg("run", str(tmp_path / "nope.tif"), "--home", str(tmp_path / "home"))
     assert res.returncode == 2 and "nope.tif: no such file" in res.stderr
