@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -223,20 +223,22 @@ def drive(
             pool.stop()
     wall = time.monotonic() - t0
     several = len(ended) > 1
+    done = [j for j in ended if j.status == JobStatus.SUCCEEDED]
+    mpx = sum(j.width * j.height for j in done) / 1e6
+    totals = [f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end"
+              + (f" ({len(done)} of {len(ended)} images)" if several else "")] if done else []
+    if peaks:
+        totals.append("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
     for job in ended:
         folder = out
         if several and out is not None:
             # the image's name, percent-decoded, whatever the URL's scheme
             stem = Path(unquote(urlparse(job.source_url).path)).stem
             folder = Path(out) / f"{job.id[:8]}-{stem}"
-        _report(settings, blobs, job, folder)
-    done = [j for j in ended if j.status == JobStatus.SUCCEEDED]
-    mpx = sum(j.width * j.height for j in done) / 1e6
-    if done:
-        console.print(f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end"
-                      + (f" ({len(done)} of {len(ended)} images)" if several else ""))
-    if peaks:
-        console.print("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
+        _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
+    if several:
+        for line in totals:
+            console.print(line)
     if several and ended[0].batch_id:
         text = batch_table(table, blobs, ended[0].batch_id)
         name = f"batch-{ended[0].batch_id}-results.csv"
@@ -247,9 +249,11 @@ def drive(
     return 0 if len(done) == len(ended) else 1
 
 
-def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None) -> None:
-    """Print a job's fractions, microstructure summary, confidence and outputs (copied into
-    ``out`` when given); for a job that did not succeed, its error and how to resume it."""
+def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
+            before_outputs: Sequence[str] = ()) -> None:
+    """Print a job's fractions, microstructure summary, confidence, the ``before_outputs``
+    lines and its outputs (copied into ``out`` when given); for a job that did not succeed,
+    its error and how to resume it."""
     if job.status != JobStatus.SUCCEEDED:
         console.print(f"job {job.id} {job.status}: {job.error}", style="red")
         console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}",
@@ -262,6 +266,8 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None) ->
     if blobs.exists(output_key(job.id, CONFIDENCE_JSON)):
         console.print(confidence_table(json.loads(
             blobs.get_bytes(output_key(job.id, CONFIDENCE_JSON)))))
+    for line in before_outputs:
+        console.print(line)
     console.print("outputs:")
     for name in (*OUTPUT_FILES, *OPTIONAL_OUTPUTS):
         key = output_key(job.id, name)
