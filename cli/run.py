@@ -309,12 +309,9 @@ def run(
     specs = [service.build_spec(source, model=name or None, model_version=version or None,
                                 labels=labels or {}, pixel_size_um=pixel_size_um,
                                 precision=precision) for source in sources]
-    # one model for all (one --model): said once, the demo warning for the first image it fits
-    pkg = registry.meta(specs[0].model, specs[0].model_version)
-    announce_model(settings, pkg, next(
-        (s.source_url for s in specs if demo_warning(with_bundled_domain(pkg), s.source_url,
-                                                     [settings.home / "demo", SAMPLES], labels)),
-        specs[0].source_url), labels)
+    # one model for all the images (one --model): said once
+    announce_model(settings, registry.meta(specs[0].model, specs[0].model_version),
+                   [s.source_url for s in specs], labels)
     if len(specs) == 1:
         return drive(settings, lambda service: service.submit(specs[0]), workers=workers,
                      out=out)
@@ -323,14 +320,16 @@ def run(
                  workers=workers, out=out)
 
 
-def announce_model(settings: Settings, pkg: ModelPackage, source_url: str,
+def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Sequence[str],
                    labels: dict | None) -> None:
-    """Print which model runs and what it was trained on; warn (on stderr) when the bundled
-    demo model is given an image that is not a demo image."""
+    """Print which model runs and what it was trained on; warn (on stderr, once) when the
+    bundled demo model is given an image that is not a demo image."""
     pkg = with_bundled_domain(pkg)
     for line in describe(pkg):
         console.print(line)
-    warning = demo_warning(pkg, source_url, [settings.home / "demo", SAMPLES], labels)
+    urls = [source_urls] if isinstance(source_urls, str) else source_urls
+    warning = next((w for url in urls if (w := demo_warning(
+        pkg, url, [settings.home / "demo", SAMPLES], labels))), None)
     if warning:
         err_console.print(warning, style="yellow")
 

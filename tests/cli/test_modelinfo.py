@@ -68,3 +68,11 @@ def test_announce_model_prints_model_and_warning(tmp_path, capsys):
     announce_model(settings, demo_package(), f"file://{tmp_path}/demo/mosaic-12mpx.tif", {})
     out, err = capsys.readouterr()
     assert "model ebc-unet-mnv2" in out and err == ""
+    # several images: the model once, the warning once, for any image that is not a demo one
+    demo = f"file://{tmp_path}/demo/mosaic-12mpx.tif"
+    announce_model(settings, demo_package(), [demo, f"file://{tmp_path}/a.tif",
+                                              f"file://{tmp_path}/b.tif"], {})
+    out, err = capsys.readouterr()
+    assert out.count("model ebc-unet-mnv2 1") == 1 and err.count("warning:") == 1
+    announce_model(settings, demo_package(), [demo, demo], {})
+    assert capsys.readouterr().err == ""
