@@ -236,10 +236,9 @@ def drive(
             stem = Path(unquote(urlparse(job.source_url).path)).stem
             folder = Path(out) / f"{job.id[:8]}-{stem}"
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
-    if several:
+    if several:  # one batch (run): its totals and its table of the images
         for line in totals:
             console.print(line)
-    if several and ended[0].batch_id:
         text = batch_table(table, blobs, ended[0].batch_id)
         name = f"batch-{ended[0].batch_id}-results.csv"
         dest = Path(out) / name if out is not None else settings.home / "batches" / name
