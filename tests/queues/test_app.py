@@ -5,6 +5,7 @@ with their dead-letter queues and redrive policy (moto server)."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -165,7 +166,17 @@ def test_rabbitmq_publishes_are_confirmed_so_a_refused_message_raises(tmp_path, 
                     producer.publish({"n": 2}, routing_key=name)
             else:
                 producer.publish({"n": 2}, routing_key=name)  # dropped, and nobody is told
-            assert full(channel).queue_declare(passive=True).message_count == 1
+            # Without confirms a publish returns before the broker has routed it: wait until the
+            # first is queued and give the second time to arrive (and be refused); then the queue
+            # holds the first alone and, once that is taken, nothing.
+            deadline = time.monotonic() + 10
+            while (full(channel).queue_declare(passive=True).message_count == 0
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            time.sleep(0.5)
+            queued = channel.basic_get(name, no_ack=True)
+            assert queued is not None and json.loads(queued.body) == {"n": 1}
+            assert full(channel).queue_declare(passive=True).message_count == 0
         finally:
             full(conn.channel()).delete()
 
