@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validat
 from core.inference import PRECISION_NAMES, inference_lines, inference_text
 from core.spec import Precision
 from core.states import JobStatus, RowStatus
+from submission.reports import MAX_BATCH
 
 #: What a job request's ``precision`` means (:attr:`core.spec.JobSpec.precision`).
 PRECISION_DESCRIPTION = (
@@ -291,7 +292,7 @@ class BatchCreate(JobOptions):
         }]},
     )
 
-    jobs: list[JobCreate] = Field(min_length=1, max_length=500)
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH)
     idempotency_key: str | None = Field(
         None, min_length=1, max_length=180,
         description="Resubmitting with the same key returns the same batch and jobs (job i "

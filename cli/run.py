@@ -46,8 +46,8 @@ from storage.blobs.layout import (
 from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
-from submission import SubmissionService
-from submission.reports import batch_table
+from submission import SubmissionError, SubmissionService
+from submission.reports import MAX_BATCH, batch_table
 from submission.stack import prepare
 from worker.context import WorkerContext
 from worker.local import ForeignCheckout, LocalWorkers, check_working_directory, log_tail
@@ -299,11 +299,15 @@ def run(
     workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`).
 
     Raises:
-        SubmissionError: a source or an option is refused (nothing is submitted).
+        SubmissionError: a source or an option is refused, or more than
+            :data:`submission.reports.MAX_BATCH` sources (nothing is submitted).
     """
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    if len(sources) > MAX_BATCH:
+        raise SubmissionError(f"{len(sources)} images given; one run takes at most {MAX_BATCH} "
+                              "(one batch, one table): run them in parts")
     registry = prepare(settings)
     name, _, version = (model or "").partition(":")
-    sources = [sources] if isinstance(sources, str) else list(sources)
     service = SubmissionService(settings)
     specs = [service.build_spec(source, model=name or None, model_version=version or None,
                                 labels=labels or {}, pixel_size_um=pixel_size_um,

@@ -14,7 +14,8 @@ from storage.jobtable import Job, JobTable
 
 __all__ = ["MAX_BATCH", "batch_entry", "batch_table"]
 
-#: Jobs of a batch read at most (as many as ``POST /v1/batches`` accepts).
+#: Jobs in one batch at most: ``POST /v1/batches`` and ``pelletseg run`` accept no more, the
+#: table reads no more.
 MAX_BATCH = 500
 #: Threads reading a batch's documents (two per job: on S3, two GETs).
 READ_THREADS = 8

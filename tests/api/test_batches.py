@@ -13,6 +13,7 @@ from core.states import JobStatus
 from microstructure import section_figures
 from microstructure.synthetic import make_section
 from storage.blobs import BlobStore, output_key
+from submission.reports import MAX_BATCH
 from tests.api.conftest import MODEL, drain_tasks, running_job
 from tests.microstructure.test_batch import _docs
 
@@ -95,8 +96,10 @@ def test_a_batch_documents_and_checks_its_options_as_a_job_does(api):
 
 
 def test_batch_of_too_many_jobs_is_refused(api):
-    r = api.client.post("/v1/batches", json={"jobs": [{"source_url": "s3://p/x.tif"}] * 501})
-    assert r.status_code == 422 and "at most 500 items" in r.json()["detail"]
+    jobs = [{"source_url": "s3://p/x.tif"}] * (MAX_BATCH + 1)
+    r = api.client.post("/v1/batches", json={"jobs": jobs})
+    assert r.status_code == 422 and f"at most {MAX_BATCH} items" in r.json()["detail"]
+    assert api.table.jobs.list() == []
 
 
 def test_batch_jobs_can_be_cancelled_and_counted_by_status(api):

@@ -152,6 +152,16 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     assert len(job_table(Settings(home=home)).jobs.list()) == 2  # nothing more was submitted
 
 
+def test_run_of_more_images_than_a_batch_holds_submits_nothing(tmp_path, small_image):
+    from submission.reports import MAX_BATCH
+
+    home = tmp_path / "home"
+    res = pelletseg("run", *[str(small_image)] * (MAX_BATCH + 1), "--home", str(home))
+    assert res.returncode == 2
+    assert f"{MAX_BATCH + 1} images given; one run takes at most {MAX_BATCH}" in res.stderr
+    assert not (home / "pelletseg.db").exists()  # not even the stack was readied
+
+
 def test_run_with_a_missing_file_is_a_clear_error(tmp_path):
     res = pelletseg("run", str(tmp_path / "nope.tif"), "--home", str(tmp_path / "home"))
     assert res.returncode == 2 and "nope.tif: no such file" in res.stderr
