@@ -59,21 +59,21 @@ err_console = make_console(stderr=True)
 
 def follow(
     table: JobTable,
-    job_id: str,
+    job_ids: Sequence[str],
     workers: LocalWorkers | None,
     poll: float = 0.5,
     tick: Callable[[], object] | None = None,
     tick_every: float = 10.0,
-    label: str = "",
-) -> Job:
-    """Show a progress bar (rows done / total, Mpx/s, ETA) until the job ends, its status
-    after ``label``; call ``tick`` (the reconciler) every ``tick_every`` seconds.
+) -> list[Job]:
+    """Show a progress bar per job (rows done / total, Mpx/s, ETA, its status; with several
+    jobs each labelled with its id's first 8 characters), all at once, until every job
+    ended; call ``tick`` (the reconciler) every ``tick_every`` seconds.
 
     Returns:
-        The job in its terminal status.
+        The jobs in their terminal status, in the order of ``job_ids``.
 
     Raises:
-        RuntimeError: every local worker process died before the job ended.
+        RuntimeError: every local worker process died before the jobs ended.
     """
     columns = (
         TextColumn("{task.description}", style="bold", markup=False),
@@ -84,21 +84,29 @@ def follow(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
+    labels = {job_id: f"{job_id[:8]} " if len(job_ids) > 1 else "" for job_id in job_ids}
+    ended: dict[str, Job] = {}
     started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"{label}queued", total=None, mpxs=0.0)
+        tasks = {job_id: bar.add_task(f"{labels[job_id]}queued", total=None, mpxs=0.0)
+                 for job_id in job_ids}
         while True:
-            job = table.jobs.get(job_id)
-            if job.rows_total:
-                prog = table.rows.progress(job_id)
-                elapsed = max(1e-6, time.monotonic() - started)
-                bar.update(task, total=job.rows_total, completed=prog.done,
-                           mpxs=prog.pixels_done / elapsed / 1e6,
-                           description=f"{label}{job.status}")
-            else:
-                bar.update(task, description=f"{label}{job.status}")
-            if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
-                return job
+            for job_id, task in tasks.items():
+                if job_id in ended:
+                    continue
+                job = table.jobs.get(job_id)
+                description = f"{labels[job_id]}{job.status}"
+                if job.rows_total:
+                    prog = table.rows.progress(job_id)
+                    elapsed = max(1e-6, time.monotonic() - started)
+                    bar.update(task, total=job.rows_total, completed=prog.done,
+                               mpxs=prog.pixels_done / elapsed / 1e6, description=description)
+                else:
+                    bar.update(task, description=description)
+                if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
+                    ended[job_id] = job
+            if len(ended) == len(job_ids):
+                return [ended[job_id] for job_id in job_ids]
             if tick is not None and time.monotonic() - last_tick >= tick_every:
                 tick()
                 last_tick = time.monotonic()
@@ -201,10 +209,8 @@ def drive(
         pool = LocalWorkers(settings, workers).start() if workers > 0 else None
         for job in jobs:
             console.print(f"job {job.id} {job.status}: {job.source_url}")
-        ended = [follow(table, job.id, pool, tick=lambda: reconcile(ctx),
-                        tick_every=max(2.0, settings.reconcile_seconds or 10.0),
-                        label=f"{job.id[:8]} " if len(jobs) > 1 else "")
-                 for job in jobs]
+        ended = follow(table, job_ids, pool, tick=lambda: reconcile(ctx),
+                       tick_every=max(2.0, settings.reconcile_seconds or 10.0))
     except KeyboardInterrupt:
         # Ctrl-C: the jobs say what happened, the workers stop without taking new rows
         with second_interrupt_exits():

@@ -1,0 +1,72 @@
+"""``cli.run.follow``: one progress bar per job, all followed at once, on a scripted job table
+(each poll advances the jobs by one step of their script)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from cli import run as run_mod
+from core.states import JobStatus
+
+
+class ScriptedTable:
+    """``jobs.get`` and ``rows.progress`` of a job table whose jobs follow a script: one
+    ``(status, rows_done)`` step per call of :meth:`step`."""
+
+    def __init__(self, scripts: dict[str, list[tuple[JobStatus, int]]], rows_total: int = 4):
+        self.scripts, self.rows_total, self.t = scripts, rows_total, 0
+        self.jobs = SimpleNamespace(get=self._job)
+        self.rows = SimpleNamespace(progress=self._progress)
+        self.gets: list[str] = []
+
+    def step(self) -> None:
+        self.t += 1
+
+    def _now(self, job_id):
+        script = self.scripts[job_id]
+        return script[min(self.t, len(script) - 1)]
+
+    def _job(self, job_id):
+        self.gets.append(job_id)
+        status, _ = self._now(job_id)
+        return SimpleNamespace(id=job_id, status=status,
+                               rows_total=None if status == JobStatus.QUEUED else self.rows_total)
+
+    def _progress(self, job_id):
+        return SimpleNamespace(done=self._now(job_id)[1], pixels_done=self._now(job_id)[1] * 10)
+
+
+Q, R, S, F = JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED
+
+
+def test_follow_watches_every_job_at_once_and_returns_them_in_order(capsys):
+    table = ScriptedTable({
+        "aaaaaaaa-1": [(Q, 0), (R, 1), (R, 3), (R, 4), (R, 4), (S, 4)],
+        "bbbbbbbb-2": [(R, 2), (F, 2)],  # ends first: still returned second
+    })
+    ended = run_mod.follow(table, ["aaaaaaaa-1", "bbbbbbbb-2"], None, poll=0, tick=table.step,
+                           tick_every=0)
+    assert [(j.id, j.status) for j in ended] == [("aaaaaaaa-1", S), ("bbbbbbbb-2", F)]
+    # both were polled from the start (not one after the other), the ended one no more
+    assert table.gets[:2] == ["aaaaaaaa-1", "bbbbbbbb-2"]
+    assert table.gets.count("bbbbbbbb-2") == 2 and table.gets.count("aaaaaaaa-1") == 6
+    out = capsys.readouterr().out
+    assert "aaaaaaaa succeeded" in out and "bbbbbbbb failed" in out and "4/4" in out
+
+
+def test_follow_of_one_job_labels_its_bar_with_the_status_alone(capsys):
+    table = ScriptedTable({"cccccccc-3": [(R, 2), (JobStatus.INTERRUPTED, 2)]})
+    [job] = run_mod.follow(table, ["cccccccc-3"], None, poll=0, tick=table.step, tick_every=0)
+    assert job.status == JobStatus.INTERRUPTED
+    out = capsys.readouterr().out
+    assert "interrupted" in out and "cccccccc" not in out
+
+
+def test_follow_stops_when_every_local_worker_died(monkeypatch):
+    table = ScriptedTable({"dddddddd-4": [(R, 1)]})
+    workers = SimpleNamespace(alive=lambda: 0, settings=None)
+    monkeypatch.setattr(run_mod, "log_tail", lambda settings: "worker 1: Killed")
+    with pytest.raises(RuntimeError, match="all local workers exited:\nworker 1: Killed"):
+        run_mod.follow(table, ["dddddddd-4"], workers, poll=0)
