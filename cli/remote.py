@@ -135,7 +135,9 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_
             else:
                 batch = client.submit_batch({"jobs": items, **options, "labels": labels})
                 console.print(f"batch {batch['id']}: {batch['jobs_total']} jobs (side by side "
-                              f"once done: pelletseg results --batch {batch['id']})")
+                              f"once done: pelletseg results --batch {batch['id']}; on the "
+                              f"dashboard: {client.base_url}/?batch={batch['id']})",
+                              soft_wrap=True, highlight=False)
                 jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
             for path in files:
                 ledger.forget(client.base_url, path)

@@ -158,6 +158,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             batch = client.post("/v1/batches", json={"jobs": [{
                 "source_url": image.as_uri(), "precision": "fp32", "labels": {"sample": "P-1"}}]})
             good = batch.json()["jobs"][0]["id"]  # a batch of one: its table is on the job page
+            good_batch = batch.json()["id"]
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
 
@@ -280,6 +281,21 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert not [u for u, s in tile_responses if s >= 400]
             page.wait_for_timeout(500)  # let the last tiles draw before the picture
             screenshot(page, tmp_path, "dashboard-job")
+
+            # -- the batch's jobs: the job page's batch link lists them alone, with the table
+            page.click("#batch-link")
+            page.wait_for_url(f"**/?batch={good_batch}")
+            page.wait_for_selector(row(good))
+            assert page.locator("#jobs tbody tr").count() == 1  # not the jobs outside it
+            screenshot(page, tmp_path, "dashboard-batch")
+            assert page.inner_text("#batch-filter").startswith(f"batch {good_batch[:8]}")
+            with page.expect_download() as download:
+                page.click("#batch-filter button:not(#batch-clear)")
+            assert download.value.suggested_filename == f"batch-{good_batch}-results.csv"
+            assert Path(download.value.path()).read_text(encoding="utf-8") == table_csv
+            page.click("#batch-clear")
+            page.wait_for_selector(row(bad))
+            assert "batch=" not in page.url and page.is_hidden("#batch-filter")
             assert errors == []
         finally:
             context.close()

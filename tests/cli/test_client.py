@@ -173,6 +173,7 @@ def test_client_commands(tmp_path, monkeypatch):
         assert len({j.batch_id for j in api.table.jobs.list()[:2]}) == 1
         batch_id = api.table.jobs.list()[0].batch_id
         assert f"pelletseg results --batch {batch_id}" in " ".join(res.output.split())
+        assert f"on the dashboard: {base}/?batch={batch_id})" in res.output
         res = runner.invoke(main, ["results", "--batch", batch_id])
         assert res.exit_code == 0, res.output
         lines = list(csv.DictReader(io.StringIO(res.output)))

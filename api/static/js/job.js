@@ -7,7 +7,7 @@ import { confidenceTable, fractionChart, fractionTable, inferenceNote } from "./
 import { microstructurePanel } from "./microstructure.js";
 import { renderRowMap, rowSeconds } from "./rowmap.js";
 import {
-  TERMINAL, errorText, fmtDuration, fmtPixels, fmtRate, fmtSize, fmtTime, h, jobActions, liveIndicator,
+  TERMINAL, downloadButton, errorText, fmtDuration, fmtPixels, fmtRate, fmtSize, fmtTime, h, jobActions, liveIndicator,
   mountKeyBar, poll, progressBar, secondsBetween, setChildren, statusBadge, toast,
 } from "./ui.js";
 import { createViewer } from "./viewer.js";
@@ -87,7 +87,8 @@ function renderDetails(job) {
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
       : "–"),
     // the batch's sections side by side, one CSV line per job (GET /v1/batches/{id}/results.csv)
-    ...(job.batch_id ? fact("Batch", h("span", { class: "mono", title: job.batch_id },
+    ...(job.batch_id ? fact("Batch", h("a", { class: "mono", id: "batch-link", title:
+      `${job.batch_id}: its jobs`, href: `/?batch=${encodeURIComponent(job.batch_id)}` },
       `${job.batch_id.slice(0, 8)}…`), " ", h("span", { id: "batch-table" }, downloadButton(
       "batch table (CSV)", `/v1/batches/${encodeURIComponent(job.batch_id)}/results.csv`,
       `batch-${job.batch_id}-results.csv`))) : []));
@@ -109,34 +110,6 @@ async function modelClasses(job) {
   }
   const m = state.models.find((x) => x.name === job.model?.name && x.version === job.model?.version);
   return m?.classes || null;
-}
-
-function downloadButton(name, url, filename = `${jobId}-${name}`) {
-  const sameOrigin = new URL(url, location.href).origin === location.origin;
-  if (!sameOrigin) { // presigned (S3): a plain link, no key needed
-    return h("a", { class: "btn btn-ghost", href: url, rel: "noopener noreferrer", target: "_blank" }, name);
-  }
-  return h("button", {
-    type: "button",
-    class: "btn btn-ghost",
-    onclick: async (e) => {
-      const button = e.currentTarget;
-      button.disabled = true;
-      try {
-        const blob = await apiBlob(new URL(url, location.href).pathname);
-        const href = URL.createObjectURL(blob);
-        const a = h("a", { href, download: filename });
-        document.body.append(a);
-        a.click();
-        a.remove();
-        setTimeout(() => URL.revokeObjectURL(href), 60000);
-      } catch (err) {
-        toast(`Download of ${name} failed: ${errorText(err)}`, "error");
-      } finally {
-        button.disabled = false;
-      }
-    },
-  }, name);
 }
 
 async function loadPreview() {
@@ -204,7 +177,7 @@ async function loadResults(job) {
       fractionTable(results.fractions, classes), inferenceNote(results),
       ...(results.confidence ? [confidenceTable(results.confidence, classes)] : []));
     setChildren($("downloads"), h("div", { class: "muted small" }, "Downloads"),
-      ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url)));
+      ...Object.entries(results.files).map(([name, url]) => downloadButton(name, url, `${jobId}-${name}`)));
     state.results = results;
     const confidenceRadio = document.querySelector('input[name="base"][value="confidence"]');
     if (confidenceRadio) confidenceRadio.parentElement.hidden = !results.files["confidence.tif"];

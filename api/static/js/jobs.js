@@ -1,10 +1,10 @@
 // The jobs table (/): polls GET /v1/jobs and updates rows in place (no page reload),
-// filters by status and labels (kept in the page URL), pages with next_offset, and offers
-// Resume / Cancel per job.
+// filters by status, labels and batch (kept in the page URL; a batch's table of sections is
+// offered beside its filter), pages with next_offset, and offers Resume / Cancel per job.
 
 import { api } from "./api.js";
 import {
-  JOB_STATUSES, TERMINAL, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
+  JOB_STATUSES, TERMINAL, downloadButton, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
   fmtSize, fmtTime, h, jobActions, liveIndicator, mountKeyBar, poll, progressBar, secondsBetween,
   setChildren, shortId, statusBadge,
 } from "./ui.js";
@@ -17,21 +17,42 @@ const $ = (id) => document.getElementById(id);
 const tbody = document.querySelector("#jobs tbody");
 const live = liveIndicator($("live"));
 const rows = new Map(); // job id -> { tr, status }
-const state = { status: "", labels: [], offset: 0, nextOffset: null, active: false };
+const state = { status: "", labels: [], batch: "", offset: 0, nextOffset: null, active: false };
 
 function readFilters() {
   const params = new URLSearchParams(location.search);
   state.status = JOB_STATUSES.includes(params.get("status")) ? params.get("status") : "";
   state.labels = params.getAll("label").filter((l) => l.includes(":"));
+  state.batch = (params.get("batch") || "").trim();
   state.offset = Math.max(0, parseInt(params.get("offset") || "0", 10) || 0);
   $("filter-status").value = state.status;
   $("filter-label").value = state.labels.join(" ");
+  renderBatchFilter();
+}
+
+// The batch filter (from a job page's batch link): its id, the batch's table of sections
+// (GET /v1/batches/{id}/results.csv) and a button back to all jobs.
+function renderBatchFilter() {
+  const box = $("batch-filter");
+  box.hidden = !state.batch;
+  if (!state.batch) return setChildren(box);
+  setChildren(box,
+    h("span", { class: "chip mono", title: state.batch }, `batch ${state.batch.slice(0, 8)}…`),
+    downloadButton("batch table (CSV)",
+      `/v1/batches/${encodeURIComponent(state.batch)}/results.csv`,
+      `batch-${state.batch}-results.csv`),
+    h("button", { type: "button", class: "btn btn-ghost", id: "batch-clear",
+      title: "all jobs, not only this batch's", onclick: () => {
+        state.batch = "";
+        applyFilters();
+      } }, "✕ all jobs"));
 }
 
 function writeFilters() {
   const params = new URLSearchParams();
   if (state.status) params.set("status", state.status);
   for (const label of state.labels) params.append("label", label);
+  if (state.batch) params.set("batch", state.batch);
   if (state.offset) params.set("offset", String(state.offset));
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
@@ -41,6 +62,7 @@ function apiQuery() {
   const params = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(state.offset) });
   if (state.status) params.set("status", state.status);
   for (const label of state.labels) params.append("label", label);
+  if (state.batch) params.set("batch", state.batch);
   return `/v1/jobs?${params}`;
 }
 
@@ -110,7 +132,7 @@ function render(page) {
       rows.delete(id);
     }
   }
-  const filtered = state.status || state.labels.length;
+  const filtered = state.status || state.labels.length || state.batch;
   const empty = $("empty");
   empty.hidden = page.jobs.length > 0;
   empty.textContent = filtered
@@ -150,6 +172,7 @@ function applyFilters() {
   state.labels = $("filter-label").value.split(/\s+/).filter((l) => l.includes(":"));
   state.offset = 0;
   writeFilters();
+  renderBatchFilter();
   refresher.now();
 }
 
@@ -164,6 +187,7 @@ $("filter-status").addEventListener("change", applyFilters);
 $("filter-clear").addEventListener("click", () => {
   $("filter-status").value = "";
   $("filter-label").value = "";
+  state.batch = "";
   applyFilters();
 });
 $("newer").addEventListener("click", () => {

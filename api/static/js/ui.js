@@ -1,7 +1,7 @@
 // Shared pieces of the dashboard pages: DOM building (text only, never HTML from data),
 // formatting, the API-key bar, toasts, status badges, job action buttons and polling.
 
-import { ApiError, api, getKey, jobPath, setKey } from "./api.js";
+import { ApiError, api, apiBlob, getKey, jobPath, setKey } from "./api.js";
 
 /** Job statuses in workflow order. */
 export const JOB_STATUSES = [
@@ -168,6 +168,38 @@ export function toast(message, kind = "ok") {
   toastBox.append(item);
   setTimeout(() => item.classList.add("toast-leaving"), 4500);
   setTimeout(() => item.remove(), 5000);
+}
+
+/**
+ * A download of `url` saved as `filename`: a button that fetches it with the API key (same
+ * origin), or a plain link to a presigned URL (S3), which needs no key.
+ */
+export function downloadButton(name, url, filename) {
+  const sameOrigin = new URL(url, location.href).origin === location.origin;
+  if (!sameOrigin) { // presigned (S3): a plain link, no key needed
+    return h("a", { class: "btn btn-ghost", href: url, rel: "noopener noreferrer", target: "_blank" }, name);
+  }
+  return h("button", {
+    type: "button",
+    class: "btn btn-ghost",
+    onclick: async (e) => {
+      const button = e.currentTarget;
+      button.disabled = true;
+      try {
+        const blob = await apiBlob(new URL(url, location.href).pathname);
+        const href = URL.createObjectURL(blob);
+        const a = h("a", { href, download: filename });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(href), 60000);
+      } catch (err) {
+        toast(`Download of ${name} failed: ${errorText(err)}`, "error");
+      } finally {
+        button.disabled = false;
+      }
+    },
+  }, name);
 }
 
 /** Human sentence for an error from the API. */
