@@ -12,7 +12,7 @@ from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.help import apply_short_help
-from cli.options import api_options, home_option, job_precision_option
+from cli.options import api_options, home_option, images_argument, job_precision_option
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
@@ -29,7 +29,7 @@ def main() -> None:
 
 
 @main.command("run")
-@click.argument("sources", nargs=-1, required=True)
+@images_argument("sources")
 @click.option("--model", default=None,
               help="Registered model: NAME (its newest version) or NAME:VERSION "
                    "(default: PELLETSEG_DEFAULT_MODEL).")
@@ -42,11 +42,11 @@ def main() -> None:
               help="Pixel size (µm/px); default: read from the image's metadata, else px.")
 @job_precision_option
 @home_option
-def run_cmd(sources: tuple[str, ...], model: str | None, workers: int, out: Path | None,
+def run_cmd(sources: list[str], model: str | None, workers: int, out: Path | None,
             pixel_size_um: float | None, precision: str | None, home: Path | None) -> None:
-    """Segment SOURCES (paths or URLs) through the queue and print their phase fractions and
-    microstructure summaries; several images make one batch and a table of them side by
-    side (one CSV line per image)."""
+    """Segment SOURCES (paths, folders of images or URLs) through the queue and print their
+    phase fractions and microstructure summaries; several images make one batch and a table
+    of them side by side (one CSV line per image)."""
     from cli.run import run
 
     sys.exit(_guard(lambda: run(get_settings(home=home), list(sources), model=model,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from cli.sniff import NotAnImageError, expand_folders
 from core.spec import Precision
 
 #: Where ``pelletseg serve`` listens by default.
@@ -24,6 +25,20 @@ job_precision_option = click.option(
     help="Inference precision this job asks of every worker (overrides their "
          "PELLETSEG_PRECISION; fp32 pins float32); default: each worker's setting.",
 )
+
+def _images(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    try:
+        return expand_folders(value)
+    except NotAnImageError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+
+
+def images_argument(name: str):
+    """The images of ``pelletseg run`` and ``pelletseg submit``: paths or URLs, one or more;
+    a local folder stands for the image files directly in it (:func:`cli.sniff.expand_folders`;
+    a folder with none is refused, exit 2)."""
+    return click.argument(name, nargs=-1, required=True, callback=_images)
+
 
 home_option = click.option(
     "--home", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from cli.client import ApiClient, ClientError
 from cli.console import make_console
-from cli.options import api_options, home_option, job_precision_option
+from cli.options import api_options, home_option, images_argument, job_precision_option
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
@@ -86,7 +86,7 @@ def check_local_images(paths) -> None:
 
 
 @click.command("submit")
-@click.argument("paths", nargs=-1, required=True)
+@images_argument("paths")
 @click.option("--model", default=None, help="Model package name (default: the server's).")
 @click.option("--model-version", default=None, help="Model version (default: newest).")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE metadata; repeatable.")
@@ -102,8 +102,8 @@ def check_local_images(paths) -> None:
 @api_options
 def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
            precision, part_size, concurrency, wait, api_url, api_key) -> None:
-    """Segment PATHS (local files are uploaded through the API, resumably; URLs such as
-    s3://... are passed on). Several paths make one batch."""
+    """Segment PATHS (local files, or folders of them, are uploaded through the API,
+    resumably; URLs such as s3://... are passed on). Several images make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
                                      webhook_url=webhook,

@@ -6,13 +6,17 @@ Recognised: TIFF and BigTIFF (which OME-TIFF, Aperio SVS, Hamamatsu NDPI, Leica 
 other whole-slide TIFFs are), PNG, JPEG, Zeiss CZI (``ZISRAWFILE`` segment header) and
 3DHISTECH MRXS (a ``.mrxs`` file with its data folder of the same name beside it). Only the
 magic bytes are read; whether the pixels decode is the worker's to find out.
+
+A folder given where images are expected stands for the image files directly in it
+(:func:`expand_folders`, by name ending: :data:`IMAGE_SUFFIXES`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["SUPPORTED", "NotAnImageError", "sniff"]
+__all__ = ["IMAGE_SUFFIXES", "SUPPORTED", "NotAnImageError", "expand_folders", "sniff"]
 
 #: Leading bytes -> format.
 MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -25,6 +29,12 @@ MAGIC: tuple[tuple[bytes, str], ...] = (
 #: What the error message lists.
 SUPPORTED = ("TIFF/BigTIFF (also OME-TIFF, SVS, NDPI, SCN), PNG, JPEG, Zeiss CZI, "
              "MRXS (.mrxs with its folder)")
+
+
+#: Name endings (lower case) of the files a folder stands for: the formats above (OME-TIFF
+#: ends in .ome.tif/.ome.tiff; SVS, NDPI, SCN and BIF are TIFFs).
+IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif", ".png",
+                  ".jpg", ".jpeg", ".czi", ".mrxs")
 
 
 class NotAnImageError(ValueError):
@@ -43,6 +53,8 @@ def sniff(path: str | Path) -> str:
             bytes in hex, and lists the formats read).
     """
     path = Path(path)
+    if path.is_dir():
+        raise NotAnImageError(f"{path}: a folder, not an image file")
     if not path.is_file():
         raise NotAnImageError(f"{path}: no such file")
     if path.suffix.lower() == ".mrxs":
@@ -61,3 +73,29 @@ def sniff(path: str | Path) -> str:
     shown = " ".join(f"{b:02x}" for b in head[:8])
     raise NotAnImageError(f"{path}: not an image (first bytes {shown}); pelletseg reads "
                           f"{SUPPORTED}")
+
+
+def expand_folders(sources: Iterable[str]) -> list[str]:
+    """``sources`` in order, each local folder replaced by the image files directly in it
+    (name ending in :data:`IMAGE_SUFFIXES`, any case; hidden files and subfolders left out),
+    sorted by name; files and URLs as given.
+
+    Raises:
+        NotAnImageError: a folder holds no such file (the message names the folder and the
+            endings looked for).
+    """
+    expanded: list[str] = []
+    for source in sources:
+        folder = Path(source)
+        if "://" in source or not folder.is_dir():
+            expanded.append(source)
+            continue
+        images = sorted(str(p) for p in folder.iterdir()
+                        if p.is_file() and not p.name.startswith(".")
+                        and p.name.lower().endswith(IMAGE_SUFFIXES))
+        if not images:
+            raise NotAnImageError(f"{folder}: a folder with no image file in it (looked for "
+                                  f"{', '.join(IMAGE_SUFFIXES)}); give image files, or a "
+                                  "folder of them")
+        expanded += images
+    return expanded

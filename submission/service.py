@@ -34,6 +34,11 @@ from webhooks import WebhookUrlError, check_webhook_url
 __all__ = ["SubmissionError", "SubmissionService"]
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a local source that is not a file cannot be segmented."""
+    return "a folder, not an image file" if path.is_dir() else "no such file"
+
+
 class SubmissionError(ValueError):
     """A job request is invalid: its source, upload, options, webhook or model (the API
     answers 422 with this message; the CLI prints it)."""
@@ -176,7 +181,7 @@ class SubmissionService:
             except SourceRootError as e:
                 raise SubmissionError(str(e)) from e
             if is_bare_path(source) and not path.is_file():
-                raise SubmissionError(f"{source}: no such file")
+                raise SubmissionError(f"{source}: {_not_a_file(path)}")
             return path.as_uri()
         if is_bare_path(source):
             if "file" not in allowed:
@@ -190,7 +195,7 @@ class SubmissionService:
             except (RuntimeError, ValueError, OSError) as e:  # '~nobody', NUL bytes, loops
                 raise SubmissionError(f"{source!r} is not a usable file path: {e}") from e
             if not found:
-                raise SubmissionError(f"{source}: no such file")
+                raise SubmissionError(f"{source}: {_not_a_file(path)}")
             return path.as_uri()
         scheme = source_scheme(source)
         if scheme not in allowed:

@@ -42,6 +42,8 @@ def test_files_inside_a_root_are_accepted(confined, roots):
         r = _post(confined, source)
         assert r.status_code == 202, r.text
         assert r.json()["source_url"] == (inside / "p.tif").resolve().as_uri()
+    r = _post(confined, str(inside))  # the root itself: a folder, said so
+    assert r.status_code == 422 and "a folder, not an image file" in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize("source", [

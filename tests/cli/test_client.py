@@ -188,6 +188,15 @@ def test_client_commands(tmp_path, monkeypatch):
         res = runner.invoke(main, ["results", "--batch", "nope"])
         assert res.exit_code == 2 and "batch nope does not exist" in res.output
         assert not any("precision" in j.spec for j in api.table.jobs.list()[:2])
+        folder = tmp_path / "sections"  # a folder: its images, one batch
+        folder.mkdir()
+        for name in ("P-4.tif", "P-3.tif", "notes.txt"):
+            (folder / name).write_bytes(image.read_bytes())
+        res = runner.invoke(main, ["submit", str(folder)])
+        assert res.exit_code == 0 and "2 jobs" in res.output, res.output
+        newest = api.table.jobs.list()[:2]
+        assert sorted(j.source_url.rsplit("/", 1)[1] for j in newest) == ["P-3.tif", "P-4.tif"]
+        assert newest[0].batch_id == newest[1].batch_id != batch_id
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
         assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])

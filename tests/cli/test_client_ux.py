@@ -153,3 +153,39 @@ def test_job_errors_show_paths_as_text(tmp_path):
     assert str(bad) in str(caught.value)  # the local copy's path, as text
     raw = Exception("unable to load from file b'/data/it\\'s \\xc3\\xa9.tif'\n  detail\n")
     assert vips_text(raw) == "unable to load from file /data/it's é.tif; detail"
+
+
+def test_a_folder_stands_for_the_image_files_directly_in_it(tmp_path):
+    from cli.sniff import expand_folders
+
+    folder = tmp_path / "sections"
+    (folder / "sub").mkdir(parents=True)
+    for name in ["P-2.TIF", "P-1.ome.tiff", "P-3.jpg", "scan.czi", ".P-0.tif", "notes.txt",
+                 "sub/P-9.tif"]:
+        (folder / name).write_bytes(b"II*\x00")
+    single = tmp_path / "single.png"
+    single.write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert expand_folders([str(single), str(folder), "s3://b/x.tif"]) == [
+        str(single), *(str(folder / n) for n in ["P-1.ome.tiff", "P-2.TIF", "P-3.jpg",
+                                                  "scan.czi"]), "s3://b/x.tif"]
+    (tmp_path / "nothing" / "P-8.tif").mkdir(parents=True)  # a folder, even named .tif
+    (tmp_path / "nothing" / "P-8.txt").write_bytes(b"II*\x00")
+    with pytest.raises(NotAnImageError, match=r"nothing: a folder with no image file in it "
+                                              r"\(looked for \.tif, .*\.mrxs\)"):
+        expand_folders([str(folder), str(tmp_path / "nothing")])
+    with pytest.raises(NotAnImageError, match="a folder, not an image file"):
+        sniff(folder)
+
+
+@pytest.mark.parametrize("command", [["run", "--home", "HOME"], ["submit", "--api",
+                                                                 "http://api.test"]])
+def test_run_and_submit_refuse_a_folder_without_images(tmp_path, monkeypatch, command):
+    seen = mock_api(monkeypatch, lambda r: httpx.Response(500))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here\n")
+    args = [a.replace("HOME", str(tmp_path / "home")) for a in command]
+    res = CliRunner().invoke(main, [args[0], str(empty), *args[1:]])
+    assert res.exit_code == 2 and seen == []
+    assert f"{empty}: a folder with no image file in it" in " ".join(res.output.split())
+    assert not (tmp_path / "home").exists()  # run readied no stack

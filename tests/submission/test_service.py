@@ -34,6 +34,8 @@ def test_local_paths_become_file_urls_and_schemes_are_checked(settings, tmp_path
         SubmissionService(settings).normalise_source("http://169.254.169.254/latest/meta-data")
     with pytest.raises(SubmissionError, match="no such file"):
         SubmissionService(settings).normalise_source(str(tmp_path / "missing.tif"))
+    with pytest.raises(SubmissionError, match=f"^{tmp_path}: a folder, not an image file$"):
+        SubmissionService(settings).normalise_source(str(tmp_path))
 
 
 @pytest.mark.parametrize("path", ["~0", "~no-such-user-pelletseg/x.tif", "a\x00b.tif"])
