@@ -309,6 +309,13 @@ class BatchOut(BaseModel):
     jobs: list[JobOut]
 
 
+class BatchResumed(BatchOut):
+    """A batch after ``POST /v1/batches/{id}/resume``, and which of its jobs were resumed."""
+
+    resumed: list[str] = Field(description="Ids of the jobs resumed, in submission order.",
+                               examples=[[JOB_ID_EXAMPLE]])
+
+
 class UploadCreate(BaseModel):
     """A file to upload: its name and exact size."""
 

@@ -77,27 +77,32 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 
 
 @main.command("resume")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option("--batch", "batch_id", default=None,
+              help="Resume every failed or interrupted job of this batch instead.")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the outputs into this folder.")
+              help="Copy the outputs into this folder (a batch: a folder each, and its table).")
 @api_options(default=None,
              api_help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
-@click.option("--wait", is_flag=True, help="With --api: follow the job to its end.")
+@click.option("--wait", is_flag=True, help="With --api: follow the jobs to their end.")
 @home_option
-def resume_cmd(job_id: str, workers: int, out: Path | None, api_url: str | None,
-               api_key: str | None, wait: bool, home: Path | None) -> None:
-    """Resume a failed or cancelled job: only rows that are not done are redone (or only the
-    reducer when every row is done). Locally with local workers, or with --api through the
-    HTTP API (its workers)."""
+def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path | None,
+               api_url: str | None, api_key: str | None, wait: bool, home: Path | None) -> None:
+    """Resume a failed or cancelled job, or with --batch every failed or interrupted job of a
+    batch: only rows that are not done are redone (or only the reducer when every row is
+    done). Locally with local workers, or with --api through the HTTP API (its workers)."""
+    if (job_id is None) == (batch_id is None):
+        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
     if api_url:
         from cli.remote import resume_remote
 
-        resume_remote(api_url, api_key, job_id, wait)
+        resume_remote(api_url, api_key, job_id, wait, batch_id=batch_id)
         return
     from cli.run import resume
 
-    sys.exit(_guard(lambda: resume(get_settings(home=home), job_id, workers=workers, out=out)))
+    sys.exit(_guard(lambda: resume(get_settings(home=home), job_id, workers=workers, out=out,
+                                   batch_id=batch_id)))
 
 
 @main.command("migrate")

@@ -337,13 +337,25 @@ def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
     run_client(body)
 
 
-def resume_remote(api_url: str, api_key: str | None, job_id: str, wait: bool) -> None:
-    """``pelletseg resume JOB --api URL``: resume through the API, optionally follow it."""
+def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: bool, *,
+                  batch_id: str | None = None) -> None:
+    """``pelletseg resume JOB --api URL`` (or ``--batch ID``: the batch's failed and
+    interrupted jobs): resume through the API, optionally follow the jobs resumed."""
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
-            job = client.resume(job_id)
-            console.print(f"job {job['id']} {job['status']}")
-            return follow(client, [job_id]) if wait else 0
+            if batch_id is None:
+                job = client.resume(job_id)
+                console.print(f"job {job['id']} {job['status']}")
+                return follow(client, [job_id]) if wait else 0
+            batch = client.resume_batch(batch_id)
+            by_id = {j["id"]: j for j in batch["jobs"]}
+            resumed = [by_id[job_id] for job_id in batch["resumed"]]
+            console.print(f"batch {batch_id}: {len(resumed)} of {batch['jobs_total']} jobs "
+                          "resumed", highlight=False)
+            for job in resumed:
+                console.print(f"job {job['id']} {job['status']}: {job['source_url']}",
+                              soft_wrap=True, highlight=False)
+            return follow(client, [j["id"] for j in resumed]) if wait else 0
 
     run_client(body)
 

@@ -173,9 +173,10 @@ def drive(
     out: Path | None,
 ) -> int:
     """Start N local workers on a prepared stack, call ``start(service)`` (submit or resume a
-    job, or submit a batch of them), follow the jobs to their end with the reconciler running,
-    then print each one's fractions and output locations (several jobs: each one's outputs in
-    ``out/<job id prefix>-<image name>/`` and the batch's table of sections).
+    job, or submit or resume jobs of a batch: a list), follow the jobs to their end with the
+    reconciler running, then print each one's fractions and output locations (a list of jobs:
+    each one's outputs in ``out/<job id prefix>-<image name>/`` and the batch's table of
+    sections).
 
     Ctrl-C marks the jobs that have not ended ``interrupted`` and stops the workers
     (``cli/interrupts.py``).
@@ -201,10 +202,12 @@ def drive(
     job_ids: list[str] = []
     peaks: list[float] = []
     pool = None
+    several = False  # jobs of a batch: a folder of outputs each, and the batch's table
     try:
         # the jobs first: resume judges a stack with no live worker before ours start
         started = start(SubmissionService(settings, table=table, app=app))
-        jobs = started if isinstance(started, list) else [started]
+        several = isinstance(started, list)
+        jobs = started if several else [started]
         job_ids = [j.id for j in jobs]
         pool = LocalWorkers(settings, workers).start() if workers > 0 else None
         for job in jobs:
@@ -228,7 +231,6 @@ def drive(
             peaks = pool.peak_rss_mib()
             pool.stop()
     wall = time.monotonic() - t0
-    several = len(ended) > 1
     done = [j for j in ended if j.status == JobStatus.SUCCEEDED]
     mpx = sum(j.width * j.height for j in done) / 1e6
     totals = [f"{mpx:.1f} Mpx in {wall:.1f} s = {mpx / wall:.2f} Mpx/s end to end"
@@ -242,7 +244,7 @@ def drive(
             stem = Path(unquote(urlparse(job.source_url).path)).stem
             folder = Path(out) / f"{job.id[:8]}-{stem}"
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
-    if several:  # one batch (run): its totals and its table of the images
+    if several:  # one batch (run, resume --batch): its totals and its table of the images
         for line in totals:
             console.print(line)
         text = batch_table(table, blobs, ended[0].batch_id)
@@ -343,8 +345,15 @@ def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Seq
         err_console.print(warning, style="yellow")
 
 
-def resume(settings: Settings, job_id: str, *, workers: int, out: Path | None) -> int:
+def resume(settings: Settings, job_id: str | None, *, workers: int, out: Path | None,
+           batch_id: str | None = None) -> int:
     """Resume a failed, cancelled or interrupted job, or one a local stack left running when it
-    died (no live worker, no live lease); only what is not done is redone. Follow it."""
+    died (no live worker, no live lease); with ``batch_id`` instead every failed, interrupted
+    or so abandoned job of the batch (:meth:`SubmissionService.resume_batch`). Only what is not
+    done is redone. Follow them (:func:`drive`)."""
     prepare(settings)
-    return drive(settings, lambda service: service.resume(job_id, abandoned_ok=True), workers=workers, out=out)
+    if batch_id is not None:
+        return drive(settings, lambda service: service.resume_batch(batch_id, abandoned_ok=True),
+                     workers=workers, out=out)
+    return drive(settings, lambda service: service.resume(job_id, abandoned_ok=True),
+                 workers=workers, out=out)

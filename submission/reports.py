@@ -1,5 +1,6 @@
-"""A batch's table of sections, read from the job table and the blob store: the one reader
-behind ``GET /v1/batches/{id}/results.csv`` and ``pelletseg run`` of several images."""
+"""A batch's jobs and table of sections, read from the job table and the blob store: the one
+reader behind ``GET /v1/batches/{id}/results.csv``, ``pelletseg run`` of several images and
+a batch's resume."""
 
 from __future__ import annotations
 
@@ -12,13 +13,25 @@ from storage.blobs import FRACTIONS_JSON, MICROSTRUCTURE_JSON, BlobStore, output
 from storage.errors import NotFoundError
 from storage.jobtable import Job, JobTable
 
-__all__ = ["MAX_BATCH", "batch_entry", "batch_table"]
+__all__ = ["MAX_BATCH", "batch_entry", "batch_jobs", "batch_table"]
 
 #: Jobs in one batch at most: ``POST /v1/batches`` and ``pelletseg run`` accept no more, the
 #: table reads no more.
 MAX_BATCH = 500
 #: Threads reading a batch's documents (two per job: on S3, two GETs).
 READ_THREADS = 8
+
+
+def batch_jobs(table: JobTable, batch_id: str) -> list[Job]:
+    """A batch's jobs in submission order (creation time, then id).
+
+    Raises:
+        NotFoundError: no job has this batch id.
+    """
+    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
+    if not jobs:
+        raise NotFoundError(f"batch {batch_id} does not exist")
+    return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
 
 def batch_entry(blobs: BlobStore, job: Job) -> BatchEntry:
@@ -44,9 +57,6 @@ def batch_table(table: JobTable, blobs: BlobStore, batch_id: str) -> str:
         NotFoundError: no job has this batch id.
         StorageError: the job table or the blob store is unreachable.
     """
-    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
-    if not jobs:
-        raise NotFoundError(f"batch {batch_id} does not exist")
-    ordered = sorted(jobs, key=lambda j: (j.created_at, j.id))
+    ordered = batch_jobs(table, batch_id)
     with ThreadPoolExecutor(READ_THREADS) as pool:
         return batch_csv(list(pool.map(lambda j: batch_entry(blobs, j), ordered)))

@@ -9,6 +9,7 @@ Tasks are sent by name (:mod:`queues`); nothing here imports torch or ``worker``
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, s
 from storage.blobs import BlobStore, UploadStore
 from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
 from storage.jobtable import Job, JobTable, ModelRecord, job_table
+from submission.reports import batch_jobs
 from submission.sources import SourceRootError, confine_file_source
 from webhooks import WebhookUrlError, check_webhook_url
 
@@ -46,6 +48,9 @@ class SubmissionError(ValueError):
 
 #: Job statuses ``resume`` continues.
 RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+#: Job statuses a batch's resume continues: the jobs that stopped without being asked to
+#: (a cancelled job was stopped by someone and stays so; it is resumed on its own).
+BATCH_RESUMABLE = (JobStatus.FAILED, JobStatus.INTERRUPTED)
 
 
 class SubmissionService:
@@ -362,6 +367,38 @@ class SubmissionService:
             table.recovery.reset_rows_for_resume(job_id)
         self._send_or_fail(job_id, tasks)
         return table.jobs.get(job_id)
+
+    def resume_batch(self, batch_id: str, *, abandoned_ok: bool = False) -> list[Job]:
+        """Resume every ``failed`` or ``interrupted`` job of a batch (:meth:`resume` each; with
+        ``abandoned_ok`` also those a dead local stack left unfinished); its succeeded, running
+        and cancelled jobs are left as they are. A job that changed meanwhile (e.g. resumed
+        from elsewhere) is passed over.
+
+        Returns:
+            The jobs resumed, in submission order.
+
+        Raises:
+            NotFoundError: no job has this batch id.
+            TransitionError: no job of the batch can be resumed (the message counts its jobs
+                by status).
+            StorageError: the job table or the broker is unreachable (the job being resumed
+                is failed again; those resumed before it stay resumed).
+        """
+        jobs = batch_jobs(self.table, batch_id)
+        resumed: list[Job] = []
+        for job in jobs:
+            if job.status in BATCH_RESUMABLE or (abandoned_ok and self.abandoned(job.id)):
+                try:
+                    resumed.append(self.resume(job.id, abandoned_ok=abandoned_ok))
+                except TransitionError:
+                    continue
+        if not resumed:
+            counts = Counter(str(j.status) for j in jobs)
+            raise TransitionError(
+                f"batch {batch_id} has no failed or interrupted job to resume ("
+                + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+                + "); a cancelled job is resumed on its own: pelletseg resume JOB_ID")
+        return resumed
 
     def abandoned(self, job_id: str) -> bool:
         """True if a job that has not ended is left with nothing moving it: no worker of the

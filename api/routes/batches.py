@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
-from api.schemas import BatchCreate, BatchOut, ErrorOut
+from api.schemas import BatchCreate, BatchOut, BatchResumed, ErrorOut
 from storage.errors import NotFoundError, StorageError
 from storage.jobtable import JobTable
 from submission import SubmissionError
@@ -73,6 +73,20 @@ def create_batch(body: BatchCreate, request: Request, response: Response, table:
 def get_batch(batch_id: str, table: TableDep):
     """A batch's jobs and how many are in each status."""
     return batch_out(table, batch_id)
+
+
+@router.post(
+    "/batches/{batch_id}/resume", status_code=202, response_model=BatchResumed,
+    responses={404: {"model": ErrorOut, "description": "No job has this batch id."},
+               409: {"model": ErrorOut, "description": "No job of the batch is failed or "
+                     "interrupted."}},
+)
+def resume_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
+    """Resume every failed or interrupted job of a batch (each as ``POST
+    /v1/jobs/{id}/resume`` does: only what is not done is redone); succeeded, running and
+    cancelled jobs are left as they are (resume a cancelled one on its own)."""
+    resumed = submissions.resume_batch(batch_id)
+    return BatchResumed(**dict(batch_out(table, batch_id)), resumed=[j.id for j in resumed])
 
 
 @router.get(

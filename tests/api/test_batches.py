@@ -172,3 +172,41 @@ def test_new_routes_need_a_valid_key(api, method, path, body):
     r = api.client.request(method, path, **kwargs)
     assert r.status_code == 403 and "was revoked" in r.json()["detail"]
     assert api.table.jobs.list() == []
+
+
+def test_batch_resume_continues_its_failed_and_interrupted_jobs_only(api):
+    body = {"jobs": [{"source_url": f"s3://p/{i}.tif"} for i in range(5)]}
+    batch = api.client.post("/v1/batches", json=body).json()
+    drain_tasks(api.settings)
+    jobs = sorted(api.table.jobs.list(batch_id=batch["id"]), key=lambda j: (j.created_at, j.id))
+    failed, interrupted, cancelled, queued, done = (j.id for j in jobs)
+    running_job(api.table, rows=3, done=(0, 2), job=api.table.jobs.get(failed))
+    assert api.table.jobs.transition(failed, JobStatus.FAILED, error="row 1 failed")
+    assert api.table.jobs.transition(interrupted, JobStatus.INTERRUPTED)
+    assert api.table.jobs.transition(cancelled, JobStatus.CANCELLED)
+    running_job(api.table, rows=1, done=(0,), job=api.table.jobs.get(done))  # -> reducing
+    assert api.table.jobs.transition(done, JobStatus.SUCCEEDED)
+    other = api.client.post("/v1/jobs", json={"source_url": "s3://p/other.tif"}).json()["id"]
+    assert api.table.jobs.transition(other, JobStatus.FAILED)  # outside the batch
+    drain_tasks(api.settings)
+
+    r = api.client.post(f"/v1/batches/{batch['id']}/resume")
+    assert r.status_code == 202, r.text
+    assert r.json()["resumed"] == [failed, interrupted]  # in submission order
+    assert r.json()["status_counts"] == {"running": 1, "queued": 2, "cancelled": 1,
+                                         "succeeded": 1}
+    # each as a job's resume: the failed one re-runs its row not done, the other is planned
+    assert drain_tasks(api.settings) == [("pelletseg.segment_row", failed, 1),
+                                         ("pelletseg.plan_job", interrupted)]
+    assert api.table.jobs.get(other).status == JobStatus.FAILED
+    assert [api.table.jobs.get(j).status for j in (cancelled, queued, done)] == [
+        JobStatus.CANCELLED, JobStatus.QUEUED, JobStatus.SUCCEEDED]
+
+    again = api.client.post(f"/v1/batches/{batch['id']}/resume")
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        f"batch {batch['id']} has no failed or interrupted job to resume (1 cancelled, "
+        "2 queued, 1 running, 1 succeeded); a cancelled job is resumed on its own: "
+        "pelletseg resume JOB_ID")
+    assert drain_tasks(api.settings) == []
+    assert api.client.post("/v1/batches/nope/resume").status_code == 404

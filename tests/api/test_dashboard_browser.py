@@ -293,6 +293,13 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
                 page.click("#batch-filter button:not(#batch-clear)")
             assert download.value.suggested_filename == f"batch-{good_batch}-results.csv"
             assert Path(download.value.path()).read_text(encoding="utf-8") == table_csv
+            page.click("#batch-resume")  # nothing failed in it: the API's 409, in words
+            page.wait_for_selector(".toast-error")
+            assert "has no failed or interrupted job to resume (1 succeeded)" in page.inner_text(
+                ".toast-error")
+            conflict = [e for e in errors if "status of 409" in e]  # the browser logs it
+            assert len(conflict) == 1
+            errors.remove(conflict[0])
             page.click("#batch-clear")
             page.wait_for_selector(row(bad))
             assert "batch=" not in page.url and page.is_hidden("#batch-filter")

@@ -197,6 +197,16 @@ def test_client_commands(tmp_path, monkeypatch):
         newest = api.table.jobs.list()[:2]
         assert sorted(j.source_url.rsplit("/", 1)[1] for j in newest) == ["P-3.tif", "P-4.tif"]
         assert newest[0].batch_id == newest[1].batch_id != batch_id
+        for j in newest:  # e.g. their source vanished: resume the batch once it is back
+            assert api.table.jobs.transition(j.id, JobStatus.FAILED, error="gone")
+        drain_tasks(api.settings)
+        res = runner.invoke(main, ["resume", "--batch", newest[0].batch_id])
+        assert res.exit_code == 0 and "2 of 2 jobs resumed" in res.output, res.output
+        assert sorted(drain_tasks(api.settings)) == sorted(
+            ("pelletseg.plan_job", j.id) for j in newest)
+        res = runner.invoke(main, ["resume", "--batch", newest[0].batch_id])
+        assert res.exit_code == 2 and "HTTP 409" in res.output
+        assert "no failed or interrupted job to resume (2 queued)" in res.output
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
         assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])

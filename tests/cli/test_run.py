@@ -191,22 +191,36 @@ def test_demo_builds_a_mosaic_and_segments_it(tmp_path):
 
 
 def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
+    """A batch of two images, one of them broken: the run fails that one; once the file is
+    fixed, ``pelletseg resume --batch`` redoes it alone, with the batch's outputs and table."""
+    import csv
     import re
     import shutil
 
     source = tmp_path / "pellet.png"
     source.write_text("the upload was interrupted")
-    home = str(tmp_path / "home")
-    failed = pelletseg("run", str(source), "--home", home, "--workers", "1")
+    home, out = str(tmp_path / "home"), tmp_path / "out"
+    failed = pelletseg("run", str(small_image), str(source), "--home", home, "--workers", "1")
     assert failed.returncode == 1 and "pelletseg resume" in failed.stdout
-    job_id = re.search(r"job ([0-9a-f-]{36})", failed.stdout).group(1)
+    job_id = re.search(r"job ([0-9a-f-]{36}) failed", failed.stdout).group(1)
+    table = re.search(r"batch-([0-9a-f-]{36})-results.csv", failed.stdout)
+    batch_id = table.group(1)
     shutil.copyfile(small_image, source)  # the lab uploads the image again
-    res = pelletseg("resume", job_id, "--home", home, "--workers", "1", "--out", str(tmp_path / "out"))
+    res = pelletseg("resume", "--batch", batch_id, "--home", home, "--workers", "1", "--out",
+                    str(out))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert job_id in res.stdout
-    _check_outputs(tmp_path / "out", 600, 420)
+    assert res.stdout.count("Phase fractions") == 1 and "(1 of 1 images)" in res.stdout
+    _check_outputs(out / f"{job_id[:8]}-pellet", 600, 420)
+    lines = list(csv.DictReader((out / f"batch-{batch_id}-results.csv").open(encoding="utf-8")))
+    assert [line["status"] for line in lines] == ["succeeded", "succeeded"]
+    assert lines[1]["job_id"] == job_id
     again = pelletseg("resume", job_id, "--home", home, "--workers", "0")
     assert again.returncode == 2 and "only failed, cancelled or interrupted jobs" in again.stderr
+    again = pelletseg("resume", "--batch", batch_id, "--home", home, "--workers", "0")
+    assert again.returncode == 2
+    assert "has no failed or interrupted job to resume (2 succeeded)" in again.stderr
+    neither = pelletseg("resume", "--home", home)
+    assert neither.returncode == 2 and "give a JOB_ID or --batch ID" in neither.stderr
 
 
 def test_run_with_an_unknown_model_fails_at_once_with_the_apis_message(tmp_path, small_image):

@@ -1,12 +1,13 @@
 // The jobs table (/): polls GET /v1/jobs and updates rows in place (no page reload),
-// filters by status, labels and batch (kept in the page URL; a batch's table of sections is
-// offered beside its filter), pages with next_offset, and offers Resume / Cancel per job.
+// filters by status, labels and batch (kept in the page URL; beside a batch's filter its table
+// of sections and a resume of its failed jobs), pages with next_offset, and offers Resume /
+// Cancel per job.
 
 import { api } from "./api.js";
 import {
   JOB_STATUSES, TERMINAL, downloadButton, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
   fmtSize, fmtTime, h, jobActions, liveIndicator, mountKeyBar, poll, progressBar, secondsBetween,
-  setChildren, shortId, statusBadge,
+  setChildren, shortId, statusBadge, toast,
 } from "./ui.js";
 
 const PAGE_SIZE = 25;
@@ -41,11 +42,29 @@ function renderBatchFilter() {
     downloadButton("batch table (CSV)",
       `/v1/batches/${encodeURIComponent(state.batch)}/results.csv`,
       `batch-${state.batch}-results.csv`),
+    h("button", { type: "button", class: "btn btn-ghost", id: "batch-resume",
+      title: "Resume every failed or interrupted job of this batch (cancelled ones stay so)",
+      onclick: (e) => resumeBatch(e.currentTarget) }, "Resume failed"),
     h("button", { type: "button", class: "btn btn-ghost", id: "batch-clear",
       title: "all jobs, not only this batch's", onclick: () => {
         state.batch = "";
         applyFilters();
       } }, "✕ all jobs"));
+}
+
+async function resumeBatch(button) {
+  button.disabled = true;
+  try {
+    const batch = await api(`/v1/batches/${encodeURIComponent(state.batch)}/resume`,
+      { method: "POST" });
+    const n = batch.resumed.length;
+    toast(`Resumed ${n} job${n === 1 ? "" : "s"} of batch ${shortId(batch.id)}`);
+    refresher.now();
+  } catch (err) {
+    toast(`Resume failed: ${errorText(err)}`, "error");
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function writeFilters() {
