@@ -12,7 +12,7 @@ import json
 
 import httpx
 
-from core.states import JobStatus
+from core.states import JOB_TERMINAL, JobStatus
 from storage.jobtable.webhook_outbox import WebhookAttempt
 from webhooks.signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, sign
 from webhooks.urls import WebhookUrlError, check_webhook_url
@@ -22,11 +22,14 @@ __all__ = ["USER_AGENT", "payload", "post"]
 USER_AGENT = "pelletseg-webhook/1"
 
 
-def payload(attempt: WebhookAttempt, fractions: dict | None = None) -> dict:
+def payload(attempt: WebhookAttempt, fractions: dict | None = None,
+            batch_counts: dict[str, int] | None = None) -> dict:
     """The JSON document POSTed for ``attempt``: ``event``, ``delivery_id`` and the ``job``
     (id, status notified, batch, source, labels, model, image size (px), rows, timings,
     error); for a succeeded job also ``fractions`` (its ``fractions.json`` document: pixels and
-    % per phase, or None where it could not be read)."""
+    % per phase, or None where it could not be read); ``batch``: for a job of a batch, its
+    jobs by status as of this attempt (``batch_counts``), their total and how many have
+    ended, so a receiver sees when the whole batch has (None for a job outside a batch)."""
     job = attempt.job
     spec = job.spec or {}
     body: dict = {
@@ -51,6 +54,14 @@ def payload(attempt: WebhookAttempt, fractions: dict | None = None) -> dict:
     }
     if attempt.event == JobStatus.SUCCEEDED:
         body["fractions"] = fractions
+    body["batch"] = None
+    if job.batch_id is not None and batch_counts:
+        body["batch"] = {
+            "id": job.batch_id,
+            "jobs_total": sum(batch_counts.values()),
+            "jobs_ended": sum(n for status, n in batch_counts.items() if status in JOB_TERMINAL),
+            "status_counts": dict(sorted(batch_counts.items())),
+        }
     return body
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.spec import JobSpec
@@ -87,6 +87,13 @@ class JobRecords(Repository):
         if row is None:
             raise NotFoundError(f"job {job_id} does not exist")
         return job_from_row(row)
+
+    def batch_counts(self, batch_id: str) -> dict[str, int]:
+        """How many jobs of batch ``batch_id`` are in each status (``{}``: no such batch)."""
+        q = (select(Job.status, func.count()).where(Job.batch_id == batch_id)
+             .group_by(Job.status))
+        with self._tx() as conn:
+            return {str(status): int(n) for status, n in conn.execute(q).all()}
 
     def list(
         self,

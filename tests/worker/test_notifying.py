@@ -163,7 +163,39 @@ def test_succeeded_payload_carries_the_fractions(tmp_path, receiver_factory):
     assert len(receiver.calls) == 1
     doc = json.loads(receiver.calls[0][2])
     assert doc["event"] == "job.succeeded" and doc["fractions"] == fractions
+    assert doc["batch"] is None  # not in a batch
     assert ctx.table.jobs.get(job.id).webhook_status == "delivered"
+
+
+def test_a_batch_jobs_payload_says_how_much_of_the_batch_has_ended(tmp_path, receiver_factory):
+    """Each job of a batch notifies alone; its body counts the batch's jobs by status as of the
+    attempt, so the receiver sees when the last one ended."""
+    receiver = receiver_factory([200])
+    ctx = WorkerContext.from_settings(_settings(tmp_path), enqueue=lambda *a: None)
+
+    def job(name, webhook=True):
+        return ctx.table.jobs.create(JobSpec(source_url=f"s3://b/{name}.tif", model="tiny",
+                                             tile_size=128, halo=16,
+                                             webhook_url=receiver.url if webhook else None),
+                                     batch_id="batch-7")
+
+    first, second, third = job("P-1"), job("P-2"), job("P-3", webhook=False)
+    ctx.table.jobs.create(JobSpec(source_url="s3://b/other.tif", model="tiny", tile_size=128,
+                                  halo=16), batch_id="batch-8")  # another batch: not counted
+    assert ctx.table.jobs.transition(first.id, JobStatus.FAILED, error="gone")
+    assert ctx.table.jobs.transition(third.id, JobStatus.PLANNING)
+    deliver(ctx, first.id)
+    assert ctx.table.jobs.transition(third.id, JobStatus.CANCELLED)
+    assert ctx.table.jobs.transition(second.id, JobStatus.CANCELLED)
+    deliver(ctx, second.id)
+    batches = [json.loads(body)["batch"] for _, _, body in receiver.calls]
+    assert batches == [
+        {"id": "batch-7", "jobs_total": 3, "jobs_ended": 1,
+         "status_counts": {"failed": 1, "planning": 1, "queued": 1}},
+        {"id": "batch-7", "jobs_total": 3, "jobs_ended": 3,  # the whole batch has ended
+         "status_counts": {"cancelled": 2, "failed": 1}},
+    ]
+    assert ctx.table.jobs.batch_counts("nope") == {}
 
 
 @pytest.mark.parametrize("overrides, error", [

@@ -58,7 +58,9 @@ def deliver(ctx: WorkerContext, job_id: str) -> float | None:
                  "unsigned")
     else:
         fractions = _fractions(ctx, attempt) if attempt.event == JobStatus.SUCCEEDED else None
-        error = post(attempt, payload(attempt, fractions),
+        batch = attempt.job.batch_id
+        counts = ctx.table.jobs.batch_counts(batch) if batch is not None else None
+        error = post(attempt, payload(attempt, fractions, counts),
                      settings.webhook_secret.get_secret_value(),
                      timeout_s=settings.webhook_timeout_seconds,
                      allow_private=settings.allow_private_webhooks)
