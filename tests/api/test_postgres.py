@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.settings import Settings
+from core.states import JobStatus
 from tests.api.conftest import MODEL, drain_tasks, make_api, running_job
 
 
@@ -40,6 +41,18 @@ class TestOnPostgres:
         assert r.status_code == 202 and r.json()["status"] == "running"
         assert drain_tasks(pg_api.settings) == [
             ("pelletseg.segment_row", job.id, 0), ("pelletseg.segment_row", job.id, 2)]
+
+    def test_batch_counts_and_resume(self, pg_api):
+        batch = pg_api.client.post("/v1/batches", json={"jobs": [
+            {"source_url": "s3://b/1.tif"}, {"source_url": "s3://b/2.tif"}]}).json()
+        first = batch["jobs"][0]
+        assert pg_api.table.jobs.transition(first["id"], JobStatus.FAILED, error="gone")
+        assert pg_api.table.jobs.batch_counts(batch["id"]) == {"failed": 1, "queued": 1}
+        drain_tasks(pg_api.settings)
+        r = pg_api.client.post(f"/v1/batches/{batch['id']}/resume")
+        assert r.status_code == 202 and r.json()["resumed"] == [first["id"]]
+        assert drain_tasks(pg_api.settings) == [("pelletseg.plan_job", first["id"])]
+        assert pg_api.table.jobs.batch_counts(batch["id"]) == {"queued": 2}
 
     def test_revoked_key_is_refused(self, pg_api):
         pg_api.keys.revoke(pg_api.keys.verify(pg_api.key).id)
