@@ -26,6 +26,7 @@ job_precision_option = click.option(
          "PELLETSEG_PRECISION; fp32 pins float32); default: each worker's setting.",
 )
 
+
 def _images(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
     try:
         return expand_folders(value)

@@ -349,7 +349,7 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: b
                 return follow(client, [job_id]) if wait else 0
             batch = client.resume_batch(batch_id)
             by_id = {j["id"]: j for j in batch["jobs"]}
-            resumed = [by_id[job_id] for job_id in batch["resumed"]]
+            resumed = [by_id[resumed_id] for resumed_id in batch["resumed"]]
             console.print(f"batch {batch_id}: {len(resumed)} of {batch['jobs_total']} jobs "
                           "resumed", highlight=False)
             for job in resumed:

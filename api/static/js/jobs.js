@@ -32,7 +32,8 @@ function readFilters() {
 }
 
 // The batch filter (from a job page's batch link): its id, the batch's table of sections
-// (GET /v1/batches/{id}/results.csv) and a button back to all jobs.
+// (GET /v1/batches/{id}/results.csv), a resume of its failed and interrupted jobs (POST
+// /v1/batches/{id}/resume) and a button back to all jobs.
 function renderBatchFilter() {
   const box = $("batch-filter");
   box.hidden = !state.batch;
