@@ -316,6 +316,13 @@ class BatchResumed(BatchOut):
                                examples=[[JOB_ID_EXAMPLE]])
 
 
+class BatchCancelled(BatchOut):
+    """A batch after ``POST /v1/batches/{id}/cancel``, and which of its jobs were cancelled."""
+
+    cancelled: list[str] = Field(description="Ids of the jobs cancelled, in submission order.",
+                                 examples=[[JOB_ID_EXAMPLE]])
+
+
 class UploadCreate(BaseModel):
     """A file to upload: its name and exact size."""
 

@@ -128,6 +128,10 @@ class ApiClient:
     def resume(self, job_id: str) -> dict:
         return self.json("POST", f"/v1/jobs/{job_id}/resume")
 
+    def cancel_batch(self, batch_id: str) -> dict:
+        """Cancel a batch's jobs that have not ended (``POST /v1/batches/{id}/cancel``)."""
+        return self.json("POST", f"/v1/batches/{batch_id}/cancel")
+
     def resume_batch(self, batch_id: str) -> dict:
         """Resume a batch's failed and interrupted jobs (``POST /v1/batches/{id}/resume``)."""
         return self.json("POST", f"/v1/batches/{batch_id}/resume")

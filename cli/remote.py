@@ -264,19 +264,24 @@ def watch_cmd(job_id, api_url, api_key) -> None:
 
 
 @click.command("cancel")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option("--batch", "batch_id", default=None,
+              help="Cancel every job of this batch that has not ended instead.")
 @api_options
 @home_option
-def cancel_cmd(job_id, api_url, api_key, home) -> None:
-    """Cancel a job that has not ended: through the API, or with --home on the local stack
-    (e.g. a job left interrupted by Ctrl-C on pelletseg run)."""
+def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
+    """Cancel a job that has not ended, or with --batch every such job of a batch: through the
+    API, or with --home on the local stack (e.g. a job left interrupted by Ctrl-C on
+    pelletseg run)."""
+    if (job_id is None) == (batch_id is None):
+        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
     if home is not None:
         from cli.local_jobs import cancel_local
         from storage.errors import StorageError
         from submission.service import SubmissionError
 
         try:
-            click.echo(cancel_local(get_settings(home=home), job_id))
+            click.echo(cancel_local(get_settings(home=home), job_id, batch_id))
         except (StorageError, SubmissionError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
@@ -284,8 +289,13 @@ def cancel_cmd(job_id, api_url, api_key, home) -> None:
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
-            job = client.cancel(job_id)
-        console.print(f"job {job['id']} {job['status']}")
+            if batch_id is None:
+                jobs = [client.cancel(job_id)]
+            else:
+                batch = client.cancel_batch(batch_id)
+                jobs = [j for j in batch["jobs"] if j["id"] in set(batch["cancelled"])]
+        for job in sorted(jobs, key=lambda j: j["created_at"]):
+            console.print(f"job {job['id']} {job['status']}")
         return 0
 
     run_client(body)

@@ -41,6 +41,12 @@ def _not_a_file(path: Path) -> str:
     return "a folder, not an image file" if path.is_dir() else "no such file"
 
 
+def _by_status(jobs: list[Job]) -> str:
+    """``2 failed, 1 succeeded``: how many of ``jobs`` are in each status."""
+    counts = Counter(str(j.status) for j in jobs)
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
 class SubmissionError(ValueError):
     """A job request is invalid: its source, upload, options, webhook or model (the API
     answers 422 with this message; the CLI prints it)."""
@@ -318,6 +324,32 @@ class SubmissionService:
                 return self.table.jobs.get(job_id)
         raise TransitionError(f"job {job_id} kept changing status; try again")
 
+    def cancel_batch(self, batch_id: str) -> list[Job]:
+        """Cancel every job of a batch that has not ended (:meth:`cancel` each); a job that
+        ends meanwhile is passed over.
+
+        Returns:
+            The jobs cancelled, in submission order.
+
+        Raises:
+            NotFoundError: no job has this batch id.
+            TransitionError: every job of the batch has ended (the message counts them by
+                status).
+            StorageError: the job table is unreachable (the jobs cancelled before stay so).
+        """
+        jobs = batch_jobs(self.table, batch_id)
+        cancelled: list[Job] = []
+        for job in jobs:
+            if job.status not in JOB_TERMINAL:
+                try:
+                    cancelled.append(self.cancel(job.id))
+                except TransitionError:
+                    continue
+        if not cancelled:
+            raise TransitionError(f"batch {batch_id} has no job left to cancel: every job has "
+                                  f"ended ({_by_status(jobs)})")
+        return cancelled
+
     def resume(self, job_id: str, *, abandoned_ok: bool = False) -> Job:
         """Resume a ``failed``, ``cancelled`` or ``interrupted`` job where it stopped; with
         ``abandoned_ok`` (``pelletseg resume`` on a local stack) also one left
@@ -393,11 +425,10 @@ class SubmissionService:
                 except TransitionError:
                     continue
         if not resumed:
-            counts = Counter(str(j.status) for j in jobs)
             raise TransitionError(
-                f"batch {batch_id} has no failed or interrupted job to resume ("
-                + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-                + "); a cancelled job is resumed on its own: pelletseg resume JOB_ID")
+                f"batch {batch_id} has no failed or interrupted job to resume "
+                f"({_by_status(jobs)}); a cancelled job is resumed on its own: "
+                "pelletseg resume JOB_ID")
         return resumed
 
     def abandoned(self, job_id: str) -> bool:

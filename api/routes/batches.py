@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
-from api.schemas import BatchCreate, BatchOut, BatchResumed, ErrorOut
+from api.schemas import BatchCancelled, BatchCreate, BatchOut, BatchResumed, ErrorOut
 from storage.errors import NotFoundError, StorageError
 from storage.jobtable import JobTable
 from submission import SubmissionError
@@ -87,6 +87,19 @@ def resume_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
     cancelled jobs are left as they are (resume a cancelled one on its own)."""
     resumed = submissions.resume_batch(batch_id)
     return BatchResumed(**dict(batch_out(table, batch_id)), resumed=[j.id for j in resumed])
+
+
+@router.post(
+    "/batches/{batch_id}/cancel", response_model=BatchCancelled,
+    responses={404: {"model": ErrorOut, "description": "No job has this batch id."},
+               409: {"model": ErrorOut, "description": "Every job of the batch has ended."}},
+)
+def cancel_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
+    """Cancel every job of a batch that has not ended (each as ``POST /v1/jobs/{id}/cancel``
+    does: workers skip its remaining rows, its done rows are kept, its webhook fires)."""
+    cancelled = submissions.cancel_batch(batch_id)
+    return BatchCancelled(**dict(batch_out(table, batch_id)),
+                          cancelled=[j.id for j in cancelled])
 
 
 @router.get(

@@ -210,3 +210,26 @@ def test_batch_resume_continues_its_failed_and_interrupted_jobs_only(api):
         "pelletseg resume JOB_ID")
     assert drain_tasks(api.settings) == []
     assert api.client.post("/v1/batches/nope/resume").status_code == 404
+
+
+def test_batch_cancel_stops_its_jobs_not_ended_only(api):
+    body = {"jobs": [{"source_url": f"s3://p/{i}.tif"} for i in range(4)]}
+    batch = api.client.post("/v1/batches", json=body).json()
+    jobs = sorted(api.table.jobs.list(batch_id=batch["id"]), key=lambda j: (j.created_at, j.id))
+    done, running, queued, failed = (j.id for j in jobs)
+    running_job(api.table, rows=1, done=(0,), job=api.table.jobs.get(done))  # -> reducing
+    assert api.table.jobs.transition(done, JobStatus.SUCCEEDED)
+    running_job(api.table, rows=3, done=(0,), job=api.table.jobs.get(running))
+    assert api.table.jobs.transition(failed, JobStatus.FAILED, error="gone")
+
+    r = api.client.post(f"/v1/batches/{batch['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert r.json()["cancelled"] == [running, queued]  # in submission order
+    assert r.json()["status_counts"] == {"succeeded": 1, "cancelled": 2, "failed": 1}
+    assert api.table.rows.progress(running).done == 1  # its done row is kept for a resume
+    again = api.client.post(f"/v1/batches/{batch['id']}/cancel")
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        f"batch {batch['id']} has no job left to cancel: every job has ended (2 cancelled, "
+        "1 failed, 1 succeeded)")
+    assert api.client.post("/v1/batches/nope/cancel").status_code == 404

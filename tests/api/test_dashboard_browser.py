@@ -297,9 +297,15 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector(".toast-error")
             assert "has no failed or interrupted job to resume (1 succeeded)" in page.inner_text(
                 ".toast-error")
-            conflict = [e for e in errors if "status of 409" in e]  # the browser logs it
-            assert len(conflict) == 1
-            errors.remove(conflict[0])
+            page.click("#batch-cancel")  # a second click within 4 s confirms
+            assert page.inner_text("#batch-cancel") == "Confirm cancel"
+            page.click("#batch-cancel")
+            page.wait_for_selector(".toast-error:has-text('has no job left to cancel')")
+            assert page.inner_text("#batch-cancel") == "Cancel batch"
+            conflict = [e for e in errors if "status of 409" in e]  # the browser logs them
+            assert len(conflict) == 2
+            for error in conflict:
+                errors.remove(error)
             page.click("#batch-clear")
             page.wait_for_selector(row(bad))
             assert "batch=" not in page.url and page.is_hidden("#batch-filter")

@@ -207,6 +207,12 @@ def test_client_commands(tmp_path, monkeypatch):
         res = runner.invoke(main, ["resume", "--batch", newest[0].batch_id])
         assert res.exit_code == 2 and "HTTP 409" in res.output
         assert "no failed or interrupted job to resume (2 queued)" in res.output
+        res = runner.invoke(main, ["cancel", "--batch", newest[0].batch_id])
+        assert res.exit_code == 0, res.output
+        assert sorted(res.output.split()) == sorted(
+            [w for j in newest for w in ("job", j.id, "cancelled")])
+        res = runner.invoke(main, ["cancel"])
+        assert res.exit_code == 2 and "give a JOB_ID or --batch ID" in res.output
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
         assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])

@@ -120,3 +120,15 @@ def test_cancel_on_the_local_stack(tmp_path, tall_image):
     again = subprocess.run([sys.executable, "-m", "cli", "cancel", job.id, "--home", str(home)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "only a job that has not ended" in again.stderr
+    # a batch: its jobs not ended (interrupted, queued), not the one cancelled already
+    batch = [service.table.jobs.create(service.build_spec(str(tall_image)), batch_id="b-1")
+             for _ in range(3)]
+    assert service.table.jobs.transition(batch[0].id, JobStatus.INTERRUPTED)
+    assert service.table.jobs.transition(batch[2].id, JobStatus.CANCELLED)
+    res = subprocess.run([sys.executable, "-m", "cli", "cancel", "--batch", "b-1", "--home",
+                          str(home)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(res.stdout.splitlines()) == sorted(f"job {j.id} cancelled" for j in batch[:2])
+    again = subprocess.run([sys.executable, "-m", "cli", "cancel", "--batch", "b-1", "--home",
+                            str(home)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "has no job left to cancel" in again.stderr

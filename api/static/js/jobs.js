@@ -5,7 +5,7 @@
 
 import { api } from "./api.js";
 import {
-  JOB_STATUSES, TERMINAL, downloadButton, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
+  JOB_STATUSES, TERMINAL, confirmButton, downloadButton, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
   fmtSize, fmtTime, h, jobActions, liveIndicator, mountKeyBar, poll, progressBar, secondsBetween,
   setChildren, shortId, statusBadge, toast,
 } from "./ui.js";
@@ -33,7 +33,8 @@ function readFilters() {
 
 // The batch filter (from a job page's batch link): its id, the batch's table of sections
 // (GET /v1/batches/{id}/results.csv), a resume of its failed and interrupted jobs (POST
-// /v1/batches/{id}/resume) and a button back to all jobs.
+// /v1/batches/{id}/resume), a cancel of its jobs not ended (POST /v1/batches/{id}/cancel,
+// on a second click) and a button back to all jobs.
 function renderBatchFilter() {
   const box = $("batch-filter");
   box.hidden = !state.batch;
@@ -45,7 +46,12 @@ function renderBatchFilter() {
       `batch-${state.batch}-results.csv`),
     h("button", { type: "button", class: "btn btn-ghost", id: "batch-resume",
       title: "Resume every failed or interrupted job of this batch (cancelled ones stay so)",
-      onclick: (e) => resumeBatch(e.currentTarget) }, "Resume failed"),
+      onclick: (e) => batchAction(e.currentTarget, "resume", "resumed", "Resumed") },
+      "Resume failed"),
+    confirmButton({ class: "btn btn-danger", id: "batch-cancel",
+      title: "Cancel every job of this batch that has not ended (done rows are kept)" },
+      "Cancel batch", "Confirm cancel",
+      (button) => batchAction(button, "cancel", "cancelled", "Cancelled")),
     h("button", { type: "button", class: "btn btn-ghost", id: "batch-clear",
       title: "all jobs, not only this batch's", onclick: () => {
         state.batch = "";
@@ -53,16 +59,18 @@ function renderBatchFilter() {
       } }, "✕ all jobs"));
 }
 
-async function resumeBatch(button) {
+// POST /v1/batches/{id}/{action} (resume, cancel); the answer lists the jobs it moved under
+// `moved` (resumed, cancelled).
+async function batchAction(button, action, moved, done) {
   button.disabled = true;
   try {
-    const batch = await api(`/v1/batches/${encodeURIComponent(state.batch)}/resume`,
+    const batch = await api(`/v1/batches/${encodeURIComponent(state.batch)}/${action}`,
       { method: "POST" });
-    const n = batch.resumed.length;
-    toast(`Resumed ${n} job${n === 1 ? "" : "s"} of batch ${shortId(batch.id)}`);
+    const n = batch[moved].length;
+    toast(`${done} ${n} job${n === 1 ? "" : "s"} of batch ${shortId(batch.id)}`);
     refresher.now();
   } catch (err) {
-    toast(`Resume failed: ${errorText(err)}`, "error");
+    toast(`${action[0].toUpperCase()}${action.slice(1)} failed: ${errorText(err)}`, "error");
   } finally {
     button.disabled = false;
   }

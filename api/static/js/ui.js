@@ -279,31 +279,39 @@ export function jobActions(job, onDone) {
     }, "Resume"));
   }
   if (!TERMINAL.has(job.status)) {
-    const cancel = h("button", {
-      type: "button",
+    box.append(confirmButton({
       class: "btn btn-small btn-danger",
       dataset: { action: "cancel" },
       title: "Stop the job; workers skip its remaining rows",
-    }, "Cancel");
-    let armed = null;
-    cancel.addEventListener("click", () => {
-      if (armed) {
-        clearTimeout(armed);
-        armed = null;
-        run(cancel, "cancel", "Cancelled");
-        return;
-      }
-      cancel.textContent = "Confirm cancel";
-      cancel.classList.add("btn-armed");
-      armed = setTimeout(() => {
-        armed = null;
-        cancel.textContent = "Cancel";
-        cancel.classList.remove("btn-armed");
-      }, 4000);
-    });
-    box.append(cancel);
+    }, "Cancel", "Confirm cancel", (button) => run(button, "cancel", "Cancelled")));
   }
   return box;
+}
+
+/**
+ * A button that acts only on a second click within 4 s (the first one shows `confirmLabel`),
+ * instead of a modal dialog; `onConfirm(button)` runs on the second click.
+ */
+export function confirmButton(attrs, label, confirmLabel, onConfirm) {
+  const button = h("button", { type: "button", ...attrs }, label);
+  let armed = null;
+  const disarm = () => {
+    clearTimeout(armed);
+    armed = null;
+    button.textContent = label;
+    button.classList.remove("btn-armed");
+  };
+  button.addEventListener("click", () => {
+    if (armed) {
+      disarm();
+      onConfirm(button);
+      return;
+    }
+    button.textContent = confirmLabel;
+    button.classList.add("btn-armed");
+    armed = setTimeout(disarm, 4000);
+  });
+  return button;
 }
 
 /**
