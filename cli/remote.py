@@ -293,7 +293,8 @@ def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
                 jobs = [client.cancel(job_id)]
             else:
                 batch = client.cancel_batch(batch_id)
-                jobs = [j for j in batch["jobs"] if j["id"] in set(batch["cancelled"])]
+                cancelled = set(batch["cancelled"])
+                jobs = [j for j in batch["jobs"] if j["id"] in cancelled]
         for job in sorted(jobs, key=lambda j: j["created_at"]):
             console.print(f"job {job['id']} {job['status']}")
         return 0
