@@ -186,6 +186,12 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert "label=sample%3AP-1" in page.url  # filters are kept in the page URL
             page.click("#filter-clear")
             page.wait_for_selector(row(bad))
+            # a job's batch link: the batch's jobs alone, without a reload
+            page.click(f"{row(good)} a.batch-link")
+            page.wait_for_selector(row(bad), state="detached")
+            assert f"batch={good_batch}" in page.url and page.is_visible("#batch-filter")
+            page.click("#batch-clear")
+            page.wait_for_selector(row(bad))
 
             # -- resume the failed job once its cause is fixed
             shutil.copy(image, missing)

@@ -101,6 +101,19 @@ function labelChips(labels) {
     entries.map(([k, v]) => h("span", { class: "chip", title: `${k}: ${v}` }, `${k}=${v}`)));
 }
 
+// A job's batch under its name: shows the batch's jobs alone (the batch filter), no reload.
+function batchLink(batchId) {
+  return h("a", {
+    href: `/?batch=${encodeURIComponent(batchId)}`, class: "small batch-link mono",
+    title: `batch ${batchId}: its jobs alone`,
+    onclick: (e) => {
+      e.preventDefault();
+      state.batch = batchId;
+      applyFilters();
+    },
+  }, `batch ${shortId(batchId)}`);
+}
+
 function cells(job) {
   const took = TERMINAL.has(job.status)
     ? secondsBetween(job.created_at, job.finished_at || job.created_at)
@@ -118,7 +131,8 @@ function cells(job) {
     h("td", { class: "col-job" },
       h("a", { href: `/jobs/${encodeURIComponent(job.id)}`, class: "job-link mono", title: job.id },
         shortId(job.id)),
-      h("div", { class: "muted small ellipsis", title: job.source_url }, fileName(job.source_url))),
+      h("div", { class: "muted small ellipsis", title: job.source_url }, fileName(job.source_url)),
+      ...(job.batch_id ? [batchLink(job.batch_id)] : [])),
     status,
     h("td", { class: "col-progress" }, progressBar(job), h("div", { class: "small muted" }, rowsText)),
     h("td", {}, h("div", { class: "nowrap" }, fmtSize(job.width, job.height)),
