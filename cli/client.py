@@ -111,6 +111,10 @@ class ApiClient:
     def submit_batch(self, body: dict) -> dict:
         return self.json("POST", "/v1/batches", json=body)
 
+    def batch(self, batch_id: str) -> dict:
+        """A batch: its jobs and their counts by status (``GET /v1/batches/{id}``)."""
+        return self.json("GET", f"/v1/batches/{batch_id}")
+
     def batch_results_csv(self, batch_id: str) -> str:
         """The batch's table of sections (``GET /v1/batches/{id}/results.csv``), CSV text."""
         return self.request("GET", f"/v1/batches/{batch_id}/results.csv").text

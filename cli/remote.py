@@ -179,7 +179,8 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
         if job["status"] == "succeeded":
             console.print(fractions_table(client.results(job_id)["fractions"]))
         else:
-            console.print(f"job {job_id} {job['status']}: {job['error']}", style="red")
+            reason = f": {job['error']}" if job["error"] else ""
+            console.print(f"job {job_id} {job['status']}{reason}", style="red")
     return 0 if all(j["status"] == "succeeded" for j in final.values()) else 1
 
 
@@ -252,13 +253,22 @@ def status_cmd(job_id, api_url, api_key) -> None:
 
 
 @click.command("watch")
-@click.argument("job_id")
+@click.argument("job_id", required=False)
+@click.option("--batch", "batch_id", default=None,
+              help="Follow every job of this batch instead (a bar each).")
 @api_options
-def watch_cmd(job_id, api_url, api_key) -> None:
-    """Follow a job to its end with a progress bar (exit 0 if it succeeded, else 1)."""
+def watch_cmd(job_id, batch_id, api_url, api_key) -> None:
+    """Follow a job (or with --batch every job of a batch) to its end with a progress bar
+    each (exit 0 if every one succeeded, else 1)."""
+    if (job_id is None) == (batch_id is None):
+        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
+
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
-            return follow(client, [job_id])
+            if batch_id is None:
+                return follow(client, [job_id])
+            jobs = client.batch(batch_id)["jobs"]
+            return follow(client, [j["id"] for j in sorted(jobs, key=lambda j: j["created_at"])])
 
     run_client(body)
 

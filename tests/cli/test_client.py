@@ -211,6 +211,12 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0, res.output
         assert sorted(res.output.split()) == sorted(
             [w for j in newest for w in ("job", j.id, "cancelled")])
+        res = runner.invoke(main, ["watch", "--batch", newest[0].batch_id])  # a bar each
+        assert res.exit_code == 1 and res.output.count("cancelled") >= 2, res.output
+        assert all(f"job {j.id} cancelled" in res.output for j in newest)
+        assert "None" not in res.output  # a cancelled job has no error to show
+        res = runner.invoke(main, ["watch", "--batch", "nope"])
+        assert res.exit_code == 2 and "batch nope does not exist" in res.output
         res = runner.invoke(main, ["cancel"])
         assert res.exit_code == 2 and "give a JOB_ID or --batch ID" in res.output
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
