@@ -262,8 +262,10 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
     lines and its outputs (copied into ``out`` when given); for a job that did not succeed,
     its error and how to resume it."""
     if job.status != JobStatus.SUCCEEDED:
-        console.print(f"job {job.id} {job.status}: {job.error}", style="red")
-        console.print(f"fix the cause, then: pelletseg resume {job.id} --home {settings.home}",
+        reason = f": {job.error}" if job.error else ""  # a cancelled job has none
+        console.print(f"job {job.id} {job.status}{reason}", style="red")
+        first = "fix the cause, then" if job.status == JobStatus.FAILED else "to continue it"
+        console.print(f"{first}: pelletseg resume {job.id} --home {settings.home}",
                       soft_wrap=True, highlight=False)
         return
     doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))

@@ -1,5 +1,6 @@
 """``cli.run.follow``: one progress bar per job, all followed at once, on a scripted job table
-(each poll advances the jobs by one step of their script)."""
+(each poll advances the jobs by one step of their script); what ``cli.run._report`` says of a
+job that did not succeed."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ def test_follow_stops_when_every_local_worker_died(monkeypatch):
     monkeypatch.setattr(run_mod, "log_tail", lambda settings: "worker 1: Killed")
     with pytest.raises(RuntimeError, match="all local workers exited:\nworker 1: Killed"):
         run_mod.follow(table, ["dddddddd-4"], workers, poll=0)
+
+
+@pytest.mark.parametrize("status, error, lines", [
+    (F, "row 2 failed after 3 attempts: gone", [
+        "job eeeeeeee-5 failed: row 2 failed after 3 attempts: gone",
+        "fix the cause, then: pelletseg resume eeeeeeee-5 --home /h"]),
+    (JobStatus.CANCELLED, None, [
+        "job eeeeeeee-5 cancelled", "to continue it: pelletseg resume eeeeeeee-5 --home /h"]),
+])
+def test_report_of_a_job_that_did_not_succeed(capsys, status, error, lines):
+    job = SimpleNamespace(id="eeeeeeee-5", status=status, error=error)
+    run_mod._report(SimpleNamespace(home="/h"), None, job, None)
+    assert capsys.readouterr().out.splitlines() == lines
