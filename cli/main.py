@@ -12,7 +12,13 @@ from cli.apikey import apikey
 from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.help import apply_short_help
-from cli.options import api_options, home_option, images_argument, job_precision_option
+from cli.options import (
+    api_options,
+    home_option,
+    images_argument,
+    job_or_batch,
+    job_precision_option,
+)
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
 from cli.train import train
@@ -77,9 +83,7 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 
 
 @main.command("resume")
-@click.argument("job_id", required=False)
-@click.option("--batch", "batch_id", default=None,
-              help="Resume every failed or interrupted job of this batch instead.")
+@job_or_batch("Resume every failed or interrupted job of this batch instead.")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Copy the outputs into this folder (a batch: a folder each, and its table).")
@@ -92,8 +96,6 @@ def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path
     """Resume a failed or cancelled job, or with --batch every failed or interrupted job of a
     batch: only rows that are not done are redone (or only the reducer when every row is
     done). Locally with local workers, or with --api through the HTTP API (its workers)."""
-    if (job_id is None) == (batch_id is None):
-        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
     if api_url:
         from cli.remote import resume_remote
 

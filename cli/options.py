@@ -5,6 +5,7 @@ HTTP API (``submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``results``, 
 
 from __future__ import annotations
 
+import functools
 import typing
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def images_argument(name: str):
     a local folder stands for the image files directly in it (:func:`cli.sniff.expand_folders`;
     a folder with none is refused, exit 2)."""
     return click.argument(name, nargs=-1, required=True, callback=_images)
+
+
+def job_or_batch(batch_help: str):
+    """``JOB_ID`` or ``--batch ID``, exactly one (``resume``, ``cancel``, ``watch``,
+    ``results``): the command gets ``job_id`` and ``batch_id``, one of them None; neither or
+    both is a usage error (exit 2)."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def checked(*args, job_id=None, batch_id=None, **kwargs):
+            if (job_id is None) == (batch_id is None):
+                raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
+            return fn(*args, job_id=job_id, batch_id=batch_id, **kwargs)
+
+        with_batch = click.option("--batch", "batch_id", default=None, help=batch_help)(checked)
+        return click.argument("job_id", required=False)(with_batch)
+    return decorate
 
 
 home_option = click.option(

@@ -28,7 +28,13 @@ from rich.table import Table
 
 from cli.client import ApiClient, ClientError
 from cli.console import make_console
-from cli.options import api_options, home_option, images_argument, job_precision_option
+from cli.options import (
+    api_options,
+    home_option,
+    images_argument,
+    job_or_batch,
+    job_precision_option,
+)
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
@@ -253,16 +259,11 @@ def status_cmd(job_id, api_url, api_key) -> None:
 
 
 @click.command("watch")
-@click.argument("job_id", required=False)
-@click.option("--batch", "batch_id", default=None,
-              help="Follow every job of this batch instead (a bar each).")
+@job_or_batch("Follow every job of this batch instead (a bar each).")
 @api_options
 def watch_cmd(job_id, batch_id, api_url, api_key) -> None:
     """Follow a job (or with --batch every job of a batch) to its end with a progress bar
     each (exit 0 if every one succeeded, else 1)."""
-    if (job_id is None) == (batch_id is None):
-        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
-
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             if batch_id is None:
@@ -274,17 +275,13 @@ def watch_cmd(job_id, batch_id, api_url, api_key) -> None:
 
 
 @click.command("cancel")
-@click.argument("job_id", required=False)
-@click.option("--batch", "batch_id", default=None,
-              help="Cancel every job of this batch that has not ended instead.")
+@job_or_batch("Cancel every job of this batch that has not ended instead.")
 @api_options
 @home_option
 def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
     """Cancel a job that has not ended, or with --batch every such job of a batch: through the
     API, or with --home on the local stack (e.g. a job left interrupted by Ctrl-C on
     pelletseg run)."""
-    if (job_id is None) == (batch_id is None):
-        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
     if home is not None:
         from cli.local_jobs import cancel_local
         from storage.errors import StorageError
@@ -313,11 +310,9 @@ def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
 
 
 @click.command("results")
-@click.argument("job_id", required=False)
-@click.option("--batch", "batch_id", default=None,
-              help="Instead of JOB_ID: the batch's table of sections, one CSV line per job "
-                   "(phase fractions, porosity, pellets, oxidised share, labels), printed or "
-                   "written into --out.")
+@job_or_batch("Instead of JOB_ID: the batch's table of sections, one CSV line per job "
+              "(phase fractions, porosity, pellets, oxidised share, labels), printed or "
+              "written into --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Download the outputs into this folder.")
 @api_options
@@ -326,9 +321,6 @@ def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
     and its microstructure summary; with --out, download its outputs. With --batch ID, the
     batch's sections side by side as CSV."""
     from cli.run import confidence_table, fractions_table, print_microstructure
-
-    if (job_id is None) == (batch_id is None):
-        raise click.UsageError("give a JOB_ID or --batch ID (one of them)")
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:

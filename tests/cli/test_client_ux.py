@@ -189,3 +189,11 @@ def test_run_and_submit_refuse_a_folder_without_images(tmp_path, monkeypatch, co
     assert res.exit_code == 2 and seen == []
     assert f"{empty}: a folder with no image file in it" in " ".join(res.output.split())
     assert not (tmp_path / "home").exists()  # run readied no stack
+
+
+@pytest.mark.parametrize("command", ["resume", "cancel", "watch", "results"])
+@pytest.mark.parametrize("args", [[], ["job-1", "--batch", "b-1"]])
+def test_commands_on_a_job_or_a_batch_take_exactly_one(command, args):
+    res = CliRunner().invoke(main, [command, *args, "--api", "http://api.test"])
+    assert res.exit_code == 2 and "give a JOB_ID or --batch ID (one of them)" in res.output
+    assert "--batch" in CliRunner().invoke(main, [command, "--help"]).output
