@@ -253,6 +253,10 @@ def drive(
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
         console.print(f"the images side by side: {dest}", soft_wrap=True, highlight=False)
+        if len(done) < len(ended):
+            console.print(f"once fixed, all of them at once: pelletseg resume --batch "
+                          f"{ended[0].batch_id} --home {settings.home}", soft_wrap=True,
+                          highlight=False)
     return 0 if len(done) == len(ended) else 1
 
 

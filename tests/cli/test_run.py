@@ -205,6 +205,8 @@ def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
     job_id = re.search(r"job ([0-9a-f-]{36}) failed", failed.stdout).group(1)
     table = re.search(r"batch-([0-9a-f-]{36})-results.csv", failed.stdout)
     batch_id = table.group(1)
+    assert f"once fixed, all of them at once: pelletseg resume --batch {batch_id} --home " \
+        f"{home}" in " ".join(failed.stdout.split())
     shutil.copyfile(small_image, source)  # the lab uploads the image again
     res = pelletseg("resume", "--batch", batch_id, "--home", home, "--workers", "1", "--out",
                     str(out))
