@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request, Response
 from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
 from api.schemas import BatchCancelled, BatchCreate, BatchOut, BatchResumed, ErrorOut
-from storage.errors import NotFoundError, StorageError
+from storage.errors import StorageError
 from storage.jobtable import JobTable
 from submission import SubmissionError
-from submission.reports import MAX_BATCH, batch_table
+from submission.reports import batch_jobs, batch_table
 
 router = APIRouter(tags=["batches"])
 
@@ -31,9 +31,7 @@ def batch_out(table: JobTable, batch_id: str) -> BatchOut:
     Raises:
         NotFoundError: no job has this batch id.
     """
-    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
-    if not jobs:
-        raise NotFoundError(f"batch {batch_id} does not exist")
+    jobs = batch_jobs(table, batch_id)[::-1]  # newest first
     return BatchOut(
         id=batch_id, jobs_total=len(jobs),
         status_counts=dict(Counter(str(j.status) for j in jobs)),
