@@ -18,8 +18,8 @@ from core.states import JOB_TERMINAL, JobStatus
 from storage.errors import StorageError
 from storage.jobtable.table import JobTable
 
-__all__ = ["EXIT_INTERRUPTED", "GRACE_SECONDS", "interrupt_job", "resume_hint",
-           "second_interrupt_exits"]
+__all__ = ["EXIT_INTERRUPTED", "GRACE_SECONDS", "batch_resume_hint", "interrupt_job",
+           "resume_hint", "second_interrupt_exits"]
 
 #: Exit code after Ctrl-C (128 + SIGINT), as shells expect.
 EXIT_INTERRUPTED = 130
@@ -62,3 +62,14 @@ def resume_hint(job_id: str, home: Path, status: str) -> str:
     return (f"job {job_id} {status}: done rows are kept.\n"
             f"continue it with:  pelletseg resume {job_id} --home {home}\n"
             f"or drop it with:   pelletseg cancel {job_id} --home {home}")
+
+
+def batch_resume_hint(batch_id: str, home: Path, statuses: dict[str, str]) -> str:
+    """The lines printed after an interrupt of a batch's run: each job's status, then the
+    commands that continue or drop every job of the batch that has not ended."""
+    lines = [f"job {job_id} {status}" for job_id, status in statuses.items()]
+    if any(status not in {s.value for s in JOB_TERMINAL} for status in statuses.values()):
+        lines += ["done rows are kept.",
+                  f"continue them with:  pelletseg resume --batch {batch_id} --home {home}",
+                  f"or drop them with:   pelletseg cancel --batch {batch_id} --home {home}"]
+    return "\n".join(lines)

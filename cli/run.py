@@ -24,6 +24,7 @@ from cli.console import make_console
 from cli.interrupts import (
     EXIT_INTERRUPTED,
     GRACE_SECONDS,
+    batch_resume_hint,
     interrupt_job,
     resume_hint,
     second_interrupt_exits,
@@ -222,9 +223,12 @@ def drive(
                 pool.stop(timeout=GRACE_SECONDS)
                 pool = None
             console.print("interrupted", style="yellow")
-            for job_id, status in statuses.items():
-                console.print(resume_hint(job_id, settings.home, status), soft_wrap=True,
-                              highlight=False)
+            hints = [resume_hint(job_id, settings.home, status)
+                     for job_id, status in statuses.items()]
+            if several:  # one command for the batch, not three lines per image
+                hints = [batch_resume_hint(jobs[0].batch_id, settings.home, statuses)]
+            for hint in hints:
+                console.print(hint, soft_wrap=True, highlight=False)
         return EXIT_INTERRUPTED
     finally:
         if pool is not None:

@@ -1,12 +1,14 @@
 """Ctrl-C on ``pelletseg run`` as a user presses it: the command returns within seconds with
 exit 130, leaves the job ``interrupted`` with its done rows, prints the command that continues
-it; ``pelletseg resume`` then reuses every done row (nothing recomputed); ``pelletseg cancel
---home`` works on the local stack."""
+it; ``pelletseg resume`` then reuses every done row (nothing recomputed); a batch's run
+(a folder) interrupts every job and prints one ``pelletseg resume --batch`` for them;
+``pelletseg cancel --home`` works on the local stack."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +53,7 @@ def tall_image(tmp_path_factory):
 
 
 def _wait_for_done_rows(home, n: int, proc: subprocess.Popen, timeout: float = 240):
+    """The id of the first job found with ``n`` rows done."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
@@ -59,9 +62,9 @@ def _wait_for_done_rows(home, n: int, proc: subprocess.Popen, timeout: float = 2
             continue
         try:
             table = job_table(get_settings(home=home, db_retry_seconds=0))
-            jobs = table.jobs.list()
-            if jobs and jobs[0].rows_total and table.rows.progress(jobs[0].id).done >= n:
-                return jobs[0].id
+            for job in table.jobs.list():
+                if job.rows_total and table.rows.progress(job.id).done >= n:
+                    return job.id
         except Exception:
             pass
         time.sleep(0.3)
@@ -100,6 +103,46 @@ def test_ctrl_c_interrupts_and_resume_reuses_every_done_row(tmp_path, tall_image
     for r in rows:  # every row done before Ctrl-C is reused as it was: not recomputed
         if r.index in done:
             assert (r.finished_at, r.checksum, r.attempts, r.worker) == done[r.index]
+
+
+def _done_rows(table, job_ids) -> dict:
+    return {(job_id, r.index): (r.finished_at, r.checksum, r.attempts, r.worker)
+            for job_id in job_ids for r in table.rows.list(job_id) if r.status == "done"}
+
+
+def test_ctrl_c_on_a_batch_interrupts_every_job_and_resume_batch_continues_them(
+        tmp_path, tall_image):
+    home, folder = tmp_path / "home", tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(tall_image, folder / name)
+    proc = pelletseg_proc("run", str(folder), "--home", str(home), "--workers", "1",
+                          "--out", str(tmp_path / "out"))
+    _wait_for_done_rows(home, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    table = job_table(get_settings(home=home))
+    jobs = table.jobs.list()
+    assert len(jobs) == 2 and jobs[0].batch_id and jobs[0].batch_id == jobs[1].batch_id
+    batch = jobs[0].batch_id
+    assert {j.status for j in jobs} == {JobStatus.INTERRUPTED}
+    for job in jobs:  # each job's status, then one command for the batch, not one per job
+        assert f"job {job.id} interrupted" in out
+        assert f"pelletseg resume {job.id}" not in out
+    assert f"continue them with:  pelletseg resume --batch {batch} --home {home}" in out
+    assert f"or drop them with:   pelletseg cancel --batch {batch} --home {home}" in out
+    done = _done_rows(table, [j.id for j in jobs])
+    assert 2 <= len(done) < sum(j.rows_total for j in jobs)
+
+    res = subprocess.run([sys.executable, "-m", "cli", "resume", "--batch", batch, "--home",
+                          str(home), "--workers", "1"], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, **ENV})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {table.jobs.get(j.id).status for j in jobs} == {JobStatus.SUCCEEDED}
+    after = _done_rows(table, [j.id for j in jobs])
+    assert len(after) == sum(j.rows_total for j in jobs)
+    assert {key: after[key] for key in done} == done  # rows done before Ctrl-C reused as they were
 
 
 def test_cancel_on_the_local_stack(tmp_path, tall_image):
