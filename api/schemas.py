@@ -323,6 +323,24 @@ class BatchCancelled(BatchOut):
                                  examples=[[JOB_ID_EXAMPLE]])
 
 
+class JobDeleted(JobOut):
+    """A job after ``DELETE /v1/jobs/{id}`` (status ``deleted``) and what was removed."""
+
+    objects_removed: int = Field(ge=0, description="Objects removed from the store by this call "
+                                 "(outputs, row checkpoints, the converted source).")
+    bytes_removed: int = Field(ge=0, description="Their size (bytes).")
+
+
+class BatchDeleted(BatchOut):
+    """A batch after ``DELETE /v1/batches/{id}``, which of its jobs were deleted and what was
+    removed."""
+
+    deleted: list[str] = Field(description="Ids of the jobs deleted, in submission order.",
+                               examples=[[JOB_ID_EXAMPLE]])
+    objects_removed: int = Field(ge=0, description="Objects removed from the store.")
+    bytes_removed: int = Field(ge=0, description="Their size (bytes).")
+
+
 class UploadCreate(BaseModel):
     """A file to upload: its name and exact size."""
 

@@ -132,6 +132,14 @@ class ApiClient:
     def resume(self, job_id: str) -> dict:
         return self.json("POST", f"/v1/jobs/{job_id}/resume")
 
+    def delete(self, job_id: str) -> dict:
+        """Delete an ended job's stored objects (``DELETE /v1/jobs/{id}``)."""
+        return self.json("DELETE", f"/v1/jobs/{job_id}")
+
+    def delete_batch(self, batch_id: str) -> dict:
+        """Delete a batch's ended jobs (``DELETE /v1/batches/{id}``)."""
+        return self.json("DELETE", f"/v1/batches/{batch_id}")
+
     def cancel_batch(self, batch_id: str) -> dict:
         """Cancel a batch's jobs that have not ended (``POST /v1/batches/{id}/cancel``)."""
         return self.json("POST", f"/v1/batches/{batch_id}/cancel")

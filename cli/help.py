@@ -27,6 +27,7 @@ SHORT_HELP: dict[str, str] = {
     "status": "Show a job's status, rows, error and (once succeeded) phase fractions.",
     "watch": "Follow a job to its end with a progress bar.",
     "cancel": "Cancel a job that has not ended (through the API, or locally with --home).",
+    "delete": "Delete an ended job's outputs and checkpoints (through the API, or with --home).",
     "results": "Print a succeeded job's fractions, confidence and microstructure; --out downloads.",
     "train": "Train a segmentation model on a dataset.yaml and write a model package.",
     "evaluate": "Measure a model package on a labelled dataset split (mIoU, confusion, report).",

@@ -1,5 +1,5 @@
 """Commands that talk to a pelletseg API: ``submit``, ``jobs``, ``status``, ``watch``,
-``cancel``, ``results`` (and ``resume --api``, registered in :mod:`cli.main`).
+``cancel``, ``delete``, ``results`` (and ``resume --api``, registered in :mod:`cli.main`).
 
 Each takes ``--api URL`` / ``PELLETSEG_API_URL`` and ``--api-key KEY`` / ``PELLETSEG_API_KEY``
 (:func:`cli.options.api_options`).
@@ -40,7 +40,7 @@ from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
 
 console = make_console()
-TERMINAL = {"succeeded", "failed", "cancelled"}
+TERMINAL = {"succeeded", "failed", "cancelled", "deleted"}
 
 
 def run_client(fn) -> None:
@@ -309,6 +309,44 @@ def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
     run_client(body)
 
 
+@click.command("delete")
+@job_or_batch("Delete every job of this batch that has ended or was interrupted instead.")
+@api_options
+@home_option
+def delete_cmd(job_id, batch_id, api_url, api_key, home) -> None:
+    """Delete a job that has ended or was interrupted, or with --batch every such job of a
+    batch: its outputs, row checkpoints and converted source are removed from the store (the
+    source image is kept); the job stays listed as deleted (pelletseg jobs --status deleted).
+    Through the API, or with --home on the local stack. Download what you need first
+    (pelletseg results JOB --out DIR)."""
+    from cli.local_jobs import delete_local, deleted_line
+
+    if home is not None:
+        from storage.errors import StorageError
+        from submission.service import SubmissionError
+
+        try:
+            click.echo(delete_local(get_settings(home=home), job_id, batch_id))
+        except (StorageError, SubmissionError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        return
+
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            if batch_id is None:
+                job = client.delete(job_id)
+                click.echo(deleted_line(job["id"], job["objects_removed"], job["bytes_removed"]))
+            else:
+                batch = client.delete_batch(batch_id)
+                click.echo(f"batch {batch_id}: {len(batch['deleted'])} jobs deleted, "
+                           f"{batch['objects_removed']} objects, "
+                           f"{batch['bytes_removed'] / 1e6:.1f} MB removed")
+        return 0
+
+    run_client(body)
+
+
 @click.command("results")
 @job_or_batch("Instead of JOB_ID: the batch's table of sections, one CSV line per job "
               "(phase fractions, porosity, pellets, oxidised share, labels), printed or "
@@ -373,4 +411,4 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: b
     run_client(body)
 
 
-COMMANDS = (submit, jobs_cmd, status_cmd, watch_cmd, cancel_cmd, results_cmd)
+COMMANDS = (submit, jobs_cmd, status_cmd, watch_cmd, cancel_cmd, delete_cmd, results_cmd)

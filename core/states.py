@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["JOB_TERMINAL", "JOB_TRANSITIONS", "ROW_TRANSITIONS", "JobStatus", "RowStatus",
-           "job_sources", "row_sources"]
+__all__ = ["JOB_DELETABLE", "JOB_TERMINAL", "JOB_TRANSITIONS", "ROW_TRANSITIONS", "JobStatus",
+           "RowStatus", "job_sources", "row_sources"]
 
 
 class JobStatus(StrEnum):
@@ -26,6 +26,10 @@ class JobStatus(StrEnum):
     #: Stopped by the user (Ctrl-C on ``pelletseg run``) with its done rows kept; nothing moves
     #: it until ``pelletseg resume`` (or cancel).
     INTERRUPTED = "interrupted"
+    #: Deleted by the user: every object stored under ``jobs/{id}/`` (outputs, row
+    #: checkpoints, the converted source) is removed; the row stays, as a record that the
+    #: job existed, and is listed only when asked for (``status=deleted``). Nothing leaves it.
+    DELETED = "deleted"
 
 
 class RowStatus(StrEnum):
@@ -37,7 +41,11 @@ class RowStatus(StrEnum):
     FAILED = "failed"
 
 
-JOB_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+JOB_TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
+                          JobStatus.DELETED})
+#: Statuses a job may be deleted from: ended, or interrupted (nothing runs it).
+JOB_DELETABLE = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
+                           JobStatus.INTERRUPTED})
 
 #: target status -> statuses a job may move to it from.
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
@@ -58,6 +66,7 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
         {JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING}
     ),
     JobStatus.QUEUED: frozenset({JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}),
+    JobStatus.DELETED: JOB_DELETABLE,
 }
 
 #: target status -> statuses a row may move to it from.

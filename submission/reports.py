@@ -23,12 +23,12 @@ READ_THREADS = 8
 
 
 def batch_jobs(table: JobTable, batch_id: str) -> list[Job]:
-    """A batch's jobs in submission order (creation time, then id).
+    """A batch's jobs in submission order (creation time, then id), deleted ones included.
 
     Raises:
         NotFoundError: no job has this batch id.
     """
-    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id)
+    jobs = table.jobs.list(limit=MAX_BATCH, batch_id=batch_id, with_deleted=True)
     if not jobs:
         raise NotFoundError(f"batch {batch_id} does not exist")
     return sorted(jobs, key=lambda j: (j.created_at, j.id))

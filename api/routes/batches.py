@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.routes.jobs import CONFLICT, INVALID, job_out, spec_of
-from api.schemas import BatchCancelled, BatchCreate, BatchOut, BatchResumed, ErrorOut
+from api.schemas import (
+    BatchCancelled,
+    BatchCreate,
+    BatchDeleted,
+    BatchOut,
+    BatchResumed,
+    ErrorOut,
+)
 from storage.errors import StorageError
 from storage.jobtable import JobTable
 from submission import SubmissionError
@@ -98,6 +105,22 @@ def cancel_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
     cancelled = submissions.cancel_batch(batch_id)
     return BatchCancelled(**dict(batch_out(table, batch_id)),
                           cancelled=[j.id for j in cancelled])
+
+
+@router.delete(
+    "/batches/{batch_id}", response_model=BatchDeleted,
+    responses={404: {"model": ErrorOut, "description": "No job has this batch id."},
+               409: {"model": ErrorOut, "description": "No job of the batch has ended or "
+                     "was interrupted."}},
+)
+def delete_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
+    """Delete every job of a batch that has ended or was interrupted (each as ``DELETE
+    /v1/jobs/{id}`` does); jobs still running are left (cancel the batch first). The batch
+    stays readable, its deleted jobs listed as ``deleted``."""
+    deleted = submissions.delete_batch(batch_id)
+    return BatchDeleted(**dict(batch_out(table, batch_id)), deleted=[d.job.id for d in deleted],
+                        objects_removed=sum(d.objects for d in deleted),
+                        bytes_removed=sum(d.bytes for d in deleted))
 
 
 @router.get(

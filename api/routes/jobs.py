@@ -1,4 +1,4 @@
-"""``/v1/jobs``: submit, list, inspect, cancel and resume jobs; fetch their results."""
+"""``/v1/jobs``: submit, list, inspect, cancel, resume and delete jobs; fetch their results."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from api.deps import BlobsDep, SubmissionsDep, TableDep
 from api.schemas import (
     ErrorOut,
     JobCreate,
+    JobDeleted,
     JobList,
     JobOptions,
     JobOut,
@@ -173,6 +174,18 @@ def resume(job_id: str, table: TableDep, submissions: SubmissionsDep):
     """Resume a failed or cancelled job: re-plan it, re-run its rows that are not done, or
     only its reducer when every row is done."""
     return job_out(table, submissions.resume(job_id))
+
+
+@router.delete("/jobs/{job_id}", response_model=JobDeleted, responses={**NOT_FOUND, **CONFLICT})
+def delete(job_id: str, table: TableDep, submissions: SubmissionsDep):
+    """Delete a job that has ended or was interrupted (409 while it runs: cancel it first, or
+    while rows of it are still on workers): every object stored under ``jobs/{id}/``
+    (outputs, row checkpoints, the converted source) is removed; the job stays listed as
+    ``deleted`` only when asked for (``GET /v1/jobs?status=deleted``). The source is kept
+    (an upload: ``DELETE /v1/uploads/{id}``). Deleting a deleted job removes anything left."""
+    deletion = submissions.delete(job_id)
+    return JobDeleted(**dict(job_out(table, deletion.job)), objects_removed=deletion.objects,
+                      bytes_removed=deletion.bytes)
 
 
 def _succeeded(table: JobTable, job_id: str) -> Job:

@@ -282,6 +282,36 @@ class BlobStore:
         """Delete ``key`` if it exists."""
         self._discard(self.path(key))
 
+    def delete_prefix(self, prefix: str) -> tuple[int, int]:
+        """Delete every key under the folder ``prefix`` (temp keys of unfinished writes
+        included) and the folder itself; idempotent.
+
+        Returns:
+            ``(objects, bytes)`` deleted (``(0, 0)`` when nothing was there).
+
+        Raises:
+            StorageError: the store refused or failed a deletion (what was deleted before
+                stays deleted; calling it again deletes the rest).
+        """
+        base = self.path(prefix)
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            found = {}
+        except OSError as e:
+            raise StorageError(f"cannot list {self.url(prefix)}: {e}") from e
+        files = {p: info for p, info in found.items() if info.get("type") != "directory"}
+        try:
+            if files:
+                self.fs.rm(sorted(files))
+            if self.is_local and Path(base).is_dir():
+                shutil.rmtree(base)  # the emptied folders
+        except FileNotFoundError:
+            pass  # a concurrent deletion got there first
+        except OSError as e:
+            raise StorageError(f"cannot delete under {self.url(prefix)}: {e}") from e
+        return len(files), sum(int(info.get("size") or 0) for info in files.values())
+
     def _move(self, src: str, dst: str) -> None:
         if self.is_local:
             os.replace(src, dst)

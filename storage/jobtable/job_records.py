@@ -103,9 +103,11 @@ class JobRecords(Repository):
         offset: int = 0,
         labels: dict[str, str] | None = None,
         batch_id: str | None = None,
+        with_deleted: bool = False,
     ) -> list[Job]:
         """Newest jobs first, optionally only those with ``status``, in batch ``batch_id``, and
         with every label in ``labels`` (a label matches when ``str(spec.labels[key]) == value``).
+        ``deleted`` jobs are left out unless ``status`` is ``deleted`` or ``with_deleted``.
 
         ``offset`` skips that many matching jobs. Labels are filtered in Python over the
         status-filtered jobs (JSON operators differ between SQLite and PostgreSQL), scanned in
@@ -114,6 +116,8 @@ class JobRecords(Repository):
         q = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
         if status is not None:
             q = q.where(Job.status == status.value)
+        elif not with_deleted:
+            q = q.where(Job.status != JobStatus.DELETED.value)
         if batch_id is not None:
             q = q.where(Job.batch_id == batch_id)
         if not labels:

@@ -28,7 +28,8 @@ class TableStats:
     Attributes:
         jobs_by_status: Job count per status (every status present, 0 if none).
         active_rows_by_status: Row records of jobs that have not ended, per row status.
-        rows_done: Row records done, ever (monotonic: a counter).
+        rows_done: Row records done, ever (monotonic: a counter; a deleted job keeps its row
+            records).
         pixels_done: Image pixels segmented, ever (monotonic: a counter; px).
         reduce_buckets: ``(upper bound s, jobs with reduce_seconds <= bound)``, cumulative.
         reduce_count, reduce_sum: Succeeded jobs with a recorded reducer time; their sum (s).
@@ -80,7 +81,10 @@ def table_stats(table: JobTable) -> TableStats:
                 .join(Job, Job.id == Row.job_id)
                 .where(~succeeded, Row.status == RowStatus.DONE.value)
             ).one()
-            has_reduce = and_(succeeded, reduce_s.is_not(None))
+            # a deleted job keeps its outputs record: its reducer time stays counted, so the
+            # histogram (a counter) never goes down
+            reduced = Job.status.in_([JobStatus.SUCCEEDED.value, JobStatus.DELETED.value])
+            has_reduce = and_(reduced, reduce_s.is_not(None))
             columns = [func.count(), func.coalesce(func.sum(reduce_s), 0.0)] + [
                 func.coalesce(func.sum(case((reduce_s <= bound, 1), else_=0)), 0)
                 for bound in REDUCE_BUCKETS

@@ -5,8 +5,9 @@ embedded stack under tmp_path, with the tiny random-init model.
 One scenario, as a user lives it: enter the API key once; jobs submitted through the API show
 up and reach ``succeeded`` on the page without a reload; a job whose source file is missing
 fails, the filters find it, the file is created and Resume runs it to ``succeeded``; a queued
-job is cancelled with the two-click Cancel; the job page shows an all-done row map, the
-phase-fraction table, the preview, and the deep-zoom viewer loads tiles of every layer.
+job is cancelled with the two-click Cancel and deleted with the two-click Delete; the job page
+shows an all-done row map, the phase-fraction table, the preview, and the deep-zoom viewer
+loads tiles of every layer.
 Screenshots of both pages go to tmp_path (and to ``$PELLETSEG_SCREENSHOT_DIR`` when set).
 
 Skipped where Chromium or the ``playwright`` package is absent (``.ci/run`` installs both).
@@ -213,6 +214,15 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.evaluate("window.__noReload") is True  # all of it without a reload
             screenshot(page, tmp_path, "dashboard-jobs")
 
+            # -- delete the cancelled job: two clicks, then it leaves the table
+            delete = f'{row(stuck)} button[data-action="delete"]'
+            page.click(delete)
+            assert page.inner_text(delete) == "Confirm delete"
+            page.click(delete)
+            page.wait_for_selector(".toast:has-text('Deleted job')")
+            page.wait_for_selector(row(stuck), state="detached")
+            assert client.get(f"/v1/jobs/{stuck}").json()["status"] == "deleted"
+
             # -- the job page
             page.click(f'{row(good)} a.job-link')
             page.wait_for_url(f"**/jobs/{good}")
@@ -315,6 +325,16 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.click("#batch-clear")
             page.wait_for_selector(row(bad))
             assert "batch=" not in page.url and page.is_hidden("#batch-filter")
+
+            # -- delete a succeeded job from its page: its results give way to a note
+            page.goto(f"{server.url}/jobs/{bad}")
+            page.wait_for_selector("#preview-img")
+            page.click('#job-actions button[data-action="delete"]')
+            page.click('#job-actions button[data-action="delete"]')
+            page.wait_for_selector('#job-status [data-status="deleted"]')
+            page.wait_for_selector("#preview:has-text('Deleted: its outputs were removed')")
+            assert page.locator("#downloads button").count() == 0
+            assert page.locator('#job-actions button').count() == 0  # nothing leaves deleted
             assert errors == []
         finally:
             context.close()

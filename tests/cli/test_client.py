@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 
 import httpx
 import numpy as np
@@ -245,6 +246,17 @@ def test_client_commands(tmp_path, monkeypatch):
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
             [*OUTPUT_FILES, "confidence.json"])
         assert (tmp_path / "out" / "preview.png").read_bytes() == f"preview.png of {done}".encode()
+        stored = len(BlobStore(api.settings.resolved_storage_url).list(f"jobs/{done}"))
+        res = runner.invoke(main, ["delete", done])  # its outputs downloaded: delete it
+        assert res.exit_code == 0, res.output
+        assert re.fullmatch(rf"job {done} deleted: {stored} objects, \d+\.\d MB removed\n",
+                            res.output) and stored > 0
+        assert done not in runner.invoke(main, ["jobs"]).output
+        assert done in runner.invoke(main, ["jobs", "--status", "deleted"]).output
+        res = runner.invoke(main, ["delete", "--batch", newest[0].batch_id])  # both cancelled
+        assert res.exit_code == 0 and f"batch {newest[0].batch_id}: 2 jobs deleted" in res.output
+        res = runner.invoke(main, ["delete", job.id])  # queued again: cancel it first
+        assert res.exit_code == 2 and "HTTP 409" in res.output and "cancel it first" in res.output
         res = runner.invoke(main, ["status", "nope"])
         assert res.exit_code == 2 and "job nope does not exist" in res.output
         monkeypatch.setenv("PELLETSEG_API_KEY", "psk_wrong")

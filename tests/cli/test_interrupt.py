@@ -1,8 +1,9 @@
 """Ctrl-C on ``pelletseg run`` as a user presses it: the command returns within seconds with
 exit 130, leaves the job ``interrupted`` with its done rows, prints the command that continues
 it; ``pelletseg resume`` then reuses every done row (nothing recomputed); a batch's run
-(a folder) interrupts every job and prints one ``pelletseg resume --batch`` for them;
-``pelletseg cancel --home`` works on the local stack."""
+(a folder) interrupts every job and prints one ``pelletseg resume --batch`` for them, and
+``pelletseg delete --batch --home`` then frees the store; ``pelletseg cancel --home`` works on
+the local stack."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pyvips
 
 from core.settings import get_settings
 from core.states import JobStatus
+from storage.blobs import BlobStore
 from storage.jobtable.table import job_table
 from tests.worker.conftest import DEMO_DATA
 
@@ -136,13 +138,25 @@ def test_ctrl_c_on_a_batch_interrupts_every_job_and_resume_batch_continues_them(
     assert 2 <= len(done) < sum(j.rows_total for j in jobs)
 
     res = subprocess.run([sys.executable, "-m", "cli", "resume", "--batch", batch, "--home",
-                          str(home), "--workers", "1"], capture_output=True, text=True,
-                         timeout=300, env={**os.environ, **ENV})
+                          str(home), "--workers", "1", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **ENV})
     assert res.returncode == 0, res.stdout + res.stderr
     assert {table.jobs.get(j.id).status for j in jobs} == {JobStatus.SUCCEEDED}
     after = _done_rows(table, [j.id for j in jobs])
     assert len(after) == sum(j.rows_total for j in jobs)
     assert {key: after[key] for key in done} == done  # rows done before Ctrl-C reused as they were
+
+    # the outputs were copied to --out: the laptop's store is freed with one command
+    store = BlobStore(get_settings(home=home).resolved_storage_url)
+    assert all(store.list(f"jobs/{j.id}") for j in jobs)
+    res = subprocess.run([sys.executable, "-m", "cli", "delete", "--batch", batch, "--home",
+                          str(home)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(line.split(":")[0] for line in res.stdout.splitlines()) == sorted(
+        f"job {j.id} deleted" for j in jobs)
+    assert not any(store.list(f"jobs/{j.id}") for j in jobs)
+    assert {table.jobs.get(j.id).status for j in jobs} == {JobStatus.DELETED}
+    assert len(list((tmp_path / "out").glob("*/labels.tif"))) == 2  # the copies are the user's
 
 
 def test_cancel_on_the_local_stack(tmp_path, tall_image):

@@ -191,6 +191,19 @@ async function loadResults(job) {
   }
 }
 
+/** A deleted job's outputs are gone from the store: say so where they were shown. */
+function showDeleted() {
+  if (state.deletedShown) return;
+  state.deletedShown = true;
+  state.viewer?.viewer.destroy();
+  state.viewer = null;
+  $("viewer-controls").hidden = true;
+  for (const id of ["fractions", "microstructure", "viewer", "preview"]) {
+    setChildren($(id), h("p", { class: "muted" }, "Deleted: its outputs were removed from the store."));
+  }
+  setChildren($("downloads"));
+}
+
 async function refresh() {
   try {
     const [job, rows] = await Promise.all([api(jobPath(jobId)), api(jobPath(jobId, "/rows"))]);
@@ -204,6 +217,7 @@ async function refresh() {
     $("banner").hidden = true;
     live.set(true);
     if (job.status === "succeeded") await loadResults(job);
+    if (job.status === "deleted") showDeleted();
   } catch (err) {
     const banner = $("banner");
     banner.hidden = false;

@@ -5,9 +5,13 @@ import { ApiError, api, apiBlob, getKey, jobPath, setKey } from "./api.js";
 
 /** Job statuses in workflow order. */
 export const JOB_STATUSES = [
-  "queued", "planning", "running", "reducing", "succeeded", "failed", "cancelled",
+  "queued", "planning", "running", "reducing", "succeeded", "failed", "cancelled", "interrupted",
+  "deleted",
 ];
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "deleted"]);
+/** Statuses a job may be resumed from, and deleted from (core/states.py). */
+const RESUMABLE = new Set(["failed", "cancelled", "interrupted"]);
+const DELETABLE = new Set(["succeeded", "failed", "cancelled", "interrupted"]);
 
 /**
  * Create an element. `attrs`: properties/attributes (`class`, `dataset`, `style` as an
@@ -252,16 +256,21 @@ export function mountKeyBar(container, onChange) {
 }
 
 /**
- * Resume / Cancel buttons for `job` (only those its status allows). Cancel asks for a
- * second click within 4 s instead of a modal dialog. `onDone(job)` gets the updated job.
+ * Resume / Cancel / Delete buttons for `job` (only those its status allows). Cancel and
+ * Delete ask for a second click within 4 s instead of a modal dialog. `onDone(job)` gets the
+ * updated job.
  */
 export function jobActions(job, onDone) {
   const box = h("div", { class: "actions" });
   const run = async (button, action, label) => {
     button.disabled = true;
     try {
-      const updated = await api(jobPath(job.id, `/${action}`), { method: "POST" });
-      const now = updated.status === "cancelled" ? "" : `: now ${updated.status}`;
+      const updated = action === "delete"
+        ? await api(jobPath(job.id), { method: "DELETE" })
+        : await api(jobPath(job.id, `/${action}`), { method: "POST" });
+      const now = action === "delete"
+        ? `: ${updated.objects_removed} objects, ${(updated.bytes_removed / 1e6).toFixed(1)} MB removed`
+        : updated.status === "cancelled" ? "" : `: now ${updated.status}`;
       toast(`${label} job ${shortId(job.id)}${now}`);
       onDone?.(updated);
     } catch (err) {
@@ -269,7 +278,7 @@ export function jobActions(job, onDone) {
       button.disabled = false;
     }
   };
-  if (job.status === "failed" || job.status === "cancelled") {
+  if (RESUMABLE.has(job.status)) {
     box.append(h("button", {
       type: "button",
       class: "btn btn-small btn-primary",
@@ -284,6 +293,13 @@ export function jobActions(job, onDone) {
       dataset: { action: "cancel" },
       title: "Stop the job; workers skip its remaining rows",
     }, "Cancel", "Confirm cancel", (button) => run(button, "cancel", "Cancelled")));
+  }
+  if (DELETABLE.has(job.status)) {
+    box.append(confirmButton({
+      class: "btn btn-small btn-danger",
+      dataset: { action: "delete" },
+      title: "Remove its outputs and row checkpoints from the store (the source image is kept)",
+    }, "Delete", "Confirm delete", (button) => run(button, "delete", "Deleted")));
   }
   return box;
 }

@@ -31,9 +31,14 @@ def test_job_transitions_follow_the_table(table):
     assert table.jobs.get(job.id).error is None
 
 
-def test_terminal_success_is_final():
+def test_terminal_success_is_final_but_for_deletion_and_deleted_is_final():
     for target, sources in JOB_TRANSITIONS.items():
-        assert JobStatus.SUCCEEDED not in sources, target
+        assert JobStatus.DELETED not in sources, target
+        if target != JobStatus.DELETED:
+            assert JobStatus.SUCCEEDED not in sources, target
+    # only what nothing runs may be deleted
+    assert JOB_TRANSITIONS[JobStatus.DELETED] == {
+        JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED}
 
 
 def test_claim_is_exclusive_and_done_rows_are_skipped(table):
