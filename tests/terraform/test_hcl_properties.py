@@ -398,12 +398,16 @@ def test_workers_write_only_under_jobs_and_the_api_only_uploads_and_models(mods)
     docs = {n: d for n, d in iam.data_of_type("aws_iam_policy_document")}
     writes = {"s3:PutObject", "s3:DeleteObject"}
 
-    def write_targets(doc):
-        return {r for st in blocks(doc, "statement") if writes & set(resolve_list(st["actions"], iam) or [])
+    def write_targets(doc, actions=frozenset(writes)):
+        return {r for st in blocks(doc, "statement") if actions & set(resolve_list(st["actions"], iam) or [])
                 for r in st["resources"]}
 
     assert write_targets(docs["worker_storage"]) == {"${local.objects.jobs}"}
-    assert write_targets(docs["api"]) == {"${local.objects.uploads}", "${local.objects.models}"}
+    assert write_targets(docs["api"], {"s3:PutObject"}) == {"${local.objects.uploads}",
+                                                            "${local.objects.models}"}
+    # the API deletes a deleted job's objects (DELETE /v1/jobs/{id}), never writes them
+    assert write_targets(docs["api"], {"s3:DeleteObject"}) == {
+        "${local.objects.jobs}", "${local.objects.models}"}
     assert iam.locals["objects"]["jobs"] == "${var.bucket_arn}/${local.p}jobs/*"
 
 

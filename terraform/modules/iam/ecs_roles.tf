@@ -32,6 +32,11 @@ data "aws_iam_policy_document" "api" {
     resources = [local.objects.jobs]
   }
   statement {
+    sid       = "DeleteJobObjects" # DELETE /v1/jobs/{id}: a deleted job's outputs and checkpoints
+    actions   = ["s3:DeleteObject"]
+    resources = [local.objects.jobs]
+  }
+  statement {
     sid       = "PublishBundledModels"
     actions   = ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
     resources = [local.objects.models]

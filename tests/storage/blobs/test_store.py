@@ -74,3 +74,24 @@ def test_row_checkpoints_on_s3_carry_the_lifecycle_tag_through_the_atomic_move(s
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == [f"prefix/{key}"]
     store.put_file("jobs/job-1/labels.tif", local)  # outputs are not tagged: kept
     assert s3.get_object_tagging(Bucket=s3_bucket, Key="prefix/jobs/job-1/labels.tif")["TagSet"] == []
+
+
+def _delete_prefix_removes_that_folder_only(store):
+    for key, size in [("jobs/a/labels.tif", 5), ("jobs/a/rows/00000.tif", 3),
+                      ("jobs/a/rows/00001.micro.npz", 2), ("jobs/ab/labels.tif", 7),
+                      ("uploads/a/p.tif", 11)]:
+        store.put_bytes(key, b"x" * size)
+    assert store.delete_prefix("jobs/a") == (3, 10)
+    assert store.list("jobs/a") == []
+    assert store.list("jobs") == ["jobs/ab/labels.tif"]  # a folder whose name starts alike
+    assert store.list("uploads") == ["uploads/a/p.tif"]
+    assert store.delete_prefix("jobs/a") == (0, 0)  # again: nothing left, no error
+    assert store.delete_prefix("jobs/never") == (0, 0)
+
+
+def test_delete_prefix_removes_every_key_under_a_folder_and_nothing_beside_it(store):
+    _delete_prefix_removes_that_folder_only(store)
+
+
+def test_delete_prefix_on_s3(s3_bucket):
+    _delete_prefix_removes_that_folder_only(BlobStore(f"s3://{s3_bucket}/prefix"))
