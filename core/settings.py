@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         "run reconcile (s).",
         ge=0,
     )
+    retention_days: float | None = Field(
+        None,
+        description="Delete jobs that ended (succeeded, failed or cancelled) longer ago than "
+        "this (days): their outputs and row checkpoints leave the store, the job stays as a "
+        "'deleted' record (as `pelletseg delete`); done by the reconcile pass, at most 20 jobs "
+        "per pass. Unset: keep every job until deleted by hand.",
+        gt=0,
+    )
     max_attempts: int = Field(3, description="Attempts per row before the row and its job fail.")
     pending_timeout_seconds: int = Field(
         1800,

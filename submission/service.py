@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,15 @@ from core.spec import JobSpec
 from core.states import JOB_DELETABLE, JOB_TERMINAL, JobStatus
 from models import ModelPackage, ModelPackageError, ModelRegistry
 from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
-from storage.blobs import BlobStore, UploadStore, job_prefix
+from storage.blobs import BlobStore, UploadStore
+from storage.deletion import Deletion, delete_job
 from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
 from storage.jobtable import Job, JobTable, ModelRecord, job_table
 from submission.reports import batch_jobs
 from submission.sources import SourceRootError, confine_file_source
 from webhooks import WebhookUrlError, check_webhook_url
 
-__all__ = ["Deletion", "SubmissionError", "SubmissionService"]
+__all__ = ["SubmissionError", "SubmissionService"]
 
 
 def _not_a_file(path: Path) -> str:
@@ -58,16 +58,6 @@ RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
 #: Job statuses a batch's resume continues: the jobs that stopped without being asked to
 #: (a cancelled job was stopped by someone and stays so; it is resumed on its own).
 BATCH_RESUMABLE = (JobStatus.FAILED, JobStatus.INTERRUPTED)
-
-
-@dataclass(frozen=True)
-class Deletion:
-    """A deleted job (:meth:`SubmissionService.delete`): the job afterwards (``deleted``) and
-    what was removed from the store (objects, bytes)."""
-
-    job: Job
-    objects: int
-    bytes: int
 
 
 class SubmissionService:
@@ -341,45 +331,24 @@ class SubmissionService:
                 pass
 
     def delete(self, job_id: str) -> Deletion:
-        """Delete a job that has ended (or was interrupted): move it to ``deleted`` (one
-        conditional UPDATE, so a racing resume either wins or finds it deleted), then remove
-        every object stored under ``jobs/{id}/`` (outputs, row checkpoints and partials, the
-        converted source). The job's row stays, as the record that it existed. Deleting a
-        ``deleted`` job removes again whatever is there (e.g. after a storage error). The
+        """Delete a job that has ended (or was interrupted) with
+        :func:`storage.deletion.delete_job` (the job -> ``deleted``, every object under
+        ``jobs/{id}/`` removed, the row kept) and send its webhook's ``deleted`` event. The
         source is not touched: a ``file`` source is the user's file, and an upload
         (``uploads/{id}/``) may feed other jobs (``DELETE /v1/uploads/{id}`` removes it).
-        The job's webhook, if any, is told (event ``deleted``).
 
         Returns:
             The job after the change, and the objects and bytes removed.
 
         Raises:
-            NotFoundError: no such job.
-            TransitionError: the job has not ended (cancel it first), or rows of it (or its
-                streaming stitcher) are still on workers under a live lease: a row of a job
-                cancelled or failed meanwhile may still store its checkpoint; try again once
-                their leases end.
-            StorageError: the job table or the store failed (what was removed stays removed;
-                delete it again for the rest).
+            NotFoundError, TransitionError, StorageError: as
+            :func:`storage.deletion.delete_job` (not ended, work still on workers, the
+            table or store failed).
         """
-        job = self.table.jobs.get(job_id)
-        if job.status != JobStatus.DELETED:
-            if job.status not in JOB_DELETABLE:
-                raise TransitionError(
-                    f"job {job_id} is {job.status}; only a job that has ended (or was "
-                    f"interrupted) can be deleted: cancel it first")
-            in_flight = self._work_in_flight(job)
-            if in_flight:
-                raise TransitionError(
-                    f"job {job_id} still has {in_flight} row(s) or its stitcher on workers "
-                    f"(leases of up to {self.settings.lease_seconds} s); delete it once they "
-                    "end")
-            if not self.table.jobs.transition(job_id, JobStatus.DELETED,
-                                              expected=JobStatus(job.status)):
-                raise TransitionError(f"job {job_id} changed status while deleting; try again")
-            self._notify(job_id)
-        objects, size = self.blobs.delete_prefix(job_prefix(job_id))
-        return Deletion(self.table.jobs.get(job_id), objects, size)
+        deletion = delete_job(self.table, self.blobs, job_id,
+                              lease_seconds=self.settings.lease_seconds)
+        self._notify(job_id)
+        return deletion
 
     def delete_batch(self, batch_id: str) -> list[Deletion]:
         """Delete every job of a batch that has ended or was interrupted (:meth:`delete`
@@ -407,17 +376,6 @@ class SubmissionService:
             raise TransitionError(f"batch {batch_id} has no job to delete: only jobs that have "
                                   f"ended or were interrupted can be ({_by_status(jobs)})")
         return deleted
-
-    def _work_in_flight(self, job: Job) -> int:
-        """How many of a job's rows are ``running`` under a lease that has not expired, plus
-        one for a streaming stitcher whose lease has not."""
-        from storage.jobtable.tables import utcnow
-
-        now = utcnow()
-        _, stitching = self.table.stitch.state(job.id)
-        return int(stitching) + sum(
-            r.status == "running" and r.lease_expires_at is not None and r.lease_expires_at > now
-            for r in self.table.rows.list(job.id))
 
     def cancel_batch(self, batch_id: str) -> list[Job]:
         """Cancel every job of a batch that has not ended (:meth:`cancel` each); a job that

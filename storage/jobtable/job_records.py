@@ -8,6 +8,7 @@ racing to move the same job, exactly one wins and the other sees ``False``.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -139,6 +140,16 @@ class JobRecords(Repository):
                 break
             start += batch
         return found
+
+    def ended_before(self, cutoff: datetime, limit: int = 20) -> list[str]:
+        """Ids of jobs that ended (succeeded, failed or cancelled) before ``cutoff``, the
+        longest ended first: what a retention period (``PELLETSEG_RETENTION_DAYS``) deletes."""
+        ended = [JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+        q = (select(Job.id).where(Job.status.in_(ended), Job.finished_at.is_not(None),
+                                  Job.finished_at < cutoff)
+             .order_by(Job.finished_at, Job.id).limit(limit))
+        with self._tx() as conn:
+            return [str(job_id) for (job_id,) in conn.execute(q)]
 
     def transition(
         self,

@@ -1,16 +1,22 @@
 """Leases: a working row keeps its lease; a dead worker's row goes back to pending and is
-re-enqueued by the reconciler; after max attempts the row and its job fail with the reason."""
+re-enqueued by the reconciler; after max attempts the row and its job fail with the reason.
+Retention: the reconciler deletes jobs that ended longer ago than ``retention_days``."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+
+from sqlalchemy import update
 
 from core.states import JobStatus, RowStatus
 from queues.names import ROW_TASK
-from storage.jobtable.tables import utcnow
+from storage.blobs.layout import LABELS, output_key, row_key
+from storage.jobtable.tables import Job, utcnow
 from submission import SubmissionService
 from worker.stages.planning import plan_job
-from worker.stages.reconciling import reconcile
+from worker.stages.reconciling import expire_retained_jobs, reconcile
+from worker.stages.reducing import reduce_job
 from worker.stages.segmenting import LeaseKeeper, segment_row
 
 
@@ -203,3 +209,31 @@ def test_unclaimed_planner_and_reducer_are_enqueued_again_when_their_queue_is_em
     time.sleep(0.5)
     reconcile(stack)
     assert stack.sent == [(PLAN_TASK, queued.id), (REDUCE_TASK, reducing.id)]
+
+
+def _succeeded(stack, micrograph):
+    job = _planned(stack, micrograph)
+    for index in range(stack.table.jobs.get(job.id).rows_total):
+        assert segment_row(stack, job.id, index) == "done"
+    reduce_job(stack, job.id)
+    assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
+    return job
+
+
+def test_retention_deletes_jobs_that_ended_longer_ago_than_its_days(stack, micrograph):
+    old, recent = _succeeded(stack, micrograph), _succeeded(stack, micrograph)
+    running = _planned(stack, micrograph)
+    with stack.table.engine.begin() as conn:  # ended 8 days ago; the running job is as old
+        conn.execute(update(Job).where(Job.id.in_([old.id, running.id]))
+                     .values(finished_at=utcnow() - timedelta(days=8)))
+    outputs = stack.blobs.list(f"jobs/{old.id}")
+    assert output_key(old.id, LABELS) in outputs and row_key(old.id, 0) in outputs
+    assert expire_retained_jobs(stack) == []  # no retention set: nothing is deleted
+    stack.settings.retention_days = 7
+    reconcile(stack)
+    assert stack.table.jobs.get(old.id).status == JobStatus.DELETED
+    assert stack.blobs.list(f"jobs/{old.id}") == []
+    assert stack.table.jobs.get(recent.id).status == JobStatus.SUCCEEDED  # 7 days not past
+    assert stack.blobs.exists(output_key(recent.id, LABELS))
+    assert stack.table.jobs.get(running.id).status == JobStatus.RUNNING  # never a live job
+    assert expire_retained_jobs(stack) == []  # the next pass finds nothing left to do

@@ -21,15 +21,24 @@ the message that poll receives with it, hidden for the visibility timeout (an ho
 this the row waited the 30-minute pending timeout. Duplicate messages are harmless:
 claims are exclusive, a planner re-plans idempotently (rows are inserted once, the move to
 ``running`` is conditional) and a stage of a job past that stage is a no-op.
+
+With ``PELLETSEG_RETENTION_DAYS`` it also deletes the jobs that ended longer ago than that
+(:func:`expire_retained_jobs`).
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import structlog
 
 from core.states import JobStatus
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
+from storage.deletion import delete_job
+from storage.errors import StorageError, TransitionError
+from storage.jobtable.tables import utcnow
 from worker.context import WorkerContext
+from worker.stages.notifying import kick as kick_webhook
 from worker.stages.notifying import sweep as sweep_webhooks
 
 log = structlog.get_logger(__name__)
@@ -67,10 +76,49 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
         log.warning("reconcile.planner_requeued", job_id=job_id)
         ctx.enqueue(PLAN_TASK, job_id)
     requeued += requeue_lost_messages(ctx)
+    expire_retained_jobs(ctx)
     notified = sweep_webhooks(ctx)  # due webhook deliveries (retries, lost messages)
     if notified:
         log.info("reconcile.webhooks", jobs=len(notified))
     return requeued
+
+
+#: Jobs a reconcile pass deletes at most for their retention period (the next pass goes on).
+RETENTION_BATCH = 20
+
+
+def expire_retained_jobs(ctx: WorkerContext) -> list[str]:
+    """Delete the jobs that ended more than ``PELLETSEG_RETENTION_DAYS`` ago, oldest first
+    and at most :data:`RETENTION_BATCH` per pass, as ``pelletseg delete`` does
+    (:func:`storage.deletion.delete_job`: the job -> ``deleted``, every object under
+    ``jobs/{id}/`` removed, the row kept; its webhook's ``deleted`` event sent). A job the
+    store fails to clear is logged and left for a later pass; concurrent passes are safe.
+
+    Returns:
+        Ids of the jobs deleted.
+
+    Raises:
+        StorageError: the job table is unreachable.
+    """
+    days = ctx.settings.retention_days
+    if not days:
+        return []
+    cutoff = utcnow() - timedelta(days=days)
+    deleted = []
+    for job_id in ctx.table.jobs.ended_before(cutoff, RETENTION_BATCH):
+        try:
+            gone = delete_job(ctx.table, ctx.blobs, job_id,
+                              lease_seconds=ctx.settings.lease_seconds)
+        except TransitionError:
+            continue  # resumed, deleted or still finishing a row meanwhile
+        except StorageError as e:
+            log.warning("reconcile.retention_failed", job_id=job_id, error=str(e))
+            continue
+        kick_webhook(ctx, job_id)
+        deleted.append(job_id)
+        log.info("reconcile.retention_deleted", job_id=job_id, objects=gone.objects,
+                 bytes=gone.bytes, retention_days=days)
+    return deleted
 
 
 def requeue_lost_messages(ctx: WorkerContext) -> list[tuple[str, int]]:

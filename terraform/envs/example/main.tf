@@ -38,10 +38,14 @@ locals {
     PELLETSEG_API_PORT = "8000"
     PELLETSEG_API_AUTH = "true"
   })
-  cpu_worker_environment = merge(local.common_environment, {
+  # Workers run the reconcile pass, which deletes jobs past their retention (when set).
+  retention_environment = var.retention_days == null ? {} : {
+    PELLETSEG_RETENTION_DAYS = tostring(var.retention_days)
+  }
+  cpu_worker_environment = merge(local.common_environment, local.retention_environment, {
     PELLETSEG_DEVICE = "cpu"
   })
-  gpu_worker_environment = merge(local.common_environment, {
+  gpu_worker_environment = merge(local.common_environment, local.retention_environment, {
     PELLETSEG_DEVICE    = "cuda"
     PELLETSEG_SPOT_MODE = var.gpu_spot_mode
   })

@@ -134,6 +134,17 @@ variable "max_attempts" {
   }
 }
 
+variable "retention_days" {
+  type        = number
+  description = "PELLETSEG_RETENTION_DAYS: jobs that ended longer ago than this (days) are deleted by the workers' reconcile pass (outputs and row checkpoints leave the bucket, the job row stays as 'deleted'); null keeps every job until deleted through the API."
+  default     = null
+
+  validation {
+    condition     = var.retention_days == null ? true : var.retention_days > 0
+    error_message = "retention_days must be above 0, or null to keep jobs."
+  }
+}
+
 variable "startup_seconds" {
   type        = number
   description = "Added to each queue's visibility timeout: a worker's first message of a job also copies the source image and loads the model (s)."
