@@ -53,6 +53,20 @@ def run_client(fn) -> None:
     sys.exit(code or 0)
 
 
+def run_local(fn, *args) -> None:
+    """Print ``fn(*args)``, a command on the local stack (``--home``); a
+    :class:`~storage.errors.StorageError` or :class:`~submission.SubmissionError` prints one
+    line and exits 2."""
+    from storage.errors import StorageError
+    from submission.service import SubmissionError
+
+    try:
+        click.echo(fn(*args))
+    except (StorageError, SubmissionError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
 def _labels(pairs: tuple[str, ...]) -> dict:
     labels = {}
     for pair in pairs:
@@ -284,14 +298,8 @@ def cancel_cmd(job_id, batch_id, api_url, api_key, home) -> None:
     pelletseg run)."""
     if home is not None:
         from cli.local_jobs import cancel_local
-        from storage.errors import StorageError
-        from submission.service import SubmissionError
 
-        try:
-            click.echo(cancel_local(get_settings(home=home), job_id, batch_id))
-        except (StorageError, SubmissionError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+        run_local(cancel_local, get_settings(home=home), job_id, batch_id)
         return
 
     def body() -> int:
@@ -322,14 +330,7 @@ def delete_cmd(job_id, batch_id, api_url, api_key, home) -> None:
     from cli.local_jobs import delete_local, deleted_line
 
     if home is not None:
-        from storage.errors import StorageError
-        from submission.service import SubmissionError
-
-        try:
-            click.echo(delete_local(get_settings(home=home), job_id, batch_id))
-        except (StorageError, SubmissionError) as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+        run_local(delete_local, get_settings(home=home), job_id, batch_id)
         return
 
     def body() -> int:

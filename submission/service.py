@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from amqp.exceptions import MessageNacked
 from celery import Celery
@@ -35,6 +36,8 @@ from submission.sources import SourceRootError, confine_file_source
 from webhooks import WebhookUrlError, check_webhook_url
 
 __all__ = ["SubmissionError", "SubmissionService"]
+
+T = TypeVar("T")
 
 
 def _not_a_file(path: Path) -> str:
@@ -364,18 +367,10 @@ class SubmissionService:
                 by status).
             StorageError: the job table or the store failed (those deleted before stay so).
         """
-        jobs = batch_jobs(self.table, batch_id)
-        deleted: list[Deletion] = []
-        for job in jobs:
-            if job.status in JOB_DELETABLE:
-                try:
-                    deleted.append(self.delete(job.id))
-                except TransitionError:
-                    continue
-        if not deleted:
-            raise TransitionError(f"batch {batch_id} has no job to delete: only jobs that have "
-                                  f"ended or were interrupted can be ({_by_status(jobs)})")
-        return deleted
+        return self._each_of_batch(
+            batch_id, lambda job: job.status in JOB_DELETABLE, self.delete,
+            "has no job to delete: only jobs that have ended or were interrupted can be "
+            "({counts})")
 
     def cancel_batch(self, batch_id: str) -> list[Job]:
         """Cancel every job of a batch that has not ended (:meth:`cancel` each); a job that
@@ -390,18 +385,9 @@ class SubmissionService:
                 status).
             StorageError: the job table is unreachable (the jobs cancelled before stay so).
         """
-        jobs = batch_jobs(self.table, batch_id)
-        cancelled: list[Job] = []
-        for job in jobs:
-            if job.status not in JOB_TERMINAL:
-                try:
-                    cancelled.append(self.cancel(job.id))
-                except TransitionError:
-                    continue
-        if not cancelled:
-            raise TransitionError(f"batch {batch_id} has no job left to cancel: every job has "
-                                  f"ended ({_by_status(jobs)})")
-        return cancelled
+        return self._each_of_batch(
+            batch_id, lambda job: job.status not in JOB_TERMINAL, self.cancel,
+            "has no job left to cancel: every job has ended ({counts})")
 
     def resume(self, job_id: str, *, abandoned_ok: bool = False) -> Job:
         """Resume a ``failed``, ``cancelled`` or ``interrupted`` job where it stopped; with
@@ -469,20 +455,37 @@ class SubmissionService:
             StorageError: the job table or the broker is unreachable (the job being resumed
                 is failed again; those resumed before it stay resumed).
         """
+        return self._each_of_batch(
+            batch_id,
+            lambda job: job.status in BATCH_RESUMABLE or (abandoned_ok and self.abandoned(job.id)),
+            lambda job_id: self.resume(job_id, abandoned_ok=abandoned_ok),
+            "has no failed or interrupted job to resume ({counts}); a cancelled job is "
+            "resumed on its own: pelletseg resume JOB_ID")
+
+    def _each_of_batch(self, batch_id: str, eligible: Callable[[Job], bool],
+                       act: Callable[[str], T], none: str) -> list[T]:
+        """``act(job id)`` for each job of a batch that is ``eligible``, in submission order,
+        passing over a job that changed meanwhile (``act`` raised :class:`TransitionError`).
+
+        Returns:
+            What ``act`` returned for each job it acted on.
+
+        Raises:
+            NotFoundError: no job has this batch id.
+            TransitionError: it acted on no job: ``batch ID`` and ``none``, whose
+                ``{counts}`` says how many jobs are in each status.
+        """
         jobs = batch_jobs(self.table, batch_id)
-        resumed: list[Job] = []
+        done: list[T] = []
         for job in jobs:
-            if job.status in BATCH_RESUMABLE or (abandoned_ok and self.abandoned(job.id)):
+            if eligible(job):
                 try:
-                    resumed.append(self.resume(job.id, abandoned_ok=abandoned_ok))
+                    done.append(act(job.id))
                 except TransitionError:
                     continue
-        if not resumed:
-            raise TransitionError(
-                f"batch {batch_id} has no failed or interrupted job to resume "
-                f"({_by_status(jobs)}); a cancelled job is resumed on its own: "
-                "pelletseg resume JOB_ID")
-        return resumed
+        if not done:
+            raise TransitionError(f"batch {batch_id} " + none.format(counts=_by_status(jobs)))
+        return done
 
     def abandoned(self, job_id: str) -> bool:
         """True if a job that has not ended is left with nothing moving it: no worker of the
