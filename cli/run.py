@@ -42,13 +42,14 @@ from storage.blobs.layout import (
     MICROSTRUCTURE_JSON,
     OPTIONAL_OUTPUTS,
     OUTPUT_FILES,
+    job_prefix,
     output_key,
 )
 from storage.blobs.store import BlobStore
 from storage.jobtable.table import JobTable, job_table
 from storage.jobtable.tables import Job
 from submission import SubmissionError, SubmissionService
-from submission.reports import MAX_BATCH, batch_table
+from submission.reports import MAX_BATCH, batch_jobs, batch_table
 from submission.stack import prepare
 from worker.context import WorkerContext
 from worker.local import ForeignCheckout, LocalWorkers, check_working_directory, log_tail
@@ -261,6 +262,15 @@ def drive(
             console.print(f"once fixed, all of them at once: pelletseg resume --batch "
                           f"{ended[0].batch_id} --home {settings.home}", soft_wrap=True,
                           highlight=False)
+    if out is not None and done and len(done) == len(ended):
+        # every output was copied out: say what the store keeps (never with a job to resume,
+        # whose done rows a delete --batch would take)
+        whole = several and len(batch_jobs(table, ended[0].batch_id)) == len(ended)
+        commands = ([f"pelletseg delete --batch {ended[0].batch_id}"] if whole
+                    else [f"pelletseg delete {job.id}" for job in done])  # not the others'
+        console.print(store_hint(blobs, done, "; ".join(
+            f"{command} --home {settings.home}" for command in commands)),
+            soft_wrap=True, highlight=False)
     return 0 if len(done) == len(ended) else 1
 
 
@@ -296,6 +306,15 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
             blobs.get_file(key, dest)
             target = str(dest)
         console.print(f"  {name:22s} {target}")
+
+
+def store_hint(blobs: BlobStore, jobs: Sequence[Job], command: str) -> str:
+    """``the store keeps its own copy (N MB, row checkpoints included); COMMAND frees it``
+    (N: what ``jobs`` hold under ``jobs/{id}/``, MB = 10^6 bytes): said once their outputs
+    were copied out, so that a laptop's store does not fill unnoticed."""
+    size = sum(blobs.usage(job_prefix(job.id))[1] for job in jobs)
+    return (f"the store keeps its own copy ({size / 1e6:.1f} MB, row checkpoints included); "
+            f"{command} frees it")
 
 
 def run(

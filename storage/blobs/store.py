@@ -282,6 +282,24 @@ class BlobStore:
         """Delete ``key`` if it exists."""
         self._discard(self.path(key))
 
+    def usage(self, prefix: str) -> tuple[int, int]:
+        """``(objects, bytes)`` stored under the folder ``prefix`` (temp keys included).
+
+        Raises:
+            StorageError: the store cannot be listed.
+        """
+        return _count(self._files(prefix))
+
+    def _files(self, prefix: str) -> dict[str, dict]:
+        """Backend path -> fsspec info of every file under the folder ``prefix``."""
+        try:
+            found = self.fs.find(self.path(prefix), detail=True)
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise StorageError(f"cannot list {self.url(prefix)}: {e}") from e
+        return {p: info for p, info in found.items() if info.get("type") != "directory"}
+
     def delete_prefix(self, prefix: str) -> tuple[int, int]:
         """Delete every key under the folder ``prefix`` (temp keys of unfinished writes
         included) and the folder itself; idempotent.
@@ -294,13 +312,7 @@ class BlobStore:
                 stays deleted; calling it again deletes the rest).
         """
         base = self.path(prefix)
-        try:
-            found = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            found = {}
-        except OSError as e:
-            raise StorageError(f"cannot list {self.url(prefix)}: {e}") from e
-        files = {p: info for p, info in found.items() if info.get("type") != "directory"}
+        files = self._files(prefix)
         try:
             if files:
                 self.fs.rm(sorted(files))
@@ -310,7 +322,7 @@ class BlobStore:
             pass  # a concurrent deletion got there first
         except OSError as e:
             raise StorageError(f"cannot delete under {self.url(prefix)}: {e}") from e
-        return len(files), sum(int(info.get("size") or 0) for info in files.values())
+        return _count(files)
 
     def _move(self, src: str, dst: str) -> None:
         if self.is_local:
@@ -324,6 +336,11 @@ class BlobStore:
                 self.fs.rm(path)
         except OSError:
             pass
+
+
+def _count(files: dict[str, dict]) -> tuple[int, int]:
+    """``(objects, bytes)`` of :meth:`BlobStore._files`' answer."""
+    return len(files), sum(int(info.get("size") or 0) for info in files.values())
 
 
 def _protocols(fs: fsspec.AbstractFileSystem) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,14 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
     assert set(micro["size_distributions"]) == {"background", "oxide", "crack"}
     assert micro["size_distributions"]["crack"]["count"] >= 0
     assert micro["source"]["model"]["name"] == "ebc-unet-mnv2"
+    # the outputs were copied out: the line says what the store still holds and the command
+    # that frees it (its MB: the job's objects under the store's jobs/ID folder)
+    job_id = re.search(r"pelletseg delete ([0-9a-f-]{36}) --home", res.stdout).group(1)
+    store = tmp_path / "home" / "store" / "jobs" / job_id
+    size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+    assert f"the store keeps its own copy ({size / 1e6:.1f} MB, row checkpoints included); " \
+        f"pelletseg delete {job_id} --home {tmp_path / 'home'} frees it" in " ".join(
+            res.stdout.split())
 
 
 def test_run_pins_the_jobs_precision(tmp_path, small_image):
@@ -147,6 +156,9 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     fractions = json.loads((other / "fractions.json").read_text())
     assert float(lines[1]["percent_of_image_oxide"]) == fractions["classes"][1]["percent"]
 
+    assert f"pelletseg delete --batch {jobs[0].batch_id} --home {home} frees it" in " ".join(
+        res.stdout.split())  # the whole batch ran here: one command for it
+
     refused = pelletseg("run", str(small_image), str(tmp_path / "nope.tif"), "--home", str(home))
     assert refused.returncode == 2 and "nope.tif: no such file" in refused.stderr
     assert len(job_table(Settings(home=home)).jobs.list()) == 2  # nothing more was submitted
@@ -216,6 +228,10 @@ def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
     lines = list(csv.DictReader((out / f"batch-{batch_id}-results.csv").open(encoding="utf-8")))
     assert [line["status"] for line in lines] == ["succeeded", "succeeded"]
     assert lines[1]["job_id"] == job_id
+    # only the resumed job was copied out: the command frees it alone, not the batch
+    flat = " ".join(res.stdout.split())
+    assert f"pelletseg delete {job_id} --home {home} frees it" in flat and "--batch" not in \
+        flat.split("the store keeps")[1]
     again = pelletseg("resume", job_id, "--home", home, "--workers", "0")
     assert again.returncode == 2 and "only failed, cancelled or interrupted jobs" in again.stderr
     again = pelletseg("resume", "--batch", batch_id, "--home", home, "--workers", "0")

@@ -81,7 +81,9 @@ def _delete_prefix_removes_that_folder_only(store):
                       ("jobs/a/rows/00001.micro.npz", 2), ("jobs/ab/labels.tif", 7),
                       ("uploads/a/p.tif", 11)]:
         store.put_bytes(key, b"x" * size)
+    assert store.usage("jobs/a") == (3, 10) and store.usage("jobs") == (4, 17)
     assert store.delete_prefix("jobs/a") == (3, 10)
+    assert store.usage("jobs/a") == (0, 0)
     assert store.list("jobs/a") == []
     assert store.list("jobs") == ["jobs/ab/labels.tif"]  # a folder whose name starts alike
     assert store.list("uploads") == ["uploads/a/p.tif"]
