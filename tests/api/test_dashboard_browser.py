@@ -318,6 +318,12 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.click("#batch-cancel")
             page.wait_for_selector(".toast-error:has-text('has no job left to cancel')")
             assert page.inner_text("#batch-cancel") == "Cancel batch"
+            page.click("#batch-delete")  # its one job has succeeded: deleted on a second click
+            assert page.inner_text("#batch-delete") == "Confirm delete"
+            page.click("#batch-delete")
+            page.wait_for_selector(".toast:has-text('Deleted 1 job of batch')")
+            page.wait_for_selector(row(good), state="detached")
+            assert client.get(f"/v1/jobs/{good}").json()["status"] == "deleted"
             conflict = [e for e in errors if "status of 409" in e]  # the browser logs them
             assert len(conflict) == 2
             for error in conflict:

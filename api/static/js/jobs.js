@@ -34,7 +34,8 @@ function readFilters() {
 // The batch filter (from a job page's batch link): its id, the batch's table of sections
 // (GET /v1/batches/{id}/results.csv), a resume of its failed and interrupted jobs (POST
 // /v1/batches/{id}/resume), a cancel of its jobs not ended (POST /v1/batches/{id}/cancel,
-// on a second click) and a button back to all jobs.
+// on a second click), a delete of its ended jobs (DELETE /v1/batches/{id}, on a second
+// click) and a button back to all jobs.
 function renderBatchFilter() {
   const box = $("batch-filter");
   box.hidden = !state.batch;
@@ -52,6 +53,11 @@ function renderBatchFilter() {
       title: "Cancel every job of this batch that has not ended (done rows are kept)" },
       "Cancel batch", "Confirm cancel",
       (button) => batchAction(button, "cancel", "cancelled", "Cancelled")),
+    confirmButton({ class: "btn btn-danger", id: "batch-delete",
+      title: "Delete every job of this batch that has ended or was interrupted: outputs and " +
+        "row checkpoints leave the store (source images are kept)" },
+      "Delete batch", "Confirm delete",
+      (button) => batchAction(button, "delete", "deleted", "Deleted")),
     h("button", { type: "button", class: "btn btn-ghost", id: "batch-clear",
       title: "all jobs, not only this batch's", onclick: () => {
         state.batch = "";
@@ -59,13 +65,15 @@ function renderBatchFilter() {
       } }, "✕ all jobs"));
 }
 
-// POST /v1/batches/{id}/{action} (resume, cancel); the answer lists the jobs it moved under
-// `moved` (resumed, cancelled).
+// POST /v1/batches/{id}/{action} (resume, cancel), or DELETE /v1/batches/{id} (delete); the
+// answer lists the jobs it moved under `moved` (resumed, cancelled, deleted).
 async function batchAction(button, action, moved, done) {
   button.disabled = true;
+  const path = `/v1/batches/${encodeURIComponent(state.batch)}`;
   try {
-    const batch = await api(`/v1/batches/${encodeURIComponent(state.batch)}/${action}`,
-      { method: "POST" });
+    const batch = action === "delete"
+      ? await api(path, { method: "DELETE" })
+      : await api(`${path}/${action}`, { method: "POST" });
     const n = batch[moved].length;
     toast(`${done} ${n} job${n === 1 ? "" : "s"} of batch ${shortId(batch.id)}`);
     refresher.now();
