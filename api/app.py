@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(rows.router, prefix="/v1", dependencies=protected, responses=errors)
     app.include_router(viewer.router, prefix="/v1", dependencies=protected, responses=errors)
-    dashboard.install(app)
+    dashboard.install(app, app.state.services.blobs)
     app.include_router(uploads.router, prefix="/v1", dependencies=protected, responses=errors)
     app.include_router(batches.router, prefix="/v1", dependencies=protected, responses=errors)
     app.include_router(metrics.router)

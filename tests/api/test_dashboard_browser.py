@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Self
+from urllib.parse import unquote, urlparse
 
 import httpx
 import pytest
@@ -89,7 +90,8 @@ def stack(tmp_path, tiny_package):
     from models import ModelRegistry
 
     # the API takes file sources only from its source roots: the test's folder
-    settings = make_settings(tmp_path / "home", source_roots=[str(tmp_path)])
+    settings = make_settings(tmp_path / "home", source_roots=[str(tmp_path)],
+                             upload_part_bytes=5 * 1024 * 1024)  # the smallest: 6 MiB is 2 parts
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     ModelRegistry.from_settings(settings).publish(tiny_package)
@@ -341,6 +343,45 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector("#preview:has-text('Deleted: its outputs were removed')")
             assert page.locator("#downloads button").count() == 0
             assert page.locator('#job-actions button').count() == 0  # nothing leaves deleted
+
+            # -- submit from the page: a file that is not an image is refused before any byte
+            # is sent; two images are uploaded and submitted as one batch, shown alone
+            page.goto(server.url + "/")
+            page.click("#submit-panel > summary")
+            note = tmp_path / "notes.txt"
+            note.write_text("not a micrograph")
+            page.set_input_files("#submit-files", [str(note)])
+            page.click("#submit-go")
+            page.wait_for_selector(".toast-error:has-text('notes.txt: not an image file')")
+            second = tmp_path / "P-9.png"
+            shutil.copy(image, second)
+            page.set_input_files("#submit-files", [str(image), str(second)])
+            page.fill("#submit-labels", "sample:P-9 lab:north")
+            page.fill("#submit-pixel", "0.5")
+            page.click("#submit-go")
+            page.wait_for_selector(".toast:has-text('Submitted batch')")
+            page.wait_for_url("**/?batch=*")
+            submitted = page.url.split("batch=")[1]
+            page.wait_for_selector('#jobs tbody tr[data-status="succeeded"] >> nth=1')
+            screenshot(page, tmp_path, "dashboard-submit")
+            jobs = client.get(f"/v1/batches/{submitted}").json()["jobs"]
+            assert sorted(j["source_url"].rsplit("/", 1)[1] for j in jobs) == ["P-9.png",
+                                                                              "pellet.png"]
+            assert all(j["labels"] == {"sample": "P-9", "lab": "north"} for j in jobs)
+            assert all(j["pixel_size_um"] == 0.5 and j["status"] == "succeeded" for j in jobs)
+            # a file of several parts (6 MiB, parts of 5 MiB) arrives byte for byte; it is no
+            # image, so its job fails with the reason
+            big = tmp_path / "big.tif"
+            big.write_bytes(b"II*\x00" + os.urandom(6 * 1024 * 1024))
+            page.set_input_files("#submit-files", [str(big)])
+            page.fill("#submit-labels", "")
+            page.fill("#submit-pixel", "")
+            page.click("#submit-go")
+            page.wait_for_selector(".toast:has-text('Submitted job')")
+            (job,) = [j for j in client.get("/v1/jobs").json()["jobs"]
+                      if j["source_url"].endswith("/big.tif")]
+            assert Path(unquote(urlparse(job["source_url"]).path)).read_bytes() == big.read_bytes()
+            page.wait_for_selector(f'{row(job["id"])}[data-status="failed"]')
             assert errors == []
         finally:
             context.close()

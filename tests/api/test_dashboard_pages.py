@@ -90,3 +90,23 @@ def test_the_api_key_never_goes_into_a_url():
     assert "Authorization: `Bearer ${key}`" in text
     for js in sorted((STATIC_DIR / "js").glob("*.js")):
         assert not re.search(r"[?&](api_?key|key|token)=", js.read_text()), js.name
+
+
+def test_the_submit_panel_takes_the_same_image_names_as_pelletseg_submit():
+    from cli.sniff import IMAGE_SUFFIXES
+
+    js = (STATIC_DIR / "js" / "submit.js").read_text()
+    listed = re.search(r"IMAGE_SUFFIXES = \[(.*?)\];", js, re.S).group(1)
+    assert tuple(re.findall(r'"(\.[a-z0-9]+)"', listed)) == IMAGE_SUFFIXES
+
+
+def test_uploads_may_connect_to_the_s3_endpoint_of_presigned_part_urls(s3_bucket, tmp_path):
+    from api.routes.dashboard import security_headers, upload_origins
+    from storage.blobs import BlobStore
+
+    assert upload_origins(BlobStore(tmp_path.as_uri())) == []  # parts go to this API
+    origins = upload_origins(BlobStore(f"s3://{s3_bucket}/p"))
+    assert len(origins) == 1 and re.fullmatch(r"https?://[^/]+", origins[0]), origins
+    policy = security_headers(origins)["Content-Security-Policy"]
+    assert f"connect-src 'self' {origins[0]};" in policy
+    assert "connect-src 'self';" in security_headers()["Content-Security-Policy"]

@@ -4,6 +4,7 @@
 // Cancel per job.
 
 import { api } from "./api.js";
+import { mountSubmit } from "./submit.js";
 import {
   JOB_STATUSES, TERMINAL, confirmButton, downloadButton, errorText, fileName, fmtAgo, fmtDuration, fmtPixels, fmtRate,
   fmtSize, fmtTime, h, jobActions, liveIndicator, mountKeyBar, poll, progressBar, secondsBetween,
@@ -187,7 +188,7 @@ function render(page) {
   empty.hidden = page.jobs.length > 0;
   empty.textContent = filtered
     ? "No job matches these filters."
-    : "No jobs yet. Submit one with `pelletseg submit PATH` or POST /v1/jobs.";
+    : "No jobs yet. Submit images above, with `pelletseg submit PATH`, or POST /v1/jobs.";
   const byStatus = {};
   for (const job of page.jobs) byStatus[job.status] = (byStatus[job.status] || 0) + 1;
   setChildren($("counts"), ...JOB_STATUSES.filter((s) => byStatus[s]).map((s) =>
@@ -252,6 +253,13 @@ $("older").addEventListener("click", () => {
   refresher.now();
 });
 
+mountSubmit({
+  form: $("submit-form"), files: $("submit-files"), labels: $("submit-labels"),
+  pixel: $("submit-pixel"), progress: $("submit-progress"),
+}, ({ batchId }) => { // a batch: its jobs alone; one job: every job, the new one first
+  state.batch = batchId || "";
+  applyFilters();
+});
 readFilters();
 mountKeyBar($("keybar"), () => refresher.now());
 const refresher = poll(refresh, () => (state.active ? ACTIVE_MS : IDLE_MS));

@@ -1,0 +1,147 @@
+// The jobs page's submit panel: images chosen in the browser are uploaded through the
+// resumable upload API (POST /v1/uploads; a PUT per part, to the API for a local store or to
+// S3's presigned URL; POST /v1/uploads/{id}/complete), then submitted as one job (POST
+// /v1/jobs) or, several at once, one batch (POST /v1/batches), with the labels and pixel size
+// given. Files whose name does not end like an image are refused before anything is sent.
+
+import { ApiError, api, authHeaders } from "./api.js";
+import { errorText, h, setChildren, toast } from "./ui.js";
+
+/** Image name endings accepted, as `pelletseg submit` (cli/sniff.py IMAGE_SUFFIXES). */
+export const IMAGE_SUFFIXES = [".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif",
+  ".png", ".jpg", ".jpeg", ".czi", ".mrxs"];
+const URLS_PER_REQUEST = 100; // POST /v1/uploads/{id}/urls takes up to 1000
+const PART_TRIES = 3;
+
+/**
+ * Labels typed as `key:value` pairs separated by spaces (as the filter) ->
+ * `{ labels: {key: value}, bad: [words without a key and a value] }`.
+ */
+export function parseLabels(text) {
+  const labels = {};
+  const bad = [];
+  for (const word of (text || "").split(/\s+/).filter(Boolean)) {
+    const at = word.indexOf(":");
+    if (at <= 0 || at === word.length - 1) bad.push(word);
+    else labels[word.slice(0, at)] = word.slice(at + 1);
+  }
+  return { labels, bad };
+}
+
+/** True if `name` ends like an image pelletseg reads (case-insensitive). */
+export function isImageName(name) {
+  const lower = name.toLowerCase();
+  return IMAGE_SUFFIXES.some((suffix) => lower.endsWith(suffix));
+}
+
+// PUT one part's bytes; the API key goes only to this origin (a presigned S3 URL carries its
+// own signature). Retried on network errors and 5xx answers.
+async function putPart(url, blob) {
+  const sameOrigin = new URL(url, location.href).origin === location.origin;
+  let last = null;
+  for (let attempt = 1; attempt <= PART_TRIES; attempt += 1) {
+    try {
+      const response = await fetch(url, {
+        method: "PUT", body: blob, credentials: "omit", cache: "no-store",
+        headers: sameOrigin ? authHeaders() : {},
+      });
+      if (response.ok) return;
+      last = new ApiError(response.status, `part upload answered HTTP ${response.status}`);
+      if (response.status < 500) throw last;
+    } catch (err) {
+      if (err instanceof ApiError && err.status < 500) throw err;
+      last = err;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+  }
+  throw last;
+}
+
+// Upload `file` in its parts; `onBytes(n)` after each part. Returns the completed upload.
+async function uploadFile(file, onBytes) {
+  const upload = await api("/v1/uploads", {
+    method: "POST", body: { filename: file.name, size: file.size },
+  });
+  const path = `/v1/uploads/${encodeURIComponent(upload.id)}`;
+  let urls = upload.urls || {};
+  for (let number = 1; number <= upload.parts; number += 1) {
+    if (!urls[number]) {
+      const wanted = [];
+      for (let n = number; n <= upload.parts && wanted.length < URLS_PER_REQUEST; n += 1) {
+        wanted.push(n);
+      }
+      urls = (await api(`${path}/urls`, { method: "POST", body: { parts: wanted } })).urls;
+    }
+    const start = (number - 1) * upload.part_size;
+    const blob = file.slice(start, Math.min(file.size, start + upload.part_size));
+    await putPart(urls[number], blob);
+    onBytes(blob.size);
+  }
+  return api(`${path}/complete`, { method: "POST" });
+}
+
+/**
+ * Wire the submit panel: `elements` = { form, files, labels, pixel, progress } (the form,
+ * the file input, the labels and pixel-size inputs, a box for the bars).
+ * `onSubmitted({ jobId, batchId })` runs after the jobs were created.
+ */
+export function mountSubmit(elements, onSubmitted) {
+  const { form, files, labels, pixel, progress } = elements;
+  files.accept = IMAGE_SUFFIXES.join(",");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const chosen = [...files.files];
+    const notImages = chosen.filter((f) => !isImageName(f.name));
+    const parsed = parseLabels(labels.value);
+    if (!chosen.length) return toast("Choose one or more image files first", "error");
+    if (notImages.length) {
+      return toast(`${notImages.map((f) => f.name).join(", ")}: not an image file ` +
+        `(names ending ${IMAGE_SUFFIXES.join(" ")}); nothing was sent`, "error");
+    }
+    if (parsed.bad.length) {
+      return toast(`Labels are key:value pairs; "${parsed.bad.join(" ")}" is not`, "error");
+    }
+    const pixelSize = pixel.value.trim() === "" ? null : Number(pixel.value);
+    if (pixelSize !== null && !(pixelSize > 0)) {
+      return toast("The pixel size must be a number above 0 (µm/px), or empty", "error");
+    }
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    const bars = chosen.map((file) => {
+      const bar = h("progress", { max: String(file.size), value: "0" });
+      const line = h("div", { class: "upload-line", dataset: { file: file.name } },
+        h("span", { class: "upload-name" }, file.name), bar,
+        h("span", { class: "upload-state muted small" }, "waiting"));
+      return { file, bar, line, state: line.lastChild };
+    });
+    setChildren(progress, ...bars.map((b) => b.line));
+    try {
+      const ids = [];
+      for (const b of bars) {
+        b.state.textContent = "uploading";
+        const done = await uploadFile(b.file, (n) => { b.bar.value = Number(b.bar.value) + n; });
+        b.state.textContent = "uploaded";
+        ids.push(done.id);
+      }
+      const options = { labels: parsed.labels, pixel_size_um: pixelSize };
+      if (ids.length === 1) {
+        const job = await api("/v1/jobs", { method: "POST", body: { upload_id: ids[0], ...options } });
+        toast(`Submitted job ${job.id.slice(0, 8)}`);
+        onSubmitted?.({ jobId: job.id });
+      } else {
+        const batch = await api("/v1/batches", {
+          method: "POST", body: { jobs: ids.map((id) => ({ upload_id: id })), ...options },
+        });
+        toast(`Submitted batch ${batch.id.slice(0, 8)}: ${batch.jobs_total} jobs`);
+        onSubmitted?.({ batchId: batch.id });
+      }
+      for (const b of bars) b.state.textContent = "submitted";
+      form.reset();
+    } catch (err) {
+      toast(`Submit failed: ${errorText(err)}`, "error");
+      for (const b of bars) if (b.state.textContent !== "submitted") b.state.textContent = "not submitted";
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
