@@ -11,6 +11,7 @@ import { errorText, h, setChildren, toast } from "./ui.js";
 export const IMAGE_SUFFIXES = [".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif",
   ".png", ".jpg", ".jpeg", ".czi", ".mrxs"];
 const URLS_PER_REQUEST = 100; // POST /v1/uploads/{id}/urls takes up to 1000
+const PARTS_IN_FLIGHT = 3; // browsers open up to 6 connections per host
 const PART_TRIES = 3;
 
 /**
@@ -57,25 +58,38 @@ async function putPart(url, blob) {
   throw last;
 }
 
-// Upload `file` in its parts; `onBytes(n)` after each part. Returns the completed upload.
+// Upload `file` in its parts, PARTS_IN_FLIGHT at a time, URLs fetched a window of
+// URLS_PER_REQUEST parts before use (presigned URLs expire); `onBytes(n)` after each part.
+// Returns the completed upload.
 async function uploadFile(file, onBytes) {
   const upload = await api("/v1/uploads", {
     method: "POST", body: { filename: file.name, size: file.size },
   });
   const path = `/v1/uploads/${encodeURIComponent(upload.id)}`;
-  let urls = upload.urls || {};
-  for (let number = 1; number <= upload.parts; number += 1) {
-    if (!urls[number]) {
-      const wanted = [];
-      for (let n = number; n <= upload.parts && wanted.length < URLS_PER_REQUEST; n += 1) {
-        wanted.push(n);
-      }
-      urls = (await api(`${path}/urls`, { method: "POST", body: { parts: wanted } })).urls;
+  for (let first = 1; first <= upload.parts; first += URLS_PER_REQUEST) {
+    const numbers = [];
+    for (let n = first; n <= upload.parts && numbers.length < URLS_PER_REQUEST; n += 1) {
+      numbers.push(n);
     }
-    const start = (number - 1) * upload.part_size;
-    const blob = file.slice(start, Math.min(file.size, start + upload.part_size));
-    await putPart(urls[number], blob);
-    onBytes(blob.size);
+    const urls = first === 1 && upload.urls?.[numbers.at(-1)] ? upload.urls
+      : (await api(`${path}/urls`, { method: "POST", body: { parts: numbers } })).urls;
+    const next = numbers.values();
+    let failed = false;
+    const lane = async () => {
+      for (const number of next) { // the lanes share one iterator: each part goes once
+        if (failed) return; // a part failed for good: the others stop taking parts
+        const start = (number - 1) * upload.part_size;
+        const blob = file.slice(start, Math.min(file.size, start + upload.part_size));
+        try {
+          await putPart(urls[number], blob);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+        onBytes(blob.size);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARTS_IN_FLIGHT, numbers.length) }, lane));
   }
   return api(`${path}/complete`, { method: "POST" });
 }
