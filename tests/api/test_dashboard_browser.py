@@ -356,6 +356,10 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             second = tmp_path / "P-9.png"
             shutil.copy(image, second)
             page.set_input_files("#submit-files", [str(image), str(second)])
+            page.wait_for_selector("#submit-model option >> nth=1", state="attached")
+            assert page.locator("#submit-model option").all_inner_texts() == [
+                "the default", "tiny 1"]  # the registered models, listed when it opened
+            page.select_option("#submit-model", label="tiny 1")
             page.fill("#submit-labels", "sample:P-9 lab:north")
             page.fill("#submit-pixel", "0.5")
             page.click("#submit-go")
@@ -369,6 +373,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
                                                                               "pellet.png"]
             assert all(j["labels"] == {"sample": "P-9", "lab": "north"} for j in jobs)
             assert all(j["pixel_size_um"] == 0.5 and j["status"] == "succeeded" for j in jobs)
+            assert all((j["model"]["name"], j["model"]["version"]) == ("tiny", "1") for j in jobs)
             # a file of several parts (6 MiB, parts of 5 MiB) arrives byte for byte; it is no
             # image, so its job fails with the reason
             big = tmp_path / "big.tif"

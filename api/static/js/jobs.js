@@ -254,8 +254,9 @@ $("older").addEventListener("click", () => {
 });
 
 mountSubmit({
-  form: $("submit-form"), files: $("submit-files"), labels: $("submit-labels"),
-  pixel: $("submit-pixel"), progress: $("submit-progress"),
+  panel: $("submit-panel"), form: $("submit-form"), files: $("submit-files"),
+  model: $("submit-model"), labels: $("submit-labels"), pixel: $("submit-pixel"),
+  progress: $("submit-progress"),
 }, ({ batchId }) => { // a batch: its jobs alone; one job: every job, the new one first
   state.batch = batchId || "";
   applyFilters();

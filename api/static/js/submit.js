@@ -94,14 +94,33 @@ async function uploadFile(file, onBytes) {
   return api(`${path}/complete`, { method: "POST" });
 }
 
+// The registered models (GET /v1/models), newest version first, as options of `select`
+// after its "the default" option; left as it is when the API does not answer (no key yet).
+async function listModels(select) {
+  let models;
+  try {
+    models = await api("/v1/models");
+  } catch {
+    return;
+  }
+  const options = models
+    .sort((a, b) => a.name.localeCompare(b.name) || b.created_at.localeCompare(a.created_at))
+    .map((m) => h("option", { value: JSON.stringify([m.name, m.version]),
+      title: `${m.architecture}/${m.encoder}, ${m.classes.length} classes` },
+    `${m.name} ${m.version}`));
+  setChildren(select, select.options[0], ...options);
+}
+
 /**
- * Wire the submit panel: `elements` = { form, files, labels, pixel, progress } (the form,
- * the file input, the labels and pixel-size inputs, a box for the bars).
+ * Wire the submit panel: `elements` = { panel, form, files, model, labels, pixel, progress }
+ * (the <details>, the form, the file input, the model select, the labels and pixel-size
+ * inputs, a box for the bars). The models are listed each time the panel opens.
  * `onSubmitted({ jobId, batchId })` runs after the jobs were created.
  */
 export function mountSubmit(elements, onSubmitted) {
-  const { form, files, labels, pixel, progress } = elements;
+  const { panel, form, files, model, labels, pixel, progress } = elements;
   files.accept = IMAGE_SUFFIXES.join(",");
+  panel.addEventListener("toggle", () => { if (panel.open) listModels(model); });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const chosen = [...files.files];
@@ -137,7 +156,9 @@ export function mountSubmit(elements, onSubmitted) {
         b.state.textContent = "uploaded";
         ids.push(done.id);
       }
-      const options = { labels: parsed.labels, pixel_size_um: pixelSize };
+      const [name, version] = model.value ? JSON.parse(model.value) : [null, null];
+      const options = { labels: parsed.labels, pixel_size_um: pixelSize, model: name,
+        model_version: version };
       if (ids.length === 1) {
         const job = await api("/v1/jobs", { method: "POST", body: { upload_id: ids[0], ...options } });
         toast(`Submitted job ${job.id.slice(0, 8)}`);
