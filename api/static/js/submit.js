@@ -2,7 +2,8 @@
 // resumable upload API (POST /v1/uploads; a PUT per part, to the API for a local store or to
 // S3's presigned URL; POST /v1/uploads/{id}/complete), then submitted as one job (POST
 // /v1/jobs) or, several at once, one batch (POST /v1/batches), with the labels and pixel size
-// given. Files whose name does not end like an image are refused before anything is sent.
+// given. Files whose name does not end like an image are refused before anything is sent; a
+// file whose upload failed midway continues where it stopped when chosen again.
 
 import { ApiError, api, authHeaders } from "./api.js";
 import { errorText, h, setChildren, toast } from "./ui.js";
@@ -58,20 +59,64 @@ async function putPart(url, blob) {
   throw last;
 }
 
+// This browser's unfinished uploads: file (name, size, last modified) -> upload id, so that
+// choosing the same file again after a failure sends only the parts the store lacks.
+const LEDGER = "pelletseg.uploads";
+
+function ledger() {
+  try {
+    return JSON.parse(localStorage.getItem(LEDGER) || "{}");
+  } catch {
+    return {};
+  }
+}
+
+function remember(file, uploadId) {
+  const entries = ledger();
+  const key = `${file.name}|${file.size}|${file.lastModified}`;
+  if (uploadId) entries[key] = uploadId;
+  else delete entries[key];
+  localStorage.setItem(LEDGER, JSON.stringify(entries));
+}
+
+// The upload this browser started for `file` and did not submit (null when none, or gone).
+async function unfinished(file) {
+  const id = ledger()[`${file.name}|${file.size}|${file.lastModified}`];
+  if (!id) return null;
+  try {
+    const upload = await api(`/v1/uploads/${encodeURIComponent(id)}`);
+    return upload.size === file.size ? upload : null;
+  } catch {
+    return null; // aborted, expired or from another server: start afresh
+  }
+}
+
 // Upload `file` in its parts, PARTS_IN_FLIGHT at a time, URLs fetched a window of
 // URLS_PER_REQUEST parts before use (presigned URLs expire); `onBytes(n)` after each part.
-// Returns the completed upload.
+// A file this browser began to upload before continues: the parts already stored are not
+// sent again. Returns the completed upload.
 async function uploadFile(file, onBytes) {
-  const upload = await api("/v1/uploads", {
-    method: "POST", body: { filename: file.name, size: file.size },
-  });
+  let upload = await unfinished(file);
+  if (!upload) {
+    upload = await api("/v1/uploads", {
+      method: "POST", body: { filename: file.name, size: file.size },
+    });
+    remember(file, upload.id);
+  }
+  if (upload.complete) return upload;
   const path = `/v1/uploads/${encodeURIComponent(upload.id)}`;
+  const length = (n) => (n < upload.parts ? upload.part_size
+    : file.size - (upload.parts - 1) * upload.part_size);
+  const whole = upload.parts_uploaded.filter((p) => p.size === length(p.number)); // not a cut one
+  const stored = new Set(whole.map((p) => p.number));
+  onBytes(whole.reduce((sum, p) => sum + p.size, 0));
   for (let first = 1; first <= upload.parts; first += URLS_PER_REQUEST) {
     const numbers = [];
-    for (let n = first; n <= upload.parts && numbers.length < URLS_PER_REQUEST; n += 1) {
-      numbers.push(n);
+    for (let n = first; n < first + URLS_PER_REQUEST && n <= upload.parts; n += 1) {
+      if (!stored.has(n)) numbers.push(n);
     }
-    const urls = first === 1 && upload.urls?.[numbers.at(-1)] ? upload.urls
+    if (!numbers.length) continue;
+    const urls = numbers.every((n) => upload.urls?.[n]) ? upload.urls
       : (await api(`${path}/urls`, { method: "POST", body: { parts: numbers } })).urls;
     const next = numbers.values();
     let failed = false;
@@ -170,7 +215,10 @@ export function mountSubmit(elements, onSubmitted) {
         toast(`Submitted batch ${batch.id.slice(0, 8)}: ${batch.jobs_total} jobs`);
         onSubmitted?.({ batchId: batch.id });
       }
-      for (const b of bars) b.state.textContent = "submitted";
+      for (const b of bars) {
+        b.state.textContent = "submitted";
+        remember(b.file, null);
+      }
       form.reset();
     } catch (err) {
       toast(`Submit failed: ${errorText(err)}`, "error");
