@@ -323,6 +323,16 @@ class BatchCancelled(BatchOut):
                                  examples=[[JOB_ID_EXAMPLE]])
 
 
+class RerunRequest(BaseModel):
+    """Which model a rerun takes (null: the earlier job's model, at its newest version)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str | None = Field(None, max_length=100, description="Model package name.")
+    model_version: str | None = Field(None, max_length=50,
+                                      description="Its version (null: the newest).")
+
+
 class JobDeleted(JobOut):
     """A job after ``DELETE /v1/jobs/{id}`` (status ``deleted``) and what was removed."""
 

@@ -17,6 +17,7 @@ SHORT_HELP: dict[str, str] = {
     "run": "Segment one image (path or URL) with local workers and print its phase fractions.",
     "demo": "Build a mosaic of shipped NASA EBC micrographs and segment it with the demo model.",
     "resume": "Resume a failed, cancelled or interrupted job: only the rows not done are redone.",
+    "rerun": "Segment an earlier job's image again as a new job, e.g. with a newer model.",
     "migrate": "Create or upgrade the job table to the newest schema (Alembic).",
     "models": "List registered model packages and what each was trained on.",
     "serve": "Run the HTTP API and dashboard; prints their URLs and how to get an API key.",

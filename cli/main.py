@@ -13,11 +13,11 @@ from cli.bench import agreement, bench
 from cli.evaluate import evaluate
 from cli.help import apply_short_help
 from cli.options import (
-    api_options,
     home_option,
     images_argument,
     job_or_batch,
     job_precision_option,
+    local_or_api_options,
 )
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
@@ -84,13 +84,7 @@ def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> N
 
 @main.command("resume")
 @job_or_batch("Resume every failed or interrupted job of this batch instead.")
-@click.option("--workers", default=2, show_default=True, help="Local worker processes (0: use running workers).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the outputs into this folder (a batch: a folder each, and its table).")
-@api_options(default=None,
-             api_help="Resume through this API instead of locally (env PELLETSEG_API_URL).")
-@click.option("--wait", is_flag=True, help="With --api: follow the jobs to their end.")
-@home_option
+@local_or_api_options("Resume")
 def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path | None,
                api_url: str | None, api_key: str | None, wait: bool, home: Path | None) -> None:
     """Resume a failed or cancelled job, or with --batch every failed or interrupted job of a
@@ -105,6 +99,30 @@ def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path
 
     sys.exit(_guard(lambda: resume(get_settings(home=home), job_id, workers=workers, out=out,
                                    batch_id=batch_id)))
+
+
+@main.command("rerun")
+@job_or_batch("Rerun every job of this batch instead, as one new batch.")
+@click.option("--model", default=None,
+              help="NAME or NAME:VERSION (default: each earlier job's model, newest version).")
+@local_or_api_options("Rerun")
+def rerun_cmd(job_id: str | None, batch_id: str | None, model: str | None, workers: int,
+              out: Path | None, api_url: str | None, api_key: str | None, wait: bool,
+              home: Path | None) -> None:
+    """Segment an earlier job's image again as a new job (its labels, pixel size and precision
+    kept; label rerun_of names the earlier job), e.g. with a better model: --model NAME or
+    NAME:VERSION, default the same model at its newest version. --batch: every job of a batch,
+    as one new batch. The earlier job is left as it is (a deleted one may be rerun: its image
+    is kept). Locally with local workers, or with --api through the HTTP API."""
+    if api_url:
+        from cli.remote import rerun_remote
+
+        rerun_remote(api_url, api_key, job_id, model, wait, batch_id=batch_id)
+        return
+    from cli.run import rerun
+
+    sys.exit(_guard(lambda: rerun(get_settings(home=home), job_id, model=model, workers=workers,
+                                  out=out, batch_id=batch_id)))
 
 
 @main.command("migrate")

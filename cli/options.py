@@ -81,6 +81,27 @@ def api_options(fn=None, *, default: str | None = DEFAULT_API_URL,
     return decorate(fn) if fn is not None else decorate
 
 
+def local_or_api_options(verb: str):
+    """The options of a command that drives local workers or, with ``--api``, asks the HTTP
+    API (``resume``, ``rerun``): ``--workers`` (parameter ``workers``), ``--out``, ``--api`` /
+    ``--api-key`` (no default: locally), ``--wait`` and ``--home``; ``verb`` (``Resume``,
+    ``Rerun``) starts the ``--api`` help."""
+
+    def decorate(f):
+        f = home_option(f)
+        f = click.option("--wait", is_flag=True,
+                         help="With --api: follow the jobs to their end.")(f)
+        f = api_options(default=None, api_help=f"{verb} through this API instead of locally "
+                        "(env PELLETSEG_API_URL).")(f)
+        f = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+                         default=None, help="Copy the outputs into this folder (a batch: a "
+                         "folder each, and its table).")(f)
+        return click.option("--workers", default=2, show_default=True,
+                            help="Local worker processes (0: use running workers).")(f)
+
+    return decorate
+
+
 def _pick_device(ctx, param, value: str) -> str:
     """``--device`` resolved as jobs resolve ``PELLETSEG_DEVICE`` (``auto``: CUDA if
     available, else CPU; :func:`worker.engine.devices.pick_device`)."""

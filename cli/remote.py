@@ -412,4 +412,27 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: b
     run_client(body)
 
 
+def rerun_remote(api_url: str, api_key: str | None, job_id: str | None, model: str | None,
+                 wait: bool, *, batch_id: str | None = None) -> None:
+    """``pelletseg rerun JOB --api URL`` (or ``--batch ID``: a new batch of all its jobs):
+    submit the new jobs through the API, optionally follow them."""
+    name, _, version = (model or "").partition(":")
+    body_json = {"model": name or None, "model_version": version or None}
+
+    def body() -> int:
+        with ApiClient(api_url, api_key) as client:
+            if batch_id is None:
+                jobs = [client.json("POST", f"/v1/jobs/{job_id}/rerun", json=body_json)]
+            else:
+                batch = client.json("POST", f"/v1/batches/{batch_id}/rerun", json=body_json)
+                jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
+                console.print(f"batch {batch['id']}: {len(jobs)} jobs", highlight=False)
+            for job in jobs:
+                console.print(f"job {job['id']} {job['status']}: {job['source_url']}",
+                              soft_wrap=True, highlight=False)
+            return follow(client, [j["id"] for j in jobs]) if wait else 0
+
+    run_client(body)
+
+
 COMMANDS = (submit, jobs_cmd, status_cmd, watch_cmd, cancel_cmd, delete_cmd, results_cmd)

@@ -374,6 +374,22 @@ def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Seq
         err_console.print(warning, style="yellow")
 
 
+def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers: int,
+          out: Path | None, batch_id: str | None = None) -> int:
+    """Segment an earlier job's source again as a new job, or with ``batch_id`` every job of
+    a batch as a new batch (:meth:`SubmissionService.rerun`, ``rerun_batch``), with ``model``
+    (``NAME`` or ``NAME:VERSION``; None: each earlier job's model at its newest version), and
+    follow them (:func:`drive`)."""
+    prepare(settings)
+    name, _, version = (model or "").partition(":")
+    options = dict(model=name or None, model_version=version or None)
+    if batch_id is not None:
+        return drive(settings, lambda service: service.rerun_batch(batch_id, **options),
+                     workers=workers, out=out)
+    return drive(settings, lambda service: service.rerun(job_id, **options),
+                 workers=workers, out=out)
+
+
 def resume(settings: Settings, job_id: str | None, *, workers: int, out: Path | None,
            batch_id: str | None = None) -> int:
     """Resume a failed, cancelled or interrupted job, or one a local stack left running when it

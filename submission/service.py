@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 from amqp.exceptions import MessageNacked
 from celery import Celery
@@ -332,6 +333,60 @@ class SubmissionService:
                 send(self.app, NOTIFY_TASK, job_id)
             except (BrokerError, OSError):
                 pass
+
+    def rerun(self, job_id: str, *, model: str | None = None, model_version: str | None = None,
+              batch_id: str | None = None, confine_files: bool = False) -> Job:
+        """Submit a new job on an earlier job's source with its labels, webhook, pixel size
+        and precision, e.g. once a better model is registered: ``model`` (None: the earlier
+        job's model) at ``model_version`` (None: its newest version), at that package's tile
+        geometry. The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
+        is left as it is (any status, ``deleted`` included: its source is kept).
+
+        Returns:
+            The new job (``queued``), in batch ``batch_id`` if given.
+
+        Raises:
+            NotFoundError: no such job.
+            SubmissionError: the source is gone or no longer allowed, or the model is not
+                registered (the message says which).
+            StorageError: the job table or the broker is unreachable.
+        """
+        spec = self._rerun_spec(job_id, model, model_version, confine_files)
+        return self.submit(spec, batch_id=batch_id)
+
+    def _rerun_spec(self, job_id: str, model: str | None, model_version: str | None,
+                    confine_files: bool) -> JobSpec:
+        """The checked spec of :meth:`rerun` (raises as it does, before anything is created)."""
+        old = JobSpec.from_stored(self.table.jobs.get(job_id).spec)
+        if source_scheme(old.source_url) == "file":  # a file moved since: say so now
+            path = Path(unquote(urlparse(old.source_url).path))
+            if not path.is_file():
+                raise SubmissionError(f"{path}: {_not_a_file(path)} (the image of job "
+                                      f"{job_id}); put it back to rerun the job")
+        return self.build_spec(
+            old.source_url, model=model or old.model, model_version=model_version,
+            labels={**old.labels, "rerun_of": job_id}, webhook_url=old.webhook_url,
+            pixel_size_um=old.pixel_size_um, precision=old.precision,
+            confine_files=confine_files)
+
+    def rerun_batch(self, batch_id: str, *, model: str | None = None,
+                    model_version: str | None = None, confine_files: bool = False) -> list[Job]:
+        """:meth:`rerun` every job of a batch, as one new batch (a new id), in submission
+        order; every source is checked before any job is created.
+
+        Returns:
+            The new jobs.
+
+        Raises:
+            NotFoundError: no job has this batch id.
+            SubmissionError: a source is gone or not allowed, or the model is not registered
+                (nothing is submitted).
+            StorageError: the job table or the broker is unreachable.
+        """
+        specs = [self._rerun_spec(job.id, model, model_version, confine_files)
+                 for job in batch_jobs(self.table, batch_id)]  # all checked before any job
+        new_batch = str(uuid.uuid4())
+        return [self.submit(spec, batch_id=new_batch) for spec in specs]
 
     def delete(self, job_id: str) -> Deletion:
         """Delete a job that has ended (or was interrupted) with

@@ -16,6 +16,7 @@ from api.schemas import (
     BatchOut,
     BatchResumed,
     ErrorOut,
+    RerunRequest,
 )
 from storage.errors import StorageError
 from storage.jobtable import JobTable
@@ -105,6 +106,22 @@ def cancel_batch(batch_id: str, table: TableDep, submissions: SubmissionsDep):
     cancelled = submissions.cancel_batch(batch_id)
     return BatchCancelled(**dict(batch_out(table, batch_id)),
                           cancelled=[j.id for j in cancelled])
+
+
+@router.post(
+    "/batches/{batch_id}/rerun", status_code=202, response_model=BatchOut,
+    responses={404: {"model": ErrorOut, "description": "No job has this batch id."}, **INVALID},
+)
+def rerun_batch(batch_id: str, request: Request, response: Response, table: TableDep,
+                submissions: SubmissionsDep, body: RerunRequest | None = None):
+    """Rerun every job of a batch (each as ``POST /v1/jobs/{id}/rerun``) as one new batch,
+    answered here; every source and the model are checked before any job is created."""
+    body = body or RerunRequest()
+    jobs = submissions.rerun_batch(batch_id, model=body.model, model_version=body.model_version,
+                                   confine_files=True)
+    new_batch = jobs[0].batch_id
+    response.headers["Location"] = str(request.url_for("get_batch", batch_id=new_batch))
+    return batch_out(table, new_batch)
 
 
 @router.delete(

@@ -18,6 +18,7 @@ from api.schemas import (
     JobOptions,
     JobOut,
     ModelRef,
+    RerunRequest,
     ResultsOut,
     WebhookOut,
 )
@@ -174,6 +175,23 @@ def resume(job_id: str, table: TableDep, submissions: SubmissionsDep):
     """Resume a failed or cancelled job: re-plan it, re-run its rows that are not done, or
     only its reducer when every row is done."""
     return job_out(table, submissions.resume(job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/rerun", status_code=202, response_model=JobOut,
+    responses={**NOT_FOUND, **INVALID},
+)
+def rerun(job_id: str, request: Request, response: Response, table: TableDep,
+          submissions: SubmissionsDep, body: RerunRequest | None = None):
+    """Submit a new job on this job's source with its labels (plus ``rerun_of``), webhook,
+    pixel size and precision, with ``model`` / ``model_version`` (default: this job's model at
+    its newest version), e.g. once a better model is registered. Any earlier job may be rerun,
+    a deleted one included; 422 when its source is gone or the model is unknown."""
+    body = body or RerunRequest()
+    job = submissions.rerun(job_id, model=body.model, model_version=body.model_version,
+                            confine_files=True)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(table, job)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobDeleted, responses={**NOT_FOUND, **CONFLICT})

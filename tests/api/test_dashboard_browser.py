@@ -342,7 +342,13 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector('#job-status [data-status="deleted"]')
             page.wait_for_selector("#preview:has-text('Deleted: its outputs were removed')")
             assert page.locator("#downloads button").count() == 0
-            assert page.locator('#job-actions button').count() == 0  # nothing leaves deleted
+            # nothing leaves deleted; its image is kept, so it can be segmented again
+            assert page.locator('#job-actions button').all_inner_texts() == ["Run again"]
+            page.click('#job-actions button[data-action="rerun"]')
+            page.wait_for_url(lambda url: f"/jobs/{bad}" not in url and "/jobs/" in url)
+            page.wait_for_selector('#job-status [data-status="succeeded"]')
+            rerun_id = page.url.rsplit("/", 1)[1]
+            assert client.get(f"/v1/jobs/{rerun_id}").json()["labels"]["rerun_of"] == bad
 
             # -- submit from the page: a file that is not an image is refused before any byte
             # is sent; two images are uploaded and submitted as one batch, shown alone

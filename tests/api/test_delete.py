@@ -68,3 +68,4 @@ def test_deleting_needs_a_key(api):
     assert r.status_code == 401
     r = api.client.delete("/v1/batches/b", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
+

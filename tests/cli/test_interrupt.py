@@ -2,8 +2,8 @@
 exit 130, leaves the job ``interrupted`` with its done rows, prints the command that continues
 it; ``pelletseg resume`` then reuses every done row (nothing recomputed); a batch's run
 (a folder) interrupts every job and prints one ``pelletseg resume --batch`` for them, and
-``pelletseg delete --batch --home`` then frees the store; ``pelletseg cancel --home`` works on
-the local stack."""
+``pelletseg delete --batch --home`` then frees the store and ``pelletseg rerun --batch`` segments
+the images again; ``pelletseg cancel --home`` works on the local stack."""
 
 from __future__ import annotations
 
@@ -157,6 +157,17 @@ def test_ctrl_c_on_a_batch_interrupts_every_job_and_resume_batch_continues_them(
     assert not any(store.list(f"jobs/{j.id}") for j in jobs)
     assert {table.jobs.get(j.id).status for j in jobs} == {JobStatus.DELETED}
     assert len(list((tmp_path / "out").glob("*/labels.tif"))) == 2  # the copies are the user's
+
+    # months later, a better model: the deleted batch is segmented again from its images
+    res = subprocess.run([sys.executable, "-m", "cli", "rerun", "--batch", batch, "--home",
+                          str(home), "--workers", "1", "--model", "ebc-unet-mnv2:1"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **ENV})
+    assert res.returncode == 0, res.stdout + res.stderr
+    again = [j for j in table.jobs.list() if j.batch_id not in (None, batch)]
+    assert len(again) == 2 and len({j.batch_id for j in again}) == 1
+    assert {j.status for j in again} == {JobStatus.SUCCEEDED}
+    assert sorted(j.spec["labels"]["rerun_of"] for j in again) == sorted(j.id for j in jobs)
+    assert res.stdout.count("Phase fractions") == 2
 
 
 def test_cancel_on_the_local_stack(tmp_path, tall_image):

@@ -11,40 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from core.settings import Settings
 from core.states import JobStatus
-from storage.blobs import output_key, row_key
+from storage.blobs import row_key
 from storage.errors import NotFoundError, TransitionError
-from storage.jobtable.tables import Job, Row, utcnow
-from submission import SubmissionService, prepare
-
-
-@pytest.fixture
-def service(tmp_path, db_url) -> SubmissionService:
-    """On SQLite and on the real PostgreSQL (``db_url``)."""
-    settings = Settings(home=tmp_path / "home", database_url=db_url,
-                        allow_private_webhooks=True, webhook_secret="s" * 32)
-    prepare(settings)
-    return SubmissionService(settings)
-
-
-@pytest.fixture
-def image(tmp_path):
-    path = tmp_path / "pellet.png"
-    path.write_bytes(b"the user's own file")
-    return path
-
-
-def _job(service, image, status: JobStatus, *, batch_id=None, rows=2, **spec):
-    """A job in ``status`` with ``rows`` row records and objects stored under its prefix."""
-    job = service.table.jobs.create(service.build_spec(str(image), **spec), batch_id=batch_id)
-    service.table.rows.insert(job.id, [(i * 10, (i + 1) * 10) for i in range(rows)])
-    for i in range(rows):
-        service.blobs.put_bytes(row_key(job.id, i), b"strip" * 100)
-    service.blobs.put_bytes(output_key(job.id, "labels.tif"), b"L" * 1000)
-    with service.table.engine.begin() as conn:  # straight to the status under test
-        conn.execute(update(Job).where(Job.id == job.id).values(status=status.value))
-    return job
+from storage.jobtable.tables import Row, utcnow
 
 
 def _keys(service, job_id):
@@ -53,9 +23,9 @@ def _keys(service, job_id):
 
 @pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED,
                                     JobStatus.INTERRUPTED])
-def test_an_ended_job_loses_every_object_under_its_prefix_and_nothing_else(service, image,
-                                                                           status):
-    job, other = _job(service, image, status), _job(service, image, JobStatus.SUCCEEDED)
+def test_an_ended_job_loses_every_object_under_its_prefix_and_nothing_else(
+        service, image, status, make_job):
+    job, other = make_job(status), make_job(JobStatus.SUCCEEDED)
     before = _keys(service, other.id)
     deletion = service.delete(job.id)
     assert deletion.job.status == JobStatus.DELETED
@@ -71,16 +41,16 @@ def test_an_ended_job_loses_every_object_under_its_prefix_and_nothing_else(servi
 
 @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.PLANNING, JobStatus.RUNNING,
                                     JobStatus.REDUCING])
-def test_a_job_that_has_not_ended_is_refused_and_keeps_everything(service, image, status):
-    job = _job(service, image, status)
+def test_a_job_that_has_not_ended_is_refused_and_keeps_everything(service, image, status, make_job):
+    job = make_job(status)
     with pytest.raises(TransitionError, match=f"is {status.value}; .* cancel it first"):
         service.delete(job.id)
     assert service.table.jobs.get(job.id).status == status
     assert len(_keys(service, job.id)) == 3
 
 
-def test_a_row_still_leased_on_a_worker_holds_the_deletion_back(service, image):
-    job = _job(service, image, JobStatus.RUNNING)
+def test_a_row_still_leased_on_a_worker_holds_the_deletion_back(service, image, make_job):
+    job = make_job(JobStatus.RUNNING)
     claim = service.table.rows.claim(job.id, 0, "w1", lease_seconds=600)
     assert claim
     service.cancel(job.id)  # cancelled, but row 0 may still store its checkpoint
@@ -95,8 +65,8 @@ def test_a_row_still_leased_on_a_worker_holds_the_deletion_back(service, image):
 
 
 def test_deleting_again_removes_what_a_late_writer_stored_and_nothing_leaves_deleted(
-        service, image):
-    job = _job(service, image, JobStatus.FAILED)
+        service, image, make_job):
+    job = make_job(JobStatus.FAILED)
     service.delete(job.id)
     service.blobs.put_bytes(row_key(job.id, 1), b"late")  # a row that ended after the delete
     again = service.delete(job.id)
@@ -113,8 +83,8 @@ def test_deleting_again_removes_what_a_late_writer_stored_and_nothing_leaves_del
         service.delete("no-such-job")
 
 
-def test_listings_hide_deleted_jobs_unless_asked_for(service, image):
-    kept, gone = _job(service, image, JobStatus.SUCCEEDED), _job(service, image,
+def test_listings_hide_deleted_jobs_unless_asked_for(service, image, make_job):
+    kept, gone = make_job(JobStatus.SUCCEEDED), make_job(
                                                                  JobStatus.SUCCEEDED)
     service.delete(gone.id)
     assert [j.id for j in service.table.jobs.list()] == [kept.id]
@@ -122,8 +92,8 @@ def test_listings_hide_deleted_jobs_unless_asked_for(service, image):
     assert {j.id for j in service.table.jobs.list(with_deleted=True)} == {kept.id, gone.id}
 
 
-def test_a_batch_deletes_its_ended_jobs_and_leaves_the_running_one(service, image):
-    jobs = [_job(service, image, s, batch_id="b-1") for s in
+def test_a_batch_deletes_its_ended_jobs_and_leaves_the_running_one(service, image, make_job):
+    jobs = [make_job(s, batch_id="b-1") for s in
             (JobStatus.SUCCEEDED, JobStatus.RUNNING, JobStatus.INTERRUPTED)]
     deleted = service.delete_batch("b-1")
     assert [d.job.id for d in deleted] == [jobs[0].id, jobs[2].id]
@@ -136,8 +106,8 @@ def test_a_batch_deletes_its_ended_jobs_and_leaves_the_running_one(service, imag
         service.delete_batch("no-such-batch")
 
 
-def test_the_webhook_is_told_of_the_deletion(service, image):
-    job = _job(service, image, JobStatus.SUCCEEDED, webhook_url="http://127.0.0.1:9/hook")
+def test_the_webhook_is_told_of_the_deletion(service, image, make_job):
+    job = make_job(JobStatus.SUCCEEDED, webhook_url="http://127.0.0.1:9/hook")
     service.delete(job.id)
     record = service.table.jobs.get(job.id)
     assert (record.webhook_event, record.webhook_status) == ("deleted", "pending")

@@ -33,7 +33,7 @@ function renderHead(job) {
   $("job-source").textContent = job.source_url;
   $("job-source").title = job.source_url;
   if (state.status !== job.status) {
-    setChildren($("job-actions"), jobActions(job, () => refresher.now()));
+    setChildren($("job-actions"), jobActions(job, () => refresher.now(), { rerun: true }));
   }
   const error = $("job-error");
   error.hidden = !job.error;

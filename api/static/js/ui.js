@@ -256,11 +256,11 @@ export function mountKeyBar(container, onChange) {
 }
 
 /**
- * Resume / Cancel / Delete buttons for `job` (only those its status allows). Cancel and
- * Delete ask for a second click within 4 s instead of a modal dialog. `onDone(job)` gets the
- * updated job.
+ * Resume / Cancel / Delete buttons for `job` (only those its status allows), and with
+ * `options.rerun` Run again (a new job on its image, then its page). Cancel and Delete ask
+ * for a second click within 4 s instead of a modal dialog. `onDone(job)` gets the updated job.
  */
-export function jobActions(job, onDone) {
+export function jobActions(job, onDone, options = {}) {
   const box = h("div", { class: "actions" });
   const run = async (button, action, label) => {
     button.disabled = true;
@@ -293,6 +293,24 @@ export function jobActions(job, onDone) {
       dataset: { action: "cancel" },
       title: "Stop the job; workers skip its remaining rows",
     }, "Cancel", "Confirm cancel", (button) => run(button, "cancel", "Cancelled")));
+  }
+  if (TERMINAL.has(job.status) && options.rerun) { // the job page: a new job on its image
+    box.append(h("button", {
+      type: "button",
+      class: "btn btn-small",
+      dataset: { action: "rerun" },
+      title: "Segment this image again as a new job (the newest version of its model)",
+      onclick: async (e) => {
+        e.currentTarget.disabled = true;
+        try {
+          const created = await api(jobPath(job.id, "/rerun"), { method: "POST" });
+          location.assign(`/jobs/${encodeURIComponent(created.id)}`);
+        } catch (err) {
+          toast(`Run again failed: ${errorText(err)}`, "error");
+          e.currentTarget.disabled = false;
+        }
+      },
+    }, "Run again"));
   }
   if (DELETABLE.has(job.status)) {
     box.append(confirmButton({
