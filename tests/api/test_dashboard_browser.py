@@ -326,6 +326,12 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector(".toast:has-text('Deleted 1 job of batch')")
             page.wait_for_selector(row(good), state="detached")
             assert client.get(f"/v1/jobs/{good}").json()["status"] == "deleted"
+            page.click("#batch-rerun")  # its images again, as a new batch shown alone
+            page.wait_for_selector(".toast:has-text('New batch')")
+            page.wait_for_url(lambda url: f"batch={good_batch}" not in url and "batch=" in url)
+            page.wait_for_selector('#jobs tbody tr[data-status="succeeded"]')
+            (again,) = client.get(f"/v1/batches/{page.url.split('batch=')[1]}").json()["jobs"]
+            assert again["labels"]["rerun_of"] == good
             conflict = [e for e in errors if "status of 409" in e]  # the browser logs them
             assert len(conflict) == 2
             for error in conflict:

@@ -54,6 +54,9 @@ function renderBatchFilter() {
       title: "Cancel every job of this batch that has not ended (done rows are kept)" },
       "Cancel batch", "Confirm cancel",
       (button) => batchAction(button, "cancel", "cancelled", "Cancelled")),
+    h("button", { type: "button", class: "btn btn-ghost", id: "batch-rerun",
+      title: "Segment every image of this batch again as a new batch (the newest version " +
+        "of each job's model)", onclick: (e) => rerunBatch(e.currentTarget) }, "Run again"),
     confirmButton({ class: "btn btn-danger", id: "batch-delete",
       title: "Delete every job of this batch that has ended or was interrupted: outputs and " +
         "row checkpoints leave the store (source images are kept)" },
@@ -81,6 +84,21 @@ async function batchAction(button, action, moved, done) {
   } catch (err) {
     toast(`${action[0].toUpperCase()}${action.slice(1)} failed: ${errorText(err)}`, "error");
   } finally {
+    button.disabled = false;
+  }
+}
+
+// POST /v1/batches/{id}/rerun: a new batch on the same images, then its jobs alone.
+async function rerunBatch(button) {
+  button.disabled = true;
+  try {
+    const batch = await api(`/v1/batches/${encodeURIComponent(state.batch)}/rerun`,
+      { method: "POST" });
+    toast(`New batch ${shortId(batch.id)}: ${batch.jobs_total} jobs`);
+    state.batch = batch.id;
+    applyFilters();
+  } catch (err) {
+    toast(`Run again failed: ${errorText(err)}`, "error");
     button.disabled = false;
   }
 }
