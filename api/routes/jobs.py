@@ -1,4 +1,5 @@
-"""``/v1/jobs``: submit, list, inspect, cancel, resume and delete jobs; fetch their results."""
+"""``/v1/jobs``: submit, list, inspect, cancel, resume, rerun and delete jobs; fetch their
+results."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.spec import JobSpec
-from core.states import JobStatus, job_sources
+from core.states import JOB_TERMINAL, JobStatus, job_sources
 from storage.errors import NotFoundError, StorageError
 from storage.jobtable.base import Repository
 from storage.jobtable.engine import as_utc
@@ -144,7 +144,7 @@ class JobRecords(Repository):
     def ended_before(self, cutoff: datetime, limit: int = 20) -> list[str]:
         """Ids of jobs that ended (succeeded, failed or cancelled) before ``cutoff``, the
         longest ended first: what a retention period (``PELLETSEG_RETENTION_DAYS``) deletes."""
-        ended = [JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value]
+        ended = [s.value for s in JOB_TERMINAL - {JobStatus.DELETED}]
         q = (select(Job.id).where(Job.status.in_(ended), Job.finished_at.is_not(None),
                                   Job.finished_at < cutoff)
              .order_by(Job.finished_at, Job.id).limit(limit))
