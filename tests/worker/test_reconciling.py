@@ -12,6 +12,8 @@ from sqlalchemy import update
 from core.states import JobStatus, RowStatus
 from queues.names import ROW_TASK
 from storage.blobs.layout import LABELS, output_key, row_key
+from storage.deletion import delete_job
+from storage.errors import StorageError
 from storage.jobtable.tables import Job, utcnow
 from submission import SubmissionService
 from worker.stages.planning import plan_job
@@ -237,3 +239,27 @@ def test_retention_deletes_jobs_that_ended_longer_ago_than_its_days(stack, micro
     assert stack.blobs.exists(output_key(recent.id, LABELS))
     assert stack.table.jobs.get(running.id).status == JobStatus.RUNNING  # never a live job
     assert expire_retained_jobs(stack) == []  # the next pass finds nothing left to do
+
+
+def test_a_store_error_on_one_expired_job_does_not_stop_the_pass(stack, micrograph, monkeypatch):
+    first, second = _succeeded(stack, micrograph), _succeeded(stack, micrograph)
+    with stack.table.engine.begin() as conn:  # first ended before second; both past 7 days
+        for job, days in ((first, 9), (second, 8)):
+            conn.execute(update(Job).where(Job.id == job.id)
+                         .values(finished_at=utcnow() - timedelta(days=days)))
+    stack.settings.retention_days = 7
+    real = stack.blobs.delete_prefix
+
+    def refuse_the_first(prefix):
+        if first.id in prefix:
+            raise StorageError("AccessDenied (test)")
+        return real(prefix)
+
+    monkeypatch.setattr(stack.blobs, "delete_prefix", refuse_the_first)
+    assert expire_retained_jobs(stack) == [second.id]  # the pass went on past the error
+    assert stack.blobs.list(f"jobs/{second.id}") == []
+    assert stack.table.jobs.get(first.id).status == JobStatus.DELETED  # its objects not yet
+    assert stack.blobs.list(f"jobs/{first.id}")
+    monkeypatch.setattr(stack.blobs, "delete_prefix", real)
+    assert delete_job(stack.table, stack.blobs, first.id, lease_seconds=30).objects > 0
+    assert stack.blobs.list(f"jobs/{first.id}") == []  # deleting again removed the rest

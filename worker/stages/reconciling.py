@@ -91,8 +91,10 @@ def expire_retained_jobs(ctx: WorkerContext) -> list[str]:
     """Delete the jobs that ended more than ``PELLETSEG_RETENTION_DAYS`` ago, oldest first
     and at most :data:`RETENTION_BATCH` per pass, as ``pelletseg delete`` does
     (:func:`storage.deletion.delete_job`: the job -> ``deleted``, every object under
-    ``jobs/{id}/`` removed, the row kept; its webhook's ``deleted`` event sent). A job the
-    store fails to clear is logged and left for a later pass; concurrent passes are safe.
+    ``jobs/{id}/`` removed, the row kept; its webhook's ``deleted`` event sent). A job whose
+    objects the store fails to remove is logged (``reconcile.retention_failed``, its id) and
+    stays ``deleted`` with what is left, which deleting it again removes (``pelletseg delete
+    JOB``); the pass goes on with the next job. Concurrent passes are safe.
 
     Returns:
         Ids of the jobs deleted.
