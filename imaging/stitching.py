@@ -206,8 +206,17 @@ def save_stitched(
     def feed() -> None:
         try:
             with os.fdopen(write_fd, "wb", buffering=0) as pipe:
-                for chunk in _strips_as_png(paths, width, height):
-                    if stop.is_set():
+                chunks = _strips_as_png(paths, width, height)
+                while not stop.is_set():
+                    try:
+                        chunk = next(chunks)
+                    except StopIteration:
+                        return
+                    except Exception as e:
+                        # a strip could not be read: the real cause, recorded before the pipe
+                        # closes (its end is what fails the save), so the save's error never
+                        # hides it whatever the threads' timing
+                        failure.append(e)
                         return
                     pipe.write(chunk)
         except BrokenPipeError:

@@ -329,9 +329,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.click("#batch-rerun")  # its images again, as a new batch shown alone
             page.wait_for_selector(".toast:has-text('New batch')")
             page.wait_for_url(lambda url: f"batch={good_batch}" not in url and "batch=" in url)
-            page.wait_for_selector('#jobs tbody tr[data-status="succeeded"]')
             (again,) = client.get(f"/v1/batches/{page.url.split('batch=')[1]}").json()["jobs"]
             assert again["labels"]["rerun_of"] == good
+            page.wait_for_selector(f'{row(again["id"])}[data-status="succeeded"]')
             conflict = [e for e in errors if "status of 409" in e]  # the browser logs them
             assert len(conflict) == 2
             for error in conflict:
@@ -378,7 +378,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector(".toast:has-text('Submitted batch')")
             page.wait_for_url("**/?batch=*")
             submitted = page.url.split("batch=")[1]
-            page.wait_for_selector('#jobs tbody tr[data-status="succeeded"] >> nth=1')
+            for job_id in (j["id"] for j in client.get(f"/v1/batches/{submitted}").json()["jobs"]):
+                # the rows of these jobs (the table may still show the page before the filter)
+                page.wait_for_selector(f'{row(job_id)}[data-status="succeeded"]')
             screenshot(page, tmp_path, "dashboard-submit")
             jobs = client.get(f"/v1/batches/{submitted}").json()["jobs"]
             assert sorted(j["source_url"].rsplit("/", 1)[1] for j in jobs) == ["P-9.png",
