@@ -140,6 +140,14 @@ class ApiClient:
         """Delete a batch's ended jobs (``DELETE /v1/batches/{id}``)."""
         return self.json("DELETE", f"/v1/batches/{batch_id}")
 
+    def rerun(self, job_id: str, body: dict) -> dict:
+        """A new job on an earlier job's image (``POST /v1/jobs/{id}/rerun``)."""
+        return self.json("POST", f"/v1/jobs/{job_id}/rerun", json=body)
+
+    def rerun_batch(self, batch_id: str, body: dict) -> dict:
+        """A new batch on a batch's images (``POST /v1/batches/{id}/rerun``)."""
+        return self.json("POST", f"/v1/batches/{batch_id}/rerun", json=body)
+
     def cancel_batch(self, batch_id: str) -> dict:
         """Cancel a batch's jobs that have not ended (``POST /v1/batches/{id}/cancel``)."""
         return self.json("POST", f"/v1/batches/{batch_id}/cancel")

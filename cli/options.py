@@ -42,6 +42,13 @@ def images_argument(name: str):
     return click.argument(name, nargs=-1, required=True, callback=_images)
 
 
+def split_model(model: str | None) -> tuple[str | None, str | None]:
+    """``--model NAME`` or ``NAME:VERSION`` -> ``(name, version)``, each None when not given
+    (None: the default model; no version: its newest)."""
+    name, _, version = (model or "").partition(":")
+    return name or None, version or None
+
+
 def job_or_batch(batch_help: str):
     """``JOB_ID`` or ``--batch ID``, exactly one (``resume``, ``cancel``, ``watch``,
     ``results``): the command gets ``job_id`` and ``batch_id``, one of them None; neither or

@@ -34,13 +34,15 @@ from cli.options import (
     images_argument,
     job_or_batch,
     job_precision_option,
+    split_model,
 )
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
+from core.states import JOB_TERMINAL
 
 console = make_console()
-TERMINAL = {"succeeded", "failed", "cancelled", "deleted"}
+TERMINAL = {s.value for s in JOB_TERMINAL}
 
 
 def run_client(fn) -> None:
@@ -416,15 +418,15 @@ def rerun_remote(api_url: str, api_key: str | None, job_id: str | None, model: s
                  wait: bool, *, batch_id: str | None = None) -> None:
     """``pelletseg rerun JOB --api URL`` (or ``--batch ID``: a new batch of all its jobs):
     submit the new jobs through the API, optionally follow them."""
-    name, _, version = (model or "").partition(":")
-    body_json = {"model": name or None, "model_version": version or None}
+    name, version = split_model(model)
+    body_json = {"model": name, "model_version": version}
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
             if batch_id is None:
-                jobs = [client.json("POST", f"/v1/jobs/{job_id}/rerun", json=body_json)]
+                jobs = [client.rerun(job_id, body_json)]
             else:
-                batch = client.json("POST", f"/v1/batches/{batch_id}/rerun", json=body_json)
+                batch = client.rerun_batch(batch_id, body_json)
                 jobs = sorted(batch["jobs"], key=lambda j: j["created_at"])
                 console.print(f"batch {batch['id']}: {len(jobs)} jobs", highlight=False)
             for job in jobs:

@@ -30,6 +30,7 @@ from cli.interrupts import (
     second_interrupt_exits,
 )
 from cli.modelinfo import demo_warning, describe, with_bundled_domain
+from cli.options import split_model
 from core.inference import inference_lines
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
@@ -224,10 +225,11 @@ def drive(
                 pool.stop(timeout=GRACE_SECONDS)
                 pool = None
             console.print("interrupted", style="yellow")
-            hints = [resume_hint(job_id, settings.home, status)
-                     for job_id, status in statuses.items()]
             if several:  # one command for the batch, not three lines per image
                 hints = [batch_resume_hint(jobs[0].batch_id, settings.home, statuses)]
+            else:
+                hints = [resume_hint(job_id, settings.home, status)
+                         for job_id, status in statuses.items()]
             for hint in hints:
                 console.print(hint, soft_wrap=True, highlight=False)
         return EXIT_INTERRUPTED
@@ -344,9 +346,9 @@ def run(
         raise SubmissionError(f"{len(sources)} images given; one run takes at most {MAX_BATCH} "
                               "(one batch, one table): run them in parts")
     registry = prepare(settings)
-    name, _, version = (model or "").partition(":")
+    name, version = split_model(model)
     service = SubmissionService(settings)
-    specs = [service.build_spec(source, model=name or None, model_version=version or None,
+    specs = [service.build_spec(source, model=name, model_version=version,
                                 labels=labels or {}, pixel_size_um=pixel_size_um,
                                 precision=precision) for source in sources]
     # one model for all the images (one --model): said once
@@ -381,8 +383,8 @@ def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers:
     (``NAME`` or ``NAME:VERSION``; None: each earlier job's model at its newest version), and
     follow them (:func:`drive`)."""
     prepare(settings)
-    name, _, version = (model or "").partition(":")
-    options = dict(model=name or None, model_version=version or None)
+    name, version = split_model(model)
+    options = dict(model=name, model_version=version)
     if batch_id is not None:
         return drive(settings, lambda service: service.rerun_batch(batch_id, **options),
                      workers=workers, out=out)

@@ -13,7 +13,6 @@ from core.states import JOB_DELETABLE, JobStatus
 from storage.blobs import BlobStore, job_prefix
 from storage.errors import TransitionError
 from storage.jobtable import Job, JobTable
-from storage.jobtable.tables import utcnow
 
 __all__ = ["Deletion", "delete_job", "work_in_flight"]
 
@@ -32,11 +31,8 @@ def work_in_flight(table: JobTable, job: Job) -> int:
     """How many of a job's rows are ``running`` under a lease that has not expired, plus one
     for a streaming stitcher whose lease has not: work that may still store objects under
     ``jobs/{id}/``."""
-    now = utcnow()
     _, stitching = table.stitch.state(job.id)
-    return int(stitching) + sum(
-        r.status == "running" and r.lease_expires_at is not None and r.lease_expires_at > now
-        for r in table.rows.list(job.id))
+    return int(stitching) + len(table.rows.leased(job.id))
 
 
 def delete_job(table: JobTable, blobs: BlobStore, job_id: str, *,

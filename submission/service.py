@@ -547,16 +547,12 @@ class SubmissionService:
         stack has a live heartbeat and none of its rows has a live lease (e.g. the local
         stack of a ``pelletseg run`` that was killed; a lease held by a worker whose heartbeat
         stopped is not live)."""
-        from storage.jobtable.tables import utcnow
-
         job = self.table.jobs.get(job_id)
         if job.status in JOB_TERMINAL or job.status == JobStatus.INTERRUPTED:
             return False
         if self.table.heartbeats.live():
             return False
-        now = utcnow()
-        leased = [r.worker for r in self.table.rows.list(job_id) if r.status == "running"
-                  and r.lease_expires_at is not None and r.lease_expires_at > now]
+        leased = self.table.rows.leased(job_id)
         # a lease whose holder's heartbeat stopped is not live; one of a holder that never
         # beat (an older worker) is, until it expires
         dead = self.table.heartbeats.registered([w for w in leased if w])

@@ -137,6 +137,14 @@ class RowRecords(Repository):
         with self._tx() as conn:
             return [_row_from_row(r) for r in conn.execute(q)]
 
+    def leased(self, job_id: str) -> list[str | None]:
+        """The holders (worker ids; None for a holder not recorded) of a job's ``running``
+        rows whose lease has not expired: work that may still store a checkpoint."""
+        q = select(Row.worker).where(Row.job_id == job_id, Row.status == RowStatus.RUNNING.value,
+                                     Row.lease_expires_at > utcnow())
+        with self._tx() as conn:
+            return [worker for (worker,) in conn.execute(q)]
+
     def claim(self, job_id: str, index: int, worker: str, lease_seconds: int) -> Claim:
         """Take the lease on a row: ``pending`` -> ``running``, or a ``running`` row whose lease
         expired -> ``running`` with a new lease. Increments ``attempts``.
