@@ -152,7 +152,9 @@ class Settings(BaseSettings):
         description="Delete jobs that ended (succeeded, failed or cancelled) longer ago than "
         "this (days): their outputs and row checkpoints leave the store, the job stays as a "
         "'deleted' record (as `pelletseg delete`); done by the reconcile pass, at most 20 jobs "
-        "per pass. Unset: keep every job until deleted by hand.",
+        "per pass. On a local store, uploads older than this that no kept job reads go too "
+        "(hourly; on S3 the bucket's lifecycle rule expires uploads). Unset: keep every job "
+        "and upload until deleted by hand.",
         gt=0,
     )
     max_attempts: int = Field(3, description="Attempts per row before the row and its job fail.")

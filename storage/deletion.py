@@ -1,20 +1,35 @@
-"""Deleting a job, the one owner of what it does to the job table and the store: the job moves
-to ``deleted`` in one conditional UPDATE (``core.states.JOB_DELETABLE``), then every object
-under ``jobs/{id}/`` is removed. Used by the submission service (``DELETE /v1/jobs/{id}``,
-``pelletseg delete``, the dashboard) and by the reconciler's retention sweep
-(``PELLETSEG_RETENTION_DAYS``); neither the source nor the job row is touched.
+"""Deleting a job or an upload, the one owner of what that does to the job table and the
+store. A job moves to ``deleted`` in one conditional UPDATE (``core.states.JOB_DELETABLE``),
+then every object under ``jobs/{id}/`` is removed; neither its source nor its row is touched.
+An upload (``uploads/{id}/``: parts, file, manifest) is removed unless a job that reads it
+still needs it. Used by the submission service (``DELETE /v1/jobs/{id}``, ``DELETE
+/v1/uploads/{id}``, ``pelletseg delete``, the dashboard) and by the reconciler's retention
+sweep (``PELLETSEG_RETENTION_DAYS``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from core.states import JOB_DELETABLE, JobStatus
-from storage.blobs import BlobStore, job_prefix
+from core.states import JOB_DELETABLE, JOB_TERMINAL, JobStatus
+from storage.blobs import BlobStore, UploadManifest, UploadStore, job_prefix
 from storage.errors import TransitionError
 from storage.jobtable import Job, JobTable
 
-__all__ = ["Deletion", "delete_job", "work_in_flight"]
+__all__ = [
+    "UPLOAD_IN_USE",
+    "Deletion",
+    "UploadDeletion",
+    "delete_job",
+    "delete_upload",
+    "upload_readers",
+    "work_in_flight",
+]
+
+#: Statuses of a job that keep its upload from ``DELETE /v1/uploads/{id}``: every status but
+#: the ended ones (an ``interrupted`` job's resume re-reads its source).
+UPLOAD_IN_USE = frozenset(JobStatus) - JOB_TERMINAL
 
 
 @dataclass(frozen=True)
@@ -74,3 +89,59 @@ def delete_job(table: JobTable, blobs: BlobStore, job_id: str, *,
             raise TransitionError(f"job {job_id} changed status while deleting; try again")
     objects, size = blobs.delete_prefix(job_prefix(job_id))
     return Deletion(table.jobs.get(job_id), objects, size)
+
+
+@dataclass(frozen=True)
+class UploadDeletion:
+    """A deleted upload: its id and what was removed from the store (objects, bytes; on S3
+    the parts of an unfinished multipart upload are not objects and not counted)."""
+
+    upload_id: str
+    objects: int
+    bytes: int
+
+
+def upload_readers(table: JobTable, uploads: UploadStore,
+                   manifest: UploadManifest) -> list[tuple[str, JobStatus]]:
+    """``(id, status)`` of the jobs, other than deleted ones, that read the upload's file
+    (none for an unfinished upload: no job can name it)."""
+    if manifest.completed_at is None:
+        return []
+    return table.jobs.reading(uploads.source_url(manifest))
+
+
+def delete_upload(table: JobTable, uploads: UploadStore, upload_id: str, *,
+                  keep_for: Collection[JobStatus] = UPLOAD_IN_USE) -> UploadDeletion:
+    """Delete an upload, finished or not: its parts (an S3 multipart upload is aborted), its
+    file and its manifest, unless a job that reads it is in a status of ``keep_for``. Jobs
+    that ended keep their outputs; a later resume or rerun of one fails naming the missing
+    source. A job submitted from the upload between the check and the removal fails when its
+    planner finds the source gone (docs/reliability.md).
+
+    Args:
+        keep_for: Statuses of reading jobs that keep the upload: by default those that have
+            not ended (:data:`UPLOAD_IN_USE`); the retention sweep passes every status (an
+            upload stays while any job that read it is kept).
+
+    Returns:
+        The upload's id and the objects and bytes removed.
+
+    Raises:
+        NotFoundError: no such upload.
+        TransitionError: a job in a status of ``keep_for`` reads it (named in the message).
+        StorageError: the store failed (what was removed stays removed; deleting again
+            removes the rest).
+    """
+    manifest = uploads.get(upload_id)
+    holding = [(job_id, status) for job_id, status in upload_readers(table, uploads, manifest)
+               if status in keep_for]
+    if holding:
+        shown = ", ".join(f"{job_id} ({status})" for job_id, status in holding[:5])
+        more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
+        raise TransitionError(
+            f"upload {upload_id} is the source of job(s) {shown}{more}: a job re-reads its "
+            f"source when it is resumed; wait until they end, or cancel them, then delete the "
+            f"upload")
+    objects, size = uploads.blobs.usage(f"uploads/{upload_id}")
+    uploads.abort(manifest)
+    return UploadDeletion(upload_id, objects, size)

@@ -29,7 +29,7 @@ from core.states import JOB_DELETABLE, JOB_TERMINAL, JobStatus
 from models import ModelPackage, ModelPackageError, ModelRegistry
 from queues import NOTIFY_TASK, PLAN_TASK, REDUCE_TASK, ROW_TASK, make_celery, send
 from storage.blobs import BlobStore, UploadStore
-from storage.deletion import Deletion, delete_job
+from storage.deletion import Deletion, UploadDeletion, delete_job, delete_upload
 from storage.errors import NotFoundError, StorageError, TransitionError, UploadError
 from storage.jobtable import Job, JobTable, ModelRecord, job_table
 from submission.reports import batch_jobs
@@ -358,7 +358,15 @@ class SubmissionService:
                     confine_files: bool) -> JobSpec:
         """The checked spec of :meth:`rerun` (raises as it does, before anything is created)."""
         old = JobSpec.from_stored(self.table.jobs.get(job_id).spec)
-        if source_scheme(old.source_url) == "file":  # a file moved since: say so now
+        uploads = self.blobs.url("uploads") + "/"
+        if old.source_url.startswith(uploads):  # an upload deleted since: say so now
+            key = "uploads/" + old.source_url[len(uploads):]
+            if not self.blobs.exists(key):
+                raise SubmissionError(
+                    f"the image of job {job_id} was upload {key.split('/')[1]}, which has been "
+                    f"deleted (DELETE /v1/uploads or PELLETSEG_RETENTION_DAYS); upload the "
+                    f"image again and submit it")
+        elif source_scheme(old.source_url) == "file":  # a file moved since: say so now
             path = Path(unquote(urlparse(old.source_url).path))
             if not path.is_file():
                 raise SubmissionError(f"{path}: {_not_a_file(path)} (the image of job "
@@ -407,6 +415,21 @@ class SubmissionService:
                               lease_seconds=self.settings.lease_seconds)
         self._notify(job_id)
         return deletion
+
+    def delete_upload(self, upload_id: str) -> UploadDeletion:
+        """Delete an upload, finished or not (:func:`storage.deletion.delete_upload`): refused
+        while a job that reads it has not ended, since a resume re-reads the source; jobs that
+        ended keep their outputs.
+
+        Returns:
+            The upload's id and the objects and bytes removed.
+
+        Raises:
+            NotFoundError: no such upload.
+            TransitionError: a job that reads it has not ended (named in the message).
+            StorageError: the store failed.
+        """
+        return delete_upload(self.table, self.uploads, upload_id)
 
     def delete_batch(self, batch_id: str) -> list[Deletion]:
         """Delete every job of a batch that has ended or was interrupted (:meth:`delete`

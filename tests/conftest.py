@@ -213,3 +213,27 @@ def wait_for(predicate, timeout: float, what, poll: float = 0.1):
             return value
         time.sleep(poll)
     raise AssertionError(f"{what() if callable(what) else what} within {timeout} s")
+
+
+def local_upload(uploads, data: bytes = b"an uploaded pellet", *, complete: bool = True,
+                 age_days: float = 0.0):
+    """An upload of ``data`` (one part) in a local store's :class:`storage.blobs.UploadStore`,
+    completed unless told otherwise, its manifest dated ``age_days`` back (created and, if
+    complete, completed then); returns its manifest."""
+    from datetime import timedelta
+
+    from storage.jobtable.tables import utcnow
+
+    manifest = uploads.create("pellet.tif", len(data))
+    with uploads.open_part(manifest, 1) as part:
+        part.write(data)
+        part.commit()
+    if complete:
+        manifest = uploads.complete(manifest)
+    if age_days:
+        then = utcnow() - timedelta(days=age_days)
+        manifest = manifest.model_copy(update={
+            "created_at": then, "completed_at": then if complete else None})
+        uploads.blobs.put_bytes(f"uploads/{manifest.id}/.manifest.json",
+                                manifest.model_dump_json().encode())
+    return manifest

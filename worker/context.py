@@ -38,6 +38,9 @@ class WorkerContext:
             where there is no broker (unit tests), and the reconciler then waits for the
             timeouts alone.
         segmenters: Loaded models of this process, by (name, version, sha256, precision).
+        uploads_swept_at: ``time.monotonic()`` of this process's last retention sweep of
+            uploads (:func:`worker.stages.reconciling.expire_retained_uploads`); None before
+            the first.
     """
 
     settings: Settings
@@ -47,6 +50,7 @@ class WorkerContext:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     queue_depth: Callable[[str], int] | None = None
     segmenters: dict = field(default_factory=dict)
+    uploads_swept_at: float | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, enqueue: Enqueue,

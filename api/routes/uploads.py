@@ -5,7 +5,8 @@ first parts; PUT each part (S3: to its presigned URL; local store: to
 ``PUT /v1/uploads/{id}/parts/{n}`` with the API key, streamed to disk); ``GET
 /v1/uploads/{id}`` lists the parts that arrived, so an interrupted client sends only the
 others; ``POST /v1/uploads/{id}/urls`` gives fresh URLs; ``POST /v1/uploads/{id}/complete``
-joins the parts; then ``POST /v1/jobs {"upload_id": id}``. ``DELETE`` aborts.
+joins the parts; then ``POST /v1/jobs {"upload_id": id}``. ``DELETE`` aborts (or deletes a
+finished upload no running job reads).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import SettingsDep, UploadsDep
+from api.deps import SettingsDep, SubmissionsDep, UploadsDep
 from api.schemas import ErrorOut, PartOut, UploadCreate, UploadOut, UploadUrlsRequest
 from storage.blobs import UploadManifest, UploadStore
 from storage.jobtable import utcnow
@@ -126,8 +127,10 @@ def complete_upload(upload_id: str, request: Request, uploads: UploadsDep):
 
 
 @router.delete("/uploads/{upload_id}", status_code=204, response_class=Response,
-               responses=NOT_FOUND)
-def abort_upload(upload_id: str, uploads: UploadsDep):
-    """Abort an upload (or delete a finished one): its parts, file and state are removed."""
-    uploads.abort(uploads.get(upload_id))
+               responses={**NOT_FOUND, **CONFLICT})
+def abort_upload(upload_id: str, submissions: SubmissionsDep):
+    """Abort an upload (or delete a finished one): its parts, file and state are removed.
+    409 while a job that reads it has not ended (a resume re-reads the source; the message
+    names the jobs); jobs that ended keep their outputs."""
+    submissions.delete_upload(upload_id)
     return Response(status_code=204)

@@ -174,6 +174,31 @@ class UploadStore:
         except ValidationError as e:
             raise StorageError(f"manifest of upload {upload_id} is corrupt: {e}") from e
 
+    def ids(self) -> list[str]:
+        """Ids of the uploads in the store, finished or not, sorted: the folders under
+        ``uploads/`` named by a UUID (what :meth:`get` may read).
+
+        Raises:
+            StorageError: the store cannot be listed.
+        """
+        folder = self.blobs.path("uploads")
+        try:
+            self.blobs.fs.invalidate_cache(folder)
+            found = self.blobs.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise StorageError(f"cannot list {self.blobs.url('uploads')}: {e}") from e
+        ids = []
+        for path in found:
+            name = path.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                uuid.UUID(name)
+            except ValueError:
+                continue
+            ids.append(name)
+        return sorted(ids)
+
     def list_parts(self, manifest: UploadManifest) -> list[Part]:
         """The parts that arrived, by number (a completed upload: all of them)."""
         if manifest.completed_at is not None:

@@ -151,6 +151,17 @@ class JobRecords(Repository):
         with self._tx() as conn:
             return [str(job_id) for (job_id,) in conn.execute(q)]
 
+    def reading(self, source_url: str) -> list[tuple[str, JobStatus]]:
+        """``(id, status)`` of the jobs, other than ``deleted`` ones, whose source is exactly
+        ``source_url`` (an upload's file: :meth:`storage.blobs.UploadStore.source_url`), oldest
+        first: what deleting that upload would take from them (a resume or rerun of a job
+        re-reads its source)."""
+        q = (select(Job.id, Job.status)
+             .where(Job.source_url == source_url, Job.status != JobStatus.DELETED.value)
+             .order_by(Job.created_at, Job.id))
+        with self._tx() as conn:
+            return [(str(job_id), JobStatus(status)) for job_id, status in conn.execute(q)]
+
     def transition(
         self,
         job_id: str,

@@ -121,6 +121,22 @@ def test_abort_deletes_the_upload(api):
     assert not os.path.exists(api.settings.home / "store" / "uploads" / up["id"])
 
 
+def test_an_upload_a_queued_job_reads_is_kept_until_the_job_ends(api):
+    up = api.client.post("/v1/uploads", json={"filename": "a.tif", "size": 10}).json()
+    assert api.client.put(up["urls"]["1"], content=b"0123456789").status_code == 200
+    assert api.client.post(f"/v1/uploads/{up['id']}/complete").json()["complete"]
+    job = api.client.post("/v1/jobs", json={"upload_id": up["id"]}).json()
+    r = api.client.delete(f"/v1/uploads/{up['id']}")
+    assert r.status_code == 409 and f"{job['id']} (queued)" in r.json()["detail"]
+    assert api.client.get(f"/v1/uploads/{up['id']}").json()["complete"]  # still there
+    assert api.client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 200
+    assert api.client.delete(f"/v1/uploads/{up['id']}").status_code == 204
+    assert api.client.get(f"/v1/uploads/{up['id']}").status_code == 404
+    r = api.client.post(f"/v1/jobs/{job['id']}/rerun", json={})
+    assert r.status_code == 422 and f"was upload {up['id']}, which has been deleted" in (
+        r.json()["detail"])
+
+
 @pytest.mark.parametrize("body, message", [
     ({"filename": "..", "size": 10}, "has no usable characters"),
     ({"filename": "a.tif", "size": 0}, "size: Input should be greater than or equal to 1"),

@@ -1,9 +1,11 @@
 """Leases: a working row keeps its lease; a dead worker's row goes back to pending and is
 re-enqueued by the reconciler; after max attempts the row and its job fail with the reason.
-Retention: the reconciler deletes jobs that ended longer ago than ``retention_days``."""
+Retention: the reconciler deletes jobs that ended longer ago than ``retention_days``, and the
+uploads of a local store older than that which no kept job reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 
@@ -11,13 +13,15 @@ from sqlalchemy import update
 
 from core.states import JobStatus, RowStatus
 from queues.names import ROW_TASK
+from storage.blobs import BlobStore, UploadStore
 from storage.blobs.layout import LABELS, output_key, row_key
 from storage.deletion import delete_job
 from storage.errors import StorageError
 from storage.jobtable.tables import Job, Row, utcnow
 from submission import SubmissionService
+from tests.conftest import local_upload
 from worker.stages.planning import plan_job
-from worker.stages.reconciling import expire_retained_jobs, reconcile
+from worker.stages.reconciling import expire_retained_jobs, expire_retained_uploads, reconcile
 from worker.stages.reducing import reduce_job
 from worker.stages.segmenting import LeaseKeeper, segment_row
 
@@ -266,3 +270,66 @@ def test_a_store_error_on_one_expired_job_does_not_stop_the_pass(stack, microgra
     monkeypatch.setattr(stack.blobs, "delete_prefix", real)
     assert delete_job(stack.table, stack.blobs, first.id, lease_seconds=30).objects > 0
     assert stack.blobs.list(f"jobs/{first.id}") == []  # deleting again removed the rest
+
+
+def test_retention_deletes_uploads_no_kept_job_reads(stack):
+    uploads = UploadStore(stack.blobs, part_size=stack.settings.upload_part_bytes,
+                          max_bytes=stack.settings.max_upload_bytes)
+    service = SubmissionService(stack.settings)
+    unread = local_upload(uploads, age_days=8)
+    unfinished = local_upload(uploads, complete=False, age_days=8)
+    recent = local_upload(uploads, age_days=6)
+    read_by_kept, read_by_interrupted = local_upload(uploads, age_days=8), local_upload(
+        uploads, age_days=8)
+    jobs = {}
+    for manifest, status in ((read_by_kept, JobStatus.SUCCEEDED),
+                             (read_by_interrupted, JobStatus.INTERRUPTED)):
+        jobs[manifest.id] = stack.table.jobs.create(service.build_spec(upload_id=manifest.id))
+        with stack.table.engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id == jobs[manifest.id].id)
+                         .values(status=status.value, finished_at=utcnow()))
+    every = {unread.id, unfinished.id, recent.id, read_by_kept.id, read_by_interrupted.id}
+    assert set(uploads.ids()) == every
+    assert expire_retained_uploads(stack) == []  # no retention set: nothing is deleted
+    stack.settings.retention_days = 7
+    reconcile(stack)
+    assert set(uploads.ids()) == every - {unread.id, unfinished.id}
+    assert stack.blobs.list(f"uploads/{unread.id}") == []
+    assert stack.blobs.get_bytes(recent.key) == b"an uploaded pellet"  # 7 days not past
+    # once the job that read it is deleted (by hand here; by retention 7 days after it
+    # ended), the upload goes with the next sweep, at most an hour later
+    delete_job(stack.table, stack.blobs, jobs[read_by_kept.id].id, lease_seconds=30)
+    assert expire_retained_uploads(stack) == []  # swept less than an hour ago
+    stack.uploads_swept_at -= 3600
+    assert expire_retained_uploads(stack) == [read_by_kept.id]
+    assert set(uploads.ids()) == {recent.id, read_by_interrupted.id}  # a resume needs that one
+
+
+def test_a_store_error_on_one_expired_upload_does_not_stop_the_sweep(stack, monkeypatch):
+    uploads = UploadStore(stack.blobs, part_size=stack.settings.upload_part_bytes,
+                          max_bytes=stack.settings.max_upload_bytes)
+    refused, deleted = (local_upload(uploads, age_days=8) for _ in range(2))
+    real = UploadStore.abort
+
+    def refuse_one(self, manifest):
+        if manifest.id == refused.id:
+            raise StorageError("Permission denied (test)")
+        return real(self, manifest)
+
+    monkeypatch.setattr(UploadStore, "abort", refuse_one)
+    stack.settings.retention_days = 7
+    assert expire_retained_uploads(stack) == [deleted.id]  # went on past the error
+    assert uploads.ids() == [refused.id]
+
+
+def test_uploads_on_s3_are_left_to_the_buckets_lifecycle_rule(stack, s3_bucket):
+    on_s3 = dataclasses.replace(stack, blobs=BlobStore(f"s3://{s3_bucket}/store"))
+    uploads = UploadStore(on_s3.blobs, part_size=stack.settings.upload_part_bytes,
+                          max_bytes=stack.settings.max_upload_bytes)
+    old = uploads.create("pellet.tif", 10).model_copy(
+        update={"created_at": utcnow() - timedelta(days=30)})
+    on_s3.blobs.put_bytes(f"uploads/{old.id}/.manifest.json", old.model_dump_json().encode())
+    on_s3.settings.retention_days = 7
+    assert uploads.ids() == [old.id]
+    assert expire_retained_uploads(on_s3) == []  # the workers' role may not delete uploads/
+    assert uploads.get(old.id).created_at == old.created_at

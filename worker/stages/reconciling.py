@@ -23,19 +23,22 @@ claims are exclusive, a planner re-plans idempotently (rows are inserted once, t
 ``running`` is conditional) and a stage of a job past that stage is a no-op.
 
 With ``PELLETSEG_RETENTION_DAYS`` it also deletes the jobs that ended longer ago than that
-(:func:`expire_retained_jobs`).
+(:func:`expire_retained_jobs`) and, on a local store, the uploads older than that which no
+kept job reads (:func:`expire_retained_uploads`).
 """
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import structlog
 
 from core.states import JobStatus
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
-from storage.deletion import delete_job
-from storage.errors import StorageError, TransitionError
+from storage.blobs import UploadStore
+from storage.deletion import delete_job, delete_upload
+from storage.errors import NotFoundError, StorageError, TransitionError
 from storage.jobtable.tables import utcnow
 from worker.context import WorkerContext
 from worker.stages.notifying import kick as kick_webhook
@@ -77,6 +80,7 @@ def reconcile(ctx: WorkerContext) -> list[tuple[str, int]]:
         ctx.enqueue(PLAN_TASK, job_id)
     requeued += requeue_lost_messages(ctx)
     expire_retained_jobs(ctx)
+    expire_retained_uploads(ctx)
     notified = sweep_webhooks(ctx)  # due webhook deliveries (retries, lost messages)
     if notified:
         log.info("reconcile.webhooks", jobs=len(notified))
@@ -120,6 +124,61 @@ def expire_retained_jobs(ctx: WorkerContext) -> list[str]:
         deleted.append(job_id)
         log.info("reconcile.retention_deleted", job_id=job_id, objects=gone.objects,
                  bytes=gone.bytes, retention_days=days)
+    return deleted
+
+
+#: Seconds between two retention sweeps of uploads by one process (each reads every upload's
+#: manifest; retention is counted in days).
+UPLOAD_SWEEP_SECONDS = 3600.0
+
+
+def expire_retained_uploads(ctx: WorkerContext) -> list[str]:
+    """Delete the uploads of a local store (``file://``) that are older than
+    ``PELLETSEG_RETENTION_DAYS`` (finished: since completion; unfinished: since creation) and
+    that no kept job reads: every job of one was deleted (by the same retention, once it
+    ended that long ago, or by hand), or none was submitted. An upload that an interrupted
+    job reads stays. At most :data:`RETENTION_BATCH` per sweep, a sweep at most every
+    :data:`UPLOAD_SWEEP_SECONDS` per process; an upload the store fails to delete is logged
+    (``reconcile.upload_retention_failed``) and the sweep goes on.
+
+    On S3 the bucket's lifecycle rule expires uploads instead (terraform
+    ``upload_expiration_days``, unfinished multipart uploads aborted), so workers need no
+    permission to delete them: this sweep leaves S3 alone.
+
+    Returns:
+        Ids of the uploads deleted.
+
+    Raises:
+        StorageError: the job table is unreachable, or the store cannot be listed.
+    """
+    days = ctx.settings.retention_days
+    now = time.monotonic()
+    if not days or (ctx.uploads_swept_at is not None
+                    and now - ctx.uploads_swept_at < UPLOAD_SWEEP_SECONDS):
+        return []
+    uploads = UploadStore(ctx.blobs, part_size=ctx.settings.upload_part_bytes,
+                          max_bytes=ctx.settings.max_upload_bytes)
+    if uploads.backend != "local":
+        return []
+    ctx.uploads_swept_at = now
+    cutoff = utcnow() - timedelta(days=days)
+    deleted: list[str] = []
+    for upload_id in uploads.ids():
+        if len(deleted) >= RETENTION_BATCH:
+            break  # the next sweep goes on
+        try:
+            manifest = uploads.get(upload_id)
+            if (manifest.completed_at or manifest.created_at) >= cutoff:
+                continue
+            gone = delete_upload(ctx.table, uploads, upload_id, keep_for=frozenset(JobStatus))
+        except (NotFoundError, TransitionError):
+            continue  # deleted meanwhile, or a job that reads it is kept
+        except StorageError as e:
+            log.warning("reconcile.upload_retention_failed", upload_id=upload_id, error=str(e))
+            continue
+        deleted.append(upload_id)
+        log.info("reconcile.upload_retention_deleted", upload_id=upload_id,
+                 objects=gone.objects, bytes=gone.bytes, retention_days=days)
     return deleted
 
 
