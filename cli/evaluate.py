@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, home_option
+from cli.options import device_option, home_option, split_model
 from models.package import TTA_KINDS
 
 
@@ -29,11 +29,14 @@ def resolve_package(model: str, home: Path | None) -> Path:
     from core.settings import get_settings
     from submission import prepare
 
-    name, _, version = model.partition(":")
+    name, version = split_model(model)
+    if name is None:  # ":3" would otherwise evaluate the default model
+        raise click.ClickException(
+            f"{model!r}: give a model package folder or a registered NAME[:VERSION]")
     settings = get_settings(home=home)
     try:
         registry = prepare(settings)
-        rec = registry.resolve(name, version or None)
+        rec = registry.resolve(name, version)
         return registry.fetch(rec.name, rec.version, rec.sha256)
     except (StorageError, ModelPackageError) as e:
         raise click.ClickException(str(e)) from e

@@ -124,6 +124,14 @@ def test_evaluate_rejects_a_folder_that_is_not_a_package(dataset, tmp_path):
     assert res.exit_code != 0 and "not a model package folder" in res.output
 
 
+def test_evaluate_refuses_a_version_without_a_model_name(dataset, tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", ":3", str(dataset), "--out",
+                                    str(tmp_path / "o"), "--home", str(tmp_path / "h")])
+    assert res.exit_code == 1 and "':3': give a model package folder or a registered " \
+        "NAME[:VERSION]" in res.output
+    assert not (tmp_path / "h").exists()  # refused before any stack is prepared
+
+
 def test_evaluate_a_dataset_without_splits_uses_every_image_and_says_so(package, dataset,
                                                                        tmp_path):
     spec = yaml.safe_load(dataset.read_text())
