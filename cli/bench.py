@@ -79,10 +79,22 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
                              work_dir=work_dir, runtime=runtime, reference=reference,
                              reference_tile_size=ref_geometry.tile_size,
                              reference_halo=ref_geometry.halo, precision=precision)
-    doc = run(cfg, say=lambda line: click.echo(line, err=True))
+    from models import ModelPackageError
+
+    try:
+        doc = run(cfg, say=lambda line: click.echo(line, err=True))
+    except ModelPackageError as e:
+        raise _bad_model(model, e) from e
     md = write(doc, json_path)
     click.echo(md.read_text())
     click.echo(f"written: {json_path} and {md}")
+
+
+def _bad_model(model: str | None, e: Exception) -> click.ClickException:
+    """The error of a ``--model`` that is not a usable package (exit 1, no traceback)."""
+    return click.ClickException(
+        f"--model {model}: {e}; give ebc-unet-mnv2, unet-resnet34 or a model package folder "
+        f"(holding model.json, e.g. one written by pelletseg train)")
 
 
 def _geometries(text: str) -> list:
@@ -143,11 +155,14 @@ def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runt
     from benchmarks import agreement as ag
     from benchmarks.inputs import model_package
     from benchmarks.report import _plain
-    from models import read_package
+    from models import ModelPackageError, read_package
 
     work = work_dir or Path.home() / ".pelletseg" / "bench" / "agreement"
     work.mkdir(parents=True, exist_ok=True)
-    package = model_package(model, work)
+    try:
+        package = model_package(model, work)
+    except ModelPackageError as e:
+        raise _bad_model(model, e) from e
     own = read_package(package).geometry
     at = _geometries(runtime_geometries) if runtime_geometries else list(
         dict.fromkeys([own, _geometries("1024/128")[0]]))

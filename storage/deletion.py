@@ -139,9 +139,9 @@ def delete_upload(table: JobTable, uploads: UploadStore, upload_id: str, *,
         shown = ", ".join(f"{job_id} ({status})" for job_id, status in holding[:5])
         more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
         raise TransitionError(
-            f"upload {upload_id} is the source of job(s) {shown}{more}: a job re-reads its "
-            f"source when it is resumed; wait until they end, or cancel them, then delete the "
-            f"upload")
+            f"upload {upload_id} is the source of job(s) {shown}{more}: a job reads its "
+            f"source while it runs and again when it is resumed; wait until they end, or "
+            f"cancel them, then delete the upload")
     objects, size = uploads.blobs.usage(f"uploads/{upload_id}")
     uploads.abort(manifest)
     return UploadDeletion(upload_id, objects, size)

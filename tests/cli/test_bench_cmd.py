@@ -68,3 +68,13 @@ def test_bench_rows_in_flight_reach_the_config(tmp_path, monkeypatch, args, devi
     bad = CliRunner().invoke(main, ["bench", "--json", str(tmp_path / "b.json"),
                                     "--rows-in-flight", "0"])
     assert bad.exit_code == 2 and "--rows-in-flight" in bad.output
+
+
+@pytest.mark.parametrize("command", ["bench", "agreement"])
+def test_a_model_that_is_not_a_package_is_a_clear_error(tmp_path, command):
+    res = CliRunner().invoke(main, [command, "--json", str(tmp_path / "b.json"), "--model",
+                                    str(tmp_path), "--work", str(tmp_path / "w")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)  # no traceback
+    assert f"--model {tmp_path}: {tmp_path}/model.json does not exist" in res.output
+    assert "give ebc-unet-mnv2, unet-resnet34 or a model package folder" in res.output
+    assert not (tmp_path / "b.json").exists()
