@@ -32,14 +32,6 @@ CLASSES = [
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
-def pytest_collection_modifyitems(config, items):
-    """Tests marked ``slow`` first, in their order, then the rest in theirs: under ``-n 3``
-    the long ones start at once and the quick ones fill the gaps, instead of the suite ending
-    on a tail of long tests collected last (``worker/``, ``terraform/``). The same order on
-    every xdist process (a stable sort of the same collection)."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-
-
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """True if something listens on host:port."""
     with socket.socket() as s:

@@ -303,7 +303,6 @@ def test_agreement_images_need_only_the_data_sets_asked_for(tmp_path):
         real_images(tmp_path, lumenstone=0, ebc_mosaics=0)  # nothing asked for
 
 
-@pytest.mark.slow
 def test_queued_jobs_run_through_warm_workers_and_are_reported(tmp_path, tiny_package):
     """``--queued-jobs``: N jobs of the bench image submitted at once to warm workers
     (:func:`benchmarks.pipeline.queued_run`), then reported beside the single job

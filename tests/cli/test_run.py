@@ -50,7 +50,6 @@ def _check_outputs(out: Path, width: int, height: int) -> dict:
     return doc
 
 
-@pytest.mark.slow
 def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
     res = pelletseg("run", str(small_image), "--home", str(tmp_path / "home"), "--workers", "2",
                     "--out", str(tmp_path / "out"), "--pixel-size-um", "0.5")
@@ -77,7 +76,6 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
             res.stdout.split())
 
 
-@pytest.mark.slow
 def test_run_pins_the_jobs_precision(tmp_path, small_image):
     """``--precision fp32`` is stored on the job's spec and every row computes in float32
     (on a CPU with bfloat16 units the bundled package would otherwise be served in bf16);
@@ -127,7 +125,6 @@ def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_i
         assert job_table(Settings(home=home)).jobs.list() == []
 
 
-@pytest.mark.slow
 def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_image):
     """Two images: one batch, each one's outputs in its own folder, the table of both side by
     side; a missing third image refuses the lot before any job is created."""
@@ -195,7 +192,6 @@ def test_run_switches_to_postgres_and_redis_by_environment(tmp_path, small_image
     assert not (tmp_path / "home" / "pelletseg.db").exists()  # the job table was PostgreSQL
 
 
-@pytest.mark.slow
 def test_demo_builds_a_mosaic_and_segments_it(tmp_path):
     res = pelletseg("demo", "--mpx", "0.5", "--home", str(tmp_path / "home"), "--workers", "2",
                     "--out", str(tmp_path / "out"))
@@ -206,7 +202,6 @@ def test_demo_builds_a_mosaic_and_segments_it(tmp_path):
     assert 0.4e6 < image.width * image.height < 0.6e6
 
 
-@pytest.mark.slow
 def test_failed_job_resumes_after_the_cause_is_fixed(tmp_path, small_image):
     """A batch of two images, one of them broken: the run fails that one; once the file is
     fixed, ``pelletseg resume --batch`` redoes it alone, with the batch's outputs and table."""

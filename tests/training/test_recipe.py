@@ -526,7 +526,6 @@ def test_cli_targets_fractions_overrides_the_recipe_and_is_recorded(tmp_path):
     assert default_recipe(30)["targets"] == "labels"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("dataset", "chosen", "worst", "weights"), [
     # large sulphide and oxide grains: an eighth of the resolution (pentlandite 0.9296); the
     # rarest class (magnetite) holds 0.77 % of the pixels: no class weights
@@ -591,7 +590,6 @@ def test_serving_tile_s_with_flips_runs_four_passes_and_leaves_the_model_as_it_w
     assert not calls and estimate == 24 * 0.5 + 2  # the metrics: 1 s per 7,000 px
 
 
-@pytest.mark.slow
 def test_tta_auto_is_measured_at_set_up_and_served_by_the_final_evaluation(tmp_path,
                                                                           monkeypatch):
     import training.trainer as trainer

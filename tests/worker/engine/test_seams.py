@@ -35,7 +35,6 @@ def _read(path, rows: int | None = None) -> np.ndarray:
     return read_rows(image, 0, rows or image.height)
 
 
-@pytest.mark.slow
 def test_tiled_equals_single_pass_on_sem_micrographs(segmenter):
     # the four bundled 1024 px SEM images side by side: 2048 x 2048 px, seams inside images
     four = [_read(DEMO_DATA / name, 1024)[:, :1024] for name in sorted(
@@ -44,7 +43,6 @@ def test_tiled_equals_single_pass_on_sem_micrographs(segmenter):
     assert _agreement(segmenter, mosaic) >= 0.999
 
 
-@pytest.mark.slow
 def test_tiled_equals_single_pass_on_an_optical_ore_micrograph(segmenter, shared_data):
     image = _read(shared_data / "lumenstone-s2" / "images" / "val" / "01.jpg")  # 3396 x 2547
     assert _agreement(segmenter, image) >= 0.999
