@@ -73,9 +73,9 @@ def bench(quick: bool, device: str, json_path: Path, model: str | None, image_si
     if rss_sizes is not None:
         sizes = tuple(float(s) for s in rss_sizes.split(",") if s.strip())
     cfg = BenchConfig.preset(quick, device, model=model, image_side=image_side, workers=workers,
-                             rows_in_flight=rows_in_flight, tile_size=tile_size, halo=halo, limit_seconds=limit_seconds,
-                             rss_sizes_gpx=sizes, pairs=pairs, stream_reduce=stream_reduce,
-                             queued_jobs=queued_jobs,
+                             rows_in_flight=rows_in_flight, tile_size=tile_size, halo=halo,
+                             limit_seconds=limit_seconds, rss_sizes_gpx=sizes, pairs=pairs,
+                             stream_reduce=stream_reduce, queued_jobs=queued_jobs,
                              work_dir=work_dir, runtime=runtime, reference=reference,
                              reference_tile_size=ref_geometry.tile_size,
                              reference_halo=ref_geometry.halo, precision=precision)

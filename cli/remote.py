@@ -182,8 +182,9 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     from cli.run import fractions_table
 
     final: dict[str, dict] = {}
-    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("rows"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
+                  console=console) as bar:
         tasks = {j: bar.add_task(f"{j[:8]} queued", total=None) for j in job_ids}
         while len(final) < len(job_ids):
             for job_id, task in tasks.items():

@@ -174,8 +174,8 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
           version, patch_size, batch_size, lr, dice_weight, class_weights, seed,
           steps_per_epoch, device, tile_size, halo, full_weights, threads, augment, members,
           scale_jitter, border, tta, p_targeted,
-          average_tau, input_scale, targets, cpu_bf16, val_crop, amp, resume, checkpoint_dir, max_minutes,
-          final_eval, register, home):
+          average_tau, input_scale, targets, cpu_bf16, val_crop, amp, resume, checkpoint_dir,
+          max_minutes, final_eval, register, home):
     """Train on DATASET_YAML and write a model package to --out.
 
     Without --epochs, the default recipe (training/recipe.py) picks the model, patches,
