@@ -358,9 +358,8 @@ class SubmissionService:
                     confine_files: bool) -> JobSpec:
         """The checked spec of :meth:`rerun` (raises as it does, before anything is created)."""
         old = JobSpec.from_stored(self.table.jobs.get(job_id).spec)
-        uploads = self.blobs.url("uploads") + "/"
-        if old.source_url.startswith(uploads):  # an upload deleted since: say so now
-            key = "uploads/" + old.source_url[len(uploads):]
+        key = self.uploads.key_of(old.source_url)
+        if key is not None:  # an upload deleted since: say so now
             if not self.blobs.exists(key):
                 raise SubmissionError(
                     f"the image of job {job_id} was upload {key.split('/')[1]}, which has been "

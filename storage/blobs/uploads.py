@@ -350,6 +350,13 @@ class UploadStore:
                 "once every part is uploaded")
         return self.blobs.url(manifest.key)
 
+    def key_of(self, source_url: str) -> str | None:
+        """The blob key of the upload file a job's ``source_url`` names (the inverse of
+        :meth:`source_url`: ``uploads/{id}/{name}``), or None for a source outside the
+        store's ``uploads/``."""
+        prefix = self.blobs.url("uploads") + "/"
+        return "uploads/" + source_url[len(prefix):] if source_url.startswith(prefix) else None
+
     # ---------------------------------------------------------------- plumbing
     @staticmethod
     def _key(upload_id: str, *names: str) -> str:

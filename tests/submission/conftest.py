@@ -33,12 +33,13 @@ def image(tmp_path):
 @pytest.fixture
 def make_job(service, image):
     """``make_job(status, *, batch_id=None, rows=2, source=image, **spec)``: a job of
-    ``source`` in ``status`` with ``rows`` row records, their checkpoints (500 bytes each) and a
-    ``labels.tif`` (1000 bytes) stored under its prefix."""
+    ``source`` (or of ``upload_id=`` in ``spec``) in ``status`` with ``rows`` row records,
+    their checkpoints (500 bytes each) and a ``labels.tif`` (1000 bytes) stored under its
+    prefix."""
 
     def make(status: JobStatus, *, batch_id=None, rows=2, source=None, **spec):
-        job = service.table.jobs.create(service.build_spec(str(source or image), **spec),
-                                        batch_id=batch_id)
+        source = None if "upload_id" in spec else str(source or image)
+        job = service.table.jobs.create(service.build_spec(source, **spec), batch_id=batch_id)
         service.table.rows.insert(job.id, [(i * 10, (i + 1) * 10) for i in range(rows)])
         for i in range(rows):
             service.blobs.put_bytes(row_key(job.id, i), b"strip" * 100)

@@ -6,30 +6,20 @@ On SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import update
 
 from core.states import JobStatus
 from storage.blobs import output_key
 from storage.errors import NotFoundError, TransitionError
-from storage.jobtable.tables import Job
 from submission import SubmissionError
 from tests.conftest import local_upload
 
 
-def _job_of(service, manifest, status):
-    job = service.table.jobs.create(service.build_spec(upload_id=manifest.id))
-    service.blobs.put_bytes(output_key(job.id, "labels.tif"), b"L" * 1000)
-    with service.table.engine.begin() as conn:
-        conn.execute(update(Job).where(Job.id == job.id).values(status=status.value))
-    return job
-
-
 @pytest.mark.parametrize("status", [JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.REDUCING,
                                     JobStatus.INTERRUPTED])
-def test_an_upload_a_job_still_needs_is_refused_and_kept(service, status):
+def test_an_upload_a_job_still_needs_is_refused_and_kept(service, status, make_job):
     manifest = local_upload(service.uploads)
-    done, needing = _job_of(service, manifest, JobStatus.SUCCEEDED), _job_of(service, manifest,
-                                                                              status)
+    done = make_job(JobStatus.SUCCEEDED, upload_id=manifest.id)
+    needing = make_job(status, upload_id=manifest.id)
     with pytest.raises(TransitionError, match=f"{needing.id} \\({status.value}\\)") as refused:
         service.delete_upload(manifest.id)
     assert done.id not in str(refused.value)  # only the job that needs it is named
@@ -37,9 +27,9 @@ def test_an_upload_a_job_still_needs_is_refused_and_kept(service, status):
     assert service.uploads.get(manifest.id).completed_at is not None
 
 
-def test_an_upload_whose_jobs_ended_goes_and_their_outputs_stay(service):
+def test_an_upload_whose_jobs_ended_goes_and_their_outputs_stay(service, make_job):
     manifest = local_upload(service.uploads)
-    jobs = [_job_of(service, manifest, s) for s in (JobStatus.SUCCEEDED, JobStatus.FAILED,
+    jobs = [make_job(s, upload_id=manifest.id) for s in (JobStatus.SUCCEEDED, JobStatus.FAILED,
                                                      JobStatus.CANCELLED)]
     other = local_upload(service.uploads, b"another pellet")
     objects, size = service.blobs.usage(f"uploads/{manifest.id}")
@@ -66,12 +56,19 @@ def test_an_unfinished_upload_goes_with_its_parts(service):
     assert service.blobs.list(f"uploads/{manifest.id}") == []
 
 
-def test_a_deleted_job_does_not_hold_its_upload(service):
+def test_a_deleted_job_does_not_hold_its_upload(service, make_job):
     manifest = local_upload(service.uploads)
-    job = _job_of(service, manifest, JobStatus.SUCCEEDED)
+    job = make_job(JobStatus.SUCCEEDED, upload_id=manifest.id)
     assert service.table.jobs.reading(service.uploads.source_url(manifest)) == [
         (job.id, JobStatus.SUCCEEDED)]
     service.delete(job.id)
     assert service.table.jobs.reading(service.uploads.source_url(manifest)) == []
     service.delete_upload(manifest.id)
     assert service.blobs.list(f"uploads/{manifest.id}") == []
+
+
+def test_an_upload_source_maps_back_to_its_key_and_no_other_does(service, image):
+    manifest = local_upload(service.uploads)
+    assert service.uploads.key_of(service.uploads.source_url(manifest)) == manifest.key
+    assert service.uploads.key_of(image.as_uri()) is None
+    assert service.uploads.key_of(service.blobs.url(f"jobs/{manifest.id}/source.tif")) is None
