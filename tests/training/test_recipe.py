@@ -615,7 +615,7 @@ def test_tta_auto_is_measured_at_set_up_and_served_by_the_final_evaluation(tmp_p
     given = _tiny_train(path, tmp_path / "c", epochs=1, tta="flips", final_eval=False)
     assert given.tta == "flips" and given.training["tta_choice"] is None and not timed
     # a call budget reserves the final evaluation of a tile served with the given flips
-    _tiny_train(path, tmp_path / "e", epochs=1, tta="flips", call_budget_s=60.0,
+    _tiny_train(path, tmp_path / "e", epochs=1, tta="flips", call_budget_s=4.0,
                 validate_each_epoch=False)
     assert timed == [(64, 1.0, True)]
     with pytest.raises(ValueError, match="tta must be one of"):
