@@ -63,6 +63,45 @@ def test_embedded_broker_polls_at_the_configured_interval_and_delivers(tmp_path)
         _settings(tmp_path, embedded_poll_seconds=0)
 
 
+def test_embedded_drain_gives_way_to_a_worker_shutdown_and_takes_no_new_message(
+        tmp_path, monkeypatch):
+    """Celery's blocking loop drains 2 s, and once more after a shutdown signal: the embedded
+    transport caps each drain at SHUTDOWN_CHECK_SECONDS and, once the worker's shutdown flag
+    is set (a warm shutdown sets it to EX_OK, i.e. 0), returns at once, leaving a message that
+    arrived meanwhile on its queue for the next worker."""
+    import socket
+
+    from celery.worker import state
+    from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+    from queues.embedded import SHUTDOWN_CHECK_SECONDS
+
+    app = make_celery(_settings(tmp_path, embedded_poll_seconds=0.01))
+    asked = []
+    real = kombu_sqlalchemy.Transport.drain_events
+
+    def recording(self, connection, timeout=None):
+        asked.append(timeout)
+        return real(self, connection, timeout=timeout)
+
+    monkeypatch.setattr(kombu_sqlalchemy.Transport, "drain_events", recording)
+    got = []
+    with app.connection_for_read() as conn:
+        queue = Queue("plan", routing_key="plan")
+        with conn.Consumer([queue], callbacks=[lambda body, m: (got.append(body), m.ack())]):
+            with pytest.raises(socket.timeout):
+                conn.drain_events(timeout=2.0)  # empty queue: kombu's "nothing arrived"
+            assert asked == [SHUTDOWN_CHECK_SECONDS] and SHUTDOWN_CHECK_SECONDS < 2.0
+            send(app, PLAN_TASK, "job-8")
+            monkeypatch.setattr(state, "should_stop", 0)  # SIGTERM: warm shutdown, EX_OK
+            with pytest.raises(socket.timeout):
+                conn.drain_events(timeout=2.0)
+            assert got == [] and len(asked) == 1  # not even polled
+            monkeypatch.setattr(state, "should_stop", None)
+            conn.drain_events(timeout=2.0)
+    assert len(got) == 1 and got[0][0] == ["job-8"]  # the next drain delivers it
+
+
 def test_embedded_queue_created_by_another_process_meanwhile_is_used_not_fatal(tmp_path,
                                                                             monkeypatch):
     """Two workers starting on a fresh broker file: both miss the queue's row, the other one
