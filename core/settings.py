@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(
         None, description="Local scratch folder for localised sources and models; default home/cache."
     )
+    export_cache_dir: Path | None = Field(
+        None,
+        description="Folder of exported model graphs (ONNX, keyed by the package's weights "
+        "sha256 and the export recipe, checksummed, rebuilt when missing); default "
+        "cache_dir/exported. Share one folder between the homes or workers of a machine and "
+        "each model is exported once.",
+    )
     # Defaults for new jobs (each job stores its own copy in its JobSpec).
     default_model: str = Field("ebc-unet-mnv2", description="Model name used when a job names none.")
     tile_size: int | None = Field(
@@ -347,6 +354,11 @@ class Settings(BaseSettings):
     def resolved_cache_dir(self) -> Path:
         """Local scratch folder for this machine."""
         return self.cache_dir or self.home / "cache"
+
+    @cached_property
+    def resolved_export_cache_dir(self) -> Path:
+        """Folder of exported graphs (:func:`worker.engine.exported.exported_graph`)."""
+        return self.export_cache_dir or self.resolved_cache_dir / "exported"
 
     def ensure_home(self) -> None:
         """Create ``home`` and the cache folder if missing."""

@@ -39,6 +39,26 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_export_cache(tmp_path_factory):
+    """One folder of exported graphs for the whole run: ``PELLETSEG_EXPORT_CACHE_DIR``, read by
+    every ``Settings`` and inherited by every worker a test starts. Graphs are keyed by weights
+    sha256 and export recipe and checked on every load, so tests may share them as the homes
+    of one machine may: each model is exported once per run instead of once per home (124
+    exports, 188 s of the suite's summed test time on 2026-12-07). Shared by this run's xdist
+    workers, never by another run; tests of the default location pass ``export_cache_dir``."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "exported"
+    folder.mkdir(exist_ok=True)
+    saved = os.environ.get("PELLETSEG_EXPORT_CACHE_DIR")
+    os.environ["PELLETSEG_EXPORT_CACHE_DIR"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("PELLETSEG_EXPORT_CACHE_DIR", None)
+    else:
+        os.environ["PELLETSEG_EXPORT_CACHE_DIR"] = saved
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` beside the repository (skips where absent)."""

@@ -80,7 +80,7 @@ def test_job_through_a_real_celery_worker(queue_settings, tiny_package, microgra
     # The stitched label map equals tiled inference of the same model on the same pixels,
     # through the runtime the worker used (PELLETSEG_RUNTIME).
     segmenter = Segmenter(tiny_package, device="cpu", runtime=settings.runtime,
-                          cache_dir=settings.resolved_cache_dir / "exported")
+                          cache_dir=settings.resolved_export_cache_dir)
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
     expected = segmenter.segment_array(image, TileGeometry(128, 16), batch_size=8)
     np.testing.assert_array_equal(labels, expected)

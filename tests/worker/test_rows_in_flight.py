@@ -54,7 +54,7 @@ def test_a_threads_pool_worker_runs_rows_concurrently_with_one_model(tmp_path, t
     labels = read_tiff(ctx.local_blob(output_key(job.id, LABELS)))
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
     seg = Segmenter(tiny_package, device="cpu", runtime=settings.runtime,  # the workers' runtime
-                    cache_dir=settings.resolved_cache_dir / "exported")
+                    cache_dir=settings.resolved_export_cache_dir)
     grid = TileGrid(700, 500, TileGeometry(128, 16), rows_per_task=2)
     expected = np.concatenate([
         seg.segment_strip_simple(image[slice(*grid.read_window(y0, y1))], grid, y0, y1, 8)

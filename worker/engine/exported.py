@@ -2,7 +2,8 @@
 cached on local disk per weights sha256 and export recipe, rebuilt when missing, and never
 used without its checksum.
 
-Layout under the cache folder (``PELLETSEG_CACHE_DIR/exported`` for workers)::
+Layout under the cache folder (``PELLETSEG_EXPORT_CACHE_DIR``, default
+``PELLETSEG_CACHE_DIR/exported``, for workers)::
 
     {weights_sha256}/{recipe_key}/model.onnx       the graph (ONNX, weights embedded)
     {weights_sha256}/{recipe_key}/manifest.json    sha256 of model.onnx, weights sha256, recipe

@@ -450,7 +450,7 @@ def make_runtime(name: str, model: torch.nn.Module | Callable[[], torch.nn.Modul
         package: Its ``model.json``.
         device: Where inference runs.
         threads: Intra-op threads for ONNX Runtime / OpenVINO (0: their default).
-        cache_dir: Folder of exported graphs (None: ``PELLETSEG_CACHE_DIR/exported``).
+        cache_dir: Folder of exported graphs (None: ``PELLETSEG_EXPORT_CACHE_DIR``).
         folded: Whether ``model``'s batch norms are folded (keys the exported graph).
         precision: ``PELLETSEG_PRECISION`` (``fp32`` keeps OpenVINO in float32 for every
             package); ``cpu_precision``: OpenVINO's precision forced (:func:`openvino_precision`).
@@ -481,7 +481,7 @@ def _make(name, model, package, device, threads, cache_dir, folded, precision,
     if cache_dir is None:
         from core.settings import Settings
 
-        cache_dir = Settings().resolved_cache_dir / "exported"
+        cache_dir = Settings().resolved_export_cache_dir
 
     if name == "openvino":
         if device.type != "cpu":

@@ -189,7 +189,7 @@ class Segmenter:
             ``openvino``, ``onnxruntime``, ``tensorrt`` or ``auto``); tiling, argmax and
             placement are the same for all.
         cache_dir: Folder of exported graphs for the runtimes that need one (default
-            ``PELLETSEG_CACHE_DIR/exported``).
+            ``PELLETSEG_EXPORT_CACHE_DIR``, by default ``PELLETSEG_CACHE_DIR/exported``).
         tta: Test-time augmentation (``none`` or ``flips``, see :meth:`forward`); None: the
             package's (``ModelPackage.tta``).
         edge_pad: Mirrored px a tile may show past the image's edge (:mod:`worker.engine.tiling`,

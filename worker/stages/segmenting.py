@@ -89,7 +89,7 @@ def segmenter_for(ctx: WorkerContext, job):
                 compile=ctx.settings.torch_compile,
                 fold_bn=ctx.settings.fold_batchnorm,
                 runtime=ctx.settings.runtime,
-                cache_dir=ctx.settings.resolved_cache_dir / "exported",
+                cache_dir=ctx.settings.resolved_export_cache_dir,
             )
         return ctx.segmenters[key]
 

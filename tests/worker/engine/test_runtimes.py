@@ -174,14 +174,20 @@ def test_the_worker_uses_the_runtime_setting(tiny_package, tmp_path, monkeypatch
 
     pytest.importorskip("openvino")
     pkg = read_package(tiny_package)
+    monkeypatch.delenv("PELLETSEG_EXPORT_CACHE_DIR")  # the suite's shared folder
     settings = Settings(home=tmp_path, runtime="openvino", device="cpu", torch_threads=1)
+    assert settings.resolved_export_cache_dir == tmp_path / "cache" / "exported"
+    graphs = tmp_path / "graphs"  # PELLETSEG_EXPORT_CACHE_DIR: where the worker exports
+    settings = Settings(home=tmp_path, runtime="openvino", device="cpu", torch_threads=1,
+                        export_cache_dir=graphs)
     ctx = SimpleNamespace(settings=settings, segmenters={},
                           models=SimpleNamespace(fetch=lambda *key: tiny_package))
     job = SimpleNamespace(model_name=pkg.name, model_version=pkg.version,
                           model_sha256=pkg.weights_sha256, spec=_spec(pkg))
     seg = segmenter_for(ctx, job)
     assert seg.runtime.name == "openvino"
-    assert list((tmp_path / "cache" / "exported" / pkg.weights_sha256).rglob(GRAPH_FILE))
+    assert list((graphs / pkg.weights_sha256).rglob(GRAPH_FILE))
+    assert not (tmp_path / "cache" / "exported").exists()
     assert segmenter_for(ctx, job) is seg
     assert Settings().runtime == "auto"
     with pytest.raises(ValueError):
