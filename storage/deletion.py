@@ -115,8 +115,10 @@ def delete_upload(table: JobTable, uploads: UploadStore, upload_id: str, *,
     """Delete an upload, finished or not: its parts (an S3 multipart upload is aborted), its
     file and its manifest, unless a job that reads it is in a status of ``keep_for``. Jobs
     that ended keep their outputs; a later resume or rerun of one fails naming the missing
-    source. A job submitted from the upload between the check and the removal fails when its
-    planner finds the source gone (docs/reliability.md).
+    source. The upload is marked (:meth:`UploadStore.mark_deleting`) before its readers are
+    looked for, and a job's submission looks for the mark after its row exists
+    (:meth:`submission.SubmissionService.submit`): so a job submitted meanwhile is either
+    seen here (the deletion is refused and the mark removed) or refused itself.
 
     Args:
         keep_for: Statuses of reading jobs that keep the upload: by default those that have
@@ -133,15 +135,21 @@ def delete_upload(table: JobTable, uploads: UploadStore, upload_id: str, *,
             removes the rest).
     """
     manifest = uploads.get(upload_id)
-    holding = [(job_id, status) for job_id, status in upload_readers(table, uploads, manifest)
-               if status in keep_for]
+    objects, size = uploads.blobs.usage(f"uploads/{upload_id}")  # without the mark
+    uploads.mark_deleting(upload_id)
+    try:
+        holding = [(job_id, status) for job_id, status
+                   in upload_readers(table, uploads, manifest) if status in keep_for]
+    except BaseException:
+        uploads.unmark_deleting(upload_id)
+        raise
     if holding:
+        uploads.unmark_deleting(upload_id)
         shown = ", ".join(f"{job_id} ({status})" for job_id, status in holding[:5])
         more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
         raise TransitionError(
             f"upload {upload_id} is the source of job(s) {shown}{more}: a job reads its "
             f"source while it runs and again when it is resumed; wait until they end, or "
             f"cancel them, then delete the upload")
-    objects, size = uploads.blobs.usage(f"uploads/{upload_id}")
     uploads.abort(manifest)
     return UploadDeletion(upload_id, objects, size)

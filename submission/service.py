@@ -59,6 +59,9 @@ class SubmissionError(ValueError):
 
 #: Job statuses ``resume`` continues.
 RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+#: Why a job may not be submitted from an upload that is being deleted.
+DELETED_UPLOAD = ("the upload is being deleted or has been deleted (DELETE /v1/uploads); "
+                  "upload the image again")
 #: Job statuses a batch's resume continues: the jobs that stopped without being asked to
 #: (a cancelled job was stopped by someone and stays so; it is resumed on its own).
 BATCH_RESUMABLE = (JobStatus.FAILED, JobStatus.INTERRUPTED)
@@ -251,6 +254,8 @@ class SubmissionService:
         except UploadError as e:
             raise SubmissionError(f"upload_id {upload_id!r}: {e}") from e
         source = self.uploads.source_url(manifest)
+        if self.uploads.deleting(upload_id):
+            raise SubmissionError(f"upload_id {upload_id!r}: {DELETED_UPLOAD}")
         scheme = source_scheme(source)
         allowed = self.settings.allowed_source_schemes
         if scheme not in allowed:
@@ -299,8 +304,26 @@ class SubmissionService:
         job = self.table.jobs.create(spec, job_id=new_id, idempotency_key=idempotency_key,
                                      batch_id=batch_id)
         if job.id == new_id:
+            self._refuse_if_upload_deleted(job.id, spec)
             self._send_or_fail(job.id, [(PLAN_TASK, job.id)])
         return job
+
+    def _refuse_if_upload_deleted(self, job_id: str, spec: JobSpec) -> None:
+        """Fail the new job ``job_id`` and raise if its source is an upload that is being
+        deleted (or is gone): looked for after the job's row exists, so a deletion either
+        sees the job (and is refused) or has marked the upload before this look
+        (:func:`storage.deletion.delete_upload`).
+
+        Raises:
+            SubmissionError: the upload is being deleted (the job is ``failed``, never run).
+        """
+        upload_id = self.uploads.id_of(spec.source_url)
+        if upload_id is None or not self.uploads.deleting(upload_id):
+            return
+        self.table.jobs.transition(job_id, JobStatus.FAILED,
+                                   error=f"its source, upload {upload_id}: {DELETED_UPLOAD}")
+        raise SubmissionError(f"upload_id {upload_id!r}: {DELETED_UPLOAD} (job {job_id} was "
+                              "marked failed and not started)")
 
     def cancel(self, job_id: str) -> Job:
         """Move a job that has not ended to ``cancelled``; workers skip its remaining rows.
@@ -362,7 +385,8 @@ class SubmissionService:
         if key is not None:  # an upload deleted since: say so now
             if not self.blobs.exists(key):
                 raise SubmissionError(
-                    f"the image of job {job_id} was upload {key.split('/')[1]}, which has been "
+                    f"the image of job {job_id} was upload "
+                    f"{self.uploads.id_of(old.source_url)}, which has been "
                     f"deleted (DELETE /v1/uploads or PELLETSEG_RETENTION_DAYS); upload the "
                     f"image again and submit it")
         elif source_scheme(old.source_url) == "file":  # a file moved since: say so now

@@ -5,6 +5,9 @@ upload_key`); a job then reads it like any other source. Its state needs no tabl
 
 - ``uploads/U/.manifest.json``: name, size, part size and count, backend, S3 upload id,
   completion time (written atomically by the API; the only mutable record).
+- ``uploads/U/.deleting``: present while the upload is being deleted
+  (:func:`storage.deletion.delete_upload` writes it before it looks for jobs that read the
+  upload); a job submitted from a marked upload is refused (:meth:`UploadStore.deleting`).
 - **S3 store**: the parts go straight to S3 through presigned URLs. More than one part: an S3
   multipart upload (S3 keeps which parts arrived: ``ListParts``), completed by
   ``CompleteMultipartUpload``; one part: a presigned ``PutObject``. Part ETags are the MD5 of
@@ -44,6 +47,7 @@ from storage.jobtable.tables import utcnow
 
 MANIFEST = ".manifest.json"
 PARTS_DIR = ".parts"
+DELETING = ".deleting"
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum size of every part but the last
 MAX_PARTS = 10_000  # S3's limit
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
@@ -337,6 +341,42 @@ class UploadStore:
                 self.blobs.fs.rm(folder, recursive=True)
         except OSError as e:
             raise StorageError(f"cannot delete upload {manifest.id}: {e}") from e
+
+    def mark_deleting(self, upload_id: str) -> None:
+        """Write the upload's deletion mark (``uploads/{id}/.deleting``, the time in UTC): the
+        first step of deleting it. Jobs submitted from it from now on are refused.
+
+        Raises:
+            StorageError: the store failed.
+        """
+        self.blobs.put_bytes(self._key(upload_id, DELETING), utcnow().isoformat().encode())
+
+    def unmark_deleting(self, upload_id: str) -> None:
+        """Remove the deletion mark (a deletion that was refused); absent: nothing to do."""
+        self.blobs.delete(self._key(upload_id, DELETING))
+
+    def deleting(self, upload_id: str) -> bool:
+        """Whether the upload carries the deletion mark or is gone (no manifest): a job must
+        not be submitted from it. Read from the store itself (another process may have
+        written the mark), not from a listing cached here.
+
+        Raises:
+            StorageError: the store failed.
+        """
+        self.blobs.fs.invalidate_cache(self.blobs.path(self._key(upload_id)))
+        return (self.blobs.exists(self._key(upload_id, DELETING))
+                or not self.blobs.exists(self._key(upload_id, MANIFEST)))
+
+    def id_of(self, source_url: str) -> str | None:
+        """The upload id in a job's ``source_url`` (:meth:`key_of`), or None for a source
+        outside the store's ``uploads/`` or in a folder there not named by an upload id."""
+        key = self.key_of(source_url)
+        if key is None:
+            return None
+        try:
+            return str(uuid.UUID(key.split("/")[1]))
+        except ValueError:
+            return None
 
     def source_url(self, manifest: UploadManifest) -> str:
         """URL of the finished file, for a job's ``source_url``.

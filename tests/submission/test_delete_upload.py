@@ -72,3 +72,88 @@ def test_an_upload_source_maps_back_to_its_key_and_no_other_does(service, image)
     assert service.uploads.key_of(service.uploads.source_url(manifest)) == manifest.key
     assert service.uploads.key_of(image.as_uri()) is None
     assert service.uploads.key_of(service.blobs.url(f"jobs/{manifest.id}/source.tif")) is None
+
+
+def test_a_job_submitted_while_its_upload_is_deleted_is_refused_not_run(service):
+    """The deletion marks the upload before it looks for jobs that read it; a submission looks
+    for the mark after the job's row exists. Here the submission's look comes after the mark
+    (the deletion's own look, which would see the job, is still to come)."""
+    manifest = local_upload(service.uploads)
+    spec = service.build_spec(upload_id=manifest.id)  # checked before the deletion began
+    service.uploads.mark_deleting(manifest.id)
+    assert service.uploads.deleting(manifest.id)
+    with pytest.raises(SubmissionError, match=f"upload_id '{manifest.id}': the upload is being "
+                                              "deleted .*upload the image again"):
+        service.submit(spec)
+    [(job_id, status)] = service.table.jobs.reading(service.uploads.source_url(manifest))
+    job = service.table.jobs.get(job_id)
+    assert status == job.status == JobStatus.FAILED and job.started_at is None
+    assert f"upload {manifest.id}: the upload is being deleted" in job.error
+    with pytest.raises(SubmissionError, match="is being deleted"):  # new requests: at once
+        service.build_spec(upload_id=manifest.id)
+    service.delete_upload(manifest.id)  # the failed job does not hold it
+    assert service.blobs.list(f"uploads/{manifest.id}") == []
+
+
+def test_a_deletion_that_finds_a_new_job_is_refused_and_unmarks_the_upload(service):
+    """The other order: the job's row exists before the deletion looks, so the deletion sees
+    it, is refused, and removes its mark; the upload serves new jobs again."""
+    manifest = local_upload(service.uploads)
+    job = service.submit(service.build_spec(upload_id=manifest.id))
+    assert service.table.jobs.get(job.id).status == JobStatus.QUEUED
+    with pytest.raises(TransitionError, match=f"{job.id} \\(queued\\)"):
+        service.delete_upload(manifest.id)
+    assert not service.uploads.deleting(manifest.id)
+    again = service.submit(service.build_spec(upload_id=manifest.id))
+    assert service.table.jobs.get(again.id).status == JobStatus.QUEUED
+
+
+def test_a_deletion_whose_check_fails_leaves_no_mark(service, monkeypatch):
+    import storage.deletion as deletion
+    from storage.errors import StorageError
+
+    manifest = local_upload(service.uploads)
+
+    def unreachable(*_):
+        raise StorageError("job table unreachable")
+
+    monkeypatch.setattr(deletion, "upload_readers", unreachable)
+    with pytest.raises(StorageError, match="unreachable"):
+        service.delete_upload(manifest.id)
+    assert not service.uploads.deleting(manifest.id)
+    assert service.blobs.get_bytes(manifest.key) == b"an uploaded pellet"
+
+
+def test_the_mark_written_by_another_process_is_seen_on_s3(s3_bucket):
+    """An S3 store's listings are cached per process (s3fs): the API process that submits
+    must see a mark another process (another API replica) wrote after that listing."""
+    import boto3
+
+    from storage.blobs import BlobStore, UploadStore
+
+    uploads = UploadStore(BlobStore(f"s3://{s3_bucket}/store"), part_size=5 * 2**20,
+                          max_bytes=2**30)
+    manifest = uploads.create("pellet.tif", 10)
+    folder = uploads.blobs.path(f"uploads/{manifest.id}")
+    assert not uploads.deleting(manifest.id)
+    assert len(uploads.blobs.fs.ls(folder)) == 1  # the manifest, now listed in the cache
+    boto3.client("s3").put_object(Bucket=s3_bucket, Key=f"store/uploads/{manifest.id}/.deleting",
+                                  Body=b"2026-12-07T03:30:00")
+    assert uploads.deleting(manifest.id)
+    uploads.unmark_deleting(manifest.id)
+    assert not uploads.deleting(manifest.id)
+
+
+def test_a_job_submitted_after_its_upload_was_deleted_is_refused_at_once(service):
+    """The deletion ran whole between the request's checks and the job's row: the submission
+    finds the upload gone instead of leaving the job to fail at planning."""
+    manifest = local_upload(service.uploads)
+    spec = service.build_spec(upload_id=manifest.id)
+    service.delete_upload(manifest.id)
+    with pytest.raises(SubmissionError, match="has been deleted"):
+        service.submit(spec)
+    [(_, status)] = service.table.jobs.reading(spec.source_url)
+    assert status == JobStatus.FAILED
+    # a folder under uploads/ not named by an upload id is no upload: not checked as one
+    assert service.uploads.id_of(service.blobs.url("uploads/u1/p.tif")) is None
+    assert service.uploads.id_of(spec.source_url) == manifest.id
