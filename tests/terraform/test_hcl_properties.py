@@ -405,9 +405,10 @@ def test_workers_write_only_under_jobs_and_the_api_only_uploads_and_models(mods)
     assert write_targets(docs["worker_storage"]) == {"${local.objects.jobs}"}
     assert write_targets(docs["api"], {"s3:PutObject"}) == {"${local.objects.uploads}",
                                                             "${local.objects.models}"}
-    # the API deletes a deleted job's objects (DELETE /v1/jobs/{id}), never writes them
+    # the API deletes a deleted job's objects (DELETE /v1/jobs/{id}), never writes them, and
+    # a deleted upload's (DELETE /v1/uploads/{id})
     assert write_targets(docs["api"], {"s3:DeleteObject"}) == {
-        "${local.objects.jobs}", "${local.objects.models}"}
+        "${local.objects.jobs}", "${local.objects.models}", "${local.objects.uploads}"}
     assert iam.locals["objects"]["jobs"] == "${var.bucket_arn}/${local.p}jobs/*"
 
 

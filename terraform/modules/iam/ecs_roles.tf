@@ -22,8 +22,9 @@ data "aws_iam_policy_document" "api" {
     resources = [var.bucket_arn]
   }
   statement {
+    # DeleteObject: DELETE /v1/uploads/{id} (its file, manifest and deletion mark)
     sid       = "PresignAndManageUploads"
-    actions   = ["s3:AbortMultipartUpload", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"]
+    actions   = ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"]
     resources = [local.objects.uploads]
   }
   statement {
