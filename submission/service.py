@@ -59,12 +59,12 @@ class SubmissionError(ValueError):
 
 #: Job statuses ``resume`` continues.
 RESUMABLE = (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
-#: Why a job may not be submitted from an upload that is being deleted.
-DELETED_UPLOAD = ("the upload is being deleted or has been deleted (DELETE /v1/uploads); "
-                  "upload the image again")
 #: Job statuses a batch's resume continues: the jobs that stopped without being asked to
 #: (a cancelled job was stopped by someone and stays so; it is resumed on its own).
 BATCH_RESUMABLE = (JobStatus.FAILED, JobStatus.INTERRUPTED)
+#: Why a job may not be submitted from an upload that is being deleted.
+DELETED_UPLOAD = ("the upload is being deleted or has been deleted (DELETE /v1/uploads); "
+                  "upload the image again")
 
 
 class SubmissionService:
