@@ -63,12 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     from core.settings import Settings
+    from queues.names import broker_kind
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="pelletseg-stop-") as tmp:
         for i in range(args.runs):
             runs.append(measure(Path(tmp) / f"home-{i}", args.workers))
-    print(json.dumps({"broker": Settings(home=Path(tmp)).resolved_broker_url.split(":", 1)[0],
+    print(json.dumps({"broker": broker_kind(Settings(home=Path(tmp)).resolved_broker_url),
                       "workers": args.workers, "runs": runs,
                       "median_s": statistics.median(r["seconds"] for r in runs)}))
     return 0

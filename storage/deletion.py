@@ -140,16 +140,15 @@ def delete_upload(table: JobTable, uploads: UploadStore, upload_id: str, *,
     try:
         holding = [(job_id, status) for job_id, status
                    in upload_readers(table, uploads, manifest) if status in keep_for]
-    except BaseException:
+        if holding:
+            shown = ", ".join(f"{job_id} ({status})" for job_id, status in holding[:5])
+            more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
+            raise TransitionError(
+                f"upload {upload_id} is the source of job(s) {shown}{more}: a job reads its "
+                f"source while it runs and again when it is resumed; wait until they end, or "
+                f"cancel them, then delete the upload")
+    except BaseException:  # refused, or the check failed: the upload stays usable
         uploads.unmark_deleting(upload_id)
         raise
-    if holding:
-        uploads.unmark_deleting(upload_id)
-        shown = ", ".join(f"{job_id} ({status})" for job_id, status in holding[:5])
-        more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
-        raise TransitionError(
-            f"upload {upload_id} is the source of job(s) {shown}{more}: a job reads its "
-            f"source while it runs and again when it is resumed; wait until they end, or "
-            f"cancel them, then delete the upload")
     uploads.abort(manifest)
     return UploadDeletion(upload_id, objects, size)
