@@ -34,7 +34,7 @@ from core.spec import JobSpec
 from storage.jobtable.api_keys import ApiKeys
 from storage.jobtable.engine import cached_engine, upgrade
 from storage.jobtable.table import JobTable
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 from tests.worker.conftest import DEMO_DATA, make_settings
 from worker.local import LocalWorkers, log_tail
 
@@ -121,6 +121,17 @@ def screenshot(page, tmp_path: Path, name: str) -> None:
     if extra:
         Path(extra).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(extra) / path.name)
+
+
+def _submitted(page, client, name: str) -> dict:
+    """The job the dashboard's submit panel just made of the file ``name`` (once the API lists
+    it), after its own toast ("Submitted job <its id>") shows: an earlier submission's toast
+    may still be on screen for up to 5 s."""
+    jobs = wait_for(lambda: [j for j in client.get("/v1/jobs").json()["jobs"]
+                             if j["source_url"].endswith(name)], 60, f"a job of {name}")
+    assert len(jobs) == 1, jobs
+    page.wait_for_selector(f".toast:has-text('Submitted job {jobs[0]['id'][:8]}')")
+    return jobs[0]
 
 
 def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack, tmp_path):
@@ -396,9 +407,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.fill("#submit-labels", "")
             page.fill("#submit-pixel", "")
             page.click("#submit-go")
-            page.wait_for_selector(".toast:has-text('Submitted job')")
-            (job,) = [j for j in client.get("/v1/jobs").json()["jobs"]
-                      if j["source_url"].endswith("/big.tif")]
+            job = _submitted(page, client, "/big.tif")
             assert Path(unquote(urlparse(job["source_url"]).path)).read_bytes() == big.read_bytes()
             page.wait_for_selector(f'{row(job["id"])}[data-status="failed"]')
 
@@ -419,10 +428,8 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             puts.clear()
             page.set_input_files("#submit-files", [str(cut)])
             page.click("#submit-go")
-            page.wait_for_selector(".toast:has-text('Submitted job')")
+            job = _submitted(page, client, "/cut.tif")
             assert [u.rsplit("/", 1)[1] for u in puts] == ["2"], puts
-            (job,) = [j for j in client.get("/v1/jobs").json()["jobs"]
-                      if j["source_url"].endswith("/cut.tif")]
             assert Path(unquote(urlparse(job["source_url"]).path)).read_bytes() == cut.read_bytes()
             errors[:] = [e for e in errors if "ERR_FAILED" not in e]  # the dropped part's log
             assert errors == []
