@@ -5,12 +5,14 @@ Images: the LumenStone S2 validation images (3396 x 2547 px optical micrographs,
 2 x 2 mosaics of NASA EBC SEM images (2048 x 2048 px: four 1024 px images side by side, in
 file-name order) from ``../shared/data`` (never copied into the repository).
 
-- **Geometry**: for each tile geometry, the labels of tiled inference (``Segmenter.segment_array``,
+- **Geometry**: for each tile geometry (and edge-tile layout: ``stretched``, a new job's, and
+  ``whole``, a job's of spec version < 4; :class:`worker.engine.tiling.TileGrid`), the labels
+  of tiled inference (``Segmenter.segment_array``,
   exactly the row tasks' path) against one forward pass of the whole image reflect-padded by
   the halo (``Segmenter.segment_single_pass``; the definition of ``tests/worker/engine/test_seams.py``),
   both through PyTorch eager fp32: % of equal pixels per image, the minimum and the pooled
   figure per data set. Beside it the geometry's cost: model pixels computed per output pixel
-  on a 346 Mpx pellet (20480 x 16896 px, tiles cover whole cores) and, per runtime, the
+  on a 346 Mpx pellet (20480 x 16896 px) and on each image, in that layout, and, per runtime, the
   model-only output Mpx/s of real tiles on this machine (:func:`tile_rate`).
 - **Runtimes**: at each geometry asked for, the tiled labels of every runtime against eager
   fp32's tiled labels at the same geometry (the runtime's own effect) and against the
@@ -53,11 +55,16 @@ INT8_MAX_DROP = 0.0005
 Say = Callable[[str], None]
 
 
-def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PELLET[1]) -> float:
-    """Model pixels computed per output pixel for a ``width x height`` px image: tiles x T^2 /
-    (width x height) (the overlap and the cores that fall past the image edge)."""
-    cols, rows = -(-width // geometry.stride), -(-height // geometry.stride)
-    return cols * rows * geometry.tile_size ** 2 / (width * height)
+def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PELLET[1],
+                stretch_edges: bool = True) -> float:
+    """Model pixels computed per output pixel for a ``width x height`` px image: the pixels of
+    its tiles / (width x height) (the overlap and what edge tiles show past their cores), with
+    stretched edge tiles or whole ones (:class:`worker.engine.tiling.TileGrid`)."""
+    from worker.engine.tiling import TileGrid
+
+    grid = TileGrid(width, height, geometry, stretch_edges=stretch_edges)
+    return (sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
+            / (width * height))
 
 
 def _whole(path: Path) -> np.ndarray:
@@ -328,7 +335,8 @@ def _pooled(rows: list[dict], key: str) -> dict:
 def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes: list[str],
         runtime_geometries: list[TileGeometry], work: Path, *, threads: int = 1,
         speed_seconds: float = 6.0, lumenstone: int = 6, ebc_mosaics: int = 3,
-        device: str = "cpu", precision: str = "fp32", say: Say = print) -> dict:
+        device: str = "cpu", precision: str = "fp32", edge_tiles: tuple[str, ...] = ("stretched",),
+        say: Say = print) -> dict:
     """Measure geometry and runtime agreement (see the module docstring).
 
     Args:
@@ -345,6 +353,8 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
         device: Where everything runs; the reference is always eager float32 there.
         precision: Autocast of the compared runtimes on CUDA (``bf16``, ``fp16``, ``fp32``;
             CPU is float32): with ``bf16``, ``eager`` in ``runtimes`` is eager bf16.
+        edge_tiles: Edge-tile layouts of the geometry sweep (``stretched``, ``whole``); the
+            runtimes are compared in the first.
 
     Returns:
         ``{"images", "geometry": [...], "runtimes": [...]}``, every figure in % of pixels or
@@ -360,23 +370,30 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
                  "device": str(eager.device), "precision": precision,
                  "images": [{"dataset": d, "name": n, "width": a.shape[1], "height": a.shape[0]}
                             for d, n, a in images],
-                 "geometry": [], "runtimes": []}
+                 "edge_tiles": list(edge_tiles), "geometry": [], "runtimes": []}
     single: dict[tuple[str, int], np.ndarray] = {}
     tiled: dict[tuple[str, TileGeometry], np.ndarray] = {}
-    for geometry in dict.fromkeys(geometries + runtime_geometries):
+    for geometry, layout in [(g, e) for g in dict.fromkeys(geometries + runtime_geometries)
+                             for e in edge_tiles]:
+        stretch = layout == "stretched"
         rows = []
         for ds, name, image in images:
             if (name, geometry.halo) not in single:
                 single[name, geometry.halo] = eager.segment_single_pass(image, pad=geometry.halo)
-            labels = eager.segment_array(image, geometry, batch_size=1)
-            tiled[name, geometry] = labels
+            labels = eager.segment_array(image, geometry, batch_size=1, stretch_edges=stretch)
+            if layout == edge_tiles[0]:
+                tiled[name, geometry] = labels
+            grid = eager.grid(image.shape[1], image.shape[0], geometry, stretch_edges=stretch)
             rows.append({"dataset": ds, "name": name, "pixels": labels.size,
-                         "equal_pct": _pct(labels, single[name, geometry.halo])})
+                         "equal_pct": _pct(labels, single[name, geometry.halo]),
+                         "model_px_per_px": sum(r.size for r in grid.row_spans)
+                         * sum(c.size for c in grid.col_spans) / labels.size})
         entry = {"tile_size": geometry.tile_size, "halo": geometry.halo,
                  "stride": geometry.stride, "overlap_cost": geometry.overlap_cost,
-                 "pellet_cost": pellet_cost(geometry), "images": rows,
-                 "datasets": _pooled(rows, "equal_pct"), "sweep": geometry in geometries}
-        say(f"geometry {geometry}: " + ", ".join(
+                 "edge_tiles": layout, "pellet_cost": pellet_cost(geometry, stretch_edges=stretch),
+                 "images": rows, "datasets": _pooled(rows, "equal_pct"),
+                 "sweep": geometry in geometries}
+        say(f"geometry {geometry} ({layout} edge tiles): " + ", ".join(
             f"{ds} min {v['min_pct']:.3f} % pooled {v['pooled_pct']:.3f} %"
             for ds, v in entry["datasets"].items()))
         doc["geometry"].append(entry)
@@ -400,12 +417,13 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             rows = []
             started = time.perf_counter()
             for ds, img_name, image in images:
-                labels = seg.segment_array(image, geometry, batch_size=1)
+                labels = seg.segment_array(image, geometry, batch_size=1,
+                                           stretch_edges=edge_tiles[0] == "stretched")
                 rows.append({"dataset": ds, "name": img_name, "pixels": labels.size,
                              "vs_eager_tiled_pct": _pct(labels, tiled[img_name, geometry]),
                              "vs_whole_image_pct": _pct(labels, single[img_name, geometry.halo])})
             entry = {"runtime": name, "tile_size": geometry.tile_size, "halo": geometry.halo,
-                     "images": rows, "seconds": time.perf_counter() - started,
+                     "edge_tiles": edge_tiles[0], "images": rows, "seconds": time.perf_counter() - started,
                      "int8_convolutions": getattr(seg.runtime, "int8_convolutions", None),
                      "vs_eager_tiled": _pooled(rows, "vs_eager_tiled_pct"),
                      "vs_whole_image": _pooled(rows, "vs_whole_image_pct")}
@@ -414,11 +432,13 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             doc["runtimes"].append(entry)
     if speed_seconds > 0:
         probe = images[0][2]
+        speeds: dict[TileGeometry, dict[str, float]] = {}  # whole tiles: the same per layout
         for entry in doc["geometry"]:
             geometry = TileGeometry(entry["tile_size"], entry["halo"])
-            entry["output_mpx_s"] = {}
-            for name, seg in segmenters.items():
-                entry["output_mpx_s"][name] = tile_rate(seg, probe, geometry, speed_seconds)
+            if geometry not in speeds:
+                speeds[geometry] = {name: tile_rate(seg, probe, geometry, speed_seconds)
+                                    for name, seg in segmenters.items()}
+            entry["output_mpx_s"] = dict(speeds[geometry])
             say(f"speed {geometry}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in entry["output_mpx_s"].items()) + " Mpx/s of output")
     doc["load_average_end"] = load_average()
@@ -434,12 +454,21 @@ def choose(doc: dict, runtime: str, threshold_pct: float = 99.9,
            max_tile_size: int = MAX_TILE_SIZE) -> dict | None:
     """The sweep geometry with the highest measured output Mpx/s for ``runtime`` among those
     of at most ``max_tile_size`` px whose tiled labels equal the whole-image labels on
-    >= ``threshold_pct`` % of pixels in every image of every data set (None if none qualifies
-    or speeds were not measured)."""
+    >= ``threshold_pct`` % of pixels in every image of every data set, in the first edge-tile
+    layout measured (None if none qualifies or speeds were not measured)."""
+    layout = doc.get("edge_tiles", ["whole"])[0]
     ok = [g for g in doc["geometry"] if g["sweep"] and runtime in g.get("output_mpx_s", {})
-          and g["tile_size"] <= max_tile_size
+          and g.get("edge_tiles", "whole") == layout and g["tile_size"] <= max_tile_size
           and all(r["equal_pct"] >= threshold_pct for r in g["images"])]
     return max(ok, key=lambda g: g["output_mpx_s"][runtime], default=None)
+
+
+def _cost(entry: dict, dataset: str) -> str:
+    """Model pixels per output pixel over a data set's images (pixel-weighted), or '-'."""
+    rows = [r for r in entry["images"] if r["dataset"] == dataset and "model_px_per_px" in r]
+    if not rows:
+        return "-"
+    return f"{sum(r['model_px_per_px'] * r['pixels'] for r in rows) / sum(r['pixels'] for r in rows):.3f}"
 
 
 def markdown(doc: dict) -> str:
@@ -452,16 +481,18 @@ def markdown(doc: dict) -> str:
              f"- Images: {len(doc['images'])} ("
              + ", ".join(f"{sum(i['dataset'] == d for i in doc['images'])} {d}" for d in datasets)
              + ")", "",
-             "| T / halo | stride | (T/stride)^2 | cost on the 346 Mpx pellet | "
-             + " | ".join(f"{d}: min / pooled % equal to whole image" for d in datasets)
+             "| T / halo | edge tiles | stride | (T/stride)^2 | cost on the 346 Mpx pellet | "
+             + " | ".join(f"{d}: min / pooled % equal to whole image | {d}: cost"
+                          for d in datasets)
              + "".join(f" | {n} Mpx/s" for n in names) + " |",
-             "|---" * (4 + len(datasets) + len(names)) + "|"]
+             "|---" * (5 + 2 * len(datasets) + len(names)) + "|"]
     for g in doc["geometry"]:
-        cells = [f"{g['datasets'][d]['min_pct']:.3f} / {g['datasets'][d]['pooled_pct']:.3f}"
-                 for d in datasets]
+        cells = [f"{g['datasets'][d]['min_pct']:.3f} / {g['datasets'][d]['pooled_pct']:.3f} | "
+                 + _cost(g, d) for d in datasets]
         speeds = [f"{g['output_mpx_s'][n]:.3f}" if n in g.get("output_mpx_s", {}) else "-"
                   for n in names]
-        lines.append(f"| {g['tile_size']} / {g['halo']} | {g['stride']} | "
+        lines.append(f"| {g['tile_size']} / {g['halo']} | {g.get('edge_tiles', 'whole')} | "
+                     f"{g['stride']} | "
                      f"{g['overlap_cost']:.3f} | {g['pellet_cost']:.3f} | "
                      + " | ".join(cells + speeds) + " |")
     lines += ["", "| runtime | T / halo | " + " | ".join(

@@ -100,7 +100,9 @@ def markdown(doc: dict) -> str:
         f"classes, {model['weights']})"),
         f"- Image: {img['width']} x {img['height']} px ({img['mpx']:.1f} Mpx), {img['source']}",
         (f"- Tiles: T = {cfg['tile_size']}, halo = {cfg['halo']}, stride = {stride} px; "
-        f"{img['tiles']} tiles, {img['tile_efficiency_pct']} % of tile cores inside the image"),
+        f"{img['tiles']} tiles (stretched edge tiles, as jobs), tile efficiency "
+        f"{img['tile_efficiency_pct']} % (the image's model pixels at (T / stride)² over the "
+        "tiles')"),
         f"- Runtime: {doc.get('runtime', 'eager')} (PELLETSEG_RUNTIME={cfg.get('runtime', 'eager')})",
         (f"- Workers: {cfg['workers']} x {cfg['threads']} torch threads, "
          f"batch {cfg['batch_size']}, "

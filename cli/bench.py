@@ -142,11 +142,14 @@ def _geometries(text: str) -> list:
               help="cpu or cuda[:N]; the reference is eager float32 on it.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               show_default=True, help="Autocast of the compared runtimes on CUDA (eager included).")
+@click.option("--edge-tiles", default="stretched", show_default=True,
+              help="Edge-tile layouts of the geometry sweep, comma-separated: stretched (a new "
+              "job's) and whole (a job's of spec version < 4); runtimes use the first.")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder (exported graphs; default ~/.pelletseg/bench/agreement).")
 def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runtimes: str,
               runtime_geometries: str | None, threads: int, speed_seconds: float,
-              lumenstone: int, ebc_mosaics: int, device: str, precision: str,
+              lumenstone: int, ebc_mosaics: int, device: str, precision: str, edge_tiles: str,
               work_dir: Path | None) -> None:
     """Measure, on the real data, which tile geometries keep the whole-image labels and which
     runtimes keep eager fp32's labels; write JSON and Markdown."""
@@ -167,10 +170,15 @@ def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runt
     at = _geometries(runtime_geometries) if runtime_geometries else list(
         dict.fromkeys([own, _geometries("1024/128")[0]]))
     names = [n.strip() for n in runtimes.split(",") if n.strip()]
+    layouts = tuple(dict.fromkeys(e.strip() for e in edge_tiles.split(",") if e.strip()))
+    if not layouts or set(layouts) - {"stretched", "whole"}:
+        raise click.BadParameter(f"{edge_tiles!r}: give stretched, whole or both, "
+                                 "comma-separated", param_hint="--edge-tiles")
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = ag.run(package, data_dir, _geometries(geometries), names, at, work, threads=threads,
                  speed_seconds=speed_seconds, lumenstone=lumenstone, ebc_mosaics=ebc_mosaics,
-                 device=device, precision=precision, say=lambda line: click.echo(line, err=True))
+                 device=device, precision=precision, edge_tiles=layouts,
+                 say=lambda line: click.echo(line, err=True))
     doc["date_utc"] = started
     best = {n: ag.choose(doc, n) for n in names}
     doc["fastest_geometry_at_99_9_pct"] = {

@@ -14,20 +14,25 @@ from pydantic import ConfigDict, Field, ValidationError, model_serializer, model
 
 from core.geometry import WithGeometry
 
-__all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "JobSpec", "Precision", "SpecError"]
+__all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "EdgeTiles", "JobSpec", "Precision",
+           "SpecError"]
 
-SPEC_VERSION = 3
+SPEC_VERSION = 4
 #: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
 #: spec without a pixel size, version 2 (before ``precision``) as one without a precision. A
 #: new field bumps the version, so that older workers refuse a spec they cannot read with
 #: "upgrade the workers"; a new spec that leaves the new field unset keeps the version before
 #: (a spec without ``precision`` is stored as version 2), so that jobs submitted while workers
-#: are upgraded one by one run on the older workers too.
-READABLE_SPEC_VERSIONS = (1, 2, 3)
+#: are upgraded one by one run on the older workers too. Version 3 (before ``edge_tiles``) reads
+#: as whole edge tiles, the layout its rows were planned with.
+READABLE_SPEC_VERSIONS = (1, 2, 3, 4)
 
 #: An inference precision, as ``PELLETSEG_PRECISION`` (a worker's) and a job spec's
 #: ``precision`` (a job's) name it.
 Precision = Literal["bf16", "fp16", "fp32"]
+
+#: How a job's grid lays tiles at the image's right and bottom edges (:attr:`JobSpec.edge_tiles`).
+EdgeTiles = Literal["whole", "stretched"]
 
 
 class SpecError(ValueError):
@@ -35,7 +40,7 @@ class SpecError(ValueError):
 
 
 class JobSpec(WithGeometry):
-    """Options of one segmentation job (spec version 3).
+    """Options of one segmentation job (spec version 4).
 
     Attributes:
         source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
@@ -59,6 +64,13 @@ class JobSpec(WithGeometry):
             (on CPU the package and the CPU decide, as for the setting). None: each worker's
             setting. Each row records what it actually used (``rows.inference``,
             ``fractions.json`` ``inference``). Added in spec version 3.
+        edge_tiles: ``stretched``: the last tile of an axis is stretched over a last core of
+            at most half a stride instead of a whole tile of its own
+            (:class:`worker.engine.tiling.TileGrid` ``stretch_edges``; what the submission
+            service stores for every new job); ``whole`` or None (a spec before version 4):
+            a whole tile per stride, the layout of jobs planned before. Planning and every row
+            task lay the job's grid out by it, so rows planned one way are never computed the
+            other. Added in spec version 4.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -67,7 +79,7 @@ class JobSpec(WithGeometry):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: Literal[1, 2, 3] = SPEC_VERSION
+    spec_version: Literal[1, 2, 3, 4] = SPEC_VERSION
     source_url: str
     model: str
     model_version: str | None = None
@@ -76,31 +88,42 @@ class JobSpec(WithGeometry):
     webhook_url: str | None = None
     pixel_size_um: float | None = Field(None, gt=0, allow_inf_nan=False)
     precision: Precision | None = None
+    edge_tiles: EdgeTiles | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _oldest_version_that_reads_it(cls, data: Any) -> Any:
         """A new spec (no ``spec_version`` given) gets the oldest version that holds its
-        fields: 3 where it names a ``precision``, else 2."""
+        fields: 4 where it names ``edge_tiles``, 3 where it names a ``precision``, else 2."""
         if isinstance(data, dict) and "spec_version" not in data:
-            data = {**data, "spec_version": 3 if data.get("precision") is not None else 2}
+            version = (4 if data.get("edge_tiles") is not None
+                       else 3 if data.get("precision") is not None else 2)
+            data = {**data, "spec_version": version}
         return data
 
     @model_validator(mode="after")
     def _version_holds_the_fields(self) -> JobSpec:
         if self.precision is not None and self.spec_version < 3:
             raise ValueError(f"precision needs spec version 3, not {self.spec_version}")
+        if self.edge_tiles is not None and self.spec_version < 4:
+            raise ValueError(f"edge_tiles needs spec version 4, not {self.spec_version}")
         return self
 
     @model_serializer(mode="wrap")
     def _without_unset_newer_fields(self, handler):
-        """The stored form leaves out ``precision`` when it is None, so a version-2 spec holds
-        only version-2 fields and workers from before version 3 (which forbid unknown
-        fields) read it."""
+        """The stored form leaves out ``precision`` and ``edge_tiles`` when they are None, so a
+        version-2 spec holds only version-2 fields and workers from before version 3 (which
+        forbid unknown fields) read it."""
         data = handler(self)
-        if self.precision is None:
-            data.pop("precision", None)
+        for name in ("precision", "edge_tiles"):
+            if getattr(self, name) is None:
+                data.pop(name, None)
         return data
+
+    @property
+    def stretch_edges(self) -> bool:
+        """Whether the job's grid stretches its edge tiles (:attr:`edge_tiles`)."""
+        return self.edge_tiles == "stretched"
 
     @property
     def stride(self) -> int:

@@ -1,4 +1,4 @@
-"""Job spec versions, the pixel size and the precision fields."""
+"""Job spec versions, the pixel size, precision and edge tiles fields."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ V2_FIELDS = {"spec_version", "source_url", "model", "model_version", "tile_size"
 def test_a_new_spec_has_the_oldest_version_that_holds_its_fields():
     spec = JobSpec(**BASE, pixel_size_um=0.42, precision="fp32")
     stored = spec.model_dump()
-    assert stored["spec_version"] == SPEC_VERSION == 3
+    assert stored["spec_version"] == 3
     assert JobSpec.from_stored(stored).pixel_size_um == 0.42
     assert JobSpec.from_stored(stored).precision == "fp32"
     # without a precision it stays version 2: workers from before version 3 run it
@@ -30,6 +30,25 @@ def test_a_new_spec_has_the_oldest_version_that_holds_its_fields():
         JobSpec(**BASE, spec_version=2, precision="fp32")
     with pytest.raises(SpecError, match="precision needs spec version 3"):
         JobSpec.from_stored({**BASE, "spec_version": 2, "precision": "bf16"})
+
+
+def test_edge_tiles_make_a_version_4_spec_and_older_specs_read_as_whole_tiles():
+    """A spec that names its edge tiles is version 4 (workers from before refuse it instead
+    of laying out another grid than its rows were planned with); one that does not reads as
+    whole edge tiles, the layout of every job planned before version 4."""
+    spec = JobSpec(**BASE, edge_tiles="stretched")
+    stored = spec.model_dump(mode="json")
+    assert stored["spec_version"] == SPEC_VERSION == 4 and stored["edge_tiles"] == "stretched"
+    assert JobSpec.from_stored(stored).stretch_edges
+    assert not JobSpec(**BASE, edge_tiles="whole").stretch_edges
+    for version in (1, 2, 3):
+        old = JobSpec.from_stored({**BASE, "spec_version": version})
+        assert old.edge_tiles is None and not old.stretch_edges
+    assert "edge_tiles" not in JobSpec(**BASE, precision="fp32").model_dump(mode="json")
+    with pytest.raises(SpecError, match="edge_tiles needs spec version 4"):
+        JobSpec.from_stored({**BASE, "spec_version": 3, "edge_tiles": "stretched"})
+    with pytest.raises(ValidationError, match="edge_tiles"):
+        JobSpec(**BASE, edge_tiles="shrunk")
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -56,4 +75,4 @@ def test_pixel_size_must_be_positive_and_finite(bad):
 
 def test_unknown_version_asks_to_upgrade_the_workers():
     with pytest.raises(SpecError, match="upgrade the workers"):
-        JobSpec.from_stored({**BASE, "spec_version": 4})
+        JobSpec.from_stored({**BASE, "spec_version": 5})

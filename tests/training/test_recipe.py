@@ -279,12 +279,15 @@ def test_final_eval_estimate_is_passes_times_tiles_plus_metrics_per_px(monkeypat
     clock = iter(range(10_000))  # every reading of the clock is one second later
     monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
     model = torch.nn.Conv2d(3, 4, 3, padding=1)
-    geo = TileGeometry(64, 16)  # 100 x 70 px: 4 x 3 tiles of stride 32
+    # 100 x 70 px at stride 32, as served: 3 x 2 tiles, the last of each axis stretched over
+    # its 4 and 6 px remainders (96 px: 64 + 4 + 16 + 16 and 70 + 16 + 16 up to 32), so
+    # (64 + 64 + 96) x (64 + 96) px = 8.75 tiles' pixels per image, not 4 x 3 = 12 tiles
+    geo = TileGeometry(64, 16)
     pairs = [_pair(70, 100), _pair(70, 100)]
     # a tile pass takes 1 s; the metrics 1 s for the first pair's 7,000 px, 2 s for both
-    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu") == 24 + 2
+    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu") == 2 * 8.75 + 2
     assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu", label_passes=2) \
-        == 2 * 24 + 2
+        == 2 * 2 * 8.75 + 2
 
 
 def test_final_eval_estimate_counts_the_served_layout_s_shorter_tiles_by_area(monkeypatch):
@@ -299,14 +302,14 @@ def test_final_eval_estimate_counts_the_served_layout_s_shorter_tiles_by_area(mo
     geo = TileGeometry(128, 16)  # stride 96
     # 30 x 30 px fits one tile: 30 + 2 x 16 edge padding, on the 32 px unit: one 64 x 64 tile
     grid = serving_grid(30, 30, geo, 1.0)
-    assert (grid.n_tile_rows, grid.n_cols, grid.tile_shape) == (1, 1, (64, 64))
+    assert (grid.n_tile_rows, grid.n_cols, grid.tile_shape_at(grid.row_spans[0], 0)) == (1, 1, (64, 64))
     small = _pair(30, 30)
     # a quarter of a 128 px tile at 2 s a tile, twice (the serving check), plus 1 s of metrics
     assert trainer.final_eval_estimate_s(model, [small], geo, 1.0, "cpu", tile_s=2.0,
                                          label_passes=2) == 2 * 0.25 * 2.0 + 1
     # at input scale 0.125 the unit is 256 px: the same image takes one 256 px tile of 1,024
     grid = serving_grid(30, 30, TileGeometry(1024, 64), 0.125)
-    assert grid.tile_shape == (256, 256)
+    assert grid.tile_shape_at(grid.row_spans[0], 0) == (256, 256)
     assert trainer.final_eval_estimate_s(model, [small], TileGeometry(1024, 64), 0.125, "cpu",
                                          tile_s=2.0) == 1 / 16 * 2.0 + 1
 
@@ -583,11 +586,11 @@ def test_serving_tile_s_with_flips_runs_four_passes_and_leaves_the_model_as_it_w
     assert model.training and all(torch.equal(before[k], v)
                                   for k, v in model.state_dict().items())
     # a measured tile time is used as given: no tile is timed, only the metrics
-    pairs = [_pair(70, 100), _pair(70, 100)]  # 12 tiles of stride 32 each
+    pairs = [_pair(70, 100), _pair(70, 100)]  # 8.75 tiles' pixels each (stretched)
     calls.clear()
     estimate = trainer.final_eval_estimate_s(model, pairs, TileGeometry(64, 16), 1.0, "cpu",
                                              tile_s=0.5)
-    assert not calls and estimate == 24 * 0.5 + 2  # the metrics: 1 s per 7,000 px
+    assert not calls and estimate == 2 * 8.75 * 0.5 + 2  # the metrics: 1 s per 7,000 px
 
 
 def test_tta_auto_is_measured_at_set_up_and_served_by_the_final_evaluation(tmp_path,

@@ -111,12 +111,15 @@ def network_side(n: int, input_scale: float) -> int:
 
 
 def serving_grid(width: int, height: int, geometry: TileGeometry, input_scale: float, *,
-                 edge_pad: int | None = None, rows_per_task: int = 1) -> TileGrid:
+                 edge_pad: int | None = None, rows_per_task: int = 1,
+                 stretch_edges: bool = True) -> TileGrid:
     """The tile grid a package at ``input_scale`` labels a ``height`` x ``width`` px image
-    with: ``geometry`` (image px), ``edge_pad`` (px, clamped to the halo; None: the halo) and
+    with: ``geometry`` (image px), ``edge_pad`` (px, clamped to the halo; None: the halo),
     tile sides on the unit the scale takes (:func:`network_side`; the tile size itself where
-    the scale's valid sides are not one unit's multiples). One definition for serving
-    (:meth:`Segmenter.grid`) and for the trainer's estimate of its final evaluation.
+    the scale's valid sides are not one unit's multiples) and stretched edge tiles
+    (:class:`~worker.engine.tiling.TileGrid`; False: a job of spec version < 4). One
+    definition for serving (:meth:`Segmenter.grid`) and for the trainer's estimate of its
+    final evaluation.
 
     Raises:
         GeometryError: an empty image or ``rows_per_task`` < 1.
@@ -126,7 +129,8 @@ def serving_grid(width: int, height: int, geometry: TileGeometry, input_scale: f
     unit = network_side(1, input_scale)
     if geometry.tile_size % unit or network_side(2 * unit, input_scale) != 2 * unit:
         unit = geometry.tile_size
-    return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit)
+    return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit,
+                    stretch_edges=stretch_edges)
 
 
 @dataclass
@@ -665,7 +669,9 @@ class Segmenter:
                 :func:`imaging.reading.image_rows`).
             grid: The image's tile grid (tile size, halo, width).
             y0, y1: Output rows (px).
-            batch_size: Tiles per forward pass; None: :meth:`batch_for` the grid's tile size.
+            batch_size: Tiles of T x T px per forward pass (fewer of a stretched edge tile's
+                shape: :func:`~worker.engine.tiling.iter_batches`); None: :meth:`batch_for`
+                the grid's tile size.
             prefetch: Bands read ahead by the reader thread (0: read in this thread).
             with_confidence: Also return the (y1 - y0, W) uint8 confidence strip
                 (:meth:`decide`, cropped to the same tile cores as the labels).
@@ -681,8 +687,7 @@ class Segmenter:
             ImageFormatError: the image's pixel data cannot be decoded (from ``rows``).
         """
         started = time.perf_counter()
-        th, tw = grid.tile_shape
-        batch_size = batch_size or self.batch_for(max(th, tw))
+        batch_size = batch_size or self.batch_for(grid.tile_size)
         tiles = grid.strip_tiles(y0, y1)
         spans = grid.strip_spans(y0, y1)
         left = grid.col_spans[0].start
@@ -694,7 +699,7 @@ class Segmenter:
         bands: dict[int, np.ndarray] = {}  # tile row -> its input band, while needed
         loaded = 0
         with Prefetcher(iter_bands(rows, grid, y0, y1), prefetch, name="band-reader") as reader:
-            for batch in iter_batches(tiles, batch_size):
+            for batch in iter_batches(tiles, batch_size, grid, spans):
                 first, last = batch[0][0], batch[-1][0]
                 while loaded <= last:
                     bands[loaded] = next(reader)
@@ -705,7 +710,7 @@ class Segmenter:
                     loaded += 1
                 for j in [j for j in bands if j < first]:
                     del bands[j]
-                host = self._host_batch(len(batch), th, tw)
+                host = self._host_batch(len(batch), *grid.tile_shape_at(spans[first], batch[0][1]))
                 view = host.numpy()
                 for k, (j, i) in enumerate(batch):
                     view[k] = band_tile(bands[j], grid, i)
@@ -766,7 +771,8 @@ class Segmenter:
         bands = strip_bands(region, grid, y0, y1)
         out = np.empty((y1 - y0, grid.width), dtype=np.uint8)
         conf = np.empty_like(out)
-        for batch in iter_batches(grid.strip_tiles(y0, y1), batch_size):
+        for batch in iter_batches(grid.strip_tiles(y0, y1), batch_size, grid,
+                                  grid.strip_spans(y0, y1)):
             tiles = cut_tiles(bands, batch, grid)
             if with_confidence:
                 preds, c = self.predict_tiles_with_confidence(tiles)
@@ -779,6 +785,7 @@ class Segmenter:
     def segment_array(
         self, image: np.ndarray, geometry: TileGeometry | None = None, *,
         batch_size: int | None = None, with_confidence: bool = False,
+        stretch_edges: bool = True,
     ):
         """Tiled inference of a whole in-memory image, strip by strip, exactly as the row tasks
         do it (evaluation, training's validation, tests).
@@ -790,16 +797,18 @@ class Segmenter:
             batch_size: Tiles per forward pass (default :meth:`batch_for`).
             with_confidence: Also return the confidence map (:meth:`decide`), as the row
                 tasks write it.
+            stretch_edges: Stretched edge tiles, as a new job's rows lay them out (False: whole
+                tiles, the layout of a job of spec version < 4; :meth:`grid`).
 
         Returns:
             (H, W) uint8 label map; with ``with_confidence`` (labels, confidence), both
             (H, W) uint8.
         """
-        grid = self.grid(image.shape[1], image.shape[0], geometry)
+        grid = self.grid(image.shape[1], image.shape[0], geometry, stretch_edges=stretch_edges)
         strips, confs = [], []
         for y0, y1 in grid.all_strip_bounds():
             r0, r1 = grid.read_window(y0, y1)
-            batch = batch_size or self.batch_for(max(grid.tile_shape))
+            batch = batch_size or self.batch_for(grid.tile_size)
             out = self.segment_strip(image[r0:r1], grid, y0, y1, batch, with_confidence)
             if with_confidence:
                 strips.append(out[0])
@@ -861,17 +870,19 @@ class Segmenter:
         return logits.float().softmax(1)[0, :, pad : pad + h, pad : pad + w].cpu().numpy()
 
     def grid(self, width: int, height: int, geometry: TileGeometry | None = None,
-             rows_per_task: int = 1) -> TileGrid:
+             rows_per_task: int = 1, stretch_edges: bool = True) -> TileGrid:
         """The tile grid this package labels a ``height`` x ``width`` px image with
         (:func:`serving_grid` at the package's input scale): the ``geometry`` (default the
-        package's) and :attr:`edge_pad` (at most the halo; None: the halo).
+        package's), :attr:`edge_pad` (at most the halo; None: the halo) and stretched edge
+        tiles (False: the layout of a job of spec version < 4).
 
         Raises:
             GeometryError: an empty image or ``rows_per_task`` < 1.
         """
         geometry = geometry or self.package.geometry
         return serving_grid(width, height, geometry, self.package.input_scale,
-                            edge_pad=self.edge_pad, rows_per_task=rows_per_task)
+                            edge_pad=self.edge_pad, rows_per_task=rows_per_task,
+                            stretch_edges=stretch_edges)
 
     def _network_side(self, n: int) -> int:
         """:func:`network_side` at the package's input scale."""

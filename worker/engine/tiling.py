@@ -15,15 +15,22 @@ the far edge stops on the first tile's ``unit`` lattice, so it may show up to ``
 more); its kept pixels stay its core, cut to the image, so they keep at least ``halo`` px of
 real context where the image has it. An axis whose padded length fits one tile gets a single,
 shorter tile: the padded length rounded up to the side unit the network takes (``unit``), so
-an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. Mirrored
+an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. With
+``stretch_edges`` (the layout of jobs since job spec version 4) an axis whose last core would
+keep at most half a stride (:data:`MAX_STRETCH` of it) has no tile of its own there: the tile
+before it is *stretched* to keep both cores, growing by that remainder rounded up to the unit
+(a 20,000 px axis at 1728 / 96 px: 13 tiles, the last 1760 px, instead of 14 whose last keeps
+32 px), so the model's work follows the image's size instead of whole tiles; its kept pixels
+keep their ``halo`` of context as every core's do. Mirrored
 pixels are context a model trained on crops of images never saw: before this layout (tiles
 every stride px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image
 at a 4096 / 512 px geometry was cut into two tiles holding twice as many mirrored pixels as
 image pixels (docs/models.md, run 39).
 
 Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
-(``stride`` output rows); a *row* (the unit of work and checkpoint) is ``rows_per_task``
-tile rows, and its *strip* the output rows ``[y0, y1)`` it produces; the *band* of a tile
+(``stride`` output rows, up to one and a half strides for a stretched one); a *row* (the unit
+of work and checkpoint) is ``rows_per_task`` tile rows, and its *strip* the output rows
+``[y0, y1)`` it produces; the *band* of a tile
 row is the input rows its tiles are cut from, padded left and right to the columns the
 tiles span (README, "Glossary").
 """
@@ -31,7 +38,7 @@ tiles span (README, "Glossary").
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -39,9 +46,14 @@ import numpy as np
 
 from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 
-__all__ = ["Span", "TileGrid", "axis_spans", "band_row_sources", "band_tile", "check_region",
-           "cut_tiles", "iter_batches", "pad_columns", "place_tiles", "reflect_index",
-           "strip_bands"]
+__all__ = ["MAX_STRETCH", "Span", "TileGrid", "axis_cores", "axis_spans", "band_row_sources",
+           "band_tile", "check_region", "cut_tiles", "iter_batches", "pad_columns",
+           "place_tiles", "reflect_index", "strip_bands"]
+
+#: The largest remainder a stretched edge tile keeps beyond its own core, as a share of the
+#: stride: a stretched tile is at most about 1.5 tiles long on that axis (its memory is
+#: bounded), and it costs the model ``remainder`` px of tile side instead of a whole tile.
+MAX_STRETCH = 0.5
 
 
 @dataclass(frozen=True)
@@ -66,37 +78,70 @@ class Span:
         return self.start + self.size
 
 
+def axis_cores(n: int, stride: int, stretch: bool = False) -> tuple[tuple[int, int], ...]:
+    """The tile cores along an axis of ``n`` px: ``[k * stride, min((k + 1) * stride, n))``
+    for k = 0 .. ceil(n / stride) - 1; with ``stretch``, a last core of at most
+    ``MAX_STRETCH * stride`` px is joined to the one before (module docstring), so no core but
+    a stretched one is longer than the stride and none but the last is shorter.
+
+    Args:
+        n: Axis length (px, >= 1).
+        stride: Core edge of a tile (px, >= 1).
+        stretch: Join a short last core to the one before.
+
+    Returns:
+        ``[(keep0, keep1), ...]`` in order; they partition ``[0, n)``.
+    """
+    k = math.ceil(n / stride)
+    cores = [(i * stride, min((i + 1) * stride, n)) for i in range(k)]
+    if stretch and k >= 2 and n - (k - 1) * stride <= MAX_STRETCH * stride:
+        cores[-2:] = [(cores[-2][0], n)]
+    return tuple(cores)
+
+
 def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
-               max_single: int | None = None) -> tuple[Span, ...]:
+               max_single: int | None = None, stretch: bool = False) -> tuple[Span, ...]:
     """The tiles along one image axis of ``n`` px (module docstring): one tile of the padded
     length ``n + 2 * edge_pad`` rounded up to ``unit`` where that is at most the tile size (and
-    ``n`` at most ``max_single``), else ``ceil(n / stride)`` tiles of the tile size, core
-    ``k`` keeping ``[k * stride, min((k + 1) * stride, n))``, each tile shifted inward into
-    ``[-edge_pad, n + edge_pad)`` (from the far edge only as far as the lattice
-    ``-edge_pad + m * unit`` of the first tile's start allows).
+    ``n`` at most ``max_single``), else one tile per core of :func:`axis_cores`, each shifted
+    inward into ``[-edge_pad, n + edge_pad)`` (from the far edge only as far as the lattice
+    ``-edge_pad + m * unit`` of the first tile's start allows). A core's tile has the tile
+    size; a stretched core's (longer than the stride) is as long as its core, the ``halo``
+    above it (or the edge padding) and the edge padding past the image need, rounded up to
+    ``unit``.
 
     Args:
         n: Axis length (px, >= 1).
         geometry: Tile size and halo.
         edge_pad: Mirrored px past each edge (0 <= edge_pad <= halo).
         unit: Tile sides are multiples of this (px): the side unit the network takes.
-        max_single: The longest axis one tile may keep whole (px; the rows of one strip,
-            so that a tile never feeds two strips); None: no limit.
+        max_single: The longest axis one tile may keep whole (px; the rows of the first
+            strip, so that a tile never feeds two strips); None: no limit.
+        stretch: Stretch the last tile over a short last core (:func:`axis_cores`).
 
     Returns:
         The spans in order; their ``[keep0, keep1)`` partition ``[0, n)``.
     """
     t, h, s, b = geometry.tile_size, geometry.halo, geometry.stride, edge_pad
-    side = -(-(n + 2 * b) // unit) * unit
+    side = _round_up(n + 2 * b, unit)
     if side <= t and (max_single is None or n <= max_single):
         return (Span(-b, side, 0, n),)
-    # a tile shifted left from the far edge starts on the first tile's lattice (-b + m * unit),
-    # so the network's downsampling sees the image in the same phase in every tile (off it,
-    # the bundled model's labels of a LumenStone image differed from a whole-image pass on
-    # 0.6 % of the pixels, on it on < 0.1 %: tests/worker/engine/test_seams.py)
-    hi = -b + -(-(n + 2 * b - t) // unit) * unit
-    return tuple(Span(max(-b, min(k * s - h, hi)), t, k * s, min((k + 1) * s, n))
-                 for k in range(math.ceil(n / s)))
+    spans = []
+    for keep0, keep1 in axis_cores(n, s, stretch):
+        size = t if keep1 - keep0 <= s else _round_up(n + b - max(keep0 - h, -b), unit)
+        # a tile shifted left from the far edge starts on the first tile's lattice
+        # (-b + m * unit), so the network's downsampling sees the image in the same phase in
+        # every tile (off it, the bundled model's labels of a LumenStone image differed from a
+        # whole-image pass on 0.6 % of the pixels, on it on < 0.1 %:
+        # tests/worker/engine/test_seams.py)
+        hi = -b + _round_up(n + 2 * b - size, unit)
+        spans.append(Span(max(-b, min(keep0 - h, hi)), size, keep0, keep1))
+    return tuple(spans)
+
+
+def _round_up(n: int, unit: int) -> int:
+    """``n`` rounded up to a multiple of ``unit`` (any int ``n``)."""
+    return -(-n // unit) * unit
 
 
 @dataclass(frozen=True)
@@ -112,6 +157,9 @@ class TileGrid:
             A model package's ``edge_pad`` (:class:`models.package.ModelPackage`).
         unit: Tile sides are multiples of this (px, a multiple of 32): 32 / input scale
             for a reduced model (:meth:`worker.engine.segmenter.Segmenter.grid`).
+        stretch_edges: Stretch the last tile of each axis over a short last core (module
+            docstring; :func:`axis_cores`); its tiles are then longer than the tile size
+            (:meth:`tile_shape_at`). A job spec's ``edge_tiles`` (version 4).
 
     Raises (on construction):
         GeometryError: an image smaller than 1 x 1 px, ``rows_per_task`` < 1, an edge_pad
@@ -125,6 +173,7 @@ class TileGrid:
     rows_per_task: int = 1
     edge_pad: int | None = None
     unit: int = TILE_MULTIPLE
+    stretch_edges: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1:
@@ -161,18 +210,20 @@ class TileGrid:
     @cached_property
     def col_spans(self) -> tuple[Span, ...]:
         """The tile columns (:func:`axis_spans` over the width)."""
-        return axis_spans(self.width, self.geometry, self.edge_pad_px, self.unit)
+        return axis_spans(self.width, self.geometry, self.edge_pad_px, self.unit,
+                          stretch=self.stretch_edges)
 
     @cached_property
     def row_spans(self) -> tuple[Span, ...]:
         """The tile rows of the image (:func:`axis_spans` over the height), top to bottom."""
         return axis_spans(self.height, self.geometry, self.edge_pad_px, self.unit,
-                          max_single=self.strip_height)
+                          max_single=self.strip_bounds(0)[1], stretch=self.stretch_edges)
 
-    @property
-    def tile_shape(self) -> tuple[int, int]:
-        """(rows, cols) px of every tile of the grid (each <= the tile size)."""
-        return self.row_spans[0].size, self.col_spans[0].size
+    def tile_shape_at(self, row: Span, col: int) -> tuple[int, int]:
+        """(rows, cols) px of the tile of tile row ``row`` (a span of :attr:`row_spans`) and
+        column ``col``: the tile size on both axes but where an axis has a single shorter
+        tile or a stretched one."""
+        return row.size, self.col_spans[col].size
 
     @property
     def n_cols(self) -> int:
@@ -186,28 +237,36 @@ class TileGrid:
 
     @property
     def strip_height(self) -> int:
-        """Output rows of a full strip: ``rows_per_task * stride`` (px)."""
+        """Output rows of a full strip: ``rows_per_task * stride`` (px); the last strip may be
+        shorter, or longer by a stretched tile row's remainder."""
         return self.rows_per_task * self.stride
+
+    @cached_property
+    def _strips(self) -> tuple[tuple[int, int], ...]:
+        cores = axis_cores(self.height, self.stride, self.stretch_edges)
+        k = self.rows_per_task
+        return tuple((cores[i][0], cores[min(i + k, len(cores)) - 1][1])
+                     for i in range(0, len(cores), k))
 
     @property
     def n_strips(self) -> int:
         """Row records (strips) in the image."""
-        return math.ceil(self.height / self.strip_height)
+        return len(self._strips)
 
     def strip_bounds(self, index: int) -> tuple[int, int]:
-        """Output image rows ``[y0, y1)`` of strip ``index``.
+        """Output image rows ``[y0, y1)`` of strip ``index``: ``rows_per_task`` tile rows'
+        cores (:func:`axis_cores` over the height), fewer in the last strip.
 
         Raises:
             GeometryError: ``index`` is outside ``0 .. n_strips - 1``.
         """
         if not 0 <= index < self.n_strips:
             raise GeometryError(f"strip {index} outside 0..{self.n_strips - 1}")
-        y0 = index * self.strip_height
-        return y0, min(self.height, y0 + self.strip_height)
+        return self._strips[index]
 
     def all_strip_bounds(self) -> list[tuple[int, int]]:
         """``[(y0, y1), ...]`` of every strip, top to bottom; they partition ``[0, height)``."""
-        return [self.strip_bounds(i) for i in range(self.n_strips)]
+        return list(self._strips)
 
     def strip_spans(self, y0: int, y1: int) -> tuple[Span, ...]:
         """The tile rows whose kept rows lie in output rows ``[y0, y1)`` (a strip's), top to
@@ -330,10 +389,28 @@ def strip_bands(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> list[np
             for sources in band_row_sources(grid, y0, y1)]
 
 
-def iter_batches(tiles: list, batch_size: int) -> Iterator[list]:
-    """Split a strip's tiles into consecutive batches of at most ``batch_size``."""
-    for i in range(0, len(tiles), batch_size):
-        yield tiles[i : i + batch_size]
+def iter_batches(tiles: list, batch_size: int, grid: TileGrid | None = None,
+                 spans: Sequence[Span] | None = None) -> Iterator[list]:
+    """Split a strip's tiles into consecutive batches of at most ``batch_size``.
+
+    With ``grid`` and the strip's ``spans`` (:meth:`TileGrid.strip_spans`) a batch holds tiles
+    of one shape only (:meth:`TileGrid.tile_shape_at`), and a batch of tiles larger than the
+    tile size (stretched) holds fewer: ``batch_size`` x T² / their area, at least one, so that
+    it needs no more device memory than ``batch_size`` tiles of T x T px.
+    """
+    batch: list = []
+    shape, cap = None, batch_size
+    for tile in tiles:
+        here = None if grid is None else grid.tile_shape_at(spans[tile[0]], tile[1])
+        if batch and (len(batch) == cap or here != shape):
+            yield batch
+            batch = []
+        if not batch and here is not None:
+            shape = here
+            cap = min(batch_size, max(1, batch_size * grid.tile_size ** 2 // (here[0] * here[1])))
+        batch.append(tile)
+    if batch:
+        yield batch
 
 
 def cut_tiles(bands: list[np.ndarray], tiles: list[tuple[int, int]], grid: TileGrid
@@ -344,7 +421,8 @@ def cut_tiles(bands: list[np.ndarray], tiles: list[tuple[int, int]], grid: TileG
         bands: The strip's bands (:func:`strip_bands`), or a dict tile row -> band.
 
     Returns:
-        (N, rows, cols, C) array (``grid.tile_shape``), the bands' dtype.
+        (N, rows, cols, C) array of the tiles' shape (:meth:`TileGrid.tile_shape_at`; the
+        tiles of one batch share it, :func:`iter_batches`), the bands' dtype.
     """
     return np.stack([band_tile(bands[j], grid, i) for j, i in tiles])
 

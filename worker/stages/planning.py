@@ -60,7 +60,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels)
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
-        grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task)
+        grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
+                        stretch_edges=spec.stretch_edges)
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
                                            recorded=info.pixel_size_um)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:

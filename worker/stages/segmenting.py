@@ -182,7 +182,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     spec = JobSpec.from_stored(job.spec)
     row = ctx.table.rows.get(job.id, index)
     segmenter = segmenter_for(ctx, job)
-    grid = segmenter.grid(job.width, job.height, spec.geometry, spec.rows_per_task)
+    grid = segmenter.grid(job.width, job.height, spec.geometry, spec.rows_per_task,
+                          stretch_edges=spec.stretch_edges)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     # a reader thread reads and pads tile row k+1 while the model works on tile row k
     # a converted source.tif was written and checked by the planner: only a source read
@@ -192,7 +193,8 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     factor = thumbnail_factor(job.width, job.height, grid.stride)
     thumbnail: list[np.ndarray] = []
     labels, confidence, stats = segmenter.segment_rows(
-        image_rows(image, check_deflate=not converted), grid, row.y0, row.y1, segmenter.batch_for(grid.tile_size),
+        image_rows(image, check_deflate=not converted), grid, row.y0, row.y1,
+        segmenter.batch_for(grid.tile_size),
         prefetch=ctx.settings.prefetch_bands, with_confidence=True,
         on_core_rows=None if factor is None
         else lambda rows: thumbnail.append(shrink_rows(rows, factor)),

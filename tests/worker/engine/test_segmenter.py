@@ -359,7 +359,7 @@ def test_the_package_border_shapes_the_grid_and_an_image_within_a_tile_is_one_pa
     grid = seg.grid(70, 90)
     assert grid.edge_pad_px == edge_pad and grid.unit == 32
     up = [-(-(n + 2 * edge_pad) // 32) * 32 for n in (90, 70)]  # to the next 32 px
-    assert grid.tile_shape == tuple(up)
+    assert grid.tile_shape_at(grid.row_spans[0], 0) == tuple(up)
     image = crop[:90, :70]
     np.testing.assert_array_equal(seg.segment_array(image),
                                   seg.segment_single_pass(image, edge_pad))
@@ -380,7 +380,7 @@ def test_a_reduced_package_grid_shrinks_tiles_in_its_own_side_unit(segmenter):
                                                    "halo": 128, "edge_pad": 16})
     seg = Segmenter.from_model(package, segmenter.model, threads=1)
     grid = seg.grid(700, 300)
-    assert grid.unit == 256 and grid.tile_shape == (512, 768)  # 332 and 732 px, up to 256
+    assert grid.unit == 256 and grid.tile_shape_at(grid.row_spans[0], 0) == (512, 768)  # 332 and 732 px, up to 256
     # the module function is the same rule without a package (the trainer's estimate uses it)
     assert serving_grid(700, 300, package.geometry, 0.125, edge_pad=16) == grid
 

@@ -9,8 +9,10 @@ import pytest
 from core.geometry import GeometryError, TileGeometry
 from worker.engine.tiling import (
     TileGrid,
+    axis_cores,
     axis_spans,
     cut_tiles,
+    iter_batches,
     place_tiles,
     reflect_index,
     strip_bands,
@@ -23,9 +25,11 @@ GEOMETRIES = [(64, 16, 1), (64, 0, 2), (96, 32, 3), (128, 48, 1)]
 @pytest.mark.parametrize("width,height", SIZES)
 @pytest.mark.parametrize("tile,halo,k", GEOMETRIES)
 @pytest.mark.parametrize("edge_pad", [None, 0, 8])
-def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, edge_pad):
+@pytest.mark.parametrize("stretch", [False, True])
+def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, edge_pad, stretch):
     edge_pad = None if edge_pad is None else min(edge_pad, halo)
-    grid = TileGrid(width, height, TileGeometry(tile, halo), rows_per_task=k, edge_pad=edge_pad)
+    grid = TileGrid(width, height, TileGeometry(tile, halo), rows_per_task=k, edge_pad=edge_pad,
+                    stretch_edges=stretch)
     cover = np.zeros((height, width), dtype=np.int32)
     bounds = grid.all_strip_bounds()
     assert bounds[0][0] == 0 and bounds[-1][1] == height
@@ -42,24 +46,32 @@ def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, e
 @pytest.mark.parametrize("tile,halo", [(64, 16), (96, 32), (128, 48), (64, 0)])
 @pytest.mark.parametrize("pad_share", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("unit", [32, "tile"])
+@pytest.mark.parametrize("stretch", [False, True])
 def test_tiles_stay_inside_the_border_and_keep_their_context(n, tile, halo, pad_share,
-                                                             unit):
+                                                             unit, stretch):
     geometry = TileGeometry(tile, halo)
     unit = tile if unit == "tile" else unit
     b = round(halo * pad_share)
-    spans = axis_spans(n, geometry, b, unit)
+    spans = axis_spans(n, geometry, b, unit, stretch=stretch)
     assert spans[0].keep0 == 0 and spans[-1].keep1 == n
     assert all(a.keep1 == c.keep0 for a, c in itertools.pairwise(spans))
     assert all(s.keep0 == k * geometry.stride for k, s in enumerate(spans))
-    if len(spans) == 1:  # one shorter tile: the image and its edge_pad, rounded up to the unit
+    if len(spans) == 1:  # one tile: the image and its edge_pad, rounded up to the unit
         (s,) = spans
-        assert s.start == -b and s.size % unit == 0 and n + 2 * b <= s.size <= tile
+        assert s.start == -b and s.size % unit == 0 and n + 2 * b <= s.size
+        assert s.size <= tile or (stretch and n <= 1.5 * geometry.stride)
         assert s.size - unit < n + 2 * b
         return
+    assert [(s.keep0, s.keep1) for s in spans] == list(axis_cores(n, geometry.stride, stretch))
     for s in spans:
         # never past the edge padding, but for a tile shifted from the far edge onto the
         # first tile's unit lattice
-        assert s.size == tile and -b <= s.start and s.end <= n + b + unit - 1
+        assert -b <= s.start and s.end <= n + b + unit - 1
+        if s.keep1 - s.keep0 > geometry.stride:  # stretched: the last, as long as it needs
+            assert stretch and s is spans[-1] and s.size % unit == 0
+            assert s.size - unit < s.end - s.start <= s.size and s.end >= n + b
+        else:
+            assert s.size == tile
         if s.start != s.keep0 - halo:
             assert (s.start + b) % unit == 0
         assert s.start <= s.keep0 and s.keep1 <= s.end
@@ -80,10 +92,11 @@ def test_border_halo_keeps_the_classic_overlap_tile_layout_inside_the_image():
 def test_an_image_smaller_than_a_tile_is_one_shorter_tile():
     grid = TileGrid(3396, 2547, TileGeometry(4096, 512), edge_pad=64, unit=256)
     assert grid.n_cols == 1 and grid.n_tile_rows == 1
-    assert grid.tile_shape == (2816, 3584)  # 2547 + 128 and 3396 + 128, up to 256 px
+    assert grid.tile_shape_at(grid.row_spans[0], 0) == (2816, 3584)  # 2547 + 128 and 3396 + 128, up to 256 px
     assert grid.read_window(0, 2547) == (0, 2547)
     # with the whole halo as edge_pad it still fits one tile across
-    assert TileGrid(3396, 2547, TileGeometry(4096, 512), unit=256).tile_shape == (3584, 4096)
+    whole_halo = TileGrid(3396, 2547, TileGeometry(4096, 512), unit=256)
+    assert whole_halo.tile_shape_at(whole_halo.row_spans[0], 0) == (3584, 4096)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 40])
@@ -95,11 +108,14 @@ def test_reflect_index_mirrors_like_numpy_pad(n):
 
 @pytest.mark.parametrize("width,height", [(50, 41), (7, 300), (200, 3), (2, 2), (1, 1)])
 @pytest.mark.parametrize("edge_pad", [None, 0, 5])
-def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, edge_pad):
+@pytest.mark.parametrize("stretch", [False, True])
+def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, edge_pad,
+                                                                 stretch):
     """Each band equals the same window of the whole image mirrored once by numpy."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad)
+    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad,
+                    stretch_edges=stretch)
     pad = 400
     big = np.pad(image, [(pad, pad), (pad, pad), (0, 0)],
                  mode="reflect" if min(height, width) > 1 else "edge")
@@ -116,22 +132,82 @@ def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, e
 
 
 @pytest.mark.parametrize("edge_pad", [None, 0, 16])
-def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad):
-    """With an identity 'model' (prediction = input channel 0), tiling returns the image."""
+@pytest.mark.parametrize("size,stretch", [((130, 77), False), ((130, 77), True),
+                                          ((128, 96), True)])
+def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad, size, stretch):
+    """With an identity 'model' (prediction = input channel 0), tiling returns the image;
+    batches hold tiles of one shape (a stretched tile's own), each as the grid says."""
+    width, height = size
     rng = np.random.default_rng(1)
-    image = rng.integers(0, 255, (77, 130, 1), dtype=np.uint8)
-    grid = TileGrid(130, 77, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad)
-    out_rows = []
+    image = rng.integers(0, 255, (height, width, 1), dtype=np.uint8)
+    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad,
+                    stretch_edges=stretch)
+    out_rows, shapes = [], set()
     for y0, y1 in grid.all_strip_bounds():
         r0, r1 = grid.read_window(y0, y1)
         bands = strip_bands(image[r0:r1], grid, y0, y1)
-        tiles = grid.strip_tiles(y0, y1)
-        stack = cut_tiles(bands, tiles, grid)
-        assert stack.shape == (len(tiles), *grid.tile_shape, 1)
-        out = np.zeros((y1 - y0, 130), np.uint8)
-        place_tiles(out, stack[..., 0], tiles, grid, y0, y1)
+        spans = grid.strip_spans(y0, y1)
+        out = np.zeros((y1 - y0, width), np.uint8)
+        for batch in iter_batches(grid.strip_tiles(y0, y1), 3, grid, spans):
+            stack = cut_tiles(bands, batch, grid)
+            shape = grid.tile_shape_at(spans[batch[0][0]], batch[0][1])
+            assert stack.shape == (len(batch), *shape, 1)
+            shapes.add(shape)
+            place_tiles(out, stack[..., 0], batch, grid, y0, y1)
         out_rows.append(out)
     np.testing.assert_array_equal(np.concatenate(out_rows), image[..., 0])
+    # 130 x 77 px at stride 32: a last column of 2 px and a last tile row of 13 px, both
+    # stretched (past the tile size but with no edge_pad: 2 + 32 + 16 px fit one); 128 x 96 px is whole
+    # strides, laid out as without stretching
+    assert shapes == {(r.size, c.size) for r in grid.row_spans for c in grid.col_spans}
+    assert (len(shapes) == 4) == (stretch and size == (130, 77) and edge_pad != 0)
+
+
+def test_stretched_edge_tiles_keep_a_short_remainder_instead_of_a_tile_of_their_own():
+    """The brief's 20,000 x 17,000 px section at 1728 / 96 px: 13 x 11 tiles, not 14 x 12."""
+    g = TileGeometry(1728, 96)
+    whole = TileGrid(20000, 17000, g)
+    grid = TileGrid(20000, 17000, g, stretch_edges=True)
+    assert (whole.n_cols, whole.n_tile_rows) == (14, 12)
+    assert (grid.n_cols, grid.n_tile_rows) == (13, 11)
+    last = grid.col_spans[-1]  # 32 px past 13 strides: 1728 + 32 px, ending on the edge pad
+    assert (last.keep0, last.keep1, last.size, last.end) == (18432, 20000, 1760, 20096)
+    assert grid.row_spans[-1].size == 1856  # 104 px past 11 strides, up to 32 px
+    assert grid.all_strip_bounds()[-1] == (15360, 17000) and grid.n_strips == 11
+    assert grid.tile_shape_at(grid.row_spans[-1], 12) == (1856, 1760)
+    # a remainder over half a stride keeps a tile of its own
+    assert axis_cores(2547, 1536, stretch=True) == ((0, 1536), (1536, 2547))
+    assert axis_cores(1536 + 768, 1536, stretch=True) == ((0, 2304),)
+    assert axis_cores(1536 + 769, 1536, stretch=True) == ((0, 1536), (1536, 2305))
+    # an image of whole strides is laid out the same either way
+    exact = TileGrid(6144, 6144, g, stretch_edges=True)
+    assert exact.col_spans == TileGrid(6144, 6144, g).col_spans
+    assert exact.all_strip_bounds() == TileGrid(6144, 6144, g).all_strip_bounds()
+
+
+@pytest.mark.parametrize("height", [1, 300, 301, 700, 1000])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_whole_edge_tiles_keep_the_strips_of_jobs_planned_before_version_4(height, k):
+    """Without stretching, strips are rows_per_task strides each from the top, the last cut
+    at the image's edge: the row records of every job planned before spec version 4."""
+    grid = TileGrid(50, height, TileGeometry(128, 16), rows_per_task=k)
+    size = k * 96
+    assert grid.all_strip_bounds() == [(y, min(y + size, height))
+                                       for y in range(0, height, size)]
+
+
+def test_batches_of_stretched_tiles_hold_no_more_pixels_than_whole_ones():
+    grid = TileGrid(1000, 96, TileGeometry(128, 16), stretch_edges=True)
+    spans = grid.strip_spans(0, 96)
+    assert [c.size for c in grid.col_spans][-2:] == [128, 192]  # 1000 = 10 x 96 + 40
+    batches = list(iter_batches(grid.strip_tiles(0, 96), 4, grid, spans))
+    assert [len(b) for b in batches] == [4, 4, 1, 1]  # 9 whole tiles, then the stretched one
+    # 5 whole columns; tile rows of 96 and 136 px, the second a 192 px tile: 2 per batch
+    tall = TileGrid(480, 96 * 2 + 40, TileGeometry(128, 16), rows_per_task=3,
+                    stretch_edges=True)
+    assert [r.size for r in tall.row_spans] == [128, 192] and tall.n_strips == 1
+    assert [len(b) for b in iter_batches(tall.strip_tiles(0, 232), 4, tall,
+                                         tall.strip_spans(0, 232))] == [4, 1, 2, 2, 1]
 
 
 def test_grid_counts():
