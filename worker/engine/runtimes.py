@@ -38,6 +38,7 @@ import functools
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -55,6 +56,11 @@ log = structlog.get_logger(__name__)
 
 #: Values of ``PELLETSEG_RUNTIME``.
 RUNTIMES = ("auto", "eager", "compile", "openvino", "onnxruntime", "tensorrt")
+#: Input shapes an OpenVINO runtime keeps compiled (least recently used dropped): the tile size
+#: and an image's three stretched edge-tile shapes (worker/engine/tiling.py), whose sizes
+#: change from one image size to the next, so that a long-lived worker does not collect one
+#: compiled model per image size it ever saw.
+MAX_COMPILED_SHAPES = 8
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -143,7 +149,10 @@ class OpenVinoRuntime(Runtime):
     float32 speed (docs/performance.md, "Mixed precision").
 
     One model is compiled per input shape (tile batches have one shape per tile size and
-    batch size): static shapes took 0.45 s per 1024 px tile against 0.85 s with dynamic ones
+    batch size, and an image's stretched edge tiles theirs; the :data:`MAX_COMPILED_SHAPES`
+    most recently used are kept; compiling a 1728 px shape took 0.17 s and its first inference
+    0.2 s more than the next on a Zen 4 core): static shapes took 0.45 s per 1024 px tile
+    against 0.85 s with dynamic ones
     in one timing on this project's CPU, though another, less loaded, had the dynamic model at
     0.47 s (docs/performance.md); static was never the slower.
 
@@ -188,7 +197,7 @@ class OpenVinoRuntime(Runtime):
                         "ENABLE_CPU_PINNING": False}
         if threads > 0:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._requests: dict[tuple[int, ...], object] = {}
+        self._requests: OrderedDict[tuple, object] = OrderedDict()
         self._lock = threading.Lock()
 
     def _request(self, shape: tuple[int, ...], uint8: bool = False):
@@ -196,7 +205,9 @@ class OpenVinoRuntime(Runtime):
         compiled on first use."""
         key = (shape, uint8)
         with self._lock:
-            if key not in self._requests:
+            if key in self._requests:
+                self._requests.move_to_end(key)
+            else:
                 model = self._model.clone()
                 if uint8:
                     n, h, w, _ = shape
@@ -206,6 +217,8 @@ class OpenVinoRuntime(Runtime):
                     model.reshape({0: list(shape)})
                 compiled = self._core.compile_model(model, "CPU", self._config)
                 self._requests[key] = compiled.create_infer_request()
+                if len(self._requests) > MAX_COMPILED_SHAPES:
+                    self._requests.popitem(last=False)
                 log.info("inference.openvino_compiled", shape=list(shape),
                          input="uint8" if uint8 else "float32")
             return self._requests[key]

@@ -402,6 +402,25 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
             ModelPackage.model_validate({**meta, "input_scale": bad})
 
 
+def test_openvino_keeps_the_most_recently_used_compiled_shapes(tmp_path, tiny_package, crop,
+                                                                monkeypatch):
+    """Each image size brings its stretched edge tiles' shapes: a long-lived worker keeps the
+    MAX_COMPILED_SHAPES most recently used compiled models, not one per size it ever saw."""
+    pytest.importorskip("openvino")
+    import worker.engine.runtimes as runtimes
+
+    monkeypatch.setattr(runtimes, "MAX_COMPILED_SHAPES", 3)
+    seg = Segmenter(tiny_package, device="cpu", threads=1, runtime="openvino", cache_dir=tmp_path)
+    sizes = [(128, 128), (128, 160), (160, 128), (128, 128), (96, 96)]
+    for h, w in sizes:
+        with torch.inference_mode():
+            labels = Segmenter.labels_of(seg.runtime.from_uint8(
+                torch.from_numpy(np.ascontiguousarray(crop[None, :h, :w]))))
+        assert labels.shape == (1, h, w)
+    # (128, 160) was used longest ago: dropped when (96, 96) came; (128, 128) was used again
+    assert [k[0][1:3] for k in seg.runtime._requests] == [(160, 128), (128, 128), (96, 96)]
+
+
 def test_openvino_inference_precision_is_f32_unless_bf16_is_asked(eager, tmp_path, crop):
     pytest.importorskip("openvino")
     from worker.engine.runtimes import OpenVinoRuntime
