@@ -20,7 +20,8 @@ on the segmenter's device. Chosen per machine by ``PELLETSEG_RUNTIME``:
 ``onnxruntime``  ONNX Runtime (CPU execution provider; the CUDA one on a CUDA device where
                the installed onnxruntime has it), from the same graph
 ``tensorrt``   ONNX Runtime's TensorRT execution provider (CUDA only, where installed;
-               unmeasured: no GPU has been lent to this project)
+               unmeasured: no GPU has been lent to this project; it builds an engine per
+               input shape, and each image size brings its stretched edge tiles' shapes)
 ``auto``       the fastest runtime that kept >= 99.9 % of eager fp32's labels on the real
                data (docs/performance.md, "Inference runtimes"): ``openvino`` on CPU when
                installed, else ``eager``; ``eager`` on CUDA

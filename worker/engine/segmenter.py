@@ -677,7 +677,8 @@ class Segmenter:
                 (:meth:`decide`, cropped to the same tile cores as the labels).
             on_core_rows: Called with each band's core as it is read, top to bottom: the
                 (h, W, C) image rows of output rows ``[y0 + j * stride, ...)``, ``h`` =
-                stride but for the last band (a view; the strip's rows are each passed once).
+                stride but for the image's last band (shorter, or up to 1.5 strides when
+                stretched; a view; the strip's rows are each passed once).
 
         Returns:
             ((y1 - y0, W) uint8 label strip, :class:`StripStats`); with ``with_confidence``

@@ -18,7 +18,7 @@ shorter tile: the padded length rounded up to the side unit the network takes (`
 an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. With
 ``stretch_edges`` (the layout of jobs since job spec version 4) an axis whose last core would
 keep at most half a stride (:data:`MAX_STRETCH` of it) has no tile of its own there: the tile
-before it is *stretched* to keep both cores, growing by that remainder rounded up to the unit
+before it is *stretched* to keep both cores, growing by about that remainder (up to the unit)
 (a 20,000 px axis at 1728 / 96 px: 13 tiles, the last 1760 px, instead of 14 whose last keeps
 32 px), so the model's work follows the image's size instead of whole tiles; its kept pixels
 keep their ``halo`` of context as every core's do. Mirrored
@@ -152,7 +152,8 @@ class TileGrid:
         width, height: Image size (px).
         geometry: Tile size and halo (validated by :class:`core.geometry.TileGeometry`).
         rows_per_task: Tile rows per row (the unit of work); its strip is
-            ``rows_per_task * stride`` output rows.
+            ``rows_per_task * stride`` output rows (the last strip fewer, or up to half a
+            stride more with a stretched last tile row).
         edge_pad: Mirrored px a tile may show past the image's edge (0..halo); None: the halo.
             A model package's ``edge_pad`` (:class:`models.package.ModelPackage`).
         unit: Tile sides are multiples of this (px, a multiple of 32): 32 / input scale
@@ -234,12 +235,6 @@ class TileGrid:
     def n_tile_rows(self) -> int:
         """Tile rows in the image."""
         return len(self.row_spans)
-
-    @property
-    def strip_height(self) -> int:
-        """Output rows of a full strip: ``rows_per_task * stride`` (px); the last strip may be
-        shorter, or longer by a stretched tile row's remainder."""
-        return self.rows_per_task * self.stride
 
     @cached_property
     def _strips(self) -> tuple[tuple[int, int], ...]:
