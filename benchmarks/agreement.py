@@ -5,7 +5,7 @@ Images: the LumenStone S2 validation images (3396 x 2547 px optical micrographs,
 2 x 2 mosaics of NASA EBC SEM images (2048 x 2048 px: four 1024 px images side by side, in
 file-name order) from ``../shared/data`` (never copied into the repository).
 
-- **Geometry**: for each tile geometry (and edge-tile layout: ``stretched``, a new job's, and
+- **Geometry**: for each tile geometry (and edge-tile layout: ``fitted``, a new job's, and
   ``whole``, a job's of spec version < 4; :class:`worker.engine.tiling.TileGrid`), the labels
   of tiled inference (``Segmenter.segment_array``,
   exactly the row tasks' path) against one forward pass of the whole image reflect-padded by
@@ -56,13 +56,13 @@ Say = Callable[[str], None]
 
 
 def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PELLET[1],
-                stretch_edges: bool = True) -> float:
+                fit_edges: bool = True) -> float:
     """Model pixels computed per output pixel for a ``width x height`` px image: the pixels of
     its tiles / (width x height) (the overlap and what edge tiles show past their cores), with
-    stretched edge tiles or whole ones (:class:`worker.engine.tiling.TileGrid`)."""
+    fitted edge tiles or whole ones (:class:`worker.engine.tiling.TileGrid`)."""
     from worker.engine.tiling import TileGrid
 
-    grid = TileGrid(width, height, geometry, stretch_edges=stretch_edges)
+    grid = TileGrid(width, height, geometry, fit_edges=fit_edges)
     return (sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
             / (width * height))
 
@@ -335,7 +335,7 @@ def _pooled(rows: list[dict], key: str) -> dict:
 def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes: list[str],
         runtime_geometries: list[TileGeometry], work: Path, *, threads: int = 1,
         speed_seconds: float = 6.0, lumenstone: int = 6, ebc_mosaics: int = 3,
-        device: str = "cpu", precision: str = "fp32", edge_tiles: tuple[str, ...] = ("stretched",),
+        device: str = "cpu", precision: str = "fp32", edge_tiles: tuple[str, ...] = ("fitted",),
         say: Say = print) -> dict:
     """Measure geometry and runtime agreement (see the module docstring).
 
@@ -353,7 +353,7 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
         device: Where everything runs; the reference is always eager float32 there.
         precision: Autocast of the compared runtimes on CUDA (``bf16``, ``fp16``, ``fp32``;
             CPU is float32): with ``bf16``, ``eager`` in ``runtimes`` is eager bf16.
-        edge_tiles: Edge-tile layouts of the geometry sweep (``stretched``, ``whole``); the
+        edge_tiles: Edge-tile layouts of the geometry sweep (``fitted``, ``whole``); the
             runtimes are compared in the first.
 
     Returns:
@@ -375,22 +375,22 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
     tiled: dict[tuple[str, TileGeometry], np.ndarray] = {}
     for geometry, layout in [(g, e) for g in dict.fromkeys(geometries + runtime_geometries)
                              for e in edge_tiles]:
-        stretch = layout == "stretched"
+        fit = layout == "fitted"
         rows = []
         for ds, name, image in images:
             if (name, geometry.halo) not in single:
                 single[name, geometry.halo] = eager.segment_single_pass(image, pad=geometry.halo)
-            labels = eager.segment_array(image, geometry, batch_size=1, stretch_edges=stretch)
+            labels = eager.segment_array(image, geometry, batch_size=1, fit_edges=fit)
             if layout == edge_tiles[0]:
                 tiled[name, geometry] = labels
-            grid = eager.grid(image.shape[1], image.shape[0], geometry, stretch_edges=stretch)
+            grid = eager.grid(image.shape[1], image.shape[0], geometry, fit_edges=fit)
             rows.append({"dataset": ds, "name": name, "pixels": labels.size,
                          "equal_pct": _pct(labels, single[name, geometry.halo]),
                          "model_px_per_px": sum(r.size for r in grid.row_spans)
                          * sum(c.size for c in grid.col_spans) / labels.size})
         entry = {"tile_size": geometry.tile_size, "halo": geometry.halo,
                  "stride": geometry.stride, "overlap_cost": geometry.overlap_cost,
-                 "edge_tiles": layout, "pellet_cost": pellet_cost(geometry, stretch_edges=stretch),
+                 "edge_tiles": layout, "pellet_cost": pellet_cost(geometry, fit_edges=fit),
                  "images": rows, "datasets": _pooled(rows, "equal_pct"),
                  "sweep": geometry in geometries}
         say(f"geometry {geometry} ({layout} edge tiles): " + ", ".join(
@@ -418,7 +418,7 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             started = time.perf_counter()
             for ds, img_name, image in images:
                 labels = seg.segment_array(image, geometry, batch_size=1,
-                                           stretch_edges=edge_tiles[0] == "stretched")
+                                           fit_edges=edge_tiles[0] == "fitted")
                 rows.append({"dataset": ds, "name": img_name, "pixels": labels.size,
                              "vs_eager_tiled_pct": _pct(labels, tiled[img_name, geometry]),
                              "vs_whole_image_pct": _pct(labels, single[img_name, geometry.halo])})

@@ -100,7 +100,7 @@ def markdown(doc: dict) -> str:
         f"classes, {model['weights']})"),
         f"- Image: {img['width']} x {img['height']} px ({img['mpx']:.1f} Mpx), {img['source']}",
         (f"- Tiles: T = {cfg['tile_size']}, halo = {cfg['halo']}, stride = {stride} px; "
-        f"{img['tiles']} tiles (stretched edge tiles, as jobs), tile efficiency "
+        f"{img['tiles']} tiles (fitted edge tiles, as jobs), tile efficiency "
         f"{img['tile_efficiency_pct']} % (the image's model pixels at (T / stride)² over the "
         "tiles')"),
         f"- Runtime: {doc.get('runtime', 'eager')} (PELLETSEG_RUNTIME={cfg.get('runtime', 'eager')})",

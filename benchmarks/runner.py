@@ -81,9 +81,9 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     doc["config"]["batch_size"] = batch
     pixels = decode(image)
     tiles = limit.tile_batches(pixels, cfg.tile_size, batch)
-    # the jobs' layout (stretched edge tiles); efficiency: the model pixels of cores that fit
+    # the jobs' layout (fitted edge tiles); efficiency: the model pixels of cores that fit
     # the image exactly, against those its tiles compute (100 % for a side of whole strides)
-    grid = TileGrid(cfg.image_side, cfg.image_side, cfg.geometry, stretch_edges=True)
+    grid = TileGrid(cfg.image_side, cfg.image_side, cfg.geometry, fit_edges=True)
     our_tiles = grid.n_cols * grid.n_tile_rows
     tile_px = sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
     doc["image"] = {"path": str(image), "width": cfg.image_side, "height": cfg.image_side,

@@ -142,8 +142,8 @@ def _geometries(text: str) -> list:
               help="cpu or cuda[:N]; the reference is eager float32 on it.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32",
               show_default=True, help="Autocast of the compared runtimes on CUDA (eager included).")
-@click.option("--edge-tiles", default="stretched", show_default=True,
-              help="Edge-tile layouts of the geometry sweep, comma-separated: stretched (a new "
+@click.option("--edge-tiles", default="fitted", show_default=True,
+              help="Edge-tile layouts of the geometry sweep, comma-separated: fitted (a new "
               "job's) and whole (a job's of spec version < 4); runtimes use the first.")
 @click.option("--work", "work_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch folder (exported graphs; default ~/.pelletseg/bench/agreement).")
@@ -171,8 +171,8 @@ def agreement(json_path: Path, model: str, data_dir: Path, geometries: str, runt
         dict.fromkeys([own, _geometries("1024/128")[0]]))
     names = [n.strip() for n in runtimes.split(",") if n.strip()]
     layouts = tuple(dict.fromkeys(e.strip() for e in edge_tiles.split(",") if e.strip()))
-    if not layouts or set(layouts) - {"stretched", "whole"}:
-        raise click.BadParameter(f"{edge_tiles!r}: give stretched, whole or both, "
+    if not layouts or set(layouts) - {"fitted", "whole"}:
+        raise click.BadParameter(f"{edge_tiles!r}: give fitted, whole or both, "
                                  "comma-separated", param_hint="--edge-tiles")
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = ag.run(package, data_dir, _geometries(geometries), names, at, work, threads=threads,

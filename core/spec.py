@@ -32,7 +32,7 @@ READABLE_SPEC_VERSIONS = (1, 2, 3, 4)
 Precision = Literal["bf16", "fp16", "fp32"]
 
 #: How a job's grid lays tiles at the image's right and bottom edges (:attr:`JobSpec.edge_tiles`).
-EdgeTiles = Literal["whole", "stretched"]
+EdgeTiles = Literal["whole", "fitted"]
 
 
 class SpecError(ValueError):
@@ -64,13 +64,12 @@ class JobSpec(WithGeometry):
             (on CPU the package and the CPU decide, as for the setting). None: each worker's
             setting. Each row records what it actually used (``rows.inference``,
             ``fractions.json`` ``inference``). Added in spec version 3.
-        edge_tiles: ``stretched``: the last tile of an axis is stretched over a last core of
-            at most half a stride instead of a whole tile of its own
-            (:class:`worker.engine.tiling.TileGrid` ``stretch_edges``; what the submission
-            service stores for every new job); ``whole`` or None (a spec before version 4):
-            a whole tile per stride, the layout of jobs planned before. Planning and every row
-            task lay the job's grid out by it, so rows planned one way are never computed the
-            other. Added in spec version 4.
+        edge_tiles: ``fitted``: the last tile of each axis is only as long as its core, halo
+            and edge padding need (:class:`worker.engine.tiling.TileGrid` ``fit_edges``; what
+            the submission service stores for every new job); ``whole`` or None (a spec
+            before version 4): a whole tile per core, the layout of jobs submitted before.
+            Every row task lays the job's tiles out by it, so the rows of one job never mix
+            layouts (a job resumed after an upgrade keeps its own). Added in spec version 4.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -121,9 +120,9 @@ class JobSpec(WithGeometry):
         return data
 
     @property
-    def stretch_edges(self) -> bool:
-        """Whether the job's grid stretches its edge tiles (:attr:`edge_tiles`)."""
-        return self.edge_tiles == "stretched"
+    def fit_edges(self) -> bool:
+        """Whether the job's grid fits its edge tiles (:attr:`edge_tiles`)."""
+        return self.edge_tiles == "fitted"
 
     @property
     def stride(self) -> int:

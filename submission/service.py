@@ -177,7 +177,7 @@ class SubmissionService:
                 tile_size=geometry.tile_size, halo=geometry.halo,
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
                 labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
-                precision=precision, edge_tiles="stretched",
+                precision=precision, edge_tiles="fitted",
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(

@@ -80,8 +80,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
                                            "segment_row_alone", "monai", "monai_unfolded",
                                            "baseline"}
     assert all(0 < v <= 100 for v in doc["model_share_pct"].values()), doc["model_share_pct"]
-    # 300 px at stride 96: 3 tile rows, the last stretched over the 12 px past 3 strides
-    assert doc["pipeline"]["device_s_rows_logged"] == 3
+    assert doc["pipeline"]["device_s_rows_logged"] == 4
     # overlap matched: MONAI's scan interval is our stride; our tiling covers the image
     assert doc["monai"]["scan_interval"] == 128 - 2 * 16
     assert doc["monai"]["windows"] == monai_windows(300, 300, 128, 96) == 9
@@ -90,11 +89,11 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     # (a random-init model's logits are near ties: MONAI's blending differs from our crops)
     assert abs(doc["monai_unfolded"]["agreement_with_ours_pct"]
                - doc["monai"]["agreement_with_ours_pct"]) < 0.5
-    # 3 x 3 tiles (the last of each axis stretched to 160 px); 300² px of cores need 300² x (128 / 96)² model px
-    # of the (128 + 128 + 160)² px the tiles compute
-    assert doc["image"]["tiles"] == 9 and doc["baseline"]["tiles"] == 9
-    assert doc["image"]["tile_efficiency_pct"] == round(100 * 300**2 * 128**2 / 96**2 / 416**2, 2)
-    assert doc["pipeline"]["rows"] == 3 and doc["pipeline"]["warm_workers"] == 1
+    # 4 x 4 tiles, the last of each axis fitted to 64 px (12 + 16 + 16); 300² px of cores need
+    # 300² x (128 / 96)² model px of the (3 x 128 + 64)² px the tiles compute
+    assert doc["image"]["tiles"] == 16 and doc["baseline"]["tiles"] == 9
+    assert doc["image"]["tile_efficiency_pct"] == round(100 * 300**2 * 128**2 / 96**2 / 448**2, 2)
+    assert doc["pipeline"]["rows"] == 4 and doc["pipeline"]["warm_workers"] == 1
     # --pairs 2: pipeline and MONAI alternated twice; medians, and the median pair ratio
     runs, monai_runs = doc["pipeline"]["runs_mpx_s"], doc["monai"]["runs_mpx_s"]
     assert len(runs) == len(monai_runs) == 2 and all(_sane(r) for r in runs + monai_runs)
@@ -122,7 +121,7 @@ def test_bench_command_writes_every_key_with_sane_values(tmp_path, tiny_package)
     assert doc["memory"]["0.0001"]["side"] == 316
     # the worker-time budget: every row found in the logs, stages adding up to workers x time
     budget = doc["pipeline"]["budget"]
-    assert budget["rows_logged"] == 3 and budget["workers"] == 1
+    assert budget["rows_logged"] == 4 and budget["workers"] == 1
     assert budget["total_s"] == pytest.approx(doc["pipeline"]["seconds"])
     assert sum(s["seconds"] for s in budget["stages"].values()) == pytest.approx(
         budget["total_s"], abs=0.01)

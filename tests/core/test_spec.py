@@ -36,17 +36,17 @@ def test_edge_tiles_make_a_version_4_spec_and_older_specs_read_as_whole_tiles():
     """A spec that names its edge tiles is version 4 (workers from before refuse it instead
     of laying out another grid than its rows were planned with); one that does not reads as
     whole edge tiles, the layout of every job planned before version 4."""
-    spec = JobSpec(**BASE, edge_tiles="stretched")
+    spec = JobSpec(**BASE, edge_tiles="fitted")
     stored = spec.model_dump(mode="json")
-    assert stored["spec_version"] == SPEC_VERSION == 4 and stored["edge_tiles"] == "stretched"
-    assert JobSpec.from_stored(stored).stretch_edges
-    assert not JobSpec(**BASE, edge_tiles="whole").stretch_edges
+    assert stored["spec_version"] == SPEC_VERSION == 4 and stored["edge_tiles"] == "fitted"
+    assert JobSpec.from_stored(stored).fit_edges
+    assert not JobSpec(**BASE, edge_tiles="whole").fit_edges
     for version in (1, 2, 3):
         old = JobSpec.from_stored({**BASE, "spec_version": version})
-        assert old.edge_tiles is None and not old.stretch_edges
+        assert old.edge_tiles is None and not old.fit_edges
     assert "edge_tiles" not in JobSpec(**BASE, precision="fp32").model_dump(mode="json")
     with pytest.raises(SpecError, match="edge_tiles needs spec version 4"):
-        JobSpec.from_stored({**BASE, "spec_version": 3, "edge_tiles": "stretched"})
+        JobSpec.from_stored({**BASE, "spec_version": 3, "edge_tiles": "fitted"})
     with pytest.raises(ValidationError, match="edge_tiles"):
         JobSpec(**BASE, edge_tiles="shrunk")
 

@@ -279,15 +279,13 @@ def test_final_eval_estimate_is_passes_times_tiles_plus_metrics_per_px(monkeypat
     clock = iter(range(10_000))  # every reading of the clock is one second later
     monkeypatch.setattr(trainer.time, "perf_counter", lambda: float(next(clock)))
     model = torch.nn.Conv2d(3, 4, 3, padding=1)
-    # 100 x 70 px at stride 32, as served: 3 x 2 tiles, the last of each axis stretched over
-    # its 4 and 6 px remainders (96 px: 64 + 4 + 16 + 16 and 70 + 16 + 16 up to 32), so
-    # (64 + 64 + 96) x (64 + 96) px = 8.75 tiles' pixels per image, not 4 x 3 = 12 tiles
+    # 100 x 70 px: 4 x 3 tiles of stride 32 (the fitted edge tiles need 64 px: a whole tile)
     geo = TileGeometry(64, 16)
     pairs = [_pair(70, 100), _pair(70, 100)]
     # a tile pass takes 1 s; the metrics 1 s for the first pair's 7,000 px, 2 s for both
-    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu") == 2 * 8.75 + 2
+    assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu") == 24 + 2
     assert trainer.final_eval_estimate_s(model, pairs, geo, 1.0, "cpu", label_passes=2) \
-        == 2 * 2 * 8.75 + 2
+        == 2 * 24 + 2
 
 
 def test_final_eval_estimate_counts_the_served_layout_s_shorter_tiles_by_area(monkeypatch):
@@ -586,11 +584,11 @@ def test_serving_tile_s_with_flips_runs_four_passes_and_leaves_the_model_as_it_w
     assert model.training and all(torch.equal(before[k], v)
                                   for k, v in model.state_dict().items())
     # a measured tile time is used as given: no tile is timed, only the metrics
-    pairs = [_pair(70, 100), _pair(70, 100)]  # 8.75 tiles' pixels each (stretched)
+    pairs = [_pair(70, 100), _pair(70, 100)]  # 12 tiles of stride 32 each
     calls.clear()
     estimate = trainer.final_eval_estimate_s(model, pairs, TileGeometry(64, 16), 1.0, "cpu",
                                              tile_s=0.5)
-    assert not calls and estimate == 2 * 8.75 * 0.5 + 2  # the metrics: 1 s per 7,000 px
+    assert not calls and estimate == 24 * 0.5 + 2  # the metrics: 1 s per 7,000 px
 
 
 def test_tta_auto_is_measured_at_set_up_and_served_by_the_final_evaluation(tmp_path,

@@ -47,7 +47,7 @@ def test_a_threads_pool_worker_runs_rows_concurrently_with_one_model(tmp_path, t
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert cmdline[cmdline.index("--pool") + 1] == "threads"
     rows = ctx.table.rows.list(job.id)
-    # 500 px: 5 tile rows of stride 96 (the last stretched over the last 20 px), 2 per row
+    # ceil(500 / (2 * 96)) rows; the last tile row fitted to its 20 px
     assert len(rows) == 3 and len({r.worker for r in rows}) == 1
     # rows overlapped in time inside the one worker process
     spans = sorted((r.started_at, r.finished_at) for r in rows)
@@ -56,7 +56,7 @@ def test_a_threads_pool_worker_runs_rows_concurrently_with_one_model(tmp_path, t
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
     seg = Segmenter(tiny_package, device="cpu", runtime=settings.runtime,  # the workers' runtime
                     cache_dir=settings.resolved_export_cache_dir)
-    grid = TileGrid(700, 500, TileGeometry(128, 16), rows_per_task=2, stretch_edges=True)
+    grid = TileGrid(700, 500, TileGeometry(128, 16), rows_per_task=2, fit_edges=True)
     expected = np.concatenate([
         seg.segment_strip_simple(image[slice(*grid.read_window(y0, y1))], grid, y0, y1, 8)
         for y0, y1 in grid.all_strip_bounds()])

@@ -45,9 +45,7 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
     done = _run_all(stack, job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
     assert (done.width, done.height) == (700, 500)
-    # 500 px at stride 96: 5 tile rows, the last stretched over the 20 px past 5 strides
-    assert done.rows_total == len(stack.table.rows.list(job.id)) == 5
-    assert stack.table.rows.get(job.id, 4).y1 - stack.table.rows.get(job.id, 4).y0 == 116
+    assert done.rows_total == len(stack.table.rows.list(job.id)) == 6  # ceil(500 / 96)
     doc = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
     labels = read_tiff(stack.local_blob(output_key(job.id, LABELS)))
     assert labels.shape == (500, 700)
@@ -63,31 +61,32 @@ def test_job_runs_and_fractions_are_exact(stack, micrograph):
     expected = segmenter_for(stack, done).inference
     assert expected["device"] == "cpu" and expected["precision"] in ("f32", "bf16")
     assert all(r.inference == expected for r in stack.table.rows.list(job.id))
-    assert doc["inference"] == [{**expected, "rows": list(range(5))}]
+    assert doc["inference"] == [{**expected, "rows": list(range(6))}]
 
 
 def test_jobs_keep_the_edge_tiles_their_spec_names(stack, micrograph):
-    """A job of spec version < 4 (no ``edge_tiles``: submitted before stretched edge tiles) is
-    planned and segmented with whole edge tiles, as its rows always were; a new job with
-    stretched ones; each job's labels are those of its own layout, strip by strip."""
+    """A job of spec version < 4 (no ``edge_tiles``: submitted before fitted edge tiles) is
+    segmented with whole edge tiles, as its rows always were; a new job with fitted ones;
+    each job's labels are those of its own layout, strip by strip."""
     from imaging.reading import open_image, read_rows
     from worker.stages.segmenting import segmenter_for
 
     new = _submit(stack, micrograph)
     stored = {k: v for k, v in new.spec.items() if k not in ("edge_tiles", "spec_version")}
     old = stack.table.jobs.create(JobSpec(**stored))
-    assert old.spec["spec_version"] < 4 and new.spec["edge_tiles"] == "stretched"
+    assert old.spec["spec_version"] < 4 and new.spec["edge_tiles"] == "fitted"
     image = read_rows(open_image(micrograph, max_pixels=10**9), 0, 500)
-    for job, strips in ((old, 6), (new, 5)):
+    for job in (old, new):
         stack.sent.append((PLAN_TASK, job.id))
         done = _run_all(stack, job.id)
         assert done.status == JobStatus.SUCCEEDED, done.error
         rows = stack.table.rows.list(job.id)
-        assert len(rows) == strips and rows[-1].y1 == 500
+        assert len(rows) == 6 and rows[-1].y1 == 500
         seg = segmenter_for(stack, done)
-        stretch = JobSpec.from_stored(done.spec).stretch_edges
-        assert stretch == (job is new)
-        grid = seg.grid(700, 500, stretch_edges=stretch)
+        fit = JobSpec.from_stored(done.spec).fit_edges
+        assert fit == (job is new)
+        grid = seg.grid(700, 500, fit_edges=fit)
+        assert (grid.row_spans[-1].size < 128) == fit  # the last 20 px: 20 + 16 + 16 -> 64
         assert [(r.y0, r.y1) for r in rows] == grid.all_strip_bounds()
         expected = np.concatenate([
             seg.segment_strip_simple(image[slice(*grid.read_window(y0, y1))], grid, y0, y1, 1)
@@ -214,7 +213,7 @@ def test_a_reused_checkpoint_without_an_inference_record_is_reported_as_unknown(
     unknown, known = doc["inference"]
     assert unknown == {"runtime": None, "device": None, "precision": None, "f32_convs": None,
                        "tta": None, "rows": [0]}
-    assert known["rows"] == list(range(1, 5)) and known["device"] == "cpu"
+    assert known["rows"] == list(range(1, 6)) and known["device"] == "cpu"
 
 
 def _bad_files(tmp_path):
@@ -270,11 +269,11 @@ def test_unknown_model_and_missing_source_fail_the_job(stack, micrograph, tmp_pa
 
 def test_duplicate_plan_and_reduce_are_no_ops(stack, micrograph):
     job = _submit(stack, micrograph)
-    assert len(plan_job(stack, job.id)) == 5
+    assert len(plan_job(stack, job.id)) == 6
     assert plan_job(stack, job.id) == []  # duplicate delivery
-    assert len(stack.table.rows.list(job.id)) == 5
+    assert len(stack.table.rows.list(job.id)) == 6
     stack.sent.clear()
-    for i in range(5):
+    for i in range(6):
         segment_row(stack, job.id, i)
     assert stack.sent == [(REDUCE_TASK, job.id)]
     assert reduce_job(stack, job.id) is not None

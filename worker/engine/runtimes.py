@@ -21,7 +21,7 @@ on the segmenter's device. Chosen per machine by ``PELLETSEG_RUNTIME``:
                the installed onnxruntime has it), from the same graph
 ``tensorrt``   ONNX Runtime's TensorRT execution provider (CUDA only, where installed;
                unmeasured: no GPU has been lent to this project; it builds an engine per
-               input shape, and each image size brings its stretched edge tiles' shapes)
+               input shape, and each image size brings its fitted edge tiles' shapes)
 ``auto``       the fastest runtime that kept >= 99.9 % of eager fp32's labels on the real
                data (docs/performance.md, "Inference runtimes"): ``openvino`` on CPU when
                installed, else ``eager``; ``eager`` on CUDA
@@ -57,11 +57,12 @@ log = structlog.get_logger(__name__)
 
 #: Values of ``PELLETSEG_RUNTIME``.
 RUNTIMES = ("auto", "eager", "compile", "openvino", "onnxruntime", "tensorrt")
-#: Input shapes an OpenVINO runtime keeps compiled (least recently used dropped): the tile size
-#: and an image's three stretched edge-tile shapes (worker/engine/tiling.py), whose sizes
-#: change from one image size to the next, so that a long-lived worker does not collect one
-#: compiled model per image size it ever saw.
-MAX_COMPILED_SHAPES = 8
+#: Input shapes an OpenVINO runtime keeps compiled (least recently used dropped). Each compiled
+#: model's infer request holds its own activation memory (a 1728 px tile's: ~480 MiB here), and
+#: an image's fitted edge tiles bring up to three shapes besides the tile size's, which change
+#: with the image's size: two keep a row's whole tiles and its fitted last column compiled,
+#: and bound the memory to two requests' (docs/performance.md, "Fitted edge tiles").
+MAX_COMPILED_SHAPES = 2
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -150,7 +151,7 @@ class OpenVinoRuntime(Runtime):
     float32 speed (docs/performance.md, "Mixed precision").
 
     One model is compiled per input shape (tile batches have one shape per tile size and
-    batch size, and an image's stretched edge tiles theirs; the :data:`MAX_COMPILED_SHAPES`
+    batch size, and an image's fitted edge tiles theirs; the :data:`MAX_COMPILED_SHAPES`
     most recently used are kept; compiling a 1728 px shape took 0.17 s and its first inference
     0.2 s more than the next on a Zen 4 core): static shapes took 0.45 s per 1024 px tile
     against 0.85 s with dynamic ones

@@ -112,11 +112,11 @@ def network_side(n: int, input_scale: float) -> int:
 
 def serving_grid(width: int, height: int, geometry: TileGeometry, input_scale: float, *,
                  edge_pad: int | None = None, rows_per_task: int = 1,
-                 stretch_edges: bool = True) -> TileGrid:
+                 fit_edges: bool = True) -> TileGrid:
     """The tile grid a package at ``input_scale`` labels a ``height`` x ``width`` px image
     with: ``geometry`` (image px), ``edge_pad`` (px, clamped to the halo; None: the halo),
     tile sides on the unit the scale takes (:func:`network_side`; the tile size itself where
-    the scale's valid sides are not one unit's multiples) and stretched edge tiles
+    the scale's valid sides are not one unit's multiples) and fitted edge tiles
     (:class:`~worker.engine.tiling.TileGrid`; False: a job of spec version < 4). One
     definition for serving (:meth:`Segmenter.grid`) and for the trainer's estimate of its
     final evaluation.
@@ -130,7 +130,7 @@ def serving_grid(width: int, height: int, geometry: TileGeometry, input_scale: f
     if geometry.tile_size % unit or network_side(2 * unit, input_scale) != 2 * unit:
         unit = geometry.tile_size
     return TileGrid(width, height, geometry, rows_per_task, edge_pad=edge_pad, unit=unit,
-                    stretch_edges=stretch_edges)
+                    fit_edges=fit_edges)
 
 
 @dataclass
@@ -669,16 +669,16 @@ class Segmenter:
                 :func:`imaging.reading.image_rows`).
             grid: The image's tile grid (tile size, halo, width).
             y0, y1: Output rows (px).
-            batch_size: Tiles of T x T px per forward pass (fewer of a stretched edge tile's
-                shape: :func:`~worker.engine.tiling.iter_batches`); None: :meth:`batch_for`
+            batch_size: Tiles per forward pass (a fitted edge tile's shape makes batches of
+                its own: :func:`~worker.engine.tiling.iter_batches`); None: :meth:`batch_for`
                 the grid's tile size.
             prefetch: Bands read ahead by the reader thread (0: read in this thread).
             with_confidence: Also return the (y1 - y0, W) uint8 confidence strip
                 (:meth:`decide`, cropped to the same tile cores as the labels).
             on_core_rows: Called with each band's core as it is read, top to bottom: the
                 (h, W, C) image rows of output rows ``[y0 + j * stride, ...)``, ``h`` =
-                stride but for the image's last band (shorter, or up to 1.5 strides when
-                stretched; a view; the strip's rows are each passed once).
+                stride but for the image's last band (a view; the strip's rows are each passed
+                once).
 
         Returns:
             ((y1 - y0, W) uint8 label strip, :class:`StripStats`); with ``with_confidence``
@@ -786,7 +786,7 @@ class Segmenter:
     def segment_array(
         self, image: np.ndarray, geometry: TileGeometry | None = None, *,
         batch_size: int | None = None, with_confidence: bool = False,
-        stretch_edges: bool = True,
+        fit_edges: bool = True,
     ):
         """Tiled inference of a whole in-memory image, strip by strip, exactly as the row tasks
         do it (evaluation, training's validation, tests).
@@ -798,14 +798,14 @@ class Segmenter:
             batch_size: Tiles per forward pass (default :meth:`batch_for`).
             with_confidence: Also return the confidence map (:meth:`decide`), as the row
                 tasks write it.
-            stretch_edges: Stretched edge tiles, as a new job's rows lay them out (False: whole
+            fit_edges: Stretched edge tiles, as a new job's rows lay them out (False: whole
                 tiles, the layout of a job of spec version < 4; :meth:`grid`).
 
         Returns:
             (H, W) uint8 label map; with ``with_confidence`` (labels, confidence), both
             (H, W) uint8.
         """
-        grid = self.grid(image.shape[1], image.shape[0], geometry, stretch_edges=stretch_edges)
+        grid = self.grid(image.shape[1], image.shape[0], geometry, fit_edges=fit_edges)
         strips, confs = [], []
         for y0, y1 in grid.all_strip_bounds():
             r0, r1 = grid.read_window(y0, y1)
@@ -871,10 +871,10 @@ class Segmenter:
         return logits.float().softmax(1)[0, :, pad : pad + h, pad : pad + w].cpu().numpy()
 
     def grid(self, width: int, height: int, geometry: TileGeometry | None = None,
-             rows_per_task: int = 1, stretch_edges: bool = True) -> TileGrid:
+             rows_per_task: int = 1, fit_edges: bool = True) -> TileGrid:
         """The tile grid this package labels a ``height`` x ``width`` px image with
         (:func:`serving_grid` at the package's input scale): the ``geometry`` (default the
-        package's), :attr:`edge_pad` (at most the halo; None: the halo) and stretched edge
+        package's), :attr:`edge_pad` (at most the halo; None: the halo) and fitted edge
         tiles (False: the layout of a job of spec version < 4).
 
         Raises:
@@ -883,7 +883,7 @@ class Segmenter:
         geometry = geometry or self.package.geometry
         return serving_grid(width, height, geometry, self.package.input_scale,
                             edge_pad=self.edge_pad, rows_per_task=rows_per_task,
-                            stretch_edges=stretch_edges)
+                            fit_edges=fit_edges)
 
     def _network_side(self, n: int) -> int:
         """:func:`network_side` at the package's input scale."""

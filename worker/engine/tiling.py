@@ -16,21 +16,21 @@ more); its kept pixels stay its core, cut to the image, so they keep at least ``
 real context where the image has it. An axis whose padded length fits one tile gets a single,
 shorter tile: the padded length rounded up to the side unit the network takes (``unit``), so
 an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. With
-``stretch_edges`` (the layout of jobs since job spec version 4) an axis whose last core would
-keep at most half a stride (:data:`MAX_STRETCH` of it) has no tile of its own there: the tile
-before it is *stretched* to keep both cores, growing by about that remainder (up to the unit)
-(a 20,000 px axis at 1728 / 96 px: 13 tiles, the last 1760 px, instead of 14 whose last keeps
-32 px), so the model's work follows the image's size instead of whole tiles; its kept pixels
-keep their ``halo`` of context as every core's do. Mirrored
+``fit_edges`` (the layout of jobs since job spec version 4) the last tile of an axis of
+several tiles is *fitted* the same way: only as long as its core, the ``halo`` above it and the
+edge padding past the image need, rounded up to the unit (a 20,000 px axis at 1728 / 96 px:
+13 tiles of 1728 px and one of 224 px for the last 32 px, not 14 of 1728 px), so the model's
+work follows the image's size instead of whole tiles; no tile is larger than the tile size,
+and every kept pixel keeps its ``halo`` of context as every core's does. Mirrored
 pixels are context a model trained on crops of images never saw: before this layout (tiles
 every stride px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image
 at a 4096 / 512 px geometry was cut into two tiles holding twice as many mirrored pixels as
 image pixels (docs/models.md, run 39).
 
 Coordinates are (row y, column x) in px of the full image. A *tile row* is one row of tiles
-(``stride`` output rows, up to one and a half strides for a stretched one); a *row* (the unit
-of work and checkpoint) is ``rows_per_task`` tile rows, and its *strip* the output rows
-``[y0, y1)`` it produces; the *band* of a tile
+(``stride`` output rows, fewer for the last); a *row* (the unit of work and checkpoint) is
+``rows_per_task`` tile rows, and its *strip* the output rows ``[y0, y1)`` it produces; the
+*band* of a tile
 row is the input rows its tiles are cut from, padded left and right to the columns the
 tiles span (README, "Glossary").
 """
@@ -46,14 +46,9 @@ import numpy as np
 
 from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 
-__all__ = ["MAX_STRETCH", "Span", "TileGrid", "axis_cores", "axis_spans", "band_row_sources",
-           "band_tile", "check_region", "cut_tiles", "iter_batches", "pad_columns",
-           "place_tiles", "reflect_index", "strip_bands"]
-
-#: The largest remainder a stretched edge tile keeps beyond its own core, as a share of the
-#: stride: a stretched tile is at most about 1.5 tiles long on that axis (its memory is
-#: bounded), and it costs the model ``remainder`` px of tile side instead of a whole tile.
-MAX_STRETCH = 0.5
+__all__ = ["Span", "TileGrid", "axis_cores", "axis_spans", "band_row_sources", "band_tile",
+           "check_region", "cut_tiles", "iter_batches", "pad_columns", "place_tiles",
+           "reflect_index", "strip_bands"]
 
 
 @dataclass(frozen=True)
@@ -78,46 +73,34 @@ class Span:
         return self.start + self.size
 
 
-def axis_cores(n: int, stride: int, stretch: bool = False) -> tuple[tuple[int, int], ...]:
+def axis_cores(n: int, stride: int) -> tuple[tuple[int, int], ...]:
     """The tile cores along an axis of ``n`` px: ``[k * stride, min((k + 1) * stride, n))``
-    for k = 0 .. ceil(n / stride) - 1; with ``stretch``, a last core of at most
-    ``MAX_STRETCH * stride`` px is joined to the one before (module docstring), so no core but
-    a stretched one is longer than the stride and none but the last is shorter.
-
-    Args:
-        n: Axis length (px, >= 1).
-        stride: Core edge of a tile (px, >= 1).
-        stretch: Join a short last core to the one before.
+    for k = 0 .. ceil(n / stride) - 1 (the last one cut at the image's edge).
 
     Returns:
         ``[(keep0, keep1), ...]`` in order; they partition ``[0, n)``.
     """
-    k = math.ceil(n / stride)
-    cores = [(i * stride, min((i + 1) * stride, n)) for i in range(k)]
-    if stretch and k >= 2 and n - (k - 1) * stride <= MAX_STRETCH * stride:
-        cores[-2:] = [(cores[-2][0], n)]
-    return tuple(cores)
+    return tuple((k * stride, min((k + 1) * stride, n)) for k in range(math.ceil(n / stride)))
 
 
 def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
-               max_single: int | None = None, stretch: bool = False) -> tuple[Span, ...]:
+               max_single: int | None = None, fit: bool = False) -> tuple[Span, ...]:
     """The tiles along one image axis of ``n`` px (module docstring): one tile of the padded
     length ``n + 2 * edge_pad`` rounded up to ``unit`` where that is at most the tile size (and
     ``n`` at most ``max_single``), else one tile per core of :func:`axis_cores`, each shifted
     inward into ``[-edge_pad, n + edge_pad)`` (from the far edge only as far as the lattice
-    ``-edge_pad + m * unit`` of the first tile's start allows). A core's tile has the tile
-    size; a stretched core's (longer than the stride) is as long as its core, the ``halo``
-    above it (or the edge padding) and the edge padding past the image need, rounded up to
-    ``unit``.
+    ``-edge_pad + m * unit`` of the first tile's start allows). Every tile has the tile size;
+    with ``fit`` the last one only what its core, the ``halo`` above it and the edge padding
+    past the image need, rounded up to ``unit`` (at most the tile size).
 
     Args:
         n: Axis length (px, >= 1).
         geometry: Tile size and halo.
         edge_pad: Mirrored px past each edge (0 <= edge_pad <= halo).
         unit: Tile sides are multiples of this (px): the side unit the network takes.
-        max_single: The longest axis one tile may keep whole (px; the rows of the first
-            strip, so that a tile never feeds two strips); None: no limit.
-        stretch: Stretch the last tile over a short last core (:func:`axis_cores`).
+        max_single: The longest axis one tile may keep whole (px; the rows of one strip,
+            so that a tile never feeds two strips); None: no limit.
+        fit: Fit the last tile to its core (a fitted edge tile).
 
     Returns:
         The spans in order; their ``[keep0, keep1)`` partition ``[0, n)``.
@@ -126,9 +109,12 @@ def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
     side = _round_up(n + 2 * b, unit)
     if side <= t and (max_single is None or n <= max_single):
         return (Span(-b, side, 0, n),)
+    cores = axis_cores(n, s)
     spans = []
-    for keep0, keep1 in axis_cores(n, s, stretch):
-        size = t if keep1 - keep0 <= s else _round_up(n + b - max(keep0 - h, -b), unit)
+    for keep0, keep1 in cores:
+        size = t
+        if fit and keep1 == n:
+            size = min(t, _round_up(n + b - max(keep0 - h, -b), unit))
         # a tile shifted left from the far edge starts on the first tile's lattice
         # (-b + m * unit), so the network's downsampling sees the image in the same phase in
         # every tile (off it, the bundled model's labels of a LumenStone image differed from a
@@ -152,15 +138,14 @@ class TileGrid:
         width, height: Image size (px).
         geometry: Tile size and halo (validated by :class:`core.geometry.TileGeometry`).
         rows_per_task: Tile rows per row (the unit of work); its strip is
-            ``rows_per_task * stride`` output rows (the last strip fewer, or up to half a
-            stride more with a stretched last tile row).
+            ``rows_per_task * stride`` output rows (the last strip fewer).
         edge_pad: Mirrored px a tile may show past the image's edge (0..halo); None: the halo.
             A model package's ``edge_pad`` (:class:`models.package.ModelPackage`).
         unit: Tile sides are multiples of this (px, a multiple of 32): 32 / input scale
             for a reduced model (:meth:`worker.engine.segmenter.Segmenter.grid`).
-        stretch_edges: Stretch the last tile of each axis over a short last core (module
-            docstring; :func:`axis_cores`); its tiles are then longer than the tile size
-            (:meth:`tile_shape_at`). A job spec's ``edge_tiles`` (version 4).
+        fit_edges: Fit the last tile of each axis to its core (module docstring), so that
+            edge tiles are shorter than the tile size (:meth:`tile_shape_at`). A job spec's
+            ``edge_tiles`` (version 4).
 
     Raises (on construction):
         GeometryError: an image smaller than 1 x 1 px, ``rows_per_task`` < 1, an edge_pad
@@ -174,7 +159,7 @@ class TileGrid:
     rows_per_task: int = 1
     edge_pad: int | None = None
     unit: int = TILE_MULTIPLE
-    stretch_edges: bool = False
+    fit_edges: bool = False
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1:
@@ -212,18 +197,18 @@ class TileGrid:
     def col_spans(self) -> tuple[Span, ...]:
         """The tile columns (:func:`axis_spans` over the width)."""
         return axis_spans(self.width, self.geometry, self.edge_pad_px, self.unit,
-                          stretch=self.stretch_edges)
+                          fit=self.fit_edges)
 
     @cached_property
     def row_spans(self) -> tuple[Span, ...]:
         """The tile rows of the image (:func:`axis_spans` over the height), top to bottom."""
         return axis_spans(self.height, self.geometry, self.edge_pad_px, self.unit,
-                          max_single=self.strip_bounds(0)[1], stretch=self.stretch_edges)
+                          max_single=self.strip_bounds(0)[1], fit=self.fit_edges)
 
     def tile_shape_at(self, row: Span, col: int) -> tuple[int, int]:
         """(rows, cols) px of the tile of tile row ``row`` (a span of :attr:`row_spans`) and
         column ``col``: the tile size on both axes but where an axis has a single shorter
-        tile or a stretched one."""
+        tile or a fitted edge tile."""
         return row.size, self.col_spans[col].size
 
     @property
@@ -238,7 +223,7 @@ class TileGrid:
 
     @cached_property
     def _strips(self) -> tuple[tuple[int, int], ...]:
-        cores = axis_cores(self.height, self.stride, self.stretch_edges)
+        cores = axis_cores(self.height, self.stride)
         k = self.rows_per_task
         return tuple((cores[i][0], cores[min(i + k, len(cores)) - 1][1])
                      for i in range(0, len(cores), k))
@@ -386,24 +371,18 @@ def strip_bands(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> list[np
 
 def iter_batches(tiles: list, batch_size: int, grid: TileGrid | None = None,
                  spans: Sequence[Span] | None = None) -> Iterator[list]:
-    """Split a strip's tiles into consecutive batches of at most ``batch_size``.
-
-    With ``grid`` and the strip's ``spans`` (:meth:`TileGrid.strip_spans`) a batch holds tiles
-    of one shape only (:meth:`TileGrid.tile_shape_at`), and a batch of tiles larger than the
-    tile size (stretched) holds fewer: ``batch_size`` x T² / their area, at least one, so that
-    it needs no more device memory than ``batch_size`` tiles of T x T px.
-    """
+    """Split a strip's tiles into consecutive batches of at most ``batch_size``; with ``grid``
+    and the strip's ``spans`` (:meth:`TileGrid.strip_spans`), a batch holds tiles of one
+    shape only (:meth:`TileGrid.tile_shape_at`: fitted edge tiles make batches of their own)."""
     batch: list = []
-    shape, cap = None, batch_size
+    shape = None
     for tile in tiles:
         here = None if grid is None else grid.tile_shape_at(spans[tile[0]], tile[1])
-        if batch and (len(batch) == cap or here != shape):
+        if batch and (len(batch) == batch_size or here != shape):
             yield batch
             batch = []
-        if not batch and here is not None:
-            shape = here
-            cap = min(batch_size, max(1, batch_size * grid.tile_size ** 2 // (here[0] * here[1])))
         batch.append(tile)
+        shape = here
     if batch:
         yield batch
 

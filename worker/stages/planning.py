@@ -61,7 +61,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
-                        stretch_edges=spec.stretch_edges)
+                        fit_edges=spec.fit_edges)
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
                                            recorded=info.pixel_size_um)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:

@@ -183,7 +183,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
     row = ctx.table.rows.get(job.id, index)
     segmenter = segmenter_for(ctx, job)
     grid = segmenter.grid(job.width, job.height, spec.geometry, spec.rows_per_task,
-                          stretch_edges=spec.stretch_edges)
+                          fit_edges=spec.fit_edges)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)
     # a reader thread reads and pads tile row k+1 while the model works on tile row k
     # a converted source.tif was written and checked by the planner: only a source read

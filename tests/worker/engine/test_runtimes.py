@@ -404,7 +404,7 @@ def test_input_scale_reduces_each_tile_and_brings_the_logits_back(name, tiny_pac
 
 def test_openvino_keeps_the_most_recently_used_compiled_shapes(tmp_path, tiny_package, crop,
                                                                 monkeypatch):
-    """Each image size brings its stretched edge tiles' shapes: a long-lived worker keeps the
+    """Each image size brings its fitted edge tiles' shapes: a long-lived worker keeps the
     MAX_COMPILED_SHAPES most recently used compiled models, not one per size it ever saw."""
     pytest.importorskip("openvino")
     import worker.engine.runtimes as runtimes

@@ -1,7 +1,7 @@
 """Seam-free tiling: on real micrographs, tiled inference at the model package's geometry
 equals one forward pass of the whole image on >= 99.9 % of pixels, with the bundled trained
 model (the criterion its geometry was chosen by: docs/performance.md, "Tile geometry"), with
-stretched edge tiles (a new job's layout) and whole ones (a job's of spec version < 4)."""
+fitted edge tiles (a new job's layout) and whole ones (a job's of spec version < 4)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ def segmenter() -> Segmenter:
     return Segmenter(MODEL_ZOO / "ebc-unet-mnv2" / "1", device="cpu", threads=2)
 
 
-def _agreement(segmenter, image, stretch_edges: bool) -> float:
-    grid = segmenter.grid(image.shape[1], image.shape[0], stretch_edges=stretch_edges)
+def _agreement(segmenter, image, fit_edges: bool) -> float:
+    grid = segmenter.grid(image.shape[1], image.shape[0], fit_edges=fit_edges)
     assert grid.n_cols > 1 and grid.n_tile_rows > 1  # the image really has seams
     # at the package's geometry, as jobs run it
-    tiled = segmenter.segment_array(image, stretch_edges=stretch_edges)
+    tiled = segmenter.segment_array(image, fit_edges=fit_edges)
     # The reference sees the image's edges reflect-padded by the grid's edge padding, as the
     # tiles do, so what is compared is the effect of the seams, not of what lies past the edge.
     pad = grid.edge_pad_px
@@ -39,14 +39,14 @@ def _read(path, rows: int | None = None) -> np.ndarray:
 
 def test_tiled_equals_single_pass_on_sem_micrographs(segmenter):
     # the four bundled 1024 px SEM images side by side: 2048 x 2048 px, seams inside images;
-    # whole edge tiles (2 x 2 tiles: stretched, 2048 px is one 2240 px tile without seams)
+    # whole edge tiles (2 x 2 tiles of 1728 px)
     four = [_read(DEMO_DATA / name, 1024)[:, :1024] for name in sorted(
         p.name for p in DEMO_DATA.glob("*.png"))]
     mosaic = np.concatenate([np.concatenate(four[:2], axis=1), np.concatenate(four[2:], axis=1)])
-    assert _agreement(segmenter, mosaic, stretch_edges=False) >= 0.999
+    assert _agreement(segmenter, mosaic, fit_edges=False) >= 0.999
 
 
 def test_tiled_equals_single_pass_on_an_optical_ore_micrograph(segmenter, shared_data):
     image = _read(shared_data / "lumenstone-s2" / "images" / "val" / "01.jpg")  # 3396 x 2547
-    # 2 x 2 tiles, the second column's stretched over the last 324 px (2080 px wide)
-    assert _agreement(segmenter, image, stretch_edges=True) >= 0.999
+    # 3 x 2 tiles, the last column fitted to its 324 px (544 px wide), the last row to 1216 px
+    assert _agreement(segmenter, image, fit_edges=True) >= 0.999

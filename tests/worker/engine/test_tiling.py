@@ -25,11 +25,11 @@ GEOMETRIES = [(64, 16, 1), (64, 0, 2), (96, 32, 3), (128, 48, 1)]
 @pytest.mark.parametrize("width,height", SIZES)
 @pytest.mark.parametrize("tile,halo,k", GEOMETRIES)
 @pytest.mark.parametrize("edge_pad", [None, 0, 8])
-@pytest.mark.parametrize("stretch", [False, True])
-def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, edge_pad, stretch):
+@pytest.mark.parametrize("fit", [False, True])
+def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, edge_pad, fit):
     edge_pad = None if edge_pad is None else min(edge_pad, halo)
     grid = TileGrid(width, height, TileGeometry(tile, halo), rows_per_task=k, edge_pad=edge_pad,
-                    stretch_edges=stretch)
+                    fit_edges=fit)
     cover = np.zeros((height, width), dtype=np.int32)
     bounds = grid.all_strip_bounds()
     assert bounds[0][0] == 0 and bounds[-1][1] == height
@@ -46,30 +46,29 @@ def test_every_output_pixel_covered_exactly_once(width, height, tile, halo, k, e
 @pytest.mark.parametrize("tile,halo", [(64, 16), (96, 32), (128, 48), (64, 0)])
 @pytest.mark.parametrize("pad_share", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("unit", [32, "tile"])
-@pytest.mark.parametrize("stretch", [False, True])
+@pytest.mark.parametrize("fit", [False, True])
 def test_tiles_stay_inside_the_border_and_keep_their_context(n, tile, halo, pad_share,
-                                                             unit, stretch):
+                                                             unit, fit):
     geometry = TileGeometry(tile, halo)
     unit = tile if unit == "tile" else unit
     b = round(halo * pad_share)
-    spans = axis_spans(n, geometry, b, unit, stretch=stretch)
+    spans = axis_spans(n, geometry, b, unit, fit=fit)
     assert spans[0].keep0 == 0 and spans[-1].keep1 == n
     assert all(a.keep1 == c.keep0 for a, c in itertools.pairwise(spans))
     assert all(s.keep0 == k * geometry.stride for k, s in enumerate(spans))
     if len(spans) == 1:  # one tile: the image and its edge_pad, rounded up to the unit
         (s,) = spans
-        assert s.start == -b and s.size % unit == 0 and n + 2 * b <= s.size
-        assert s.size <= tile or (stretch and n <= 1.5 * geometry.stride)
+        assert s.start == -b and s.size % unit == 0 and n + 2 * b <= s.size <= tile
         assert s.size - unit < n + 2 * b
         return
-    assert [(s.keep0, s.keep1) for s in spans] == list(axis_cores(n, geometry.stride, stretch))
+    assert [(s.keep0, s.keep1) for s in spans] == list(axis_cores(n, geometry.stride))
     for s in spans:
         # never past the edge padding, but for a tile shifted from the far edge onto the
         # first tile's unit lattice
         assert -b <= s.start and s.end <= n + b + unit - 1
-        if s.keep1 - s.keep0 > geometry.stride:  # stretched: the last, as long as it needs
-            assert stretch and s is spans[-1] and s.size % unit == 0
-            assert s.size - unit < s.end - s.start <= s.size and s.end >= n + b
+        if fit and s is spans[-1]:  # fitted: its core, the halo above, the edge padding
+            need = n + b - max(s.keep0 - halo, -b)
+            assert s.size == min(tile, -(-need // unit) * unit) and s.end >= n + b
         else:
             assert s.size == tile
         if s.start != s.keep0 - halo:
@@ -108,14 +107,14 @@ def test_reflect_index_mirrors_like_numpy_pad(n):
 
 @pytest.mark.parametrize("width,height", [(50, 41), (7, 300), (200, 3), (2, 2), (1, 1)])
 @pytest.mark.parametrize("edge_pad", [None, 0, 5])
-@pytest.mark.parametrize("stretch", [False, True])
+@pytest.mark.parametrize("fit", [False, True])
 def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, edge_pad,
-                                                                 stretch):
+                                                                 fit):
     """Each band equals the same window of the whole image mirrored once by numpy."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
     grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad,
-                    stretch_edges=stretch)
+                    fit_edges=fit)
     pad = 400
     big = np.pad(image, [(pad, pad), (pad, pad), (0, 0)],
                  mode="reflect" if min(height, width) > 1 else "edge")
@@ -132,16 +131,16 @@ def test_strip_bands_are_windows_of_the_globally_mirrored_image(width, height, e
 
 
 @pytest.mark.parametrize("edge_pad", [None, 0, 16])
-@pytest.mark.parametrize("size,stretch", [((130, 77), False), ((130, 77), True),
-                                          ((128, 96), True)])
-def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad, size, stretch):
+@pytest.mark.parametrize("size,fit", [((200, 290), False), ((200, 290), True),
+                                      ((192, 288), True)])
+def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad, size, fit):
     """With an identity 'model' (prediction = input channel 0), tiling returns the image;
-    batches hold tiles of one shape (a stretched tile's own), each as the grid says."""
+    batches hold tiles of one shape (a fitted edge tile's own), each as the grid says."""
     width, height = size
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (height, width, 1), dtype=np.uint8)
-    grid = TileGrid(width, height, TileGeometry(64, 16), rows_per_task=2, edge_pad=edge_pad,
-                    stretch_edges=stretch)
+    grid = TileGrid(width, height, TileGeometry(128, 16), rows_per_task=2, edge_pad=edge_pad,
+                    fit_edges=fit)
     out_rows, shapes = [], set()
     for y0, y1 in grid.all_strip_bounds():
         r0, r1 = grid.read_window(y0, y1)
@@ -156,58 +155,32 @@ def test_placing_tiles_of_an_identity_model_returns_the_image(edge_pad, size, st
             place_tiles(out, stack[..., 0], batch, grid, y0, y1)
         out_rows.append(out)
     np.testing.assert_array_equal(np.concatenate(out_rows), image[..., 0])
-    # 130 x 77 px at stride 32: a last column of 2 px and a last tile row of 13 px, both
-    # stretched (past the tile size but with no edge_pad: 2 + 32 + 16 px fit one); 128 x 96 px is whole
-    # strides, laid out as without stretching
     assert shapes == {(r.size, c.size) for r in grid.row_spans for c in grid.col_spans}
-    assert (len(shapes) == 4) == (stretch and size == (130, 77) and edge_pad != 0)
+    # 200 x 290 px at stride 96: a last column of 8 px and a last tile row of 2 px, each fitted
+    # to its core, the halo and the edge padding (64 or 32 px: 4 shapes); 192 x 288 px is whole
+    # strides (1 shape)
+    assert len(shapes) == (4 if fit and size == (200, 290) else 1)
 
 
-def test_stretched_edge_tiles_keep_a_short_remainder_instead_of_a_tile_of_their_own():
-    """The brief's 20,000 x 17,000 px section at 1728 / 96 px: 13 x 11 tiles, not 14 x 12."""
+def test_fitted_edge_tiles_are_as_long_as_their_core_needs():
+    """The brief's 20,000 x 17,000 px section at 1728 / 96 px: 14 x 12 tiles as before, the
+    last column 224 px wide (32 px + 96 + 96) and the last tile row 320 px tall (104 + 192, up
+    to 32), instead of whole 1728 px tiles."""
     g = TileGeometry(1728, 96)
     whole = TileGrid(20000, 17000, g)
-    grid = TileGrid(20000, 17000, g, stretch_edges=True)
-    assert (whole.n_cols, whole.n_tile_rows) == (14, 12)
-    assert (grid.n_cols, grid.n_tile_rows) == (13, 11)
-    last = grid.col_spans[-1]  # 32 px past 13 strides: 1728 + 32 px, ending on the edge pad
-    assert (last.keep0, last.keep1, last.size, last.end) == (18432, 20000, 1760, 20096)
-    assert grid.row_spans[-1].size == 1856  # 104 px past 11 strides, up to 32 px
-    assert grid.all_strip_bounds()[-1] == (15360, 17000) and grid.n_strips == 11
-    assert grid.tile_shape_at(grid.row_spans[-1], 12) == (1856, 1760)
-    # a remainder over half a stride keeps a tile of its own
-    assert axis_cores(2547, 1536, stretch=True) == ((0, 1536), (1536, 2547))
-    assert axis_cores(1536 + 768, 1536, stretch=True) == ((0, 2304),)
-    assert axis_cores(1536 + 769, 1536, stretch=True) == ((0, 1536), (1536, 2305))
-    # an image of whole strides is laid out the same either way
-    exact = TileGrid(6144, 6144, g, stretch_edges=True)
+    grid = TileGrid(20000, 17000, g, fit_edges=True)
+    assert (grid.n_cols, grid.n_tile_rows) == (whole.n_cols, whole.n_tile_rows) == (14, 12)
+    assert grid.all_strip_bounds() == whole.all_strip_bounds()  # rows are planned alike
+    last = grid.col_spans[-1]
+    assert (last.keep0, last.keep1, last.start, last.size, last.end) == (
+        19968, 20000, 19872, 224, 20096)
+    assert grid.row_spans[-1].size == 320
+    assert grid.tile_shape_at(grid.row_spans[-1], 13) == (320, 224)
+    assert [s.size for s in grid.col_spans[:-1]] == [1728] * 13
+    # a remainder of a whole stride keeps a whole tile; a larger one never exceeds it
+    exact = TileGrid(6144, 6144, g, fit_edges=True)
     assert exact.col_spans == TileGrid(6144, 6144, g).col_spans
-    assert exact.all_strip_bounds() == TileGrid(6144, 6144, g).all_strip_bounds()
-
-
-@pytest.mark.parametrize("height", [1, 300, 301, 700, 1000])
-@pytest.mark.parametrize("k", [1, 2, 3])
-def test_whole_edge_tiles_keep_the_strips_of_jobs_planned_before_version_4(height, k):
-    """Without stretching, strips are rows_per_task strides each from the top, the last cut
-    at the image's edge: the row records of every job planned before spec version 4."""
-    grid = TileGrid(50, height, TileGeometry(128, 16), rows_per_task=k)
-    size = k * 96
-    assert grid.all_strip_bounds() == [(y, min(y + size, height))
-                                       for y in range(0, height, size)]
-
-
-def test_batches_of_stretched_tiles_hold_no_more_pixels_than_whole_ones():
-    grid = TileGrid(1000, 96, TileGeometry(128, 16), stretch_edges=True)
-    spans = grid.strip_spans(0, 96)
-    assert [c.size for c in grid.col_spans][-2:] == [128, 192]  # 1000 = 10 x 96 + 40
-    batches = list(iter_batches(grid.strip_tiles(0, 96), 4, grid, spans))
-    assert [len(b) for b in batches] == [4, 4, 1, 1]  # 9 whole tiles, then the stretched one
-    # 5 whole columns; tile rows of 96 and 136 px, the second a 192 px tile: 2 per batch
-    tall = TileGrid(480, 96 * 2 + 40, TileGeometry(128, 16), rows_per_task=3,
-                    stretch_edges=True)
-    assert [r.size for r in tall.row_spans] == [128, 192] and tall.n_strips == 1
-    assert [len(b) for b in iter_batches(tall.strip_tiles(0, 232), 4, tall,
-                                         tall.strip_spans(0, 232))] == [4, 1, 2, 2, 1]
+    assert max(s.size for s in TileGrid(6143, 10, g, fit_edges=True).col_spans) == 1728
 
 
 def test_grid_counts():
