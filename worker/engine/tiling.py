@@ -17,11 +17,12 @@ real context where the image has it. An axis whose padded length fits one tile g
 shorter tile: the padded length rounded up to the side unit the network takes (``unit``), so
 an image smaller than a tile is labelled in one pass with ``edge_pad`` px around it. With
 ``fit_edges`` (the layout of jobs since job spec version 4) the last tile of an axis of
-several tiles is *fitted* the same way: only as long as its core, the ``halo`` above it and the
-edge padding past the image need, rounded up to the unit (a 20,000 px axis at 1728 / 96 px:
-13 tiles of 1728 px and one of 224 px for the last 32 px, not 14 of 1728 px), so the model's
-work follows the image's size instead of whole tiles; no tile is larger than the tile size,
-and every kept pixel keeps its ``halo`` of context as every core's does. Mirrored
+several tiles is *fitted* the same way where that saves at least half a tile
+(:data:`MAX_FIT`): only as long as its core, the ``halo`` above it and the edge padding past
+the image need, rounded up to the unit (a 20,000 px axis at 1728 / 96 px: 13 tiles of 1728 px
+and one of 224 px for the last 32 px, not 14 of 1728 px), so the model's work follows the
+image's size instead of whole tiles; no tile is larger than the tile size, and every kept
+pixel keeps its ``halo`` of context as every core's does. Mirrored
 pixels are context a model trained on crops of images never saw: before this layout (tiles
 every stride px from -halo, the strip reflect-padded to whole tiles) a 3396 x 2547 px image
 at a 4096 / 512 px geometry was cut into two tiles holding twice as many mirrored pixels as
@@ -46,9 +47,17 @@ import numpy as np
 
 from core.geometry import TILE_MULTIPLE, GeometryError, TileGeometry
 
-__all__ = ["Span", "TileGrid", "axis_cores", "axis_spans", "band_row_sources", "band_tile",
-           "check_region", "cut_tiles", "iter_batches", "pad_columns", "place_tiles",
-           "reflect_index", "strip_bands"]
+__all__ = ["MAX_FIT", "Span", "TileGrid", "axis_cores", "axis_spans", "band_row_sources",
+           "band_tile", "check_region", "cut_tiles", "iter_batches", "pad_columns",
+           "place_tiles", "reflect_index", "strip_bands"]
+
+#: The longest fitted edge tile, as a share of the tile size; a longer one stays a whole tile.
+#: Each new tile shape costs a compiled model and its activation memory on OpenVINO (a
+#: 1728 px tile's: ~480 MiB; worker.engine.runtimes.MAX_COMPILED_SHAPES), so a shape is only
+#: worth it where it saves at least half a tile: fitting every edge tile took a worker on a
+#: 7644 px square image from 1.61 to 2.03 GiB peak RSS and made it slower (docs/performance.md,
+#: "Fitted edge tiles").
+MAX_FIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
     inward into ``[-edge_pad, n + edge_pad)`` (from the far edge only as far as the lattice
     ``-edge_pad + m * unit`` of the first tile's start allows). Every tile has the tile size;
     with ``fit`` the last one only what its core, the ``halo`` above it and the edge padding
-    past the image need, rounded up to ``unit`` (at most the tile size).
+    past the image need, rounded up to ``unit``, where that is at most :data:`MAX_FIT` of the
+    tile size.
 
     Args:
         n: Axis length (px, >= 1).
@@ -100,7 +110,8 @@ def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
         unit: Tile sides are multiples of this (px): the side unit the network takes.
         max_single: The longest axis one tile may keep whole (px; the rows of one strip,
             so that a tile never feeds two strips); None: no limit.
-        fit: Fit the last tile to its core (a fitted edge tile).
+        fit: Fit the last tile to its core where that halves it or more (a fitted edge
+            tile).
 
     Returns:
         The spans in order; their ``[keep0, keep1)`` partition ``[0, n)``.
@@ -114,7 +125,8 @@ def axis_spans(n: int, geometry: TileGeometry, edge_pad: int, unit: int,
     for keep0, keep1 in cores:
         size = t
         if fit and keep1 == n:
-            size = min(t, _round_up(n + b - max(keep0 - h, -b), unit))
+            need = _round_up(n + b - max(keep0 - h, -b), unit)
+            size = need if need <= MAX_FIT * t else t
         # a tile shifted left from the far edge starts on the first tile's lattice
         # (-b + m * unit), so the network's downsampling sees the image in the same phase in
         # every tile (off it, the bundled model's labels of a LumenStone image differed from a

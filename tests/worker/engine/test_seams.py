@@ -48,5 +48,6 @@ def test_tiled_equals_single_pass_on_sem_micrographs(segmenter):
 
 def test_tiled_equals_single_pass_on_an_optical_ore_micrograph(segmenter, shared_data):
     image = _read(shared_data / "lumenstone-s2" / "images" / "val" / "01.jpg")  # 3396 x 2547
-    # 3 x 2 tiles, the last column fitted to its 324 px (544 px wide), the last row to 1216 px
+    # 3 x 2 tiles, the last column fitted to its 324 px (544 px wide); the last tile row keeps
+    # 1011 px, so a whole tile
     assert _agreement(segmenter, image, fit_edges=True) >= 0.999

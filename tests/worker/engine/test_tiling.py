@@ -67,8 +67,8 @@ def test_tiles_stay_inside_the_border_and_keep_their_context(n, tile, halo, pad_
         # first tile's unit lattice
         assert -b <= s.start and s.end <= n + b + unit - 1
         if fit and s is spans[-1]:  # fitted: its core, the halo above, the edge padding
-            need = n + b - max(s.keep0 - halo, -b)
-            assert s.size == min(tile, -(-need // unit) * unit) and s.end >= n + b
+            need = -(-(n + b - max(s.keep0 - halo, -b)) // unit) * unit
+            assert s.size == (need if need <= tile / 2 else tile) and s.end >= n + b
         else:
             assert s.size == tile
         if s.start != s.keep0 - halo:
@@ -177,10 +177,12 @@ def test_fitted_edge_tiles_are_as_long_as_their_core_needs():
     assert grid.row_spans[-1].size == 320
     assert grid.tile_shape_at(grid.row_spans[-1], 13) == (320, 224)
     assert [s.size for s in grid.col_spans[:-1]] == [1728] * 13
-    # a remainder of a whole stride keeps a whole tile; a larger one never exceeds it
+    # a remainder of a whole stride keeps a whole tile, and so does one whose fitted tile would
+    # be over half a tile: 672 px + 192 fit 864 px, 673 px do not
     exact = TileGrid(6144, 6144, g, fit_edges=True)
     assert exact.col_spans == TileGrid(6144, 6144, g).col_spans
-    assert max(s.size for s in TileGrid(6143, 10, g, fit_edges=True).col_spans) == 1728
+    assert TileGrid(6144 + 672, 10, g, fit_edges=True).col_spans[-1].size == 864
+    assert TileGrid(6144 + 673, 10, g, fit_edges=True).col_spans[-1].size == 1728
 
 
 def test_grid_counts():
