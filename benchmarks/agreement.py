@@ -62,9 +62,7 @@ def pellet_cost(geometry: TileGeometry, width: int = PELLET[0], height: int = PE
     fitted edge tiles or whole ones (:class:`worker.engine.tiling.TileGrid`)."""
     from worker.engine.tiling import TileGrid
 
-    grid = TileGrid(width, height, geometry, fit_edges=fit_edges)
-    return (sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
-            / (width * height))
+    return TileGrid(width, height, geometry, fit_edges=fit_edges).tile_pixels / (width * height)
 
 
 def _whole(path: Path) -> np.ndarray:
@@ -386,8 +384,7 @@ def run(package: Path, data_dir: Path, geometries: list[TileGeometry], runtimes:
             grid = eager.grid(image.shape[1], image.shape[0], geometry, fit_edges=fit)
             rows.append({"dataset": ds, "name": name, "pixels": labels.size,
                          "equal_pct": _pct(labels, single[name, geometry.halo]),
-                         "model_px_per_px": sum(r.size for r in grid.row_spans)
-                         * sum(c.size for c in grid.col_spans) / labels.size})
+                         "model_px_per_px": grid.tile_pixels / labels.size})
         entry = {"tile_size": geometry.tile_size, "halo": geometry.halo,
                  "stride": geometry.stride, "overlap_cost": geometry.overlap_cost,
                  "edge_tiles": layout, "pellet_cost": pellet_cost(geometry, fit_edges=fit),

@@ -85,11 +85,10 @@ def run(cfg: BenchConfig, say: Say = print) -> dict:
     # the image exactly, against those its tiles compute (100 % for a side of whole strides)
     grid = TileGrid(cfg.image_side, cfg.image_side, cfg.geometry, fit_edges=True)
     our_tiles = grid.n_cols * grid.n_tile_rows
-    tile_px = sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
     doc["image"] = {"path": str(image), "width": cfg.image_side, "height": cfg.image_side,
                     "mpx": cfg.image_side**2 / 1e6, "tiles": our_tiles,
                     "tile_efficiency_pct": round(100 * cfg.image_side**2 * cfg.tile_size**2
-                                                 / (cfg.stride**2 * tile_px), 2),
+                                                 / (cfg.stride**2 * grid.tile_pixels), 2),
                     "source": "mosaic of imaging/samples micrographs, tiled JPEG Q90 BigTIFF"}
 
     singles = [_phase(doc, "limit_single", say,

@@ -682,8 +682,7 @@ def final_eval_estimate_s(model, data: list[tuple[np.ndarray, np.ndarray]],
     tiles = 0.0
     for img, _ in data:
         grid = serving_grid(img.shape[1], img.shape[0], geometry, input_scale)
-        area = sum(r.size for r in grid.row_spans) * sum(c.size for c in grid.col_spans)
-        tiles += area / geometry.tile_size ** 2
+        tiles += grid.tile_pixels / geometry.tile_size ** 2
     if tile_s is None:
         tile_s = serving_tile_s(model, geometry.tile_size, input_scale, device)
     n = n_classes or _n_outputs(model)

@@ -798,7 +798,7 @@ class Segmenter:
             batch_size: Tiles per forward pass (default :meth:`batch_for`).
             with_confidence: Also return the confidence map (:meth:`decide`), as the row
                 tasks write it.
-            fit_edges: Stretched edge tiles, as a new job's rows lay them out (False: whole
+            fit_edges: Fitted edge tiles, as a new job's rows lay them out (False: whole
                 tiles, the layout of a job of spec version < 4; :meth:`grid`).
 
         Returns:

@@ -224,6 +224,13 @@ class TileGrid:
         return row.size, self.col_spans[col].size
 
     @property
+    def tile_pixels(self) -> int:
+        """Pixels the model is fed for the whole image (px): every tile's rows x columns,
+        summed (the tile rows' sizes times the tile columns'); / (width x height) is the
+        image's overlap cost."""
+        return sum(r.size for r in self.row_spans) * sum(c.size for c in self.col_spans)
+
+    @property
     def n_cols(self) -> int:
         """Tiles per tile row."""
         return len(self.col_spans)
@@ -381,15 +388,16 @@ def strip_bands(region: np.ndarray, grid: TileGrid, y0: int, y1: int) -> list[np
             for sources in band_row_sources(grid, y0, y1)]
 
 
-def iter_batches(tiles: list, batch_size: int, grid: TileGrid | None = None,
-                 spans: Sequence[Span] | None = None) -> Iterator[list]:
-    """Split a strip's tiles into consecutive batches of at most ``batch_size``; with ``grid``
-    and the strip's ``spans`` (:meth:`TileGrid.strip_spans`), a batch holds tiles of one
-    shape only (:meth:`TileGrid.tile_shape_at`: fitted edge tiles make batches of their own)."""
+def iter_batches(tiles: list, batch_size: int, grid: TileGrid,
+                 spans: Sequence[Span]) -> Iterator[list]:
+    """Split a strip's tiles (:meth:`TileGrid.strip_tiles`, whose tile rows are the strip's
+    ``spans``, :meth:`TileGrid.strip_spans`) into consecutive batches of at most
+    ``batch_size`` tiles of one shape (:meth:`TileGrid.tile_shape_at`: fitted edge tiles make
+    batches of their own)."""
     batch: list = []
     shape = None
     for tile in tiles:
-        here = None if grid is None else grid.tile_shape_at(spans[tile[0]], tile[1])
+        here = grid.tile_shape_at(spans[tile[0]], tile[1])
         if batch and (len(batch) == batch_size or here != shape):
             yield batch
             batch = []

@@ -177,6 +177,8 @@ def test_fitted_edge_tiles_are_as_long_as_their_core_needs():
     assert grid.row_spans[-1].size == 320
     assert grid.tile_shape_at(grid.row_spans[-1], 13) == (320, 224)
     assert [s.size for s in grid.col_spans[:-1]] == [1728] * 13
+    assert grid.tile_pixels == (13 * 1728 + 224) * (11 * 1728 + 320)
+    assert whole.tile_pixels == 14 * 12 * 1728**2
     # a remainder of a whole stride keeps a whole tile, and so does one whose fitted tile would
     # be over half a tile: 672 px + 192 fit 864 px, 673 px do not
     exact = TileGrid(6144, 6144, g, fit_edges=True)
