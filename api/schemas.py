@@ -19,6 +19,14 @@ PRECISION_DESCRIPTION = (
     "bf16/fp16 pick the CUDA autocast dtype; null: each worker's setting. What each row used "
     "is in GET /v1/jobs/{id}/rows and fractions.json."
 )
+#: What a job request's ``significant_bits`` means (:attr:`core.spec.JobSpec.significant_bits`).
+SIGNIFICANT_BITS_DESCRIPTION = (
+    "How many of a 16-bit image's bits the camera fills (8-16), e.g. 12 for a 12-bit camera "
+    "whose 16-bit TIFF does not say so: the model's 8-bit input is then the top 8 of them "
+    "instead of the high byte (which would leave such an image at 1/16 of its brightness). "
+    "null: what the file records (OME-XML SignificantBits, CZI ComponentBitCount), else 16. "
+    "Ignored for 8-bit and float images."
+)
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
 UPLOAD_ID_EXAMPLE = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
 BATCH_ID_EXAMPLE = "b3e1c2a4-7f61-5a0e-9e7b-3c2d1f0a9b88"
@@ -52,6 +60,8 @@ class JobOptions(BaseModel):
         "TIFF resolution), else outputs are in px.",
     )
     precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
+    significant_bits: int | None = Field(
+        None, ge=8, le=16, description=SIGNIFICANT_BITS_DESCRIPTION, examples=[12])
 
 
 class JobCreate(JobOptions):
@@ -139,6 +149,10 @@ class JobOut(BaseModel):
     precision: Precision | None = Field(
         None, description="Inference precision the job asked for; null: each worker's "
         "setting.", examples=[None])
+    significant_bits: int | None = Field(
+        None, description="Significant bits the 16-bit source was converted with: given with "
+        "the job, or what the file records, else 16 (known after planning); null: not a 16-bit "
+        "source, or not planned yet.", examples=[12])
 
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])

@@ -18,6 +18,7 @@ from cli.options import (
     job_or_batch,
     job_precision_option,
     local_or_api_options,
+    significant_bits_option,
 )
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.serve import serve
@@ -47,9 +48,11 @@ def main() -> None:
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel size (µm/px); default: read from the image's metadata, else px.")
 @job_precision_option
+@significant_bits_option
 @home_option
 def run_cmd(sources: list[str], model: str | None, workers: int, out: Path | None,
-            pixel_size_um: float | None, precision: str | None, home: Path | None) -> None:
+            pixel_size_um: float | None, precision: str | None, significant_bits: int | None,
+            home: Path | None) -> None:
     """Segment SOURCES (paths, folders of images or URLs) through the queue and print their
     phase fractions and microstructure summaries; several images make one batch and a table
     of them side by side (one CSV line per image)."""
@@ -57,7 +60,7 @@ def run_cmd(sources: list[str], model: str | None, workers: int, out: Path | Non
 
     sys.exit(_guard(lambda: run(get_settings(home=home), list(sources), model=model,
                                 workers=workers, out=out, pixel_size_um=pixel_size_um,
-                                precision=precision)))
+                                precision=precision, significant_bits=significant_bits)))
 
 
 @main.command("demo")

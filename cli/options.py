@@ -28,6 +28,16 @@ job_precision_option = click.option(
 )
 
 
+#: ``--significant-bits`` of a job (``pelletseg run``, ``pelletseg submit``): its spec's
+#: ``significant_bits``.
+significant_bits_option = click.option(
+    "--significant-bits", type=click.IntRange(8, 16), default=None,
+    help="Bits a 16-bit image's camera fills, e.g. 12 for a 12-bit camera's 16-bit TIFF "
+         "(the model sees the top 8 of them); default: what the file records (OME-XML, CZI), "
+         "else 16. Ignored for 8-bit and float images.",
+)
+
+
 def _images(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
     try:
         return expand_folders(value)

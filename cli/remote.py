@@ -34,6 +34,7 @@ from cli.options import (
     images_argument,
     job_or_batch,
     job_precision_option,
+    significant_bits_option,
     split_model,
 )
 from cli.sniff import NotAnImageError, sniff
@@ -118,19 +119,22 @@ def check_local_images(paths) -> None:
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel size (µm/px); default: read from each image's metadata, else px.")
 @job_precision_option
+@significant_bits_option
 @click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
 def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
-           precision, part_size, concurrency, wait, api_url, api_key) -> None:
+           precision, significant_bits, part_size, concurrency, wait, api_url, api_key) -> None:
     """Segment PATHS (local files, or folders of them, are uploaded through the API,
     resumably; URLs such as s3://... are passed on). Several images make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
                                      webhook_url=webhook,
                                      pixel_size_um=pixel_size_um,
-                                     precision=precision).items() if v is not None}
+                                     precision=precision,
+                                     significant_bits=significant_bits).items()
+               if v is not None}
     labels = _labels(labels)
     ledger = default_ledger()
 

@@ -133,6 +133,9 @@ def fractions_table(doc: dict) -> Table:
         table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
     caption = [f"% of pellet: {doc['pellet_note']}"] if doc.get("pellet_note") else []
     caption += inference_lines(doc.get("inference"))
+    if doc.get("significant_bits") is not None:
+        caption.append(f"16-bit source read as {doc['significant_bits']} significant bits "
+                       "(--significant-bits)")
     if caption:
         table.caption = "\n".join(caption)
     return table
@@ -329,13 +332,16 @@ def run(
     labels: dict | None = None,
     pixel_size_um: float | None = None,
     precision: str | None = None,
+    significant_bits: int | None = None,
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
     image that is not a demo image), submit ``sources`` (several: one batch, every source
     checked before any job is created) and follow them (see :func:`drive`);
     ``model``: ``NAME`` (newest version) or ``NAME:VERSION``, None: the default model;
     ``pixel_size_um`` (µm/px) None: read from the source's metadata; ``precision`` None: the
-    workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`).
+    workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`);
+    ``significant_bits`` (8-16) None: what each 16-bit file records, else 16
+    (:attr:`core.spec.JobSpec.significant_bits`).
 
     Raises:
         SubmissionError: a source or an option is refused, or more than
@@ -350,7 +356,8 @@ def run(
     service = SubmissionService(settings)
     specs = [service.build_spec(source, model=name, model_version=version,
                                 labels=labels or {}, pixel_size_um=pixel_size_um,
-                                precision=precision) for source in sources]
+                                precision=precision, significant_bits=significant_bits)
+             for source in sources]
     # one model for all the images (one --model): said once
     announce_model(settings, registry.meta(specs[0].model, specs[0].model_version),
                    [s.source_url for s in specs], labels)

@@ -17,15 +17,16 @@ from core.geometry import WithGeometry
 __all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "EdgeTiles", "JobSpec", "Precision",
            "SpecError"]
 
-SPEC_VERSION = 4
+SPEC_VERSION = 5
 #: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
 #: spec without a pixel size, version 2 (before ``precision``) as one without a precision. A
 #: new field bumps the version, so that older workers refuse a spec they cannot read with
 #: "upgrade the workers"; a new spec that leaves the new field unset keeps the version before
 #: (a spec without ``precision`` is stored as version 2), so that jobs submitted while workers
 #: are upgraded one by one run on the older workers too. Version 3 (before ``edge_tiles``) reads
-#: as whole edge tiles, the layout its rows were planned with.
-READABLE_SPEC_VERSIONS = (1, 2, 3, 4)
+#: as whole edge tiles, the layout its rows were planned with; version 4 (before
+#: ``significant_bits``) as one without.
+READABLE_SPEC_VERSIONS = (1, 2, 3, 4, 5)
 
 #: An inference precision, as ``PELLETSEG_PRECISION`` (a worker's) and a job spec's
 #: ``precision`` (a job's) name it.
@@ -40,7 +41,7 @@ class SpecError(ValueError):
 
 
 class JobSpec(WithGeometry):
-    """Options of one segmentation job (spec version 4).
+    """Options of one segmentation job (spec version 5).
 
     Attributes:
         source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
@@ -70,6 +71,13 @@ class JobSpec(WithGeometry):
             before version 4): a whole tile per core, the layout of jobs submitted before.
             Every row task lays the job's tiles out by it, so the rows of one job never mix
             layouts (a job resumed after an upgrade keeps its own). Added in spec version 4.
+        significant_bits: How many of a 16-bit unsigned source's bits the camera fills (8-16;
+            12 for a 12-bit camera whose plain 16-bit TIFF does not say so): its 8-bit model
+            input is then ``min(v >> (bits - 8), 255)`` instead of the high byte, which would
+            leave such an image at 1/16 of its brightness. None: what the file records (OME-XML
+            ``SignificantBits``, CZI ``ComponentBitCount``), else 16
+            (:func:`imaging.reading.significant_bits_of`). Ignored for sources of other sample
+            types, so one value may go with a batch of mixed files. Added in spec version 5.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -78,7 +86,7 @@ class JobSpec(WithGeometry):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: Literal[1, 2, 3, 4] = SPEC_VERSION
+    spec_version: Literal[1, 2, 3, 4, 5] = SPEC_VERSION
     source_url: str
     model: str
     model_version: str | None = None
@@ -88,14 +96,17 @@ class JobSpec(WithGeometry):
     pixel_size_um: float | None = Field(None, gt=0, allow_inf_nan=False)
     precision: Precision | None = None
     edge_tiles: EdgeTiles | None = None
+    significant_bits: int | None = Field(None, ge=8, le=16)
 
     @model_validator(mode="before")
     @classmethod
     def _oldest_version_that_reads_it(cls, data: Any) -> Any:
         """A new spec (no ``spec_version`` given) gets the oldest version that holds its
-        fields: 4 where it names ``edge_tiles``, 3 where it names a ``precision``, else 2."""
+        fields: 5 where it names ``significant_bits``, 4 where it names ``edge_tiles``, 3
+        where it names a ``precision``, else 2."""
         if isinstance(data, dict) and "spec_version" not in data:
-            version = (4 if data.get("edge_tiles") is not None
+            version = (5 if data.get("significant_bits") is not None
+                       else 4 if data.get("edge_tiles") is not None
                        else 3 if data.get("precision") is not None else 2)
             data = {**data, "spec_version": version}
         return data
@@ -106,15 +117,17 @@ class JobSpec(WithGeometry):
             raise ValueError(f"precision needs spec version 3, not {self.spec_version}")
         if self.edge_tiles is not None and self.spec_version < 4:
             raise ValueError(f"edge_tiles needs spec version 4, not {self.spec_version}")
+        if self.significant_bits is not None and self.spec_version < 5:
+            raise ValueError(f"significant_bits needs spec version 5, not {self.spec_version}")
         return self
 
     @model_serializer(mode="wrap")
     def _without_unset_newer_fields(self, handler):
-        """The stored form leaves out ``precision`` and ``edge_tiles`` when they are None, so a
-        version-2 spec holds only version-2 fields and workers from before version 3 (which
-        forbid unknown fields) read it."""
+        """The stored form leaves out ``precision``, ``edge_tiles`` and ``significant_bits``
+        when they are None, so a version-2 spec holds only version-2 fields and workers from
+        before version 3 (which forbid unknown fields) read it."""
         data = handler(self)
-        for name in ("precision", "edge_tiles"):
+        for name in ("precision", "edge_tiles", "significant_bits"):
             if getattr(self, name) is None:
                 data.pop(name, None)
         return data

@@ -5,9 +5,14 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
 - 1 band (grey) -> RGB by replicating the band; 2 bands (grey + alpha) -> drop alpha, replicate.
 - 4 bands: RGBA -> drop alpha; CMYK (by TIFF interpretation) -> sRGB through libvips'
   colour management.
-- 8-bit unsigned: unchanged. 16-bit unsigned: the high byte (``v >> 8``), a fixed linear map of
-  0..65535 onto 0..255 that is the same for every row, image and worker (no per-image stretch,
-  so results do not depend on which part of the image a worker sees).
+- 8-bit unsigned: unchanged. 16-bit unsigned: the high byte of its *significant bits*
+  (``min(v >> (b - 8), 255)`` for ``b`` significant bits; ``v >> 8`` when ``b`` = 16), a fixed
+  linear map of 0..2^b - 1 onto 0..255 that is the same for every row and worker, and for every
+  image of one camera (no per-image stretch, so results do not depend on which part of the
+  image a worker sees, and a phase keeps its brightness from pellet to pellet). ``b`` is given
+  with the job (a 12-bit camera's plain 16-bit TIFF says nothing of it), else read from the
+  file (OME-XML ``Pixels/@SignificantBits``, CZI ``Information/Image/ComponentBitCount``), else
+  16: see :func:`significant_bits_of`.
 - 16-bit signed: negatives become 0, then ``v >> 7`` (0..32767 onto 0..255).
 - 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
   0..255, NaN -> 0, with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
@@ -39,6 +44,10 @@ from imaging.integrity import (
 )
 
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
+#: Significant bits a 16-bit unsigned sample may declare (OME ``SignificantBits``, CZI
+#: ``ComponentBitCount``, a job's ``significant_bits``): 8 (an 8-bit camera's samples stored in
+#: 16 bits) to 16.
+SIGNIFICANT_BITS = range(8, 17)
 #: What the bit-depth error lists as accepted.
 SUPPORTED_DEPTHS = "8- or 16-bit unsigned, 16-bit signed or 32-bit float samples"
 
@@ -79,7 +88,9 @@ def require_file(path: Path) -> None:
     except FileNotFoundError as e:
         raise ImageFormatError(f"{path}: file does not exist") from e
     if size == 0:
-        raise ImageFormatError(f"{path}: file is empty (0 bytes); upload the image again")
+        raise ImageFormatError(f"{path}: file is empty (0 bytes), so an interrupted copy or "
+                               "upload is likely; copy or upload the image again")
+
 
 def open_image(path: str | os.PathLike, *, max_pixels: int, access: str = "random") -> pyvips.Image:
     """Open ``path`` lazily and check it is an image pelletseg can convert.
@@ -167,13 +178,34 @@ def check_pixel_format(image: pyvips.Image, name: str) -> None:
         )
 
 
-def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None) -> pyvips.Image:
+def significant_bits_of(given: int | None, recorded: int | None, dtype: str) -> int | None:
+    """The significant bits a conversion uses for a source of numpy ``dtype``: for
+    ``uint16``, ``given`` (with the job), else ``recorded`` (by the file) where it is in
+    :data:`SIGNIFICANT_BITS`, else 16; None for every other sample type (the number applies to
+    16-bit unsigned samples only: a batch of 8- and 16-bit files may share one job option).
+
+    Raises:
+        ValueError: ``given`` outside :data:`SIGNIFICANT_BITS`.
+    """
+    if given is not None and given not in SIGNIFICANT_BITS:
+        raise ValueError(f"significant bits must be 8 to 16, got {given}")
+    if dtype != "uint16":
+        return None
+    if given is not None:
+        return given
+    return recorded if recorded in SIGNIFICANT_BITS else 16
+
+
+def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None,
+            significant_bits: int | None = None) -> pyvips.Image:
     """Convert a checked image to 3-band 8-bit sRGB by the module's rules (lazy).
 
     Args:
         image: 1-4 bands of a supported format.
         value_range: ``(lo, hi)`` mapped onto 0..255 for float images; None takes the ImageJ
             range or the image's min..max (:func:`float_range`, a pass over the image).
+        significant_bits: Significant bits of 16-bit unsigned samples (8-16, see
+            :func:`significant_bits_of`); None: 16. Ignored for other formats.
 
     Raises:
         ImageFormatError: band count or format outside the supported set.
@@ -183,24 +215,31 @@ def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None)
         image = image.colourspace("srgb")
     elif image.bands in (2, 4):
         image = image.extract_band(0, n=image.bands - 1)
-    image = to_uint8(image, value_range)
+    image = to_uint8(image, value_range, significant_bits)
     if image.bands == 1:
         image = image.bandjoin([image, image])
     return image.copy(interpretation="srgb")
 
 
-def to_uint8(image: pyvips.Image, value_range: tuple[float, float] | None = None) -> pyvips.Image:
+def to_uint8(image: pyvips.Image, value_range: tuple[float, float] | None = None,
+             significant_bits: int | None = None) -> pyvips.Image:
     """Map a supported sample format onto uchar by the module's bit-depth rules (lazy, any
-    band count).
+    band count); ``significant_bits`` as :func:`to_rgb8`.
 
     Raises:
         ImageFormatError: a format outside :data:`SUPPORTED_FORMATS`.
+        ValueError: ``significant_bits`` outside :data:`SIGNIFICANT_BITS`.
     """
     fmt = image.format
     if fmt == "uchar":
         return image
     if fmt == "ushort":
-        return (image >> 8).cast("uchar")
+        bits = 16 if significant_bits is None else significant_bits_of(significant_bits, None,
+                                                                         "uint16")
+        if bits == 16:
+            return (image >> 8).cast("uchar")
+        shifted = image >> (bits - 8) if bits > 8 else image
+        return (shifted > 255).ifthenelse(255, shifted).cast("uchar")  # above 2^b - 1: white
     if fmt == "short":
         return ((image < 0).ifthenelse(0, image) >> 7).cast("uchar")
     if fmt in ("float", "double"):
@@ -268,6 +307,7 @@ def write_model_ready(
     image: pyvips.Image | None = None,
     value_range: tuple[float, float] | None = None,
     tiff_pages: Sequence[int] | None = None,
+    significant_bits: int | None = None,
 ) -> ImageInfo:
     """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
     in one streaming pass, so every row can then read its strip cheaply. The source's metadata
@@ -285,9 +325,11 @@ def write_model_ready(
             checksums are verified before the conversion
             (:func:`imaging.integrity.check_deflate_rows`); default: page 0 when ``image`` is
             None (opened here), none when the caller passes an image without naming them.
+        significant_bits: Of 16-bit unsigned samples (see :func:`to_rgb8`); None: 16.
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
+        ValueError: ``significant_bits`` outside :data:`SIGNIFICANT_BITS`.
     """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -300,7 +342,7 @@ def write_model_ready(
     try:
         for page in tiff_pages:  # the checksums libtiff skips
             check_deflate_rows(path, 0, image.height, page=page)
-        to_rgb8(image, value_range).tiffsave(
+        to_rgb8(image, value_range, significant_bits).tiffsave(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
             predictor="horizontal", bigtiff=True, keep="none",
         )

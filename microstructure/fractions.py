@@ -85,6 +85,7 @@ def fractions_document(
     classes: Sequence[ClassInfo],
     pixel_size_um: float | None = None,
     row_inference: Sequence[Mapping[str, Any] | None] | None = None,
+    significant_bits: int | None = None,
 ) -> dict:
     """The ``fractions.json`` document of a job.
 
@@ -97,12 +98,15 @@ def fractions_document(
         pixel_size_um: The job's pixel size (µm/px), None when unknown.
         row_inference: How each row's labels were computed, in row order (the rows'
             ``inference`` records; None for a row without one); None: not recorded.
+        significant_bits: The significant bits a 16-bit source was converted with
+            (:attr:`core.spec.JobSpec.significant_bits`); None for other sources.
 
     Returns:
         ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
         "pixel_size_um", "mount_class_declared", "classes": phase_fractions(...)}``, plus
         ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount and
-        ``"inference": inference_summary(row_inference)`` when given (JSON-serialisable).
+        ``"inference": inference_summary(row_inference)`` when given and
+        ``"significant_bits"`` when given (JSON-serialisable).
 
     Raises:
         ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
@@ -134,6 +138,8 @@ def fractions_document(
         doc["pellet_note"] = NO_MOUNT_NOTE
     if row_inference is not None:
         doc["inference"] = inference_summary(row_inference)
+    if significant_bits is not None:
+        doc["significant_bits"] = int(significant_bits)
     return doc
 
 

@@ -127,6 +127,7 @@ class SubmissionService:
         confine_files: bool = False,
         pixel_size_um: float | None = None,
         precision: str | None = None,
+        significant_bits: int | None = None,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -139,7 +140,8 @@ class SubmissionService:
         (:func:`submission.sources.confine_file_source`); ``pixel_size_um`` (µm/px, > 0)
         None: read from the source when the job is planned; ``precision`` (``bf16``,
         ``fp16``, ``fp32``; :attr:`core.spec.JobSpec.precision`) None: each worker's
-        ``PELLETSEG_PRECISION``.
+        ``PELLETSEG_PRECISION``; ``significant_bits`` (8-16, of a 16-bit source;
+        :attr:`core.spec.JobSpec.significant_bits`) None: what the file records, else 16.
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -177,7 +179,7 @@ class SubmissionService:
                 tile_size=geometry.tile_size, halo=geometry.halo,
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
                 labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
-                precision=precision, edge_tiles="fitted",
+                precision=precision, edge_tiles="fitted", significant_bits=significant_bits,
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(
@@ -359,8 +361,8 @@ class SubmissionService:
 
     def rerun(self, job_id: str, *, model: str | None = None, model_version: str | None = None,
               batch_id: str | None = None, confine_files: bool = False) -> Job:
-        """Submit a new job on an earlier job's source with its labels, webhook, pixel size
-        and precision, e.g. once a better model is registered: ``model`` (None: the earlier
+        """Submit a new job on an earlier job's source with its labels, webhook, pixel size,
+        precision and significant bits, e.g. once a better model is registered: ``model`` (None: the earlier
         job's model) at ``model_version`` (None: its newest version), at that package's tile
         geometry. The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
         is left as it is (any status, ``deleted`` included: its source is kept).
@@ -398,7 +400,7 @@ class SubmissionService:
             old.source_url, model=model or old.model, model_version=model_version,
             labels={**old.labels, "rerun_of": job_id}, webhook_url=old.webhook_url,
             pixel_size_um=old.pixel_size_um, precision=old.precision,
-            confine_files=confine_files)
+            significant_bits=old.significant_bits, confine_files=confine_files)
 
     def rerun_batch(self, batch_id: str, *, model: str | None = None,
                     model_version: str | None = None, confine_files: bool = False) -> list[Job]:

@@ -75,6 +75,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         halo=spec.get("halo", 0),
         pixel_size_um=(job.outputs or {}).get("pixel_size_um", spec.get("pixel_size_um")),
         precision=spec.get("precision"),
+        significant_bits=(job.outputs or {}).get("significant_bits", spec.get("significant_bits")),
         width=job.width,
         height=job.height,
         rows_total=job.rows_total if job.rows_total is not None else (progress.total or None),
@@ -111,7 +112,8 @@ def spec_of(submissions: SubmissionService, body: JobCreate,
         body.source_url, upload_id=body.upload_id, model=pick("model"),
         model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
         labels=labels, webhook_url=pick("webhook_url"), pixel_size_um=pick("pixel_size_um"),
-        precision=pick("precision"), confine_files=True,
+        precision=pick("precision"), significant_bits=pick("significant_bits"),
+        confine_files=True,
     )
 
 

@@ -26,6 +26,8 @@ class BandSource(Protocol):
         bands: Samples per pixel (1 grey, 3 RGB, ...).
         dtype: numpy dtype name of the samples (``uint8``, ``uint16``, ``int16``, ``float32``).
         pixel_size_um: Pixel size (µm/px) from the file's metadata, or None.
+        significant_bits: Significant bits per sample the file records (CZI
+            ``ComponentBitCount``), or None.
     """
 
     name: str
@@ -34,6 +36,7 @@ class BandSource(Protocol):
     bands: int
     dtype: str
     pixel_size_um: float | None
+    significant_bits: int | None
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: (y1 - y0, width, bands) array of ``dtype``, RGB order."""
@@ -53,16 +56,21 @@ def value_range(source: BandSource) -> tuple[float, float] | None:
     return found or (0.0, 0.0)
 
 
-def rgb8_bands(source: BandSource, rng: tuple[float, float] | None) -> Iterator[np.ndarray]:
-    """The source as (h, width, 3) uint8 bands of :data:`BAND_ROWS` rows, top to bottom."""
+def rgb8_bands(source: BandSource, rng: tuple[float, float] | None,
+               significant_bits: int | None = None) -> Iterator[np.ndarray]:
+    """The source as (h, width, 3) uint8 bands of :data:`BAND_ROWS` rows, top to bottom
+    (``significant_bits`` of 16-bit samples as :func:`imaging.formats.scaling.array_to_uint8`)."""
     for y0 in range(0, source.height, BAND_ROWS):
         band = source.read(y0, min(source.height, y0 + BAND_ROWS))
-        yield to_rgb(array_to_uint8(band, rng))
+        yield to_rgb(array_to_uint8(band, rng, significant_bits))
 
 
-def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike) -> None:
+def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
+                            significant_bits: int | None = None) -> None:
     """Write ``source`` as a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF (tifffile),
-    band by band; float sources take one extra pass for their range.
+    band by band; float sources take one extra pass for their range. ``significant_bits``:
+    of 16-bit samples (8-16; None: 16), as resolved by
+    :func:`imaging.reading.significant_bits_of`.
 
     Raises:
         ImageFormatError: the pixel data cannot be decoded, or an unsupported sample type.
@@ -75,7 +83,7 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike) -> 
     tile = BAND_ROWS
 
     def tiles() -> Iterator[np.ndarray]:
-        for band in rgb8_bands(source, rng):
+        for band in rgb8_bands(source, rng, significant_bits):
             h = band.shape[0]
             for x0 in range(0, source.width, tile):
                 t = np.zeros((tile, tile, 3), np.uint8)

@@ -52,6 +52,29 @@ def czi_pixel_size_um(metadata: dict) -> float | None:
     return None
 
 
+def czi_significant_bits(metadata: dict) -> int | None:
+    """Significant bits per sample from CZI metadata (``ImageDocument/Metadata/Information/
+    Image/ComponentBitCount``, else the first channel's ``Dimensions/Channels/Channel/
+    ComponentBitCount``: ZEN writes e.g. 12 or 14 for a camera's Gray16 / Bgr48 data), or None
+    when absent or not a number."""
+    try:
+        image = metadata["ImageDocument"]["Metadata"]["Information"]["Image"]
+    except (KeyError, TypeError):
+        return None
+    found = image.get("ComponentBitCount") if isinstance(image, dict) else None
+    if found is None:
+        try:
+            channels = image["Dimensions"]["Channels"]["Channel"]
+            channel = channels[0] if isinstance(channels, list) else channels
+            found = channel.get("ComponentBitCount")
+        except (KeyError, TypeError, IndexError, AttributeError):
+            return None
+    try:
+        return int(str(found).strip())
+    except (TypeError, ValueError):
+        return None
+
+
 class CziSource:
     """A CZI file read by row bands (see :class:`imaging.formats.bands.BandSource`).
 
@@ -92,7 +115,9 @@ class CziSource:
             self._x, self._y = rect.x, rect.y
             self.width, self.height = rect.w, rect.h
             self.dtype, self.bands, self._bgr = PIXEL_TYPES[pixel_type]
-            self.pixel_size_um = czi_pixel_size_um(self._doc.metadata)
+            metadata = self._doc.metadata
+            self.pixel_size_um = czi_pixel_size_um(metadata)
+            self.significant_bits = czi_significant_bits(metadata)
         except BaseException:
             self.close()
             raise

@@ -4,7 +4,8 @@ The full-resolution series is the OME Image with the most pixels at its level 0 
 on ties); its level 0 is read (sub-resolution levels, SubIFD or separate, are skipped).
 Channels stored as separate planes (``C`` of 2-4 without interleaved samples) are joined as
 bands; only the first Z plane and time point are read. The pixel size is the Image's
-``Pixels/@PhysicalSizeX`` converted from ``PhysicalSizeXUnit`` to µm.
+``Pixels/@PhysicalSizeX`` converted from ``PhysicalSizeXUnit`` to µm; its significant bits
+``Pixels/@SignificantBits``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class OmeLayout:
         width, height: Level-0 size (px).
         pixel_size_um: ``PhysicalSizeX`` in µm/px, or None.
         series: Index of the OME Image read.
+        significant_bits: ``Pixels/@SignificantBits`` (e.g. 12 for a 12-bit camera's uint16
+            planes), or None.
     """
 
     pages: tuple[int, ...]
@@ -43,6 +46,7 @@ class OmeLayout:
     height: int
     pixel_size_um: float | None
     series: int
+    significant_bits: int | None = None
 
 
 def ome_pixel_size_um(pixels) -> float | None:
@@ -95,7 +99,8 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
         ) from e
     images = ome.images
     pixels = images[image_index].pixels if image_index < len(images) else images[0].pixels
-    return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best)
+    return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best,
+                     pixels.significant_bits)
 
 
 def _plane(level, channel: int) -> int:

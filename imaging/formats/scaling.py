@@ -7,27 +7,32 @@ from __future__ import annotations
 import numpy as np
 
 from imaging.errors import ImageFormatError
-from imaging.reading import SUPPORTED_DEPTHS
+from imaging.reading import SUPPORTED_DEPTHS, significant_bits_of
 
 
-def array_to_uint8(values: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+def array_to_uint8(values: np.ndarray, value_range: tuple[float, float] | None = None,
+                   significant_bits: int | None = None) -> np.ndarray:
     """Map samples onto uint8 by the module rules of :mod:`imaging.reading`.
 
     Args:
         values: Any shape; uint8, uint16, int16, float32 or float64.
         value_range: ``(lo, hi)`` for float arrays (required for them: one range per image).
+        significant_bits: Of uint16 samples (8-16; None: 16): ``min(v >> (b - 8), 255)``.
 
     Returns:
         uint8 array of the same shape.
 
     Raises:
         ImageFormatError: another dtype, or a float array without ``value_range``.
+        ValueError: ``significant_bits`` outside 8-16.
     """
     dt = values.dtype
     if dt == np.uint8:
         return values
     if dt == np.uint16:
-        return (values >> 8).astype(np.uint8)
+        bits = 16 if significant_bits is None else significant_bits_of(significant_bits, None,
+                                                                         "uint16")
+        return np.minimum(values >> (bits - 8), 255).astype(np.uint8)
     if dt == np.int16:
         return (np.maximum(values, 0) >> 7).astype(np.uint8)
     if dt in (np.float32, np.float64):

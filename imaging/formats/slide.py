@@ -33,6 +33,7 @@ class SlideSource:
 
     bands = 3
     dtype = "uint8"
+    significant_bits = None
 
     def __init__(self, path: str | os.PathLike):
         openslide = _import()

@@ -20,6 +20,7 @@ from imaging.reading import (
     float_range,
     image_info,
     require_file,
+    significant_bits_of,
 )
 from imaging.reading import write_model_ready as write_libvips_model_ready
 
@@ -41,6 +42,9 @@ class SourceInfo:
         dtype: numpy dtype name of the samples (``uint8``, ``uint16``, ``int16``, ``float32``).
         pixel_size_um: Pixel size from the file's metadata (µm/px), or None.
         tiled: True when rows can read the file directly (tiled TIFF, page 0).
+        significant_bits: Significant bits per sample the file records (OME-XML
+            ``SignificantBits``, CZI ``ComponentBitCount``), or None (plain TIFF, PNG, JPEG
+            and slides record none).
     """
 
     path: Path
@@ -51,6 +55,17 @@ class SourceInfo:
     dtype: str
     pixel_size_um: float | None
     tiled: bool
+    significant_bits: int | None = None
+
+    def significant_bits_used(self, given: int | None = None) -> int | None:
+        """The significant bits the conversion of this source uses, ``given`` with the job
+        or not (:func:`imaging.reading.significant_bits_of`): None unless it is 16-bit
+        unsigned.
+
+        Raises:
+            ValueError: ``given`` outside 8-16.
+        """
+        return significant_bits_of(given, self.significant_bits, self.dtype)
 
     @property
     def is_model_ready(self) -> bool:
@@ -139,12 +154,13 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
             return SourceInfo(path, kind, source.width, source.height, source.bands,
-                              source.dtype, source.pixel_size_um, False)
+                              source.dtype, source.pixel_size_um, False, source.significant_bits)
     if kind == "OME-TIFF":
         layout, image = _ome_image(path, max_pixels)
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
         return SourceInfo(path, kind, image.width, image.height, image.bands,
-                          NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled)
+                          NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
+                          layout.significant_bits)
     info: ImageInfo = image_info(path, max_pixels=max_pixels)
     pixel_size = tiff_pixel_size_um(path) if kind in ("TIFF", "BigTIFF") else None
     return SourceInfo(path, kind, info.width, info.height, info.bands,
@@ -184,29 +200,41 @@ def source_pixel_size_um(path: str | os.PathLike) -> float | None:
     return None
 
 
-def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
+def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int,
+                      significant_bits: int | None = None) -> ImageInfo:
     """Convert a source of any supported format into the tiled (256 px), deflate 8-bit RGB
     BigTIFF that rows read, streaming (libvips) or band by band (CZI, OpenSlide), by the
     bit-depth rules of :mod:`imaging.reading`.
+
+    Args:
+        significant_bits: Of 16-bit unsigned samples, given with the job (8-16); None: what
+            the file records, else 16 (:meth:`SourceInfo.significant_bits_used` says which).
 
     Returns:
         The header of ``out_path``.
 
     Raises:
         ImageFormatError: as :func:`source_info`, or corrupt pixel data.
+        ValueError: ``significant_bits`` outside 8-16.
     """
     path = Path(path)
     kind = _kind(path)
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
-            write_bands_model_ready(source, out_path)
+            bits = significant_bits_of(significant_bits, source.significant_bits, source.dtype)
+            write_bands_model_ready(source, out_path, bits)
             return ImageInfo(Path(out_path), source.width, source.height, 3, "uchar", True)
     if kind == "OME-TIFF":
         layout, image = _ome_image(path, max_pixels, access="sequential")
         value_range = None
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))
+        bits = significant_bits_of(significant_bits, layout.significant_bits,
+                                   NUMPY_DTYPE.get(image.format, image.format))
         return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
-                                         value_range=value_range, tiff_pages=layout.pages)
-    return write_libvips_model_ready(path, out_path, max_pixels=max_pixels)
+                                         value_range=value_range, tiff_pages=layout.pages,
+                                         significant_bits=bits)
+    significant_bits_of(significant_bits, None, "")  # a bad number is refused for every format
+    return write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
+                                     significant_bits=significant_bits)
 

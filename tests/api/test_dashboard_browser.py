@@ -385,6 +385,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.select_option("#submit-model", label="tiny 1")
             page.fill("#submit-labels", "sample:P-9 lab:north")
             page.fill("#submit-pixel", "0.5")
+            page.select_option("#submit-bits", "12")
             page.click("#submit-go")
             page.wait_for_selector(".toast:has-text('Submitted batch')")
             page.wait_for_url("**/?batch=*")
@@ -398,6 +399,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
                                                                               "pellet.png"]
             assert all(j["labels"] == {"sample": "P-9", "lab": "north"} for j in jobs)
             assert all(j["pixel_size_um"] == 0.5 and j["status"] == "succeeded" for j in jobs)
+            # given with the batch, stored on each spec; 8-bit PNGs are converted without it
+            assert all(j["significant_bits"] is None for j in jobs)
+            assert all(table.jobs.get(j["id"]).spec["significant_bits"] == 12 for j in jobs)
             assert all((j["model"]["name"], j["model"]["version"]) == ("tiny", "1") for j in jobs)
             # a file of several parts (6 MiB, parts of 5 MiB) arrives byte for byte; it is no
             # image, so its job fails with the reason
@@ -406,6 +410,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.set_input_files("#submit-files", [str(big)])
             page.fill("#submit-labels", "")
             page.fill("#submit-pixel", "")
+            page.select_option("#submit-bits", "")
             page.click("#submit-go")
             job = _submitted(page, client, "/big.tif")
             assert Path(unquote(urlparse(job["source_url"]).path)).read_bytes() == big.read_bytes()

@@ -81,3 +81,28 @@ def test_precision_is_part_of_the_job_request(api):
         "precision": "fp32"})
     assert batch.status_code == 202, batch.text
     assert sorted(j["precision"] for j in batch.json()["jobs"]) == ["bf16", "fp32"]
+
+
+def test_significant_bits_are_part_of_the_job_request(api):
+    """A job's significant bits (JobSpec.significant_bits, for a 12-bit camera's 16-bit files)
+    are stored on its spec and shown in its view; left out of the spec unless given; 8-16; a
+    batch's apply to the jobs that leave them null."""
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif",
+                                          "significant_bits": 12})
+    assert r.status_code == 202, r.text
+    assert r.json()["significant_bits"] == 12
+    stored = api.table.jobs.get(r.json()["id"]).spec
+    assert (stored["significant_bits"], stored["spec_version"]) == (12, 5)
+    plain = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/y.tif"}).json()
+    assert plain["significant_bits"] is None
+    assert "significant_bits" not in api.table.jobs.get(plain["id"]).spec
+    for bad in (7, 17, "twelve", 12.5):
+        r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif",
+                                              "significant_bits": bad})
+        assert r.status_code == 422, bad
+    batch = api.client.post("/v1/batches", json={
+        "jobs": [{"source_url": "s3://pellets/a.tif"},
+                 {"source_url": "s3://pellets/b.tif", "significant_bits": 14}],
+        "significant_bits": 12})
+    assert batch.status_code == 202, batch.text
+    assert sorted(j["significant_bits"] for j in batch.json()["jobs"]) == [12, 14]

@@ -160,12 +160,13 @@ def test_client_commands(tmp_path, monkeypatch):
         monkeypatch.setenv("PELLETSEG_API_KEY", api.key)
         monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # the upload ledger
         res = runner.invoke(main, ["submit", str(image), "--label", "sample=P-1",
-                                   "--pixel-size-um", "0.4", "--precision", "fp32"])
+                                   "--pixel-size-um", "0.4", "--precision", "fp32",
+                                   "--significant-bits", "12"])
         assert res.exit_code == 0, res.output
         job = api.table.jobs.list()[0]
         assert job.id in res.output and job.spec["labels"] == {"sample": "P-1"}
         assert job.spec["pixel_size_um"] == 0.4
-        assert job.spec["precision"] == "fp32"
+        assert job.spec["precision"] == "fp32" and job.spec["significant_bits"] == 12
         assert job.source_url.endswith("/P-1.tif")
         assert (tmp_path / "config" / "pelletseg" / "uploads").is_dir()
         assert not list((tmp_path / "config" / "pelletseg" / "uploads").glob("*.json"))
@@ -222,6 +223,8 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 2 and "give a JOB_ID or --batch ID" in res.output
         res = runner.invoke(main, ["submit", str(image), "--precision", "fp64"])
         assert res.exit_code == 2 and "'fp64' is not one of" in res.output, res.output
+        res = runner.invoke(main, ["submit", str(image), "--significant-bits", "17"])
+        assert res.exit_code == 2 and "not in the range 8<=x<=16" in res.output, res.output
         res = runner.invoke(main, ["jobs", "--label", "sample=P-1"])
         assert res.exit_code == 0 and job.id in res.output and "queued" in res.output
         res = runner.invoke(main, ["status", job.id])

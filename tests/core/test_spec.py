@@ -1,4 +1,4 @@
-"""Job spec versions, the pixel size, precision and edge tiles fields."""
+"""Job spec versions, the pixel size, precision, edge tiles and significant bits fields."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_edge_tiles_make_a_version_4_spec_and_older_specs_read_as_whole_tiles():
     whole edge tiles, the layout of every job planned before version 4."""
     spec = JobSpec(**BASE, edge_tiles="fitted")
     stored = spec.model_dump(mode="json")
-    assert stored["spec_version"] == SPEC_VERSION == 4 and stored["edge_tiles"] == "fitted"
+    assert stored["spec_version"] == 4 and stored["edge_tiles"] == "fitted"
     assert JobSpec.from_stored(stored).fit_edges
     assert not JobSpec(**BASE, edge_tiles="whole").fit_edges
     for version in (1, 2, 3):
@@ -49,6 +49,25 @@ def test_edge_tiles_make_a_version_4_spec_and_older_specs_read_as_whole_tiles():
         JobSpec.from_stored({**BASE, "spec_version": 3, "edge_tiles": "fitted"})
     with pytest.raises(ValidationError, match="edge_tiles"):
         JobSpec(**BASE, edge_tiles="shrunk")
+
+
+def test_significant_bits_make_a_version_5_spec_and_older_specs_read_without():
+    """A job that gives its source's significant bits is version 5 (workers from before refuse
+    it instead of converting its 16-bit source by the high byte); one that does not stays
+    version 4 (the submission service's fitted edge tiles), which those workers still run."""
+    spec = JobSpec(**BASE, edge_tiles="fitted", significant_bits=12)
+    stored = spec.model_dump(mode="json")
+    assert stored["spec_version"] == SPEC_VERSION == 5 and stored["significant_bits"] == 12
+    assert JobSpec.from_stored(stored).significant_bits == 12
+    plain = JobSpec(**BASE, edge_tiles="fitted")
+    assert plain.spec_version == 4 and "significant_bits" not in plain.model_dump(mode="json")
+    for version in (1, 2, 3, 4):
+        assert JobSpec.from_stored({**BASE, "spec_version": version}).significant_bits is None
+    with pytest.raises(SpecError, match="significant_bits needs spec version 5"):
+        JobSpec.from_stored({**BASE, "spec_version": 4, "significant_bits": 12})
+    for bad in (7, 17, 0):
+        with pytest.raises(ValidationError, match="significant_bits"):
+            JobSpec(**BASE, significant_bits=bad)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -75,4 +94,4 @@ def test_pixel_size_must_be_positive_and_finite(bad):
 
 def test_unknown_version_asks_to_upgrade_the_workers():
     with pytest.raises(SpecError, match="upgrade the workers"):
-        JobSpec.from_stored({**BASE, "spec_version": 5})
+        JobSpec.from_stored({**BASE, "spec_version": 6})

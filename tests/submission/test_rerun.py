@@ -13,15 +13,16 @@ from submission import SubmissionError
 
 def test_a_rerun_keeps_the_source_and_options_and_names_the_earlier_job(service, image, make_job):
     old = make_job(JobStatus.SUCCEEDED, labels={"sample": "P-7"},
-               pixel_size_um=0.4, precision="fp32", webhook_url="http://127.0.0.1:9/hook")
+               pixel_size_um=0.4, precision="fp32", webhook_url="http://127.0.0.1:9/hook",
+               significant_bits=12)
     service.delete(old.id)  # its outputs gone: the source is what a rerun needs
     new = service.rerun(old.id)
     assert new.id != old.id and new.status == JobStatus.QUEUED and new.batch_id is None
     spec, before = new.spec, old.spec
     assert spec["source_url"] == before["source_url"]
     assert spec["labels"] == {"sample": "P-7", "rerun_of": old.id}
-    assert (spec["pixel_size_um"], spec["precision"], spec["webhook_url"]) == (
-        0.4, "fp32", "http://127.0.0.1:9/hook")
+    assert (spec["pixel_size_um"], spec["precision"], spec["webhook_url"],
+            spec["significant_bits"]) == (0.4, "fp32", "http://127.0.0.1:9/hook", 12)
     newest = service.models.resolve(before["model"], None)
     assert (spec["model"], spec["model_version"]) == (before["model"], newest.version)
     assert (spec["tile_size"], spec["halo"]) == (before["tile_size"], before["halo"])

@@ -95,6 +95,39 @@ def test_jobs_keep_the_edge_tiles_their_spec_names(stack, micrograph):
                                       expected)
 
 
+def test_a_12_bit_camera_image_given_its_significant_bits_gets_the_8_bit_labels(stack, micrograph,
+                                                                               tmp_path):
+    """The same micrograph from a 12-bit camera, in 16 bits (v << 4 plus noise in the low bits
+    a camera would fill): given ``significant_bits=12`` the job's labels and fractions are the
+    8-bit image's exactly; by the high-byte rule (a plain 16-bit TIFF says nothing) the model
+    sees an image at 1/16 of its brightness and labels it otherwise."""
+    import tifffile
+
+    eight = pyvips.Image.new_from_file(str(micrograph)).numpy()
+    low = np.random.default_rng(0).integers(0, 16, eight.shape, dtype=np.uint16)
+    twelve = tmp_path / "camera12.tif"
+    tifffile.imwrite(twelve, (eight.astype(np.uint16) << 4) | low)
+
+    def run(source, **opts):
+        job = _submit(stack, source, **opts)
+        stack.sent.append((PLAN_TASK, job.id))
+        done = _run_all(stack, job.id)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        doc = json.loads(stack.blobs.get_bytes(output_key(done.id, FRACTIONS_JSON)))
+        return done, doc, read_tiff(stack.local_blob(output_key(done.id, LABELS)))
+
+    ref, ref_doc, ref_labels = run(micrograph)
+    given, given_doc, given_labels = run(twelve, significant_bits=12)
+    high, high_doc, high_labels = run(twelve)
+    assert JobSpec.from_stored(given.spec).significant_bits == 12
+    assert (given.outputs["significant_bits"], high.outputs["significant_bits"]) == (12, 16)
+    assert ref.outputs["significant_bits"] is None and "significant_bits" not in ref_doc
+    assert (given_doc["significant_bits"], high_doc["significant_bits"]) == (12, 16)
+    np.testing.assert_array_equal(given_labels, ref_labels)
+    assert given_doc["classes"] == ref_doc["classes"]
+    assert not np.array_equal(high_labels, ref_labels)
+
+
 def test_reducer_logs_where_its_time_went(stack, micrograph):
     import structlog.testing
 

@@ -25,8 +25,10 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
-    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply; resolve
-    the pixel size (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); insert
+    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (a
+    16-bit source with the significant bits the job gives or the file records, else 16, stored
+    as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`);
+    resolve the pixel size (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); insert
     one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -52,12 +54,14 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         settings = ctx.settings
         local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
         info = source_info(local, max_pixels=settings.max_pixels)  # any supported format
+        significant_bits = info.significant_bits_used(spec.significant_bits)
         source_key = None
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
             if not ctx.blobs.exists(source_key):
                 tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
-                write_model_ready(local, tmp, max_pixels=settings.max_pixels)
+                write_model_ready(local, tmp, max_pixels=settings.max_pixels,
+                                  significant_bits=spec.significant_bits)
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
@@ -77,7 +81,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         width=info.width,
         height=info.height,
         rows_total=grid.n_strips,
-        outputs={"source": source_key, "pixel_size_um": pixel_size_um},
+        outputs={"source": source_key, "pixel_size_um": pixel_size_um,
+                 "significant_bits": significant_bits},
     )
     if not moved:
         return []
@@ -86,7 +91,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         ctx.enqueue(ROW_TASK, job_id, index)
     if settings.stream_reduce:  # the pictures are stitched while the rows run
         ctx.enqueue(STITCH_TASK, job_id)
-    log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending))
+    log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
+             significant_bits=significant_bits)
     return pending
 
 

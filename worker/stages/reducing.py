@@ -88,6 +88,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             pkg.classes,
             pixel_size_um=job_pixel_size(job),
             row_inference=[r.inference for r in rows],
+            significant_bits=(job.outputs or {}).get("significant_bits"),
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)

@@ -60,13 +60,14 @@ class LeaseKeeper(Renewal):
         )
 
 
-def segmenter_for(ctx: WorkerContext, job):
+def segmenter_for(ctx: WorkerContext, job, spec: JobSpec | None = None):
     """The job's model, loaded once per worker process and cached by (name, version, sha256,
     precision).
 
     The precision is the job spec's where it names one (:attr:`core.spec.JobSpec.precision`),
     else the worker's ``PELLETSEG_PRECISION``: a worker serving jobs of both kinds holds one
-    segmenter per precision.
+    segmenter per precision. ``spec`` is the job's spec where the caller has read it already
+    (else it is read from ``job.spec``).
 
     Raises:
         ModelPackageError: the stored package is missing or fails its checksum.
@@ -74,7 +75,8 @@ def segmenter_for(ctx: WorkerContext, job):
     """
     from worker.engine.segmenter import Segmenter
 
-    precision = JobSpec.from_stored(job.spec).precision or ctx.settings.precision
+    spec = spec or JobSpec.from_stored(job.spec)
+    precision = spec.precision or ctx.settings.precision
     key = (job.model_name, job.model_version, job.model_sha256, precision)
     with _SEGMENTERS_LOCK:  # rows in flight: threads of one worker share one model
         if key not in ctx.segmenters:
@@ -181,7 +183,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
         return read_strip(ctx.local_blob(key)), _stored_inference(ctx, job.id, index)
     spec = JobSpec.from_stored(job.spec)
     row = ctx.table.rows.get(job.id, index)
-    segmenter = segmenter_for(ctx, job)
+    segmenter = segmenter_for(ctx, job, spec)
     grid = segmenter.grid(job.width, job.height, spec.geometry, spec.rows_per_task,
                           fit_edges=spec.fit_edges)
     image = open_image(source_path(ctx, job), max_pixels=ctx.settings.max_pixels)

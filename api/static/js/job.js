@@ -83,6 +83,8 @@ function renderDetails(job) {
     ...fact("Precision", job.precision
       ? `${job.precision_name}, asked by the job`
       : h("span", { class: "muted" }, "each worker's setting")),
+    // a 16-bit source only: the significant bits its 8-bit model input was taken from
+    ...(job.significant_bits ? fact("Camera bits", `${job.significant_bits} of 16`) : []),
     ...fact("Labels", labels.length
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
       : "–"),

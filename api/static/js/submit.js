@@ -157,13 +157,13 @@ async function listModels(select) {
 }
 
 /**
- * Wire the submit panel: `elements` = { panel, form, files, model, labels, pixel, progress }
- * (the <details>, the form, the file input, the model select, the labels and pixel-size
- * inputs, a box for the bars). The models are listed each time the panel opens.
+ * Wire the submit panel: `elements` = { panel, form, files, model, labels, pixel, bits,
+ * progress } (the <details>, the form, the file input, the model select, the labels and
+ * pixel-size inputs, the significant-bits select, a box for the bars). The models are listed each time the panel opens.
  * `onSubmitted({ jobId, batchId })` runs after the jobs were created.
  */
 export function mountSubmit(elements, onSubmitted) {
-  const { panel, form, files, model, labels, pixel, progress } = elements;
+  const { panel, form, files, model, labels, pixel, bits, progress } = elements;
   files.accept = IMAGE_SUFFIXES.join(",");
   panel.addEventListener("toggle", () => { if (panel.open) listModels(model); });
   form.addEventListener("submit", async (event) => {
@@ -203,7 +203,7 @@ export function mountSubmit(elements, onSubmitted) {
       }
       const [name, version] = model.value ? JSON.parse(model.value) : [null, null];
       const options = { labels: parsed.labels, pixel_size_um: pixelSize, model: name,
-        model_version: version };
+        model_version: version, significant_bits: bits.value ? Number(bits.value) : null };
       if (ids.length === 1) {
         const job = await api("/v1/jobs", { method: "POST", body: { upload_id: ids[0], ...options } });
         toast(`Submitted job ${job.id.slice(0, 8)}`);

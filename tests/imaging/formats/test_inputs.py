@@ -16,7 +16,9 @@ from imaging.formats import (
     source_pixel_size_um,
     write_model_ready,
 )
-from imaging.reading import open_image, read_rows
+from imaging.formats.czi import czi_significant_bits
+from imaging.formats.scaling import array_to_uint8
+from imaging.reading import open_image, read_rows, significant_bits_of, to_uint8
 from tests.imaging.damage import noise_libvips_decodes
 
 tifffile = pytest.importorskip("tifffile")
@@ -165,6 +167,93 @@ def test_openslide_aperio_level_0_and_mpp(tmp_path):
     assert info.pixel_size_um == pytest.approx(0.499)
     assert not info.is_model_ready  # converted through OpenSlide's level 0
     np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), a)
+
+
+# ------------------------------------------------- significant bits of 16-bit sources
+#: A 12-bit camera's samples in 16 bits, and two above 4095 (a saturated or rogue pixel).
+TWELVE_BIT = np.array([[0, 15, 16, 2047, 4080, 4095, 4096, 65535]], np.uint16)
+
+
+def test_twelve_bit_samples_given_with_the_job_take_their_top_byte(tmp_path):
+    """A plain 16-bit TIFF records no significant bits: the high byte leaves a 12-bit image
+    at 1/16 of its brightness; given 12 the input is min(v >> 4, 255), above 4095 white."""
+    path = tmp_path / "camera12.tif"
+    tifffile.imwrite(path, TWELVE_BIT.repeat(3, axis=0))
+    info = source_info(path, max_pixels=MAX)
+    assert (info.dtype, info.significant_bits) == ("uint16", None)
+    assert info.significant_bits_used() == 16 and info.significant_bits_used(12) == 12
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path)[0, :, 0],
+                                  [0, 0, 0, 7, 15, 15, 16, 255])  # the high byte
+    out = write_model_ready(path, tmp_path / "b12.tif", max_pixels=MAX, significant_bits=12)
+    got = read_rows(open_image(out.path, max_pixels=MAX), 0, out.height)
+    np.testing.assert_array_equal(got[0, :, 0], [0, 0, 1, 127, 255, 255, 255, 255])
+    np.testing.assert_array_equal(got[..., 0], got[..., 2])  # grey replicated
+
+
+@pytest.mark.parametrize("bits", [8, 9, 12, 14, 16])
+def test_numpy_and_libvips_paths_map_significant_bits_alike(bits):
+    values = np.random.default_rng(bits).integers(0, 65536, (40, 50), dtype=np.uint16)
+    by_numpy = array_to_uint8(values, significant_bits=bits)
+    by_libvips = to_uint8(pyvips.Image.new_from_array(values), significant_bits=bits).numpy()
+    np.testing.assert_array_equal(by_numpy, by_libvips)
+    np.testing.assert_array_equal(by_numpy, np.minimum(values >> (bits - 8), 255))
+
+
+def test_ome_tiff_significant_bits_come_from_its_ome_xml(tmp_path):
+    pytest.importorskip("ome_types")
+    path = tmp_path / "camera12.ome.tif"
+    tifffile.imwrite(path, TWELVE_BIT.repeat(2, axis=0), ome=True,
+                     metadata={"axes": "YX", "SignificantBits": 12})
+    info = source_info(path, max_pixels=MAX)
+    assert info.significant_bits == 12 and info.significant_bits_used() == 12
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path)[0, :, 1],
+                                  [0, 0, 1, 127, 255, 255, 255, 255])
+    # what the job gives wins over what the file says
+    out = write_model_ready(path, tmp_path / "b16.tif", max_pixels=MAX, significant_bits=16)
+    np.testing.assert_array_equal(read_rows(open_image(out.path, max_pixels=MAX), 0, 1)[0, :, 0],
+                                  TWELVE_BIT[0] >> 8)
+
+
+def test_significant_bits_resolution_rules():
+    assert significant_bits_of(None, None, "uint16") == 16
+    assert significant_bits_of(None, 14, "uint16") == 14
+    assert significant_bits_of(12, 14, "uint16") == 12  # the job's number wins
+    assert significant_bits_of(None, 1, "uint16") == 16  # a recorded 1-bit or 32-bit: not usable
+    assert significant_bits_of(None, 32, "uint16") == 16
+    assert significant_bits_of(12, 12, "uint8") is None  # 8-bit and float sources: no meaning
+    assert significant_bits_of(12, None, "float32") is None
+    with pytest.raises(ValueError, match="significant bits must be 8 to 16, got 17"):
+        significant_bits_of(17, None, "uint8")
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    ({"ImageDocument": {"Metadata": {"Information": {"Image": {"ComponentBitCount": "14"}}}}}, 14),
+    ({"ImageDocument": {"Metadata": {"Information": {"Image": {"Dimensions": {"Channels": {
+        "Channel": [{"@Id": "Channel:0", "ComponentBitCount": "12"}]}}}}}}}, 12),
+    ({"ImageDocument": {"Metadata": {"Information": {"Image": {"Dimensions": {"Channels": {
+        "Channel": {"@Id": "Channel:0", "ComponentBitCount": "12"}}}}}}}}, 12),
+    ({"ImageDocument": {"Metadata": {"Information": {"Image": {"PixelType": "Gray16"}}}}}, None),
+    ({"ImageDocument": {"Metadata": {"Information": {"Image": {"ComponentBitCount": "n/a"}}}}}, None),
+    ({"ImageDocument": {"Metadata": {}}}, None),
+    ({}, None),
+])
+def test_czi_significant_bits_from_zen_metadata(metadata, expected):
+    """ZEN records a camera's bit depth as Information/Image/ComponentBitCount (and per
+    channel); pylibCZIrw cannot write that element, so the parser is tested on the dict
+    pylibCZIrw reads such metadata into."""
+    assert czi_significant_bits(metadata) == expected
+
+
+def test_czi_written_without_component_bit_count_keeps_the_high_byte(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    path = tmp_path / "grey16.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:
+        w.write(TWELVE_BIT.repeat(2, axis=0)[..., None], location=(0, 0))
+    info = source_info(path, max_pixels=MAX)
+    assert info.significant_bits is None and info.significant_bits_used() == 16
+    out = write_model_ready(path, tmp_path / "b12.tif", max_pixels=MAX, significant_bits=12)
+    np.testing.assert_array_equal(read_rows(open_image(out.path, max_pixels=MAX), 0, 1)[0, :, 0],
+                                  [0, 0, 1, 127, 255, 255, 255, 255])
 
 
 # ----------------------------------------------------------------- TIFF bit depths, errors
