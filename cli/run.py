@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,7 +34,9 @@ from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from cli.options import split_model
 from core.inference import inference_lines
 from core.settings import Settings
+from core.sources import local_path, source_scheme
 from core.states import JOB_TERMINAL, JobStatus
+from imaging.formats import SIGNIFICANT_BITS_OPTION
 from imaging.mosaic import SAMPLES
 from models import ModelPackage
 from queues.app import make_celery
@@ -287,6 +290,12 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
     if job.status != JobStatus.SUCCEEDED:
         reason = f": {job.error}" if job.error else ""  # a cancelled job has none
         console.print(f"job {job.id} {job.status}{reason}", style="red")
+        if SIGNIFICANT_BITS_OPTION in (job.error or ""):  # its spec must change: a new job
+            source = (str(local_path(job.source_url)) if source_scheme(job.source_url) == "file"
+                      else job.source_url)
+            console.print(f"then: pelletseg run {shlex.quote(source)} {SIGNIFICANT_BITS_OPTION} "
+                          f"N --home {settings.home}", soft_wrap=True, highlight=False)
+            return
         first = "fix the cause, then" if job.status == JobStatus.FAILED else "to continue it"
         console.print(f"{first}: pelletseg resume {job.id} --home {settings.home}",
                       soft_wrap=True, highlight=False)

@@ -12,7 +12,9 @@ error naming it).
 
 from imaging.formats.detect import SUPPORTED, sniff_format
 from imaging.formats.sources import (
+    SIGNIFICANT_BITS_OPTION,
     SourceInfo,
+    check_bit_depth,
     open_band_source,
     source_info,
     source_pixel_size_um,
@@ -20,8 +22,10 @@ from imaging.formats.sources import (
 )
 
 __all__ = [
+    "SIGNIFICANT_BITS_OPTION",
     "SUPPORTED",
     "SourceInfo",
+    "check_bit_depth",
     "open_band_source",
     "sniff_format",
     "source_info",

@@ -1,6 +1,7 @@
 """One entry point for every supported source format: what it is (:func:`source_info`), its
-pixel size (:func:`source_pixel_size_um`) and its conversion to the model-ready tiled 8-bit
-RGB TIFF (:func:`write_model_ready`)."""
+pixel size (:func:`source_pixel_size_um`), its conversion to the model-ready tiled 8-bit
+RGB TIFF (:func:`write_model_ready`) and the check that a 16-bit source was not converted
+into a nearly black image (:func:`check_bit_depth`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pyvips
 
 from imaging.errors import ImageFormatError
 from imaging.formats.bands import BandSource, write_bands_model_ready
@@ -238,3 +241,43 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     return write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
                                      significant_bits=significant_bits)
 
+
+
+#: The option that gives a job its significant bits, as the refusal of
+#: :func:`check_bit_depth` names it (the CLI offers it instead of a resume).
+SIGNIFICANT_BITS_OPTION = "--significant-bits"
+
+#: The brightest 8-bit value (of 255) at or below which a 16-bit source converted by its high
+#: byte is refused when neither the job nor the file says its significant bits: its samples
+#: then fit in 12 bits, so it is a 12-bit (or 10-bit) camera's image, not a 16-bit one at
+#: under 1/16 of full brightness.
+DARK_HIGH_BYTE = 15
+
+
+def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int | None) -> None:
+    """Refuse a 16-bit source whose conversion by the high byte left it nearly black.
+
+    Only where nothing says the significant bits (``given`` with the job is None and the file
+    records none) and the conversion used 16: the brightest value of ``converted`` (the 8-bit
+    model-ready TIFF, one pass over it) must exceed :data:`DARK_HIGH_BYTE`. Otherwise the
+    image holds at most 12 significant bits, the model would see a field at 1/16 of its
+    brightness or less and label it as nothing: the job fails saying which option to give.
+
+    Raises:
+        ImageFormatError: such a source (the message names ``--significant-bits``).
+        pyvips.Error: ``converted`` cannot be read.
+    """
+    if given is not None or info.significant_bits is not None or info.dtype != "uint16":
+        return
+    brightest = int(pyvips.Image.new_from_file(str(converted), access="sequential").max())
+    if brightest > DARK_HIGH_BYTE:
+        return
+    bits = 8 + brightest.bit_length()
+    raise ImageFormatError(
+        f"{info.path.name}: a 16-bit image whose samples all fit in {bits} bits, and the file "
+        f"does not say how many its camera fills; read as 16-bit it is nearly black (its "
+        f"brightest pixel {brightest} of 255) and its labels would mean nothing. Submit it "
+        f"again with its camera's significant bits (at least {bits}; 12 for a 12-bit camera): "
+        f"{SIGNIFICANT_BITS_OPTION} N on pelletseg run or submit, 'Camera bits' on the dashboard, "
+        f"significant_bits in the API (16 converts it as it is)"
+    )

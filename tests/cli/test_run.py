@@ -76,34 +76,59 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
             res.stdout.split())
 
 
-def test_run_pins_the_jobs_precision(tmp_path, small_image):
+def test_run_pins_the_jobs_precision_and_significant_bits(tmp_path, small_image):
     """``--precision fp32`` is stored on the job's spec and every row computes in float32
     (on a CPU with bfloat16 units the bundled package would otherwise be served in bf16);
-    fractions.json and the printed caption say so."""
+    ``--significant-bits 12`` converts a 12-bit camera's 16-bit TIFF by its top 8 bits;
+    fractions.json and the printed caption say both."""
+    import numpy as np
+    import tifffile
+
     from core.settings import get_settings
     from storage.jobtable import job_table
 
+    twelve = tmp_path / "camera12.tif"
+    eight = pyvips.Image.new_from_file(str(small_image)).numpy()
+    tifffile.imwrite(twelve, eight.astype(np.uint16) << 4)
     home = tmp_path / "home"
-    res = pelletseg("run", str(small_image), "--home", str(home), "--workers", "1",
-                    "--out", str(tmp_path / "out"), "--precision", "fp32")
+    res = pelletseg("run", str(twelve), "--home", str(home), "--workers", "1",
+                    "--out", str(tmp_path / "out"), "--precision", "fp32",
+                    "--significant-bits", "12")
     assert res.returncode == 0, res.stdout + res.stderr
     doc = _check_outputs(tmp_path / "out", 600, 420)
     assert [(g["precision"], g["f32_convs"]) for g in doc["inference"]] == [("f32", 0)]
     assert "float32" in res.stdout and "bfloat16" not in res.stdout, res.stdout
+    assert doc["significant_bits"] == 12
+    assert "16-bit source read as 12 significant bits" in res.stdout, res.stdout
     (job,) = job_table(get_settings(home=home)).jobs.list()
-    assert job.spec["precision"] == "fp32"
+    assert (job.spec["precision"], job.spec["significant_bits"]) == ("fp32", 12)
     bad = pelletseg("run", str(small_image), "--home", str(home), "--precision", "fp8")
     assert bad.returncode == 2 and "'fp8' is not one of" in bad.stderr
+    bad = pelletseg("run", str(small_image), "--home", str(home), "--significant-bits", "7")
+    assert bad.returncode == 2 and "7 is not in the range 8<=x<=16" in bad.stderr
 
 
-def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path):
+def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path, small_image):
+    """A file that is no image: fix it and resume; a 12-bit camera's 16-bit TIFF that says
+    nothing of its bits: run it again with ``--significant-bits`` (a resume would plan the
+    same job)."""
+    import numpy as np
+    import tifffile
+
     bad = tmp_path / "scan.tif"
     bad.write_text("not an image")
-    res = pelletseg("run", str(bad), "--home", str(tmp_path / "home"), "--workers", "1")
+    dark = tmp_path / "camera12.tif"
+    tifffile.imwrite(dark, pyvips.Image.new_from_file(str(small_image)).numpy().astype(np.uint16) << 4)
+    home = tmp_path / "home"
+    res = pelletseg("run", str(bad), str(dark), "--home", str(home), "--workers", "1")
     assert res.returncode == 1
-    assert "failed" in res.stdout and "scan.tif: not a readable image" in res.stdout.replace("\n", "")
+    out = " ".join(res.stdout.split())
+    assert "failed" in out and "scan.tif: not a readable image" in out
     assert "b'" not in res.stdout  # paths as text
     assert "is the bundled demo model" in res.stderr and "pelletseg train" in res.stderr
+    assert "camera12.tif: a 16-bit image whose samples all fit in 12 bits" in out, out
+    assert f"then: pelletseg run {dark} --significant-bits N --home {home}" in out, out
+    assert out.count("fix the cause, then: pelletseg resume") == 1  # the unreadable file's
 
 
 def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_image):

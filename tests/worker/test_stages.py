@@ -99,8 +99,9 @@ def test_a_12_bit_camera_image_given_its_significant_bits_gets_the_8_bit_labels(
                                                                                tmp_path):
     """The same micrograph from a 12-bit camera, in 16 bits (v << 4 plus noise in the low bits
     a camera would fill): given ``significant_bits=12`` the job's labels and fractions are the
-    8-bit image's exactly; by the high-byte rule (a plain 16-bit TIFF says nothing) the model
-    sees an image at 1/16 of its brightness and labels it otherwise."""
+    8-bit image's exactly; given nothing (a plain 16-bit TIFF says nothing either) the job
+    fails saying which option to give, since by the high byte the model would see an image at
+    1/16 of its brightness; given 16 it is converted so, and labelled otherwise."""
     import tifffile
 
     eight = pyvips.Image.new_from_file(str(micrograph)).numpy()
@@ -108,17 +109,25 @@ def test_a_12_bit_camera_image_given_its_significant_bits_gets_the_8_bit_labels(
     twelve = tmp_path / "camera12.tif"
     tifffile.imwrite(twelve, (eight.astype(np.uint16) << 4) | low)
 
-    def run(source, **opts):
+    def run(source, status=JobStatus.SUCCEEDED, **opts):
         job = _submit(stack, source, **opts)
         stack.sent.append((PLAN_TASK, job.id))
         done = _run_all(stack, job.id)
-        assert done.status == JobStatus.SUCCEEDED, done.error
+        assert done.status == status, done.error
+        if status == JobStatus.FAILED:
+            return done, None, None
         doc = json.loads(stack.blobs.get_bytes(output_key(done.id, FRACTIONS_JSON)))
         return done, doc, read_tiff(stack.local_blob(output_key(done.id, LABELS)))
 
     ref, ref_doc, ref_labels = run(micrograph)
     given, given_doc, given_labels = run(twelve, significant_bits=12)
-    high, high_doc, high_labels = run(twelve)
+    dark, _, _ = run(twelve, status=JobStatus.FAILED)
+    assert ("camera12.tif: a 16-bit image whose samples all fit in 12 bits" in dark.error
+            and "its brightest pixel 15 of 255" in dark.error
+            and "--significant-bits N" in dark.error), dark.error
+    assert not stack.blobs.exists(output_key(dark.id, "source.tif"))
+    assert stack.table.rows.list(dark.id) == []
+    high, high_doc, high_labels = run(twelve, significant_bits=16)
     assert JobSpec.from_stored(given.spec).significant_bits == 12
     assert (given.outputs["significant_bits"], high.outputs["significant_bits"]) == (12, 16)
     assert ref.outputs["significant_bits"] is None and "significant_bits" not in ref_doc

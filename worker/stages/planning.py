@@ -7,7 +7,8 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.formats import source_info, write_model_ready
+from imaging.errors import ImageFormatError
+from imaging.formats import check_bit_depth, source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import SOURCE, output_key
@@ -27,7 +28,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
     convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (a
     16-bit source with the significant bits the job gives or the file records, else 16, stored
-    as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`);
+    as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`;
+    one that nothing describes and that the high byte leaves nearly black fails the job:
+    :func:`imaging.formats.check_bit_depth`);
     resolve the pixel size (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); insert
     one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
@@ -62,6 +65,11 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
                                   significant_bits=spec.significant_bits)
+                try:
+                    check_bit_depth(info, tmp, spec.significant_bits)
+                except ImageFormatError:
+                    tmp.unlink(missing_ok=True)
+                    raise
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,

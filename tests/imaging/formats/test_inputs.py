@@ -4,6 +4,8 @@ imaging.formats; pixel size from the metadata; the bit-depth rules; clear errors
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import pyvips
@@ -11,6 +13,7 @@ import pyvips
 from imaging.errors import ImageFormatError
 from imaging.formats import (
     SUPPORTED,
+    check_bit_depth,
     sniff_format,
     source_info,
     source_pixel_size_um,
@@ -212,6 +215,28 @@ def test_ome_tiff_significant_bits_come_from_its_ome_xml(tmp_path):
     out = write_model_ready(path, tmp_path / "b16.tif", max_pixels=MAX, significant_bits=16)
     np.testing.assert_array_equal(read_rows(open_image(out.path, max_pixels=MAX), 0, 1)[0, :, 0],
                                   TWELVE_BIT[0] >> 8)
+
+
+@pytest.mark.parametrize("top, refused", [(4095, True), (4096, False), (255, True), (65535, False)])
+def test_a_16_bit_source_nothing_describes_is_refused_where_the_high_byte_leaves_it_dark(
+        tmp_path, top, refused):
+    """Refused at most 12 bits (brightest 8-bit value <= 15), saying how many bits its
+    samples fit in; never where the job gives its bits or the file records them."""
+    values = np.linspace(0, top, 64, dtype=np.uint16).reshape(8, 8)
+    path = tmp_path / "dark.tif"
+    tifffile.imwrite(path, values)
+    info = source_info(path, max_pixels=MAX)
+    out = write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX)
+    if refused:
+        bits = 8 + (top >> 8).bit_length()
+        with pytest.raises(ImageFormatError, match=rf"dark.tif: a 16-bit image whose samples "
+                           rf"all fit in {bits} bits.*--significant-bits N"):
+            check_bit_depth(info, out.path, None)
+    else:
+        check_bit_depth(info, out.path, None)
+    check_bit_depth(info, out.path, 16)  # the job says so: converted as it is
+    recorded = dataclasses.replace(info, significant_bits=16)
+    check_bit_depth(recorded, out.path, None)  # the file says so
 
 
 def test_significant_bits_resolution_rules():
