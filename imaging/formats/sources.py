@@ -18,6 +18,7 @@ from imaging.formats.bands import BandSource, write_bands_model_ready
 from imaging.formats.detect import SUPPORTED, sniff_format
 from imaging.formats.ometiff import ome_layout, open_ome
 from imaging.reading import (
+    SIGNIFICANT_BITS,
     ImageInfo,
     check_image,
     float_range,
@@ -242,7 +243,6 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
                                      significant_bits=significant_bits)
 
 
-
 #: The option that gives a job its significant bits, as the refusal of
 #: :func:`check_bit_depth` names it (the CLI offers it instead of a resume).
 SIGNIFICANT_BITS_OPTION = "--significant-bits"
@@ -257,18 +257,19 @@ DARK_HIGH_BYTE = 15
 def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int | None) -> None:
     """Refuse a 16-bit source whose conversion by the high byte left it nearly black.
 
-    Only where nothing says the significant bits (``given`` with the job is None and the file
-    records none) and the conversion used 16: the brightest value of ``converted`` (the 8-bit
-    model-ready TIFF, one pass over it) must exceed :data:`DARK_HIGH_BYTE`. Otherwise the
-    image holds at most 12 significant bits, the model would see a field at 1/16 of its
-    brightness or less and label it as nothing: the job fails saying which option to give.
+    Only where nothing says the significant bits (``given`` with the job is None, and the
+    file records none in :data:`imaging.reading.SIGNIFICANT_BITS`), so the conversion used
+    16: the brightest value of ``converted`` (the 8-bit model-ready TIFF, one pass over it)
+    must exceed :data:`DARK_HIGH_BYTE`. Otherwise the image holds at most 12 significant
+    bits, the model would see a field at 1/16 of its brightness or less and label it as
+    nothing: the job fails saying which option to give.
 
     Raises:
         ImageFormatError: such a source (the message names ``--significant-bits``).
         pyvips.Error: ``converted`` cannot be read.
     """
-    if given is not None or info.significant_bits is not None or info.dtype != "uint16":
-        return
+    if given is not None or info.dtype != "uint16" or info.significant_bits in SIGNIFICANT_BITS:
+        return  # said by the job, not 16-bit, or said by the file (a number it may use)
     brightest = int(pyvips.Image.new_from_file(str(converted), access="sequential").max())
     if brightest > DARK_HIGH_BYTE:
         return

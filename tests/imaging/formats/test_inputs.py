@@ -229,9 +229,10 @@ def test_a_16_bit_source_nothing_describes_is_refused_where_the_high_byte_leaves
     out = write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX)
     if refused:
         bits = 8 + (top >> 8).bit_length()
-        with pytest.raises(ImageFormatError, match=rf"dark.tif: a 16-bit image whose samples "
-                           rf"all fit in {bits} bits.*--significant-bits N"):
-            check_bit_depth(info, out.path, None)
+        for said in (info, dataclasses.replace(info, significant_bits=1)):  # 1: not usable
+            with pytest.raises(ImageFormatError, match=rf"dark.tif: a 16-bit image whose "
+                               rf"samples all fit in {bits} bits.*--significant-bits N"):
+                check_bit_depth(said, out.path, None)
     else:
         check_bit_depth(info, out.path, None)
     check_bit_depth(info, out.path, 16)  # the job says so: converted as it is
