@@ -270,7 +270,9 @@ def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int |
     """
     if given is not None or info.dtype != "uint16" or info.significant_bits in SIGNIFICANT_BITS:
         return  # said by the job, not 16-bit, or said by the file (a number it may use)
-    brightest = int(pyvips.Image.new_from_file(str(converted), access="sequential").max())
+    # revalidate: a file written again at the same path must not come from libvips' cache
+    brightest = int(pyvips.Image.new_from_file(str(converted), access="sequential",
+                                               revalidate=True).max())
     if brightest > DARK_HIGH_BYTE:
         return
     bits = 8 + brightest.bit_length()

@@ -240,6 +240,20 @@ def test_a_16_bit_source_nothing_describes_is_refused_where_the_high_byte_leaves
     check_bit_depth(recorded, out.path, None)  # the file says so
 
 
+def test_the_bit_depth_check_reads_a_converted_file_written_again_at_its_path(tmp_path):
+    """A job planned again writes its converted source at the same path: the check must see
+    the new pixels, not libvips' cached result for the old file."""
+    path, ready = tmp_path / "src.tif", tmp_path / "ready.tif"
+    tifffile.imwrite(path, np.full((8, 8), 4095, np.uint16))
+    info = source_info(path, max_pixels=MAX)
+    write_model_ready(path, ready, max_pixels=MAX)
+    with pytest.raises(ImageFormatError, match="fit in 12 bits"):
+        check_bit_depth(info, ready, None)
+    tifffile.imwrite(path, np.full((8, 8), 65535, np.uint16))
+    write_model_ready(path, ready, max_pixels=MAX)
+    check_bit_depth(info, ready, None)
+
+
 def test_significant_bits_resolution_rules():
     assert significant_bits_of(None, None, "uint16") == 16
     assert significant_bits_of(None, 14, "uint16") == 14
