@@ -20,7 +20,13 @@ h5_dataset: exported_data           # dataset inside ilastik .h5 exports
 splits: {train: [...], val: [...], test: [...]}   # ids, file names or patterns (train/*),
                                                   # or {file: splits.json, key: EBC1}
 um_per_px: 0.5                      # optional pixel size (µm/px), recorded in the model card
+significant_bits: 12                # optional: of 16-bit images (a 12-bit camera's), read as a
+                                    # job's --significant-bits reads them; recorded likewise
 ```
+
+Images are read exactly as a job's rows see them (:func:`imaging.formats.read_rgb8`: the
+same bit-depth rules, significant bits and band handling, and the same refusal of a damaged
+file), so a model learns from the inputs its jobs will give it.
 
 Errors name the key and its value: ``images = /data/x/*.tif: no file matches``.
 """
@@ -36,9 +42,10 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from imaging.errors import ImageFormatError
+from imaging.formats import SIGNIFICANT_BITS_OPTION, read_rgb8
 from models.package import role_and_pellet
 from training.importers import (
     IGNORE,
@@ -128,6 +135,7 @@ class DatasetSpec(BaseModel):
     h5_dataset: str = "exported_data"
     splits: dict[str, list[str]] | SplitsFile | None = None
     um_per_px: float | None = Field(None, gt=0)
+    significant_bits: int | None = Field(None, ge=8, le=16)
     root: Path = Path(".")
 
     def path(self, pattern: str) -> Path:
@@ -255,9 +263,12 @@ class DatasetSpec(BaseModel):
 
     def describe(self, stems: dict[str, list[str]]) -> dict[str, Any]:
         """JSON-able description of the dataset for a model package's ``training`` field."""
-        return {"name": self.name, "mask_format": self.mask_format, "images": self.images,
-                "masks": self.masks, "splits": {k: len(v) for k, v in stems.items()},
-                "split_images": stems}
+        described = {"name": self.name, "mask_format": self.mask_format,
+                     "images": self.images, "masks": self.masks,
+                     "splits": {k: len(v) for k, v in stems.items()}, "split_images": stems}
+        if self.significant_bits is not None:  # its jobs want the same --significant-bits
+            described["significant_bits"] = self.significant_bits
+        return described
 
 
 def _resolve_ids(entries: list[str], images: dict[str, Path]) -> list[str]:
@@ -310,13 +321,26 @@ def _format_errors(e: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB. Raises DatasetError if Pillow cannot read it."""
+#: Largest training or evaluation image read (px): they are held in memory whole.
+MAX_IMAGE_PIXELS = 1 << 30
+
+
+def read_image(path: str | Path, significant_bits: int | None = None) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB exactly as a job's rows would see it
+    (:func:`imaging.formats.read_rgb8`: any format a job reads; 16-bit samples by their
+    ``significant_bits``, see :attr:`core.spec.JobSpec.significant_bits`).
+
+    Raises:
+        DatasetError: the file cannot be read, is damaged, is larger than
+            :data:`MAX_IMAGE_PIXELS`, or is a 16-bit image nothing describes that the high
+            byte leaves nearly black (the message says to set ``significant_bits``).
+    """
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read image: {e}") from e
+        return read_rgb8(path, max_pixels=MAX_IMAGE_PIXELS, significant_bits=significant_bits)
+    except ImageFormatError as e:
+        hint = ("; for a dataset: significant_bits: N in its dataset.yaml"
+                if SIGNIFICANT_BITS_OPTION in str(e) else "")
+        raise DatasetError(f"{path}: cannot read image: {e}{hint}") from e
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -402,7 +426,7 @@ def load_split(spec: DatasetSpec, stems: list[str]) -> list[tuple[np.ndarray, np
     for stem in stems:
         if stem not in masks:
             continue
-        mask, img = masks[stem], read_image(images[stem])
+        mask, img = masks[stem], read_image(images[stem], spec.significant_bits)
         if img.shape[:2] != mask.shape:
             problems.append(f"{spec.mask_path(stem)}: mask is {mask.shape[1]}x{mask.shape[0]} "
                             f"px but image {images[stem]} is {img.shape[1]}x{img.shape[0]} px")

@@ -1,7 +1,7 @@
 """One entry point for every supported source format: what it is (:func:`source_info`), its
 pixel size (:func:`source_pixel_size_um`), its conversion to the model-ready tiled 8-bit
-RGB TIFF (:func:`write_model_ready`) and the check that a 16-bit source was not converted
-into a nearly black image (:func:`check_bit_depth`)."""
+RGB TIFF (:func:`write_model_ready`; in memory: :func:`read_rgb8`) and the check that a
+16-bit source was not converted into a nearly black image (:func:`check_bit_depth`)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyvips
 
 from imaging.errors import ImageFormatError
-from imaging.formats.bands import BandSource, write_bands_model_ready
+from imaging.formats.bands import BandSource, rgb8_bands, value_range, write_bands_model_ready
 from imaging.formats.detect import SUPPORTED, sniff_format
 from imaging.formats.ometiff import ome_layout, open_ome
+from imaging.integrity import DeflateDamage, check_deflate_rows, damaged_message
 from imaging.reading import (
     SIGNIFICANT_BITS,
     ImageInfo,
     check_image,
     float_range,
     image_info,
+    open_image,
     require_file,
     significant_bits_of,
+    to_rgb8,
 )
 from imaging.reading import write_model_ready as write_libvips_model_ready
 
@@ -268,11 +272,23 @@ def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int |
         ImageFormatError: such a source (the message names ``--significant-bits``).
         pyvips.Error: ``converted`` cannot be read.
     """
-    if given is not None or info.dtype != "uint16" or info.significant_bits in SIGNIFICANT_BITS:
-        return  # said by the job, not 16-bit, or said by the file (a number it may use)
+    if not _nothing_says_the_bits(info, given):
+        return
     # revalidate: a file written again at the same path must not come from libvips' cache
     brightest = int(pyvips.Image.new_from_file(str(converted), access="sequential",
                                                revalidate=True).max())
+    _refuse_if_dark(info, brightest)
+
+
+def _nothing_says_the_bits(info: SourceInfo, given: int | None) -> bool:
+    """True for a 16-bit unsigned source whose significant bits neither the job (``given``)
+    nor the file (a number in :data:`imaging.reading.SIGNIFICANT_BITS`) says."""
+    return given is None and info.dtype == "uint16" and info.significant_bits not in SIGNIFICANT_BITS
+
+
+def _refuse_if_dark(info: SourceInfo, brightest: int) -> None:
+    """Raise the refusal of :func:`check_bit_depth` when the converted image's brightest
+    value (of 255) is at most :data:`DARK_HIGH_BYTE`."""
     if brightest > DARK_HIGH_BYTE:
         return
     bits = 8 + brightest.bit_length()
@@ -284,3 +300,50 @@ def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int |
         f"{SIGNIFICANT_BITS_OPTION} N on pelletseg run or submit, 'Camera bits' on the dashboard, "
         f"significant_bits in the API (16 converts it as it is)"
     )
+
+
+def read_rgb8(path: str | os.PathLike, *, max_pixels: int,
+              significant_bits: int | None = None) -> np.ndarray:
+    """A whole source of any supported format as (H, W, 3) uint8 RGB, in memory, converted
+    exactly as a job's rows see it (:func:`write_model_ready`'s rules: bit depths, significant
+    bits, bands; deflate checksums verified; :func:`check_bit_depth`'s refusal): for images
+    that fit in memory, e.g. training and evaluation data (``training.datasets``), so a
+    model learns from the inputs its jobs will give it.
+
+    Args:
+        path: Source file.
+        max_pixels: Largest accepted width x height.
+        significant_bits: Of 16-bit unsigned samples (8-16), as a job's; None: what the file
+            records, else 16.
+
+    Returns:
+        (H, W, 3) uint8 array.
+
+    Raises:
+        ImageFormatError: as :func:`source_info`; truncated or corrupt pixel data; a 16-bit
+            source that nothing describes and that the high byte leaves nearly black.
+        ValueError: ``significant_bits`` outside 8-16.
+    """
+    path = Path(path)
+    info = source_info(path, max_pixels=max_pixels)
+    bits = info.significant_bits_used(significant_bits)
+    significant_bits_of(significant_bits, None, "")  # a bad number is refused for every format
+    try:
+        if _by_bands(info.format):
+            with _band_source(path, info.format, max_pixels) as source:
+                rgb = np.concatenate(list(rgb8_bands(source, value_range(source), bits)))
+        else:
+            if info.format == "OME-TIFF":
+                layout, image = _ome_image(path, max_pixels)
+                pages = layout.pages
+            else:
+                image, pages = open_image(path, max_pixels=max_pixels), (0,)
+            for page in pages:  # the checksums libtiff skips
+                check_deflate_rows(path, 0, image.height, page=page)
+            rng = float_range(image) if image.format in ("float", "double") else None
+            rgb = to_rgb8(image, rng, bits).numpy()
+    except (pyvips.Error, DeflateDamage) as e:
+        raise ImageFormatError(damaged_message(path.name, "while reading it", e)) from e
+    if _nothing_says_the_bits(info, significant_bits):
+        _refuse_if_dark(info, int(rgb.max()))
+    return rgb

@@ -264,3 +264,42 @@ def test_one_error_lists_missing_mismatched_and_unknown_masks(tmp_path):
     with pytest.raises(DatasetError, match="2 of 3 masks") as e:
         load_masks(spec, ["a", "c", "d"])
     assert "c.png" in str(e.value) and "d.png" in str(e.value)
+
+
+def test_training_images_are_read_as_their_jobs_read_them(tmp_path):
+    """A 16-bit grey training image: Pillow's RGB conversion clipped it (every sample above
+    255 became white) while a job takes its high byte; now both read it alike, 12-bit camera
+    images by the dataset's ``significant_bits`` (as a job's ``--significant-bits``), and one
+    that nothing describes and the high byte leaves black is refused saying what to set."""
+    import tifffile
+
+    from imaging.formats import read_rgb8, write_model_ready
+    from imaging.reading import open_image, read_rows
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    full = np.random.default_rng(3).integers(0, 65536, (16, 24), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", full)
+    twelve = full >> 4  # the same scene from a 12-bit camera
+    tifffile.imwrite(tmp_path / "images" / "b.tif", twelve)
+    for stem in "ab":
+        Image.fromarray(np.zeros((16, 24), np.uint8)).save(tmp_path / "masks" / f"{stem}.png")
+    classes = [{"name": "mount", "value": 0, "role": "mount"}]
+    spec = _yaml(tmp_path, images="images/*.tif", classes=classes)
+    [(image, _)] = load_split(spec, ["a"])
+    ready = write_model_ready(tmp_path / "images" / "a.tif", tmp_path / "ready.tif",
+                              max_pixels=10**8)
+    np.testing.assert_array_equal(image, read_rows(open_image(ready.path, max_pixels=10**8),
+                                                   0, 16))  # what a job's rows read
+    np.testing.assert_array_equal(image[..., 1], full >> 8)
+    with pytest.raises(DatasetError, match=r"b.tif: cannot read image: .*fit in 12 bits.*"
+                       r"significant_bits: N in its dataset.yaml"):
+        load_split(spec, ["b"])
+    spec12 = _yaml(tmp_path, images="images/*.tif", classes=classes, significant_bits=12)
+    [(image12, _)] = load_split(spec12, ["b"])
+    np.testing.assert_array_equal(image12, image)  # the 12-bit camera's scene, as bright
+    np.testing.assert_array_equal(image12, read_rgb8(tmp_path / "images" / "b.tif",
+                                                     max_pixels=10**8, significant_bits=12))
+    assert spec12.describe({"train": ["b"]})["significant_bits"] == 12
+    with pytest.raises(DatasetError, match="significant_bits"):
+        _yaml(tmp_path, images="images/*.tif", classes=classes, significant_bits=17)

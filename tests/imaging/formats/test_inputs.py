@@ -14,6 +14,7 @@ from imaging.errors import ImageFormatError
 from imaging.formats import (
     SUPPORTED,
     check_bit_depth,
+    read_rgb8,
     sniff_format,
     source_info,
     source_pixel_size_um,
@@ -252,6 +253,40 @@ def test_the_bit_depth_check_reads_a_converted_file_written_again_at_its_path(tm
     tifffile.imwrite(path, np.full((8, 8), 65535, np.uint16))
     write_model_ready(path, ready, max_pixels=MAX)
     check_bit_depth(info, ready, None)
+
+
+def test_read_rgb8_gives_what_a_jobs_rows_read_for_every_format(tmp_path):
+    """Training reads its images whole through read_rgb8: the same pixels as the model-ready
+    TIFF a job's planner writes, for each format and bit depth; a damaged file is refused."""
+    pytest.importorskip("ome_types")
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    rng = np.random.default_rng(7)
+    files = {}
+    files["planar.ome.tif"] = lambda p: tifffile.imwrite(
+        p, rng.integers(0, 65536, (3, 40, 50), dtype=np.uint16), ome=True,
+        metadata={"axes": "CYX", "SignificantBits": 14})
+    files["signed.tif"] = lambda p: tifffile.imwrite(
+        p, rng.integers(-32768, 32768, (40, 50), dtype=np.int16))
+    files["flat.tif"] = lambda p: tifffile.imwrite(
+        p, rng.random((40, 50), dtype=np.float32), imagej=True, metadata={"min": 0.2, "max": 0.8})
+    files["rgb.png"] = lambda p: pyvips.Image.new_from_array(rgb(40, 50)).pngsave(str(p))
+
+    def write_czi(p):
+        with czi.create_czi(str(p), exist_ok=True) as w:
+            w.write(rng.integers(0, 65536, (40, 50, 1), dtype=np.uint16), location=(0, 0))
+    files["grey16.czi"] = write_czi
+    for name, write in files.items():
+        path = tmp_path / name
+        write(path)
+        expected = model_ready_pixels(path, tmp_path / name.replace(".", "-"))
+        np.testing.assert_array_equal(read_rgb8(path, max_pixels=MAX), expected, err_msg=name)
+        if name == "planar.ome.tif":  # the file's SignificantBits were applied
+            assert source_info(path, max_pixels=MAX).significant_bits == 14
+    cut = tmp_path / "cut.tif"
+    tifffile.imwrite(cut, rgb(600, 700), photometric="rgb", tile=(256, 256), compression="zlib")
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 2 // 3])
+    with pytest.raises(ImageFormatError, match=r"cut\.tif"):
+        read_rgb8(cut, max_pixels=MAX)
 
 
 def test_significant_bits_resolution_rules():
