@@ -26,8 +26,10 @@ from typing import Self
 from urllib.parse import unquote, urlparse
 
 import httpx
+import numpy as np
 import pytest
 import pyvips
+import tifffile
 
 from api.app import create_app
 from core.spec import JobSpec
@@ -175,6 +177,12 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             good_batch = batch.json()["id"]
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
+            # a 12-bit camera's 16-bit TIFF of the same field, given its significant bits
+            camera = tmp_path / "camera12.tif"
+            tifffile.imwrite(camera, pyvips.Image.new_from_file(str(image)).numpy()
+                             .astype(np.uint16) << 4)
+            twelve = client.post("/v1/jobs", json={"source_url": camera.as_uri(),
+                                                   "significant_bits": 12}).json()["id"]
 
             def row(job_id: str) -> str:
                 return f'#jobs tr[data-job-id="{job_id}"]'
@@ -257,6 +265,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert how.startswith(("openvino on cpu", "eager on cpu"))
             assert f" · {how}" in strips.first.get_attribute("title")
             assert "float32, asked by the job" in page.inner_text("#details")
+            assert "Camera bits" not in page.inner_text("#details")  # an 8-bit source
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             # the batch's table, downloaded with the key like the job's files
             with page.expect_download() as download:
@@ -350,6 +359,11 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.click("#batch-clear")
             page.wait_for_selector(row(bad))
             assert "batch=" not in page.url and page.is_hidden("#batch-filter")
+
+            # -- a 16-bit source's page says with how many camera bits it was read
+            page.goto(f"{server.url}/jobs/{twelve}")
+            page.wait_for_selector('#job-status [data-status="succeeded"]')
+            assert "Camera bits\n12 of 16" in page.inner_text("#details")
 
             # -- delete a succeeded job from its page: its results give way to a note
             page.goto(f"{server.url}/jobs/{bad}")
