@@ -338,13 +338,20 @@ class BatchCancelled(BatchOut):
 
 
 class RerunRequest(BaseModel):
-    """Which model a rerun takes (null: the earlier job's model, at its newest version)."""
+    """Which model a rerun takes (null: the earlier job's model, at its newest version), and
+    what it corrects of the earlier job's options (null: kept)."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str | None = Field(None, max_length=100, description="Model package name.")
     model_version: str | None = Field(None, max_length=50,
                                       description="Its version (null: the newest).")
+    pixel_size_um: float | None = Field(
+        None, gt=0, le=1e6, allow_inf_nan=False,
+        description="Pixel size (µm/px) replacing the earlier job's; null: kept.")
+    significant_bits: int | None = Field(
+        None, ge=8, le=16, description="Significant bits replacing the earlier job's (e.g. "
+        "after a 12-bit camera's job was refused); null: kept. " + SIGNIFICANT_BITS_DESCRIPTION)
 
 
 class JobDeleted(JobOut):

@@ -108,24 +108,32 @@ def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path
 @job_or_batch("Rerun every job of this batch instead, as one new batch.")
 @click.option("--model", default=None,
               help="NAME or NAME:VERSION (default: each earlier job's model, newest version).")
+@click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pixel size (µm/px) replacing the earlier job's (default: kept).")
+@click.option("--significant-bits", type=click.IntRange(8, 16), default=None,
+              help="Significant bits of 16-bit images replacing the earlier job's, e.g. 12 "
+                   "after a 12-bit camera's job was refused (default: kept).")
 @local_or_api_options("Rerun")
-def rerun_cmd(job_id: str | None, batch_id: str | None, model: str | None, workers: int,
+def rerun_cmd(job_id: str | None, batch_id: str | None, model: str | None,
+              pixel_size_um: float | None, significant_bits: int | None, workers: int,
               out: Path | None, api_url: str | None, api_key: str | None, wait: bool,
               home: Path | None) -> None:
-    """Segment an earlier job's image again as a new job (its labels, pixel size and precision
-    kept; label rerun_of names the earlier job), e.g. with a better model: --model NAME or
-    NAME:VERSION, default the same model at its newest version. --batch: every job of a batch,
-    as one new batch. The earlier job is left as it is (a deleted one may be rerun: its image
-    is kept). Locally with local workers, or with --api through the HTTP API."""
+    """Segment an earlier job's image again as a new job (its labels, pixel size, precision and
+    significant bits kept unless given; label rerun_of names the earlier job), e.g. with a
+    better model: --model NAME or NAME:VERSION, default the same model at its newest version.
+    --batch: every job of a batch, as one new batch. The earlier job is left as it is (a
+    deleted one may be rerun: its image is kept). Locally with local workers, or with --api
+    through the HTTP API."""
+    corrections = {"pixel_size_um": pixel_size_um, "significant_bits": significant_bits}
     if api_url:
         from cli.remote import rerun_remote
 
-        rerun_remote(api_url, api_key, job_id, model, wait, batch_id=batch_id)
+        rerun_remote(api_url, api_key, job_id, model, wait, batch_id=batch_id, **corrections)
         return
     from cli.run import rerun
 
     sys.exit(_guard(lambda: rerun(get_settings(home=home), job_id, model=model, workers=workers,
-                                  out=out, batch_id=batch_id)))
+                                  out=out, batch_id=batch_id, **corrections)))
 
 
 @main.command("migrate")

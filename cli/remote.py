@@ -420,11 +420,14 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: b
 
 
 def rerun_remote(api_url: str, api_key: str | None, job_id: str | None, model: str | None,
-                 wait: bool, *, batch_id: str | None = None) -> None:
+                 wait: bool, *, batch_id: str | None = None, pixel_size_um: float | None = None,
+                 significant_bits: int | None = None) -> None:
     """``pelletseg rerun JOB --api URL`` (or ``--batch ID``: a new batch of all its jobs):
-    submit the new jobs through the API, optionally follow them."""
+    submit the new jobs through the API (``pixel_size_um`` / ``significant_bits`` replacing the
+    earlier jobs' where given), optionally follow them."""
     name, version = split_model(model)
-    body_json = {"model": name, "model_version": version}
+    body_json = {"model": name, "model_version": version, "pixel_size_um": pixel_size_um,
+                 "significant_bits": significant_bits}
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:

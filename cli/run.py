@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,7 +33,6 @@ from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from cli.options import split_model
 from core.inference import inference_lines
 from core.settings import Settings
-from core.sources import local_path, source_scheme
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.formats import SIGNIFICANT_BITS_OPTION
 from imaging.mosaic import SAMPLES
@@ -291,10 +289,8 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
         reason = f": {job.error}" if job.error else ""  # a cancelled job has none
         console.print(f"job {job.id} {job.status}{reason}", style="red")
         if SIGNIFICANT_BITS_OPTION in (job.error or ""):  # its spec must change: a new job
-            source = (str(local_path(job.source_url)) if source_scheme(job.source_url) == "file"
-                      else job.source_url)
-            console.print(f"then: pelletseg run {shlex.quote(source)} {SIGNIFICANT_BITS_OPTION} "
-                          f"N --home {settings.home}", soft_wrap=True, highlight=False)
+            console.print(f"then: pelletseg rerun {job.id} {SIGNIFICANT_BITS_OPTION} N "
+                          f"--home {settings.home}", soft_wrap=True, highlight=False)
             return
         first = "fix the cause, then" if job.status == JobStatus.FAILED else "to continue it"
         console.print(f"{first}: pelletseg resume {job.id} --home {settings.home}",
@@ -393,14 +389,17 @@ def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Seq
 
 
 def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers: int,
-          out: Path | None, batch_id: str | None = None) -> int:
+          out: Path | None, batch_id: str | None = None, pixel_size_um: float | None = None,
+          significant_bits: int | None = None) -> int:
     """Segment an earlier job's source again as a new job, or with ``batch_id`` every job of
     a batch as a new batch (:meth:`SubmissionService.rerun`, ``rerun_batch``), with ``model``
-    (``NAME`` or ``NAME:VERSION``; None: each earlier job's model at its newest version), and
+    (``NAME`` or ``NAME:VERSION``; None: each earlier job's model at its newest version) and
+    ``pixel_size_um`` / ``significant_bits`` replacing the earlier jobs' where given, and
     follow them (:func:`drive`)."""
     prepare(settings)
     name, version = split_model(model)
-    options = dict(model=name, model_version=version)
+    options = dict(model=name, model_version=version, pixel_size_um=pixel_size_um,
+                   significant_bits=significant_bits)
     if batch_id is not None:
         return drive(settings, lambda service: service.rerun_batch(batch_id, **options),
                      workers=workers, out=out)

@@ -360,11 +360,14 @@ class SubmissionService:
                 pass
 
     def rerun(self, job_id: str, *, model: str | None = None, model_version: str | None = None,
-              batch_id: str | None = None, confine_files: bool = False) -> Job:
+              batch_id: str | None = None, confine_files: bool = False,
+              pixel_size_um: float | None = None, significant_bits: int | None = None) -> Job:
         """Submit a new job on an earlier job's source with its labels, webhook, pixel size,
-        precision and significant bits, e.g. once a better model is registered: ``model`` (None: the earlier
-        job's model) at ``model_version`` (None: its newest version), at that package's tile
-        geometry. The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
+        precision and significant bits, e.g. once a better model is registered: ``model``
+        (None: the earlier job's model) at ``model_version`` (None: its newest version), at
+        that package's tile geometry; ``pixel_size_um`` and ``significant_bits`` given
+        replace the earlier job's (a corrected pixel size, a 12-bit camera's bits after its
+        job was refused). The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
         is left as it is (any status, ``deleted`` included: its source is kept).
 
         Returns:
@@ -376,11 +379,13 @@ class SubmissionService:
                 registered (the message says which).
             StorageError: the job table or the broker is unreachable.
         """
-        spec = self._rerun_spec(job_id, model, model_version, confine_files)
+        spec = self._rerun_spec(job_id, model, model_version, confine_files,
+                                pixel_size_um=pixel_size_um, significant_bits=significant_bits)
         return self.submit(spec, batch_id=batch_id)
 
     def _rerun_spec(self, job_id: str, model: str | None, model_version: str | None,
-                    confine_files: bool) -> JobSpec:
+                    confine_files: bool, *, pixel_size_um: float | None = None,
+                    significant_bits: int | None = None) -> JobSpec:
         """The checked spec of :meth:`rerun` (raises as it does, before anything is created)."""
         old = JobSpec.from_stored(self.table.jobs.get(job_id).spec)
         key = self.uploads.key_of(old.source_url)
@@ -399,13 +404,17 @@ class SubmissionService:
         return self.build_spec(
             old.source_url, model=model or old.model, model_version=model_version,
             labels={**old.labels, "rerun_of": job_id}, webhook_url=old.webhook_url,
-            pixel_size_um=old.pixel_size_um, precision=old.precision,
-            significant_bits=old.significant_bits, confine_files=confine_files)
+            pixel_size_um=old.pixel_size_um if pixel_size_um is None else pixel_size_um,
+            precision=old.precision,
+            significant_bits=old.significant_bits if significant_bits is None else significant_bits,
+            confine_files=confine_files)
 
     def rerun_batch(self, batch_id: str, *, model: str | None = None,
-                    model_version: str | None = None, confine_files: bool = False) -> list[Job]:
+                    model_version: str | None = None, confine_files: bool = False,
+                    pixel_size_um: float | None = None,
+                    significant_bits: int | None = None) -> list[Job]:
         """:meth:`rerun` every job of a batch, as one new batch (a new id), in submission
-        order; every source is checked before any job is created.
+        order, with the same overrides; every source is checked before any job is created.
 
         Returns:
             The new jobs.
@@ -416,7 +425,8 @@ class SubmissionService:
                 (nothing is submitted).
             StorageError: the job table or the broker is unreachable.
         """
-        specs = [self._rerun_spec(job.id, model, model_version, confine_files)
+        specs = [self._rerun_spec(job.id, model, model_version, confine_files,
+                                  pixel_size_um=pixel_size_um, significant_bits=significant_bits)
                  for job in batch_jobs(self.table, batch_id)]  # all checked before any job
         new_batch = str(uuid.uuid4())
         return [self.submit(spec, batch_id=new_batch) for spec in specs]

@@ -118,7 +118,8 @@ def rerun_batch(batch_id: str, request: Request, response: Response, table: Tabl
     answered here; every source and the model are checked before any job is created."""
     body = body or RerunRequest()
     jobs = submissions.rerun_batch(batch_id, model=body.model, model_version=body.model_version,
-                                   confine_files=True)
+                                   confine_files=True, pixel_size_um=body.pixel_size_um,
+                                   significant_bits=body.significant_bits)
     new_batch = jobs[0].batch_id
     response.headers["Location"] = str(request.url_for("get_batch", batch_id=new_batch))
     return batch_out(table, new_batch)

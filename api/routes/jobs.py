@@ -187,12 +187,14 @@ def resume(job_id: str, table: TableDep, submissions: SubmissionsDep):
 def rerun(job_id: str, request: Request, response: Response, table: TableDep,
           submissions: SubmissionsDep, body: RerunRequest | None = None):
     """Submit a new job on this job's source with its labels (plus ``rerun_of``), webhook,
-    pixel size and precision, with ``model`` / ``model_version`` (default: this job's model at
-    its newest version), e.g. once a better model is registered. Any earlier job may be rerun,
-    a deleted one included; 422 when its source is gone or the model is unknown."""
+    pixel size, precision and significant bits, with ``model`` / ``model_version`` (default:
+    this job's model at its newest version), e.g. once a better model is registered, and a
+    ``pixel_size_um`` / ``significant_bits`` given replacing this job's. Any earlier job may be
+    rerun, a deleted one included; 422 when its source is gone or the model is unknown."""
     body = body or RerunRequest()
     job = submissions.rerun(job_id, model=body.model, model_version=body.model_version,
-                            confine_files=True)
+                            confine_files=True, pixel_size_um=body.pixel_size_um,
+                            significant_bits=body.significant_bits)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(table, job)
 

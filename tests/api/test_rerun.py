@@ -25,5 +25,18 @@ def test_a_job_and_a_batch_rerun_as_new_ones(api):
     assert r.headers["location"].endswith(f"/v1/batches/{again['id']}")
     assert sorted(j["labels"]["rerun_of"] for j in again["jobs"]) == sorted(
         j["id"] for j in batch["jobs"])
+    # a rerun may correct the pixel size and significant bits (kept when left null)
+    r = api.client.post(f"/v1/jobs/{first['id']}/rerun",
+                        json={"pixel_size_um": 0.25, "significant_bits": 12})
+    assert r.status_code == 202, r.text
+    assert (r.json()["pixel_size_um"], r.json()["significant_bits"]) == (0.25, 12)
+    spec = api.table.jobs.get(r.json()["id"]).spec
+    assert (spec["pixel_size_um"], spec["significant_bits"]) == (0.25, 12)
+    kept = api.client.post(f"/v1/jobs/{r.json()['id']}/rerun").json()
+    assert (kept["pixel_size_um"], kept["significant_bits"]) == (0.25, 12)
+    r = api.client.post(f"/v1/batches/{batch['id']}/rerun", json={"significant_bits": 14})
+    assert {j["significant_bits"] for j in r.json()["jobs"]} == {14}
+    for bad in ({"significant_bits": 17}, {"pixel_size_um": 0}):
+        assert api.client.post(f"/v1/jobs/{first['id']}/rerun", json=bad).status_code == 422
     assert api.client.post("/v1/batches/nope/rerun").status_code == 404
     assert api.client.post("/v1/jobs/nope/rerun").status_code == 404

@@ -256,12 +256,14 @@ def test_client_commands(tmp_path, monkeypatch):
                             res.output) and stored > 0
         assert done not in runner.invoke(main, ["jobs"]).output
         assert done in runner.invoke(main, ["jobs", "--status", "deleted"]).output
-        res = runner.invoke(main, ["rerun", done])  # PELLETSEG_API_URL: through the API
+        res = runner.invoke(main, ["rerun", done,  # PELLETSEG_API_URL: through the API
+                                   "--pixel-size-um", "0.3", "--significant-bits", "14"])
         assert res.exit_code == 0, res.output
         (rerun,) = [j for j in api.table.jobs.list()
                     if (j.spec["labels"] or {}).get("rerun_of") == done]
         assert f"job {rerun.id} queued" in res.output and rerun.source_url == \
             api.table.jobs.get(done).source_url
+        assert (rerun.spec["pixel_size_um"], rerun.spec["significant_bits"]) == (0.3, 14)
         res = runner.invoke(main, ["rerun", "--batch", newest[0].batch_id, "--model", "nope"])
         assert res.exit_code == 2 and "HTTP 422" in res.output and "nope" in res.output
         res = runner.invoke(main, ["delete", "--batch", newest[0].batch_id])  # both cancelled

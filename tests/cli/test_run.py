@@ -127,8 +127,23 @@ def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path, small_image):
     assert "b'" not in res.stdout  # paths as text
     assert "is the bundled demo model" in res.stderr and "pelletseg train" in res.stderr
     assert "camera12.tif: a 16-bit image whose samples all fit in 12 bits" in out, out
-    assert f"then: pelletseg run {dark} --significant-bits N --home {home}" in out, out
+    from core.settings import get_settings
+    from storage.jobtable import job_table
+
+    table = job_table(get_settings(home=home))
+    (refused,) = [j for j in table.jobs.list() if j.source_url.endswith("camera12.tif")]
+    assert f"then: pelletseg rerun {refused.id} --significant-bits N --home {home}" in out, out
     assert out.count("fix the cause, then: pelletseg resume") == 1  # the unreadable file's
+    # ... which runs it, with the 8-bit image's phase fractions
+    again = pelletseg("rerun", refused.id, "--significant-bits", "12", "--home", str(home),
+                      "--workers", "1", "--out", str(tmp_path / "again"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    doc = _check_outputs(tmp_path / "again", 600, 420)
+    assert doc["significant_bits"] == 12
+    eight = pelletseg("run", str(small_image), "--home", str(home), "--workers", "1",
+                      "--out", str(tmp_path / "eight"))
+    assert eight.returncode == 0, eight.stdout + eight.stderr
+    assert doc["classes"] == _check_outputs(tmp_path / "eight", 600, 420)["classes"]
 
 
 def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_image):

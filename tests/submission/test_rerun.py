@@ -55,3 +55,8 @@ def test_a_batch_reruns_as_one_new_batch_or_not_at_all(service, image, tmp_path,
     with pytest.raises(SubmissionError, match="no such file"):
         service.rerun_batch("b-1")
     assert len(service.table.jobs.list()) == 4  # the second rerun created nothing
+    other.write_bytes(b"another image")
+    corrected = service.rerun_batch("b-1", pixel_size_um=0.5, significant_bits=12)
+    assert [(j.spec["pixel_size_um"], j.spec["significant_bits"]) for j in corrected] == [
+        (0.5, 12), (0.5, 12)]
+    assert [j.spec["labels"]["rerun_of"] for j in corrected] == [j.id for j in jobs]
