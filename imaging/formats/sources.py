@@ -155,7 +155,8 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
 
     Raises:
         ImageFormatError: missing, empty, not a supported format (the message lists them),
-            corrupt header, too large, or an unsupported band count / bit depth.
+            corrupt header, too large, an unsupported band count / bit depth, or a plain
+            TIFF whose page 0 is smaller than a later page (a thumbnail first).
     """
     path = Path(path)
     kind = _kind(path)
@@ -170,9 +171,51 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
                           layout.significant_bits)
     info: ImageInfo = image_info(path, max_pixels=max_pixels)
+    if kind in ("TIFF", "BigTIFF"):
+        _check_page_0_is_the_image(path)
     pixel_size = tiff_pixel_size_um(path) if kind in ("TIFF", "BigTIFF") else None
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), pixel_size, info.tiled)
+
+
+#: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
+#: whole for this).
+PAGES_CHECKED = 256
+
+
+def _check_page_0_is_the_image(path: Path) -> None:
+    """Refuse a plain TIFF whose page 0 (what libvips reads, and so every job) has fewer pixels
+    than a later full-resolution page: page 0 is then a thumbnail or overview, and a job would
+    segment it instead of the micrograph. Reduced-resolution and mask pages (``NewSubfileType``
+    bits 1 and 4) are not compared; a TIFF tifffile cannot parse passes (libvips says what is
+    wrong with it).
+
+    Raises:
+        ImageFormatError: such a TIFF (names both pages' sizes and what to do).
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            first = tif.pages[0]
+            largest = (first.imagewidth * first.imagelength, 0, first)
+            for index in range(1, min(len(tif.pages), PAGES_CHECKED)):
+                page = tif.pages[index]
+                if getattr(page, "subfiletype", 0) & 0b101:  # reduced resolution, mask
+                    continue
+                area = page.imagewidth * page.imagelength
+                if area > largest[0]:
+                    largest = (area, index, page)
+    except Exception:  # damaged: libvips' own reading of page 0 reports it
+        return
+    _, index, page = largest
+    if index:
+        raise ImageFormatError(
+            f"{path.name}: page 0 of this TIFF is {first.imagewidth} x {first.imagelength} px "
+            f"but page {index} is {page.imagewidth} x {page.imagelength} px; pelletseg reads "
+            "page 0, here a thumbnail or overview rather than the micrograph: save the "
+            "micrograph alone (one page), or as OME-TIFF (whose largest image is read)"
+        )
 
 
 def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:

@@ -359,6 +359,35 @@ def test_tiff_resolution_tags_give_the_pixel_size(tmp_path):
     assert source_pixel_size_um(plain) is None
 
 
+def test_a_tiff_whose_page_0_is_a_thumbnail_is_refused(tmp_path):
+    """libvips (and so every job) reads page 0: a TIFF with an overview first and the
+    micrograph after would be segmented at the overview's size, so it is refused saying what
+    to do; stacks of equal pages, and pyramids whose later pages are smaller, still read."""
+    a = rgb(300, 420)
+    thumb_first = tmp_path / "overview-first.tif"
+    with tifffile.TiffWriter(thumb_first) as tw:
+        tw.write(a[::6, ::6].copy(), photometric="rgb")
+        tw.write(a, photometric="rgb")
+    with pytest.raises(ImageFormatError, match=r"overview-first.tif: page 0 of this TIFF is "
+                       r"70 x 50 px but page 1 is 420 x 300 px.*save the micrograph alone"):
+        source_info(thumb_first, max_pixels=MAX)
+    with pytest.raises(ImageFormatError, match="page 0 of this TIFF"):
+        read_rgb8(thumb_first, max_pixels=MAX)  # training data alike
+    stack_pages = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(stack_pages) as tw:
+        for z in range(3):
+            tw.write(rgb(300, 420, seed=z), photometric="rgb")
+    pyramid = tmp_path / "pyramid.tif"
+    with tifffile.TiffWriter(pyramid) as tw:
+        tw.write(a, photometric="rgb")
+        tw.write(a[::2, ::2].copy(), photometric="rgb", subfiletype=1)
+        tw.write(a[::4, ::4].copy(), photometric="rgb")
+    for ok in (stack_pages, pyramid):
+        assert (source_info(ok, max_pixels=MAX).width, source_info(ok, max_pixels=MAX).height) \
+            == (420, 300)
+    np.testing.assert_array_equal(read_rgb8(pyramid, max_pixels=MAX), a)
+
+
 def test_unsupported_format_lists_what_is_supported(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not an image\n")
