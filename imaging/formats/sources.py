@@ -369,8 +369,7 @@ def read_rgb8(path: str | os.PathLike, *, max_pixels: int,
     """
     path = Path(path)
     info = source_info(path, max_pixels=max_pixels)
-    bits = info.significant_bits_used(significant_bits)
-    significant_bits_of(significant_bits, None, "")  # a bad number is refused for every format
+    bits = info.significant_bits_used(significant_bits)  # refuses a number outside 8-16
     try:
         if _by_bands(info.format):
             with _band_source(path, info.format, max_pixels) as source:
