@@ -27,6 +27,11 @@ UNIT_UM = {
 }
 
 
+#: A second OME Image with at least this share of the largest one's pixels makes the file
+#: ambiguous (several scenes, not one image and its thumbnail or label): refused.
+SCENE_SHARE = 0.25
+
+
 @dataclass(frozen=True)
 class OmeLayout:
     """Where the full-resolution planes of an OME-TIFF are.
@@ -61,11 +66,13 @@ def ome_pixel_size_um(pixels) -> float | None:
 
 
 def ome_layout(path: str | os.PathLike) -> OmeLayout:
-    """Locate the full-resolution series of an OME-TIFF and read its pixel size.
+    """Locate the full-resolution series of an OME-TIFF (the Image with the most pixels; a
+    thumbnail, overview or label Image beside it is skipped) and read its pixel size.
 
     Raises:
-        ImageFormatError: not an OME-TIFF, its OME-XML cannot be parsed, or more than 4
-            channels.
+        ImageFormatError: not an OME-TIFF, its OME-XML cannot be parsed, more than 4
+            channels, or another Image of at least :data:`SCENE_SHARE` of the largest's pixels
+            (several scenes: a job would read one and leave the others out).
     """
     import tifffile
     from ome_types import from_xml
@@ -77,8 +84,19 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
                 raise ImageFormatError(f"{name}: not an OME-TIFF (no OME-XML in its first page)")
             ome = from_xml(tif.ome_metadata, validate=False)
             series = tif.series
-            best = max(range(len(series)),
-                       key=lambda i: (_yx(series[i].levels[0])[0] * _yx(series[i].levels[0])[1], -i))
+            areas = [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
+            best = max(range(len(series)), key=lambda i: (areas[i], -i))
+            similar = [i for i, area in enumerate(areas)
+                       if i != best and area >= SCENE_SHARE * areas[best]]
+            if similar:
+                sizes = ", ".join(f"{_yx(series[i].levels[0])[1]} x {_yx(series[i].levels[0])[0]}"
+                                  for i in [best, *similar][:4])
+                raise ImageFormatError(
+                    f"{name}: an OME-TIFF of {1 + len(similar)} images of similar size "
+                    f"({sizes} px), e.g. one scene per pellet; a job reads one image and would "
+                    "leave the others out: export each image (scene) as its own file and submit "
+                    "them together (one batch), or the whole mount as one image"
+                )
             level = series[best].levels[0]
             height, width = _yx(level)
             axes = level.axes

@@ -101,6 +101,19 @@ def test_ome_tiff_largest_series_is_read(tmp_path):
     np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), big)
 
 
+def test_ome_tiff_of_several_scenes_is_refused_rather_than_read_in_part(tmp_path):
+    """An OME-TIFF of one Image per pellet (e.g. a multi-scene CZI converted by bfconvert):
+    reading the largest would leave the other pellets out without a word."""
+    pytest.importorskip("ome_types")
+    path = tmp_path / "scenes.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        tw.write(rgb(120, 160, seed=1), photometric="rgb", metadata={"axes": "YXS"})
+        tw.write(rgb(100, 150, seed=2), photometric="rgb", metadata={"axes": "YXS"})
+    with pytest.raises(ImageFormatError, match=r"scenes.ome.tif: an OME-TIFF of 2 images of "
+                       r"similar size \(160 x 120, 150 x 100 px\).*its own file"):
+        source_info(path, max_pixels=MAX)
+
+
 # -------------------------------------------------------------------------------- CZI
 def test_czi_mosaic_with_offset_is_read_in_bands(tmp_path):
     czi = pytest.importorskip("pylibCZIrw.czi")
