@@ -24,7 +24,7 @@ SIGNIFICANT_BITS_DESCRIPTION = (
     "How many of a 16-bit image's bits the camera fills (8-16), e.g. 12 for a 12-bit camera "
     "whose 16-bit TIFF does not say so: the model's 8-bit input is then the top 8 of them "
     "instead of the high byte (which would leave such an image at 1/16 of its brightness). "
-    "null: what the file records (OME-XML SignificantBits, CZI ComponentBitCount), else 16. "
+    "null: what the file records (OME-XML SignificantBits, CZI ComponentBitCount, TIFF MaxSampleValue), else 16. "
     "Ignored for 8-bit and float images."
 )
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"

@@ -75,7 +75,7 @@ class JobSpec(WithGeometry):
             12 for a 12-bit camera whose plain 16-bit TIFF does not say so): its 8-bit model
             input is then ``min(v >> (bits - 8), 255)`` instead of the high byte, which would
             leave such an image at 1/16 of its brightness. None: what the file records (OME-XML
-            ``SignificantBits``, CZI ``ComponentBitCount``), else 16
+            ``SignificantBits``, CZI ``ComponentBitCount``, TIFF ``MaxSampleValue``), else 16
             (:func:`imaging.reading.significant_bits_of`). Ignored for sources of other sample
             types, so one value may go with a batch of mixed files. Added in spec version 5.
 

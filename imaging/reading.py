@@ -11,8 +11,8 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
   image of one camera (no per-image stretch, so results do not depend on which part of the
   image a worker sees, and a phase keeps its brightness from pellet to pellet). ``b`` is given
   with the job (a 12-bit camera's plain 16-bit TIFF says nothing of it), else read from the
-  file (OME-XML ``Pixels/@SignificantBits``, CZI ``Information/Image/ComponentBitCount``), else
-  16: see :func:`significant_bits_of`.
+  file (OME-XML ``Pixels/@SignificantBits``, CZI ``Information/Image/ComponentBitCount``, a
+  TIFF's ``MaxSampleValue``), else 16: see :func:`significant_bits_of`.
 - 16-bit signed: negatives become 0, then ``v >> 7`` (0..32767 onto 0..255).
 - 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
   0..255, NaN -> 0, with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ

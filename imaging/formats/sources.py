@@ -51,8 +51,8 @@ class SourceInfo:
         pixel_size_um: Pixel size from the file's metadata (µm/px), or None.
         tiled: True when rows can read the file directly (tiled TIFF, page 0).
         significant_bits: Significant bits per sample the file records (OME-XML
-            ``SignificantBits``, CZI ``ComponentBitCount``), or None (plain TIFF, PNG, JPEG
-            and slides record none).
+            ``SignificantBits``, CZI ``ComponentBitCount``, a TIFF's ``MaxSampleValue``), or
+            None (PNG, JPEG, slides and most TIFFs record none).
     """
 
     path: Path
@@ -171,11 +171,13 @@ def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
                           layout.significant_bits)
     info: ImageInfo = image_info(path, max_pixels=max_pixels)
-    if kind in ("TIFF", "BigTIFF"):
-        _check_page_0_is_the_image(path)
-    pixel_size = tiff_pixel_size_um(path) if kind in ("TIFF", "BigTIFF") else None
+    if kind not in ("TIFF", "BigTIFF"):
+        return SourceInfo(path, kind, info.width, info.height, info.bands,
+                          NUMPY_DTYPE.get(info.format, info.format), None, info.tiled)
+    _check_page_0_is_the_image(path)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
-                      NUMPY_DTYPE.get(info.format, info.format), pixel_size, info.tiled)
+                      NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
+                      info.tiled, tiff_significant_bits(path))
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
@@ -216,6 +218,25 @@ def _check_page_0_is_the_image(path: Path) -> None:
             "page 0, here a thumbnail or overview rather than the micrograph: save the "
             "micrograph alone (one page), or as OME-TIFF (whose largest image is read)"
         )
+
+
+def tiff_significant_bits(path: str | os.PathLike) -> int | None:
+    """Significant bits of a 16-bit TIFF's page 0 from its ``MaxSampleValue`` tag (281, "the
+    maximum component value used", TIFF 6.0): 4095 gives 12, 16383 gives 14; None without the
+    tag, for 8-bit pages, for 65535 (all 16), or a file tifffile cannot parse."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tag = page.tags.get(281)
+            if tag is None or page.bitspersample != 16:
+                return None
+            value = tag.value
+            top = int(max(value) if isinstance(value, tuple | list) else value)
+    except Exception:  # damaged: libvips' own reading reports it
+        return None
+    return top.bit_length() if 255 < top < 65535 else None
 
 
 def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:
@@ -285,9 +306,10 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
                                          value_range=value_range, tiff_pages=layout.pages,
                                          significant_bits=bits)
-    significant_bits_of(significant_bits, None, "")  # a bad number is refused for every format
+    recorded = tiff_significant_bits(path) if kind in ("TIFF", "BigTIFF") else None
+    bits = significant_bits_of(significant_bits, recorded, "uint16")  # 16-bit samples only
     return write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
-                                     significant_bits=significant_bits)
+                                     significant_bits=bits)
 
 
 #: The option that gives a job its significant bits, as the refusal of

@@ -207,6 +207,22 @@ def test_twelve_bit_samples_given_with_the_job_take_their_top_byte(tmp_path):
     np.testing.assert_array_equal(got[..., 0], got[..., 2])  # grey replicated
 
 
+@pytest.mark.parametrize("max_sample, bits", [(4095, 12), (16383, 14), (1023, 10), (65535, None)])
+def test_a_tiff_s_max_sample_value_gives_its_significant_bits(tmp_path, max_sample, bits):
+    """TIFF 6.0's MaxSampleValue (tag 281), which some camera software writes for 12- and
+    14-bit data: read as the file's significant bits (65535: all 16, so none)."""
+    path = tmp_path / "camera.tif"
+    tifffile.imwrite(path, TWELVE_BIT.repeat(2, axis=0),
+                     extratags=[(281, "H", 1, max_sample, False)])
+    info = source_info(path, max_pixels=MAX)
+    assert info.significant_bits == bits
+    if bits == 12:
+        np.testing.assert_array_equal(model_ready_pixels(path, tmp_path)[0, :, 0],
+                                      [0, 0, 1, 127, 255, 255, 255, 255])
+        np.testing.assert_array_equal(read_rgb8(path, max_pixels=MAX),
+                                      model_ready_pixels(path, tmp_path / "again"))
+
+
 @pytest.mark.parametrize("bits", [8, 9, 12, 14, 16])
 def test_numpy_and_libvips_paths_map_significant_bits_alike(bits):
     values = np.random.default_rng(bits).integers(0, 65536, (40, 50), dtype=np.uint16)
