@@ -44,6 +44,8 @@ from imaging.integrity import (
 )
 
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
+#: The value of a no-data pixel in a no-data mask (:func:`write_nodata`): no image covers it.
+NODATA = 255
 #: Significant bits a 16-bit unsigned sample may declare (OME ``SignificantBits``, CZI
 #: ``ComponentBitCount``, a job's ``significant_bits``): 8 (an 8-bit camera's samples stored in
 #: 16 bits) to 16.
@@ -308,6 +310,7 @@ def write_model_ready(
     value_range: tuple[float, float] | None = None,
     tiff_pages: Sequence[int] | None = None,
     significant_bits: int | None = None,
+    nodata_path: str | os.PathLike | None = None,
 ) -> ImageInfo:
     """Convert any supported image into a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF
     in one streaming pass, so every row can then read its strip cheaply. The source's metadata
@@ -326,6 +329,10 @@ def write_model_ready(
             (:func:`imaging.integrity.check_deflate_rows`); default: page 0 when ``image`` is
             None (opened here), none when the caller passes an image without naming them.
         significant_bits: Of 16-bit unsigned samples (see :func:`to_rgb8`); None: 16.
+        nodata_path: Where to write the no-data mask of an image with an alpha band
+            (:func:`alpha_nodata`, :func:`write_nodata`: one more pass over the image, only
+            for such images), if any pixel is fully transparent; else no file. Only where
+            ``image`` is None (opened here).
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
@@ -336,7 +343,8 @@ def write_model_ready(
     tmp = out_path.with_name(out_path.name + ".part.tif")
     if tiff_pages is None:
         tiff_pages = (0,) if image is None else ()
-    image = open_image(path, max_pixels=max_pixels, access="sequential") if image is None else image
+    opened = image is None
+    image = open_image(path, max_pixels=max_pixels, access="sequential") if opened else image
     if value_range is None and image.format in ("float", "double"):  # one pass for the range
         value_range = float_range(open_image(path, max_pixels=max_pixels))
     try:
@@ -346,12 +354,63 @@ def write_model_ready(
             str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
             predictor="horizontal", bigtiff=True, keep="none",
         )
+        if nodata_path is not None and opened:  # a second, sequential pass of its own
+            nodata = alpha_nodata(open_image(path, max_pixels=max_pixels, access="sequential"))
+            if nodata is not None:
+                write_nodata(nodata, nodata_path)
     except (pyvips.Error, DeflateDamage) as e:
         tmp.unlink(missing_ok=True)
         raise ImageFormatError(damaged_message(Path(path).name, "while converting it",
                                                e)) from e
     os.replace(tmp, out_path)
     return ImageInfo(out_path, image.width, image.height, 3, "uchar", True)
+
+
+def alpha_nodata(image: pyvips.Image) -> pyvips.Image | None:
+    """The no-data mask of an image with an alpha band (grey + alpha, RGBA; not CMYK): a
+    1-band image, nonzero where alpha is 0 (fully transparent: a stitched mosaic's empty
+    areas); None without an alpha band (lazy)."""
+    if image.bands not in (2, 4) or (image.bands == 4 and image.interpretation == "cmyk"):
+        return None
+    return image[image.bands - 1] == 0
+
+
+def write_nodata(mask: pyvips.Image, path: str | os.PathLike) -> bool:
+    """Write a no-data mask where it marks any pixel: 1 band, uint8, :data:`NODATA` where
+    ``mask`` is nonzero, else 0; tiled 256 px, deflate, BigTIFF. ``mask`` is read once, in
+    order (a sequential image will do); the written file is then read once for the check.
+
+    Returns:
+        True if written, False when no pixel is no-data (no file; an old one is removed).
+    """
+    path = Path(path)
+    path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.tif")
+    (mask != 0).ifthenelse(NODATA, 0).cast("uchar").tiffsave(
+        str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
+        bigtiff=True, keep="none")
+    if pyvips.Image.new_from_file(str(tmp), access="sequential", revalidate=True).max() == 0:
+        tmp.unlink()
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def read_nodata_rows(path: str | os.PathLike, r0: int, r1: int) -> np.ndarray:
+    """Rows ``[r0, r1)`` of a no-data mask (:func:`write_nodata`): (r1 - r0, W) bool, True
+    where no image covers the pixel.
+
+    Raises:
+        ImageFormatError: the mask cannot be read.
+    """
+    try:
+        mask = pyvips.Image.new_from_file(str(path), access="random", fail_on="warning",
+                                          revalidate=True)
+        return mask.crop(0, r0, mask.width, r1 - r0).numpy() > 0
+    except pyvips.Error as e:
+        raise ImageFormatError(f"{Path(path).name}, rows {r0}-{r1}: the no-data mask cannot be "
+                               f"read ({_first_line(e)})") from e
 
 
 def read_rows(image: pyvips.Image, r0: int, r1: int, *, check_deflate: bool = True) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 
 from imaging.errors import ImageFormatError
 from imaging.formats.scaling import array_to_uint8, band_range, merge_ranges, to_rgb
+from imaging.reading import NODATA
 
 #: Rows decoded at a time (px): one TIFF tile row of the output.
 BAND_ROWS = 256
@@ -41,6 +42,11 @@ class BandSource(Protocol):
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: (y1 - y0, width, bands) array of ``dtype``, RGB order."""
 
+    def nodata(self, y0: int, y1: int) -> np.ndarray | None:
+        """Rows ``[y0, y1)`` of the no-data mask: (y1 - y0, width) bool, True where no image
+        covers the pixel (a mosaic's empty areas, a slide's transparent ones); None when every
+        pixel of these rows is covered."""
+
     def close(self) -> None:
         """Release the file."""
 
@@ -66,11 +72,15 @@ def rgb8_bands(source: BandSource, rng: tuple[float, float] | None,
 
 
 def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
-                            significant_bits: int | None = None) -> None:
+                            significant_bits: int | None = None,
+                            nodata_path: str | os.PathLike | None = None) -> None:
     """Write ``source`` as a tiled (256 px), deflate-compressed 8-bit RGB BigTIFF (tifffile),
     band by band; float sources take one extra pass for their range. ``significant_bits``:
     of 16-bit samples (8-16; None: 16), as resolved by
-    :func:`imaging.reading.significant_bits_of`.
+    :func:`imaging.reading.significant_bits_of`. With ``nodata_path``, the source's no-data
+    mask (:meth:`BandSource.nodata`) is written there as :func:`imaging.reading.write_nodata`
+    writes one, where any pixel has no data (else no file); it is held bit-packed meanwhile
+    (W x H / 8 bytes).
 
     Raises:
         ImageFormatError: the pixel data cannot be decoded, or an unsupported sample type.
@@ -81,10 +91,19 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
     tile = BAND_ROWS
+    packed: list[np.ndarray] = []  # the no-data mask of each band, np.packbits
+    missing = False
 
     def tiles() -> Iterator[np.ndarray]:
-        for band in rgb8_bands(source, rng, significant_bits):
+        nonlocal missing
+        for y0, band in zip(range(0, source.height, BAND_ROWS),
+                            rgb8_bands(source, rng, significant_bits), strict=True):
             h = band.shape[0]
+            if nodata_path is not None:
+                mask = source.nodata(y0, y0 + h)
+                missing = missing or mask is not None
+                packed.append(np.packbits(np.zeros((h, source.width), bool) if mask is None
+                                          else mask, axis=1))
             for x0 in range(0, source.width, tile):
                 t = np.zeros((tile, tile, 3), np.uint8)
                 part = band[:, x0:x0 + tile]
@@ -108,4 +127,31 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
             f"{str(e).strip().splitlines()[0] if str(e).strip() else 'unknown error'}); the file "
             "is truncated or corrupt: upload it again"
         ) from e
+    if nodata_path is not None and missing:
+        _write_packed_nodata(packed, source.width, source.height, Path(nodata_path))
     os.replace(tmp, out_path)
+
+
+def _write_packed_nodata(packed: list[np.ndarray], width: int, height: int, path: Path) -> None:
+    """Write bands of a bit-packed (h, ceil(W / 8)) no-data mask as the no-data TIFF of
+    :func:`imaging.reading.write_nodata` (1 band, uint8, :data:`imaging.reading.NODATA` where
+    no image covers the pixel, tiled 256 px, deflate), one band unpacked at a time."""
+    import tifffile
+
+    tile = BAND_ROWS
+
+    def tiles() -> Iterator[np.ndarray]:
+        for bits in packed:
+            band = np.unpackbits(bits, axis=1, count=width).astype(np.uint8) * NODATA
+            for x0 in range(0, width, tile):
+                t = np.zeros((tile, tile), np.uint8)
+                part = band[:, x0:x0 + tile]
+                t[:part.shape[0], :part.shape[1]] = part
+                yield t
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.tif")
+    tifffile.imwrite(tmp, data=tiles(), shape=(height, width), dtype=np.uint8,
+                     tile=(tile, tile), photometric="minisblack", compression="zlib",
+                     bigtiff=True, metadata=None)
+    os.replace(tmp, path)

@@ -118,9 +118,28 @@ class CziSource:
             metadata = self._doc.metadata
             self.pixel_size_um = czi_pixel_size_um(metadata)
             self.significant_bits = czi_significant_bits(metadata)
+            self._covered: list[tuple[int, int, int, int]] = []  # x, y, w, h in image px
+
+            def cover(_index, info) -> bool:
+                r = info.logicalRect
+                self._covered.append((r.x - self._x, r.y - self._y, r.w, r.h))
+                return True
+
+            self._doc.enumerate_subblocks(cover)
         except BaseException:
             self.close()
             raise
+
+    def nodata(self, y0: int, y1: int) -> np.ndarray | None:
+        """Rows ``[y0, y1)`` of the pixels no sub-block covers (the mosaic's empty areas
+        between scenes or tile regions, read as black): (y1 - y0, width) bool, or None when
+        sub-blocks cover every pixel of these rows."""
+        mask = np.ones((y1 - y0, self.width), bool)
+        for x, y, w, h in self._covered:
+            top, bottom = max(y, y0), min(y + h, y1)
+            if top < bottom:
+                mask[top - y0:bottom - y0, max(x, 0):max(x + w, 0)] = False
+        return mask if mask.any() else None
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: (y1 - y0, width, bands) array, RGB order."""

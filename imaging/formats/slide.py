@@ -67,8 +67,18 @@ class SlideSource:
                 "truncated or corrupt: export it again"
             ) from e
         rgb = rgba[..., :3].copy()
-        rgb[rgba[..., 3] == 0] = self._background
+        transparent = rgba[..., 3] == 0
+        rgb[transparent] = self._background
+        self._transparent = (y0, y1, transparent if transparent.any() else None)
         return rgb
+
+    def nodata(self, y0: int, y1: int) -> np.ndarray | None:
+        """Rows ``[y0, y1)`` of the transparent (unscanned) pixels of level 0: (y1 - y0,
+        width) bool, or None when every pixel was scanned; from the last :meth:`read` of
+        these rows, else read again."""
+        if getattr(self, "_transparent", (None, None))[:2] != (y0, y1):
+            self.read(y0, y1)
+        return self._transparent[2]
 
     def close(self) -> None:
         """Close the slide."""

@@ -273,7 +273,8 @@ def source_pixel_size_um(path: str | os.PathLike) -> float | None:
 
 
 def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int,
-                      significant_bits: int | None = None) -> ImageInfo:
+                      significant_bits: int | None = None,
+                      nodata_path: str | os.PathLike | None = None) -> ImageInfo:
     """Convert a source of any supported format into the tiled (256 px), deflate 8-bit RGB
     BigTIFF that rows read, streaming (libvips) or band by band (CZI, OpenSlide), by the
     bit-depth rules of :mod:`imaging.reading`.
@@ -281,6 +282,10 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     Args:
         significant_bits: Of 16-bit unsigned samples, given with the job (8-16); None: what
             the file records, else 16 (:meth:`SourceInfo.significant_bits_used` says which).
+        nodata_path: Where to write the source's no-data mask (:func:`imaging.reading.
+            write_nodata`: :data:`imaging.reading.NODATA` where no image covers a pixel: a
+            CZI mosaic's empty areas, a slide's or an image's fully transparent ones), when
+            it has any; else no file is left there. OME-TIFFs give none.
 
     Returns:
         The header of ``out_path``.
@@ -294,7 +299,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
             bits = significant_bits_of(significant_bits, source.significant_bits, source.dtype)
-            write_bands_model_ready(source, out_path, bits)
+            write_bands_model_ready(source, out_path, bits, nodata_path=nodata_path)
             return ImageInfo(Path(out_path), source.width, source.height, 3, "uchar", True)
     if kind == "OME-TIFF":
         layout, image = _ome_image(path, max_pixels, access="sequential")
@@ -309,7 +314,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     recorded = tiff_significant_bits(path) if kind in ("TIFF", "BigTIFF") else None
     bits = significant_bits_of(significant_bits, recorded, "uint16")  # 16-bit samples only
     return write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
-                                     significant_bits=bits)
+                                     significant_bits=bits, nodata_path=nodata_path)
 
 
 #: The option that gives a job its significant bits, as the refusal of

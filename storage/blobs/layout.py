@@ -11,6 +11,8 @@ PREVIEW = "preview.png"
 FRACTIONS_JSON = "fractions.json"
 FRACTIONS_CSV = "fractions.csv"
 SOURCE = "source.tif"
+#: The converted source's no-data mask (pixels no image covers), where it has any.
+NODATA = "nodata.tif"
 #: Microstructure outputs (microstructure.render_outputs), written by the reducer.
 MICROSTRUCTURE_JSON = "microstructure.json"
 MICROSTRUCTURE_FILES = (MICROSTRUCTURE_JSON, "pellets.csv", "size_distributions.csv",

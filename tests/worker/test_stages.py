@@ -137,6 +137,60 @@ def test_a_12_bit_camera_image_given_its_significant_bits_gets_the_8_bit_labels(
     assert not np.array_equal(high_labels, ref_labels)
 
 
+def test_pixels_no_image_covers_are_labelled_as_the_mount(stack, micrograph, tmp_path):
+    """A mosaic's empty areas (here fully transparent pixels of an RGBA image; a CZI's
+    uncovered areas and a slide's transparent ones alike, tests/imaging/formats) are the
+    model's mount class in the labels, the counts and the fractions, with confidence 255;
+    every other pixel is labelled as in the same image without them."""
+    rgb = pyvips.Image.new_from_file(str(micrograph)).numpy()
+    rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb[..., :3]
+    alpha = np.full(rgb.shape[:2], 255, np.uint8)
+    alpha[100:260, 150:420] = 0  # across rows and tiles
+    rgba = tmp_path / "mosaic.png"
+    pyvips.Image.new_from_array(np.dstack([rgb, alpha])).pngsave(str(rgba))
+    opaque = tmp_path / "opaque.png"
+    pyvips.Image.new_from_array(rgb).pngsave(str(opaque))
+
+    def run(source):
+        job = _submit(stack, source)
+        stack.sent.append((PLAN_TASK, job.id))
+        done = _run_all(stack, job.id)
+        assert done.status == JobStatus.SUCCEEDED, done.error
+        doc = json.loads(stack.blobs.get_bytes(output_key(done.id, FRACTIONS_JSON)))
+        return done, doc, read_tiff(stack.local_blob(output_key(done.id, LABELS)))
+
+    plain, _, plain_labels = run(opaque)
+    masked, doc, labels = run(rgba)
+    hole = alpha == 0
+    assert plain_labels[hole].any()  # the model labels something there when it sees it
+    assert masked.outputs["nodata"] and plain.outputs["nodata"] is None
+    np.testing.assert_array_equal(labels, np.where(hole, 0, plain_labels))
+    assert [c["pixels"] for c in doc["classes"]] == np.bincount(labels.ravel(),
+                                                                minlength=3).tolist()
+    confidence = read_tiff(stack.local_blob(output_key(masked.id, "confidence.tif")))
+    assert (confidence[hole] == 255).all()
+
+
+def test_no_data_takes_the_first_mount_class_and_nothing_without_one():
+    from models.package import ClassInfo
+    from worker.stages.segmenting import label_nodata_as_mount
+
+    def classes(*roles):
+        return [ClassInfo(index=i, name=f"c{i}", rgb=(0, 0, 0), label_value=i, role=role)
+                for i, role in enumerate(roles)]
+
+    nodata = np.zeros((4, 5), bool)
+    nodata[1:3, 2:4] = True
+    labels, confidence = np.full((4, 5), 2, np.uint8), np.full((4, 5), 90, np.uint8)
+    assert label_nodata_as_mount(nodata, labels, confidence,
+                                 classes("phase", "mount", "pore", "mount")) == 4
+    assert (labels[nodata] == 1).all() and (labels[~nodata] == 2).all()
+    assert (confidence[nodata] == 255).all() and (confidence[~nodata] == 90).all()
+    kept = np.full((4, 5), 2, np.uint8)
+    assert label_nodata_as_mount(nodata, kept, None, classes("phase", "pore", "phase")) == 0
+    assert (kept == 2).all()
+
+
 def test_reducer_logs_where_its_time_went(stack, micrograph):
     import structlog.testing
 

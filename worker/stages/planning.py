@@ -11,7 +11,7 @@ from imaging.errors import ImageFormatError
 from imaging.formats import check_bit_depth, source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from queues.names import ROW_TASK, STITCH_TASK
-from storage.blobs.layout import SOURCE, output_key
+from storage.blobs.layout import NODATA, SOURCE, output_key
 from storage.errors import NotFoundError
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
@@ -30,10 +30,12 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     16-bit source with the significant bits the job gives or the file records, else 16, stored
     as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`;
     one that nothing describes and that the high byte leaves nearly black fails the job:
-    :func:`imaging.formats.check_bit_depth`);
-    resolve the pixel size (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); insert
-    one ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
-    ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
+    :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
+    beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
+    mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as
+    ``outputs["pixel_size_um"]``); insert one ``pending`` row per strip; job ``planning ->
+    running``; enqueue the rows (and, with ``PELLETSEG_STREAM_REDUCE``, the job's streaming
+    stitcher, ``worker/stages/streaming.py``).
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
     input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.
@@ -58,20 +60,28 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
         info = source_info(local, max_pixels=settings.max_pixels)  # any supported format
         significant_bits = info.significant_bits_used(spec.significant_bits)
-        source_key = None
+        source_key = nodata_key = None
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
+            nodata_key = output_key(job_id, NODATA)
             if not ctx.blobs.exists(source_key):
                 tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
+                nodata = tmp.with_name(NODATA)
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
-                                  significant_bits=spec.significant_bits)
+                                  significant_bits=spec.significant_bits, nodata_path=nodata)
                 try:
                     check_bit_depth(info, tmp, spec.significant_bits)
                 except ImageFormatError:
                     tmp.unlink(missing_ok=True)
+                    nodata.unlink(missing_ok=True)
                     raise
+                if nodata.exists():  # before the source: a job with a source has its mask
+                    ctx.blobs.put_file(nodata_key, nodata)
+                    nodata.unlink()
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
+            if not ctx.blobs.exists(nodata_key):
+                nodata_key = None
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
@@ -90,7 +100,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         height=info.height,
         rows_total=grid.n_strips,
         outputs={"source": source_key, "pixel_size_um": pixel_size_um,
-                 "significant_bits": significant_bits},
+                 "significant_bits": significant_bits, "nodata": nodata_key},
     )
     if not moved:
         return []

@@ -16,7 +16,7 @@ import structlog
 
 from core.spec import JobSpec
 from core.states import JobStatus, RowStatus
-from imaging.reading import image_rows, open_image
+from imaging.reading import image_rows, open_image, read_nodata_rows
 from imaging.rendering import png_bytes, shrink_rows, thumbnail_factor
 from imaging.stitching import read_strip, write_strip
 from microstructure.fractions import label_counts
@@ -201,6 +201,10 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
         on_core_rows=None if factor is None
         else lambda rows: thumbnail.append(shrink_rows(rows, factor)),
     )
+    nodata_key = (job.outputs or {}).get("nodata")
+    if nodata_key:  # what no image covers is not pellet: the mount
+        label_nodata_as_mount(read_nodata_rows(ctx.local_blob(nodata_key), row.y0, row.y1),
+                              labels, confidence, segmenter.package.classes)
     started = time.perf_counter()
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -228,6 +232,32 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
              write_s=round(time.perf_counter() - started, 3),
              **inference)
     return labels, inference
+
+
+def label_nodata_as_mount(nodata: np.ndarray, labels: np.ndarray, confidence: np.ndarray | None,
+                          classes) -> int:
+    """Label the pixels no image covers (a CZI mosaic's empty areas between scenes, a slide's
+    or an image's fully transparent ones; :func:`imaging.reading.read_nodata_rows`) as the
+    model's first ``mount`` class, with confidence 255, in place: the model saw black (or the
+    slide's background colour) there, which it may take for pores or a bright phase.
+    Nothing changes for a model without a mount class.
+
+    Args:
+        nodata: (h, W) bool, True where no image covers the pixel.
+        labels: (h, W) uint8 class indices of the same rows.
+        confidence: (h, W) uint8 confidence of the same rows, or None.
+        classes: The model's classes (:class:`models.package.ClassInfo`), in index order.
+
+    Returns:
+        The pixels relabelled.
+    """
+    mount = next((i for i, c in enumerate(classes) if c.role == "mount"), None)
+    if mount is None or not nodata.any():
+        return 0
+    labels[nodata] = mount
+    if confidence is not None:
+        confidence[nodata] = 255
+    return int(nodata.sum())
 
 
 def _stored_inference(ctx: WorkerContext, job_id: str, index: int) -> dict | None:

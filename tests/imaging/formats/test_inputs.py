@@ -22,7 +22,13 @@ from imaging.formats import (
 )
 from imaging.formats.czi import czi_significant_bits
 from imaging.formats.scaling import array_to_uint8
-from imaging.reading import open_image, read_rows, significant_bits_of, to_uint8
+from imaging.reading import (
+    open_image,
+    read_nodata_rows,
+    read_rows,
+    significant_bits_of,
+    to_uint8,
+)
 from tests.imaging.damage import noise_libvips_decodes
 
 tifffile = pytest.importorskip("tifffile")
@@ -184,6 +190,50 @@ def test_openslide_aperio_level_0_and_mpp(tmp_path):
     assert info.pixel_size_um == pytest.approx(0.499)
     assert not info.is_model_ready  # converted through OpenSlide's level 0
     np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), a)
+
+
+# ------------------------------------------------------------- pixels no image covers
+def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
+    """A CZI's empty areas between sub-blocks and an image's fully transparent pixels make a
+    no-data mask beside the converted source (the rows label them as the mount); sources
+    every pixel of which is imaged leave none."""
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    openslide = pytest.importorskip("openslide")
+    scenes = tmp_path / "scenes.czi"
+    with czi.create_czi(str(scenes), exist_ok=True) as w:  # two pellets, a gap between
+        w.write(np.ascontiguousarray(rgb(40, 50, seed=1)), location=(0, 0))
+        w.write(np.ascontiguousarray(rgb(40, 50, seed=2)), location=(100, 60))
+    expected = np.ones((100, 150), bool)
+    expected[0:40, 0:50] = expected[60:100, 100:150] = False
+    rgba = rgb(30, 40)
+    alpha = np.full((30, 40), 255, np.uint8)
+    alpha[5:10, 7:20] = 0
+    alpha[20, 30] = 1  # all but transparent: imaged
+    transparent = tmp_path / "stitched.png"
+    pyvips.Image.new_from_array(np.dstack([rgba, alpha])).pngsave(str(transparent))
+    grey_alpha = tmp_path / "grey-alpha.png"
+    pyvips.Image.new_from_array(np.dstack([rgba[..., 0], alpha])).pngsave(str(grey_alpha))
+    for path, mask in ((scenes, expected), (transparent, alpha == 0), (grey_alpha, alpha == 0)):
+        nodata = tmp_path / f"{path.stem}.nodata.tif"
+        write_model_ready(path, tmp_path / f"{path.stem}.ready.tif", max_pixels=MAX,
+                          nodata_path=nodata)
+        np.testing.assert_array_equal(read_nodata_rows(nodata, 0, mask.shape[0]), mask,
+                                      err_msg=path.name)
+        np.testing.assert_array_equal(read_nodata_rows(nodata, 3, 12), mask[3:12])
+    covered = tmp_path / "covered.czi"
+    with czi.create_czi(str(covered), exist_ok=True) as w:
+        w.write(np.ascontiguousarray(rgb(40, 50, seed=1)), location=(0, 0))
+        w.write(np.ascontiguousarray(rgb(40, 50, seed=2)), location=(50, 0))
+    slide = tmp_path / "slide.svs"
+    tifffile.imwrite(slide, rgb(300, 300), tile=(256, 256), photometric="rgb",
+                     description="Aperio Image Library v12.0.0\r\n300x300 [0,0 300x300] "
+                     "(256x256) RGB|AppMag = 20|MPP = 0.4990", metadata=None)
+    assert openslide.OpenSlide.detect_format(str(slide)) == "aperio"
+    for path in (covered, slide, tmp_path / "scenes.ready.tif"):
+        nodata = tmp_path / f"{path.stem}-none.nodata.tif"
+        write_model_ready(path, tmp_path / f"{path.stem}-none.tif", max_pixels=MAX,
+                          nodata_path=nodata)
+        assert not nodata.exists(), path.name
 
 
 # ------------------------------------------------- significant bits of 16-bit sources
