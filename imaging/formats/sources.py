@@ -296,6 +296,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     """
     path = Path(path)
     kind = _kind(path)
+    if nodata_path is not None:  # a mask left by an earlier conversion is not this one's
+        Path(nodata_path).unlink(missing_ok=True)
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
             bits = significant_bits_of(significant_bits, source.significant_bits, source.dtype)

@@ -231,6 +231,7 @@ def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
     assert openslide.OpenSlide.detect_format(str(slide)) == "aperio"
     for path in (covered, slide, tmp_path / "scenes.ready.tif"):
         nodata = tmp_path / f"{path.stem}-none.nodata.tif"
+        nodata.write_bytes(b"a mask of an earlier conversion")  # not this source's: removed
         write_model_ready(path, tmp_path / f"{path.stem}-none.tif", max_pixels=MAX,
                           nodata_path=nodata)
         assert not nodata.exists(), path.name
