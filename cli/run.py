@@ -134,6 +134,12 @@ def fractions_table(doc: dict) -> Table:
         table.add_row(c["name"], f"{c['pixels']:,}", f"{c['percent']:.2f}", pp)
     caption = [f"% of pellet: {doc['pellet_note']}"] if doc.get("pellet_note") else []
     caption += inference_lines(doc.get("inference"))
+    if doc.get("nodata_pixels"):
+        mount = next((c["name"] for c in doc["classes"] if c["percent_of_pellet"] is None), None)
+        caption.append(f"{doc['nodata_pixels']:,} px no image covers "
+                       f"({100 * doc['nodata_pixels'] / max(1, doc['pixels_total']):.2f} %): "
+                       + (f"labelled {mount}" if doc.get("mount_class_declared") and mount
+                          else "the model has no mount class to label them"))
     if doc.get("significant_bits") is not None:
         caption.append(f"16-bit source read as {doc['significant_bits']} significant bits "
                        "(--significant-bits)")

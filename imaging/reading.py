@@ -397,6 +397,21 @@ def write_nodata(mask: pyvips.Image, path: str | os.PathLike) -> bool:
     return True
 
 
+def count_nodata(path: str | os.PathLike) -> int:
+    """Pixels a no-data mask (:func:`write_nodata`) marks (one pass over it).
+
+    Raises:
+        ImageFormatError: the mask cannot be read.
+    """
+    try:
+        mask = pyvips.Image.new_from_file(str(path), access="sequential", fail_on="warning",
+                                          revalidate=True)
+        return round(mask.avg() / NODATA * mask.width * mask.height)
+    except pyvips.Error as e:
+        raise ImageFormatError(f"{Path(path).name}: the no-data mask cannot be read "
+                               f"({_first_line(e)})") from e
+
+
 def read_nodata_rows(path: str | os.PathLike, r0: int, r1: int) -> np.ndarray:
     """Rows ``[r0, r1)`` of a no-data mask (:func:`write_nodata`): (r1 - r0, W) bool, True
     where no image covers the pixel.

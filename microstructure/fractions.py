@@ -86,6 +86,7 @@ def fractions_document(
     pixel_size_um: float | None = None,
     row_inference: Sequence[Mapping[str, Any] | None] | None = None,
     significant_bits: int | None = None,
+    nodata_pixels: int | None = None,
 ) -> dict:
     """The ``fractions.json`` document of a job.
 
@@ -100,13 +101,15 @@ def fractions_document(
             ``inference`` records; None for a row without one); None: not recorded.
         significant_bits: The significant bits a 16-bit source was converted with
             (:attr:`core.spec.JobSpec.significant_bits`); None for other sources.
+        nodata_pixels: Pixels no image covers, labelled as the mount (docs/formats.md, "no
+            data"); None where the source has none.
 
     Returns:
         ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
         "pixel_size_um", "mount_class_declared", "classes": phase_fractions(...)}``, plus
         ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount and
-        ``"inference": inference_summary(row_inference)`` when given and
-        ``"significant_bits"`` when given (JSON-serialisable).
+        ``"inference": inference_summary(row_inference)`` when given, and
+        ``"significant_bits"`` and ``"nodata_pixels"`` when given (JSON-serialisable).
 
     Raises:
         ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
@@ -140,6 +143,8 @@ def fractions_document(
         doc["inference"] = inference_summary(row_inference)
     if significant_bits is not None:
         doc["significant_bits"] = int(significant_bits)
+    if nodata_pixels is not None:
+        doc["nodata_pixels"] = int(nodata_pixels)
     return doc
 
 

@@ -66,6 +66,27 @@ def test_fractions_table_says_how_the_rows_were_computed(monkeypatch):
     assert "computed with rows 3-4: openvino on cpu, float32, test-time flips" in two
 
 
+def test_fractions_table_says_what_no_image_covers_and_the_camera_bits(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+
+    def caption(doc):
+        out = io.StringIO()
+        console = make_console(out)
+        console.width = 160
+        console.print(fractions_table(doc))
+        return " ".join(out.getvalue().split())
+
+    plain = caption(DOC)
+    assert "no image covers" not in plain and "significant bits" not in plain
+    doc = {**DOC, "pixels_total": 2000, "mount_class_declared": True, "nodata_pixels": 500,
+           "significant_bits": 12}
+    text = caption(doc)
+    assert "500 px no image covers (25.00 %): labelled pore" in text, text
+    assert "16-bit source read as 12 significant bits" in text
+    assert "the model has no mount class to label them" in caption(
+        {**doc, "mount_class_declared": False})
+
+
 def test_models_lists_each_package_with_its_cpu_serving_precision(tmp_path):
     """``pelletseg models`` publishes the bundled packages and lists them with the precision a
     CPU worker serves each at (the bundled model was validated for bfloat16 with its first 9

@@ -159,7 +159,7 @@ def test_pixels_no_image_covers_are_labelled_as_the_mount(stack, micrograph, tmp
         doc = json.loads(stack.blobs.get_bytes(output_key(done.id, FRACTIONS_JSON)))
         return done, doc, read_tiff(stack.local_blob(output_key(done.id, LABELS)))
 
-    plain, _, plain_labels = run(opaque)
+    plain, plain_doc, plain_labels = run(opaque)
     masked, doc, labels = run(rgba)
     hole = alpha == 0
     assert plain_labels[hole].any()  # the model labels something there when it sees it
@@ -167,6 +167,7 @@ def test_pixels_no_image_covers_are_labelled_as_the_mount(stack, micrograph, tmp
     np.testing.assert_array_equal(labels, np.where(hole, 0, plain_labels))
     assert [c["pixels"] for c in doc["classes"]] == np.bincount(labels.ravel(),
                                                                 minlength=3).tolist()
+    assert doc["nodata_pixels"] == hole.sum() and "nodata_pixels" not in plain_doc
     confidence = read_tiff(stack.local_blob(output_key(masked.id, "confidence.tif")))
     assert (confidence[hole] == 255).all()
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 
 from core.states import JobStatus
+from imaging.reading import count_nodata
 from imaging.rendering import write_pictures
 from microstructure.fractions import fractions_csv, fractions_document
 from storage.blobs.layout import (
@@ -89,6 +90,8 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             pixel_size_um=job_pixel_size(job),
             row_inference=[r.inference for r in rows],
             significant_bits=(job.outputs or {}).get("significant_bits"),
+            nodata_pixels=None if not (job.outputs or {}).get("nodata")
+            else count_nodata(ctx.local_blob(job.outputs["nodata"])),
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)
