@@ -177,10 +177,15 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             good_batch = batch.json()["id"]
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
-            # a 12-bit camera's 16-bit TIFF of the same field, given its significant bits
+            # a 12-bit camera's 16-bit TIFF of the same field, given its significant bits,
+            # with an area no image covers (alpha 0: a stitched mosaic's gap)
             camera = tmp_path / "camera12.tif"
-            tifffile.imwrite(camera, pyvips.Image.new_from_file(str(image)).numpy()
-                             .astype(np.uint16) << 4)
+            grey = pyvips.Image.new_from_file(str(image)).numpy()
+            grey = (grey if grey.ndim == 2 else grey[..., 0]).astype(np.uint16) << 4
+            alpha = np.full(grey.shape, 65535, np.uint16)
+            alpha[:20, :30] = 0
+            tifffile.imwrite(camera, np.dstack([grey, alpha]), photometric="minisblack",
+                             extrasamples=["unassalpha"], planarconfig="contig")
             twelve = client.post("/v1/jobs", json={"source_url": camera.as_uri(),
                                                    "significant_bits": 12}).json()["id"]
 
@@ -364,6 +369,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.goto(f"{server.url}/jobs/{twelve}")
             page.wait_for_selector('#job-status [data-status="succeeded"]')
             assert "Camera bits\n12 of 16" in page.inner_text("#details")
+            page.wait_for_selector("#nodata-note")
+            assert page.inner_text("#nodata-note") == (
+                f"600 px no image covers ({100 * 600 / grey.size:.2f} %): labelled background")
 
             # -- delete a succeeded job from its page: its results give way to a note
             page.goto(f"{server.url}/jobs/{bad}")

@@ -65,7 +65,19 @@ export function fractionTable(doc, modelClasses) {
       h("td", { class: "num" }, fmtInt(doc.pixels_total)), h("td", { class: "num" }, "100.00 %"),
       h("td", {}, "")),
       doc.pellet_note ? h("tr", {}, h("td", {}, ""),
-        h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null));
+        h("td", { colspan: 4, class: "muted", id: "pellet-note" }, `% of pellet: ${doc.pellet_note}`)) : null,
+      doc.nodata_pixels ? h("tr", {}, h("td", {}, ""),
+        h("td", { colspan: 4, class: "muted", id: "nodata-note" }, nodataNote(doc))) : null));
+}
+
+/** What no image covers (fractions.json `nodata_pixels`: a mosaic's gaps, transparent
+ * areas), in the words `pelletseg run` prints under its table. */
+function nodataNote(doc) {
+  const mount = doc.mount_class_declared
+    ? doc.classes.find((c) => c.percent_of_pellet === null) : null;
+  const share = fmtPct(100 * doc.nodata_pixels / Math.max(1, doc.pixels_total));
+  return `${fmtInt(doc.nodata_pixels)} px no image covers (${share}): ` +
+    (mount ? `labelled ${mount.name}` : "the model has no mount class to label them");
 }
 
 /** How the rows were computed: GET /results `inference_notes` (one line per distinct way,
