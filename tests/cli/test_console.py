@@ -12,6 +12,16 @@ DOC = {"width": 123456, "height": 654321, "model": {"name": "ebc-unet-mnv2", "ve
                    {"name": "pore", "pixels": 5, "percent": 6.25, "percent_of_pellet": None}]}
 
 
+def caption(doc: dict) -> str:
+    """The fraction table of ``doc`` as a 160-column console prints it, whitespace runs as
+    one space (its caption lines included)."""
+    out = io.StringIO()
+    console = make_console(out)
+    console.width = 160
+    console.print(fractions_table(doc))
+    return " ".join(out.getvalue().split())
+
+
 def test_long_lines_and_urls_are_not_wrapped_when_piped(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     out = io.StringIO()
@@ -50,14 +60,6 @@ def test_fractions_table_says_how_the_rows_were_computed(monkeypatch):
             "tta": "none", "rows": [0, 1, 2, 5]}
     f32 = {**bf16, "precision": "f32", "f32_convs": 0, "tta": "flips", "rows": [3, 4]}
     monkeypatch.delenv("COLUMNS", raising=False)
-
-    def caption(doc):
-        out = io.StringIO()
-        console = make_console(out)
-        console.width = 120
-        console.print(fractions_table(doc))
-        return out.getvalue()
-
     assert "computed with" not in caption(DOC)  # jobs from before it was recorded
     assert ("computed with openvino on cpu, bfloat16 (first 9 convolutions float32)"
             in caption({**DOC, "inference": [bf16]}))
@@ -68,14 +70,6 @@ def test_fractions_table_says_how_the_rows_were_computed(monkeypatch):
 
 def test_fractions_table_says_what_no_image_covers_and_the_camera_bits(monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
-
-    def caption(doc):
-        out = io.StringIO()
-        console = make_console(out)
-        console.width = 160
-        console.print(fractions_table(doc))
-        return " ".join(out.getvalue().split())
-
     plain = caption(DOC)
     assert "no image covers" not in plain and "significant bits" not in plain
     doc = {**DOC, "pixels_total": 2000, "mount_class_declared": True, "nodata_pixels": 500,
