@@ -79,8 +79,8 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
     of 16-bit samples (8-16; None: 16), as resolved by
     :func:`imaging.reading.significant_bits_of`. With ``nodata_path``, the source's no-data
     mask (:meth:`BandSource.nodata`) is written there as :func:`imaging.reading.write_nodata`
-    writes one, where any pixel has no data (else no file); it is held bit-packed meanwhile
-    (W x H / 8 bytes).
+    writes one, where any pixel has no data (else no file); its bands with no-data pixels are
+    held bit-packed meanwhile (W / 8 bytes per row).
 
     Raises:
         ImageFormatError: the pixel data cannot be decoded, or an unsupported sample type.
@@ -91,7 +91,7 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".part.tif")
     tile = BAND_ROWS
-    packed: list[np.ndarray] = []  # the no-data mask of each band, np.packbits
+    packed: list[tuple[int, np.ndarray | None]] = []  # (rows, np.packbits of the mask or None)
     missing = False
 
     def tiles() -> Iterator[np.ndarray]:
@@ -102,8 +102,7 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
             if nodata_path is not None:
                 mask = source.nodata(y0, y0 + h)
                 missing = missing or mask is not None
-                packed.append(np.packbits(np.zeros((h, source.width), bool) if mask is None
-                                          else mask, axis=1))
+                packed.append((h, None if mask is None else np.packbits(mask, axis=1)))
             for x0 in range(0, source.width, tile):
                 t = np.zeros((tile, tile, 3), np.uint8)
                 part = band[:, x0:x0 + tile]
@@ -132,17 +131,20 @@ def write_bands_model_ready(source: BandSource, out_path: str | os.PathLike,
     os.replace(tmp, out_path)
 
 
-def _write_packed_nodata(packed: list[np.ndarray], width: int, height: int, path: Path) -> None:
-    """Write bands of a bit-packed (h, ceil(W / 8)) no-data mask as the no-data TIFF of
-    :func:`imaging.reading.write_nodata` (1 band, uint8, :data:`imaging.reading.NODATA` where
-    no image covers the pixel, tiled 256 px, deflate), one band unpacked at a time."""
+def _write_packed_nodata(packed: list[tuple[int, np.ndarray | None]], width: int, height: int,
+                         path: Path) -> None:
+    """Write the bands ``(rows, bit-packed (rows, ceil(W / 8)) mask or None: all imaged)`` of
+    a no-data mask as the no-data TIFF of :func:`imaging.reading.write_nodata` (1 band, uint8,
+    :data:`imaging.reading.NODATA` where no image covers the pixel, tiled 256 px, deflate),
+    one band unpacked at a time."""
     import tifffile
 
     tile = BAND_ROWS
 
     def tiles() -> Iterator[np.ndarray]:
-        for bits in packed:
-            band = np.unpackbits(bits, axis=1, count=width).astype(np.uint8) * NODATA
+        for rows, bits in packed:
+            band = (np.zeros((rows, width), np.uint8) if bits is None
+                    else np.unpackbits(bits, axis=1, count=width).astype(np.uint8) * NODATA)
             for x0 in range(0, width, tile):
                 t = np.zeros((tile, tile), np.uint8)
                 part = band[:, x0:x0 + tile]

@@ -205,6 +205,12 @@ def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
         w.write(np.ascontiguousarray(rgb(40, 50, seed=2)), location=(100, 60))
     expected = np.ones((100, 150), bool)
     expected[0:40, 0:50] = expected[60:100, 100:150] = False
+    tall = tmp_path / "tall.czi"  # a first band (256 rows) all imaged, a gap in the second
+    with czi.create_czi(str(tall), exist_ok=True) as w:
+        w.write(np.ascontiguousarray(rgb(300, 50, seed=3)), location=(0, 0))
+        w.write(np.ascontiguousarray(rgb(200, 50, seed=4)), location=(0, 400))
+    tall_gap = np.zeros((600, 50), bool)
+    tall_gap[300:400] = True
     rgba = rgb(30, 40)
     alpha = np.full((30, 40), 255, np.uint8)
     alpha[5:10, 7:20] = 0
@@ -213,7 +219,8 @@ def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
     pyvips.Image.new_from_array(np.dstack([rgba, alpha])).pngsave(str(transparent))
     grey_alpha = tmp_path / "grey-alpha.png"
     pyvips.Image.new_from_array(np.dstack([rgba[..., 0], alpha])).pngsave(str(grey_alpha))
-    for path, mask in ((scenes, expected), (transparent, alpha == 0), (grey_alpha, alpha == 0)):
+    for path, mask in ((scenes, expected), (tall, tall_gap), (transparent, alpha == 0),
+                       (grey_alpha, alpha == 0)):
         nodata = tmp_path / f"{path.stem}.nodata.tif"
         write_model_ready(path, tmp_path / f"{path.stem}.ready.tif", max_pixels=MAX,
                           nodata_path=nodata)
