@@ -22,7 +22,7 @@ __all__ = ["BATCH_FIELDS", "BatchEntry", "batch_csv", "section_figures"]
 BATCH_FIELDS = (
     "job_id", "source", "status", "error", "created_at", "model", "pixel_size_um", "width_px",
     "height_px", "pellets", "pellet_area_px", "pellet_area_mm2", "porosity_open_percent",
-    "porosity_closed_percent", "oxidised_share_percent",
+    "porosity_closed_percent", "oxidised_share_percent", "nodata_px", "significant_bits",
 )
 
 
@@ -125,7 +125,9 @@ def batch_csv(entries: Sequence[BatchEntry]) -> str:
         }
         if e.fractions is not None:
             row.update(pixel_size_um=e.fractions["pixel_size_um"],
-                       width_px=e.fractions["width"], height_px=e.fractions["height"])
+                       width_px=e.fractions["width"], height_px=e.fractions["height"],
+                       nodata_px=e.fractions.get("nodata_pixels", 0),
+                       significant_bits=e.fractions.get("significant_bits"))
             for c in e.fractions["classes"]:
                 classes.setdefault(c["name"], None)
                 row[f"percent_of_image_{c['name']}"] = float(c["percent"])
