@@ -4,7 +4,8 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
 
 - 1 band (grey) -> RGB by replicating the band; 2 bands (grey + alpha) -> drop alpha, replicate.
 - 4 bands: RGBA -> drop alpha; CMYK (by TIFF interpretation) -> sRGB through libvips'
-  colour management.
+  colour management. Where alpha is 0 no image covers the pixel: the conversion also writes a
+  no-data mask (:func:`alpha_nodata`, :func:`write_nodata`), which the rows label as the mount.
 - 8-bit unsigned: unchanged. 16-bit unsigned: the high byte of its *significant bits*
   (``min(v >> (b - 8), 255)`` for ``b`` significant bits; ``v >> 8`` when ``b`` = 16), a fixed
   linear map of 0..2^b - 1 onto 0..255 that is the same for every row and worker, and for every
@@ -47,8 +48,8 @@ SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
 #: The value of a no-data pixel in a no-data mask (:func:`write_nodata`): no image covers it.
 NODATA = 255
 #: Significant bits a 16-bit unsigned sample may declare (OME ``SignificantBits``, CZI
-#: ``ComponentBitCount``, a job's ``significant_bits``): 8 (an 8-bit camera's samples stored in
-#: 16 bits) to 16.
+#: ``ComponentBitCount``, TIFF ``MaxSampleValue``, a job's ``significant_bits``): 8 (an 8-bit
+#: camera's samples stored in 16 bits) to 16.
 SIGNIFICANT_BITS = range(8, 17)
 #: What the bit-depth error lists as accepted.
 SUPPORTED_DEPTHS = "8- or 16-bit unsigned, 16-bit signed or 32-bit float samples"
