@@ -56,6 +56,8 @@ class SlideSource:
         colour = props.get(openslide.PROPERTY_NAME_BACKGROUND_COLOR) or "FFFFFF"
         self._background = np.array([int(colour[i:i + 2], 16) for i in (0, 2, 4)], np.uint8)
         self.vendor = props.get(openslide.PROPERTY_NAME_VENDOR)
+        #: (y0, y1, transparent mask or None) of the last band read
+        self._transparent: tuple[int | None, int | None, np.ndarray | None] = (None, None, None)
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)`` of level 0: (y1 - y0, width, 3) uint8 RGB."""
@@ -76,7 +78,7 @@ class SlideSource:
         """Rows ``[y0, y1)`` of the transparent (unscanned) pixels of level 0: (y1 - y0,
         width) bool, or None when every pixel was scanned; from the last :meth:`read` of
         these rows, else read again."""
-        if getattr(self, "_transparent", (None, None))[:2] != (y0, y1):
+        if self._transparent[:2] != (y0, y1):
             self.read(y0, y1)
         return self._transparent[2]
 

@@ -277,11 +277,14 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
                       nodata_path: str | os.PathLike | None = None) -> ImageInfo:
     """Convert a source of any supported format into the tiled (256 px), deflate 8-bit RGB
     BigTIFF that rows read, streaming (libvips) or band by band (CZI, OpenSlide), by the
-    bit-depth rules of :mod:`imaging.reading`.
+    bit-depth rules of :mod:`imaging.reading`; a 16-bit source that nothing describes and that
+    the high byte leaves nearly black is refused after the conversion (:func:`check_bit_depth`,
+    one pass over ``out_path``; nothing is left at ``out_path`` or ``nodata_path``).
 
     Args:
         significant_bits: Of 16-bit unsigned samples, given with the job (8-16); None: what
-            the file records, else 16 (:meth:`SourceInfo.significant_bits_used` says which).
+            the file records, else 16 (:meth:`SourceInfo.significant_bits_used`, on the
+            header :func:`source_info` reads here).
         nodata_path: Where to write the source's no-data mask (:func:`imaging.reading.
             write_nodata`: :data:`imaging.reading.NODATA` where no image covers a pixel: a
             CZI mosaic's empty areas, a slide's or an image's fully transparent ones), when
@@ -291,32 +294,38 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         The header of ``out_path``.
 
     Raises:
-        ImageFormatError: as :func:`source_info`, or corrupt pixel data.
+        ImageFormatError: as :func:`source_info`, corrupt pixel data, or a 16-bit source
+            refused by :func:`check_bit_depth`.
         ValueError: ``significant_bits`` outside 8-16.
     """
-    path = Path(path)
-    kind = _kind(path)
+    path, out_path = Path(path), Path(out_path)
+    info = source_info(path, max_pixels=max_pixels)
+    bits = info.significant_bits_used(significant_bits)
     if nodata_path is not None:  # a mask left by an earlier conversion is not this one's
         Path(nodata_path).unlink(missing_ok=True)
-    if _by_bands(kind):
-        with _band_source(path, kind, max_pixels) as source:
-            bits = significant_bits_of(significant_bits, source.significant_bits, source.dtype)
+    if _by_bands(info.format):
+        with _band_source(path, info.format, max_pixels) as source:
             write_bands_model_ready(source, out_path, bits, nodata_path=nodata_path)
-            return ImageInfo(Path(out_path), source.width, source.height, 3, "uchar", True)
-    if kind == "OME-TIFF":
+        written = ImageInfo(out_path, info.width, info.height, 3, "uchar", True)
+    elif info.format == "OME-TIFF":
         layout, image = _ome_image(path, max_pixels, access="sequential")
         value_range = None
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))
-        bits = significant_bits_of(significant_bits, layout.significant_bits,
-                                   NUMPY_DTYPE.get(image.format, image.format))
-        return write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
-                                         value_range=value_range, tiff_pages=layout.pages,
-                                         significant_bits=bits)
-    recorded = tiff_significant_bits(path) if kind in ("TIFF", "BigTIFF") else None
-    bits = significant_bits_of(significant_bits, recorded, "uint16")  # 16-bit samples only
-    return write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
-                                     significant_bits=bits, nodata_path=nodata_path)
+        written = write_libvips_model_ready(path, out_path, max_pixels=max_pixels, image=image,
+                                            value_range=value_range, tiff_pages=layout.pages,
+                                            significant_bits=bits)
+    else:
+        written = write_libvips_model_ready(path, out_path, max_pixels=max_pixels,
+                                            significant_bits=bits, nodata_path=nodata_path)
+    try:
+        check_bit_depth(info, out_path, significant_bits)
+    except ImageFormatError:
+        out_path.unlink(missing_ok=True)
+        if nodata_path is not None:
+            Path(nodata_path).unlink(missing_ok=True)
+        raise
+    return written
 
 
 #: The option that gives a job its significant bits, as the refusal of

@@ -7,8 +7,7 @@ import structlog
 
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.errors import ImageFormatError
-from imaging.formats import check_bit_depth, source_info, write_model_ready
+from imaging.formats import source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import NODATA, SOURCE, output_key
@@ -29,8 +28,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (a
     16-bit source with the significant bits the job gives or the file records, else 16, stored
     as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`;
-    one that nothing describes and that the high byte leaves nearly black fails the job:
-    :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
+    one that nothing describes and that the high byte leaves nearly black is refused by the
+    conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
     mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as
     ``outputs["pixel_size_um"]``); insert one ``pending`` row per strip; job ``planning ->
@@ -69,12 +68,6 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 nodata = tmp.with_name(NODATA)
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
                                   significant_bits=spec.significant_bits, nodata_path=nodata)
-                try:
-                    check_bit_depth(info, tmp, spec.significant_bits)
-                except ImageFormatError:
-                    tmp.unlink(missing_ok=True)
-                    nodata.unlink(missing_ok=True)
-                    raise
                 if nodata.exists():  # before the source: a job with a source has its mask
                     ctx.blobs.put_file(nodata_key, nodata)
                     nodata.unlink()

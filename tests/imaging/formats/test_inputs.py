@@ -314,12 +314,18 @@ def test_a_16_bit_source_nothing_describes_is_refused_where_the_high_byte_leaves
     path = tmp_path / "dark.tif"
     tifffile.imwrite(path, values)
     info = source_info(path, max_pixels=MAX)
-    out = write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX)
+    bits = 8 + (top >> 8).bit_length()
+    refusal = rf"dark.tif: a 16-bit image whose samples all fit in {bits} bits.*--significant-bits N"
+    if refused:  # the conversion itself refuses, and leaves nothing behind
+        with pytest.raises(ImageFormatError, match=refusal):
+            write_model_ready(path, tmp_path / "refused.tif", max_pixels=MAX,
+                              nodata_path=tmp_path / "refused.nodata.tif")
+        assert not list(tmp_path.glob("refused*"))
+    # 16 given: converted by the high byte, as a conversion given nothing would be
+    out = write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX, significant_bits=16)
     if refused:
-        bits = 8 + (top >> 8).bit_length()
         for said in (info, dataclasses.replace(info, significant_bits=1)):  # 1: not usable
-            with pytest.raises(ImageFormatError, match=rf"dark.tif: a 16-bit image whose "
-                               rf"samples all fit in {bits} bits.*--significant-bits N"):
+            with pytest.raises(ImageFormatError, match=refusal):
                 check_bit_depth(said, out.path, None)
     else:
         check_bit_depth(info, out.path, None)
@@ -334,7 +340,9 @@ def test_the_bit_depth_check_reads_a_converted_file_written_again_at_its_path(tm
     path, ready = tmp_path / "src.tif", tmp_path / "ready.tif"
     tifffile.imwrite(path, np.full((8, 8), 4095, np.uint16))
     info = source_info(path, max_pixels=MAX)
-    write_model_ready(path, ready, max_pixels=MAX)
+    with pytest.raises(ImageFormatError, match="fit in 12 bits"):
+        write_model_ready(path, ready, max_pixels=MAX)
+    write_model_ready(path, ready, max_pixels=MAX, significant_bits=16)  # as it is
     with pytest.raises(ImageFormatError, match="fit in 12 bits"):
         check_bit_depth(info, ready, None)
     tifffile.imwrite(path, np.full((8, 8), 65535, np.uint16))
