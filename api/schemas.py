@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field, model_validator
 
 from core.inference import PRECISION_NAMES, inference_lines, inference_text
+from core.job_warnings import WarningCode
 from core.spec import Precision
 from core.states import JobStatus, RowStatus
 from submission.reports import MAX_BATCH
@@ -128,6 +129,16 @@ class WebhookOut(BaseModel):
     delivered_at: datetime | None = None
 
 
+class JobWarningOut(BaseModel):
+    """Something a laboratory must read beside a job's results (:mod:`core.job_warnings`)."""
+
+    code: WarningCode = Field(examples=["pixel_size_unlike_model"])
+    message: str = Field(examples=[
+        "pixel size 1.000 µm/px is 2.0 x coarser than model lumen 3 was trained at (0.500 "
+        "µm/px): grains and pores are 2.0 x smaller in px than it learned them, and its labels "
+        "may be wrong. ..."])
+
+
 class JobOut(BaseModel):
     """A job and its progress."""
 
@@ -153,6 +164,10 @@ class JobOut(BaseModel):
         None, description="Significant bits the 16-bit source was converted with: given with "
         "the job, or what the file records, else 16 (known after planning); null: not a 16-bit "
         "source, or not planned yet.", examples=[12])
+    warnings: list[JobWarningOut] = Field(
+        default_factory=list, description="What may make the results wrong without failing "
+        "the job, found at planning (a pixel size unlike the model's training pixel size; "
+        "pixels recorded as not square); also in fractions.json.")
 
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])

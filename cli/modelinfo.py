@@ -11,6 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from core.inference import PRECISION_NAMES
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
+from models.scale import trained_pixel_sizes
 
 __all__ = ["cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
            "with_bundled_domain"]
@@ -59,11 +60,15 @@ def cpu_serving(pkg: ModelPackage) -> str:
 
 
 def describe(pkg: ModelPackage) -> list[str]:
-    """Lines that say which model runs and what it was trained on."""
+    """Lines that say which model runs and what it was trained on (and at which pixel sizes,
+    :func:`models.scale.trained_pixel_sizes`, where the package records them)."""
     classes = ", ".join(c.name for c in pkg.classes)
+    sizes = trained_pixel_sizes(pkg)
+    at = ("" if sizes is None else f", at {pkg.um_per_px:g} µm/px" if sizes[0] == sizes[1]
+          else f", at {pkg.um_per_px:g} µm/px zoomed to {sizes[0]:.3g}-{sizes[1]:.3g} µm/px")
     return [f"model {pkg.name} {pkg.version} ({pkg.architecture}/{pkg.encoder}; "
             f"{pkg.n_classes} classes: {classes})",
-            f"  trained on {trained_on(pkg)}"]
+            f"  trained on {trained_on(pkg)}{at}"]
 
 
 def _path_of(source: str) -> Path | None:

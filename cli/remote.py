@@ -183,7 +183,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     Returns:
         0 if every job succeeded, else 1.
     """
-    from cli.run import fractions_table
+    from cli.run import print_fractions
 
     final: dict[str, dict] = {}
     with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
@@ -204,7 +204,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     for job_id in job_ids:
         job = final[job_id]
         if job["status"] == "succeeded":
-            console.print(fractions_table(client.results(job_id)["fractions"]))
+            print_fractions(client.results(job_id)["fractions"])
         else:
             reason = f": {job['error']}" if job["error"] else ""
             console.print(f"job {job_id} {job['status']}{reason}", style="red")
@@ -250,7 +250,7 @@ def jobs_cmd(status, batch, labels, limit, api_url, api_key) -> None:
 @api_options
 def status_cmd(job_id, api_url, api_key) -> None:
     """A job's status, rows, timings, error and (once succeeded) phase fractions."""
-    from cli.run import fractions_table
+    from cli.run import print_fractions
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
@@ -273,7 +273,7 @@ def status_cmd(job_id, api_url, api_key) -> None:
             elif j.get("webhook_url"):
                 console.print(f"  webhook  {j['webhook_url']}, notified when the job ends")
             if j["status"] == "succeeded":
-                console.print(fractions_table(client.results(job_id)["fractions"]))
+                print_fractions(client.results(job_id)["fractions"])
         return 0
 
     run_client(body)
@@ -366,7 +366,7 @@ def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
     """Print a succeeded job's phase fractions, its share of low-confidence pixels per class
     and its microstructure summary; with --out, download its outputs. With --batch ID, the
     batch's sections side by side as CSV."""
-    from cli.run import confidence_table, fractions_table, print_microstructure
+    from cli.run import confidence_table, print_fractions, print_microstructure
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:
@@ -381,7 +381,7 @@ def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
                 console.print(f"  {dest}")
                 return 0
             res = client.results(job_id)
-            console.print(fractions_table(res["fractions"]))
+            print_fractions(res["fractions"])
             if res.get("confidence"):
                 console.print(confidence_table(res["confidence"]))
             print_microstructure(client.microstructure(job_id))

@@ -32,6 +32,7 @@ from cli.interrupts import (
 from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from cli.options import split_model
 from core.inference import inference_lines
+from core.job_warnings import warning_lines
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.formats import SIGNIFICANT_BITS_OPTION
@@ -146,6 +147,14 @@ def fractions_table(doc: dict) -> Table:
     if caption:
         table.caption = "\n".join(caption)
     return table
+
+
+def print_fractions(doc: dict) -> None:
+    """Print :func:`fractions_table` of a fractions.json document, then its warnings
+    (:mod:`core.job_warnings`) in yellow."""
+    console.print(fractions_table(doc))
+    for line in warning_lines(doc.get("warnings")):
+        console.print(line, style="yellow", markup=False, highlight=False)
 
 
 def print_microstructure(report: dict | None) -> None:
@@ -302,8 +311,7 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
         console.print(f"{first}: pelletseg resume {job.id} --home {settings.home}",
                       soft_wrap=True, highlight=False)
         return
-    doc = json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
-    console.print(fractions_table(doc))
+    print_fractions(json.loads(blobs.get_bytes(output_key(job.id, FRACTIONS_JSON))))
     micro = output_key(job.id, MICROSTRUCTURE_JSON)
     print_microstructure(json.loads(blobs.get_bytes(micro)) if blobs.exists(micro) else None)
     if blobs.exists(output_key(job.id, CONFIDENCE_JSON)):

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.job_warnings import warning_codes
+
 __all__ = ["BATCH_FIELDS", "BatchEntry", "batch_csv", "section_figures"]
 
 #: The fixed leading columns of the batch table; per-class and label columns follow.
@@ -23,6 +25,7 @@ BATCH_FIELDS = (
     "job_id", "source", "status", "error", "created_at", "model", "pixel_size_um", "width_px",
     "height_px", "pellets", "pellet_area_px", "pellet_area_mm2", "porosity_open_percent",
     "porosity_closed_percent", "oxidised_share_percent", "nodata_px", "significant_bits",
+    "warnings",
 )
 
 
@@ -108,7 +111,8 @@ def batch_csv(entries: Sequence[BatchEntry]) -> str:
     Columns: :data:`BATCH_FIELDS`, then ``percent_of_image_<class>`` (from ``fractions.json``)
     and ``percent_of_pellets_<class>`` (non-mount classes, from ``microstructure.json``) for
     every class of any entry in order of first appearance, then ``label_<key>`` for every
-    label key. Cells a job does not have (not succeeded yet, no microstructure, a class its
+    label key; ``warnings`` holds the codes of the job's warnings (:mod:`core.job_warnings`)
+    joined by ``;``. Cells a job does not have (not succeeded yet, no microstructure, a class its
     model lacks, no pixel size) are empty; floats at full precision (``repr``).
 
     Raises:
@@ -127,7 +131,8 @@ def batch_csv(entries: Sequence[BatchEntry]) -> str:
             row.update(pixel_size_um=e.fractions["pixel_size_um"],
                        width_px=e.fractions["width"], height_px=e.fractions["height"],
                        nodata_px=e.fractions.get("nodata_pixels", 0),
-                       significant_bits=e.fractions.get("significant_bits"))
+                       significant_bits=e.fractions.get("significant_bits"),
+                       warnings=warning_codes(e.fractions.get("warnings")))
             for c in e.fractions["classes"]:
                 classes.setdefault(c["name"], None)
                 row[f"percent_of_image_{c['name']}"] = float(c["percent"])

@@ -87,6 +87,7 @@ def fractions_document(
     row_inference: Sequence[Mapping[str, Any] | None] | None = None,
     significant_bits: int | None = None,
     nodata_pixels: int | None = None,
+    warnings: Sequence[Mapping[str, str]] | None = None,
 ) -> dict:
     """The ``fractions.json`` document of a job.
 
@@ -103,13 +104,16 @@ def fractions_document(
             (:attr:`core.spec.JobSpec.significant_bits`); None for other sources.
         nodata_pixels: Pixels no image covers, labelled as the mount (docs/formats.md, "no
             data"); None where the source has none.
+        warnings: The job's warnings (:mod:`core.job_warnings`: ``{"code", "message"}``,
+            found at planning); None or empty: none.
 
     Returns:
         ``{"job_id", "model": {name, version, sha256}, "width", "height", "pixels_total",
         "pixel_size_um", "mount_class_declared", "classes": phase_fractions(...)}``, plus
         ``"pellet_note"`` (:data:`NO_MOUNT_NOTE`) when no class is the mount and
         ``"inference": inference_summary(row_inference)`` when given, and
-        ``"significant_bits"`` and ``"nodata_pixels"`` when given (JSON-serialisable).
+        ``"significant_bits"`` and ``"nodata_pixels"`` when given, ``"warnings"`` when there
+        are any (JSON-serialisable).
 
     Raises:
         ValueError: ``sum(counts) != width * height`` (a row was lost or counted twice), a
@@ -145,6 +149,9 @@ def fractions_document(
         doc["significant_bits"] = int(significant_bits)
     if nodata_pixels is not None:
         doc["nodata_pixels"] = int(nodata_pixels)
+    if warnings:
+        doc["warnings"] = [{"code": str(w["code"]), "message": str(w["message"])}
+                           for w in warnings]
     return doc
 
 

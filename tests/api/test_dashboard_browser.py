@@ -178,14 +178,16 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             bad = client.post("/v1/jobs", json={"source_url": missing.as_uri(),
                                                 "labels": {"sample": "P-2"}}).json()["id"]
             # a 12-bit camera's 16-bit TIFF of the same field, given its significant bits,
-            # with an area no image covers (alpha 0: a stitched mosaic's gap)
+            # with an area no image covers (alpha 0: a stitched mosaic's gap), whose file
+            # records pixels that are not square (8 x 10 µm: a job warning)
             camera = tmp_path / "camera12.tif"
             grey = pyvips.Image.new_from_file(str(image)).numpy()
             grey = (grey if grey.ndim == 2 else grey[..., 0]).astype(np.uint16) << 4
             alpha = np.full(grey.shape, 65535, np.uint16)
             alpha[:20, :30] = 0
             tifffile.imwrite(camera, np.dstack([grey, alpha]), photometric="minisblack",
-                             extrasamples=["unassalpha"], planarconfig="contig")
+                             extrasamples=["unassalpha"], planarconfig="contig",
+                             resolution=(1250, 1000), resolutionunit="CENTIMETER")
             twelve = client.post("/v1/jobs", json={"source_url": camera.as_uri(),
                                                    "significant_bits": 12}).json()["id"]
 
@@ -271,6 +273,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert f" · {how}" in strips.first.get_attribute("title")
             assert "float32, asked by the job" in page.inner_text("#details")
             assert "Camera bits" not in page.inner_text("#details")  # an 8-bit source
+            assert page.is_hidden("#job-warnings")  # nothing to warn of
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             # the batch's table, downloaded with the key like the job's files
             with page.expect_download() as download:
@@ -372,6 +375,11 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector("#nodata-note")
             assert page.inner_text("#nodata-note") == (
                 f"600 px no image covers ({100 * 600 / grey.size:.2f} %): labelled background")
+            assert page.is_visible("#job-warnings")
+            assert page.get_attribute("#job-warnings .job-warning", "data-code") == (
+                "pixels_not_square")
+            assert page.inner_text("#job-warnings").startswith(
+                "Warning: the file records pixels of 8 x 10 µm, not square")
 
             # -- delete a succeeded job from its page: its results give way to a note
             page.goto(f"{server.url}/jobs/{bad}")

@@ -90,3 +90,20 @@ def test_significant_bits_are_part_of_the_job_request(api):
     assert api.table.jobs.get(r.json()["id"]).spec["spec_version"] == 5
     plain = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/y.tif"}).json()
     assert "significant_bits" not in api.table.jobs.get(plain["id"]).spec
+
+
+def test_a_jobs_warnings_are_in_its_view(api):
+    """GET /v1/jobs/{id} ``warnings``: what the planner stored (core.job_warnings), empty
+    before planning and for jobs without any."""
+    from core.job_warnings import WarningCode, job_warning
+
+    job = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif"}).json()
+    assert job["warnings"] == []
+    warning = job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, "pixel size 1.000 µm/px is ...")
+    assert api.table.jobs.transition(job["id"], JobStatus.PLANNING)
+    assert api.table.jobs.transition(job["id"], JobStatus.RUNNING, width=10, height=10,
+                                     outputs={"pixel_size_um": 1.0, "warnings": [warning]})
+    seen = api.client.get(f"/v1/jobs/{job['id']}").json()
+    assert seen["warnings"] == [warning] and "warnings" not in seen["outputs"]
+    listed = api.client.get("/v1/jobs").json()["jobs"]
+    assert next(j for j in listed if j["id"] == job["id"])["warnings"] == [warning]

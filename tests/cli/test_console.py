@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from cli.console import PIPE_WIDTH, make_console
-from cli.run import fractions_table
+from cli.run import fractions_table, print_fractions
 
 DOC = {"width": 123456, "height": 654321, "model": {"name": "ebc-unet-mnv2", "version": "1"},
        "classes": [{"name": "hematite", "pixels": 10, "percent": 12.5, "percent_of_pellet": 20.0},
@@ -79,6 +79,20 @@ def test_fractions_table_says_what_no_image_covers_and_the_camera_bits(monkeypat
     assert "16-bit source read as 12 significant bits" in text
     assert "the model has no mount class to label them" in caption(
         {**doc, "mount_class_declared": False})
+
+
+def test_the_fraction_table_is_followed_by_the_jobs_warnings(monkeypatch):
+    import cli.run
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    monkeypatch.setattr(cli.run, "console", make_console(out))
+    print_fractions(DOC)
+    assert "warning" not in out.getvalue() and "hematite" in out.getvalue()
+    message = "pixel size 1.000 µm/px is 2.0 x coarser than model m 1 was trained at [0.5]"
+    print_fractions({**DOC, "warnings": [{"code": "pixel_size_unlike_model", "message": message}]})
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == f"warning: {message}"  # after the table, brackets kept
 
 
 def test_models_lists_each_package_with_its_cpu_serving_precision(tmp_path):

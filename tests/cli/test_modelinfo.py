@@ -26,6 +26,15 @@ def test_the_bundled_model_declares_it_is_a_demo_model():
     assert "environmental barrier coatings" in lines[1] and "demo model" in lines[1]
 
 
+def test_describe_says_the_pixel_sizes_a_model_was_trained_at_where_recorded():
+    pkg = demo_package()
+    assert "µm/px" not in describe(pkg)[1]  # the bundled package records none
+    at = pkg.model_copy(update={"um_per_px": 0.5})
+    assert describe(at)[1].endswith(", at 0.5 µm/px")
+    zoomed = at.model_copy(update={"training": {**pkg.training, "scale_jitter": 3.0}})
+    assert describe(zoomed)[1].endswith(", at 0.5 µm/px zoomed to 0.125-2 µm/px")
+
+
 def test_trained_on_falls_back_to_the_training_record():
     pkg = demo_package().model_copy(update={"domain": None, "weights_sha256": "1" * 64})
     assert trained_on(pkg) == "dataset nasa-ebc (kind of images not declared in model.json)"

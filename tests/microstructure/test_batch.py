@@ -76,7 +76,9 @@ def test_batch_csv_puts_sections_side_by_side_with_empty_cells_for_what_a_job_la
     _, f2, m2 = _docs(make_section(200, 200, [(100, 100, 60, 30)], seed=2), ps=None, job_id="b")
     other = {**f2, "classes": [*f2["classes"], {"index": 4, "name": "wüstite", "pixels": 0,
                                                 "percent": 0.0, "percent_of_pellet": 0.0}],
-             "nodata_pixels": 1234, "significant_bits": 12}
+             "nodata_pixels": 1234, "significant_bits": 12,
+             "warnings": [{"code": "pixel_size_unlike_model", "message": "m"},
+                          {"code": "pixels_not_square", "message": "n"}]}
     entries = [
         BatchEntry("a", "s3://lab/P-1.tif", "succeeded", "2026-12-06T10:00:00", "m:1",
                    labels={"sample": "P-1"}, fractions=f1, microstructure=m1),
@@ -99,6 +101,7 @@ def test_batch_csv_puts_sections_side_by_side_with_empty_cells_for_what_a_job_la
     assert (a["nodata_px"], a["significant_bits"]) == ("0", "")  # imaged whole, 8-bit
     assert (b["nodata_px"], b["significant_bits"]) == ("1234", "12")
     assert c["nodata_px"] == c["significant_bits"] == ""  # failed: no fractions
+    assert (a["warnings"], b["warnings"]) == ("", "pixel_size_unlike_model;pixels_not_square")
     assert float(a["pellet_area_mm2"]) == pytest.approx(int(a["pellet_area_px"]) * 2.25e-6)
     assert b["pellet_area_mm2"] == "" and b["pellet_area_px"] != ""
     for row, f, m in ((a, f1, m1), (b, f2, m2)):

@@ -6,14 +6,17 @@ or unreadable partials, and a resumed reduce writes identical outputs."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import pyvips
 from sqlalchemy import update
 
+from core.job_warnings import WarningCode
 from core.states import JobStatus
 from imaging.metadata import read_pixel_size_um
 from microstructure import RowPartial, analyze_label_map
+from models import MODEL_JSON
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import (
     FRACTIONS_JSON,
@@ -75,6 +78,46 @@ def test_planner_without_any_pixel_size_stores_none(stack, micrograph):
     plan_job(stack, job.id)
     outputs = stack.table.jobs.get(job.id).outputs
     assert "pixel_size_um" in outputs and outputs["pixel_size_um"] is None
+
+
+def test_a_pixel_size_unlike_the_models_is_a_warning_on_the_job_and_in_its_results(
+        stack, small, tiny_package, tmp_path):
+    """The planner compares the job's pixel size with the package's training pixel size
+    (models.scale): 0.8 µm/px read from the file against a model trained at 0.4 µm/px is a
+    warning on the job, copied into fractions.json; the right pixel size given (a rerun's
+    correction) or a model that records none gives none."""
+    folder = tmp_path / "tiny" / "2"
+    shutil.copytree(tiny_package, folder)
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    (folder / MODEL_JSON).write_text(json.dumps({**meta, "version": "2", "um_per_px": 0.4}))
+    stack.models.publish(folder)
+    job = _submit(stack, small, model_version="2")
+    done = _drain(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    [warning] = done.outputs["warnings"]
+    assert warning["code"] == WarningCode.PIXEL_SIZE_UNLIKE_MODEL
+    assert warning["message"].startswith(
+        "pixel size 0.800 µm/px is 2.0 x coarser than model tiny 2 was trained at (0.400 µm/px)")
+    fractions = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert fractions["warnings"] == [warning]
+    for opts in ({"model_version": "2", "pixel_size_um": 0.45}, {"model_version": "1"}):
+        fine = _drain(stack, _submit(stack, small, **opts).id)
+        assert fine.outputs["warnings"] == [], opts
+        doc = json.loads(stack.blobs.get_bytes(output_key(fine.id, FRACTIONS_JSON)))
+        assert "warnings" not in doc
+
+
+def test_pixels_recorded_not_square_are_a_warning_and_no_pixel_size(stack, micrograph, tmp_path):
+    source = tmp_path / "anisotropic.tif"
+    pyvips.Image.new_from_file(str(micrograph)).crop(0, 0, 200, 150).tiffsave(
+        str(source), xres=1250.0, yres=1000.0, resunit="cm")  # 0.8 x 1.0 µm
+    job = _submit(stack, source)
+    plan_job(stack, job.id)
+    outputs = stack.table.jobs.get(job.id).outputs
+    assert outputs["pixel_size_um"] is None
+    [warning] = outputs["warnings"]
+    assert warning["code"] == WarningCode.PIXELS_NOT_SQUARE
+    assert "0.8 x 1 µm, not square" in warning["message"] and "--pixel-size-um" in warning["message"]
 
 
 def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, small, tmp_path):

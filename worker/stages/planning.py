@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import structlog
 
+from core.job_warnings import WarningCode, job_warning
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
 from imaging.formats import source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
+from models.scale import pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import NODATA, SOURCE, output_key
 from storage.errors import NotFoundError
@@ -32,9 +34,11 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
     mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as
-    ``outputs["pixel_size_um"]``); insert one ``pending`` row per strip; job ``planning ->
-    running``; enqueue the rows (and, with ``PELLETSEG_STREAM_REDUCE``, the job's streaming
-    stitcher, ``worker/stages/streaming.py``).
+    ``outputs["pixel_size_um"]``); find the job's warnings (:mod:`core.job_warnings`: a pixel
+    size outside those the model was trained at, :func:`models.scale.pixel_size_warning`;
+    pixels the file records as not square), stored as ``outputs["warnings"]``; insert one
+    ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
+    ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
     input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.
@@ -77,8 +81,12 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 nodata_key = None
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
+        warnings: list[dict[str, str]] = []
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
-                                           recorded=info.pixel_size_um)
+                                           recorded=info.pixel_size_um, warnings=warnings)
+        unlike = pixel_size_warning(ctx.models.meta(model.name, model.version), pixel_size_um)
+        if unlike:
+            warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
         ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
@@ -93,7 +101,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         height=info.height,
         rows_total=grid.n_strips,
         outputs={"source": source_key, "pixel_size_um": pixel_size_um,
-                 "significant_bits": significant_bits, "nodata": nodata_key},
+                 "significant_bits": significant_bits, "nodata": nodata_key,
+                 "warnings": warnings},
     )
     if not moved:
         return []
@@ -103,20 +112,22 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     if settings.stream_reduce:  # the pictures are stitched while the rows run
         ctx.enqueue(STITCH_TASK, job_id)
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
-             significant_bits=significant_bits)
+             significant_bits=significant_bits, warnings=[w["code"] for w in warnings])
     return pending
 
 
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
-                       recorded: float | None = None) -> float | None:
+                       recorded: float | None = None,
+                       warnings: list[dict[str, str]] | None = None) -> float | None:
     """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
     records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags and OME-XML, else
     ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
     None (outputs in px).
 
     A source whose recorded pixels are not square (x and y differ by more than 1 %) gives
-    None, logged: the microstructure figures assume square pixels, so such a job must be
-    given its pixel size.
+    None, logged and, where ``warnings`` is given, appended to it as a
+    :data:`core.job_warnings.WarningCode.PIXELS_NOT_SQUARE` warning: the microstructure figures
+    assume square pixels, so such a job must be given its pixel size.
     """
     if given is not None:
         return float(given)
@@ -130,6 +141,13 @@ def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
     x, y = found
     if abs(x - y) > 0.01 * max(x, y):
         log.warning("plan.pixel_size.non_square", job_id=job_id, x_um=x, y_um=y)
+        if warnings is not None:
+            warnings.append(job_warning(WarningCode.PIXELS_NOT_SQUARE, (
+                f"the file records pixels of {x:.4g} x {y:.4g} µm, not square; the "
+                "measurements assume square pixels, so the job has no pixel size and they are "
+                "in px. Resample the image to square pixels, or, if the file's calibration is "
+                "wrong, rerun the job with its pixel size (--pixel-size-um; pixel_size_um in "
+                "the API)")))
         return None
     log.info("plan.pixel_size", job_id=job_id, pixel_size_um=x, source="metadata")
     return float(x)

@@ -92,6 +92,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             significant_bits=(job.outputs or {}).get("significant_bits"),
             nodata_pixels=None if not (job.outputs or {}).get("nodata")
             else count_nodata(ctx.local_blob(job.outputs["nodata"])),
+            warnings=(job.outputs or {}).get("warnings"),
         )
         work = ctx.cache_dir / "jobs" / job_id / "out"
         work.mkdir(parents=True, exist_ok=True)

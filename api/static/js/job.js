@@ -38,6 +38,12 @@ function renderHead(job) {
   const error = $("job-error");
   error.hidden = !job.error;
   error.textContent = job.error ? `Error: ${job.error}` : "";
+  // what may make the results wrong without failing the job (GET /v1/jobs/{id} `warnings`)
+  const warnings = job.warnings || [];
+  const warned = $("job-warnings");
+  warned.hidden = !warnings.length;
+  setChildren(warned, ...warnings.map((w) => h("div", { class: "job-warning", "data-code": w.code },
+    `Warning: ${w.message}`)));
 }
 
 function renderProgress(job) {
