@@ -28,6 +28,13 @@ SIGNIFICANT_BITS_DESCRIPTION = (
     "null: what the file records (OME-XML SignificantBits, CZI ComponentBitCount, TIFF MaxSampleValue), else 16. "
     "Ignored for 8-bit and float images."
 )
+#: What a job request's ``scene`` means (:attr:`core.spec.JobSpec.scene`).
+SCENE_DESCRIPTION = (
+    "Of an OME-TIFF of several images (scenes, e.g. one per pellet of a mount): the image to "
+    "read, 0-based as the file numbers them (Bio-Formats' series index). null: the file's one "
+    "image; a file of several similar-size images then fails at planning, naming its scenes. "
+    "Submit one job per scene (a batch) to segment them all."
+)
 JOB_ID_EXAMPLE = "5b0f7a0e-8d7c-4a53-9d1c-2f4f8a1e6b42"
 UPLOAD_ID_EXAMPLE = "0d8c9a52-43be-4f0e-a3c4-6d16a3f0c1aa"
 BATCH_ID_EXAMPLE = "b3e1c2a4-7f61-5a0e-9e7b-3c2d1f0a9b88"
@@ -63,6 +70,8 @@ class JobOptions(BaseModel):
     precision: Precision | None = Field(None, description=PRECISION_DESCRIPTION)
     significant_bits: int | None = Field(
         None, ge=8, le=16, description=SIGNIFICANT_BITS_DESCRIPTION, examples=[12])
+    scene: int | None = Field(None, ge=0, le=100_000, description=SCENE_DESCRIPTION,
+                              examples=[None])
 
 
 class JobCreate(JobOptions):
@@ -164,6 +173,9 @@ class JobOut(BaseModel):
         None, description="Significant bits the 16-bit source was converted with: given with "
         "the job, or what the file records, else 16 (known after planning); null: not a 16-bit "
         "source, or not planned yet.", examples=[12])
+    scene: int | None = Field(
+        None, description="The image of a multi-image OME-TIFF the job reads (given with "
+        "it); null: the file's one image.", examples=[None])
     warnings: list[JobWarningOut] = Field(
         default_factory=list, description="What may make the results wrong without failing "
         "the job, found at planning (a pixel size unlike the model's training pixel size; "
@@ -367,6 +379,10 @@ class RerunRequest(BaseModel):
     significant_bits: int | None = Field(
         None, ge=8, le=16, description="Significant bits replacing the earlier job's (e.g. "
         "after a 12-bit camera's job was refused); null: kept. " + SIGNIFICANT_BITS_DESCRIPTION)
+    scene: int | None = Field(
+        None, ge=0, le=100_000, description="Scene replacing the earlier job's (e.g. after a "
+        "multi-image OME-TIFF was refused without one); null: kept; not for a batch rerun "
+        "(422). " + SCENE_DESCRIPTION)
 
 
 class JobDeleted(JobOut):

@@ -21,6 +21,7 @@ from cli.options import (
     significant_bits_option,
 )
 from cli.remote import COMMANDS as REMOTE_COMMANDS
+from cli.scenes import scene_option
 from cli.serve import serve
 from cli.train import train
 from cli.worker import worker
@@ -49,18 +50,21 @@ def main() -> None:
               help="Pixel size (µm/px); default: read from the image's metadata, else px.")
 @job_precision_option
 @significant_bits_option
+@scene_option
 @home_option
 def run_cmd(sources: list[str], model: str | None, workers: int, out: Path | None,
             pixel_size_um: float | None, precision: str | None, significant_bits: int | None,
-            home: Path | None) -> None:
+            scene: int | str | None, home: Path | None) -> None:
     """Segment SOURCES (paths, folders of images or URLs) through the queue and print their
-    phase fractions and microstructure summaries; several images make one batch and a table
-    of them side by side (one CSV line per image)."""
+    phase fractions and microstructure summaries; several images (or the scenes of a
+    multi-image OME-TIFF) make one batch and a table of them side by side (one CSV line per
+    image)."""
     from cli.run import run
 
     sys.exit(_guard(lambda: run(get_settings(home=home), list(sources), model=model,
                                 workers=workers, out=out, pixel_size_um=pixel_size_um,
-                                precision=precision, significant_bits=significant_bits)))
+                                precision=precision, significant_bits=significant_bits,
+                                scene=scene)))
 
 
 @main.command("demo")
@@ -113,18 +117,25 @@ def resume_cmd(job_id: str | None, batch_id: str | None, workers: int, out: Path
 @click.option("--significant-bits", type=click.IntRange(8, 16), default=None,
               help="Significant bits of 16-bit images replacing the earlier job's, e.g. 12 "
                    "after a 12-bit camera's job was refused (default: kept).")
+@click.option("--scene", type=click.IntRange(min=0), default=None,
+              help="Scene of a multi-image OME-TIFF replacing the earlier job's, e.g. after "
+                   "the file was refused without one (default: kept; not with --batch).")
 @local_or_api_options("Rerun")
 def rerun_cmd(job_id: str | None, batch_id: str | None, model: str | None,
-              pixel_size_um: float | None, significant_bits: int | None, workers: int,
-              out: Path | None, api_url: str | None, api_key: str | None, wait: bool,
-              home: Path | None) -> None:
-    """Segment an earlier job's image again as a new job (its labels, pixel size, precision and
-    significant bits kept unless given; label rerun_of names the earlier job), e.g. with a
+              pixel_size_um: float | None, significant_bits: int | None, scene: int | None,
+              workers: int, out: Path | None, api_url: str | None, api_key: str | None,
+              wait: bool, home: Path | None) -> None:
+    """Segment an earlier job's image again as a new job (its labels, pixel size, precision,
+    significant bits and scene kept unless given; label rerun_of names the earlier job), e.g. with a
     better model: --model NAME or NAME:VERSION, default the same model at its newest version.
     --batch: every job of a batch, as one new batch. The earlier job is left as it is (a
     deleted one may be rerun: its image is kept). Locally with local workers, or with --api
     through the HTTP API."""
-    corrections = {"pixel_size_um": pixel_size_um, "significant_bits": significant_bits}
+    if scene is not None and batch_id is not None:
+        raise click.UsageError("--scene reruns one job: give the job whose scene to change, "
+                               "not --batch")
+    corrections = {"pixel_size_um": pixel_size_um, "significant_bits": significant_bits,
+                   "scene": scene}
     if api_url:
         from cli.remote import rerun_remote
 

@@ -37,6 +37,7 @@ from cli.options import (
     significant_bits_option,
     split_model,
 )
+from cli.scenes import scene_option, scenes_of
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.settings import get_settings
@@ -120,14 +121,17 @@ def check_local_images(paths) -> None:
               help="Pixel size (µm/px); default: read from each image's metadata, else px.")
 @job_precision_option
 @significant_bits_option
+@scene_option
 @click.option("--part-size", type=int, default=None, help="Upload part size (MiB, >= 5).")
 @click.option("--concurrency", default=4, show_default=True, help="Parts uploaded at once.")
 @click.option("--wait", is_flag=True, help="Follow the jobs to their end (exit 1 if one fails).")
 @api_options
 def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_size_um,
-           precision, significant_bits, part_size, concurrency, wait, api_url, api_key) -> None:
+           precision, significant_bits, scene, part_size, concurrency, wait, api_url,
+           api_key) -> None:
     """Segment PATHS (local files, or folders of them, are uploaded through the API,
-    resumably; URLs such as s3://... are passed on). Several images make one batch."""
+    resumably; URLs such as s3://... are passed on). Several images, or the scenes of a
+    local multi-image OME-TIFF (one job each, --scene), make one batch."""
     options = {k: v for k, v in dict(model=model, model_version=model_version,
                                      tile_size=tile_size, halo=halo,
                                      webhook_url=webhook,
@@ -147,14 +151,20 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_
                           console=console) as bar:
                 for source in paths:
                     path = Path(source)
-                    if "://" in source and not path.exists():
-                        items.append({"source_url": source})
+                    remote = "://" in source and not path.exists()
+                    scenes = scenes_of(source if remote else str(path.resolve()), scene)
+                    if len(scenes) > 1:
+                        console.print(f"{source}: {len(scenes)} scenes, one job each (--scene "
+                                      "N reads one)", soft_wrap=True, highlight=False)
+                    if remote:
+                        items += [_with_scene({"source_url": source}, s) for s in scenes]
                         continue
                     up = upload_file(client, path, ledger, concurrency=concurrency,
                                      part_size=part_size * 1024 * 1024 if part_size else None,
                                      progress=_byte_progress(bar, path.name))
-                    items.append({"upload_id": up["id"],
-                                  "idempotency_key": f"cli-upload-{up['id']}"})
+                    key = f"cli-upload-{up['id']}"  # one upload, a job per scene
+                    items += [_with_scene({"upload_id": up["id"], "idempotency_key": key}, s)
+                              for s in scenes]
                     files.append(path)
             if len(items) == 1:
                 jobs = [client.submit({**items[0], **options, "labels": labels})]
@@ -174,6 +184,15 @@ def submit(paths, model, model_version, labels, webhook, tile_size, halo, pixel_
             return follow(client, [j["id"] for j in jobs])
 
     run_client(body)
+
+
+def _with_scene(item: dict, scene: int | None) -> dict:
+    """A batch item with its ``scene`` (and a per-scene idempotency key), or as it is."""
+    if scene is None:
+        return item
+    keyed = {"idempotency_key": f"{item['idempotency_key']}-scene{scene}"} if (
+        "idempotency_key" in item) else {}
+    return {**item, **keyed, "scene": scene}
 
 
 def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
@@ -421,13 +440,13 @@ def resume_remote(api_url: str, api_key: str | None, job_id: str | None, wait: b
 
 def rerun_remote(api_url: str, api_key: str | None, job_id: str | None, model: str | None,
                  wait: bool, *, batch_id: str | None = None, pixel_size_um: float | None = None,
-                 significant_bits: int | None = None) -> None:
+                 significant_bits: int | None = None, scene: int | None = None) -> None:
     """``pelletseg rerun JOB --api URL`` (or ``--batch ID``: a new batch of all its jobs):
     submit the new jobs through the API (``pixel_size_um`` / ``significant_bits`` replacing the
     earlier jobs' where given), optionally follow them."""
     name, version = split_model(model)
     body_json = {"model": name, "model_version": version, "pixel_size_um": pixel_size_um,
-                 "significant_bits": significant_bits}
+                 "significant_bits": significant_bits, "scene": scene}
 
     def body() -> int:
         with ApiClient(api_url, api_key) as client:

@@ -31,11 +31,12 @@ from cli.interrupts import (
 )
 from cli.modelinfo import demo_warning, describe, with_bundled_domain
 from cli.options import split_model
+from cli.scenes import scenes_of
 from core.inference import inference_lines
 from core.job_warnings import warning_lines
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
-from imaging.formats import SIGNIFICANT_BITS_OPTION
+from imaging.formats import SCENE_OPTION, SIGNIFICANT_BITS_OPTION
 from imaging.mosaic import SAMPLES
 from models import ModelPackage
 from queues.app import make_celery
@@ -233,7 +234,7 @@ def drive(
         job_ids = [j.id for j in jobs]
         pool = LocalWorkers(settings, workers).start() if workers > 0 else None
         for job in jobs:
-            console.print(f"job {job.id} {job.status}: {job.source_url}")
+            console.print(f"job {job.id} {job.status}: {job.source_url}{_scene_of(job)}")
         ended = follow(table, job_ids, pool, tick=lambda: reconcile(ctx),
                        tick_every=max(2.0, settings.reconcile_seconds or 10.0))
     except KeyboardInterrupt:
@@ -268,7 +269,8 @@ def drive(
         if several and out is not None:
             # the image's name, percent-decoded, whatever the URL's scheme
             stem = Path(unquote(urlparse(job.source_url).path)).stem
-            folder = Path(out) / f"{job.id[:8]}-{stem}"
+            scene = (job.spec or {}).get("scene")
+            folder = Path(out) / f"{job.id[:8]}-{stem}{'' if scene is None else f'-scene{scene}'}"
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
     if several:  # one batch (run, resume --batch): its totals and its table of the images
         for line in totals:
@@ -303,9 +305,11 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
     if job.status != JobStatus.SUCCEEDED:
         reason = f": {job.error}" if job.error else ""  # a cancelled job has none
         console.print(f"job {job.id} {job.status}{reason}", style="red")
-        if SIGNIFICANT_BITS_OPTION in (job.error or ""):  # its spec must change: a new job
-            console.print(f"then: pelletseg rerun {job.id} {SIGNIFICANT_BITS_OPTION} N "
-                          f"--home {settings.home}", soft_wrap=True, highlight=False)
+        option = next((o for o in (SIGNIFICANT_BITS_OPTION, SCENE_OPTION)
+                       if f"{o} N" in (job.error or "")), None)
+        if option:  # its spec must change: a new job
+            console.print(f"then: pelletseg rerun {job.id} {option} N --home {settings.home}",
+                          soft_wrap=True, highlight=False)
             return
         first = "fix the cause, then" if job.status == JobStatus.FAILED else "to continue it"
         console.print(f"{first}: pelletseg resume {job.id} --home {settings.home}",
@@ -332,6 +336,12 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
         console.print(f"  {name:22s} {target}")
 
 
+def _scene_of(job: Job) -> str:
+    """`` scene N`` for a job given a scene, else ``""``."""
+    scene = (job.spec or {}).get("scene")
+    return "" if scene is None else f" scene {scene}"
+
+
 def store_hint(blobs: BlobStore, jobs: Sequence[Job], command: str) -> str:
     """``the store keeps its own copy (N MB, row checkpoints included); COMMAND frees it``
     (N: what ``jobs`` hold under ``jobs/{id}/``, MB = 10^6 bytes): said once their outputs
@@ -352,6 +362,7 @@ def run(
     pixel_size_um: float | None = None,
     precision: str | None = None,
     significant_bits: int | None = None,
+    scene: int | str | None = None,
 ) -> int:
     """Say which model runs and what it was trained on (warning when the demo model gets an
     image that is not a demo image), submit ``sources`` (several: one batch, every source
@@ -360,23 +371,33 @@ def run(
     ``pixel_size_um`` (µm/px) None: read from the source's metadata; ``precision`` None: the
     workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`);
     ``significant_bits`` (8-16) None: what each 16-bit file records, else 16
-    (:attr:`core.spec.JobSpec.significant_bits`).
+    (:attr:`core.spec.JobSpec.significant_bits`); ``scene`` a number, ``all`` or None: one
+    job per scene of a local OME-TIFF of several (:func:`cli.scenes.scenes_of`), said once
+    per such file.
 
     Raises:
         SubmissionError: a source or an option is refused, or more than
             :data:`submission.reports.MAX_BATCH` sources (nothing is submitted).
     """
     sources = [sources] if isinstance(sources, str) else list(sources)
-    if len(sources) > MAX_BATCH:
-        raise SubmissionError(f"{len(sources)} images given; one run takes at most {MAX_BATCH} "
+    jobs = []  # (source, scene): one job each
+    for source in sources:
+        scenes = scenes_of(source, scene)
+        if len(scenes) > 1:
+            console.print(f"{source}: {len(scenes)} scenes ({', '.join(map(str, scenes))}), one "
+                          "job each (--scene N reads one)", soft_wrap=True, highlight=False)
+        jobs += [(source, s) for s in scenes]
+    if len(jobs) > MAX_BATCH:
+        raise SubmissionError(f"{len(jobs)} images given; one run takes at most {MAX_BATCH} "
                               "(one batch, one table): run them in parts")
     registry = prepare(settings)
     name, version = split_model(model)
     service = SubmissionService(settings)
     specs = [service.build_spec(source, model=name, model_version=version,
                                 labels=labels or {}, pixel_size_um=pixel_size_um,
-                                precision=precision, significant_bits=significant_bits)
-             for source in sources]
+                                precision=precision, significant_bits=significant_bits,
+                                scene=s)
+             for source, s in jobs]
     # one model for all the images (one --model): said once
     announce_model(settings, registry.meta(specs[0].model, specs[0].model_version),
                    [s.source_url for s in specs], labels)
@@ -404,12 +425,12 @@ def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Seq
 
 def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers: int,
           out: Path | None, batch_id: str | None = None, pixel_size_um: float | None = None,
-          significant_bits: int | None = None) -> int:
+          significant_bits: int | None = None, scene: int | None = None) -> int:
     """Segment an earlier job's source again as a new job, or with ``batch_id`` every job of
     a batch as a new batch (:meth:`SubmissionService.rerun`, ``rerun_batch``), with ``model``
     (``NAME`` or ``NAME:VERSION``; None: each earlier job's model at its newest version) and
-    ``pixel_size_um`` / ``significant_bits`` replacing the earlier jobs' where given, and
-    follow them (:func:`drive`)."""
+    ``pixel_size_um`` / ``significant_bits`` replacing the earlier jobs' where given (and
+    ``scene``, for one job), and follow them (:func:`drive`)."""
     prepare(settings)
     name, version = split_model(model)
     options = dict(model=name, model_version=version, pixel_size_um=pixel_size_um,
@@ -417,7 +438,7 @@ def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers:
     if batch_id is not None:
         return drive(settings, lambda service: service.rerun_batch(batch_id, **options),
                      workers=workers, out=out)
-    return drive(settings, lambda service: service.rerun(job_id, **options),
+    return drive(settings, lambda service: service.rerun(job_id, scene=scene, **options),
                  workers=workers, out=out)
 
 

@@ -17,7 +17,7 @@ from core.geometry import WithGeometry
 __all__ = ["READABLE_SPEC_VERSIONS", "SPEC_VERSION", "EdgeTiles", "JobSpec", "Precision",
            "SpecError"]
 
-SPEC_VERSION = 5
+SPEC_VERSION = 6
 #: Stored spec versions this code reads: version 1 (before ``pixel_size_um``) reads as a
 #: spec without a pixel size, version 2 (before ``precision``) as one without a precision. A
 #: new field bumps the version, so that older workers refuse a spec they cannot read with
@@ -25,8 +25,8 @@ SPEC_VERSION = 5
 #: (a spec without ``precision`` is stored as version 2), so that jobs submitted while workers
 #: are upgraded one by one run on the older workers too. Version 3 (before ``edge_tiles``) reads
 #: as whole edge tiles, the layout its rows were planned with; version 4 (before
-#: ``significant_bits``) as one without.
-READABLE_SPEC_VERSIONS = (1, 2, 3, 4, 5)
+#: ``significant_bits``) as one without, version 5 (before ``scene``) likewise.
+READABLE_SPEC_VERSIONS = (1, 2, 3, 4, 5, 6)
 
 #: An inference precision, as ``PELLETSEG_PRECISION`` (a worker's) and a job spec's
 #: ``precision`` (a job's) name it.
@@ -41,7 +41,7 @@ class SpecError(ValueError):
 
 
 class JobSpec(WithGeometry):
-    """Options of one segmentation job (spec version 5).
+    """Options of one segmentation job (spec version 6).
 
     Attributes:
         source_url: Where the pellet image is: ``file:///...``, ``s3://...``, or a local path.
@@ -78,6 +78,12 @@ class JobSpec(WithGeometry):
             ``SignificantBits``, CZI ``ComponentBitCount``, TIFF ``MaxSampleValue``), else 16
             (:func:`imaging.reading.significant_bits_of`). Ignored for sources of other sample
             types, so one value may go with a batch of mixed files. Added in spec version 5.
+        scene: Which image of an OME-TIFF of several (one scene per pellet of a mount) the job
+            reads: the OME Image's 0-based index in the file (Bio-Formats' series index;
+            :func:`imaging.formats.source_scenes` lists them). None: the file's one
+            full-resolution image; an OME-TIFF of several similar-size images is then refused
+            rather than read in part. A job given a scene for a file of another format fails
+            at planning. Added in spec version 6.
 
     Raises (on construction):
         pydantic.ValidationError: a field is missing or invalid, including a tile geometry
@@ -86,7 +92,7 @@ class JobSpec(WithGeometry):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    spec_version: Literal[1, 2, 3, 4, 5] = SPEC_VERSION
+    spec_version: Literal[1, 2, 3, 4, 5, 6] = SPEC_VERSION
     source_url: str
     model: str
     model_version: str | None = None
@@ -97,15 +103,17 @@ class JobSpec(WithGeometry):
     precision: Precision | None = None
     edge_tiles: EdgeTiles | None = None
     significant_bits: int | None = Field(None, ge=8, le=16)
+    scene: int | None = Field(None, ge=0)
 
     @model_validator(mode="before")
     @classmethod
     def _oldest_version_that_reads_it(cls, data: Any) -> Any:
         """A new spec (no ``spec_version`` given) gets the oldest version that holds its
-        fields: 5 where it names ``significant_bits``, 4 where it names ``edge_tiles``, 3
-        where it names a ``precision``, else 2."""
+        fields: 6 where it names a ``scene``, 5 where it names ``significant_bits``, 4 where
+        it names ``edge_tiles``, 3 where it names a ``precision``, else 2."""
         if isinstance(data, dict) and "spec_version" not in data:
-            version = (5 if data.get("significant_bits") is not None
+            version = (6 if data.get("scene") is not None
+                       else 5 if data.get("significant_bits") is not None
                        else 4 if data.get("edge_tiles") is not None
                        else 3 if data.get("precision") is not None else 2)
             data = {**data, "spec_version": version}
@@ -119,15 +127,17 @@ class JobSpec(WithGeometry):
             raise ValueError(f"edge_tiles needs spec version 4, not {self.spec_version}")
         if self.significant_bits is not None and self.spec_version < 5:
             raise ValueError(f"significant_bits needs spec version 5, not {self.spec_version}")
+        if self.scene is not None and self.spec_version < 6:
+            raise ValueError(f"scene needs spec version 6, not {self.spec_version}")
         return self
 
     @model_serializer(mode="wrap")
     def _without_unset_newer_fields(self, handler):
-        """The stored form leaves out ``precision``, ``edge_tiles`` and ``significant_bits``
-        when they are None, so a version-2 spec holds only version-2 fields and workers from
+        """The stored form leaves out ``precision``, ``edge_tiles``, ``significant_bits`` and
+        ``scene`` when they are None, so a version-2 spec holds only version-2 fields and workers from
         before version 3 (which forbid unknown fields) read it."""
         data = handler(self)
-        for name in ("precision", "edge_tiles", "significant_bits"):
+        for name in ("precision", "edge_tiles", "significant_bits", "scene"):
             if getattr(self, name) is None:
                 data.pop(name, None)
         return data

@@ -53,10 +53,12 @@ def _ome_length_um(value: str | None, unit: str | None) -> float | None:
     return None if factor is None else _positive(number * factor)
 
 
-def pixel_size_from_ome_xml(text: str) -> tuple[float, float] | None:
+def pixel_size_from_ome_xml(text: str, image: int = 0) -> tuple[float, float] | None:
     """(x, y) pixel size in µm/px from an OME-XML document, or None.
 
-    Reads the first ``Pixels`` element (any OME namespace version); a missing
+    Reads the ``Pixels`` element of the ``image``-th ``Image`` (0-based, the first by default;
+    any OME namespace version; a document without ``Image`` elements: its first ``Pixels``;
+    none when it has no Image ``image``); a missing
     ``PhysicalSizeY`` takes ``PhysicalSizeX`` (square pixels) and vice versa. Units other
     than pm, Å, nm, µm, mm, cm, dm and m (e.g. pixels, reference frame) give None.
     """
@@ -64,7 +66,11 @@ def pixel_size_from_ome_xml(text: str) -> tuple[float, float] | None:
         root = ET.fromstring(text)
     except ET.ParseError:
         return None
-    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    images = [e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Image"]
+    if images and image >= len(images):
+        return None
+    within = images[image] if images else root
+    pixels = next((e for e in within.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
     if pixels is None:
         return None
     x = _ome_length_um(pixels.get("PhysicalSizeX"), pixels.get("PhysicalSizeXUnit"))
@@ -74,11 +80,13 @@ def pixel_size_from_ome_xml(text: str) -> tuple[float, float] | None:
     return (x if x is not None else y, y if y is not None else x)
 
 
-def read_pixel_size_um(path: str | os.PathLike) -> tuple[float, float] | None:
+def read_pixel_size_um(path: str | os.PathLike,
+                       ome_image: int = 0) -> tuple[float, float] | None:
     """Pixel size (x, y) in µm/px recorded in the image file at ``path``, or None.
 
-    See the module docstring for the records read and the uncalibrated defaults ignored.
-    Only the header is read (libvips opens the file lazily).
+    See the module docstring for the records read and the uncalibrated defaults ignored; of
+    an OME-TIFF, the OME Image ``ome_image`` 's (0-based; a job's scene). Only the header is
+    read (libvips opens the file lazily).
 
     Returns:
         ``(x_um_per_px, y_um_per_px)``, both > 0, or None when the file records no
@@ -94,7 +102,7 @@ def read_pixel_size_um(path: str | os.PathLike) -> tuple[float, float] | None:
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
         if "<OME" in text:
-            found = pixel_size_from_ome_xml(text.strip())
+            found = pixel_size_from_ome_xml(text.strip(), ome_image)
             if found is not None:
                 return found
     unit = image.get("resolution-unit") if "resolution-unit" in fields else None

@@ -25,7 +25,7 @@ BATCH_FIELDS = (
     "job_id", "source", "status", "error", "created_at", "model", "pixel_size_um", "width_px",
     "height_px", "pellets", "pellet_area_px", "pellet_area_mm2", "porosity_open_percent",
     "porosity_closed_percent", "oxidised_share_percent", "nodata_px", "significant_bits",
-    "warnings",
+    "warnings", "scene",
 )
 
 
@@ -42,6 +42,7 @@ class BatchEntry:
         fractions: Its ``fractions.json`` document, None until it succeeded.
         microstructure: Its ``microstructure.json`` document, None until it succeeded (or
             for a job reduced before microstructure existed).
+        scene: The image of a multi-image OME-TIFF the job read (its spec's), or None.
     """
 
     job_id: str
@@ -53,6 +54,7 @@ class BatchEntry:
     labels: Mapping[str, Any] = field(default_factory=dict)
     fractions: Mapping[str, Any] | None = None
     microstructure: Mapping[str, Any] | None = None
+    scene: int | None = None
 
 
 def _percent(part: int, whole: int) -> float | None:
@@ -112,7 +114,8 @@ def batch_csv(entries: Sequence[BatchEntry]) -> str:
     and ``percent_of_pellets_<class>`` (non-mount classes, from ``microstructure.json``) for
     every class of any entry in order of first appearance, then ``label_<key>`` for every
     label key; ``warnings`` holds the codes of the job's warnings (:mod:`core.job_warnings`)
-    joined by ``;``. Cells a job does not have (not succeeded yet, no microstructure, a class its
+    joined by ``;``; ``scene`` the image of a multi-image OME-TIFF the job read. Cells a job
+    does not have (not succeeded yet, no microstructure, a class its
     model lacks, no pixel size) are empty; floats at full precision (``repr``).
 
     Raises:
@@ -125,7 +128,7 @@ def batch_csv(entries: Sequence[BatchEntry]) -> str:
     for e in entries:
         row: dict[str, Any] = {
             "job_id": e.job_id, "source": e.source, "status": e.status, "error": e.error,
-            "created_at": e.created_at, "model": e.model,
+            "created_at": e.created_at, "model": e.model, "scene": e.scene,
         }
         if e.fractions is not None:
             row.update(pixel_size_um=e.fractions["pixel_size_um"],

@@ -46,6 +46,7 @@ def batch_entry(blobs: BlobStore, job: Job) -> BatchEntry:
         created_at=job.created_at.isoformat(), model=f"{job.model_name}:{job.model_version}",
         error=job.error, labels=(job.spec or {}).get("labels") or {},
         fractions=docs.get(FRACTIONS_JSON), microstructure=docs.get(MICROSTRUCTURE_JSON),
+        scene=(job.spec or {}).get("scene"),
     )
 
 

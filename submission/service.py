@@ -128,6 +128,7 @@ class SubmissionService:
         pixel_size_um: float | None = None,
         precision: str | None = None,
         significant_bits: int | None = None,
+        scene: int | None = None,
     ) -> JobSpec:
         """A checked :class:`JobSpec` for a source URL or path, or a completed upload.
 
@@ -141,7 +142,9 @@ class SubmissionService:
         None: read from the source when the job is planned; ``precision`` (``bf16``,
         ``fp16``, ``fp32``; :attr:`core.spec.JobSpec.precision`) None: each worker's
         ``PELLETSEG_PRECISION``; ``significant_bits`` (8-16, of a 16-bit source;
-        :attr:`core.spec.JobSpec.significant_bits`) None: what the file records, else 16.
+        :attr:`core.spec.JobSpec.significant_bits`) None: what the file records, else 16;
+        ``scene`` (>= 0; :attr:`core.spec.JobSpec.scene`) the image of a multi-image OME-TIFF
+        to read, None: its one image (checked when the job is planned).
 
         Raises:
             SubmissionError: neither or both of ``source`` and ``upload_id``; a source whose
@@ -180,6 +183,7 @@ class SubmissionService:
                 rows_per_task=rows_per_task or self.settings.rows_per_task,
                 labels=labels or {}, webhook_url=webhook_url, pixel_size_um=pixel_size_um,
                 precision=precision, edge_tiles="fitted", significant_bits=significant_bits,
+                scene=scene,
             )
         except ValidationError as e:
             raise SubmissionError("; ".join(
@@ -361,13 +365,15 @@ class SubmissionService:
 
     def rerun(self, job_id: str, *, model: str | None = None, model_version: str | None = None,
               batch_id: str | None = None, confine_files: bool = False,
-              pixel_size_um: float | None = None, significant_bits: int | None = None) -> Job:
+              pixel_size_um: float | None = None, significant_bits: int | None = None,
+              scene: int | None = None) -> Job:
         """Submit a new job on an earlier job's source with its labels, webhook, pixel size,
-        precision and significant bits, e.g. once a better model is registered: ``model``
-        (None: the earlier job's model) at ``model_version`` (None: its newest version), at
-        that package's tile geometry; ``pixel_size_um`` and ``significant_bits`` given
-        replace the earlier job's (a corrected pixel size, a 12-bit camera's bits after its
-        job was refused). The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
+        precision, significant bits and scene, e.g. once a better model is registered:
+        ``model`` (None: the earlier job's model) at ``model_version`` (None: its newest
+        version), at that package's tile geometry; ``pixel_size_um``, ``significant_bits``
+        and ``scene`` given replace the earlier job's (a corrected pixel size, a 12-bit
+        camera's bits after its job was refused, the scene of a multi-image OME-TIFF that was
+        refused without one). The new job's labels add ``rerun_of`` (the earlier job's id); the earlier job
         is left as it is (any status, ``deleted`` included: its source is kept).
 
         Returns:
@@ -380,12 +386,13 @@ class SubmissionService:
             StorageError: the job table or the broker is unreachable.
         """
         spec = self._rerun_spec(job_id, model, model_version, confine_files,
-                                pixel_size_um=pixel_size_um, significant_bits=significant_bits)
+                                pixel_size_um=pixel_size_um, significant_bits=significant_bits,
+                                scene=scene)
         return self.submit(spec, batch_id=batch_id)
 
     def _rerun_spec(self, job_id: str, model: str | None, model_version: str | None,
                     confine_files: bool, *, pixel_size_um: float | None = None,
-                    significant_bits: int | None = None) -> JobSpec:
+                    significant_bits: int | None = None, scene: int | None = None) -> JobSpec:
         """The checked spec of :meth:`rerun` (raises as it does, before anything is created)."""
         old = JobSpec.from_stored(self.table.jobs.get(job_id).spec)
         key = self.uploads.key_of(old.source_url)
@@ -407,7 +414,7 @@ class SubmissionService:
             pixel_size_um=old.pixel_size_um if pixel_size_um is None else pixel_size_um,
             precision=old.precision,
             significant_bits=old.significant_bits if significant_bits is None else significant_bits,
-            confine_files=confine_files)
+            scene=old.scene if scene is None else scene, confine_files=confine_files)
 
     def rerun_batch(self, batch_id: str, *, model: str | None = None,
                     model_version: str | None = None, confine_files: bool = False,

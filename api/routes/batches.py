@@ -117,6 +117,9 @@ def rerun_batch(batch_id: str, request: Request, response: Response, table: Tabl
     """Rerun every job of a batch (each as ``POST /v1/jobs/{id}/rerun``) as one new batch,
     answered here; every source and the model are checked before any job is created."""
     body = body or RerunRequest()
+    if body.scene is not None:
+        raise SubmissionError("a batch rerun cannot give one scene to every job: rerun the "
+                              "job whose scene to change (POST /v1/jobs/{id}/rerun)")
     jobs = submissions.rerun_batch(batch_id, model=body.model, model_version=body.model_version,
                                    confine_files=True, pixel_size_um=body.pixel_size_um,
                                    significant_bits=body.significant_bits)

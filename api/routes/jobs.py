@@ -77,6 +77,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         pixel_size_um=(job.outputs or {}).get("pixel_size_um", spec.get("pixel_size_um")),
         precision=spec.get("precision"),
         significant_bits=(job.outputs or {}).get("significant_bits", spec.get("significant_bits")),
+        scene=spec.get("scene"),
         warnings=[JobWarningOut(**w) for w in (job.outputs or {}).get("warnings") or ()],
         width=job.width,
         height=job.height,
@@ -115,7 +116,7 @@ def spec_of(submissions: SubmissionService, body: JobCreate,
         model_version=pick("model_version"), tile_size=pick("tile_size"), halo=pick("halo"),
         labels=labels, webhook_url=pick("webhook_url"), pixel_size_um=pick("pixel_size_um"),
         precision=pick("precision"), significant_bits=pick("significant_bits"),
-        confine_files=True,
+        scene=pick("scene"), confine_files=True,
     )
 
 
@@ -189,14 +190,15 @@ def resume(job_id: str, table: TableDep, submissions: SubmissionsDep):
 def rerun(job_id: str, request: Request, response: Response, table: TableDep,
           submissions: SubmissionsDep, body: RerunRequest | None = None):
     """Submit a new job on this job's source with its labels (plus ``rerun_of``), webhook,
-    pixel size, precision and significant bits, with ``model`` / ``model_version`` (default:
-    this job's model at its newest version), e.g. once a better model is registered, and a
-    ``pixel_size_um`` / ``significant_bits`` given replacing this job's. Any earlier job may be
+    pixel size, precision, significant bits and scene, with ``model`` / ``model_version``
+    (default: this job's model at its newest version), e.g. once a better model is
+    registered, and a ``pixel_size_um`` / ``significant_bits`` / ``scene`` given replacing
+    this job's. Any earlier job may be
     rerun, a deleted one included; 422 when its source is gone or the model is unknown."""
     body = body or RerunRequest()
     job = submissions.rerun(job_id, model=body.model, model_version=body.model_version,
                             confine_files=True, pixel_size_um=body.pixel_size_um,
-                            significant_bits=body.significant_bits)
+                            significant_bits=body.significant_bits, scene=body.scene)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(table, job)
 

@@ -1,7 +1,8 @@
 """OME-TIFF: structure and metadata with tifffile and ome-types, pixels with libvips.
 
-The full-resolution series is the OME Image with the most pixels at its level 0 (the first
-on ties); its level 0 is read (sub-resolution levels, SubIFD or separate, are skipped).
+The full-resolution series is the OME Image a job names (its ``scene``, 0-based in file order:
+:func:`ome_scenes` lists the scenes of a multi-image file) or else the one with the most pixels
+at its level 0 (the first on ties); its level 0 is read (sub-resolution levels, SubIFD or separate, are skipped).
 Channels stored as separate planes (``C`` of 2-4 without interleaved samples) are joined as
 bands; only the first Z plane and time point are read. The pixel size is the Image's
 ``Pixels/@PhysicalSizeX`` converted from ``PhysicalSizeXUnit`` to µm; its significant bits
@@ -11,6 +12,8 @@ bands; only the first Z plane and time point are read. The pixel size is the Ima
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,10 @@ UNIT_UM = {
     "m": 1e6, "in": 25_400.0, "mil": 25.4,
 }
 
+
+#: The option that gives a job its scene, as the refusal of an OME-TIFF of several scenes
+#: names it (the CLI offers a rerun with it instead of a resume).
+SCENE_OPTION = "--scene"
 
 #: A second OME Image with at least this share of the largest one's pixels makes the file
 #: ambiguous (several scenes, not one image and its thumbnail or label): refused.
@@ -65,14 +72,77 @@ def ome_pixel_size_um(pixels) -> float | None:
     return size * factor if factor is not None else None
 
 
-def ome_layout(path: str | os.PathLike) -> OmeLayout:
-    """Locate the full-resolution series of an OME-TIFF (the Image with the most pixels; a
-    thumbnail, overview or label Image beside it is skipped) and read its pixel size.
+def ome_scenes(path: str | os.PathLike) -> list[int]:
+    """The scenes of an OME-TIFF: indices of its OME Images with at least :data:`SCENE_SHARE`
+    of the largest one's pixels at level 0 (one scene per pellet of a mount, e.g. a multi-scene
+    CZI converted by bfconvert), in file order; ``[k]`` for a file of one image (beside its
+    thumbnails, overviews or labels).
+
+    Raises:
+        ImageFormatError: not an OME-TIFF, or its structure cannot be read.
+    """
+    with _opened(path) as (tif, _):
+        areas = _areas(tif.series)
+        return [i for i, area in enumerate(areas) if area >= SCENE_SHARE * max(areas)]
+
+
+def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
+    """Locate the full-resolution series of an OME-TIFF and read its pixel size: the OME
+    Image ``scene`` (0-based, in file order) when given, else the one with the most pixels
+    (a thumbnail, overview or label Image beside it is skipped).
 
     Raises:
         ImageFormatError: not an OME-TIFF, its OME-XML cannot be parsed, more than 4
-            channels, or another Image of at least :data:`SCENE_SHARE` of the largest's pixels
-            (several scenes: a job would read one and leave the others out).
+            channels, no Image ``scene``, or, with ``scene`` None, another Image of at least
+            :data:`SCENE_SHARE` of the largest's pixels (several scenes: a job would read
+            one and leave the others out; the message says how to pick each).
+    """
+    name = Path(path).name
+    with _opened(path) as (tif, ome):
+        series = tif.series
+        areas = _areas(series)
+        sizes = [f"{_yx(s.levels[0])[1]} x {_yx(s.levels[0])[0]}" for s in series]
+        if scene is not None and not 0 <= scene < len(series):
+            raise ImageFormatError(
+                f"{name}: has no scene {scene}; its images are 0-{len(series) - 1} "
+                f"({', '.join(sizes[:8])} px)")
+        best = scene if scene is not None else max(range(len(series)),
+                                                   key=lambda i: (areas[i], -i))
+        similar = [i for i, area in enumerate(areas)
+                   if i != best and area >= SCENE_SHARE * areas[best]]
+        if similar and scene is None:
+            scenes = sorted([best, *similar])
+            raise ImageFormatError(
+                f"{name}: an OME-TIFF of {len(scenes)} images of similar size "
+                f"({', '.join(sizes[i] for i in scenes[:4])} px), e.g. one scene per pellet; a "
+                "job reads one image and would leave the others out: give the scene to read "
+                f"(one of {', '.join(map(str, scenes))}: {SCENE_OPTION} N, scene in the "
+                f"API), or pelletseg run / submit the file with {SCENE_OPTION} all for one "
+                "job per scene (one batch), or export each scene as its own file"
+            )
+        level = series[best].levels[0]
+        height, width = _yx(level)
+        axes = level.axes
+        channels = level.shape[axes.index("C")] if "C" in axes and "S" not in axes else 1
+        if channels > 4:
+            raise ImageFormatError(
+                f"{name}: an OME-TIFF with {channels} channels; pelletseg reads grey, RGB "
+                "or RGBA: export the brightfield channels"
+            )
+        pages = tuple(level.pages[_plane(level, c)].index for c in range(channels))
+        images = ome.images  # tifffile makes one series per OME Image, in order
+        pixels = images[best].pixels if best < len(images) else images[0].pixels
+    return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best,
+                     pixels.significant_bits)
+
+
+@contextmanager
+def _opened(path: str | os.PathLike) -> Iterator[tuple]:
+    """``(tifffile.TiffFile, ome_types.OME)`` of an OME-TIFF, closed on the way out.
+
+    Raises:
+        ImageFormatError: not an OME-TIFF, or its structure or OME-XML cannot be read (the
+            ImageFormatErrors raised inside the block pass unchanged).
     """
     import tifffile
     from ome_types import from_xml
@@ -82,32 +152,7 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
         with tifffile.TiffFile(path) as tif:
             if not tif.is_ome:
                 raise ImageFormatError(f"{name}: not an OME-TIFF (no OME-XML in its first page)")
-            ome = from_xml(tif.ome_metadata, validate=False)
-            series = tif.series
-            areas = [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
-            best = max(range(len(series)), key=lambda i: (areas[i], -i))
-            similar = [i for i, area in enumerate(areas)
-                       if i != best and area >= SCENE_SHARE * areas[best]]
-            if similar:
-                sizes = ", ".join(f"{_yx(series[i].levels[0])[1]} x {_yx(series[i].levels[0])[0]}"
-                                  for i in [best, *similar][:4])
-                raise ImageFormatError(
-                    f"{name}: an OME-TIFF of {1 + len(similar)} images of similar size "
-                    f"({sizes} px), e.g. one scene per pellet; a job reads one image and would "
-                    "leave the others out: export each image (scene) as its own file and submit "
-                    "them together (one batch), or the whole mount as one image"
-                )
-            level = series[best].levels[0]
-            height, width = _yx(level)
-            axes = level.axes
-            channels = level.shape[axes.index("C")] if "C" in axes and "S" not in axes else 1
-            if channels > 4:
-                raise ImageFormatError(
-                    f"{name}: an OME-TIFF with {channels} channels; pelletseg reads grey, RGB "
-                    "or RGBA: export the brightfield channels"
-                )
-            pages = tuple(level.pages[_plane(level, c)].index for c in range(channels))
-            image_index = best  # tifffile makes one series per OME Image, in order
+            yield tif, from_xml(tif.ome_metadata, validate=False)
     except ImageFormatError:
         raise
     except Exception as e:
@@ -115,10 +160,11 @@ def ome_layout(path: str | os.PathLike) -> OmeLayout:
             f"{name}: an OME-TIFF whose structure or OME-XML cannot be read ({e}); the file is "
             "truncated or corrupt: export it again"
         ) from e
-    images = ome.images
-    pixels = images[image_index].pixels if image_index < len(images) else images[0].pixels
-    return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best,
-                     pixels.significant_bits)
+
+
+def _areas(series) -> list[int]:
+    """Level-0 pixels of each series."""
+    return [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
 
 
 def _plane(level, channel: int) -> int:

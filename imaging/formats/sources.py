@@ -17,7 +17,7 @@ import pyvips
 from imaging.errors import ImageFormatError
 from imaging.formats.bands import BandSource, rgb8_bands, value_range, write_bands_model_ready
 from imaging.formats.detect import SUPPORTED, sniff_format
-from imaging.formats.ometiff import ome_layout, open_ome
+from imaging.formats.ometiff import ome_layout, ome_scenes, open_ome
 from imaging.integrity import DeflateDamage, check_deflate_rows, damaged_message
 from imaging.reading import (
     SIGNIFICANT_BITS,
@@ -53,6 +53,8 @@ class SourceInfo:
         significant_bits: Significant bits per sample the file records (OME-XML
             ``SignificantBits``, CZI ``ComponentBitCount``, a TIFF's ``MaxSampleValue``), or
             None (PNG, JPEG, slides and most TIFFs record none).
+        scene: The OME Image read (0-based index in the file) of an OME-TIFF; None for
+            other formats.
     """
 
     path: Path
@@ -64,6 +66,7 @@ class SourceInfo:
     pixel_size_um: float | None
     tiled: bool
     significant_bits: int | None = None
+    scene: int | None = None
 
     def significant_bits_used(self, given: int | None = None) -> int | None:
         """The significant bits the conversion of this source uses, ``given`` with the job
@@ -121,10 +124,10 @@ def _band_source(path: Path, kind: str, max_pixels: int | None = None) -> Iterat
         source.close()
 
 
-def _ome_image(path: Path, max_pixels: int, access: str = "random"):
-    """``(layout, image)`` of an OME-TIFF's full-resolution planes, size and pixel format
-    checked."""
-    layout = ome_layout(path)
+def _ome_image(path: Path, max_pixels: int, access: str = "random", scene: int | None = None):
+    """``(layout, image)`` of an OME-TIFF's full-resolution planes (of Image ``scene`` when
+    given), size and pixel format checked."""
+    layout = ome_layout(path, scene)
     _check_size(path.name, layout.width, layout.height, max_pixels)
     image = open_ome(path, layout, access=access)
     check_image(image, path.name, max_pixels=max_pixels)
@@ -150,26 +153,35 @@ def open_band_source(path: str | os.PathLike, kind: str | None = None) -> BandSo
     raise ImageFormatError(f"{path.name}: a {kind} file is read by libvips, not by bands")
 
 
-def source_info(path: str | os.PathLike, *, max_pixels: int) -> SourceInfo:
-    """Header of a source of any supported format (decodes no pixels).
+def source_info(path: str | os.PathLike, *, max_pixels: int,
+                scene: int | None = None) -> SourceInfo:
+    """Header of a source of any supported format (decodes no pixels); of an OME-TIFF, the
+    Image ``scene`` when given (:func:`imaging.formats.ometiff.ome_layout`).
 
     Raises:
         ImageFormatError: missing, empty, not a supported format (the message lists them),
-            corrupt header, too large, an unsupported band count / bit depth, or a plain
-            TIFF whose page 0 is smaller than a later page (a thumbnail first).
+            corrupt header, too large, an unsupported band count / bit depth, a plain
+            TIFF whose page 0 is smaller than a later page (a thumbnail first), an OME-TIFF
+            of several scenes without ``scene`` or without that scene, or ``scene`` given
+            for a file of another format.
     """
     path = Path(path)
     kind = _kind(path)
+    if scene is not None and kind != "OME-TIFF":
+        raise ImageFormatError(
+            f"{path.name}: a {kind} file; a scene (here {scene}) is chosen only in OME-TIFFs "
+            "of several images (a CZI is read as the mosaic of all its scenes): leave the "
+            "scene out for this file")
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
             return SourceInfo(path, kind, source.width, source.height, source.bands,
                               source.dtype, source.pixel_size_um, False, source.significant_bits)
     if kind == "OME-TIFF":
-        layout, image = _ome_image(path, max_pixels)
+        layout, image = _ome_image(path, max_pixels, scene=scene)
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
         return SourceInfo(path, kind, image.width, image.height, image.bands,
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
-                          layout.significant_bits)
+                          layout.significant_bits, layout.series)
     info: ImageInfo = image_info(path, max_pixels=max_pixels)
     if kind not in ("TIFF", "BigTIFF"):
         return SourceInfo(path, kind, info.width, info.height, info.bands,
@@ -252,6 +264,19 @@ def tiff_pixel_size_um(path: str | os.PathLike) -> float | None:
     return None if found is None else float(found[0])
 
 
+def source_scenes(path: str | os.PathLike) -> list[int]:
+    """The scenes a job may be given for ``path`` (``--scene``): an OME-TIFF's images of
+    similar size, 0-based in file order (:func:`imaging.formats.ometiff.ome_scenes`; one for a
+    file of one image); ``[]`` for the other formats (one image each; a CZI is read as the
+    mosaic of all its scenes).
+
+    Raises:
+        ImageFormatError: missing, not a supported format, or a corrupt OME-TIFF header.
+    """
+    path = Path(path)
+    return ome_scenes(path) if _kind(path) == "OME-TIFF" else []
+
+
 def source_pixel_size_um(path: str | os.PathLike) -> float | None:
     """Pixel size (µm/px) from the metadata of a source of any supported format: OME-XML
     ``PhysicalSizeX``, CZI ``Scaling``, OpenSlide ``openslide.mpp-x``, TIFF resolution tags;
@@ -274,7 +299,8 @@ def source_pixel_size_um(path: str | os.PathLike) -> float | None:
 
 def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, max_pixels: int,
                       significant_bits: int | None = None,
-                      nodata_path: str | os.PathLike | None = None) -> ImageInfo:
+                      nodata_path: str | os.PathLike | None = None,
+                      scene: int | None = None) -> ImageInfo:
     """Convert a source of any supported format into the tiled (256 px), deflate 8-bit RGB
     BigTIFF that rows read, streaming (libvips) or band by band (CZI, OpenSlide), by the
     bit-depth rules of :mod:`imaging.reading`; a 16-bit source that nothing describes and that
@@ -289,6 +315,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
             write_nodata`: :data:`imaging.reading.NODATA` where no image covers a pixel: a
             CZI mosaic's empty areas, a slide's or an image's fully transparent ones), when
             it has any; else no file is left there. OME-TIFFs give none.
+        scene: Of an OME-TIFF of several images, the one to convert (as :func:`source_info`).
 
     Returns:
         The header of ``out_path``.
@@ -299,7 +326,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
         ValueError: ``significant_bits`` outside 8-16.
     """
     path, out_path = Path(path), Path(out_path)
-    info = source_info(path, max_pixels=max_pixels)
+    info = source_info(path, max_pixels=max_pixels, scene=scene)
     bits = info.significant_bits_used(significant_bits)
     if nodata_path is not None:  # a mask left by an earlier conversion is not this one's
         Path(nodata_path).unlink(missing_ok=True)
@@ -308,7 +335,7 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
             write_bands_model_ready(source, out_path, bits, nodata_path=nodata_path)
         written = ImageInfo(out_path, info.width, info.height, 3, "uchar", True)
     elif info.format == "OME-TIFF":
-        layout, image = _ome_image(path, max_pixels, access="sequential")
+        layout, image = _ome_image(path, max_pixels, access="sequential", scene=info.scene)
         value_range = None
         if image.format in ("float", "double"):
             value_range = float_range(open_ome(path, layout))

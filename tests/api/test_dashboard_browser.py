@@ -37,6 +37,7 @@ from storage.jobtable.api_keys import ApiKeys
 from storage.jobtable.engine import cached_engine, upgrade
 from storage.jobtable.table import JobTable
 from tests.conftest import free_port, wait_for
+from tests.imaging.formats.test_inputs import write_scenes
 from tests.worker.conftest import DEMO_DATA, make_settings
 from worker.local import LocalWorkers, log_tail
 
@@ -274,6 +275,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert "float32, asked by the job" in page.inner_text("#details")
             assert "Camera bits" not in page.inner_text("#details")  # an 8-bit source
             assert page.is_hidden("#job-warnings")  # nothing to warn of
+            assert "Scene" not in page.inner_text("#details")  # not a multi-image OME-TIFF
             assert page.locator("#details").inner_text().count("tiny v1") == 1
             # the batch's table, downloaded with the key like the job's files
             with page.expect_download() as download:
@@ -445,6 +447,20 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             job = _submitted(page, client, "/big.tif")
             assert Path(unquote(urlparse(job["source_url"]).path)).read_bytes() == big.read_bytes()
             page.wait_for_selector(f'{row(job["id"])}[data-status="failed"]')
+
+            # -- a scene of a multi-image OME-TIFF (a thumbnail, then two scenes)
+            mount = tmp_path / "mount.ome.tif"
+            write_scenes(mount)
+            page.set_input_files("#submit-files", [str(mount)])
+            page.fill("#submit-scene", "1.5")  # the form refuses it before any upload
+            assert page.eval_on_selector("#submit-scene", "e => e.validity.valid") is False
+            page.fill("#submit-scene", "2")
+            page.click("#submit-go")
+            job = _submitted(page, client, "/mount.ome.tif")
+            assert job["scene"] == 2
+            page.wait_for_selector(f'{row(job["id"])}[data-status="succeeded"]')
+            assert client.get(f"/v1/jobs/{job['id']}").json()["width"] == 150  # scene 2's
+            page.fill("#submit-scene", "")
 
             # -- an upload cut off midway continues when the same file is chosen again: only
             # the part the store lacks is sent

@@ -92,6 +92,16 @@ def test_significant_bits_are_part_of_the_job_request(api):
     assert "significant_bits" not in api.table.jobs.get(plain["id"]).spec
 
 
+def test_a_scene_is_part_of_the_job_request(api):
+    """A job's scene (JobSpec.scene, the image of a multi-image OME-TIFF) is stored on its
+    spec (version 6) and shown in its view; 0 is a scene; a batch's applies to the jobs that
+    leave it null."""
+    _job_option_round_trip(api, "scene", 1, (-1, "all", 1.5), 0, 2)
+    r = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/x.tif", "scene": 0})
+    assert r.json()["scene"] == 0
+    assert api.table.jobs.get(r.json()["id"]).spec["spec_version"] == 6
+
+
 def test_a_jobs_warnings_are_in_its_view(api):
     """GET /v1/jobs/{id} ``warnings``: what the planner stored (core.job_warnings), empty
     before planning and for jobs without any."""

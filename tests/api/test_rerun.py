@@ -36,7 +36,13 @@ def test_a_job_and_a_batch_rerun_as_new_ones(api):
     assert (kept["pixel_size_um"], kept["significant_bits"]) == (0.25, 12)
     r = api.client.post(f"/v1/batches/{batch['id']}/rerun", json={"significant_bits": 14})
     assert {j["significant_bits"] for j in r.json()["jobs"]} == {14}
-    for bad in ({"significant_bits": 17}, {"pixel_size_um": 0}):
+    # a scene given replaces the earlier job's (kept when null); not for a whole batch
+    r = api.client.post(f"/v1/jobs/{first['id']}/rerun", json={"scene": 2})
+    assert r.status_code == 202 and r.json()["scene"] == 2
+    assert api.client.post(f"/v1/jobs/{r.json()['id']}/rerun").json()["scene"] == 2
+    r = api.client.post(f"/v1/batches/{batch['id']}/rerun", json={"scene": 1})
+    assert r.status_code == 422 and "cannot give one scene to every job" in r.json()["detail"]
+    for bad in ({"significant_bits": 17}, {"pixel_size_um": 0}, {"scene": -1}):
         assert api.client.post(f"/v1/jobs/{first['id']}/rerun", json=bad).status_code == 422
     assert api.client.post("/v1/batches/nope/rerun").status_code == 404
     assert api.client.post("/v1/jobs/nope/rerun").status_code == 404

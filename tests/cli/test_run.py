@@ -204,6 +204,43 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     assert len(job_table(Settings(home=home)).jobs.list()) == 2  # nothing more was submitted
 
 
+def test_run_of_a_multi_image_ome_tiff_makes_a_job_per_scene(tmp_path, small_image):
+    """An OME-TIFF of a thumbnail and two scenes: ``pelletseg run`` makes one job per scene
+    (one batch; a folder each, named by scene; a scene column in the table); ``--scene 2``
+    one job of that scene."""
+    import csv
+
+    import numpy as np
+    import tifffile
+
+    from core.settings import Settings
+    from storage.jobtable.table import job_table
+
+    rgb = pyvips.Image.new_from_file(str(small_image)).numpy()
+    rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb[..., :3]
+    mount = tmp_path / "mount.ome.tif"
+    with tifffile.TiffWriter(mount, ome=True) as tw:
+        for h, w in ((24, 32), (256, 320), (200, 288)):
+            tw.write(np.ascontiguousarray(rgb[:h, :w]), photometric="rgb",
+                     metadata={"axes": "YXS"})
+    home, out = tmp_path / "home", tmp_path / "out"
+    res = pelletseg("run", str(mount), "--home", str(home), "--workers", "1", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())
+    assert f"{mount}: 2 scenes (1, 2), one job each (--scene N reads one)" in text, text
+    jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
+    assert [j.spec["scene"] for j in jobs] == [1, 2] and jobs[0].batch_id == jobs[1].batch_id
+    for job, (w, h) in zip(jobs, [(320, 256), (288, 200)], strict=True):
+        _check_outputs(out / f"{job.id[:8]}-mount.ome-scene{job.spec['scene']}", w, h)
+        assert f"job {job.id} queued: {mount.as_uri()} scene {job.spec['scene']}" in text
+    lines = list(csv.DictReader((out / f"batch-{jobs[0].batch_id}-results.csv").open()))
+    assert [(line["scene"], line["width_px"]) for line in lines] == [("1", "320"), ("2", "288")]
+    one = pelletseg("run", str(mount), "--scene", "2", "--home", str(home), "--workers", "1",
+                    "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stdout + one.stderr
+    _check_outputs(tmp_path / "one", 288, 200)
+
+
 def test_run_of_more_images_than_a_batch_holds_submits_nothing(tmp_path, small_image):
     from submission.reports import MAX_BATCH
 

@@ -16,6 +16,7 @@ import pytest
 
 from tests.cli.test_run import OPTIONAL, OUTPUTS, small_image  # noqa: F401 - fixture
 from tests.conftest import free_port
+from tests.imaging.formats.test_inputs import write_scenes
 
 
 def _cli(*args, env, timeout=300):
@@ -80,6 +81,18 @@ def test_submit_wait_through_serve_and_a_worker(tmp_path, small_image):  # noqa:
                         headers={"Authorization": f"Bearer {key}"}).json()
         assert job["status"] == "succeeded" and job["labels"] == {"sample": "S-1"}
         assert "/uploads/" in job["source_url"]
+        # an OME-TIFF of two scenes: uploaded once, a job per scene, one batch
+        mount = tmp_path / "mount.ome.tif"
+        write_scenes(mount, thumbnail=False)
+        res = _cli("submit", str(mount), "--wait", env=client_env)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"{mount}: 2 scenes, one job each" in " ".join(res.stdout.split())
+        ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("job ")]
+        jobs = [httpx.get(f"{base}/v1/jobs/{i}", headers={"Authorization": f"Bearer {key}"}
+                          ).json() for i in ids]
+        assert sorted((j["scene"], j["width"], j["status"]) for j in jobs) == [
+            (0, 160, "succeeded"), (1, 150, "succeeded")]
+        assert len({j["source_url"] for j in jobs}) == 1 and jobs[0]["batch_id"] is not None
     finally:
         if worker is not None:
             _stop(worker)

@@ -57,7 +57,7 @@ def test_significant_bits_make_a_version_5_spec_and_older_specs_read_without():
     version 4 (the submission service's fitted edge tiles), which those workers still run."""
     spec = JobSpec(**BASE, edge_tiles="fitted", significant_bits=12)
     stored = spec.model_dump(mode="json")
-    assert stored["spec_version"] == SPEC_VERSION == 5 and stored["significant_bits"] == 12
+    assert stored["spec_version"] == 5 and stored["significant_bits"] == 12
     assert JobSpec.from_stored(stored).significant_bits == 12
     plain = JobSpec(**BASE, edge_tiles="fitted")
     assert plain.spec_version == 4 and "significant_bits" not in plain.model_dump(mode="json")
@@ -68,6 +68,25 @@ def test_significant_bits_make_a_version_5_spec_and_older_specs_read_without():
     for bad in (7, 17, 0):
         with pytest.raises(ValidationError, match="significant_bits"):
             JobSpec(**BASE, significant_bits=bad)
+
+
+def test_a_scene_makes_a_version_6_spec_and_older_specs_read_without():
+    """A job that names the scene of a multi-image OME-TIFF is version 6 (workers from before
+    refuse it instead of refusing the file or reading another image); one that does not keeps
+    the version its other fields need."""
+    spec = JobSpec(**BASE, edge_tiles="fitted", scene=2)
+    stored = spec.model_dump(mode="json")
+    assert stored["spec_version"] == SPEC_VERSION == 6 and stored["scene"] == 2
+    assert JobSpec.from_stored(stored).scene == 2
+    plain = JobSpec(**BASE, edge_tiles="fitted", significant_bits=12)
+    assert plain.spec_version == 5 and "scene" not in plain.model_dump(mode="json")
+    for version in (1, 2, 3, 4, 5):
+        assert JobSpec.from_stored({**BASE, "spec_version": version}).scene is None
+    with pytest.raises(SpecError, match="scene needs spec version 6"):
+        JobSpec.from_stored({**BASE, "spec_version": 5, "scene": 0})
+    for bad in (-1, 1.5, "all"):
+        with pytest.raises(ValidationError, match="scene"):
+            JobSpec(**BASE, scene=bad)
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -94,4 +113,4 @@ def test_pixel_size_must_be_positive_and_finite(bad):
 
 def test_unknown_version_asks_to_upgrade_the_workers():
     with pytest.raises(SpecError, match="upgrade the workers"):
-        JobSpec.from_stored({**BASE, "spec_version": 6})
+        JobSpec.from_stored({**BASE, "spec_version": 7})

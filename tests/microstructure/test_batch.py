@@ -84,7 +84,7 @@ def test_batch_csv_puts_sections_side_by_side_with_empty_cells_for_what_a_job_la
                    labels={"sample": "P-1"}, fractions=f1, microstructure=m1),
         BatchEntry("b", "s3://lab/P-2.tif", "succeeded", "2026-12-06T10:01:00", "n:2",
                    labels={"sample": "P-2", "furnace": "K3"}, fractions=other,
-                   microstructure=m2),
+                   microstructure=m2, scene=0),
         BatchEntry("c", "s3://lab/P-3.tif", "failed", "2026-12-06T10:02:00", "m:1",
                    error="row 2 failed after 3 attempts: RuntimeError: x"),
         BatchEntry("d", "s3://lab/P-4.tif", "running", "2026-12-06T10:03:00", "m:1"),
@@ -102,6 +102,7 @@ def test_batch_csv_puts_sections_side_by_side_with_empty_cells_for_what_a_job_la
     assert (b["nodata_px"], b["significant_bits"]) == ("1234", "12")
     assert c["nodata_px"] == c["significant_bits"] == ""  # failed: no fractions
     assert (a["warnings"], b["warnings"]) == ("", "pixel_size_unlike_model;pixels_not_square")
+    assert (a["scene"], b["scene"], c["scene"]) == ("", "0", "")  # scene 0 is not empty
     assert float(a["pellet_area_mm2"]) == pytest.approx(int(a["pellet_area_px"]) * 2.25e-6)
     assert b["pellet_area_mm2"] == "" and b["pellet_area_px"] != ""
     for row, f, m in ((a, f1, m1), (b, f2, m2)):

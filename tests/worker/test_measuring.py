@@ -120,6 +120,41 @@ def test_pixels_recorded_not_square_are_a_warning_and_no_pixel_size(stack, micro
     assert "0.8 x 1 µm, not square" in warning["message"] and "--pixel-size-um" in warning["message"]
 
 
+def test_a_job_reads_the_scene_it_is_given_and_is_refused_without_one(stack, micrograph,
+                                                                         tmp_path):
+    """An OME-TIFF of a thumbnail and two scenes (one per pellet): a job without a scene fails
+    at planning naming the scenes and the option; a job given scene 2 segments that image at
+    its own size and pixel size, and its rerun keeps the scene."""
+    import numpy as np
+    import tifffile
+
+    pixels = pyvips.Image.new_from_file(str(micrograph)).numpy()
+    grey = pixels if pixels.ndim == 2 else pixels[..., 0]
+    source = tmp_path / "mount.ome.tif"
+    with tifffile.TiffWriter(source, ome=True) as tw:
+        tw.write(np.ascontiguousarray(grey[:30, :40]), metadata={"axes": "YX"})
+        for (h, w), size in (((250, 300), 0.5), ((220, 330), 0.75)):
+            tw.write(np.ascontiguousarray(grey[:h, :w]),
+                     metadata={"axes": "YX", "PhysicalSizeX": size, "PhysicalSizeY": size})
+    refused = _drain(stack, _submit(stack, source).id)
+    assert refused.status == JobStatus.FAILED
+    assert "mount.ome.tif: an OME-TIFF of 2 images of similar size" in refused.error
+    assert "(one of 1, 2: --scene N, scene in the API)" in refused.error
+    job = _submit(stack, source, scene=2)
+    assert job.spec["scene"] == 2 and job.spec["spec_version"] == 6
+    done = _drain(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert (done.width, done.height, done.outputs["pixel_size_um"]) == (330, 220, 0.75)
+    fractions = json.loads(stack.blobs.get_bytes(output_key(job.id, FRACTIONS_JSON)))
+    assert fractions["pixels_total"] == 330 * 220
+    labels = pyvips.Image.new_from_file(str(stack.local_blob(output_key(job.id, LABELS))))
+    assert (labels.width, labels.height) == (330, 220)
+    again = SubmissionService(stack.settings, table=stack.table).rerun(refused.id, scene=1)
+    assert again.spec["scene"] == 1
+    assert SubmissionService(stack.settings, table=stack.table).rerun(
+        job.id).spec["scene"] == 2  # kept
+
+
 def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, small, tmp_path):
     job = _submit(stack, small)
     running = _drain(stack, job.id, stop_at_reduce=True)

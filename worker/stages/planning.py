@@ -61,7 +61,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         model = ctx.table.models.get(spec.model, spec.model_version)
         settings = ctx.settings
         local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
-        info = source_info(local, max_pixels=settings.max_pixels)  # any supported format
+        # any supported format; of an OME-TIFF of several images, the job's scene
+        info = source_info(local, max_pixels=settings.max_pixels, scene=spec.scene)
         significant_bits = info.significant_bits_used(spec.significant_bits)
         source_key = nodata_key = None
         if not info.is_model_ready:
@@ -71,7 +72,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
                 nodata = tmp.with_name(NODATA)
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
-                                  significant_bits=spec.significant_bits, nodata_path=nodata)
+                                  significant_bits=spec.significant_bits, nodata_path=nodata,
+                                  scene=spec.scene)
                 if nodata.exists():  # before the source: a job with a source has its mask
                     ctx.blobs.put_file(nodata_key, nodata)
                     nodata.unlink()
@@ -83,7 +85,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                         fit_edges=spec.fit_edges)
         warnings: list[dict[str, str]] = []
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
-                                           recorded=info.pixel_size_um, warnings=warnings)
+                                           recorded=info.pixel_size_um, warnings=warnings,
+                                           ome_image=info.scene or 0)
         unlike = pixel_size_warning(ctx.models.meta(model.name, model.version), pixel_size_um)
         if unlike:
             warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
@@ -118,9 +121,11 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
                        recorded: float | None = None,
-                       warnings: list[dict[str, str]] | None = None) -> float | None:
+                       warnings: list[dict[str, str]] | None = None,
+                       ome_image: int = 0) -> float | None:
     """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
-    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags and OME-XML, else
+    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags and OME-XML, of the
+    OME Image ``ome_image`` read (the job's scene), else
     ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
     None (outputs in px).
 
@@ -131,7 +136,7 @@ def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
     """
     if given is not None:
         return float(given)
-    found = read_pixel_size_um(source)
+    found = read_pixel_size_um(source, ome_image)
     if found is None and recorded:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=recorded, source="format")
         return float(recorded)

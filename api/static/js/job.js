@@ -91,6 +91,8 @@ function renderDetails(job) {
       : h("span", { class: "muted" }, "each worker's setting")),
     // a 16-bit source only: the significant bits its 8-bit model input was taken from
     ...(job.significant_bits ? fact("Camera bits", `${job.significant_bits} of 16`) : []),
+    // a multi-image OME-TIFF: which of its images (scenes) the job read
+    ...(job.scene !== null && job.scene !== undefined ? fact("Scene", String(job.scene)) : []),
     ...fact("Labels", labels.length
       ? h("div", { class: "chips" }, labels.map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))
       : "–"),

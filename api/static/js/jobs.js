@@ -274,7 +274,7 @@ $("older").addEventListener("click", () => {
 mountSubmit({
   panel: $("submit-panel"), form: $("submit-form"), files: $("submit-files"),
   model: $("submit-model"), labels: $("submit-labels"), pixel: $("submit-pixel"),
-  bits: $("submit-bits"), progress: $("submit-progress"),
+  bits: $("submit-bits"), scene: $("submit-scene"), progress: $("submit-progress"),
 }, ({ batchId }) => { // a batch: its jobs alone; one job: every job, the new one first
   state.batch = batchId || "";
   applyFilters();

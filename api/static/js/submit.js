@@ -158,12 +158,12 @@ async function listModels(select) {
 
 /**
  * Wire the submit panel: `elements` = { panel, form, files, model, labels, pixel, bits,
- * progress } (the <details>, the form, the file input, the model select, the labels and
- * pixel-size inputs, the significant-bits select, a box for the bars). The models are listed each time the panel opens.
+ * scene, progress } (the <details>, the form, the file input, the model select, the labels and
+ * pixel-size inputs, the significant-bits select, the scene input, a box for the bars). The models are listed each time the panel opens.
  * `onSubmitted({ jobId, batchId })` runs after the jobs were created.
  */
 export function mountSubmit(elements, onSubmitted) {
-  const { panel, form, files, model, labels, pixel, bits, progress } = elements;
+  const { panel, form, files, model, labels, pixel, bits, scene, progress } = elements;
   files.accept = IMAGE_SUFFIXES.join(",");
   panel.addEventListener("toggle", () => { if (panel.open) listModels(model); });
   form.addEventListener("submit", async (event) => {
@@ -182,6 +182,10 @@ export function mountSubmit(elements, onSubmitted) {
     const pixelSize = pixel.value.trim() === "" ? null : Number(pixel.value);
     if (pixelSize !== null && !(pixelSize > 0)) {
       return toast("The pixel size must be a number above 0 (µm/px), or empty", "error");
+    }
+    const sceneNumber = scene.value.trim() === "" ? null : Number(scene.value);
+    if (sceneNumber !== null && !(Number.isInteger(sceneNumber) && sceneNumber >= 0)) {
+      return toast("The scene is a whole number from 0, or empty", "error");
     }
     const button = form.querySelector("button[type=submit]");
     button.disabled = true;
@@ -203,7 +207,8 @@ export function mountSubmit(elements, onSubmitted) {
       }
       const [name, version] = model.value ? JSON.parse(model.value) : [null, null];
       const options = { labels: parsed.labels, pixel_size_um: pixelSize, model: name,
-        model_version: version, significant_bits: bits.value ? Number(bits.value) : null };
+        model_version: version, significant_bits: bits.value ? Number(bits.value) : null,
+        scene: sceneNumber };
       if (ids.length === 1) {
         const job = await api("/v1/jobs", { method: "POST", body: { upload_id: ids[0], ...options } });
         toast(`Submitted job ${job.id.slice(0, 8)}`);

@@ -18,10 +18,12 @@ from imaging.formats import (
     sniff_format,
     source_info,
     source_pixel_size_um,
+    source_scenes,
     write_model_ready,
 )
 from imaging.formats.czi import czi_significant_bits
 from imaging.formats.scaling import array_to_uint8
+from imaging.metadata import read_pixel_size_um
 from imaging.reading import (
     open_image,
     read_nodata_rows,
@@ -116,8 +118,56 @@ def test_ome_tiff_of_several_scenes_is_refused_rather_than_read_in_part(tmp_path
         tw.write(rgb(120, 160, seed=1), photometric="rgb", metadata={"axes": "YXS"})
         tw.write(rgb(100, 150, seed=2), photometric="rgb", metadata={"axes": "YXS"})
     with pytest.raises(ImageFormatError, match=r"scenes.ome.tif: an OME-TIFF of 2 images of "
-                       r"similar size \(160 x 120, 150 x 100 px\).*its own file"):
+                       r"similar size \(160 x 120, 150 x 100 px\).*give the scene to read "
+                       r"\(one of 0, 1: --scene N.*--scene all.*its own file"):
         source_info(path, max_pixels=MAX)
+
+
+def write_scenes(path, *, thumbnail=True):
+    """An OME-TIFF of a thumbnail (Image 0, when asked) and two scenes of other sizes and
+    pixel sizes (Images 1 and 2), as bfconvert writes a two-scene CZI; returns the scenes."""
+    a, b = rgb(120, 160, seed=1), rgb(100, 150, seed=2)
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        if thumbnail:
+            tw.write(rgb(12, 16, seed=3), photometric="rgb", metadata={"axes": "YXS"})
+        tw.write(a, photometric="rgb", metadata={"axes": "YXS", "PhysicalSizeX": 0.5,
+                                                 "PhysicalSizeY": 0.5})
+        tw.write(b, photometric="rgb", metadata={"axes": "YXS", "PhysicalSizeX": 0.75,
+                                                 "PhysicalSizeY": 0.75})
+    return a, b
+
+
+def test_a_scene_of_a_multi_image_ome_tiff_is_read_with_its_own_size_and_pixel_size(tmp_path):
+    """``scene`` picks an OME Image by its index in the file (the thumbnail is Image 0 here):
+    its size, pixel size (OME-XML and the metadata reader alike) and pixels; an index the file
+    lacks, and a scene for a file of another format, are refused naming what is there."""
+    pytest.importorskip("ome_types")
+    path = tmp_path / "mount.ome.tif"
+    a, b = write_scenes(path)
+    assert source_scenes(path) == [1, 2]
+    for scene, pixels, size in ((1, a, 0.5), (2, b, 0.75)):
+        info = source_info(path, max_pixels=MAX, scene=scene)
+        assert (info.width, info.height, info.pixel_size_um, info.scene) == (
+            pixels.shape[1], pixels.shape[0], size, scene)
+        assert not info.is_model_ready  # not page 0: converted for the rows
+        assert read_pixel_size_um(path, scene) == (size, size)
+        write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX, scene=scene)
+        np.testing.assert_array_equal(
+            read_rows(open_image(tmp_path / "ready.tif", max_pixels=MAX), 0, info.height), pixels)
+    assert source_info(path, max_pixels=MAX, scene=0).width == 16  # any Image may be named
+    with pytest.raises(ImageFormatError, match=r"mount.ome.tif: has no scene 3; its images are "
+                       r"0-2 \(16 x 12, 160 x 120, 150 x 100 px\)"):
+        source_info(path, max_pixels=MAX, scene=3)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, a, photometric="rgb")
+    assert source_scenes(plain) == []
+    with pytest.raises(ImageFormatError, match=r"plain.tif: a TIFF file; a scene \(here 1\) "
+                       r"is chosen only in OME-TIFFs"):
+        source_info(plain, max_pixels=MAX, scene=1)
+    one = tmp_path / "one.ome.tif"
+    with tifffile.TiffWriter(one, ome=True) as tw:
+        tw.write(a, photometric="rgb", metadata={"axes": "YXS"})
+    assert source_scenes(one) == [0]
 
 
 # -------------------------------------------------------------------------------- CZI
