@@ -40,6 +40,7 @@ from cli.options import (
 from cli.scenes import scene_option, scenes_of
 from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
+from core.job_warnings import warning_lines
 from core.settings import get_settings
 from core.states import JOB_TERMINAL
 
@@ -275,7 +276,8 @@ def status_cmd(job_id, api_url, api_key) -> None:
         with ApiClient(api_url, api_key) as client:
             j = client.job(job_id)
             console.print(f"job {j['id']}  {j['status']}")
-            console.print(f"  source   {j['source_url']}")
+            console.print(f"  source   {j['source_url']}"
+                          + ("" if j.get("scene") is None else f" (scene {j['scene']})"))
             console.print(f"  model    {j['model']['name']} {j['model']['version'] or ''}")
             console.print(f"  rows     {j['rows_done']} done, {j['rows_running']} running, "
                           f"{j['rows_pending']} pending, {j['rows_failed']} failed "
@@ -291,8 +293,11 @@ def status_cmd(job_id, api_url, api_key) -> None:
                               + (f": {w['last_error']}" if w["last_error"] else ""))
             elif j.get("webhook_url"):
                 console.print(f"  webhook  {j['webhook_url']}, notified when the job ends")
-            if j["status"] == "succeeded":
+            if j["status"] == "succeeded":  # its warnings under the phase table
                 print_fractions(client.results(job_id)["fractions"])
+            else:
+                for line in warning_lines(j.get("warnings")):
+                    console.print(f"  {line}", style="yellow", markup=False, highlight=False)
         return 0
 
     run_client(body)

@@ -337,6 +337,11 @@ def train(ctx, dataset_yaml, arch, encoder, arch_params, epochs, from_model, out
     click.echo(f"wrote {out_dir}: {pkg.name} {pkg.version} (sha256 {pkg.weights_sha256[:12]}), "
                f"best epoch {m.get('best_epoch')}{early}, val mIoU {m.get('val_miou')}, "
                f"test mIoU {m.get('test_miou')}, {t['time_s']} s")
+    if pkg.um_per_px is None:
+        click.echo("note: the dataset gives no um_per_px (its images' pixel size, µm/px): the "
+                   "package records none, so jobs at another magnification get no "
+                   "pixel_size_unlike_model warning (README glossary, 'job warning'); add it to "
+                   "dataset.yaml and train again to have them")
 
 
 def _registered_versions(name: str, home) -> list[str]:

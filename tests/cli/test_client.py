@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from cli.client import ApiClient, ClientError
 from cli.main import main
 from cli.uploading import UploadLedger, upload_file
+from core.spec import JobSpec
 from core.states import JobStatus
 from storage.blobs.layout import FRACTIONS_JSON, MICROSTRUCTURE_JSON, OUTPUT_FILES, output_key
 from storage.blobs.store import BlobStore
@@ -229,6 +230,15 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0 and job.id in res.output and "queued" in res.output
         res = runner.invoke(main, ["status", job.id])
         assert res.exit_code == 0 and "queued" in res.output and "P-1.tif" in res.output
+        assert "scene" not in res.output and "warning" not in res.output
+        warned = api.table.jobs.create(JobSpec(tile_size=1024, halo=128, model=MODEL,
+                                               source_url="s3://lab/mount.ome.tif", scene=2))
+        api.table.jobs.transition(warned.id, JobStatus.PLANNING)
+        api.table.jobs.transition(warned.id, JobStatus.RUNNING, width=10, height=10, outputs={
+            "warnings": [{"code": "pixels_not_square", "message": "the file records [x]"}]})
+        res = runner.invoke(main, ["status", warned.id])
+        assert "s3://lab/mount.ome.tif (scene 2)" in res.output, res.output
+        assert "  warning: the file records [x]" in res.output
         res = runner.invoke(main, ["cancel", job.id])
         assert res.exit_code == 0 and "cancelled" in res.output
         res = runner.invoke(main, ["cancel", job.id])

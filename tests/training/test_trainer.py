@@ -358,6 +358,13 @@ def test_cli_train(tmp_path):
     res = CliRunner().invoke(train_cmd, args)
     assert res.exit_code == 0, res.output
     assert read_package(out).version == "2" and "val mIoU" in res.output
+    assert read_package(out).um_per_px is None and "note: the dataset gives no um_per_px" in (
+        res.output)
+    scaled = [str(_dataset(tmp_path / "scaled", um_per_px=0.5)), *args[1:]]
+    scaled[scaled.index(str(out))] = str(tmp_path / "pkg-scaled")
+    res = CliRunner().invoke(train_cmd, [*scaled[:-2], "--home", str(tmp_path / "home2")])
+    assert res.exit_code == 0, res.output
+    assert read_package(tmp_path / "pkg-scaled").um_per_px == 0.5 and "note:" not in res.output
     bad = CliRunner().invoke(train_cmd, [*args, "--name", "Bad Name!", "--out",
                                          str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "Traceback" not in bad.output
