@@ -186,10 +186,9 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
     if kind not in ("TIFF", "BigTIFF"):
         return SourceInfo(path, kind, info.width, info.height, info.bands,
                           NUMPY_DTYPE.get(info.format, info.format), None, info.tiled)
-    _check_page_0_is_the_image(path)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
-                      info.tiled, tiff_significant_bits(path))
+                      info.tiled, _plain_tiff_pages(path))
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
@@ -197,21 +196,23 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
 PAGES_CHECKED = 256
 
 
-def _check_page_0_is_the_image(path: Path) -> None:
-    """Refuse a plain TIFF whose page 0 (what libvips reads, and so every job) has fewer pixels
-    than a later full-resolution page: page 0 is then a thumbnail or overview, and a job would
-    segment it instead of the micrograph. Reduced-resolution and mask pages (``NewSubfileType``
-    bits 1 and 4) are not compared; a TIFF tifffile cannot parse passes (libvips says what is
-    wrong with it).
+def _plain_tiff_pages(path: Path) -> int | None:
+    """One tifffile pass over a plain TIFF's pages: refuse the file when page 0 (what libvips
+    reads, and so every job) has fewer pixels than a later full-resolution page (page 0 is then
+    a thumbnail or overview, and a job would segment it instead of the micrograph;
+    reduced-resolution and mask pages, ``NewSubfileType`` bits 1 and 4, are not compared), and
+    return page 0's significant bits (:func:`_max_sample_bits`). A TIFF tifffile cannot parse
+    passes with None (libvips says what is wrong with it).
 
     Raises:
-        ImageFormatError: such a TIFF (names both pages' sizes and what to do).
+        ImageFormatError: a thumbnail-first TIFF (names both pages' sizes and what to do).
     """
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             first = tif.pages[0]
+            bits = _max_sample_bits(first)
             largest = (first.imagewidth * first.imagelength, 0, first)
             for index in range(1, min(len(tif.pages), PAGES_CHECKED)):
                 page = tif.pages[index]
@@ -221,7 +222,7 @@ def _check_page_0_is_the_image(path: Path) -> None:
                 if area > largest[0]:
                     largest = (area, index, page)
     except Exception:  # damaged: libvips' own reading of page 0 reports it
-        return
+        return None
     _, index, page = largest
     if index:
         raise ImageFormatError(
@@ -230,24 +231,19 @@ def _check_page_0_is_the_image(path: Path) -> None:
             "page 0, here a thumbnail or overview rather than the micrograph: save the "
             "micrograph alone (one page), or as OME-TIFF (whose largest image is read)"
         )
+    return bits
 
 
-def tiff_significant_bits(path: str | os.PathLike) -> int | None:
-    """Significant bits of a 16-bit TIFF's page 0 from its ``MaxSampleValue`` tag (281, "the
+def _max_sample_bits(page) -> int | None:
+    """Significant bits of a 16-bit tifffile page from its ``MaxSampleValue`` tag (281, "the
     maximum component value used", TIFF 6.0): 4095 gives 12, 16383 gives 14; None without the
-    tag, for 8-bit pages, for 65535 (all 16), or a file tifffile cannot parse."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            tag = page.tags.get(281)
-            if tag is None or page.bitspersample != 16:
-                return None
-            value = tag.value
-            top = int(max(value) if isinstance(value, tuple | list) else value)
-    except Exception:  # damaged: libvips' own reading reports it
+    tag, for 8-bit pages, or for 65535 (all 16). Raises what tifffile raises on a damaged
+    tag."""
+    tag = page.tags.get(281)
+    if tag is None or page.bitspersample != 16:
         return None
+    value = tag.value
+    top = int(max(value) if isinstance(value, tuple | list) else value)
     return top.bit_length() if 255 < top < 65535 else None
 
 
