@@ -1,9 +1,9 @@
 """OME-TIFF: structure and metadata with tifffile and ome-types, pixels with libvips.
 
-The full-resolution series is the OME Image a job names (its ``scene``, 0-based in file order:
-:func:`ome_scenes` lists the scenes of a multi-image file) or else the one with the most pixels
-at its level 0 (the first on ties); its level 0 is read (sub-resolution levels, SubIFD or separate, are skipped).
-Channels stored as separate planes (``C`` of 2-4 without interleaved samples) are joined as
+The full-resolution series is the OME Image a job names (its ``scene``, 0-based in file
+order: :func:`ome_scenes` lists the scenes of a multi-image file) or else the one with the most
+pixels at its level 0 (the first on ties); its level 0 is read (sub-resolution levels, SubIFD
+or separate, are skipped). Channels stored as separate planes (``C`` of 2-4 without interleaved samples) are joined as
 bands; only the first Z plane and time point are read. The pixel size is the Image's
 ``Pixels/@PhysicalSizeX`` converted from ``PhysicalSizeXUnit`` to µm; its significant bits
 ``Pixels/@SignificantBits``.
