@@ -176,6 +176,10 @@ class JobOut(BaseModel):
     scene: int | None = Field(
         None, description="The image of a multi-image OME-TIFF the job reads (given with "
         "it); null: the file's one image.", examples=[None])
+    scenes: list[int] | None = Field(
+        None, description="Of a job refused for reading an OME-TIFF of several images "
+        "without a scene: the scenes it may be given (a job each: POST /v1/batches with "
+        "'scene', or POST /v1/jobs/{id}/rerun with one); null otherwise.", examples=[None])
     warnings: list[JobWarningOut] = Field(
         default_factory=list, description="What may make the results wrong without failing "
         "the job, found at planning (a pixel size unlike the model's training pixel size; "

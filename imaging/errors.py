@@ -3,13 +3,26 @@
 import ast
 import re
 
-__all__ = ["ImageFormatError", "vips_text"]
+__all__ = ["ImageFormatError", "SeveralScenesError", "vips_text"]
 
 
 class ImageFormatError(Exception):
     """The source is not a readable image, or has a size, band count or bit depth pelletseg
     cannot convert to 8-bit RGB; or a row checkpoint or label map is not the uint8 image it
     should be. A job fails with this message; nothing is retried."""
+
+
+class SeveralScenesError(ImageFormatError):
+    """An OME-TIFF of several images of similar size (scenes) given without a scene: a job
+    would read one and leave the others out.
+
+    Attributes:
+        scenes: The scenes (OME Image indices, 0-based, in file order) a job may be given.
+    """
+
+    def __init__(self, message: str, scenes: list[int]):
+        super().__init__(message)
+        self.scenes = list(scenes)
 
 
 _BYTES_REPR = re.compile(r"(?<!\w)b'((?:[^'\\]|\\.)*)'" + r'|(?<!\w)b"((?:[^"\\]|\\.)*)"')

@@ -78,6 +78,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         precision=spec.get("precision"),
         significant_bits=(job.outputs or {}).get("significant_bits", spec.get("significant_bits")),
         scene=spec.get("scene"),
+        scenes=(job.outputs or {}).get("scenes"),
         warnings=[JobWarningOut(**w) for w in (job.outputs or {}).get("warnings") or ()],
         width=job.width,
         height=job.height,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, SeveralScenesError
 from imaging.reading import _first_line  # libvips messages, paths as text
 
 #: OME ``UnitsLength`` symbols -> µm.
@@ -95,7 +95,8 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
         ImageFormatError: not an OME-TIFF, its OME-XML cannot be parsed, more than 4
             channels, no Image ``scene``, or, with ``scene`` None, another Image of at least
             :data:`SCENE_SHARE` of the largest's pixels (several scenes: a job would read
-            one and leave the others out; the message says how to pick each).
+            one and leave the others out; the message says how to pick each; a
+            :class:`imaging.errors.SeveralScenesError` listing them).
     """
     name = Path(path).name
     with _opened(path) as (tif, ome):
@@ -112,14 +113,13 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
                    if i != best and area >= SCENE_SHARE * areas[best]]
         if similar and scene is None:
             scenes = sorted([best, *similar])
-            raise ImageFormatError(
+            raise SeveralScenesError(
                 f"{name}: an OME-TIFF of {len(scenes)} images of similar size "
                 f"({', '.join(sizes[i] for i in scenes[:4])} px), e.g. one scene per pellet; a "
                 "job reads one image and would leave the others out: give the scene to read "
                 f"(one of {', '.join(map(str, scenes))}: {SCENE_OPTION} N, scene in the "
                 f"API), or pelletseg run / submit the file with {SCENE_OPTION} all for one "
-                "job per scene (one batch), or export each scene as its own file"
-            )
+                "job per scene (one batch), or export each scene as its own file", scenes)
         level = series[best].levels[0]
         height, width = _yx(level)
         axes = level.axes

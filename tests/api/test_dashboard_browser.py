@@ -380,6 +380,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.is_visible("#job-warnings")
             assert page.get_attribute("#job-warnings .job-warning", "data-code") == (
                 "pixels_not_square")
+            screenshot(page, tmp_path, "job-warnings")
             assert page.inner_text("#job-warnings").startswith(
                 "Warning: the file records pixels of 8 x 10 µm, not square")
 
@@ -460,7 +461,28 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert job["scene"] == 2
             page.wait_for_selector(f'{row(job["id"])}[data-status="succeeded"]')
             assert client.get(f"/v1/jobs/{job['id']}").json()["width"] == 150  # scene 2's
-            page.fill("#submit-scene", "")
+            # without a scene it is refused; its page offers a job per scene, one batch
+            page.set_input_files("#submit-files", [str(mount)])
+            page.click("#submit-go")
+            page.wait_for_function("(n) => [...document.querySelectorAll('#jobs tbody tr')]"
+                                   ".filter((r) => r.dataset.status === 'failed').length >= n",
+                                   arg=2)
+            refused = next(j for j in client.get("/v1/jobs?status=failed").json()["jobs"]
+                           if j["source_url"].endswith("/mount.ome.tif"))
+            assert refused["scenes"] == [1, 2]
+            page.goto(f"{server.url}/jobs/{refused['id']}")
+            page.wait_for_selector("#segment-scenes")
+            assert "This file holds 2 scenes (1, 2)." in page.inner_text("#job-scenes")
+            screenshot(page, tmp_path, "job-scenes")
+            page.click("#segment-scenes")
+            page.wait_for_url("**/?batch=*")
+            scenes = client.get(f"/v1/batches/{page.url.split('batch=')[1]}").json()["jobs"]
+            assert sorted(j["scene"] for j in scenes) == [1, 2]
+            assert all(j["labels"]["rerun_of"] == refused["id"] for j in scenes)
+            for j in scenes:
+                page.wait_for_selector(f'{row(j["id"])}[data-status="succeeded"]')
+            page.goto(server.url)
+            page.click("#submit-panel > summary")
 
             # -- an upload cut off midway continues when the same file is chosen again: only
             # the part the store lacks is sent

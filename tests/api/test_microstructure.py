@@ -102,6 +102,16 @@ def test_a_scene_is_part_of_the_job_request(api):
     assert api.table.jobs.get(r.json()["id"]).spec["spec_version"] == 6
 
 
+def test_a_job_refused_for_several_scenes_lists_them_in_its_view(api):
+    job = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/mount.ome.tif"}).json()
+    assert job["scenes"] is None
+    assert api.table.jobs.transition(job["id"], JobStatus.PLANNING)
+    assert api.table.jobs.transition(job["id"], JobStatus.FAILED, error="several scenes",
+                                     outputs={"scenes": [1, 2]})
+    seen = api.client.get(f"/v1/jobs/{job['id']}").json()
+    assert seen["scenes"] == [1, 2] and seen["outputs"] == []
+
+
 def test_a_jobs_warnings_are_in_its_view(api):
     """GET /v1/jobs/{id} ``warnings``: what the planner stored (core.job_warnings), empty
     before planning and for jobs without any."""

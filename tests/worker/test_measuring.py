@@ -140,6 +140,7 @@ def test_a_job_reads_the_scene_it_is_given_and_is_refused_without_one(stack, mic
     assert refused.status == JobStatus.FAILED
     assert "mount.ome.tif: an OME-TIFF of 2 images of similar size" in refused.error
     assert "(one of 1, 2: --scene N, scene in the API)" in refused.error
+    assert refused.outputs == {"scenes": [1, 2]}  # what a rerun may be given
     job = _submit(stack, source, scene=2)
     assert job.spec["scene"] == 2 and job.spec["spec_version"] == 6
     done = _drain(stack, job.id)

@@ -8,6 +8,7 @@ import structlog
 from core.job_warnings import WarningCode, job_warning
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
+from imaging.errors import SeveralScenesError
 from imaging.formats import source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from models.scale import pixel_size_warning
@@ -41,7 +42,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
-    input's fault (bad image, unknown model, disallowed URL) fail the job with the reason.
+    input's fault (bad image, unknown model, disallowed URL) fail the job with the reason; an
+    OME-TIFF of several scenes given without one also stores them as ``outputs["scenes"]``.
 
     Returns:
         Indices of the rows enqueued (empty for a duplicate or a failed job).
@@ -92,7 +94,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
             warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
-        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e))
+        # a file of several scenes: which a rerun may be given (the dashboard offers them)
+        scenes = {"outputs": {"scenes": e.scenes}} if isinstance(e, SeveralScenesError) else {}
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e), **scenes)
         return []
     ctx.table.jobs.set_model(job_id, model.name, model.version, model.sha256)
     ctx.table.rows.insert(job_id, grid.all_strip_bounds())

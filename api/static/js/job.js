@@ -44,6 +44,38 @@ function renderHead(job) {
   warned.hidden = !warnings.length;
   setChildren(warned, ...warnings.map((w) => h("div", { class: "job-warning", "data-code": w.code },
     `Warning: ${w.message}`)));
+  renderScenes(job);
+}
+
+/** A job refused for an OME-TIFF of several scenes (GET /v1/jobs/{id} `scenes`): a button
+ * that submits a job per scene, as one batch with the job's options (labels plus rerun_of),
+ * and shows that batch. */
+function renderScenes(job) {
+  const box = $("job-scenes");
+  const scenes = job.status === "failed" ? job.scenes || [] : [];
+  box.hidden = !scenes.length;
+  if (!scenes.length || box.dataset.job === job.id) return; // drawn once per job
+  box.dataset.job = job.id;
+  const go = h("button", {
+    type: "button", class: "btn btn-small btn-primary", id: "segment-scenes",
+    onclick: async () => {
+      go.disabled = true;
+      try {
+        const batch = await api("/v1/batches", { method: "POST", body: {
+          jobs: scenes.map((scene) => ({ source_url: job.source_url, scene })),
+          labels: { ...job.labels, rerun_of: job.id }, model: job.model?.name ?? null,
+          model_version: job.model?.version ?? null, pixel_size_um: job.pixel_size_um,
+          precision: job.precision, significant_bits: job.significant_bits,
+          webhook_url: job.webhook_url } });
+        location.assign(`/?batch=${encodeURIComponent(batch.id)}`);
+      } catch (err) {
+        toast(`Submitting the scenes failed: ${errorText(err)}`, "error");
+        go.disabled = false;
+      }
+    },
+  }, `Segment its ${scenes.length} scenes`);
+  setChildren(box, `This file holds ${scenes.length} scenes (${scenes.join(", ")}). `, go,
+    h("span", { class: "muted" }, " a job each, one batch"));
 }
 
 function renderProgress(job) {
