@@ -16,8 +16,8 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
   TIFF's ``MaxSampleValue``), else 16: see :func:`significant_bits_of`.
 - 16-bit signed: negatives become 0, then ``v >> 7`` (0..32767 onto 0..255).
 - 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
-  0..255, NaN -> 0, with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
-  ImageDescription) when the file has one, else the image's own minimum and maximum (one
+  0..255, NaN -> 0 (+inf -> 255, -inf -> 0), with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
+  ImageDescription) when the file has one, else its finite samples' minimum and maximum (one
   pass over the image, made once per image so every row gets the same map; see
   :func:`float_range`). 64-bit float is treated alike.
 - Anything else (8/32-bit signed, 32-bit unsigned, complex, > 4 bands) is rejected with
@@ -275,16 +275,17 @@ def imagej_range(description: str | None) -> tuple[float, float] | None:
 
 def float_range(image: pyvips.Image) -> tuple[float, float]:
     """``(lo, hi)`` of a float image: the ImageJ display range of its ImageDescription when
-    present, else its minimum and maximum over all bands (NaN ignored; one pass over the
-    pixels, streaming)."""
+    present, else the minimum and maximum of its finite samples over all bands (NaN and
+    +-inf ignored, as :func:`imaging.formats.scaling.band_range` does: an infinite sample
+    would leave every other one black; one pass over the pixels, streaming)."""
     description = image.get("image-description") if image.get_typeof("image-description") else None
     found = imagej_range(description)
     if found is not None:
         return found
-    finite = image == image
+    finite = image.abs() < float("inf")  # NaN compares false
     lo = finite.ifthenelse(image, float("inf")).min()
     hi = finite.ifthenelse(image, float("-inf")).max()
-    if lo == float("inf"):  # all NaN
+    if lo == float("inf"):  # no finite sample
         return 0.0, 0.0
     return float(lo), float(hi)
 

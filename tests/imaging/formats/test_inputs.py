@@ -214,6 +214,25 @@ def test_czi_float_and_tiff_float_give_the_same_8_bit_input(tmp_path):
     assert a.min() == 0 and a.max() == 255
 
 
+def test_float_samples_that_are_not_finite_leave_the_others_scaled(tmp_path):
+    """NaN and +-inf samples are left out of a float image's range (they once made it all
+    black): the libvips path (job conversion and training reads) and the numpy path (CZI)
+    give the finite samples' min..max map, NaN and -inf 0, +inf 255."""
+    from imaging.formats.scaling import array_to_uint8, band_range
+
+    values = np.random.default_rng(8).uniform(0.2, 0.9, (60, 80)).astype(np.float32)
+    values[:5, :5], values[5:10, :5], values[10:15, :5] = np.inf, -np.inf, np.nan
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, values)
+    expected = array_to_uint8(values, band_range(values))
+    assert band_range(values) == (float(values[15:].min()), float(values[15:].max()))
+    got = read_rgb8(path, max_pixels=MAX)
+    np.testing.assert_array_equal(got[..., 0], expected)
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path)[..., 0], expected)
+    assert (got[:5, :5] == 255).all() and (got[5:15, :5] == 0).all()
+    assert got[15:].min() == 0 and got[15:].max() == 255  # the finite range, stretched
+
+
 def test_multichannel_czi_is_refused_with_what_to_do(tmp_path):
     czi = pytest.importorskip("pylibCZIrw.czi")
     path = tmp_path / "fluo.czi"
