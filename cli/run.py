@@ -266,11 +266,15 @@ def drive(
         totals.append("worker peak RSS: " + ", ".join(f"{p:.0f} MiB" for p in peaks))
     for job in ended:
         folder = out
-        if several and out is not None:
+        if several:  # which image each report is of
             # the image's name, percent-decoded, whatever the URL's scheme
-            stem = Path(unquote(urlparse(job.source_url).path)).stem
+            path = Path(unquote(urlparse(job.source_url).path))
             scene = (job.spec or {}).get("scene")
-            folder = Path(out) / f"{job.id[:8]}-{stem}{'' if scene is None else f'-scene{scene}'}"
+            console.print(f"\n== {path.name}{_scene_of(job)} (job {job.id[:8]}) ==",
+                          style="bold", markup=False, highlight=False)
+            if out is not None:
+                folder = Path(out) / (f"{job.id[:8]}-{path.stem}"
+                                      f"{'' if scene is None else f'-scene{scene}'}")
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
     if several:  # one batch (run, resume --batch): its totals and its table of the images
         for line in totals:

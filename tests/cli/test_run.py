@@ -180,6 +180,7 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
                     "--out", str(out), "--pixel-size-um", "0.5")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("Phase fractions") == 2 and "(2 of 2 images)" in res.stdout
+    assert res.stdout.index("sample 1.png (job") < res.stdout.index("Phase fractions")
     assert res.stdout.count("model ebc-unet-mnv2 1 (Unet/mobilenet_v2") == 1  # said once
     jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
     assert len(jobs) == 2 and jobs[0].batch_id == jobs[1].batch_id is not None
@@ -228,6 +229,7 @@ def test_run_of_a_multi_image_ome_tiff_makes_a_job_per_scene(tmp_path, small_ima
     assert res.returncode == 0, res.stdout + res.stderr
     text = " ".join(res.stdout.split())
     assert f"{mount}: 2 scenes (1, 2), one job each (--scene N reads one)" in text, text
+    assert "mount.ome.tif scene 1 (job" in text and "mount.ome.tif scene 2 (job" in text
     jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
     assert [j.spec["scene"] for j in jobs] == [1, 2] and jobs[0].batch_id == jobs[1].batch_id
     for job, (w, h) in zip(jobs, [(320, 256), (288, 200)], strict=True):
