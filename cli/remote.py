@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import click
 from rich.progress import (
@@ -224,6 +225,11 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     for job_id in job_ids:
         job = final[job_id]
         if job["status"] == "succeeded":
+            if len(job_ids) > 1:  # which image each table is of
+                name = unquote(urlparse(job["source_url"]).path).rsplit("/", 1)[-1]
+                scene = "" if job.get("scene") is None else f" scene {job['scene']}"
+                console.print(f"\n== {name}{scene} (job {job_id[:8]}) ==", style="bold",
+                              markup=False, highlight=False)
             print_fractions(client.results(job_id)["fractions"])
         else:
             reason = f": {job['error']}" if job["error"] else ""

@@ -87,6 +87,8 @@ def test_submit_wait_through_serve_and_a_worker(tmp_path, small_image):  # noqa:
         res = _cli("submit", str(mount), "--wait", env=client_env)
         assert res.returncode == 0, res.stdout + res.stderr
         assert f"{mount}: 2 scenes, one job each" in " ".join(res.stdout.split())
+        assert "== mount.ome.tif scene 0 (job" in res.stdout  # each table says its image
+        assert "== mount.ome.tif scene 1 (job" in res.stdout
         ids = [line.split()[1] for line in res.stdout.splitlines() if line.startswith("job ")]
         jobs = [httpx.get(f"{base}/v1/jobs/{i}", headers={"Authorization": f"Bearer {key}"}
                           ).json() for i in ids]
