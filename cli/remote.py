@@ -198,8 +198,9 @@ def _with_scene(item: dict, scene: int | None) -> dict:
 
 
 def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
-    """Progress bars (rows done / total) until every job ended; prints the phase fractions
-    of the jobs that succeeded and the errors of the others.
+    """Progress bars (rows done / total) until every job ended (a job's warnings printed once,
+    as soon as its planner stored them); prints the phase fractions of the jobs that
+    succeeded and the errors of the others.
 
     Returns:
         0 if every job succeeded, else 1.
@@ -207,6 +208,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     from cli.run import print_fractions
 
     final: dict[str, dict] = {}
+    warned: set[str] = set()
     with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                   MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
                   console=console) as bar:
@@ -216,6 +218,11 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
                 if job_id in final:
                     continue
                 job = client.job(job_id)
+                if job.get("warnings") and job_id not in warned:  # once, as soon as planned
+                    warned.add(job_id)
+                    for line in warning_lines(job["warnings"]):
+                        bar.console.print(f"{job_id[:8]} {line}", style="yellow",
+                                          markup=False, highlight=False)
                 bar.update(task, total=job["rows_total"], completed=job["rows_done"],
                            description=f"{job_id[:8]} {job['status']}")
                 if job["status"] in TERMINAL:

@@ -73,7 +73,9 @@ def follow(
 ) -> list[Job]:
     """Show a progress bar per job (rows done / total, Mpx/s, ETA, its status; with several
     jobs each labelled with its id's first 8 characters), all at once, until every job
-    ended; call ``tick`` (the reconciler) every ``tick_every`` seconds.
+    ended; call ``tick`` (the reconciler) every ``tick_every`` seconds. A job's warnings
+    (:mod:`core.job_warnings`) are printed once, as soon as its planner stored them, so a
+    pixel size unlike the model's is known before the rows are done.
 
     Returns:
         The jobs in their terminal status, in the order of ``job_ids``.
@@ -92,6 +94,7 @@ def follow(
     )
     labels = {job_id: f"{job_id[:8]} " if len(job_ids) > 1 else "" for job_id in job_ids}
     ended: dict[str, Job] = {}
+    warned: set[str] = set()
     started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
         tasks = {job_id: bar.add_task(f"{labels[job_id]}queued", total=None, mpxs=0.0)
@@ -101,6 +104,12 @@ def follow(
                 if job_id in ended:
                     continue
                 job = table.jobs.get(job_id)
+                warnings = (getattr(job, "outputs", None) or {}).get("warnings")
+                if warnings and job_id not in warned:
+                    warned.add(job_id)
+                    for line in warning_lines(warnings):
+                        bar.console.print(f"{labels[job_id]}{line}", style="yellow",
+                                          markup=False, highlight=False)
                 description = f"{labels[job_id]}{job.status}"
                 if job.rows_total:
                     prog = table.rows.progress(job_id)

@@ -239,6 +239,9 @@ def test_client_commands(tmp_path, monkeypatch):
         res = runner.invoke(main, ["status", warned.id])
         assert "s3://lab/mount.ome.tif (scene 2)" in res.output, res.output
         assert "  warning: the file records [x]" in res.output
+        api.table.jobs.transition(warned.id, JobStatus.FAILED, error="boom")
+        res = runner.invoke(main, ["watch", warned.id])  # its warnings once, then its end
+        assert res.exit_code == 1 and res.output.count("warning: the file records [x]") == 1
         res = runner.invoke(main, ["cancel", job.id])
         assert res.exit_code == 0 and "cancelled" in res.output
         res = runner.invoke(main, ["cancel", job.id])

@@ -21,6 +21,7 @@ class ScriptedTable:
         self.jobs = SimpleNamespace(get=self._job)
         self.rows = SimpleNamespace(progress=self._progress)
         self.gets: list[str] = []
+        self.warnings: dict[str, list[dict]] = {}  # stored by the planner: from "running" on
 
     def step(self) -> None:
         self.t += 1
@@ -32,8 +33,11 @@ class ScriptedTable:
     def _job(self, job_id):
         self.gets.append(job_id)
         status, _ = self._now(job_id)
+        planned = status != JobStatus.QUEUED
         return SimpleNamespace(id=job_id, status=status,
-                               rows_total=None if status == JobStatus.QUEUED else self.rows_total)
+                               rows_total=self.rows_total if planned else None,
+                               outputs={"warnings": self.warnings.get(job_id, [])} if planned
+                               else None)
 
     def _progress(self, job_id):
         return SimpleNamespace(done=self._now(job_id)[1], pixels_done=self._now(job_id)[1] * 10)
@@ -55,6 +59,18 @@ def test_follow_watches_every_job_at_once_and_returns_them_in_order(capsys):
     assert table.gets.count("bbbbbbbb-2") == 2 and table.gets.count("aaaaaaaa-1") == 6
     out = capsys.readouterr().out
     assert "aaaaaaaa succeeded" in out and "bbbbbbbb failed" in out and "4/4" in out
+
+
+def test_follow_prints_a_jobs_warnings_once_as_soon_as_it_is_planned(capsys):
+    table = ScriptedTable({"aaaaaaaa-1": [(Q, 0), (R, 1), (R, 3), (S, 4)],
+                           "bbbbbbbb-2": [(R, 1), (S, 4)]})
+    table.warnings["aaaaaaaa-1"] = [{"code": "pixel_size_unlike_model",
+                                     "message": "pixel size 1.000 µm/px is 2.0 x coarser"}]
+    run_mod.follow(table, ["aaaaaaaa-1", "bbbbbbbb-2"], None, poll=0, tick=table.step,
+                   tick_every=0)
+    out = capsys.readouterr().out
+    assert out.count("aaaaaaaa warning: pixel size 1.000 µm/px is 2.0 x coarser") == 1, out
+    assert "bbbbbbbb warning" not in out
 
 
 def test_follow_of_one_job_labels_its_bar_with_the_status_alone(capsys):
