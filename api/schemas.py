@@ -141,7 +141,11 @@ class WebhookOut(BaseModel):
 class JobWarningOut(BaseModel):
     """Something a laboratory must read beside a job's results (:mod:`core.job_warnings`)."""
 
-    code: WarningCode = Field(examples=["pixel_size_unlike_model"])
+    # text, not the enum: workers are upgraded before the API, so a newer worker's code must
+    # not make an older API fail to show the job
+    code: str = Field(description="What it is about, for programs: "
+                      f"{', '.join(c.value for c in WarningCode)} (others may come).",
+                      examples=["pixel_size_unlike_model"])
     message: str = Field(examples=[
         "pixel size 1.000 µm/px is 2.0 x coarser than model lumen 3 was trained at (0.500 "
         "µm/px): grains and pores are 2.0 x smaller in px than it learned them, and its labels "

@@ -127,3 +127,10 @@ def test_a_jobs_warnings_are_in_its_view(api):
     assert seen["warnings"] == [warning] and "warnings" not in seen["outputs"]
     listed = api.client.get("/v1/jobs").json()["jobs"]
     assert next(j for j in listed if j["id"] == job["id"])["warnings"] == [warning]
+    # a code this API does not know (a newer worker's: workers are upgraded first) is shown
+    newer = api.client.post("/v1/jobs", json={"source_url": "s3://pellets/y.tif"}).json()
+    assert api.table.jobs.transition(newer["id"], JobStatus.PLANNING)
+    assert api.table.jobs.transition(newer["id"], JobStatus.RUNNING, width=10, height=10,
+                                     outputs={"warnings": [{"code": "focus", "message": "m"}]})
+    r = api.client.get(f"/v1/jobs/{newer['id']}")
+    assert r.status_code == 200 and r.json()["warnings"] == [{"code": "focus", "message": "m"}]
