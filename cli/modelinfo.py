@@ -1,20 +1,18 @@
 """What ``pelletseg run`` says about its model: name, version, architecture, classes, and
-what the model was trained on (the package's ``domain``); and a warning when the bundled
-demo model (``domain.kind == "demo"``) is asked to segment an image that is not one of the
-demo's, whose labels would then mean little.
+what the model was trained on (the package's ``domain``, and its pixel sizes). The warning
+for the bundled demo model given an image that is not one of its kind is
+:func:`models.suitability.demo_model_warning`'s.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from core.inference import PRECISION_NAMES
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
-from models.scale import trained_pixel_sizes
+from models.suitability import trained_pixel_sizes
 
-__all__ = ["cpu_serving", "demo_warning", "describe", "is_demo_image", "trained_on",
-           "with_bundled_domain"]
+__all__ = ["cpu_serving", "describe", "trained_on", "with_bundled_domain"]
 
 
 def with_bundled_domain(pkg: ModelPackage, zoo: Path = MODEL_ZOO) -> ModelPackage:
@@ -61,7 +59,7 @@ def cpu_serving(pkg: ModelPackage) -> str:
 
 def describe(pkg: ModelPackage) -> list[str]:
     """Lines that say which model runs and what it was trained on (and at which pixel sizes,
-    :func:`models.scale.trained_pixel_sizes`, where the package records them)."""
+    :func:`models.suitability.trained_pixel_sizes`, where the package records them)."""
     classes = ", ".join(c.name for c in pkg.classes)
     sizes = trained_pixel_sizes(pkg)
     at = ("" if sizes is None else f", at {pkg.um_per_px:g} µm/px" if sizes[0] == sizes[1]
@@ -69,46 +67,3 @@ def describe(pkg: ModelPackage) -> list[str]:
     return [f"model {pkg.name} {pkg.version} ({pkg.architecture}/{pkg.encoder}; "
             f"{pkg.n_classes} classes: {classes})",
             f"  trained on {trained_on(pkg)}{at}"]
-
-
-def _path_of(source: str) -> Path | None:
-    """The local path of a ``file://`` URL or a plain path; None for other URLs."""
-    parts = urlsplit(source)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if "://" in source:
-        return None
-    return Path(source)
-
-
-def is_demo_image(source: str, demo_folders: list[Path]) -> bool:
-    """True when ``source`` (a path or URL) lies in one of ``demo_folders`` (the demo mosaics
-    in ``{home}/demo``, the shipped samples in ``imaging/samples``) or in a ``nasa-ebc``
-    dataset folder: images of the kind the demo model was trained on."""
-    path = _path_of(source)
-    if path is None:
-        return False
-    path = path.expanduser().resolve()
-    if "nasa-ebc" in path.parts:
-        return True
-    for folder in demo_folders:
-        try:
-            path.relative_to(Path(folder).expanduser().resolve())
-            return True
-        except ValueError:
-            continue
-    return False
-
-
-def demo_warning(pkg: ModelPackage, source: str, demo_folders: list[Path],
-                 labels: dict | None = None) -> str | None:
-    """A warning when the demo model segments an image that is not a demo image (the
-    ``demo`` label marks ``pelletseg demo``'s own jobs), else None."""
-    if pkg.domain is None or pkg.domain.kind != "demo":
-        return None
-    if (labels or {}).get("demo") or is_demo_image(source, demo_folders):
-        return None
-    return (f"warning: {pkg.name} is the bundled demo model, trained on {pkg.domain.images}; "
-            "it is not a pellet model, and its labels on this image mean little. Train one on "
-            "your own labelled images (`pelletseg train DATASET_YAML --epochs N --out DIR "
-            "--name NAME` registers it) and run it with `pelletseg run --model NAME`.")

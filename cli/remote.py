@@ -209,6 +209,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
 
     final: dict[str, dict] = {}
     warned: set[str] = set()
+    said: set[str] = set()  # each warning message once, whichever job it is of
     with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
                   MofNCompleteColumn(), TextColumn("rows"), TimeElapsedColumn(),
                   console=console) as bar:
@@ -220,7 +221,9 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
                 job = client.job(job_id)
                 if job.get("warnings") and job_id not in warned:  # once, as soon as planned
                     warned.add(job_id)
-                    for line in warning_lines(job["warnings"]):
+                    fresh = [w for w in job["warnings"] if w["message"] not in said]
+                    said.update(w["message"] for w in fresh)
+                    for line in warning_lines(fresh):
                         bar.console.print(f"{job_id[:8]} {line}", style="yellow",
                                           markup=False, highlight=False)
                 bar.update(task, total=job["rows_total"], completed=job["rows_done"],

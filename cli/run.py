@@ -29,16 +29,17 @@ from cli.interrupts import (
     resume_hint,
     second_interrupt_exits,
 )
-from cli.modelinfo import demo_warning, describe, with_bundled_domain
+from cli.modelinfo import describe, with_bundled_domain
 from cli.options import split_model
 from cli.scenes import scenes_of
 from core.inference import inference_lines
-from core.job_warnings import warning_lines
+from core.job_warnings import WarningCode, warning_lines
 from core.settings import Settings
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.formats import SCENE_OPTION, SIGNIFICANT_BITS_OPTION
-from imaging.mosaic import SAMPLES
+from imaging.mosaic import demo_folders
 from models import ModelPackage
+from models.suitability import demo_model_warning
 from queues.app import make_celery
 from storage.blobs.layout import (
     CONFIDENCE_JSON,
@@ -70,12 +71,14 @@ def follow(
     poll: float = 0.5,
     tick: Callable[[], object] | None = None,
     tick_every: float = 10.0,
+    quiet: Sequence[str] = (),
 ) -> list[Job]:
     """Show a progress bar per job (rows done / total, Mpx/s, ETA, its status; with several
     jobs each labelled with its id's first 8 characters), all at once, until every job
     ended; call ``tick`` (the reconciler) every ``tick_every`` seconds. A job's warnings
-    (:mod:`core.job_warnings`) are printed once, as soon as its planner stored them, so a
-    pixel size unlike the model's is known before the rows are done.
+    (:mod:`core.job_warnings`) are printed as soon as its planner stored them, so a pixel
+    size unlike the model's is known before the rows are done: each message once, whichever
+    job it is of, and none of the codes in ``quiet`` (said before submitting).
 
     Returns:
         The jobs in their terminal status, in the order of ``job_ids``.
@@ -95,6 +98,7 @@ def follow(
     labels = {job_id: f"{job_id[:8]} " if len(job_ids) > 1 else "" for job_id in job_ids}
     ended: dict[str, Job] = {}
     warned: set[str] = set()
+    said = set(quiet)  # each warning message once, whichever job it is of
     started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
         tasks = {job_id: bar.add_task(f"{labels[job_id]}queued", total=None, mpxs=0.0)
@@ -107,7 +111,10 @@ def follow(
                 warnings = (getattr(job, "outputs", None) or {}).get("warnings")
                 if warnings and job_id not in warned:
                     warned.add(job_id)
-                    for line in warning_lines(warnings):
+                    fresh = [w for w in warnings if w["code"] not in said
+                             and w["message"] not in said]
+                    said.update(w["message"] for w in fresh)
+                    for line in warning_lines(fresh):
                         bar.console.print(f"{labels[job_id]}{line}", style="yellow",
                                           markup=False, highlight=False)
                 description = f"{labels[job_id]}{job.status}"
@@ -203,10 +210,12 @@ def drive(
     *,
     workers: int,
     out: Path | None,
+    quiet: Sequence[str] = (),
 ) -> int:
     """Start N local workers on a prepared stack, call ``start(service)`` (submit or resume a
     job, or submit or resume jobs of a batch: a list), follow the jobs to their end with the
-    reconciler running, then print each one's fractions and output locations (a list of jobs:
+    reconciler running (their warnings as soon as planned, but for the codes in ``quiet``:
+    :func:`follow`), then print each one's fractions and output locations (a list of jobs:
     each one's outputs in ``out/<job id prefix>-<image name>/`` and the batch's table of
     sections).
 
@@ -245,7 +254,7 @@ def drive(
         for job in jobs:
             console.print(f"job {job.id} {job.status}: {job.source_url}{_scene_of(job)}")
         ended = follow(table, job_ids, pool, tick=lambda: reconcile(ctx),
-                       tick_every=max(2.0, settings.reconcile_seconds or 10.0))
+                       tick_every=max(2.0, settings.reconcile_seconds or 10.0), quiet=quiet)
     except KeyboardInterrupt:
         # Ctrl-C: the jobs say what happened, the workers stop without taking new rows
         with second_interrupt_exits():
@@ -411,15 +420,16 @@ def run(
                                 precision=precision, significant_bits=significant_bits,
                                 scene=s)
              for source, s in jobs]
-    # one model for all the images (one --model): said once
+    # one model for all the images (one --model): said once, its demo warning too
     announce_model(settings, registry.meta(specs[0].model, specs[0].model_version),
                    [s.source_url for s in specs], labels)
+    quiet = [WarningCode.DEMO_MODEL]
     if len(specs) == 1:
         return drive(settings, lambda service: service.submit(specs[0]), workers=workers,
-                     out=out)
+                     out=out, quiet=quiet)
     batch_id = str(uuid.uuid4())
     return drive(settings, lambda service: [service.submit(s, batch_id=batch_id) for s in specs],
-                 workers=workers, out=out)
+                 workers=workers, out=out, quiet=quiet)
 
 
 def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Sequence[str],
@@ -430,10 +440,10 @@ def announce_model(settings: Settings, pkg: ModelPackage, source_urls: str | Seq
     for line in describe(pkg):
         console.print(line)
     urls = [source_urls] if isinstance(source_urls, str) else source_urls
-    warning = next((w for url in urls if (w := demo_warning(
-        pkg, url, [settings.home / "demo", SAMPLES], labels))), None)
-    if warning:
-        err_console.print(warning, style="yellow")
+    warning = next((w for url in urls if (w := demo_model_warning(
+        pkg, url, demo_folders(settings.home), labels))), None)
+    if warning:  # said here once; each job carries it too (core.job_warnings)
+        err_console.print(f"warning: {warning}", style="yellow")
 
 
 def rerun(settings: Settings, job_id: str | None, *, model: str | None, workers: int,

@@ -1,8 +1,9 @@
 """Job warnings: what a laboratory must read beside a job's results because the input may make
-them wrong without failing the job (a pixel size unlike the one the model was trained at;
-pixels the file records as not square). The planner finds them and stores them on the job
-(``outputs["warnings"]``); the reducer copies them into ``fractions.json``; ``pelletseg run``,
-the API (``GET /v1/jobs/{id}``), the dashboard's job page and the batch table show them.
+them wrong without failing the job (a pixel size unlike the one the model was trained at; the
+bundled demo model given a pellet image; pixels the file records as not square). The planner
+finds them and stores them on the job (``outputs["warnings"]``); the reducer copies them into
+``fractions.json``; ``pelletseg run``, the API (``GET /v1/jobs/{id}``), the dashboard's job page
+and the batch table show them.
 
 A warning is a JSON object ``{"code": WarningCode, "message": str}``: the code for programs
 (stable), the message for people (says what is wrong and what to do).
@@ -21,8 +22,11 @@ class WarningCode(StrEnum):
     """What a job warning is about."""
 
     #: The job's pixel size (µm/px) lies outside the range the model was trained at
-    #: (:func:`models.scale.pixel_size_warning`).
+    #: (:func:`models.suitability.pixel_size_warning`).
     PIXEL_SIZE_UNLIKE_MODEL = "pixel_size_unlike_model"
+    #: The job's model is the bundled demo model and its image is not a demo image
+    #: (:func:`models.suitability.demo_model_warning`): its labels mean little.
+    DEMO_MODEL = "demo_model"
     #: The source records pixels that are not square, so the job has no pixel size and its
     #: microstructure is in px (:func:`worker.stages.planning.resolve_pixel_size`).
     PIXELS_NOT_SQUARE = "pixels_not_square"

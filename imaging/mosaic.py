@@ -18,11 +18,18 @@ import pyvips
 from imaging.errors import ImageFormatError, vips_text
 from imaging.reading import to_rgb8
 
-__all__ = ["SAMPLES", "build_mosaic", "demo_sources"]
+__all__ = ["SAMPLES", "build_mosaic", "demo_folders", "demo_sources"]
 
 #: The shipped sample micrographs (NASA EBC, MIT licence: ``samples/LICENSE.txt``).
 SAMPLES = Path(__file__).resolve().parent / "samples"
 TILE = 256
+
+
+def demo_folders(home: Path) -> list[Path]:
+    """Where demo images lie: ``{home}/demo`` (``pelletseg demo``'s mosaics) and the shipped
+    samples (:data:`SAMPLES`); the demo model's labels of them mean what it was trained for
+    (:func:`models.suitability.demo_model_warning`)."""
+    return [Path(home) / "demo", SAMPLES]
 
 
 def demo_sources() -> list[Path]:

@@ -2,7 +2,9 @@
 values, normalisation, the tile geometry the model was trained and evaluated at, training
 data and metrics, weights sha256), how a package is checked, and the registry that publishes
 packages to the blob store and the job table and fetches them back (:class:`ModelRegistry`).
-The packages bundled with pelletseg live in ``models/zoo``. Building the torch network is
+The packages bundled with pelletseg live in ``models/zoo``. Whether a package suits a job's
+image (its training pixel sizes; the demo model's kind of images) is
+:mod:`models.suitability`'s. Building the torch network is
 :mod:`worker.engine.network`'s.
 
 May import: ``core``, ``storage`` and pydantic; never torch, ``worker``, ``training`` or

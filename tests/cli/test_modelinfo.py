@@ -3,11 +3,10 @@ bundled demo model gets an image that is not a demo image."""
 
 from __future__ import annotations
 
-from cli.modelinfo import demo_warning, describe, is_demo_image, trained_on, with_bundled_domain
+from cli.modelinfo import describe, trained_on, with_bundled_domain
 from cli.run import announce_model
 from core.settings import Settings
-from imaging.mosaic import SAMPLES
-from models import MODEL_ZOO, ModelDomain, read_package
+from models import MODEL_ZOO, read_package
 
 ZOO = MODEL_ZOO / "ebc-unet-mnv2" / "1"
 
@@ -45,27 +44,6 @@ def test_trained_on_falls_back_to_the_training_record():
 def test_a_store_published_before_domains_gets_the_bundled_domain():
     old = demo_package().model_copy(update={"domain": None})
     assert with_bundled_domain(old).domain == demo_package().domain
-
-
-def test_demo_images_are_recognised(tmp_path):
-    demo = tmp_path / "home" / "demo"
-    folders = [demo, SAMPLES]
-    assert is_demo_image(str(demo / "mosaic-12mpx.tif"), folders)
-    assert is_demo_image(f"file://{demo}/mosaic-12mpx.tif", folders)
-    assert is_demo_image(str(next(SAMPLES.glob("*.png"))), folders)
-    assert is_demo_image("/data/shared/nasa-ebc/images/a.png", folders)
-    assert not is_demo_image(str(tmp_path / "pellet-0042.tif"), folders)
-    assert not is_demo_image("s3://lab/pellet.tif", folders)
-
-
-def test_demo_model_on_a_pellet_image_warns_and_points_to_train(tmp_path):
-    pkg, folders = demo_package(), [tmp_path / "demo", SAMPLES]
-    warning = demo_warning(pkg, f"file://{tmp_path}/pellet.tif", folders)
-    assert warning and "demo model" in warning and "pelletseg train" in warning
-    assert demo_warning(pkg, f"file://{tmp_path}/demo/mosaic-12mpx.tif", folders) is None
-    assert demo_warning(pkg, "s3://x/anything.tif", folders, labels={"demo": True}) is None
-    pellet = pkg.model_copy(update={"domain": ModelDomain(kind="pellet", images="pellets")})
-    assert demo_warning(pellet, f"file://{tmp_path}/pellet.tif", folders) is None
 
 
 def test_announce_model_prints_model_and_warning(tmp_path, capsys):

@@ -181,6 +181,9 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("Phase fractions") == 2 and "(2 of 2 images)" in res.stdout
     assert res.stdout.index("sample 1.png (job") < res.stdout.index("Phase fractions")
+    # the demo model's warning: said once before submitting, then under each image's table
+    assert res.stderr.count("warning: ebc-unet-mnv2 is the bundled demo model") == 1
+    assert res.stdout.count("warning: ebc-unet-mnv2 is the bundled demo model") == 2
     assert res.stdout.count("model ebc-unet-mnv2 1 (Unet/mobilenet_v2") == 1  # said once
     jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
     assert len(jobs) == 2 and jobs[0].batch_id == jobs[1].batch_id is not None
@@ -192,8 +195,9 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     assert f"the images side by side: {table}" in " ".join(res.stdout.split())
     lines = list(csv.DictReader(table.open(encoding="utf-8")))
     assert [line["job_id"] for line in lines] == [j.id for j in jobs]
-    assert [(line["status"], line["width_px"], line["pixel_size_um"]) for line in lines] == [
-        ("succeeded", "600", "0.5"), ("succeeded", "320", "0.5")]
+    assert [(line["status"], line["width_px"], line["pixel_size_um"], line["warnings"])
+            for line in lines] == [("succeeded", "600", "0.5", "demo_model"),
+                                   ("succeeded", "320", "0.5", "demo_model")]
     fractions = json.loads((other / "fractions.json").read_text())
     assert float(lines[1]["percent_of_image_oxide"]) == fractions["classes"][1]["percent"]
 

@@ -83,7 +83,7 @@ def test_planner_without_any_pixel_size_stores_none(stack, micrograph):
 def test_a_pixel_size_unlike_the_models_is_a_warning_on_the_job_and_in_its_results(
         stack, small, tiny_package, tmp_path):
     """The planner compares the job's pixel size with the package's training pixel size
-    (models.scale): 0.8 µm/px read from the file against a model trained at 0.4 µm/px is a
+    (models.suitability): 0.8 µm/px read from the file against a model trained at 0.4 µm/px is a
     warning on the job, copied into fractions.json; the right pixel size given (a rerun's
     correction) or a model that records none gives none."""
     folder = tmp_path / "tiny" / "2"
@@ -105,6 +105,31 @@ def test_a_pixel_size_unlike_the_models_is_a_warning_on_the_job_and_in_its_resul
         assert fine.outputs["warnings"] == [], opts
         doc = json.loads(stack.blobs.get_bytes(output_key(fine.id, FRACTIONS_JSON)))
         assert "warnings" not in doc
+
+
+def test_a_demo_model_on_an_image_not_of_its_kind_is_a_warning(stack, small, micrograph,
+                                                               tiny_package, tmp_path):
+    """A package whose domain is ``demo`` (the bundled model's) warns on a pellet image (API
+    and dashboard users see it, not only ``pelletseg run``'s stderr), not on a job labelled
+    ``demo`` nor on the shipped samples' kind (a ``nasa-ebc`` folder)."""
+    folder = tmp_path / "tiny" / "3"
+    shutil.copytree(tiny_package, folder)
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    (folder / MODEL_JSON).write_text(json.dumps({**meta, "version": "3", "domain": {
+        "kind": "demo", "images": "SEM coatings", "dataset": "nasa-ebc"}}))
+    stack.models.publish(folder)
+    job = _submit(stack, small, model_version="3")
+    plan_job(stack, job.id)
+    [warning] = stack.table.jobs.get(job.id).outputs["warnings"]
+    assert warning["code"] == WarningCode.DEMO_MODEL
+    assert warning["message"].startswith("tiny is the bundled demo model, trained on SEM coatings")
+    ebc = tmp_path / "nasa-ebc" / "sample.png"
+    ebc.parent.mkdir()
+    shutil.copy(micrograph, ebc)
+    for source, labels in ((small, {"demo": True}), (ebc, {})):
+        quiet = _submit(stack, source, model_version="3", labels=labels)
+        plan_job(stack, quiet.id)
+        assert stack.table.jobs.get(quiet.id).outputs["warnings"] == [], source
 
 
 def test_pixels_recorded_not_square_are_a_warning_and_no_pixel_size(stack, micrograph, tmp_path):

@@ -11,7 +11,8 @@ from core.states import JobStatus, RowStatus
 from imaging.errors import SeveralScenesError
 from imaging.formats import source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
-from models.scale import pixel_size_warning
+from imaging.mosaic import demo_folders
+from models.suitability import demo_model_warning, pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import NODATA, SOURCE, output_key
 from storage.errors import NotFoundError
@@ -35,9 +36,11 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
     mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as
-    ``outputs["pixel_size_um"]``); find the job's warnings (:mod:`core.job_warnings`: a pixel
-    size outside those the model was trained at, :func:`models.scale.pixel_size_warning`;
-    pixels the file records as not square), stored as ``outputs["warnings"]``; insert one
+    ``outputs["pixel_size_um"]``); find the job's warnings (:mod:`core.job_warnings`: the
+    bundled demo model given an image not of its kind,
+    :func:`models.suitability.demo_model_warning`; a pixel size outside those the model was
+    trained at, :func:`models.suitability.pixel_size_warning`; pixels the file records as not
+    square), stored as ``outputs["warnings"]``; insert one
     ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -89,7 +92,11 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
                                            recorded=info.pixel_size_um, warnings=warnings,
                                            ome_image=info.scene or 0)
-        unlike = pixel_size_warning(ctx.models.meta(model.name, model.version), pixel_size_um)
+        pkg = ctx.models.meta(model.name, model.version)
+        demo = demo_model_warning(pkg, spec.source_url, demo_folders(settings.home), spec.labels)
+        if demo:
+            warnings.append(job_warning(WarningCode.DEMO_MODEL, demo))
+        unlike = pixel_size_warning(pkg, pixel_size_um)
         if unlike:
             warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:

@@ -1,4 +1,6 @@
-"""The pixel sizes a model was trained at, and the warning for a job outside them.
+"""Whether a model package suits a job's image: the pixel sizes it was trained at and the
+warning for a job outside them (:func:`pixel_size_warning`), and the warning for the bundled
+demo model given an image that is not one of its kind (:func:`demo_model_warning`).
 
 A segmentation network learns phases at the size grains, pores and rims have in its training
 images' pixels. An image taken with another objective or camera binning shows them larger or
@@ -14,9 +16,15 @@ there is nothing to compare and no warning.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 from models.package import ModelPackage
 
-__all__ = ["PIXEL_SIZE_TOLERANCE", "pixel_size_warning", "trained_pixel_sizes"]
+__all__ = ["PIXEL_SIZE_TOLERANCE", "demo_model_warning", "is_demo_image", "pixel_size_warning",
+           "trained_pixel_sizes"]
 
 #: How far (a factor, either way) a job's pixel size may lie outside the pixel sizes the model
 #: saw in training before it is warned of: the spread of pixel sizes one objective gives on
@@ -65,3 +73,48 @@ def pixel_size_warning(pkg: ModelPackage, pixel_size_um: float | None) -> str | 
             "may be wrong. If the pixel size is wrong, rerun the job with the right one "
             "(--pixel-size-um; pixel_size_um in the API); otherwise segment it with a model "
             "trained at this magnification (dataset.yaml um_per_px)")
+
+
+def _path_of(source: str) -> Path | None:
+    """The local path of a ``file://`` URL or a plain path; None for other URLs."""
+    parts = urlsplit(source)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if "://" in source:
+        return None
+    return Path(source)
+
+
+def is_demo_image(source: str, demo_folders: Sequence[Path]) -> bool:
+    """True when ``source`` (a path or URL) lies in one of ``demo_folders`` (the demo mosaics
+    in ``{home}/demo``, the shipped samples in ``imaging/samples``:
+    :func:`imaging.mosaic.demo_folders`) or in a ``nasa-ebc`` dataset folder: images of the
+    kind the demo model was trained on."""
+    path = _path_of(source)
+    if path is None:
+        return False
+    path = path.expanduser().resolve()
+    if "nasa-ebc" in path.parts:
+        return True
+    for folder in demo_folders:
+        try:
+            path.relative_to(Path(folder).expanduser().resolve())
+            return True
+        except ValueError:
+            continue
+    return False
+
+
+def demo_model_warning(pkg: ModelPackage, source: str, demo_folders: Sequence[Path],
+                       labels: Mapping[str, Any] | None = None) -> str | None:
+    """Why the bundled demo model's labels of ``source`` mean little, in words, or None: for
+    a package whose ``domain.kind`` is ``demo`` given an image that is not a demo image
+    (:func:`is_demo_image`; the ``demo`` label marks ``pelletseg demo``'s own jobs)."""
+    if pkg.domain is None or pkg.domain.kind != "demo":
+        return None
+    if (labels or {}).get("demo") or is_demo_image(source, demo_folders):
+        return None
+    return (f"{pkg.name} is the bundled demo model, trained on {pkg.domain.images}; it is not "
+            "a pellet model, and its labels on this image mean little. Train one on your own "
+            "labelled images (`pelletseg train DATASET_YAML --epochs N --out DIR --name NAME` "
+            "registers it) and run it with `pelletseg run --model NAME` (model in the API)")

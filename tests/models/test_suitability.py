@@ -1,12 +1,20 @@
-"""models.scale: the pixel sizes a package was trained at (``um_per_px``, widened by its
-recorded random zoom) and the warning for a job outside them by more than the tolerance."""
+"""models.suitability: the pixel sizes a package was trained at (``um_per_px``, widened by its
+recorded random zoom) and the warning for a job outside them by more than the tolerance; the
+demo model's warning for images not of its kind."""
 
 from __future__ import annotations
 
 import pytest
 
-from models import MODEL_ZOO, read_package
-from models.scale import PIXEL_SIZE_TOLERANCE, pixel_size_warning, trained_pixel_sizes
+from imaging.mosaic import SAMPLES, demo_folders
+from models import MODEL_ZOO, ModelDomain, read_package
+from models.suitability import (
+    PIXEL_SIZE_TOLERANCE,
+    demo_model_warning,
+    is_demo_image,
+    pixel_size_warning,
+    trained_pixel_sizes,
+)
 
 BUNDLED = read_package(MODEL_ZOO / "ebc-unet-mnv2" / "1", verify=False)
 
@@ -49,3 +57,25 @@ def test_a_coarser_and_a_finer_image_are_named_with_the_factor_and_what_to_do():
     assert pixel_size_warning(zoomed, 1.4) is None and pixel_size_warning(zoomed, 0.2) is None
     far = pixel_size_warning(zoomed, 3.0)
     assert far is not None and "3.0 x coarser" in far and "zoomed to 0.250-1.000 µm/px" in far
+
+
+def test_demo_images_are_recognised(tmp_path):
+    demo = tmp_path / "home" / "demo"
+    folders = [demo, SAMPLES]
+    assert is_demo_image(str(demo / "mosaic-12mpx.tif"), folders)
+    assert is_demo_image(f"file://{demo}/mosaic-12mpx.tif", folders)
+    assert is_demo_image(str(next(SAMPLES.glob("*.png"))), folders)
+    assert is_demo_image("/data/shared/nasa-ebc/images/a.png", folders)
+    assert not is_demo_image(str(tmp_path / "pellet-0042.tif"), folders)
+    assert not is_demo_image("s3://lab/pellet.tif", folders)
+
+
+def test_demo_model_on_a_pellet_image_warns_and_points_to_train(tmp_path):
+    pkg, folders = BUNDLED, demo_folders(tmp_path)
+    warning = demo_model_warning(pkg, f"file://{tmp_path}/pellet.tif", folders)
+    assert warning and warning.startswith("ebc-unet-mnv2 is the bundled demo model, trained on")
+    assert "pelletseg train" in warning and "(model in the API)" in warning
+    assert demo_model_warning(pkg, f"file://{tmp_path}/demo/mosaic-12mpx.tif", folders) is None
+    assert demo_model_warning(pkg, "s3://x/anything.tif", folders, labels={"demo": True}) is None
+    pellet = pkg.model_copy(update={"domain": ModelDomain(kind="pellet", images="pellets")})
+    assert demo_model_warning(pellet, f"file://{tmp_path}/pellet.tif", folders) is None
