@@ -182,18 +182,24 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
         return SourceInfo(path, kind, image.width, image.height, image.bands,
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
                           layout.significant_bits, layout.series)
-    info: ImageInfo = image_info(path, max_pixels=max_pixels)
     if kind not in ("TIFF", "BigTIFF"):
+        info: ImageInfo = image_info(path, max_pixels=max_pixels)
         return SourceInfo(path, kind, info.width, info.height, info.bands,
                           NUMPY_DTYPE.get(info.format, info.format), None, info.tiled)
+    bits = _plain_tiff_pages(path)  # first: its refusals say more than libvips' errors
+    info = image_info(path, max_pixels=max_pixels)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
-                      info.tiled, _plain_tiff_pages(path))
+                      info.tiled, bits)
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
 #: whole for this).
 PAGES_CHECKED = 256
+
+
+#: TIFF PhotometricInterpretation values of CIE L*a*b* colour (CIELab, ICCLab, ITULab).
+CIELAB = (8, 9, 10)
 
 
 def _plain_tiff_pages(path: Path) -> int | None:
@@ -205,13 +211,15 @@ def _plain_tiff_pages(path: Path) -> int | None:
     passes with None (libvips says what is wrong with it).
 
     Raises:
-        ImageFormatError: a thumbnail-first TIFF (names both pages' sizes and what to do).
+        ImageFormatError: a thumbnail-first TIFF (names both pages' sizes and what to do), or
+            one in CIE L*a*b* colour (:data:`CIELAB`), which libvips reads as damaged.
     """
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tif:
             first = tif.pages[0]
+            photometric = int(first.photometric)
             bits = _max_sample_bits(first)
             largest = (first.imagewidth * first.imagelength, 0, first)
             for index in range(1, min(len(tif.pages), PAGES_CHECKED)):
@@ -223,6 +231,11 @@ def _plain_tiff_pages(path: Path) -> int | None:
                     largest = (area, index, page)
     except Exception:  # damaged: libvips' own reading of page 0 reports it
         return None
+    if photometric in CIELAB:
+        raise ImageFormatError(
+            f"{path.name}: a TIFF in CIE L*a*b* colour (PhotometricInterpretation "
+            f"{photometric}), which pelletseg does not convert; save the micrograph as RGB or "
+            "grey (as the microscope's camera gave it)")
     _, index, page = largest
     if index:
         raise ImageFormatError(

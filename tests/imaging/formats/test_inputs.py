@@ -552,6 +552,21 @@ def test_a_tiff_whose_page_0_is_a_thumbnail_is_refused(tmp_path):
     np.testing.assert_array_equal(read_rgb8(pyramid, max_pixels=MAX), a)
 
 
+def test_a_cielab_tiff_is_refused_as_a_colour_space_not_as_damage(tmp_path):
+    """libvips reads a CIE L*a*b* TIFF as damaged ("bad labq format"); the refusal says what
+    it is and what to save instead. CMYK TIFFs are converted (libvips' colour management)."""
+    lab = tmp_path / "lab.tif"
+    tifffile.imwrite(lab, rgb(40, 50), photometric="cielab")
+    for read in (source_info, read_rgb8):
+        with pytest.raises(ImageFormatError, match=r"lab.tif: a TIFF in CIE L\*a\*b\* colour "
+                           r"\(PhotometricInterpretation 8\).*save the micrograph as RGB"):
+            read(lab, max_pixels=MAX)
+    cmyk = tmp_path / "cmyk.tif"
+    tifffile.imwrite(cmyk, np.dstack([rgb(40, 50), rgb(40, 50, seed=1)[..., :1]]),
+                     photometric="separated")
+    assert read_rgb8(cmyk, max_pixels=MAX).shape == (40, 50, 3)
+
+
 def test_unsupported_format_lists_what_is_supported(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("not an image\n")
