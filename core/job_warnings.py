@@ -1,6 +1,7 @@
 """Job warnings: what a laboratory must read beside a job's results because the input may make
 them wrong without failing the job (a pixel size unlike the one the model was trained at; the
-bundled demo model given a pellet image; pixels the file records as not square). The planner
+bundled demo model given a pellet image; pixels the file records as not square; a stack of
+which only the first image was read). The planner
 finds them and stores them on the job (``outputs["warnings"]``); the reducer copies them into
 ``fractions.json``; ``pelletseg run``, the API (``GET /v1/jobs/{id}``), the dashboard's job page
 and the batch table show them.
@@ -27,6 +28,10 @@ class WarningCode(StrEnum):
     #: The job's model is the bundled demo model and its image is not a demo image
     #: (:func:`models.suitability.demo_model_warning`): its labels mean little.
     DEMO_MODEL = "demo_model"
+    #: The source holds several images of the read one's size (a TIFF's pages, an OME-TIFF's
+    #: Z planes or time points) and the job read only the first
+    #: (:attr:`imaging.formats.SourceInfo.planes`).
+    PLANES_LEFT_OUT = "planes_left_out"
     #: The source records pixels that are not square, so the job has no pixel size and its
     #: microstructure is in px (:func:`worker.stages.planning.resolve_pixel_size`).
     PIXELS_NOT_SQUARE = "pixels_not_square"

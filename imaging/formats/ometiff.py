@@ -51,6 +51,7 @@ class OmeLayout:
         series: Index of the OME Image read.
         significant_bits: ``Pixels/@SignificantBits`` (e.g. 12 for a 12-bit camera's uint16
             planes), or None.
+        planes: Z planes x time points of the Image (only the first of each is read).
     """
 
     pages: tuple[int, ...]
@@ -59,6 +60,7 @@ class OmeLayout:
     pixel_size_um: float | None
     series: int
     significant_bits: int | None = None
+    planes: int = 1
 
 
 def ome_pixel_size_um(pixels) -> float | None:
@@ -130,10 +132,12 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
                 "or RGBA: export the brightfield channels"
             )
         pages = tuple(level.pages[_plane(level, c)].index for c in range(channels))
+        shape = dict(zip(axes, level.shape, strict=True))
+        planes = shape.get("Z", 1) * shape.get("T", 1)
         images = ome.images  # tifffile makes one series per OME Image, in order
         pixels = images[best].pixels if best < len(images) else images[0].pixels
     return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best,
-                     pixels.significant_bits)
+                     pixels.significant_bits, planes)
 
 
 @contextmanager

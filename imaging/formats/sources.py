@@ -55,6 +55,9 @@ class SourceInfo:
             None (PNG, JPEG, slides and most TIFFs record none).
         scene: The OME Image read (0-based index in the file) of an OME-TIFF; None for
             other formats.
+        planes: How many images of the read one's size the file holds where a job reads only
+            the first: a plain TIFF's same-size pages (of the first :data:`PAGES_CHECKED`), an
+            OME-TIFF Image's Z planes x time points; 1 for the other formats.
     """
 
     path: Path
@@ -67,6 +70,7 @@ class SourceInfo:
     tiled: bool
     significant_bits: int | None = None
     scene: int | None = None
+    planes: int = 1
 
     def significant_bits_used(self, given: int | None = None) -> int | None:
         """The significant bits the conversion of this source uses, ``given`` with the job
@@ -181,16 +185,16 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
         return SourceInfo(path, kind, image.width, image.height, image.bands,
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
-                          layout.significant_bits, layout.series)
+                          layout.significant_bits, layout.series, layout.planes)
     if kind not in ("TIFF", "BigTIFF"):
         info: ImageInfo = image_info(path, max_pixels=max_pixels)
         return SourceInfo(path, kind, info.width, info.height, info.bands,
                           NUMPY_DTYPE.get(info.format, info.format), None, info.tiled)
-    bits = _plain_tiff_pages(path)  # first: its refusals say more than libvips' errors
+    bits, planes = _plain_tiff_pages(path)  # first: its refusals say more than libvips'
     info = image_info(path, max_pixels=max_pixels)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
-                      info.tiled, bits)
+                      info.tiled, bits, planes=planes)
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
@@ -202,13 +206,15 @@ PAGES_CHECKED = 256
 CIELAB = (8, 9, 10)
 
 
-def _plain_tiff_pages(path: Path) -> int | None:
+def _plain_tiff_pages(path: Path) -> tuple[int | None, int]:
     """One tifffile pass over a plain TIFF's pages: refuse the file when page 0 (what libvips
     reads, and so every job) has fewer pixels than a later full-resolution page (page 0 is then
     a thumbnail or overview, and a job would segment it instead of the micrograph;
     reduced-resolution and mask pages, ``NewSubfileType`` bits 1 and 4, are not compared), and
-    return page 0's significant bits (:func:`_max_sample_bits`). A TIFF tifffile cannot parse
-    passes with None (libvips says what is wrong with it).
+    return page 0's significant bits (:func:`_max_sample_bits`) and how many of the first
+    :data:`PAGES_CHECKED` full-resolution pages have page 0's size (1: page 0 alone; more: a
+    stack of which jobs read the first). A TIFF tifffile cannot parse passes with ``(None,
+    1)`` (libvips says what is wrong with it).
 
     Raises:
         ImageFormatError: a thumbnail-first TIFF (names both pages' sizes and what to do), or
@@ -222,15 +228,18 @@ def _plain_tiff_pages(path: Path) -> int | None:
             photometric = int(first.photometric)
             bits = _max_sample_bits(first)
             largest = (first.imagewidth * first.imagelength, 0, first)
+            planes = 1
             for index in range(1, min(len(tif.pages), PAGES_CHECKED)):
                 page = tif.pages[index]
                 if getattr(page, "subfiletype", 0) & 0b101:  # reduced resolution, mask
                     continue
                 area = page.imagewidth * page.imagelength
+                planes += (page.imagewidth, page.imagelength) == (first.imagewidth,
+                                                                  first.imagelength)
                 if area > largest[0]:
                     largest = (area, index, page)
     except Exception:  # damaged: libvips' own reading of page 0 reports it
-        return None
+        return None, 1
     if photometric in CIELAB:
         raise ImageFormatError(
             f"{path.name}: a TIFF in CIE L*a*b* colour (PhotometricInterpretation "
@@ -244,7 +253,7 @@ def _plain_tiff_pages(path: Path) -> int | None:
             "page 0, here a thumbnail or overview rather than the micrograph: save the "
             "micrograph alone (one page), or as OME-TIFF (whose largest image is read)"
         )
-    return bits
+    return bits, planes
 
 
 def _max_sample_bits(page) -> int | None:

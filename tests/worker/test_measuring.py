@@ -132,6 +132,25 @@ def test_a_demo_model_on_an_image_not_of_its_kind_is_a_warning(stack, small, mic
         assert stack.table.jobs.get(quiet.id).outputs["warnings"] == [], source
 
 
+def test_a_stack_read_in_part_is_a_warning(stack, micrograph, tmp_path):
+    """A TIFF of three same-size pages (e.g. an ImageJ stack of the R, G and B channels):
+    the job reads page 0 and warns that the other two were left out."""
+    import tifffile
+
+    grey = pyvips.Image.new_from_file(str(micrograph)).numpy()
+    grey = grey if grey.ndim == 2 else grey[..., 0]
+    source = tmp_path / "channels.tif"
+    with tifffile.TiffWriter(source) as tw:
+        for _ in range(3):
+            tw.write(grey[:150, :200])
+    job = _submit(stack, source)
+    plan_job(stack, job.id)
+    [warning] = stack.table.jobs.get(job.id).outputs["warnings"]
+    assert warning["code"] == WarningCode.PLANES_LEFT_OUT
+    assert warning["message"].startswith(
+        "the file holds 3 images of this size (pages); the job read only the first")
+
+
 def test_pixels_recorded_not_square_are_a_warning_and_no_pixel_size(stack, micrograph, tmp_path):
     source = tmp_path / "anisotropic.tif"
     pyvips.Image.new_from_file(str(micrograph)).crop(0, 0, 200, 150).tiffsave(

@@ -9,7 +9,8 @@ from core.job_warnings import WarningCode, job_warning
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
 from imaging.errors import SeveralScenesError
-from imaging.formats import source_info, write_model_ready
+from imaging.formats import SourceInfo, source_info, write_model_ready
+from imaging.formats.sources import PAGES_CHECKED
 from imaging.metadata import read_pixel_size_um
 from imaging.mosaic import demo_folders
 from models.suitability import demo_model_warning, pixel_size_warning
@@ -40,7 +41,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     bundled demo model given an image not of its kind,
     :func:`models.suitability.demo_model_warning`; a pixel size outside those the model was
     trained at, :func:`models.suitability.pixel_size_warning`; pixels the file records as not
-    square), stored as ``outputs["warnings"]``; insert one
+    square; a stack of which only the first image is read, :func:`planes_message`), stored as
+    ``outputs["warnings"]``; insert one
     ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -89,6 +91,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
         warnings: list[dict[str, str]] = []
+        if info.planes > 1:
+            warnings.append(job_warning(WarningCode.PLANES_LEFT_OUT, planes_message(info)))
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
                                            recorded=info.pixel_size_um, warnings=warnings,
                                            ome_image=info.scene or 0)
@@ -128,6 +132,17 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
              significant_bits=significant_bits, warnings=[w["code"] for w in warnings])
     return pending
+
+
+def planes_message(info: SourceInfo) -> str:
+    """The :data:`core.job_warnings.WarningCode.PLANES_LEFT_OUT` warning of a source whose
+    ``planes`` > 1: what was read, what was left out and what to do."""
+    what = ("Z planes or time points" if info.format == "OME-TIFF" else "pages")
+    more = "+" if info.format != "OME-TIFF" and info.planes >= PAGES_CHECKED else ""
+    return (f"the file holds {info.planes}{more} images of this size ({what}); the job read "
+            "only the first. If they are the colour channels of one image (an ImageJ stack), "
+            "save it as one RGB image; if a focus or time series, export the plane to segment "
+            "as its own image")
 
 
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",

@@ -550,6 +550,20 @@ def test_a_tiff_whose_page_0_is_a_thumbnail_is_refused(tmp_path):
         assert (source_info(ok, max_pixels=MAX).width, source_info(ok, max_pixels=MAX).height) \
             == (420, 300)
     np.testing.assert_array_equal(read_rgb8(pyramid, max_pixels=MAX), a)
+    # a stack's pages of page 0's size are counted (a job reads the first: a job warning);
+    # a pyramid's reduced pages are not
+    assert (source_info(stack_pages, max_pixels=MAX).planes,
+            source_info(pyramid, max_pixels=MAX).planes) == (3, 1)
+
+
+def test_an_ome_tiffs_z_planes_and_time_points_are_counted(tmp_path):
+    pytest.importorskip("ome_types")
+    path = tmp_path / "focus.ome.tif"
+    tifffile.imwrite(path, np.stack([rgb(40, 50, seed=z)[..., 0] for z in range(6)]).reshape(
+        3, 2, 40, 50), metadata={"axes": "TZYX"})
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.planes) == (50, 40, 6)
+    np.testing.assert_array_equal(read_rgb8(path, max_pixels=MAX)[..., 0], rgb(40, 50)[..., 0])
 
 
 def test_a_cielab_tiff_is_refused_as_a_colour_space_not_as_damage(tmp_path):
