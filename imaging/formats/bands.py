@@ -29,6 +29,8 @@ class BandSource(Protocol):
         pixel_size_um: Pixel size (µm/px) from the file's metadata, or None.
         significant_bits: Significant bits per sample the file records (CZI
             ``ComponentBitCount``), or None.
+        planes: Images of this size the file holds of which only the first is read (a CZI's
+            Z planes x time points); 1 for slides.
     """
 
     name: str
@@ -38,6 +40,7 @@ class BandSource(Protocol):
     dtype: str
     pixel_size_um: float | None
     significant_bits: int | None
+    planes: int
 
     def read(self, y0: int, y1: int) -> np.ndarray:
         """Rows ``[y0, y1)``: (y1 - y0, width, bands) array of ``dtype``, RGB order."""

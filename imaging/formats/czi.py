@@ -111,6 +111,8 @@ class CziSource:
                     f"{self.name}: CZI pixel type {pixel_type} is not supported; pelletseg "
                     f"reads {', '.join(PIXEL_TYPES)}"
                 )
+            z, t = (box.get(axis, (0, 1)) for axis in ("Z", "T"))
+            self.planes = max(1, z[1] - z[0]) * max(1, t[1] - t[0])  # the first is read
             rect = self._doc.total_bounding_rectangle
             self._x, self._y = rect.x, rect.y
             self.width, self.height = rect.w, rect.h

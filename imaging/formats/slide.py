@@ -34,6 +34,7 @@ class SlideSource:
     bands = 3
     dtype = "uint8"
     significant_bits = None
+    planes = 1  # one level 0 image
 
     def __init__(self, path: str | os.PathLike):
         openslide = _import()

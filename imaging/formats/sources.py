@@ -57,7 +57,7 @@ class SourceInfo:
             other formats.
         planes: How many images of the read one's size the file holds where a job reads only
             the first: a plain TIFF's same-size pages (of the first :data:`PAGES_CHECKED`), an
-            OME-TIFF Image's Z planes x time points; 1 for the other formats.
+            OME-TIFF Image's or a CZI's Z planes x time points; 1 for the other formats.
     """
 
     path: Path
@@ -179,7 +179,8 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
     if _by_bands(kind):
         with _band_source(path, kind, max_pixels) as source:
             return SourceInfo(path, kind, source.width, source.height, source.bands,
-                              source.dtype, source.pixel_size_um, False, source.significant_bits)
+                              source.dtype, source.pixel_size_um, False, source.significant_bits,
+                              planes=source.planes)
     if kind == "OME-TIFF":
         layout, image = _ome_image(path, max_pixels, scene=scene)
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0

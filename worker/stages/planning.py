@@ -137,8 +137,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 def planes_message(info: SourceInfo) -> str:
     """The :data:`core.job_warnings.WarningCode.PLANES_LEFT_OUT` warning of a source whose
     ``planes`` > 1: what was read, what was left out and what to do."""
-    what = ("Z planes or time points" if info.format == "OME-TIFF" else "pages")
-    more = "+" if info.format != "OME-TIFF" and info.planes >= PAGES_CHECKED else ""
+    pages = info.format in ("TIFF", "BigTIFF")
+    what = "pages" if pages else "Z planes or time points"
+    more = "+" if pages and info.planes >= PAGES_CHECKED else ""
     return (f"the file holds {info.planes}{more} images of this size ({what}); the job read "
             "only the first. If they are the colour channels of one image (an ImageJ stack), "
             "save it as one RGB image; if a focus or time series, export the plane to segment "

@@ -186,6 +186,22 @@ def test_czi_mosaic_with_offset_is_read_in_bands(tmp_path):
     np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), a)
 
 
+def test_a_czis_z_planes_are_counted_and_the_first_is_read(tmp_path):
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    planes = [rgb(60, 80, seed=z) for z in range(3)]
+    path = tmp_path / "focus.czi"
+    with czi.create_czi(str(path), exist_ok=True) as w:
+        for z, a in enumerate(planes):
+            w.write(np.ascontiguousarray(a[..., ::-1]), location=(0, 0), plane={"Z": z})
+    info = source_info(path, max_pixels=MAX)
+    assert (info.width, info.height, info.planes) == (80, 60, 3)
+    np.testing.assert_array_equal(model_ready_pixels(path, tmp_path), planes[0])
+    one = tmp_path / "one.czi"
+    with czi.create_czi(str(one), exist_ok=True) as w:
+        w.write(np.ascontiguousarray(planes[1][..., ::-1]), location=(0, 0))
+    assert source_info(one, max_pixels=MAX).planes == 1
+
+
 def test_czi_16_bit_grey_follows_the_high_byte_rule(tmp_path):
     czi = pytest.importorskip("pylibCZIrw.czi")
     grey = np.random.default_rng(5).integers(0, 65536, (270, 300, 1), dtype=np.uint16)
