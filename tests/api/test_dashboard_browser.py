@@ -370,6 +370,13 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_selector(row(bad))
             assert "batch=" not in page.url and page.is_hidden("#batch-filter")
 
+            # -- a job's warnings in the list (in full on its page)
+            page.goto(server.url)
+            page.wait_for_selector(f"{row(twelve)} .warning-snippet")
+            assert page.inner_text(f"{row(twelve)} .warning-snippet") == "⚠ pixels not square"
+            assert page.locator(f"{row(good)} .warning-snippet").count() == 0
+            screenshot(page, tmp_path, "dashboard-jobs-warned")
+
             # -- a 16-bit source's page says with how many camera bits it was read
             page.goto(f"{server.url}/jobs/{twelve}")
             page.wait_for_selector('#job-status [data-status="succeeded"]')

@@ -154,6 +154,11 @@ function cells(job) {
   if (job.error) {
     status.append(h("div", { class: "error-snippet", title: job.error }, job.error));
   }
+  if (job.warnings?.length) { // what may make its results wrong: the page says it in full
+    status.append(h("div", { class: "warning-snippet",
+      title: job.warnings.map((w) => w.message).join("\n\n") },
+    `⚠ ${job.warnings.map((w) => w.code.replaceAll("_", " ")).join(", ")}`));
+  }
   return [
     h("td", { class: "col-job" },
       h("a", { href: `/jobs/${encodeURIComponent(job.id)}`, class: "job-link mono", title: job.id },
