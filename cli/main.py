@@ -163,13 +163,14 @@ def migrate_cmd(home: Path | None) -> None:
 def models_cmd(home: Path | None) -> None:
     """List registered model packages (publishing the bundled ones first): name, version,
     network, weights sha256, test mIoU, the precision a CPU worker serves it at
-    (``cpu_precision``: bfloat16 only on CPUs with bfloat16 units) and its training data."""
+    (``cpu_precision``: bfloat16 only on CPUs with bfloat16 units), its training data and the
+    pixel size it was trained at (where its model.json records one)."""
     from submission import prepare
 
     settings = get_settings(home=home)
 
     def show() -> int:
-        from cli.modelinfo import cpu_serving, trained_on, with_bundled_domain
+        from cli.modelinfo import cpu_serving, trained_at, trained_on, with_bundled_domain
 
         registry = prepare(settings)
         for m in registry.table.models.list():
@@ -177,7 +178,7 @@ def models_cmd(home: Path | None) -> None:
             pkg = with_bundled_domain(registry.meta(m.name, m.version))
             click.echo(f"{m.name}\t{m.version}\t{m.architecture}/{m.encoder}\t"
                        f"sha256 {m.sha256[:12]}\ttest mIoU {miou}\t{cpu_serving(pkg)}\t"
-                       f"trained on {trained_on(pkg)}")
+                       f"trained on {trained_on(pkg)}{trained_at(pkg)}")
         return 0
 
     sys.exit(_guard(show))

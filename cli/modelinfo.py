@@ -12,7 +12,7 @@ from core.inference import PRECISION_NAMES
 from models import MODEL_JSON, MODEL_ZOO, ModelPackage, ModelPackageError, read_package
 from models.suitability import trained_pixel_sizes
 
-__all__ = ["cpu_serving", "describe", "trained_on", "with_bundled_domain"]
+__all__ = ["cpu_serving", "describe", "trained_at", "trained_on", "with_bundled_domain"]
 
 
 def with_bundled_domain(pkg: ModelPackage, zoo: Path = MODEL_ZOO) -> ModelPackage:
@@ -61,9 +61,17 @@ def describe(pkg: ModelPackage) -> list[str]:
     """Lines that say which model runs and what it was trained on (and at which pixel sizes,
     :func:`models.suitability.trained_pixel_sizes`, where the package records them)."""
     classes = ", ".join(c.name for c in pkg.classes)
-    sizes = trained_pixel_sizes(pkg)
-    at = ("" if sizes is None else f", at {pkg.um_per_px:g} µm/px" if sizes[0] == sizes[1]
-          else f", at {pkg.um_per_px:g} µm/px zoomed to {sizes[0]:.3g}-{sizes[1]:.3g} µm/px")
     return [f"model {pkg.name} {pkg.version} ({pkg.architecture}/{pkg.encoder}; "
             f"{pkg.n_classes} classes: {classes})",
-            f"  trained on {trained_on(pkg)}{at}"]
+            f"  trained on {trained_on(pkg)}{trained_at(pkg)}"]
+
+
+def trained_at(pkg: ModelPackage) -> str:
+    """``", at 0.5 µm/px"`` (``" zoomed to 0.125-2 µm/px"`` added where it was trained with a
+    random zoom: :func:`models.suitability.trained_pixel_sizes`), or ``""`` where the package
+    records no pixel size."""
+    sizes = trained_pixel_sizes(pkg)
+    if sizes is None:
+        return ""
+    zoom = "" if sizes[0] == sizes[1] else f" zoomed to {sizes[0]:.3g}-{sizes[1]:.3g} µm/px"
+    return f", at {pkg.um_per_px:g} µm/px{zoom}"
