@@ -89,20 +89,8 @@ class Recovery(Repository):
             Row.enqueued_at < now - timedelta(seconds=seconds),
             Row.job_id.in_(select(Job.id).where(Job.status == JobStatus.RUNNING.value)),
         )
-        requeue: list[tuple[str, int]] = []
-        with self._tx() as conn:
-            lost = conn.execute(select(Row.job_id, Row.index).where(*stale)
-                                .order_by(Row.job_id, Row.index).limit(1 if peek else None)).all()
-            if peek:
-                return [(job_id, index) for job_id, index in lost]
-            for job_id, index in lost:
-                moved = conn.execute(
-                    update(Row).where(Row.job_id == job_id, Row.index == index, *stale)
-                    .values(enqueued_at=now)
-                ).rowcount
-                if moved:
-                    requeue.append((job_id, index))
-        return requeue
+        return self._touch_stale(Row, (Row.job_id, Row.index), stale, {"enqueued_at": now},
+                                 peek=peek)
 
     def release_rows(self, workers: Iterable[str], reason: str) -> list[tuple[str, int]]:
         """Hand back every ``running`` row leased by one of ``workers`` (``host:pid`` ids), e.g.
@@ -153,17 +141,26 @@ class Recovery(Repository):
                  Job.updated_at < now - timedelta(seconds=timeout_seconds))
         if unclaimed:
             stale += (Job.stage_worker.is_(None),)
-        found: list[str] = []
+        return [job_id for (job_id,) in self._touch_stale(Job, (Job.id,), stale,
+                                                             {"updated_at": now}, peek=peek)]
+
+    def _touch_stale(self, table, keys: tuple, stale: tuple, touch: dict, *,
+                     peek: bool) -> list[tuple]:
+        """The ``keys`` of the records of ``table`` matching ``stale``, in key order, each
+        marked by ``touch`` (a conditional UPDATE that matches ``stale`` again, so a record
+        another reconciler marked meanwhile is left out and each is returned once per
+        timeout); with ``peek`` nothing is marked and at most one is returned."""
         with self._tx() as conn:
-            candidates = conn.execute(select(Job.id).where(*stale).order_by(Job.id)
-                                      .limit(1 if peek else None)).scalars()
+            found = conn.execute(select(*keys).where(*stale).order_by(*keys)
+                                 .limit(1 if peek else None)).all()
             if peek:
-                return list(candidates)
-            for job_id in list(candidates):
-                if conn.execute(update(Job).where(Job.id == job_id, *stale)
-                                .values(updated_at=now)).rowcount:
-                    found.append(job_id)
-        return found
+                return [tuple(values) for values in found]
+            marked = []
+            for values in found:
+                same = [key == value for key, value in zip(keys, values, strict=True)]
+                if conn.execute(update(table).where(*same, *stale).values(**touch)).rowcount:
+                    marked.append(tuple(values))
+        return marked
 
     def reset_rows_for_resume(self, job_id: str) -> list[int]:
         """Return every ``failed`` (and ``running``) row of a job to ``pending``; attempts restart.
