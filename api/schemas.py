@@ -184,6 +184,11 @@ class JobOut(BaseModel):
         None, description="Of a job refused for reading an OME-TIFF of several images "
         "without a scene: the scenes it may be given (a job each: POST /v1/batches with "
         "'scene', or POST /v1/jobs/{id}/rerun with one); null otherwise.", examples=[None])
+    significant_bits_suggested: int | None = Field(
+        None, description="Of a job refused for a 16-bit image that nothing describes and "
+        "that its high byte leaves nearly black: the camera depth (10, 12, 14 bits) that holds "
+        "its samples, to rerun it with (POST /v1/jobs/{id}/rerun 'significant_bits'); null "
+        "otherwise.", examples=[None])
     warnings: list[JobWarningOut] = Field(
         default_factory=list, description="What may make the results wrong without failing "
         "the job, found at planning (a pixel size unlike the model's training pixel size; "

@@ -327,10 +327,9 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
     if job.status != JobStatus.SUCCEEDED:
         reason = f": {job.error}" if job.error else ""  # a cancelled job has none
         console.print(f"job {job.id} {job.status}{reason}", style="red")
-        option = next((o for o in (SIGNIFICANT_BITS_OPTION, SCENE_OPTION)
-                       if f"{o} N" in (job.error or "")), None)
-        if option:  # its spec must change: a new job
-            console.print(f"then: pelletseg rerun {job.id} {option} N --home {settings.home}",
+        rerun = rerun_options(job)
+        if rerun:  # its spec must change: a new job
+            console.print(f"then: pelletseg rerun {job.id} {rerun} --home {settings.home}",
                           soft_wrap=True, highlight=False)
             return
         first = "fix the cause, then" if job.status == JobStatus.FAILED else "to continue it"
@@ -356,6 +355,19 @@ def _report(settings: Settings, blobs: BlobStore, job: Job, out: Path | None,
             blobs.get_file(key, dest)
             target = str(dest)
         console.print(f"  {name:22s} {target}")
+
+
+def rerun_options(job: Job) -> str | None:
+    """The options of ``pelletseg rerun`` a job refused at planning needs, from what the
+    planner stored (``worker.stages.planning._rerun_with``): ``--scene N`` (N: one of its
+    scenes) or ``--significant-bits 12`` (the camera depth that holds its samples); None for
+    any other job."""
+    outputs = job.outputs or {}
+    if outputs.get("scenes"):
+        return f"{SCENE_OPTION} N (N: one of {', '.join(map(str, outputs['scenes']))})"
+    if outputs.get("significant_bits_suggested"):
+        return f"{SIGNIFICANT_BITS_OPTION} {outputs['significant_bits_suggested']}"
+    return None
 
 
 def _scene_of(job: Job) -> str:

@@ -3,13 +3,33 @@
 import ast
 import re
 
-__all__ = ["ImageFormatError", "SeveralScenesError", "vips_text"]
+__all__ = ["DarkSourceError", "ImageFormatError", "SeveralScenesError", "vips_text"]
 
 
 class ImageFormatError(Exception):
     """The source is not a readable image, or has a size, band count or bit depth pelletseg
     cannot convert to 8-bit RGB; or a row checkpoint or label map is not the uint8 image it
     should be. A job fails with this message; nothing is retried."""
+
+
+class DarkSourceError(ImageFormatError):
+    """A 16-bit source that nothing describes and that its high byte leaves nearly black: a
+    camera of fewer bits (:func:`imaging.formats.check_bit_depth`).
+
+    Attributes:
+        bits: The fewest significant bits its samples fit in (a job given at least these, the
+            camera's, reads it at its brightness).
+    """
+
+    def __init__(self, message: str, bits: int):
+        super().__init__(message)
+        self.bits = int(bits)
+
+    @property
+    def camera_bits(self) -> int:
+        """The usual camera depth (8, 10, 12, 14 or 16 bits) that holds :attr:`bits`: what a
+        rerun of the job is offered."""
+        return next(b for b in (8, 10, 12, 14, 16) if b >= self.bits)
 
 
 class SeveralScenesError(ImageFormatError):

@@ -79,6 +79,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         significant_bits=(job.outputs or {}).get("significant_bits", spec.get("significant_bits")),
         scene=spec.get("scene"),
         scenes=(job.outputs or {}).get("scenes"),
+        significant_bits_suggested=(job.outputs or {}).get("significant_bits_suggested"),
         warnings=[JobWarningOut(**w) for w in (job.outputs or {}).get("warnings") or ()],
         width=job.width,
         height=job.height,

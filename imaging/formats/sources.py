@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import DarkSourceError, ImageFormatError
 from imaging.formats.bands import BandSource, rgb8_bands, value_range, write_bands_model_ready
 from imaging.formats.detect import SUPPORTED, sniff_format
 from imaging.formats.ometiff import ome_layout, ome_scenes, open_ome
@@ -419,14 +419,13 @@ def _refuse_if_dark(info: SourceInfo, brightest: int) -> None:
     if brightest > DARK_HIGH_BYTE:
         return
     bits = 8 + brightest.bit_length()
-    raise ImageFormatError(
+    raise DarkSourceError(
         f"{info.path.name}: a 16-bit image whose samples all fit in {bits} bits, and the file "
         f"does not say how many its camera fills; read as 16-bit it is nearly black (its "
         f"brightest pixel {brightest} of 255) and its labels would mean nothing. Submit it "
         f"again with its camera's significant bits (at least {bits}; 12 for a 12-bit camera): "
         f"{SIGNIFICANT_BITS_OPTION} N on pelletseg run or submit, 'Camera bits' on the dashboard, "
-        f"significant_bits in the API (16 converts it as it is)"
-    )
+        f"significant_bits in the API (16 converts it as it is)", bits)
 
 
 def read_rgb8(path: str | os.PathLike, *, max_pixels: int,

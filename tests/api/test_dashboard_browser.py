@@ -391,6 +391,18 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert page.inner_text("#job-warnings").startswith(
                 "Warning: the file records pixels of 8 x 10 µm, not square")
 
+            # -- the same file without its camera bits: refused as nearly black; its page
+            # offers a rerun read as a 12-bit camera's image
+            dark = client.post("/v1/jobs", json={"source_url": camera.as_uri()}).json()["id"]
+            page.goto(f"{server.url}/jobs/{dark}")
+            page.wait_for_selector("#rerun-bits")
+            assert page.inner_text("#rerun-bits") == "Run again with 12 camera bits"
+            assert client.get(f"/v1/jobs/{dark}").json()["significant_bits_suggested"] == 12
+            page.click("#rerun-bits")
+            page.wait_for_url(lambda url: "/jobs/" in url and dark not in url)
+            page.wait_for_selector('#job-status [data-status="succeeded"]')
+            assert "Camera bits\n12 of 16" in page.inner_text("#details")
+
             # -- delete a succeeded job from its page: its results give way to a note
             page.goto(f"{server.url}/jobs/{bad}")
             page.wait_for_selector("#preview-img")
@@ -471,11 +483,9 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             # without a scene it is refused; its page offers a job per scene, one batch
             page.set_input_files("#submit-files", [str(mount)])
             page.click("#submit-go")
-            page.wait_for_function("(n) => [...document.querySelectorAll('#jobs tbody tr')]"
-                                   ".filter((r) => r.dataset.status === 'failed').length >= n",
-                                   arg=2)
-            refused = next(j for j in client.get("/v1/jobs?status=failed").json()["jobs"]
-                           if j["source_url"].endswith("/mount.ome.tif"))
+            refused = wait_for(lambda: next(
+                (j for j in client.get("/v1/jobs?status=failed").json()["jobs"]
+                 if j["source_url"].endswith("/mount.ome.tif")), None), 60, "the refused file")
             assert refused["scenes"] == [1, 2]
             page.goto(f"{server.url}/jobs/{refused['id']}")
             page.wait_for_selector("#segment-scenes")

@@ -89,14 +89,21 @@ def test_follow_stops_when_every_local_worker_died(monkeypatch):
         run_mod.follow(table, ["dddddddd-4"], workers, poll=0)
 
 
-@pytest.mark.parametrize("status, error, lines", [
-    (F, "row 2 failed after 3 attempts: gone", [
+@pytest.mark.parametrize("status, error, outputs, lines", [
+    (F, "row 2 failed after 3 attempts: gone", None, [
         "job eeeeeeee-5 failed: row 2 failed after 3 attempts: gone",
         "fix the cause, then: pelletseg resume eeeeeeee-5 --home /h"]),
-    (JobStatus.CANCELLED, None, [
+    (JobStatus.CANCELLED, None, None, [
         "job eeeeeeee-5 cancelled", "to continue it: pelletseg resume eeeeeeee-5 --home /h"]),
+    # refused at planning: its spec must change, so a rerun with what the planner stored
+    (F, "mount.ome.tif: an OME-TIFF of 2 images", {"scenes": [1, 2]}, [
+        "job eeeeeeee-5 failed: mount.ome.tif: an OME-TIFF of 2 images",
+        "then: pelletseg rerun eeeeeeee-5 --scene N (N: one of 1, 2) --home /h"]),
+    (F, "c.tif: a 16-bit image", {"significant_bits_suggested": 14}, [
+        "job eeeeeeee-5 failed: c.tif: a 16-bit image",
+        "then: pelletseg rerun eeeeeeee-5 --significant-bits 14 --home /h"]),
 ])
-def test_report_of_a_job_that_did_not_succeed(capsys, status, error, lines):
-    job = SimpleNamespace(id="eeeeeeee-5", status=status, error=error)
+def test_report_of_a_job_that_did_not_succeed(capsys, status, error, outputs, lines):
+    job = SimpleNamespace(id="eeeeeeee-5", status=status, error=error, outputs=outputs)
     run_mod._report(SimpleNamespace(home="/h"), None, job, None)
     assert capsys.readouterr().out.splitlines() == lines

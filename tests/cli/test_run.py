@@ -132,7 +132,8 @@ def test_run_on_bad_input_exits_non_zero_with_the_reason(tmp_path, small_image):
 
     table = job_table(get_settings(home=home))
     (refused,) = [j for j in table.jobs.list() if j.source_url.endswith("camera12.tif")]
-    assert f"then: pelletseg rerun {refused.id} --significant-bits N --home {home}" in out, out
+    assert f"then: pelletseg rerun {refused.id} --significant-bits 12 --home {home}" in out, out
+    assert refused.outputs == {"significant_bits_suggested": 12}  # the camera depth
     assert out.count("fix the cause, then: pelletseg resume") == 1  # the unreadable file's
     # ... which runs it, with the 8-bit image's phase fractions
     again = pelletseg("rerun", refused.id, "--significant-bits", "12", "--home", str(home),

@@ -8,7 +8,7 @@ import structlog
 from core.job_warnings import WarningCode, job_warning
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.errors import SeveralScenesError
+from imaging.errors import DarkSourceError, SeveralScenesError
 from imaging.formats import SourceInfo, source_info, write_model_ready
 from imaging.formats.sources import PAGES_CHECKED
 from imaging.metadata import read_pixel_size_um
@@ -48,7 +48,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 
     A job that is past planning (a duplicate delivery) is left alone. Errors that are the
     input's fault (bad image, unknown model, disallowed URL) fail the job with the reason; an
-    OME-TIFF of several scenes given without one also stores them as ``outputs["scenes"]``.
+    OME-TIFF of several scenes given without one also stores them as ``outputs["scenes"]``,
+    a dark 16-bit source the camera depth to rerun it with (:func:`_rerun_with`).
 
     Returns:
         Indices of the rows enqueued (empty for a duplicate or a failed job).
@@ -105,9 +106,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
             warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
-        # a file of several scenes: which a rerun may be given (the dashboard offers them)
-        scenes = {"outputs": {"scenes": e.scenes}} if isinstance(e, SeveralScenesError) else {}
-        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e), **scenes)
+        ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e), **_rerun_with(e))
         return []
     ctx.table.jobs.set_model(job_id, model.name, model.version, model.sha256)
     ctx.table.rows.insert(job_id, grid.all_strip_bounds())
@@ -132,6 +131,18 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
              significant_bits=significant_bits, warnings=[w["code"] for w in warnings])
     return pending
+
+
+def _rerun_with(e: Exception) -> dict:
+    """What a rerun of a job refused by ``e`` may be given, as the failed job's outputs (the
+    CLI's hint and the dashboard's button read them): a file of several scenes, its scenes
+    (``scenes``); a dark 16-bit source, the camera depth that holds its samples
+    (``significant_bits_suggested``); else nothing."""
+    if isinstance(e, SeveralScenesError):
+        return {"outputs": {"scenes": e.scenes}}
+    if isinstance(e, DarkSourceError):
+        return {"outputs": {"significant_bits_suggested": e.camera_bits}}
+    return {}
 
 
 def planes_message(info: SourceInfo) -> str:

@@ -47,15 +47,36 @@ function renderHead(job) {
   renderScenes(job);
 }
 
-/** A job refused for an OME-TIFF of several scenes (GET /v1/jobs/{id} `scenes`): a button
- * that submits a job per scene, as one batch with the job's options (labels plus rerun_of),
- * and shows that batch. */
+/** A job refused at planning for what a rerun can give: for an OME-TIFF of several scenes
+ * (GET /v1/jobs/{id} `scenes`) a button that submits a job per scene, as one batch with the
+ * job's options (labels plus rerun_of), and shows that batch; for a dark 16-bit image
+ * (`significant_bits_suggested`) a button that reruns it with that camera depth. */
 function renderScenes(job) {
   const box = $("job-scenes");
   const scenes = job.status === "failed" ? job.scenes || [] : [];
-  box.hidden = !scenes.length;
-  if (!scenes.length || box.dataset.job === job.id) return; // drawn once per job
+  const bits = job.status === "failed" ? job.significant_bits_suggested : null;
+  box.hidden = !scenes.length && !bits;
+  if (box.hidden || box.dataset.job === job.id) return; // drawn once per job
   box.dataset.job = job.id;
+  if (bits) { // a dark 16-bit image: again, read as the camera depth that holds its samples
+    const again = h("button", {
+      type: "button", class: "btn btn-small btn-primary", id: "rerun-bits",
+      onclick: async () => {
+        again.disabled = true;
+        try {
+          const created = await api(jobPath(job.id, "/rerun"), {
+            method: "POST", body: { significant_bits: bits } });
+          location.assign(`/jobs/${encodeURIComponent(created.id)}`);
+        } catch (err) {
+          toast(`Run again failed: ${errorText(err)}`, "error");
+          again.disabled = false;
+        }
+      },
+    }, `Run again with ${bits} camera bits`);
+    setChildren(box, `Its samples fit in ${bits} bits, as a ${bits}-bit camera's do. `, again,
+      h("span", { class: "muted" }, " a new job, its image read at its brightness"));
+    return;
+  }
   const go = h("button", {
     type: "button", class: "btn btn-small btn-primary", id: "segment-scenes",
     onclick: async () => {
