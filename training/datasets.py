@@ -44,8 +44,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from imaging.errors import ImageFormatError
-from imaging.formats import SIGNIFICANT_BITS_OPTION, read_rgb8
+from imaging.errors import DarkSourceError, ImageFormatError
+from imaging.formats import read_rgb8
 from models.package import role_and_pellet
 from training.importers import (
     IGNORE,
@@ -338,8 +338,8 @@ def read_image(path: str | Path, significant_bits: int | None = None) -> np.ndar
     try:
         return read_rgb8(path, max_pixels=MAX_IMAGE_PIXELS, significant_bits=significant_bits)
     except ImageFormatError as e:
-        hint = ("; for a dataset: significant_bits: N in its dataset.yaml"
-                if SIGNIFICANT_BITS_OPTION in str(e) else "")
+        hint = (f"; for a dataset: significant_bits: {e.camera_bits} in its dataset.yaml"
+                if isinstance(e, DarkSourceError) else "")
         raise DatasetError(f"{path}: cannot read image: {e}{hint}") from e
 
 

@@ -293,7 +293,7 @@ def test_training_images_are_read_as_their_jobs_read_them(tmp_path):
                                                    0, 16))  # what a job's rows read
     np.testing.assert_array_equal(image[..., 1], full >> 8)
     with pytest.raises(DatasetError, match=r"b.tif: cannot read image: .*fit in 12 bits.*"
-                       r"significant_bits: N in its dataset.yaml"):
+                       r"significant_bits: 12 in its dataset.yaml"):
         load_split(spec, ["b"])
     spec12 = _yaml(tmp_path, images="images/*.tif", classes=classes, significant_bits=12)
     [(image12, _)] = load_split(spec12, ["b"])
