@@ -3,6 +3,8 @@ and enqueue one ``segment_row`` per row."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import structlog
 
 from core.job_warnings import WarningCode, job_warning
@@ -13,6 +15,7 @@ from imaging.formats import SourceInfo, source_info, write_model_ready
 from imaging.formats.sources import PAGES_CHECKED
 from imaging.metadata import read_pixel_size_um
 from imaging.mosaic import demo_folders
+from models import ModelPackage
 from models.suitability import demo_model_warning, pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import NODATA, SOURCE, output_key
@@ -91,19 +94,12 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 nodata_key = None
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
-        warnings: list[dict[str, str]] = []
-        if info.planes > 1:
-            warnings.append(job_warning(WarningCode.PLANES_LEFT_OUT, planes_message(info)))
+        warnings: list[dict[str, str]] = []  # resolve_pixel_size adds pixels not square
         pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
                                            recorded=info.pixel_size_um, warnings=warnings,
                                            ome_image=info.scene or 0)
-        pkg = ctx.models.meta(model.name, model.version)
-        demo = demo_model_warning(pkg, spec.source_url, demo_folders(settings.home), spec.labels)
-        if demo:
-            warnings.append(job_warning(WarningCode.DEMO_MODEL, demo))
-        unlike = pixel_size_warning(pkg, pixel_size_um)
-        if unlike:
-            warnings.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
+        warnings += find_warnings(ctx.models.meta(model.name, model.version), spec, info,
+                                  pixel_size_um, settings.home)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
         log.warning("plan.failed", job_id=job_id, error=str(e))
         ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=str(e), **_rerun_with(e))
@@ -131,6 +127,26 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
              significant_bits=significant_bits, warnings=[w["code"] for w in warnings])
     return pending
+
+
+def find_warnings(pkg: ModelPackage, spec: JobSpec, info: SourceInfo,
+                  pixel_size_um: float | None, home: Path) -> list[dict[str, str]]:
+    """The job's warnings (:mod:`core.job_warnings`) from what planning read, beside
+    :func:`resolve_pixel_size`'s: a stack of which only the first image is read
+    (:func:`planes_message`), the bundled demo model given an image not of its kind
+    (:func:`models.suitability.demo_model_warning`; demo images under ``home``), a pixel size
+    (µm/px) outside those the model was trained at
+    (:func:`models.suitability.pixel_size_warning`)."""
+    found = []
+    if info.planes > 1:
+        found.append(job_warning(WarningCode.PLANES_LEFT_OUT, planes_message(info)))
+    demo = demo_model_warning(pkg, spec.source_url, demo_folders(home), spec.labels)
+    if demo:
+        found.append(job_warning(WarningCode.DEMO_MODEL, demo))
+    unlike = pixel_size_warning(pkg, pixel_size_um)
+    if unlike:
+        found.append(job_warning(WarningCode.PIXEL_SIZE_UNLIKE_MODEL, unlike))
+    return found
 
 
 def _rerun_with(e: Exception) -> dict:
