@@ -26,7 +26,8 @@ def payload(attempt: WebhookAttempt, fractions: dict | None = None,
             batch_counts: dict[str, int] | None = None) -> dict:
     """The JSON document POSTed for ``attempt``: ``event``, ``delivery_id`` and the ``job``
     (id, status notified, batch, source, labels, model, image size (px), rows, timings,
-    error); for a succeeded job also ``fractions`` (its ``fractions.json`` document: pixels and
+    error, the scene of a multi-image OME-TIFF, the job's warnings: :mod:`core.job_warnings`,
+    ``[]`` for none); for a succeeded job also ``fractions`` (its ``fractions.json`` document: pixels and
     % per phase, or None where it could not be read); ``batch``: for a job of a batch, its
     jobs by status as of this attempt (``batch_counts``), their total and how many have
     ended, so a receiver sees when the whole batch has (None for a job outside a batch)."""
@@ -50,6 +51,8 @@ def payload(attempt: WebhookAttempt, fractions: dict | None = None,
             "started_at": _iso(job.started_at),
             "finished_at": _iso(attempt.event_at),
             "error": job.error if attempt.event == JobStatus.FAILED else None,
+            "scene": spec.get("scene"),
+            "warnings": (job.outputs or {}).get("warnings") or [],
         },
     }
     if attempt.event == JobStatus.SUCCEEDED:

@@ -151,18 +151,21 @@ def test_succeeded_payload_carries_the_fractions(tmp_path, receiver_factory):
     settings = _settings(tmp_path)
     sent = []
     ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: sent.append(a))
-    job = ctx.table.jobs.create(JobSpec(source_url="s3://b/p.tif", model="tiny", tile_size=128, halo=16,
-                                         webhook_url=receiver.url))
+    job = ctx.table.jobs.create(JobSpec(source_url="s3://b/p.ome.tif", model="tiny", tile_size=128,
+                                        halo=16, webhook_url=receiver.url, scene=2))
     fractions = {"job_id": job.id, "classes": [{"name": "oxide", "pixels": 7, "percent": 100}]}
     ctx.blobs.put_bytes(output_key(job.id, FRACTIONS_JSON), json.dumps(fractions).encode())
+    warned = [{"code": "planes_left_out", "message": "the file holds 3 images of this size"}]
     for status in (JobStatus.PLANNING, JobStatus.RUNNING, JobStatus.REDUCING,
                    JobStatus.SUCCEEDED):
-        assert ctx.table.jobs.transition(job.id, status)
+        extra = {"outputs": {"warnings": warned}} if status == JobStatus.RUNNING else {}
+        assert ctx.table.jobs.transition(job.id, status, **extra)
     assert deliver(ctx, job.id) is None
     assert deliver(ctx, job.id) is None  # a duplicate message finds nothing due
     assert len(receiver.calls) == 1
     doc = json.loads(receiver.calls[0][2])
     assert doc["event"] == "job.succeeded" and doc["fractions"] == fractions
+    assert (doc["job"]["scene"], doc["job"]["warnings"]) == (2, warned)
     assert doc["batch"] is None  # not in a batch
     assert ctx.table.jobs.get(job.id).webhook_status == "delivered"
 
