@@ -113,5 +113,21 @@ def test_models_lists_each_package_with_its_cpu_serving_precision(tmp_path):
     assert row[1] == "1" and row[3] == f"sha256 {bundled.weights_sha256[:12]}"
     assert row[5] == cpu_serving(bundled) == (
         "CPU: bfloat16, first 9 convolutions float32 (where the CPU has bfloat16 units)")
-    assert row[6].startswith("trained on SEM cross-sections")
+    assert row[6].startswith("trained on SEM cross-sections") and "µm/px" not in row[6]
     assert cpu_serving(bundled.model_copy(update={"cpu_precision": "f32"})) == "CPU: float32"
+    # a package that records its training pixel size lists it
+    import json
+    import shutil
+
+    from core.settings import get_settings
+    from submission import prepare
+
+    folder = tmp_path / "pkg" / "ebc-unet-mnv2" / "2"
+    shutil.copytree(MODEL_ZOO / "ebc-unet-mnv2" / "1", folder)
+    meta = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**meta, "version": "2", "um_per_px": 0.5}))
+    prepare(get_settings(home=tmp_path / "home")).publish(folder)
+    res = CliRunner().invoke(main, ["models", "--home", str(tmp_path / "home")])
+    row = next(line.split("\t") for line in res.output.strip().splitlines()
+               if line.startswith("ebc-unet-mnv2\t2\t"))
+    assert row[6].endswith(", at 0.5 µm/px"), row
