@@ -191,8 +191,9 @@ class JobOut(BaseModel):
         "otherwise.", examples=[None])
     warnings: list[JobWarningOut] = Field(
         default_factory=list, description="What may make the results wrong without failing "
-        "the job, found at planning (a pixel size unlike the model's training pixel size; "
-        "pixels recorded as not square); also in fractions.json.")
+        "the job, found at planning (the demo model on a pellet image; a pixel size unlike "
+        "the model's training pixel size; pixels recorded as not square; a stack of which "
+        "only the first image was read); also in fractions.json.")
 
     width: int | None = Field(description="Image width (px), known after planning.",
                               examples=[20000])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import click
 from rich.progress import (
@@ -205,7 +204,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
     Returns:
         0 if every job succeeded, else 1.
     """
-    from cli.run import print_fractions
+    from cli.run import print_fractions, print_new_warnings, report_heading
 
     final: dict[str, dict] = {}
     warned: set[str] = set()
@@ -221,11 +220,7 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
                 job = client.job(job_id)
                 if job.get("warnings") and job_id not in warned:  # once, as soon as planned
                     warned.add(job_id)
-                    fresh = [w for w in job["warnings"] if w["message"] not in said]
-                    said.update(w["message"] for w in fresh)
-                    for line in warning_lines(fresh):
-                        bar.console.print(f"{job_id[:8]} {line}", style="yellow",
-                                          markup=False, highlight=False)
+                    print_new_warnings(bar.console, f"{job_id[:8]} ", job["warnings"], said)
                 bar.update(task, total=job["rows_total"], completed=job["rows_done"],
                            description=f"{job_id[:8]} {job['status']}")
                 if job["status"] in TERMINAL:
@@ -236,10 +231,9 @@ def follow(client: ApiClient, job_ids: list[str], poll: float = 1.0) -> int:
         job = final[job_id]
         if job["status"] == "succeeded":
             if len(job_ids) > 1:  # which image each table is of
-                name = unquote(urlparse(job["source_url"]).path).rsplit("/", 1)[-1]
-                scene = "" if job.get("scene") is None else f" scene {job['scene']}"
-                console.print(f"\n== {name}{scene} (job {job_id[:8]}) ==", style="bold",
-                              markup=False, highlight=False)
+                console.print("\n" + report_heading(job["source_url"], job.get("scene"),
+                                                    job_id), style="bold", markup=False,
+                              highlight=False)
             print_fractions(client.results(job_id)["fractions"])
         else:
             reason = f": {job['error']}" if job["error"] else ""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import click
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -111,12 +113,7 @@ def follow(
                 warnings = (getattr(job, "outputs", None) or {}).get("warnings")
                 if warnings and job_id not in warned:
                     warned.add(job_id)
-                    fresh = [w for w in warnings if w["code"] not in said
-                             and w["message"] not in said]
-                    said.update(w["message"] for w in fresh)
-                    for line in warning_lines(fresh):
-                        bar.console.print(f"{labels[job_id]}{line}", style="yellow",
-                                          markup=False, highlight=False)
+                    print_new_warnings(bar.console, labels[job_id], warnings, said)
                 description = f"{labels[job_id]}{job.status}"
                 if job.rows_total:
                     prog = table.rows.progress(job_id)
@@ -172,6 +169,23 @@ def print_fractions(doc: dict) -> None:
     console.print(fractions_table(doc))
     for line in warning_lines(doc.get("warnings")):
         console.print(line, style="yellow", markup=False, highlight=False)
+
+
+def print_new_warnings(out: Console, prefix: str, warnings: Sequence[Mapping[str, Any]],
+                       said: set[str]) -> None:
+    """Print ``warnings`` (:mod:`core.job_warnings`) as ``prefix`` + ``warning: ...`` lines in
+    yellow on ``out``, leaving out those whose code or message is in ``said``, and add the
+    printed messages to ``said``: while jobs are followed, each warning is said once."""
+    fresh = [w for w in warnings if w["code"] not in said and w["message"] not in said]
+    said.update(w["message"] for w in fresh)
+    for line in warning_lines(fresh):
+        out.print(f"{prefix}{line}", style="yellow", markup=False, highlight=False)
+
+
+def report_heading(source_url: str, scene: int | None, job_id: str) -> str:
+    """``"== P-2.png scene 1 (job 5b0f7a0e) =="``: which image a report of several is of."""
+    name = Path(unquote(urlparse(source_url).path)).name
+    return f"== {name}{'' if scene is None else f' scene {scene}'} (job {job_id[:8]}) =="
 
 
 def print_microstructure(report: dict | None) -> None:
@@ -286,12 +300,12 @@ def drive(
         folder = out
         if several:  # which image each report is of
             # the image's name, percent-decoded, whatever the URL's scheme
-            path = Path(unquote(urlparse(job.source_url).path))
             scene = (job.spec or {}).get("scene")
-            console.print(f"\n== {path.name}{_scene_of(job)} (job {job.id[:8]}) ==",
-                          style="bold", markup=False, highlight=False)
+            console.print("\n" + report_heading(job.source_url, scene, job.id), style="bold",
+                          markup=False, highlight=False)
             if out is not None:
-                folder = Path(out) / (f"{job.id[:8]}-{path.stem}"
+                stem = Path(unquote(urlparse(job.source_url).path)).stem
+                folder = Path(out) / (f"{job.id[:8]}-{stem}"
                                       f"{'' if scene is None else f'-scene{scene}'}")
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
     if several:  # one batch (run, resume --batch): its totals and its table of the images

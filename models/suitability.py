@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
+from core.sources import local_path, source_scheme
 from models.package import ModelPackage
 
 __all__ = ["PIXEL_SIZE_TOLERANCE", "demo_model_warning", "is_demo_image", "pixel_size_warning",
@@ -75,25 +75,14 @@ def pixel_size_warning(pkg: ModelPackage, pixel_size_um: float | None) -> str | 
             "trained at this magnification (dataset.yaml um_per_px)")
 
 
-def _path_of(source: str) -> Path | None:
-    """The local path of a ``file://`` URL or a plain path; None for other URLs."""
-    parts = urlsplit(source)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if "://" in source:
-        return None
-    return Path(source)
-
-
 def is_demo_image(source: str, demo_folders: Sequence[Path]) -> bool:
     """True when ``source`` (a path or URL) lies in one of ``demo_folders`` (the demo mosaics
     in ``{home}/demo``, the shipped samples in ``imaging/samples``:
     :func:`imaging.mosaic.demo_folders`) or in a ``nasa-ebc`` dataset folder: images of the
     kind the demo model was trained on."""
-    path = _path_of(source)
-    if path is None:
+    if source_scheme(source) != "file":
         return False
-    path = path.expanduser().resolve()
+    path = local_path(source).expanduser().resolve()
     if "nasa-ebc" in path.parts:
         return True
     for folder in demo_folders:

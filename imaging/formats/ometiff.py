@@ -84,8 +84,7 @@ def ome_scenes(path: str | os.PathLike) -> list[int]:
         ImageFormatError: not an OME-TIFF, or its structure cannot be read.
     """
     with _opened(path) as (tif, _):
-        areas = _areas(tif.series)
-        return [i for i, area in enumerate(areas) if area >= SCENE_SHARE * max(areas)]
+        return _scenes(tif.series)
 
 
 def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
@@ -103,18 +102,13 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
     name = Path(path).name
     with _opened(path) as (tif, ome):
         series = tif.series
-        areas = _areas(series)
         sizes = [f"{_yx(s.levels[0])[1]} x {_yx(s.levels[0])[0]}" for s in series]
         if scene is not None and not 0 <= scene < len(series):
             raise ImageFormatError(
                 f"{name}: has no scene {scene}; its images are 0-{len(series) - 1} "
                 f"({', '.join(sizes[:8])} px)")
-        best = scene if scene is not None else max(range(len(series)),
-                                                   key=lambda i: (areas[i], -i))
-        similar = [i for i, area in enumerate(areas)
-                   if i != best and area >= SCENE_SHARE * areas[best]]
-        if similar and scene is None:
-            scenes = sorted([best, *similar])
+        scenes = _scenes(series) if scene is None else [scene]
+        if len(scenes) > 1:
             raise SeveralScenesError(
                 f"{name}: an OME-TIFF of {len(scenes)} images of similar size "
                 f"({', '.join(sizes[i] for i in scenes[:4])} px), e.g. one scene per pellet; a "
@@ -122,6 +116,7 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
                 f"(one of {', '.join(map(str, scenes))}: {SCENE_OPTION} N, scene in the "
                 f"API), or pelletseg run / submit the file with {SCENE_OPTION} all for one "
                 "job per scene (one batch), or export each scene as its own file", scenes)
+        best = scenes[0]  # the largest image, when it is the only scene
         level = series[best].levels[0]
         height, width = _yx(level)
         axes = level.axes
@@ -166,9 +161,11 @@ def _opened(path: str | os.PathLike) -> Iterator[tuple]:
         ) from e
 
 
-def _areas(series) -> list[int]:
-    """Level-0 pixels of each series."""
-    return [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
+def _scenes(series) -> list[int]:
+    """Indices of the series with at least :data:`SCENE_SHARE` of the largest one's level-0
+    pixels, in file order (the one rule of :func:`ome_scenes` and :func:`ome_layout`)."""
+    areas = [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
+    return [i for i, area in enumerate(areas) if area >= SCENE_SHARE * max(areas)]
 
 
 def _plane(level, channel: int) -> int:

@@ -489,7 +489,7 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert refused["scenes"] == [1, 2]
             page.goto(f"{server.url}/jobs/{refused['id']}")
             page.wait_for_selector("#segment-scenes")
-            assert "This file holds 2 scenes (1, 2)." in page.inner_text("#job-scenes")
+            assert "This file holds 2 scenes (1, 2)." in page.inner_text("#job-rerun-offer")
             screenshot(page, tmp_path, "job-scenes")
             page.click("#segment-scenes")
             page.wait_for_url("**/?batch=*")

@@ -44,15 +44,15 @@ function renderHead(job) {
   warned.hidden = !warnings.length;
   setChildren(warned, ...warnings.map((w) => h("div", { class: "job-warning", "data-code": w.code },
     `Warning: ${w.message}`)));
-  renderScenes(job);
+  renderRerunOffer(job);
 }
 
 /** A job refused at planning for what a rerun can give: for an OME-TIFF of several scenes
  * (GET /v1/jobs/{id} `scenes`) a button that submits a job per scene, as one batch with the
  * job's options (labels plus rerun_of), and shows that batch; for a dark 16-bit image
  * (`significant_bits_suggested`) a button that reruns it with that camera depth. */
-function renderScenes(job) {
-  const box = $("job-scenes");
+function renderRerunOffer(job) {
+  const box = $("job-rerun-offer");
   const scenes = job.status === "failed" ? job.scenes || [] : [];
   const bits = job.status === "failed" ? job.significant_bits_suggested : null;
   box.hidden = !scenes.length && !bits;
