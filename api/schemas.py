@@ -175,8 +175,8 @@ class JobOut(BaseModel):
         "setting.", examples=[None])
     significant_bits: int | None = Field(
         None, description="Significant bits the 16-bit source was converted with: given with "
-        "the job, or what the file records, else 16 (known after planning); null: not a 16-bit "
-        "source, or not planned yet.", examples=[12])
+        "the job, or what the file records, else 16 (15 for signed samples: all their range; "
+        "known after planning); null: not a 16-bit source, or not planned yet.", examples=[12])
     scene: int | None = Field(
         None, description="The image of a multi-image OME-TIFF the job reads (given with "
         "it); null: the file's one image.", examples=[None])

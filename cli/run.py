@@ -418,7 +418,7 @@ def run(
     ``model``: ``NAME`` (newest version) or ``NAME:VERSION``, None: the default model;
     ``pixel_size_um`` (µm/px) None: read from the source's metadata; ``precision`` None: the
     workers' ``PELLETSEG_PRECISION`` (:attr:`core.spec.JobSpec.precision`);
-    ``significant_bits`` (8-16) None: what each 16-bit file records, else 16
+    ``significant_bits`` (8-16) None: what each 16-bit file records, else all its bits
     (:attr:`core.spec.JobSpec.significant_bits`); ``scene`` a number, ``all`` or None: one
     job per scene of a local OME-TIFF of several (:func:`cli.scenes.scenes_of`), said once
     per such file.

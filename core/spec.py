@@ -71,12 +71,13 @@ class JobSpec(WithGeometry):
             before version 4): a whole tile per core, the layout of jobs submitted before.
             Every row task lays the job's tiles out by it, so the rows of one job never mix
             layouts (a job resumed after an upgrade keeps its own). Added in spec version 4.
-        significant_bits: How many of a 16-bit unsigned source's bits the camera fills (8-16;
-            12 for a 12-bit camera whose plain 16-bit TIFF does not say so): its 8-bit model
-            input is then ``min(v >> (bits - 8), 255)`` instead of the high byte, which would
-            leave such an image at 1/16 of its brightness. None: what the file records (OME-XML
-            ``SignificantBits``, CZI ``ComponentBitCount``, TIFF ``MaxSampleValue``), else 16
-            (:func:`imaging.reading.significant_bits_of`). Ignored for sources of other sample
+        significant_bits: How many of a 16-bit source's bits the camera fills (8-16; 12 for
+            a 12-bit camera whose plain 16-bit TIFF does not say so): its 8-bit model input is
+            then ``min(v >> (bits - 8), 255)`` instead of the high byte, which would leave such
+            an image at 1/16 of its brightness (1/8 in signed 16-bit samples, whose range is
+            15 bits: at most 15 is used for them). None: what the file records (OME-XML
+            ``SignificantBits``, CZI ``ComponentBitCount``, TIFF ``MaxSampleValue``), else all
+            the type's bits (:func:`imaging.reading.significant_bits_of`). Ignored for sources of other sample
             types, so one value may go with a batch of mixed files. Added in spec version 5.
         scene: Which image of an OME-TIFF of several (one scene per pellet of a mount) the job
             reads: the OME Image's 0-based index in the file (Bio-Formats' series index;

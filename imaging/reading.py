@@ -14,7 +14,10 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
   with the job (a 12-bit camera's plain 16-bit TIFF says nothing of it), else read from the
   file (OME-XML ``Pixels/@SignificantBits``, CZI ``Information/Image/ComponentBitCount``, a
   TIFF's ``MaxSampleValue``), else 16: see :func:`significant_bits_of`.
-- 16-bit signed: negatives become 0, then ``v >> 7`` (0..32767 onto 0..255).
+- 16-bit signed: negatives become 0, then as 16-bit unsigned with at most 15 significant bits
+  (the type's non-negative range): ``min(v >> (b - 8), 255)``, ``v >> 7`` when nothing says
+  ``b`` (0..32767 onto 0..255). A 12-bit camera's counts saved as int16 (0..4095) therefore
+  need ``b`` = 12 like the unsigned ones, or they read at 1/8 of their brightness.
 - 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
   0..255, NaN -> 0 (+inf -> 255, -inf -> 0), with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
   ImageDescription) when the file has one, else its finite samples' minimum and maximum (one
@@ -47,10 +50,14 @@ from imaging.integrity import (
 SUPPORTED_FORMATS = ("uchar", "ushort", "short", "float", "double")
 #: The value of a no-data pixel in a no-data mask (:func:`write_nodata`): no image covers it.
 NODATA = 255
-#: Significant bits a 16-bit unsigned sample may declare (OME ``SignificantBits``, CZI
+#: Significant bits a 16-bit sample may declare (OME ``SignificantBits``, CZI
 #: ``ComponentBitCount``, TIFF ``MaxSampleValue``, a job's ``significant_bits``): 8 (an 8-bit
 #: camera's samples stored in 16 bits) to 16.
 SIGNIFICANT_BITS = range(8, 17)
+#: The 16-bit sample types (numpy dtype names) that significant bits apply to, with the bits of
+#: their non-negative range: what a conversion uses when nothing says fewer, and the most it
+#: uses (a signed 16-bit sample holds at most 15 bits of a camera's counts).
+SAMPLE_BITS = {"uint16": 16, "int16": 15}
 #: What the bit-depth error lists as accepted.
 SUPPORTED_DEPTHS = "8- or 16-bit unsigned, 16-bit signed or 32-bit float samples"
 
@@ -182,21 +189,24 @@ def check_pixel_format(image: pyvips.Image, name: str) -> None:
 
 
 def significant_bits_of(given: int | None, recorded: int | None, dtype: str) -> int | None:
-    """The significant bits a conversion uses for a source of numpy ``dtype``: for
-    ``uint16``, ``given`` (with the job), else ``recorded`` (by the file) where it is in
-    :data:`SIGNIFICANT_BITS`, else 16; None for every other sample type (the number applies to
-    16-bit unsigned samples only: a batch of 8- and 16-bit files may share one job option).
+    """The significant bits a conversion uses for a source of numpy ``dtype``: for the 16-bit
+    types of :data:`SAMPLE_BITS`, ``given`` (with the job), else ``recorded`` (by the file)
+    where it is in :data:`SIGNIFICANT_BITS`, else the type's bits (16 unsigned, 15 signed), at
+    most the type's bits (16 given for ``int16`` is 15: converted as it is); None for every
+    other sample type (the number applies to 16-bit samples only: a batch of 8- and 16-bit
+    files may share one job option).
 
     Raises:
         ValueError: ``given`` outside :data:`SIGNIFICANT_BITS`.
     """
     if given is not None and given not in SIGNIFICANT_BITS:
         raise ValueError(f"significant bits must be 8 to 16, got {given}")
-    if dtype != "uint16":
+    most = SAMPLE_BITS.get(dtype)
+    if most is None:
         return None
     if given is not None:
-        return given
-    return recorded if recorded in SIGNIFICANT_BITS else 16
+        return min(given, most)
+    return min(recorded, most) if recorded in SIGNIFICANT_BITS else most
 
 
 def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None,
@@ -207,8 +217,9 @@ def to_rgb8(image: pyvips.Image, value_range: tuple[float, float] | None = None,
         image: 1-4 bands of a supported format.
         value_range: ``(lo, hi)`` mapped onto 0..255 for float images; None takes the ImageJ
             range or the image's min..max (:func:`float_range`, a pass over the image).
-        significant_bits: Significant bits of 16-bit unsigned samples (8-16, see
-            :func:`significant_bits_of`); None: 16. Ignored for other formats.
+        significant_bits: Significant bits of 16-bit samples (8-16, see
+            :func:`significant_bits_of`); None: the type's (16 unsigned, 15 signed). Ignored
+            for other formats.
 
     Raises:
         ImageFormatError: band count or format outside the supported set.
@@ -236,15 +247,15 @@ def to_uint8(image: pyvips.Image, value_range: tuple[float, float] | None = None
     fmt = image.format
     if fmt == "uchar":
         return image
-    if fmt == "ushort":
-        bits = 16 if significant_bits is None else significant_bits_of(significant_bits, None,
-                                                                         "uint16")
-        if bits == 16:
-            return (image >> 8).cast("uchar")
+    if fmt in ("ushort", "short"):
+        dtype = "uint16" if fmt == "ushort" else "int16"
+        bits = significant_bits_of(significant_bits, None, dtype)
+        if fmt == "short":
+            image = (image < 0).ifthenelse(0, image)
+        if bits == SAMPLE_BITS[dtype]:  # the whole range: nothing above it to clip
+            return (image >> (bits - 8)).cast("uchar")
         shifted = image >> (bits - 8) if bits > 8 else image
         return (shifted > 255).ifthenelse(255, shifted).cast("uchar")  # above 2^b - 1: white
-    if fmt == "short":
-        return ((image < 0).ifthenelse(0, image) >> 7).cast("uchar")
     if fmt in ("float", "double"):
         lo, hi = value_range if value_range is not None else float_range(image)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
@@ -330,7 +341,7 @@ def write_model_ready(
             checksums are verified before the conversion
             (:func:`imaging.integrity.check_deflate_rows`); default: page 0 when ``image`` is
             None (opened here), none when the caller passes an image without naming them.
-        significant_bits: Of 16-bit unsigned samples (see :func:`to_rgb8`); None: 16.
+        significant_bits: Of 16-bit samples (see :func:`to_rgb8`); None: the type's.
         nodata_path: Where to write the no-data mask of an image with an alpha band
             (:func:`alpha_nodata`, :func:`write_nodata`: one more pass over the image, only
             for such images), if any pixel is fully transparent; else no file. Only where

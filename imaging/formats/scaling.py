@@ -17,7 +17,8 @@ def array_to_uint8(values: np.ndarray, value_range: tuple[float, float] | None =
     Args:
         values: Any shape; uint8, uint16, int16, float32 or float64.
         value_range: ``(lo, hi)`` for float arrays (required for them: one range per image).
-        significant_bits: Of uint16 samples (8-16; None: 16): ``min(v >> (b - 8), 255)``.
+        significant_bits: Of uint16 and int16 samples (8-16; None: 16 unsigned, 15 signed;
+            at most those): ``min(max(v, 0) >> (b - 8), 255)``.
 
     Returns:
         uint8 array of the same shape.
@@ -29,12 +30,11 @@ def array_to_uint8(values: np.ndarray, value_range: tuple[float, float] | None =
     dt = values.dtype
     if dt == np.uint8:
         return values
-    if dt == np.uint16:
-        bits = 16 if significant_bits is None else significant_bits_of(significant_bits, None,
-                                                                         "uint16")
+    if dt in (np.uint16, np.int16):
+        bits = significant_bits_of(significant_bits, None, dt.name)
+        if dt == np.int16:
+            values = np.maximum(values, 0)
         return np.minimum(values >> (bits - 8), 255).astype(np.uint8)
-    if dt == np.int16:
-        return (np.maximum(values, 0) >> 7).astype(np.uint8)
     if dt in (np.float32, np.float64):
         if value_range is None:
             raise ImageFormatError("a float image needs its value range (lo, hi) to be scaled")

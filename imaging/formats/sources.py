@@ -20,6 +20,7 @@ from imaging.formats.detect import SUPPORTED, sniff_format
 from imaging.formats.ometiff import ome_layout, ome_scenes, open_ome
 from imaging.integrity import DeflateDamage, check_deflate_rows, damaged_message
 from imaging.reading import (
+    SAMPLE_BITS,
     SIGNIFICANT_BITS,
     ImageInfo,
     check_image,
@@ -74,8 +75,7 @@ class SourceInfo:
 
     def significant_bits_used(self, given: int | None = None) -> int | None:
         """The significant bits the conversion of this source uses, ``given`` with the job
-        or not (:func:`imaging.reading.significant_bits_of`): None unless it is 16-bit
-        unsigned.
+        or not (:func:`imaging.reading.significant_bits_of`): None unless it is 16-bit.
 
         Raises:
             ValueError: ``given`` outside 8-16.
@@ -327,8 +327,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     one pass over ``out_path``; nothing is left at ``out_path`` or ``nodata_path``).
 
     Args:
-        significant_bits: Of 16-bit unsigned samples, given with the job (8-16); None: what
-            the file records, else 16 (:meth:`SourceInfo.significant_bits_used`, on the
+        significant_bits: Of 16-bit samples, given with the job (8-16); None: what the file
+            records, else the type's (:meth:`SourceInfo.significant_bits_used`, on the
             header :func:`source_info` reads here).
         nodata_path: Where to write the source's no-data mask (:func:`imaging.reading.
             write_nodata`: :data:`imaging.reading.NODATA` where no image covers a pixel: a
@@ -378,25 +378,28 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
 #: :func:`check_bit_depth` names it (the CLI offers it instead of a resume).
 SIGNIFICANT_BITS_OPTION = "--significant-bits"
 
-#: The brightest 8-bit value (of 255) at or below which a 16-bit source converted by its high
-#: byte is refused when neither the job nor the file says its significant bits: its samples
-#: then fit in 12 bits, so it is a 12-bit (or 10-bit) camera's image, not a 16-bit one at
-#: under 1/16 of full brightness.
-DARK_HIGH_BYTE = 15
+#: A 16-bit source converted by all its type's bits (16 unsigned, 15 signed) is refused when
+#: its samples fit in this many bits or fewer and neither the job nor the file says its
+#: significant bits: it is a 12-bit (or 10-bit) camera's image, not a 16-bit one at 1/16 (a
+#: signed one: 1/8) of full brightness or less. Its converted brightest value is then at most
+#: 15 of 255 (unsigned) or 31 (signed).
+DARK_BITS = 12
 
 
 def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int | None) -> None:
-    """Refuse a 16-bit source whose conversion by the high byte left it nearly black.
+    """Refuse a 16-bit source whose conversion by all its type's bits left it nearly black.
 
     Only where nothing says the significant bits (``given`` with the job is None, and the
     file records none in :data:`imaging.reading.SIGNIFICANT_BITS`), so the conversion used
-    16: the brightest value of ``converted`` (the 8-bit model-ready TIFF, one pass over it)
-    must exceed :data:`DARK_HIGH_BYTE`. Otherwise the image holds at most 12 significant
-    bits, the model would see a field at 1/16 of its brightness or less and label it as
-    nothing: the job fails saying which option to give.
+    the type's (16 unsigned, 15 signed: :data:`imaging.reading.SAMPLE_BITS`): the brightest
+    value of ``converted`` (the 8-bit model-ready TIFF, one pass over it) must show samples
+    of more than :data:`DARK_BITS` bits. Otherwise the model would see a field at 1/16 (a
+    signed source: 1/8) of its brightness or less and label it as nothing: the job fails
+    saying which option to give.
 
     Raises:
-        ImageFormatError: such a source (the message names ``--significant-bits``).
+        DarkSourceError: such a source (the message names ``--significant-bits``; its
+            ``camera_bits`` the rerun to offer).
         pyvips.Error: ``converted`` cannot be read.
     """
     if not _nothing_says_the_bits(info, given):
@@ -408,20 +411,23 @@ def check_bit_depth(info: SourceInfo, converted: str | os.PathLike, given: int |
 
 
 def _nothing_says_the_bits(info: SourceInfo, given: int | None) -> bool:
-    """True for a 16-bit unsigned source whose significant bits neither the job (``given``)
-    nor the file (a number in :data:`imaging.reading.SIGNIFICANT_BITS`) says."""
-    return given is None and info.dtype == "uint16" and info.significant_bits not in SIGNIFICANT_BITS
+    """True for a 16-bit source (unsigned or signed) whose significant bits neither the job
+    (``given``) nor the file (a number in :data:`imaging.reading.SIGNIFICANT_BITS`) says."""
+    return (given is None and info.dtype in SAMPLE_BITS
+            and info.significant_bits not in SIGNIFICANT_BITS)
 
 
 def _refuse_if_dark(info: SourceInfo, brightest: int) -> None:
     """Raise the refusal of :func:`check_bit_depth` when the converted image's brightest
-    value (of 255) is at most :data:`DARK_HIGH_BYTE`."""
-    if brightest > DARK_HIGH_BYTE:
+    value (of 255) shows samples of at most :data:`DARK_BITS` bits."""
+    shift = SAMPLE_BITS[info.dtype] - 8  # the conversion's: v >> shift
+    bits = shift + brightest.bit_length()  # the fewest bits the samples fit in
+    if bits > DARK_BITS:
         return
-    bits = 8 + brightest.bit_length()
+    kind = "16-bit" if info.dtype == "uint16" else "signed 16-bit"
     raise DarkSourceError(
-        f"{info.path.name}: a 16-bit image whose samples all fit in {bits} bits, and the file "
-        f"does not say how many its camera fills; read as 16-bit it is nearly black (its "
+        f"{info.path.name}: a {kind} image whose samples all fit in {bits} bits, and the file "
+        f"does not say how many its camera fills; read as {kind} it is nearly black (its "
         f"brightest pixel {brightest} of 255) and its labels would mean nothing. Submit it "
         f"again with its camera's significant bits (at least {bits}; 12 for a 12-bit camera): "
         f"{SIGNIFICANT_BITS_OPTION} N on pelletseg run or submit, 'Camera bits' on the dashboard, "
@@ -439,8 +445,8 @@ def read_rgb8(path: str | os.PathLike, *, max_pixels: int,
     Args:
         path: Source file.
         max_pixels: Largest accepted width x height.
-        significant_bits: Of 16-bit unsigned samples (8-16), as a job's; None: what the file
-            records, else 16.
+        significant_bits: Of 16-bit samples (8-16), as a job's; None: what the file records,
+            else the type's.
 
     Returns:
         (H, W, 3) uint8 array.

@@ -34,9 +34,10 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
     convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (a
-    16-bit source with the significant bits the job gives or the file records, else 16, stored
+    16-bit source with the significant bits the job gives or the file records, else all its
+    type's (16 unsigned, 15 signed), stored
     as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`;
-    one that nothing describes and that the high byte leaves nearly black is refused by the
+    one that nothing describes and that this conversion leaves nearly black is refused by the
     conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
     mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from imaging.errors import ImageFormatError
+from imaging.errors import DarkSourceError, ImageFormatError
 from imaging.formats import (
     SUPPORTED,
     check_bit_depth,
@@ -41,8 +41,9 @@ def rgb(h=300, w=420, seed=0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def model_ready_pixels(src, tmp_path) -> np.ndarray:
-    info = write_model_ready(src, tmp_path / "ready.tif", max_pixels=MAX)
+def model_ready_pixels(src, tmp_path, significant_bits=None) -> np.ndarray:
+    info = write_model_ready(src, tmp_path / "ready.tif", max_pixels=MAX,
+                             significant_bits=significant_bits)
     ready = source_info(info.path, max_pixels=MAX)
     assert ready.is_model_ready and ready.format in ("TIFF", "BigTIFF")
     return read_rows(open_image(info.path, max_pixels=MAX), 0, info.height)
@@ -366,13 +367,52 @@ def test_a_tiff_s_max_sample_value_gives_its_significant_bits(tmp_path, max_samp
                                       model_ready_pixels(path, tmp_path / "again"))
 
 
-@pytest.mark.parametrize("bits", [8, 9, 12, 14, 16])
-def test_numpy_and_libvips_paths_map_significant_bits_alike(bits):
-    values = np.random.default_rng(bits).integers(0, 65536, (40, 50), dtype=np.uint16)
+@pytest.mark.parametrize("dtype", ["uint16", "int16"])
+@pytest.mark.parametrize("bits", [8, 9, 12, 14, 15, 16, None])
+def test_numpy_and_libvips_paths_map_significant_bits_alike(bits, dtype):
+    """``min(max(v, 0) >> (b - 8), 255)`` on both paths, b at most the type's bits (16
+    unsigned, 15 signed: 16 given for int16 converts it by its 15), the type's by default."""
+    info = np.iinfo(dtype)
+    values = np.random.default_rng(bits).integers(info.min, info.max + 1, (40, 50), dtype=dtype)
     by_numpy = array_to_uint8(values, significant_bits=bits)
     by_libvips = to_uint8(pyvips.Image.new_from_array(values), significant_bits=bits).numpy()
     np.testing.assert_array_equal(by_numpy, by_libvips)
-    np.testing.assert_array_equal(by_numpy, np.minimum(values >> (bits - 8), 255))
+    used = min(bits or 16, 16 if dtype == "uint16" else 15)
+    expected = np.minimum(np.maximum(values.astype(np.int32), 0) >> (used - 8), 255)
+    np.testing.assert_array_equal(by_numpy, expected)
+    assert significant_bits_of(bits, None, dtype) == used
+    assert significant_bits_of(None, bits, dtype) == used  # recorded by the file alike
+
+
+def test_significant_bits_apply_to_16_bit_types_only():
+    assert significant_bits_of(12, None, "uint8") is None
+    assert significant_bits_of(None, 12, "float32") is None
+    assert significant_bits_of(None, 1, "int16") == 15  # not a usable record: the type's
+    with pytest.raises(ValueError, match="8 to 16"):
+        significant_bits_of(17, None, "int16")
+
+
+def test_a_12_bit_camera_s_signed_16_bit_tiff_reads_like_its_unsigned_twin(tmp_path):
+    """Counts 0..4095 saved as int16 (some camera and MATLAB exports): given 12 bits, or with
+    the file's MaxSampleValue 4095, the same input as the uint16 file; negative samples
+    (a dark-frame subtraction's noise) black."""
+    unsigned, signed = tmp_path / "u.tif", tmp_path / "s.tif"
+    tifffile.imwrite(unsigned, TWELVE_BIT[:, :7].repeat(3, axis=0))
+    with_noise = TWELVE_BIT[:, :7].astype(np.int16).repeat(3, axis=0)
+    with_noise[1, 0] = -40
+    tifffile.imwrite(signed, with_noise)
+    info = source_info(signed, max_pixels=MAX)
+    assert (info.dtype, info.significant_bits_used(), info.significant_bits_used(12)) == (
+        "int16", 15, 12)
+    expect = model_ready_pixels(unsigned, tmp_path / "u", significant_bits=12)
+    got = model_ready_pixels(signed, tmp_path / "s", significant_bits=12)
+    np.testing.assert_array_equal(got, expect)
+    np.testing.assert_array_equal(got[0, :, 0], [0, 0, 1, 127, 255, 255, 255])
+    recorded = tmp_path / "recorded.tif"
+    tifffile.imwrite(recorded, with_noise, extratags=[(281, "H", 1, 4095, False)])
+    assert source_info(recorded, max_pixels=MAX).significant_bits == 12
+    np.testing.assert_array_equal(model_ready_pixels(recorded, tmp_path / "r"), expect)
+    np.testing.assert_array_equal(read_rgb8(recorded, max_pixels=MAX), expect)
 
 
 def test_ome_tiff_significant_bits_come_from_its_ome_xml(tmp_path):
@@ -417,6 +457,31 @@ def test_a_16_bit_source_nothing_describes_is_refused_where_the_high_byte_leaves
     check_bit_depth(info, out.path, 16)  # the job says so: converted as it is
     recorded = dataclasses.replace(info, significant_bits=16)
     check_bit_depth(recorded, out.path, None)  # the file says so
+
+
+@pytest.mark.parametrize("top, refused", [(4095, True), (4096, False), (32767, False)])
+def test_a_signed_16_bit_source_nothing_describes_is_refused_where_it_reads_dark(
+        tmp_path, top, refused):
+    """The same rule for int16 samples, converted by their 15 bits: refused where they fit in
+    12 (brightest 8-bit value <= 31, an image at 1/8 of its brightness), by the conversion and
+    by read_rgb8 alike, offering a 12-bit camera; 16 given converts it as it is."""
+    values = np.linspace(-100, top, 64).astype(np.int16).reshape(8, 8)
+    path = tmp_path / "dark.tif"
+    tifffile.imwrite(path, values)
+    if refused:
+        for convert in (lambda: write_model_ready(path, tmp_path / "no.tif", max_pixels=MAX),
+                        lambda: read_rgb8(path, max_pixels=MAX)):
+            with pytest.raises(DarkSourceError, match=(
+                    r"dark.tif: a signed 16-bit image whose samples all fit in 12 bits.*"
+                    r"brightest pixel 31 of 255.*--significant-bits N")) as refusal:
+                convert()
+            assert refusal.value.camera_bits == 12
+        assert not (tmp_path / "no.tif").exists()
+    else:
+        write_model_ready(path, tmp_path / "ok.tif", max_pixels=MAX)
+    out = write_model_ready(path, tmp_path / "as-is.tif", max_pixels=MAX, significant_bits=16)
+    got = read_rows(open_image(out.path, max_pixels=MAX), 0, out.height)[..., 0]
+    np.testing.assert_array_equal(got, np.maximum(values, 0) >> 7)
 
 
 def test_the_bit_depth_check_reads_a_converted_file_written_again_at_its_path(tmp_path):
