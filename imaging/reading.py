@@ -20,8 +20,10 @@ Conversion rules to the model's 8-bit RGB input (applied identically everywhere)
   need ``b`` = 12 like the unsigned ones, or they read at 1/8 of their brightness.
 - 32-bit float (Fiji's flat-field output): ``round(255 * (v - lo) / (hi - lo))`` clipped to
   0..255, NaN -> 0 (+inf -> 255, -inf -> 0), with ``lo, hi`` the ImageJ display range (``min=``/``max=`` of an ImageJ
-  ImageDescription) when the file has one, else its finite samples' minimum and maximum (one
-  pass over the image, made once per image so every row gets the same map; see
+  ImageDescription) when the file has one, else its finite samples' minimum and maximum,
+  reaching at most a quarter of their central range beyond their 0.01st and 99.99th
+  percentiles (:mod:`imaging.display_range`: a few hot pixels do not darken the rest; made
+  once per image, two passes or more, so every row gets the same map; see
   :func:`float_range`). 64-bit float is treated alike.
 - Anything else (8/32-bit signed, 32-bit unsigned, complex, > 4 bands) is rejected with
   :class:`ImageFormatError`. docs/formats.md states the same rules.
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
+from imaging.display_range import clipped_range
 from imaging.errors import ImageFormatError, vips_text
 from imaging.integrity import (
     FAIL_ON,
@@ -58,6 +61,9 @@ SIGNIFICANT_BITS = range(8, 17)
 #: their non-negative range: what a conversion uses when nothing says fewer, and the most it
 #: uses (a signed 16-bit sample holds at most 15 bits of a camera's counts).
 SAMPLE_BITS = {"uint16": 16, "int16": 15}
+#: Samples per numpy strip of a float image's range passes (:func:`float_range`): 16 MiB of
+#: float32.
+STRIP_SAMPLES = 1 << 22
 #: What the bit-depth error lists as accepted.
 SUPPORTED_DEPTHS = "8- or 16-bit unsigned, 16-bit signed or 32-bit float samples"
 
@@ -286,9 +292,10 @@ def imagej_range(description: str | None) -> tuple[float, float] | None:
 
 def float_range(image: pyvips.Image) -> tuple[float, float]:
     """``(lo, hi)`` of a float image: the ImageJ display range of its ImageDescription when
-    present, else the minimum and maximum of its finite samples over all bands (NaN and
-    +-inf ignored, as :func:`imaging.formats.scaling.band_range` does: an infinite sample
-    would leave every other one black; one pass over the pixels, streaming)."""
+    present, else the minimum and maximum of its finite samples over all bands, bounded by
+    their percentiles (:func:`imaging.display_range.clipped_range`: a few hot pixels do not set it; NaN and
+    +-inf are left out, as :func:`imaging.formats.bands.value_range` does). One streaming pass
+    for the minimum and maximum, then usually one more over numpy strips (random access)."""
     description = image.get("image-description") if image.get_typeof("image-description") else None
     found = imagej_range(description)
     if found is not None:
@@ -298,7 +305,13 @@ def float_range(image: pyvips.Image) -> tuple[float, float]:
     hi = finite.ifthenelse(image, float("-inf")).max()
     if lo == float("inf"):  # no finite sample
         return 0.0, 0.0
-    return float(lo), float(hi)
+    rows = max(1, STRIP_SAMPLES // (image.width * image.bands))
+
+    def strips():
+        for y0 in range(0, image.height, rows):
+            yield image.crop(0, y0, image.width, min(rows, image.height - y0)).numpy()
+
+    return clipped_range(strips, float(lo), float(hi))
 
 
 def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import numpy as np
 
+from imaging.display_range import clipped_range
 from imaging.errors import ImageFormatError
 from imaging.formats.scaling import array_to_uint8, band_range, merge_ranges, to_rgb
 from imaging.reading import NODATA
@@ -55,14 +56,23 @@ class BandSource(Protocol):
 
 
 def value_range(source: BandSource) -> tuple[float, float] | None:
-    """``(lo, hi)`` of a float source over all its finite samples (one pass of bands); None
-    for integer sources."""
+    """``(lo, hi)`` of a float source by :func:`imaging.display_range.clipped_range` (its
+    finite samples' minimum and maximum bounded by their percentiles: the rule and the result of
+    :func:`imaging.reading.float_range` for the same samples): one pass of bands for the
+    minimum and maximum, then usually one more; None for integer sources."""
     if not source.dtype.startswith("float"):
         return None
+
+    def bands():
+        for y0 in range(0, source.height, BAND_ROWS):
+            yield source.read(y0, min(source.height, y0 + BAND_ROWS))
+
     found = None
-    for y0 in range(0, source.height, BAND_ROWS):
-        found = merge_ranges(found, band_range(source.read(y0, min(source.height, y0 + BAND_ROWS))))
-    return found or (0.0, 0.0)
+    for band in bands():
+        found = merge_ranges(found, band_range(band))
+    if found is None:
+        return 0.0, 0.0
+    return clipped_range(bands, *found)
 
 
 def rgb8_bands(source: BandSource, rng: tuple[float, float] | None,

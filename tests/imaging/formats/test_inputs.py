@@ -218,7 +218,8 @@ def test_czi_16_bit_grey_follows_the_high_byte_rule(tmp_path):
 
 
 def test_czi_float_and_tiff_float_give_the_same_8_bit_input(tmp_path):
-    """The numpy (CZI) and libvips (TIFF) paths apply one rule: min..max onto 0..255."""
+    """The numpy (CZI) and libvips (TIFF) paths apply one rule: the finite samples' range
+    (imaging.display_range) onto 0..255."""
     czi = pytest.importorskip("pylibCZIrw.czi")
     values = np.random.default_rng(6).normal(1.0, 0.2, (90, 120)).astype(np.float32)
     czi_path, tif_path = tmp_path / "flat.czi", tmp_path / "flat.tif"
@@ -248,6 +249,40 @@ def test_float_samples_that_are_not_finite_leave_the_others_scaled(tmp_path):
     np.testing.assert_array_equal(model_ready_pixels(path, tmp_path)[..., 0], expected)
     assert (got[:5, :5] == 255).all() and (got[5:15, :5] == 0).all()
     assert got[15:].min() == 0 and got[15:].max() == 255  # the finite range, stretched
+
+
+def _write(path, values):
+    tifffile.imwrite(path, values)
+    return path
+
+
+def test_a_float_image_s_few_hot_pixels_leave_the_rest_its_range(tmp_path):
+    """A flat-field-corrected field (about 0..1.1) with 5 hot pixels at 40, where the flat is
+    nearly zero: by min..max every other pixel read at most 7 of 255 and the job labelled one
+    phase; the range now reaches only a quarter of the field's span beyond its 0.01st and
+    99.99th percentiles (imaging.display_range), alike on the libvips path
+    (TIFF: the job's conversion and read_rgb8) and the numpy one (CZI)."""
+    czi = pytest.importorskip("pylibCZIrw.czi")
+    rng = np.random.default_rng(9)
+    field = rng.uniform(0.0, 1.1, (200, 300)).astype(np.float32)
+    hot = field.copy()
+    hot[rng.integers(0, 200, 5), rng.integers(0, 300, 5)] = 40.0
+    tif_path, czi_path = tmp_path / "hot.tif", tmp_path / "hot.czi"
+    tifffile.imwrite(tif_path, hot)
+    with czi.create_czi(str(czi_path), exist_ok=True) as w:
+        w.write(hot[..., None], location=(0, 0))
+    got = model_ready_pixels(tif_path, tmp_path / "t")[..., 0]
+    np.testing.assert_array_equal(read_rgb8(tif_path, max_pixels=MAX)[..., 0], got)
+    by_numpy = model_ready_pixels(czi_path, tmp_path / "c")[..., 0]
+    assert np.abs(by_numpy.astype(int) - got.astype(int)).max() <= 1  # float32 vs float64
+    cool = hot < 40
+    # the field's range and a quarter of it beyond (imaging.display_range.REACH): 1.1 / 1.375
+    assert 200 <= got[cool].max() <= 208 and got[cool].min() <= 1
+    assert (got[~cool] == 255).all()
+    # without the hot pixels, the field keeps its min..max map of before
+    np.testing.assert_array_equal(
+        model_ready_pixels(_write(tmp_path / "field.tif", field), tmp_path / "f")[..., 0],
+        array_to_uint8(field, (float(field.min()), float(field.max()))))
 
 
 def test_multichannel_czi_is_refused_with_what_to_do(tmp_path):
