@@ -5,7 +5,7 @@ checkpoints and their stitching into one pyramidal label map (:mod:`imaging.stit
 pyramidal OME-TIFF outputs and their levels (:mod:`imaging.ome`); the colour overlay and the
 preview (:mod:`imaging.rendering`); the palette (:mod:`imaging.palette`); and demo mosaics of
 the shipped samples (:mod:`imaging.mosaic`); the pixel size (µm/px) a file
-records (:mod:`imaging.metadata`).
+records (:mod:`imaging.metadata`); the display range of float images (:mod:`imaging.display_range`).
 
 May import: ``core``, ``storage.blobs.layout`` (output file names), pyvips, numpy, tifffile
 and ome-types (pylibCZIrw and openslide lazily, from ``[formats]``); never torch, ``worker``,
