@@ -6,13 +6,21 @@ Which records count, in order:
 1. OME-XML (OME-TIFF's ``ImageDescription``): the first ``Pixels`` element's
    ``PhysicalSizeX``/``PhysicalSizeY`` with ``PhysicalSizeXUnit``/``PhysicalSizeYUnit``
    (default µm, as in the OME schema); lengths in pm..m and Å are converted to µm.
-2. Resolution tags (``XResolution``/``YResolution``, pixels per ``ResolutionUnit``) when the
+2. ImageJ's calibration (Fiji's Analyze > Set Scale, saved as TIFF): an ImageJ
+   ``ImageDescription`` (``ImageJ=...``) whose ``unit=`` (and ``yunit=``, where it differs)
+   names a length (``micron``, ``um``, ``µm`` or ImageJ's escaped ``\u00B5m``, ``nm``, ``mm``,
+   ``cm``, ``m``), with ``XResolution``/``YResolution`` in pixels per that unit and
+   ``ResolutionUnit`` none, as ImageJ's ``TiffEncoder`` writes them (inch and cm calibrations
+   it writes with their own ``ResolutionUnit``: item 3). Without the resolution tags, or with
+   ``unit=pixel`` (uncalibrated), it records nothing.
+3. Resolution tags (``XResolution``/``YResolution``, pixels per ``ResolutionUnit``) when the
    unit is centimetre or inch. Resolutions of 300 dpi or less (118.1 px/cm, pixels of
    84.7 µm or more) are ignored in either unit: they are the defaults that scanners, image
    editors and libvips (25.4 dpi) write without any calibration (72, 96, 150, 300 dpi), and
    no microscope has pixels that large. They reach centimetres when a converter rewrites the
    unit: libvips turns a 72 dpi JPEG into a TIFF of 28.35 px/cm, which would otherwise read
-   as 352.8 µm/px. A file whose resolution unit is "none" carries no length and is ignored.
+   as 352.8 µm/px. A file whose resolution unit is "none" carries no length and is ignored
+   (unless ImageJ's description gives it one: item 2).
 
 Anything else (no record, an unreadable or malformed record, a zero or negative size) gives
 None: the caller then uses the job's own pixel size or reports in px.
@@ -26,7 +34,12 @@ import xml.etree.ElementTree as ET
 
 import pyvips
 
-__all__ = ["INCH_DPI_UNCALIBRATED", "pixel_size_from_ome_xml", "read_pixel_size_um"]
+__all__ = [
+    "INCH_DPI_UNCALIBRATED",
+    "pixel_size_from_imagej",
+    "pixel_size_from_ome_xml",
+    "read_pixel_size_um",
+]
 
 #: Resolutions at or below this (dots per inch, in either unit) are uncalibrated defaults.
 INCH_DPI_UNCALIBRATED = 300.0
@@ -35,6 +48,13 @@ INCH_DPI_UNCALIBRATED = 300.0
 _OME_UNITS_UM = {
     "pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "mm": 1e3,
     "cm": 1e4, "dm": 1e5, "m": 1e6,
+}
+
+#: µm per unit of the ImageJ ``unit=`` values that are lengths (ImageJ writes ``micron`` and
+#: escapes non-ASCII text as ``\uXXXX``; its unit menu also offers the OME symbols).
+_IMAGEJ_UNITS_UM = {
+    **_OME_UNITS_UM, "micron": 1.0, "microns": 1.0, "\\u00B5m": 1.0, "\\u00b5m": 1.0,
+    "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4, "meter": 1e6,
 }
 
 
@@ -80,6 +100,53 @@ def pixel_size_from_ome_xml(text: str, image: int = 0) -> tuple[float, float] | 
     return (x if x is not None else y, y if y is not None else x)
 
 
+def pixel_size_from_imagej(description: str, xres: float | None,
+                           yres: float | None) -> tuple[float, float] | None:
+    """(x, y) pixel size in µm/px from an ImageJ TIFF's calibration, or None.
+
+    Args:
+        description: The TIFF's ``ImageDescription``; only an ImageJ one (``ImageJ=...``
+            first) counts.
+        xres, yres: ``XResolution`` and ``YResolution`` (pixels per ImageJ unit), None where
+            the tag is absent.
+
+    Returns:
+        ``(1 / xres, 1 / yres)`` in µm/px, where ``unit=`` (``yunit=`` for y where present)
+        is a length of :data:`_IMAGEJ_UNITS_UM` and both resolutions are positive; else
+        None (``unit=pixel``: an uncalibrated image).
+    """
+    if not description.startswith("ImageJ="):
+        return None
+    fields = dict(line.split("=", 1) for line in description.splitlines() if "=" in line)
+    x_unit = _IMAGEJ_UNITS_UM.get(fields.get("unit", "").strip())
+    y_unit = _IMAGEJ_UNITS_UM.get(fields.get("yunit", fields.get("unit", "")).strip())
+    if x_unit is None or y_unit is None or not xres or not yres:
+        return None
+    x, y = _positive(x_unit / xres), _positive(y_unit / yres)
+    return (x, y) if x is not None and y is not None else None
+
+
+def _tiff_resolution(path: str | os.PathLike) -> tuple[float | None, float | None]:
+    """``XResolution`` and ``YResolution`` of a TIFF's page 0 as written (None where absent
+    or unreadable): libvips gives 1.0 for an absent one, which ImageJ's calibration must not
+    read as 1 px per unit."""
+    import tifffile
+
+    def value(page, code):
+        tag = page.tags.get(code)
+        if tag is None:
+            return None
+        v = tag.value
+        return float(v[0]) / float(v[1]) if isinstance(v, tuple) and v[1] else None
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            return value(page, 282), value(page, 283)
+    except Exception:  # damaged: the pixels' reader reports it
+        return None, None
+
+
 def read_pixel_size_um(path: str | os.PathLike,
                        ome_image: int = 0) -> tuple[float, float] | None:
     """Pixel size (x, y) in µm/px recorded in the image file at ``path``, or None.
@@ -106,6 +173,8 @@ def read_pixel_size_um(path: str | os.PathLike,
             if found is not None:
                 return found
     unit = image.get("resolution-unit") if "resolution-unit" in fields else None
+    if unit is None and "image-description" in fields and text.startswith("ImageJ="):
+        return pixel_size_from_imagej(text, *_tiff_resolution(path))
     if unit not in ("cm", "in"):
         return None
     xres, yres = float(image.xres), float(image.yres)  # libvips: pixels per mm, any unit

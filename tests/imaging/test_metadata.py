@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import pyvips
 
-from imaging.metadata import pixel_size_from_ome_xml, read_pixel_size_um
+from imaging.metadata import pixel_size_from_imagej, pixel_size_from_ome_xml, read_pixel_size_um
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 
@@ -123,3 +123,54 @@ def test_unreadable_or_uncalibrated_formats(tmp_path):
     assert read_pixel_size_um(junk) is None
     assert read_pixel_size_um(tmp_path / "missing.tif") is None
     assert read_pixel_size_um(png) is None
+
+
+def _imagej_tiff(path, description: str, resolution):
+    """A TIFF as ImageJ's TiffEncoder writes a calibrated image: its description, the
+    resolution in pixels per unit, ResolutionUnit none."""
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(path, np.zeros((4, 6), np.uint8), description=description, metadata=None,
+                     resolution=resolution, resolutionunit=1)
+    return path
+
+
+@pytest.mark.parametrize("unit, um", [("micron", 0.5), ("um", 0.5), ("\\u00B5m", 0.5),
+                                      ("nm", 0.0005), ("mm", 500.0)])
+def test_an_imagej_calibration_gives_the_pixel_size(tmp_path, unit, um):
+    """Fiji's Analyze > Set Scale saved as TIFF: 2 px per unit of ``unit=`` (ImageJ escapes µ
+    as \\u00B5: a TIFF description is ASCII), ResolutionUnit none, which alone carries no
+    length."""
+    path = _imagej_tiff(tmp_path / "fiji.tif", f"ImageJ=1.54f\nunit={unit}\n", (2.0, 2.0))
+    assert read_pixel_size_um(path) == pytest.approx((um, um))
+
+
+def test_an_imagej_y_unit_of_its_own_and_non_square_pixels(tmp_path):
+    path = _imagej_tiff(tmp_path / "fiji.tif", "ImageJ=1.54f\nunit=micron\nyunit=nm\n",
+                        resolution=(2.0, 0.5))
+    assert read_pixel_size_um(path) == pytest.approx((0.5, 0.002))
+
+
+@pytest.mark.parametrize("description, resolution", [
+    ("ImageJ=1.54f\nunit=pixel\n", (2.0, 2.0)),  # uncalibrated
+    ("ImageJ=1.54f\nunit=furlong\n", (2.0, 2.0)),  # not a length pelletseg knows
+    ("made by a script\nunit=micron\n", (2.0, 2.0)),  # not ImageJ's description
+])
+def test_what_is_not_an_imagej_calibration_gives_none(tmp_path, description, resolution):
+    path = _imagej_tiff(tmp_path / "plain.tif", description, resolution)
+    assert read_pixel_size_um(path) is None
+
+
+def test_an_imagej_unit_without_resolution_tags_gives_none():
+    """libvips reads an absent XResolution as 1.0: the tags as written are asked for."""
+    assert pixel_size_from_imagej("ImageJ=1.54f\nunit=micron\n", None, None) is None
+    assert pixel_size_from_imagej("ImageJ=1.54f\nunit=micron\n", 4.0, 0.0) is None
+    assert pixel_size_from_imagej("ImageJ=1.54f\nunit=micron\n", 4.0, 4.0) == (0.25, 0.25)
+
+
+def test_an_imagej_description_beside_a_centimetre_unit_keeps_the_tags_rule(tmp_path):
+    """ImageJ writes inch and cm calibrations with their own ResolutionUnit: read by it."""
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "cm.tif"
+    tifffile.imwrite(path, np.zeros((4, 6), np.uint8), description="ImageJ=1.54f\nunit=cm\n",
+                     metadata=None, resolution=(20000.0, 20000.0), resolutionunit=3)
+    assert read_pixel_size_um(path) == pytest.approx((0.5, 0.5))

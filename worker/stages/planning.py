@@ -179,8 +179,8 @@ def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
                        warnings: list[dict[str, str]] | None = None,
                        ome_image: int = 0) -> float | None:
     """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
-    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags and OME-XML, of the
-    OME Image ``ome_image`` read (the job's scene), else
+    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags, an ImageJ
+    calibration and OME-XML, of the OME Image ``ome_image`` read (the job's scene), else
     ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
     None (outputs in px).
 
