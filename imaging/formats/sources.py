@@ -83,6 +83,13 @@ class SourceInfo:
         return significant_bits_of(given, self.significant_bits, self.dtype)
 
     @property
+    def planes_text(self) -> str:
+        """:attr:`planes` as a message gives it: ``"256+"`` where a plain TIFF's count
+        stopped at :data:`PAGES_CHECKED` pages, else the number."""
+        capped = self.format in ("TIFF", "BigTIFF") and self.planes >= PAGES_CHECKED
+        return f"{self.planes}+" if capped else str(self.planes)
+
+    @property
     def is_model_ready(self) -> bool:
         """True if rows can read this file directly: a tiled 8-bit 3-band TIFF (page 0)."""
         return self.tiled and self.bands == 3 and self.dtype == "uint8"

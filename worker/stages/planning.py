@@ -12,7 +12,6 @@ from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
 from imaging.errors import DarkSourceError, SeveralScenesError
 from imaging.formats import SourceInfo, source_info, write_model_ready
-from imaging.formats.sources import PAGES_CHECKED
 from imaging.metadata import read_pixel_size_um
 from imaging.mosaic import demo_folders
 from models import ModelPackage
@@ -165,10 +164,8 @@ def _rerun_with(e: Exception) -> dict:
 def planes_message(info: SourceInfo) -> str:
     """The :data:`core.job_warnings.WarningCode.PLANES_LEFT_OUT` warning of a source whose
     ``planes`` > 1: what was read, what was left out and what to do."""
-    pages = info.format in ("TIFF", "BigTIFF")
-    what = "pages" if pages else "Z planes or time points"
-    more = "+" if pages and info.planes >= PAGES_CHECKED else ""
-    return (f"the file holds {info.planes}{more} images of this size ({what}); the job read "
+    what = "pages" if info.format in ("TIFF", "BigTIFF") else "Z planes or time points"
+    return (f"the file holds {info.planes_text} images of this size ({what}); the job read "
             "only the first. If they are the colour channels of one image (an ImageJ stack), "
             "save it as one RGB image; if a focus or time series, export the plane to segment "
             "as its own image")

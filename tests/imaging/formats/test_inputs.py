@@ -744,3 +744,19 @@ def test_ome_tiff_z_stack_reads_the_channels_of_the_first_plane(tmp_path):
     got = model_ready_pixels(path, tmp_path)
     assert got.shape == (30, 40, 3)
     assert [np.unique(got[..., b]).tolist() for b in range(3)] == [[1], [2], [3]]
+
+
+def test_a_plain_tiff_s_page_count_stops_at_the_pages_checked(tmp_path):
+    """source_info counts a TIFF's same-size pages among the first PAGES_CHECKED only; the
+    warning's text says where the count stopped ("256+")."""
+    from imaging.formats.sources import PAGES_CHECKED
+
+    path = tmp_path / "stack.tif"
+    with tifffile.TiffWriter(path) as tw:
+        for _ in range(PAGES_CHECKED + 4):
+            tw.write(np.zeros((4, 6), np.uint8))
+    info = source_info(path, max_pixels=MAX)
+    assert (info.planes, info.planes_text) == (PAGES_CHECKED, f"{PAGES_CHECKED}+")
+    three = dataclasses.replace(info, planes=3)
+    assert three.planes_text == "3"
+    assert dataclasses.replace(info, format="OME-TIFF").planes_text == str(PAGES_CHECKED)
