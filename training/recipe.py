@@ -239,7 +239,7 @@ def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
 
     from worker.engine.network import to_image_scale, to_model_scale
 
-    inter, union = np.zeros(n_classes), np.zeros(n_classes)
+    confusion = np.zeros((n_classes, n_classes), np.int64)  # [mask class, round-trip class]
     for mask in masks:
         m = torch.from_numpy(np.ascontiguousarray(mask))
         best = torch.full(m.shape, -1.0)
@@ -249,11 +249,12 @@ def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
             take = p > best
             best = torch.where(take, p, best)
             back[take] = c
-        valid = m < n_classes
-        for c in range(n_classes):
-            a, b = (m == c) & valid, (back == c) & valid
-            inter[c] += int((a & b).sum())
-            union[c] += int((a | b).sum())
+        valid = mask < n_classes
+        pairs = mask[valid].astype(np.int64) * n_classes + back.numpy()[valid]
+        confusion += np.bincount(pairs, minlength=n_classes * n_classes).reshape(
+            n_classes, n_classes)
+    inter = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - inter
     return [float(i / u) if u else 1.0 for i, u in zip(inter, union, strict=True)]
 
 
