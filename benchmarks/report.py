@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 
 
+def _times(n: int) -> str:
+    """``once`` or ``N times``."""
+    return "once" if n == 1 else f"{n} times"
+
+
 def _plain(value):
     """JSON-ready copy: numpy scalars -> Python, tuples -> lists, NaN -> None."""
     if isinstance(value, dict):
@@ -136,14 +141,14 @@ def markdown(doc: dict) -> str:
                 f"| {_f(doc[f'{name}_mpx_s'] / limit_mpx, 2)} |")
     if doc.get("monai") and len(doc["monai"].get("runs_mpx_s", [])) > 1:
         lines += ["", (
-            f"Pipeline and MONAI alternated {len(pipe['runs_mpx_s'])} times; the table and "
+            f"Pipeline and MONAI alternated {_times(len(pipe['runs_mpx_s']))}; the table and "
             f"ratios give medians. Pipeline runs {[round(r, 3) for r in pipe['runs_mpx_s']]} "
             f"Mpx/s, MONAI runs {[round(r, 3) for r in doc['monai']['runs_mpx_s']]} Mpx/s, "
             f"pipeline / MONAI per pair {[round(r, 3) for r in doc['monai']['pair_ratios']]}.")]
     if doc.get("reference"):
         ref = doc["reference"]
         lines += ["", (
-            f"Pipeline and today's path alternated {len(ref['runs_mpx_s'])} times: pipeline "
+            f"Pipeline and today's path alternated {_times(len(ref['runs_mpx_s']))}: pipeline "
             f"runs {[round(r, 3) for r in pipe['runs_mpx_s']]} Mpx/s, reference runs "
             f"{[round(r, 3) for r in ref['runs_mpx_s']]} Mpx/s, pipeline / reference per pair "
             f"{[round(r, 3) for r in ref['pair_ratios']]}; their label maps are equal on "
