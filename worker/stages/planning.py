@@ -94,10 +94,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                 nodata_key = None
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
-        warnings: list[dict[str, str]] = []  # resolve_pixel_size adds pixels not square
-        pixel_size_um = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
-                                           recorded=info.pixel_size_um, warnings=warnings,
-                                           ome_image=info.scene or 0)
+        pixel_size_um, warnings = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
+                                                     recorded=info.pixel_size_um,
+                                                     ome_image=info.scene or 0)
         warnings += find_warnings(ctx.models.meta(model.name, model.version), spec, info,
                                   pixel_size_um, settings.home)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
@@ -173,38 +172,38 @@ def planes_message(info: SourceInfo) -> str:
 
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
                        recorded: float | None = None,
-                       warnings: list[dict[str, str]] | None = None,
-                       ome_image: int = 0) -> float | None:
-    """The job's pixel size (µm/px): ``given`` with the job, else the one the source file
+                       ome_image: int = 0) -> tuple[float | None, list[dict[str, str]]]:
+    """The job's pixel size (µm/px) and the warnings about it: ``given`` with the job, else
+    the one the source file
     records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags, an ImageJ
     calibration and OME-XML, of the OME Image ``ome_image`` read (the job's scene), else
     ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
     None (outputs in px).
 
-    A source whose recorded pixels are not square (x and y differ by more than 1 %) gives
-    None, logged and, where ``warnings`` is given, appended to it as a
-    :data:`core.job_warnings.WarningCode.PIXELS_NOT_SQUARE` warning: the microstructure figures
-    assume square pixels, so such a job must be given its pixel size.
+    Returns:
+        ``(pixel_size_um, warnings)``: a source whose recorded pixels are not square (x and y
+        differ by more than 1 %) gives None, logged, and a
+        :data:`core.job_warnings.WarningCode.PIXELS_NOT_SQUARE` warning (the microstructure
+        figures assume square pixels, so such a job must be given its pixel size); else no
+        warning.
     """
     if given is not None:
-        return float(given)
+        return float(given), []
     found = read_pixel_size_um(source, ome_image)
     if found is None and recorded:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=recorded, source="format")
-        return float(recorded)
+        return float(recorded), []
     if found is None:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=None, source="none")
-        return None
+        return None, []
     x, y = found
     if abs(x - y) > 0.01 * max(x, y):
         log.warning("plan.pixel_size.non_square", job_id=job_id, x_um=x, y_um=y)
-        if warnings is not None:
-            warnings.append(job_warning(WarningCode.PIXELS_NOT_SQUARE, (
-                f"the file records pixels of {x:.4g} x {y:.4g} µm, not square; the "
-                "measurements assume square pixels, so the job has no pixel size and they are "
-                "in px. Resample the image to square pixels, or, if the file's calibration is "
-                "wrong, rerun the job with its pixel size (--pixel-size-um; pixel_size_um in "
-                "the API)")))
-        return None
+        return None, [job_warning(WarningCode.PIXELS_NOT_SQUARE, (
+            f"the file records pixels of {x:.4g} x {y:.4g} µm, not square; the "
+            "measurements assume square pixels, so the job has no pixel size and they are "
+            "in px. Resample the image to square pixels, or, if the file's calibration is "
+            "wrong, rerun the job with its pixel size (--pixel-size-um; pixel_size_um in "
+            "the API)"))]
     log.info("plan.pixel_size", job_id=job_id, pixel_size_um=x, source="metadata")
-    return float(x)
+    return float(x), []
