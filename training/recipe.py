@@ -241,7 +241,8 @@ def round_trip_iou(masks: list, n_classes: int, scale: float) -> list[float]:
 
     confusion = np.zeros((n_classes, n_classes), np.int64)  # [mask class, round-trip class]
     for mask in masks:
-        m = torch.from_numpy(np.ascontiguousarray(mask))
+        mask = np.ascontiguousarray(mask)
+        m = torch.from_numpy(mask)
         best = torch.full(m.shape, -1.0)
         back = torch.zeros(m.shape, dtype=torch.uint8)
         for c in range(n_classes):  # one class at a time: memory of a few (H, W) planes
