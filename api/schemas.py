@@ -185,8 +185,9 @@ class JobOut(BaseModel):
         "without a scene: the scenes it may be given (a job each: POST /v1/batches with "
         "'scene', or POST /v1/jobs/{id}/rerun with one); null otherwise.", examples=[None])
     significant_bits_suggested: int | None = Field(
-        None, description="Of a job refused for a 16-bit image that nothing describes and "
-        "that its high byte leaves nearly black: the camera depth (10, 12, 14 bits) that holds "
+        None, description="Of a job refused for a 16-bit image (unsigned or signed) that "
+        "nothing describes and whose samples fit in 12 bits, so it reads nearly black: the "
+        "camera depth (10, 12, 14 bits) that holds "
         "its samples, to rerun it with (POST /v1/jobs/{id}/rerun 'significant_bits'); null "
         "otherwise.", examples=[None])
     warnings: list[JobWarningOut] = Field(

@@ -184,8 +184,13 @@ def print_new_warnings(out: Console, prefix: str, warnings: Sequence[Mapping[str
 
 def report_heading(source_url: str, scene: int | None, job_id: str) -> str:
     """``"== P-2.png scene 1 (job 5b0f7a0e) =="``: which image a report of several is of."""
-    name = Path(unquote(urlparse(source_url).path)).name
+    name = _source_file(source_url).name
     return f"== {name}{'' if scene is None else f' scene {scene}'} (job {job_id[:8]}) =="
+
+
+def _source_file(source_url: str) -> Path:
+    """The image's file name as a path, percent-decoded, whatever the URL's scheme."""
+    return Path(unquote(urlparse(source_url).path))
 
 
 def print_microstructure(report: dict | None) -> None:
@@ -299,13 +304,11 @@ def drive(
     for job in ended:
         folder = out
         if several:  # which image each report is of
-            # the image's name, percent-decoded, whatever the URL's scheme
             scene = (job.spec or {}).get("scene")
             console.print("\n" + report_heading(job.source_url, scene, job.id), style="bold",
                           markup=False, highlight=False)
             if out is not None:
-                stem = Path(unquote(urlparse(job.source_url).path)).stem
-                folder = Path(out) / (f"{job.id[:8]}-{stem}"
+                folder = Path(out) / (f"{job.id[:8]}-{_source_file(job.source_url).stem}"
                                       f"{'' if scene is None else f'-scene{scene}'}")
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
     if several:  # one batch (run, resume --batch): its totals and its table of the images

@@ -13,8 +13,9 @@ class ImageFormatError(Exception):
 
 
 class DarkSourceError(ImageFormatError):
-    """A 16-bit source that nothing describes and that its high byte leaves nearly black: a
-    camera of fewer bits (:func:`imaging.formats.check_bit_depth`).
+    """A 16-bit source (unsigned or signed) that nothing describes and that its conversion by
+    all its type's bits leaves nearly black: a camera of fewer bits
+    (:func:`imaging.formats.check_bit_depth`).
 
     Attributes:
         bits: The fewest significant bits its samples fit in (a job given at least these, the

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlparse
 
 from amqp.exceptions import MessageNacked
 from celery import Celery
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 
 from core.geometry import GeometryError, TileGeometry, model_tile_size
 from core.settings import Settings
-from core.sources import is_bare_path, source_scheme
+from core.sources import is_bare_path, local_path, source_scheme
 from core.spec import JobSpec
 from core.states import JOB_DELETABLE, JOB_TERMINAL, JobStatus
 from models import ModelPackage, ModelPackageError, ModelRegistry
@@ -404,7 +403,7 @@ class SubmissionService:
                     f"deleted (DELETE /v1/uploads or PELLETSEG_RETENTION_DAYS); upload the "
                     f"image again and submit it")
         elif source_scheme(old.source_url) == "file":  # a file moved since: say so now
-            path = Path(unquote(urlparse(old.source_url).path))
+            path = local_path(old.source_url)
             if not path.is_file():
                 raise SubmissionError(f"{path}: {_not_a_file(path)} (the image of job "
                                       f"{job_id}); put it back to rerun the job")
