@@ -125,6 +125,25 @@ def test_unreadable_or_uncalibrated_formats(tmp_path):
     assert read_pixel_size_um(png) is None
 
 
+@pytest.mark.parametrize("um", [0.25, 1.2, 50.0])
+def test_png_phys_chunk_in_pixels_per_metre(tmp_path, um):
+    """A PNG whose only calibration is its pHYs chunk (no EXIF), as image libraries other than
+    libvips write one: pixels per metre."""
+    path = tmp_path / "phys.png"
+    _tiny().copy(xres=1000.0 / um, yres=1000.0 / (2 * um)).pngsave(str(path), keep="none")
+    header = pyvips.Image.new_from_file(str(path))
+    assert "resolution-unit" not in header.get_fields()  # nothing but pHYs records it
+    assert read_pixel_size_um(path) == pytest.approx((um, 2 * um), rel=1e-5)
+
+
+@pytest.mark.parametrize("per_metre", [1, 2835, 3780, 11811])
+def test_png_phys_aspect_ratio_or_default_dpi_is_no_calibration(tmp_path, per_metre):
+    """pHYs values of an aspect ratio (unit unknown, 1 per unit) or of 72, 96, 300 dpi."""
+    path = tmp_path / "dpi.png"
+    _tiny().copy(xres=per_metre / 1000, yres=per_metre / 1000).pngsave(str(path), keep="none")
+    assert read_pixel_size_um(path) is None
+
+
 def _imagej_tiff(path, description: str, resolution):
     """A TIFF as ImageJ's TiffEncoder writes a calibrated image: its description, the
     resolution in pixels per unit, ResolutionUnit none."""
