@@ -1,7 +1,8 @@
 """Seam-free tiling: on real micrographs, tiled inference at the model package's geometry
 equals one forward pass of the whole image on >= 99.9 % of pixels, with the bundled trained
-model (the criterion its geometry was chosen by: docs/performance.md, "Tile geometry"), with
-fitted edge tiles (a new job's layout) and whole ones (a job's of spec version < 4)."""
+model served as a CPU worker serves it (OpenVINO, float32), the criterion its geometry was
+chosen by (docs/performance.md, "Tile geometry"), with fitted edge tiles (a new job's layout)
+and whole ones (a job's of spec version < 4)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from worker.engine.segmenter import Segmenter
 
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
-    return Segmenter(MODEL_ZOO / "ebc-unet-mnv2" / "1", device="cpu", threads=2)
+    # OpenVINO in float32, the CPU's serving runtime (its labels equal eager float32's:
+    # tests/worker/engine/test_runtimes.py), at half eager's time for these whole-image passes
+    return Segmenter(MODEL_ZOO / "ebc-unet-mnv2" / "1", device="cpu", threads=2,
+                     runtime="openvino", cpu_precision="f32")
 
 
 def _agreement(segmenter, image, fit_edges: bool) -> float:
