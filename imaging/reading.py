@@ -401,6 +401,97 @@ def alpha_nodata(image: pyvips.Image) -> pyvips.Image | None:
     return image[image.bands - 1] == 0
 
 
+#: Side (px) of the blocks a mosaic's black fill is found by (:func:`black_fill_nodata`).
+BLACK_FILL_BLOCK = 64
+
+
+def black_fill_nodata(image: pyvips.Image) -> pyvips.Image | None:
+    """The no-data mask of a stitched mosaic's black fill: where no field was imaged, stitching
+    software without an alpha band (Zeiss ZEN's tile export, Fiji's Grid/Collection
+    stitching, MIST) writes black, which a model would otherwise label as some phase and
+    every "% of image" count.
+
+    Black = 0 in every band. The fill is the black :data:`BLACK_FILL_BLOCK`-px blocks
+    connected (4-connectivity) to a block on the image's border, every pixel of each black
+    (a dark field clipped to 0 here and there has no such block: a camera's noise leaves
+    some pixel above 0), grown by one block so that the black pixels of the fill's ragged
+    edge count too (its 8 neighbours); the mask is the black pixels inside it. Only the
+    border's blocks are read unless one of them is black (a tiled image: about
+    2 x (W + H) x 256 px); then one pass over the image, and the block map, (H / 64, W / 64),
+    in memory.
+
+    Args:
+        image: An 8-bit image (the 3-band RGB rows read: a converted source or a model-ready
+            one), random access.
+
+    Returns:
+        A lazy 1-band uchar image, nonzero where no image covers the pixel; None when no
+        black block touches the border.
+
+    Raises:
+        pyvips.Error: the image's pixels cannot be decoded.
+    """
+    b = BLACK_FILL_BLOCK
+    w, h = image.width, image.height
+    gw, gh = -(-w // b), -(-h // b)
+    black = image.bandor() == 0  # 255 where black
+    # past the image's right and bottom edges counts as black: a fill there reaches the edge
+    lit = (black == 0).cast("float").embed(0, 0, gw * b, gh * b, extend="black")
+
+    def blocks(x: int, y: int, bw: int, bh: int) -> np.ndarray:
+        """(bh, bw) bool: the black blocks of the block window at block (x, y)."""
+        return lit.crop(x * b, y * b, bw * b, bh * b).shrink(b, b).numpy() == 0
+
+    if not any(blocks(*edge).any() for edge in ((0, 0, gw, 1), (0, gh - 1, gw, 1),
+                                                 (0, 0, 1, gh), (gw - 1, 0, 1, gh))):
+        return None
+    full = blocks(0, 0, gw, gh)
+    reach = np.zeros_like(full)
+    for edge in (np.s_[0, :], np.s_[-1, :], np.s_[:, 0], np.s_[:, -1]):
+        reach[edge] = full[edge]
+    while True:  # flood through black blocks from the border (reconstruction by dilation)
+        grown = _grow(reach) & full
+        if (grown == reach).all():
+            break
+        reach = grown
+    near = _grow(reach, diagonal=True).astype(np.uint8) * 255
+    zoomed = pyvips.Image.new_from_array(near).zoom(b, b).crop(0, 0, w, h)
+    return zoomed & black
+
+
+def _grow(mask: np.ndarray, diagonal: bool = False) -> np.ndarray:
+    """``mask`` (2-D bool) and its 4-neighbours (with ``diagonal``, its 8-neighbours)."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    rows = out.copy() if diagonal else mask
+    out[:, 1:] |= rows[:, :-1]
+    out[:, :-1] |= rows[:, 1:]
+    return out
+
+
+def write_black_fill_nodata(path: str | os.PathLike, nodata_path: str | os.PathLike, *,
+                            max_pixels: int) -> bool:
+    """Write the no-data mask of the black fill (:func:`black_fill_nodata`) of the 8-bit RGB
+    image at ``path`` (a converted source or a model-ready one) to ``nodata_path``
+    (:func:`write_nodata`), where it has one.
+
+    Returns:
+        True if written; False where the image has no black fill (no file; an old one is
+        removed).
+
+    Raises:
+        ImageFormatError: unreadable, truncated or corrupt pixel data.
+    """
+    Path(nodata_path).unlink(missing_ok=True)
+    image = open_image(path, max_pixels=max_pixels)
+    try:
+        mask = black_fill_nodata(image)
+        return mask is not None and write_nodata(mask, nodata_path)
+    except pyvips.Error as e:
+        raise ImageFormatError(damaged_message(Path(path).name, "while reading it", e)) from e
+
+
 def write_nodata(mask: pyvips.Image, path: str | os.PathLike) -> bool:
     """Write a no-data mask where it marks any pixel: 1 band, uint8, :data:`NODATA` where
     ``mask`` is nonzero, else 0; tiled 256 px, deflate, BigTIFF. ``mask`` is read once, in

@@ -30,6 +30,7 @@ from imaging.reading import (
     require_file,
     significant_bits_of,
     to_rgb8,
+    write_black_fill_nodata,
 )
 from imaging.reading import write_model_ready as write_libvips_model_ready
 
@@ -339,8 +340,9 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
             header :func:`source_info` reads here).
         nodata_path: Where to write the source's no-data mask (:func:`imaging.reading.
             write_nodata`: :data:`imaging.reading.NODATA` where no image covers a pixel: a
-            CZI mosaic's empty areas, a slide's or an image's fully transparent ones), when
-            it has any; else no file is left there. OME-TIFFs give none.
+            CZI mosaic's empty areas, a slide's or an image's fully transparent ones, else a
+            stitched mosaic's black fill, :func:`imaging.reading.black_fill_nodata`, one more
+            look at the converted image), when it has any; else no file is left there.
         scene: Of an OME-TIFF of several images, the one to convert (as :func:`source_info`).
 
     Returns:
@@ -373,6 +375,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
                                             significant_bits=bits, nodata_path=nodata_path)
     try:
         check_bit_depth(info, out_path, significant_bits)
+        if nodata_path is not None and not Path(nodata_path).exists():
+            write_black_fill_nodata(out_path, nodata_path, max_pixels=max_pixels)
     except ImageFormatError:
         out_path.unlink(missing_ok=True)
         if nodata_path is not None:

@@ -7,7 +7,14 @@ import pytest
 import pyvips
 
 from imaging.errors import ImageFormatError
-from imaging.reading import image_info, open_image, read_rows, to_rgb8, write_model_ready
+from imaging.reading import (
+    black_fill_nodata,
+    image_info,
+    open_image,
+    read_rows,
+    to_rgb8,
+    write_model_ready,
+)
 
 
 @pytest.mark.parametrize(
@@ -64,3 +71,31 @@ def test_model_ready_conversion_is_tiled_rgb_and_lossless(tmp_path):
     again = image_info(info.path, max_pixels=10**6)
     assert again.is_model_ready and (again.width, again.height) == (90, 70)
     np.testing.assert_array_equal(read_rows(open_image(info.path, max_pixels=10**6), 0, 70), rgba[..., :3])
+
+
+# ------------------------------------------------------------ a stitched mosaic's black fill
+def _fill_mask(a: np.ndarray) -> np.ndarray | None:
+    mask = black_fill_nodata(pyvips.Image.new_from_array(a))
+    return None if mask is None else mask.numpy() > 0
+
+
+def test_black_fill_is_the_black_connected_to_the_border_and_nothing_inside():
+    rng = np.random.default_rng(3)
+    a = rng.integers(1, 256, (517, 701, 3), dtype=np.uint8)  # sides not multiples of 64
+    a[300:, 450:] = 0  # a field never imaged, at the right and bottom edges
+    a[:90, :130] = 0  # another, in the top left corner
+    a[150:260, 150:300] = 0  # a black pore inside the image: imaged, stays
+    a[5, 600] = a[400, 20] = 0  # black pixels elsewhere: stay
+    want = np.zeros(a.shape[:2], bool)
+    want[300:, 450:] = want[:90, :130] = True
+    np.testing.assert_array_equal(_fill_mask(a), want)
+
+
+def test_no_black_fill_where_noise_or_scattered_black_or_none():
+    rng = np.random.default_rng(4)
+    dark = rng.integers(0, 3, (300, 400, 3), dtype=np.uint8)  # a dark field, many pixels 0
+    assert (dark.max(axis=2) == 0).any() and _fill_mask(dark) is None
+    noisy = np.zeros((300, 400, 3), np.uint8)
+    noisy[::32, ::32] = 1  # black but for a camera's noise: some pixel of every block lit
+    assert _fill_mask(noisy) is None
+    assert _fill_mask(rng.integers(1, 256, (300, 400, 3), dtype=np.uint8)) is None

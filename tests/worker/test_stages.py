@@ -176,6 +176,33 @@ def test_pixels_no_image_covers_are_labelled_as_the_mount(stack, micrograph, tmp
     assert (confidence[hole] == 255).all()
 
 
+def test_a_mosaics_black_fill_is_labelled_as_the_mount(stack, micrograph, tmp_path):
+    """A mosaic stitched without an alpha band, its missing field black, given as a tiled
+    8-bit RGB TIFF (the rows read it as it is; a converted source gets its mask from
+    write_model_ready, tests/imaging/formats): the fill is no-data, the mount with
+    confidence 255, counted in nodata_pixels; a black pore inside is labelled by the model."""
+    rgb = pyvips.Image.new_from_file(str(micrograph)).numpy()
+    rgb = np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb[..., :3].copy()
+    rgb[260:, 430:] = 0  # the field never imaged, across rows and tiles
+    rgb[60:140, 100:220] = 0  # black inside the image: not a fill
+    fill = np.zeros(rgb.shape[:2], bool)
+    fill[260:, 430:] = True
+    source = tmp_path / "stitched.tif"
+    pyvips.Image.new_from_array(rgb).tiffsave(str(source), tile=True, tile_width=256,
+                                              tile_height=256, compression="deflate")
+    job = _submit(stack, source)
+    stack.sent.append((PLAN_TASK, job.id))
+    done = _run_all(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert done.outputs["source"] is None and done.outputs["nodata"]  # read as it is
+    doc = json.loads(stack.blobs.get_bytes(output_key(done.id, FRACTIONS_JSON)))
+    assert doc["nodata_pixels"] == fill.sum()
+    labels = read_tiff(stack.local_blob(output_key(done.id, LABELS)))
+    confidence = read_tiff(stack.local_blob(output_key(done.id, "confidence.tif")))
+    assert (labels[fill] == 0).all() and (confidence[fill] == 255).all()
+    assert (confidence[60:140, 100:220] < 255).any()  # the pore: the model's own labels
+
+
 def test_no_data_takes_the_first_mount_class_and_nothing_without_one():
     from models.package import ClassInfo
     from worker.stages.segmenting import label_nodata_as_mount

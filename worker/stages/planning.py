@@ -14,6 +14,7 @@ from imaging.errors import DarkSourceError, SeveralScenesError
 from imaging.formats import SourceInfo, source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from imaging.mosaic import demo_folders
+from imaging.reading import write_black_fill_nodata
 from models import ModelPackage
 from models.suitability import demo_model_warning, pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
@@ -39,7 +40,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     one that nothing describes and that this conversion leaves nearly black is refused by the
     conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
-    mount); resolve the pixel size (:func:`resolve_pixel_size`, stored as
+    mount; of a model-ready source, the mask of a stitched mosaic's black fill likewise:
+    :func:`imaging.reading.black_fill_nodata`); resolve the pixel size (:func:`resolve_pixel_size`, stored as
     ``outputs["pixel_size_um"]``); find the job's warnings (:mod:`core.job_warnings`: the
     bundled demo model given an image not of its kind,
     :func:`models.suitability.demo_model_warning`; a pixel size outside those the model was
@@ -75,13 +77,13 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         # any supported format; of an OME-TIFF of several images, the job's scene
         info = source_info(local, max_pixels=settings.max_pixels, scene=spec.scene)
         significant_bits = info.significant_bits_used(spec.significant_bits)
-        source_key = nodata_key = None
+        source_key = None
+        nodata_key = output_key(job_id, NODATA)
+        nodata = ctx.cache_dir / "jobs" / job_id / NODATA
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
-            nodata_key = output_key(job_id, NODATA)
             if not ctx.blobs.exists(source_key):
                 tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
-                nodata = tmp.with_name(NODATA)
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
                                   significant_bits=spec.significant_bits, nodata_path=nodata,
                                   scene=spec.scene)
@@ -90,8 +92,12 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                     nodata.unlink()
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
-            if not ctx.blobs.exists(nodata_key):
-                nodata_key = None
+        elif not ctx.blobs.exists(nodata_key) and write_black_fill_nodata(
+                local, nodata, max_pixels=settings.max_pixels):  # rows read the source itself
+            ctx.blobs.put_file(nodata_key, nodata)
+            nodata.unlink()
+        if not ctx.blobs.exists(nodata_key):
+            nodata_key = None
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
         pixel_size_um, warnings = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,

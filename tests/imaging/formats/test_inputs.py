@@ -30,6 +30,7 @@ from imaging.reading import (
     read_rows,
     significant_bits_of,
     to_uint8,
+    write_black_fill_nodata,
 )
 from tests.imaging.damage import noise_libvips_decodes
 
@@ -315,9 +316,9 @@ def test_openslide_aperio_level_0_and_mpp(tmp_path):
 
 # ------------------------------------------------------------- pixels no image covers
 def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
-    """A CZI's empty areas between sub-blocks and an image's fully transparent pixels make a
-    no-data mask beside the converted source (the rows label them as the mount); sources
-    every pixel of which is imaged leave none."""
+    """A CZI's empty areas between sub-blocks, an image's fully transparent pixels and a
+    mosaic's black fill make a no-data mask beside the converted source (the rows label them
+    as the mount); sources every pixel of which is imaged leave none."""
     czi = pytest.importorskip("pylibCZIrw.czi")
     openslide = pytest.importorskip("openslide")
     scenes = tmp_path / "scenes.czi"
@@ -357,12 +358,31 @@ def test_the_pixels_no_image_covers_are_written_as_a_no_data_mask(tmp_path):
                      description="Aperio Image Library v12.0.0\r\n300x300 [0,0 300x300] "
                      "(256x256) RGB|AppMag = 20|MPP = 0.4990", metadata=None)
     assert openslide.OpenSlide.detect_format(str(slide)) == "aperio"
-    for path in (covered, slide, tmp_path / "scenes.ready.tif"):
+    for path in (covered, slide):
         nodata = tmp_path / f"{path.stem}-none.nodata.tif"
         nodata.write_bytes(b"a mask of an earlier conversion")  # not this source's: removed
         write_model_ready(path, tmp_path / f"{path.stem}-none.tif", max_pixels=MAX,
                           nodata_path=nodata)
         assert not nodata.exists(), path.name
+    # a mosaic stitched without an alpha band: where no field was imaged, black
+    fields = np.zeros((700, 900, 3), np.uint8)
+    fields[0:360, 0:470] = rgb(360, 470, seed=5)
+    fields[330:700, 0:450] = rgb(370, 450, seed=6)  # fields offset as a stage leaves them
+    fields[0:350, 440:900] = rgb(350, 460, seed=7)  # the fourth field was never imaged
+    black = fields.max(axis=2) == 0
+    for name in ("stitched.png", "stitched.tif"):  # converted, and read by the rows as it is
+        path = tmp_path / name
+        if name.endswith(".png"):
+            pyvips.Image.new_from_array(fields).pngsave(str(path))
+            nodata = tmp_path / "stitched-png.nodata.tif"
+            write_model_ready(path, tmp_path / "stitched.ready.tif", max_pixels=MAX,
+                              nodata_path=nodata)
+        else:
+            tifffile.imwrite(path, fields, tile=(256, 256), photometric="rgb")
+            assert source_info(path, max_pixels=MAX).is_model_ready
+            nodata = tmp_path / "stitched-tif.nodata.tif"
+            assert write_black_fill_nodata(path, nodata, max_pixels=MAX)  # as the planner does
+        np.testing.assert_array_equal(read_nodata_rows(nodata, 0, 700), black, err_msg=name)
 
 
 # ------------------------------------------------- significant bits of 16-bit sources
