@@ -504,9 +504,13 @@ def write_nodata(mask: pyvips.Image, path: str | os.PathLike) -> bool:
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.tif")
-    (mask != 0).ifthenelse(NODATA, 0).cast("uchar").tiffsave(
-        str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
-        bigtiff=True, keep="none")
+    try:
+        (mask != 0).ifthenelse(NODATA, 0).cast("uchar").tiffsave(
+            str(tmp), tile=True, tile_width=256, tile_height=256, compression="deflate",
+            bigtiff=True, keep="none")
+    except pyvips.Error:  # e.g. the image under the mask cannot be decoded: no part left
+        tmp.unlink(missing_ok=True)
+        raise
     if pyvips.Image.new_from_file(str(tmp), access="sequential", revalidate=True).max() == 0:
         tmp.unlink()
         return False

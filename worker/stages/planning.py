@@ -10,7 +10,7 @@ import structlog
 from core.job_warnings import WarningCode, job_warning
 from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
-from imaging.errors import DarkSourceError, SeveralScenesError
+from imaging.errors import DarkSourceError, ImageFormatError, SeveralScenesError
 from imaging.formats import SourceInfo, source_info, write_model_ready
 from imaging.metadata import read_pixel_size_um
 from imaging.mosaic import demo_folders
@@ -92,8 +92,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
                     nodata.unlink()
                 ctx.blobs.put_file(source_key, tmp)
                 tmp.unlink(missing_ok=True)
-        elif not ctx.blobs.exists(nodata_key) and write_black_fill_nodata(
-                local, nodata, max_pixels=settings.max_pixels):  # rows read the source itself
+        elif not ctx.blobs.exists(nodata_key) and _black_fill(local, nodata,
+                                                              settings.max_pixels):
             ctx.blobs.put_file(nodata_key, nodata)
             nodata.unlink()
         if not ctx.blobs.exists(nodata_key):
@@ -174,6 +174,18 @@ def planes_message(info: SourceInfo) -> str:
             "only the first. If they are the colour channels of one image (an ImageJ stack), "
             "save it as one RGB image; if a focus or time series, export the plane to segment "
             "as its own image")
+
+
+def _black_fill(source: Path, nodata: Path, max_pixels: int) -> bool:
+    """Write the black-fill no-data mask of a model-ready ``source`` that the rows read as it
+    is (:func:`imaging.reading.write_black_fill_nodata`); True if written. A source whose
+    pixels cannot be decoded gets none here: its rows fail the job, naming the image rows
+    that are damaged and what to do."""
+    try:
+        return write_black_fill_nodata(source, nodata, max_pixels=max_pixels)
+    except ImageFormatError as e:
+        log.warning("plan.black_fill_unread", source=source.name, error=str(e))
+        return False
 
 
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
