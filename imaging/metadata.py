@@ -14,17 +14,18 @@ Which records count, in order:
    it writes with their own ``ResolutionUnit``: item 3). Without the resolution tags, or with
    ``unit=pixel`` (uncalibrated), it records nothing.
 3. Resolution tags (``XResolution``/``YResolution``, pixels per ``ResolutionUnit``) when the
-   unit is centimetre or inch, and a PNG's ``pHYs`` chunk (pixels per metre; where the PNG also
-   carries EXIF resolution tags, as libvips writes, those). Resolutions of 300 dpi or less (118.1 px/cm, pixels of
-   84.7 µm or more) are ignored in either unit: they are the defaults that scanners, image
-   editors and libvips (25.4 dpi) write without any calibration (72, 96, 150, 300 dpi), and
-   no microscope has pixels that large. They reach centimetres when a converter rewrites the
-   unit: libvips turns a 72 dpi JPEG into a TIFF of 28.35 px/cm, which would otherwise read
-   as 352.8 µm/px. A file whose resolution unit is "none" carries no length and is ignored
-   (unless ImageJ's description gives it one: item 2). libvips reads a ``pHYs`` chunk's
-   values as pixels per metre whatever its unit byte says; the PNG standard's only other unit,
-   "unknown", gives an aspect ratio (1:1, a few pixels per unit), which the threshold ignores.
-   A PNG without ``pHYs`` reads as libvips' 72 dpi: ignored.
+   unit is centimetre or inch, and a PNG's ``pHYs`` chunk (pixels per metre; where the PNG
+   also carries EXIF resolution tags, as libvips writes, those). Resolutions of 300 dpi or
+   less (118.1 px/cm, pixels of 84.7 µm or more) are ignored in any unit: they are the
+   defaults that scanners, image editors and libvips (25.4 dpi) write without any
+   calibration (72, 96, 150, 300 dpi), and no microscope has pixels that large. They reach
+   centimetres when a converter rewrites the unit: libvips turns a 72 dpi JPEG into a TIFF
+   of 28.35 px/cm, which would otherwise read as 352.8 µm/px. A file whose resolution unit
+   is "none" carries no length and is ignored (unless ImageJ's description gives it one:
+   item 2). libvips reads a ``pHYs`` chunk's values as pixels per metre whatever its unit
+   byte says; the PNG standard's only other unit, "unknown", gives an aspect ratio (1:1, a
+   few pixels per unit), which the threshold ignores. A PNG without ``pHYs`` reads as
+   libvips' 72 dpi: ignored.
 
 Anything else (no record, an unreadable or malformed record, a zero or negative size) gives
 None: the caller then uses the job's own pixel size or reports in px.

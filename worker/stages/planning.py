@@ -41,9 +41,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     conversion and fails the job: :func:`imaging.formats.check_bit_depth`; where no image covers some pixels, their mask
     beside it, ``jobs/{job}/nodata.tif``, ``outputs["nodata"]``, which the rows label as the
     mount; of a model-ready source, the mask of a stitched mosaic's black fill likewise:
-    :func:`imaging.reading.black_fill_nodata`); resolve the pixel size (:func:`resolve_pixel_size`, stored as
-    ``outputs["pixel_size_um"]``); find the job's warnings (:mod:`core.job_warnings`: the
-    bundled demo model given an image not of its kind,
+    :func:`imaging.reading.black_fill_nodata`); resolve the pixel size
+    (:func:`resolve_pixel_size`, stored as ``outputs["pixel_size_um"]``); find the job's
+    warnings (:mod:`core.job_warnings`: the bundled demo model given an image not of its kind,
     :func:`models.suitability.demo_model_warning`; a pixel size outside those the model was
     trained at, :func:`models.suitability.pixel_size_warning`; pixels the file records as not
     square; a stack of which only the first image is read, :func:`planes_message`), stored as
