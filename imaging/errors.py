@@ -3,7 +3,11 @@
 import ast
 import re
 
-__all__ = ["DarkSourceError", "ImageFormatError", "SeveralScenesError", "vips_text"]
+import pyvips
+import pyvips.error
+
+__all__ = ["DarkSourceError", "ImageFormatError", "SeveralScenesError", "clear_vips_errors",
+           "vips_text"]
 
 
 class ImageFormatError(Exception):
@@ -70,3 +74,43 @@ def vips_text(e: BaseException, *, first_line: bool = False) -> str:
     if not lines:
         return "unknown error"
     return lines[0] if first_line else "; ".join(lines)
+
+
+def _lenient_to_string(x) -> str:
+    """pyvips' ``_to_string`` (a C string from libvips as text) with the bytes that are not
+    UTF-8 written as ``\\xNN`` escapes instead of raising."""
+    if x == pyvips.ffi.NULL:
+        return "NULL"
+    text = pyvips.ffi.string(x)
+    return text.decode("utf-8", "backslashreplace") if isinstance(text, bytes) else text
+
+
+def _decode_vips_errors_leniently() -> None:
+    """Make every :class:`pyvips.Error` constructible whatever bytes libvips' error buffer holds.
+
+    ``pyvips.Error.__init__`` (pyvips 3.2, as since 2.0) decodes libvips' process-wide error
+    buffer as strict UTF-8 and clears it only afterwards. libvips quotes file contents and
+    names in its messages (``matrixload: bad number "\\xa9"``; a Latin-1 file name), so one
+    such byte makes that error, and every later one in the process, a UnicodeDecodeError that
+    passes through the ``except pyvips.Error`` handlers: one worker process would fail every
+    later job in which libvips reports anything (upstream: libvips/pyvips#80, closed without a
+    fix for this case). Replacing the decoder ``pyvips.error`` looks up at call time keeps
+    valid UTF-8 as it was. Called once at import of :mod:`imaging.errors` (which
+    ``imaging`` imports first).
+    """
+    if getattr(pyvips.error, "_to_string", None) is not _lenient_to_string:
+        pyvips.error._to_string = _lenient_to_string
+
+
+def clear_vips_errors() -> None:
+    """Empty libvips' process-wide error buffer.
+
+    libvips appends to it even from calls that succeed (a loader probing a file it does not
+    read) and pyvips clears it only when it raises, so without this a worker's next
+    :class:`pyvips.Error` would carry text left by an earlier job, another user's file names
+    included. The worker calls it at the start of every task (``worker.tasks``).
+    """
+    pyvips.vips_lib.vips_error_clear()
+
+
+_decode_vips_errors_leniently()

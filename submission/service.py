@@ -8,6 +8,7 @@ Tasks are sent by name (:mod:`queues`); nothing here imports torch or ``worker``
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +44,22 @@ T = TypeVar("T")
 def _not_a_file(path: Path) -> str:
     """Why a local source that is not a file cannot be segmented."""
     return "a folder, not an image file" if path.is_dir() else "no such file"
+
+
+def _not_utf8(path: Path) -> str | None:
+    """Why libvips cannot open ``path`` although it is there: a name whose bytes are not UTF-8
+    (a Latin-1 name from a Windows share; libvips and pyvips take UTF-8 file names only); None
+    for a UTF-8 name."""
+    raw = os.fsencode(path)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        shown = raw.decode("utf-8", "backslashreplace")
+        return (f"{shown}: its name is not UTF-8 (byte 0x{raw[e.start]:02x}), and the image "
+                f"reader takes UTF-8 file names only: rename the file or folder (e.g. "
+                f"`convmv -f latin1 -t utf-8 --notest FILE`), or mount the share with "
+                f"iocharset=utf8, and submit it again")
+    return None
 
 
 def _by_status(jobs: list[Job]) -> str:
@@ -195,8 +212,9 @@ class SubmissionService:
         ``confine_files``, ``file`` sources must resolve inside the source roots.
 
         Raises:
-            SubmissionError: the scheme is not allowed, a local path does not exist, or (with
-                ``confine_files``) a file source is outside the source roots.
+            SubmissionError: the scheme is not allowed, a local path does not exist or its
+                name is not UTF-8, or (with ``confine_files``) a file source is outside the
+                source roots.
         """
         allowed = self.settings.allowed_source_schemes
         if confine_files and source_scheme(source) == "file" and "file" in allowed:
@@ -206,6 +224,8 @@ class SubmissionService:
                 raise SubmissionError(str(e)) from e
             if is_bare_path(source) and not path.is_file():
                 raise SubmissionError(f"{source}: {_not_a_file(path)}")
+            if problem := _not_utf8(path):
+                raise SubmissionError(problem)
             return path.as_uri()
         if is_bare_path(source):
             if "file" not in allowed:
@@ -220,6 +240,8 @@ class SubmissionService:
                 raise SubmissionError(f"{source!r} is not a usable file path: {e}") from e
             if not found:
                 raise SubmissionError(f"{source}: {_not_a_file(path)}")
+            if problem := _not_utf8(path):
+                raise SubmissionError(problem)
             return path.as_uri()
         scheme = source_scheme(source)
         if scheme not in allowed:

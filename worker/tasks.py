@@ -69,8 +69,10 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     slots = slots or WorkerSlots()
 
     def run(task: Task, stage, judge, give_up=None):
+        from imaging.errors import clear_vips_errors
         from worker.spot import draining
 
+        clear_vips_errors()  # a libvips error then names this task's files only
         if draining():  # a spot notice came: hand the message back for another worker
             delivery.redeliver(task, "worker draining on a spot interruption notice")
         return delivery.run(task, stage, judge, give_up)
@@ -121,9 +123,11 @@ def register_tasks(app: Celery, context: Callable[[], WorkerContext],
     def stitch(job_id: str) -> bool:
         """Stitch a job's pictures while its rows run; returns True if they are staged. Never
         fails the job or its message: without staged pictures the reducer stitches."""
+        from imaging.errors import clear_vips_errors
         from worker.spot import draining
         from worker.stages.streaming import stitch_job
 
+        clear_vips_errors()
         if draining():
             return False
         if slots.stitch_blocks_rows:

@@ -45,6 +45,31 @@ def test_unusable_local_paths_are_refused_with_the_reason(settings, path):
         SubmissionService(settings).normalise_source(path)
 
 
+@pytest.mark.parametrize("confined", [False, True])
+def test_a_file_named_in_latin1_is_refused_with_what_to_do(tmp_path, confined):
+    """A name whose bytes are not UTF-8 (a Windows share mounted without iocharset=utf8):
+    libvips takes UTF-8 names only, and the job would have failed "does not exist". Refused at
+    submission, naming the byte and the fix; with source roots as without."""
+    import os
+
+    folder = tmp_path / "share"
+    folder.mkdir()
+    path = os.fsdecode(os.fsencode(folder) + b"/Schliff_\xe4.jpg")
+    with open(path, "wb") as f:
+        f.write(b"an image")
+    settings = Settings(home=tmp_path / "home", source_roots=[str(folder)] if confined else [])
+    service = SubmissionService(settings)
+    for source in (path, str(folder / "ok.jpg")):
+        with pytest.raises(SubmissionError) as e:
+            service.normalise_source(source, confine_files=confined)
+        if source == path:
+            assert str(e.value).startswith(f"{folder}/Schliff_\\xe4.jpg: its name is not UTF-8 "
+                                           "(byte 0xe4)"), e.value
+            assert "convmv -f latin1 -t utf-8" in str(e.value) and "iocharset=utf8" in str(e.value)
+        else:
+            assert "no such file" in str(e.value)
+
+
 def test_spec_takes_defaults_from_settings_and_rejects_bad_geometry(settings, tmp_path):
     img = tmp_path / "p.png"
     img.write_bytes(b"x")

@@ -380,6 +380,25 @@ def test_bad_input_fails_its_job_with_a_clear_reason_and_nothing_else(stack, mic
     assert stack.table.jobs.get(good.id).status == JobStatus.SUCCEEDED
 
 
+def test_jobs_after_libvips_left_a_latin1_message_fail_and_succeed_as_they_should(stack, micrograph,
+                                                                                 tmp_path):
+    """A message libvips leaves in its process-wide error buffer with a byte that is not UTF-8
+    (here from probing a file named in Latin-1) made every later libvips error of the worker
+    process a UnicodeDecodeError (libvips/pyvips#80): the next job with a bad image failed with
+    "'utf-8' codec can't decode byte 0xa9" instead of its reason. Now both jobs end as they
+    would in a fresh process."""
+    name = bytes(tmp_path / "Schliff_") + b"\xa9.tif"
+    assert pyvips.vips_lib.vips_foreign_find_load(name) == pyvips.ffi.NULL
+    path, message = _bad_files(tmp_path)["not an image"]
+    bad, good = _submit(stack, path), _submit(stack, micrograph)
+    stack.sent.extend([(PLAN_TASK, bad.id), (PLAN_TASK, good.id)])
+    _run_all(stack, good.id)
+    failed = stack.table.jobs.get(bad.id)
+    assert failed.status == JobStatus.FAILED
+    assert message in failed.error and path.name in failed.error, failed.error
+    assert stack.table.jobs.get(good.id).status == JobStatus.SUCCEEDED
+
+
 def test_unknown_model_and_missing_source_fail_the_job(stack, micrograph, tmp_path):
     # a job whose model is not (or no longer) registered when it is planned
     job = stack.table.jobs.create(JobSpec(source_url=micrograph.as_uri(), model="no-such-model",
