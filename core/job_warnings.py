@@ -35,6 +35,10 @@ class WarningCode(StrEnum):
     #: The source records pixels that are not square, so the job has no pixel size and its
     #: microstructure is in px (:func:`worker.stages.planning.resolve_pixel_size`).
     PIXELS_NOT_SQUARE = "pixels_not_square"
+    #: The source asks viewers to show it turned or mirrored (EXIF / TIFF orientation other
+    #: than 1); the job segments the pixels as stored, so its outputs are not as a viewer shows
+    #: the file (:func:`worker.stages.planning.orientation_message`).
+    ORIENTATION_NOT_APPLIED = "orientation_not_applied"
 
 
 def job_warning(code: WarningCode, message: str) -> dict[str, str]:

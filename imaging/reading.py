@@ -78,6 +78,9 @@ class ImageInfo:
         bands: Band count as stored.
         format: libvips band format (``uchar``, ``ushort``, ...).
         tiled: True for a tiled TIFF that rows can read without decoding the rest.
+        orientation: The orientation the file asks viewers to show it in (EXIF / TIFF
+            ``Orientation``, 1-8: 1 upright as stored, 6 turned 90° clockwise, ...); 1 where it
+            records none. pelletseg reads the pixels as stored whatever it says.
     """
 
     path: Path
@@ -86,6 +89,7 @@ class ImageInfo:
     bands: int
     format: str
     tiled: bool
+    orientation: int = 1
 
     @property
     def is_model_ready(self) -> bool:
@@ -324,7 +328,9 @@ def image_info(path: str | os.PathLike, *, max_pixels: int) -> ImageInfo:
     # libvips' TIFF loader sets "tile-width" only for tiled TIFFs (strip TIFFs have none).
     loader = image.get("vips-loader") if image.get_typeof("vips-loader") else ""
     tiled = "tiff" in loader and image.get_typeof("tile-width") != 0
-    return ImageInfo(Path(path), image.width, image.height, image.bands, image.format, tiled)
+    orientation = image.get("orientation") if image.get_typeof("orientation") else 1
+    return ImageInfo(Path(path), image.width, image.height, image.bands, image.format, tiled,
+                     orientation if orientation in range(2, 9) else 1)
 
 
 def write_model_ready(

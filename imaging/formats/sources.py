@@ -60,6 +60,9 @@ class SourceInfo:
         planes: How many images of the read one's size the file holds where a job reads only
             the first: a plain TIFF's same-size pages (of the first :data:`PAGES_CHECKED`), an
             OME-TIFF Image's or a CZI's Z planes x time points; 1 for the other formats.
+        orientation: The EXIF / TIFF orientation (1-8) a JPEG, PNG, WebP or plain TIFF asks
+            viewers to show it in (:attr:`imaging.reading.ImageInfo.orientation`); 1 where
+            none is recorded and for the microscope formats. Jobs read the pixels as stored.
     """
 
     path: Path
@@ -73,6 +76,7 @@ class SourceInfo:
     significant_bits: int | None = None
     scene: int | None = None
     planes: int = 1
+    orientation: int = 1
 
     def significant_bits_used(self, given: int | None = None) -> int | None:
         """The significant bits the conversion of this source uses, ``given`` with the job
@@ -198,12 +202,13 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
     if kind not in ("TIFF", "BigTIFF"):
         info: ImageInfo = image_info(path, max_pixels=max_pixels)
         return SourceInfo(path, kind, info.width, info.height, info.bands,
-                          NUMPY_DTYPE.get(info.format, info.format), None, info.tiled)
+                          NUMPY_DTYPE.get(info.format, info.format), None, info.tiled,
+                          orientation=info.orientation)
     bits, planes = _plain_tiff_pages(path)  # first: its refusals say more than libvips'
     info = image_info(path, max_pixels=max_pixels)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
-                      info.tiled, bits, planes=planes)
+                      info.tiled, bits, planes=planes, orientation=info.orientation)
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read

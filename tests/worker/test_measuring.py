@@ -151,6 +151,29 @@ def test_a_stack_read_in_part_is_a_warning(stack, micrograph, tmp_path):
         "the file holds 3 images of this size (pages); the job read only the first")
 
 
+def test_an_orientation_the_outputs_do_not_follow_is_a_warning(stack, micrograph, tmp_path):
+    """A JPEG whose EXIF asks viewers to turn it 90° clockwise (a camera held on its side):
+    the job segments it as stored, as without the tag, and says so."""
+    turned = pyvips.Image.new_from_file(str(micrograph)).crop(0, 0, 200, 150).copy()
+    plain = tmp_path / "plain.jpg"
+    turned.jpegsave(str(plain))
+    turned.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    source = tmp_path / "side.jpg"
+    turned.jpegsave(str(source))
+    jobs = [_submit(stack, path) for path in (source, plain)]
+    for job in jobs:
+        plan_job(stack, job.id)
+    warned, quiet = (stack.table.jobs.get(job.id) for job in jobs)
+    [warning] = warned.outputs["warnings"]
+    assert quiet.outputs["warnings"] == []
+    assert warning["code"] == WarningCode.ORIENTATION_NOT_APPLIED
+    assert warning["message"].startswith("the file asks viewers to show it turned by 90° "
+                                         "clockwise (EXIF orientation 6); the job segmented "
+                                         "the pixels as stored"), warning["message"]
+    assert "vips autorot IN OUT" in warning["message"]
+    assert (warned.width, warned.height) == (quiet.width, quiet.height) == (200, 150)
+
+
 def test_pixels_recorded_not_square_are_a_warning_and_no_pixel_size(stack, micrograph, tmp_path):
     source = tmp_path / "anisotropic.tif"
     pyvips.Image.new_from_file(str(micrograph)).crop(0, 0, 200, 150).tiffsave(

@@ -141,10 +141,13 @@ def find_warnings(pkg: ModelPackage, spec: JobSpec, info: SourceInfo,
     (:func:`planes_message`), the bundled demo model given an image not of its kind
     (:func:`models.suitability.demo_model_warning`; demo images under ``home``), a pixel size
     (µm/px) outside those the model was trained at
-    (:func:`models.suitability.pixel_size_warning`)."""
+    (:func:`models.suitability.pixel_size_warning`), an orientation the outputs do not follow
+    (:func:`orientation_message`)."""
     found = []
     if info.planes > 1:
         found.append(job_warning(WarningCode.PLANES_LEFT_OUT, planes_message(info)))
+    if info.orientation != 1:
+        found.append(job_warning(WarningCode.ORIENTATION_NOT_APPLIED, orientation_message(info)))
     demo = demo_model_warning(pkg, spec.source_url, demo_folders(home), spec.labels)
     if demo:
         found.append(job_warning(WarningCode.DEMO_MODEL, demo))
@@ -164,6 +167,24 @@ def _rerun_with(e: Exception) -> dict:
     if isinstance(e, DarkSourceError):
         return {"outputs": {"significant_bits_suggested": e.camera_bits}}
     return {}
+
+
+#: How a viewer shows a file of each EXIF / TIFF orientation (TIFF 6.0 ``Orientation``,
+#: EXIF 2.32 tag 0x0112) against its stored pixels.
+VIEWER_TURNS = {2: "mirrored left to right", 3: "turned by 180°", 4: "mirrored top to bottom",
+                5: "mirrored across its main diagonal", 6: "turned by 90° clockwise",
+                7: "mirrored across its other diagonal", 8: "turned by 90° anticlockwise"}
+
+
+def orientation_message(info: SourceInfo) -> str:
+    """The :data:`core.job_warnings.WarningCode.ORIENTATION_NOT_APPLIED` warning of a source
+    whose ``orientation`` is 2-8: what viewers show, what the job did and what to do."""
+    turn = VIEWER_TURNS.get(info.orientation, f"in orientation {info.orientation}")
+    return (f"the file asks viewers to show it {turn} (EXIF orientation {info.orientation}); "
+            "the job segmented the pixels as stored, so the label map, the overlay and the "
+            "preview are not turned like the image in a photo viewer (the measurements do not "
+            "change). For outputs as viewers show it, save the image upright first (e.g. "
+            "`vips autorot IN OUT`) and run that")
 
 
 def planes_message(info: SourceInfo) -> str:

@@ -780,3 +780,25 @@ def test_a_plain_tiff_s_page_count_stops_at_the_pages_checked(tmp_path):
     three = dataclasses.replace(info, planes=3)
     assert three.planes_text == "3"
     assert dataclasses.replace(info, format="OME-TIFF").planes_text == str(PAGES_CHECKED)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+def test_the_orientation_a_file_asks_viewers_for_is_read_and_the_pixels_are_left_as_stored(
+        tmp_path, suffix):
+    """EXIF (JPEG, PNG eXIf) or TIFF ``Orientation``: :attr:`SourceInfo.orientation` says it (a
+    job warns), and the model-ready conversion keeps the stored pixels and size, unturned."""
+    stored = pyvips.Image.black(64, 48).new_from_image([30, 120, 200]).cast("uchar")
+    stored = stored.insert(pyvips.Image.black(8, 8, bands=3) + 255, 0, 0)  # a corner to track
+    turned = stored.copy()
+    turned.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    path, plain = tmp_path / f"turned{suffix}", tmp_path / f"plain{suffix}"
+    turned.write_to_file(str(path))
+    stored.write_to_file(str(plain))
+    info = source_info(path, max_pixels=10**6)
+    assert (info.orientation, info.width, info.height) == (6, 64, 48)
+    assert source_info(plain, max_pixels=10**6).orientation == 1
+    out = tmp_path / "ready.tif"
+    write_model_ready(path, out, max_pixels=10**6)
+    pixels = pyvips.Image.new_from_file(str(out)).numpy()
+    assert pixels.shape == (48, 64, 3)
+    assert pixels[:8, :8].min() > 200 and pixels[-8:, -8:].max() < 210  # the corner stays put
