@@ -33,6 +33,7 @@ from filelock import FileLock
 from api.viewer.deepzoom import PixelKind, Pyramid, open_pyramid
 from core.sources import local_path, source_scheme
 from imaging import ImageFormatError, to_rgb8
+from imaging.errors import clear_vips_errors, vips_text
 from storage.blobs.layout import CONFIDENCE, LABELS, OVERLAY, SOURCE, output_key
 from storage.blobs.store import BlobStore
 from storage.errors import BlobNotFoundError, StorageError
@@ -114,6 +115,9 @@ class LayerFiles:
             LayerUnavailable: as :meth:`check`, or the source cannot be read as an image.
             StorageError: the store is unreachable.
         """
+        # libvips' error buffer is the process's: left as it is, a libvips error of this
+        # request would carry text of earlier ones (other jobs' paths) into its answer
+        clear_vips_errors()
         for attempt in range(2):
             path = self.path(job, layer)
             try:
@@ -122,7 +126,7 @@ class LayerFiles:
                 if attempt:  # pruned twice in a row: give up
                     raise LayerUnavailable(f"{layer} of job {job.id}: {path} vanished") from None
             except (pyvips.Error, ValueError) as e:
-                raise LayerUnavailable(f"{layer} of job {job.id} cannot be read: {e}") from e
+                raise LayerUnavailable(f"{layer} of job {job.id} cannot be read: {vips_text(e)}") from e
         raise AssertionError("unreachable")
 
     def path(self, job: Job, layer: Layer) -> Path:
@@ -203,8 +207,8 @@ class LayerFiles:
         except FileNotFoundError as e:
             raise LayerUnavailable(f"the source of job {job.id} does not exist: {e}") from e
         except (pyvips.Error, ImageFormatError) as e:
-            raise LayerUnavailable(
-                f"the source of job {job.id} cannot be converted for viewing: {e}") from e
+            raise LayerUnavailable(f"the source of job {job.id} ({job.source_url}) cannot be "
+                                   f"converted for viewing: {vips_text(e)}") from e
         except (OSError, ValueError, ImportError) as e:
             raise StorageError(f"cannot read the source of job {job.id}: {e}") from e
         finally:

@@ -270,6 +270,24 @@ def test_missing_output_or_source_is_404_with_the_reason(api):
     assert r.status_code == 404 and "no longer exists" in r.json()["detail"]
 
 
+def test_a_source_that_cannot_be_converted_is_404_naming_it_and_no_earlier_request(api,
+                                                                                   tmp_path):
+    """libvips keeps messages of calls that returned in a process-wide buffer, and pyvips puts
+    all of it into the next error: the answer names this job's source only, never what an
+    earlier request left there (here a probe of a Latin-1 file name, which also made pyvips
+    raise UnicodeDecodeError, a 500, before imaging.errors)."""
+    src = tmp_path / "pellet.png"
+    src.write_bytes(b"\x89PNG\r\n\x1a\n but not a PNG after all" * 10)
+    job = succeeded_job(api, 700, 400, source_url=src.as_uri())
+    earlier = bytes(tmp_path / "other-job-") + b"\xa9.tif"
+    assert pyvips.vips_lib.vips_foreign_find_load(earlier) == pyvips.ffi.NULL
+    r = api.client.get(f"/v1/jobs/{job.id}/tiles/source_files/10/0_0.jpeg")
+    assert r.status_code == 404, r.text
+    detail = r.json()["detail"]
+    assert "cannot be converted for viewing" in detail and "pellet.png" in detail, detail
+    assert "other-job" not in detail
+
+
 def test_source_layer_is_converted_once_to_a_pyramid(api, tmp_path):
     grey = (rgb_array(700, 400)[..., 0]).copy()  # 1-band source: shown as grey RGB
     src = tmp_path / "pellet.png"
