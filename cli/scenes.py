@@ -4,7 +4,7 @@ converted by bfconvert), else one.
 
 ``--scene N`` gives every image's job the OME Image N (:attr:`core.spec.JobSpec.scene`);
 ``--scene all``, and no ``--scene`` for a local OME-TIFF of several scenes, gives one job per
-scene (:func:`imaging.formats.source_scenes`), all in the run's batch, so no pellet of the mount
+scene (:func:`submission.sources.local_scenes`), all in the run's batch, so no pellet of the mount
 is left out and none has to be named by hand. A source that is not a local file (``s3://...``)
 is not opened here: without ``--scene N`` its worker refuses a file of several scenes, saying
 which to give.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from core.sources import local_path, source_scheme
+from core.sources import source_scheme
 
 __all__ = ["ALL", "scene_option", "scenes_of"]
 
@@ -61,11 +61,6 @@ def scenes_of(source: str, scene: int | str | None) -> list[int | None]:
                 f"--scene all lists the scenes of local files; {source} is not one: give "
                 "--scene N for each scene to segment")
         return [None]
-    from imaging.errors import ImageFormatError  # pyvips and tifffile: only when needed
-    from imaging.formats import source_scenes
+    from submission.sources import local_scenes  # the stack's modules: only when needed
 
-    try:
-        found = source_scenes(local_path(source))
-    except ImageFormatError:
-        return [None]
-    return found if len(found) > 1 else [None]
+    return local_scenes(source) or [None]

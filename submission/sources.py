@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from core.settings import Settings
-from core.sources import is_bare_path
+from core.sources import is_bare_path, local_path, source_scheme
 
-__all__ = ["SourceRootError", "confine_file_source", "source_roots"]
+__all__ = ["SourceRootError", "confine_file_source", "local_scenes", "source_roots"]
 
 
 class SourceRootError(ValueError):
@@ -76,3 +76,26 @@ def confine_file_source(source: str, settings: Settings) -> Path:
     if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
         raise SourceRootError(f"{source}: outside the source roots ({_describe(roots)})")
     return resolved
+
+
+def local_scenes(source: str) -> list[int]:
+    """The scenes of a local OME-TIFF of several images of similar size (one per pellet of a
+    mount), 0-based as the file numbers its OME Images: a job each is what ``pelletseg run``
+    submits and what the dashboard submits for an upload (:func:`imaging.formats.
+    source_scenes`). ``[]`` for a source of one image, one that is not a local file (an
+    ``s3://`` source is not opened here: its job, without a scene, is refused at planning
+    naming its scenes) and one that cannot be read (its job's checks say what is wrong).
+
+    Args:
+        source: A ``file://`` URL or a bare local path.
+    """
+    if source_scheme(source) != "file":
+        return []
+    from imaging.errors import ImageFormatError  # pyvips and tifffile: only when needed
+    from imaging.formats import source_scenes
+
+    try:
+        found = source_scenes(local_path(source))
+    except (ImageFormatError, OSError):
+        return []
+    return found if len(found) > 1 else []

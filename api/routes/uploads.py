@@ -5,8 +5,9 @@ first parts; PUT each part (S3: to its presigned URL; local store: to
 ``PUT /v1/uploads/{id}/parts/{n}`` with the API key, streamed to disk); ``GET
 /v1/uploads/{id}`` lists the parts that arrived, so an interrupted client sends only the
 others; ``POST /v1/uploads/{id}/urls`` gives fresh URLs; ``POST /v1/uploads/{id}/complete``
-joins the parts; then ``POST /v1/jobs {"upload_id": id}``. ``DELETE`` aborts (or deletes a
-finished upload no running job reads).
+joins the parts; then ``POST /v1/jobs {"upload_id": id}`` (for a completed OME-TIFF of several
+scenes, whose ``scenes`` the upload lists, ``POST /v1/batches`` with a job per scene, as the
+dashboard does). ``DELETE`` aborts (or deletes a finished upload no running job reads).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from api.deps import SettingsDep, SubmissionsDep, UploadsDep
 from api.schemas import ErrorOut, PartOut, UploadCreate, UploadOut, UploadUrlsRequest
 from storage.blobs import UploadManifest, UploadStore
 from storage.jobtable import utcnow
+from submission import local_scenes
 
 router = APIRouter(tags=["uploads"])
 
@@ -44,13 +46,14 @@ def upload_out(request: Request, store: UploadStore, manifest: UploadManifest,
             urls = {n: str(request.url_for("put_upload_part", upload_id=manifest.id, number=n))
                     for n in url_parts}
     complete = manifest.completed_at is not None
+    source_url = store.blobs.url(manifest.key) if complete else None
     return UploadOut(
         id=manifest.id, filename=manifest.filename, key=manifest.key, size=manifest.size,
         part_size=manifest.part_size, parts=manifest.parts, storage=manifest.backend,
         parts_uploaded=[PartOut(number=p.number, size=p.size, etag=p.etag) for p in parts],
         bytes_uploaded=sum(p.size for p in parts), complete=complete,
         created_at=manifest.created_at, completed_at=manifest.completed_at,
-        source_url=store.blobs.url(manifest.key) if complete else None,
+        source_url=source_url, scenes=local_scenes(source_url) if source_url else [],
         urls=urls, urls_expire_at=utcnow() + timedelta(seconds=expires_s) if urls else None,
     )
 

@@ -480,13 +480,27 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert job["scene"] == 2
             page.wait_for_selector(f'{row(job["id"])}[data-status="succeeded"]')
             assert client.get(f"/v1/jobs/{job['id']}").json()["width"] == 150  # scene 2's
-            # without a scene it is refused; its page offers a job per scene, one batch
+            # without a scene: a job per scene (the completed upload lists them), one batch,
+            # as `pelletseg run` does
             page.set_input_files("#submit-files", [str(mount)])
             page.click("#submit-go")
-            refused = wait_for(lambda: next(
-                (j for j in client.get("/v1/jobs?status=failed").json()["jobs"]
-                 if j["source_url"].endswith("/mount.ome.tif")), None), 60, "the refused file")
-            assert refused["scenes"] == [1, 2]
+            page.wait_for_selector(".toast:has-text('a job per scene of a multi-scene file')")
+            per_scene = wait_for(lambda: [
+                j for j in client.get("/v1/jobs").json()["jobs"]
+                if j["source_url"].endswith("/mount.ome.tif") and j["batch_id"]], 60, "the batch")
+            assert sorted(j["scene"] for j in per_scene) == [1, 2]
+            assert len({j["batch_id"] for j in per_scene}) == 1
+            page.wait_for_url(f"**/?batch={per_scene[0]['batch_id']}")
+            for j in per_scene:
+                page.wait_for_selector(f'{row(j["id"])}[data-status="succeeded"]')
+            # a job of it without a scene (through the API; an upload on S3, which the API
+            # does not open, alike) is refused; its page offers a job per scene, one batch
+            r = client.post("/v1/jobs", json={"source_url": per_scene[0]["source_url"]})
+            assert r.status_code == 202, r.text
+            refused = client.get(f"/v1/jobs/{r.json()['id']}").json()
+            assert wait_for(lambda: client.get(f"/v1/jobs/{refused['id']}").json()["scenes"], 60,
+                            "the refused file") == [1, 2]
+            assert client.get(f"/v1/jobs/{refused['id']}").json()["status"] == "failed"
             page.goto(f"{server.url}/jobs/{refused['id']}")
             page.wait_for_selector("#segment-scenes")
             assert "This file holds 2 scenes (1, 2)." in page.inner_text("#job-rerun-offer")

@@ -54,6 +54,7 @@ def test_local_upload_in_parts_then_a_job_reads_it(api):
     assert api.client.put(up["urls"]["2"], content=_part(data, 2)).status_code == 200
     done = api.client.post(f"/v1/uploads/{up['id']}/complete").json()
     assert done["complete"] and done["source_url"].startswith("file://")
+    assert done["scenes"] == [] and state["scenes"] == []  # not an image of several scenes
     assert api.client.post(f"/v1/uploads/{up['id']}/complete").json()["complete"]  # idempotent
     blobs = BlobStore(api.settings.resolved_storage_url)
     assert hashlib.sha256(blobs.get_bytes(up["key"])).digest() == hashlib.sha256(data).digest()
@@ -65,6 +66,33 @@ def test_local_upload_in_parts_then_a_job_reads_it(api):
     # A completed upload takes no more parts or URLs.
     assert api.client.put(up["urls"]["1"], content=_part(data, 1)).status_code == 409
     assert api.client.post(f"/v1/uploads/{up['id']}/urls", json={"parts": [1]}).status_code == 409
+
+
+def test_a_completed_upload_of_several_scenes_lists_them_for_a_job_each(api, tmp_path):
+    """An OME-TIFF of a thumbnail and two scenes (one per pellet of a mount): the completed
+    upload lists scenes 1 and 2 (what ``pelletseg run`` would make a job each of, and what the
+    dashboard submits), the uploading one none; a batch of a job per scene is accepted."""
+    from tests.imaging.formats.test_inputs import write_scenes
+
+    mount = tmp_path / "mount.ome.tif"
+    write_scenes(mount)
+    data = mount.read_bytes()
+    up = api.client.post("/v1/uploads", json={"filename": mount.name, "size": len(data)}).json()
+    assert up["scenes"] == []
+    assert api.client.put(up["urls"]["1"], content=data).status_code == 200
+    done = api.client.post(f"/v1/uploads/{up['id']}/complete").json()
+    assert done["scenes"] == [1, 2]
+    assert api.client.get(f"/v1/uploads/{up['id']}").json()["scenes"] == [1, 2]
+    r = api.client.post("/v1/batches", json={"jobs": [{"upload_id": up["id"], "scene": s}
+                                                      for s in done["scenes"]]})
+    assert r.status_code == 202, r.text
+    assert sorted(j["scene"] for j in r.json()["jobs"]) == [1, 2]
+    single = tmp_path / "single.ome.tif"
+    write_scenes(single, thumbnail=False)
+    one = single.read_bytes()
+    up = api.client.post("/v1/uploads", json={"filename": single.name, "size": len(one)}).json()
+    assert api.client.put(up["urls"]["1"], content=one).status_code == 200
+    assert api.client.post(f"/v1/uploads/{up['id']}/complete").json()["scenes"] == [0, 1]
 
 
 def test_local_parts_of_the_wrong_length_are_refused_and_not_kept(api):
@@ -207,6 +235,7 @@ def test_s3_multipart_upload_interrupted_and_resumed(s3_api, s3_bucket):
     assert done.status_code == 200, done.text
     key = f"store/uploads/{up['id']}/P-7.tif"
     assert done.json()["source_url"] == f"s3://{s3_bucket}/{key}"
+    assert done.json()["scenes"] == []  # an S3 upload is not opened by the API
     body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     r = api.client.post("/v1/jobs", json={"upload_id": up["id"]})

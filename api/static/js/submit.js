@@ -198,26 +198,30 @@ export function mountSubmit(elements, onSubmitted) {
     });
     setChildren(progress, ...bars.map((b) => b.line));
     try {
-      const ids = [];
+      const uploads = [];
       for (const b of bars) {
         b.state.textContent = "uploading";
         const done = await uploadFile(b.file, (n) => { b.bar.value = Number(b.bar.value) + n; });
         b.state.textContent = "uploaded";
-        ids.push(done.id);
+        uploads.push(done);
       }
       const [name, version] = model.value ? JSON.parse(model.value) : [null, null];
       const options = { labels: parsed.labels, pixel_size_um: pixelSize, model: name,
         model_version: version, significant_bits: bits.value ? Number(bits.value) : null,
         scene: sceneNumber };
-      if (ids.length === 1) {
-        const job = await api("/v1/jobs", { method: "POST", body: { upload_id: ids[0], ...options } });
+      // An OME-TIFF of several scenes (one per pellet of a mount) with no scene chosen: a job
+      // per scene, as `pelletseg run` does (a completed upload lists them; one on S3 lists
+      // none, and its job is refused naming them, with a button for a job per scene).
+      const jobs = uploads.flatMap((u) => (sceneNumber === null && u.scenes?.length > 1
+        ? u.scenes.map((scene) => ({ upload_id: u.id, scene })) : [{ upload_id: u.id }]));
+      if (jobs.length === 1) {
+        const job = await api("/v1/jobs", { method: "POST", body: { ...options, ...jobs[0] } });
         toast(`Submitted job ${job.id.slice(0, 8)}`);
         onSubmitted?.({ jobId: job.id });
       } else {
-        const batch = await api("/v1/batches", {
-          method: "POST", body: { jobs: ids.map((id) => ({ upload_id: id })), ...options },
-        });
-        toast(`Submitted batch ${batch.id.slice(0, 8)}: ${batch.jobs_total} jobs`);
+        const batch = await api("/v1/batches", { method: "POST", body: { jobs, ...options } });
+        const scenes = jobs.length > uploads.length ? " (a job per scene of a multi-scene file)" : "";
+        toast(`Submitted batch ${batch.id.slice(0, 8)}: ${batch.jobs_total} jobs${scenes}`);
         onSubmitted?.({ batchId: batch.id });
       }
       for (const b of bars) {
