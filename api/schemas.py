@@ -463,11 +463,11 @@ class UploadOut(BaseModel):
     source_url: str | None = Field(description="Where jobs read the file, once complete.")
     scenes: list[int] = Field(
         default_factory=list, examples=[[1, 2]],
-        description="Of a complete upload in a local store that is an OME-TIFF of several "
-        "images of similar size (one per pellet of a mount): its scenes (0-based OME Image "
-        "indices), a job each (POST /v1/batches with `scene` per job; a job without one is "
-        "refused at planning). Empty for a file of one image, and for uploads on S3, which "
-        "the API does not open (their jobs are refused naming the scenes).")
+        description="Of a complete upload that is an OME-TIFF of several images of similar "
+        "size (one per pellet of a mount): its scenes (0-based OME Image indices), a job each "
+        "(POST /v1/batches with `scene` per job; a job without one is refused at planning), "
+        "read from the file's TIFF structure and OME-XML alone. Empty for a file of one image "
+        "or of another format.")
     urls: dict[int, str] = Field(default_factory=dict)
     urls_expire_at: datetime | None = None
 

@@ -6,12 +6,12 @@ it; :func:`prepare` readies a stack (home, migrations, bundled models);
 :mod:`submission.reports` reads a batch's table of sections for the API and ``pelletseg run``.
 
 May import: ``core``, ``storage``, ``queues``, ``models``, ``microstructure`` and
-``webhooks``, and ``imaging`` lazily (a local file's scenes, :func:`submission.sources.
-local_scenes`); never ``worker``, ``training``, ``api`` or torch.
+``webhooks``, and ``imaging`` lazily (the scenes of a local file or an upload,
+:mod:`submission.sources`); never ``worker``, ``training``, ``api`` or torch.
 """
 
 from submission.service import SubmissionError, SubmissionService
-from submission.sources import local_scenes
+from submission.sources import local_scenes, upload_scenes
 from submission.stack import prepare
 
-__all__ = ["SubmissionError", "SubmissionService", "local_scenes", "prepare"]
+__all__ = ["SubmissionError", "SubmissionService", "local_scenes", "prepare", "upload_scenes"]

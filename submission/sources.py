@@ -15,8 +15,14 @@ from urllib.parse import unquote, urlparse
 
 from core.settings import Settings
 from core.sources import is_bare_path, local_path, source_scheme
+from storage.blobs import BlobStore
+from storage.errors import StorageError
 
-__all__ = ["SourceRootError", "confine_file_source", "local_scenes", "source_roots"]
+__all__ = ["SourceRootError", "confine_file_source", "local_scenes", "source_roots",
+           "upload_scenes"]
+
+#: Bytes per read of an upload's TIFF structure from a remote store (its IFDs lie apart).
+SCENE_READ_BLOCK = 256 * 1024
 
 
 class SourceRootError(ValueError):
@@ -81,10 +87,10 @@ def confine_file_source(source: str, settings: Settings) -> Path:
 def local_scenes(source: str) -> list[int]:
     """The scenes of a local OME-TIFF of several images of similar size (one per pellet of a
     mount), 0-based as the file numbers its OME Images: a job each is what ``pelletseg run``
-    submits and what the dashboard submits for an upload (:func:`imaging.formats.
-    source_scenes`). ``[]`` for a source of one image, one that is not a local file (an
-    ``s3://`` source is not opened here: its job, without a scene, is refused at planning
-    naming its scenes) and one that cannot be read (its job's checks say what is wrong).
+    submits (:func:`imaging.formats.source_scenes`; an upload's: :func:`upload_scenes`).
+    ``[]`` for a source of one image, one that is not a local file (an ``s3://`` source is not
+    opened here: its job, without a scene, is refused at planning naming its scenes) and one
+    that cannot be read (its job's checks say what is wrong).
 
     Args:
         source: A ``file://`` URL or a bare local path.
@@ -97,5 +103,24 @@ def local_scenes(source: str) -> list[int]:
     try:
         found = source_scenes(local_path(source))
     except (ImageFormatError, OSError):
+        return []
+    return found if len(found) > 1 else []
+
+
+def upload_scenes(blobs: BlobStore, key: str) -> list[int]:
+    """:func:`local_scenes` of an upload (the blob ``key`` in ``blobs``), in a local store or
+    on S3: only an OME-TIFF's structure and OME-XML are read (on S3 in ranged reads of
+    :data:`SCENE_READ_BLOCK` bytes), never its pixels. ``[]`` for a file of one image, another
+    format, or one that cannot be read (its job's checks say what is wrong)."""
+    from imaging.errors import ImageFormatError  # pyvips and tifffile: only when needed
+    from imaging.formats.ometiff import ome_scenes
+
+    try:
+        with blobs.open_read(key, block_size=SCENE_READ_BLOCK) as file:
+            if file.read(2) not in (b"II", b"MM"):  # not a TIFF: nothing to parse
+                return []
+            file.seek(0)
+            found = ome_scenes(file)
+    except (ImageFormatError, StorageError, OSError):
         return []
     return found if len(found) > 1 else []

@@ -21,7 +21,7 @@ from api.deps import SettingsDep, SubmissionsDep, UploadsDep
 from api.schemas import ErrorOut, PartOut, UploadCreate, UploadOut, UploadUrlsRequest
 from storage.blobs import UploadManifest, UploadStore
 from storage.jobtable import utcnow
-from submission import local_scenes
+from submission import upload_scenes
 
 router = APIRouter(tags=["uploads"])
 
@@ -53,7 +53,8 @@ def upload_out(request: Request, store: UploadStore, manifest: UploadManifest,
         parts_uploaded=[PartOut(number=p.number, size=p.size, etag=p.etag) for p in parts],
         bytes_uploaded=sum(p.size for p in parts), complete=complete,
         created_at=manifest.created_at, completed_at=manifest.completed_at,
-        source_url=source_url, scenes=local_scenes(source_url) if source_url else [],
+        source_url=source_url,
+        scenes=upload_scenes(store.blobs, manifest.key) if complete else [],
         urls=urls, urls_expire_at=utcnow() + timedelta(seconds=expires_s) if urls else None,
     )
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyvips
@@ -74,11 +75,15 @@ def ome_pixel_size_um(pixels) -> float | None:
     return size * factor if factor is not None else None
 
 
-def ome_scenes(path: str | os.PathLike) -> list[int]:
+def ome_scenes(path: str | os.PathLike | BinaryIO) -> list[int]:
     """The scenes of an OME-TIFF: indices of its OME Images with at least :data:`SCENE_SHARE`
     of the largest one's pixels at level 0 (one scene per pellet of a mount, e.g. a multi-scene
     CZI converted by bfconvert), in file order; ``[k]`` for a file of one image (beside its
     thumbnails, overviews or labels).
+
+    Args:
+        path: A local file, or a seekable binary file object (e.g. an upload in S3 opened
+            through fsspec: only the TIFF structure and the OME-XML are read).
 
     Raises:
         ImageFormatError: not an OME-TIFF, or its structure cannot be read.
@@ -136,8 +141,9 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
 
 
 @contextmanager
-def _opened(path: str | os.PathLike) -> Iterator[tuple]:
-    """``(tifffile.TiffFile, ome_types.OME)`` of an OME-TIFF, closed on the way out.
+def _opened(path: str | os.PathLike | BinaryIO) -> Iterator[tuple]:
+    """``(tifffile.TiffFile, ome_types.OME)`` of an OME-TIFF (a path or a seekable binary
+    file object), closed on the way out.
 
     Raises:
         ImageFormatError: not an OME-TIFF, or its structure or OME-XML cannot be read (the
@@ -146,7 +152,10 @@ def _opened(path: str | os.PathLike) -> Iterator[tuple]:
     import tifffile
     from ome_types import from_xml
 
-    name = Path(path).name
+    if isinstance(path, (str, os.PathLike)):
+        name = Path(path).name
+    else:  # a file object: fsspec's name their file .path, Python's .name
+        name = Path(str(getattr(path, "path", None) or getattr(path, "name", "file"))).name
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.is_ome:

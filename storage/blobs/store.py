@@ -255,13 +255,20 @@ class BlobStore:
         except (BotoCoreError, ClientError) as e:
             raise StorageError(f"cannot presign {operation} on {self.root_url}: {e}") from e
 
-    def open_read(self, key: str):
+    def open_read(self, key: str, block_size: int | None = None):
         """A binary file object reading ``key`` (the caller closes it).
+
+        Args:
+            block_size: Bytes fetched per read from a remote store (fsspec's default, 5 MiB
+                for S3, when None); a reader that seeks about a large file, as a TIFF
+                structure's reader does, wants a small one.
 
         Raises:
             BlobNotFoundError: ``key`` does not exist.
         """
         try:
+            if block_size is not None:
+                return self.fs.open(self.path(key), "rb", block_size=block_size)
             return self.fs.open(self.path(key), "rb")
         except FileNotFoundError as e:
             raise BlobNotFoundError(f"{self.url(key)} does not exist") from e

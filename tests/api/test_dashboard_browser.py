@@ -493,8 +493,8 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.wait_for_url(f"**/?batch={per_scene[0]['batch_id']}")
             for j in per_scene:
                 page.wait_for_selector(f'{row(j["id"])}[data-status="succeeded"]')
-            # a job of it without a scene (through the API; an upload on S3, which the API
-            # does not open, alike) is refused; its page offers a job per scene, one batch
+            # a job of it without a scene (through the API, or a source URL) is refused; its
+            # page offers a job per scene, one batch
             r = client.post("/v1/jobs", json={"source_url": per_scene[0]["source_url"]})
             assert r.status_code == 202, r.text
             refused = client.get(f"/v1/jobs/{r.json()['id']}").json()

@@ -235,7 +235,7 @@ def test_s3_multipart_upload_interrupted_and_resumed(s3_api, s3_bucket):
     assert done.status_code == 200, done.text
     key = f"store/uploads/{up['id']}/P-7.tif"
     assert done.json()["source_url"] == f"s3://{s3_bucket}/{key}"
-    assert done.json()["scenes"] == []  # an S3 upload is not opened by the API
+    assert done.json()["scenes"] == []  # not an image of several scenes
     body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     r = api.client.post("/v1/jobs", json={"upload_id": up["id"]})
@@ -263,3 +263,19 @@ def test_s3_single_part_upload_and_abort(s3_api, s3_bucket):
     s3 = boto3.client("s3")
     assert s3.list_objects_v2(Bucket=s3_bucket, Prefix="uploads/").get("KeyCount") == 0
     assert s3.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_s3_upload_of_several_scenes_lists_them_from_its_structure_alone(s3_api, tmp_path):
+    """An OME-TIFF of a thumbnail and two scenes uploaded to S3 (moto server): its scenes come
+    from ranged reads of its TIFF structure and OME-XML, as on a local store."""
+    from tests.imaging.formats.test_inputs import write_scenes
+
+    mount = tmp_path / "mount.ome.tif"
+    write_scenes(mount)
+    data = mount.read_bytes()
+    api = s3_api
+    up = api.client.post("/v1/uploads", json={"filename": mount.name, "size": len(data)}).json()
+    assert up["storage"] == "s3" and up["scenes"] == []
+    assert httpx.put(up["urls"]["1"], content=data).status_code == 200
+    done = api.client.post(f"/v1/uploads/{up['id']}/complete").json()
+    assert done["complete"] and done["scenes"] == [1, 2]

@@ -210,8 +210,7 @@ export function mountSubmit(elements, onSubmitted) {
         model_version: version, significant_bits: bits.value ? Number(bits.value) : null,
         scene: sceneNumber };
       // An OME-TIFF of several scenes (one per pellet of a mount) with no scene chosen: a job
-      // per scene, as `pelletseg run` does (a completed upload lists them; one on S3 lists
-      // none, and its job is refused naming them, with a button for a job per scene).
+      // per scene, as `pelletseg run` does (a completed upload lists them).
       const jobs = uploads.flatMap((u) => (sceneNumber === null && u.scenes?.length > 1
         ? u.scenes.map((scene) => ({ upload_id: u.id, scene })) : [{ upload_id: u.id }]));
       if (jobs.length === 1) {
