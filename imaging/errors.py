@@ -108,7 +108,8 @@ def clear_vips_errors() -> None:
     libvips appends to it even from calls that succeed (a loader probing a file it does not
     read) and pyvips clears it only when it raises, so without this a worker's next
     :class:`pyvips.Error` would carry text left by an earlier job, another user's file names
-    included. The worker calls it at the start of every task (``worker.tasks``).
+    included. The worker calls it at the start of every task (``worker.tasks``), the API's
+    viewer before it opens a layer (``api.viewer.layers``).
     """
     pyvips.vips_lib.vips_error_clear()
 
