@@ -54,9 +54,37 @@ def decode_detail(error: pyvips.Error | Exception) -> str:
     return lines[0][:300] if lines else "unknown error"
 
 
+#: libtiff's words for a compression it was built without (``tif_codec.c``): ``"ZSTD
+#: compression support is not configured"``, ``"Compression scheme 34712 tile decoding is not
+#: implemented"``.
+_NO_CODEC = re.compile(r"(\w[\w -]*?) compression support is not configured"
+                       r"|Compression scheme (\d+) \w* ?decoding is not implemented")
+
+
+def _compression_name(code: int) -> str:
+    """``JPEG2000`` for 34712: tifffile's name of a TIFF ``Compression`` value, else the
+    number."""
+    import tifffile
+
+    try:
+        return tifffile.COMPRESSION(code).name
+    except ValueError:
+        return f"compression {code}"
+
+
 def damaged_message(name: str, where: str, error: Exception) -> str:
-    """An error message for damaged pixel data: the file, where (rows/tile), libvips' detail
-    and what to do."""
+    """An error message for pixel data that cannot be decoded: the file, where (rows/tile),
+    libvips' detail and what to do. Pixels compressed in a scheme libtiff was built without
+    (JPEG 2000, JPEG XL, ZSTD, ...) are said to be that, not damage, with the way out."""
+    found = _NO_CODEC.search(str(error))
+    if found:
+        scheme = found.group(1) or _compression_name(int(found.group(2)))
+        code = f" (TIFF compression {found.group(2)})" if found.group(2) else ""
+        return (f"{name}, {where}: its pixels are compressed with {scheme}{code}, which this "
+                "installation's TIFF reader (libtiff, in libvips) cannot decode; the file "
+                "need not be damaged: save it again uncompressed or with LZW or deflate (zip) "
+                "compression (Fiji: File > Save As > Tiff; bfconvert: -compression LZW) and "
+                "submit that")
     return (f"{name}, {where}: pixel data cannot be decoded ({decode_detail(error)}); the file "
             "is truncated or corrupt, and no result is made from it: check the file (e.g. its "
             "size against the original) and upload it again")

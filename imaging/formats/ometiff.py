@@ -22,6 +22,7 @@ import numpy as np
 import pyvips
 
 from imaging.errors import ImageFormatError, SeveralScenesError
+from imaging.integrity import FAIL_ON
 from imaging.reading import _first_line  # libvips messages, paths as text
 
 #: OME ``UnitsLength`` symbols -> µm.
@@ -53,6 +54,8 @@ class OmeLayout:
         significant_bits: ``Pixels/@SignificantBits`` (e.g. 12 for a 12-bit camera's uint16
             planes), or None.
         planes: Z planes x time points of the Image (only the first of each is read).
+        compression: TIFF ``Compression`` tag of the first page read (1 none, 5 LZW, 8
+            deflate, 34712 JPEG 2000, ...), or None.
     """
 
     pages: tuple[int, ...]
@@ -62,6 +65,7 @@ class OmeLayout:
     series: int
     significant_bits: int | None = None
     planes: int = 1
+    compression: int | None = None
 
 
 def ome_pixel_size_um(pixels) -> float | None:
@@ -131,13 +135,14 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
                 f"{name}: an OME-TIFF with {channels} channels; pelletseg reads grey, RGB "
                 "or RGBA: export the brightfield channels"
             )
+        first = level.pages[_plane(level, 0)]
         pages = tuple(level.pages[_plane(level, c)].index for c in range(channels))
         shape = dict(zip(axes, level.shape, strict=True))
         planes = shape.get("Z", 1) * shape.get("T", 1)
         images = ome.images  # tifffile makes one series per OME Image, in order
         pixels = images[best].pixels if best < len(images) else images[0].pixels
     return OmeLayout(pages, width, height, ome_pixel_size_um(pixels), best,
-                     pixels.significant_bits, planes)
+                     pixels.significant_bits, planes, int(first.compression))
 
 
 @contextmanager
@@ -201,7 +206,9 @@ def open_ome(path: str | os.PathLike, layout: OmeLayout, *, access: str = "rando
         ImageFormatError: libvips cannot read a page.
     """
     try:
-        planes = [pyvips.Image.new_from_file(str(path), page=p, access=access, fail_on="error")
+        # fail_on as every source read (imaging.integrity): with "error", tiles libtiff cannot
+        # decode (a JPEG 2000 compressed OME-TIFF; damaged tiles) read as black, no error
+        planes = [pyvips.Image.new_from_file(str(path), page=p, access=access, fail_on=FAIL_ON)
                   for p in layout.pages]
     except pyvips.Error as e:
         raise ImageFormatError(

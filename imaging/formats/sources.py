@@ -63,6 +63,9 @@ class SourceInfo:
         orientation: The EXIF / TIFF orientation (1-8) a JPEG, PNG, WebP or plain TIFF asks
             viewers to show it in (:attr:`imaging.reading.ImageInfo.orientation`); 1 where
             none is recorded and for the microscope formats. Jobs read the pixels as stored.
+        compression: The TIFF ``Compression`` tag of the page a (plain or OME-) TIFF is read
+            from (1 none, 5 LZW, 7 JPEG, 8 deflate, 34712 JPEG 2000, 50000 ZSTD, ...); None
+            for the other formats and where tifffile cannot tell.
     """
 
     path: Path
@@ -77,6 +80,7 @@ class SourceInfo:
     scene: int | None = None
     planes: int = 1
     orientation: int = 1
+    compression: int | None = None
 
     def significant_bits_used(self, given: int | None = None) -> int | None:
         """The significant bits the conversion of this source uses, ``given`` with the job
@@ -96,8 +100,18 @@ class SourceInfo:
 
     @property
     def is_model_ready(self) -> bool:
-        """True if rows can read this file directly: a tiled 8-bit 3-band TIFF (page 0)."""
-        return self.tiled and self.bands == 3 and self.dtype == "uint8"
+        """True if rows can read this file directly: a tiled 8-bit 3-band TIFF (page 0) in a
+        compression every libtiff decodes (:data:`BUILTIN_COMPRESSIONS`); any other is
+        converted at planning, where a compression this libtiff lacks fails the job once,
+        saying so (:func:`imaging.integrity.damaged_message`), rather than every row."""
+        return (self.tiled and self.bands == 3 and self.dtype == "uint8"
+                and self.compression in BUILTIN_COMPRESSIONS)
+
+
+#: TIFF ``Compression`` values every libtiff build decodes (none, LZW, JPEG, deflate in both
+#: codes, PackBits); others (ZSTD, WebP, LZMA, LERC) depend on how libtiff was built, and
+#: JPEG 2000, JPEG XL and JPEG XR are not in libtiff at all.
+BUILTIN_COMPRESSIONS = frozenset({1, 5, 7, 8, 32946, 32773})
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
@@ -198,17 +212,19 @@ def source_info(path: str | os.PathLike, *, max_pixels: int,
         tiled = layout.pages == (0,) and image.get_typeof("tile-width") != 0
         return SourceInfo(path, kind, image.width, image.height, image.bands,
                           NUMPY_DTYPE.get(image.format, image.format), layout.pixel_size_um, tiled,
-                          layout.significant_bits, layout.series, layout.planes)
+                          layout.significant_bits, layout.series, layout.planes,
+                          compression=layout.compression)
     if kind not in ("TIFF", "BigTIFF"):
         info: ImageInfo = image_info(path, max_pixels=max_pixels)
         return SourceInfo(path, kind, info.width, info.height, info.bands,
                           NUMPY_DTYPE.get(info.format, info.format), None, info.tiled,
                           orientation=info.orientation)
-    bits, planes = _plain_tiff_pages(path)  # first: its refusals say more than libvips'
+    bits, planes, compression = _plain_tiff_pages(path)  # first: its refusals say more
     info = image_info(path, max_pixels=max_pixels)
     return SourceInfo(path, kind, info.width, info.height, info.bands,
                       NUMPY_DTYPE.get(info.format, info.format), tiff_pixel_size_um(path),
-                      info.tiled, bits, planes=planes, orientation=info.orientation)
+                      info.tiled, bits, planes=planes, orientation=info.orientation,
+                      compression=compression)
 
 
 #: Top-level pages of a plain TIFF compared with page 0 (a Z-stack of thousands is not read
@@ -220,15 +236,15 @@ PAGES_CHECKED = 256
 CIELAB = (8, 9, 10)
 
 
-def _plain_tiff_pages(path: Path) -> tuple[int | None, int]:
+def _plain_tiff_pages(path: Path) -> tuple[int | None, int, int | None]:
     """One tifffile pass over a plain TIFF's pages: refuse the file when page 0 (what libvips
     reads, and so every job) has fewer pixels than a later full-resolution page (page 0 is then
     a thumbnail or overview, and a job would segment it instead of the micrograph;
     reduced-resolution and mask pages, ``NewSubfileType`` bits 1 and 4, are not compared), and
     return page 0's significant bits (:func:`_max_sample_bits`) and how many of the first
     :data:`PAGES_CHECKED` full-resolution pages have page 0's size (1: page 0 alone; more: a
-    stack of which jobs read the first). A TIFF tifffile cannot parse passes with ``(None,
-    1)`` (libvips says what is wrong with it).
+    stack of which jobs read the first) and page 0's ``Compression`` tag. A TIFF tifffile
+    cannot parse passes with ``(None, 1, None)`` (libvips says what is wrong with it).
 
     Raises:
         ImageFormatError: a thumbnail-first TIFF (names both pages' sizes and what to do), or
@@ -239,7 +255,7 @@ def _plain_tiff_pages(path: Path) -> tuple[int | None, int]:
     try:
         with tifffile.TiffFile(path) as tif:
             first = tif.pages[0]
-            photometric = int(first.photometric)
+            photometric, compression = int(first.photometric), int(first.compression)
             bits = _max_sample_bits(first)
             largest = (first.imagewidth * first.imagelength, 0, first)
             planes = 1
@@ -253,7 +269,7 @@ def _plain_tiff_pages(path: Path) -> tuple[int | None, int]:
                 if area > largest[0]:
                     largest = (area, index, page)
     except Exception:  # damaged: libvips' own reading of page 0 reports it
-        return None, 1
+        return None, 1, None
     if photometric in CIELAB:
         raise ImageFormatError(
             f"{path.name}: a TIFF in CIE L*a*b* colour (PhotometricInterpretation "
@@ -267,7 +283,7 @@ def _plain_tiff_pages(path: Path) -> tuple[int | None, int]:
             "page 0, here a thumbnail or overview rather than the micrograph: save the "
             "micrograph alone (one page), or as OME-TIFF (whose largest image is read)"
         )
-    return bits, planes
+    return bits, planes, compression
 
 
 def _max_sample_bits(page) -> int | None:

@@ -359,17 +359,31 @@ def _bad_files(tmp_path):
     truncated_tiled = tmp_path / "truncated_tiled.tif"
     data = tiled.read_bytes()
     truncated_tiled.write_bytes(data[: len(data) * 2 // 3])
-    return {
+    found = {
         "not an image": (not_image, "not a readable image"),
         "zero-size": (empty, "empty (0 bytes)"),
         "truncated TIFF": (truncated, "truncated or corrupt"),
         "truncated tiled TIFF": (truncated_tiled, "truncated or corrupt"),
     }
+    try:  # bfconvert -compression JPEG-2000: read as black before 2026-12-07, with no error
+        import imagecodecs  # noqa: F401 - tifffile's JPEG 2000 encoder
+        import tifffile
+    except ImportError:
+        return found
+    jp2k = tmp_path / "jp2k.ome.tif"
+    tifffile.imwrite(jp2k, good.cast("uchar").numpy(), photometric="rgb", ome=True,
+                     compression="jpeg2000", tile=(256, 256))
+    found["JPEG 2000 OME-TIFF"] = (jp2k, "compressed with JPEG2000 (TIFF compression 34712)")
+    return found
 
 
-@pytest.mark.parametrize("case", ["not an image", "zero-size", "truncated TIFF", "truncated tiled TIFF"])
+@pytest.mark.parametrize("case", ["not an image", "zero-size", "truncated TIFF", "truncated tiled TIFF",
+                                  "JPEG 2000 OME-TIFF"])
 def test_bad_input_fails_its_job_with_a_clear_reason_and_nothing_else(stack, micrograph, tmp_path, case):
-    path, message = _bad_files(tmp_path)[case]
+    files = _bad_files(tmp_path)
+    if case not in files:
+        pytest.skip("imagecodecs (a dev dependency) writes the JPEG 2000 TIFF")
+    path, message = files[case]
     good = _submit(stack, micrograph)
     bad = _submit(stack, path)
     stack.sent.extend([(PLAN_TASK, bad.id), (PLAN_TASK, good.id)])

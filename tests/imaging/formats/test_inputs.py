@@ -802,3 +802,31 @@ def test_the_orientation_a_file_asks_viewers_for_is_read_and_the_pixels_are_left
     pixels = pyvips.Image.new_from_file(str(out)).numpy()
     assert pixels.shape == (48, 64, 3)
     assert pixels[:8, :8].min() > 200 and pixels[-8:, -8:].max() < 210  # the corner stays put
+
+
+@pytest.mark.parametrize("compression,code,name", [("jpeg2000", 34712, "JPEG2000"),
+                                                   ("jpegxl", 50002, "JPEGXL")])
+@pytest.mark.parametrize("ome", [False, True])
+def test_a_tiff_compressed_in_a_scheme_libtiff_lacks_is_refused_as_that_not_as_damage(
+        tmp_path, compression, code, name, ome):
+    """JPEG 2000 (as bfconvert -compression JPEG-2000 writes) and JPEG XL are in no libtiff:
+    such a tiled RGB TIFF is not read by the rows directly, and its conversion fails saying
+    which compression it is and how to save the file, not "truncated or corrupt"."""
+    pytest.importorskip("imagecodecs")
+    pixels = rgb(300, 400, seed=4)
+    path = tmp_path / f"{compression}.{'ome.tif' if ome else 'tif'}"
+    tifffile.imwrite(path, pixels, photometric="rgb", compression=compression, tile=(256, 256),
+                     ome=ome)
+    lzw = tmp_path / "lzw.tif"
+    tifffile.imwrite(lzw, pixels, photometric="rgb", compression="lzw", tile=(256, 256))
+    info = source_info(path, max_pixels=10**6)
+    assert (info.compression, info.tiled, info.is_model_ready) == (code, True, False)
+    assert source_info(lzw, max_pixels=10**6).is_model_ready
+    with pytest.raises(ImageFormatError) as e:
+        write_model_ready(path, tmp_path / "ready.tif", max_pixels=10**6)
+    message = str(e.value)
+    assert message.startswith(f"{path.name}, while converting it: its pixels are compressed "
+                              f"with {name} (TIFF compression {code}), which this "
+                              "installation's TIFF reader"), message
+    assert "need not be damaged" in message and "-compression LZW" in message
+    assert "truncated or corrupt" not in message
