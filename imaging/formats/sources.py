@@ -125,13 +125,28 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
+#: What to do with a microscope's own format pelletseg does not read: Bio-Formats reads
+#: them all (its command-line tools, https://www.openmicroscopy.org/bio-formats/).
+CONVERT_HINT = ("A microscope's own format (Olympus/Evident .vsi, Leica .lif, Nikon .nd2, "
+                "Imaris .ims, ...) converts to OME-TIFF with Bio-Formats' bfconvert: "
+                "`bfconvert -series N -compression LZW IN OUT.ome.tif`, then submit that")
+
+
 def _kind(path: Path) -> str:
     require_file(path)
+    if path.suffix.lower() == ".vsi":  # a TIFF by its first bytes: read as one, the preview
+        raise ImageFormatError(
+            f"{path.name}: an Olympus/Evident cellSens VSI file, whose TIFF holds only a "
+            f"preview; the micrograph's pixels are in the .ets files of its folder "
+            f"_{path.stem}_/, which pelletseg does not read. Convert it to OME-TIFF with "
+            f"Bio-Formats' bfconvert (`bfconvert -series 0 -compression LZW {path.name} "
+            f"{path.stem}.ome.tif`, with the folder beside it; `showinf -nopix` lists the "
+            "series, the full-resolution scan usually first) and submit that")
     kind = sniff_format(path)
     if kind is None:
         raise ImageFormatError(
             f"{path.name}: not a readable image (its first bytes match no format pelletseg "
-            f"reads); pelletseg reads {SUPPORTED}"
+            f"reads); pelletseg reads {SUPPORTED}. {CONVERT_HINT}"
         )
     return kind
 

@@ -724,6 +724,30 @@ def test_unsupported_format_lists_what_is_supported(tmp_path):
         source_info(path, max_pixels=MAX)
     assert "notes.txt: not a readable image" in str(err.value)
     assert SUPPORTED in str(err.value) and "Zeiss CZI" in SUPPORTED and "OME-TIFF" in SUPPORTED
+    # a microscope's own format (a Leica .lif starts with 0x70, no format read here): what to do
+    lif = tmp_path / "pellet 7.lif"
+    lif.write_bytes(b"\x70\x00\x00\x00" + bytes(64))
+    with pytest.raises(ImageFormatError) as err:
+        source_info(lif, max_pixels=MAX)
+    assert str(err.value).startswith("pellet 7.lif: not a readable image")
+    assert "bfconvert -series N -compression LZW IN OUT.ome.tif" in str(err.value)
+
+
+def test_an_olympus_vsi_is_refused_rather_than_its_preview_read(tmp_path):
+    """A cellSens .vsi is a TIFF holding a preview; its pixels are in .ets files of a folder
+    beside it. Read as a TIFF, a job would segment the preview and succeed."""
+    vsi = tmp_path / "Schliff 12.vsi"
+    tifffile.imwrite(vsi, rgb(87, 128), photometric="rgb")  # the preview, as cellSens writes
+    (tmp_path / "_Schliff 12_" / "stack1").mkdir(parents=True)
+    with pytest.raises(ImageFormatError) as err:
+        source_info(vsi, max_pixels=MAX)
+    message = str(err.value)
+    assert message.startswith("Schliff 12.vsi: an Olympus/Evident cellSens VSI file, whose TIFF "
+                              "holds only a preview"), message
+    assert "folder _Schliff 12_/" in message
+    assert "bfconvert -series 0 -compression LZW Schliff 12.vsi Schliff 12.ome.tif" in message
+    with pytest.raises(ImageFormatError):
+        write_model_ready(vsi, tmp_path / "ready.tif", max_pixels=MAX)
 
 
 def test_unsupported_bit_depth_says_which_are(tmp_path):
