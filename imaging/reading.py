@@ -387,7 +387,8 @@ def write_model_ready(
             predictor="horizontal", bigtiff=True, keep="none",
         )
         if nodata_path is not None and opened:  # a second, sequential pass of its own
-            nodata = alpha_nodata(open_image(path, max_pixels=max_pixels, access="sequential"))
+            nodata = alpha_nodata(open_image(path, max_pixels=max_pixels, access="sequential"),
+                                  path)
             if nodata is not None:
                 write_nodata(nodata, nodata_path)
     except (pyvips.Error, DeflateDamage) as e:
@@ -398,13 +399,35 @@ def write_model_ready(
     return ImageInfo(out_path, image.width, image.height, 3, "uchar", True)
 
 
-def alpha_nodata(image: pyvips.Image) -> pyvips.Image | None:
+def alpha_nodata(image: pyvips.Image, path: str | os.PathLike | None = None
+                 ) -> pyvips.Image | None:
     """The no-data mask of an image with an alpha band (grey + alpha, RGBA; not CMYK): a
     1-band image, nonzero where alpha is 0 (fully transparent: a stitched mosaic's empty
-    areas); None without an alpha band (lazy)."""
+    areas); None without an alpha band (lazy), and for a TIFF ``path`` whose extra band is
+    not alpha (:func:`extra_band_is_alpha`).
+    """
     if image.bands not in (2, 4) or (image.bands == 4 and image.interpretation == "cmyk"):
         return None
+    if path is not None and not extra_band_is_alpha(path):
+        return None
     return image[image.bands - 1] == 0
+
+
+def extra_band_is_alpha(path: str | os.PathLike) -> bool:
+    """False for a TIFF whose page 0 marks its extra sample (the band after grey or RGB) as
+    unspecified data (``ExtraSamples`` 0, TIFF 6.0 section 18: e.g. an infrared channel or a
+    camera's own plane), which is not transparency: libvips reads it as a fourth band all the
+    same, and taking it for alpha would mark every pixel where it is 0 as no data. True for
+    associated (1) or unassociated (2) alpha, for a TIFF without the tag and for other
+    formats (a PNG's fourth band is alpha)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            extra = tif.pages[0].extrasamples
+    except Exception:  # not a TIFF (or tifffile cannot tell): as libvips reads it
+        return True
+    return not extra or int(extra[0]) != 0
 
 
 #: Side (px) of the blocks a mosaic's black fill is found by (:func:`black_fill_nodata`).

@@ -854,3 +854,25 @@ def test_a_tiff_compressed_in_a_scheme_libtiff_lacks_is_refused_as_that_not_as_d
                               "installation's TIFF reader"), message
     assert "need not be damaged" in message and "-compression LZW" in message
     assert "truncated or corrupt" not in message
+
+
+@pytest.mark.parametrize("extra,is_alpha", [(0, False), (1, True), (2, True)])
+def test_a_tiffs_extra_band_is_no_data_only_where_it_is_alpha(tmp_path, extra, is_alpha):
+    """RGB plus a fourth band: associated (1) or unassociated (2) alpha marks its 0s as no
+    data; an unspecified extra sample (0: an infrared channel, a camera's own plane) is not
+    transparency, and made no data of every pixel where it is 0 until 2026-12-07."""
+    pixels = rgb(30, 40)
+    fourth = np.full((30, 40, 1), 255, np.uint8)
+    fourth[:12] = 0
+    path = tmp_path / f"rgbx-{extra}.tif"
+    tifffile.imwrite(path, np.concatenate([pixels, fourth], axis=2), photometric="rgb",
+                     extrasamples=[extra])
+    nodata = tmp_path / "nodata.tif"
+    write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX, nodata_path=nodata)
+    ready = pyvips.Image.new_from_file(str(tmp_path / "ready.tif")).numpy()
+    if extra != 1:  # premultiplied colour is divided by its alpha; the others stay as stored
+        np.testing.assert_array_equal(ready, pixels)
+    if is_alpha:
+        np.testing.assert_array_equal(read_nodata_rows(nodata, 0, 30), fourth[..., 0] == 0)
+    else:
+        assert not nodata.exists()
