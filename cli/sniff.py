@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from core.sources import BFCONVERT
+
 __all__ = ["IMAGE_SUFFIXES", "SUPPORTED", "NotAnImageError", "expand_folders", "sniff"]
 
 #: Leading bytes -> format.
@@ -35,6 +37,11 @@ SUPPORTED = ("TIFF/BigTIFF (also OME-TIFF, SVS, NDPI, SCN), PNG, JPEG, Zeiss CZI
 #: ends in .ome.tif/.ome.tiff; SVS, NDPI, SCN and BIF are TIFFs).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif", ".png",
                   ".jpg", ".jpeg", ".czi", ".mrxs")
+
+
+#: Name endings of microscope formats pelletseg does not read (Olympus/Evident cellSens, Leica,
+#: Nikon, Imaris, Olympus FluoView, Zeiss ZVI): a folder of them is told how to convert them.
+MICROSCOPE_SUFFIXES = (".vsi", ".lif", ".nd2", ".ims", ".oib", ".oir", ".zvi")
 
 
 class NotAnImageError(ValueError):
@@ -94,8 +101,12 @@ def expand_folders(sources: Iterable[str]) -> list[str]:
                         if p.is_file() and not p.name.startswith(".")
                         and p.name.lower().endswith(IMAGE_SUFFIXES))
         if not images:
+            own = sorted({p.suffix.lower() for p in folder.iterdir()
+                          if p.suffix.lower() in MICROSCOPE_SUFFIXES})
+            hint = (f"; its {', '.join(own)} files are a microscope's own format: for each, "
+                    f"{BFCONVERT}" if own else "")
             raise NotAnImageError(f"{folder}: a folder with no image file in it (looked for "
-                                  f"{', '.join(IMAGE_SUFFIXES)}); give image files, or a "
-                                  "folder of them")
+                                  f"{', '.join(IMAGE_SUFFIXES)}){hint}; give image files, or "
+                                  "a folder of them")
         expanded += images
     return expanded

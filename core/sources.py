@@ -7,7 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-__all__ = ["is_bare_path", "local_path", "source_scheme"]
+__all__ = ["BFCONVERT", "is_bare_path", "local_path", "source_scheme"]
+
+#: How a microscope's own format that pelletseg does not read (Olympus/Evident .vsi, Leica
+#: .lif, Nikon .nd2, Imaris .ims, ...) becomes one it does: Bio-Formats' command-line tools
+#: (https://www.openmicroscopy.org/bio-formats/), as the CLI and the workers say it.
+BFCONVERT = ("convert it to OME-TIFF with Bio-Formats' bfconvert (`bfconvert -series N "
+             "-compression LZW IN OUT.ome.tif`; `showinf -nopix IN` lists the series, the "
+             "full-resolution scan usually first) and submit that")
 
 
 def source_scheme(url: str) -> str:

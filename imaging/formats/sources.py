@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pyvips
 
+from core.sources import BFCONVERT
 from imaging.errors import DarkSourceError, ImageFormatError
 from imaging.formats.bands import BandSource, rgb8_bands, value_range, write_bands_model_ready
 from imaging.formats.detect import SUPPORTED, sniff_format
@@ -125,11 +126,10 @@ def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
         )
 
 
-#: What to do with a microscope's own format pelletseg does not read: Bio-Formats reads
-#: them all (its command-line tools, https://www.openmicroscopy.org/bio-formats/).
-CONVERT_HINT = ("A microscope's own format (Olympus/Evident .vsi, Leica .lif, Nikon .nd2, "
-                "Imaris .ims, ...) converts to OME-TIFF with Bio-Formats' bfconvert: "
-                "`bfconvert -series N -compression LZW IN OUT.ome.tif`, then submit that")
+#: What to do with a microscope's own format pelletseg does not read (:data:`core.sources.
+#: BFCONVERT`).
+CONVERT_HINT = ("If it is a microscope's own format (Olympus/Evident .vsi, Leica .lif, Nikon "
+                f".nd2, Imaris .ims, ...), {BFCONVERT}")
 
 
 def _kind(path: Path) -> str:

@@ -175,6 +175,13 @@ def test_a_folder_stands_for_the_image_files_directly_in_it(tmp_path):
         expand_folders([str(folder), str(tmp_path / "nothing")])
     with pytest.raises(NotAnImageError, match="a folder, not an image file"):
         sniff(folder)
+    olympus = tmp_path / "olympus"  # cellSens scans: the .vsi and its folder of .ets files
+    (olympus / "_P-4_" / "stack1").mkdir(parents=True)
+    (olympus / "P-4.vsi").write_bytes(b"II*\x00")
+    with pytest.raises(NotAnImageError) as err:
+        expand_folders([str(olympus)])
+    assert "its .vsi files are a microscope's own format: for each, convert it to OME-TIFF " \
+           "with Bio-Formats' bfconvert (`bfconvert -series N" in str(err.value)
 
 
 @pytest.mark.parametrize("command", [["run", "--home", "HOME"], ["submit", "--api",

@@ -730,6 +730,7 @@ def test_unsupported_format_lists_what_is_supported(tmp_path):
     with pytest.raises(ImageFormatError) as err:
         source_info(lif, max_pixels=MAX)
     assert str(err.value).startswith("pellet 7.lif: not a readable image")
+    assert "If it is a microscope's own format (Olympus/Evident .vsi, Leica .lif" in str(err.value)
     assert "bfconvert -series N -compression LZW IN OUT.ome.tif" in str(err.value)
 
 
