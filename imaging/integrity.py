@@ -72,10 +72,16 @@ def _compression_name(code: int) -> str:
         return f"compression {code}"
 
 
+#: libjpeg's words for a JPEG of a sample precision it was built without (12-bit JPEGs of
+#: some scientific cameras): ``"Unsupported JPEG data precision 12"``.
+_JPEG_PRECISION = re.compile(r"Unsupported JPEG data precision (\d+)")
+
+
 def damaged_message(name: str, where: str, error: Exception) -> str:
     """An error message for pixel data that cannot be decoded: the file, where (rows/tile),
     libvips' detail and what to do. Pixels compressed in a scheme libtiff was built without
-    (JPEG 2000, JPEG XL, ZSTD, ...) are said to be that, not damage, with the way out."""
+    (JPEG 2000, JPEG XL, ZSTD, ...) and JPEGs of more than 8 bits per sample are said to be
+    that, not damage, with the way out."""
     found = _NO_CODEC.search(str(error))
     if found:
         scheme = found.group(1) or _compression_name(int(found.group(2)))
@@ -85,6 +91,12 @@ def damaged_message(name: str, where: str, error: Exception) -> str:
                 "need not be damaged: save it again uncompressed or with LZW or deflate (zip) "
                 "compression (Fiji: File > Save As > Tiff; bfconvert: -compression LZW) and "
                 "submit that")
+    found = _JPEG_PRECISION.search(str(error))
+    if found:
+        return (f"{name}, {where}: a JPEG of {found.group(1)} bits per sample, which this "
+                "installation's JPEG reader (libjpeg, in libvips) cannot decode; the file need "
+                "not be damaged: save it as a 16-bit TIFF or PNG (Fiji: File > Save As > Tiff) "
+                "and submit that")
     return (f"{name}, {where}: pixel data cannot be decoded ({decode_detail(error)}); the file "
             "is truncated or corrupt, and no result is made from it: check the file (e.g. its "
             "size against the original) and upload it again")

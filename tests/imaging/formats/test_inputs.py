@@ -877,3 +877,21 @@ def test_a_tiffs_extra_band_is_no_data_only_where_it_is_alpha(tmp_path, extra, i
         np.testing.assert_array_equal(read_nodata_rows(nodata, 0, 30), fourth[..., 0] == 0)
     else:
         assert not nodata.exists()
+
+
+def test_a_12_bit_jpeg_is_refused_as_that_not_as_damage(tmp_path):
+    """Some scientific cameras write 12-bit JPEGs, which libvips' libjpeg (8-bit) cannot
+    decode: said so, with what to save it as, not "truncated or corrupt"."""
+    imagecodecs = pytest.importorskip("imagecodecs")
+    path = tmp_path / "camera12.jpg"
+    samples = np.random.default_rng(0).integers(0, 4096, (64, 80), dtype=np.uint16)
+    path.write_bytes(imagecodecs.jpeg8_encode(samples, bitspersample=12))
+    try:
+        write_model_ready(path, tmp_path / "ready.tif", max_pixels=MAX)
+    except ImageFormatError as error:
+        e = pytest.ExceptionInfo.from_exception(error)
+    else:
+        pytest.skip("this libvips decodes 12-bit JPEGs (libjpeg-turbo 3 with 12-bit support)")
+    assert str(e.value).startswith("camera12.jpg, while converting it: a JPEG of 12 bits per "
+                                   "sample, which this installation's JPEG reader"), e.value
+    assert "16-bit TIFF or PNG" in str(e.value) and "truncated" not in str(e.value)
