@@ -93,7 +93,9 @@ class ImageInfo:
 
     @property
     def is_model_ready(self) -> bool:
-        """True if rows can read this file directly: a tiled 8-bit 3-band TIFF."""
+        """True for a tiled 8-bit 3-band TIFF (as :func:`write_model_ready` writes). Whether
+        rows read a *source* directly is :attr:`imaging.formats.SourceInfo.is_model_ready`'s
+        to say (it also asks for a compression every libtiff decodes)."""
         return self.tiled and self.bands == 3 and self.format == "uchar"
 
 
