@@ -428,6 +428,13 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             page.set_input_files("#submit-files", [str(note)])
             page.click("#submit-go")
             page.wait_for_selector(".toast-error:has-text('notes.txt: not an image file')")
+            vsi = tmp_path / "Schliff 3.vsi"  # an Olympus scan: what to do with it
+            vsi.write_bytes(b"II*\x00")
+            page.set_input_files("#submit-files", [str(vsi)])
+            page.click("#submit-go")
+            page.wait_for_selector(".toast-error:has-text('Schliff 3.vsi: not an image file')")
+            assert "convert it to OME-TIFF with Bio-Formats' bfconvert" in page.inner_text(
+                ".toast-error:has-text('Schliff 3.vsi')")
             second = tmp_path / "P-9.png"
             shutil.copy(image, second)
             page.set_input_files("#submit-files", [str(image), str(second)])

@@ -93,11 +93,13 @@ def test_the_api_key_never_goes_into_a_url():
 
 
 def test_the_submit_panel_takes_the_same_image_names_as_pelletseg_submit():
-    from cli.sniff import IMAGE_SUFFIXES
+    from cli.sniff import IMAGE_SUFFIXES, MICROSCOPE_SUFFIXES
 
     js = (STATIC_DIR / "js" / "submit.js").read_text()
-    listed = re.search(r"IMAGE_SUFFIXES = \[(.*?)\];", js, re.S).group(1)
-    assert tuple(re.findall(r'"(\.[a-z0-9]+)"', listed)) == IMAGE_SUFFIXES
+    for name, suffixes in (("IMAGE_SUFFIXES", IMAGE_SUFFIXES),
+                           ("MICROSCOPE_SUFFIXES", MICROSCOPE_SUFFIXES)):
+        listed = re.search(rf"{name} = \[(.*?)\];", js, re.S).group(1)
+        assert tuple(re.findall(r'"(\.[a-z0-9]+)"', listed)) == suffixes, name
 
 
 def test_uploads_may_connect_to_the_s3_endpoint_of_presigned_part_urls(s3_bucket, tmp_path):

@@ -11,6 +11,9 @@ import { errorText, h, setChildren, toast } from "./ui.js";
 /** Image name endings accepted, as `pelletseg submit` (cli/sniff.py IMAGE_SUFFIXES). */
 export const IMAGE_SUFFIXES = [".tif", ".tiff", ".btf", ".tf8", ".svs", ".ndpi", ".scn", ".bif",
   ".png", ".jpg", ".jpeg", ".czi", ".mrxs"];
+/** A microscope's own formats, which Bio-Formats' bfconvert turns into OME-TIFF (cli/sniff.py
+ * MICROSCOPE_SUFFIXES). */
+export const MICROSCOPE_SUFFIXES = [".vsi", ".lif", ".nd2", ".ims", ".oib", ".oir", ".zvi"];
 const URLS_PER_REQUEST = 100; // POST /v1/uploads/{id}/urls takes up to 1000
 const PARTS_IN_FLIGHT = 3; // browsers open up to 6 connections per host
 const PART_TRIES = 3;
@@ -173,8 +176,13 @@ export function mountSubmit(elements, onSubmitted) {
     const parsed = parseLabels(labels.value);
     if (!chosen.length) return toast("Choose one or more image files first", "error");
     if (notImages.length) {
+      const own = notImages.some((f) => MICROSCOPE_SUFFIXES.some(
+        (suffix) => f.name.toLowerCase().endsWith(suffix)));
       return toast(`${notImages.map((f) => f.name).join(", ")}: not an image file ` +
-        `(names ending ${IMAGE_SUFFIXES.join(" ")}); nothing was sent`, "error");
+        `(names ending ${IMAGE_SUFFIXES.join(" ")}); nothing was sent` + (own
+        ? ". A microscope's own format (.vsi, .lif, .nd2, ...): convert it to OME-TIFF with " +
+          "Bio-Formats' bfconvert (bfconvert -series N -compression LZW IN OUT.ome.tif) first"
+        : ""), "error");
     }
     if (parsed.bad.length) {
       return toast(`Labels are key:value pairs; "${parsed.bad.join(" ")}" is not`, "error");
