@@ -466,7 +466,7 @@ class UploadOut(BaseModel):
         description="Of a complete upload that is an OME-TIFF of several images of similar "
         "size (one per pellet of a mount): its scenes (0-based OME Image indices), a job each "
         "(POST /v1/batches with `scene` per job; a job without one is refused at planning), "
-        "read from the file's TIFF structure and OME-XML alone. Empty for a file of one image "
+        "read from the OME-XML of its first page alone. Empty for a file of one image "
         "or of another format.")
     urls: dict[int, str] = Field(default_factory=dict)
     urls_expire_at: datetime | None = None

@@ -21,7 +21,7 @@ from storage.errors import StorageError
 __all__ = ["SourceRootError", "confine_file_source", "local_scenes", "source_roots",
            "upload_scenes"]
 
-#: Bytes per read of an upload's TIFF structure from a remote store (its IFDs lie apart).
+#: Bytes per read of an upload's first TIFF page (header and OME-XML) from a remote store.
 SCENE_READ_BLOCK = 256 * 1024
 
 
@@ -109,7 +109,7 @@ def local_scenes(source: str) -> list[int]:
 
 def upload_scenes(blobs: BlobStore, key: str) -> list[int]:
     """:func:`local_scenes` of an upload (the blob ``key`` in ``blobs``), in a local store or
-    on S3: only an OME-TIFF's structure and OME-XML are read (on S3 in ranged reads of
+    on S3: only the first page's header and OME-XML are read (on S3 in ranged reads of
     :data:`SCENE_READ_BLOCK` bytes), never its pixels. ``[]`` for a file of one image, another
     format, or one that cannot be read (its job's checks say what is wrong)."""
     from imaging.errors import ImageFormatError  # pyvips and tifffile: only when needed

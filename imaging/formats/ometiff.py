@@ -85,15 +85,33 @@ def ome_scenes(path: str | os.PathLike | BinaryIO) -> list[int]:
     CZI converted by bfconvert), in file order; ``[k]`` for a file of one image (beside its
     thumbnails, overviews or labels).
 
+    Read from the OME-XML alone (each Image's ``Pixels`` ``SizeX`` x ``SizeY``): the first
+    page's header and description, never the other pages' (tifffile's series of a Z-stack
+    OME-TIFF read every 256 KiB block of the file, i.e. all of an upload on S3).
+
     Args:
         path: A local file, or a seekable binary file object (e.g. an upload in S3 opened
-            through fsspec: only the TIFF structure and the OME-XML are read).
+            through fsspec).
 
     Raises:
-        ImageFormatError: not an OME-TIFF, or its structure cannot be read.
+        ImageFormatError: not an OME-TIFF, or its OME-XML cannot be read.
     """
-    with _opened(path, parse_ome=False) as (tif, _):  # tifffile's series suffice
-        return _scenes(tif.series)
+    import xml.etree.ElementTree as ET
+
+    with _opened(path, parse_ome=False) as (tif, _):
+        xml = tif.ome_metadata
+    name = _name(path)
+    try:
+        images = ET.fromstring(xml).findall("{*}Image")
+        areas = [int(p.get("SizeX")) * int(p.get("SizeY"))
+                 for p in (image.find("{*}Pixels") for image in images)]
+    except (ET.ParseError, TypeError, ValueError, AttributeError) as e:
+        raise ImageFormatError(
+            f"{name}: an OME-TIFF whose OME-XML cannot be read ({e}); the file is truncated "
+            "or corrupt: export it again") from e
+    if not areas:
+        raise ImageFormatError(f"{name}: an OME-TIFF whose OME-XML names no image")
+    return _scenes_of(areas)
 
 
 def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
@@ -145,6 +163,14 @@ def ome_layout(path: str | os.PathLike, scene: int | None = None) -> OmeLayout:
                      pixels.significant_bits, planes, int(first.compression))
 
 
+def _name(path: str | os.PathLike | BinaryIO) -> str:
+    """The file name of a path or of a file object (fsspec's name their file ``.path``,
+    Python's ``.name``) for messages."""
+    if isinstance(path, (str, os.PathLike)):
+        return Path(path).name
+    return Path(str(getattr(path, "path", None) or getattr(path, "name", "file"))).name
+
+
 @contextmanager
 def _opened(path: str | os.PathLike | BinaryIO, parse_ome: bool = True) -> Iterator[tuple]:
     """``(tifffile.TiffFile, ome_types.OME)`` of an OME-TIFF (a path or a seekable binary
@@ -159,10 +185,7 @@ def _opened(path: str | os.PathLike | BinaryIO, parse_ome: bool = True) -> Itera
     import tifffile
     from ome_types import from_xml
 
-    if isinstance(path, (str, os.PathLike)):
-        name = Path(path).name
-    else:  # a file object: fsspec's name their file .path, Python's .name
-        name = Path(str(getattr(path, "path", None) or getattr(path, "name", "file"))).name
+    name = _name(path)
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.is_ome:
@@ -178,9 +201,14 @@ def _opened(path: str | os.PathLike | BinaryIO, parse_ome: bool = True) -> Itera
 
 
 def _scenes(series) -> list[int]:
-    """Indices of the series with at least :data:`SCENE_SHARE` of the largest one's level-0
-    pixels, in file order (the one rule of :func:`ome_scenes` and :func:`ome_layout`)."""
-    areas = [_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series]
+    """:func:`_scenes_of` tifffile's series (their level-0 pixels)."""
+    return _scenes_of([_yx(s.levels[0])[0] * _yx(s.levels[0])[1] for s in series])
+
+
+def _scenes_of(areas: list[int]) -> list[int]:
+    """Indices of the images with at least :data:`SCENE_SHARE` of the largest one's level-0
+    pixels (``areas``, px), in file order (the one rule of :func:`ome_scenes` and
+    :func:`ome_layout`)."""
     return [i for i, area in enumerate(areas) if area >= SCENE_SHARE * max(areas)]
 
 

@@ -267,7 +267,7 @@ def test_s3_single_part_upload_and_abort(s3_api, s3_bucket):
 
 def test_s3_upload_of_several_scenes_lists_them_from_its_structure_alone(s3_api, tmp_path):
     """An OME-TIFF of a thumbnail and two scenes uploaded to S3 (moto server): its scenes come
-    from ranged reads of its TIFF structure and OME-XML, as on a local store."""
+    from ranged reads of its first page's OME-XML, as on a local store."""
     from tests.imaging.formats.test_inputs import write_scenes
 
     mount = tmp_path / "mount.ome.tif"

@@ -22,6 +22,7 @@ from imaging.formats import (
     write_model_ready,
 )
 from imaging.formats.czi import czi_significant_bits
+from imaging.formats.ometiff import ome_scenes
 from imaging.formats.scaling import array_to_uint8
 from imaging.metadata import read_pixel_size_um
 from imaging.reading import (
@@ -895,3 +896,33 @@ def test_a_12_bit_jpeg_is_refused_as_that_not_as_damage(tmp_path):
     assert str(e.value).startswith("camera12.jpg, while converting it: a JPEG of 12 bits per "
                                    "sample, which this installation's JPEG reader"), e.value
     assert "16-bit TIFF or PNG" in str(e.value) and "truncated" not in str(e.value)
+
+
+def test_the_scenes_of_an_ome_tiff_are_read_from_its_first_page_alone(tmp_path):
+    """A Z-stack OME-TIFF of two scenes: its scenes come from the OME-XML of page 0, without
+    reading the other pages' headers (through tifffile's series every 256 KiB block of this
+    file was read, i.e. all of an upload on S3, in the API's request)."""
+    import io
+
+    path = tmp_path / "zstack.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tw:
+        for seed in (1, 2):
+            tw.write(np.stack([rgb(128, 128, seed=seed)] * 120), photometric="rgb",
+                     tile=(64, 64), metadata={"axes": "ZYXS"})
+    block = 256 * 1024
+    touched: set[int] = set()
+
+    class Counting(io.FileIO):
+        def readinto(self, buffer):
+            touched.add(self.tell() // block)
+            return super().readinto(buffer)
+
+        def read(self, size=-1):
+            touched.add(self.tell() // block)
+            return super().read(size)
+
+    with Counting(path, "rb") as file:
+        assert ome_scenes(file) == [0, 1]
+    assert path.stat().st_size > 40 * block
+    assert len(touched) <= 2, sorted(touched)
+    assert ome_scenes(path) == source_scenes(path) == [0, 1]
