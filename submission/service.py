@@ -46,20 +46,25 @@ def _not_a_file(path: Path) -> str:
     return "a folder, not an image file" if path.is_dir() else "no such file"
 
 
-def _not_utf8(path: Path) -> str | None:
-    """Why libvips cannot open ``path`` although it is there: a name whose bytes are not UTF-8
-    (a Latin-1 name from a Windows share; libvips and pyvips take UTF-8 file names only); None
-    for a UTF-8 name."""
+def _file_uri(path: Path) -> str:
+    """The ``file://`` URL of an existing local source.
+
+    Raises:
+        SubmissionError: its name's bytes are not UTF-8 (a Latin-1 name from a Windows share):
+            libvips and pyvips take UTF-8 file names only, so its job would fail "does not
+            exist".
+    """
     raw = os.fsencode(path)
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as e:
         shown = raw.decode("utf-8", "backslashreplace")
-        return (f"{shown}: its name is not UTF-8 (byte 0x{raw[e.start]:02x}), and the image "
-                f"reader takes UTF-8 file names only: rename the file or folder (e.g. "
-                f"`convmv -f latin1 -t utf-8 --notest FILE`), or mount the share with "
-                f"iocharset=utf8, and submit it again")
-    return None
+        raise SubmissionError(
+            f"{shown}: its name is not UTF-8 (byte 0x{raw[e.start]:02x}), and the image reader "
+            "takes UTF-8 file names only: rename the file or folder (e.g. `convmv -f latin1 "
+            "-t utf-8 --notest FILE`), or mount the share with iocharset=utf8, and submit it "
+            "again") from None
+    return path.as_uri()
 
 
 def _by_status(jobs: list[Job]) -> str:
@@ -224,9 +229,7 @@ class SubmissionService:
                 raise SubmissionError(str(e)) from e
             if is_bare_path(source) and not path.is_file():
                 raise SubmissionError(f"{source}: {_not_a_file(path)}")
-            if problem := _not_utf8(path):
-                raise SubmissionError(problem)
-            return path.as_uri()
+            return _file_uri(path)
         if is_bare_path(source):
             if "file" not in allowed:
                 raise SubmissionError(
@@ -240,9 +243,7 @@ class SubmissionService:
                 raise SubmissionError(f"{source!r} is not a usable file path: {e}") from e
             if not found:
                 raise SubmissionError(f"{source}: {_not_a_file(path)}")
-            if problem := _not_utf8(path):
-                raise SubmissionError(problem)
-            return path.as_uri()
+            return _file_uri(path)
         scheme = source_scheme(source)
         if scheme not in allowed:
             raise SubmissionError(

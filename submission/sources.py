@@ -117,10 +117,7 @@ def upload_scenes(blobs: BlobStore, key: str) -> list[int]:
 
     try:
         with blobs.open_read(key, block_size=SCENE_READ_BLOCK) as file:
-            if file.read(2) not in (b"II", b"MM"):  # not a TIFF: nothing to parse
-                return []
-            file.seek(0)
-            found = ome_scenes(file)
+            found = ome_scenes(file)  # another format: "not an OME-TIFF" from its first bytes
     except (ImageFormatError, StorageError, OSError):
         return []
     return found if len(found) > 1 else []
