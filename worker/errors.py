@@ -6,7 +6,7 @@ from core.spec import SpecError
 from imaging.errors import ImageFormatError
 from models.package import ModelPackageError
 
-__all__ = ["PERMANENT_ERRORS", "SourceError", "WorkerError"]
+__all__ = ["PERMANENT_ERRORS", "SourceChangedError", "SourceError", "WorkerError"]
 
 
 class WorkerError(Exception):
@@ -15,6 +15,11 @@ class WorkerError(Exception):
 
 class SourceError(WorkerError):
     """A job's source URL is not allowed, or does not exist."""
+
+
+class SourceChangedError(SourceError):
+    """A job's source is not the file its planner read (``outputs["source_identity"]``): it was
+    rewritten or replaced since, so its rows would mix two images."""
 
 
 #: Errors that are the input's fault: retrying the same row cannot help.

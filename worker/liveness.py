@@ -5,9 +5,11 @@ A :class:`Liveness` thread in every worker process (started by the worker signal
 ``PELLETSEG_HEARTBEAT_SECONDS`` (s) (which also keeps the leases of the rows it has in flight,
 :data:`worker.leases.ROWS_IN_FLIGHT`, and hands back any other row it holds) and,
 unless ``beats_only``, runs :func:`worker.stages.reconciling.reconcile` every
-``PELLETSEG_RECONCILE_SECONDS`` (s). So a SIGKILLed, OOM-killed or lost worker is noticed
-within three beats by any live worker, on every broker, without depending on one ``--beat``
-process (docs/reliability.md). A clean stop marks the process stopped.
+``PELLETSEG_RECONCILE_SECONDS`` (s) and, every :data:`worker.cache.SWEEP_SECONDS`, removes
+the machine's cached files of jobs that no longer run (:func:`worker.cache.sweep`). So a
+SIGKILLed, OOM-killed or lost worker is noticed within three beats by any live worker, on
+every broker, without depending on one ``--beat`` process (docs/reliability.md). A clean stop
+marks the process stopped.
 
 The main process of a ``celery worker`` also watches its own consumer (:class:`StallWatch`):
 kombu can stop consuming after a broker restart that broke an ack, leaving a live process
@@ -27,6 +29,7 @@ from typing import Self
 import structlog
 
 from storage.errors import StorageError
+from worker.cache import SWEEP_SECONDS, sweep
 from worker.context import WorkerContext
 from worker.leases import ROWS_IN_FLIGHT
 from worker.local import RESTART_STATUS
@@ -88,6 +91,7 @@ class Liveness:
         self.worker_id: str | None = None
         self.beats = 0
         self.reconciles = 0
+        self.sweeps = 0
 
     def start(self) -> Self:
         self._thread.start()
@@ -110,7 +114,7 @@ class Liveness:
         from worker.stages.reconciling import reconcile
 
         registered = False
-        last_reconcile = time.monotonic()
+        last_reconcile = last_sweep = time.monotonic()
         ctx = None
         while not self._stop.is_set():
             try:
@@ -141,6 +145,10 @@ class Liveness:
                     last_reconcile = time.monotonic()
                     reconcile(ctx)
                     self.reconciles += 1
+                if not self.beats_only and time.monotonic() - last_sweep >= SWEEP_SECONDS:
+                    last_sweep = time.monotonic()
+                    sweep(ctx.cache_dir, not ctx.blobs.is_local, ctx.table.jobs.statuses)
+                    self.sweeps += 1
             except StorageError as e:  # the job table is away: try again at the next beat
                 log.warning("liveness.failed", error=str(e))
             except Exception as e:  # never let the thread die silently

@@ -89,6 +89,16 @@ class JobRecords(Repository):
             raise NotFoundError(f"job {job_id} does not exist")
         return job_from_row(row)
 
+    def statuses(self, job_ids: list[str]) -> dict[str, JobStatus]:
+        """``{id: status}`` of those of ``job_ids`` the table has (unknown ids left out), in
+        one query per 500 ids."""
+        found: dict[str, JobStatus] = {}
+        for start in range(0, len(job_ids), 500):
+            q = select(Job.id, Job.status).where(Job.id.in_(job_ids[start:start + 500]))
+            with self._tx() as conn:
+                found.update((str(i), JobStatus(s)) for i, s in conn.execute(q))
+        return found
+
     def batch_counts(self, batch_id: str) -> dict[str, int]:
         """How many jobs of batch ``batch_id`` are in each status (``{}``: no such batch)."""
         q = (select(Job.status, func.count()).where(Job.batch_id == batch_id)

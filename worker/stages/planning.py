@@ -20,6 +20,7 @@ from models.suitability import demo_model_warning, pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
 from storage.blobs.layout import NODATA, SOURCE, output_key
 from storage.errors import NotFoundError
+from worker.cache import job_folder
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
 from worker.errors import PERMANENT_ERRORS
@@ -47,7 +48,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     :func:`models.suitability.demo_model_warning`; a pixel size outside those the model was
     trained at, :func:`models.suitability.pixel_size_warning`; pixels the file records as not
     square; a stack of which only the first image is read, :func:`planes_message`), stored as
-    ``outputs["warnings"]``; insert one
+    ``outputs["warnings"]``; record the source's size and version as
+    ``outputs["source_identity"]`` (:func:`worker.stages.sources.source_identity`: every later
+    read of the original is checked against it); insert one
     ``pending`` row per strip; job ``planning -> running``; enqueue the rows (and, with
     ``PELLETSEG_STREAM_REDUCE``, the job's streaming stitcher, ``worker/stages/streaming.py``).
 
@@ -73,17 +76,18 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         spec = JobSpec.from_stored(job.spec)
         model = ctx.table.models.get(spec.model, spec.model_version)
         settings = ctx.settings
-        local = localize(spec.source_url, ctx.cache_dir, settings.allowed_source_schemes)
+        local, identity = localize(spec.source_url, ctx.cache_dir, job_id,
+                                   settings.allowed_source_schemes)
         # any supported format; of an OME-TIFF of several images, the job's scene
         info = source_info(local, max_pixels=settings.max_pixels, scene=spec.scene)
         significant_bits = info.significant_bits_used(spec.significant_bits)
         source_key = None
         nodata_key = output_key(job_id, NODATA)
-        nodata = ctx.cache_dir / "jobs" / job_id / NODATA
+        nodata = job_folder(ctx.cache_dir, job_id) / NODATA
         if not info.is_model_ready:
             source_key = output_key(job_id, SOURCE)
             if not ctx.blobs.exists(source_key):
-                tmp = ctx.cache_dir / "jobs" / job_id / SOURCE
+                tmp = job_folder(ctx.cache_dir, job_id) / SOURCE
                 write_model_ready(local, tmp, max_pixels=settings.max_pixels,
                                   significant_bits=spec.significant_bits, nodata_path=nodata,
                                   scene=spec.scene)
@@ -118,7 +122,8 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         width=info.width,
         height=info.height,
         rows_total=grid.n_strips,
-        outputs={"source": source_key, "pixel_size_um": pixel_size_um,
+        outputs={"source": source_key, "source_identity": identity,
+                 "pixel_size_um": pixel_size_um,
                  "significant_bits": significant_bits, "nodata": nodata_key,
                  "warnings": warnings},
     )

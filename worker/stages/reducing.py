@@ -41,6 +41,7 @@ from storage.blobs.layout import (
     output_key,
 )
 from storage.errors import StorageError
+from worker.cache import job_folder, remove_job
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS
 from worker.stages.confidence import write_confidence
@@ -94,7 +95,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
             else count_nodata(ctx.local_blob(job.outputs["nodata"])),
             warnings=(job.outputs or {}).get("warnings"),
         )
-        work = ctx.cache_dir / "jobs" / job_id / "out"
+        work = job_folder(ctx.cache_dir, job_id) / "out"
         work.mkdir(parents=True, exist_ok=True)
         # the label strips are fetched once, here: the three products' threads then find them
         # in the cache, and no two threads download one key at once
@@ -142,6 +143,7 @@ def reduce_job(ctx: WorkerContext, job_id: str) -> dict | None:
     outputs["streamed"] = staged.pictures
     ctx.table.jobs.set_outputs(job_id, outputs)
     ctx.table.jobs.transition(job_id, JobStatus.SUCCEEDED, expected=JobStatus.REDUCING)
+    remove_job(ctx.cache_dir, not ctx.blobs.is_local, job_id)  # the rows' copies, the original
     # where the reducer's time went (s, wall; the products overlap in threads): the bench's
     # worker-time budget reads these (benchmarks.pipeline.worker_time_budget)
     log.info("reduce.done", job_id=job_id, seconds=outputs["reduce_seconds"],

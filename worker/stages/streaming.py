@@ -48,6 +48,7 @@ from storage.blobs.layout import (
 from storage.errors import BlobNotFoundError, StorageError
 from storage.jobtable.stitch_leases import STITCHABLE
 from storage.jobtable.tables import Job, Row
+from worker.cache import job_folder
 from worker.context import WorkerContext
 from worker.errors import PERMANENT_ERRORS, WorkerError
 from worker.leases import Renewal
@@ -232,7 +233,7 @@ def stitch_job(ctx: WorkerContext, job_id: str) -> bool:
     if not ctx.table.stitch.claim(job_id, holder, lease_s):
         log.info("stitch.skip", job_id=job_id, reason="another stitcher holds the lease")
         return False
-    work = ctx.cache_dir / "jobs" / job_id / holder.rsplit(":", 1)[-1]
+    work = job_folder(ctx.cache_dir, job_id) / holder.rsplit(":", 1)[-1]
     started = time.perf_counter()
     try:
         renewal = Renewal(lambda: ctx.table.stitch.extend(job_id, holder, lease_s),

@@ -144,3 +144,17 @@ def test_expired_leases_go_back_to_pending_then_fail_the_job(table):
     assert table.rows.get(job.id, 0).status == RowStatus.FAILED
     failed = table.jobs.get(job.id)
     assert failed.status == JobStatus.FAILED and "dead-again" in failed.error
+
+
+def test_job_statuses_of_many_ids_at_once(table):
+    """What the worker's cache sweep asks (``worker.cache.sweep``): unknown ids left out, past
+    one query's 500 ids."""
+    jobs = [table.jobs.create(JobSpec(tile_size=1024, halo=128, source_url="file:///x.tif",
+                                      model="m")) for _ in range(3)]
+    assert table.jobs.transition(jobs[1].id, JobStatus.CANCELLED)
+    found = table.jobs.statuses([j.id for j in jobs] + ["no-such-job"])
+    assert found == {jobs[0].id: JobStatus.QUEUED, jobs[1].id: JobStatus.CANCELLED,
+                     jobs[2].id: JobStatus.QUEUED}
+    many = table.jobs.statuses([f"x{i}" for i in range(1200)] + [jobs[2].id])
+    assert many == {jobs[2].id: JobStatus.QUEUED}
+    assert table.jobs.statuses([]) == {}
