@@ -168,3 +168,49 @@ def test_jobs_planned_before_identities_were_recorded_are_read_as_before(stack, 
     os.utime(source, (1, 1))  # would fail a checked job
     done = _run_all(stack, job.id)
     assert done.status == JobStatus.SUCCEEDED, done.error
+
+
+def test_a_remote_original_is_downloaded_once_per_job_and_checked(s3_bucket, micrograph, tmp_path,
+                                                                   monkeypatch):
+    """``localize`` on S3: one download per job and machine, its identity beside it; a copy
+    without a readable identity is fetched again; an object replaced during the download is
+    refused (which bytes came is unknown) and leaves nothing behind."""
+    import boto3
+    import fsspec
+
+    from worker.cache import DOWNLOADS
+    from worker.errors import SourceError
+    from worker.stages.sources import localize
+
+    fs = fsspec.filesystem("s3")
+    fs.invalidate_cache()
+    s3 = boto3.client("s3")
+    s3.upload_file(str(micrograph), s3_bucket, "p.png")
+    url, cache, schemes = f"s3://{s3_bucket}/p.png", tmp_path / "cache", ["s3"]
+    fetched = []
+    get_file = fs.get_file
+
+    def counting(*args, **kwargs):
+        fetched.append(args[0])
+        return get_file(*args, **kwargs)
+
+    monkeypatch.setattr(fs, "get_file", counting)
+    path, identity = localize(url, cache, "job-1", schemes)
+    assert path.read_bytes() == micrograph.read_bytes() and len(fetched) == 1
+    assert identity["size"] == micrograph.stat().st_size and identity["version"]
+    assert path.parent == job_folder(cache, "job-1") / "original"
+    assert localize(url, cache, "job-1", schemes, expected=identity) == (path, identity)
+    assert len(fetched) == 1  # the job's copy
+    (path.parent / "identity.json").write_text('{"size": ')  # a process died mid-write
+    assert localize(url, cache, "job-1", schemes, expected=identity) == (path, identity)
+    assert len(fetched) == 2
+
+    def replaced_meanwhile(*args, **kwargs):
+        get_file(*args, **kwargs)
+        s3.put_object(Bucket=s3_bucket, Key="p.png", Body=b"another pellet")
+
+    monkeypatch.setattr(fs, "get_file", replaced_meanwhile)
+    with pytest.raises(SourceError, match="replaced while it was being downloaded"):
+        localize(url, cache, "job-2", schemes)
+    assert not job_folder(cache, "job-2").exists()
+    assert list((cache / DOWNLOADS).iterdir()) == []

@@ -127,10 +127,9 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
     name = os.path.basename(urlparse(url).path) or "source"
     folder = job_folder(cache_dir, job_id) / ORIGINAL
     target, sidecar = folder / name, folder / IDENTITY_FILE
-    if target.exists() and sidecar.exists():
-        held = json.loads(sidecar.read_text())
-        if expected is None or held == expected:  # the copy this job's planner read
-            return target, held
+    held = _held(target, sidecar)
+    if held is not None and (expected is None or held == expected):
+        return target, held  # the copy this job's planner read
     now = source_identity(url, allowed_schemes)
     _check_unchanged(url, expected, now)
     tmp = download_path(cache_dir, job_id)
@@ -148,10 +147,20 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
         folder.mkdir(parents=True, exist_ok=True)
         sidecar.unlink(missing_ok=True)
         os.replace(tmp, target)
-        sidecar.write_text(json.dumps(now))
+        tmp.write_text(json.dumps(now))  # then the sidecar, whole or not at all
+        os.replace(tmp, sidecar)
     finally:
         tmp.unlink(missing_ok=True)
     return target, now
+
+
+def _held(target: Path, sidecar: Path) -> dict[str, Any] | None:
+    """The identity a downloaded original was fetched at; None where there is no whole copy
+    (no file, or no readable sidecar: a process died between the two moves)."""
+    try:
+        return json.loads(sidecar.read_text()) if target.exists() else None
+    except (OSError, ValueError):
+        return None
 
 
 def source_path(ctx: WorkerContext, job) -> Path:
