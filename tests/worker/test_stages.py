@@ -442,6 +442,43 @@ def test_duplicate_plan_and_reduce_are_no_ops(stack, micrograph):
     assert stack.table.jobs.get(job.id).status == JobStatus.SUCCEEDED
 
 
+def test_a_worker_that_lost_its_row_meanwhile_stores_and_counts_nothing_of_it(
+        stack, micrograph, monkeypatch):
+    """A worker judged dead (a job-table blip longer than three beats) or whose lease ran out
+    while it computed a row: another worker took the row over. Two workers' labels of one row
+    may differ (bfloat16 on different CPU or GPU kinds, within a package's validated 0.1 %)
+    and the row's blobs have deterministic keys, so the one that lost the row stores nothing
+    and counts nothing: the holder's strip, partial and class counts then belong together.
+    Before 2026-12-07 it stored and completed the row anyway."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.jobtable.tables import Row, utcnow
+    from worker.stages import segmenting
+
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    stack.sent.clear()
+    opened = segmenting.open_image
+
+    def taken_over_meanwhile(*args, **kwargs):  # while this worker reads the row's source
+        with stack.table.engine.begin() as conn:
+            conn.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
+                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        assert stack.table.rows.claim(job.id, 1, "other:7", lease_seconds=600).claimed
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(segmenting, "open_image", taken_over_meanwhile)
+    assert segment_row(stack, job.id, 1) == "duplicate"
+    row = stack.table.rows.get(job.id, 1)
+    assert (row.status, row.worker, row.counts) == (RowStatus.RUNNING, "other:7", None)
+    assert [k for k in row_blob_keys(job.id, 1) if stack.blobs.exists(k)] == []
+    monkeypatch.setattr(segmenting, "open_image", opened)
+    assert segment_row(stack, job.id, 2) == "done"  # a row it holds: stored and counted
+    assert all(stack.blobs.exists(k) for k in row_blob_keys(job.id, 2))
+
+
 def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_bucket):
     """PELLETSEG_STORAGE_URL=s3://... and an s3:// source: the same code, through a real S3
     API (moto server on 127.0.0.1); the worker copies the source to local disk once."""

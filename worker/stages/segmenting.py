@@ -42,14 +42,32 @@ log = structlog.get_logger(__name__)
 _SEGMENTERS_LOCK = threading.Lock()
 
 
+class LeaseLost(Exception):
+    """Another worker took this row over (its lease expired, or this worker was judged dead)
+    while this one computed it: the row's blobs and counts are the holder's to write."""
+
+
+def _still_holding(ctx: WorkerContext, job_id: str, index: int) -> None:
+    """Renew the row's lease right before its blobs are written, or raise :class:`LeaseLost`.
+
+    Two workers' labels of one row may differ (bfloat16 on different CPU or GPU kinds: within
+    the 0.1 % a package was validated at), and every blob of a row is stored at its
+    deterministic key: a worker that lost the row and wrote anyway could leave its strip beside
+    the holder's class counts, or its partial beside the holder's strip."""
+    if not ctx.table.rows.extend_lease(job_id, index, ctx.worker_id, ctx.settings.lease_seconds):
+        raise LeaseLost(f"row {index} of job {job_id} was taken over by another worker")
+
+
 class LeaseKeeper(Renewal):
     """Context manager: renews a claimed row's lease every ``lease_seconds / 3`` from a daemon
     thread while the row is processed, so only a dead worker's lease expires.
 
     A failed renewal (job table briefly unreachable) is logged and retried at the next tick;
-    a lost lease (another worker took the row over) is harmless: both compute the same bytes
-    and :meth:`RowRecords.complete <storage.jobtable.row_records.RowRecords.complete>` counts
-    the row once.
+    a lost lease (another worker took the row over) costs only this worker's work: it checks
+    that it still holds the row before it stores anything (:func:`_still_holding`) and leaves
+    the row to the holder, whose blobs and counts
+    (:meth:`RowRecords.complete <storage.jobtable.row_records.RowRecords.complete>`, once) then
+    belong together.
     """
 
     def __init__(self, ctx: WorkerContext, job_id: str, index: int):
@@ -143,7 +161,11 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
         # model.json is enough here: a reused checkpoint must not load the model
         pkg = ctx.models.meta(job.model_name, job.model_version)
         counts = label_counts(labels, pkg.n_classes)
+        _still_holding(ctx, job_id, index)
         write_row_partial(ctx, job, index, ctx.table.rows.get(job_id, index).y0, labels, pkg)
+    except LeaseLost as e:  # the holder writes and counts the row; nothing of ours is stored
+        log.warning("row.lease_lost", job_id=job_id, row=index, error=str(e))
+        return "duplicate"
     except PERMANENT_ERRORS as e:
         log.warning("row.failed", job_id=job_id, row=index, error=str(e))
         ctx.table.rows.fail(job_id, index, str(e), max_attempts=0)
@@ -206,6 +228,7 @@ def _labels_for_row(ctx: WorkerContext, job, index: int, key: str):
         label_nodata_as_mount(read_nodata_rows(ctx.local_blob(nodata_key), row.y0, row.y1),
                               labels, confidence, segmenter.package.classes)
     started = time.perf_counter()
+    _still_holding(ctx, job.id, index)
     scratch = ctx.cache_dir / "rows"
     scratch.mkdir(parents=True, exist_ok=True)
     # the count table and the thumbnail first, then the strips: a rerun that finds the label
