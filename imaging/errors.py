@@ -6,8 +6,8 @@ import re
 import pyvips
 import pyvips.error
 
-__all__ = ["DarkSourceError", "ImageFormatError", "SeveralScenesError", "clear_vips_errors",
-           "vips_text"]
+__all__ = ["DarkSourceError", "ImageFormatError", "OutputWriteError", "SeveralScenesError",
+           "clear_vips_errors", "vips_text", "write_failure"]
 
 
 class ImageFormatError(Exception):
@@ -48,6 +48,32 @@ class SeveralScenesError(ImageFormatError):
     def __init__(self, message: str, scenes: list[int]):
         super().__init__(message)
         self.scenes = list(scenes)
+
+
+class OutputWriteError(OSError):
+    """A file this machine writes (a converted source, a download) could not be written: its
+    disk is full, over quota or read-only. Not the source's fault, so not a job's end: the
+    task is retried (on another worker, or once space is freed)."""
+
+
+#: Why the OS refused a write, as libvips and the OS word it (``system error: No space left on
+#: device``), and libvips' and libtiff's words for a failed write (``/x/source.tif: write
+#: error``, ``wbuffer_write: write failed``, ``Write error at scanline N``).
+_DISK_REFUSED = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system",
+                           re.IGNORECASE)
+_WRITE_FAILED = re.compile(r"\bwrite (?:error|failed)\b", re.IGNORECASE)
+
+
+def write_failure(e: BaseException) -> str | None:
+    """Why a libvips (or OS) error says a file could not be *written* (the machine's disk:
+    full, over quota, read-only; never the input's fault): the OS's reason where it gives one,
+    else ``"write error"``; None for any other error (e.g. pixel data that cannot be decoded).
+    """
+    text = str(e)
+    refused = _DISK_REFUSED.search(text)
+    if refused:
+        return refused.group(0)
+    return "write error" if _WRITE_FAILED.search(text) else None
 
 
 _BYTES_REPR = re.compile(r"(?<!\w)b'((?:[^'\\]|\\.)*)'" + r'|(?<!\w)b"((?:[^"\\]|\\.)*)"')

@@ -40,7 +40,7 @@ import numpy as np
 import pyvips
 
 from imaging.display_range import clipped_range
-from imaging.errors import ImageFormatError, vips_text
+from imaging.errors import ImageFormatError, OutputWriteError, vips_text, write_failure
 from imaging.integrity import (
     FAIL_ON,
     DeflateDamage,
@@ -370,6 +370,7 @@ def write_model_ready(
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data, or unsupported format.
+        OutputWriteError: ``out_path`` cannot be written (disk full, quota, read-only).
         ValueError: ``significant_bits`` outside :data:`SIGNIFICANT_BITS`.
     """
     out_path = Path(out_path)
@@ -395,6 +396,13 @@ def write_model_ready(
                 write_nodata(nodata, nodata_path)
     except (pyvips.Error, DeflateDamage) as e:
         tmp.unlink(missing_ok=True)
+        reason = write_failure(e)
+        if reason:  # this machine's disk, not the source
+            raise OutputWriteError(
+                f"{out_path.name}, the conversion of {Path(path).name}, cannot be written in "
+                f"{out_path.parent} ({reason}): this machine's disk is full, over quota or "
+                f"read-only, and {Path(path).name} is not at fault; free space there "
+                "(PELLETSEG_CACHE_DIR) or give the worker a larger disk") from e
         raise ImageFormatError(damaged_message(Path(path).name, "while converting it",
                                                e)) from e
     os.replace(tmp, out_path)

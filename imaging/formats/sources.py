@@ -387,6 +387,8 @@ def write_model_ready(path: str | os.PathLike, out_path: str | os.PathLike, *, m
     Raises:
         ImageFormatError: as :func:`source_info`, corrupt pixel data, or a 16-bit source
             refused by :func:`check_bit_depth`.
+        OutputWriteError (an ``OSError``, as the band writers' own): ``out_path`` cannot be
+            written (disk full, quota, read-only): not the source's fault.
         ValueError: ``significant_bits`` outside 8-16.
     """
     path, out_path = Path(path), Path(out_path)

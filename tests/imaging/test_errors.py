@@ -53,3 +53,58 @@ def test_clear_vips_errors_empties_what_succeeding_calls_left(tmp_path):
     with pytest.raises(pyvips.Error) as e:
         pyvips.Image.new_from_file(str(tmp_path / "missing.tif"))
     assert "Schliff" not in str(e.value)
+
+
+def _full_disk(path):
+    """``path`` made a link to /dev/full, where every write fails with ENOSPC (skips where the
+    OS has no /dev/full)."""
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to make a disk that is full")
+    os.symlink("/dev/full", path)
+    return path
+
+
+def test_write_errors_are_told_from_damaged_pixels(tmp_path):
+    """libvips' own texts: a save into a full disk is a write error; a truncated file a
+    decode error."""
+    from imaging.errors import write_failure
+
+    image = pyvips.Image.black(600, 400, bands=3)
+    errors = []
+    for save in (lambda p: image.tiffsave(p, tile=True, compression="deflate"),
+                 lambda p: image.pngsave(p), lambda p: image.jpegsave(p)):
+        target = _full_disk(tmp_path / f"full-{len(errors)}")
+        with pytest.raises(pyvips.Error) as caught:
+            save(str(target))
+        errors.append(caught.value)
+    assert [write_failure(e) for e in errors] == ["No space left on device"] * 3, errors
+    good = tmp_path / "good.tif"
+    image.tiffsave(str(good))
+    truncated = tmp_path / "truncated.tif"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(pyvips.Error) as caught:
+        pyvips.Image.new_from_file(str(truncated), fail_on="warning").avg()
+    assert write_failure(caught.value) is None, str(caught.value)
+    assert write_failure(OSError("wbuffer_write: write failed")) == "write error"
+
+
+def test_a_conversion_into_a_full_disk_is_not_called_a_damaged_source(tmp_path, micrograph):
+    """Before 2026-12-07 a worker whose disk filled up while converting a source failed the
+    job for good with 'the file is truncated or corrupt ... upload it again'."""
+    from imaging.errors import ImageFormatError, OutputWriteError
+    from imaging.reading import write_model_ready
+
+    out = tmp_path / "job" / "source.tif"
+    out.parent.mkdir()
+    _full_disk(out.with_name("source.tif.part.tif"))
+    with pytest.raises(OutputWriteError) as caught:
+        write_model_ready(micrograph, out, max_pixels=10**9)
+    assert not isinstance(caught.value, ImageFormatError)
+    text = str(caught.value)
+    assert f"in {out.parent} (No space left on device):" in text  # the reason, not libvips' log
+    assert f"{micrograph.name} is not at fault" in text and "PELLETSEG_CACHE_DIR" in text
+    assert list(out.parent.iterdir()) == []  # the partial file (here the link) is gone
+    write_model_ready(micrograph, out, max_pixels=10**9)  # space again: converted
+    assert pyvips.Image.new_from_file(str(out)).width == 700

@@ -1,7 +1,9 @@
-"""The worker's cache: a job's folders go once the job no longer runs, and nothing else does."""
+"""The worker's cache: a job's folders go once the job no longer runs, and nothing else does; a
+full cache disk is the machine's fault, retried, never blamed on the source."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -106,3 +108,54 @@ def test_the_liveness_thread_sweeps_the_cache(stack, micrograph, monkeypatch):
             time.sleep(0.02)
     assert live.sweeps >= 1
     assert (job_folder(stack.cache_dir, running.id) / "original" / "p.tif").exists()
+
+
+def test_a_full_disk_at_planning_is_retried_not_blamed_on_the_source(stack, micrograph):
+    """The planner's conversion into a full cache disk: the stage is tried again (another
+    worker, or once space is freed), the job is not failed as a damaged image; with space it
+    plans."""
+    from queues.names import PLAN_TASK
+    from submission import SubmissionService
+    from worker.stages.guard import plan_guarded
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to make a disk that is full")
+    job = stack.table.jobs.create(SubmissionService(stack.settings).build_spec(str(micrograph)))
+    part = job_folder(stack.cache_dir, job.id) / "source.tif.part.tif"
+    part.parent.mkdir(parents=True)
+    os.symlink("/dev/full", part)  # every write there fails with ENOSPC
+    assert plan_guarded(stack, job.id) is None
+    attempt = stack.table.jobs.get(job.id)
+    assert attempt.status == JobStatus.PLANNING and attempt.error is None
+    assert stack.sent == [(PLAN_TASK, job.id)]  # enqueued again
+    assert not part.exists()
+    stack.sent.clear()
+    assert plan_guarded(stack, job.id)  # rows enqueued
+    assert stack.table.jobs.get(job.id).status == JobStatus.RUNNING
+
+
+def test_a_download_into_a_full_disk_is_retried_not_blamed_on_the_source(tmp_path, monkeypatch):
+    import errno
+
+    import fsspec
+
+    from imaging.errors import OutputWriteError
+    from worker.errors import SourceError
+    from worker.stages import sources
+
+    class Store:
+        def info(self, path):
+            return {"size": 5, "ETag": '"abc"'}
+
+        def invalidate_cache(self, path):
+            pass
+
+        def get_file(self, path, local):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", lambda url: (Store(), url))
+    with pytest.raises(OutputWriteError) as caught:
+        sources.localize("s3://lab/p.tif", tmp_path / "cache", "job-1", ["s3"])
+    assert not isinstance(caught.value, SourceError)  # SourceError fails the job for good
+    assert caught.value.errno == errno.ENOSPC
+    assert str(tmp_path / "cache") in str(caught.value) and "No space left" in str(caught.value)

@@ -16,6 +16,7 @@ of an earlier object at the same URL.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ import fsspec
 
 from core.sources import local_path, source_scheme
 from core.spec import JobSpec
+from imaging.errors import OutputWriteError
 from storage.blobs.layout import thumbnail_row_key
 from worker.cache import download_path, job_folder
 from worker.context import WorkerContext
@@ -38,6 +40,9 @@ __all__ = ["check_source", "localize", "row_thumbnails", "source_identity", "sou
 #: id (versioned buckets), GCS's generation, an ETag (S3, HTTP, Azure), a checksum, a time.
 VERSION_KEYS = ("VersionId", "generation", "ETag", "etag", "md5Hash", "content_md5",
                 "LastModified", "last_modified", "updated", "mtime", "created")
+#: ``errno`` of a local write that failed for want of disk (full, quota, read-only): the
+#: download is retried, the source is not at fault.
+LOCAL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 #: The sidecar beside a downloaded original: the identity it was downloaded at.
 IDENTITY_FILE = "identity.json"
 #: The folder of a job's cache folder holding its downloaded original.
@@ -119,6 +124,8 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
             another object at the URL).
         SourceError: scheme not allowed, the source does not exist / cannot be read, or it
             was replaced while it was being downloaded.
+        OutputWriteError: this machine's disk cannot take the download (not the source's
+            fault: the task is retried).
     """
     if check_source(url, allowed_schemes) == "file":
         now = source_identity(url, allowed_schemes)
@@ -139,7 +146,14 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
             fs.get_file(path, str(tmp))
         except FileNotFoundError as e:
             raise SourceError(f"source {url!r} does not exist") from e
-        except (OSError, ValueError, ImportError) as e:
+        except OSError as e:
+            if e.errno in LOCAL_DISK_ERRNOS:  # this machine's disk, not the source
+                raise OutputWriteError(
+                    e.errno, f"source {url!r} cannot be downloaded into {cache_dir}: "
+                    f"{os.strerror(e.errno)}; free space there (PELLETSEG_CACHE_DIR) or give "
+                    "the worker a larger disk") from e
+            raise SourceError(f"source {url!r} cannot be read: {e}") from e
+        except (ValueError, ImportError) as e:
             raise SourceError(f"source {url!r} cannot be read: {e}") from e
         if source_identity(url, allowed_schemes) != now:
             raise SourceError(f"source {url!r} was replaced while it was being downloaded; "
