@@ -13,7 +13,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 
-from storage.errors import UploadError
+from storage.errors import StorageError, UploadError
 
 
 @dataclass(frozen=True)
@@ -80,32 +80,47 @@ class PartWriter:
 
         Raises:
             UploadError: the part would exceed its length.
+            StorageError: the store cannot take it (disk full, quota, read-only); the part
+                is discarded.
         """
         self.size += len(chunk)
         if self.size > self.length:
             raise UploadError(f"part {self.number} is longer than its {self.length} bytes")
         self.md5.update(chunk)
-        self.file.write(chunk)
+        try:
+            self.file.write(chunk)
+        except OSError as e:  # the store's disk full, over quota, read-only
+            self.discard()
+            raise StorageError(f"cannot store part {self.number}: {e}; nothing of it was "
+                               "kept: send it again once the store has room") from e
 
     def commit(self) -> Part:
         """Make the part visible (atomically).
 
         Raises:
             UploadError: the part is shorter than its length (the connection broke?).
+            StorageError: the store cannot take it; the part is discarded.
         """
         if self.size != self.length:
             self.discard()
             raise UploadError(
                 f"part {self.number} has {self.size} bytes, expected {self.length}; send it again")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.tmp, self.path)
         part = Part(self.number, self.size, self.md5.hexdigest())
         meta_tmp = f"{self.path}.json.tmp-{uuid.uuid4().hex}"
-        with open(meta_tmp, "w") as f:
-            json.dump({"size": part.size, "etag": part.etag}, f)
-        os.replace(meta_tmp, f"{self.path}.json")
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            with open(meta_tmp, "w") as f:
+                json.dump({"size": part.size, "etag": part.etag}, f)
+            os.replace(self.tmp, self.path)
+            os.replace(meta_tmp, f"{self.path}.json")
+        except OSError as e:
+            self.discard()
+            if os.path.exists(meta_tmp):
+                os.unlink(meta_tmp)
+            raise StorageError(f"cannot store part {self.number}: {e}; send it again once the "
+                               "store has room") from e
         return part
 
     def discard(self) -> None:

@@ -279,3 +279,37 @@ def test_s3_upload_of_several_scenes_lists_them_from_its_structure_alone(s3_api,
     assert httpx.put(up["urls"]["1"], content=data).status_code == 200
     done = api.client.post(f"/v1/uploads/{up['id']}/complete").json()
     assert done["complete"] and done["scenes"] == [1, 2]
+
+
+def test_a_part_the_stores_full_disk_refuses_is_503_with_the_reason_and_not_kept(api,
+                                                                                  monkeypatch):
+    """Before 2026-12-07 a local store with no room left answered a part with 500 'internal
+    server error; see the server log'. Now the reason (503, as for any store failure), nothing
+    of the part kept, and the same part sent again once there is room is taken."""
+    from storage.blobs import upload_parts
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to make a disk that is full")
+    data = _data(PART + 10)
+    up = api.client.post("/v1/uploads", json={"filename": "a.tif", "size": len(data),
+                                              "part_size": PART}).json()
+    opened = upload_parts.PartWriter.__init__
+
+    def into_a_full_disk(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        self.file.close()
+        self.file = open("/dev/full", "wb")  # every write fails with ENOSPC
+
+    monkeypatch.setattr(upload_parts.PartWriter, "__init__", into_a_full_disk)
+    r = api.client.put(up["urls"]["1"], content=_part(data, 1))
+    assert r.status_code == 503, r.text
+    assert "cannot store part 1" in r.json()["detail"]
+    assert "No space left on device" in r.json()["detail"]
+    assert api.client.get(f"/v1/uploads/{up['id']}").json()["parts_uploaded"] == []
+    store = os.path.join(api.settings.home, "store", "uploads", up["id"], ".parts")
+    assert not [f for f in os.listdir(store) if ".tmp-" in f]
+    monkeypatch.setattr(upload_parts.PartWriter, "__init__", opened)
+    for n in (1, 2):
+        assert api.client.put(up["urls"][str(n)], content=_part(data, n)).status_code == 200
+    done = api.client.post(f"/v1/uploads/{up['id']}/complete")
+    assert done.status_code == 200 and done.json()["complete"], done.text
