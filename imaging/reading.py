@@ -396,17 +396,25 @@ def write_model_ready(
                 write_nodata(nodata, nodata_path)
     except (pyvips.Error, DeflateDamage) as e:
         tmp.unlink(missing_ok=True)
-        reason = write_failure(e)
-        if reason:  # this machine's disk, not the source
-            raise OutputWriteError(
-                f"{out_path.name}, the conversion of {Path(path).name}, cannot be written in "
-                f"{out_path.parent} ({reason}): this machine's disk is full, over quota or "
-                f"read-only, and {Path(path).name} is not at fault; free space there "
-                "(PELLETSEG_CACHE_DIR) or give the worker a larger disk") from e
-        raise ImageFormatError(damaged_message(Path(path).name, "while converting it",
-                                               e)) from e
+        raise _failure(e, path, "while converting it", out_path) from e
     os.replace(tmp, out_path)
     return ImageInfo(out_path, image.width, image.height, 3, "uchar", True)
+
+
+def _failure(e: Exception, source: str | os.PathLike, where: str, written: Path) -> Exception:
+    """The error to raise for a libvips failure while ``source`` was read into ``written``:
+    :class:`OutputWriteError` where ``written`` could not be written (this machine's disk: full,
+    over quota, read-only; the source is not at fault and the task is retried), else
+    :class:`ImageFormatError` (pixel data that cannot be decoded: :func:`damaged_message`)."""
+    name = Path(source).name
+    reason = write_failure(e)
+    if reason:
+        return OutputWriteError(
+            f"{written.name}, made from {name}, cannot be written in {written.parent} "
+            f"({reason}): this machine's disk is full, over quota or read-only, and {name} is "
+            "not at fault; free space there (PELLETSEG_CACHE_DIR) or give the worker a larger "
+            "disk")
+    return ImageFormatError(damaged_message(name, where, e))
 
 
 def alpha_nodata(image: pyvips.Image, path: str | os.PathLike | None = None
@@ -521,6 +529,7 @@ def write_black_fill_nodata(path: str | os.PathLike, nodata_path: str | os.PathL
 
     Raises:
         ImageFormatError: unreadable, truncated or corrupt pixel data.
+        OutputWriteError: ``nodata_path`` cannot be written (disk full, quota, read-only).
     """
     Path(nodata_path).unlink(missing_ok=True)
     image = open_image(path, max_pixels=max_pixels)
@@ -528,7 +537,7 @@ def write_black_fill_nodata(path: str | os.PathLike, nodata_path: str | os.PathL
         mask = black_fill_nodata(image)
         return mask is not None and write_nodata(mask, nodata_path)
     except pyvips.Error as e:
-        raise ImageFormatError(damaged_message(Path(path).name, "while reading it", e)) from e
+        raise _failure(e, path, "while reading it", Path(nodata_path)) from e
 
 
 def write_nodata(mask: pyvips.Image, path: str | os.PathLike) -> bool:

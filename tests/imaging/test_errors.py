@@ -103,8 +103,26 @@ def test_a_conversion_into_a_full_disk_is_not_called_a_damaged_source(tmp_path, 
         write_model_ready(micrograph, out, max_pixels=10**9)
     assert not isinstance(caught.value, ImageFormatError)
     text = str(caught.value)
-    assert f"in {out.parent} (No space left on device):" in text  # the reason, not libvips' log
+    assert f"source.tif, made from {micrograph.name}, cannot be written in {out.parent} " \
+        "(No space left on device):" in text  # the reason, not libvips' log
     assert f"{micrograph.name} is not at fault" in text and "PELLETSEG_CACHE_DIR" in text
     assert list(out.parent.iterdir()) == []  # the partial file (here the link) is gone
     write_model_ready(micrograph, out, max_pixels=10**9)  # space again: converted
     assert pyvips.Image.new_from_file(str(out)).width == 700
+
+
+def test_a_nodata_mask_into_a_full_disk_is_not_called_a_damaged_source(tmp_path):
+    """The planner's mask of a stitched mosaic's black fill, written beside the source."""
+    from imaging.errors import ImageFormatError, OutputWriteError
+    from imaging.reading import write_black_fill_nodata
+
+    mosaic = pyvips.Image.black(600, 400, bands=3).draw_rect([150, 120, 90], 0, 0, 300, 400,
+                                                             fill=True)
+    source = tmp_path / "mosaic.tif"
+    mosaic.cast("uchar").tiffsave(str(source), tile=True)
+    assert write_black_fill_nodata(source, tmp_path / "ok.tif", max_pixels=10**9)
+    with pytest.raises(OutputWriteError) as caught:
+        _full_disk(tmp_path / "nodata.tif.part.tif")  # where write_nodata writes first
+        write_black_fill_nodata(source, tmp_path / "nodata.tif", max_pixels=10**9)
+    assert not isinstance(caught.value, ImageFormatError)
+    assert "nodata.tif, made from mosaic.tif" in str(caught.value)
