@@ -1,12 +1,16 @@
 """Exceptions of the worker layer, and which errors are the input's fault. Each message names
 the file and what to do about it."""
 
+import re
+
+import pyvips
+
 from core.geometry import GeometryError
 from core.spec import SpecError
-from imaging.errors import ImageFormatError
+from imaging.errors import ImageFormatError, OutputWriteError, vips_text, write_failure
 from models.package import ModelPackageError
 
-__all__ = ["PERMANENT_ERRORS", "SourceChangedError", "SourceError", "WorkerError"]
+__all__ = ["PERMANENT_ERRORS", "SourceChangedError", "SourceError", "WorkerError", "describe"]
 
 
 class WorkerError(Exception):
@@ -24,3 +28,23 @@ class SourceChangedError(SourceError):
 
 #: Errors that are the input's fault: retrying the same row cannot help.
 PERMANENT_ERRORS = (ImageFormatError, SourceError, ModelPackageError, GeometryError, SpecError)
+
+
+#: The file a libvips write error names (``/x/out/preview.png: write error``).
+_WRITTEN = re.compile(r"(\S+): write error")
+
+
+def describe(e: BaseException) -> str:
+    """One line for a row's or stage's error (``Type: text``): a libvips error's lines joined
+    (:func:`imaging.errors.vips_text`, no Python bytes reprs), and a write this machine's disk
+    refused (full, over quota, read-only: :func:`imaging.errors.write_failure`) said to be
+    that, with the file and the way out, since the input is not at fault."""
+    text = vips_text(e) if isinstance(e, pyvips.Error) else str(e)
+    reason = None if isinstance(e, OutputWriteError) else write_failure(e)
+    if reason:
+        written = _WRITTEN.search(text)
+        what = f"{written.group(1)} cannot be written" if written else "a file cannot be written"
+        text = (f"{what} ({reason}): this worker's disk is full, over quota or read-only, and "
+                "the input is not at fault; free space in PELLETSEG_CACHE_DIR or give the "
+                "worker a larger disk")
+    return f"{type(e).__name__}: {text}"

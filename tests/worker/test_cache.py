@@ -159,3 +159,31 @@ def test_a_download_into_a_full_disk_is_retried_not_blamed_on_the_source(tmp_pat
     assert not isinstance(caught.value, SourceError)  # SourceError fails the job for good
     assert caught.value.errno == errno.ENOSPC
     assert str(tmp_path / "cache") in str(caught.value) and "No space left" in str(caught.value)
+
+
+def test_a_failed_write_is_described_as_the_workers_disk_in_one_line(tmp_path):
+    """What a retried row or stage records (``worker.errors.describe``): libvips' log of a save
+    into a full disk was stored as it came, over several lines ('unable to call pngsave\\n
+    ...: write error\\nsystem error: No space left on device\\n...')."""
+    import errno
+
+    import pyvips
+
+    from worker.errors import describe
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full to make a disk that is full")
+    target = tmp_path / "preview.png"
+    os.symlink("/dev/full", target)
+    with pytest.raises(pyvips.Error) as caught:
+        pyvips.Image.black(64, 64).pngsave(str(target))
+    text = describe(caught.value)
+    assert "\n" not in text
+    assert text.startswith(f"Error: {target} cannot be written (No space left on device): ")
+    assert "the input is not at fault" in text and "PELLETSEG_CACHE_DIR" in text
+    assert describe(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))).startswith(
+        "OSError: a file cannot be written (No space left on device)")
+    assert describe(RuntimeError("boom")) == "RuntimeError: boom"  # anything else as it was
+    with pytest.raises(pyvips.Error) as caught:
+        pyvips.Image.new_from_file(str(tmp_path / "missing.tif"))
+    assert "\n" not in describe(caught.value) and "missing.tif" in describe(caught.value)

@@ -18,6 +18,7 @@ import structlog
 from core.states import JobStatus
 from storage.errors import StorageError
 from worker.context import WorkerContext
+from worker.errors import describe
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -53,7 +54,7 @@ def guarded_stage(ctx: WorkerContext, job_id: str, name: str, task: str,
         raise
     except Exception as e:  # a bug or an unforeseen input: bounded, then the job fails
         limit = max(1, ctx.settings.max_attempts)
-        reason = f"{name} failed on attempt {attempt} of {limit}: {type(e).__name__}: {e}"
+        reason = f"{name} failed on attempt {attempt} of {limit}: {describe(e)}"
         log.exception("stage.error", job_id=job_id, stage=name, attempt=attempt)
         if attempt >= limit:
             ctx.table.jobs.transition(job_id, JobStatus.FAILED, error=reason[:4000],

@@ -31,7 +31,7 @@ from storage.blobs.layout import (
 )
 from storage.errors import BlobNotFoundError, StorageError
 from worker.context import WorkerContext
-from worker.errors import PERMANENT_ERRORS
+from worker.errors import PERMANENT_ERRORS, describe
 from worker.leases import ROWS_IN_FLIGHT, Renewal
 from worker.spot import draining
 from worker.stages.confidence import confidence_counts, counts_to_bytes
@@ -175,7 +175,7 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
     except Exception as e:
         log.exception("row.error", job_id=job_id, row=index)
         status = ctx.table.rows.fail(
-            job_id, index, f"{type(e).__name__}: {e}", ctx.settings.max_attempts
+            job_id, index, describe(e), ctx.settings.max_attempts
         )
         if status == RowStatus.PENDING:
             # The task layer has the broker redeliver this same message, so the broker counts
