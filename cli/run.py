@@ -193,6 +193,21 @@ def _source_file(source_url: str) -> Path:
     return Path(unquote(urlparse(source_url).path))
 
 
+#: The longest file name (bytes) ext4, XFS and most file systems take.
+NAME_MAX = 255
+
+
+def output_folder_name(job_id: str, source_url: str, scene: int | None) -> str:
+    """The folder of one image's outputs in a batch's ``--out``: ``{job id[:8]}-{file stem}``
+    (``-scene{N}`` for a scene), the stem cut (at a character) to keep the name within
+    :data:`NAME_MAX` bytes: a file named near that limit crashed the copy of every output of
+    its batch with "File name too long". The job id keeps the names apart."""
+    prefix, suffix = f"{job_id[:8]}-", "" if scene is None else f"-scene{scene}"
+    room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
+    stem = _source_file(source_url).stem.encode()[:room].decode(errors="ignore")
+    return f"{prefix}{stem}{suffix}"
+
+
 def print_microstructure(report: dict | None) -> None:
     """Print :func:`microstructure.summary_lines` of a microstructure.json document (a note
     when the job has none)."""
@@ -308,8 +323,7 @@ def drive(
             console.print("\n" + report_heading(job.source_url, scene, job.id), style="bold",
                           markup=False, highlight=False)
             if out is not None:
-                folder = Path(out) / (f"{job.id[:8]}-{_source_file(job.source_url).stem}"
-                                      f"{'' if scene is None else f'-scene{scene}'}")
+                folder = Path(out) / output_folder_name(job.id, job.source_url, scene)
         _report(settings, blobs, job, folder, before_outputs=[] if several else totals)
     if several:  # one batch (run, resume --batch): its totals and its table of the images
         for line in totals:

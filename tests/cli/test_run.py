@@ -166,13 +166,17 @@ def test_run_inside_another_checkout_refuses_before_submitting(tmp_path, small_i
 
 def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_image):
     """Two images: one batch, each one's outputs in its own folder, the table of both side by
-    side; a missing third image refuses the lot before any job is created."""
+    side; a missing third image refuses the lot before any job is created. The second's name
+    is as long as a file name may be (255 bytes): its folder's name, job id before it, is cut
+    (at a character) to fit, where it crashed every output's copy with "File name too
+    long"."""
     import csv
 
     from core.settings import Settings
     from storage.jobtable.table import job_table
 
-    second = tmp_path / "P-2.png"
+    long_stem = "P-2-" + "ä" * 123 + "x"  # 251 bytes; with ".png" 255
+    second = tmp_path / f"{long_stem}.png"
     pyvips.Image.new_from_file(str(small_image)).crop(0, 0, 320, 256).pngsave(str(second))
     home, out = tmp_path / "home", tmp_path / "out"
     res = pelletseg("run", str(small_image), str(second), "--home", str(home), "--workers", "2",
@@ -186,7 +190,8 @@ def test_run_of_several_images_makes_one_batch_and_its_table(tmp_path, small_ima
     assert res.stdout.count("model ebc-unet-mnv2 1 (Unet/mobilenet_v2") == 1  # said once
     jobs = sorted(job_table(Settings(home=home)).jobs.list(), key=lambda j: j.created_at)
     assert len(jobs) == 2 and jobs[0].batch_id == jobs[1].batch_id is not None
-    first, other = (out / f"{j.id[:8]}-{name}" for j, name in zip(jobs, ["sample 1", "P-2"],
+    cut = "P-2-" + "ä" * 121  # 246 bytes: 9 + 246 = 255
+    first, other = (out / f"{j.id[:8]}-{name}" for j, name in zip(jobs, ["sample 1", cut],
                                                                      strict=True))
     _check_outputs(first, 600, 420)
     _check_outputs(other, 320, 256)
