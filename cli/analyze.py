@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from cli.options import writable_folder
+
 
 @click.command("analyze")
 @click.argument("labels_tiff", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -21,7 +23,7 @@ import click
 @click.option("--rows", "rows_height", type=click.IntRange(min=1), default=2048, show_default=True,
               help="Rows read per strip (px): bounds memory; the figures do not depend on it.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for microstructure.json, the CSV tables and radial_profiles.png.")
+              callback=writable_folder, help="Folder for microstructure.json, the CSV tables and radial_profiles.png.")
 def analyze(labels_tiff: Path, classes_yaml: Path, pixel_size_um: float | None,
             band_width_um: float, rows_height: int, out_dir: Path) -> None:
     """Microstructure of LABELS_TIFF, a single-band 8-bit label map (TIFF, pyramidal TIFF,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cli.options import device_option, home_option, split_model
+from cli.options import device_option, home_option, split_model, writable_folder
 from models.package import TTA_KINDS
 
 
@@ -46,7 +46,7 @@ def resolve_package(model: str, home: Path | None) -> Path:
 @click.argument("model")
 @click.argument("dataset_yaml", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Folder for metrics.json, report.png and report.html.")
+              callback=writable_folder, help="Folder for metrics.json, report.png and report.html.")
 @click.option("--split", default=None,
               help="Dataset split to evaluate [default: test when dataset.yaml has splits:, "
                    "else every image].")

@@ -19,6 +19,7 @@ from cli.options import (
     job_precision_option,
     local_or_api_options,
     significant_bits_option,
+    writable_folder,
 )
 from cli.remote import COMMANDS as REMOTE_COMMANDS
 from cli.scenes import scene_option
@@ -44,6 +45,7 @@ def main() -> None:
 @click.option("--workers", default=2, show_default=True,
               help="Local worker processes to start (0: use running workers).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              callback=writable_folder,
               help="Copy the outputs into this folder (several images: a folder each, and "
                    "the batch table).")
 @click.option("--pixel-size-um", type=click.FloatRange(min=0, min_open=True), default=None,
@@ -71,7 +73,7 @@ def run_cmd(sources: list[str], model: str | None, workers: int, out: Path | Non
 @click.option("--mpx", default=12.0, show_default=True, help="Size of the demo mosaic (megapixels).")
 @click.option("--workers", default=2, show_default=True, help="Local worker processes.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Copy the outputs into this folder.")
+              callback=writable_folder, help="Copy the outputs into this folder.")
 @home_option
 def demo_cmd(mpx: float, workers: int, out: Path | None, home: Path | None) -> None:
     """Build a mosaic of real micrographs (shipped NASA EBC samples) and segment it."""

@@ -6,6 +6,7 @@ HTTP API (``submit``, ``jobs``, ``status``, ``watch``, ``cancel``, ``results``, 
 from __future__ import annotations
 
 import functools
+import tempfile
 import typing
 from pathlib import Path
 
@@ -98,6 +99,38 @@ def api_options(fn=None, *, default: str | None = DEFAULT_API_URL,
     return decorate(fn) if fn is not None else decorate
 
 
+def writable_folder(ctx, param, value):
+    """Click callback of an output folder (``--out``): the folder is made, with its parents,
+    written to once, and what was made for the check is removed again, so one that cannot
+    take the outputs (a read-only mount, no permission, a file in the way) is refused before
+    any work instead of after it (``pelletseg run`` ran the whole job, then ended in a
+    traceback), and a command refused for another reason leaves nothing behind.
+
+    Raises:
+        click.BadParameter: the folder cannot be made or written to.
+    """
+    if value is None:
+        return None
+    made, parent = [], Path(value)
+    while not parent.exists() and parent != parent.parent:
+        made.append(parent)  # deepest first
+        parent = parent.parent
+    try:
+        Path(value).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=value, prefix=".pelletseg-write-check-"):
+            pass
+    except OSError as e:
+        raise click.BadParameter(f"{value}: this folder cannot be made or written to "
+                                 f"({e.strerror or e}); choose one you can write to") from e
+    finally:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return value
+
+
 def local_or_api_options(verb: str):
     """The options of a command that drives local workers or, with ``--api``, asks the HTTP
     API (``resume``, ``rerun``): ``--workers`` (parameter ``workers``), ``--out``, ``--api`` /
@@ -111,8 +144,8 @@ def local_or_api_options(verb: str):
         f = api_options(default=None, api_help=f"{verb} through this API instead of locally "
                         "(env PELLETSEG_API_URL).")(f)
         f = click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-                         default=None, help="Copy the outputs into this folder (a batch: a "
-                         "folder each, and its table).")(f)
+                         default=None, callback=writable_folder, help="Copy the outputs into "
+                         "this folder (a batch: a folder each, and its table).")(f)
         return click.option("--workers", default=2, show_default=True,
                             help="Local worker processes (0: use running workers).")(f)
 

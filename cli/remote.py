@@ -36,6 +36,7 @@ from cli.options import (
     job_precision_option,
     significant_bits_option,
     split_model,
+    writable_folder,
 )
 from cli.scenes import scene_option, scenes_of
 from cli.sniff import NotAnImageError, sniff
@@ -394,7 +395,7 @@ def delete_cmd(job_id, batch_id, api_url, api_key, home) -> None:
               "(phase fractions, porosity, pellets, oxidised share, labels), printed or "
               "written into --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Download the outputs into this folder.")
+              callback=writable_folder, help="Download the outputs into this folder.")
 @api_options
 def results_cmd(job_id, batch_id, out, api_url, api_key) -> None:
     """Print a succeeded job's phase fractions, its share of low-confidence pixels per class

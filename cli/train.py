@@ -7,7 +7,7 @@ import re
 
 import click
 
-from cli.options import device_option, home_option
+from cli.options import device_option, home_option, writable_folder
 from core.geometry import DEFAULT_GEOMETRY
 
 
@@ -66,7 +66,7 @@ def _class_weights(ctx, param, value):
                    "table must equal the dataset's. The default recipe then uses 0.3 x its "
                    "learning rate.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Package folder to write (model.json + weights.safetensors).")
+              callback=writable_folder, help="Package folder to write (model.json + weights.safetensors).")
 @click.option("--name", default=None,
               help="Package name [default: DATASET-ARCH-ENCODER, lower case].")
 @click.option("--version", "version", default=None,

@@ -261,6 +261,35 @@ def test_run_of_more_images_than_a_batch_holds_submits_nothing(tmp_path, small_i
     assert not (home / "pelletseg.db").exists()  # not even the stack was readied
 
 
+@pytest.mark.parametrize("command", [["run", "IMAGE"], ["demo"], ["resume", "JOB"],
+                                     ["train", "DATASET", "--epochs", "1"],
+                                     ["evaluate", "MODEL", "DATASET"],
+                                     ["analyze", "IMAGE", "--classes", "DATASET"]])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, small_image,
+                                                                         command):
+    """Before 2026-12-07 ``pelletseg run IMAGE --out DIR`` with a DIR it may not make ran the
+    whole job, then ended in a traceback (PermissionError); every command that writes into an
+    --out folder now makes it and writes there once before anything else (and removes what
+    it made for that)."""
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the folder should be")
+    home = tmp_path / "home"
+    args = [{"IMAGE": str(small_image), "JOB": "0" * 8, "DATASET": str(small_image),
+             "MODEL": "ebc-unet-mnv2"}.get(a, a) for a in command]
+    res = pelletseg(*args, "--out", str(blocker / "run-1"), *(
+        ["--home", str(home)] if command[0] in ("run", "demo", "resume") else []))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"{blocker / 'run-1'}: this folder cannot be made or written to" in " ".join(
+        res.stderr.split())
+    assert "Traceback" not in res.stderr
+    assert not home.exists()  # refused before the stack was readied
+    made = tmp_path / "new" / "deeper"
+    refused = pelletseg("run", str(tmp_path / "nope.tif"), "--out", str(made), "--home",
+                        str(home))
+    assert refused.returncode == 2 and "nope.tif: no such file" in refused.stderr  # --out passed
+    assert not (tmp_path / "new").exists()  # what the check made is gone again
+
+
 def test_run_with_a_missing_file_is_a_clear_error(tmp_path):
     res = pelletseg("run", str(tmp_path / "nope.tif"), "--home", str(tmp_path / "home"))
     assert res.returncode == 2 and "nope.tif: no such file" in res.stderr
