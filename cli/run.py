@@ -66,6 +66,11 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
+#: Seconds ``pelletseg run --workers 0`` waits before it says that no worker is running (one
+#: that starts registers within a second or two; a heartbeat is due every few seconds).
+NO_WORKER_GRACE = 15.0
+
+
 def follow(
     table: JobTable,
     job_ids: Sequence[str],
@@ -74,13 +79,17 @@ def follow(
     tick: Callable[[], object] | None = None,
     tick_every: float = 10.0,
     quiet: Sequence[str] = (),
+    no_worker_hint: str | None = None,
 ) -> list[Job]:
     """Show a progress bar per job (rows done / total, Mpx/s, ETA, its status; with several
     jobs each labelled with its id's first 8 characters), all at once, until every job
     ended; call ``tick`` (the reconciler) every ``tick_every`` seconds. A job's warnings
     (:mod:`core.job_warnings`) are printed as soon as its planner stored them, so a pixel
     size unlike the model's is known before the rows are done: each message once, whichever
-    job it is of, and none of the codes in ``quiet`` (said before submitting).
+    job it is of, and none of the codes in ``quiet`` (said before submitting). Without local
+    workers (``workers`` None), ``no_worker_hint`` is printed once, in yellow, when no worker
+    process has a live heartbeat in the job table :data:`NO_WORKER_GRACE` s after the start
+    (the jobs would wait queued with nothing to say why).
 
     Returns:
         The jobs in their terminal status, in the order of ``job_ids``.
@@ -101,6 +110,7 @@ def follow(
     ended: dict[str, Job] = {}
     warned: set[str] = set()
     said = set(quiet)  # each warning message once, whichever job it is of
+    looked_for_workers = False  # without local workers: whether any runs, asked once
     started = last_tick = time.monotonic()
     with Progress(*columns, console=console, transient=False) as bar:
         tasks = {job_id: bar.add_task(f"{labels[job_id]}queued", total=None, mpxs=0.0)
@@ -129,6 +139,12 @@ def follow(
             if tick is not None and time.monotonic() - last_tick >= tick_every:
                 tick()
                 last_tick = time.monotonic()
+            if workers is None and no_worker_hint and not looked_for_workers \
+                    and time.monotonic() - started >= NO_WORKER_GRACE:
+                looked_for_workers = True
+                if not table.heartbeats.live():
+                    bar.console.print(no_worker_hint, style="yellow", markup=False,
+                                      highlight=False)
             if workers is not None and workers.alive() == 0:
                 raise RuntimeError("all local workers exited:\n" + log_tail(workers.settings))
             time.sleep(poll)
@@ -288,7 +304,12 @@ def drive(
         for job in jobs:
             console.print(f"job {job.id} {job.status}: {job.source_url}{_scene_of(job)}")
         ended = follow(table, job_ids, pool, tick=lambda: reconcile(ctx),
-                       tick_every=max(2.0, settings.reconcile_seconds or 10.0), quiet=quiet)
+                       tick_every=max(2.0, settings.reconcile_seconds or 10.0), quiet=quiet,
+                       no_worker_hint=(
+                           f"no worker is running for {settings.home} (none has a live "
+                           "heartbeat in its job table), so the jobs wait queued: start one "
+                           f"with `pelletseg worker --home {settings.home}` in another "
+                           "terminal, or run without --workers 0"))
     except KeyboardInterrupt:
         # Ctrl-C: the jobs say what happened, the workers stop without taking new rows
         with second_interrupt_exits():

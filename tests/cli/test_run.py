@@ -391,3 +391,36 @@ def test_run_takes_a_model_version_as_name_colon_version(tmp_path, small_image):
     assert "ebc-unet-mnv2" in message and "999" in message and "not registered" in message
     assert "ebc-unet-mnv2:999" not in message  # split into name and version, not one name
     assert not (home / "logs").exists()
+
+
+@pytest.mark.parametrize("a_worker_runs", [False, True])
+def test_run_without_local_workers_says_when_none_is_running(table, monkeypatch, a_worker_runs):
+    """``pelletseg run --workers 0`` with no worker anywhere showed 'queued' for ever; now, once
+    :data:`cli.run.NO_WORKER_GRACE` has passed with no live heartbeat in the job table, it says
+    so and how to start one (once), and says nothing while a worker runs."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from cli import run as run_module
+    from core.spec import JobSpec
+    from core.states import JobStatus
+
+    out = io.StringIO()
+    monkeypatch.setattr(run_module, "console", Console(file=out, width=200))
+    monkeypatch.setattr(run_module, "NO_WORKER_GRACE", 0.2)
+    if a_worker_runs:
+        table.heartbeats.register("elsewhere:1", interval=60)
+    job = table.jobs.create(JobSpec(tile_size=1024, halo=128, source_url="file:///x.tif",
+                                    model="m"))
+    started = time.monotonic()
+
+    def cancel_later():  # the test's end: a job that ends
+        if time.monotonic() - started > 1.0:
+            table.jobs.transition(job.id, JobStatus.CANCELLED)
+
+    ended = run_module.follow(table, [job.id], None, poll=0.05, tick=cancel_later,
+                              tick_every=0.1, no_worker_hint="HINT: start a worker")
+    assert ended[0].status == JobStatus.CANCELLED
+    assert out.getvalue().count("HINT: start a worker") == (0 if a_worker_runs else 1)
