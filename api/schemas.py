@@ -233,6 +233,10 @@ class JobList(BaseModel):
     next_offset: int | None = Field(
         description="Offset of the next page; null on the last page.", examples=[50]
     )
+    workers_live: int = Field(
+        description="Worker processes with a live heartbeat in the job table now: with 0, "
+        "queued and running jobs wait until one starts (`pelletseg worker`; a deployment's "
+        "autoscaler starts them when work arrives).", examples=[2])
 
 
 class ResultsOut(BaseModel):

@@ -160,6 +160,7 @@ def list_jobs(
         limit=limit,
         offset=offset,
         next_offset=offset + limit if len(found) > limit else None,
+        workers_live=len(table.heartbeats.live()),
     )
 
 

@@ -546,3 +546,40 @@ def test_dashboard_follows_resumes_cancels_and_views_jobs(playwright_api, stack,
             assert errors == []
         finally:
             context.close()
+
+
+def test_the_job_list_says_when_no_worker_runs(playwright_api, tmp_path, tiny_package):
+    """``pelletseg serve`` alone (no ``pelletseg worker``): a submitted job showed ``queued``
+    for ever with nothing to say why. The list now says that no worker runs and how to start
+    one, and stops saying it once a worker beats."""
+    from models import ModelRegistry
+
+    settings = make_settings(tmp_path / "home", source_roots=[str(tmp_path)])
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    ModelRegistry.from_settings(settings).publish(tiny_package)
+    table = JobTable(cached_engine(settings.resolved_database_url))
+    _, key = ApiKeys(cached_engine(settings.resolved_database_url)).create("browser")
+    image = tmp_path / "pellet.png"
+    pyvips.Image.black(64, 64, bands=3).pngsave(str(image))
+    errors: list[str] = []
+    with Server(create_app(settings)) as server, playwright_api.sync_playwright() as pw:
+        client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+                              timeout=30)
+        assert client.post("/v1/jobs", json={"source_url": image.as_uri()}).status_code == 202
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.fill("#api-key", key)
+            page.click("#save-key")
+            page.wait_for_selector("#no-workers", state="visible", timeout=30_000)
+            assert "pelletseg worker --home" in page.inner_text("#no-workers")
+            screenshot(page, tmp_path, "no-workers")
+            table.heartbeats.register("elsewhere:1", interval=60)  # a worker starts
+            page.wait_for_selector("#no-workers", state="hidden", timeout=30_000)
+        finally:
+            context.close()
+    assert errors == []

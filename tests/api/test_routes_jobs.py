@@ -190,6 +190,17 @@ def test_resume_refuses_jobs_that_are_not_failed_or_cancelled(api):
     assert api.client.post("/v1/jobs/nope/resume").status_code == 404
 
 
+def test_the_job_list_says_how_many_workers_are_live(api):
+    """``workers_live``: the dashboard says that queued jobs wait while no worker runs."""
+    new_job(api.table, {})
+    assert api.client.get("/v1/jobs").json()["workers_live"] == 0
+    api.table.heartbeats.register("host-a:11", interval=60)
+    api.table.heartbeats.register("host-b:12", interval=60)
+    assert api.client.get("/v1/jobs").json()["workers_live"] == 2
+    api.table.heartbeats.stop("host-b:12")
+    assert api.client.get("/v1/jobs").json()["workers_live"] == 1
+
+
 def test_models_lists_registered_packages(api):
     api.table.models.register(name="a-model", version="2", sha256="b" * 64, architecture="FPN",
                             encoder="resnet18", classes=[], metrics={"test_miou": 0.5})

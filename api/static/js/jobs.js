@@ -218,6 +218,9 @@ function render(page) {
     h("span", { class: "count" }, statusBadge(s), ` ${byStatus[s]}`)));
   state.nextOffset = page.next_offset;
   state.active = page.jobs.some((job) => !TERMINAL.has(job.status));
+  // jobs that wait on workers (not interrupted ones: nothing moves those) while none runs
+  $("no-workers").hidden = page.workers_live > 0 || !page.jobs.some((job) =>
+    !TERMINAL.has(job.status) && job.status !== "interrupted");
   $("newer").disabled = state.offset === 0;
   $("older").disabled = page.next_offset === null;
   const first = page.jobs.length ? state.offset + 1 : 0;
