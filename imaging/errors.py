@@ -7,7 +7,7 @@ import pyvips
 import pyvips.error
 
 __all__ = ["DarkSourceError", "ImageFormatError", "OutputWriteError", "SeveralScenesError",
-           "clear_vips_errors", "vips_text", "write_failure"]
+           "clear_vips_errors", "disk_message", "vips_text", "write_failure"]
 
 
 class ImageFormatError(Exception):
@@ -62,6 +62,15 @@ class OutputWriteError(OSError):
 _DISK_REFUSED = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system",
                            re.IGNORECASE)
 _WRITE_FAILED = re.compile(r"\bwrite (?:error|failed)\b", re.IGNORECASE)
+
+
+def disk_message(what: str, reason: str, blameless: str = "the input") -> str:
+    """The one wording of a write this machine's disk refused: ``what`` (the file, or what was
+    being written) "cannot be written (``reason``)", that the disk is full, over quota or
+    read-only, that ``blameless`` is not at fault, and what to do."""
+    return (f"{what} cannot be written ({reason}): this machine's disk is full, over quota or "
+            f"read-only, and {blameless} is not at fault; free space in PELLETSEG_CACHE_DIR or "
+            "give the worker a larger disk")
 
 
 def write_failure(e: BaseException) -> str | None:

@@ -40,7 +40,13 @@ import numpy as np
 import pyvips
 
 from imaging.display_range import clipped_range
-from imaging.errors import ImageFormatError, OutputWriteError, vips_text, write_failure
+from imaging.errors import (
+    ImageFormatError,
+    OutputWriteError,
+    disk_message,
+    vips_text,
+    write_failure,
+)
 from imaging.integrity import (
     FAIL_ON,
     DeflateDamage,
@@ -409,11 +415,7 @@ def _failure(e: Exception, source: str | os.PathLike, where: str, written: Path)
     name = Path(source).name
     reason = write_failure(e)
     if reason:
-        return OutputWriteError(
-            f"{written.name}, made from {name}, cannot be written in {written.parent} "
-            f"({reason}): this machine's disk is full, over quota or read-only, and {name} is "
-            "not at fault; free space there (PELLETSEG_CACHE_DIR) or give the worker a larger "
-            "disk")
+        return OutputWriteError(disk_message(f"{written} (made from {name})", reason, name))
     return ImageFormatError(damaged_message(name, where, e))
 
 

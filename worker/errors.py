@@ -7,7 +7,13 @@ import pyvips
 
 from core.geometry import GeometryError
 from core.spec import SpecError
-from imaging.errors import ImageFormatError, OutputWriteError, vips_text, write_failure
+from imaging.errors import (
+    ImageFormatError,
+    OutputWriteError,
+    disk_message,
+    vips_text,
+    write_failure,
+)
 from models.package import ModelPackageError
 
 __all__ = ["PERMANENT_ERRORS", "SourceChangedError", "SourceError", "WorkerError", "describe"]
@@ -43,8 +49,5 @@ def describe(e: BaseException) -> str:
     reason = None if isinstance(e, OutputWriteError) else write_failure(e)
     if reason:
         written = _WRITTEN.search(text)
-        what = f"{written.group(1)} cannot be written" if written else "a file cannot be written"
-        text = (f"{what} ({reason}): this worker's disk is full, over quota or read-only, and "
-                "the input is not at fault; free space in PELLETSEG_CACHE_DIR or give the "
-                "worker a larger disk")
+        text = disk_message(written.group(1) if written else "a file", reason)
     return f"{type(e).__name__}: {text}"

@@ -103,7 +103,7 @@ def test_a_conversion_into_a_full_disk_is_not_called_a_damaged_source(tmp_path, 
         write_model_ready(micrograph, out, max_pixels=10**9)
     assert not isinstance(caught.value, ImageFormatError)
     text = str(caught.value)
-    assert f"source.tif, made from {micrograph.name}, cannot be written in {out.parent} " \
+    assert f"{out} (made from {micrograph.name}) cannot be written " \
         "(No space left on device):" in text  # the reason, not libvips' log
     assert f"{micrograph.name} is not at fault" in text and "PELLETSEG_CACHE_DIR" in text
     assert list(out.parent.iterdir()) == []  # the partial file (here the link) is gone
@@ -125,4 +125,5 @@ def test_a_nodata_mask_into_a_full_disk_is_not_called_a_damaged_source(tmp_path)
         _full_disk(tmp_path / "nodata.tif.part.tif")  # where write_nodata writes first
         write_black_fill_nodata(source, tmp_path / "nodata.tif", max_pixels=10**9)
     assert not isinstance(caught.value, ImageFormatError)
-    assert "nodata.tif, made from mosaic.tif" in str(caught.value)
+    assert f"{tmp_path / 'nodata.tif'} (made from mosaic.tif) cannot be written" in str(
+        caught.value)

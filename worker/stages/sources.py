@@ -28,7 +28,7 @@ import fsspec
 
 from core.sources import local_path, source_scheme
 from core.spec import JobSpec
-from imaging.errors import OutputWriteError
+from imaging.errors import OutputWriteError, disk_message
 from storage.blobs.layout import thumbnail_row_key
 from worker.cache import download_path, job_folder
 from worker.context import WorkerContext
@@ -148,10 +148,9 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
             raise SourceError(f"source {url!r} does not exist") from e
         except OSError as e:
             if e.errno in LOCAL_DISK_ERRNOS:  # this machine's disk, not the source
-                raise OutputWriteError(
-                    e.errno, f"source {url!r} cannot be downloaded into {cache_dir}: "
-                    f"{os.strerror(e.errno)}; free space there (PELLETSEG_CACHE_DIR) or give "
-                    "the worker a larger disk") from e
+                raise OutputWriteError(e.errno, disk_message(
+                    f"the download of {url!r} into {cache_dir}", os.strerror(e.errno),
+                    "the source")) from e
             raise SourceError(f"source {url!r} cannot be read: {e}") from e
         except (ValueError, ImportError) as e:
             raise SourceError(f"source {url!r} cannot be read: {e}") from e
