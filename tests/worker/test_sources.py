@@ -112,7 +112,7 @@ def test_an_object_replaced_while_its_job_runs_fails_the_job(s3_stack, micrograp
     failed = ctx.table.jobs.get(job.id)
     assert failed.status == JobStatus.FAILED
     assert "changed since the job was planned" in failed.error
-    assert f"s3://{bucket}/lab/pellet.tif" in failed.error and "Submit the file again" in failed.error
+    assert f"s3://{bucket}/lab/pellet.tif" in failed.error and "pelletseg rerun" in failed.error
     assert not (job_folder(ctx.cache_dir, job.id) / "original").exists()  # nothing downloaded
 
 

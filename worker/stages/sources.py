@@ -103,10 +103,11 @@ def _check_unchanged(url: str, expected: dict[str, Any] | None, now: dict[str, A
                      if expected.get(k) != now.get(k))
     raise SourceChangedError(
         f"source {url!r} changed since the job was planned ({what}): rows already done were "
-        "read from the earlier file, and a job never stitches rows of two images. Submit the "
-        "file again as a new job (pelletseg run / POST /v1/jobs), or put the earlier file "
-        "back" + (" with its modification time (cp -p, rsync -a)" if source_scheme(url) == "file"
-                  else "") + " and resume this one.")
+        "read from the earlier file, and a job never stitches rows of two images. Run it again "
+        "as a new job on the file as it is now (pelletseg rerun JOB_ID, the job page's Run "
+        "again, POST /v1/jobs/{id}/rerun), or put the earlier file back"
+        + (" with its modification time (cp -p, rsync -a)" if source_scheme(url) == "file"
+           else "") + " and resume this one.")
 
 
 def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str], *,
