@@ -59,7 +59,8 @@ def fail_job_for_row(conn, job_id: str, index: int, attempts: int, reason: str, 
                Job.status.in_([s.value for s in job_sources(JobStatus.FAILED)]))
         .values(status=JobStatus.FAILED.value, finished_at=now, updated_at=now,
                 **arm_webhook(JobStatus.FAILED, now),
-                error=f"row {index} failed after {attempts} attempts: {reason}"[:4000])
+                error=f"row {index} failed after {attempts} attempt{'' if attempts == 1 else 's'}: "
+                      f"{reason}"[:4000])
     )
 
 

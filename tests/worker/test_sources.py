@@ -137,6 +137,7 @@ def test_a_local_source_rewritten_before_a_resume_fails_and_the_earlier_file_res
     assert failed.status == JobStatus.FAILED
     assert "changed since the job was planned" in failed.error and "size" in failed.error
     assert "cp -p" in failed.error and str(source) in failed.error
+    assert failed.error.startswith("row 1 failed after 1 attempt: ")  # the input's: not retried
     assert stack.table.rows.get(job.id, 1).status != RowStatus.DONE
 
     source.write_bytes(kept.read_bytes())
