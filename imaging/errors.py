@@ -7,7 +7,8 @@ import pyvips
 import pyvips.error
 
 __all__ = ["DarkSourceError", "ImageFormatError", "OutputWriteError", "SeveralScenesError",
-           "clear_vips_errors", "disk_message", "vips_text", "write_failure"]
+           "clear_vips_errors", "disk_message", "vips_text", "write_failure",
+           "written_file"]
 
 
 class ImageFormatError(Exception):
@@ -62,6 +63,8 @@ class OutputWriteError(OSError):
 _DISK_REFUSED = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system",
                            re.IGNORECASE)
 _WRITE_FAILED = re.compile(r"\bwrite (?:error|failed)\b", re.IGNORECASE)
+#: The file libvips names in a write error (``/x/out/preview.png: write error``).
+_WRITTEN = re.compile(r"(\S+): write error")
 
 
 def disk_message(what: str, reason: str, blameless: str = "the input") -> str:
@@ -71,6 +74,12 @@ def disk_message(what: str, reason: str, blameless: str = "the input") -> str:
     return (f"{what} cannot be written ({reason}): this machine's disk is full, over quota or "
             f"read-only, and {blameless} is not at fault; free space in PELLETSEG_CACHE_DIR or "
             "give the worker a larger disk")
+
+
+def written_file(text: str) -> str | None:
+    """The file a libvips write error (as text: :func:`vips_text`) names, or None."""
+    found = _WRITTEN.search(text)
+    return found.group(1) if found else None
 
 
 def write_failure(e: BaseException) -> str | None:

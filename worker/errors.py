@@ -1,8 +1,6 @@
 """Exceptions of the worker layer, and which errors are the input's fault. Each message names
 the file and what to do about it."""
 
-import re
-
 import pyvips
 
 from core.geometry import GeometryError
@@ -13,6 +11,7 @@ from imaging.errors import (
     disk_message,
     vips_text,
     write_failure,
+    written_file,
 )
 from models.package import ModelPackageError
 
@@ -36,10 +35,6 @@ class SourceChangedError(SourceError):
 PERMANENT_ERRORS = (ImageFormatError, SourceError, ModelPackageError, GeometryError, SpecError)
 
 
-#: The file a libvips write error names (``/x/out/preview.png: write error``).
-_WRITTEN = re.compile(r"(\S+): write error")
-
-
 def describe(e: BaseException) -> str:
     """One line for a row's or stage's error (``Type: text``): a libvips error's lines joined
     (:func:`imaging.errors.vips_text`, no Python bytes reprs), and a write this machine's disk
@@ -48,6 +43,5 @@ def describe(e: BaseException) -> str:
     text = vips_text(e) if isinstance(e, pyvips.Error) else str(e)
     reason = None if isinstance(e, OutputWriteError) else write_failure(e)
     if reason:
-        written = _WRITTEN.search(text)
-        text = disk_message(written.group(1) if written else "a file", reason)
+        text = disk_message(written_file(text) or "a file", reason)
     return f"{type(e).__name__}: {text}"
