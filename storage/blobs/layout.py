@@ -13,6 +13,10 @@ FRACTIONS_CSV = "fractions.csv"
 SOURCE = "source.tif"
 #: The converted source's no-data mask (pixels no image covers), where it has any.
 NODATA = "nodata.tif"
+#: The source identity (``outputs["source_identity"]``) the converted source and the no-data
+#: mask were made from, written by the planner after them: a planning attempt that finds it
+#: absent or different makes them again (worker/stages/planning.py).
+DERIVED_FROM = "derived_from.json"
 #: Microstructure outputs (microstructure.render_outputs), written by the reducer.
 MICROSTRUCTURE_JSON = "microstructure.json"
 MICROSTRUCTURE_FILES = (MICROSTRUCTURE_JSON, "pellets.csv", "size_distributions.csv",

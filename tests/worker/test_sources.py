@@ -12,7 +12,7 @@ import pyvips
 
 from core.states import JobStatus, RowStatus
 from queues.names import PLAN_TASK, ROW_TASK
-from storage.blobs.layout import LABELS, output_key
+from storage.blobs.layout import LABELS, SOURCE, output_key
 from tests.worker.conftest import make_settings, read_tiff
 from tests.worker.test_stages import _run_all, _submit
 from worker.cache import job_folder, job_folders
@@ -215,3 +215,55 @@ def test_a_remote_original_is_downloaded_once_per_job_and_checked(s3_bucket, mic
         localize(url, cache, "job-2", schemes)
     assert not job_folder(cache, "job-2").exists()
     assert list((cache / DOWNLOADS).iterdir()) == []
+
+
+def test_a_planner_that_died_after_converting_converts_a_changed_source_again(
+        stack, micrograph, tmp_path, monkeypatch):
+    """A planner that stored the converted ``source.tif`` and died before the job ran leaves
+    it behind; if the source is exported again before the planner's message is delivered
+    again, the next attempt converts the file as it is now (before 2026-12-08 it reused the
+    earlier conversion, and the job succeeded with the earlier pellet's labels under the new
+    file's identity). With the source unchanged, the next attempt reuses the conversion."""
+    import worker.stages.planning as planning
+
+    source = tmp_path / "pellet.png"
+    source.write_bytes(micrograph.read_bytes())
+    job = _submit(stack, source)
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("worker killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(planning, "resolve_pixel_size", killed)
+        with pytest.raises(RuntimeError):
+            plan_job(stack, job.id)
+    assert stack.table.jobs.get(job.id).status == JobStatus.PLANNING
+    assert stack.blobs.exists(output_key(job.id, SOURCE))
+    _other_image(micrograph, source)  # exported again under the same name
+
+    conversions = []
+    convert = planning.write_model_ready
+    monkeypatch.setattr(planning, "write_model_ready",
+                        lambda *a, **k: conversions.append(a) or convert(*a, **k))
+    stack.sent[:] = [(PLAN_TASK, job.id)]
+    done = _run_all(stack, job.id)
+    assert done.status == JobStatus.SUCCEEDED, done.error
+    assert len(conversions) == 1
+    fresh = _submit(stack, _other_image(micrograph, tmp_path / "other.png"))
+    stack.sent.append((PLAN_TASK, fresh.id))
+    assert _run_all(stack, fresh.id).status == JobStatus.SUCCEEDED
+    np.testing.assert_array_equal(_labels(stack, done), _labels(stack, fresh))
+    earlier = _submit(stack, micrograph)
+    stack.sent.append((PLAN_TASK, earlier.id))
+    earlier = _run_all(stack, earlier.id)
+    assert not np.array_equal(_labels(stack, done), _labels(stack, earlier))
+
+    again = _submit(stack, source)  # unchanged between two attempts: converted once
+    with monkeypatch.context() as m:
+        m.setattr(planning, "resolve_pixel_size", killed)
+        with pytest.raises(RuntimeError):
+            plan_job(stack, again.id)
+    converted = len(conversions)
+    stack.sent[:] = [(PLAN_TASK, again.id)]
+    assert _run_all(stack, again.id).status == JobStatus.SUCCEEDED
+    assert len(conversions) == converted

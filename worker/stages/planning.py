@@ -3,6 +3,7 @@ and enqueue one ``segment_row`` per row."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import structlog
@@ -18,8 +19,8 @@ from imaging.reading import write_black_fill_nodata
 from models import ModelPackage
 from models.suitability import demo_model_warning, pixel_size_warning
 from queues.names import ROW_TASK, STITCH_TASK
-from storage.blobs.layout import NODATA, SOURCE, output_key
-from storage.errors import NotFoundError
+from storage.blobs.layout import DERIVED_FROM, NODATA, SOURCE, output_key
+from storage.errors import BlobNotFoundError, NotFoundError
 from worker.cache import job_folder
 from worker.context import WorkerContext
 from worker.engine.tiling import TileGrid
@@ -34,7 +35,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
 
     Steps: job ``queued -> planning``; resolve the model (exact version and weights sha256);
     open the source header and validate it; if the source is not a tiled 8-bit RGB TIFF,
-    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (a
+    convert it once to ``jobs/{job}/source.tif`` so every row reads its strip cheaply (again
+    where an earlier attempt converted another version of the source:
+    :func:`_discard_stale_derivatives`; a
     16-bit source with the significant bits the job gives or the file records, else all its
     type's (16 unsigned, 15 signed), stored
     as ``outputs["significant_bits"]``: :meth:`imaging.formats.SourceInfo.significant_bits_used`;
@@ -81,6 +84,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         # any supported format; of an OME-TIFF of several images, the job's scene
         info = source_info(local, max_pixels=settings.max_pixels, scene=spec.scene)
         significant_bits = info.significant_bits_used(spec.significant_bits)
+        _discard_stale_derivatives(ctx, job_id, identity)
         source_key = None
         nodata_key = output_key(job_id, NODATA)
         nodata = job_folder(ctx.cache_dir, job_id) / NODATA
@@ -102,6 +106,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
             nodata.unlink()
         if not ctx.blobs.exists(nodata_key):
             nodata_key = None
+        ctx.blobs.put_bytes(output_key(job_id, DERIVED_FROM), json.dumps(identity).encode())
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
         pixel_size_um, warnings = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
@@ -137,6 +142,26 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
     log.info("plan.done", job_id=job_id, width=info.width, height=info.height, rows=len(pending),
              significant_bits=significant_bits, warnings=[w["code"] for w in warnings])
     return pending
+
+
+def _discard_stale_derivatives(ctx: WorkerContext, job_id: str, identity: dict) -> None:
+    """Delete the converted source and no-data mask an earlier planning attempt of this job
+    stored unless they were made from the source as it is now (``identity``, recorded in
+    ``jobs/{job}/derived_from.json`` after them): a planner that died after converting, before
+    the job ran, must not leave the next attempt rows of the earlier file under the new
+    file's identity and size.
+
+    Raises:
+        StorageError: the store is unreachable.
+    """
+    marker = output_key(job_id, DERIVED_FROM)
+    try:
+        if json.loads(ctx.blobs.get_bytes(marker)) == identity:
+            return
+    except (BlobNotFoundError, ValueError):  # none, or one written in part: as if absent
+        pass
+    for name in (DERIVED_FROM, SOURCE, NODATA):
+        ctx.blobs.delete(output_key(job_id, name))
 
 
 def find_warnings(pkg: ModelPackage, spec: JobSpec, info: SourceInfo,
