@@ -43,6 +43,7 @@ from cli.sniff import NotAnImageError, sniff
 from cli.uploading import default_ledger, upload_file
 from core.job_warnings import warning_lines
 from core.settings import get_settings
+from core.sources import source_name
 from core.states import JOB_TERMINAL
 
 console = make_console()
@@ -260,7 +261,7 @@ def jobs_cmd(status, batch, labels, limit, api_url, api_key) -> None:
             rows = f"{j['rows_done']}/{j['rows_total']}" if j["rows_total"] else "-"
             speed = f"{j['throughput_mpx_s']:.2f}" if j["throughput_mpx_s"] else "-"
             lines.append((j["id"], j["status"], rows, speed, j["created_at"][:19],
-                          j["source_url"].rsplit("/", 1)[-1]))
+                          source_name(j["source_url"])))
         if not console.is_terminal:  # piped: tab-separated, one job a line
             for line in (columns, *lines):
                 click.echo("\t".join(line))

@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import click
 from rich.console import Console
@@ -37,6 +36,7 @@ from cli.scenes import scenes_of
 from core.inference import inference_lines
 from core.job_warnings import WarningCode, warning_lines
 from core.settings import Settings
+from core.sources import source_name
 from core.states import JOB_TERMINAL, JobStatus
 from imaging.formats import SCENE_OPTION, SIGNIFICANT_BITS_OPTION
 from imaging.mosaic import demo_folders
@@ -200,13 +200,8 @@ def print_new_warnings(out: Console, prefix: str, warnings: Sequence[Mapping[str
 
 def report_heading(source_url: str, scene: int | None, job_id: str) -> str:
     """``"== P-2.png scene 1 (job 5b0f7a0e) =="``: which image a report of several is of."""
-    name = _source_file(source_url).name
+    name = source_name(source_url)
     return f"== {name}{'' if scene is None else f' scene {scene}'} (job {job_id[:8]}) =="
-
-
-def _source_file(source_url: str) -> Path:
-    """The image's file name as a path, percent-decoded, whatever the URL's scheme."""
-    return Path(unquote(urlparse(source_url).path))
 
 
 #: The longest file name (bytes) ext4, XFS and most file systems take.
@@ -220,7 +215,7 @@ def output_folder_name(job_id: str, source_url: str, scene: int | None) -> str:
     its batch with "File name too long". The job id keeps the names apart."""
     prefix, suffix = f"{job_id[:8]}-", "" if scene is None else f"-scene{scene}"
     room = NAME_MAX - len(prefix.encode()) - len(suffix.encode())
-    stem = _source_file(source_url).stem.encode()[:room].decode(errors="ignore")
+    stem = Path(source_name(source_url)).stem.encode()[:room].decode(errors="ignore")
     return f"{prefix}{stem}{suffix}"
 
 

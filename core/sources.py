@@ -4,10 +4,10 @@ bare path (or a Windows drive letter such as ``C:``) counts as ``file``."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
-__all__ = ["BFCONVERT", "is_bare_path", "local_path", "source_scheme"]
+__all__ = ["BFCONVERT", "is_bare_path", "local_path", "source_name", "source_scheme"]
 
 #: How a microscope's own format that pelletseg does not read (Olympus/Evident .vsi, Leica
 #: .lif, Nikon .nd2, Imaris .ims, ...) becomes one it does: Bio-Formats' command-line tools
@@ -34,3 +34,18 @@ def local_path(url: str) -> Path:
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     return Path(url)
+
+
+def source_name(url: str) -> str:
+    """The file name a source URL names, as the store that reads it sees it: a local path's or
+    a ``file://`` URL's last part (percent-decoded), an ``http(s)://`` URL's path's last part
+    (percent-decoded, without its query: a presigned URL's signature), and an object store's
+    key's last part as written (``s3://``, ``gs://``, ...: fsspec reads ``#``, ``?`` and ``%``
+    in a key as themselves, so ``s3://b/pellet #3.tif`` is ``pellet #3.tif``). ``""`` where the
+    URL ends in ``/``."""
+    scheme = source_scheme(url)
+    if scheme == "file":
+        return local_path(url).name
+    if scheme in ("http", "https"):
+        return PurePosixPath(unquote(urlparse(url).path)).name
+    return url.rsplit("/", 1)[-1]

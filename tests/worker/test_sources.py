@@ -267,3 +267,30 @@ def test_a_planner_that_died_after_converting_converts_a_changed_source_again(
     stack.sent[:] = [(PLAN_TASK, again.id)]
     assert _run_all(stack, again.id).status == JobStatus.SUCCEEDED
     assert len(conversions) == converted
+
+
+def test_a_remote_key_with_a_hash_keeps_its_name_and_a_cut_file_url_says_why(
+        s3_bucket, micrograph, tmp_path):
+    """An object key with ``#`` (``pellet #3.png``: a laboratory's own numbering) is read by
+    s3fs as written; its local copy keeps the name (before 2026-12-08 it was cut at the ``#``
+    to ``pellet ``, and every message about it named that). A ``file://`` URL whose ``#`` cut
+    its path short is refused saying so and how to write it."""
+    import boto3
+    import fsspec
+
+    from worker.errors import SourceError
+    from worker.stages.sources import localize
+
+    fsspec.filesystem("s3").invalidate_cache()
+    boto3.client("s3").upload_file(str(micrograph), s3_bucket, "runs/pellet #3.png")
+    path, _ = localize(f"s3://{s3_bucket}/runs/pellet #3.png", tmp_path / "cache", "job-1",
+                       ["s3"])
+    assert path.name == "pellet #3.png"
+    assert path.read_bytes() == micrograph.read_bytes()
+
+    local = tmp_path / "pellet #3.png"
+    local.write_bytes(micrograph.read_bytes())
+    with pytest.raises(SourceError, match="write them as %23 and %3F") as e:
+        localize(f"file://{local}", tmp_path / "cache", "job-2", ["file"])
+    assert "no file at" in str(e.value)
+    assert localize(local.as_uri(), tmp_path / "cache", "job-2", ["file"])[0] == local

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import fsspec
 
-from core.sources import local_path, source_scheme
+from core.sources import local_path, source_name, source_scheme
 from core.spec import JobSpec
 from imaging.errors import OutputWriteError, disk_message
 from storage.blobs.layout import thumbnail_row_key
@@ -79,7 +79,8 @@ def source_identity(url: str, allowed_schemes: list[str]) -> dict[str, Any]:
     if scheme == "file":
         path = local_path(url)
         if not path.is_file():
-            raise SourceError(f"source {url!r} does not exist (no file at {path})")
+            raise SourceError(f"source {url!r} does not exist (no file at {path})"
+                              + _cut_file_url(url))
         st = path.stat()
         return {"size": st.st_size,
                 "version": datetime.fromtimestamp(st.st_mtime, UTC).isoformat()}
@@ -94,6 +95,16 @@ def source_identity(url: str, allowed_schemes: list[str]) -> dict[str, Any]:
     version = next((info[k] for k in VERSION_KEYS if info.get(k) not in (None, "")), None)
     return {"size": int(info.get("size") or 0),
             "version": None if version is None else str(version)}
+
+
+def _cut_file_url(url: str) -> str:
+    """What to do where a ``file://`` URL's ``#`` or ``?`` cut its path short (they start a
+    URL's fragment and query); ``""`` otherwise."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file" or not (parsed.fragment or parsed.query):
+        return ""
+    return ("; '#' and '?' in a file:// URL start its fragment and query: write them as %23 "
+            "and %3F (pathlib's Path.as_uri() does), or give the plain path")
 
 
 def _check_unchanged(url: str, expected: dict[str, Any] | None, now: dict[str, Any]) -> None:
@@ -132,7 +143,7 @@ def localize(url: str, cache_dir: Path, job_id: str, allowed_schemes: list[str],
         now = source_identity(url, allowed_schemes)
         _check_unchanged(url, expected, now)
         return local_path(url), now
-    name = os.path.basename(urlparse(url).path) or "source"
+    name = source_name(url) or "source"
     folder = job_folder(cache_dir, job_id) / ORIGINAL
     target, sidecar = folder / name, folder / IDENTITY_FILE
     held = _held(target, sidecar)
