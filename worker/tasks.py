@@ -10,6 +10,7 @@ dead-letter queues.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import threading
@@ -204,10 +205,27 @@ def make_worker_app(settings: Settings) -> Celery:
     return app
 
 
+#: What a worker that takes the ``rows`` queue imports to run the model (the stack of
+#: ``pip install '.[worker]'``); the CPU workers' image (``.[stages]``) has none of it.
+ROW_MODULES = ("torch", "segmentation_models_pytorch")
+
+
+def missing_row_modules() -> list[str]:
+    """The :data:`ROW_MODULES` this install cannot import (found without importing them)."""
+    return [name for name in ROW_MODULES if importlib.util.find_spec(name) is None]
+
+
+def _consumed(app: Celery):
+    """The queues a worker of ``app`` consumes (every declared one without ``-Q``)."""
+    return app.amqp.queues.consume_from or app.amqp.queues
+
+
 def wire_worker_signals(app: Celery, settings: Settings,
                         context: Callable[[], WorkerContext],
                         slots: WorkerSlots | None = None) -> None:
-    """Connect ``app``'s worker signals: ``worker_init`` declares the dead-letter queues
+    """Connect ``app``'s worker signals: ``worker_init`` stops a worker that takes the rows
+    queue without the model stack (:func:`missing_row_modules`: the CPU workers' image) with
+    what to run instead, and declares the dead-letter queues
     (RabbitMQ drops dead letters it cannot route); ``worker_ready`` records the worker's task
     slots in ``slots``, starts the heartbeat and reconcile thread (``worker/liveness.py``; pool
     processes beat from ``worker_process_init``) and the spot interruption watcher when
@@ -225,8 +243,21 @@ def wire_worker_signals(app: Celery, settings: Settings,
         pool = getattr(sender, "pool", None)
         solo = pool is None or type(pool).__module__.endswith(".solo")
         count = 1 if solo else int(getattr(sender.controller, "concurrency", 1) or 1)
-        consumed = app.amqp.queues.consume_from or app.amqp.queues  # no -Q: every queue
-        slots.stitch_blocks_rows = count <= 1 and queue_name(settings, "rows") in consumed
+        slots.stitch_blocks_rows = count <= 1 and queue_name(settings, "rows") in _consumed(app)
+
+    def refuse_rows_without_model_stack(sender=None, **_):
+        if getattr(sender, "app", None) is not app:
+            return
+        rows = queue_name(settings, "rows")
+        if rows in _consumed(app) and (missing := missing_row_modules()):
+            # SystemExit passes Celery's signal dispatch, which logs and drops Exceptions
+            raise SystemExit(
+                f"this worker takes the rows queue ({rows}) but cannot import "
+                f"{', '.join(missing)}: its install is the CPU workers' (pip install "
+                "'.[stages]', deploy/Dockerfile.worker-cpu), which plans and reduces only. Run "
+                "rows on the worker image (deploy/Dockerfile.worker, pip install '.[worker]'), "
+                "or leave rows out of its queues (-Q plan,reduce; pelletseg worker --queues "
+                "plan,reduce)")
 
     def declare(sender=None, **_):
         if getattr(sender, "app", None) is not app:
@@ -316,6 +347,8 @@ def wire_worker_signals(app: Celery, settings: Settings,
     worker_shutdown.connect(stop_liveness, weak=False, dispatch_uid=uid + "-liveness-stop")
     worker_process_shutdown.connect(stop_liveness, weak=False,
                                     dispatch_uid=uid + "-liveness-child-stop")
+    worker_init.connect(refuse_rows_without_model_stack, weak=False,
+                        dispatch_uid=uid + "-model-stack")
     worker_init.connect(declare, weak=False, dispatch_uid=uid + "-declare")
     worker_ready.connect(note_slots, weak=False, dispatch_uid=uid + "-slots")
     worker_ready.connect(start_watcher, weak=False, dispatch_uid=uid + "-spot")

@@ -82,9 +82,11 @@ def test_pelletseg_services_use_the_deploy_images(compose):
         svc = compose["services"][name]
         build = svc["build"]
         assert (DEPLOY / build["context"] / build["dockerfile"]).resolve().is_file()
-        expected = "Dockerfile.api" if name in ("api", "migrate") else "Dockerfile.worker"
-        assert build["dockerfile"] == f"deploy/{expected}"
-        assert svc["image"] == ("pelletseg-api:local" if expected.endswith("api") else "pelletseg-worker:local")
+        # the API's slim image; the rows' CUDA image; the CPU workers' (plan, reduce, beat)
+        image = ("api" if name in ("api", "migrate") else
+                 "worker-cpu" if name in ("worker-cpu", "scheduler") else "worker")
+        assert build["dockerfile"] == f"deploy/Dockerfile.{image}"
+        assert svc["image"] == f"pelletseg-{image}:local"
         assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
 
 

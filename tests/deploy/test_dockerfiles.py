@@ -1,5 +1,6 @@
-"""The two images: hadolint clean, non-root, pinned bases, the API without torch (and able to
-run without it), the worker on a CUDA runtime base, health checks where there is a port."""
+"""The three images: hadolint clean, non-root, pinned bases, the API without torch (and able to
+run without it), the rows' worker on a CUDA runtime base, the CPU workers' (planner, reducer,
+stitcher) on a slim base without torch, health checks where there is a port."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tests.deploy.conftest import (
     settings_from_env,
 )
 
-DOCKERFILES = {"api": DEPLOY / "Dockerfile.api", "worker": DEPLOY / "Dockerfile.worker"}
+DOCKERFILES = {"api": DEPLOY / "Dockerfile.api", "worker": DEPLOY / "Dockerfile.worker",
+               "worker-cpu": DEPLOY / "Dockerfile.worker-cpu"}
 TORCH_FAMILY = {"torch", "torchvision", "segmentation-models-pytorch", "timm", "monai"}
 
 
@@ -112,6 +114,31 @@ def test_worker_image_installs_the_worker_extra():
     assert copied & {"api", "training", "benchmarks"} == set() and "worker" in copied
 
 
+def test_cpu_worker_image_plans_and_reduces_on_a_slim_base_without_torch():
+    """What the planner, reducer and stitcher import ([stages], [formats]: proven by
+    tests/deploy/test_image_imports.py), the worker image's packages, no rows queue."""
+    ins = instructions(DOCKERFILES["worker-cpu"])
+    bases = [arg.split()[0] for word, arg in ins if word == "FROM"]
+    assert all(b.startswith("python:3.11") and "slim" in b for b in bases)
+    runs = " ".join(arg for word, arg in ins if word == "RUN")
+    assert 'pip install --no-cache-dir ".[stages,formats]"' in runs
+    assert '! /opt/venv/bin/python -c "import torch"' in runs
+    assert "import scipy.ndimage, matplotlib" in runs and "worker.tasks" in runs
+
+    def copied(image):
+        return {arg.split()[0] for word, arg in instructions(DOCKERFILES[image])
+                if word == "COPY" and "--from" not in arg}
+
+    assert copied("worker-cpu") == copied("worker")
+    cmd = json.loads([arg for word, arg in ins if word == "CMD"][-1])
+    assert cmd[:4] == ["celery", "-A", "worker.tasks", "worker"]
+    assert cmd[cmd.index("-Q") + 1] == "plan,reduce"
+    assert cmd[cmd.index("--pool") + 1] == "solo"
+    assert image_env(ins)["PELLETSEG_DEVICE"] == "cpu"
+    assert ("HEALTHCHECK", "NONE") in ins
+    assert re.search(r"checkov:skip=CKV_DOCKER_2:\S.{20,}", DOCKERFILES["worker-cpu"].read_text())
+
+
 def test_dockerignore_keeps_exactly_what_the_build_copies():
     for image in DOCKERFILES:
         ignore = (DEPLOY / f"Dockerfile.{image}.dockerignore").read_text().split()
@@ -144,6 +171,9 @@ def test_the_base_install_has_no_torch_and_the_worker_extra_adds_it():
     assert {"torch", "torchvision", "segmentation-models-pytorch"} <= {_name(r) for r in
                                                                        _extra("worker")}
     assert "pelletseg" in {_name(r) for r in _extra("dev")}  # dev installs every extra
+    # [stages] (the CPU workers' image) is part of [worker] and has nothing of torch
+    assert not {_name(r) for r in _extra("stages")} & TORCH_FAMILY
+    assert "pelletseg[stages]" in _extra("worker")
 
 
 def _closure(name: str, seen: set[str]) -> set[str]:

@@ -99,7 +99,10 @@ def test_images_are_the_deploy_images_with_fixed_tags(docs):
         for c in spec["containers"]:
             repo, _, tag = c["image"].rpartition(":")
             assert repo in declared and tag and tag != "latest", (name, c["image"])
-            want = "api" if c["command"][0] == "pelletseg" else "worker"
+            # the API's image; the CPU workers' (plan, reduce, beat: no torch); the rows'
+            want = ("api" if c["command"][0] == "pelletseg" else
+                    "worker-cpu" if name in ("pelletseg-worker-cpu", "pelletseg-scheduler")
+                    else "worker")
             assert repo.endswith(f"/{want}"), (name, c["image"])
 
 

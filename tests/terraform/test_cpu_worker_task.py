@@ -24,7 +24,7 @@ VARIABLES = {
     "vpc_cidr_block": "10.40.0.0/16", "private_subnet_ids": ["subnet-0123456789abcdef0"],
     "cluster_arn": "arn:aws:ecs:eu-west-1:123456789012:cluster/pelletseg-t",
     "cluster_name": "pelletseg-t",
-    "worker_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pelletseg-t/worker:0.1.0",
+    "worker_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pelletseg-t/worker-cpu:0.1.0",
     "api_image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/pelletseg-t/api:0.1.0",
     "queues": ["pelletseg-t-plan", "pelletseg-t-reduce"],
     "queue_names": {q: f"pelletseg-t-{q}" for q in ("plan", "rows", "reduce")},

@@ -440,6 +440,23 @@ def test_api_is_fargate_behind_https_with_an_ecr_image(mods, env):
     assert env.modules["api"]["image"] == "${local.api_image}"
 
 
+def test_the_fargate_workers_run_the_image_without_torch_and_the_gpu_workers_the_cuda_one(
+        mods, env):
+    """Fargate pulls a task's image at every start: the planners, reducers and scheduler run
+    deploy/Dockerfile.worker-cpu (slim, no torch), and may pull only that repository; the GPU
+    rows workers run deploy/Dockerfile.worker."""
+    assert env.locals["cpu_worker_image"].startswith(
+        '${module.registry.repository_urls["worker-cpu"]}')
+    assert env.locals["worker_image"].startswith('${module.registry.repository_urls["worker"]}')
+    assert env.modules["cpu_workers"]["worker_image"] == "${local.cpu_worker_image}"
+    assert env.modules["gpu_workers"]["image"] == "${local.worker_image}"
+    registry = mods["modules/registry"]
+    assert "worker-cpu" in registry.variables["repositories"]["default"]
+    roles = mods["modules/iam"].locals["exec_roles"]
+    assert {k: v["repository"] for k, v in roles.items()} == {
+        "api": "api", "migrate": "api", "cpu-worker": "worker-cpu", "scheduler": "worker-cpu"}
+
+
 # ------------------------------------------------------------------------------ settings
 def _setting_names_in(text: str) -> set[str]:
     return set(re.findall(r"\bPELLETSEG_[A-Z0-9_]+\b", text))

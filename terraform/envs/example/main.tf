@@ -56,6 +56,8 @@ locals {
 
   api_image    = "${module.registry.repository_urls["api"]}:${var.api_image_tag}"
   worker_image = "${module.registry.repository_urls["worker"]}:${var.worker_image_tag}"
+  # the same build (tag) as the worker image, without torch: plan, reduce, beat on Fargate
+  cpu_worker_image = "${module.registry.repository_urls["worker-cpu"]}:${var.worker_image_tag}"
 }
 
 module "encryption" {
@@ -202,7 +204,7 @@ module "cpu_workers" {
   private_subnet_ids  = module.network.private_subnet_ids
   cluster_arn         = module.ecs_cluster.cluster_arn
   cluster_name        = module.ecs_cluster.cluster_name
-  worker_image        = local.worker_image
+  worker_image        = local.cpu_worker_image
   api_image           = local.api_image
   queues              = [module.queues.queue_names["plan"], module.queues.queue_names["reduce"]]
   queue_names         = module.queues.queue_names

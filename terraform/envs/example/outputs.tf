@@ -44,7 +44,7 @@ output "database_url_secret_arn" {
 }
 
 output "ecr_repository_urls" {
-  description = "ECR repository of each image (api, worker): docker push targets."
+  description = "ECR repository of each image (api, worker, worker-cpu): docker push targets."
   value       = module.registry.repository_urls
 }
 

@@ -68,7 +68,7 @@ variable "api_image_tag" {
 
 variable "worker_image_tag" {
   type        = string
-  description = "Tag of the worker image pushed to the worker ECR repository."
+  description = "Tag of the worker images pushed to the worker and worker-cpu ECR repositories (built from one commit: deploy/Dockerfile.worker and deploy/Dockerfile.worker-cpu)."
 }
 
 variable "gpu_ami_id" {

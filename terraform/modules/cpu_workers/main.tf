@@ -1,6 +1,6 @@
 # CPU side of the pipeline on ECS Fargate:
-#   cpu-worker  `celery -A worker.tasks worker -Q <prefix>plan,<prefix>reduce` (deploy/Dockerfile.worker, run
-#               CPU-only), mostly on Fargate Spot, scaled by target tracking on the plan +
+#   cpu-worker  `celery -A worker.tasks worker -Q <prefix>plan,<prefix>reduce` (deploy/Dockerfile.worker-cpu:
+#               no torch, no CUDA), mostly on Fargate Spot, scaled by target tracking on the plan +
 #               reduce backlog per running task; one task at a time (solo pool), or with
 #               stream_reduce a threads pool of reduce_concurrency slots
 #   scheduler   `celery -A worker.tasks beat`: the periodic reconcile task (exactly one)

@@ -41,7 +41,7 @@ variable "cluster_name" {
 
 variable "worker_image" {
   type        = string
-  description = "Worker image (<ECR repository URL>:<tag>) built from deploy/Dockerfile.worker."
+  description = "CPU worker image (<ECR repository URL>:<tag>) built from deploy/Dockerfile.worker-cpu (no torch: plan, reduce, the scheduler)."
 }
 
 variable "api_image" {

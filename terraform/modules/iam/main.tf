@@ -47,8 +47,8 @@ locals {
   exec_roles = {
     api        = { repository = "api", log_group = "api", secret = true }
     migrate    = { repository = "api", log_group = "migrate", secret = true }
-    cpu-worker = { repository = "worker", log_group = "cpu-worker", secret = true }
-    scheduler  = { repository = "worker", log_group = "scheduler", secret = false }
+    cpu-worker = { repository = "worker-cpu", log_group = "cpu-worker", secret = true }
+    scheduler  = { repository = "worker-cpu", log_group = "scheduler", secret = false }
   }
 }
 

@@ -1,5 +1,6 @@
-# ECR repositories for the two images built from deploy/: the API (slim, no torch) and the
-# worker (CUDA runtime; runs CPU-only too). Tags are immutable, images are scanned on push,
+# ECR repositories for the images built from deploy/: the API (slim, no torch), the worker
+# (CUDA runtime: the GPU rows workers) and worker-cpu (slim, no torch: the Fargate planners,
+# reducers and scheduler, which pull it at every task start). Tags are immutable, images are scanned on push,
 # encrypted with the project key; untagged images and old releases expire.
 
 resource "aws_ecr_repository" "this" {

@@ -6,7 +6,7 @@ variable "name" {
 variable "repositories" {
   type        = list(string)
   description = "Images to host (deploy/Dockerfile.<image>)."
-  default     = ["api", "worker"]
+  default     = ["api", "worker", "worker-cpu"]
 }
 
 variable "kms_key_arn" {

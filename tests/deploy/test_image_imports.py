@@ -1,0 +1,213 @@
+"""Each worker image installs what its workers import.
+
+A job runs through two real Celery workers whose processes can import only the distributions
+their image's ``pip install`` brings (pyproject's base install and the image's extras, with
+everything those require): the planner and reducer in one limited to ``.[stages,formats]``
+(the CPU workers' image, deploy/Dockerfile.worker-cpu: no torch), the rows in one limited to
+``.[worker,formats]`` (deploy/Dockerfile.worker). An import that the project's own code makes
+of anything else is recorded, and the job must succeed with every output.
+
+Before 2026-12-08 matplotlib came only with ``[train]``: the deployed reducers had none, and
+``microstructure.report`` quietly left ``radial_profiles.png`` out of every job (the dev install,
+which has every extra, made it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import textwrap
+import time
+import tomllib
+from importlib import metadata
+
+import pytest
+from packaging.requirements import Requirement
+
+from core.states import JOB_TERMINAL, JobStatus
+from queues.app import make_celery
+from storage.blobs.layout import OUTPUT_FILES, output_key
+from storage.jobtable.engine import upgrade
+from submission import SubmissionService
+from tests.deploy.conftest import ROOT
+from tests.worker.conftest import make_settings
+from worker.context import WorkerContext
+from worker.local import worker_command
+
+#: The project's own distribution: its requirements are read from pyproject.toml (the
+#: installed metadata of an editable install is as old as its last ``pip install``).
+PROJECT = "pelletseg"
+
+#: Installed at start-up in every worker process of the test (PYTHONPATH): the path finder no
+#: longer finds the top-level modules of distributions outside the image, and each such import
+#: the project's own code makes is recorded (an optional import a library tries is its own
+#: business).
+SITECUSTOMIZE = textwrap.dedent("""
+    import json, os, sys
+    from importlib.machinery import PathFinder
+    _config = json.load(open(os.environ["PELLETSEG_TEST_IMAGE_IMPORTS"]))
+    _BLOCKED, _ROOT, _LOG = set(_config["blocked"]), _config["root"], _config["log"]
+
+    def _caller():
+        frame = sys._getframe(2)  # past find_spec
+        while frame is not None and (frame.f_code.co_filename.startswith("<frozen")
+                                     or "importlib" in frame.f_code.co_filename):
+            frame = frame.f_back
+        return ("?", 0) if frame is None else (frame.f_code.co_filename, frame.f_lineno)
+
+    class _ImageOnly:
+        \"\"\"The path finder, blind to the top-level modules of the image's absent
+        distributions (so ``find_spec`` says None and ``import`` raises ModuleNotFoundError,
+        as where they are not installed).\"\"\"
+
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in _BLOCKED:
+                where, line = _caller()
+                if where.startswith(_ROOT) and "site-packages" not in where:
+                    with open(_LOG, "a") as log:
+                        log.write(f"{name} imported by {where}:{line}\\n")
+                return None
+            return PathFinder.find_spec(name, path, target)
+
+        def __getattr__(self, attr):
+            return getattr(PathFinder, attr)
+
+    sys.meta_path[:] = [_ImageOnly() if f is PathFinder else f for f in sys.meta_path]
+""")
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _own_requirements(extras: tuple[str, ...]) -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = [Requirement(r) for r in project["dependencies"]]
+    for extra in extras:
+        found += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    return found
+
+
+def image_distributions(extras: tuple[str, ...]) -> set[str]:
+    """Normalised names of the distributions ``pip install ".[extras]"`` brings, from the
+    installed metadata of each requirement (markers evaluated here, extras followed)."""
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(r, frozenset(r.extras)) for r in _own_requirements(extras)]
+    while todo:
+        req, wanted = todo.pop()
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e})
+                                              for e in (wanted or {""})):
+            continue
+        if (_key(req.name), wanted) in seen:
+            continue
+        seen.add((_key(req.name), wanted))
+        if _key(req.name) == PROJECT:  # pelletseg[stages] inside [worker]
+            todo += [(r, frozenset(r.extras)) for r in _own_requirements(tuple(req.extras))]
+            continue
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [(Requirement(r), wanted) for r in requires]
+    return {name for name, _ in seen} | {PROJECT}
+
+
+def blocked_modules(extras: tuple[str, ...]) -> list[str]:
+    """Top-level module names installed here whose every distribution is outside the image."""
+    inside = image_distributions(extras)
+    return sorted(top for top, dists in metadata.packages_distributions().items()
+                  if not any(_key(d) in inside for d in dists))
+
+
+def _limited_worker(settings, queues, extras, tmp_path, name, threads=0):
+    """``(argv, env, log)`` of a ``celery worker`` for ``queues`` limited to ``extras``
+    (``threads``: its pool's, as :func:`worker.local.worker_command` takes it)."""
+    folder = tmp_path / f"site-{name}"
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    log = tmp_path / f"refused-{name}.log"
+    config = tmp_path / f"image-{name}.json"
+    config.write_text(json.dumps({"blocked": blocked_modules(extras), "root": str(ROOT),
+                                  "log": str(log)}))
+    argv, env = worker_command(settings, queues, f"{name}@%h", threads=threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
+    env["PELLETSEG_TEST_IMAGE_IMPORTS"] = str(config)
+    return argv, env, log
+
+
+def test_the_cpu_image_has_no_torch_and_each_image_what_it_imports():
+    cpu = image_distributions(("stages", "formats"))
+    assert not cpu & {"torch", "torchvision", "segmentation-models-pytorch", "timm",
+                      "openvino", "onnxruntime", "onnx"}
+    assert {"scipy", "matplotlib", "pyvips", "openslide-python", "pylibczirw"} <= cpu
+    assert cpu < image_distributions(("worker", "formats"))  # the rows' image has it all
+    assert {"torch", "openvino"} <= set(blocked_modules(("stages", "formats")))
+    assert "matplotlib" not in blocked_modules(("stages",))
+
+
+@pytest.mark.parametrize("stream_reduce", [False, True], ids=["reducer", "streaming stitcher"])
+def test_a_job_runs_on_workers_that_import_only_what_their_image_installs(
+        tmp_path, tiny_package, micrograph, stream_reduce):
+    """With ``PELLETSEG_STREAM_REDUCE`` the CPU worker runs the job's streaming stitcher too
+    (a threads pool, as the deployments give it)."""
+    settings = make_settings(tmp_path / "home", stream_reduce=stream_reduce)
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    ctx = WorkerContext.from_settings(settings, enqueue=lambda *a: None)
+    ctx.models.publish(tiny_package)
+    workers = [_limited_worker(settings, ["plan", "reduce"], ("stages", "formats"), tmp_path,
+                               "cpu", threads=2 if stream_reduce else 0),
+               _limited_worker(settings, ["rows"], ("worker", "formats"), tmp_path, "rows")]
+    procs = []
+    for i, (argv, env, _) in enumerate(workers):
+        with open(tmp_path / f"worker-{i}.log", "wb") as out:
+            procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out,
+                                          stderr=subprocess.STDOUT))
+    try:
+        svc = SubmissionService(settings, app=make_celery(settings))
+        job = svc.submit(svc.build_spec(str(micrograph)))
+        deadline = time.monotonic() + 300
+        while ctx.table.jobs.get(job.id).status not in JOB_TERMINAL:
+            assert time.monotonic() < deadline, (tmp_path / "worker-0.log").read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(60)
+    logs = "\n".join((tmp_path / f"worker-{i}.log").read_text()[-2000:] for i in range(2))
+    refused = {name: log.read_text() if log.exists() else "" for (_, _, log), name
+               in zip(workers, ("cpu", "rows"), strict=True)}
+    assert refused == {"cpu": "", "rows": ""}, f"imports outside the image: {refused}"
+    done = ctx.table.jobs.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED, f"{done.error}\n{logs}"
+    for name in OUTPUT_FILES:
+        assert ctx.blobs.exists(output_key(job.id, name)), f"{name} missing\n{logs}"
+    assert "pelletseg.plan_job" in (tmp_path / "worker-0.log").read_text()
+    assert "pelletseg.segment_row" in (tmp_path / "worker-1.log").read_text()
+    assert done.outputs.get("streamed", False) is stream_reduce
+
+
+def test_a_worker_of_the_cpu_image_refuses_the_rows_queue_saying_what_to_run(tmp_path):
+    """A rows worker started from the CPU workers' image would fail every row it took (no
+    torch); it stops at start instead, naming the image to run rows on and the queues to
+    give this one."""
+    settings = make_settings(tmp_path / "home")
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    argv, env, refused = _limited_worker(settings, ["plan", "rows", "reduce"],
+                                         ("stages", "formats"), tmp_path, "cpu")
+    proc = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode != 0
+    said = " ".join(proc.stderr.split())
+    assert "takes the rows queue" in said, said[-2000:]
+    assert "cannot import torch, segmentation_models_pytorch" in said
+    assert "(deploy/Dockerfile.worker," in said and "-Q plan,reduce" in said
+    assert "celery@" not in proc.stdout  # no banner: it never started consuming
+    # only the start-up check looked for torch (find_spec), and nothing else was imported
+    looked = {line.split(":")[0] for line in refused.read_text().splitlines()}
+    assert looked == {f"{name} imported by {ROOT / 'worker' / 'tasks.py'}"
+                      for name in ("torch", "segmentation_models_pytorch")}
