@@ -4,8 +4,10 @@ A job runs through two real Celery workers whose processes can import only the d
 their image's ``pip install`` brings (pyproject's base install and the image's extras, with
 everything those require): the planner and reducer in one limited to ``.[stages,formats]``
 (the CPU workers' image, deploy/Dockerfile.worker-cpu: no torch), the rows in one limited to
-``.[worker,formats]`` (deploy/Dockerfile.worker). An import that the project's own code makes
-of anything else is recorded, and the job must succeed with every output.
+``.[worker,formats]`` (deploy/Dockerfile.worker); then the API, limited to the base install
+(deploy/Dockerfile.api), serves the job's results, files and viewer tiles. An import that the
+project's own code makes of anything else is recorded, and the job must succeed with every
+output.
 
 Before 2026-12-08 matplotlib came only with ``[train]``: the deployed reducers had none, and
 ``microstructure.report`` quietly left ``radial_profiles.png`` out of every job (the dev install,
@@ -18,6 +20,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import textwrap
 import time
 import tomllib
@@ -34,7 +37,7 @@ from submission import SubmissionService
 from tests.deploy.conftest import ROOT
 from tests.worker.conftest import make_settings
 from worker.context import WorkerContext
-from worker.local import worker_command
+from worker.local import settings_env, worker_command
 
 #: The project's own distribution: its requirements are read from pyproject.toml (the
 #: installed metadata of an editable install is as old as its last ``pip install``).
@@ -121,9 +124,9 @@ def blocked_modules(extras: tuple[str, ...]) -> list[str]:
                   if not any(_key(d) in inside for d in dists))
 
 
-def _limited_worker(settings, queues, extras, tmp_path, name, threads=0):
-    """``(argv, env, log)`` of a ``celery worker`` for ``queues`` limited to ``extras``
-    (``threads``: its pool's, as :func:`worker.local.worker_command` takes it)."""
+def _limited_env(settings, extras, tmp_path, name):
+    """``(env, log)``: the environment of a process for ``settings`` limited to ``extras``,
+    and the file where its refused imports are recorded."""
     folder = tmp_path / f"site-{name}"
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -131,10 +134,18 @@ def _limited_worker(settings, queues, extras, tmp_path, name, threads=0):
     config = tmp_path / f"image-{name}.json"
     config.write_text(json.dumps({"blocked": blocked_modules(extras), "root": str(ROOT),
                                   "log": str(log)}))
-    argv, env = worker_command(settings, queues, f"{name}@%h", threads=threads)
+    env = settings_env(settings)
     env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
     env["PELLETSEG_TEST_IMAGE_IMPORTS"] = str(config)
-    return argv, env, log
+    return env, log
+
+
+def _limited_worker(settings, queues, extras, tmp_path, name, threads=0):
+    """``(argv, env, log)`` of a ``celery worker`` for ``queues`` limited to ``extras``
+    (``threads``: its pool's, as :func:`worker.local.worker_command` takes it)."""
+    argv, worker_env = worker_command(settings, queues, f"{name}@%h", threads=threads)
+    env, log = _limited_env(settings, extras, tmp_path, name)
+    return argv, {**worker_env, **env}, log
 
 
 def test_the_cpu_image_has_no_torch_and_each_image_what_it_imports():
@@ -188,6 +199,42 @@ def test_a_job_runs_on_workers_that_import_only_what_their_image_installs(
     assert "pelletseg.plan_job" in (tmp_path / "worker-0.log").read_text()
     assert "pelletseg.segment_row" in (tmp_path / "worker-1.log").read_text()
     assert done.outputs.get("streamed", False) is stream_reduce
+    if not stream_reduce:
+        _api_serves_the_job_with_the_base_install(settings, job.id, tmp_path)
+
+
+#: Run by :func:`_api_serves_the_job_with_the_base_install` in a process limited to the API
+#: image's install: every route that reads a succeeded job's outputs.
+API_PROBE = textwrap.dedent("""
+    import json, re, sys
+    from fastapi.testclient import TestClient
+    from api.app import create_app
+    from core.settings import Settings
+    from storage.blobs.layout import OUTPUT_FILES, OPTIONAL_OUTPUTS
+    job = sys.argv[1]
+    client = TestClient(create_app(Settings()))
+    paths = [f"/v1/jobs/{job}/{p}" for p in ("results", "results.csv", "microstructure", "rows")]
+    paths += [f"/v1/jobs/{job}/files/{name}" for name in (*OUTPUT_FILES, *OPTIONAL_OUTPUTS)]
+    for layer in ("source", "labels", "overlay", "confidence"):
+        dzi = client.get(f"/v1/jobs/{job}/tiles/{layer}.dzi")
+        paths.append(f"/v1/jobs/{job}/tiles/{layer}.dzi")
+        ext = re.search(r'Format="(\\w+)"', dzi.text).group(1)
+        paths.append(f"/v1/jobs/{job}/tiles/{layer}_files/10/0_0.{ext}")
+    print(json.dumps({p: client.get(p).status_code for p in paths}))
+""")
+
+
+def _api_serves_the_job_with_the_base_install(settings, job_id, tmp_path):
+    """The API image (``pip install .``) serves the job's results, files, microstructure
+    and viewer tiles in a process that can import nothing else."""
+    env, refused = _limited_env(settings, (), tmp_path, "api")
+    env["PELLETSEG_API_AUTH"] = "false"
+    proc = subprocess.run([sys.executable, "-c", API_PROBE, job_id], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(answers.values()) == {200}, answers
+    assert not refused.exists(), refused.read_text()
 
 
 def test_a_worker_of_the_cpu_image_refuses_the_rows_queue_saying_what_to_run(tmp_path):
