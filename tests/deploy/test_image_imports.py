@@ -258,3 +258,86 @@ def test_a_worker_of_the_cpu_image_refuses_the_rows_queue_saying_what_to_run(tmp
     looked = {line.split(":")[0] for line in refused.read_text().splitlines()}
     assert looked == {f"{name} imported by {ROOT / 'worker' / 'tasks.py'}"
                       for name in ("torch", "segmentation_models_pytorch")}
+
+
+#: Run by the test below in a process limited to the CPU workers' image: the planner's
+#: conversion of each source to the model-ready TIFF, and a row's read of it.
+CONVERT_PROBE = textwrap.dedent("""
+    import hashlib, json, sys
+    from pathlib import Path
+    from imaging.formats import source_info, write_model_ready
+    from imaging.reading import open_image, read_rows
+    done = {}
+    for name in sys.argv[2:]:
+        src, out = Path(sys.argv[1]) / name, Path(sys.argv[1]) / (name + ".ready.tif")
+        info = write_model_ready(src, out, max_pixels=10**8, nodata_path=out.with_suffix(".nd"))
+        pixels = read_rows(open_image(out, max_pixels=10**8), 0, info.height)
+        done[name] = hashlib.sha256(pixels.tobytes()).hexdigest()
+    print(json.dumps(done))
+""")
+
+
+def test_the_cpu_image_converts_every_source_format_as_the_full_install_does(tmp_path):
+    """The planner's conversion (CZI, OpenSlide, OME-TIFF pyramid, planar 16-bit, LZW and JPEG
+    tiles, signed and float TIFF, PNG) in a process limited to ``.[stages,formats]`` gives the
+    pixels it gives in the full install, and imports nothing else: tifffile reads structure
+    only, libvips, pylibCZIrw and OpenSlide the pixels."""
+    import hashlib
+
+    import numpy as np
+    import pyvips
+    import tifffile
+    from pylibCZIrw import czi
+
+    from imaging.formats import write_model_ready
+    from imaging.reading import open_image, read_rows
+
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    writers = {
+        "pyramid.ome.tif": lambda p: _ome_pyramid(tifffile, p, a),
+        "planar16.ome.tif": lambda p: tifffile.imwrite(
+            p, rng.integers(0, 65536, (3, 300, 420), dtype=np.uint16), ome=True,
+            metadata={"axes": "CYX"}),
+        "lzw.ome.tif": lambda p: tifffile.imwrite(p, a, ome=True, photometric="rgb",
+                                                  tile=(256, 256), compression="lzw"),
+        "jpeg.tif": lambda p: tifffile.imwrite(p, a, photometric="rgb", tile=(256, 256),
+                                               compression="jpeg"),
+        "signed.tif": lambda p: tifffile.imwrite(
+            p, rng.integers(-32768, 32768, (300, 420), dtype=np.int16)),
+        "float.tif": lambda p: tifffile.imwrite(p, rng.random((300, 420), dtype=np.float32),
+                                                imagej=True),
+        "slide.svs": lambda p: tifffile.imwrite(
+            p, a, tile=(256, 256), photometric="rgb", compression="zlib", metadata=None,
+            description="Aperio Image Library v12.0.0\r\n420x300 [0,0 420x300] (256x256) RGB"
+                        "|AppMag = 20|MPP = 0.4990"),
+        "mosaic.czi": lambda p: _czi(czi, p, a),
+        "rgb.png": lambda p: pyvips.Image.new_from_array(a).pngsave(str(p)),
+    }
+    expected = {}
+    for name, write in writers.items():
+        write(tmp_path / name)
+        out = tmp_path / f"full-{name}.tif"
+        info = write_model_ready(tmp_path / name, out, max_pixels=10**8)
+        pixels = read_rows(open_image(out, max_pixels=10**8), 0, info.height)
+        expected[name] = hashlib.sha256(pixels.tobytes()).hexdigest()
+    settings = make_settings(tmp_path / "home")
+    env, refused = _limited_env(settings, ("stages", "formats"), tmp_path, "cpu")
+    proc = subprocess.run([sys.executable, "-c", CONVERT_PROBE, str(tmp_path), *writers],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == expected
+    assert not refused.exists(), refused.read_text()
+
+
+def _ome_pyramid(tifffile, path, a):
+    with tifffile.TiffWriter(path, bigtiff=True) as tw:
+        tw.write(a, tile=(256, 256), photometric="rgb", subifds=1, metadata={"axes": "YXS"})
+        tw.write(a[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1)
+
+
+def _czi(czi, path, a):
+    with czi.create_czi(str(path), exist_ok=True) as w:  # two tiles, BGR as CZI stores it
+        w.write(a[:, :210, ::-1].copy(), location=(100, 40))
+        w.write(a[:, 210:, ::-1].copy(), location=(310, 40))
