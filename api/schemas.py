@@ -170,6 +170,12 @@ class JobOut(BaseModel):
     pixel_size_um: float | None = Field(
         None, description="Pixel size (µm/px): given with the job, or read from the source "
         "at planning; null: unknown (outputs in px).", examples=[0.42])
+    pixel_size_from: str | None = Field(
+        None, description="Where the pixel size came from: 'the job' (given with it), or the "
+        "source's record that gave it (OME-XML, an ImageJ calibration, resolution tags with "
+        "their dpi or px/cm, a CZI's scaling, a slide's microns per pixel); null: no pixel "
+        "size, or a job planned before 2026-12-08.",
+        examples=["the file's resolution tags, 20000 px/cm"])
     precision: Precision | None = Field(
         None, description="Inference precision the job asked for; null: each worker's "
         "setting.", examples=[None])

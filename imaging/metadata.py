@@ -36,13 +36,16 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
+from typing import NamedTuple
 
 import pyvips
 
 __all__ = [
     "INCH_DPI_UNCALIBRATED",
+    "RecordedPixelSize",
     "pixel_size_from_imagej",
     "pixel_size_from_ome_xml",
+    "read_pixel_size",
     "read_pixel_size_um",
 ]
 
@@ -152,16 +155,36 @@ def _tiff_resolution(path: str | os.PathLike) -> tuple[float | None, float | Non
         return None, None
 
 
+class RecordedPixelSize(NamedTuple):
+    """A pixel size the file records, and which record gave it."""
+
+    #: µm/px along x and y (both > 0).
+    x_um: float
+    y_um: float
+    #: The record, in words for a report: ``OME-XML PhysicalSizeX/Y``, ``ImageJ
+    #: calibration``, ``resolution tags, 600 dpi``, ``resolution tags, 20000 px/cm``,
+    #: ``PNG pHYs chunk, 2e+06 px/m``.
+    record: str
+
+
 def read_pixel_size_um(path: str | os.PathLike,
                        ome_image: int = 0) -> tuple[float, float] | None:
-    """Pixel size (x, y) in µm/px recorded in the image file at ``path``, or None.
+    """Pixel size (x, y) in µm/px recorded in the image file at ``path``, or None
+    (:func:`read_pixel_size` without the record's name)."""
+    found = read_pixel_size(path, ome_image)
+    return None if found is None else (found.x_um, found.y_um)
+
+
+def read_pixel_size(path: str | os.PathLike, ome_image: int = 0) -> RecordedPixelSize | None:
+    """Pixel size in µm/px recorded in the image file at ``path``, with the record it came
+    from, or None.
 
     See the module docstring for the records read and the uncalibrated defaults ignored; of
     an OME-TIFF, the OME Image ``ome_image`` 's (0-based; a job's scene). Only the header is
     read (libvips opens the file lazily).
 
     Returns:
-        ``(x_um_per_px, y_um_per_px)``, both > 0, or None when the file records no
+        The size (both axes > 0) and its record, or None when the file records no
         calibration or cannot be opened (the reader of the pixels reports that error).
     """
     try:
@@ -176,10 +199,11 @@ def read_pixel_size_um(path: str | os.PathLike,
         if "<OME" in text:
             found = pixel_size_from_ome_xml(text.strip(), ome_image)
             if found is not None:
-                return found
+                return RecordedPixelSize(*found, "OME-XML PhysicalSizeX/Y")
     unit = image.get("resolution-unit") if "resolution-unit" in fields else None
     if unit is None and "image-description" in fields and text.startswith("ImageJ="):
-        return pixel_size_from_imagej(text, *_tiff_resolution(path))
+        found = pixel_size_from_imagej(text, *_tiff_resolution(path))
+        return None if found is None else RecordedPixelSize(*found, "ImageJ calibration")
     if unit is None and image.get("vips-loader") == "pngload":
         unit = "m"  # pHYs: pixels per metre
     if unit not in ("cm", "in", "m"):
@@ -191,4 +215,8 @@ def read_pixel_size_um(path: str | os.PathLike,
     y = _positive(1000.0 / yres) if yres > 0 else None
     if x is None or y is None:
         return None
-    return (x, y)
+    per_mm = max(xres, yres)
+    record = {"in": f"resolution tags, {per_mm * 25.4:.6g} dpi",
+              "cm": f"resolution tags, {per_mm * 10:.6g} px/cm",
+              "m": f"PNG pHYs chunk, {per_mm * 1000:.6g} px/m"}[unit]
+    return RecordedPixelSize(x, y, record)

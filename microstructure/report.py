@@ -140,7 +140,9 @@ def summary_lines(report: dict, max_pellets: int = SUMMARY_PELLETS) -> list[str]
     size, pellets (area, diameter, porosity, oxidation front; the first ``max_pellets`` by id,
     then a count of the others), pore size D10/D50/D90 and the notes."""
     ps = report["pixel_size_um"]
-    lines = [f"pixel size: {ps:g} µm" if ps is not None else "pixel size: unknown (figures in px)"]
+    came = report.get("pixel_size_from")  # a job's: where planning found the size
+    lines = [f"pixel size: {ps:g} µm/px" + (f", from {came}" if came else "")
+             if ps is not None else "pixel size: unknown (figures in px)"]
     for n in report.get("notes", []):
         lines.append(f"note: {n}")
     pel = report["pellets"]

@@ -75,6 +75,7 @@ def job_out(table: JobTable, job: Job) -> JobOut:
         tile_size=spec.get("tile_size", 0),
         halo=spec.get("halo", 0),
         pixel_size_um=(job.outputs or {}).get("pixel_size_um", spec.get("pixel_size_um")),
+        pixel_size_from=(job.outputs or {}).get("pixel_size_from"),
         precision=spec.get("precision"),
         significant_bits=(job.outputs or {}).get("significant_bits", spec.get("significant_bits")),
         scene=spec.get("scene"),

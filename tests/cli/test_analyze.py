@@ -42,7 +42,7 @@ def test_analyze_writes_the_outputs(tmp_path, inputs, section):
     res = CliRunner().invoke(main, ["analyze", str(labels), "--classes", str(classes),
                                     "--pixel-size-um", "1.5", "--rows", "17", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "pellets: 1" in res.output and "pixel size: 1.5 µm" in res.output
+    assert "pellets: 1" in res.output and "pixel size: 1.5 µm/px" in res.output
     names = {p.name for p in out.iterdir()}
     assert {"microstructure.json", "pellets.csv", "size_distributions.csv", "boundaries.csv",
             "radial_profiles.csv", "radial_profiles.png"} <= names

@@ -256,7 +256,7 @@ def test_client_commands(tmp_path, monkeypatch):
         assert res.exit_code == 0 and "pore" in res.output
         res = runner.invoke(main, ["results", done, "--out", str(tmp_path / "out")])
         assert res.exit_code == 0 and "Phase fractions" in res.output, res.output
-        assert "pixel size: 2 µm" in res.output and "pellets: 1" in res.output
+        assert "pixel size: 2 µm/px" in res.output and "pellets: 1" in res.output
         assert "pellet 1: 0.002 mm²" in res.output  # 400 px x 4 µm²
         assert "Low confidence" in res.output and "7.00" in res.output, res.output
         assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(

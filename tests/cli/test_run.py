@@ -57,7 +57,7 @@ def test_run_segments_a_file_and_copies_outputs(tmp_path, small_image):
     assert "Phase fractions" in res.stdout and "oxide" in res.stdout
     assert "model ebc-unet-mnv2 1 (Unet/mobilenet_v2" in res.stdout
     assert "trained on SEM cross-sections of environmental barrier coatings" in res.stdout
-    assert "pixel size: 0.5 µm" in res.stdout  # the microstructure summary
+    assert "pixel size: 0.5 µm/px, from the job" in res.stdout  # the microstructure summary
     doc = _check_outputs(tmp_path / "out", 600, 420)
     assert doc["pixel_size_um"] == 0.5 and doc["mount_class_declared"] is True
     micro = json.loads((tmp_path / "out" / "microstructure.json").read_text())

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 import pyvips
 
-from imaging.metadata import pixel_size_from_imagej, pixel_size_from_ome_xml, read_pixel_size_um
+from imaging.metadata import (
+    pixel_size_from_imagej,
+    pixel_size_from_ome_xml,
+    read_pixel_size,
+    read_pixel_size_um,
+)
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 
@@ -35,6 +40,7 @@ def test_centimetre_resolution(tmp_path):
     x, y = read_pixel_size_um(path)
     assert x == pytest.approx(0.5)
     assert y == pytest.approx(1.0)
+    assert read_pixel_size(path).record == "resolution tags, 20000 px/cm"  # the finer axis
 
 
 def test_inch_resolution_above_default_dpi(tmp_path):
@@ -44,6 +50,9 @@ def test_inch_resolution_above_default_dpi(tmp_path):
     x, y = read_pixel_size_um(path)
     assert x == pytest.approx(1.0, rel=1e-6)
     assert y == pytest.approx(1.0, rel=1e-6)
+    # the record says the dpi: an image editor's 600 or 1200 dpi reads as 42.3 or 21.2 µm/px,
+    # and a report naming it lets that be told from a microscope's calibration
+    assert read_pixel_size(path).record == "resolution tags, 25400 dpi"
 
 
 @pytest.mark.parametrize("dpi", [72.0, 96.0, 300.0])
@@ -92,6 +101,7 @@ def test_ome_xml_wins_over_resolution_tags(tmp_path):
     _with_description(_ome('PhysicalSizeX="0.25" PhysicalSizeY="0.25"')).tiffsave(
         str(path), xres=2000.0, yres=2000.0, resunit="cm")
     assert read_pixel_size_um(path) == pytest.approx((0.25, 0.25))
+    assert read_pixel_size(path).record == "OME-XML PhysicalSizeX/Y"
 
 
 def test_ome_xml_default_unit_and_one_axis():
@@ -134,6 +144,7 @@ def test_png_phys_chunk_in_pixels_per_metre(tmp_path, um):
     header = pyvips.Image.new_from_file(str(path))
     assert "resolution-unit" not in header.get_fields()  # nothing but pHYs records it
     assert read_pixel_size_um(path) == pytest.approx((um, 2 * um), rel=1e-5)
+    assert read_pixel_size(path).record == f"PNG pHYs chunk, {1e6 / um:.6g} px/m"
 
 
 @pytest.mark.parametrize("per_metre", [1, 2835, 3780, 11811])
@@ -161,6 +172,7 @@ def test_an_imagej_calibration_gives_the_pixel_size(tmp_path, unit, um):
     length."""
     path = _imagej_tiff(tmp_path / "fiji.tif", f"ImageJ=1.54f\nunit={unit}\n", (2.0, 2.0))
     assert read_pixel_size_um(path) == pytest.approx((um, um))
+    assert read_pixel_size(path).record == "ImageJ calibration"
 
 
 def test_an_imagej_y_unit_of_its_own_and_non_square_pixels(tmp_path):

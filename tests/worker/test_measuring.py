@@ -15,7 +15,7 @@ from sqlalchemy import update
 from core.job_warnings import WarningCode
 from core.states import JobStatus
 from imaging.metadata import read_pixel_size_um
-from microstructure import RowPartial, analyze_label_map
+from microstructure import RowPartial, analyze_label_map, summary_lines
 from models import MODEL_JSON
 from queues.names import PLAN_TASK, REDUCE_TASK, ROW_TASK
 from storage.blobs.layout import (
@@ -66,11 +66,16 @@ def _outputs(ctx, job_id) -> dict[str, bytes]:
             if ctx.blobs.exists(output_key(job_id, name))}
 
 
-@pytest.mark.parametrize(("given", "expected"), [(None, 0.8), (2.5, 2.5)])
-def test_planner_takes_the_jobs_pixel_size_else_the_sources(stack, small, given, expected):
+@pytest.mark.parametrize(("given", "expected", "came_from"), [
+    (None, 0.8, "the file's resolution tags, 12500 px/cm"), (2.5, 2.5, "the job")])
+def test_planner_takes_the_jobs_pixel_size_else_the_sources(stack, small, given, expected,
+                                                           came_from):
+    """... and records where it came from (``outputs["pixel_size_from"]``, shown beside it)."""
     job = _submit(stack, small, pixel_size_um=given)
     plan_job(stack, job.id)
-    assert stack.table.jobs.get(job.id).outputs["pixel_size_um"] == pytest.approx(expected)
+    outputs = stack.table.jobs.get(job.id).outputs
+    assert outputs["pixel_size_um"] == pytest.approx(expected)
+    assert outputs["pixel_size_from"] == came_from
 
 
 def test_planner_without_any_pixel_size_stores_none(stack, micrograph):
@@ -78,6 +83,7 @@ def test_planner_without_any_pixel_size_stores_none(stack, micrograph):
     plan_job(stack, job.id)
     outputs = stack.table.jobs.get(job.id).outputs
     assert "pixel_size_um" in outputs and outputs["pixel_size_um"] is None
+    assert outputs["pixel_size_from"] is None
 
 
 def test_a_pixel_size_unlike_the_models_is_a_warning_on_the_job_and_in_its_results(
@@ -242,6 +248,9 @@ def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, sm
     first = _outputs(stack, job.id)
     report = json.loads(first[MICROSTRUCTURE_JSON])
     assert report["pixel_size_um"] == pytest.approx(0.8)
+    assert report["pixel_size_from"] == "the file's resolution tags, 12500 px/cm"
+    assert summary_lines(report)[0] == ("pixel size: 0.8 µm/px, from the file's resolution "
+                                        "tags, 12500 px/cm")
     assert isinstance(report["pellets"], list)
     assert set(report["size_distributions"]) == {"background", "oxide", "crack"}
     for d in report["size_distributions"].values():
@@ -259,6 +268,8 @@ def test_job_microstructure_is_exact_and_a_resumed_reduce_is_identical(stack, sm
     assert report.pop("source") == {"job_id": job.id, "model": {
         "name": "tiny", "version": "1", "sha256": done.model_sha256}}
     assert whole.pop("source") == {"labels": "labels.tif"}
+    assert report.pop("pixel_size_from") == "the file's resolution tags, 12500 px/cm"
+    assert "pixel_size_from" not in whole  # a label map's analysis is given its size
     assert whole == report
     # the reducer crashed after writing (job failed), then is resumed: same bytes
     with stack.table.jobs._tx() as s:

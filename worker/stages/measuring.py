@@ -130,6 +130,8 @@ def write_microstructure(ctx: WorkerContext, job, rows: Sequence, pkg: ModelPack
                             band_width_um=BAND_WIDTH_UM)
     report["source"] = {"job_id": job.id, "model": {"name": job.model_name,
                         "version": job.model_version, "sha256": job.model_sha256}}
+    if report["pixel_size_um"] is not None:  # where planning found it (a job's own, a record)
+        report["pixel_size_from"] = (job.outputs or {}).get("pixel_size_from")
     for name, data in render_outputs(report).items():
         (work / name).write_bytes(data)
     log.info("reduce.microstructure", job_id=job.id, rows=len(partials),

@@ -13,7 +13,7 @@ from core.spec import JobSpec, SpecError
 from core.states import JobStatus, RowStatus
 from imaging.errors import DarkSourceError, ImageFormatError, SeveralScenesError
 from imaging.formats import SourceInfo, source_info, write_model_ready
-from imaging.metadata import read_pixel_size_um
+from imaging.metadata import read_pixel_size
 from imaging.mosaic import demo_folders
 from imaging.reading import write_black_fill_nodata
 from models import ModelPackage
@@ -109,9 +109,9 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         ctx.blobs.put_bytes(output_key(job_id, DERIVED_FROM), json.dumps(identity).encode())
         grid = TileGrid(info.width, info.height, spec.geometry, spec.rows_per_task,
                         fit_edges=spec.fit_edges)
-        pixel_size_um, warnings = resolve_pixel_size(spec.pixel_size_um, local, job_id=job_id,
-                                                     recorded=info.pixel_size_um,
-                                                     ome_image=info.scene or 0)
+        pixel_size_um, pixel_size_from, warnings = resolve_pixel_size(
+            spec.pixel_size_um, local, job_id=job_id, recorded=info.pixel_size_um,
+            recorded_by=info.format, ome_image=info.scene or 0)
         warnings += find_warnings(ctx.models.meta(model.name, model.version), spec, info,
                                   pixel_size_um, settings.home)
     except (*PERMANENT_ERRORS, NotFoundError, SpecError) as e:
@@ -128,7 +128,7 @@ def plan_job(ctx: WorkerContext, job_id: str) -> list[int]:
         height=info.height,
         rows_total=grid.n_strips,
         outputs={"source": source_key, "source_identity": identity,
-                 "pixel_size_um": pixel_size_um,
+                 "pixel_size_um": pixel_size_um, "pixel_size_from": pixel_size_from,
                  "significant_bits": significant_bits, "nodata": nodata_key,
                  "warnings": warnings},
     )
@@ -239,40 +239,51 @@ def _black_fill(source: Path, nodata: Path, max_pixels: int) -> bool:
         return False
 
 
+#: Where a job's pixel size came from (``outputs["pixel_size_from"]``), for what the format's
+#: reader recorded (:attr:`imaging.formats.SourceInfo.pixel_size_um` of a CZI or slide).
+FORMAT_RECORDS = {"CZI": "the CZI's scaling (Zeiss metadata)"}
+
+
 def resolve_pixel_size(given: float | None, source, *, job_id: str = "",
-                       recorded: float | None = None,
-                       ome_image: int = 0) -> tuple[float | None, list[dict[str, str]]]:
-    """The job's pixel size (µm/px) and the warnings about it: ``given`` with the job, else
-    the one the source file
-    records (:func:`imaging.metadata.read_pixel_size_um` for TIFF tags, an ImageJ
+                       recorded: float | None = None, recorded_by: str = "",
+                       ome_image: int = 0
+                       ) -> tuple[float | None, str | None, list[dict[str, str]]]:
+    """The job's pixel size (µm/px), where it came from and the warnings about it: ``given``
+    with the job, else the one the source file
+    records (:func:`imaging.metadata.read_pixel_size` for TIFF tags, an ImageJ
     calibration and OME-XML, of the OME Image ``ome_image`` read (the job's scene), else
-    ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide), else
-    None (outputs in px).
+    ``recorded``: what :func:`imaging.formats.source_info` read from a CZI or slide, of
+    format ``recorded_by``), else None (outputs in px).
 
     Returns:
-        ``(pixel_size_um, warnings)``: a source whose recorded pixels are not square (x and y
-        differ by more than 1 %) gives None, logged, and a
-        :data:`core.job_warnings.WarningCode.PIXELS_NOT_SQUARE` warning (the microstructure
-        figures assume square pixels, so such a job must be given its pixel size); else no
-        warning.
+        ``(pixel_size_um, pixel_size_from, warnings)``: ``pixel_size_from`` says where the
+        size came from, for reports (``the job``, ``the file's resolution tags, 600 dpi``,
+        ...; None without a size), so that a calibration that is not the
+        microscope's (an image editor's dpi) can be told and overridden. A source whose
+        recorded pixels are not square (x and y differ by more than 1 %) gives None, logged,
+        and a :data:`core.job_warnings.WarningCode.PIXELS_NOT_SQUARE` warning (the
+        microstructure figures assume square pixels, so such a job must be given its pixel
+        size); else no warning.
     """
     if given is not None:
-        return float(given), []
-    found = read_pixel_size_um(source, ome_image)
+        return float(given), "the job", []
+    found = read_pixel_size(source, ome_image)
     if found is None and recorded:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=recorded, source="format")
-        return float(recorded), []
+        return float(recorded), FORMAT_RECORDS.get(
+            recorded_by, f"the slide's microns per pixel ({recorded_by or 'its format'})"), []
     if found is None:
         log.info("plan.pixel_size", job_id=job_id, pixel_size_um=None, source="none")
-        return None, []
-    x, y = found
+        return None, None, []
+    x, y, record = found
     if abs(x - y) > 0.01 * max(x, y):
         log.warning("plan.pixel_size.non_square", job_id=job_id, x_um=x, y_um=y)
-        return None, [job_warning(WarningCode.PIXELS_NOT_SQUARE, (
+        return None, None, [job_warning(WarningCode.PIXELS_NOT_SQUARE, (
             f"the file records pixels of {x:.4g} x {y:.4g} µm, not square; the "
             "measurements assume square pixels, so the job has no pixel size and they are "
             "in px. Resample the image to square pixels, or, if the file's calibration is "
             "wrong, rerun the job with its pixel size (--pixel-size-um; pixel_size_um in "
             "the API)"))]
-    log.info("plan.pixel_size", job_id=job_id, pixel_size_um=x, source="metadata")
-    return float(x), []
+    log.info("plan.pixel_size", job_id=job_id, pixel_size_um=x, source="metadata",
+             record=record)
+    return float(x), f"the file's {record}", []

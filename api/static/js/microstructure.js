@@ -21,7 +21,9 @@ function pelletPhases(p) {
 /** Pixel size line: the unit every figure below is in. */
 export function pixelSizeNote(report) {
   return h("p", { class: "muted small", id: "micro-pixel-size" }, report.pixel_size_um
-    ? `Pixel size ${report.pixel_size_um} µm/px: areas in mm², diameters in mm and µm.`
+    ? `Pixel size ${report.pixel_size_um} µm/px`
+      + (report.pixel_size_from ? ` (from ${report.pixel_size_from})` : "")
+      + ": areas in mm², diameters in mm and µm."
     : "No pixel size (none given with the job or recorded in the image): figures are in px.");
 }
 
