@@ -71,6 +71,11 @@ err_console = make_console(stderr=True)
 NO_WORKER_GRACE = 15.0
 
 
+class WorkersExited(RuntimeError):
+    """Every local worker process exited before the jobs ended (its message: the end of each
+    worker's log, which says why: an install without torch, a database it cannot open, ...)."""
+
+
 def follow(
     table: JobTable,
     job_ids: Sequence[str],
@@ -95,7 +100,7 @@ def follow(
         The jobs in their terminal status, in the order of ``job_ids``.
 
     Raises:
-        RuntimeError: every local worker process died before the jobs ended.
+        WorkersExited: every local worker process died before the jobs ended.
     """
     columns = (
         TextColumn("{task.description}", style="bold", markup=False),
@@ -146,7 +151,8 @@ def follow(
                     bar.console.print(no_worker_hint, style="yellow", markup=False,
                                       highlight=False)
             if workers is not None and workers.alive() == 0:
-                raise RuntimeError("all local workers exited:\n" + log_tail(workers.settings))
+                raise WorkersExited("the local workers exited before the jobs ended; the end of "
+                                    "their logs says why:\n" + log_tail(workers.settings, 6))
             time.sleep(poll)
 
 
@@ -268,7 +274,9 @@ def drive(
     (``cli/interrupts.py``).
 
     Returns:
-        Process exit code: 0 if every job succeeded, 130 after Ctrl-C, 1 otherwise.
+        Process exit code: 0 if every job succeeded, 130 after Ctrl-C, 1 otherwise (also
+        when every local worker exited before the jobs ended: the reason from their logs is
+        printed, and the jobs are left ``interrupted`` to resume).
 
     Raises:
         click.ClickException: ``workers > 0`` in a directory whose pelletseg checkout is not
@@ -305,14 +313,18 @@ def drive(
                            "heartbeat in its job table), so the jobs wait queued: start one "
                            f"with `pelletseg worker --home {settings.home}` in another "
                            "terminal, or run without --workers 0"))
-    except KeyboardInterrupt:
-        # Ctrl-C: the jobs say what happened, the workers stop without taking new rows
+    except (KeyboardInterrupt, WorkersExited) as e:
+        # Ctrl-C, or no worker left: the jobs say what happened (interrupted, resumable), the
+        # workers stop without taking new rows
         with second_interrupt_exits():
             statuses = {job_id: interrupt_job(table, job_id) for job_id in job_ids}
             if pool is not None:
                 pool.stop(timeout=GRACE_SECONDS)
                 pool = None
-            console.print("interrupted", style="yellow")
+            if isinstance(e, WorkersExited):
+                console.print(f"error: {e}", style="red", markup=False, highlight=False)
+            else:
+                console.print("interrupted", style="yellow")
             if several:  # one command for the batch, not three lines per image
                 hints = [batch_resume_hint(jobs[0].batch_id, settings.home, statuses)]
             else:
@@ -320,7 +332,7 @@ def drive(
                          for job_id, status in statuses.items()]
             for hint in hints:
                 console.print(hint, soft_wrap=True, highlight=False)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED if isinstance(e, KeyboardInterrupt) else 1
     finally:
         if pool is not None:
             peaks = pool.peak_rss_mib()

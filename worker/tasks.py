@@ -253,11 +253,11 @@ def wire_worker_signals(app: Celery, settings: Settings,
             # SystemExit passes Celery's signal dispatch, which logs and drops Exceptions
             raise SystemExit(
                 f"this worker takes the rows queue ({rows}) but cannot import "
-                f"{', '.join(missing)}: its install is the CPU workers' (pip install "
-                "'.[stages]', deploy/Dockerfile.worker-cpu), which plans and reduces only. Run "
-                "rows on the worker image (deploy/Dockerfile.worker, pip install '.[worker]'), "
-                "or leave rows out of its queues (-Q plan,reduce; pelletseg worker --queues "
-                "plan,reduce)")
+                f"{', '.join(missing)}: this install runs no model (the API's `pip install .`, "
+                "or the CPU workers' '.[stages]', deploy/Dockerfile.worker-cpu, which plans "
+                "and reduces only). Install the model stack (pip install '.[worker]') or run "
+                "rows on the worker image (deploy/Dockerfile.worker), or leave rows out of this "
+                "worker's queues (-Q plan,reduce; pelletseg worker --queues plan,reduce)")
 
     def declare(sender=None, **_):
         if getattr(sender, "app", None) is not app:

@@ -84,8 +84,9 @@ def test_follow_of_one_job_labels_its_bar_with_the_status_alone(capsys):
 def test_follow_stops_when_every_local_worker_died(monkeypatch):
     table = ScriptedTable({"dddddddd-4": [(R, 1)]})
     workers = SimpleNamespace(alive=lambda: 0, settings=None)
-    monkeypatch.setattr(run_mod, "log_tail", lambda settings: "worker 1: Killed")
-    with pytest.raises(RuntimeError, match="all local workers exited:\nworker 1: Killed"):
+    monkeypatch.setattr(run_mod, "log_tail", lambda settings, lines=20: "worker 1: Killed")
+    with pytest.raises(run_mod.WorkersExited,
+                       match="local workers exited before the jobs ended; .*\nworker 1: Killed"):
         run_mod.follow(table, ["dddddddd-4"], workers, poll=0)
 
 

@@ -25,6 +25,7 @@ import textwrap
 import time
 import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -252,7 +253,8 @@ def test_a_worker_of_the_cpu_image_refuses_the_rows_queue_saying_what_to_run(tmp
     said = " ".join(proc.stderr.split())
     assert "takes the rows queue" in said, said[-2000:]
     assert "cannot import torch, segmentation_models_pytorch" in said
-    assert "(deploy/Dockerfile.worker," in said and "-Q plan,reduce" in said
+    assert "pip install '.[worker]'" in said and "(deploy/Dockerfile.worker)" in said
+    assert "-Q plan,reduce" in said
     assert "celery@" not in proc.stdout  # no banner: it never started consuming
     # only the start-up check looked for torch (find_spec), and nothing else was imported
     looked = {line.split(":")[0] for line in refused.read_text().splitlines()}
@@ -341,3 +343,28 @@ def _czi(czi, path, a):
     with czi.create_czi(str(path), exist_ok=True) as w:  # two tiles, BGR as CZI stores it
         w.write(a[:, :210, ::-1].copy(), location=(100, 40))
         w.write(a[:, 210:, ::-1].copy(), location=(310, 40))
+
+
+def test_pelletseg_run_on_an_install_without_the_model_stack_says_why_and_keeps_the_job(
+        tmp_path, micrograph):
+    """``pelletseg run`` where only ``pip install .`` is installed (an API client's install):
+    its local workers stop at start (no torch for the rows), and the command says why, in
+    one message with the end of their logs, and leaves the job ``interrupted`` to resume
+    once the model stack is installed; before 2026-12-08 it ended in a traceback."""
+    from core.states import JobStatus as Status
+    from storage.jobtable.table import job_table
+
+    settings = make_settings(tmp_path / "home")
+    env, _ = _limited_env(settings, (), tmp_path, "client")
+    pelletseg = Path(sys.executable).with_name("pelletseg")  # the console script
+    proc = subprocess.run([str(pelletseg), "run", str(micrograph), "--model", "ebc-unet-mnv2",
+                           "--workers", "1", "--home", str(tmp_path / "home")], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=180, check=False)
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out
+    assert "error: the local workers exited before the jobs ended" in out
+    assert "cannot import torch" in out and "pip install '.[worker]'" in out
+    assert "pelletseg resume" in out
+    [job] = job_table(settings).jobs.list()
+    assert job.status == Status.INTERRUPTED
