@@ -86,7 +86,7 @@ def test_follow_stops_when_every_local_worker_died(monkeypatch):
     workers = SimpleNamespace(alive=lambda: 0, settings=None)
     monkeypatch.setattr(run_mod, "log_tail", lambda settings, lines=20: "worker 1: Killed")
     with pytest.raises(run_mod.WorkersExited,
-                       match="local workers exited before the jobs ended; .*\nworker 1: Killed"):
+                       match=r"local workers exited before the jobs ended; .*\nworker 1: Killed"):
         run_mod.follow(table, ["dddddddd-4"], workers, poll=0)
 
 
