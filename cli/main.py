@@ -30,7 +30,57 @@ from core.settings import get_settings
 from storage.errors import StorageError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+def extra_providing(module: str) -> str | None:
+    """The optional dependency group (pyproject's extras: ``worker``, ``stages``, ``train``,
+    ``bench``, ``formats``) that installs the top-level ``module``, read from this
+    install's own metadata; the first that lists a distribution of that name (``_`` and ``-``
+    alike), None where none does."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    wanted = module.replace("_", "-").lower()
+    try:
+        requires = metadata.requires("pelletseg") or []
+        extras = metadata.metadata("pelletseg").get_all("Provides-Extra") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for line in requires:
+        req = Requirement(line)
+        if req.marker is not None and req.name.replace("_", "-").lower() == wanted:
+            found = next((x for x in extras if req.marker.evaluate({"extra": x})), None)
+            if found is not None:
+                return found
+    return None
+
+
+#: Commands whose whole work needs one extra (each holds ``[worker]``): what they ask for
+#: whichever of its packages is missing first.
+COMMAND_EXTRAS = {"bench": "bench", "agreement": "bench", "train": "train", "evaluate": "train"}
+
+
+class Commands(click.Group):
+    """The command group: a command that needs a package of an extra this install lacks
+    (``pelletseg bench`` with ``pip install .`` only) says which extra to install instead of
+    ending in a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            module = (e.name or "").partition(".")[0]
+            extra = extra_providing(module) if module else None
+            if extra is None:
+                raise
+            extra = COMMAND_EXTRAS.get(ctx.invoked_subcommand or "", extra)
+            raise click.ClickException(
+                f"pelletseg {ctx.invoked_subcommand} needs {module}, which this install lacks: "
+                f"pip install 'pelletseg[{extra}]' (from a checkout: pip install -e "
+                f"'.[{extra}]'; '.[dev]' installs every extra)") from e
+
+
+@click.group(cls=Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(package_name="pelletseg", prog_name="pelletseg",
                       message="%(prog)s %(version)s")
 def main() -> None:

@@ -368,3 +368,25 @@ def test_pelletseg_run_on_an_install_without_the_model_stack_says_why_and_keeps_
     assert "pelletseg resume" in out
     [job] = job_table(settings).jobs.list()
     assert job.status == Status.INTERRUPTED
+
+
+def test_a_command_needing_an_extra_this_install_lacks_names_it(tmp_path):
+    """``pelletseg bench`` with ``pip install .`` alone: one line naming the extra to install
+    (``cli.main.Commands``), not a ModuleNotFoundError traceback."""
+    from cli.main import extra_providing
+
+    assert [extra_providing(m) for m in ("torch", "scipy", "monai", "h5py", "pylibCZIrw")] == [
+        "worker", "stages", "bench", "train", "formats"]
+    assert extra_providing("no_such_module") is None
+    settings = make_settings(tmp_path / "home")
+    env, _ = _limited_env(settings, (), tmp_path, "client")
+    pelletseg = Path(sys.executable).with_name("pelletseg")
+    proc = subprocess.run([str(pelletseg), "bench", "--quick", "--rss-sizes", "",
+                           "--work", str(tmp_path / "work"), "--json", str(tmp_path / "b.json")],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out, out[-3000:]
+    # the command's extra (it holds [worker]), not only the first missing package's
+    assert ("pelletseg bench needs torch, which this install lacks: "
+            "pip install 'pelletseg[bench]'") in out
