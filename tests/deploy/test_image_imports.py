@@ -98,17 +98,19 @@ def image_distributions(extras: tuple[str, ...]) -> set[str]:
     """Normalised names of the distributions ``pip install ".[extras]"`` brings, from the
     installed metadata of each requirement (markers evaluated here, extras followed)."""
     seen: set[tuple[str, frozenset[str]]] = set()
-    todo = [(r, frozenset(r.extras)) for r in _own_requirements(extras)]
+    # (a requirement, the extras asked of the distribution that lists it: its marker's)
+    todo = [(r, frozenset()) for r in _own_requirements(extras)]
     while todo:
-        req, wanted = todo.pop()
+        req, listed_with = todo.pop()
         if req.marker is not None and not any(req.marker.evaluate({"extra": e})
-                                              for e in (wanted or {""})):
+                                              for e in (listed_with or {""})):
             continue
+        wanted = frozenset(req.extras)
         if (_key(req.name), wanted) in seen:
             continue
         seen.add((_key(req.name), wanted))
         if _key(req.name) == PROJECT:  # pelletseg[stages] inside [worker]
-            todo += [(r, frozenset(r.extras)) for r in _own_requirements(tuple(req.extras))]
+            todo += [(r, frozenset()) for r in _own_requirements(tuple(req.extras))]
             continue
         try:
             requires = metadata.requires(req.name) or []
