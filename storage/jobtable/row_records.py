@@ -208,9 +208,15 @@ class RowRecords(Repository):
         blob_key: str,
         seconds: float,
         inference: Mapping[str, Any] | None = None,
+        worker: str | None = None,
     ) -> tuple[bool, bool]:
         """Mark a row ``done`` with its per-class pixel counts, in one transaction with the
         last-row check.
+
+        ``worker``: complete only a row this worker holds (``segment_row`` passes its own id):
+        a worker whose row was taken over while it wrote (it was judged dead in a job-table
+        outage its calls waited out) must not record its counts beside the strip the new
+        holder writes. None: whoever holds it (tests, tools).
 
         ``inference`` records how the labels were computed (:attr:`Row.inference
         <storage.jobtable.tables.Row.inference>`); None where that is unknown (a checkpoint
@@ -221,8 +227,9 @@ class RowRecords(Repository):
 
         Returns:
             ``(completed, reduce_now)``: ``completed`` is False when the row was already done
-            (a duplicate: nothing is counted again); ``reduce_now`` is True for exactly one
-            caller, the one that must enqueue the reducer.
+            or is held by another worker than ``worker`` (a duplicate: nothing is counted);
+            ``reduce_now`` is True for exactly one caller, the one that must enqueue the
+            reducer.
         """
         now = utcnow()
         row_stmt = (
@@ -231,6 +238,7 @@ class RowRecords(Repository):
                 Row.job_id == job_id,
                 Row.index == index,
                 Row.status.in_([s.value for s in row_sources(RowStatus.DONE)]),
+                *([] if worker is None else [Row.worker == worker]),
             )
             .values(
                 status=RowStatus.DONE.value,

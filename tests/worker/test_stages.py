@@ -479,6 +479,39 @@ def test_a_worker_that_lost_its_row_meanwhile_stores_and_counts_nothing_of_it(
     assert all(stack.blobs.exists(k) for k in row_blob_keys(job.id, 2))
 
 
+def test_a_worker_whose_row_was_taken_over_after_its_writes_counts_nothing(
+        stack, micrograph, monkeypatch):
+    """The row taken over after the worker's last lease check, while it wrote (its job-table
+    calls waiting out an outage in which it was judged dead): its ``complete`` must not mark
+    the row done with its counts beside the strip the new holder writes next. Before
+    2026-12-08 ``rows.complete`` accepted any running row."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from storage.jobtable.tables import Row, utcnow
+    from worker.stages import segmenting
+
+    job = _submit(stack, micrograph)
+    plan_job(stack, job.id)
+    stack.sent.clear()
+    wrote = segmenting.write_row_partial
+
+    def taken_over_after(*args, **kwargs):  # its last write, then the takeover
+        wrote(*args, **kwargs)
+        with stack.table.engine.begin() as conn:
+            conn.execute(update(Row).where(Row.job_id == job.id, Row.index == 1)
+                         .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        assert stack.table.rows.claim(job.id, 1, "other:7", lease_seconds=600).claimed
+
+    monkeypatch.setattr(segmenting, "write_row_partial", taken_over_after)
+    assert segment_row(stack, job.id, 1) == "duplicate"
+    row = stack.table.rows.get(job.id, 1)
+    assert (row.status, row.worker, row.counts) == (RowStatus.RUNNING, "other:7", None)
+    monkeypatch.setattr(segmenting, "write_row_partial", wrote)
+    assert segment_row(stack, job.id, 2) == "done"  # a row it holds: counted
+
+
 def test_job_with_store_and_source_on_s3(tmp_path, tiny_package, micrograph, s3_bucket):
     """PELLETSEG_STORAGE_URL=s3://... and an s3:// source: the same code, through a real S3
     API (moto server on 127.0.0.1); the worker copies the source to local disk once."""

@@ -186,6 +186,7 @@ def _claim_and_segment(ctx: WorkerContext, job, job_id: str, index: int) -> str:
     completed, reduce_now = ctx.table.rows.complete(
         job_id, index, counts=counts, checksum=checksum, blob_key=key,
         seconds=time.perf_counter() - started, inference=inference,
+        worker=ctx.worker_id,  # not a row taken over since _still_holding: its holder counts
     )
     if reduce_now:
         ctx.enqueue(REDUCE_TASK, job_id)
