@@ -33,13 +33,14 @@ from storage.errors import StorageError
 def extra_providing(module: str) -> str | None:
     """The optional dependency group (pyproject's extras: ``worker``, ``stages``, ``train``,
     ``bench``, ``formats``) that installs the top-level ``module``, read from this
-    install's own metadata; the first that lists a distribution of that name (``_`` and ``-``
-    alike), None where none does."""
+    install's own metadata; the first that lists a distribution of that name (compared as
+    PEP 503 normalised names), None where none does."""
     from importlib import metadata
 
     from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
 
-    wanted = module.replace("_", "-").lower()
+    wanted = canonicalize_name(module)
     try:
         requires = metadata.requires("pelletseg") or []
         extras = metadata.metadata("pelletseg").get_all("Provides-Extra") or []
@@ -47,7 +48,7 @@ def extra_providing(module: str) -> str | None:
         return None
     for line in requires:
         req = Requirement(line)
-        if req.marker is not None and req.name.replace("_", "-").lower() == wanted:
+        if req.marker is not None and canonicalize_name(req.name) == wanted:
             found = next((x for x in extras if req.marker.evaluate({"extra": x})), None)
             if found is not None:
                 return found

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from core.states import JOB_TERMINAL, JobStatus
 from queues.app import make_celery
@@ -82,10 +82,6 @@ SITECUSTOMIZE = textwrap.dedent("""
 """)
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _own_requirements(extras: tuple[str, ...]) -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     found = [Requirement(r) for r in project["dependencies"]]
@@ -105,11 +101,11 @@ def image_distributions(extras: tuple[str, ...]) -> set[str]:
         if req.marker is not None and not any(req.marker.evaluate({"extra": e})
                                               for e in (listed_with or {""})):
             continue
-        wanted = frozenset(req.extras)
-        if (_key(req.name), wanted) in seen:
+        name, wanted = canonicalize_name(req.name), frozenset(req.extras)
+        if (name, wanted) in seen:
             continue
-        seen.add((_key(req.name), wanted))
-        if _key(req.name) == PROJECT:  # pelletseg[stages] inside [worker]
+        seen.add((name, wanted))
+        if name == PROJECT:  # pelletseg[stages] inside [worker]
             todo += [(r, frozenset()) for r in _own_requirements(tuple(req.extras))]
             continue
         try:
@@ -124,7 +120,7 @@ def blocked_modules(extras: tuple[str, ...]) -> list[str]:
     """Top-level module names installed here whose every distribution is outside the image."""
     inside = image_distributions(extras)
     return sorted(top for top, dists in metadata.packages_distributions().items()
-                  if not any(_key(d) in inside for d in dists))
+                  if not any(canonicalize_name(d) in inside for d in dists))
 
 
 def _limited_env(settings, extras, tmp_path, name):
